@@ -1,0 +1,38 @@
+# `make demo` trains on the built-in synthetic dataset, `make test` runs the
+# test suite. Both create the virtual environment in .venv first if needed.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-requirements
+DEMO_ROOT ?= experiments/demo
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED = 1
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+data/demo/demo_train.csv: data/make_demo.py | $(STAMP)
+	$(BIN)/python data/make_demo.py --output data/demo --force
+
+demo: data/demo/demo_train.csv | $(STAMP)
+	$(BIN)/python train.py --experiment_root $(DEMO_ROOT) \
+	    --train_set data/demo/demo_train.csv --image_root data/demo \
+	    --model_name tiny --head_name fc1024 --embedding_dim 128 \
+	    --batch_p 18 --batch_k 4 --net_input_height 128 --net_input_width 64 \
+	    --pre_crop_height 144 --pre_crop_width 72 --crop_augment --flip_augment \
+	    --train_iterations 600 --decay_start_iteration 400 --checkpoint_frequency 100 \
+	    --loading_threads 4 --seed 0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) data/demo data/demo.partial experiments

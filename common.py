@@ -1,0 +1,428 @@
+"""Pieces shared by train.py, embed.py and evaluate.py.
+
+Command-line argument types, CSV loading, image decoding, the P×K `tf.data`
+sampler, model assembly, logging and the small file helpers that keep an
+experiment root consistent. Importing this module has no side effects.
+"""
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from importlib import import_module
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+
+
+class UserError(Exception):
+    """An error caused by the user's input, reported as one line without a traceback."""
+
+
+# Command-line argument types
+###
+
+def _check_directory(arg, access, access_str):
+    """Accepts `arg` when it exists with `access`, or its closest existing parent has it."""
+    path_head = os.path.abspath(arg)
+    while True:
+        if os.path.exists(path_head):
+            if not os.path.isdir(path_head):
+                raise argparse.ArgumentTypeError(
+                    '`{}` is not a {} directory: `{}` exists and is not a '
+                    'directory.'.format(arg, access_str, path_head))
+            if os.access(path_head, access):
+                return arg
+            raise argparse.ArgumentTypeError(
+                '`{}` is not a {} directory: `{}` exists without {} '
+                'access.'.format(arg, access_str, path_head, access_str))
+        parent = os.path.dirname(path_head)
+        if parent == path_head:
+            break
+        path_head = parent
+    raise argparse.ArgumentTypeError('`{}` is not a valid {} path.'.format(arg, access_str))
+
+
+def writeable_directory(arg):
+    """A directory that exists and is writeable, or can be created."""
+    return _check_directory(arg, os.W_OK, 'writeable')
+
+
+def readable_directory(arg):
+    """An existing, readable directory."""
+    if not os.path.isdir(arg):
+        raise argparse.ArgumentTypeError('`{}` is not an existing directory.'.format(arg))
+    return _check_directory(arg, os.R_OK, 'readable')
+
+
+def _number_greater_x(arg, type_, x):
+    try:
+        value = type_(arg)
+    except ValueError:
+        raise argparse.ArgumentTypeError('`{}` is not an {}.'.format(arg, type_.__name__))
+    if value > x:
+        return value
+    raise argparse.ArgumentTypeError(
+        'found {} where an {} greater than {} was required.'.format(arg, type_.__name__, x))
+
+
+def positive_int(arg):
+    return _number_greater_x(arg, int, 0)
+
+
+def nonnegative_int(arg):
+    return _number_greater_x(arg, int, -1)
+
+
+def positive_float(arg):
+    return _number_greater_x(arg, float, 0)
+
+
+def float_or_string(arg):
+    """Tries to convert the string to float, otherwise returns the string."""
+    try:
+        return float(arg)
+    except (ValueError, TypeError):
+        return arg
+
+
+def margin(arg):
+    """The triplet margin: a non-negative float, `soft` or `none`."""
+    value = float_or_string(arg)
+    if isinstance(value, float):
+        if value < 0:
+            raise argparse.ArgumentTypeError('a numeric margin must be >= 0, got {}.'.format(arg))
+        return value
+    if value.lower() in ('soft', 'none'):
+        return value.lower()
+    raise argparse.ArgumentTypeError(
+        'the margin must be a number, `soft` or `none`, got `{}`.'.format(arg))
+
+
+def given_arguments(parser, argv):
+    """Returns the set of destinations the user gave explicitly on the command line.
+
+    Parses `argv` a second time with every default suppressed, so what remains
+    in the namespace is exactly what was typed.
+    """
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+# Files that must never be half-written.
+###
+
+def atomic_write(path, data, mode='w'):
+    """Writes `data` to `path` through a temporary file and a rename, so a
+    crash leaves either the old or the new content, never a mixture."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_json(path, obj):
+    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + '\n')
+
+
+# Dataset handling
+###
+
+def _has_image_extension(path):
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_csv_rows(csv_file):
+    """Reads `identity,relative/path` rows from a CSV file without header.
+
+    Returns:
+        A list of (pid, fid) string pairs, in file order.
+
+    Raises:
+        UserError naming the file and line for an unreadable, empty or
+        malformed file, or one that starts with a header line.
+    """
+    try:
+        with open(csv_file, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError('cannot read the dataset CSV `{}`: {}.'.format(csv_file, e.strerror))
+    try:
+        text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        raise UserError('`{}` line {}: the file is not valid UTF-8 text. Save it as UTF-8 '
+                        'with rows `identity,relative/path`.'.format(csv_file, line))
+
+    rows = []
+    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # Blank lines carry nothing, the original ignored them too.
+        if len(row) != 2:
+            raise UserError(
+                '`{}` line {}: expected 2 columns `identity,relative/path`, found {}: '
+                '`{}`.'.format(csv_file, line_no, len(row), ','.join(row)))
+        pid, fid = row[0].strip(), row[1].strip()
+        if not pid or not fid:
+            raise UserError('`{}` line {}: the identity and the path must both be non-empty, '
+                            'found `{}`.'.format(csv_file, line_no, ','.join(row)))
+        rows.append((line_no, pid, fid))
+
+    if not rows:
+        raise UserError('the dataset CSV `{}` is empty; it needs rows '
+                        '`identity,relative/path`.'.format(csv_file))
+    first_line, pid0, fid0 = rows[0]
+    others_are_images = any(_has_image_extension(f) for _, _, f in rows[1:])
+    if not _has_image_extension(fid0) and (others_are_images or len(rows) == 1):
+        raise UserError(
+            '`{}` line {}: `{},{}` looks like a header line. The CSV has no header: '
+            'remove that line so every row is `identity,relative/path`.'.format(
+                csv_file, first_line, pid0, fid0))
+    return [(pid, fid) for _, pid, fid in rows]
+
+
+def load_dataset(csv_file, image_root, fail_on_missing=True):
+    """Loads a dataset CSV file, returning PIDs and FIDs.
+
+    PIDs are the "person IDs", i.e. class names/labels, kept as strings because
+    leading zeros matter (`0002` and `2` are different people).
+    FIDs are the "file IDs", the image paths relative to `image_root`.
+
+    Args:
+        csv_file (str): The CSV file to load, rows `identity,relative/path`.
+        image_root (str or None): The folder the paths are relative to. When
+            None, the existence of the files is not checked.
+        fail_on_missing (bool): When files are missing, raise (True) or drop
+            them with a warning (False).
+
+    Returns:
+        (pids, fids), two numpy unicode arrays of equal length.
+
+    Raises:
+        UserError for malformed files and, with `fail_on_missing`, missing images.
+    """
+    rows = read_csv_rows(csv_file)
+    pids = np.array([pid for pid, _ in rows])
+    fids = np.array([fid for _, fid in rows])
+
+    if image_root is not None:
+        if not os.path.isdir(image_root):
+            raise UserError('the image root `{}` is not a folder.'.format(image_root))
+        missing = np.array([not os.path.isfile(os.path.join(image_root, f)) for f in fids],
+                           dtype=bool)
+        if missing.any():
+            examples = ', '.join('`{}`'.format(f) for f in fids[missing][:3])
+            if fail_on_missing:
+                raise UserError(
+                    '{} of the {} images listed in `{}` are missing under the image root '
+                    '`{}`, for example {}. Check `--image_root`.'.format(
+                        missing.sum(), len(fids), csv_file, image_root, examples))
+            logging.getLogger(__name__).warning(
+                'Removing %d missing file(s) from the dataset `%s`, for example %s.',
+                missing.sum(), csv_file, examples)
+            pids, fids = pids[~missing], fids[~missing]
+    return pids, fids
+
+
+def fid_to_image(fid, image_root, image_size):
+    """Loads an image file and resizes it, eagerly or inside `Dataset.map`.
+
+    JPEG, PNG, BMP and GIF files are decoded by their content, not their name;
+    grayscale and RGBA images become 3-channel RGB.
+
+    Args:
+        fid: A scalar string tensor, the path relative to `image_root`.
+        image_root (str): The folder the path is relative to.
+        image_size (tuple): The (height, width) to resize to.
+
+    Returns:
+        A float32 tensor of shape (height, width, 3) with values in [0, 255].
+    """
+    path = tf.strings.join([image_root, fid], separator='/')
+    decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    resized = tf.image.resize(tf.cast(decoded, tf.float32), image_size)
+    return tf.ensure_shape(resized, (image_size[0], image_size[1], 3))
+
+
+def _stream_seed(seed, stream, index):
+    """A stateless-RNG seed of shape (2,) for element `index` of the random stream `stream`."""
+    base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+
+
+def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
+               pre_crop_size=None, flip_augment=False, crop_augment=False,
+               seed=0, loading_threads=8, start_step=0):
+    """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
+
+    Each "epoch" shuffles the unique identities and keeps a multiple of P of
+    them. For each identity it draws K images, without replacement when it has
+    at least K, otherwise from a padded list in which every image occurs equally
+    often. Images are decoded in parallel and optionally flipped and cropped.
+
+    Every random choice is a stateless function of `seed` and the position in
+    the stream, so two runs with the same seed see the same batches, whatever
+    the parallelism, and `start_step` resumes the stream exactly where a run
+    that did `start_step` steps left it.
+
+    Args:
+        pids, fids: Numpy string arrays from `load_dataset`.
+        image_root (str): The folder the fids are relative to.
+        batch_p, batch_k (int): Identities per batch and images per identity.
+        net_input_size (tuple): The (height, width) the network is fed.
+        pre_crop_size (tuple): The (height, width) images are resized to before
+            random cropping, used only with `crop_augment`.
+        flip_augment, crop_augment (bool): Random horizontal flips and crops.
+        seed (int): Seed of every random choice.
+        loading_threads (int): Images decoded in parallel.
+        start_step (int): Number of batches to skip, computed without loading.
+
+    Returns:
+        A dataset of (images (P*K, H, W, 3) float32, fids (P*K,), pids (P*K,)).
+    """
+    unique_pids, pid_index = np.unique(pids, return_inverse=True)
+    num_pids = len(unique_pids)
+    if num_pids < batch_p:
+        raise UserError('the training set has {} identities but a batch needs --batch_p={}; '
+                        'lower --batch_p to at most {}.'.format(num_pids, batch_p, num_pids))
+    # Files grouped by identity: identity i owns `by_pid[splits[i]:splits[i+1]]`.
+    by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
+    splits = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
+    fids_t, pids_t = tf.constant(fids), tf.constant(pids)
+    per_epoch = (num_pids // batch_p) * batch_p
+    first_pid = start_step * batch_p
+    start_epoch, start_offset = divmod(first_pid, per_epoch)
+
+    def epoch_identities(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_pids, dtype=tf.int64), seed=_stream_seed(seed, 0, epoch))
+        return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
+
+    def sample_k_fids(pid, draw):
+        start, count = splits[pid], splits[pid + 1] - splits[pid]
+        padded_count = (batch_k + count - 1) // count * count
+        padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
+        chosen = tf.random.experimental.stateless_shuffle(
+            padded, seed=_stream_seed(seed, 1, draw))[:batch_k]
+        return tf.data.Dataset.from_tensor_slices(tf.gather(by_pid, start + chosen))
+
+    image_size = pre_crop_size if crop_augment else net_input_size
+
+    def load(file_index, draw):
+        fid = tf.gather(fids_t, file_index)
+        image = fid_to_image(fid, image_root, image_size)
+        if flip_augment:
+            image = tf.image.stateless_random_flip_left_right(
+                image, seed=_stream_seed(seed, 2, draw))
+        if crop_augment:
+            image = tf.image.stateless_random_crop(
+                image, tuple(net_input_size) + (3,), seed=_stream_seed(seed, 3, draw))
+        return image, fid, tf.gather(pids_t, file_index)
+
+    pids_ds = (tf.data.Dataset.counter(start=start_epoch)
+               .flat_map(epoch_identities).skip(start_offset))
+    draws = tf.data.Dataset.counter(start=first_pid)
+    files = tf.data.Dataset.zip(pids_ds, draws).flat_map(sample_k_fids)
+    images = tf.data.Dataset.zip(files, tf.data.Dataset.counter(start=first_pid * batch_k))
+    images = images.map(load, num_parallel_calls=loading_threads, deterministic=True)
+    return images.batch(batch_p * batch_k, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+# Model assembly
+###
+
+def build_model(model_name, head_name, embedding_dim):
+    """Builds the embedding network from a `nets/` body and a `heads/` head.
+
+    Returns:
+        (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
+        to a dict with `emb` and `emb_raw`, both (B, embedding_dim); `body` is
+        its backbone, the part that pretrained weights are loaded into.
+    """
+    import keras
+    body = import_module('nets.' + model_name).body()
+    head = import_module('heads.' + head_name).head
+    images = keras.Input((None, None, 3), name='images')
+    outputs = head(body(images), embedding_dim)
+    return keras.Model(images, outputs, name='embedding_model'), body
+
+
+def load_body_weights(body, path):
+    """Initialises a backbone from a Keras weights file or a TF2 checkpoint.
+
+    A TF2 checkpoint is either one of the body alone,
+    `tf.train.Checkpoint(body=body).save(...)`, or a checkpoint of another
+    experiment of this project (which stores its body under the same name).
+
+    Raises:
+        UserError when the file is missing or holds no matching weights.
+    """
+    if path.endswith(('.h5', '.keras')):
+        if not os.path.isfile(path):
+            raise UserError('the initial checkpoint `{}` does not exist.'.format(path))
+        try:
+            body.load_weights(path)
+        except (ValueError, OSError) as e:
+            raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
+                path, body.name, e))
+        return
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
+        raise UserError('`{}` is neither a Keras weights file nor a TF2 checkpoint '
+                        'prefix.'.format(path))
+    if not any(name.startswith('body/') for name in reader.get_variable_to_shape_map()):
+        raise UserError(
+            'the checkpoint `{}` holds no weights saved as `body` (a TF2 checkpoint of this '
+            'project); TF1/slim checkpoints are not supported by this loader.'.format(path))
+    try:
+        status = tf.train.Checkpoint(body=body).read(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
+            path, body.name, str(e).splitlines()[0]))
+
+
+# Logging
+###
+
+def setup_logging(log_file=None, name='train'):
+    """Logs INFO and above to stderr and everything to `log_file` (appended)."""
+    formatter = logging.Formatter('%(asctime)s [%(levelname)s] %(name)s: %(message)s')
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setLevel(logging.INFO)
+    stream.setFormatter(formatter)
+    root.addHandler(stream)
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, mode='a')
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+    root.setLevel(logging.DEBUG)
+    # TensorFlow's own logger would otherwise print everything twice.
+    logging.getLogger('tensorflow').propagate = False
+    logging.getLogger('absl').setLevel(logging.WARNING)
+    return logging.getLogger(name)

@@ -1,0 +1,20 @@
+"""Embedding-head plug-ins.
+
+Each choice is a module `heads/<name>.py` with one function
+
+    head(features, embedding_dim) -> {'emb_raw': ..., 'emb': ...}
+
+applied to the body's pooled Keras tensor `features` of shape (B, F). It
+returns the raw embedding (B, embedding_dim) and the embedding that the loss
+and the evaluation use (the raw one, or its L2-normalised version). The final
+layer is named `emb` like the original's variable scope, and its output is
+float32 whatever the mixed-precision policy. `_layers.py` holds the shared
+layers and is not a choice.
+"""
+
+HEAD_CHOICES = (
+    'direct',
+    'direct_normalize',
+    'fc1024',
+    'fc1024_normalize',
+)

@@ -1,0 +1,24 @@
+"""Layers shared by the heads."""
+
+import keras
+
+from nets._layers import batch_norm
+
+
+def emb(x, embedding_dim):
+    """The final linear embedding layer, orthogonally initialised as in the original."""
+    return keras.layers.Dense(embedding_dim, kernel_initializer='orthogonal', dtype='float32',
+                              name='emb')(x)
+
+
+def fc1024(x):
+    """slim's `fully_connected(x, 1024, normalizer_fn=batch_norm)`: dense without bias,
+    batch norm (decay 0.9, epsilon 1e-5), ReLU."""
+    x = keras.layers.Dense(1024, use_bias=False, kernel_initializer='glorot_uniform',
+                           name='fully_connected')(x)
+    x = batch_norm(x, 'fully_connected_bn')
+    return keras.layers.Activation('relu', name='fully_connected_relu')(x)
+
+
+def l2_normalize(x):
+    return keras.layers.UnitNormalization(axis=-1, name='out_emb')(x)

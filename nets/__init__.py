@@ -1,0 +1,23 @@
+"""Backbone plug-ins.
+
+Each choice is a module `nets/<name>.py` with one function
+
+    body() -> keras.Model
+
+that maps float RGB images of shape (B, H, W, 3) with values in [0, 255] to
+pooled features of shape (B, F). The body does its own input preprocessing
+(mean subtraction or scaling) and ends with global average pooling, so it
+accepts any image size. Its layers are named after the variables of the
+TF-slim network it follows, so that slim checkpoints can be mapped onto it.
+
+`_layers.py` and `resnet_v1.py` are shared building blocks, not choices.
+"""
+
+NET_CHOICES = (
+    'resnet_v1_50',
+    'resnet_v1_101',
+    'resnet_v1_152',
+    'mobilenet_v1_1_224',
+    'tiny',
+    'lunet',
+)

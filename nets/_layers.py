@@ -1,0 +1,46 @@
+"""Layer helpers that reproduce TF-slim's conventions in Keras."""
+
+import keras
+
+
+def conv2d_same(x, filters, kernel_size, stride, name, **kwargs):
+    """A convolution with slim's 'SAME' rule for strided convolutions.
+
+    TensorFlow's 'SAME' padding depends on the input size when the stride is
+    larger than one; slim's `resnet_utils.conv2d_same` instead pads
+    `kernel_size - 1` pixels, split as evenly as possible with the extra one
+    at the end, and then convolves with 'VALID' padding.
+    """
+    if stride == 1:
+        return keras.layers.Conv2D(filters, kernel_size, padding='same', name=name,
+                                   **kwargs)(x)
+    pad_total = kernel_size - 1
+    pad_beg = pad_total // 2
+    pad = ((pad_beg, pad_total - pad_beg),) * 2
+    x = keras.layers.ZeroPadding2D(pad, name=name + '_pad')(x)
+    return keras.layers.Conv2D(filters, kernel_size, strides=stride, padding='valid',
+                               name=name, **kwargs)(x)
+
+
+def batch_norm(x, name, momentum=0.9, epsilon=1e-5):
+    """Batch normalisation with slim's decay/epsilon naming (decay == momentum)."""
+    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
+
+
+def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e-5,
+            same_rule='slim'):
+    """slim's `conv2d` with `normalizer_fn=batch_norm`: conv (no bias), BN, activation.
+
+    The batch-norm layer is named `<name>_bn`; `same_rule='tf'` uses
+    TensorFlow's own 'SAME' padding even for strided convolutions.
+    """
+    kwargs = dict(use_bias=False, kernel_initializer='he_normal')
+    if same_rule == 'slim':
+        x = conv2d_same(x, filters, kernel_size, stride, name, **kwargs)
+    else:
+        x = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding='same',
+                                name=name, **kwargs)(x)
+    x = batch_norm(x, name + '_bn', epsilon=epsilon)
+    if activation is not None:
+        x = keras.layers.Activation(activation, name=name + '_act')(x)
+    return x

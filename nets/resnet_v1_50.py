@@ -1,0 +1,7 @@
+"""ResNet-50 v1 following TF-slim, with ImageNet mean subtraction and global average pooling."""
+
+from nets.resnet_v1 import resnet_v1
+
+
+def body():
+    return resnet_v1((3, 4, 6, 3), name='resnet_v1_50')

@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""Train a person re-identification embedding with the batch-hard triplet loss.
+
+Rerunning with the same `--experiment_root` resumes the experiment from its
+last checkpoint, with the arguments stored in its `args.json`.
+"""
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+import common
+import loss
+from heads import HEAD_CHOICES
+from nets import NET_CHOICES
+from uninterrupt import Uninterrupt
+
+log = logging.getLogger('train')
+
+parser = argparse.ArgumentParser(
+    description='Train a ReID network.',
+    epilog='Rerunning with an existing --experiment_root resumes that experiment.')
+
+# Required.
+
+parser.add_argument(
+    '--experiment_root', required=True, type=common.writeable_directory,
+    help='Location used to store checkpoints and dumped data.')
+
+parser.add_argument(
+    '--train_set',
+    help='Path to the train_set csv file (rows `identity,relative/path`, no header).')
+
+parser.add_argument(
+    '--image_root', type=common.readable_directory,
+    help='Path that will be pre-pended to the filenames in the train_set csv.')
+
+# Optional with sane defaults.
+
+parser.add_argument(
+    '--resume', action='store_true', default=False,
+    help='Resume the experiment in --experiment_root. Rerunning with an existing '
+         'experiment root resumes anyway; with this flag a missing `args.json` is an error. '
+         'All other arguments are taken from the stored `args.json`.')
+
+parser.add_argument(
+    '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
+    help='Name of the model to use.')
+
+parser.add_argument(
+    '--head_name', default='fc1024', choices=HEAD_CHOICES,
+    help='Name of the head to use.')
+
+parser.add_argument(
+    '--embedding_dim', default=128, type=common.positive_int,
+    help='Dimensionality of the embedding space.')
+
+parser.add_argument(
+    '--initial_checkpoint', default=None,
+    help='Pretrained weights for the network body: a Keras weights file (.weights.h5) or '
+         'a TF2 checkpoint prefix holding `body` (such as another experiment\'s checkpoint).')
+
+parser.add_argument(
+    '--batch_p', default=32, type=common.positive_int,
+    help='The number P used in the PK-batches: identities per batch.')
+
+parser.add_argument(
+    '--batch_k', default=4, type=common.positive_int,
+    help='The number K used in the PK-batches: images per identity (at least 2).')
+
+parser.add_argument(
+    '--net_input_height', default=256, type=common.positive_int,
+    help='Height of the input directly fed into the network.')
+
+parser.add_argument(
+    '--net_input_width', default=128, type=common.positive_int,
+    help='Width of the input directly fed into the network.')
+
+parser.add_argument(
+    '--pre_crop_height', default=288, type=common.positive_int,
+    help='Height used to resize a loaded image. This is ignored when no crop '
+         'augmentation is applied.')
+
+parser.add_argument(
+    '--pre_crop_width', default=144, type=common.positive_int,
+    help='Width used to resize a loaded image. This is ignored when no crop '
+         'augmentation is applied.')
+
+parser.add_argument(
+    '--loading_threads', default=8, type=common.positive_int,
+    help='Number of threads used for parallel loading.')
+
+parser.add_argument(
+    '--margin', default='soft', type=common.margin,
+    help='What margin to use: a float value for hard-margin, "soft" for '
+         'soft-margin, or no margin if "none".')
+
+parser.add_argument(
+    '--metric', default='euclidean', choices=loss.cdist.supported_metrics,
+    help='Which metric to use for the distance between embeddings.')
+
+parser.add_argument(
+    '--loss', default='batch_hard', choices=loss.LOSS_CHOICES.keys(),
+    help='The triplet loss variant.')
+
+parser.add_argument(
+    '--learning_rate', default=3e-4, type=common.positive_float,
+    help='The initial value of the learning-rate, before it kicks in.')
+
+parser.add_argument(
+    '--train_iterations', default=25000, type=common.positive_int,
+    help='Number of training iterations.')
+
+parser.add_argument(
+    '--decay_start_iteration', default=15000, type=int,
+    help='At which iteration the learning-rate decay should kick-in. '
+         'Set to -1 to disable decay completely.')
+
+parser.add_argument(
+    '--checkpoint_frequency', default=1000, type=common.nonnegative_int,
+    help='After how many iterations a checkpoint is stored. Set this to 0 to '
+         'disable intermediate storing. This will result in only one final '
+         'checkpoint.')
+
+parser.add_argument(
+    '--flip_augment', action='store_true', default=False,
+    help='When this flag is provided, flip augmentation is performed.')
+
+parser.add_argument(
+    '--crop_augment', action='store_true', default=False,
+    help='When this flag is provided, crop augmentation is performed: images are resized '
+         'to the pre-crop size and a random crop of the net input size is taken.')
+
+parser.add_argument(
+    '--detailed_logs', action='store_true', default=False,
+    help='Store very detailed logs of the training in addition to TensorBoard'
+         ' summaries. These are mem-mapped numpy files containing the'
+         ' embeddings, losses and FIDs seen in each batch during training.'
+         ' Everything can be re-constructed and analyzed that way.')
+
+parser.add_argument(
+    '--seed', default=None, type=common.nonnegative_int,
+    help='Seed of the sampler and the augmentation: two runs with the same seed see the '
+         'same batches. Chosen at random (and stored in args.json) when not given.')
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The original's schedule: constant until `decay_start`, then exponential
+    decay that reaches 0.001 × `initial` at `end`; a negative `decay_start`
+    (or one at or past `end`) disables the decay."""
+
+    def __init__(self, initial, decay_start, end):
+        self.initial, self.decay_start, self.end = float(initial), int(decay_start), int(end)
+
+    def __call__(self, step):
+        if not 0 <= self.decay_start < self.end:
+            return tf.constant(self.initial, tf.float32)
+        progress = tf.maximum(0.0, tf.cast(step, tf.float32) - self.decay_start)
+        return self.initial * tf.pow(0.001, progress / (self.end - self.decay_start))
+
+    def get_config(self):
+        return {'initial': self.initial, 'decay_start': self.decay_start, 'end': self.end}
+
+
+def resolve_arguments(argv):
+    """Parses `argv` and, when the experiment root holds `args.json`, takes the
+    stored arguments instead, warning about every given one that differs.
+
+    Returns:
+        (args, resuming) where `resuming` says whether args.json was loaded.
+    """
+    args = parser.parse_args(argv)
+    args_file = os.path.join(args.experiment_root, 'args.json')
+    if not os.path.isfile(args_file):
+        if args.resume:
+            raise common.UserError('--resume was given but `{}` does not exist.'.format(args_file))
+        if os.path.isdir(args.experiment_root) and os.listdir(args.experiment_root):
+            raise common.UserError(
+                'the experiment root `{}` is not empty and holds no args.json, so it is not an '
+                'experiment of this project; choose an empty or new folder.'.format(
+                    args.experiment_root))
+        return args, False
+
+    try:
+        with open(args_file) as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError('not a JSON object')
+    except (ValueError, UnicodeDecodeError) as e:
+        raise common.UserError('`{}` is corrupt ({}); fix it or start a new experiment '
+                               'root.'.format(args_file, e))
+    given = common.given_arguments(parser, argv)
+    for key, value in vars(args).items():
+        if key in ('resume', 'experiment_root'):
+            continue
+        if key not in stored:
+            log.warning('A new argument was added since the last run: `%s`. Using the new '
+                        'value: `%s`.', key, value)
+        elif key in given and stored[key] != value:
+            log.warning('For the argument `%s` we are using the stored value `%s`. The '
+                        'provided value was `%s`.', key, stored[key], value)
+            setattr(args, key, stored[key])
+        else:
+            setattr(args, key, stored[key])
+    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES)):
+        if getattr(args, key) not in choices:
+            raise common.UserError('`{}` names {} `{}`, which does not exist; choose one of '
+                                   '{}.'.format(args_file, key, getattr(args, key),
+                                                ', '.join(choices)))
+    return args, True
+
+
+def check_arguments(args):
+    """Refuses argument combinations that cannot train, before anything is written."""
+    if not args.train_set:
+        raise common.UserError('you did not specify the `--train_set` argument.')
+    if not args.image_root:
+        raise common.UserError('you did not specify the `--image_root` argument.')
+    if args.batch_k < 2:
+        raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
+                               'triplet loss has nothing to pull together; use --batch_k 2 '
+                               'or more.'.format(args.batch_k))
+    if args.crop_augment and (args.pre_crop_height < args.net_input_height or
+                              args.pre_crop_width < args.net_input_width):
+        raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
+                               'the net input size {}x{}.'.format(
+                                   args.pre_crop_height, args.pre_crop_width,
+                                   args.net_input_height, args.net_input_width))
+
+
+def create_or_resize_dat(basename, dtype, shape):
+    """A writeable memory-mapped array in `basename` with its description in
+    `basename.json` (lbtoolbox's format), grown along the first axis when it
+    exists and is shorter."""
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    if os.path.isfile(basename + '.json') and os.path.isfile(basename):
+        with open(basename + '.json') as f:
+            old = json.load(f)
+        old_shape = tuple(old['shape'])
+        if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
+            raise common.UserError('the detailed log `{}` has shape {} and dtype {}, which '
+                                   'does not fit {} {}.'.format(basename, old_shape,
+                                                                old['dtype'], shape, dtype.str))
+        shape = (max(old_shape[0], shape[0]),) + shape[1:]
+        mode = 'r+'
+    else:
+        mode = 'w+'
+    size = int(np.prod(shape)) * dtype.itemsize
+    if mode == 'r+' and os.path.getsize(basename) < size:
+        os.truncate(basename, size)
+    array = np.memmap(basename, mode=mode, dtype=dtype, shape=shape)
+    common.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
+    return array
+
+
+def write_summaries(writer, step, out, lr, seconds, batch_k):
+    """The original's TensorBoard scalars and histograms for one step."""
+    with writer.as_default(step=step):
+        tf.summary.scalar('loss', tf.reduce_mean(out['losses']))
+        tf.summary.scalar('batch_top1', out['top1'])
+        tf.summary.scalar('batch_prec_at_{}'.format(batch_k - 1), out['prec_at_k'])
+        tf.summary.scalar('active_count', out['active_count'])
+        tf.summary.scalar('learning_rate', lr)
+        tf.summary.scalar('secs_per_iter', seconds)
+        tf.summary.histogram('loss_distribution', out['losses'])
+        tf.summary.histogram('embedding_dists', out['dists'])
+        tf.summary.histogram('embedding_pos_dists', out['pos_dists'])
+        tf.summary.histogram('embedding_neg_dists', out['neg_dists'])
+        tf.summary.histogram('embedding_lengths', out['emb_lengths'])
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    common.setup_logging()
+
+    # Arguments: fresh, or resumed from args.json. Nothing is written before
+    # the arguments and the data are known to be usable.
+    args, resuming = resolve_arguments(argv)
+    check_arguments(args)
+
+    # Data.
+    pids, fids = common.load_dataset(args.train_set, args.image_root)
+    net_input_size = (args.net_input_height, args.net_input_width)
+    pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
+    if len(np.unique(pids)) < args.batch_p:
+        raise common.UserError(
+            '`{}` has {} identities but --batch_p is {}; lower --batch_p to at most {}.'.format(
+                args.train_set, len(np.unique(pids)), args.batch_p, len(np.unique(pids))))
+
+    if not resuming:
+        if args.seed is None:
+            args.seed = secrets.randbelow(2 ** 31)
+        os.makedirs(args.experiment_root, exist_ok=True)
+        common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+    common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+    log.info('Training using the following parameters:')
+    for key, value in sorted(vars(args).items()):
+        log.info('%s: %s', key, value)
+
+    # Model.
+    model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim)
+
+    # Loss.
+    loss_fn = loss.LOSS_CHOICES[args.loss]
+
+    # Optimizer, built now so that its slots exist in the step-0 checkpoint.
+    learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
+                                 args.train_iterations)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build(model.trainable_variables)
+
+    # Checkpoint: everything that decides the future of the run.
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+    checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step)
+    manager = tf.train.CheckpointManager(checkpoint, args.experiment_root, max_to_keep=None,
+                                         checkpoint_name='checkpoint')
+    if manager.latest_checkpoint:
+        log.info('Restoring from checkpoint: %s', manager.latest_checkpoint)
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (AssertionError, ValueError) as e:
+            raise common.UserError('the checkpoint `{}` does not fit the model {} + {} with '
+                                   'embedding_dim {}: {}'.format(
+                                       manager.latest_checkpoint, args.model_name,
+                                       args.head_name, args.embedding_dim,
+                                       str(e).splitlines()[0]))
+    else:
+        if args.initial_checkpoint:
+            log.info('Initialising the body from %s', args.initial_checkpoint)
+            common.load_body_weights(body, args.initial_checkpoint)
+        # The initialisation is stored too, so experiments can be reproduced exactly.
+        manager.save(checkpoint_number=0)
+    start_step = int(step.numpy())
+
+    @tf.function
+    def train_step(images, pids):
+        with tf.GradientTape() as tape:
+            endpoints = model(images, training=True)
+            dists = loss.cdist(endpoints['emb'], endpoints['emb'], metric=args.metric)
+            losses, top1, prec_at_k, _, neg_dists, pos_dists = loss_fn(
+                dists, pids, args.margin, batch_precision_at_k=args.batch_k - 1)
+            loss_mean = tf.reduce_mean(losses)
+        gradients = tape.gradient(loss_mean, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        step.assign_add(1)
+        return {
+            'losses': losses,
+            'emb': endpoints['emb'],
+            'emb_lengths': tf.norm(endpoints['emb_raw'], axis=1),
+            'dists': dists,
+            'pos_dists': pos_dists,
+            'neg_dists': neg_dists,
+            'top1': top1,
+            'prec_at_k': prec_at_k,
+            'active_count': tf.reduce_sum(tf.cast(losses > 1e-5, tf.float32)),
+        }
+
+    # Loop.
+    if start_step >= args.train_iterations:
+        log.info('The experiment already finished its %d iterations.', args.train_iterations)
+        return 0
+    dataset = common.pk_dataset(
+        pids, fids, args.image_root, args.batch_p, args.batch_k, net_input_size, pre_crop_size,
+        args.flip_augment, args.crop_augment, args.seed, args.loading_threads, start_step)
+    batches = iter(dataset)
+    batch_size = args.batch_p * args.batch_k
+    if args.detailed_logs:
+        max_fid_len = max(len(f.encode('utf-8')) for f in fids)
+        root = args.experiment_root
+        log_embs = create_or_resize_dat(os.path.join(root, 'embeddings'), np.float32,
+                                        (args.train_iterations, batch_size, args.embedding_dim))
+        log_loss = create_or_resize_dat(os.path.join(root, 'losses'), np.float32,
+                                        (args.train_iterations, batch_size))
+        log_fids = create_or_resize_dat(os.path.join(root, 'fids'), 'S{}'.format(max_fid_len),
+                                        (args.train_iterations, batch_size))
+    writer = tf.summary.create_file_writer(args.experiment_root)
+    log.info('Starting training from iteration %d.', start_step)
+    saved_step = start_step if manager.latest_checkpoint else None
+    with Uninterrupt(log=log) as u:
+        for i in range(start_step, args.train_iterations):
+            start_time = time.time()
+            images, batch_fids, batch_pids = next(batches)
+            out = train_step(images, batch_pids)
+            b_loss = out['losses'].numpy()
+            elapsed_time = time.time() - start_time
+            current = int(step.numpy())
+            if not np.all(np.isfinite(b_loss)):
+                raise TrainingDiverged(
+                    'the loss became {} at iteration {}; no checkpoint was written for it. '
+                    'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
+                        'NaN' if np.isnan(b_loss).any() else 'infinite', current,
+                        manager.latest_checkpoint))
+            write_summaries(writer, current, out, learning_rate(current - 1), elapsed_time,
+                            args.batch_k)
+            if args.detailed_logs:
+                log_embs[i], log_loss[i], log_fids[i] = out['emb'].numpy(), b_loss, batch_fids
+            seconds_todo = (args.train_iterations - current) * elapsed_time
+            log.info('iter:%6d, loss min|avg|max: %.3f|%.3f|%6.3f, batch-p@%d: %.2f%%, ETA: %s '
+                     '(%.2fs/it)', current, b_loss.min(), b_loss.mean(), b_loss.max(),
+                     args.batch_k - 1, 100 * float(out['prec_at_k']),
+                     timedelta(seconds=int(seconds_todo)), elapsed_time)
+            if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:
+                manager.save(checkpoint_number=current)
+                saved_step = current
+            if u.interrupted:
+                log.info('Interrupted on request!')
+                break
+
+        # A final checkpoint, crucial when intermediate storing is disabled or
+        # the run was interrupted.
+        if saved_step != int(step.numpy()):
+            manager.save(checkpoint_number=int(step.numpy()))
+        writer.flush()
+        if args.detailed_logs:
+            for array in (log_embs, log_loss, log_fids):
+                array.flush()
+    log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
+             manager.latest_checkpoint)
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except (common.UserError, TrainingDiverged) as e:
+        log.error('%s', e)
+        sys.exit(1)
