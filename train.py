@@ -180,7 +180,8 @@ def resolve_arguments(argv):
     stored arguments instead, warning about every given one that differs.
 
     Returns:
-        (args, resuming) where `resuming` says whether args.json was loaded.
+        (args, resuming, warnings): `resuming` says whether args.json was
+        loaded; `warnings` are messages for the log, which does not exist yet.
     """
     args = parser.parse_args(argv)
     args_file = os.path.join(args.experiment_root, 'args.json')
@@ -192,7 +193,7 @@ def resolve_arguments(argv):
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
                     args.experiment_root))
-        return args, False
+        return args, False, []
 
     try:
         with open(args_file) as f:
@@ -203,15 +204,16 @@ def resolve_arguments(argv):
         raise common.UserError('`{}` is corrupt ({}); fix it or start a new experiment '
                                'root.'.format(args_file, e))
     given = common.given_arguments(parser, argv)
+    warnings = []
     for key, value in vars(args).items():
         if key in ('resume', 'experiment_root'):
             continue
         if key not in stored:
-            log.warning('A new argument was added since the last run: `%s`. Using the new '
-                        'value: `%s`.', key, value)
+            warnings.append('A new argument was added since the last run: `{}`. Using the '
+                            'new value: `{}`.'.format(key, value))
         elif key in given and stored[key] != value:
-            log.warning('For the argument `%s` we are using the stored value `%s`. The '
-                        'provided value was `%s`.', key, stored[key], value)
+            warnings.append('For the argument `{}` we are using the stored value `{}`. The '
+                            'provided value was `{}`.'.format(key, stored[key], value))
             setattr(args, key, stored[key])
         else:
             setattr(args, key, stored[key])
@@ -220,7 +222,7 @@ def resolve_arguments(argv):
             raise common.UserError('`{}` names {} `{}`, which does not exist; choose one of '
                                    '{}.'.format(args_file, key, getattr(args, key),
                                                 ', '.join(choices)))
-    return args, True
+    return args, True, warnings
 
 
 def check_arguments(args):
@@ -289,7 +291,7 @@ def main(argv=None):
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
     # the arguments and the data are known to be usable.
-    args, resuming = resolve_arguments(argv)
+    args, resuming, warnings = resolve_arguments(argv)
     check_arguments(args)
 
     # Data.
@@ -307,6 +309,8 @@ def main(argv=None):
         os.makedirs(args.experiment_root, exist_ok=True)
         common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
     common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+    for warning in warnings:
+        log.warning(warning)
     log.info('Training using the following parameters:')
     for key, value in sorted(vars(args).items()):
         log.info('%s: %s', key, value)

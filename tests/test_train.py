@@ -1,0 +1,239 @@
+"""End-to-end training on a tiny generated dataset: loss, checkpoints, resume, signals."""
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common
+import train
+from conftest import ROOT
+
+TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
+        'secs_per_iter', 'loss_distribution', 'embedding_dists', 'embedding_pos_dists',
+        'embedding_neg_dists', 'embedding_lengths'}
+
+
+def base_args(root, csv_path, image_root, iterations=30, *extra):
+    return ['--experiment_root', root, '--train_set', csv_path, '--image_root', image_root,
+            '--model_name', 'tiny', '--head_name', 'fc1024', '--embedding_dim', '16',
+            '--batch_p', '4', '--batch_k', '4', '--net_input_height', '32',
+            '--net_input_width', '16', '--loading_threads', '2', '--seed', '3',
+            '--learning_rate', '1e-3', '--train_iterations', str(iterations),
+            '--checkpoint_frequency', '10'] + list(extra)
+
+
+def logged_iterations(root):
+    with open(os.path.join(root, 'train.log')) as f:
+        return [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
+            r'iter:\s*(\d+), loss min\|avg\|max: [\d.]+\|([\d.]+)\|', f.read())]
+
+
+def checkpoint_steps(root):
+    return sorted(int(m.group(1)) for name in os.listdir(root)
+                  for m in [re.match(r'checkpoint-(\d+)\.index$', name)] if m)
+
+
+class InterruptAt(logging.Handler):
+    """Sends this process SIGINT once the log reports iteration `step`."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.pattern = re.compile(r'iter:\s*{},'.format(step))
+
+    def emit(self, record):
+        if self.pattern.search(record.getMessage()):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def interrupt_at():
+    handlers = []
+
+    def install(step):
+        handler = InterruptAt(step)
+        logging.getLogger('train').addHandler(handler)
+        handlers.append(handler)
+    yield install
+    for handler in handlers:
+        logging.getLogger('train').removeHandler(handler)
+
+
+def test_train_end_to_end(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 40)) == 0
+
+    stored = json.load(open(os.path.join(root, 'args.json')))
+    assert stored['model_name'] == 'tiny' and stored['seed'] == 3 and stored['batch_p'] == 4
+    assert checkpoint_steps(root) == [0, 10, 20, 30, 40]
+    losses = [avg for _, avg in logged_iterations(root)]
+    assert [i for i, _ in logged_iterations(root)] == list(range(1, 41))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+    events = [f for f in os.listdir(root) if f.startswith('events.out.tfevents')]
+    tags = {v.tag for f in events
+            for e in tf.compat.v1.train.summary_iterator(os.path.join(root, f))
+            for v in e.summary.value}
+    assert TAGS <= tags
+
+
+def test_interrupt_and_resume_with_changed_flag(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    interrupt_at(15)
+    assert train.main(base_args(root, csv_path, image_root, 30, '--detailed_logs')) == 0
+    assert checkpoint_steps(root) == [0, 10, 15]
+
+    # Rerun without --resume and with a changed flag: stored value wins, warned.
+    assert train.main(base_args(root, csv_path, image_root, 30, '--learning_rate', '0.5')) == 0
+    with open(os.path.join(root, 'train.log')) as f:
+        text = f.read()
+    assert re.search(r'WARNING.*`learning_rate`.*stored value `0.001`.*provided value was '
+                     r'`0.5`', text)
+    assert 'Starting training from iteration 15.' in text
+    assert [i for i, _ in logged_iterations(root)] == list(range(1, 31))
+    assert checkpoint_steps(root) == [0, 10, 15, 20, 30]
+
+    # The detailed logs cover both runs.
+    embs = np.memmap(os.path.join(root, 'embeddings'), np.float32, 'r', shape=(30, 16, 16))
+    fids = np.memmap(os.path.join(root, 'fids'), json.load(
+        open(os.path.join(root, 'fids.json')))['dtype'], 'r', shape=(30, 16))
+    assert np.abs(embs).sum(axis=(1, 2)).min() > 0
+    assert all(f.startswith(b'train/') for f in fids.ravel())
+
+
+def test_resume_reproduces_uninterrupted_batches(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    straight, resumed = str(tmp_path / 'a'), str(tmp_path / 'b')
+    assert train.main(base_args(straight, csv_path, image_root, 12, '--detailed_logs')) == 0
+    interrupt_at(5)
+    assert train.main(base_args(resumed, csv_path, image_root, 12, '--detailed_logs')) == 0
+    assert train.main(['--experiment_root', resumed, '--resume']) == 0
+    shape = json.load(open(os.path.join(straight, 'fids.json')))
+    a = np.memmap(os.path.join(straight, 'fids'), shape['dtype'], 'r', shape=tuple(shape['shape']))
+    b = np.memmap(os.path.join(resumed, 'fids'), shape['dtype'], 'r', shape=tuple(shape['shape']))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    _, body = common.build_model('tiny', 'fc1024', 16)
+    weights = str(tmp_path / 'body.weights.h5')
+    body.save_weights(weights)
+
+    def body_weights_at_step0(root):
+        model, fresh = common.build_model('tiny', 'fc1024', 16)
+        tf.train.Checkpoint(body=fresh).read(os.path.join(root, 'checkpoint-0')).expect_partial()
+        return fresh.get_weights()
+
+    first = str(tmp_path / 'from_keras')
+    assert train.main(base_args(first, csv_path, image_root, 2, '--initial_checkpoint',
+                                weights)) == 0
+    for a, b in zip(body_weights_at_step0(first), body.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # Another experiment's checkpoint works as an initial checkpoint too.
+    second = str(tmp_path / 'from_experiment')
+    source = os.path.join(first, 'checkpoint-2')
+    assert train.main(base_args(second, csv_path, image_root, 1, '--initial_checkpoint',
+                                source)) == 0
+    _, expected = common.build_model('tiny', 'fc1024', 16)
+    tf.train.Checkpoint(body=expected).read(source).expect_partial()
+    for a, b in zip(body_weights_at_step0(second), expected.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    with pytest.raises(common.UserError, match='neither a Keras weights file nor'):
+        train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
+                             '--initial_checkpoint', str(tmp_path / 'nothing')))
+
+
+def test_refusals_write_nothing(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    with pytest.raises(common.UserError, match='--batch_k 1 leaves no positive'):
+        train.main(base_args(root, csv_path, image_root, 5, '--batch_k', '1'))
+    with pytest.raises(common.UserError, match='8 identities but --batch_p is 9'):
+        train.main(base_args(root, csv_path, image_root, 5, '--batch_p', '9'))
+    with pytest.raises(common.UserError, match='did not specify the `--train_set`'):
+        train.main(['--experiment_root', root, '--image_root', image_root])
+    assert not os.path.exists(root)
+
+    os.makedirs(root)
+    open(os.path.join(root, 'notes.txt'), 'w').close()
+    with pytest.raises(common.UserError, match='not empty and holds no args.json'):
+        train.main(base_args(root, csv_path, image_root, 5))
+    with pytest.raises(common.UserError, match='--resume was given but'):
+        train.main(['--experiment_root', str(tmp_path / 'other'), '--resume'])
+
+    with open(os.path.join(root, 'args.json'), 'w') as f:
+        f.write('{"model_name": "tiny", ')
+    with pytest.raises(common.UserError, match='args.json` is corrupt'):
+        train.main(['--experiment_root', root])
+    with open(os.path.join(root, 'args.json'), 'w') as f:
+        json.dump(dict(vars(train.parser.parse_args(base_args(root, csv_path, image_root))),
+                       model_name='resnet_v9'), f)
+    with pytest.raises(common.UserError, match='names model_name `resnet_v9`, which does not'):
+        train.main(['--experiment_root', root])
+
+
+def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
+    csv_path, image_root = tiny_dataset
+    original = train.loss.LOSS_CHOICES['batch_hard']
+
+    def poisoned(dists, pids, margin, batch_precision_at_k=None):
+        out = original(dists, pids, margin, batch_precision_at_k)
+        return (out[0] * float('nan'),) + out[1:]
+
+    monkeypatch.setitem(train.loss.LOSS_CHOICES, 'batch_hard', poisoned)
+    root = str(tmp_path / 'exp')
+    with pytest.raises(train.TrainingDiverged, match='loss became NaN at iteration 1'):
+        train.main(base_args(root, csv_path, image_root, 5))
+    assert checkpoint_steps(root) == [0]
+
+
+def test_learning_rate_schedule():
+    lr = train.LearningRate(1.0, 100, 200)
+    assert float(lr(0)) == pytest.approx(1.0)
+    assert float(lr(100)) == pytest.approx(1.0)
+    assert float(lr(150)) == pytest.approx(0.001 ** 0.5, rel=1e-5)
+    assert float(lr(200)) == pytest.approx(0.001, rel=1e-5)
+    assert float(train.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
+
+
+def test_detailed_log_grows(tmp_path):
+    base = str(tmp_path / 'losses')
+    first = train.create_or_resize_dat(base, np.float32, (3, 2))
+    first[:] = 7
+    first.flush()
+    grown = train.create_or_resize_dat(base, np.float32, (5, 2))
+    assert grown.shape == (5, 2)
+    np.testing.assert_array_equal(grown[:3], 7)
+    np.testing.assert_array_equal(grown[3:], 0)
+
+
+def test_sigint_subprocess_checkpoints_and_exits_zero(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'train.py')] +
+        base_args(root, csv_path, image_root, 100000, '--checkpoint_frequency', '0'),
+        stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if re.search(r'iter:\s*3,', line):
+            process.send_signal(signal.SIGINT)
+            break
+    rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, ''.join(lines) + rest
+    last = max(i for i, _ in logged_iterations(root))
+    assert last >= 3
+    assert checkpoint_steps(root) == [0, last]
