@@ -22,6 +22,12 @@ $(STAMP): requirements.txt
 data/demo/demo_train.csv: data/make_demo.py | $(STAMP)
 	$(BIN)/python data/make_demo.py --output data/demo --force
 
+EMBED = $(BIN)/python embed.py --experiment_root $(DEMO_ROOT) --quiet
+EVAL = $(BIN)/python evaluate.py --excluder market1501 --metric euclidean \
+	--query_dataset data/demo/demo_query.csv --gallery_dataset data/demo/demo_test.csv
+
+# Generates the demo set, trains, then embeds and evaluates the untrained
+# (step 0) and the trained network.
 demo: data/demo/demo_train.csv | $(STAMP)
 	$(BIN)/python train.py --experiment_root $(DEMO_ROOT) \
 	    --train_set data/demo/demo_train.csv --image_root data/demo \
@@ -30,6 +36,16 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	    --pre_crop_height 144 --pre_crop_width 72 --crop_augment --flip_augment \
 	    --train_iterations 600 --decay_start_iteration 400 --checkpoint_frequency 100 \
 	    --loading_threads 4 --seed 0
+	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5
+	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5
+	$(EMBED) --dataset data/demo/demo_query.csv --flip_augment --aggregator mean
+	$(EMBED) --dataset data/demo/demo_test.csv --flip_augment --aggregator mean
+	@echo "Untrained network (step 0):"
+	@$(EVAL) --query_embeddings $(DEMO_ROOT)/untrained_query.h5 \
+	    --gallery_embeddings $(DEMO_ROOT)/untrained_test.h5 --filename $(DEMO_ROOT)/untrained_eval.json
+	@echo "Trained network, flip-augmented embeddings:"
+	@$(EVAL) --query_embeddings $(DEMO_ROOT)/demo_query_embeddings.h5 \
+	    --gallery_embeddings $(DEMO_ROOT)/demo_test_embeddings.h5 --filename $(DEMO_ROOT)/eval.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

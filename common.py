@@ -258,7 +258,11 @@ def fid_to_image(fid, image_root, image_size):
     Returns:
         A float32 tensor of shape (height, width, 3) with values in [0, 255].
     """
-    path = tf.strings.join([image_root, fid], separator='/')
+    return load_image(tf.strings.join([image_root, fid], separator='/'), image_size)
+
+
+def load_image(path, image_size):
+    """Decodes the image file `path` (a string or scalar string tensor) like `fid_to_image`."""
     decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     resized = tf.image.resize(tf.cast(decoded, tf.float32), image_size)
     return tf.ensure_shape(resized, (image_size[0], image_size[1], 3))

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark: evaluate.py at Market-1501 scale, and embedding throughput.
+
+Evaluation runs on synthetic 128-D embeddings laid over the real Market-1501
+file lists (3368 queries × 19732 gallery images, junk and distractors
+included), with identity structure so that ranks are realistic. Embedding
+throughput is measured with the demo net (`tiny` + `fc1024`, 128×64 input) on
+synthetic images, so it excludes JPEG decoding.
+
+    .venv/bin/python bench/evaluate.py [--reference DIR] [--json FILE]
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import common  # noqa: E402
+import evaluate  # noqa: E402
+from excluders import market1501  # noqa: E402
+
+
+def synthetic_embeddings(pids, rng, dim=128):
+    """Identity centres plus noise; junk and distractors get random points."""
+    unique, inverse = np.unique(pids, return_inverse=True)
+    centres = rng.normal(size=(len(unique), dim)).astype(np.float32)
+    embs = centres[inverse] + 1.2 * rng.normal(size=(len(pids), dim)).astype(np.float32)
+    noise = np.isin(pids, ['-1', '0000'])
+    embs[noise] = rng.normal(size=(noise.sum(), dim)) * 1.5
+    return embs
+
+
+def time_it(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def bench_evaluation(reference, repeats):
+    q_pids, q_fids = common.load_dataset(os.path.join(reference, 'market1501_query.csv'), None)
+    g_pids, g_fids = common.load_dataset(os.path.join(reference, 'market1501_test.csv'), None)
+    rng = np.random.default_rng(0)
+    embs = synthetic_embeddings(np.concatenate([q_pids, g_pids]), rng)
+    q_embs, g_embs = embs[:len(q_pids)], embs[len(q_pids):]
+    rows = []
+    for market_ap in (False, True):
+        def run():
+            excluder = market1501.excluder(q_fids, g_fids)
+            return evaluate.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs, excluder,
+                                     'euclidean', 256, market_ap)
+        seconds, result = time_it(run, repeats)
+        rows.append({'task': 'evaluate, {} AP'.format('Market' if market_ap else 'sklearn'),
+                     'size': '{}×{}'.format(len(q_pids), len(g_pids)),
+                     'seconds': round(seconds, 3), 'mAP': round(result['mAP'], 4)})
+    return rows
+
+
+def bench_embedding(repeats, batch_size=256):
+    import tensorflow as tf
+    model, _ = common.build_model('tiny', 'fc1024', 128)
+    forward = tf.function(lambda x: model(x, training=False)['emb'])
+    images = tf.random.uniform((batch_size, 128, 64, 3), 0, 255)
+    forward(images)
+    seconds, _ = time_it(lambda: forward(images).numpy(), repeats)
+    return [{'task': 'embed, tiny+fc1024 128×64', 'size': 'batch {}'.format(batch_size),
+             'seconds': round(seconds, 3), 'images/s': round(batch_size / seconds, 1)}]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--reference', default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference',
+        'market1501'), help='Folder with market1501_{query,test}.csv.')
+    parser.add_argument('--repeats', type=int, default=3, help='Runs per figure; the best counts.')
+    parser.add_argument('--json', help='Also write the rows to this JSON file.')
+    args = parser.parse_args()
+
+    rows = bench_evaluation(args.reference, args.repeats) + bench_embedding(args.repeats)
+    machine = '{} ({} cores), {}'.format(platform.machine(), os.cpu_count(), platform.platform())
+    print('machine: ' + machine)
+    print('{:<32} {:>14} {:>9} {:>10}'.format('task', 'size', 'seconds', 'result'))
+    for row in rows:
+        result = 'mAP {:.2%}'.format(row['mAP']) if 'mAP' in row else \
+            '{} img/s'.format(row['images/s'])
+        print('{:<32} {:>14} {:>9.3f} {:>10}'.format(row['task'], row['size'], row['seconds'],
+                                                     result))
+    if args.json:
+        common.write_json(args.json, {'machine': machine, 'rows': rows})
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The shared logic of camera-based excluders (Market-1501, DukeMTMC-reID)."""
+
+import os
+import re
+
+import numpy as np
+
+import common
+
+
+def parse(fids, pattern, description):
+    """Extracts (pids, cids) from file names with a regular expression.
+
+    Returns:
+        Two integer-coded arrays, one pair per file; codes are consistent
+        across calls that share `parse.codes`.
+    """
+    regexp = re.compile(pattern)
+    pids, cids = [], []
+    for fid in fids:
+        name = os.path.splitext(os.path.basename(fid))[0]
+        match = regexp.match(name)
+        if match is None:
+            raise common.UserError(
+                'the file name `{}` does not match the {} pattern `{}`; use the excluder '
+                'that fits the dataset (or `diagonal`).'.format(fid, description, pattern))
+        pids.append(match.group(1))
+        cids.append(match.group(2))
+    return np.asarray(pids), np.asarray(cids)
+
+
+def same_camera_excluder(query_fids, gallery_fids, pattern, description):
+    """Excludes the same identity seen by the same camera, and junk (identity -1)."""
+    query_pids, query_cids = parse(query_fids, pattern, description)
+    gallery_pids, gallery_cids = parse(gallery_fids, pattern, description)
+    # Integer codes make the (b, G) comparisons cheap.
+    _, pid_codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
+    _, cid_codes = np.unique(np.concatenate([query_cids, gallery_cids]), return_inverse=True)
+    q_pid, g_pid = pid_codes[:len(query_pids)], pid_codes[len(query_pids):]
+    q_cid, g_cid = cid_codes[:len(query_cids)], cid_codes[len(query_cids):]
+    junk = gallery_pids == '-1'
+
+    def mask(query_indices):
+        same = (g_pid[None] == q_pid[query_indices, None]) & \
+               (g_cid[None] == q_cid[query_indices, None])
+        return same | junk[None]
+    return mask

@@ -1,0 +1,113 @@
+"""embed.py: test-time augmentation, aggregators, the HDF5 layout, the library function."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import aggregators
+import common
+import embed
+import train
+from test_train import base_args
+
+
+@pytest.fixture(scope='module')
+def experiment(tmp_path_factory):
+    from conftest import make_dataset
+    tmp = tmp_path_factory.mktemp('embed')
+    image_root = str(tmp / 'data')
+    csv_path = make_dataset(image_root, num_ids=5, images_per_id=3)
+    root = str(tmp / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2, '--crop_augment',
+                                '--pre_crop_height', '40', '--pre_crop_width', '20')) == 0
+    return root, csv_path, image_root
+
+
+def run(experiment, *extra):
+    root, csv_path, _ = experiment
+    name = 'out_{}.h5'.format(abs(hash(extra)))
+    assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet',
+                       '--filename', name] + list(extra)) == 0
+    with h5py.File(os.path.join(root, name), 'r') as f:
+        return {k: f[k][()] for k in f}
+
+
+def test_plain_embedding_and_library(experiment):
+    out = run(experiment)
+    assert out['emb'].shape == (15, 16) and out['emb'].dtype == np.float32
+    assert 'emb_aug' not in out
+    assert list(out['augmentation_types']) == [b'original_resize']
+    root, csv_path, image_root = experiment
+    _, fids = common.load_dataset(csv_path, image_root)
+    embedder = embed.load_embedder(root)
+    from_files = embedder([os.path.join(image_root, f) for f in fids])
+    np.testing.assert_allclose(from_files, out['emb'], rtol=1e-4, atol=1e-4)
+
+
+def test_flip_mean_equals_mean_of_separate_embeddings(experiment):
+    out = run(experiment, '--flip_augment', '--aggregator', 'mean')
+    assert out['emb_aug'].shape == (2, 15, 16)
+    assert [n.decode() for n in out['augmentation_types']] == [
+        'original_resize', 'original_flip_resize']
+    np.testing.assert_allclose(out['emb'], out['emb_aug'].mean(0), rtol=1e-6)
+    root, csv_path, image_root = experiment
+    _, fids = common.load_dataset(csv_path, image_root)
+    images = np.stack([common.fid_to_image(f, image_root, (32, 16)).numpy() for f in fids])
+    embedder = embed.load_embedder(root)
+    separate = (embedder(images) + embedder(images[:, :, ::-1])) / 2
+    np.testing.assert_allclose(out['emb'], separate, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('crop, aggregator, count', [
+    ('center', None, 1), ('avgpool', None, 1), ('five', 'mean', 5),
+])
+def test_crop_modes(experiment, crop, aggregator, count):
+    extra = ('--crop_augment', crop) + (('--aggregator', aggregator) if aggregator else ())
+    out = run(experiment, *extra)
+    names = [n.decode() for n in out['augmentation_types']]
+    assert len(names) == count and out['emb'].shape == (15, 16)
+    if count > 1:
+        assert names == ['original_' + c for c in embed.CROPS]
+        assert out['emb_aug'].shape == (5, 15, 16)
+    else:
+        assert names == ['original_' + crop]
+
+
+def test_five_crops_and_flip_normalized(experiment):
+    out = run(experiment, '--crop_augment', 'five', '--flip_augment', '--aggregator',
+              'normalized_mean')
+    names = [n.decode() for n in out['augmentation_types']]
+    assert names[:2] == ['original_center', 'original_top_left']
+    assert names[5:7] == ['original_flip_center', 'original_flip_top_left']
+    assert out['emb_aug'].shape == (10, 15, 16)
+    np.testing.assert_allclose(np.linalg.norm(out['emb'], axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(out['emb'], aggregators.normalized_mean(out['emb_aug']),
+                               rtol=1e-6)
+
+
+def test_five_crops_are_exact():
+    image = tf.reshape(tf.range(5 * 4, dtype=tf.float32), (5, 4, 1))
+    crops = [c.numpy()[..., 0] for c in embed.five_crops(image, (3, 2))]
+    full = image.numpy()[..., 0]
+    np.testing.assert_array_equal(crops[0], full[1:4, 1:3])
+    np.testing.assert_array_equal(crops[1], full[:3, :2])
+    np.testing.assert_array_equal(crops[2], full[:3, 2:])
+    np.testing.assert_array_equal(crops[3], full[2:, :2])
+    np.testing.assert_array_equal(crops[4], full[2:, 2:])
+
+
+def test_errors(experiment, tmp_path):
+    root, csv_path, _ = experiment
+    base = ['--experiment_root', root, '--dataset', csv_path, '--quiet']
+    with pytest.raises(common.UserError, match='no --aggregator was given'):
+        embed.main(base + ['--flip_augment'])
+    with pytest.raises(common.UserError, match='--aggregator mean was given but no'):
+        embed.main(base + ['--aggregator', 'mean'])
+    with pytest.raises(common.UserError, match='no checkpoint `checkpoint-99`'):
+        embed.main(base + ['--checkpoint', 'checkpoint-99'])
+    with pytest.raises(common.UserError, match='`args.json` could not be found'):
+        embed.main(['--experiment_root', str(tmp_path), '--dataset', csv_path])
+    assert not any(name.endswith('.partial') for name in os.listdir(root))

@@ -1,0 +1,184 @@
+"""Evaluation against slow, obviously-correct reference loops; excluders; errors."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import common
+import evaluate
+from excluders import diagonal, duke, market1501
+
+
+def sklearn_ap(y_true, y_score):
+    """scikit-learn's average_precision_score, written out: sum over distinct
+    thresholds of (recall increase) × precision."""
+    ap, tp_before = 0.0, 0
+    total = y_true.sum()
+    for threshold in sorted(set(y_score), reverse=True):
+        selected = y_score >= threshold
+        tp = y_true[selected].sum()
+        ap += (tp - tp_before) / total * tp / selected.sum()
+        tp_before = tp
+    return ap
+
+
+def market_ap(y_true, y_score):
+    """The original's Market-1501 AP, verbatim in spirit: stable sort, trapezoids."""
+    y_true_sorted = y_true[np.argsort(-y_score, kind='mergesort')]
+    tp = np.cumsum(y_true_sorted)
+    recall = np.insert(tp / np.sum(y_true_sorted), 0, 0.)
+    precision = np.insert(tp / np.arange(1, len(tp) + 1), 0, 1.)
+    return np.sum(np.diff(recall) * ((precision[1:] + precision[:-1]) / 2))
+
+
+def reference(query_pids, query_fids, gallery_pids, gallery_fids, dists, mask_fn, market):
+    """The original evaluate.py loop, one query at a time."""
+    aps, cmc = [], np.zeros(len(gallery_pids))
+    for i in range(len(query_pids)):
+        d = dists[i].astype(np.float64).copy()
+        matches = gallery_pids == query_pids[i]
+        mask = mask_fn(np.array([i]))[0]
+        d[mask] = np.inf
+        matches[mask] = False
+        if not matches.any():
+            continue
+        scores = 1 / (1 + d)
+        aps.append((market_ap if market else sklearn_ap)(matches, scores))
+        k = np.where(matches[np.argsort(d, kind='stable')])[0][0]
+        cmc[k:] += 1
+    return np.mean(aps), cmc / len(query_pids), aps
+
+
+def market_like(rng, num_ids=12, cams=4, per_cam=3, dim=8, quantize=False):
+    fids, pids = [], []
+    for p in range(1, num_ids + 1):
+        for c in range(1, cams + 1):
+            for k in range(int(rng.integers(0, per_cam + 1))):
+                fids.append('bounding_box_test/{:04d}_c{}s1_{:06d}_0{}.jpg'.format(p, c, k, k))
+                pids.append('{:04d}'.format(p))
+    for k in range(5):
+        fids.append('bounding_box_test/-1_c1s1_{:06d}_00.jpg'.format(k))
+        pids.append('-1')
+    pids, fids = np.array(pids), np.array(fids)
+    centres = rng.normal(size=(num_ids + 2, dim))
+    emb = centres[[int(p) if p != '-1' else 0 for p in pids]] + rng.normal(size=(len(pids), dim))
+    if quantize:
+        emb = np.round(emb)  # Many exact ties.
+    return pids, fids, emb.astype(np.float32)
+
+
+@pytest.mark.parametrize('market', [False, True])
+@pytest.mark.parametrize('metric', ['euclidean', 'sqeuclidean', 'cityblock'])
+@pytest.mark.parametrize('quantize', [False, True])
+def test_matches_reference_loop(market, metric, quantize):
+    rng = np.random.default_rng(0)
+    g_pids, g_fids, g_emb = market_like(rng, quantize=quantize)
+    q_pids, q_fids, q_emb = market_like(rng, quantize=quantize)
+    keep = q_pids != '-1'
+    q_pids, q_fids, q_emb = q_pids[keep], [f.replace('bounding_box_test', 'query')
+                                           for f in q_fids[keep]], q_emb[keep]
+    mask = market1501.excluder(q_fids, g_fids)
+    got = evaluate.evaluate(q_pids, np.array(q_fids), q_emb, g_pids, g_fids, g_emb, mask,
+                            metric, batch_size=7, use_market_ap=market)
+    dists = evaluate.pairwise_distances(q_emb, g_emb, metric)
+    m_ap, cmc, aps = reference(q_pids, q_fids, g_pids, g_fids, dists, mask, market)
+    assert got['mAP'] == pytest.approx(m_ap, abs=1e-6)
+    np.testing.assert_allclose(got['aps'], aps, atol=1e-6)
+    np.testing.assert_allclose(got['CMC'], cmc, atol=1e-9)
+
+
+def test_hand_computed_case():
+    # One query; gallery ranked by distance: miss, hit, miss, hit.
+    q = np.zeros((1, 1), np.float32)
+    g = np.array([[1], [2], [3], [4]], np.float32)
+    g_pids = np.array(['b', 'a', 'c', 'a'])
+    none = lambda idx: np.zeros((len(idx), 4), bool)
+    sk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    # Precision at the hits: 1/2 and 2/4.
+    assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert sk['CMC'] == [0, 1, 1, 1]
+    mk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+                           use_market_ap=True)
+    # Trapezoids: (1/2 + 0/1)/2 and (2/4 + 1/3)/2, each weighted by recall 1/2.
+    assert mk['mAP'] == pytest.approx(0.5 * (0.25 + (0.5 + 1 / 3) / 2))
+
+
+def test_tied_distances():
+    # Two gallery entries at the same distance, one a hit: sklearn counts both at once.
+    q = np.zeros((1, 1), np.float32)
+    g = np.array([[1], [-1], [2]], np.float32)
+    g_pids = np.array(['b', 'a', 'a'])
+    none = lambda idx: np.zeros((len(idx), 3), bool)
+    sk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    mk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+                           use_market_ap=True)
+    # Stable order: b (miss), a (hit at rank 1), a (hit at rank 2).
+    assert mk['mAP'] == pytest.approx(0.5 * ((1 / 2 + 0) / 2 + (2 / 3 + 1 / 2) / 2))
+    assert sk['CMC'] == [0, 1, 1]
+
+
+def test_query_without_match_is_skipped():
+    q = np.zeros((2, 1), np.float32)
+    g = np.array([[1], [2]], np.float32)
+    none = lambda idx: np.zeros((len(idx), 2), bool)
+    out = evaluate.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), q,
+                            np.array(['a', 'b']), np.array(['ga', 'gb']), g, none)
+    assert out['skipped'] == ['qz'] and out['aps'] == [1.0]
+    assert out['CMC'] == [0.5, 0.5]
+
+
+def test_excluders():
+    gallery = ['bounding_box_test/0001_c1s1_000001_00.jpg', 'bounding_box_test/0001_c2s1_000002_00.jpg',
+               'bounding_box_test/-1_c2s1_000003_00.jpg', 'bounding_box_test/0002_c1s2_000004_00.jpg']
+    query = ['query/0001_c1s1_000009_00.jpg', 'query/0002_c2s1_000010_00.jpg']
+    mask = market1501.excluder(query, gallery)(np.arange(2))
+    np.testing.assert_array_equal(mask, [[True, False, True, False], [False, False, True, False]])
+    duke_gallery = ['0005_c2_f0046985.jpg', '0005_c5_f0051781.jpg', '0006_c2_f0030883.jpg']
+    mask = duke.excluder(['0005_c2_f0000001.jpg'], duke_gallery)(np.arange(1))
+    np.testing.assert_array_equal(mask, [[True, False, False]])
+    names = np.array(['a.jpg', 'b.jpg'])
+    np.testing.assert_array_equal(diagonal.excluder(names, names)(np.arange(2)), np.eye(2, dtype=bool))
+    with pytest.raises(common.UserError, match='`weird.jpg` does not match the Market-1501'):
+        market1501.excluder(['weird.jpg'], gallery)
+
+
+def write_h5(path, **arrays):
+    with h5py.File(path, 'w') as f:
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value)
+    return str(path)
+
+
+def test_cli_and_errors(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    g_pids, g_fids, g_emb = market_like(rng)
+    q_pids, q_fids, q_emb = g_pids[:10], g_fids[:10], g_emb[:10]
+    query_csv = tmp_path / 'q.csv'
+    query_csv.write_text(''.join('{},{}\n'.format(p, f) for p, f in zip(q_pids, q_fids)))
+    gallery_csv = tmp_path / 'g.csv'
+    gallery_csv.write_text(''.join('{},{}\n'.format(p, f) for p, f in zip(g_pids, g_fids)))
+    q_h5 = write_h5(tmp_path / 'q.h5', emb=q_emb)
+    g_h5 = write_h5(tmp_path / 'g.h5', emb=g_emb)
+    out = str(tmp_path / 'result.json')
+    base = ['--excluder', 'diagonal', '--query_dataset', str(query_csv), '--gallery_dataset',
+            str(gallery_csv), '--metric', 'euclidean']
+    assert evaluate.main(base + ['--query_embeddings', q_h5, '--gallery_embeddings', g_h5,
+                                 '--filename', out]) == 0
+    assert capsys.readouterr().out.startswith('mAP: ')
+    result = json.load(open(out))
+    assert set(result) == {'mAP', 'CMC', 'aps'} and len(result['CMC']) == len(g_pids)
+
+    bad_rows = write_h5(tmp_path / 'bad_rows.h5', emb=q_emb[:5])
+    with pytest.raises(common.UserError, match='holds 5 embeddings but .* lists 10 images'):
+        evaluate.main(base + ['--query_embeddings', bad_rows, '--gallery_embeddings', g_h5])
+    no_emb = write_h5(tmp_path / 'no_emb.h5', other=q_emb)
+    with pytest.raises(common.UserError, match='holds no `emb` dataset'):
+        evaluate.main(base + ['--query_embeddings', no_emb, '--gallery_embeddings', g_h5])
+    wrong_dim = write_h5(tmp_path / 'dim.h5', emb=q_emb[:, :3])
+    with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
+                                               'gallery embeddings 8'):
+        evaluate.main(base + ['--query_embeddings', wrong_dim, '--gallery_embeddings', g_h5])
