@@ -154,6 +154,12 @@ def load_experiment(experiment_root, checkpoint=None):
     return model, train_args, path
 
 
+def inference_function(model):
+    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
+    return tf.function(lambda images: model(images, training=False)['emb'],
+                       reduce_retracing=True)
+
+
 def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     """A function that embeds images with a trained experiment.
 
@@ -164,7 +170,7 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     """
     model, train_args, _ = load_experiment(experiment_root, checkpoint)
     size = (train_args['net_input_height'], train_args['net_input_width'])
-    forward = tf.function(lambda x: model(x, training=False)['emb'], reduce_retracing=True)
+    forward = inference_function(model)
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
@@ -236,7 +242,7 @@ def main(argv=None):
     dataset = dataset.unbatch().batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
 
     # Loop.
-    forward = tf.function(lambda x: model(x, training=False)['emb'], reduce_retracing=True)
+    forward = inference_function(model)
     total = len(fids) * len(names)
     embs = np.zeros((total, train_args['embedding_dim']), np.float32)
     start, done = time.time(), 0

@@ -14,9 +14,8 @@ import h5py
 import numpy as np
 
 import common
+import loss
 from excluders import EXCLUDER_CHOICES
-
-METRICS = ('euclidean', 'sqeuclidean', 'cityblock')
 
 parser = argparse.ArgumentParser(description='Evaluate a ReID embedding.')
 
@@ -44,7 +43,7 @@ parser.add_argument(
     help='Path to the h5 file containing the gallery embeddings.')
 
 parser.add_argument(
-    '--metric', required=True, choices=METRICS,
+    '--metric', required=True, choices=loss.cdist.supported_metrics,
     help='Which metric to use for the distance between embeddings.')
 
 parser.add_argument(
