@@ -182,12 +182,13 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     return embed
 
 
-def check_augmentation(args, train_args, log):
-    """Refuses an aggregator without augmentation to aggregate, and vice versa."""
+def check_augmentation(args, train_args):
+    """Refuses an aggregator without augmentation to aggregate, and vice versa;
+    warns (even with --quiet) when crop augmentation differs from training."""
     if bool(train_args.get('crop_augment')) != (args.crop_augment is not None):
-        log('WARNING: crop augmentation differs between training ({}) and embedding ({}).'
-            .format('on' if train_args.get('crop_augment') else 'off',
-                    args.crop_augment or 'off'))
+        print('WARNING: crop augmentation differs between training ({}) and embedding ({}).'
+              .format('on' if train_args.get('crop_augment') else 'off',
+                      args.crop_augment or 'off'), file=sys.stderr)
     needs_aggregator = args.flip_augment or args.crop_augment == 'five'
     if needs_aggregator and args.aggregator is None:
         raise common.UserError('test-time augmentation produces several embeddings per image '
@@ -222,7 +223,7 @@ def main(argv=None):
 
     # Arguments and the experiment's own settings.
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    check_augmentation(args, train_args, log)
+    check_augmentation(args, train_args)
     if args.filename is None:
         args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + '_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)

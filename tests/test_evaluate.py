@@ -90,6 +90,16 @@ def test_matches_reference_loop(market, metric, quantize):
     np.testing.assert_allclose(got['CMC'], cmc, atol=1e-9)
 
 
+def test_metrics_are_those_of_the_loss():
+    import loss
+    assert list(evaluate.METRICS) == loss.cdist.supported_metrics
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    for metric in evaluate.METRICS:
+        np.testing.assert_allclose(evaluate.pairwise_distances(a, b, metric),
+                                   loss.cdist(a, b, metric).numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_hand_computed_case():
     # One query; gallery ranked by distance: miss, hit, miss, hit.
     q = np.zeros((1, 1), np.float32)
