@@ -258,6 +258,14 @@ def load_dataset(csv_file, image_root, fail_on_missing=True):
     return pids, fids
 
 
+def check_enough_identities(pids, batch_p, source='the training set'):
+    """Refuses a dataset with fewer identities than a P×K batch needs."""
+    num_pids = len(np.unique(pids))
+    if num_pids < batch_p:
+        raise UserError('{} has {} identities but --batch_p is {}; lower --batch_p to at most '
+                        '{}.'.format(source, num_pids, batch_p, num_pids))
+
+
 def fid_to_image(fid, image_root, image_size):
     """Loads an image file and resizes it, eagerly or inside `Dataset.map`.
 
@@ -318,11 +326,9 @@ def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
     Returns:
         A dataset of (images (P*K, H, W, 3) float32, fids (P*K,), pids (P*K,)).
     """
+    check_enough_identities(pids, batch_p)
     unique_pids, pid_index = np.unique(pids, return_inverse=True)
     num_pids = len(unique_pids)
-    if num_pids < batch_p:
-        raise UserError('the training set has {} identities but a batch needs --batch_p={}; '
-                        'lower --batch_p to at most {}.'.format(num_pids, batch_p, num_pids))
     # Files grouped by identity: identity i owns `by_pid[splits[i]:splits[i+1]]`.
     by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
     splits = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)

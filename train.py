@@ -298,10 +298,7 @@ def main(argv=None):
     pids, fids = common.load_dataset(args.train_set, args.image_root)
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
-    if len(np.unique(pids)) < args.batch_p:
-        raise common.UserError(
-            '`{}` has {} identities but --batch_p is {}; lower --batch_p to at most {}.'.format(
-                args.train_set, len(np.unique(pids)), args.batch_p, len(np.unique(pids))))
+    common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
 
     if not resuming:
         if args.seed is None:

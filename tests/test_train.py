@@ -42,23 +42,24 @@ def checkpoint_steps(root):
 
 
 class InterruptAt(logging.Handler):
-    """Sends this process SIGINT once the log reports iteration `step`."""
+    """Sends this process a signal once the log reports iteration `step`."""
 
-    def __init__(self, step):
+    def __init__(self, step, signum):
         super().__init__()
         self.pattern = re.compile(r'iter:\s*{},'.format(step))
+        self.signum = signum
 
     def emit(self, record):
         if self.pattern.search(record.getMessage()):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
 
 
 @pytest.fixture
 def interrupt_at():
     handlers = []
 
-    def install(step):
-        handler = InterruptAt(step)
+    def install(step, signum=signal.SIGINT):
+        handler = InterruptAt(step, signum)
         logging.getLogger('train').addHandler(handler)
         handlers.append(handler)
     yield install
@@ -108,6 +109,15 @@ def test_interrupt_and_resume_with_changed_flag(tmp_path, tiny_dataset, interrup
         open(os.path.join(root, 'fids.json')))['dtype'], 'r', shape=(30, 16))
     assert np.abs(embs).sum(axis=(1, 2)).min() > 0
     assert all(f.startswith(b'train/') for f in fids.ravel())
+
+
+def test_sigterm_stops_after_the_step(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    interrupt_at(4, signal.SIGTERM)
+    assert train.main(base_args(root, csv_path, image_root, 30)) == 0
+    assert checkpoint_steps(root) == [0, 4]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, 'handlers are restored'
 
 
 def test_resume_reproduces_uninterrupted_batches(tmp_path, tiny_dataset, interrupt_at):
