@@ -391,34 +391,48 @@ def build_model(model_name, head_name, embedding_dim):
     return keras.Model(images, outputs, name='embedding_model'), body
 
 
-def load_body_weights(body, path):
-    """Initialises a backbone from a Keras weights file or a TF2 checkpoint.
+def load_body_weights(model_name, body, path):
+    """Initialises a backbone from pretrained weights.
 
-    A TF2 checkpoint is either one of the body alone,
-    `tf.train.Checkpoint(body=body).save(...)`, or a checkpoint of another
-    experiment of this project (which stores its body under the same name).
+    `path` is one of: a TF-slim or TF1 checkpoint prefix (such as the ImageNet
+    `resnet_v1_50.ckpt`, or a checkpoint of the original triplet-reid), whose
+    body variables are used and the rest ignored; a Keras weights file
+    (`.weights.h5`, `.h5`); a TF2 checkpoint holding `body` (such as another
+    experiment's checkpoint); or `imagenet` for nets that can download
+    ImageNet weights.
 
     Raises:
         UserError when the file is missing or holds no matching weights.
     """
-    if path.endswith(('.h5', '.keras')):
-        if not os.path.isfile(path):
+    import tf1_checkpoint
+    if path == 'imagenet' or path.endswith(('.h5', '.keras')):
+        net = import_module('nets.' + model_name)
+        if path == 'imagenet' and not hasattr(net, 'load_weights'):
+            raise UserError('the net `{}` cannot download ImageNet weights; pass a checkpoint '
+                            'file instead.'.format(model_name))
+        if path != 'imagenet' and not os.path.isfile(path):
             raise UserError('the initial checkpoint `{}` does not exist.'.format(path))
         try:
-            body.load_weights(path)
+            if hasattr(net, 'load_weights'):
+                net.load_weights(body, path)
+            else:
+                body.load_weights(path)
         except (ValueError, OSError) as e:
             raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
-                path, body.name, e))
+                path, model_name, e))
         return
     try:
         reader = tf.train.load_checkpoint(path)
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
-        raise UserError('`{}` is neither a Keras weights file nor a TF2 checkpoint '
+        raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
                         'prefix.'.format(path))
+    if tf1_checkpoint.is_tf1_checkpoint(path):
+        tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
+                               what='the body of `{}`'.format(body.name))
+        return
     if not any(name.startswith('body/') for name in reader.get_variable_to_shape_map()):
-        raise UserError(
-            'the checkpoint `{}` holds no weights saved as `body` (a TF2 checkpoint of this '
-            'project); TF1/slim checkpoints are not supported by this loader.'.format(path))
+        raise UserError('the checkpoint `{}` holds no weights saved as `body`; it is not a '
+                        'checkpoint of this project.'.format(path))
     try:
         status = tf.train.Checkpoint(body=body).read(path)
         status.expect_partial()

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import common
+import tf1_checkpoint
 from aggregators import AGGREGATORS
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
@@ -142,8 +143,12 @@ def load_experiment(experiment_root, checkpoint=None):
         if not tf.io.gfile.exists(path + '.index'):
             raise common.UserError('there is no checkpoint `{}` in `{}`.'.format(
                 checkpoint, experiment_root))
-    model, _ = common.build_model(train_args['model_name'], train_args['head_name'],
-                                  train_args['embedding_dim'])
+    model, body = common.build_model(train_args['model_name'], train_args['head_name'],
+                                     train_args['embedding_dim'])
+    if tf1_checkpoint.is_tf1_checkpoint(path):
+        # A checkpoint of the TF1 original, loaded by variable name.
+        tf1_checkpoint.restore_experiment(path, model, body)
+        return model, train_args, path
     try:
         status = tf.train.Checkpoint(model=model).read(path)
         status.expect_partial()

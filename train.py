@@ -20,6 +20,7 @@ import keras
 
 import common
 import loss
+import tf1_checkpoint
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES
 from uninterrupt import Uninterrupt
@@ -300,9 +301,11 @@ def main(argv=None):
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
 
-    if not resuming:
-        if args.seed is None:
-            args.seed = secrets.randbelow(2 ** 31)
+    # A seed is chosen once and stored; experiments of the TF1 original have none yet.
+    new_seed = args.seed is None
+    if new_seed:
+        args.seed = secrets.randbelow(2 ** 31)
+    if not resuming or new_seed:
         os.makedirs(args.experiment_root, exist_ok=True)
         common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
     common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
@@ -321,7 +324,8 @@ def main(argv=None):
     # Optimizer, built now so that its slots exist in the step-0 checkpoint.
     learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
                                  args.train_iterations)
-    optimizer = keras.optimizers.Adam(learning_rate)
+    # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
+    optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
     optimizer.build(model.trainable_variables)
 
     # Checkpoint: everything that decides the future of the run.
@@ -329,7 +333,12 @@ def main(argv=None):
     checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step)
     manager = tf.train.CheckpointManager(checkpoint, args.experiment_root, max_to_keep=None,
                                          checkpoint_name='checkpoint')
-    if manager.latest_checkpoint:
+    if manager.latest_checkpoint and tf1_checkpoint.is_tf1_checkpoint(
+            manager.latest_checkpoint):
+        log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots and '
+                 'global step, by variable name).', manager.latest_checkpoint)
+        tf1_checkpoint.restore_experiment(manager.latest_checkpoint, model, body, optimizer, step)
+    elif manager.latest_checkpoint:
         log.info('Restoring from checkpoint: %s', manager.latest_checkpoint)
         try:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -342,7 +351,7 @@ def main(argv=None):
     else:
         if args.initial_checkpoint:
             log.info('Initialising the body from %s', args.initial_checkpoint)
-            common.load_body_weights(body, args.initial_checkpoint)
+            common.load_body_weights(args.model_name, body, args.initial_checkpoint)
         # The initialisation is stored too, so experiments can be reproduced exactly.
         manager.save(checkpoint_number=0)
     start_step = int(step.numpy())

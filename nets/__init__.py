@@ -10,6 +10,10 @@ pooled features of shape (B, F). The body does its own input preprocessing
 accepts any image size. Its layers are named after the variables of the
 TF-slim network it follows, so that slim checkpoints can be mapped onto it.
 
+A plug-in whose weights come from elsewhere (the Keras applications) may also
+define `load_weights(body, path)`, which `--initial_checkpoint` then uses for
+Keras weights files and for `imagenet`.
+
 `_layers.py` and `resnet_v1.py` are shared building blocks, not choices.
 """
 
