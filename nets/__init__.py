@@ -24,4 +24,6 @@ NET_CHOICES = (
     'mobilenet_v1_1_224',
     'tiny',
     'lunet',
+    'keras_resnet50',
+    'keras_mobilenet_v2',
 )

@@ -19,7 +19,8 @@ SLIM_TRAINABLE = {
     'mobilenet_v1_1_224': 3206976,
 }
 FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
-            'mobilenet_v1_1_224': 1024, 'tiny': 1024, 'lunet': 512}
+            'mobilenet_v1_1_224': 1024, 'tiny': 1024, 'lunet': 512, 'keras_resnet50': 2048,
+            'keras_mobilenet_v2': 1280}
 
 
 def trainable(model):
@@ -29,7 +30,8 @@ def trainable(model):
 @pytest.mark.parametrize('name', NET_CHOICES)
 def test_body_builds_and_pools(name):
     body = import_module('nets.' + name).body()
-    out = body(np.random.uniform(0, 255, (2, 64, 32, 3)).astype(np.float32))
+    width = 64 if name == 'keras_mobilenet_v2' else 32  # Its padding needs 64×64.
+    out = body(np.random.uniform(0, 255, (2, 64, width, 3)).astype(np.float32))
     assert out.shape == (2, FEATURES[name])
     if name in SLIM_TRAINABLE:
         assert trainable(body) == SLIM_TRAINABLE[name]

@@ -1,0 +1,35 @@
+"""Keras' own ResNet50 (`keras.applications`), with its caffe-style preprocessing.
+
+Not the slim ResNet: its stride sits in the first unit of each block and its
+convolutions have biases. Its ImageNet weights come from Keras:
+`--initial_checkpoint imagenet` downloads them (where the network allows), or
+pass a local weights file of `keras.applications.ResNet50(include_top=False)`.
+"""
+
+import keras
+
+# keras.applications.resnet50.preprocess_input: RGB to BGR, then this BGR mean.
+BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+def _application(weights=None):
+    return keras.applications.ResNet50(include_top=False, weights=weights,
+                                       input_shape=(None, None, 3), name='resnet50')
+
+
+def body():
+    images = keras.Input((None, None, 3), name='images')
+    bgr = keras.layers.Lambda(lambda x: x[..., ::-1], name='rgb_to_bgr')(images)
+    x = keras.layers.Rescaling(1.0, offset=[-m for m in BGR_MEAN], name='mean_subtraction')(bgr)
+    x = _application()(x)
+    features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
+    return keras.Model(images, features, name='keras_resnet50')
+
+
+def load_weights(body, path):
+    """Loads `path` (a Keras weights file, or `imagenet`) into the application."""
+    application = body.get_layer('resnet50')
+    if path == 'imagenet':
+        application.set_weights(_application('imagenet').get_weights())
+    else:
+        application.load_weights(path)

@@ -1,0 +1,104 @@
+"""Keras application backbones with their own weights files, and model export."""
+
+import os
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common
+import embed
+import export
+import train
+from test_train import base_args
+
+
+@pytest.mark.parametrize('name, application, preprocess', [
+    ('keras_resnet50', keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
+    ('keras_mobilenet_v2', keras.applications.MobileNetV2,
+     keras.applications.mobilenet_v2.preprocess_input),
+])
+def test_keras_backbones_load_weights_files(tmp_path, name, application, preprocess):
+    source = application(include_top=False, weights=None, input_shape=(None, None, 3))
+    path = str(tmp_path / 'app.weights.h5')
+    source.save_weights(path)
+    model, body = common.build_model(name, 'fc1024', 16)
+    common.load_body_weights(name, body, path)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    # Same weights and the application's own preprocessing: same pooled features.
+    expected = source(preprocess(x.copy()), training=False).numpy().mean(axis=(1, 2))
+    np.testing.assert_allclose(body(x, training=False).numpy(), expected, rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_imagenet_only_for_keras_backbones():
+    _, body = common.build_model('tiny', 'direct', 8)
+    with pytest.raises(common.UserError, match='cannot download ImageNet weights'):
+        common.load_body_weights('tiny', body, 'imagenet')
+    with pytest.raises(common.UserError, match='does not exist'):
+        common.load_body_weights('tiny', body, '/nonexistent.weights.h5')
+
+
+def test_train_with_keras_backbone_weights_file(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    source = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                            input_shape=(None, None, 3))
+    path = str(tmp_path / 'mobilenet_v2.weights.h5')
+    source.save_weights(path)
+    root = str(tmp_path / 'exp')
+    argv = base_args(root, csv_path, image_root, 1, '--initial_checkpoint', path)
+    argv[argv.index('tiny')] = 'keras_mobilenet_v2'
+    # MobileNetV2's padding needs at least 64×64 pixels.
+    argv[argv.index('--net_input_height') + 1] = '64'
+    argv[argv.index('--net_input_width') + 1] = '64'
+    assert train.main(argv) == 0
+    _, body = common.build_model('keras_mobilenet_v2', 'fc1024', 16)
+    tf.train.Checkpoint(body=body).read(os.path.join(root, 'checkpoint-0')).expect_partial()
+    for a, b in zip(body.get_layer('mobilenet_v2').get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture(scope='module')
+def experiment(tmp_path_factory):
+    from conftest import make_dataset
+    tmp = tmp_path_factory.mktemp('export')
+    image_root = str(tmp / 'data')
+    csv_path = make_dataset(image_root, num_ids=4, images_per_id=3, size=(40, 20))
+    root = str(tmp / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet']) == 0
+    with h5py.File(os.path.join(root, 'train_embeddings.h5'), 'r') as f:
+        embeddings = f['emb'][()]
+    pids, fids = common.load_dataset(csv_path, image_root)
+    images = np.stack([tf.io.decode_jpeg(tf.io.read_file(os.path.join(image_root, f))).numpy()
+                       for f in fids])
+    return root, images, embeddings
+
+
+def test_saved_model_gives_embed_py_embeddings(experiment):
+    root, images, embeddings = experiment
+    assert export.main(['--experiment_root', root, '--quiet']) == 0
+    loaded = tf.saved_model.load(os.path.join(root, 'saved_model'))
+    from_uint8 = loaded.signatures['serving_uint8'](images=tf.constant(images))['emb'].numpy()
+    np.testing.assert_allclose(from_uint8, embeddings, rtol=1e-5, atol=1e-5)
+    from_float = loaded.signatures['serving_default'](
+        images=tf.constant(images, tf.float32))['emb'].numpy()
+    np.testing.assert_allclose(from_float, embeddings, rtol=1e-5, atol=1e-5)
+    # Any input size: the signature resizes inside.
+    other = tf.image.resize(images[:2], (57, 31))
+    assert loaded.signatures['serving_default'](images=other)['emb'].shape == (2, 16)
+    with pytest.raises(common.UserError, match='exists already'):
+        export.main(['--experiment_root', root, '--quiet'])
+
+
+def test_onnx_export_runs_in_onnxruntime(experiment, tmp_path):
+    import onnxruntime
+    root, images, embeddings = experiment
+    path = str(tmp_path / 'model.onnx')
+    assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'sm'),
+                        '--onnx', path, '--quiet']) == 0
+    session = onnxruntime.InferenceSession(path)
+    out = session.run(None, {'images': images.astype(np.float32)})[0]
+    np.testing.assert_allclose(out, embeddings, rtol=1e-4, atol=1e-4)
