@@ -44,3 +44,20 @@ def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e
     if activation is not None:
         x = keras.layers.Activation(activation, name=name + '_act')(x)
     return x
+
+
+def load_application_weights(body, layer_name, build, path):
+    """Loads a Keras application's weights into the layer `layer_name` of `body`.
+
+    Args:
+        body: A body that wraps a `keras.applications` model.
+        layer_name (str): The application's name inside the body.
+        build: `build(weights)` makes the application with `weights=weights`.
+        path (str): A Keras weights file of the application, or `imagenet` to
+            let Keras download its ImageNet weights.
+    """
+    application = body.get_layer(layer_name)
+    if path == 'imagenet':
+        application.set_weights(build('imagenet').get_weights())
+    else:
+        application.load_weights(path)

@@ -7,6 +7,8 @@ network allows), or pass a local weights file of
 
 import keras
 
+from nets._layers import load_application_weights
+
 
 def _application(weights=None):
     return keras.applications.MobileNetV2(include_top=False, weights=weights,
@@ -24,8 +26,4 @@ def body():
 
 def load_weights(body, path):
     """Loads `path` (a Keras weights file, or `imagenet`) into the application."""
-    application = body.get_layer('mobilenet_v2')
-    if path == 'imagenet':
-        application.set_weights(_application('imagenet').get_weights())
-    else:
-        application.load_weights(path)
+    load_application_weights(body, 'mobilenet_v2', _application, path)

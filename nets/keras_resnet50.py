@@ -8,6 +8,8 @@ pass a local weights file of `keras.applications.ResNet50(include_top=False)`.
 
 import keras
 
+from nets._layers import load_application_weights
+
 # keras.applications.resnet50.preprocess_input: RGB to BGR, then this BGR mean.
 BGR_MEAN = (103.939, 116.779, 123.68)
 
@@ -28,8 +30,4 @@ def body():
 
 def load_weights(body, path):
     """Loads `path` (a Keras weights file, or `imagenet`) into the application."""
-    application = body.get_layer('resnet50')
-    if path == 'imagenet':
-        application.set_weights(_application('imagenet').get_weights())
-    else:
-        application.load_weights(path)
+    load_application_weights(body, 'resnet50', _application, path)
