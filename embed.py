@@ -215,10 +215,12 @@ def write_embeddings(filename, emb, emb_aug, names):
                 f.create_dataset('emb_aug', data=emb_aug)
             f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
         os.replace(partial, filename)
-    except BaseException:
+    except OSError as e:
+        raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
+                               'Nothing was written.'.format(filename, e))
+    finally:
         if os.path.exists(partial):
             os.remove(partial)
-        raise
 
 
 def main(argv=None):
@@ -239,6 +241,8 @@ def main(argv=None):
 
     # Data: every image with all its augmented versions, in CSV order.
     _, fids = common.load_dataset(args.dataset, image_root)
+    common.drop_undecodable_images(fids, fids, image_root, False, args.loading_threads,
+                                   remedy='or drop their rows from the CSV')
     names = augmentation_names(args.flip_augment, args.crop_augment)
     image_size = pre_crop_size if args.crop_augment else net_input_size
     dataset = tf.data.Dataset.from_tensor_slices(fids).map(

@@ -149,6 +149,21 @@ parser.add_argument(
          ' Everything can be re-constructed and analyzed that way.')
 
 parser.add_argument(
+    '--keep_checkpoints', default=None, type=common.positive_int,
+    help='Keep only the newest N checkpoints; all are kept by default, as the original.')
+
+parser.add_argument(
+    '--skip_corrupt_images', action='store_true', default=False,
+    help='Train without images that cannot be decoded (corrupt, truncated, not an image), '
+         'with a warning and their count. By default such images stop training before it '
+         'starts, naming them.')
+
+parser.add_argument(
+    '--deterministic', action='store_true', default=False,
+    help='Use deterministic TensorFlow kernels, so that a run with --seed gives bit-identical '
+         'weights however often it is interrupted and resumed. Slower.')
+
+parser.add_argument(
     '--seed', default=None, type=common.nonnegative_int,
     help='Seed of the sampler and the augmentation: two runs with the same seed see the '
          'same batches. Chosen at random (and stored in args.json) when not given.')
@@ -181,8 +196,7 @@ def resolve_arguments(argv):
     stored arguments instead, warning about every given one that differs.
 
     Returns:
-        (args, resuming, warnings): `resuming` says whether args.json was
-        loaded; `warnings` are messages for the log, which does not exist yet.
+        (args, resuming) where `resuming` says whether args.json was loaded.
     """
     args = parser.parse_args(argv)
     args_file = os.path.join(args.experiment_root, 'args.json')
@@ -194,7 +208,7 @@ def resolve_arguments(argv):
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
                     args.experiment_root))
-        return args, False, []
+        return args, False
 
     try:
         with open(args_file) as f:
@@ -205,16 +219,15 @@ def resolve_arguments(argv):
         raise common.UserError('`{}` is corrupt ({}); fix it or start a new experiment '
                                'root.'.format(args_file, e))
     given = common.given_arguments(parser, argv)
-    warnings = []
     for key, value in vars(args).items():
         if key in ('resume', 'experiment_root'):
             continue
         if key not in stored:
-            warnings.append('A new argument was added since the last run: `{}`. Using the '
-                            'new value: `{}`.'.format(key, value))
+            log.warning('A new argument was added since the last run: `%s`. Using the new '
+                        'value: `%s`.', key, value)
         elif key in given and stored[key] != value:
-            warnings.append('For the argument `{}` we are using the stored value `{}`. The '
-                            'provided value was `{}`.'.format(key, stored[key], value))
+            log.warning('For the argument `%s` we are using the stored value `%s`. The '
+                        'provided value was `%s`.', key, stored[key], value)
             setattr(args, key, stored[key])
         else:
             setattr(args, key, stored[key])
@@ -223,7 +236,7 @@ def resolve_arguments(argv):
             raise common.UserError('`{}` names {} `{}`, which does not exist; choose one of '
                                    '{}.'.format(args_file, key, getattr(args, key),
                                                 ', '.join(choices)))
-    return args, True, warnings
+    return args, True
 
 
 def check_arguments(args):
@@ -292,11 +305,14 @@ def main(argv=None):
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
     # the arguments and the data are known to be usable.
-    args, resuming, warnings = resolve_arguments(argv)
+    args, resuming = resolve_arguments(argv)
     check_arguments(args)
 
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
+    pids, fids = common.drop_undecodable_images(pids, fids, args.image_root,
+                                                args.skip_corrupt_images, args.loading_threads,
+                                                log)
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
@@ -305,17 +321,22 @@ def main(argv=None):
     new_seed = args.seed is None
     if new_seed:
         args.seed = secrets.randbelow(2 ** 31)
-    if not resuming or new_seed:
-        os.makedirs(args.experiment_root, exist_ok=True)
-        common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
-    common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
-    for warning in warnings:
-        log.warning(warning)
+    try:
+        if not resuming or new_seed:
+            os.makedirs(args.experiment_root, exist_ok=True)
+            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+    except OSError as e:
+        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
+            args.experiment_root, e.strerror or e))
     log.info('Training using the following parameters:')
     for key, value in sorted(vars(args).items()):
         log.info('%s: %s', key, value)
 
-    # Model.
+    # Model, initialised from the seed so that the same seed gives the same run.
+    keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim)
 
     # Loss.
@@ -331,7 +352,8 @@ def main(argv=None):
     # Checkpoint: everything that decides the future of the run.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
     checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(checkpoint, args.experiment_root, max_to_keep=None,
+    manager = tf.train.CheckpointManager(checkpoint, args.experiment_root,
+                                         max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
     if manager.latest_checkpoint and tf1_checkpoint.is_tf1_checkpoint(
             manager.latest_checkpoint):

@@ -1,0 +1,171 @@
+"""Every bad input gets one clear error, a non-zero exit and nothing half-written."""
+
+import errno
+import os
+import signal
+
+import h5py
+import numpy as np
+import pytest
+
+import common
+import embed
+import train
+from conftest import make_dataset, write_image
+from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (fixture)
+
+
+def refuse(tmp_path, csv_path, image_root, match, *extra):
+    """train.py refuses with `match` and leaves no experiment root behind."""
+    root = str(tmp_path / 'exp')
+    with pytest.raises(common.UserError, match=match):
+        train.main(base_args(root, csv_path, image_root, 2, *extra))
+    assert not os.path.exists(root)
+
+
+@pytest.mark.parametrize('content, match', [
+    (None, 'cannot read the dataset CSV'),
+    ('', 'is empty'),
+    ('identity,path\n0001,train/a.jpg\n', 'looks like a header line'),
+    ('0001,train/a.jpg,x\n', 'expected 2 columns'),
+    (b'0001,train/\xe9.jpg\n', 'not valid UTF-8'),
+    ('0001,train/missing.jpg\n', r'1 of the 1 images .* are missing'),
+])
+def test_bad_csv(tmp_path, content, match):
+    path = tmp_path / 'train.csv'
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    refuse(tmp_path, str(path), str(tmp_path), match)
+
+
+def corrupt(image_root, csv_path, kind):
+    """Replaces the first image of the CSV by a broken file; returns its fid."""
+    fid = open(csv_path).readline().strip().split(',')[1]
+    path = os.path.join(image_root, fid)
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write({'truncated': data[:len(data) // 2], 'garbage': os.urandom(500),
+                 'text': b'this is not an image\n', 'empty': b''}[kind])
+    return fid
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'garbage', 'text', 'empty'])
+def test_corrupt_image_names_the_file(tmp_path, tiny_dataset, kind):
+    csv_path, image_root = tiny_dataset
+    fid = corrupt(image_root, csv_path, kind)
+    refuse(tmp_path, csv_path, image_root, r'1 of the 40 images .* cannot be decoded .*{}.*'
+           r'--skip_corrupt_images'.format(fid))
+
+
+def test_skip_corrupt_images(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    corrupt(image_root, csv_path, 'garbage')
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2, '--skip_corrupt_images')) == 0
+    assert 'Skipping 1 of the 40 images that cannot be decoded' in open(
+        os.path.join(root, 'train.log')).read()
+
+
+def test_grayscale_rgba_png_and_single_image_identity_train(tmp_path):
+    root = str(tmp_path / 'data')
+    rng = np.random.default_rng(0)
+    rows = []
+    for pid, (channels, ext, count) in enumerate([(1, 'png', 3), (4, 'png', 3), (1, 'jpg', 3),
+                                                  (3, 'png', 1)], start=1):
+        for j in range(count):
+            fid = '{:04d}_{}.{}'.format(pid, j, ext)
+            write_image(os.path.join(root, fid),
+                        rng.integers(0, 255, (20, 10, channels), dtype=np.uint8))
+            rows.append('{:04d},{}\n'.format(pid, fid))
+    csv_path = os.path.join(root, 'x.csv')
+    with open(csv_path, 'w') as f:
+        f.writelines(rows)
+    exp = str(tmp_path / 'exp')
+    assert train.main(base_args(exp, csv_path, root, 3, '--batch_p', '4')) == 0
+    assert checkpoint_steps(exp) == [0, 3]
+
+
+def test_image_root_and_experiment_root_checked_by_argparse(tmp_path, tiny_dataset, capsys):
+    csv_path, image_root = tiny_dataset
+    a_file = str(tmp_path / 'file')
+    open(a_file, 'w').close()
+    with pytest.raises(SystemExit) as info:
+        train.main(base_args(str(tmp_path / 'exp'), csv_path, a_file, 2))
+    assert info.value.code == 2 and 'is not an existing directory' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        train.main(base_args(os.path.join(a_file, 'exp'), csv_path, image_root, 2))
+    assert info.value.code == 2 and 'exists and is not a directory' in capsys.readouterr().err
+
+
+def test_experiment_root_not_writable(tmp_path, tiny_dataset, monkeypatch):
+    csv_path, image_root = tiny_dataset
+
+    def no_permission(*args, **kwargs):
+        raise PermissionError(errno.EACCES, 'Permission denied')
+
+    monkeypatch.setattr(train.os, 'makedirs', no_permission)
+    refuse(tmp_path, csv_path, image_root, 'cannot write to the experiment root .*Permission')
+
+
+def test_checkpoint_of_another_model(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    args_file = os.path.join(root, 'args.json')
+    stored = open(args_file).read()
+    for wrong in ('"embedding_dim": 8', '"head_name": "direct"'):
+        key = wrong.split(':')[0]
+        edited = '\n'.join(wrong + ',' if line.strip().startswith(key) else line
+                           for line in stored.splitlines())
+        with open(args_file, 'w') as f:
+            f.write(edited)
+        with pytest.raises(common.UserError, match='does not fit the model'):
+            train.main(['--experiment_root', root])
+        with pytest.raises(common.UserError, match='does not fit the model'):
+            embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+
+
+def test_disk_full_while_writing_embeddings(tmp_path, tiny_dataset, monkeypatch):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 1)) == 0
+
+    def disk_full(self, name, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(h5py.File, 'create_dataset', disk_full, raising=False)
+    monkeypatch.setattr(h5py.Group, 'create_dataset', disk_full)
+    with pytest.raises(common.UserError, match='cannot write the embeddings .*No space left'):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+    assert not [f for f in os.listdir(root) if '.h5' in f]
+
+
+def test_corrupt_image_in_embedding(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 1)) == 0
+    fid = corrupt(image_root, csv_path, 'truncated')
+    with pytest.raises(common.UserError, match='cannot be decoded.*{}.*drop their rows'.format(
+            fid)):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+    assert not [f for f in os.listdir(root) if '.h5' in f]
+
+
+def test_second_sigint_while_stopping(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    interrupt_at(3)
+    interrupt_at(3)
+    assert train.main(base_args(root, csv_path, image_root, 30)) == 0
+    assert checkpoint_steps(root) == [0, 3]
+    assert 'Received SIGINT again' in open(os.path.join(root, 'train.log')).read()
+
+
+def test_keep_checkpoints(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 8, '--checkpoint_frequency', '2',
+                                '--keep_checkpoints', '2')) == 0
+    assert checkpoint_steps(root) == [6, 8]
