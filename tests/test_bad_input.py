@@ -169,3 +169,19 @@ def test_keep_checkpoints(tmp_path, tiny_dataset):
     assert train.main(base_args(root, csv_path, image_root, 8, '--checkpoint_frequency', '2',
                                 '--keep_checkpoints', '2')) == 0
     assert checkpoint_steps(root) == [6, 8]
+
+
+def test_half_written_checkpoint_is_never_resumed_from(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    interrupt_at(2)
+    assert train.main(base_args(root, csv_path, image_root, 6)) == 0
+    # A process that died while writing checkpoint 3 leaves its files, but the
+    # index file `checkpoint` still names checkpoint 2.
+    for suffix in ('.index', '.data-00000-of-00001'):
+        with open(os.path.join(root, 'checkpoint-3' + suffix), 'wb') as f:
+            f.write(os.urandom(64))
+    assert train.main(['--experiment_root', root]) == 0
+    log = open(os.path.join(root, 'train.log')).read()
+    assert 'Restoring from checkpoint: {}'.format(os.path.join(root, 'checkpoint-2')) in log
+    assert checkpoint_steps(root) == [0, 2, 3, 6]
