@@ -348,7 +348,8 @@ def _stream_seed(seed, stream, index):
 
 def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
                pre_crop_size=None, flip_augment=False, crop_augment=False,
-               seed=0, loading_threads=8, start_step=0):
+               seed=0, loading_threads=8, start_step=0, num_shards=1, shard_index=0,
+               splits=1):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
@@ -361,10 +362,16 @@ def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
     the parallelism, and `start_step` resumes the stream exactly where a run
     that did `start_step` steps left it.
 
+    For several workers, shard `shard_index` of `num_shards` loads only its
+    P / num_shards identities of every global batch, and yields them in
+    `splits` consecutive pieces (one per local replica); each piece holds
+    whole identity groups, and all shards together see exactly the batches of
+    a single worker.
+
     Args:
         pids, fids: Numpy string arrays from `load_dataset`.
         image_root (str): The folder the fids are relative to.
-        batch_p, batch_k (int): Identities per batch and images per identity.
+        batch_p, batch_k (int): Identities per global batch and images per identity.
         net_input_size (tuple): The (height, width) the network is fed.
         pre_crop_size (tuple): The (height, width) images are resized to before
             random cropping, used only with `crop_augment`.
@@ -372,54 +379,72 @@ def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
         seed (int): Seed of every random choice.
         loading_threads (int): Images decoded in parallel.
         start_step (int): Number of batches to skip, computed without loading.
+        num_shards, shard_index, splits (int): See above; P must be a multiple
+            of num_shards * splits.
 
     Returns:
-        A dataset of (images (P*K, H, W, 3) float32, fids (P*K,), pids (P*K,)).
+        A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),
+        labels (b,) int32) with b = P * K / (num_shards * splits); `labels`
+        number the identities 0, 1, … in sorted order of their pids.
     """
     check_enough_identities(pids, batch_p)
+    if batch_p % (num_shards * splits):
+        raise UserError('--batch_p {} cannot be split evenly into {} replicas; use a multiple '
+                        'of {}.'.format(batch_p, num_shards * splits, num_shards * splits))
     unique_pids, pid_index = np.unique(pids, return_inverse=True)
     num_pids = len(unique_pids)
-    # Files grouped by identity: identity i owns `by_pid[splits[i]:splits[i+1]]`.
+    # Files grouped by identity: identity i owns `by_pid[bounds[i]:bounds[i+1]]`.
     by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
-    splits = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
+    bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
     fids_t, pids_t = tf.constant(fids), tf.constant(pids)
+    labels_t = tf.constant(pid_index, tf.int32)
     per_epoch = (num_pids // batch_p) * batch_p
     first_pid = start_step * batch_p
     start_epoch, start_offset = divmod(first_pid, per_epoch)
+    shard_p = batch_p // num_shards
 
     def epoch_identities(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(num_pids, dtype=tf.int64), seed=_stream_seed(seed, 0, epoch))
         return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
 
-    def sample_k_fids(pid, draw):
-        start, count = splits[pid], splits[pid + 1] - splits[pid]
+    def sample_k_fids(pid, position):
+        """K file indices for the identity at global stream position `position`,
+        each with its global image position (position * K + j)."""
+        start, count = bounds[pid], bounds[pid + 1] - bounds[pid]
         padded_count = (batch_k + count - 1) // count * count
         padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
         chosen = tf.random.experimental.stateless_shuffle(
-            padded, seed=_stream_seed(seed, 1, draw))[:batch_k]
-        return tf.data.Dataset.from_tensor_slices(tf.gather(by_pid, start + chosen))
+            padded, seed=_stream_seed(seed, 1, position))[:batch_k]
+        return tf.data.Dataset.from_tensor_slices((
+            tf.gather(by_pid, start + chosen),
+            position * batch_k + tf.range(batch_k, dtype=tf.int64)))
 
     image_size = pre_crop_size if crop_augment else net_input_size
 
-    def load(file_index, draw):
+    def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
         image = fid_to_image(fid, image_root, image_size)
         if flip_augment:
             image = tf.image.stateless_random_flip_left_right(
-                image, seed=_stream_seed(seed, 2, draw))
+                image, seed=_stream_seed(seed, 2, image_position))
         if crop_augment:
             image = tf.image.stateless_random_crop(
-                image, tuple(net_input_size) + (3,), seed=_stream_seed(seed, 3, draw))
-        return image, fid, tf.gather(pids_t, file_index)
+                image, tuple(net_input_size) + (3,), seed=_stream_seed(seed, 3, image_position))
+        return image, fid, tf.gather(pids_t, file_index), tf.gather(labels_t, file_index)
 
-    pids_ds = (tf.data.Dataset.counter(start=start_epoch)
-               .flat_map(epoch_identities).skip(start_offset))
-    draws = tf.data.Dataset.counter(start=first_pid)
-    files = tf.data.Dataset.zip(pids_ds, draws).flat_map(sample_k_fids)
-    images = tf.data.Dataset.zip(files, tf.data.Dataset.counter(start=first_pid * batch_k))
+    identities = tf.data.Dataset.zip(
+        tf.data.Dataset.counter(start=start_epoch).flat_map(epoch_identities).skip(start_offset),
+        tf.data.Dataset.counter(start=first_pid))
+    if num_shards > 1:
+        # This shard's slice of every global batch of P identities.
+        lo = shard_index * shard_p
+        identities = identities.batch(batch_p).map(
+            lambda pid, position: (pid[lo:lo + shard_p], position[lo:lo + shard_p])).unbatch()
+    images = identities.flat_map(sample_k_fids)
     images = images.map(load, num_parallel_calls=loading_threads, deterministic=True)
-    return images.batch(batch_p * batch_k, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return images.batch(shard_p // splits * batch_k, drop_remainder=True).prefetch(
+        tf.data.AUTOTUNE)
 
 
 # Model assembly
@@ -495,37 +520,37 @@ def load_body_weights(model_name, body, path):
 # Logging
 ###
 
-def setup_logging(log_file=None, name='train'):
+def setup_logging(log_file=None, buffer=True):
     """Logs INFO and above to stderr and everything to `log_file` (appended).
 
     Called first without a file, it buffers every record in memory; called
     again once the experiment root exists, it writes the buffered records to
     the file before the new ones, so warnings about the arguments or the data
-    reach the log too.
+    reach the log too. `buffer=False` without a file drops the buffer (for
+    processes that never write a log file).
     """
     root = logging.getLogger()
     buffers = [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]
     formatter = logging.Formatter('%(asctime)s [%(levelname)s] %(name)s: %(message)s')
-    if log_file is None or not buffers:
+    if log_file is None:
         for handler in list(root.handlers):
             root.removeHandler(handler)
         stream = logging.StreamHandler(sys.stderr)
         stream.setLevel(logging.INFO)
         stream.setFormatter(formatter)
         root.addHandler(stream)
-        buffers = [logging.handlers.MemoryHandler(capacity=100000,
-                                                  flushLevel=logging.CRITICAL + 1)]
-        root.addHandler(buffers[0])
-    if log_file is not None:
+        if buffer:
+            root.addHandler(logging.handlers.MemoryHandler(capacity=100000,
+                                                           flushLevel=logging.CRITICAL + 1))
+    else:
         file_handler = logging.FileHandler(log_file, mode='a')
         file_handler.setFormatter(formatter)
-        for buffer in buffers:
-            buffer.setTarget(file_handler)
-            buffer.flush()
-            root.removeHandler(buffer)
+        for memory in buffers:
+            memory.setTarget(file_handler)
+            memory.flush()
+            root.removeHandler(memory)
         root.addHandler(file_handler)
     root.setLevel(logging.DEBUG)
     # TensorFlow's own logger would otherwise print everything twice.
     logging.getLogger('tensorflow').propagate = False
     logging.getLogger('absl').setLevel(logging.WARNING)
-    return logging.getLogger(name)

@@ -70,29 +70,51 @@ def apply_margin(diff, margin):
     raise NotImplementedError('The margin {} is not implemented in batch_hard'.format(margin))
 
 
-def batch_hard(dists, pids, margin, batch_precision_at_k=None):
+def identity_masks(pids, anchors=None):
+    """Which batch entries share each anchor's identity.
+
+    Args:
+        pids: (B,) identities of the batch entries, of any comparable dtype.
+        anchors: (A,) int32 positions of the anchors within the batch, or None
+            for every entry (A = B).
+
+    Returns:
+        (same_identity (A, B), positive (A, B), negative (A, B)) booleans,
+        where positives exclude the anchor itself.
+    """
+    batch_size = tf.shape(pids)[0]
+    if anchors is None:
+        anchors = tf.range(batch_size)
+    same_identity = tf.equal(tf.expand_dims(tf.gather(pids, anchors), 1),
+                             tf.expand_dims(pids, 0))
+    is_self = tf.cast(tf.one_hot(anchors, batch_size), tf.bool)
+    return same_identity, tf.math.logical_xor(same_identity, is_self), \
+        tf.logical_not(same_identity)
+
+
+def batch_hard(dists, pids, margin, batch_precision_at_k=None, anchors=None):
     """The batch-hard triplet loss: each anchor's furthest positive and closest negative.
 
     Args:
-        dists: (B, B) all-to-all distances as given by `cdist`.
+        dists: (A, B) distances from the anchors to all B batch entries, as
+            given by `cdist`; square (B, B) when every entry is an anchor.
         pids: (B,) identities of the batch entries, of any comparable dtype.
         margin: a number, 'soft' or 'none', see `apply_margin`.
         batch_precision_at_k (int or None): When given, also compute the
             monitoring values.
+        anchors: (A,) int32 positions of the anchors within the batch, or None
+            when every entry is an anchor. With several replicas, each one
+            mines its own anchors against the whole gathered batch.
 
     Returns:
-        Without `batch_precision_at_k`: the (B,) per-anchor losses. With it, a
-        tuple (losses (B,), top1 (), prec_at_k (), topk_is_same (B, k) bool,
+        Without `batch_precision_at_k`: the (A,) per-anchor losses. With it, a
+        tuple (losses (A,), top1 (), prec_at_k (), topk_is_same (A, k) bool,
         negative_dists (N,), positive_dists (M,)), where the distances are all
         entries of `dists` between different, respectively same, identities
-        (the diagonal excluded).
+        (the anchors themselves excluded).
     """
     with tf.name_scope('batch_hard'):
-        same_identity_mask = tf.equal(tf.expand_dims(pids, axis=1), tf.expand_dims(pids, axis=0))
-        negative_mask = tf.logical_not(same_identity_mask)
-        positive_mask = tf.math.logical_xor(
-            same_identity_mask, tf.eye(tf.shape(pids)[0], dtype=tf.bool))
-
+        same_identity_mask, positive_mask, negative_mask = identity_masks(pids, anchors)
         # Distances are non-negative, so zero stands in for "no positive" as
         # in the original, and +inf for "no negative" as an empty reduce_min.
         furthest_positive = tf.reduce_max(
@@ -108,25 +130,37 @@ def batch_hard(dists, pids, margin, batch_precision_at_k=None):
                                         negative_mask, batch_precision_at_k)
 
 
-def batch_monitoring(dists, same_identity_mask, positive_mask, negative_mask, k):
-    """Within-batch retrieval figures that show how training goes.
+def top_k_precision(dists, same_identity_mask, k):
+    """Within-batch retrieval: how often the k nearest entries share the identity.
+
+    Static shapes only, so it also compiles with XLA.
 
     Args:
-        dists: (B, B) distances.
-        same_identity_mask, positive_mask, negative_mask: (B, B) booleans.
+        dists: (A, B) distances; each anchor's own entry is its nearest.
+        same_identity_mask: (A, B) booleans.
         k (int): Neighbours to look at besides the anchor itself.
 
     Returns:
-        (top1 (), prec_at_k (), topk_is_same (B, k) bool, negative_dists (N,),
+        (top1 (), prec_at_k (), topk_is_same (A, k) bool).
+    """
+    # The nearest entry is the anchor itself, so look at k+1 and drop it.
+    _, indices = tf.math.top_k(-dists, k=k + 1)
+    topk_is_same = tf.gather(same_identity_mask, indices[:, 1:], batch_dims=1)
+    topk_is_same_f32 = tf.cast(topk_is_same, tf.float32)
+    return tf.reduce_mean(topk_is_same_f32[:, 0]), tf.reduce_mean(topk_is_same_f32), \
+        topk_is_same
+
+
+def batch_monitoring(dists, same_identity_mask, positive_mask, negative_mask, k):
+    """The original's monitoring values: `top_k_precision` and the distances
+    between different and same identities.
+
+    Returns:
+        (top1 (), prec_at_k (), topk_is_same (A, k) bool, negative_dists (N,),
         positive_dists (M,)).
     """
     with tf.name_scope('monitoring'):
-        # The nearest entry is the anchor itself, so look at k+1 and drop it.
-        _, indices = tf.math.top_k(-dists, k=k + 1)
-        topk_is_same = tf.gather(same_identity_mask, indices[:, 1:], batch_dims=1)
-        topk_is_same_f32 = tf.cast(topk_is_same, tf.float32)
-        top1 = tf.reduce_mean(topk_is_same_f32[:, 0])
-        prec_at_k = tf.reduce_mean(topk_is_same_f32)
+        top1, prec_at_k, topk_is_same = top_k_precision(dists, same_identity_mask, k)
         negative_dists = tf.boolean_mask(dists, negative_mask)
         positive_dists = tf.boolean_mask(dists, positive_mask)
         return top1, prec_at_k, topk_is_same, negative_dists, positive_dists

@@ -164,6 +164,30 @@ parser.add_argument(
          'weights however often it is interrupted and resumed. Slower.')
 
 parser.add_argument(
+    '--mixed_precision', default='off', choices=('off', 'float16', 'bfloat16'),
+    help='Compute the network in float16 (with loss scaling) or bfloat16, keeping weights, '
+         'distances and losses in float32. Fast on GPUs with tensor cores (bfloat16 on '
+         'Ampere and newer); slow on most CPUs.')
+
+parser.add_argument(
+    '--xla', action='store_true', default=False,
+    help='Compile the forward and backward pass with XLA (jit_compile). Usually faster on '
+         'GPUs; the first step takes longer.')
+
+parser.add_argument(
+    '--distribution', default='none', choices=('none', 'mirrored', 'multi_worker'),
+    help='`mirrored`: split each batch over the visible GPUs (MirroredStrategy). '
+         '`multi_worker`: over several machines configured by TF_CONFIG '
+         '(MultiWorkerMirroredStrategy). P must be a multiple of the number of replicas; each '
+         'replica gets whole identities.')
+
+parser.add_argument(
+    '--per_replica_mining', action='store_true', default=False,
+    help='With several replicas, mine hard positives and negatives within each replica\'s '
+         'part of the batch only. By default the embeddings of all replicas are gathered so '
+         'every anchor sees the whole P×K batch, as on a single device.')
+
+parser.add_argument(
     '--seed', default=None, type=common.nonnegative_int,
     help='Seed of the sampler and the augmentation: two runs with the same seed see the '
          'same batches. Chosen at random (and stored in args.json) when not given.')
@@ -200,10 +224,12 @@ def resolve_arguments(argv):
     """
     args = parser.parse_args(argv)
     args_file = os.path.join(args.experiment_root, 'args.json')
+    chief = worker_task(args.distribution)[0] == 'chief'
     if not os.path.isfile(args_file):
         if args.resume:
             raise common.UserError('--resume was given but `{}` does not exist.'.format(args_file))
-        if os.path.isdir(args.experiment_root) and os.listdir(args.experiment_root):
+        # Other workers may find the chief's first files already there.
+        if chief and os.path.isdir(args.experiment_root) and os.listdir(args.experiment_root):
             raise common.UserError(
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
@@ -245,6 +271,9 @@ def check_arguments(args):
         raise common.UserError('you did not specify the `--train_set` argument.')
     if not args.image_root:
         raise common.UserError('you did not specify the `--image_root` argument.')
+    if args.distribution == 'multi_worker' and args.seed is None:
+        raise common.UserError('--distribution multi_worker needs --seed, so that all workers '
+                               'sample the same batches.')
     if args.batch_k < 2:
         raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                                'triplet loss has nothing to pull together; use --batch_k 2 '
@@ -294,9 +323,89 @@ def write_summaries(writer, step, out, lr, seconds, batch_k):
         tf.summary.scalar('secs_per_iter', seconds)
         tf.summary.histogram('loss_distribution', out['losses'])
         tf.summary.histogram('embedding_dists', out['dists'])
-        tf.summary.histogram('embedding_pos_dists', out['pos_dists'])
-        tf.summary.histogram('embedding_neg_dists', out['neg_dists'])
+        dists = out['dists'].numpy()
+        tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy()])
+        tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy()])
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
+
+
+def make_strategy(name):
+    """The tf.distribute strategy of `--distribution` (the default one for `none`)."""
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def worker_task(distribution):
+    """This process's (task type, index) in a multi-worker cluster, from TF_CONFIG."""
+    if distribution != 'multi_worker':
+        return 'chief', 0
+    try:
+        config = json.loads(os.environ.get('TF_CONFIG', ''))
+        task = config['task']
+        if 'chief' in config['cluster'] or task['type'] != 'worker' or task['index'] != 0:
+            return task['type'], int(task['index'])
+        return 'chief', 0  # Without a chief, worker 0 does the chief's work.
+    except (ValueError, KeyError, TypeError):
+        raise common.UserError('--distribution multi_worker needs the TF_CONFIG environment '
+                               'variable describing the cluster and this task, see '
+                               'https://www.tensorflow.org/guide/distributed_training.')
+
+
+def make_train_step(model, optimizer, step, args, strategy):
+    """The training step: a `tf.function` from one (per-replica) batch of
+    images and integer labels to a dict of global tensors.
+
+    Each replica embeds its images; unless --per_replica_mining, it gathers
+    the embeddings of all replicas so that its anchors are mined against the
+    whole batch. Its loss is the sum of its anchors' losses over the global
+    batch size, so that the summed gradients equal a single device's.
+    """
+    loss_fn = loss.LOSS_CHOICES[args.loss]
+    replicas = strategy.num_replicas_in_sync
+    global_mining = replicas > 1 and not args.per_replica_mining
+    global_batch = args.batch_p * args.batch_k
+
+    @tf.function(jit_compile=args.xla)
+    def gradients(images, labels):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            endpoints = model(images, training=True)
+            emb = tf.cast(endpoints['emb'], tf.float32)
+            batch_emb, batch_labels, anchors = emb, labels, None
+            if global_mining:
+                batch_emb = context.all_gather(emb, axis=0)
+                batch_labels = context.all_gather(labels, axis=0)
+                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
+                    tf.shape(emb)[0])
+            dists = loss.cdist(emb, batch_emb, metric=args.metric)
+            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors)
+            scaled = optimizer.scale_loss(tf.reduce_sum(losses) / global_batch)
+        same, positive, negative = loss.identity_masks(batch_labels, anchors)
+        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
+        return tape.gradient(scaled, model.trainable_variables), {
+            'losses': losses, 'emb': emb, 'dists': dists, 'pos_mask': positive,
+            'neg_mask': negative, 'top1': top1[None], 'prec_at_k': prec_at_k[None],
+            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)}
+
+    def replica_step(images, labels):
+        grads, out = gradients(images, labels)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return out
+
+    @tf.function
+    def train_step(images, labels):
+        out = strategy.run(replica_step, args=(images, labels))
+        if replicas > 1:
+            out = {key: strategy.gather(value, axis=0) for key, value in out.items()}
+        step.assign_add(1)
+        out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
+        out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
+        return out
+
+    return train_step
 
 
 def main(argv=None):
@@ -307,6 +416,11 @@ def main(argv=None):
     # the arguments and the data are known to be usable.
     args, resuming = resolve_arguments(argv)
     check_arguments(args)
+    # The strategy comes before any other TensorFlow work, as multi-worker
+    # collectives must be configured at start-up.
+    task_type, task_index = worker_task(args.distribution)
+    chief = task_type == 'chief'
+    strategy = make_strategy(args.distribution)
 
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
@@ -322,10 +436,13 @@ def main(argv=None):
     if new_seed:
         args.seed = secrets.randbelow(2 ** 31)
     try:
-        if not resuming or new_seed:
+        if chief and (not resuming or new_seed):
             os.makedirs(args.experiment_root, exist_ok=True)
             common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
-        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+        if chief:
+            common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+        else:
+            common.setup_logging(buffer=False)
     except OSError as e:
         raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
             args.experiment_root, e.strerror or e))
@@ -337,80 +454,75 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim)
+    if args.mixed_precision != 'off':
+        keras.mixed_precision.set_global_policy('mixed_' + args.mixed_precision)
+    with strategy.scope():
+        model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim)
 
-    # Loss.
-    loss_fn = loss.LOSS_CHOICES[args.loss]
+        # Optimizer, built now so that its slots exist in the step-0 checkpoint.
+        learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
+                                     args.train_iterations)
+        # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
+        optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+        if args.mixed_precision == 'float16':
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
 
-    # Optimizer, built now so that its slots exist in the step-0 checkpoint.
-    learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
-                                 args.train_iterations)
-    # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
-    optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
-    optimizer.build(model.trainable_variables)
-
-    # Checkpoint: everything that decides the future of the run.
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
+        # Checkpoint: everything that decides the future of the run.
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
     checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step)
-    manager = tf.train.CheckpointManager(checkpoint, args.experiment_root,
+    # Other workers of a multi-worker run write to a scratch folder they delete.
+    checkpoint_dir = args.experiment_root if chief else os.path.join(
+        args.experiment_root, '.{}_{}'.format(task_type, task_index))
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
-    if manager.latest_checkpoint and tf1_checkpoint.is_tf1_checkpoint(
-            manager.latest_checkpoint):
+    latest = tf.train.latest_checkpoint(args.experiment_root)
+
+    def save(number):
+        manager.save(checkpoint_number=number)
+        if not chief:
+            tf.io.gfile.rmtree(checkpoint_dir)
+    if latest and tf1_checkpoint.is_tf1_checkpoint(latest):
         log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots and '
-                 'global step, by variable name).', manager.latest_checkpoint)
-        tf1_checkpoint.restore_experiment(manager.latest_checkpoint, model, body, optimizer, step)
-    elif manager.latest_checkpoint:
-        log.info('Restoring from checkpoint: %s', manager.latest_checkpoint)
+                 'global step, by variable name).', latest)
+        tf1_checkpoint.restore_experiment(latest, model, body, optimizer, step)
+    elif latest:
+        log.info('Restoring from checkpoint: %s', latest)
         try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError) as e:
             raise common.UserError('the checkpoint `{}` does not fit the model {} + {} with '
                                    'embedding_dim {}: {}'.format(
-                                       manager.latest_checkpoint, args.model_name,
-                                       args.head_name, args.embedding_dim,
-                                       str(e).splitlines()[0]))
+                                       latest, args.model_name, args.head_name,
+                                       args.embedding_dim, str(e).splitlines()[0]))
     else:
         if args.initial_checkpoint:
             log.info('Initialising the body from %s', args.initial_checkpoint)
             common.load_body_weights(args.model_name, body, args.initial_checkpoint)
         # The initialisation is stored too, so experiments can be reproduced exactly.
-        manager.save(checkpoint_number=0)
+        save(0)
     start_step = int(step.numpy())
-
-    @tf.function
-    def train_step(images, pids):
-        with tf.GradientTape() as tape:
-            endpoints = model(images, training=True)
-            dists = loss.cdist(endpoints['emb'], endpoints['emb'], metric=args.metric)
-            losses, top1, prec_at_k, _, neg_dists, pos_dists = loss_fn(
-                dists, pids, args.margin, batch_precision_at_k=args.batch_k - 1)
-            loss_mean = tf.reduce_mean(losses)
-        gradients = tape.gradient(loss_mean, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        step.assign_add(1)
-        return {
-            'losses': losses,
-            'emb': endpoints['emb'],
-            'emb_lengths': tf.norm(endpoints['emb_raw'], axis=1),
-            'dists': dists,
-            'pos_dists': pos_dists,
-            'neg_dists': neg_dists,
-            'top1': top1,
-            'prec_at_k': prec_at_k,
-            'active_count': tf.reduce_sum(tf.cast(losses > 1e-5, tf.float32)),
-        }
+    train_step = make_train_step(model, optimizer, step, args, strategy)
 
     # Loop.
     if start_step >= args.train_iterations:
         log.info('The experiment already finished its %d iterations.', args.train_iterations)
         return 0
-    dataset = common.pk_dataset(
-        pids, fids, args.image_root, args.batch_p, args.batch_k, net_input_size, pre_crop_size,
-        args.flip_augment, args.crop_augment, args.seed, args.loading_threads, start_step)
-    batches = iter(dataset)
+    def make_dataset(context=None):
+        # One input pipeline per worker, yielding one piece per local replica.
+        shards = context.num_input_pipelines if context else 1
+        return common.pk_dataset(
+            pids, fids, args.image_root, args.batch_p, args.batch_k, net_input_size,
+            pre_crop_size, args.flip_augment, args.crop_augment, args.seed, args.loading_threads,
+            start_step, num_shards=shards, shard_index=context.input_pipeline_id if context else 0,
+            splits=strategy.num_replicas_in_sync // shards)
+    if strategy.num_replicas_in_sync > 1:
+        batches = iter(strategy.distribute_datasets_from_function(make_dataset))
+    else:
+        batches = iter(make_dataset())
     batch_size = args.batch_p * args.batch_k
-    if args.detailed_logs:
+    if args.detailed_logs and chief:
         max_fid_len = max(len(f.encode('utf-8')) for f in fids)
         root = args.experiment_root
         log_embs = create_or_resize_dat(os.path.join(root, 'embeddings'), np.float32,
@@ -419,14 +531,14 @@ def main(argv=None):
                                         (args.train_iterations, batch_size))
         log_fids = create_or_resize_dat(os.path.join(root, 'fids'), 'S{}'.format(max_fid_len),
                                         (args.train_iterations, batch_size))
-    writer = tf.summary.create_file_writer(args.experiment_root)
+    writer = tf.summary.create_file_writer(args.experiment_root if chief else checkpoint_dir)
     log.info('Starting training from iteration %d.', start_step)
-    saved_step = start_step if manager.latest_checkpoint else None
+    saved_step = start_step if latest else None
     with Uninterrupt(log=log) as u:
         for i in range(start_step, args.train_iterations):
             start_time = time.time()
-            images, batch_fids, batch_pids = next(batches)
-            out = train_step(images, batch_pids)
+            images, batch_fids, _, labels = next(batches)
+            out = train_step(images, labels)
             b_loss = out['losses'].numpy()
             elapsed_time = time.time() - start_time
             current = int(step.numpy())
@@ -435,18 +547,21 @@ def main(argv=None):
                     'the loss became {} at iteration {}; no checkpoint was written for it. '
                     'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
                         'NaN' if np.isnan(b_loss).any() else 'infinite', current,
-                        manager.latest_checkpoint))
-            write_summaries(writer, current, out, learning_rate(current - 1), elapsed_time,
-                            args.batch_k)
-            if args.detailed_logs:
-                log_embs[i], log_loss[i], log_fids[i] = out['emb'].numpy(), b_loss, batch_fids
+                        tf.train.latest_checkpoint(args.experiment_root)))
+            if chief:
+                write_summaries(writer, current, out, learning_rate(current - 1), elapsed_time,
+                                args.batch_k)
+            if args.detailed_logs and chief:
+                log_embs[i], log_loss[i] = out['emb'].numpy(), b_loss
+                log_fids[i] = np.concatenate([t.numpy() for t in
+                                              strategy.experimental_local_results(batch_fids)])
             seconds_todo = (args.train_iterations - current) * elapsed_time
             log.info('iter:%6d, loss min|avg|max: %.3f|%.3f|%6.3f, batch-p@%d: %.2f%%, ETA: %s '
                      '(%.2fs/it)', current, b_loss.min(), b_loss.mean(), b_loss.max(),
                      args.batch_k - 1, 100 * float(out['prec_at_k']),
                      timedelta(seconds=int(seconds_todo)), elapsed_time)
             if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:
-                manager.save(checkpoint_number=current)
+                save(current)
                 saved_step = current
             if u.interrupted:
                 log.info('Interrupted on request!')
@@ -455,13 +570,13 @@ def main(argv=None):
         # A final checkpoint, crucial when intermediate storing is disabled or
         # the run was interrupted.
         if saved_step != int(step.numpy()):
-            manager.save(checkpoint_number=int(step.numpy()))
+            save(int(step.numpy()))
         writer.flush()
-        if args.detailed_logs:
+        if args.detailed_logs and chief:
             for array in (log_embs, log_loss, log_fids):
                 array.flush()
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
-             manager.latest_checkpoint)
+             tf.train.latest_checkpoint(args.experiment_root))
     return 0
 
 

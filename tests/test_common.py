@@ -129,13 +129,14 @@ def test_pk_batches_structure(tmp_path):
     pid_of = dict(zip(fids, pids))
     batches = take(dataset, 12)
     epoch_pids = []
-    for images, batch_fids, batch_pids in batches:
+    for images, batch_fids, batch_pids, labels in batches:
         assert images.shape == (12, 16, 8, 3) and images.dtype == np.float32
         groups = batch_pids.reshape(3, 4)
         assert (groups == groups[:, :1]).all(), 'each group of K shares one identity'
         assert len(set(groups[:, 0])) == 3, 'P different identities'
-        for fid, pid in zip(batch_fids, batch_pids):
+        for fid, pid, label in zip(batch_fids, batch_pids, labels):
             assert pid_of[fid.decode()] == pid.decode()
+            assert np.unique(pids)[label] == pid.decode()
         for group_fids in batch_fids.reshape(3, 4):
             if pid_of[group_fids[0].decode()] != '0007':
                 assert len(set(group_fids)) == 4, 'without replacement when >= K images'
@@ -156,7 +157,7 @@ def test_padded_sampling_is_balanced(tmp_path):
     csv_path = write(os.path.join(root, 'x.csv'), ''.join(rows))
     dataset, _, _ = sampler(csv_path, root, batch_p=2, batch_k=4, net_input_size=(4, 4))
     total = collections.Counter()
-    for _, batch_fids, _ in take(dataset, 150):
+    for _, batch_fids, _, _ in take(dataset, 150):
         for group in batch_fids.reshape(2, 4):
             # 4 draws from 3 images padded to 6 entries: no image more than twice.
             assert max(collections.Counter(group).values()) <= 2
@@ -237,3 +238,22 @@ def test_given_arguments():
     parser.add_argument('--flag', action='store_true')
     assert common.given_arguments(parser, ['--b', '2', '--flag']) == {'b', 'flag'}
     assert parser.parse_args([]).a == 1, 'defaults are restored'
+
+
+def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
+    csv_path, root = tiny_dataset
+    options = dict(batch_p=4, batch_k=2, flip_augment=True, crop_augment=True,
+                   pre_crop_size=(20, 10), start_step=3)
+    full = take(sampler(csv_path, root, **options)[0], 3)
+    shards = [take(sampler(csv_path, root, num_shards=2, shard_index=i, **options)[0], 3)
+              for i in range(2)]
+    pieces = take(sampler(csv_path, root, splits=2, **options)[0], 6)
+    for step in range(3):
+        for part in range(4):  # images, fids, pids, labels
+            np.testing.assert_array_equal(
+                full[step][part], np.concatenate([shards[0][step][part], shards[1][step][part]]))
+            np.testing.assert_array_equal(
+                full[step][part], np.concatenate([pieces[2 * step][part],
+                                                  pieces[2 * step + 1][part]]))
+    with pytest.raises(common.UserError, match='cannot be split evenly into 3 replicas'):
+        sampler(csv_path, root, batch_p=4, num_shards=3)

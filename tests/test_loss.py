@@ -126,3 +126,14 @@ def test_hard_margin_zero_below_margin():
 
 def test_loss_choices():
     assert loss.LOSS_CHOICES['batch_hard'] is loss.batch_hard
+
+
+def test_anchor_rows_equal_rows_of_the_square_loss():
+    # Each replica mines its own anchors against the whole gathered batch.
+    emb, pids = batch(seed=7, p=4, k=3)
+    square = loss.batch_hard(loss.cdist(emb, emb), pids, 'soft', batch_precision_at_k=2)
+    anchors = np.arange(6, 12, dtype=np.int32)
+    rows = loss.batch_hard(loss.cdist(emb[anchors], emb), pids, 'soft',
+                           batch_precision_at_k=2, anchors=anchors)
+    np.testing.assert_allclose(rows[0].numpy(), square[0].numpy()[anchors], rtol=1e-12)
+    np.testing.assert_array_equal(rows[3].numpy(), square[3].numpy()[anchors])

@@ -198,9 +198,8 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
     csv_path, image_root = tiny_dataset
     original = train.loss.LOSS_CHOICES['batch_hard']
 
-    def poisoned(dists, pids, margin, batch_precision_at_k=None):
-        out = original(dists, pids, margin, batch_precision_at_k)
-        return (out[0] * float('nan'),) + out[1:]
+    def poisoned(dists, pids, margin, batch_precision_at_k=None, anchors=None):
+        return original(dists, pids, margin, anchors=anchors) * float('nan')
 
     monkeypatch.setitem(train.loss.LOSS_CHOICES, 'batch_hard', poisoned)
     root = str(tmp_path / 'exp')
