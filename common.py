@@ -450,8 +450,11 @@ def pk_dataset(pids, fids, image_root, batch_p, batch_k, net_input_size,
 # Model assembly
 ###
 
-def build_model(model_name, head_name, embedding_dim):
+def build_model(model_name, head_name, embedding_dim, mixed_precision='off'):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
+
+    `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
+    dtype policy for the layers built here; the embedding layer stays float32.
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -459,6 +462,8 @@ def build_model(model_name, head_name, embedding_dim):
         its backbone, the part that pretrained weights are loaded into.
     """
     import keras
+    keras.mixed_precision.set_global_policy(
+        'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
     body = import_module('nets.' + model_name).body()
     head = import_module('heads.' + head_name).head
     images = keras.Input((None, None, 3), name='images')

@@ -324,9 +324,17 @@ def write_summaries(writer, step, out, lr, seconds, batch_k):
         tf.summary.histogram('loss_distribution', out['losses'])
         tf.summary.histogram('embedding_dists', out['dists'])
         dists = out['dists'].numpy()
-        tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy()])
-        tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy()])
+        tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy() == 1])
+        tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy() == 1])
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
+
+
+def synchronize_batch_norm(model):
+    """Makes every batch-norm layer use the statistics of the whole global
+    batch, so that a distributed step computes what one device would."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
 
 
 def make_strategy(name):
@@ -354,6 +362,23 @@ def worker_task(distribution):
                                'https://www.tensorflow.org/guide/distributed_training.')
 
 
+def all_gather(value):
+    """Concatenates `value` (b, …) from all replicas along axis 0, in replica
+    order, differentiably.
+
+    Written as a sum over replicas of `value` placed in its own slot:
+    `ReplicaContext.all_gather` refuses tensors without a device under
+    MultiWorkerMirroredStrategy, while all-reduce works everywhere. The
+    gradient of the sum sends every replica the gradients of its own slot.
+    """
+    context = tf.distribute.get_replica_context()
+    slots = tf.one_hot(context.replica_id_in_sync_group, context.num_replicas_in_sync,
+                       dtype=value.dtype)
+    placed = tf.reshape(slots, [-1] + [1] * value.shape.rank) * value[None]
+    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.reshape(gathered, tf.concat([[-1], tf.shape(value)[1:]], 0))
+
+
 def make_train_step(model, optimizer, step, args, strategy):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors.
@@ -362,50 +387,75 @@ def make_train_step(model, optimizer, step, args, strategy):
     the embeddings of all replicas so that its anchors are mined against the
     whole batch. Its loss is the sum of its anchors' losses over the global
     batch size, so that the summed gradients equal a single device's.
+
+    Returns:
+        (train_step, gradients): `gradients(images, labels)` computes the
+        global per-anchor losses and the summed gradients without applying
+        them, to compare a distributed step with a single device's.
     """
     loss_fn = loss.LOSS_CHOICES[args.loss]
     replicas = strategy.num_replicas_in_sync
     global_mining = replicas > 1 and not args.per_replica_mining
     global_batch = args.batch_p * args.batch_k
 
-    @tf.function(jit_compile=args.xla)
-    def gradients(images, labels):
+    # XLA compiles the network's forward pass and, through the tape, its
+    # backward pass; the gathering across replicas stays outside it.
+    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
+        if args.xla else (lambda images: model(images, training=True))
+
+    def replica_gradients(images, labels):
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
-            endpoints = model(images, training=True)
+            endpoints = forward(images)
             emb = tf.cast(endpoints['emb'], tf.float32)
             batch_emb, batch_labels, anchors = emb, labels, None
             if global_mining:
-                batch_emb = context.all_gather(emb, axis=0)
-                batch_labels = context.all_gather(labels, axis=0)
+                batch_emb = all_gather(emb)
+                batch_labels = all_gather(labels)
                 anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
                     tf.shape(emb)[0])
             dists = loss.cdist(emb, batch_emb, metric=args.metric)
             losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors)
             scaled = optimizer.scale_loss(tf.reduce_sum(losses) / global_batch)
+        grads = tape.gradient(scaled, model.trainable_variables)
         same, positive, negative = loss.identity_masks(batch_labels, anchors)
         top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
-        return tape.gradient(scaled, model.trainable_variables), {
-            'losses': losses, 'emb': emb, 'dists': dists, 'pos_mask': positive,
-            'neg_mask': negative, 'top1': top1[None], 'prec_at_k': prec_at_k[None],
+        # Masks travel as int32: tf.distribute cannot gather booleans.
+        return grads, {
+            'losses': losses, 'emb': emb, 'dists': dists,
+            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
+            'top1': top1[None], 'prec_at_k': prec_at_k[None],
             'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)}
 
     def replica_step(images, labels):
-        grads, out = gradients(images, labels)
+        grads, out = replica_gradients(images, labels)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if replicas > 1:
+            # Every replica gets the whole batch's values; the first one's are kept.
+            out = {key: all_gather(value) for key, value in out.items()}
         return out
 
     @tf.function
     def train_step(images, labels):
-        out = strategy.run(replica_step, args=(images, labels))
-        if replicas > 1:
-            out = {key: strategy.gather(value, axis=0) for key, value in out.items()}
+        out = strategy.experimental_local_results(
+            strategy.run(replica_step, args=(images, labels)))[0]
         step.assign_add(1)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
         return out
 
-    return train_step
+    def replica_losses_and_gradients(images, labels):
+        grads, out = replica_gradients(images, labels)
+        context = tf.distribute.get_replica_context()
+        return all_gather(out['losses']) if replicas > 1 else out['losses'], [
+            context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
+
+    @tf.function
+    def gradients(images, labels):
+        return strategy.experimental_local_results(
+            strategy.run(replica_losses_and_gradients, args=(images, labels)))[0]
+
+    return train_step, gradients
 
 
 def main(argv=None):
@@ -454,10 +504,11 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if args.mixed_precision != 'off':
-        keras.mixed_precision.set_global_policy('mixed_' + args.mixed_precision)
     with strategy.scope():
-        model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim)
+        model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim,
+                                         args.mixed_precision)
+        if strategy.num_replicas_in_sync > 1:
+            synchronize_batch_norm(model)
 
         # Optimizer, built now so that its slots exist in the step-0 checkpoint.
         learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
@@ -503,7 +554,7 @@ def main(argv=None):
         # The initialisation is stored too, so experiments can be reproduced exactly.
         save(0)
     start_step = int(step.numpy())
-    train_step = make_train_step(model, optimizer, step, args, strategy)
+    train_step, _ = make_train_step(model, optimizer, step, args, strategy)
 
     # Loop.
     if start_step >= args.train_iterations:

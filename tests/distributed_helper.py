@@ -1,0 +1,73 @@
+"""Run as a script by test_distributed.py: TensorFlow must see two logical CPU
+devices before it starts, so these checks need a process of their own.
+
+    python distributed_helper.py gradients global|per_replica   # JSON: single vs mirrored
+    python distributed_helper.py train ARGS  # train.py on two logical CPUs
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+import common  # noqa: E402
+import train  # noqa: E402
+
+
+def gradients(per_replica_mining):
+    """Loss and gradients of one batch on one device and on two mirrored ones."""
+    argv = ['--experiment_root', '/nonexistent', '--model_name', 'tiny', '--embedding_dim', '8',
+            '--batch_p', '4', '--batch_k', '4']
+    args = train.parser.parse_args(argv + (['--per_replica_mining'] if per_replica_mining else []))
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (16, 32, 16, 3)).astype(np.float32)
+    labels = np.repeat(np.arange(4, dtype=np.int32), 4)
+    results = {}
+    weights = None
+    for name in ('none', 'mirrored'):
+        strategy = train.make_strategy(name)
+        with strategy.scope():
+            keras.utils.set_random_seed(1)
+            model, _ = common.build_model('tiny', 'fc1024', 8)
+            if weights is None:
+                weights = model.get_weights()
+            model.set_weights(weights)
+            if strategy.num_replicas_in_sync > 1:
+                train.synchronize_batch_norm(model)
+            optimizer = keras.optimizers.Adam()
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64)
+        _, compute = train.make_train_step(model, optimizer, step, args, strategy)
+        if strategy.num_replicas_in_sync > 1:
+            def piece(context, data):
+                size = len(data) // context.num_replicas_in_sync
+                return data[context.replica_id_in_sync_group * size:][:size]
+            inputs = [strategy.experimental_distribute_values_from_function(
+                lambda context, d=d: piece(context, d)) for d in (images, labels)]
+        else:
+            inputs = [tf.constant(images), tf.constant(labels)]
+        losses, grads = compute(*inputs)
+        results[name] = (losses.numpy(), [g.numpy() for g in grads])
+    (l1, g1), (l2, g2) = results['none'], results['mirrored']
+    return {'replicas': 2, 'loss_diff': float(np.abs(l1 - l2).max()),
+            'loss_scale': float(np.abs(l1).max()),
+            'grad_diff': max(float(np.abs(a - b).max()) for a, b in zip(g1, g2)),
+            'grad_scale': max(float(np.abs(a).max()) for a in g1)}
+
+
+if __name__ == '__main__':
+    if sys.argv[1] == 'gradients':
+        # One mining mode per process: two MirroredStrategy objects in one
+        # process may mix up their collective keys.
+        print(json.dumps(gradients(sys.argv[2] == 'per_replica')))
+    else:
+        sys.exit(train.main(sys.argv[2:]))

@@ -1,0 +1,121 @@
+"""tf.distribute, mixed precision and XLA on CPUs."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import train
+from conftest import ROOT
+from test_train import base_args, checkpoint_steps, logged_iterations
+
+HELPER = os.path.join(ROOT, 'tests', 'distributed_helper.py')
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+
+
+def helper(*argv):
+    done = subprocess.run([sys.executable, HELPER] + list(argv), capture_output=True,
+                          text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
+    result = json.loads(helper('gradients', 'global').stdout.strip().splitlines()[-1])
+    assert result['loss_diff'] <= 1e-4 * result['loss_scale'], result
+    assert result['grad_diff'] <= 1e-4 * result['grad_scale'], result
+    # Per-replica mining sees only half the batch: a different loss, as it should.
+    per_replica = json.loads(helper('gradients', 'per_replica').stdout.strip().splitlines()[-1])
+    assert per_replica['loss_diff'] > 1e-2 * per_replica['loss_scale']
+
+
+def test_mirrored_training_run(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    helper('train', *base_args(root, csv_path, image_root, 6, '--distribution', 'mirrored',
+                               '--checkpoint_frequency', '3', '--detailed_logs'))
+    assert checkpoint_steps(root) == [0, 3, 6]
+    assert [i for i, _ in logged_iterations(root)] == list(range(1, 7))
+    fids = np.memmap(os.path.join(root, 'fids'), json.load(open(
+        os.path.join(root, 'fids.json')))['dtype'], 'r', shape=(6, 16))
+    assert all(f.startswith(b'train/') for f in fids.ravel())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('localhost', 0))
+        return s.getsockname()[1]
+
+
+def run_workers(argv):
+    ports = [free_port(), free_port()]
+    processes = []
+    for index in range(2):
+        config = {'cluster': {'worker': ['localhost:{}'.format(p) for p in ports]},
+                  'task': {'type': 'worker', 'index': index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, 'train.py')] + argv,
+            env=dict(ENV, TF_CONFIG=json.dumps(config)), stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in processes]
+    for process, error in zip(processes, errors):
+        assert process.returncode == 0, error[-3000:]
+    return errors
+
+
+def test_multi_worker_on_localhost_trains_and_resumes(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    argv = base_args(root, csv_path, image_root, 4, '--distribution', 'multi_worker',
+                     '--checkpoint_frequency', '2')
+    run_workers(argv)
+    assert checkpoint_steps(root) == [0, 2, 4]
+    assert not [name for name in os.listdir(root) if name.startswith('.worker')]
+    # Extend the experiment and rerun both workers: they resume at step 4.
+    args_file = os.path.join(root, 'args.json')
+    stored = json.load(open(args_file))
+    stored['train_iterations'] = 6
+    json.dump(stored, open(args_file, 'w'))
+    run_workers(['--experiment_root', root, '--distribution', 'multi_worker'])
+    assert checkpoint_steps(root) == [0, 2, 4, 6]
+    log = open(os.path.join(root, 'train.log')).read()
+    assert 'Starting training from iteration 4.' in log
+    assert [i for i, _ in logged_iterations(root)] == list(range(1, 7))
+
+
+def test_multi_worker_needs_a_seed(tmp_path, tiny_dataset, monkeypatch):
+    csv_path, image_root = tiny_dataset
+    argv = base_args(str(tmp_path / 'exp'), csv_path, image_root, 2, '--distribution',
+                     'multi_worker')
+    argv.remove('--seed')
+    argv.remove('3')
+    with pytest.raises(train.common.UserError, match='needs the TF_CONFIG environment'):
+        train.main(argv)
+    monkeypatch.setenv('TF_CONFIG', json.dumps({'cluster': {'worker': ['localhost:1']},
+                                                'task': {'type': 'worker', 'index': 0}}))
+    with pytest.raises(train.common.UserError, match='needs --seed'):
+        train.main(argv)
+
+
+@pytest.mark.parametrize('precision', ['float16', 'bfloat16'])
+def test_mixed_precision_converges_like_float32(tmp_path, tiny_dataset, precision):
+    csv_path, image_root = tiny_dataset
+    finals = {}
+    for mode in ('off', precision):
+        root = str(tmp_path / mode)
+        assert train.main(base_args(root, csv_path, image_root, 40, '--mixed_precision',
+                                    mode)) == 0
+        losses = [avg for _, avg in logged_iterations(root)]
+        assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), (mode, losses)
+        finals[mode] = np.mean(losses[-10:])
+    assert abs(finals[precision] - finals['off']) < 0.3, finals
+
+
+def test_xla_step(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 3, '--xla')) == 0
+    assert checkpoint_steps(root) == [0, 3]
