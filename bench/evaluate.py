@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: evaluate.py at Market-1501 scale, and embedding throughput.
 
+Peak memory is the process's peak resident set so far (evaluation runs first,
+so its figure is its own), and the child's for the whole command.
+
 Evaluation runs on synthetic 128-D embeddings laid over the real Market-1501
 file lists (3368 queries × 19732 gallery images, junk and distractors
 included), with identity structure so that ranks are realistic. Embedding
@@ -13,6 +16,7 @@ synthetic images, so it excludes JPEG decoding.
 import argparse
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,11 @@ def synthetic_embeddings(pids, rng, dim=128):
     noise = np.isin(pids, ['-1', '0000'])
     embs[noise] = rng.normal(size=(noise.sum(), dim)) * 1.5
     return embs
+
+
+def peak_memory_mib():
+    """This process's peak resident memory so far."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def time_it(fn, repeats):
@@ -62,7 +71,8 @@ def bench_evaluation(reference, repeats):
         seconds, result = time_it(run, repeats)
         rows.append({'task': 'evaluate, {} AP'.format('Market' if market_ap else 'sklearn'),
                      'size': '{}×{}'.format(len(q_pids), len(g_pids)),
-                     'seconds': round(seconds, 3), 'mAP': round(result['mAP'], 4)})
+                     'seconds': round(seconds, 3), 'mAP': round(result['mAP'], 4),
+                     'peak_mib': peak_memory_mib()})
 
     # The whole command, from process start to the printed summary.
     import h5py
@@ -79,8 +89,10 @@ def bench_evaluation(reference, repeats):
                    '--query_embeddings', files[0], '--gallery_embeddings', files[1]]
         seconds, _ = time_it(lambda: subprocess.run(command, check=True, capture_output=True),
                              repeats)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rows.append({'task': 'evaluate.py command, sklearn AP', 'size': rows[0]['size'],
-                 'seconds': round(seconds, 3), 'mAP': rows[0]['mAP']})
+                 'seconds': round(seconds, 3), 'mAP': rows[0]['mAP'],
+                 'peak_mib': round(children)})
     return rows
 
 
@@ -92,7 +104,8 @@ def bench_embedding(repeats, batch_size=256):
     forward(images)
     seconds, _ = time_it(lambda: forward(images).numpy(), repeats)
     return [{'task': 'embed, tiny+fc1024 128×64', 'size': 'batch {}'.format(batch_size),
-             'seconds': round(seconds, 3), 'images/s': round(batch_size / seconds, 1)}]
+             'seconds': round(seconds, 3), 'images/s': round(batch_size / seconds, 1),
+             'peak_mib': peak_memory_mib()}]
 
 
 def main():
@@ -107,12 +120,14 @@ def main():
     rows = bench_evaluation(args.reference, args.repeats) + bench_embedding(args.repeats)
     machine = '{} ({} cores), {}'.format(platform.machine(), os.cpu_count(), platform.platform())
     print('machine: ' + machine)
-    print('{:<32} {:>14} {:>9} {:>10}'.format('task', 'size', 'seconds', 'result'))
+    print('{:<32} {:>14} {:>9} {:>13} {:>9}'.format('task', 'size', 'seconds', 'result',
+                                                    'peak MiB'))
     for row in rows:
         result = 'mAP {:.2%}'.format(row['mAP']) if 'mAP' in row else \
             '{} img/s'.format(row['images/s'])
-        print('{:<32} {:>14} {:>9.3f} {:>10}'.format(row['task'], row['size'], row['seconds'],
-                                                     result))
+        print('{:<32} {:>14} {:>9.3f} {:>13} {:>9}'.format(row['task'], row['size'],
+                                                           row['seconds'], result,
+                                                           row['peak_mib']))
     if args.json:
         common.write_json(args.json, {'machine': machine, 'rows': rows})
     return 0
