@@ -534,6 +534,7 @@ def main(argv=None):
         manager.save(checkpoint_number=number)
         if not chief:
             tf.io.gfile.rmtree(checkpoint_dir)
+
     if latest and tf1_checkpoint.is_tf1_checkpoint(latest):
         log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots and '
                  'global step, by variable name).', latest)
