@@ -35,7 +35,7 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	    --batch_p 18 --batch_k 4 --net_input_height 128 --net_input_width 64 \
 	    --pre_crop_height 144 --pre_crop_width 72 --crop_augment --flip_augment \
 	    --train_iterations 600 --decay_start_iteration 400 --checkpoint_frequency 100 \
-	    --loading_threads 4 --seed 0 --deterministic
+	    --loading_threads 4 --seed 0
 	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5
 	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5
 	$(EMBED) --dataset data/demo/demo_query.csv --flip_augment --aggregator mean
