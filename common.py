@@ -270,7 +270,7 @@ def find_undecodable_images(fids, image_root, loading_threads=8):
         A list of the fids that cannot be decoded, in dataset order.
     """
     def decode(index, fid):
-        contents = tf.io.read_file(tf.strings.join([image_root, fid], separator='/'))
+        contents = tf.io.read_file(image_path(image_root, fid))
         return index, tf.shape(tf.io.decode_image(contents, channels=3,
                                                   expand_animations=False))
     decoded = (tf.data.Dataset.from_tensor_slices(fids).enumerate()
@@ -281,21 +281,22 @@ def find_undecodable_images(fids, image_root, loading_threads=8):
     return list(np.asarray(fids)[~good])
 
 
-def drop_undecodable_images(pids, fids, image_root, skip, loading_threads=8, log=None,
-                            remedy='or pass --skip_corrupt_images to train without them'):
-    """Refuses datasets with undecodable images, or drops them with a warning when `skip`.
+def decodable_images(fids, image_root, skip, loading_threads=8, log=None,
+                     remedy='or pass --skip_corrupt_images to train without them'):
+    """Refuses undecodable images, or, when `skip`, leaves them out with a warning.
 
     `remedy` ends the error message, after "Replace or remove them, ".
 
     Returns:
-        (pids, fids) without the undecodable images.
+        A boolean mask over `fids`: True for the images to use.
 
     Raises:
         UserError naming the first few undecodable files, unless `skip`.
     """
     bad = find_undecodable_images(fids, image_root, loading_threads)
+    keep = ~np.isin(fids, bad)
     if not bad:
-        return pids, fids
+        return keep
     examples = ', '.join('`{}`'.format(f) for f in bad[:3])
     if not skip:
         raise UserError('{} of the {} images under `{}` cannot be decoded (corrupt, truncated '
@@ -304,8 +305,7 @@ def drop_undecodable_images(pids, fids, image_root, skip, loading_threads=8, log
     (log or logging.getLogger(__name__)).warning(
         'Skipping %d of the %d images that cannot be decoded, for example %s.',
         len(bad), len(fids), examples)
-    keep = ~np.isin(fids, bad)
-    return pids[keep], fids[keep]
+    return keep
 
 
 def check_enough_identities(pids, batch_p, source='the training set'):
@@ -330,7 +330,12 @@ def fid_to_image(fid, image_root, image_size):
     Returns:
         A float32 tensor of shape (height, width, 3) with values in [0, 255].
     """
-    return load_image(tf.strings.join([image_root, fid], separator='/'), image_size)
+    return load_image(image_path(image_root, fid), image_size)
+
+
+def image_path(image_root, fid):
+    """The path of the image `fid` (a string tensor) under `image_root`."""
+    return tf.strings.join([image_root, fid], separator='/')
 
 
 def load_image(path, image_size):

@@ -241,8 +241,8 @@ def main(argv=None):
 
     # Data: every image with all its augmented versions, in CSV order.
     _, fids = common.load_dataset(args.dataset, image_root)
-    common.drop_undecodable_images(fids, fids, image_root, False, args.loading_threads,
-                                   remedy='or drop their rows from the CSV')
+    common.decodable_images(fids, image_root, False, args.loading_threads,
+                            remedy='or drop their rows from the CSV')
     names = augmentation_names(args.flip_augment, args.crop_augment)
     image_size = pre_crop_size if args.crop_augment else net_input_size
     dataset = tf.data.Dataset.from_tensor_slices(fids).map(

@@ -474,9 +474,9 @@ def main(argv=None):
 
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
-    pids, fids = common.drop_undecodable_images(pids, fids, args.image_root,
-                                                args.skip_corrupt_images, args.loading_threads,
-                                                log)
+    keep = common.decodable_images(fids, args.image_root, args.skip_corrupt_images,
+                                   args.loading_threads, log)
+    pids, fids = pids[keep], fids[keep]
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))

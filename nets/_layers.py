@@ -27,19 +27,11 @@ def batch_norm(x, name, momentum=0.9, epsilon=1e-5):
     return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
 
 
-def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e-5,
-            same_rule='slim'):
-    """slim's `conv2d` with `normalizer_fn=batch_norm`: conv (no bias), BN, activation.
-
-    The batch-norm layer is named `<name>_bn`; `same_rule='tf'` uses
-    TensorFlow's own 'SAME' padding even for strided convolutions.
-    """
-    kwargs = dict(use_bias=False, kernel_initializer='he_normal')
-    if same_rule == 'slim':
-        x = conv2d_same(x, filters, kernel_size, stride, name, **kwargs)
-    else:
-        x = keras.layers.Conv2D(filters, kernel_size, strides=stride, padding='same',
-                                name=name, **kwargs)(x)
+def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e-5):
+    """slim's `conv2d` with `normalizer_fn=batch_norm`: conv (no bias, slim's
+    padding rule), BN, activation. The batch-norm layer is named `<name>_bn`."""
+    x = conv2d_same(x, filters, kernel_size, stride, name, use_bias=False,
+                    kernel_initializer='he_normal')
     x = batch_norm(x, name + '_bn', epsilon=epsilon)
     if activation is not None:
         x = keras.layers.Activation(activation, name=name + '_act')(x)

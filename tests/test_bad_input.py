@@ -2,7 +2,6 @@
 
 import errno
 import os
-import signal
 
 import h5py
 import numpy as np
@@ -11,7 +10,7 @@ import pytest
 import common
 import embed
 import train
-from conftest import make_dataset, write_image
+from conftest import write_image
 from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (fixture)
 
 

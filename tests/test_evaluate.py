@@ -1,7 +1,6 @@
 """Evaluation against slow, obviously-correct reference loops; excluders; errors."""
 
 import json
-import os
 
 import h5py
 import numpy as np
