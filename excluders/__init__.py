@@ -14,5 +14,8 @@ expected pattern.
 EXCLUDER_CHOICES = (
     'market1501',
     'duke',
+    'msmt17',
+    'cuhk03',
+    'veri776',
     'diagonal',
 )

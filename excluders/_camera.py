@@ -1,4 +1,4 @@
-"""The shared logic of camera-based excluders (Market-1501, DukeMTMC-reID)."""
+"""The shared logic of the camera-based excluders: every dataset but `diagonal`."""
 
 import os
 import re

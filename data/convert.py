@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Turn an extracted public re-id dataset into the CSVs train.py, embed.py and
+evaluate.py read: one row `identity,relative/path` per image.
+
+One sub-command per dataset; each takes `--dataset_root`, the folder the
+download extracts to, which is also the `--image_root` for the other scripts:
+
+    python data/convert.py market1501 --dataset_root ~/data/Market-1501-v15.09.15
+    python data/convert.py duke       --dataset_root ~/data/DukeMTMC-reID
+    python data/convert.py msmt17     --dataset_root ~/data/MSMT17_V1
+    python data/convert.py cuhk03     --dataset_root ~/data/cuhk03
+    python data/convert.py veri776    --dataset_root ~/data/VeRi
+
+Each writes `<prefix>_train.csv`, `<prefix>_query.csv` and `<prefix>_test.csv`
+(the gallery) to `--output_dir` and names the excluder that evaluate.py needs.
+Junk and distractors stay in the galleries, as in the original CSVs: the
+excluders ignore Market-1501's junk (identity -1) and every same-identity,
+same-camera match, and distractors (identity 0000) count as wrong matches.
+CUHK03 ships its images inside a MATLAB file; they are written as PNGs under
+the dataset root first. All files appear at once at the end, or not at all.
+
+This script needs no TensorFlow (h5py and SciPy read CUHK03's .mat files).
+"""
+
+import argparse
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+
+
+class ConversionError(Exception):
+    """A problem with the input that the user can fix; printed without a traceback."""
+
+
+# Writing.
+###
+
+def format_rows(rows):
+    return ''.join('{},{}\n'.format(pid, path) for pid, path in rows)
+
+
+def write_csvs(output_dir, prefix, splits):
+    """Writes `<prefix>_<split>.csv` for every (split, rows) in `splits`, all or none.
+
+    Returns:
+        {split: path} of the files written.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    try:
+        for split, rows in splits.items():
+            path = os.path.join(output_dir, '{}_{}.csv'.format(prefix, split))
+            with open(path + '.partial', 'w') as f:
+                f.write(format_rows(rows))
+            written.append(path)
+        for path in written:
+            os.replace(path + '.partial', path)
+    finally:
+        for path in written:
+            if os.path.exists(path + '.partial'):
+                os.remove(path + '.partial')
+    return dict(zip(splits, written))
+
+
+# Reading.
+###
+
+def require_folder(root, name, dataset, hint=''):
+    path = os.path.join(root, name)
+    if not os.path.isdir(path):
+        raise ConversionError(
+            '`{}` has no folder `{}`, so it is not an extracted {}; pass the folder that '
+            'holds it as --dataset_root{}.'.format(root, name, dataset, hint))
+    return path
+
+
+def scan_folder(root, folder, pattern, dataset, extensions=('.jpg',)):
+    """Rows (identity, folder/name) for the images of `root/folder`, sorted by path.
+
+    The identity is the first group of `pattern` matched against the name;
+    files without an image extension (such as Thumbs.db) are skipped.
+    """
+    directory = require_folder(root, folder, dataset)
+    regexp = re.compile(pattern)
+    rows = []
+    for name in sorted(os.listdir(directory)):
+        if not name.lower().endswith(extensions):
+            continue
+        match = regexp.fullmatch(name)
+        if match is None:
+            raise ConversionError(
+                'the image `{}` does not follow the {} naming `{}`; is this the right '
+                'dataset?'.format(os.path.join(directory, name), dataset, pattern))
+        rows.append((match.group(1), folder + '/' + name))
+    if not rows:
+        raise ConversionError('`{}` holds no images.'.format(directory))
+    return rows
+
+
+def read_list_file(path, dataset):
+    """The non-empty lines of a dataset's list file, split at whitespace."""
+    if not os.path.isfile(path):
+        raise ConversionError('the {} list file `{}` is missing; pass the folder that '
+                              'holds it as --dataset_root.'.format(dataset, path))
+    with open(path) as f:
+        return [(number, line.split()) for number, line in enumerate(f, 1) if line.strip()]
+
+
+# Market-1501 and DukeMTMC-reID: one folder per split, identity in the name.
+###
+
+# Some Market-1501 files really end in `.jpg.jpg`, for example `-1_c4s6_022316_11.jpg.jpg`.
+MARKET_PATTERN = r'(-1|\d{4})_c\d+s\d+_\d+_\d+(\.jpg)+'
+DUKE_PATTERN = r'(\d{4})_c\d+_f\d+\.jpg'
+FOLDER_SPLITS = (('train', 'bounding_box_train'), ('test', 'bounding_box_test'),
+                 ('query', 'query'))
+
+
+def market1501(dataset_root):
+    """Market-1501: gallery junk is `-1_…` (the market1501 excluder ignores it) and
+    distractors `0000_…` (wrong matches)."""
+    return {split: scan_folder(dataset_root, folder, MARKET_PATTERN, 'Market-1501')
+            for split, folder in FOLDER_SPLITS}
+
+
+def duke(dataset_root):
+    """DukeMTMC-reID: no junk; the duke excluder drops same-camera matches."""
+    return {split: scan_folder(dataset_root, folder, DUKE_PATTERN, 'DukeMTMC-reID')
+            for split, folder in FOLDER_SPLITS}
+
+
+# MSMT17: list files `folder/name label` below train/ and test/.
+###
+
+MSMT_PATTERN = r'(\d{4})_\d+_\d{2}_\w+_\d+_\d+\.jpg'
+
+
+def msmt17(dataset_root):
+    """MSMT17 (V1, or V2 with its mask_*_v2 folders). The training set is
+    list_train plus list_val, the usual protocol; the labels of the list files
+    are the identities."""
+    splits = {}
+    for split, lists in (('train', ('list_train', 'list_val')), ('query', ('list_query',)),
+                         ('test', ('list_gallery',))):
+        folder = 'train' if split == 'train' else 'test'
+        if not os.path.isdir(os.path.join(dataset_root, folder)) and \
+                os.path.isdir(os.path.join(dataset_root, 'mask_{}_v2'.format(folder))):
+            folder = 'mask_{}_v2'.format(folder)
+        require_folder(dataset_root, folder, 'MSMT17')
+        rows = []
+        for name in lists:
+            path = os.path.join(dataset_root, name + '.txt')
+            for number, fields in read_list_file(path, 'MSMT17'):
+                if len(fields) != 2 or not fields[1].isdigit() or \
+                        re.fullmatch(MSMT_PATTERN, os.path.basename(fields[0])) is None:
+                    raise ConversionError(
+                        '{}:{}: expected `IIII/IIII_NNN_CC_<time>_NNNN_N.jpg label`, got `{}`.'
+                        .format(path, number, ' '.join(fields)))
+                image = folder + '/' + fields[0]
+                if not os.path.isfile(os.path.join(dataset_root, image)):
+                    raise ConversionError('{}:{}: the image `{}` is missing.'.format(
+                        path, number, os.path.join(dataset_root, image)))
+                rows.append(('{:04d}'.format(int(fields[1])), image))
+        splits[split] = rows
+    return splits
+
+
+# CUHK03, new protocol (Zhong et al. 2017): images from cuhk-03.mat, splits
+# from cuhk03_new_protocol_config_{detected,labeled}.mat.
+###
+
+def find_file(root, name):
+    for directory, _, files in os.walk(root):
+        if name in files:
+            return os.path.join(directory, name)
+    raise ConversionError('`{}` not found below `{}`; extract cuhk03_release.zip and put the '
+                          'new-protocol .mat files there.'.format(name, root))
+
+
+def cuhk03_image_name(campus, person, index):
+    """`C_PPP_V_II.png` (all 1-based): camera pair, person in that pair, view
+    (1 for the first five images, 2 for the rest), image. The protocol files
+    name the images this way."""
+    return '{:d}_{:03d}_{:d}_{:02d}.png'.format(campus + 1, person + 1, 1 if index < 5 else 2,
+                                               index + 1)
+
+
+def extract_cuhk03_images(mat_path, image_type, directory):
+    """Writes the `image_type` ('detected' or 'labeled') crops of cuhk-03.mat as PNG
+    files into `directory`, created whole through a temporary folder."""
+    import h5py
+    from PIL import Image
+
+    if os.path.isdir(directory):
+        return
+    partial = directory + '.partial'
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    try:
+        with h5py.File(mat_path, 'r') as mat:
+            if image_type not in mat:
+                raise ConversionError('`{}` holds no `{}` images.'.format(mat_path, image_type))
+            for campus, campus_ref in enumerate(np.ravel(mat[image_type][()])):
+                # MATLAB stores arrays column-major, so h5py sees them transposed.
+                cells = mat[campus_ref][()].T
+                for person in range(cells.shape[0]):
+                    for index in range(cells.shape[1]):
+                        image = mat[cells[person, index]][()].T
+                        if image.ndim != 3:
+                            continue  # MATLAB's empty cell: this view has fewer images.
+                        Image.fromarray(image.astype(np.uint8)).save(
+                            os.path.join(partial, cuhk03_image_name(campus, person, index)))
+        os.replace(partial, directory)
+    except (OSError, KeyError, ValueError) as e:
+        raise ConversionError('cannot read the images of `{}`: {}.'.format(mat_path, e))
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def cuhk03_split(protocol_path, folder, dataset_root):
+    """train/query/test rows of one new-protocol configuration file."""
+    from scipy.io import loadmat
+
+    try:
+        config = loadmat(protocol_path)
+        files = [str(np.ravel(entry)[0]) for entry in np.ravel(config['filelist'])]
+        labels = np.ravel(config['labels']).astype(int)
+        indices = {split: np.ravel(config[key]).astype(int) - 1 for split, key in
+                   (('train', 'train_idx'), ('query', 'query_idx'), ('test', 'gallery_idx'))}
+    except (OSError, KeyError, ValueError, IndexError) as e:
+        raise ConversionError('cannot read the CUHK03 protocol `{}`: {}.'.format(
+            protocol_path, e))
+    available = set(os.listdir(os.path.join(dataset_root, folder)))
+    missing = sorted(set(files) - available)
+    if missing:
+        raise ConversionError('the protocol `{}` lists {} images that cuhk-03.mat does not '
+                              'hold, for example `{}`.'.format(protocol_path, len(missing),
+                                                               missing[0]))
+    return {split: [('{:04d}'.format(labels[i]), folder + '/' + files[i]) for i in idx]
+            for split, idx in indices.items()}
+
+
+def cuhk03(dataset_root, image_types=('detected', 'labeled')):
+    """CUHK03 new protocol: 767 training and 700 test identities. Returns the
+    splits of every image type, keyed `<type>_<split>`."""
+    mat_path = find_file(dataset_root, 'cuhk-03.mat')
+    splits = {}
+    for image_type in image_types:
+        protocol = find_file(dataset_root,
+                             'cuhk03_new_protocol_config_{}.mat'.format(image_type))
+        folder = 'images_' + image_type
+        extract_cuhk03_images(mat_path, image_type, os.path.join(dataset_root, folder))
+        for split, rows in cuhk03_split(protocol, folder, dataset_root).items():
+            splits['{}_{}'.format(image_type, split)] = rows
+    return splits
+
+
+# VeRi-776: image_{train,query,test}/ with name_{train,query,test}.txt.
+###
+
+VERI_PATTERN = r'(\d{4})_c\d{3}_\d+_\d+\.jpg'
+
+
+def veri776(dataset_root):
+    """VeRi-776 vehicles. Junk is every same-vehicle, same-camera gallery image,
+    which the veri776 excluder ignores (the official jk_index.txt)."""
+    return {split: scan_folder(dataset_root, 'image_' + split, VERI_PATTERN, 'VeRi-776')
+            for split in ('train', 'query', 'test')}
+
+
+# Command line.
+###
+
+# name: (function, CSV prefix, excluder, description)
+DATASETS = {
+    'market1501': (market1501, 'market1501', 'market1501', 'Market-1501'),
+    'duke': (duke, 'dukeMTMC', 'duke', 'DukeMTMC-reID'),
+    'msmt17': (msmt17, 'msmt17', 'msmt17', 'MSMT17 (V1 or V2)'),
+    'cuhk03': (cuhk03, 'cuhk03', 'cuhk03', 'CUHK03, new protocol'),
+    'veri776': (veri776, 'veri776', 'veri776', 'VeRi-776'),
+}
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
+                                     help='One of: {}.'.format(', '.join(DATASETS)))
+    for name, (_, prefix, _, description) in DATASETS.items():
+        command = commands.add_parser(name, help='Convert ' + description + '.')
+        command.add_argument(
+            '--dataset_root', required=True,
+            help='The extracted dataset; also the --image_root for training and embedding.')
+        command.add_argument(
+            '--output_dir', default='data',
+            help='Where to write {}_{{train,query,test}}.csv.'.format(prefix))
+        if name == 'cuhk03':
+            command.add_argument(
+                '--image_type', choices=('detected', 'labeled', 'both'), default='both',
+                help='Which crops to convert: the detector\'s, the hand-labelled, or both '
+                     '(CSV prefixes cuhk03_detected and cuhk03_labeled).')
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    function, prefix, excluder, description = DATASETS[args.dataset]
+    root = os.path.expanduser(args.dataset_root)
+    if not os.path.isdir(root):
+        raise ConversionError('the dataset root `{}` is not a folder.'.format(root))
+    if args.dataset == 'cuhk03':
+        types = ('detected', 'labeled') if args.image_type == 'both' else (args.image_type,)
+        splits = function(root, types)
+    else:
+        splits = function(root)
+    for split, path in write_csvs(args.output_dir, prefix, splits).items():
+        rows = splits[split]
+        print('{:<40} {:6d} images, {:5d} identities'.format(
+            path, len(rows), len({pid for pid, _ in rows})))
+    print('Evaluate {} with --excluder {}, and train with --image_root {}.'.format(
+        description, excluder, root))
+    return 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except ConversionError as e:
+        print('error: {}'.format(e), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,210 @@
+"""Dataset converters on fake folder trees with the real naming, and the
+excluders of the datasets they convert."""
+
+import csv
+import os
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.io import savemat
+
+from conftest import ROOT
+from data import convert
+from excluders import cuhk03, msmt17, veri776
+
+REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference')
+
+
+def touch(root, relative_paths):
+    for path in relative_paths:
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        open(full, 'wb').close()
+
+
+def read_rows(path):
+    with open(path) as f:
+        return [tuple(row) for row in csv.reader(f)]
+
+
+def run(*argv):
+    assert convert.main(list(argv)) == 0
+
+
+@pytest.mark.parametrize('dataset, prefix, folder', [('market1501', 'market1501', 'market1501'),
+                                                     ('duke', 'dukeMTMC', 'duke')])
+def test_reproduces_the_original_csvs(tmp_path, dataset, prefix, folder):
+    """Row for row, in the same order, from a tree of empty files."""
+    reference = os.path.join(REFERENCE, folder)
+    if not os.path.isdir(reference):
+        pytest.skip('../shared/reference is not available')
+    expected = {split: read_rows(os.path.join(reference, '{}_{}.csv'.format(prefix, split)))
+                for split in ('train', 'test', 'query')}
+    root = tmp_path / 'extracted'
+    for rows in expected.values():
+        touch(root, [path for _, path in rows])
+    touch(root, ['bounding_box_test/Thumbs.db', 'readme.txt'])
+    run(dataset, '--dataset_root', str(root), '--output_dir', str(tmp_path / 'out'))
+    for split, rows in expected.items():
+        assert read_rows(tmp_path / 'out' / '{}_{}.csv'.format(prefix, split)) == rows
+
+
+def test_market1501_small_tree(tmp_path, capsys):
+    names = {'bounding_box_train': ['0002_c1s1_000451_03.jpg', '0002_c2s1_000551_01.jpg'],
+             'bounding_box_test': ['0001_c3s1_000551_01.jpg', '-1_c1s1_000401_03.jpg',
+                                   '0000_c1s1_000001_00.jpg', 'Thumbs.db'],
+             'query': ['0001_c1s1_001051_00.jpg']}
+    touch(tmp_path / 'm', [folder + '/' + name for folder, files in names.items()
+                           for name in files])
+    run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir', str(tmp_path))
+    assert read_rows(tmp_path / 'market1501_test.csv') == [
+        ('-1', 'bounding_box_test/-1_c1s1_000401_03.jpg'),
+        ('0000', 'bounding_box_test/0000_c1s1_000001_00.jpg'),
+        ('0001', 'bounding_box_test/0001_c3s1_000551_01.jpg')]
+    assert read_rows(tmp_path / 'market1501_query.csv') == [
+        ('0001', 'query/0001_c1s1_001051_00.jpg')]
+    assert len(read_rows(tmp_path / 'market1501_train.csv')) == 2
+    assert '--excluder market1501' in capsys.readouterr().out
+
+
+def test_bad_trees_write_nothing(tmp_path):
+    out = tmp_path / 'out'
+    # The parent of the extracted folder: say which folder is expected.
+    touch(tmp_path / 'parent' / 'Market-1501-v15.09.15', ['query/0001_c1s1_001051_00.jpg'])
+    with pytest.raises(convert.ConversionError, match='has no folder `bounding_box_train`'):
+        run('market1501', '--dataset_root', str(tmp_path / 'parent'), '--output_dir', str(out))
+    # Only the last split is wrong: no CSV may appear.
+    touch(tmp_path / 'm', ['bounding_box_train/0002_c1s1_000451_03.jpg',
+                           'bounding_box_test/0001_c3s1_000551_01.jpg',
+                           'query/0001_c1s1_001051_00.jpg', 'query/holiday.jpg'])
+    with pytest.raises(convert.ConversionError, match='holiday.jpg` does not follow'):
+        run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir', str(out))
+    assert not out.exists() or os.listdir(out) == []
+    with pytest.raises(convert.ConversionError, match='follow the DukeMTMC-reID naming'):
+        run('duke', '--dataset_root', str(tmp_path / 'm'), '--output_dir', str(out))
+
+
+def test_msmt17(tmp_path):
+    root = tmp_path / 'MSMT17_V2'
+    lists = {
+        'list_train': ['0000/0000_000_01_0303morning_0015_0.jpg 0',
+                       '0001/0001_004_05_0303morning_0040_1.jpg 1'],
+        'list_val': ['0000/0000_001_02_0303morning_0020_0.jpg 0'],
+        'list_query': ['0000/0000_010_03_0303afternoon_0101_0.jpg 0'],
+        'list_gallery': ['0000/0000_011_07_0303afternoon_0111_1.jpg 0',
+                         '0002/0002_012_03_0304noon_0007_0.jpg 2']}
+    for name, lines in lists.items():
+        folder = 'mask_train_v2' if name in ('list_train', 'list_val') else 'mask_test_v2'
+        touch(root, [folder + '/' + line.split()[0] for line in lines])
+        (root / (name + '.txt')).write_text('\n'.join(lines) + '\n')
+    run('msmt17', '--dataset_root', str(root), '--output_dir', str(tmp_path))
+    assert read_rows(tmp_path / 'msmt17_train.csv') == [
+        ('0000', 'mask_train_v2/0000/0000_000_01_0303morning_0015_0.jpg'),
+        ('0001', 'mask_train_v2/0001/0001_004_05_0303morning_0040_1.jpg'),
+        ('0000', 'mask_train_v2/0000/0000_001_02_0303morning_0020_0.jpg')]
+    assert [pid for pid, _ in read_rows(tmp_path / 'msmt17_test.csv')] == ['0000', '0002']
+    os.remove(root / 'mask_test_v2/0002/0002_012_03_0304noon_0007_0.jpg')
+    with pytest.raises(convert.ConversionError, match=r'list_gallery.txt:2: the image .* missing'):
+        run('msmt17', '--dataset_root', str(root), '--output_dir', str(tmp_path))
+
+
+def test_veri776(tmp_path):
+    touch(tmp_path / 'VeRi', ['image_train/0001_c001_00016450_0.jpg',
+                              'image_query/0002_c002_00030600_0.jpg',
+                              'image_test/0002_c003_00084310_0.jpg',
+                              'image_test/0002_c002_00030605_1.jpg'])
+    run('veri776', '--dataset_root', str(tmp_path / 'VeRi'), '--output_dir', str(tmp_path))
+    gallery = read_rows(tmp_path / 'veri776_test.csv')
+    assert gallery == [('0002', 'image_test/0002_c002_00030605_1.jpg'),
+                       ('0002', 'image_test/0002_c003_00084310_0.jpg')]
+    mask = veri776.excluder(['image_query/0002_c002_00030600_0.jpg'],
+                            [path for _, path in gallery])(np.arange(1))
+    np.testing.assert_array_equal(mask, [[True, False]])
+
+
+def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
+    """A cuhk-03.mat as MATLAB 7.3 writes it (HDF5, cells as object references,
+    arrays transposed), plus both new-protocol files. Returns the images."""
+    images = {}
+    os.makedirs(root / 'cuhk03_release')
+    with h5py.File(root / 'cuhk03_release' / 'cuhk-03.mat', 'w') as f:
+        refs = f.create_group('#refs#')
+
+        def store(array):
+            return refs.create_dataset(str(len(refs)), data=array).ref
+
+        for image_type in ('detected', 'labeled'):
+            campuses = []
+            for campus in range(num_campuses):
+                cells = np.empty((10, num_persons), dtype=h5py.ref_dtype)
+                for person in range(num_persons):
+                    for index in range(10):
+                        if index in (4, 9) and person == 0:
+                            cells[index, person] = store(np.zeros(2, np.uint64))
+                            continue
+                        image = rng.integers(0, 256, (6 + index, 4, 3), dtype=np.uint8)
+                        images[image_type, convert.cuhk03_image_name(campus, person, index)] = image
+                        cells[index, person] = store(image.T)
+                campuses.append(store(cells))
+            f.create_dataset(image_type, data=np.array([campuses], dtype=h5py.ref_dtype))
+    for image_type in ('detected', 'labeled'):
+        names = sorted(name for kind, name in images if kind == image_type)
+        labels = [num_persons * (int(name[0]) - 1) + int(name[2:5]) for name in names]
+        train = [i + 1 for i, label in enumerate(labels) if label <= 2]
+        test = [i + 1 for i, label in enumerate(labels) if label > 2]
+        savemat(root / 'cuhk03_new_protocol_config_{}.mat'.format(image_type), {
+            'filelist': np.array(names, dtype=object)[:, None],
+            'labels': np.array(labels, float)[:, None],
+            'camId': np.array([int(name[6]) for name in names], float)[:, None],
+            'train_idx': np.array(train, float)[:, None],
+            'query_idx': np.array(test[::4], float)[:, None],
+            'gallery_idx': np.array([i for i in test if i not in test[::4]], float)[:, None]})
+    return images
+
+
+def test_cuhk03_new_protocol(tmp_path):
+    root = tmp_path / 'cuhk03'
+    images = write_cuhk03(root, np.random.default_rng(0))
+    run('cuhk03', '--dataset_root', str(root), '--output_dir', str(tmp_path))
+    for (image_type, name), image in images.items():
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(root / ('images_' + image_type) / name)), image)
+    # MATLAB's empty cells (a person with fewer than ten images) are skipped.
+    assert not (root / 'images_detected' / '1_001_1_05.png').exists()
+    assert len(os.listdir(root / 'images_labeled')) == len(images) // 2
+    train = read_rows(tmp_path / 'cuhk03_detected_train.csv')
+    assert {pid for pid, _ in train} == {'0001', '0002'}
+    assert ('0001', 'images_detected/1_001_1_01.png') in train
+    query = read_rows(tmp_path / 'cuhk03_labeled_query.csv')
+    gallery = read_rows(tmp_path / 'cuhk03_labeled_test.csv')
+    assert {pid for pid, _ in query} <= {pid for pid, _ in gallery}
+    assert not {path for _, path in query} & {path for _, path in gallery}
+    # The excluder ignores the same person in the same view, nothing else.
+    q, g = [path for _, path in query], [path for _, path in gallery]
+    mask = cuhk03.excluder(q, g)(np.arange(len(q)))
+    expected = [[a.split('/')[1][:7] == b.split('/')[1][:7] for b in g] for a in q]
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.any() and not mask.all()
+
+
+def test_cuhk03_protocol_naming_unknown_images(tmp_path):
+    root = tmp_path / 'cuhk03'
+    write_cuhk03(root, np.random.default_rng(0))
+    savemat(root / 'cuhk03_new_protocol_config_labeled.mat', {
+        'filelist': np.array(['9_001_1_01.png'], dtype=object)[:, None],
+        'labels': [[1.0]], 'camId': [[1.0]], 'train_idx': [[1.0]], 'query_idx': [[1.0]],
+        'gallery_idx': [[1.0]]})
+    with pytest.raises(convert.ConversionError, match='1 images that cuhk-03.mat does not'):
+        run('cuhk03', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()
+
+
+def test_msmt17_excluder():
+    query = ['test/0003/0003_010_03_0303afternoon_0101_0.jpg']
+    gallery = ['test/0003/0003_011_03_0303afternoon_0111_1.jpg',
+               'test/0003/0003_012_04_0303afternoon_0112_1.jpg',
+               'test/0004/0004_013_03_0303afternoon_0113_1.jpg']
+    np.testing.assert_array_equal(msmt17.excluder(query, gallery)(np.arange(1)),
+                                  [[True, False, False]])
