@@ -99,6 +99,18 @@ def positive_float(arg):
     return _number_greater_x(arg, float, 0)
 
 
+def unit_float(arg):
+    """A float between 0 and 1, both included."""
+    try:
+        value = float(arg)
+    except ValueError:
+        raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError('found {} where a value in [0, 1] was required.'
+                                         .format(arg))
+    return value
+
+
 def float_or_string(arg):
     """Tries to convert the string to float, otherwise returns the string."""
     try:
@@ -145,6 +157,10 @@ def atomic_write(path, data, mode='w'):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
     try:
+        # mkstemp makes the file private; give it the permissions open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()

@@ -1,6 +1,9 @@
 """Evaluation against slow, obviously-correct reference loops; excluders; errors."""
 
 import json
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -8,6 +11,9 @@ import pytest
 
 import common
 import evaluate
+import rerank
+import visualize
+from conftest import ROOT
 from excluders import diagonal, duke, market1501
 
 
@@ -191,3 +197,59 @@ def test_cli_and_errors(tmp_path, capsys):
     with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
                                                'gallery embeddings 8'):
         evaluate.main(base + ['--query_embeddings', wrong_dim, '--gallery_embeddings', g_h5])
+
+
+def test_cli_rerank_and_plot(tmp_path, capsys):
+    """--rerank and --plot through the command, in a process without TensorFlow."""
+    from PIL import Image
+    rng = np.random.default_rng(2)
+    g_pids, g_fids, g_emb = market_like(rng, num_ids=12, cams=4, per_cam=3)
+    q_pids, q_fids = g_pids[::7], np.char.replace(g_fids[::7], 'bounding_box_test', 'query')
+    q_emb = g_emb[::7] + 0.1
+    for fid in list(g_fids) + list(q_fids):
+        (tmp_path / fid).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(tmp_path / fid)
+    for name, pids, fids, emb in (('q', q_pids, q_fids, q_emb), ('g', g_pids, g_fids, g_emb)):
+        (tmp_path / (name + '.csv')).write_text(
+            ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
+        write_h5(tmp_path / (name + '.h5'), emb=emb)
+    command = [sys.executable, os.path.join(ROOT, 'evaluate.py'), '--excluder', 'market1501',
+               '--metric', 'euclidean', '--query_dataset', str(tmp_path / 'q.csv'),
+               '--gallery_dataset', str(tmp_path / 'g.csv'), '--query_embeddings',
+               str(tmp_path / 'q.h5'), '--gallery_embeddings', str(tmp_path / 'g.h5'),
+               '--rerank', '--rerank_k1', '6', '--rerank_k2', '3', '--filename',
+               str(tmp_path / 'rerank.json'), '--plot', str(tmp_path / 'plots'),
+               '--image_root', str(tmp_path), '--plot_queries', '3']
+    # Fails if evaluate.py imports TensorFlow: the pictures and re-ranking must not.
+    check = ('import runpy, sys; sys.modules["tensorflow"] = None; sys.argv = {!r}; '
+             'runpy.run_path({!r}, run_name="__main__")').format(command[1:], command[1])
+    done = subprocess.run([sys.executable, '-c', check], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('mAP: ')
+    result = json.load(open(tmp_path / 'rerank.json'))
+    assert result['rerank'] == {'k1': 6, 'k2': 3, 'lambda': 0.3}
+    for name in ('rankings.png', 'cmc.png'):
+        with Image.open(tmp_path / 'plots' / name) as image:
+            assert image.format == 'PNG' and image.size[0] > 300
+    # The re-ranked mAP is the one of evaluate() with the reranker.
+    excluder = market1501.excluder(q_fids, g_fids)
+    expected = evaluate.evaluate(q_pids, q_fids, q_emb, g_pids, g_fids, g_emb, excluder,
+                                 distances=rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3))
+    assert result['mAP'] == pytest.approx(expected['mAP'])
+
+    with pytest.raises(SystemExit):
+        evaluate.main(command[2:command.index('--image_root')])
+    assert 'needs --image_root' in capsys.readouterr().err
+    base = command[2:command.index('--rerank')]
+    with pytest.raises(SystemExit):
+        evaluate.main(base + ['--rerank', '--rerank_k1', '4', '--rerank_k2', '6'])
+    assert 'at most --rerank_k1 + 1' in capsys.readouterr().err
+
+
+def test_plot_helpers():
+    assert list(visualize.pick_queries(np.array([False, True, True, False, True]), 2)) == [1, 4]
+    assert list(visualize.pick_queries(np.array([True, True]), 5)) == [0, 1]
+    d = np.array([0.5, 0.1, 0.3, 0.2])
+    indices, kinds = visualize.top_ranked(d, np.array([False, True, False, False]),
+                                          np.array([True, True, False, False]), 3)
+    assert list(indices) == [1, 3, 2] and list(kinds) == ['ignored', 'wrong', 'wrong']

@@ -1,0 +1,132 @@
+"""Pictures of an evaluation: ranked galleries of some queries, and the CMC curve.
+
+`evaluate.py --plot DIR --image_root ROOT` writes DIR/rankings.png and
+DIR/cmc.png through these functions. Matplotlib draws off-screen (Agg), so
+no display is needed; NumPy, Pillow and Matplotlib only.
+"""
+
+import io
+import os
+
+import numpy as np
+
+import common
+
+CORRECT, WRONG, IGNORED, QUERY = '#1a9641', '#d7191c', '#9e9e9e', '#000000'
+
+
+def pick_queries(valid, count):
+    """`count` query indices spread evenly over those with a valid match."""
+    candidates = np.flatnonzero(valid)
+    if len(candidates) == 0:
+        return candidates
+    return np.unique(candidates[np.linspace(0, len(candidates) - 1, min(count, len(candidates)))
+                                .round().astype(int)])
+
+
+def top_ranked(d, mask, matches, top_k):
+    """The raw top-k of one query's gallery and what each entry counts as.
+
+    Args:
+        d: (G,) distances; mask: (G,) excluded (junk); matches: (G,) same identity.
+
+    Returns:
+        (indices, kinds): gallery indices nearest first, and for each 'ignored'
+        (junk, or what the excluder drops), 'correct' or 'wrong'. Ignored
+        entries keep their place but do not count.
+    """
+    indices = np.argsort(d, kind='stable')[:top_k]
+    kinds = np.where(mask[indices], 'ignored',
+                     np.where(matches[indices], 'correct', 'wrong'))
+    return indices, kinds
+
+
+def _load(image_root, fid, grey=False):
+    from PIL import Image
+    path = os.path.join(image_root, str(fid))
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert('RGB'), np.float32) / 255
+    except OSError as e:
+        raise common.UserError('cannot read the image `{}` for the plot: {}; check '
+                               '--image_root.'.format(path, e))
+    if grey:
+        # Faded grey: visible, but clearly not part of the evaluation.
+        array = 0.35 * array.mean(-1, keepdims=True).repeat(3, -1) + 0.65
+    return array
+
+
+def _save(figure, path):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format='png', dpi=80)
+    common.atomic_write(path, buffer.getvalue(), 'wb')
+
+
+def plot_rankings(path, image_root, query_pids, query_fids, gallery_pids, gallery_fids,
+                  excluder, distances, queries, top_k=10):
+    """One row per query: the query, then its top-k gallery images framed in
+    green (same identity), red (another) or grey (junk and the like, which
+    the excluder ignores; in Market-1501 also the query person seen by the
+    query's camera)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    d = distances(queries)
+    mask = excluder(queries)
+    matches = np.asarray(gallery_pids)[None] == np.asarray(query_pids)[queries, None]
+    figure, axes = plt.subplots(len(queries), top_k + 1, squeeze=False,
+                                figsize=(1.0 * (top_k + 1), 2.1 * len(queries)))
+    for row, query in enumerate(queries):
+        indices, kinds = top_ranked(d[row], mask[row], matches[row], top_k)
+        cells = [(query_fids[query], 'query {}'.format(query_pids[query]), QUERY, False)]
+        counted = 0
+        for index, kind in zip(indices, kinds):
+            if kind == 'ignored':
+                cells.append((gallery_fids[index], 'ignored', IGNORED, True))
+            else:
+                counted += 1
+                cells.append((gallery_fids[index], '{}. {}'.format(counted, gallery_pids[index]),
+                              CORRECT if kind == 'correct' else WRONG, False))
+        for ax, (fid, title, colour, grey) in zip(axes[row], cells):
+            ax.imshow(_load(image_root, fid, grey), aspect='auto')
+            ax.set_title(title, fontsize=7, color=colour if colour != QUERY else 'black')
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(3)
+        for ax in axes[row][len(cells):]:
+            ax.axis('off')
+    figure.suptitle('Top-{} of {} queries: green same identity, red another, grey ignored '
+                    '(junk, same camera)'.format(top_k, len(queries)), fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    _save(figure, path)
+    plt.close(figure)
+
+
+def plot_cmc(path, cmc, mean_ap, label, max_rank=50):
+    """The CMC curve up to `max_rank`, its top-1/5/10 marked, mAP in the title."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    cmc = np.asarray(cmc)[:max_rank]
+    ranks = np.arange(1, len(cmc) + 1)
+    figure, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(ranks, 100 * cmc, color='#2b83ba', linewidth=2, label=label)
+    for k in (1, 5, 10):
+        if k <= len(cmc):
+            ax.plot(k, 100 * cmc[k - 1], 'o', color='#2b83ba')
+            ax.annotate('top-{}: {:.1f}%'.format(k, 100 * cmc[k - 1]), (k, 100 * cmc[k - 1]),
+                        textcoords='offset points', xytext=(6, -12), fontsize=8)
+    ax.set_xlabel('rank')
+    ax.set_ylabel('matching rate (%)')
+    ax.set_xlim(0, max(len(cmc), 2))
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc='lower right', fontsize=8)
+    ax.set_title('CMC, mAP {:.2%}'.format(mean_ap))
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)
