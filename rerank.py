@@ -133,13 +133,21 @@ def query_expansion(v, rank, k2):
     return average.dot(v).tocsr()
 
 
-def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_value=0.3):
+def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_value=0.3,
+             max_terms=1 << 22):
     """Prepares re-ranking and returns `distances(query_indices) -> (b, G)`.
 
     The returned function gives the final distances of eq. 12,
     (1 - λ) d_J(p, g) + λ d(p, g), for a batch of queries; evaluate.evaluate
     calls it in place of the plain distances. It only reads shared arrays, so
     several threads may call it at once.
+
+    Args:
+        query_embs, gallery_embs: (Q, D) and (G, D) embeddings.
+        metric: One of evaluate.METRICS (`euclidean` is squared, see above).
+        k1, k2, lambda_value: The paper's parameters.
+        max_terms: Bounds the temporary arrays of one chunk of queries
+            (about 40 bytes per term).
     """
     if not 1 <= k2 <= k1 + 1:
         raise ValueError('k2 must lie between 1 and k1 + 1, got k1={}, k2={}'.format(k1, k2))
@@ -152,8 +160,8 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
     gallery = v[num_query:].tocsc()     # Column j lists the gallery images using image j.
     num_gallery = len(gallery_embs)
 
-    def distances(query_indices):
-        # Σ_j min(V[p, j], V[g, j]) over the images j that both use.
+    def overlaps(query_indices):
+        """Σ_j min(V[p, j], V[g, j]) over the images j that both use: (b, G)."""
         q = queries[query_indices]
         q_row = np.repeat(np.arange(len(query_indices)), np.diff(q.indptr))
         starts, ends = gallery.indptr[q.indices], gallery.indptr[q.indices + 1]
@@ -162,8 +170,25 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
         both = np.minimum(np.repeat(q.data, lengths), gallery.data[flat])
         overlap = np.bincount(np.repeat(q_row, lengths) * num_gallery + gallery.indices[flat],
                               weights=both, minlength=len(query_indices) * num_gallery)
-        overlap = overlap.reshape(len(query_indices), num_gallery).astype(np.float32)
-        # Σ max = Σ V[p] + Σ V[g] - Σ min = 2 - Σ min, since the rows sum to 1.
+        return overlap.reshape(len(query_indices), num_gallery).astype(np.float32)
+
+    # How many (query, gallery, image) triples each query's overlap touches;
+    # queries are taken in chunks of at most `max_terms` of them, so that
+    # images used by very many others (hubs) cannot blow up the memory.
+    entry_rows = np.repeat(np.arange(num_query), np.diff(queries.indptr))
+    terms = np.bincount(entry_rows, weights=np.diff(gallery.indptr)[queries.indices],
+                        minlength=num_query)
+
+    def distances(query_indices):
+        query_indices = np.asarray(query_indices)
+        overlap = np.empty((len(query_indices), num_gallery), np.float32)
+        cumulative = np.cumsum(terms[query_indices])
+        start = 0
+        while start < len(query_indices):
+            limit = (cumulative[start - 1] if start else 0) + max_terms
+            end = max(start + 1, int(np.searchsorted(cumulative, limit, 'right')))
+            overlap[start:end] = overlaps(query_indices[start:end])
+            start = end
         jaccard = 1 - overlap / (2 - overlap)
         original = base_distances(embs[query_indices], gallery_embs, metric)
         original /= np.maximum(row_max[query_indices, None], 1e-12)

@@ -32,11 +32,12 @@ import evaluate  # noqa: E402
 from excluders import market1501  # noqa: E402
 
 
-def synthetic_embeddings(pids, rng, dim=128):
-    """Identity centres plus noise; junk and distractors get random points."""
+def synthetic_embeddings(pids, rng, dim=128, spread=1.2):
+    """Identity centres plus noise of scale `spread`; junk and distractors get
+    random points."""
     unique, inverse = np.unique(pids, return_inverse=True)
     centres = rng.normal(size=(len(unique), dim)).astype(np.float32)
-    embs = centres[inverse] + 1.2 * rng.normal(size=(len(pids), dim)).astype(np.float32)
+    embs = centres[inverse] + spread * rng.normal(size=(len(pids), dim)).astype(np.float32)
     noise = np.isin(pids, ['-1', '0000'])
     embs[noise] = rng.normal(size=(noise.sum(), dim)) * 1.5
     return embs

@@ -58,6 +58,9 @@ def test_matches_the_formulas(k1, k2, lam, dim):
     distances = rerank.reranker(query, gallery, 'euclidean', k1, k2, lam)
     got = np.concatenate([distances(np.arange(s, min(s + 16, 40))) for s in range(0, 40, 16)])
     np.testing.assert_allclose(got, expected, atol=2e-5)
+    # Chunking the queries to bound memory changes nothing.
+    chunked = rerank.reranker(query, gallery, 'euclidean', k1, k2, lam, max_terms=50)
+    np.testing.assert_array_equal(chunked(np.arange(40)), distances(np.arange(40)))
     # Re-ranking changes the order, not just the scale.
     plain = ((query[:, None] - gallery[None]) ** 2).sum(-1)
     assert (np.argsort(got, 1) != np.argsort(plain, 1)).any()
