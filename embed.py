@@ -41,7 +41,8 @@ parser.add_argument(
 parser.add_argument(
     '--checkpoint', default=None,
     help='Name of checkpoint file of the trained network within the experiment '
-         'root (such as `checkpoint-1000`). Uses the last checkpoint if not provided.')
+         'root (such as `checkpoint-1000`). Uses the last checkpoint if not provided. '
+         '`best` names the best checkpoint of validation during training.')
 
 parser.add_argument(
     '--loading_threads', default=8, type=common.positive_int,
@@ -140,6 +141,9 @@ def load_experiment(experiment_root, checkpoint=None):
             raise common.UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
     else:
         path = os.path.join(experiment_root, checkpoint)
+        if os.path.isdir(path):
+            # A folder of checkpoints, such as `best`: its newest.
+            path = tf.train.latest_checkpoint(path) or path
         if not tf.io.gfile.exists(path + '.index'):
             raise common.UserError('there is no checkpoint `{}` in `{}`.'.format(
                 checkpoint, experiment_root))
@@ -157,6 +161,18 @@ def load_experiment(experiment_root, checkpoint=None):
         raise common.UserError('the checkpoint `{}` does not fit the model of `{}`: {}'.format(
             path, args_file, str(e).splitlines()[0]))
     return model, train_args, path
+
+
+def image_batches(fids, image_root, net_input_size, pre_crop_size=None, flip=False,
+                  crop=False, batch_size=256, loading_threads=8):
+    """Batches of every image of `fids` with all its augmented versions, in order:
+    a tf.data.Dataset of (B, H, W, 3) float32 batches."""
+    image_size = pre_crop_size if crop else net_input_size
+    dataset = tf.data.Dataset.from_tensor_slices(fids).map(
+        lambda fid: augment(common.fid_to_image(fid, image_root, image_size), flip, crop,
+                            net_input_size),
+        num_parallel_calls=loading_threads)
+    return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def inference_function(model):
@@ -244,12 +260,8 @@ def main(argv=None):
     common.decodable_images(fids, image_root, False, args.loading_threads,
                             remedy='or drop their rows from the CSV')
     names = augmentation_names(args.flip_augment, args.crop_augment)
-    image_size = pre_crop_size if args.crop_augment else net_input_size
-    dataset = tf.data.Dataset.from_tensor_slices(fids).map(
-        lambda fid: augment(common.fid_to_image(fid, image_root, image_size),
-                            args.flip_augment, args.crop_augment, net_input_size),
-        num_parallel_calls=args.loading_threads)
-    dataset = dataset.unbatch().batch(args.batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = image_batches(fids, image_root, net_input_size, pre_crop_size, args.flip_augment,
+                            args.crop_augment, args.batch_size, args.loading_threads)
 
     # Loop.
     forward = inference_function(model)

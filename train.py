@@ -13,14 +13,18 @@ import secrets
 import sys
 import time
 from datetime import timedelta
+from importlib import import_module
 
 import numpy as np
 import tensorflow as tf
 import keras
 
 import common
+import embed
+import evaluate
 import loss
 import tf1_checkpoint
+from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES
 from uninterrupt import Uninterrupt
@@ -188,9 +192,31 @@ parser.add_argument(
          'every anchor sees the whole P×K batch, as on a single device.')
 
 parser.add_argument(
+    '--val_query', default=None,
+    help='Validate during training: the query CSV (paths relative to --image_root). Every '
+         '--val_every iterations the network embeds it and --val_gallery and is evaluated; '
+         'val/mAP, val/top1 and val/top5 go to TensorBoard and the log, and the best '
+         'checkpoint so far is kept in `best/` (see best.json).')
+
+parser.add_argument(
+    '--val_gallery', default=None,
+    help='The gallery CSV of validation; needs --val_query.')
+
+parser.add_argument(
+    '--val_excluder', default=None, choices=EXCLUDER_CHOICES,
+    help='The excluder of validation, as evaluate.py\'s --excluder; needs --val_query.')
+
+parser.add_argument(
+    '--val_every', default=1000, type=common.positive_int,
+    help='Validate every this many iterations, and after the last one.')
+
+parser.add_argument(
     '--seed', default=None, type=common.nonnegative_int,
     help='Seed of the sampler and the augmentation: two runs with the same seed see the '
          'same batches. Chosen at random (and stored in args.json) when not given.')
+
+
+VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_every')
 
 
 class TrainingDiverged(Exception):
@@ -219,8 +245,12 @@ def resolve_arguments(argv):
     """Parses `argv` and, when the experiment root holds `args.json`, takes the
     stored arguments instead, warning about every given one that differs.
 
+    The validation arguments are the exception: given ones win, since they
+    change what is watched and not what is trained.
+
     Returns:
-        (args, resuming) where `resuming` says whether args.json was loaded.
+        (args, resuming, changed) where `resuming` says whether args.json was
+        loaded and `changed` whether it needs writing again.
     """
     args = parser.parse_args(argv)
     args_file = os.path.join(args.experiment_root, 'args.json')
@@ -234,7 +264,7 @@ def resolve_arguments(argv):
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
                     args.experiment_root))
-        return args, False
+        return args, False, False
 
     try:
         with open(args_file) as f:
@@ -245,8 +275,12 @@ def resolve_arguments(argv):
         raise common.UserError('`{}` is corrupt ({}); fix it or start a new experiment '
                                'root.'.format(args_file, e))
     given = common.given_arguments(parser, argv)
+    changed = False
     for key, value in vars(args).items():
         if key in ('resume', 'experiment_root'):
+            continue
+        if key in VALIDATION_ARGUMENTS and key in given:
+            changed |= stored.get(key) != value
             continue
         if key not in stored:
             log.warning('A new argument was added since the last run: `%s`. Using the new '
@@ -262,7 +296,7 @@ def resolve_arguments(argv):
             raise common.UserError('`{}` names {} `{}`, which does not exist; choose one of '
                                    '{}.'.format(args_file, key, getattr(args, key),
                                                 ', '.join(choices)))
-    return args, True
+    return args, True, changed
 
 
 def check_arguments(args):
@@ -278,6 +312,10 @@ def check_arguments(args):
         raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                                'triplet loss has nothing to pull together; use --batch_k 2 '
                                'or more.'.format(args.batch_k))
+    given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
+    if given and len(given) < 3:
+        raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
+                               'together; only --{} was given.'.format(', --'.join(given)))
     if args.crop_augment and (args.pre_crop_height < args.net_input_height or
                               args.pre_crop_width < args.net_input_width):
         raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
@@ -379,6 +417,51 @@ def all_gather(value):
     return tf.reshape(gathered, tf.concat([[-1], tf.shape(value)[1:]], 0))
 
 
+def make_validation(args):
+    """The validation of --val_query/--val_gallery, or None without them.
+
+    Loads and checks the CSVs, images and excluder now, so that a mistake
+    stops the run before anything is written. The returned
+    `validate(forward)` embeds both sets with `forward` (embed.py's inference
+    function of the model) and gives {'mAP', 'top1', 'top5'}. The forward pass
+    runs in inference mode, which leaves the batch-norm statistics alone, and
+    draws no random numbers, while the training batches depend on the step
+    alone; so validating changes nothing about the training.
+    """
+    if not args.val_query:
+        return None
+    q_pids, q_fids = common.load_dataset(args.val_query, args.image_root)
+    g_pids, g_fids = common.load_dataset(args.val_gallery, args.image_root)
+    excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
+    fids = np.concatenate([q_fids, g_fids])
+    common.decodable_images(fids, args.image_root, False, args.loading_threads,
+                            remedy='or drop their rows from the validation CSVs')
+    batches = embed.image_batches(fids, args.image_root,
+                                  (args.net_input_height, args.net_input_width),
+                                  loading_threads=args.loading_threads)
+
+    def validate(forward):
+        embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
+        result = evaluate.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
+                                   embs[len(q_fids):], excluder, args.metric)
+        cmc = result['CMC']
+        return {'mAP': result['mAP'], 'top1': cmc[0], 'top5': cmc[min(4, len(cmc) - 1)]}
+    return validate
+
+
+def read_best(experiment_root):
+    """The contents of best.json, or None before the first validation."""
+    path = os.path.join(experiment_root, 'best.json')
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise common.UserError('`{}` is corrupt ({}); delete it to start the record of the '
+                               'best checkpoint afresh.'.format(path, e))
+
+
 def make_train_step(model, optimizer, step, args, strategy):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors.
@@ -464,7 +547,7 @@ def main(argv=None):
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
     # the arguments and the data are known to be usable.
-    args, resuming = resolve_arguments(argv)
+    args, resuming, changed = resolve_arguments(argv)
     check_arguments(args)
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
@@ -480,13 +563,15 @@ def main(argv=None):
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
+    # Validation runs on the chief only.
+    validate = make_validation(args) if chief else None
 
     # A seed is chosen once and stored; experiments of the TF1 original have none yet.
     new_seed = args.seed is None
     if new_seed:
         args.seed = secrets.randbelow(2 ** 31)
     try:
-        if chief and (not resuming or new_seed):
+        if chief and (not resuming or new_seed or changed):
             os.makedirs(args.experiment_root, exist_ok=True)
             common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
         if chief:
@@ -557,6 +642,34 @@ def main(argv=None):
     start_step = int(step.numpy())
     train_step, _ = make_train_step(model, optimizer, step, args, strategy)
 
+    # Validation, on the chief only. The best checkpoint is copied to `best/`,
+    # where the regular ones' --keep_checkpoints cannot delete it. Two are
+    # kept there so that best.json, written after the copy, always names one
+    # that exists.
+    forward = embed.inference_function(model)
+    best = read_best(args.experiment_root) if validate else None
+    best_manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(args.experiment_root, 'best'), max_to_keep=2,
+        checkpoint_name='checkpoint') if validate else None
+
+    def validation(current):
+        nonlocal best
+        start_time = time.time()
+        scores = validate(forward)
+        with writer.as_default():
+            for name, value in scores.items():
+                tf.summary.scalar('val/' + name, value, step=current)
+        writer.flush()
+        improved = best is None or scores['mAP'] > best['mAP']
+        log.info('validation at iter %d: mAP %.2f%%, top-1 %.2f%%, top-5 %.2f%% (%.1fs)%s',
+                 current, 100 * scores['mAP'], 100 * scores['top1'], 100 * scores['top5'],
+                 time.time() - start_time, ', the best so far' if improved else '')
+        if improved:
+            path = best_manager.save(checkpoint_number=current)
+            best = dict(scores, step=current,
+                        checkpoint=os.path.relpath(path, args.experiment_root))
+            common.write_json(os.path.join(args.experiment_root, 'best.json'), best)
+
     # Loop.
     if start_step >= args.train_iterations:
         log.info('The experiment already finished its %d iterations.', args.train_iterations)
@@ -615,6 +728,8 @@ def main(argv=None):
             if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:
                 save(current)
                 saved_step = current
+            if validate and (current % args.val_every == 0 or current == args.train_iterations):
+                validation(current)
             if u.interrupted:
                 log.info('Interrupted on request!')
                 break

@@ -24,14 +24,16 @@ def write_image(path, array):
         f.write(data)
 
 
-def make_dataset(root, num_ids=8, images_per_id=5, size=(32, 16), seed=0, single_image_ids=0):
+def make_dataset(root, num_ids=8, images_per_id=5, size=(32, 16), seed=0, single_image_ids=0,
+                 folder='train'):
     """A dataset of flat-coloured identities with noise, learnable in a few steps.
 
     Identity i is a two-colour figure; the background noise differs per image.
-    The last `single_image_ids` identities have a single image each.
+    The last `single_image_ids` identities have a single image each. Image j
+    of an identity is seen by camera j % 3 + 1, named as in Market-1501.
 
     Returns:
-        The CSV path; images live under `root`.
+        The CSV path `root/<folder>.csv`; images live under `root/<folder>`.
     """
     rng = np.random.default_rng(seed)
     rows = []
@@ -44,10 +46,10 @@ def make_dataset(root, num_ids=8, images_per_id=5, size=(32, 16), seed=0, single
             h = size[0]
             image[h // 8:h // 2, 3:-3] = top + rng.normal(0, 20, 3)
             image[h // 2:h - h // 8, 3:-3] = bottom + rng.normal(0, 20, 3)
-            fid = 'train/{}_c{}s1_{:06d}_00.jpg'.format(pid, j % 3 + 1, j)
+            fid = '{}/{}_c{}s1_{:06d}_00.jpg'.format(folder, pid, j % 3 + 1, j)
             write_image(os.path.join(root, fid), np.clip(image, 0, 255).astype(np.uint8))
             rows.append('{},{}\n'.format(pid, fid))
-    csv_path = os.path.join(root, 'train.csv')
+    csv_path = os.path.join(root, folder + '.csv')
     with open(csv_path, 'w') as f:
         f.writelines(rows)
     return csv_path

@@ -1,0 +1,117 @@
+"""Validation during training: scores in TensorBoard and the log, the best
+checkpoint, and no influence on the training itself."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common
+import embed
+import evaluate
+import train
+from conftest import make_dataset
+from excluders import market1501
+from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (a fixture)
+
+
+def validation_csvs(image_root):
+    """Query (each identity's first image) and gallery (the rest) CSVs of
+    six identities that training never sees."""
+    csv_path = make_dataset(image_root, num_ids=6, images_per_id=4, seed=11, folder='val')
+    rows = open(csv_path).read().splitlines()
+    query, gallery = os.path.join(image_root, 'q.csv'), os.path.join(image_root, 'g.csv')
+    with open(query, 'w') as f:
+        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 == 0)
+    with open(gallery, 'w') as f:
+        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 != 0)
+    return query, gallery
+
+
+def val_args(query, gallery, every):
+    return ['--val_query', query, '--val_gallery', gallery, '--val_excluder', 'market1501',
+            '--val_every', str(every)]
+
+
+def scalars(root, prefix):
+    found = {}
+    for name in os.listdir(root):
+        if name.startswith('events.out'):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                for value in event.summary.value:
+                    if value.tag.startswith(prefix):
+                        found.setdefault(value.tag, {})[event.step] = float(
+                            tf.make_ndarray(value.tensor))
+    return found
+
+
+def final_weights(root):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(root))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.startswith('model/')}
+
+
+def test_validation_logs_keeps_the_best_and_changes_nothing(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    query, gallery = validation_csvs(image_root)
+    plain, validated = str(tmp_path / 'plain'), str(tmp_path / 'validated')
+    assert train.main(base_args(plain, csv_path, image_root, 20, '--deterministic')) == 0
+    assert train.main(base_args(validated, csv_path, image_root, 20, '--deterministic',
+                                *val_args(query, gallery, 6))) == 0
+
+    # The same weights (batch-norm statistics included) with and without validation.
+    expected, got = final_weights(plain), final_weights(validated)
+    assert expected.keys() == got.keys() and any('moving_mean' in k for k in got)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+    # Every 6 iterations and after the last, in TensorBoard and in the log.
+    found = scalars(validated, 'val/')
+    assert set(found) == {'val/mAP', 'val/top1', 'val/top5'}
+    assert all(sorted(steps) == [6, 12, 18, 20] for steps in found.values())
+    log = open(os.path.join(validated, 'train.log')).read()
+    assert log.count('validation at iter') == 4
+    best = json.load(open(os.path.join(validated, 'best.json')))
+    assert best['mAP'] == pytest.approx(max(found['val/mAP'].values()))
+    assert found['val/mAP'][best['step']] == pytest.approx(best['mAP'])
+    assert best['checkpoint'] == os.path.join('best', 'checkpoint-{}'.format(best['step']))
+    assert os.path.isfile(os.path.join(validated, best['checkpoint'] + '.index'))
+    assert checkpoint_steps(validated) == checkpoint_steps(plain) == [0, 10, 20]
+
+    # The best checkpoint embeds, and scores what validation said it scored.
+    _, _, path = embed.load_experiment(validated, 'best')
+    assert path.endswith(best['checkpoint'])
+    embedder = embed.load_embedder(validated, 'best')
+    (q_pids, q_fids), (g_pids, g_fids) = (common.load_dataset(c, image_root)
+                                          for c in (query, gallery))
+    q_embs, g_embs = (embedder([os.path.join(image_root, f) for f in fids])
+                      for fids in (q_fids, g_fids))
+    result = evaluate.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs,
+                               market1501.excluder(q_fids, g_fids))
+    assert result['mAP'] == pytest.approx(best['mAP'], abs=1e-4)
+
+
+def test_validation_added_on_resume_and_bad_input(tmp_path, tiny_dataset, interrupt_at):
+    csv_path, image_root = tiny_dataset
+    query, gallery = validation_csvs(image_root)
+    root = str(tmp_path / 'exp')
+    interrupt_at(10)
+    assert train.main(base_args(root, csv_path, image_root, 14)) == 0
+    assert not os.path.exists(os.path.join(root, 'best.json'))
+    # Validation arguments given on resume win over the stored ones, and are stored.
+    assert train.main(base_args(root, csv_path, image_root, 14,
+                                *val_args(query, gallery, 4))) == 0
+    assert json.load(open(os.path.join(root, 'args.json')))['val_every'] == 4
+    assert sorted(scalars(root, 'val/mAP')['val/mAP']) == [12, 14]
+    assert json.load(open(os.path.join(root, 'best.json')))['step'] in (12, 14)
+
+    fresh = str(tmp_path / 'fresh')
+    with pytest.raises(common.UserError, match='needs --val_query, --val_gallery and '
+                                               '--val_excluder together; only --val_query'):
+        train.main(base_args(fresh, csv_path, image_root, 4, '--val_query', query))
+    with pytest.raises(common.UserError, match='does not match the DukeMTMC-reID'):
+        train.main(base_args(fresh, csv_path, image_root, 4, *val_args(query, gallery, 2)[:4],
+                             '--val_excluder', 'duke'))
+    assert not os.path.exists(fresh)
