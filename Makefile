@@ -26,8 +26,9 @@ EMBED = $(BIN)/python embed.py --experiment_root $(DEMO_ROOT) --quiet
 EVAL = $(BIN)/python evaluate.py --excluder market1501 --metric euclidean \
 	--query_dataset data/demo/demo_query.csv --gallery_dataset data/demo/demo_test.csv
 
-# Generates the demo set, trains, then embeds and evaluates the untrained
-# (step 0) and the trained network.
+# Generates the demo set, trains (validating on held-out identities every 100
+# iterations), then embeds and evaluates the untrained (step 0) and the
+# trained network, plain and re-ranked, and draws the pictures.
 demo: data/demo/demo_train.csv | $(STAMP)
 	$(BIN)/python train.py --experiment_root $(DEMO_ROOT) \
 	    --train_set data/demo/demo_train.csv --image_root data/demo \
@@ -35,7 +36,9 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	    --batch_p 18 --batch_k 4 --net_input_height 128 --net_input_width 64 \
 	    --pre_crop_height 144 --pre_crop_width 72 --crop_augment --flip_augment \
 	    --train_iterations 600 --decay_start_iteration 400 --checkpoint_frequency 100 \
-	    --loading_threads 4 --seed 0
+	    --loading_threads 4 --seed 0 \
+	    --val_query data/demo/demo_val_query.csv --val_gallery data/demo/demo_val_test.csv \
+	    --val_excluder market1501 --val_every 100
 	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5
 	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5
 	$(EMBED) --dataset data/demo/demo_query.csv --flip_augment --aggregator mean
@@ -43,9 +46,15 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	@echo "Untrained network (step 0):"
 	@$(EVAL) --query_embeddings $(DEMO_ROOT)/untrained_query.h5 \
 	    --gallery_embeddings $(DEMO_ROOT)/untrained_test.h5 --filename $(DEMO_ROOT)/untrained_eval.json
-	@echo "Trained network, flip-augmented embeddings:"
+	@echo "Trained network, flip-augmented embeddings (pictures in $(DEMO_ROOT)/plots):"
 	@$(EVAL) --query_embeddings $(DEMO_ROOT)/demo_query_embeddings.h5 \
-	    --gallery_embeddings $(DEMO_ROOT)/demo_test_embeddings.h5 --filename $(DEMO_ROOT)/eval.json
+	    --gallery_embeddings $(DEMO_ROOT)/demo_test_embeddings.h5 --filename $(DEMO_ROOT)/eval.json \
+	    --plot $(DEMO_ROOT)/plots --image_root data/demo --plot_queries 6
+	@echo "Trained network, re-ranked:"
+	@$(EVAL) --query_embeddings $(DEMO_ROOT)/demo_query_embeddings.h5 \
+	    --gallery_embeddings $(DEMO_ROOT)/demo_test_embeddings.h5 \
+	    --filename $(DEMO_ROOT)/eval_rerank.json --rerank
+	@echo "Best validation checkpoint: $$(cat $(DEMO_ROOT)/best.json | tr -d '\n ')"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

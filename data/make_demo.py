@@ -12,7 +12,9 @@ Output, under `--output` (default `data/demo`):
     bounding_box_train/, bounding_box_test/, query/ with files named
     `PPPP_cCsS_FFFFFF_BB.jpg` as in Market-1501 (gallery junk `-1_…`,
     distractors `0000_…`), and the CSVs demo_train.csv, demo_test.csv and
-    demo_query.csv with rows `identity,relative/path`.
+    demo_query.csv with rows `identity,relative/path`. Identities held out
+    for validation during training are in bounding_box_val/ and query_val/,
+    listed by demo_val_test.csv and demo_val_query.csv.
 """
 
 import argparse
@@ -132,12 +134,12 @@ def encode_jpeg(image):
     return tf.io.encode_jpeg(image, quality=90).numpy()
 
 
-def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150,
+def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150, val_ids=50,
              images_per_camera=(2, 4), seed=0):
-    """Writes the dataset tree and its three CSVs under `output`."""
+    """Writes the dataset tree and its five CSVs under `output`."""
     rng = np.random.default_rng(seed)
     cameras = [camera_attributes(rng) for _ in range(NUM_CAMERAS)]
-    rows = {'train': [], 'test': [], 'query': []}
+    rows = {'train': [], 'test': [], 'query': [], 'val_test': [], 'val_query': []}
     frame = [0]
 
     def save(folder, label, cam_index, image, bb=1):
@@ -148,25 +150,30 @@ def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150,
             f.write(encode_jpeg(image))
         return path
 
-    for folder in ('bounding_box_train', 'bounding_box_test', 'query'):
+    for folder in ('bounding_box_train', 'bounding_box_test', 'query', 'bounding_box_val',
+                   'query_val'):
         os.makedirs(os.path.join(output, folder))
 
-    people = [identity_attributes(rng) for _ in range(train_ids + test_ids)]
-    for number, person in enumerate(people, start=1):
-        label = '{:04d}'.format(number)
-        is_train = number <= train_ids
+    def film(label, person, gallery, query=None):
+        """Images of one person by 2-4 cameras into the splits `gallery` and
+        (one per camera) `query`, given as (split, folder) pairs."""
         seen_by = rng.choice(NUM_CAMERAS, int(rng.integers(2, 5)), replace=False)
         for cam in seen_by:
             count = int(rng.integers(images_per_camera[0], images_per_camera[1] + 1))
             for bb in range(count):
                 image = render(person, cameras[cam], rng)
-                if is_train:
-                    rows['train'].append((label, save('bounding_box_train', label, cam, image, bb)))
-                else:
-                    rows['test'].append((label, save('bounding_box_test', label, cam, image, bb)))
-            if not is_train:
+                rows[gallery[0]].append((label, save(gallery[1], label, cam, image, bb)))
+            if query is not None:
                 image = render(person, cameras[cam], rng)
-                rows['query'].append((label, save('query', label, cam, image)))
+                rows[query[0]].append((label, save(query[1], label, cam, image)))
+
+    people = [identity_attributes(rng) for _ in range(train_ids + test_ids)]
+    for number, person in enumerate(people, start=1):
+        label = '{:04d}'.format(number)
+        if number <= train_ids:
+            film(label, person, ('train', 'bounding_box_train'))
+        else:
+            film(label, person, ('test', 'bounding_box_test'), ('query', 'query'))
 
     for _ in range(distractors):
         cam = int(rng.integers(NUM_CAMERAS))
@@ -177,6 +184,12 @@ def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150,
         person = people[train_ids + int(rng.integers(test_ids))]
         rows['test'].append(('-1', save('bounding_box_test', '-1', cam,
                                         render(person, cameras[cam], rng, junk=True))))
+
+    # Validation identities come last, so that they leave the other splits
+    # exactly as they were before there were any.
+    for number in range(train_ids + test_ids + 1, train_ids + test_ids + val_ids + 1):
+        film('{:04d}'.format(number), identity_attributes(rng), ('val_test', 'bounding_box_val'),
+             ('val_query', 'query_val'))
 
     for split, split_rows in rows.items():
         split_rows.sort(key=lambda row: row[1])
@@ -197,6 +210,8 @@ def main(argv=None):
                         help='Number of distractor images (identity 0000) in the gallery.')
     parser.add_argument('--junk', type=int, default=150,
                         help='Number of junk images (identity -1) in the gallery.')
+    parser.add_argument('--val_ids', type=int, default=50,
+                        help='Number of validation identities (its own query and gallery).')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the generator.')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder.')
@@ -212,10 +227,11 @@ def main(argv=None):
     partial = args.output.rstrip('/') + '.partial'
     shutil.rmtree(partial, ignore_errors=True)
     counts = generate(partial, args.train_ids, args.test_ids, args.distractors, args.junk,
-                      seed=args.seed)
+                      args.val_ids, seed=args.seed)
     os.replace(partial, args.output)
-    print('Wrote {} ({} train, {} gallery, {} query images).'.format(
-        args.output, counts['train'], counts['test'], counts['query']))
+    print('Wrote {} ({} train, {} gallery, {} query, {} validation images).'.format(
+        args.output, counts['train'], counts['test'], counts['query'],
+        counts['val_test'] + counts['val_query']))
     return 0
 
 
