@@ -12,6 +12,7 @@ import pytest
 import train
 from conftest import ROOT
 from test_train import base_args, checkpoint_steps, logged_iterations
+from test_validation import scalars, val_args, validation_csvs
 
 HELPER = os.path.join(ROOT, 'tests', 'distributed_helper.py')
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
@@ -36,9 +37,12 @@ def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
 def test_mirrored_training_run(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
+    query, gallery = validation_csvs(image_root)
     helper('train', *base_args(root, csv_path, image_root, 6, '--distribution', 'mirrored',
-                               '--checkpoint_frequency', '3', '--detailed_logs'))
+                               '--checkpoint_frequency', '3', '--detailed_logs',
+                               *val_args(query, gallery, 3)))
     assert checkpoint_steps(root) == [0, 3, 6]
+    assert sorted(scalars(root, 'val/mAP')['val/mAP']) == [3, 6]
     assert [i for i, _ in logged_iterations(root)] == list(range(1, 7))
     fids = np.memmap(os.path.join(root, 'fids'), json.load(open(
         os.path.join(root, 'fids.json')))['dtype'], 'r', shape=(6, 16))
@@ -69,10 +73,14 @@ def run_workers(argv):
 def test_multi_worker_on_localhost_trains_and_resumes(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
+    query, gallery = validation_csvs(image_root)
     argv = base_args(root, csv_path, image_root, 4, '--distribution', 'multi_worker',
-                     '--checkpoint_frequency', '2')
+                     '--checkpoint_frequency', '2', *val_args(query, gallery, 2))
     run_workers(argv)
     assert checkpoint_steps(root) == [0, 2, 4]
+    # The chief validates while the other worker waits for the next step.
+    assert sorted(scalars(root, 'val/mAP')['val/mAP']) == [2, 4]
+    assert os.path.isfile(os.path.join(root, 'best.json'))
     assert not [name for name in os.listdir(root) if name.startswith('.worker')]
     # Extend the experiment and rerun both workers: they resume at step 4.
     args_file = os.path.join(root, 'args.json')
