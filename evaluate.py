@@ -122,6 +122,20 @@ def pairwise_distances(a, b, metric):
     return d
 
 
+def metric_distances(query_embs, gallery_embs, metric):
+    """`distances(query_indices) -> (b, G)`: the `metric` distances of those
+    queries to the whole gallery, the function evaluate() uses by default."""
+    def distances(query_indices):
+        return pairwise_distances(query_embs[query_indices], gallery_embs, metric)
+    return distances
+
+
+def cmc_at(cmc, k):
+    """The top-k matching rate, k counted from 1; galleries shorter than k give
+    their last value."""
+    return cmc[min(k, len(cmc)) - 1]
+
+
 def _row_keys(d, rows):
     """Order-preserving int64 keys of non-negative float32 values `d`, grouped by
     `rows`: sorting the keys sorts by row, then value."""
@@ -211,13 +225,12 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
     """
     _, codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     q_codes, g_codes = codes[:len(query_pids)], codes[len(query_pids):]
+    if distances is None:
+        distances = metric_distances(query_embs, gallery_embs, metric)
 
     def run_batch(start):
         idx = np.arange(start, min(start + batch_size, len(query_pids)))
-        if distances is None:
-            d = pairwise_distances(query_embs[idx], gallery_embs, metric)
-        else:
-            d = distances(idx)
+        d = distances(idx)
         mask = excluder(idx)
         np.putmask(d, mask, np.inf)
         matches = (g_codes[None] == q_codes[idx, None]) & ~mask
@@ -280,8 +293,7 @@ def main(argv=None):
         distances = rerank.reranker(query_embs, gallery_embs, args.metric, args.rerank_k1,
                                     args.rerank_k2, args.rerank_lambda)
     else:
-        def distances(query_indices):
-            return pairwise_distances(query_embs[query_indices], gallery_embs, args.metric)
+        distances = metric_distances(query_embs, gallery_embs, args.metric)
 
     # Evaluation.
     result = evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids,
@@ -309,7 +321,7 @@ def main(argv=None):
         visualize.plot_cmc(os.path.join(args.plot, 'cmc.png'), result['CMC'], result['mAP'],
                            're-ranked' if args.rerank else args.metric)
     cmc = result['CMC']
-    top = [cmc[min(k, len(cmc) - 1)] for k in (0, 1, 4, 9)]
+    top = [cmc_at(cmc, k) for k in (1, 2, 5, 10)]
     print('mAP: {:.2%} | top-1: {:.2%} top-2: {:.2%} | top-5: {:.2%} | top-10: {:.2%}'.format(
         result['mAP'], *top))
     return 0

@@ -445,7 +445,8 @@ def make_validation(args):
         result = evaluate.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
                                    embs[len(q_fids):], excluder, args.metric)
         cmc = result['CMC']
-        return {'mAP': result['mAP'], 'top1': cmc[0], 'top5': cmc[min(4, len(cmc) - 1)]}
+        return {'mAP': result['mAP'], 'top1': evaluate.cmc_at(cmc, 1),
+                'top5': evaluate.cmc_at(cmc, 5)}
     return validate
 
 

@@ -68,26 +68,27 @@ def write_csvs(output_dir, prefix, splits):
 # Reading.
 ###
 
-def require_folder(root, name, dataset, hint=''):
+def require_folder(root, name, dataset):
     path = os.path.join(root, name)
     if not os.path.isdir(path):
         raise ConversionError(
             '`{}` has no folder `{}`, so it is not an extracted {}; pass the folder that '
-            'holds it as --dataset_root{}.'.format(root, name, dataset, hint))
+            'holds it as --dataset_root.'.format(root, name, dataset))
     return path
 
 
-def scan_folder(root, folder, pattern, dataset, extensions=('.jpg',)):
-    """Rows (identity, folder/name) for the images of `root/folder`, sorted by path.
+def scan_folder(root, folder, pattern, dataset):
+    """Rows (identity, folder/name) for the JPEG images of `root/folder`, sorted
+    by path.
 
     The identity is the first group of `pattern` matched against the name;
-    files without an image extension (such as Thumbs.db) are skipped.
+    other files (such as Thumbs.db) are skipped.
     """
     directory = require_folder(root, folder, dataset)
     regexp = re.compile(pattern)
     rows = []
     for name in sorted(os.listdir(directory)):
-        if not name.lower().endswith(extensions):
+        if not name.lower().endswith('.jpg'):
             continue
         match = regexp.fullmatch(name)
         if match is None:
