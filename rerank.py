@@ -20,13 +20,13 @@ squared Euclidean one (for `euclidean`) divided by its row's maximum, the
 expansion condition is a strict `>` 2/3, and the half-size neighbourhoods use
 round(k1 / 2) + 1 neighbours.
 
-NumPy and SciPy only, like evaluate.py.
+NumPy and SciPy only, like metrics.py.
 """
 
 import numpy as np
 import scipy.sparse
 
-import evaluate
+import metrics
 
 
 def base_distances(a, b, metric):
@@ -35,7 +35,7 @@ def base_distances(a, b, metric):
     The authors' code squares Euclidean distances, so `euclidean` gives the
     squared Euclidean distance here; other metrics are used as they are.
     """
-    return evaluate.pairwise_distances(a, b, 'sqeuclidean' if metric == 'euclidean' else metric)
+    return metrics.pairwise_distances(a, b, 'sqeuclidean' if metric == 'euclidean' else metric)
 
 
 def _pair_distances(a, b, metric):
@@ -138,13 +138,13 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
     """Prepares re-ranking and returns `distances(query_indices) -> (b, G)`.
 
     The returned function gives the final distances of eq. 12,
-    (1 - λ) d_J(p, g) + λ d(p, g), for a batch of queries; evaluate.evaluate
+    (1 - λ) d_J(p, g) + λ d(p, g), for a batch of queries; metrics.evaluate
     calls it in place of the plain distances. It only reads shared arrays, so
     several threads may call it at once.
 
     Args:
         query_embs, gallery_embs: (Q, D) and (G, D) embeddings.
-        metric: One of evaluate.METRICS (`euclidean` is squared, see above).
+        metric: One of metrics.METRICS (`euclidean` is squared, see above).
         k1, k2, lambda_value: The paper's parameters.
         max_terms: Bounds the temporary arrays of one chunk of queries
             (about 40 bytes per term).

@@ -21,8 +21,8 @@ import keras
 
 import common
 import embed
-import evaluate
 import loss
+import metrics
 import tf1_checkpoint
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
@@ -442,11 +442,11 @@ def make_validation(args):
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
-        result = evaluate.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
+        result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
                                    embs[len(q_fids):], excluder, args.metric)
         cmc = result['CMC']
-        return {'mAP': result['mAP'], 'top1': evaluate.cmc_at(cmc, 1),
-                'top5': evaluate.cmc_at(cmc, 5)}
+        return {'mAP': result['mAP'], 'top1': metrics.cmc_at(cmc, 1),
+                'top5': metrics.cmc_at(cmc, 5)}
     return validate
 
 

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import common  # noqa: E402
-import evaluate  # noqa: E402
+import metrics  # noqa: E402
 from excluders import market1501  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def bench_evaluation(reference, repeats):
     for market_ap in (False, True):
         def run():
             excluder = market1501.excluder(q_fids, g_fids)
-            return evaluate.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs, excluder,
+            return metrics.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs, excluder,
                                      'euclidean', 256, market_ap)
         seconds, result = time_it(run, repeats)
         rows.append({'task': 'evaluate, {} AP'.format('Market' if market_ap else 'sklearn'),

@@ -11,6 +11,7 @@ import pytest
 
 import common
 import evaluate
+import metrics
 import rerank
 import visualize
 from conftest import ROOT
@@ -86,9 +87,9 @@ def test_matches_reference_loop(market, metric, quantize):
     q_pids, q_fids, q_emb = q_pids[keep], [f.replace('bounding_box_test', 'query')
                                            for f in q_fids[keep]], q_emb[keep]
     mask = market1501.excluder(q_fids, g_fids)
-    got = evaluate.evaluate(q_pids, np.array(q_fids), q_emb, g_pids, g_fids, g_emb, mask,
+    got = metrics.evaluate(q_pids, np.array(q_fids), q_emb, g_pids, g_fids, g_emb, mask,
                             metric, batch_size=7, use_market_ap=market)
-    dists = evaluate.pairwise_distances(q_emb, g_emb, metric)
+    dists = metrics.pairwise_distances(q_emb, g_emb, metric)
     m_ap, cmc, aps = reference(q_pids, q_fids, g_pids, g_fids, dists, mask, market)
     assert got['mAP'] == pytest.approx(m_ap, abs=1e-6)
     np.testing.assert_allclose(got['aps'], aps, atol=1e-6)
@@ -97,11 +98,11 @@ def test_matches_reference_loop(market, metric, quantize):
 
 def test_metrics_are_those_of_the_loss():
     import loss
-    assert list(evaluate.METRICS) == loss.cdist.supported_metrics
+    assert list(metrics.METRICS) == loss.cdist.supported_metrics
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
-    for metric in evaluate.METRICS:
-        np.testing.assert_allclose(evaluate.pairwise_distances(a, b, metric),
+    for metric in metrics.METRICS:
+        np.testing.assert_allclose(metrics.pairwise_distances(a, b, metric),
                                    loss.cdist(a, b, metric).numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -111,11 +112,11 @@ def test_hand_computed_case():
     g = np.array([[1], [2], [3], [4]], np.float32)
     g_pids = np.array(['b', 'a', 'c', 'a'])
     none = lambda idx: np.zeros((len(idx), 4), bool)
-    sk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    sk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
     # Precision at the hits: 1/2 and 2/4.
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert sk['CMC'] == [0, 1, 1, 1]
-    mk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+    mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
                            use_market_ap=True)
     # Trapezoids: (1/2 + 0/1)/2 and (2/4 + 1/3)/2, each weighted by recall 1/2.
     assert mk['mAP'] == pytest.approx(0.5 * (0.25 + (0.5 + 1 / 3) / 2))
@@ -127,9 +128,9 @@ def test_tied_distances():
     g = np.array([[1], [-1], [2]], np.float32)
     g_pids = np.array(['b', 'a', 'a'])
     none = lambda idx: np.zeros((len(idx), 3), bool)
-    sk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    sk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 3) / 2)
-    mk = evaluate.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+    mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
                            use_market_ap=True)
     # Stable order: b (miss), a (hit at rank 1), a (hit at rank 2).
     assert mk['mAP'] == pytest.approx(0.5 * ((1 / 2 + 0) / 2 + (2 / 3 + 1 / 2) / 2))
@@ -140,7 +141,7 @@ def test_query_without_match_is_skipped():
     q = np.zeros((2, 1), np.float32)
     g = np.array([[1], [2]], np.float32)
     none = lambda idx: np.zeros((len(idx), 2), bool)
-    out = evaluate.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), q,
+    out = metrics.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), q,
                             np.array(['a', 'b']), np.array(['ga', 'gb']), g, none)
     assert out['skipped'] == ['qz'] and out['aps'] == [1.0]
     assert out['CMC'] == [0.5, 0.5]
@@ -233,7 +234,7 @@ def test_cli_rerank_and_plot(tmp_path, capsys):
             assert image.format == 'PNG' and image.size[0] > 300
     # The re-ranked mAP is the one of evaluate() with the reranker.
     excluder = market1501.excluder(q_fids, g_fids)
-    expected = evaluate.evaluate(q_pids, q_fids, q_emb, g_pids, g_fids, g_emb, excluder,
+    expected = metrics.evaluate(q_pids, q_fids, q_emb, g_pids, g_fids, g_emb, excluder,
                                  distances=rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3))
     assert result['mAP'] == pytest.approx(expected['mAP'])
 

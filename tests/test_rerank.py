@@ -4,7 +4,7 @@ paper's formulas (with the authors' code's conventions), and in evaluate.py."""
 import numpy as np
 import pytest
 
-import evaluate
+import metrics
 import rerank
 from excluders import diagonal
 
@@ -88,7 +88,7 @@ def test_rerank_improves_a_noisy_ranking():
     q_fids = np.array(['q{}'.format(i) for i in range(len(q))])
     g_fids = np.array(['g{}'.format(i) for i in range(len(g))])
     excluder = diagonal.excluder(q_fids, g_fids)
-    plain = evaluate.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder)
-    reranked = evaluate.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder,
+    plain = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder)
+    reranked = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder,
                                  distances=rerank.reranker(q, g, 'euclidean'))
     assert reranked['mAP'] > plain['mAP'] + 0.02

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import common
 import embed
-import evaluate
+import metrics
 import train
 from conftest import make_dataset
 from excluders import market1501
@@ -88,7 +88,7 @@ def test_validation_logs_keeps_the_best_and_changes_nothing(tmp_path, tiny_datas
                                           for c in (query, gallery))
     q_embs, g_embs = (embedder([os.path.join(image_root, f) for f in fids])
                       for fids in (q_fids, g_fids))
-    result = evaluate.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs,
+    result = metrics.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs,
                                market1501.excluder(q_fids, g_fids))
     assert result['mAP'] == pytest.approx(best['mAP'], abs=1e-4)
 

@@ -1,0 +1,169 @@
+"""Retrieval metrics of a ReID embedding under the Market-1501 protocol, NumPy only.
+
+Distances between embeddings, the rank of every true match, average precision
+(scikit-learn's and the Market-1501 MATLAB code's), the CMC curve, and
+`evaluate()`, which combines them over a query and a gallery set. Vectorised
+over batches of queries: distances come from one matrix product per batch, and
+the rank of every true match is found with one sort per batch and a binary
+search, so Market-1501 scale takes about a second on a laptop.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+# The metrics of loss.cdist, computed here with NumPy alone.
+METRICS = ('euclidean', 'sqeuclidean', 'cityblock')
+
+
+def pairwise_distances(a, b, metric):
+    """All distances between the rows of `a` (n, D) and `b` (m, D): (n, m) float32.
+
+    Non-negative by construction (negative zero included), so that the bit
+    patterns of the results sort like the values.
+    """
+    a = np.asarray(a, np.float32)
+    b = np.asarray(b, np.float32)
+    if metric in ('euclidean', 'sqeuclidean'):
+        d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * (a @ b.T)
+        np.maximum(d, 0, out=d)
+        if metric == 'euclidean':
+            np.sqrt(d + 1e-12, out=d)
+    elif metric == 'cityblock':
+        d = np.empty((len(a), len(b)), np.float32)
+        for start in range(0, len(b), 512):
+            block = b[start:start + 512]
+            d[:, start:start + 512] = np.abs(a[:, None] - block[None]).sum(-1)
+    else:
+        raise NotImplementedError('Unknown metric `{}`.'.format(metric))
+    d += np.float32(0)  # Turns -0.0 into +0.0.
+    return d
+
+
+def metric_distances(query_embs, gallery_embs, metric):
+    """`distances(query_indices) -> (b, G)`: the `metric` distances of those
+    queries to the whole gallery, the function evaluate() uses by default."""
+    def distances(query_indices):
+        return pairwise_distances(query_embs[query_indices], gallery_embs, metric)
+    return distances
+
+
+def cmc_at(cmc, k):
+    """The top-k matching rate, k counted from 1; galleries shorter than k give
+    their last value."""
+    return cmc[min(k, len(cmc)) - 1]
+
+
+def _row_keys(d, rows):
+    """Order-preserving int64 keys of non-negative float32 values `d`, grouped by
+    `rows`: sorting the keys sorts by row, then value."""
+    return (rows.astype(np.int64) << 32) | d.view(np.int32).astype(np.int64)
+
+
+def batch_ranks(d, matches):
+    """Ranks of the true matches of each query among its gallery.
+
+    Args:
+        d: (b, G) float32 distances, `inf` where excluded.
+        matches: (b, G) bool, true matches that are not excluded.
+
+    Returns:
+        (rows, cols, n_less, n_le, rank): for every true match, ordered by
+        row, then distance, then gallery index, its query row and gallery
+        column, the number of gallery entries strictly closer, the number at
+        most as close, and its position in a stable sort of the row.
+    """
+    sorted_d = np.sort(d, axis=1)
+    rows, cols = np.nonzero(matches)
+    dp = d[rows, cols]
+    order = np.lexsort((cols, dp, rows))
+    rows, cols, dp = rows[order], cols[order], dp[order]
+    n_less = np.empty(len(rows), np.int64)
+    n_le = np.empty(len(rows), np.int64)
+    bounds = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1], True])
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        row = sorted_d[rows[start]]
+        n_less[start:end] = np.searchsorted(row, dp[start:end], 'left')
+        n_le[start:end] = np.searchsorted(row, dp[start:end], 'right')
+    rank = n_less.copy()
+    for i in np.flatnonzero(n_le - n_less > 1):
+        # Exact ties: a stable sort keeps gallery order among equal distances.
+        rank[i] += np.count_nonzero(d[rows[i], :cols[i]] == dp[i])
+    return rows, cols, n_less, n_le, rank
+
+
+def batch_average_precision(d, matches, use_market_ap):
+    """Average precision and first-hit rank of each query in a batch.
+
+    Args:
+        d: (b, G) float32 distances, `inf` where excluded.
+        matches: (b, G) bool, true matches that are not excluded.
+        use_market_ap (bool): The Market-1501 AP instead of scikit-learn's.
+
+    Returns:
+        (rows, aps, first): the batch rows that have a true match, their
+        average precision and the rank of their first true match.
+    """
+    rows, cols, n_less, n_le, rank = batch_ranks(d, matches)
+    if len(rows) == 0:
+        return rows, np.zeros(0), rows
+    # Matches come ordered by query, then distance, then gallery index, which
+    # is also the order of their stable ranks.
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    counts = np.diff(np.r_[starts, len(rows)])
+    first_of_row = np.repeat(starts, counts)
+    if use_market_ap:
+        # The Market-1501 MATLAB code: the trapezoid rule over a stable ranking.
+        j = np.arange(len(rows)) - first_of_row + 1
+        precision = j / (rank + 1)
+        previous = np.where(rank > 0, (j - 1) / np.maximum(rank, 1), 1.0)
+        terms = (precision + previous) / 2
+    else:
+        # scikit-learn: the precision at each distinct distance threshold, so
+        # tied matches all count at the threshold that includes them all.
+        keys = _row_keys(d[rows, cols], rows)
+        terms = (np.searchsorted(keys, keys, 'right') - first_of_row) / n_le
+    return (rows[starts], np.add.reduceat(terms, starts) / counts,
+            np.minimum.reduceat(rank, starts))
+
+
+def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gallery_embs,
+             excluder, metric='euclidean', batch_size=256, use_market_ap=False, distances=None):
+    """Average precision of every query and the CMC curve.
+
+    Batches of `batch_size` queries are processed two at a time, one per
+    thread: NumPy's sort releases the GIL, so both cores of a laptop work.
+    `distances(query_indices) -> (b, G)` replaces the `metric` distances
+    between the embeddings when given (re-ranking does so).
+
+    Returns:
+        A dict with `mAP`, `CMC` (G,) divided by the number of queries as the
+        original, `aps` (one per query with a valid match) and `skipped` (the
+        file names of queries without any).
+    """
+    _, codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
+    q_codes, g_codes = codes[:len(query_pids)], codes[len(query_pids):]
+    if distances is None:
+        distances = metric_distances(query_embs, gallery_embs, metric)
+
+    def run_batch(start):
+        idx = np.arange(start, min(start + batch_size, len(query_pids)))
+        d = distances(idx)
+        mask = excluder(idx)
+        np.putmask(d, mask, np.inf)
+        matches = (g_codes[None] == q_codes[idx, None]) & ~mask
+        rows, aps, first = batch_average_precision(d, matches, use_market_ap)
+        return idx[rows], aps, first
+
+    aps = np.full(len(query_pids), np.nan)
+    first_hits = np.zeros(len(gallery_pids) + 1, np.int64)
+    with ThreadPoolExecutor(2) as pool:
+        for queries, batch_aps, first in pool.map(
+                run_batch, range(0, len(query_pids), batch_size)):
+            aps[queries] = batch_aps
+            np.add.at(first_hits, first, 1)
+
+    valid = ~np.isnan(aps)
+    cmc = np.cumsum(first_hits)[:len(gallery_pids)] / len(query_pids)
+    return {'mAP': float(np.mean(aps[valid])) if valid.any() else 0.0, 'CMC': cmc.tolist(),
+            'aps': aps[valid].tolist(), 'skipped': [str(f) for f in query_fids[~valid]]}
