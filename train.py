@@ -20,6 +20,7 @@ import tensorflow as tf
 import keras
 
 import common
+import distributed
 import embed
 import loss
 import metrics
@@ -254,7 +255,7 @@ def resolve_arguments(argv):
     """
     args = parser.parse_args(argv)
     args_file = os.path.join(args.experiment_root, 'args.json')
-    chief = worker_task(args.distribution)[0] == 'chief'
+    chief = distributed.worker_task(args.distribution)[0] == 'chief'
     if not os.path.isfile(args_file):
         if args.resume:
             raise common.UserError('--resume was given but `{}` does not exist.'.format(args_file))
@@ -367,56 +368,6 @@ def write_summaries(writer, step, out, lr, seconds, batch_k):
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
 
 
-def synchronize_batch_norm(model):
-    """Makes every batch-norm layer use the statistics of the whole global
-    batch, so that a distributed step computes what one device would."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-
-
-def make_strategy(name):
-    """The tf.distribute strategy of `--distribution` (the default one for `none`)."""
-    if name == 'mirrored':
-        return tf.distribute.MirroredStrategy()
-    if name == 'multi_worker':
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def worker_task(distribution):
-    """This process's (task type, index) in a multi-worker cluster, from TF_CONFIG."""
-    if distribution != 'multi_worker':
-        return 'chief', 0
-    try:
-        config = json.loads(os.environ.get('TF_CONFIG', ''))
-        task = config['task']
-        if 'chief' in config['cluster'] or task['type'] != 'worker' or task['index'] != 0:
-            return task['type'], int(task['index'])
-        return 'chief', 0  # Without a chief, worker 0 does the chief's work.
-    except (ValueError, KeyError, TypeError):
-        raise common.UserError('--distribution multi_worker needs the TF_CONFIG environment '
-                               'variable describing the cluster and this task, see '
-                               'https://www.tensorflow.org/guide/distributed_training.')
-
-
-def all_gather(value):
-    """Concatenates `value` (b, …) from all replicas along axis 0, in replica
-    order, differentiably.
-
-    Written as a sum over replicas of `value` placed in its own slot:
-    `ReplicaContext.all_gather` refuses tensors without a device under
-    MultiWorkerMirroredStrategy, while all-reduce works everywhere. The
-    gradient of the sum sends every replica the gradients of its own slot.
-    """
-    context = tf.distribute.get_replica_context()
-    slots = tf.one_hot(context.replica_id_in_sync_group, context.num_replicas_in_sync,
-                       dtype=value.dtype)
-    placed = tf.reshape(slots, [-1] + [1] * value.shape.rank) * value[None]
-    gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
-    return tf.reshape(gathered, tf.concat([[-1], tf.shape(value)[1:]], 0))
-
-
 def make_validation(args):
     """The validation of --val_query/--val_gallery, or None without them.
 
@@ -494,8 +445,8 @@ def make_train_step(model, optimizer, step, args, strategy):
             emb = tf.cast(endpoints['emb'], tf.float32)
             batch_emb, batch_labels, anchors = emb, labels, None
             if global_mining:
-                batch_emb = all_gather(emb)
-                batch_labels = all_gather(labels)
+                batch_emb = distributed.all_gather(emb)
+                batch_labels = distributed.all_gather(labels)
                 anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
                     tf.shape(emb)[0])
             dists = loss.cdist(emb, batch_emb, metric=args.metric)
@@ -516,7 +467,7 @@ def make_train_step(model, optimizer, step, args, strategy):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         if replicas > 1:
             # Every replica gets the whole batch's values; the first one's are kept.
-            out = {key: all_gather(value) for key, value in out.items()}
+            out = {key: distributed.all_gather(value) for key, value in out.items()}
         return out
 
     @tf.function
@@ -531,7 +482,7 @@ def make_train_step(model, optimizer, step, args, strategy):
     def replica_losses_and_gradients(images, labels):
         grads, out = replica_gradients(images, labels)
         context = tf.distribute.get_replica_context()
-        return all_gather(out['losses']) if replicas > 1 else out['losses'], [
+        return distributed.all_gather(out['losses']) if replicas > 1 else out['losses'], [
             context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
 
     @tf.function
@@ -552,9 +503,9 @@ def main(argv=None):
     check_arguments(args)
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
-    task_type, task_index = worker_task(args.distribution)
+    task_type, task_index = distributed.worker_task(args.distribution)
     chief = task_type == 'chief'
-    strategy = make_strategy(args.distribution)
+    strategy = distributed.make_strategy(args.distribution)
 
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
@@ -594,7 +545,7 @@ def main(argv=None):
         model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim,
                                          args.mixed_precision)
         if strategy.num_replicas_in_sync > 1:
-            synchronize_batch_norm(model)
+            distributed.synchronize_batch_norm(model)
 
         # Optimizer, built now so that its slots exist in the step-0 checkpoint.
         learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,

@@ -20,6 +20,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 
 import common  # noqa: E402
+import distributed  # noqa: E402
 import train  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def gradients(per_replica_mining):
     results = {}
     weights = None
     for name in ('none', 'mirrored'):
-        strategy = train.make_strategy(name)
+        strategy = distributed.make_strategy(name)
         with strategy.scope():
             keras.utils.set_random_seed(1)
             model, _ = common.build_model('tiny', 'fc1024', 8)
@@ -42,7 +43,7 @@ def gradients(per_replica_mining):
                 weights = model.get_weights()
             model.set_weights(weights)
             if strategy.num_replicas_in_sync > 1:
-                train.synchronize_batch_norm(model)
+                distributed.synchronize_batch_norm(model)
             optimizer = keras.optimizers.Adam()
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64)
