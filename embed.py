@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 import common
+import sampler
 import tf1_checkpoint
 from aggregators import AGGREGATORS
 
@@ -80,41 +81,6 @@ parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='Don\'t be so verbose.')
 
-CROPS = ('center', 'top_left', 'top_right', 'bottom_left', 'bottom_right')
-
-
-def five_crops(image, crop_size):
-    """The central and four corner crops of `crop_size` from `image` (H, W, C)."""
-    margin = tf.shape(image)[:2] - tf.constant(crop_size)
-    tf.debugging.assert_non_negative(
-        margin, message='Crop size must be smaller or equal to the image size.')
-    h, w = crop_size
-    top, left = margin[0] // 2, margin[1] // 2
-    return (image[top:top + h, left:left + w],
-            image[:h, :w], image[:h, -w:], image[-h:, :w], image[-h:, -w:])
-
-
-def augmentation_names(flip, crop):
-    """The names of the augmented versions, in the order `augment` stacks them."""
-    names = ['original'] + (['original_flip'] if flip else [])
-    if crop == 'five':
-        return [n + '_' + c for n in names for c in CROPS]
-    return [n + '_' + (crop or 'resize') for n in names]
-
-
-def augment(image, flip, crop, net_input_size):
-    """All augmented versions of one image, stacked: (A, h, w, 3).
-
-    `image` has the pre-crop size when `crop` is given, else the net input size.
-    """
-    versions = [image] + ([tf.reverse(image, [1])] if flip else [])
-    if crop == 'five':
-        versions = [c for v in versions for c in five_crops(v, net_input_size)]
-    elif crop == 'center':
-        versions = [five_crops(v, net_input_size)[0] for v in versions]
-    return tf.stack(versions)
-
-
 def load_experiment(experiment_root, checkpoint=None):
     """Builds the experiment's model and restores a checkpoint.
 
@@ -163,18 +129,6 @@ def load_experiment(experiment_root, checkpoint=None):
     return model, train_args, path
 
 
-def image_batches(fids, image_root, net_input_size, pre_crop_size=None, flip=False,
-                  crop=False, batch_size=256, loading_threads=8):
-    """Batches of every image of `fids` with all its augmented versions, in order:
-    a tf.data.Dataset of (B, H, W, 3) float32 batches."""
-    image_size = pre_crop_size if crop else net_input_size
-    dataset = tf.data.Dataset.from_tensor_slices(fids).map(
-        lambda fid: augment(common.fid_to_image(fid, image_root, image_size), flip, crop,
-                            net_input_size),
-        num_parallel_calls=loading_threads)
-    return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 def inference_function(model):
     """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
     return tf.function(lambda images: model(images, training=False)['emb'],
@@ -195,7 +149,7 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([common.load_image(path, size) for path in images])
+            images = tf.stack([sampler.load_image(path, size) for path in images])
         images = tf.image.resize(tf.cast(images, tf.float32), size)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()
                                for i in range(0, len(images), batch_size)] or
@@ -257,11 +211,12 @@ def main(argv=None):
 
     # Data: every image with all its augmented versions, in CSV order.
     _, fids = common.load_dataset(args.dataset, image_root)
-    common.decodable_images(fids, image_root, False, args.loading_threads,
+    sampler.decodable_mask(fids, image_root, False, args.loading_threads,
                             remedy='or drop their rows from the CSV')
-    names = augmentation_names(args.flip_augment, args.crop_augment)
-    dataset = image_batches(fids, image_root, net_input_size, pre_crop_size, args.flip_augment,
-                            args.crop_augment, args.batch_size, args.loading_threads)
+    names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
+    dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
+                                    args.flip_augment, args.crop_augment, args.batch_size,
+                                    args.loading_threads)
 
     # Loop.
     forward = inference_function(model)

@@ -24,6 +24,7 @@ import distributed
 import embed
 import loss
 import metrics
+import sampler
 import tf1_checkpoint
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
@@ -385,9 +386,9 @@ def make_validation(args):
     g_pids, g_fids = common.load_dataset(args.val_gallery, args.image_root)
     excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
     fids = np.concatenate([q_fids, g_fids])
-    common.decodable_images(fids, args.image_root, False, args.loading_threads,
+    sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
                             remedy='or drop their rows from the validation CSVs')
-    batches = embed.image_batches(fids, args.image_root,
+    batches = sampler.image_batches(fids, args.image_root,
                                   (args.net_input_height, args.net_input_width),
                                   loading_threads=args.loading_threads)
 
@@ -509,12 +510,12 @@ def main(argv=None):
 
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
-    keep = common.decodable_images(fids, args.image_root, args.skip_corrupt_images,
+    keep = sampler.decodable_mask(fids, args.image_root, args.skip_corrupt_images,
                                    args.loading_threads, log)
     pids, fids = pids[keep], fids[keep]
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
-    common.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
+    sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
     # Validation runs on the chief only.
     validate = make_validation(args) if chief else None
 
@@ -629,10 +630,12 @@ def main(argv=None):
     def make_dataset(context=None):
         # One input pipeline per worker, yielding one piece per local replica.
         shards = context.num_input_pipelines if context else 1
-        return common.pk_dataset(
-            pids, fids, args.image_root, args.batch_p, args.batch_k, net_input_size,
-            pre_crop_size, args.flip_augment, args.crop_augment, args.seed, args.loading_threads,
-            start_step, num_shards=shards, shard_index=context.input_pipeline_id if context else 0,
+        return sampler.pk_dataset(
+            pids, fids, args.image_root, batch_p=args.batch_p, batch_k=args.batch_k,
+            net_input_size=net_input_size, pre_crop_size=pre_crop_size,
+            flip_augment=args.flip_augment, crop_augment=args.crop_augment, seed=args.seed,
+            loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
+            shard_index=context.input_pipeline_id if context else 0,
             splits=strategy.num_replicas_in_sync // shards)
     if strategy.num_replicas_in_sync > 1:
         batches = iter(strategy.distribute_datasets_from_function(make_dataset))

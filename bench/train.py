@@ -115,9 +115,12 @@ def synthetic(setting):
 
 def real(setting, data, threads):
     import common
+    import sampler
     pids, fids = common.load_dataset(os.path.join(data, 'demo_train.csv'), data)
-    dataset = common.pk_dataset(pids, fids, data, setting['batch_p'], setting['batch_k'],
-                                setting['size'], setting['pre_crop'], True, True, 0, threads)
+    dataset = sampler.pk_dataset(pids, fids, data, batch_p=setting['batch_p'],
+                                 batch_k=setting['batch_k'], net_input_size=setting['size'],
+                                 pre_crop_size=setting['pre_crop'], flip_augment=True,
+                                 crop_augment=True, seed=0, loading_threads=threads)
     for images, _, _, labels in dataset:
         yield images, labels
 

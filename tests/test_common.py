@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import common
+import sampler
 from conftest import make_dataset, write_image
 
 
@@ -94,15 +95,15 @@ def images(tmp_path):
 def test_fid_to_image_eager_and_in_dataset_map(images):
     root, made = images
     names = sorted(made)
-    eager = [common.fid_to_image(tf.constant(n), root, (8, 4)).numpy() for n in names]
+    eager = [sampler.fid_to_image(tf.constant(n), root, (8, 4)).numpy() for n in names]
     mapped = list(tf.data.Dataset.from_tensor_slices(names).map(
-        lambda f: common.fid_to_image(f, root, (8, 4))).as_numpy_iterator())
+        lambda f: sampler.fid_to_image(f, root, (8, 4))).as_numpy_iterator())
     for name, a, b in zip(names, eager, mapped):
         assert a.shape == (8, 4, 3) and a.dtype == np.float32, name
         np.testing.assert_array_equal(a, b)
         assert 0 <= a.min() and a.max() <= 255
     # Lossless files keep their exact colours, grayscale is replicated, alpha dropped.
-    full = {n: common.fid_to_image(tf.constant(n), root, (20, 10)).numpy() for n in names}
+    full = {n: sampler.fid_to_image(tf.constant(n), root, (20, 10)).numpy() for n in names}
     np.testing.assert_allclose(full['rgb.png'], made['rgb.png'], atol=1e-3)
     np.testing.assert_allclose(full['png_named.jpg'], made['png_named.jpg'], atol=1e-3)
     np.testing.assert_allclose(full['gray.png'], np.repeat(made['gray.png'], 3, -1), atol=1e-3)
@@ -115,17 +116,17 @@ def take(dataset, n):
     return [tuple(t.numpy() for t in batch) for batch in dataset.take(n)]
 
 
-def sampler(csv_path, root, **kwargs):
+def pk_batches(csv_path, root, **kwargs):
     pids, fids = common.load_dataset(csv_path, root)
     options = dict(batch_p=3, batch_k=4, net_input_size=(16, 8), seed=7, loading_threads=2)
     options.update(kwargs)
-    return common.pk_dataset(pids, fids, root, **options), pids, fids
+    return sampler.pk_dataset(pids, fids, root, **options), pids, fids
 
 
 def test_pk_batches_structure(tmp_path):
     root = str(tmp_path)
     csv_path = make_dataset(root, num_ids=7, images_per_id=6, size=(16, 8), single_image_ids=1)
-    dataset, pids, fids = sampler(csv_path, root, batch_p=3, batch_k=4)
+    dataset, pids, fids = pk_batches(csv_path, root, batch_p=3, batch_k=4)
     pid_of = dict(zip(fids, pids))
     batches = take(dataset, 12)
     epoch_pids = []
@@ -155,7 +156,7 @@ def test_padded_sampling_is_balanced(tmp_path):
             write_image(os.path.join(root, fid), np.full((4, 4, 3), 10 * j, np.uint8))
             rows.append('{},{}\n'.format(pid, fid))
     csv_path = write(os.path.join(root, 'x.csv'), ''.join(rows))
-    dataset, _, _ = sampler(csv_path, root, batch_p=2, batch_k=4, net_input_size=(4, 4))
+    dataset, _, _ = pk_batches(csv_path, root, batch_p=2, batch_k=4, net_input_size=(4, 4))
     total = collections.Counter()
     for _, batch_fids, _, _ in take(dataset, 150):
         for group in batch_fids.reshape(2, 4):
@@ -169,10 +170,10 @@ def test_padded_sampling_is_balanced(tmp_path):
 def test_same_seed_same_batches_and_exact_resume(tiny_dataset):
     csv_path, root = tiny_dataset
     options = dict(flip_augment=True, crop_augment=True, pre_crop_size=(20, 10))
-    first = take(sampler(csv_path, root, **options)[0], 6)
-    again = take(sampler(csv_path, root, loading_threads=1, **options)[0], 6)
-    other = take(sampler(csv_path, root, seed=8, **options)[0], 6)
-    resumed = take(sampler(csv_path, root, start_step=4, **options)[0], 2)
+    first = take(pk_batches(csv_path, root, **options)[0], 6)
+    again = take(pk_batches(csv_path, root, loading_threads=1, **options)[0], 6)
+    other = take(pk_batches(csv_path, root, seed=8, **options)[0], 6)
+    resumed = take(pk_batches(csv_path, root, start_step=4, **options)[0], 2)
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
@@ -192,10 +193,10 @@ def test_augmentation_flips_and_crops(tmp_path):
             write_image(os.path.join(root, fid), gradient)
             rows.append('{},{}\n'.format(pid, fid))
     csv_path = write(os.path.join(root, 'x.csv'), ''.join(rows))
-    plain = take(sampler(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8))[0], 1)
-    flipped = take(sampler(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8),
+    plain = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8))[0], 1)
+    flipped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8),
                            flip_augment=True)[0], 10)
-    cropped = take(sampler(csv_path, root, batch_p=2, batch_k=2, net_input_size=(6, 6),
+    cropped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(6, 6),
                            pre_crop_size=(8, 8), crop_augment=True)[0], 1)
     np.testing.assert_allclose(plain[0][0][0], gradient, atol=1e-3)
     images = np.concatenate([b[0] for b in flipped])
@@ -208,7 +209,7 @@ def test_augmentation_flips_and_crops(tmp_path):
 def test_too_few_identities(tiny_dataset):
     csv_path, root = tiny_dataset
     with pytest.raises(common.UserError, match='8 identities but --batch_p is 9; lower --batch_p to at most 8'):
-        sampler(csv_path, root, batch_p=9)
+        pk_batches(csv_path, root, batch_p=9)
 
 
 # Argument types.
@@ -244,10 +245,10 @@ def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
     csv_path, root = tiny_dataset
     options = dict(batch_p=4, batch_k=2, flip_augment=True, crop_augment=True,
                    pre_crop_size=(20, 10), start_step=3)
-    full = take(sampler(csv_path, root, **options)[0], 3)
-    shards = [take(sampler(csv_path, root, num_shards=2, shard_index=i, **options)[0], 3)
+    full = take(pk_batches(csv_path, root, **options)[0], 3)
+    shards = [take(pk_batches(csv_path, root, num_shards=2, shard_index=i, **options)[0], 3)
               for i in range(2)]
-    pieces = take(sampler(csv_path, root, splits=2, **options)[0], 6)
+    pieces = take(pk_batches(csv_path, root, splits=2, **options)[0], 6)
     for step in range(3):
         for part in range(4):  # images, fids, pids, labels
             np.testing.assert_array_equal(
@@ -256,4 +257,4 @@ def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
                 full[step][part], np.concatenate([pieces[2 * step][part],
                                                   pieces[2 * step + 1][part]]))
     with pytest.raises(common.UserError, match='cannot be split evenly into 3 replicas'):
-        sampler(csv_path, root, batch_p=4, num_shards=3)
+        pk_batches(csv_path, root, batch_p=4, num_shards=3)

@@ -241,7 +241,7 @@ def test_sigint_subprocess_checkpoints_and_exits_zero(tmp_path, tiny_dataset):
         if re.search(r'iter:\s*3,', line):
             process.send_signal(signal.SIGINT)
             break
-    rest, _ = process.communicate(timeout=120)
+    _, rest = process.communicate(timeout=120)
     assert process.returncode == 0, ''.join(lines) + rest
     last = max(i for i, _ in logged_iterations(root))
     assert last >= 3
