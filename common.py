@@ -1,8 +1,9 @@
-"""Pieces shared by train.py, embed.py and evaluate.py.
+"""TensorFlow-free pieces shared by every script.
 
-Command-line argument types, CSV loading, image decoding, the P×K `tf.data`
-sampler, model assembly, logging and the small file helpers that keep an
-experiment root consistent. Importing this module has no side effects.
+The error users cause, command-line argument types, atomic file writes,
+dataset CSV loading, logging, and the wrapper that runs a script's main().
+Importing this module has no side effects and does not import TensorFlow, so
+that evaluate.py starts in a fraction of a second.
 """
 
 import argparse
@@ -14,24 +15,9 @@ import logging.handlers
 import os
 import sys
 import tempfile
-from importlib import import_module
 
 import numpy as np
 
-
-class _LazyModule:
-    """A module imported on first attribute access."""
-
-    def __init__(self, name):
-        self._name = name
-
-    def __getattr__(self, attr):
-        return getattr(import_module(self._name), attr)
-
-
-# TensorFlow is imported on first use, so that evaluate.py, which needs only
-# the CSV and argument helpers, starts in a fraction of a second.
-tf = _LazyModule('tensorflow')
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
@@ -273,81 +259,6 @@ def load_dataset(csv_file, image_root, fail_on_missing=True):
                 missing.sum(), csv_file, examples)
             pids, fids = pids[~missing], fids[~missing]
     return pids, fids
-
-
-# Model assembly
-###
-
-def build_model(model_name, head_name, embedding_dim, mixed_precision='off'):
-    """Builds the embedding network from a `nets/` body and a `heads/` head.
-
-    `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
-    dtype policy for the layers built here; the embedding layer stays float32.
-
-    Returns:
-        (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
-        to a dict with `emb` and `emb_raw`, both (B, embedding_dim); `body` is
-        its backbone, the part that pretrained weights are loaded into.
-    """
-    import keras
-    keras.mixed_precision.set_global_policy(
-        'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    body = import_module('nets.' + model_name).body()
-    head = import_module('heads.' + head_name).head
-    images = keras.Input((None, None, 3), name='images')
-    outputs = head(body(images), embedding_dim)
-    return keras.Model(images, outputs, name='embedding_model'), body
-
-
-def load_body_weights(model_name, body, path):
-    """Initialises a backbone from pretrained weights.
-
-    `path` is one of: a TF-slim or TF1 checkpoint prefix (such as the ImageNet
-    `resnet_v1_50.ckpt`, or a checkpoint of the original triplet-reid), whose
-    body variables are used and the rest ignored; a Keras weights file
-    (`.weights.h5`, `.h5`); a TF2 checkpoint holding `body` (such as another
-    experiment's checkpoint); or `imagenet` for nets that can download
-    ImageNet weights.
-
-    Raises:
-        UserError when the file is missing or holds no matching weights.
-    """
-    import tf1_checkpoint
-    if path == 'imagenet' or path.endswith(('.h5', '.keras')):
-        net = import_module('nets.' + model_name)
-        if path == 'imagenet' and not hasattr(net, 'load_weights'):
-            raise UserError('the net `{}` cannot download ImageNet weights; pass a checkpoint '
-                            'file instead.'.format(model_name))
-        if path != 'imagenet' and not os.path.isfile(path):
-            raise UserError('the initial checkpoint `{}` does not exist.'.format(path))
-        try:
-            if hasattr(net, 'load_weights'):
-                net.load_weights(body, path)
-            else:
-                body.load_weights(path)
-        except (ValueError, OSError) as e:
-            raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
-                path, model_name, e))
-        return
-    try:
-        reader = tf.train.load_checkpoint(path)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
-        raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
-                        'prefix.'.format(path))
-    if tf1_checkpoint.is_tf1_checkpoint(path):
-        tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
-                               what='the body of `{}`'.format(body.name))
-        return
-    if not any(name.startswith('body/') for name in reader.get_variable_to_shape_map()):
-        raise UserError('the checkpoint `{}` holds no weights saved as `body`; it is not a '
-                        'checkpoint of this project.'.format(path))
-    try:
-        status = tf.train.Checkpoint(body=body).read(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
-            path, body.name, str(e).splitlines()[0]))
 
 
 # Logging

@@ -1,24 +1,21 @@
 #!/usr/bin/env python3
 """Embed a dataset with a trained network into an HDF5 file.
 
-Also a library: `load_embedder(experiment_root)` returns a function that
-embeds images (arrays or files) with a trained experiment.
+To embed images from Python, use `model.load_embedder(experiment_root)`.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
 
 import h5py
 import numpy as np
-import tensorflow as tf
 
 import common
 import sampler
-import tf1_checkpoint
 from aggregators import AGGREGATORS
+from model import inference_function, load_experiment
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
 
@@ -80,82 +77,6 @@ parser.add_argument(
 parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='Don\'t be so verbose.')
-
-def load_experiment(experiment_root, checkpoint=None):
-    """Builds the experiment's model and restores a checkpoint.
-
-    Args:
-        experiment_root (str): A folder with `args.json` and checkpoints.
-        checkpoint (str or None): A checkpoint name inside the root, or None for
-            the latest.
-
-    Returns:
-        (model, train_args, checkpoint_path).
-    """
-    args_file = os.path.join(experiment_root, 'args.json')
-    if not os.path.isfile(args_file):
-        raise common.UserError('`args.json` could not be found in `{}`; is it an experiment '
-                               'root written by train.py?'.format(experiment_root))
-    try:
-        with open(args_file) as f:
-            train_args = json.load(f)
-    except ValueError as e:
-        raise common.UserError('`{}` is corrupt: {}.'.format(args_file, e))
-    if checkpoint is None:
-        path = tf.train.latest_checkpoint(experiment_root)
-        if path is None:
-            raise common.UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
-    else:
-        path = os.path.join(experiment_root, checkpoint)
-        if os.path.isdir(path):
-            # A folder of checkpoints, such as `best`: its newest.
-            path = tf.train.latest_checkpoint(path) or path
-        if not tf.io.gfile.exists(path + '.index'):
-            raise common.UserError('there is no checkpoint `{}` in `{}`.'.format(
-                checkpoint, experiment_root))
-    model, body = common.build_model(train_args['model_name'], train_args['head_name'],
-                                     train_args['embedding_dim'])
-    if tf1_checkpoint.is_tf1_checkpoint(path):
-        # A checkpoint of the TF1 original, loaded by variable name.
-        tf1_checkpoint.restore_experiment(path, model, body)
-        return model, train_args, path
-    try:
-        status = tf.train.Checkpoint(model=model).read(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
-        raise common.UserError('the checkpoint `{}` does not fit the model of `{}`: {}'.format(
-            path, args_file, str(e).splitlines()[0]))
-    return model, train_args, path
-
-
-def inference_function(model):
-    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
-    return tf.function(lambda images: model(images, training=False)['emb'],
-                       reduce_retracing=True)
-
-
-def load_embedder(experiment_root, checkpoint=None, batch_size=256):
-    """A function that embeds images with a trained experiment.
-
-    The returned `embed(images)` takes a list of image file paths, or a uint8
-    or float array (N, H, W, 3) with values in [0, 255], resizes them to the
-    network's input size and returns their embeddings as an (N, D) float32
-    array.
-    """
-    model, train_args, _ = load_experiment(experiment_root, checkpoint)
-    size = (train_args['net_input_height'], train_args['net_input_width'])
-    forward = inference_function(model)
-
-    def embed(images):
-        if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([sampler.load_image(path, size) for path in images])
-        images = tf.image.resize(tf.cast(images, tf.float32), size)
-        return np.concatenate([forward(images[i:i + batch_size]).numpy()
-                               for i in range(0, len(images), batch_size)] or
-                              [np.zeros((0, train_args['embedding_dim']), np.float32)])
-    return embed
-
 
 def check_augmentation(args, train_args):
     """Refuses an aggregator without augmentation to aggregate, and vice versa;

@@ -19,7 +19,7 @@ import sys
 import tensorflow as tf
 
 import common
-from embed import load_experiment
+from model import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
 

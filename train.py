@@ -21,13 +21,13 @@ import keras
 
 import common
 import distributed
-import embed
 import loss
 import metrics
 import sampler
-import tf1_checkpoint
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
+from model import (build_model, inference_function, is_tf1_checkpoint, load_body_weights,
+                   read_args, restore)
 from nets import NET_CHOICES
 from uninterrupt import Uninterrupt
 
@@ -255,11 +255,12 @@ def resolve_arguments(argv):
         loaded and `changed` whether it needs writing again.
     """
     args = parser.parse_args(argv)
-    args_file = os.path.join(args.experiment_root, 'args.json')
+    stored = read_args(args.experiment_root)
     chief = distributed.worker_task(args.distribution)[0] == 'chief'
-    if not os.path.isfile(args_file):
+    if stored is None:
         if args.resume:
-            raise common.UserError('--resume was given but `{}` does not exist.'.format(args_file))
+            raise common.UserError('--resume was given but `{}` does not exist.'.format(
+                os.path.join(args.experiment_root, 'args.json')))
         # Other workers may find the chief's first files already there.
         if chief and os.path.isdir(args.experiment_root) and os.listdir(args.experiment_root):
             raise common.UserError(
@@ -268,14 +269,6 @@ def resolve_arguments(argv):
                     args.experiment_root))
         return args, False, False
 
-    try:
-        with open(args_file) as f:
-            stored = json.load(f)
-        if not isinstance(stored, dict):
-            raise ValueError('not a JSON object')
-    except (ValueError, UnicodeDecodeError) as e:
-        raise common.UserError('`{}` is corrupt ({}); fix it or start a new experiment '
-                               'root.'.format(args_file, e))
     given = common.given_arguments(parser, argv)
     changed = False
     for key, value in vars(args).items():
@@ -293,11 +286,6 @@ def resolve_arguments(argv):
             setattr(args, key, stored[key])
         else:
             setattr(args, key, stored[key])
-    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES)):
-        if getattr(args, key) not in choices:
-            raise common.UserError('`{}` names {} `{}`, which does not exist; choose one of '
-                                   '{}.'.format(args_file, key, getattr(args, key),
-                                                ', '.join(choices)))
     return args, True, changed
 
 
@@ -543,8 +531,8 @@ def main(argv=None):
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
-        model, body = common.build_model(args.model_name, args.head_name, args.embedding_dim,
-                                         args.mixed_precision)
+        model, body = build_model(args.model_name, args.head_name, args.embedding_dim,
+                                  args.mixed_precision)
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
 
@@ -573,23 +561,19 @@ def main(argv=None):
         if not chief:
             tf.io.gfile.rmtree(checkpoint_dir)
 
-    if latest and tf1_checkpoint.is_tf1_checkpoint(latest):
-        log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots and '
-                 'global step, by variable name).', latest)
-        tf1_checkpoint.restore_experiment(latest, model, body, optimizer, step)
-    elif latest:
-        log.info('Restoring from checkpoint: %s', latest)
-        try:
-            checkpoint.restore(latest).assert_existing_objects_matched()
-        except (AssertionError, ValueError) as e:
-            raise common.UserError('the checkpoint `{}` does not fit the model {} + {} with '
-                                   'embedding_dim {}: {}'.format(
-                                       latest, args.model_name, args.head_name,
-                                       args.embedding_dim, str(e).splitlines()[0]))
+    if latest:
+        if is_tf1_checkpoint(latest):
+            log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots '
+                     'and global step, by variable name).', latest)
+        else:
+            log.info('Restoring from checkpoint: %s', latest)
+        restore(latest, checkpoint, model, body, optimizer, step,
+                what='the model {} + {} with embedding_dim {}'.format(
+                    args.model_name, args.head_name, args.embedding_dim))
     else:
         if args.initial_checkpoint:
             log.info('Initialising the body from %s', args.initial_checkpoint)
-            common.load_body_weights(args.model_name, body, args.initial_checkpoint)
+            load_body_weights(args.model_name, body, args.initial_checkpoint)
         # The initialisation is stored too, so experiments can be reproduced exactly.
         save(0)
     start_step = int(step.numpy())
@@ -599,7 +583,7 @@ def main(argv=None):
     # where the regular ones' --keep_checkpoints cannot delete it. Two are
     # kept there so that best.json, written after the copy, always names one
     # that exists.
-    forward = embed.inference_function(model)
+    forward = inference_function(model)
     best = read_best(args.experiment_root) if validate else None
     best_manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(args.experiment_root, 'best'), max_to_keep=2,

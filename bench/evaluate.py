@@ -99,7 +99,8 @@ def bench_evaluation(reference, repeats):
 
 def bench_embedding(repeats, batch_size=256):
     import tensorflow as tf
-    model, _ = common.build_model('tiny', 'fc1024', 128)
+    from model import build_model
+    model, _ = build_model('tiny', 'fc1024', 128)
     forward = tf.function(lambda x: model(x, training=False)['emb'])
     images = tf.random.uniform((batch_size, 128, 64, 3), 0, 255)
     forward(images)

@@ -14,7 +14,6 @@ several 23100 × 23100 matrices (2 GiB each in float32).
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile

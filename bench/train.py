@@ -86,13 +86,13 @@ def build(net, setting, extra=()):
     """The model, optimizer and step of train.py for `net` at `setting`."""
     import keras
     import tensorflow as tf
-    import common
     import train
+    from model import build_model
     argv = ['--experiment_root', '/unused', '--model_name', net, '--batch_p',
             str(setting['batch_p']), '--batch_k', str(setting['batch_k'])] + list(extra)
     args = train.parser.parse_args(argv)
     strategy = tf.distribute.get_strategy()
-    model, _ = common.build_model(net, args.head_name, args.embedding_dim, args.mixed_precision)
+    model, _ = build_model(net, args.head_name, args.embedding_dim, args.mixed_precision)
     optimizer = keras.optimizers.Adam(1e-4)
     if args.mixed_precision == 'float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -19,9 +19,9 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
-import common  # noqa: E402
 import distributed  # noqa: E402
 import train  # noqa: E402
+from model import build_model  # noqa: E402
 
 
 def gradients(per_replica_mining):
@@ -38,7 +38,7 @@ def gradients(per_replica_mining):
         strategy = distributed.make_strategy(name)
         with strategy.scope():
             keras.utils.set_random_seed(1)
-            model, _ = common.build_model('tiny', 'fc1024', 8)
+            model, _ = build_model('tiny', 'fc1024', 8)
             if weights is None:
                 weights = model.get_weights()
             model.set_weights(weights)

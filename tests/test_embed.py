@@ -12,6 +12,7 @@ import common
 import embed
 import sampler
 import train
+from model import load_embedder
 from test_train import base_args
 
 
@@ -43,7 +44,7 @@ def test_plain_embedding_and_library(experiment):
     assert list(out['augmentation_types']) == [b'original_resize']
     root, csv_path, image_root = experiment
     _, fids = common.load_dataset(csv_path, image_root)
-    embedder = embed.load_embedder(root)
+    embedder = load_embedder(root)
     from_files = embedder([os.path.join(image_root, f) for f in fids])
     np.testing.assert_allclose(from_files, out['emb'], rtol=1e-4, atol=1e-4)
 
@@ -57,7 +58,7 @@ def test_flip_mean_equals_mean_of_separate_embeddings(experiment):
     root, csv_path, image_root = experiment
     _, fids = common.load_dataset(csv_path, image_root)
     images = np.stack([sampler.fid_to_image(f, image_root, (32, 16)).numpy() for f in fids])
-    embedder = embed.load_embedder(root)
+    embedder = load_embedder(root)
     separate = (embedder(images) + embedder(images[:, :, ::-1])) / 2
     np.testing.assert_allclose(out['emb'], separate, rtol=1e-4, atol=1e-4)
 

@@ -12,6 +12,7 @@ import common
 import embed
 import export
 import train
+from model import build_model, load_body_weights
 from test_train import base_args
 
 
@@ -24,8 +25,8 @@ def test_keras_backbones_load_weights_files(tmp_path, name, application, preproc
     source = application(include_top=False, weights=None, input_shape=(None, None, 3))
     path = str(tmp_path / 'app.weights.h5')
     source.save_weights(path)
-    model, body = common.build_model(name, 'fc1024', 16)
-    common.load_body_weights(name, body, path)
+    model, body = build_model(name, 'fc1024', 16)
+    load_body_weights(name, body, path)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
     # Same weights and the application's own preprocessing: same pooled features.
     expected = source(preprocess(x.copy()), training=False).numpy().mean(axis=(1, 2))
@@ -34,11 +35,11 @@ def test_keras_backbones_load_weights_files(tmp_path, name, application, preproc
 
 
 def test_imagenet_only_for_keras_backbones():
-    _, body = common.build_model('tiny', 'direct', 8)
+    _, body = build_model('tiny', 'direct', 8)
     with pytest.raises(common.UserError, match='cannot download ImageNet weights'):
-        common.load_body_weights('tiny', body, 'imagenet')
+        load_body_weights('tiny', body, 'imagenet')
     with pytest.raises(common.UserError, match='does not exist'):
-        common.load_body_weights('tiny', body, '/nonexistent.weights.h5')
+        load_body_weights('tiny', body, '/nonexistent.weights.h5')
 
 
 def test_train_with_keras_backbone_weights_file(tmp_path, tiny_dataset):
@@ -54,7 +55,7 @@ def test_train_with_keras_backbone_weights_file(tmp_path, tiny_dataset):
     argv[argv.index('--net_input_height') + 1] = '64'
     argv[argv.index('--net_input_width') + 1] = '64'
     assert train.main(argv) == 0
-    _, body = common.build_model('keras_mobilenet_v2', 'fc1024', 16)
+    _, body = build_model('keras_mobilenet_v2', 'fc1024', 16)
     tf.train.Checkpoint(body=body).read(os.path.join(root, 'checkpoint-0')).expect_partial()
     for a, b in zip(body.get_layer('mobilenet_v2').get_weights(), source.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-import common
 from heads import HEAD_CHOICES
+from model import build_model
 from nets import NET_CHOICES
 
 # Trainable parameters of slim's networks without logits (conv layers have no
@@ -86,7 +86,7 @@ def test_tiny_is_exactly_four_blocks():
 
 @pytest.mark.parametrize('head_name', HEAD_CHOICES)
 def test_heads(head_name):
-    model, body = common.build_model('tiny', head_name, 16)
+    model, body = build_model('tiny', head_name, 16)
     out = model(np.random.uniform(0, 255, (3, 32, 16, 3)).astype(np.float32), training=False)
     assert out['emb'].shape == out['emb_raw'].shape == (3, 16)
     norms = np.linalg.norm(out['emb'].numpy(), axis=1)

@@ -13,6 +13,7 @@ import embed
 import sampler
 import tf1_checkpoint
 import train
+from model import build_model, load_body_weights
 from slim_reference import build_and_save
 
 SLIM_NETS = ['resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'mobilenet_v1_1_224']
@@ -33,7 +34,7 @@ def test_full_checkpoint_equivalence(tmp_path, net):
     x = images()
     path = str(tmp_path / 'model.ckpt')
     reference = build_and_save(net, path, x)
-    model, body = common.build_model(net, 'fc1024', 16)
+    model, body = build_model(net, 'fc1024', 16)
     step = tf1_checkpoint.restore_experiment(path, model, body)
     assert step == 1234
     assert_close(model(x, training=False)['emb'].numpy(), reference)
@@ -43,9 +44,9 @@ def test_initial_checkpoint_loads_body_only(tmp_path):
     x = images()
     path = str(tmp_path / 'resnet_v1_50.ckpt')
     reference = build_and_save('resnet_v1_50', path, x, with_head=False)
-    model, body = common.build_model('resnet_v1_50', 'fc1024', 16)
+    model, body = build_model('resnet_v1_50', 'fc1024', 16)
     head_before = model.get_layer('emb').kernel.numpy().copy()
-    common.load_body_weights('resnet_v1_50', body, path)
+    load_body_weights('resnet_v1_50', body, path)
     assert_close(body(x, training=False).numpy(), reference)
     np.testing.assert_array_equal(model.get_layer('emb').kernel.numpy(), head_before)
 
@@ -53,11 +54,11 @@ def test_initial_checkpoint_loads_body_only(tmp_path):
 def test_wrong_net_is_reported_by_name(tmp_path):
     path = str(tmp_path / 'm.ckpt')
     build_and_save('mobilenet_v1_1_224', path, images(1), with_head=False)
-    _, body = common.build_model('resnet_v1_50', 'fc1024', 16)
+    _, body = build_model('resnet_v1_50', 'fc1024', 16)
     with pytest.raises(common.UserError, match=r'variables are missing from the checkpoint, '
                                                r'e\.g\. resnet_v1_50/'):
-        common.load_body_weights('resnet_v1_50', body, path)
-    model, body = common.build_model('mobilenet_v1_1_224', 'fc1024', 32)
+        load_body_weights('resnet_v1_50', body, path)
+    model, body = build_model('mobilenet_v1_1_224', 'fc1024', 32)
     with pytest.raises(common.UserError, match=r'no place for|other shapes|missing'):
         tf1_checkpoint.restore_experiment(path, model, body)
 
@@ -131,7 +132,7 @@ def test_train_py_continues_original_experiment(original_experiment, tmp_path):
 def test_adam_slots_are_restored(original_experiment):
     import keras
     root, _, _, _ = original_experiment
-    model, body = common.build_model('mobilenet_v1_1_224', 'fc1024', 16)
+    model, body = build_model('mobilenet_v1_1_224', 'fc1024', 16)
     optimizer = keras.optimizers.Adam(epsilon=1e-8)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)

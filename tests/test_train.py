@@ -14,6 +14,7 @@ import tensorflow as tf
 
 import common
 import train
+from model import build_model
 from conftest import ROOT
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
@@ -135,12 +136,12 @@ def test_resume_reproduces_uninterrupted_batches(tmp_path, tiny_dataset, interru
 
 def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
-    _, body = common.build_model('tiny', 'fc1024', 16)
+    _, body = build_model('tiny', 'fc1024', 16)
     weights = str(tmp_path / 'body.weights.h5')
     body.save_weights(weights)
 
     def body_weights_at_step0(root):
-        model, fresh = common.build_model('tiny', 'fc1024', 16)
+        model, fresh = build_model('tiny', 'fc1024', 16)
         tf.train.Checkpoint(body=fresh).read(os.path.join(root, 'checkpoint-0')).expect_partial()
         return fresh.get_weights()
 
@@ -155,7 +156,7 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
     source = os.path.join(first, 'checkpoint-2')
     assert train.main(base_args(second, csv_path, image_root, 1, '--initial_checkpoint',
                                 source)) == 0
-    _, expected = common.build_model('tiny', 'fc1024', 16)
+    _, expected = build_model('tiny', 'fc1024', 16)
     tf.train.Checkpoint(body=expected).read(source).expect_partial()
     for a, b in zip(body_weights_at_step0(second), expected.get_weights()):
         np.testing.assert_array_equal(a, b)

@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 
 import common
-import embed
 import metrics
 import train
+from model import load_embedder, load_experiment
 from conftest import make_dataset
 from excluders import market1501
 from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (a fixture)
@@ -81,9 +81,9 @@ def test_validation_logs_keeps_the_best_and_changes_nothing(tmp_path, tiny_datas
     assert checkpoint_steps(validated) == checkpoint_steps(plain) == [0, 10, 20]
 
     # The best checkpoint embeds, and scores what validation said it scored.
-    _, _, path = embed.load_experiment(validated, 'best')
+    _, _, path = load_experiment(validated, 'best')
     assert path.endswith(best['checkpoint'])
-    embedder = embed.load_embedder(validated, 'best')
+    embedder = load_embedder(validated, 'best')
     (q_pids, q_fids), (g_pids, g_fids) = (common.load_dataset(c, image_root)
                                           for c in (query, gallery))
     q_embs, g_embs = (embedder([os.path.join(image_root, f) for f in fids])

@@ -1,0 +1,227 @@
+"""The embedding model: assembly, pretrained weights, and an experiment's checkpoints.
+
+Builds a network from a `nets/` body and a `heads/` head, initialises bodies
+from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), reads an
+experiment's `args.json`, finds and restores its checkpoints (TF2 by object,
+those of the TF1 original by variable name), and gives the compiled inference
+function that embed.py, validation and export use. This is the only module
+that imports `tf1_checkpoint`.
+"""
+
+import json
+import os
+from importlib import import_module
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import sampler
+import tf1_checkpoint
+from common import UserError
+from heads import HEAD_CHOICES
+from nets import NET_CHOICES
+from tf1_checkpoint import is_tf1_checkpoint
+
+
+def build_model(model_name, head_name, embedding_dim, mixed_precision='off'):
+    """Builds the embedding network from a `nets/` body and a `heads/` head.
+
+    `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
+    dtype policy for the layers built here; the embedding layer stays float32.
+
+    Returns:
+        (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
+        to a dict with `emb` and `emb_raw`, both (B, embedding_dim); `body` is
+        its backbone, the part that pretrained weights are loaded into.
+    """
+    keras.mixed_precision.set_global_policy(
+        'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
+    body = import_module('nets.' + model_name).body()
+    head = import_module('heads.' + head_name).head
+    images = keras.Input((None, None, 3), name='images')
+    outputs = head(body(images), embedding_dim)
+    return keras.Model(images, outputs, name='embedding_model'), body
+
+
+def load_body_weights(model_name, body, path):
+    """Initialises a backbone from pretrained weights.
+
+    `path` is one of: a TF-slim or TF1 checkpoint prefix (such as the ImageNet
+    `resnet_v1_50.ckpt`, or a checkpoint of the original triplet-reid), whose
+    body variables are used and the rest ignored; a Keras weights file
+    (`.weights.h5`, `.h5`); a TF2 checkpoint holding `body` (such as another
+    experiment's checkpoint); or `imagenet` for nets that can download
+    ImageNet weights.
+
+    Raises:
+        UserError when the file is missing or holds no matching weights.
+    """
+    if path == 'imagenet' or path.endswith(('.h5', '.keras')):
+        net = import_module('nets.' + model_name)
+        if path == 'imagenet' and not hasattr(net, 'load_weights'):
+            raise UserError('the net `{}` cannot download ImageNet weights; pass a checkpoint '
+                            'file instead.'.format(model_name))
+        if path != 'imagenet' and not os.path.isfile(path):
+            raise UserError('the initial checkpoint `{}` does not exist.'.format(path))
+        try:
+            if hasattr(net, 'load_weights'):
+                net.load_weights(body, path)
+            else:
+                body.load_weights(path)
+        except (ValueError, OSError) as e:
+            raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
+                path, model_name, e))
+        return
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
+        raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
+                        'prefix.'.format(path))
+    if is_tf1_checkpoint(path):
+        tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
+                               what='the body of `{}`'.format(body.name))
+        return
+    if not any(name.startswith('body/') for name in reader.get_variable_to_shape_map()):
+        raise UserError('the checkpoint `{}` holds no weights saved as `body`; it is not a '
+                        'checkpoint of this project.'.format(path))
+    try:
+        status = tf.train.Checkpoint(body=body).read(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
+            path, body.name, str(e).splitlines()[0]))
+
+
+def read_args(experiment_root):
+    """The training arguments stored in the experiment's `args.json`.
+
+    Returns:
+        A dict, or None when the root holds no `args.json`.
+
+    Raises:
+        UserError when the file is corrupt, not a JSON object, or names a net
+        or head that does not exist.
+    """
+    args_file = os.path.join(experiment_root, 'args.json')
+    if not os.path.isfile(args_file):
+        return None
+    try:
+        with open(args_file) as f:
+            stored = json.load(f)
+        if not isinstance(stored, dict):
+            raise ValueError('not a JSON object')
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError('`{}` is corrupt ({}); fix it or start a new experiment '
+                        'root.'.format(args_file, e))
+    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES)):
+        if key in stored and stored[key] not in choices:
+            raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
+                            '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
+    return stored
+
+
+def find_checkpoint(experiment_root, checkpoint=None):
+    """The path of a checkpoint of the experiment.
+
+    Args:
+        experiment_root (str): A folder with `args.json` and checkpoints.
+        checkpoint (str or None): A checkpoint name inside the root, or a
+            folder of checkpoints inside it (such as `best`, giving its
+            newest), or None for the latest.
+
+    Raises:
+        UserError when there is no such checkpoint.
+    """
+    if checkpoint is None:
+        path = tf.train.latest_checkpoint(experiment_root)
+        if path is None:
+            raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
+        return path
+    path = os.path.join(experiment_root, checkpoint)
+    if os.path.isdir(path):
+        path = tf.train.latest_checkpoint(path) or path
+    if not tf.io.gfile.exists(path + '.index'):
+        raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
+    return path
+
+
+def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the model'):
+    """Restores an experiment's checkpoint `path` into the objects of `checkpoint`.
+
+    A checkpoint of the TF1 original is read by variable name into `model`
+    and `body`, and, when given, the Adam slots of `optimizer` and `step`.
+    A TF2 checkpoint is restored by object; without an optimizer only the
+    model is wanted and the rest of the checkpoint is left unread.
+
+    Args:
+        path (str): The checkpoint prefix.
+        checkpoint (tf.train.Checkpoint): The objects to restore.
+        what (str): Names the model in error messages.
+
+    Raises:
+        UserError when the checkpoint does not fit the model.
+    """
+    if is_tf1_checkpoint(path):
+        tf1_checkpoint.restore_experiment(path, model, body, optimizer, step)
+        return
+    try:
+        status = checkpoint.restore(path)
+        if optimizer is None:
+            status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise UserError('the checkpoint `{}` does not fit {}: {}'.format(
+            path, what, str(e).splitlines()[0]))
+
+
+def load_experiment(experiment_root, checkpoint=None):
+    """Builds the experiment's model and restores a checkpoint.
+
+    Args:
+        experiment_root (str): A folder with `args.json` and checkpoints.
+        checkpoint (str or None): A checkpoint name inside the root, or None for
+            the latest.
+
+    Returns:
+        (model, train_args, checkpoint_path).
+    """
+    train_args = read_args(experiment_root)
+    if train_args is None:
+        raise UserError('`args.json` could not be found in `{}`; is it an experiment '
+                        'root written by train.py?'.format(experiment_root))
+    path = find_checkpoint(experiment_root, checkpoint)
+    model, body = build_model(train_args['model_name'], train_args['head_name'],
+                              train_args['embedding_dim'])
+    restore(path, tf.train.Checkpoint(model=model), model, body,
+            what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
+    return model, train_args, path
+
+
+def inference_function(model):
+    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
+    return tf.function(lambda images: model(images, training=False)['emb'],
+                       reduce_retracing=True)
+
+
+def load_embedder(experiment_root, checkpoint=None, batch_size=256):
+    """A function that embeds images with a trained experiment.
+
+    The returned `embed(images)` takes a list of image file paths, or a uint8
+    or float array (N, H, W, 3) with values in [0, 255], resizes them to the
+    network's input size and returns their embeddings as an (N, D) float32
+    array.
+    """
+    model, train_args, _ = load_experiment(experiment_root, checkpoint)
+    size = (train_args['net_input_height'], train_args['net_input_width'])
+    forward = inference_function(model)
+
+    def embed(images):
+        if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
+            images = tf.stack([sampler.load_image(path, size) for path in images])
+        images = tf.image.resize(tf.cast(images, tf.float32), size)
+        return np.concatenate([forward(images[i:i + batch_size]).numpy()
+                               for i in range(0, len(images), batch_size)] or
+                              [np.zeros((0, train_args['embedding_dim']), np.float32)])
+    return embed
