@@ -6,24 +6,23 @@ last checkpoint, with the arguments stored in its `args.json`.
 """
 
 import argparse
-import json
 import logging
 import os
 import secrets
 import sys
 import time
 from datetime import timedelta
-from importlib import import_module
 
 import numpy as np
 import tensorflow as tf
 import keras
 
 import common
+import detailed_logs
 import distributed
 import loss
-import metrics
 import sampler
+import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from model import (build_model, inference_function, is_tf1_checkpoint, load_body_weights,
@@ -314,32 +313,6 @@ def check_arguments(args):
                                    args.net_input_height, args.net_input_width))
 
 
-def create_or_resize_dat(basename, dtype, shape):
-    """A writeable memory-mapped array in `basename` with its description in
-    `basename.json` (lbtoolbox's format), grown along the first axis when it
-    exists and is shorter."""
-    dtype = np.dtype(dtype)
-    shape = tuple(shape)
-    if os.path.isfile(basename + '.json') and os.path.isfile(basename):
-        with open(basename + '.json') as f:
-            old = json.load(f)
-        old_shape = tuple(old['shape'])
-        if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
-            raise common.UserError('the detailed log `{}` has shape {} and dtype {}, which '
-                                   'does not fit {} {}.'.format(basename, old_shape,
-                                                                old['dtype'], shape, dtype.str))
-        shape = (max(old_shape[0], shape[0]),) + shape[1:]
-        mode = 'r+'
-    else:
-        mode = 'w+'
-    size = int(np.prod(shape)) * dtype.itemsize
-    if mode == 'r+' and os.path.getsize(basename) < size:
-        os.truncate(basename, size)
-    array = np.memmap(basename, mode=mode, dtype=dtype, shape=shape)
-    common.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
-    return array
-
-
 def write_summaries(writer, step, out, lr, seconds, batch_k):
     """The original's TensorBoard scalars and histograms for one step."""
     with writer.as_default(step=step):
@@ -355,52 +328,6 @@ def write_summaries(writer, step, out, lr, seconds, batch_k):
         tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy() == 1])
         tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy() == 1])
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
-
-
-def make_validation(args):
-    """The validation of --val_query/--val_gallery, or None without them.
-
-    Loads and checks the CSVs, images and excluder now, so that a mistake
-    stops the run before anything is written. The returned
-    `validate(forward)` embeds both sets with `forward` (embed.py's inference
-    function of the model) and gives {'mAP', 'top1', 'top5'}. The forward pass
-    runs in inference mode, which leaves the batch-norm statistics alone, and
-    draws no random numbers, while the training batches depend on the step
-    alone; so validating changes nothing about the training.
-    """
-    if not args.val_query:
-        return None
-    q_pids, q_fids = common.load_dataset(args.val_query, args.image_root)
-    g_pids, g_fids = common.load_dataset(args.val_gallery, args.image_root)
-    excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
-    fids = np.concatenate([q_fids, g_fids])
-    sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
-                            remedy='or drop their rows from the validation CSVs')
-    batches = sampler.image_batches(fids, args.image_root,
-                                  (args.net_input_height, args.net_input_width),
-                                  loading_threads=args.loading_threads)
-
-    def validate(forward):
-        embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
-        result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
-                                   embs[len(q_fids):], excluder, args.metric)
-        cmc = result['CMC']
-        return {'mAP': result['mAP'], 'top1': metrics.cmc_at(cmc, 1),
-                'top5': metrics.cmc_at(cmc, 5)}
-    return validate
-
-
-def read_best(experiment_root):
-    """The contents of best.json, or None before the first validation."""
-    path = os.path.join(experiment_root, 'best.json')
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise common.UserError('`{}` is corrupt ({}); delete it to start the record of the '
-                               'best checkpoint afresh.'.format(path, e))
 
 
 def make_train_step(model, optimizer, step, args, strategy):
@@ -505,7 +432,7 @@ def main(argv=None):
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
     # Validation runs on the chief only.
-    validate = make_validation(args) if chief else None
+    validate = validation.make_validation(args) if chief else None
 
     # A seed is chosen once and stored; experiments of the TF1 original have none yet.
     new_seed = args.seed is None
@@ -584,12 +511,12 @@ def main(argv=None):
     # kept there so that best.json, written after the copy, always names one
     # that exists.
     forward = inference_function(model)
-    best = read_best(args.experiment_root) if validate else None
+    best = validation.read_best(args.experiment_root) if validate else None
     best_manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(args.experiment_root, 'best'), max_to_keep=2,
         checkpoint_name='checkpoint') if validate else None
 
-    def validation(current):
+    def run_validation(current):
         nonlocal best
         start_time = time.time()
         scores = validate(forward)
@@ -627,14 +554,9 @@ def main(argv=None):
         batches = iter(make_dataset())
     batch_size = args.batch_p * args.batch_k
     if args.detailed_logs and chief:
-        max_fid_len = max(len(f.encode('utf-8')) for f in fids)
-        root = args.experiment_root
-        log_embs = create_or_resize_dat(os.path.join(root, 'embeddings'), np.float32,
-                                        (args.train_iterations, batch_size, args.embedding_dim))
-        log_loss = create_or_resize_dat(os.path.join(root, 'losses'), np.float32,
-                                        (args.train_iterations, batch_size))
-        log_fids = create_or_resize_dat(os.path.join(root, 'fids'), 'S{}'.format(max_fid_len),
-                                        (args.train_iterations, batch_size))
+        log_embs, log_loss, log_fids = detailed_logs.open_logs(
+            args.experiment_root, args.train_iterations, batch_size, args.embedding_dim,
+            max(len(f.encode('utf-8')) for f in fids))
     writer = tf.summary.create_file_writer(args.experiment_root if chief else checkpoint_dir)
     log.info('Starting training from iteration %d.', start_step)
     saved_step = start_step if latest else None
@@ -668,7 +590,7 @@ def main(argv=None):
                 save(current)
                 saved_step = current
             if validate and (current % args.val_every == 0 or current == args.train_iterations):
-                validation(current)
+                run_validation(current)
             if u.interrupted:
                 log.info('Interrupted on request!')
                 break

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import common
+import detailed_logs
 import train
 from model import build_model
 from conftest import ROOT
@@ -220,10 +221,10 @@ def test_learning_rate_schedule():
 
 def test_detailed_log_grows(tmp_path):
     base = str(tmp_path / 'losses')
-    first = train.create_or_resize_dat(base, np.float32, (3, 2))
+    first = detailed_logs.create_or_resize_dat(base, np.float32, (3, 2))
     first[:] = 7
     first.flush()
-    grown = train.create_or_resize_dat(base, np.float32, (5, 2))
+    grown = detailed_logs.create_or_resize_dat(base, np.float32, (5, 2))
     assert grown.shape == (5, 2)
     np.testing.assert_array_equal(grown[:3], 7)
     np.testing.assert_array_equal(grown[3:], 0)

@@ -1,0 +1,50 @@
+"""train.py --detailed_logs: memory-mapped NumPy arrays of every training batch.
+
+Each array is a raw file with its dtype and shape described in a JSON file
+beside it (lbtoolbox's format), so that the embeddings, losses and file names
+of every step can be read back with `np.memmap` for analysis.
+"""
+
+import json
+import os
+
+import numpy as np
+
+import common
+
+
+def create_or_resize_dat(basename, dtype, shape):
+    """A writeable memory-mapped array in `basename` with its description in
+    `basename.json` (lbtoolbox's format), grown along the first axis when it
+    exists and is shorter."""
+    dtype = np.dtype(dtype)
+    shape = tuple(shape)
+    if os.path.isfile(basename + '.json') and os.path.isfile(basename):
+        with open(basename + '.json') as f:
+            old = json.load(f)
+        old_shape = tuple(old['shape'])
+        if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
+            raise common.UserError('the detailed log `{}` has shape {} and dtype {}, which '
+                                   'does not fit {} {}.'.format(basename, old_shape,
+                                                                old['dtype'], shape, dtype.str))
+        shape = (max(old_shape[0], shape[0]),) + shape[1:]
+        mode = 'r+'
+    else:
+        mode = 'w+'
+    size = int(np.prod(shape)) * dtype.itemsize
+    if mode == 'r+' and os.path.getsize(basename) < size:
+        os.truncate(basename, size)
+    array = np.memmap(basename, mode=mode, dtype=dtype, shape=shape)
+    common.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
+    return array
+
+
+def open_logs(experiment_root, iterations, batch_size, embedding_dim, max_fid_len):
+    """The three arrays of --detailed_logs, one row per iteration:
+    (embeddings (I, B, D) float32, losses (I, B) float32, fids (I, B) bytes)."""
+    return (create_or_resize_dat(os.path.join(experiment_root, 'embeddings'), np.float32,
+                                 (iterations, batch_size, embedding_dim)),
+            create_or_resize_dat(os.path.join(experiment_root, 'losses'), np.float32,
+                                 (iterations, batch_size)),
+            create_or_resize_dat(os.path.join(experiment_root, 'fids'),
+                                 'S{}'.format(max_fid_len), (iterations, batch_size)))

@@ -1,0 +1,61 @@
+"""Validation during training: embed held-out query and gallery sets, evaluate.
+
+train.py's --val_query, --val_gallery and --val_excluder; the best score so
+far is recorded in the experiment root's best.json.
+"""
+
+import json
+import os
+from importlib import import_module
+
+import numpy as np
+
+import common
+import metrics
+import sampler
+
+
+def make_validation(args):
+    """The validation of --val_query/--val_gallery, or None without them.
+
+    Loads and checks the CSVs, images and excluder now, so that a mistake
+    stops the run before anything is written. The returned
+    `validate(forward)` embeds both sets with `forward` (embed.py's inference
+    function of the model) and gives {'mAP', 'top1', 'top5'}. The forward pass
+    runs in inference mode, which leaves the batch-norm statistics alone, and
+    draws no random numbers, while the training batches depend on the step
+    alone; so validating changes nothing about the training.
+    """
+    if not args.val_query:
+        return None
+    q_pids, q_fids = common.load_dataset(args.val_query, args.image_root)
+    g_pids, g_fids = common.load_dataset(args.val_gallery, args.image_root)
+    excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
+    fids = np.concatenate([q_fids, g_fids])
+    sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
+                            remedy='or drop their rows from the validation CSVs')
+    batches = sampler.image_batches(fids, args.image_root,
+                                  (args.net_input_height, args.net_input_width),
+                                  loading_threads=args.loading_threads)
+
+    def validate(forward):
+        embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
+        result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
+                                   embs[len(q_fids):], excluder, args.metric)
+        cmc = result['CMC']
+        return {'mAP': result['mAP'], 'top1': metrics.cmc_at(cmc, 1),
+                'top5': metrics.cmc_at(cmc, 5)}
+    return validate
+
+
+def read_best(experiment_root):
+    """The contents of best.json, or None before the first validation."""
+    path = os.path.join(experiment_root, 'best.json')
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise common.UserError('`{}` is corrupt ({}); delete it to start the record of the '
+                               'best checkpoint afresh.'.format(path, e))
