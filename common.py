@@ -7,16 +7,17 @@ that evaluate.py starts in a fraction of a second.
 """
 
 import argparse
-import csv
 import io
 import json
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import tempfile
 
 import numpy as np
+import pandas as pd
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
@@ -172,6 +173,10 @@ def _has_image_extension(path):
 def read_csv_rows(csv_file):
     """Reads `identity,relative/path` rows from a CSV file without header.
 
+    Read with pandas as strings, with no NA conversion, so that identities
+    such as `0002` or `NA` stay as written. Blank lines are skipped, as the
+    original did; surrounding white space is stripped.
+
     Returns:
         A list of (pid, fid) string pairs, in file order.
 
@@ -191,19 +196,37 @@ def read_csv_rows(csv_file):
         raise UserError('`{}` line {}: the file is not valid UTF-8 text. Save it as UTF-8 '
                         'with rows `identity,relative/path`.'.format(csv_file, line))
 
-    rows = []
-    for line_no, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue  # Blank lines carry nothing, the original ignored them too.
-        if len(row) != 2:
+    # One table row per line, blank lines included; a missing field is NaN,
+    # an empty one ''. The two-field line put first keeps pandas from taking
+    # the first column of a longer first row as an index; it is row 0 and
+    # line 0, so row i is line i.
+    try:
+        table = pd.read_csv(io.StringIO('pid,fid\n' + text), header=None, names=['pid', 'fid'],
+                            dtype=str, keep_default_na=False, na_values=[],
+                            skip_blank_lines=False, engine='python').iloc[1:]
+    except pd.errors.ParserError as e:
+        too_many = re.search(r'Expected \d+ fields in line (\d+), saw (\d+)', str(e))
+        if too_many:
+            line_no = int(too_many.group(1)) - 1
             raise UserError(
                 '`{}` line {}: expected 2 columns `identity,relative/path`, found {}: '
-                '`{}`.'.format(csv_file, line_no, len(row), ','.join(row)))
-        pid, fid = row[0].strip(), row[1].strip()
-        if not pid or not fid:
+                '`{}`.'.format(csv_file, line_no, too_many.group(2),
+                               text.splitlines()[line_no - 1]))
+        raise UserError('`{}` is not a readable CSV file ({}); it needs rows '
+                        '`identity,relative/path`.'.format(csv_file, str(e).strip()))
+
+    rows = []
+    for line_no, (pid, fid) in enumerate(table.itertuples(index=False, name=None), start=1):
+        if pd.isna(fid):
+            if pd.isna(pid) or not pid.strip():
+                continue  # Blank lines carry nothing, the original ignored them too.
+            raise UserError(
+                '`{}` line {}: expected 2 columns `identity,relative/path`, found 1: '
+                '`{}`.'.format(csv_file, line_no, pid))
+        if not pid.strip() or not fid.strip():
             raise UserError('`{}` line {}: the identity and the path must both be non-empty, '
-                            'found `{}`.'.format(csv_file, line_no, ','.join(row)))
-        rows.append((line_no, pid, fid))
+                            'found `{},{}`.'.format(csv_file, line_no, pid, fid))
+        rows.append((line_no, pid.strip(), fid.strip()))
 
     if not rows:
         raise UserError('the dataset CSV `{}` is empty; it needs rows '
@@ -298,3 +321,29 @@ def setup_logging(log_file=None, buffer=True):
     # TensorFlow's own logger would otherwise print everything twice.
     logging.getLogger('tensorflow').propagate = False
     logging.getLogger('absl').setLevel(logging.WARNING)
+
+
+# Entry points
+###
+
+def run(main):
+    """Runs a script's `main()` and exits with the status it returns.
+
+    Every script ends with `common.run(main)`, so that bad input is reported
+    the same way everywhere: a `UserError` becomes one line `error: …` on
+    stderr (and in the log file, for a script that keeps one) and exit status
+    1, without a traceback.
+    """
+    try:
+        status = main()
+    except UserError as e:
+        message = 'error: {}'.format(e)
+        print(message, file=sys.stderr, flush=True)
+        # train.py's train.log keeps the reason a run stopped.
+        record = logging.makeLogRecord({'name': 'error', 'levelno': logging.ERROR,
+                                        'levelname': 'ERROR', 'msg': message})
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        status = 1
+    sys.exit(status)

@@ -117,8 +117,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except common.UserError as e:
-        print('error: {}'.format(e), file=sys.stderr)
-        sys.exit(1)
+    common.run(main)

@@ -220,8 +220,8 @@ parser.add_argument(
 VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_every')
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN or infinite."""
+class TrainingDiverged(common.UserError):
+    """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -609,8 +609,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except (common.UserError, TrainingDiverged) as e:
-        log.error('%s', e)
-        sys.exit(1)
+    common.run(main)

@@ -2,6 +2,8 @@
 
 import errno
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 import common
 import embed
 import train
-from conftest import write_image
+from conftest import ROOT, write_image
 from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (fixture)
 
 
@@ -184,3 +186,26 @@ def test_half_written_checkpoint_is_never_resumed_from(tmp_path, tiny_dataset, i
     log = open(os.path.join(root, 'train.log')).read()
     assert 'Restoring from checkpoint: {}'.format(os.path.join(root, 'checkpoint-2')) in log
     assert checkpoint_steps(root) == [0, 2, 3, 6]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('script', ['train.py', 'embed.py', 'evaluate.py', 'export.py'])
+def test_every_script_reports_bad_input_alike(tmp_path, script):
+    """The shared entry point: one `error:` line, exit status 1, no traceback."""
+    missing = str(tmp_path / 'missing.csv')
+    arguments = {
+        'train.py': ['--experiment_root', str(tmp_path / 'exp'), '--train_set', missing,
+                     '--image_root', str(tmp_path)],
+        'embed.py': ['--experiment_root', str(tmp_path / 'none'), '--dataset', missing],
+        'evaluate.py': ['--excluder', 'diagonal', '--metric', 'euclidean', '--query_dataset',
+                        missing, '--query_embeddings', 'q.h5', '--gallery_dataset', missing,
+                        '--gallery_embeddings', 'g.h5'],
+        'export.py': ['--experiment_root', str(tmp_path / 'none')],
+    }[script]
+    done = subprocess.run([sys.executable, os.path.join(ROOT, script)] + arguments,
+                          capture_output=True, text=True, cwd=str(tmp_path),
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    assert done.returncode == 1, done.stderr
+    assert 'Traceback' not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith('error: '), done.stderr
+    assert not os.path.exists(tmp_path / 'exp')

@@ -51,12 +51,24 @@ def test_image_root_not_a_folder(tiny_dataset):
     ('0001,a.jpg\n0002,b.jpg,extra\n', r'line 2: expected 2 columns.*found 3'),
     ('0001,a.jpg\n0002\n', r'line 2: expected 2 columns.*found 1'),
     ('0001,a.jpg\n,b.jpg\n', r'line 2: the identity and the path must both be non-empty'),
+    ('0001,a.jpg,x\n0002,b.jpg\n', r'line 1: expected 2 columns.*found 3: `0001,a.jpg,x`'),
+    ('0001,a.jpg\n\n0002,b.jpg,x\n', r'line 3: expected 2 columns.*found 3'),
+    ('0001,a.jpg\n0002,"b.jpg\n0003,c.jpg\n', r'not a readable CSV file'),
 ])
 def test_malformed_csv(tmp_path, content, message):
     path = write(tmp_path / 'x.csv', content)
     with pytest.raises(common.UserError, match=message) as info:
         common.load_dataset(path, None)
     assert 'x.csv' in str(info.value)
+
+
+def test_csv_values_stay_strings(tmp_path):
+    # pandas would read `0002` as 2 and `NA` or `null` as missing without dtype=str and
+    # keep_default_na=False; blank lines are skipped and white space around values goes.
+    path = write(tmp_path / 'x.csv', '0002,a.jpg\n\nNA,"b,1.jpg"\n null , c.jpg \n')
+    pids, fids = common.load_dataset(path, None)
+    assert pids.tolist() == ['0002', 'NA', 'null']
+    assert fids.tolist() == ['a.jpg', 'b,1.jpg', 'c.jpg']
 
 
 def test_non_utf8_csv(tmp_path):
