@@ -10,7 +10,7 @@ included), with identity structure so that ranks are realistic. Embedding
 throughput is measured with the demo net (`tiny` + `fc1024`, 128×64 input) on
 synthetic images, so it excludes JPEG decoding.
 
-    .venv/bin/python bench/evaluate.py [--reference DIR] [--json FILE]
+    .venv/bin/python -m bench.evaluate [--reference DIR] [--json FILE]
 """
 
 import argparse
@@ -24,12 +24,11 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import common
+import metrics
+from excluders import market1501
 
-import common  # noqa: E402
-import metrics  # noqa: E402
-from excluders import market1501  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthetic_embeddings(pids, rng, dim=128, spread=1.2):

@@ -8,7 +8,7 @@ rerunning it each time until it finishes. With `--seed` and `--deterministic`
 the final weights, the detailed logs and the embeddings of a fixed image set
 must be bit-identical to the uninterrupted run.
 
-    .venv/bin/python bench/fault_injection.py [--kills 20] [--json FILE]
+    .venv/bin/python -m bench.fault_injection [--kills 20] [--json FILE]
 
 prints a table and the line `N kills survived, final weights identical: yes`.
 """
@@ -26,13 +26,11 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def make_data(folder):
     """A small demo-style set: 12 training identities, 32×16 net input."""
-    sys.path.insert(0, os.path.join(ROOT, 'data'))
-    import make_demo
+    from data import make_demo
     make_demo.generate(folder, train_ids=12, test_ids=3, distractors=0, junk=0)
     return os.path.join(folder, 'demo_train.csv'), os.path.join(folder, 'demo_test.csv')
 

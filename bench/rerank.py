@@ -4,11 +4,11 @@
 Each setting runs the whole evaluate.py command in a fresh process, on
 synthetic 128-D embeddings laid over the real Market-1501 file lists (3368
 queries × 19732 gallery images, junk and distractors included; see
-bench/evaluate.py), and reports the child's wall time and peak resident
+bench.evaluate), and reports the child's wall time and peak resident
 memory. The issue's bound is 4 GiB; the authors' dense code would hold
 several 23100 × 23100 matrices (2 GiB each in float32).
 
-    .venv/bin/python bench/rerank.py [--reference DIR] [--json FILE]
+    .venv/bin/python -m bench.rerank [--reference DIR] [--json FILE]
 """
 
 import argparse
@@ -22,12 +22,10 @@ import time
 import h5py
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common
+from bench.evaluate import synthetic_embeddings
 
-import common  # noqa: E402
-from evaluate import synthetic_embeddings  # noqa: E402  (bench/evaluate.py)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SETTINGS = (
     ('plain', []),

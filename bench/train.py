@@ -12,8 +12,8 @@ For each net, in a process of its own (so that its peak memory is its own):
     the machine's measured float32 matrix-multiply rate.
 And the input pipeline alone against --loading_threads.
 
-    .venv/bin/python bench/train.py [--nets tiny resnet_v1_50 …] [--json FILE]
-    .venv/bin/python bench/train.py --nets resnet_v1_50 --variants none mixed_precision=bfloat16
+    .venv/bin/python -m bench.train [--nets tiny resnet_v1_50 …] [--json FILE]
+    .venv/bin/python -m bench.train --nets resnet_v1_50 --variants none mixed_precision=bfloat16
 
 `--variants` measures each net once per set of train.py flags (`none`, or
 comma-separated `flag` / `flag=value` items such as `mixed_precision=bfloat16,xla`),
@@ -31,7 +31,6 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 NETS = ('tiny', 'lunet', 'mobilenet_v1_1_224', 'resnet_v1_50', 'resnet_v1_101',
         'resnet_v1_152')
@@ -181,7 +180,7 @@ def bench_pipeline(data, threads_list, batches=20):
 
 def run_worker(argv):
     """Runs this script in a fresh process and returns its JSON rows."""
-    done = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv,
+    done = subprocess.run([sys.executable, '-m', 'bench.train'] + argv, cwd=ROOT,
                           capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
     if done.returncode != 0:
@@ -216,8 +215,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, 'demo')
-        sys.path.insert(0, os.path.join(ROOT, 'data'))
-        import make_demo
+        from data import make_demo
         make_demo.generate(data, train_ids=60, test_ids=2, distractors=0, junk=0)
         common_argv = ['--data', data, '--steps', str(args.steps), '--paper_steps',
                        str(args.paper_steps), '--loading_threads', str(args.loading_threads)]

@@ -14,7 +14,7 @@ A plug-in whose weights come from elsewhere (the Keras applications) may also
 define `load_weights(body, path)`, which `--initial_checkpoint` then uses for
 Keras weights files and for `imagenet`.
 
-`_layers.py` and `resnet_v1.py` are shared building blocks, not choices.
+`_layers.py` and `_resnet_v1.py` are shared building blocks, not choices.
 """
 
 NET_CHOICES = (

@@ -1,0 +1,93 @@
+"""The project's shape: plug-in folders match their choices, and the import
+graph of the top-level modules has no script imported and no cycle."""
+
+import ast
+import glob
+import os
+from importlib import import_module
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py')
+
+
+@pytest.mark.parametrize('folder, choices', [
+    ('nets', 'NET_CHOICES'), ('heads', 'HEAD_CHOICES'), ('excluders', 'EXCLUDER_CHOICES')])
+def test_choices_are_the_plugin_files(folder, choices):
+    files = {os.path.basename(path)[:-3]
+             for path in glob.glob(os.path.join(ROOT, folder, '*.py'))
+             if not os.path.basename(path).startswith('_')}
+    declared = getattr(import_module(folder), choices)
+    assert len(set(declared)) == len(declared), 'a choice is listed twice'
+    assert set(declared) == files
+
+
+def top_level_imports():
+    """{module: set of the top-level modules it imports}, for every .py file
+    in the repository root, from its syntax tree (imports inside functions
+    included)."""
+    modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))}
+    graph = {}
+    for name in modules:
+        with open(os.path.join(ROOT, name + '.py')) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split('.')[0])
+        graph[name] = imported & modules - {name}
+    return graph
+
+
+def test_no_module_imports_a_script():
+    graph = top_level_imports()
+    for script in SCRIPTS:
+        importers = sorted(name for name, imported in graph.items()
+                           if script[:-3] in imported)
+        assert not importers, '{} is imported by {}'.format(script, importers)
+
+
+def find_cycle(graph):
+    """A list of modules that import each other in a circle, or None."""
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == 'done':
+            return None
+        if state.get(name) == 'open':
+            return path[path.index(name):] + [name]
+        state[name] = 'open'
+        for other in sorted(graph.get(name, ())):
+            cycle = visit(other, path + [name])
+            if cycle:
+                return cycle
+        state[name] = 'done'
+        return None
+
+    for name in sorted(graph):
+        cycle = visit(name, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_import_graph_has_no_cycle():
+    assert find_cycle(top_level_imports()) is None
+
+
+def test_the_cycle_check_finds_cycles():
+    assert find_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == ['a', 'b', 'c', 'a']
+    assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
+
+
+def test_common_does_not_import_tensorflow():
+    with open(os.path.join(ROOT, 'common.py')) as f:
+        tree = ast.parse(f.read())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {n for n in names if n and n.split('.')[0] in ('tensorflow', 'keras')}
