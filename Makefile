@@ -1,5 +1,7 @@
-# `make demo` trains on the built-in synthetic dataset, `make test` runs the
-# test suite. Both create the virtual environment in .venv first if needed.
+# `make demo` trains on the built-in synthetic dataset, `make test` lints and
+# runs the whole test suite, `make test-fast` leaves out the slow end-to-end
+# tests while developing. All create the virtual environment in .venv first
+# if needed.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -10,7 +12,7 @@ DEMO_ROOT ?= experiments/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast lint venv clean
 
 venv: $(STAMP)
 
@@ -56,8 +58,14 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	    --filename $(DEMO_ROOT)/eval_rerank.json --rerank
 	@echo "Best validation checkpoint: $$(cat $(DEMO_ROOT)/best.json | tr -d '\n ')"
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+test-fast: lint
+	$(BIN)/python -m pytest -q -m 'not slow' tests
 
 clean:
 	rm -rf $(VENV) data/demo data/demo.partial experiments

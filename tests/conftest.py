@@ -1,6 +1,12 @@
-"""Shared fixtures: the repository on sys.path and a tiny generated dataset."""
+"""Shared fixtures and helpers: the repository on sys.path, a tiny generated
+dataset, the tiny training command, and readers of what training leaves in
+an experiment root. Test modules import helpers from here, never from each
+other."""
 
+import logging
 import os
+import re
+import signal
 import sys
 
 import numpy as np
@@ -60,3 +66,84 @@ def tiny_dataset(tmp_path):
     """(csv path, image root) of an 8-identity, 5-images-each 32×16 dataset."""
     root = str(tmp_path / 'data')
     return make_dataset(root), root
+
+
+# Training runs and what they leave behind.
+###
+
+def base_args(root, csv_path, image_root, iterations=30, *extra):
+    return ['--experiment_root', root, '--train_set', csv_path, '--image_root', image_root,
+            '--model_name', 'tiny', '--head_name', 'fc1024', '--embedding_dim', '16',
+            '--batch_p', '4', '--batch_k', '4', '--net_input_height', '32',
+            '--net_input_width', '16', '--loading_threads', '2', '--seed', '3',
+            '--learning_rate', '1e-3', '--train_iterations', str(iterations),
+            '--checkpoint_frequency', '10'] + list(extra)
+
+
+def logged_iterations(root):
+    with open(os.path.join(root, 'train.log')) as f:
+        return [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
+            r'iter:\s*(\d+), loss min\|avg\|max: [\d.]+\|([\d.]+)\|', f.read())]
+
+
+def checkpoint_steps(root):
+    return sorted(int(m.group(1)) for name in os.listdir(root)
+                  for m in [re.match(r'checkpoint-(\d+)\.index$', name)] if m)
+
+
+class InterruptAt(logging.Handler):
+    """Sends this process a signal once the log reports iteration `step`."""
+
+    def __init__(self, step, signum):
+        super().__init__()
+        self.pattern = re.compile(r'iter:\s*{},'.format(step))
+        self.signum = signum
+
+    def emit(self, record):
+        if self.pattern.search(record.getMessage()):
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.fixture
+def interrupt_at():
+    handlers = []
+
+    def install(step, signum=signal.SIGINT):
+        handler = InterruptAt(step, signum)
+        logging.getLogger('train').addHandler(handler)
+        handlers.append(handler)
+    yield install
+    for handler in handlers:
+        logging.getLogger('train').removeHandler(handler)
+
+
+def validation_csvs(image_root):
+    """Query (each identity's first image) and gallery (the rest) CSVs of
+    six identities that training never sees."""
+    csv_path = make_dataset(image_root, num_ids=6, images_per_id=4, seed=11, folder='val')
+    rows = open(csv_path).read().splitlines()
+    query, gallery = os.path.join(image_root, 'q.csv'), os.path.join(image_root, 'g.csv')
+    with open(query, 'w') as f:
+        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 == 0)
+    with open(gallery, 'w') as f:
+        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 != 0)
+    return query, gallery
+
+
+def val_args(query, gallery, every):
+    return ['--val_query', query, '--val_gallery', gallery, '--val_excluder', 'market1501',
+            '--val_every', str(every)]
+
+
+def scalars(root, prefix):
+    """{tag: {step: value}} of the TensorBoard scalars under `prefix` in `root`."""
+    import tensorflow as tf
+    found = {}
+    for name in os.listdir(root):
+        if name.startswith('events.out'):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                for value in event.summary.value:
+                    if value.tag.startswith(prefix):
+                        found.setdefault(value.tag, {})[event.step] = float(
+                            tf.make_ndarray(value.tensor))
+    return found

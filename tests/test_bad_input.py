@@ -12,8 +12,7 @@ import pytest
 import common
 import embed
 import train
-from conftest import ROOT, write_image
-from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (fixture)
+from conftest import ROOT, base_args, checkpoint_steps, write_image
 
 
 def refuse(tmp_path, csv_path, image_root, match, *extra):

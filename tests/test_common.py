@@ -220,7 +220,8 @@ def test_augmentation_flips_and_crops(tmp_path):
 
 def test_too_few_identities(tiny_dataset):
     csv_path, root = tiny_dataset
-    with pytest.raises(common.UserError, match='8 identities but --batch_p is 9; lower --batch_p to at most 8'):
+    with pytest.raises(common.UserError,
+                       match='8 identities but --batch_p is 9; lower --batch_p to at most 8'):
         pk_batches(csv_path, root, batch_p=9)
 
 

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 import train
-from conftest import ROOT
-from test_train import base_args, checkpoint_steps, logged_iterations
-from test_validation import scalars, val_args, validation_csvs
+from conftest import (ROOT, base_args, checkpoint_steps, logged_iterations, scalars, val_args,
+                      validation_csvs)
 
 HELPER = os.path.join(ROOT, 'tests', 'distributed_helper.py')
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
@@ -25,6 +24,7 @@ def helper(*argv):
     return done
 
 
+@pytest.mark.slow
 def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
     result = json.loads(helper('gradients', 'global').stdout.strip().splitlines()[-1])
     assert result['loss_diff'] <= 1e-4 * result['loss_scale'], result
@@ -34,6 +34,7 @@ def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
     assert per_replica['loss_diff'] > 1e-2 * per_replica['loss_scale']
 
 
+@pytest.mark.slow
 def test_mirrored_training_run(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
@@ -70,6 +71,7 @@ def run_workers(argv):
     return errors
 
 
+@pytest.mark.slow
 def test_multi_worker_on_localhost_trains_and_resumes(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')

@@ -13,7 +13,7 @@ import embed
 import sampler
 import train
 from model import load_embedder
-from test_train import base_args
+from conftest import base_args
 
 
 @pytest.fixture(scope='module')

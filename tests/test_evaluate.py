@@ -148,8 +148,10 @@ def test_query_without_match_is_skipped():
 
 
 def test_excluders():
-    gallery = ['bounding_box_test/0001_c1s1_000001_00.jpg', 'bounding_box_test/0001_c2s1_000002_00.jpg',
-               'bounding_box_test/-1_c2s1_000003_00.jpg', 'bounding_box_test/0002_c1s2_000004_00.jpg']
+    gallery = ['bounding_box_test/0001_c1s1_000001_00.jpg',
+               'bounding_box_test/0001_c2s1_000002_00.jpg',
+               'bounding_box_test/-1_c2s1_000003_00.jpg',
+               'bounding_box_test/0002_c1s2_000004_00.jpg']
     query = ['query/0001_c1s1_000009_00.jpg', 'query/0002_c2s1_000010_00.jpg']
     mask = market1501.excluder(query, gallery)(np.arange(2))
     np.testing.assert_array_equal(mask, [[True, False, True, False], [False, False, True, False]])
@@ -157,7 +159,8 @@ def test_excluders():
     mask = duke.excluder(['0005_c2_f0000001.jpg'], duke_gallery)(np.arange(1))
     np.testing.assert_array_equal(mask, [[True, False, False]])
     names = np.array(['a.jpg', 'b.jpg'])
-    np.testing.assert_array_equal(diagonal.excluder(names, names)(np.arange(2)), np.eye(2, dtype=bool))
+    np.testing.assert_array_equal(diagonal.excluder(names, names)(np.arange(2)),
+                                  np.eye(2, dtype=bool))
     with pytest.raises(common.UserError, match='`weird.jpg` does not match the Market-1501'):
         market1501.excluder(['weird.jpg'], gallery)
 

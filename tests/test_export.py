@@ -13,7 +13,7 @@ import embed
 import export
 import train
 from model import build_model, load_body_weights
-from test_train import base_args
+from conftest import base_args
 
 
 @pytest.mark.parametrize('name, application, preprocess', [
@@ -94,6 +94,7 @@ def test_saved_model_gives_embed_py_embeddings(experiment):
         export.main(['--experiment_root', root, '--quiet'])
 
 
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime(experiment, tmp_path):
     import onnxruntime
     root, images, embeddings = experiment

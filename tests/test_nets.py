@@ -50,10 +50,10 @@ def test_resnet_follows_slim():
         assert layer(last + '_shortcut_subsample').strides == (2, 2)
     assert all(layer('block4_unit_{}_conv2'.format(u)).strides == (1, 1) for u in (1, 2, 3))
     assert layer('conv1_pad').padding == ((3, 3), (3, 3))
-    for bn in (l for l in body.layers if isinstance(l, keras.layers.BatchNormalization)):
+    for bn in (x for x in body.layers if isinstance(x, keras.layers.BatchNormalization)):
         assert bn.momentum == 0.9 and bn.epsilon == 1e-5 and bn.scale and bn.center
-    assert not any(getattr(l, 'use_bias', False) for l in body.layers
-                   if isinstance(l, keras.layers.Conv2D))
+    assert not any(getattr(x, 'use_bias', False) for x in body.layers
+                   if isinstance(x, keras.layers.Conv2D))
     # Output stride 32: block4 of a 256×128 input is 8×4.
     block4 = keras.Model(body.input, layer('block4_unit_3_out').output)
     assert block4(np.zeros((1, 256, 128, 3), np.float32)).shape == (1, 8, 4, 2048)
@@ -65,7 +65,7 @@ def test_resnet_follows_slim():
 
 def test_mobilenet_follows_slim():
     body = import_module('nets.mobilenet_v1_1_224').body()
-    for bn in (l for l in body.layers if isinstance(l, keras.layers.BatchNormalization)):
+    for bn in (x for x in body.layers if isinstance(x, keras.layers.BatchNormalization)):
         assert bn.momentum == 0.9 and bn.epsilon == 0.001
     assert body.get_layer('Conv2d_13_pointwise').filters == 1024
     strides = [body.get_layer('Conv2d_{}_depthwise'.format(i)).strides[0] for i in range(1, 14)]
@@ -74,11 +74,11 @@ def test_mobilenet_follows_slim():
 
 def test_tiny_is_exactly_four_blocks():
     body = import_module('nets.tiny').body()
-    convs = [l for l in body.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [x for x in body.layers if isinstance(x, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 1024]
     assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) and not c.use_bias
                for c in convs)
-    pools = [l for l in body.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    pools = [x for x in body.layers if isinstance(x, keras.layers.MaxPooling2D)]
     assert len(pools) == 4 and all(p.pool_size == (2, 2) for p in pools)
     scale = body.get_layer('scale')
     assert scale.scale == pytest.approx(1 / 255)

@@ -29,6 +29,7 @@ def assert_close(ours, reference):
         np.abs(ours - reference).max(), scale)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('net', SLIM_NETS)
 def test_full_checkpoint_equivalence(tmp_path, net):
     x = images()
@@ -40,6 +41,7 @@ def test_full_checkpoint_equivalence(tmp_path, net):
     assert_close(model(x, training=False)['emb'].numpy(), reference)
 
 
+@pytest.mark.slow
 def test_initial_checkpoint_loads_body_only(tmp_path):
     x = images()
     path = str(tmp_path / 'resnet_v1_50.ckpt')
@@ -51,6 +53,7 @@ def test_initial_checkpoint_loads_body_only(tmp_path):
     np.testing.assert_array_equal(model.get_layer('emb').kernel.numpy(), head_before)
 
 
+@pytest.mark.slow
 def test_wrong_net_is_reported_by_name(tmp_path):
     path = str(tmp_path / 'm.ckpt')
     build_and_save('mobilenet_v1_1_224', path, images(1), with_head=False)
@@ -104,6 +107,7 @@ def reference_embeddings(root, x):
             return session.run(out, {inputs: x})
 
 
+@pytest.mark.slow
 def test_embed_py_uses_original_experiment(original_experiment):
     root, csv_path, _, x = original_experiment
     assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet']) == 0
@@ -113,6 +117,7 @@ def test_embed_py_uses_original_experiment(original_experiment):
     assert_close(ours, reference_embeddings(root, x))
 
 
+@pytest.mark.slow
 def test_train_py_continues_original_experiment(original_experiment, tmp_path):
     source, _, _, _ = original_experiment
     root = str(tmp_path / 'continued')
@@ -129,6 +134,7 @@ def test_train_py_continues_original_experiment(original_experiment, tmp_path):
     assert isinstance(stored['seed'], int)
 
 
+@pytest.mark.slow
 def test_adam_slots_are_restored(original_experiment):
     import keras
     root, _, _, _ = original_experiment

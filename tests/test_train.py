@@ -1,7 +1,6 @@
 """End-to-end training on a tiny generated dataset: loss, checkpoints, resume, signals."""
 
 import json
-import logging
 import os
 import re
 import signal
@@ -16,57 +15,11 @@ import common
 import detailed_logs
 import train
 from model import build_model
-from conftest import ROOT
+from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
         'secs_per_iter', 'loss_distribution', 'embedding_dists', 'embedding_pos_dists',
         'embedding_neg_dists', 'embedding_lengths'}
-
-
-def base_args(root, csv_path, image_root, iterations=30, *extra):
-    return ['--experiment_root', root, '--train_set', csv_path, '--image_root', image_root,
-            '--model_name', 'tiny', '--head_name', 'fc1024', '--embedding_dim', '16',
-            '--batch_p', '4', '--batch_k', '4', '--net_input_height', '32',
-            '--net_input_width', '16', '--loading_threads', '2', '--seed', '3',
-            '--learning_rate', '1e-3', '--train_iterations', str(iterations),
-            '--checkpoint_frequency', '10'] + list(extra)
-
-
-def logged_iterations(root):
-    with open(os.path.join(root, 'train.log')) as f:
-        return [(int(m.group(1)), float(m.group(2))) for m in re.finditer(
-            r'iter:\s*(\d+), loss min\|avg\|max: [\d.]+\|([\d.]+)\|', f.read())]
-
-
-def checkpoint_steps(root):
-    return sorted(int(m.group(1)) for name in os.listdir(root)
-                  for m in [re.match(r'checkpoint-(\d+)\.index$', name)] if m)
-
-
-class InterruptAt(logging.Handler):
-    """Sends this process a signal once the log reports iteration `step`."""
-
-    def __init__(self, step, signum):
-        super().__init__()
-        self.pattern = re.compile(r'iter:\s*{},'.format(step))
-        self.signum = signum
-
-    def emit(self, record):
-        if self.pattern.search(record.getMessage()):
-            os.kill(os.getpid(), self.signum)
-
-
-@pytest.fixture
-def interrupt_at():
-    handlers = []
-
-    def install(step, signum=signal.SIGINT):
-        handler = InterruptAt(step, signum)
-        logging.getLogger('train').addHandler(handler)
-        handlers.append(handler)
-    yield install
-    for handler in handlers:
-        logging.getLogger('train').removeHandler(handler)
 
 
 def test_train_end_to_end(tmp_path, tiny_dataset):
@@ -230,6 +183,7 @@ def test_detailed_log_grows(tmp_path):
     np.testing.assert_array_equal(grown[3:], 0)
 
 
+@pytest.mark.slow
 def test_sigint_subprocess_checkpoints_and_exits_zero(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')

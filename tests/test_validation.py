@@ -12,39 +12,8 @@ import common
 import metrics
 import train
 from model import load_embedder, load_experiment
-from conftest import make_dataset
+from conftest import base_args, checkpoint_steps, scalars, val_args, validation_csvs
 from excluders import market1501
-from test_train import base_args, checkpoint_steps, interrupt_at  # noqa: F401 (a fixture)
-
-
-def validation_csvs(image_root):
-    """Query (each identity's first image) and gallery (the rest) CSVs of
-    six identities that training never sees."""
-    csv_path = make_dataset(image_root, num_ids=6, images_per_id=4, seed=11, folder='val')
-    rows = open(csv_path).read().splitlines()
-    query, gallery = os.path.join(image_root, 'q.csv'), os.path.join(image_root, 'g.csv')
-    with open(query, 'w') as f:
-        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 == 0)
-    with open(gallery, 'w') as f:
-        f.writelines(row + '\n' for i, row in enumerate(rows) if i % 4 != 0)
-    return query, gallery
-
-
-def val_args(query, gallery, every):
-    return ['--val_query', query, '--val_gallery', gallery, '--val_excluder', 'market1501',
-            '--val_every', str(every)]
-
-
-def scalars(root, prefix):
-    found = {}
-    for name in os.listdir(root):
-        if name.startswith('events.out'):
-            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
-                for value in event.summary.value:
-                    if value.tag.startswith(prefix):
-                        found.setdefault(value.tag, {})[event.step] = float(
-                            tf.make_ndarray(value.tensor))
-    return found
 
 
 def final_weights(root):
