@@ -125,6 +125,7 @@ def given_arguments(parser, argv):
     Parses `argv` a second time with every default suppressed, so what remains
     in the namespace is exactly what was typed.
     """
+    # argparse keeps its actions in a private list (docs/private_apis.md).
     saved = [(action, action.default) for action in parser._actions]
     try:
         for action, _ in saved:

@@ -17,6 +17,7 @@ import common
 def synchronize_batch_norm(model):
     """Makes every batch-norm layer use the statistics of the whole global
     batch, so that a distributed step computes what one device would."""
+    # Private Keras API (docs/private_apis.md): the layers of the nested body too.
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True

@@ -137,6 +137,7 @@ def _is_training_state(name):
 def optimizer_map(model_map, optimizer):
     """Maps the TF1 Adam slots `<var>/Adam` and `<var>/Adam_1` onto a built
     Keras Adam optimizer's momentums and velocities."""
+    # Keras 3's slot attributes are private (docs/private_apis.md).
     optimizer = getattr(optimizer, 'inner_optimizer', optimizer)  # Loss scaling wraps Adam.
     mapping = {}
     for name, var in model_map.items():
