@@ -5,7 +5,7 @@ Each setting runs the whole evaluate.py command in a fresh process, on
 synthetic 128-D embeddings laid over the real Market-1501 file lists (3368
 queries × 19732 gallery images, junk and distractors included; see
 bench.evaluate), and reports the child's wall time and peak resident
-memory. The issue's bound is 4 GiB; the authors' dense code would hold
+memory. The budget is 4 GiB; the authors' dense code would hold
 several 23100 × 23100 matrices (2 GiB each in float32).
 
     .venv/bin/python -m bench.rerank [--reference DIR] [--json FILE]
