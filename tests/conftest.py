@@ -18,6 +18,13 @@ if ROOT not in sys.path:
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
+def write_file(path, content, mode='w'):
+    """Writes `content` (text, or bytes with mode 'wb') to `path`; returns the path as a string."""
+    with open(path, mode) as f:
+        f.write(content)
+    return str(path)
+
+
 def write_image(path, array):
     """Writes a uint8 (H, W, C) array as JPEG or PNG, chosen by the file name."""
     import tensorflow as tf

@@ -1,0 +1,174 @@
+"""Image decoding and the P×K sampler, eagerly and inside `Dataset.map`."""
+
+import collections
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common
+import sampler
+from conftest import make_dataset, write_file, write_image
+
+
+# Image decoding.
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    made = {
+        'rgb.jpg': rng.integers(0, 255, (20, 10, 3), dtype=np.uint8),
+        'rgb.png': rng.integers(0, 255, (20, 10, 3), dtype=np.uint8),
+        'gray.png': rng.integers(0, 255, (20, 10, 1), dtype=np.uint8),
+        'gray.jpg': rng.integers(0, 255, (20, 10, 1), dtype=np.uint8),
+        'rgba.png': rng.integers(0, 255, (20, 10, 4), dtype=np.uint8),
+        'png_named.jpg': rng.integers(0, 255, (20, 10, 3), dtype=np.uint8),
+    }
+    for name, array in made.items():
+        if name == 'png_named.jpg':
+            with open(tmp_path / name, 'wb') as f:
+                f.write(tf.io.encode_png(array).numpy())
+        else:
+            write_image(str(tmp_path / name), array)
+    return str(tmp_path), made
+
+
+def test_fid_to_image_eager_and_in_dataset_map(images):
+    root, made = images
+    names = sorted(made)
+    eager = [sampler.fid_to_image(tf.constant(n), root, (8, 4)).numpy() for n in names]
+    mapped = list(tf.data.Dataset.from_tensor_slices(names).map(
+        lambda f: sampler.fid_to_image(f, root, (8, 4))).as_numpy_iterator())
+    for name, a, b in zip(names, eager, mapped):
+        assert a.shape == (8, 4, 3) and a.dtype == np.float32, name
+        np.testing.assert_array_equal(a, b)
+        assert 0 <= a.min() and a.max() <= 255
+    # Lossless files keep their exact colours, grayscale is replicated, alpha dropped.
+    full = {n: sampler.fid_to_image(tf.constant(n), root, (20, 10)).numpy() for n in names}
+    np.testing.assert_allclose(full['rgb.png'], made['rgb.png'], atol=1e-3)
+    np.testing.assert_allclose(full['png_named.jpg'], made['png_named.jpg'], atol=1e-3)
+    np.testing.assert_allclose(full['gray.png'], np.repeat(made['gray.png'], 3, -1), atol=1e-3)
+    np.testing.assert_allclose(full['rgba.png'], made['rgba.png'][..., :3], atol=1e-3)
+
+
+# The P×K sampler.
+
+def take(dataset, n):
+    return [tuple(t.numpy() for t in batch) for batch in dataset.take(n)]
+
+
+def pk_batches(csv_path, root, **kwargs):
+    pids, fids = common.load_dataset(csv_path, root)
+    options = dict(batch_p=3, batch_k=4, net_input_size=(16, 8), seed=7, loading_threads=2)
+    options.update(kwargs)
+    return sampler.pk_dataset(pids, fids, root, **options), pids, fids
+
+
+def test_pk_batches_structure(tmp_path):
+    root = str(tmp_path)
+    csv_path = make_dataset(root, num_ids=7, images_per_id=6, size=(16, 8), single_image_ids=1)
+    dataset, pids, fids = pk_batches(csv_path, root, batch_p=3, batch_k=4)
+    pid_of = dict(zip(fids, pids))
+    batches = take(dataset, 12)
+    epoch_pids = []
+    for images, batch_fids, batch_pids, labels in batches:
+        assert images.shape == (12, 16, 8, 3) and images.dtype == np.float32
+        groups = batch_pids.reshape(3, 4)
+        assert (groups == groups[:, :1]).all(), 'each group of K shares one identity'
+        assert len(set(groups[:, 0])) == 3, 'P different identities'
+        for fid, pid, label in zip(batch_fids, batch_pids, labels):
+            assert pid_of[fid.decode()] == pid.decode()
+            assert np.unique(pids)[label] == pid.decode()
+        for group_fids in batch_fids.reshape(3, 4):
+            if pid_of[group_fids[0].decode()] != '0007':
+                assert len(set(group_fids)) == 4, 'without replacement when >= K images'
+        epoch_pids.extend(groups[:, 0])
+    # 7 identities, P=3: each epoch uses 6 distinct identities, then reshuffles.
+    for start in range(0, len(epoch_pids), 6):
+        assert len(set(epoch_pids[start:start + 6])) == 6
+
+
+def test_padded_sampling_is_balanced(tmp_path):
+    root = str(tmp_path)
+    rows = []
+    for pid in ('0001', '0002'):
+        for j in range(3):
+            fid = '{}_{}.png'.format(pid, j)
+            write_image(os.path.join(root, fid), np.full((4, 4, 3), 10 * j, np.uint8))
+            rows.append('{},{}\n'.format(pid, fid))
+    csv_path = write_file(os.path.join(root, 'x.csv'), ''.join(rows))
+    dataset, _, _ = pk_batches(csv_path, root, batch_p=2, batch_k=4, net_input_size=(4, 4))
+    total = collections.Counter()
+    for _, batch_fids, _, _ in take(dataset, 150):
+        for group in batch_fids.reshape(2, 4):
+            # 4 draws from 3 images padded to 6 entries: no image more than twice.
+            assert max(collections.Counter(group).values()) <= 2
+            total.update(group)
+    # Every image equally likely: 150 batches * 4 draws / 3 images = 200 each.
+    assert len(total) == 6 and all(150 < n < 250 for n in total.values())
+
+
+def test_same_seed_same_batches_and_exact_resume(tiny_dataset):
+    csv_path, root = tiny_dataset
+    options = dict(flip_augment=True, crop_augment=True, pre_crop_size=(20, 10))
+    first = take(pk_batches(csv_path, root, **options)[0], 6)
+    again = take(pk_batches(csv_path, root, loading_threads=1, **options)[0], 6)
+    other = take(pk_batches(csv_path, root, seed=8, **options)[0], 6)
+    resumed = take(pk_batches(csv_path, root, start_step=4, **options)[0], 2)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert any((a[1] != b[1]).any() for a, b in zip(first, other))
+    for a, b in zip(first[4:], resumed):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_augmentation_flips_and_crops(tmp_path):
+    root = str(tmp_path)
+    rows = []
+    gradient = np.tile(np.arange(0, 240, 30, dtype=np.uint8)[None, :, None], (8, 1, 3))
+    for pid in ('0001', '0002'):
+        for j in range(2):
+            fid = '{}_{}.png'.format(pid, j)
+            write_image(os.path.join(root, fid), gradient)
+            rows.append('{},{}\n'.format(pid, fid))
+    csv_path = write_file(os.path.join(root, 'x.csv'), ''.join(rows))
+    plain = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8))[0], 1)
+    flipped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8),
+                           flip_augment=True)[0], 10)
+    cropped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(6, 6),
+                           pre_crop_size=(8, 8), crop_augment=True)[0], 1)
+    np.testing.assert_allclose(plain[0][0][0], gradient, atol=1e-3)
+    images = np.concatenate([b[0] for b in flipped])
+    is_flipped = [np.allclose(im, gradient[:, ::-1]) for im in images]
+    assert any(is_flipped) and not all(is_flipped)
+    assert all(np.allclose(im, gradient) for im, f in zip(images, is_flipped) if not f)
+    assert cropped[0][0].shape == (4, 6, 6, 3)
+
+
+def test_too_few_identities(tiny_dataset):
+    csv_path, root = tiny_dataset
+    with pytest.raises(common.UserError,
+                       match='8 identities but --batch_p is 9; lower --batch_p to at most 8'):
+        pk_batches(csv_path, root, batch_p=9)
+
+
+def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
+    csv_path, root = tiny_dataset
+    options = dict(batch_p=4, batch_k=2, flip_augment=True, crop_augment=True,
+                   pre_crop_size=(20, 10), start_step=3)
+    full = take(pk_batches(csv_path, root, **options)[0], 3)
+    shards = [take(pk_batches(csv_path, root, num_shards=2, shard_index=i, **options)[0], 3)
+              for i in range(2)]
+    pieces = take(pk_batches(csv_path, root, splits=2, **options)[0], 6)
+    for step in range(3):
+        for part in range(4):  # images, fids, pids, labels
+            np.testing.assert_array_equal(
+                full[step][part], np.concatenate([shards[0][step][part], shards[1][step][part]]))
+            np.testing.assert_array_equal(
+                full[step][part], np.concatenate([pieces[2 * step][part],
+                                                  pieces[2 * step + 1][part]]))
+    with pytest.raises(common.UserError, match='cannot be split evenly into 3 replicas'):
+        pk_batches(csv_path, root, batch_p=4, num_shards=3)
