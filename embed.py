@@ -133,7 +133,7 @@ def main(argv=None):
     # Data: every image with all its augmented versions, in CSV order.
     _, fids = common.load_dataset(args.dataset, image_root)
     sampler.decodable_mask(fids, image_root, False, args.loading_threads,
-                            remedy='or drop their rows from the CSV')
+                           remedy='or drop their rows from the CSV')
     names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
     dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
                                     args.flip_augment, args.crop_augment, args.batch_size,

@@ -140,8 +140,8 @@ def main(argv=None):
 
     # Evaluation.
     result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids,
-                      gallery_embs, excluder, args.metric, args.batch_size, args.use_market_ap,
-                      distances)
+                              gallery_embs, excluder, args.metric, args.batch_size,
+                              args.use_market_ap, distances)
     if result['skipped']:
         print('WARNING: {} queries have no valid match in the gallery and are excluded from '
               'the mAP, for example {}.'.format(len(result['skipped']),

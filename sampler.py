@@ -66,7 +66,7 @@ def find_undecodable_images(fids, image_root, loading_threads=8):
 
 
 def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
-                     remedy='or pass --skip_corrupt_images to train without them'):
+                   remedy='or pass --skip_corrupt_images to train without them'):
     """Refuses undecodable images, or, when `skip`, leaves them out with a warning.
 
     `remedy` ends the error message, after "Replace or remove them, ".

@@ -131,7 +131,7 @@ def restore(path, mapping, strict=True, what='the model'):
 
 def _is_training_state(name):
     return (name.endswith(('/Adam', '/Adam_1')) or name in ('global_step', 'beta1_power',
-                                                             'beta2_power'))
+                                                            'beta2_power'))
 
 
 def optimizer_map(model_map, optimizer):

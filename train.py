@@ -426,7 +426,7 @@ def main(argv=None):
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
     keep = sampler.decodable_mask(fids, args.image_root, args.skip_corrupt_images,
-                                   args.loading_threads, log)
+                                  args.loading_threads, log)
     pids, fids = pids[keep], fids[keep]
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)

@@ -33,15 +33,15 @@ def make_validation(args):
     excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
     fids = np.concatenate([q_fids, g_fids])
     sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
-                            remedy='or drop their rows from the validation CSVs')
+                           remedy='or drop their rows from the validation CSVs')
     batches = sampler.image_batches(fids, args.image_root,
-                                  (args.net_input_height, args.net_input_width),
-                                  loading_threads=args.loading_threads)
+                                    (args.net_input_height, args.net_input_width),
+                                    loading_threads=args.loading_threads)
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
         result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
-                                   embs[len(q_fids):], excluder, args.metric)
+                                  embs[len(q_fids):], excluder, args.metric)
         cmc = result['CMC']
         return {'mAP': result['mAP'], 'top1': metrics.cmc_at(cmc, 1),
                 'top5': metrics.cmc_at(cmc, 5)}

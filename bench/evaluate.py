@@ -67,7 +67,7 @@ def bench_evaluation(reference, repeats):
         def run():
             excluder = market1501.excluder(q_fids, g_fids)
             return metrics.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs, excluder,
-                                     'euclidean', 256, market_ap)
+                                    'euclidean', 256, market_ap)
         seconds, result = time_it(run, repeats)
         rows.append({'task': 'evaluate, {} AP'.format('Market' if market_ap else 'sklearn'),
                      'size': '{}×{}'.format(len(q_pids), len(g_pids)),

@@ -238,7 +238,7 @@ def main():
     print('matrix multiply (float32, best of 5 in each process): {} GFLOP/s'.format(
         ', '.join(sorted({str(r['matmul_gflops_per_s']) for r in net_rows}))))
     print('\n{:<10} {:>16} {:>9} {:>9}'.format('pipeline', 'loading_threads', 'images/s',
-                                              'peak MiB'))
+                                               'peak MiB'))
     for r in pipeline_rows:
         print('{:<10} {:>16} {:>9} {:>9}'.format(r['setting'], r['loading_threads'],
                                                  r['images_per_s'], r['peak_mib']))

@@ -37,7 +37,7 @@ def resnet_body(images, name):
     x = images - tf.constant([123.68, 116.78, 103.94], shape=(1, 1, 1, 3))
     with s.arg_scope(resnet_v1.resnet_arg_scope(batch_norm_decay=0.9, weight_decay=0.0)):
         _, endpoints = getattr(resnet_v1, name)(x, num_classes=None, is_training=False,
-                                                 global_pool=True)
+                                                global_pool=True)
     return tf.reduce_mean(endpoints[name + '/block4'], [1, 2])
 
 

@@ -88,7 +88,7 @@ def test_matches_reference_loop(market, metric, quantize):
                                            for f in q_fids[keep]], q_emb[keep]
     mask = market1501.excluder(q_fids, g_fids)
     got = metrics.evaluate(q_pids, np.array(q_fids), q_emb, g_pids, g_fids, g_emb, mask,
-                            metric, batch_size=7, use_market_ap=market)
+                           metric, batch_size=7, use_market_ap=market)
     dists = metrics.pairwise_distances(q_emb, g_emb, metric)
     m_ap, cmc, aps = reference(q_pids, q_fids, g_pids, g_fids, dists, mask, market)
     assert got['mAP'] == pytest.approx(m_ap, abs=1e-6)
@@ -117,7 +117,7 @@ def test_hand_computed_case():
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert sk['CMC'] == [0, 1, 1, 1]
     mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
-                           use_market_ap=True)
+                          use_market_ap=True)
     # Trapezoids: (1/2 + 0/1)/2 and (2/4 + 1/3)/2, each weighted by recall 1/2.
     assert mk['mAP'] == pytest.approx(0.5 * (0.25 + (0.5 + 1 / 3) / 2))
 
@@ -131,7 +131,7 @@ def test_tied_distances():
     sk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 3) / 2)
     mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
-                           use_market_ap=True)
+                          use_market_ap=True)
     # Stable order: b (miss), a (hit at rank 1), a (hit at rank 2).
     assert mk['mAP'] == pytest.approx(0.5 * ((1 / 2 + 0) / 2 + (2 / 3 + 1 / 2) / 2))
     assert sk['CMC'] == [0, 1, 1]
@@ -142,7 +142,7 @@ def test_query_without_match_is_skipped():
     g = np.array([[1], [2]], np.float32)
     none = lambda idx: np.zeros((len(idx), 2), bool)
     out = metrics.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), q,
-                            np.array(['a', 'b']), np.array(['ga', 'gb']), g, none)
+                           np.array(['a', 'b']), np.array(['ga', 'gb']), g, none)
     assert out['skipped'] == ['qz'] and out['aps'] == [1.0]
     assert out['CMC'] == [0.5, 0.5]
 
@@ -238,7 +238,7 @@ def test_cli_rerank_and_plot(tmp_path, capsys):
     # The re-ranked mAP is the one of evaluate() with the reranker.
     excluder = market1501.excluder(q_fids, g_fids)
     expected = metrics.evaluate(q_pids, q_fids, q_emb, g_pids, g_fids, g_emb, excluder,
-                                 distances=rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3))
+                                distances=rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3))
     assert result['mAP'] == pytest.approx(expected['mAP'])
 
     with pytest.raises(SystemExit):

@@ -90,5 +90,5 @@ def test_rerank_improves_a_noisy_ranking():
     excluder = diagonal.excluder(q_fids, g_fids)
     plain = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder)
     reranked = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder,
-                                 distances=rerank.reranker(q, g, 'euclidean'))
+                                distances=rerank.reranker(q, g, 'euclidean'))
     assert reranked['mAP'] > plain['mAP'] + 0.02

@@ -137,9 +137,9 @@ def test_augmentation_flips_and_crops(tmp_path):
     csv_path = write_file(os.path.join(root, 'x.csv'), ''.join(rows))
     plain = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8))[0], 1)
     flipped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(8, 8),
-                           flip_augment=True)[0], 10)
+                              flip_augment=True)[0], 10)
     cropped = take(pk_batches(csv_path, root, batch_p=2, batch_k=2, net_input_size=(6, 6),
-                           pre_crop_size=(8, 8), crop_augment=True)[0], 1)
+                              pre_crop_size=(8, 8), crop_augment=True)[0], 1)
     np.testing.assert_allclose(plain[0][0][0], gradient, atol=1e-3)
     images = np.concatenate([b[0] for b in flipped])
     is_flipped = [np.allclose(im, gradient[:, ::-1]) for im in images]
