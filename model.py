@@ -9,6 +9,7 @@ that imports `tf1_checkpoint`.
 """
 
 import json
+import logging
 import os
 from importlib import import_module
 
@@ -21,7 +22,8 @@ import tf1_checkpoint
 from common import UserError
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES
-from tf1_checkpoint import is_tf1_checkpoint
+
+log = logging.getLogger('model')
 
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off'):
@@ -78,7 +80,7 @@ def load_body_weights(model_name, body, path):
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
         raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
                         'prefix.'.format(path))
-    if is_tf1_checkpoint(path):
+    if tf1_checkpoint.is_tf1_checkpoint(path):
         tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
                                what='the body of `{}`'.format(body.name))
         return
@@ -153,7 +155,8 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     A checkpoint of the TF1 original is read by variable name into `model`
     and `body`, and, when given, the Adam slots of `optimizer` and `step`.
     A TF2 checkpoint is restored by object; without an optimizer only the
-    model is wanted and the rest of the checkpoint is left unread.
+    model is wanted and the rest of the checkpoint is left unread. Says in
+    the log which of the two it is.
 
     Args:
         path (str): The checkpoint prefix.
@@ -163,9 +166,12 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     Raises:
         UserError when the checkpoint does not fit the model.
     """
-    if is_tf1_checkpoint(path):
+    if tf1_checkpoint.is_tf1_checkpoint(path):
+        log.info('Continuing the TF1 experiment from its checkpoint %s (%s, by variable name).',
+                 path, 'model' if optimizer is None else 'model, Adam slots and global step')
         tf1_checkpoint.restore_experiment(path, model, body, optimizer, step)
         return
+    log.info('Restoring from checkpoint: %s', path)
     try:
         status = checkpoint.restore(path)
         if optimizer is None:

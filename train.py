@@ -25,8 +25,8 @@ import sampler
 import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-from model import (build_model, inference_function, is_tf1_checkpoint, load_body_weights,
-                   read_args, restore)
+from model import (build_model, inference_function, load_body_weights, read_args,
+                   restore)
 from nets import NET_CHOICES
 from uninterrupt import Uninterrupt
 
@@ -489,11 +489,6 @@ def main(argv=None):
             tf.io.gfile.rmtree(checkpoint_dir)
 
     if latest:
-        if is_tf1_checkpoint(latest):
-            log.info('Continuing the TF1 experiment from its checkpoint %s (model, Adam slots '
-                     'and global step, by variable name).', latest)
-        else:
-            log.info('Restoring from checkpoint: %s', latest)
         restore(latest, checkpoint, model, body, optimizer, step,
                 what='the model {} + {} with embedding_dim {}'.format(
                     args.model_name, args.head_name, args.embedding_dim))
