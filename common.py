@@ -164,6 +164,23 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + '\n')
 
 
+def read_json(path, remedy):
+    """The JSON object (a dict) that this project wrote to `path`.
+
+    Raises:
+        UserError saying the file is corrupt, ending with `remedy`, when it
+        is not valid JSON, not UTF-8, or not a JSON object.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            value = json.load(f)
+        if not isinstance(value, dict):
+            raise ValueError('not a JSON object')
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError('`{}` is corrupt ({}); {}.'.format(path, e, remedy))
+    return value
+
+
 # Dataset handling
 ###
 

@@ -5,7 +5,6 @@ beside it (lbtoolbox's format), so that the embeddings, losses and file names
 of every step can be read back with `np.memmap` for analysis.
 """
 
-import json
 import os
 
 import numpy as np
@@ -20,8 +19,11 @@ def create_or_resize_dat(basename, dtype, shape):
     dtype = np.dtype(dtype)
     shape = tuple(shape)
     if os.path.isfile(basename + '.json') and os.path.isfile(basename):
-        with open(basename + '.json') as f:
-            old = json.load(f)
+        remedy = 'delete `{}` and its .json to start the detailed log afresh'.format(basename)
+        old = common.read_json(basename + '.json', remedy)
+        if not isinstance(old.get('shape'), list) or not isinstance(old.get('dtype'), str):
+            raise common.UserError('`{}.json` is corrupt (no `shape` list and `dtype` string); '
+                                   '{}.'.format(basename, remedy))
         old_shape = tuple(old['shape'])
         if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
             raise common.UserError('the detailed log `{}` has shape {} and dtype {}, which '

@@ -8,7 +8,6 @@ function that embed.py, validation and export use. This is the only module
 that imports `tf1_checkpoint`.
 """
 
-import json
 import logging
 import os
 from importlib import import_module
@@ -19,7 +18,7 @@ import tensorflow as tf
 
 import sampler
 import tf1_checkpoint
-from common import UserError
+from common import UserError, read_json
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES
 
@@ -109,14 +108,7 @@ def read_args(experiment_root):
     args_file = os.path.join(experiment_root, 'args.json')
     if not os.path.isfile(args_file):
         return None
-    try:
-        with open(args_file) as f:
-            stored = json.load(f)
-        if not isinstance(stored, dict):
-            raise ValueError('not a JSON object')
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError('`{}` is corrupt ({}); fix it or start a new experiment '
-                        'root.'.format(args_file, e))
+    stored = read_json(args_file, 'fix it or start a new experiment root')
     for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES)):
         if key in stored and stored[key] not in choices:
             raise UserError('`{}` names {} `{}`, which does not exist; choose one of '

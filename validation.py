@@ -4,7 +4,6 @@ train.py's --val_query, --val_gallery and --val_excluder; the best score so
 far is recorded in the experiment root's best.json.
 """
 
-import json
 import os
 from importlib import import_module
 
@@ -53,9 +52,4 @@ def read_best(experiment_root):
     path = os.path.join(experiment_root, 'best.json')
     if not os.path.isfile(path):
         return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as e:
-        raise common.UserError('`{}` is corrupt ({}); delete it to start the record of the '
-                               'best checkpoint afresh.'.format(path, e))
+    return common.read_json(path, 'delete it to start the record of the best checkpoint afresh')

@@ -91,6 +91,14 @@ def test_argument_types(tmp_path):
         common.writeable_directory(file_path)
 
 
+@pytest.mark.parametrize('content', ['{"a": 1', '[1, 2]', b'{"a": "\xff"}'])
+def test_read_json_refuses_damaged_files(tmp_path, content):
+    path = write_file(tmp_path / 'x.json', content, 'wb' if isinstance(content, bytes) else 'w')
+    with pytest.raises(common.UserError, match=r'x\.json` is corrupt \(.*\); start over\.'):
+        common.read_json(path, 'start over')
+    assert common.read_json(write_file(tmp_path / 'y.json', '{"a": [1]}'), 'x') == {'a': [1]}
+
+
 def test_given_arguments():
     parser = argparse.ArgumentParser()
     parser.add_argument('--a', default=1, type=int)

@@ -183,6 +183,16 @@ def test_detailed_log_grows(tmp_path):
     np.testing.assert_array_equal(grown[3:], 0)
 
 
+@pytest.mark.parametrize('description', ['{"shape": [3, 2', '[3, 2]', '{"dtype": "<f4"}'])
+def test_damaged_detailed_log_description_is_refused(tmp_path, description):
+    base = str(tmp_path / 'losses')
+    detailed_logs.create_or_resize_dat(base, np.float32, (3, 2)).flush()
+    with open(base + '.json', 'w') as f:
+        f.write(description)
+    with pytest.raises(common.UserError, match=r'losses\.json` is corrupt .*start the detailed'):
+        detailed_logs.create_or_resize_dat(base, np.float32, (5, 2))
+
+
 @pytest.mark.slow
 def test_sigint_subprocess_checkpoints_and_exits_zero(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
