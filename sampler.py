@@ -103,8 +103,14 @@ def check_enough_identities(pids, batch_p, source='the training set'):
                         '{}.'.format(source, num_pids, batch_p, num_pids))
 
 
-def _stream_seed(seed, stream, index):
-    """A stateless-RNG seed of shape (2,) for element `index` of the random stream `stream`."""
+def stream_seed(seed, stream, index):
+    """A stateless-RNG seed of shape (2,) for element `index` of the random stream `stream`.
+
+    The streams are numbered once for the whole project, so that no two random
+    choices share one: 0 the epochs' identity order, 1 the K images of an
+    identity, 2 flips, 3 crops (all here), 4 the draws of a loss at a training
+    step (train.py).
+    """
     base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
@@ -168,7 +174,7 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
 
     def epoch_identities(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_pids, dtype=tf.int64), seed=_stream_seed(seed, 0, epoch))
+            tf.range(num_pids, dtype=tf.int64), seed=stream_seed(seed, 0, epoch))
         return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
 
     def sample_k_fids(pid, position):
@@ -178,7 +184,7 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         padded_count = (batch_k + count - 1) // count * count
         padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
         chosen = tf.random.experimental.stateless_shuffle(
-            padded, seed=_stream_seed(seed, 1, position))[:batch_k]
+            padded, seed=stream_seed(seed, 1, position))[:batch_k]
         return tf.data.Dataset.from_tensor_slices((
             tf.gather(by_pid, start + chosen),
             position * batch_k + tf.range(batch_k, dtype=tf.int64)))
@@ -190,10 +196,10 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         image = fid_to_image(fid, image_root, image_size)
         if flip_augment:
             image = tf.image.stateless_random_flip_left_right(
-                image, seed=_stream_seed(seed, 2, image_position))
+                image, seed=stream_seed(seed, 2, image_position))
         if crop_augment:
             image = tf.image.stateless_random_crop(
-                image, tuple(net_input_size) + (3,), seed=_stream_seed(seed, 3, image_position))
+                image, tuple(net_input_size) + (3,), seed=stream_seed(seed, 3, image_position))
         return image, fid, tf.gather(pids_t, file_index), tf.gather(labels_t, file_index)
 
     identities = tf.data.Dataset.zip(
