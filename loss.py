@@ -1,4 +1,15 @@
-"""Distances and the batch-hard triplet loss of arxiv.org/abs/1703.07737.
+"""Distances and the triplet losses of arxiv.org/abs/1703.07737 and after.
+
+Every loss in `LOSS_CHOICES` is a function
+
+    loss(dists, pids, margin, anchors=None, seed=None) -> (A,) losses
+
+of the (A, B) distances from A anchors to the B entries of the batch, the
+(B,) identities, the margin (see `apply_margin`), the anchors' positions in
+the batch (None: every entry is an anchor, A = B) and the step's stateless
+seed of shape (2,) for losses that draw at random. The batch's loss is the
+sum of the returned values over all anchors of the batch divided by their
+number, also when a `tf.distribute` step splits the anchors over replicas.
 
 Everything here is vectorised over the whole batch (no `map_fn`, no Python
 loops) and works for float16, bfloat16, float32 and float64 inputs.
@@ -92,7 +103,7 @@ def identity_masks(pids, anchors=None):
         tf.logical_not(same_identity)
 
 
-def batch_hard(dists, pids, margin, batch_precision_at_k=None, anchors=None):
+def batch_hard(dists, pids, margin, batch_precision_at_k=None, anchors=None, seed=None):
     """The batch-hard triplet loss: each anchor's furthest positive and closest negative.
 
     Args:
@@ -105,6 +116,7 @@ def batch_hard(dists, pids, margin, batch_precision_at_k=None, anchors=None):
         anchors: (A,) int32 positions of the anchors within the batch, or None
             when every entry is an anchor. With several replicas, each one
             mines its own anchors against the whole gathered batch.
+        seed: Unused; batch-hard draws nothing.
 
     Returns:
         Without `batch_precision_at_k`: the (A,) per-anchor losses. With it, a
@@ -128,6 +140,186 @@ def batch_hard(dists, pids, margin, batch_precision_at_k=None, anchors=None):
         return losses
     return (losses,) + batch_monitoring(dists, same_identity_mask, positive_mask,
                                         negative_mask, batch_precision_at_k)
+
+
+def replica_sum(value):
+    """`value` summed over the replicas of a `tf.distribute` step; `value` itself
+    outside one or with a single replica."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def _batch_all(dists, pids, margin, anchors, nonzero):
+    """Every valid triplet of the batch, averaged over all of them or over the
+    non-zero ones, as per-anchor shares of that average.
+
+    Returns:
+        (A,) values: each anchor's summed triplet terms times the number of
+        anchors over the number of counted terms, both taken over all
+        replicas, so that their mean over the anchors is the batch's average.
+    """
+    _, positive_mask, negative_mask = identity_masks(pids, anchors)
+    # (A, B, B): anchor, positive, negative.
+    valid = tf.logical_and(positive_mask[:, :, None], negative_mask[:, None, :])
+    terms = tf.where(valid, apply_margin(dists[:, :, None] - dists[:, None, :], margin),
+                     tf.zeros([], dists.dtype))
+    counted = tf.logical_and(valid, terms > 0) if nonzero else valid
+    count = tf.stop_gradient(replica_sum(tf.reduce_sum(tf.cast(counted, dists.dtype))))
+    num_anchors = replica_sum(tf.cast(tf.shape(dists)[0], dists.dtype))
+    return tf.reduce_sum(terms, axis=[1, 2]) * num_anchors / tf.maximum(count, 1)
+
+
+def batch_all(dists, pids, margin, anchors=None, seed=None):
+    """The batch-all loss averaged over its non-zero terms only (the paper's BA≠0).
+
+    Every (anchor, positive, negative) triplet of the batch contributes
+    `apply_margin(d(a, p) - d(a, n))`; their sum is divided by the number of
+    terms that are not zero, so that the many triplets a hinge margin already
+    satisfies do not dilute the rest. The soft margin and 'none' have no zero
+    terms, so with them this equals `batch_all_mean`.
+
+    Args:
+        dists: (A, B) distances from the anchors to the batch entries.
+        pids: (B,) identities of the batch entries.
+        margin: a number, 'soft' or 'none', see `apply_margin`.
+        anchors: (A,) int32 positions of the anchors, or None for all.
+        seed: Unused.
+
+    Returns:
+        (A,) per-anchor shares whose mean over all anchors is the loss.
+    """
+    with tf.name_scope('batch_all'):
+        return _batch_all(dists, pids, margin, anchors, nonzero=isinstance(margin, numbers.Real))
+
+
+def batch_all_mean(dists, pids, margin, anchors=None, seed=None):
+    """The batch-all loss averaged over every valid triplet (the paper's BA).
+
+    Arguments and return value as `batch_all`.
+    """
+    with tf.name_scope('batch_all_mean'):
+        return _batch_all(dists, pids, margin, anchors, nonzero=False)
+
+
+def sampling_noise(seed, batch_size, anchors=None, dtype=tf.float32):
+    """Gumbel noise for `batch_sample`: (2, A, B), for the positive and the negative.
+
+    The noise of anchor `a` depends on the seed and on `a`'s position in the
+    whole batch only, so a replica that holds some of the anchors draws what a
+    single device would draw for them.
+    """
+    uniform = tf.random.stateless_uniform([2, batch_size, batch_size], seed,
+                                          minval=1e-20, maxval=1.0, dtype=tf.float32)
+    noise = -tf.math.log(-tf.math.log(uniform))
+    if anchors is not None:
+        noise = tf.gather(noise, anchors, axis=1)
+    return tf.cast(noise, dtype)
+
+
+def gumbel_argmax(logits, mask, noise):
+    """Draws one column per row from softmax(logits) restricted to `mask`.
+
+    The Gumbel-max trick: the argmax of logits plus Gumbel noise is a draw
+    from the softmax of the logits.
+
+    Args:
+        logits, noise: (A, B) floats.
+        mask: (A, B) booleans, the candidates of each row.
+
+    Returns:
+        (A,) int32 column indices (0 for a row without candidates).
+    """
+    scores = tf.where(mask, logits + noise, tf.fill(tf.shape(logits), tf.constant(
+        float('-inf'), logits.dtype)))
+    return tf.argmax(scores, axis=1, output_type=tf.int32)
+
+
+def batch_sample(dists, pids, margin, anchors=None, seed=None):
+    """The batch-sample loss: per anchor, one positive and one negative drawn at random.
+
+    The positive is drawn from the softmax of the anchor's positive distances
+    and the negative from the softmax of its negated negative distances, so
+    far positives and near negatives are the likeliest, yet every triplet can
+    be drawn. The draws come from the stateless `seed`, so a resumed run
+    draws what the uninterrupted one drew; gradients flow through the drawn
+    distances, not through the draw.
+
+    Args:
+        dists: (A, B) distances from the anchors to the batch entries.
+        pids: (B,) identities of the batch entries.
+        margin: a number, 'soft' or 'none', see `apply_margin`.
+        anchors: (A,) int32 positions of the anchors, or None for all.
+        seed: (2,) int stateless seed of the step; required.
+
+    Returns:
+        (A,) per-anchor losses.
+    """
+    if seed is None:
+        raise ValueError('batch_sample draws at random and needs the stateless `seed`.')
+    with tf.name_scope('batch_sample'):
+        _, positive_mask, negative_mask = identity_masks(pids, anchors)
+        noise = sampling_noise(seed, tf.shape(pids)[0], anchors, dists.dtype)
+        fixed = tf.stop_gradient(dists)
+        positive = tf.gather(dists, gumbel_argmax(fixed, positive_mask, noise[0]), batch_dims=1)
+        negative = tf.gather(dists, gumbel_argmax(-fixed, negative_mask, noise[1]),
+                             batch_dims=1)
+        # As in batch_hard: no positive counts as zero, no negative as +inf.
+        positive = tf.where(tf.reduce_any(positive_mask, axis=1), positive,
+                            tf.zeros_like(positive))
+        negative = tf.where(tf.reduce_any(negative_mask, axis=1), negative,
+                            tf.fill(tf.shape(negative), tf.constant(float('inf'), dists.dtype)))
+        return apply_margin(positive - negative, margin)
+
+
+def soft_weights(logits, mask):
+    """Per row, the softmax of `logits` over the entries where `mask`, zero elsewhere.
+
+    Args:
+        logits: (A, B) floats.
+        mask: (A, B) booleans.
+
+    Returns:
+        (A, B) weights; each row sums to one, or to zero when it has no entry.
+    """
+    top = tf.reduce_max(tf.where(mask, logits, tf.fill(tf.shape(logits), tf.constant(
+        float('-inf'), logits.dtype))), axis=1, keepdims=True)
+    top = tf.stop_gradient(tf.where(tf.math.is_finite(top), top, tf.zeros_like(top)))
+    # The inner `where` keeps exp() of masked-out entries finite, so that
+    # their zero gradient does not become 0 * inf = NaN.
+    exp = tf.where(mask, tf.exp(tf.where(mask, logits, top) - top), tf.zeros_like(logits))
+    total = tf.reduce_sum(exp, axis=1, keepdims=True)
+    return exp / tf.maximum(total, tf.constant(1e-30, logits.dtype))
+
+
+def weighted(dists, pids, margin, anchors=None, seed=None):
+    """The weighted triplet loss of Ristani and Tomasi (CVPR 2018).
+
+    Instead of batch-hard's hardest positive and negative, each anchor takes
+    the average of its positive distances weighted by their softmax and of its
+    negative distances weighted by their softmin, so every pair contributes
+    and the hardest ones most. Gradients flow through the weights too, as in
+    fast-reid.
+
+    Args:
+        dists: (A, B) distances from the anchors to the batch entries.
+        pids: (B,) identities of the batch entries.
+        margin: a number, 'soft' or 'none', see `apply_margin`.
+        anchors: (A,) int32 positions of the anchors, or None for all.
+        seed: Unused.
+
+    Returns:
+        (A,) per-anchor losses.
+    """
+    with tf.name_scope('weighted'):
+        _, positive_mask, negative_mask = identity_masks(pids, anchors)
+        positive = tf.reduce_sum(soft_weights(dists, positive_mask) * dists, axis=1)
+        negative = tf.reduce_sum(soft_weights(-dists, negative_mask) * dists, axis=1)
+        # As in batch_hard: no negative counts as +inf.
+        negative = tf.where(tf.reduce_any(negative_mask, axis=1), negative,
+                            tf.fill(tf.shape(negative), tf.constant(float('inf'), dists.dtype)))
+        return apply_margin(positive - negative, margin)
 
 
 def top_k_precision(dists, same_identity_mask, k):
@@ -168,4 +360,8 @@ def batch_monitoring(dists, same_identity_mask, positive_mask, negative_mask, k)
 
 LOSS_CHOICES = {
     'batch_hard': batch_hard,
+    'batch_all': batch_all,
+    'batch_all_mean': batch_all_mean,
+    'batch_sample': batch_sample,
+    'weighted': weighted,
 }

@@ -116,7 +116,11 @@ parser.add_argument(
 
 parser.add_argument(
     '--loss', default='batch_hard', choices=loss.LOSS_CHOICES.keys(),
-    help='The triplet loss variant.')
+    help='The triplet loss variant: `batch_hard` (the hardest positive and negative of '
+         'each anchor), `batch_all` (every triplet, averaged over the non-zero terms), '
+         '`batch_all_mean` (every triplet, averaged over all), `batch_sample` (a positive and '
+         'a negative drawn by their distances) or `weighted` (softmax-weighted positives and '
+         'negatives). The README says which to use when.')
 
 parser.add_argument(
     '--learning_rate', default=3e-4, type=common.positive_float,
@@ -366,7 +370,9 @@ def make_train_step(model, optimizer, step, args, strategy):
                 anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
                     tf.shape(emb)[0])
             dists = loss.cdist(emb, batch_emb, metric=args.metric)
-            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors)
+            # Losses that draw at random draw from the step, so resuming redraws the same.
+            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
+                             seed=sampler.stream_seed(args.seed, 4, step))
             scaled = optimizer.scale_loss(tf.reduce_sum(losses) / global_batch)
         grads = tape.gradient(scaled, model.trainable_variables)
         same, positive, negative = loss.identity_masks(batch_labels, anchors)

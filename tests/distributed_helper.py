@@ -1,7 +1,7 @@
 """Run as a script by test_distributed.py: TensorFlow must see two logical CPU
 devices before it starts, so these checks need a process of their own.
 
-    python distributed_helper.py gradients global|per_replica   # JSON: single vs mirrored
+    python distributed_helper.py gradients global|per_replica LOSS...  # JSON: single vs mirrored
     python distributed_helper.py train ARGS  # train.py on two logical CPUs
 """
 
@@ -24,51 +24,60 @@ import train  # noqa: E402
 from model import build_model  # noqa: E402
 
 
-def gradients(per_replica_mining):
-    """Loss and gradients of one batch on one device and on two mirrored ones."""
+def gradients(per_replica_mining, loss_names):
+    """Loss and gradients of one batch on one device and on two mirrored ones,
+    for each loss of `loss_names` (a name, or `name:margin`): {loss: differences
+    and scales}."""
     argv = ['--experiment_root', '/nonexistent', '--model_name', 'tiny', '--embedding_dim', '8',
-            '--batch_p', '4', '--batch_k', '4']
-    args = train.parser.parse_args(argv + (['--per_replica_mining'] if per_replica_mining else []))
+            '--batch_p', '4', '--batch_k', '4', '--seed', '3']
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (16, 32, 16, 3)).astype(np.float32)
     labels = np.repeat(np.arange(4, dtype=np.int32), 4)
-    results = {}
+    results = {loss: {} for loss in loss_names}
     weights = None
     for name in ('none', 'mirrored'):
         strategy = distributed.make_strategy(name)
-        with strategy.scope():
-            keras.utils.set_random_seed(1)
-            model, _ = build_model('tiny', 'fc1024', 8)
-            if weights is None:
-                weights = model.get_weights()
-            model.set_weights(weights)
+        for loss in loss_names:
+            name_margin = loss.split(':') + ['soft']
+            args = train.parser.parse_args(argv + ['--loss', name_margin[0], '--margin',
+                                                   name_margin[1]] + (
+                ['--per_replica_mining'] if per_replica_mining else []))
+            with strategy.scope():
+                keras.utils.set_random_seed(1)
+                model, _ = build_model('tiny', 'fc1024', 8)
+                if weights is None:
+                    weights = model.get_weights()
+                model.set_weights(weights)
+                if strategy.num_replicas_in_sync > 1:
+                    distributed.synchronize_batch_norm(model)
+                optimizer = keras.optimizers.Adam()
+                optimizer.build(model.trainable_variables)
+                step = tf.Variable(0, dtype=tf.int64)
+            _, compute = train.make_train_step(model, optimizer, step, args, strategy)
             if strategy.num_replicas_in_sync > 1:
-                distributed.synchronize_batch_norm(model)
-            optimizer = keras.optimizers.Adam()
-            optimizer.build(model.trainable_variables)
-            step = tf.Variable(0, dtype=tf.int64)
-        _, compute = train.make_train_step(model, optimizer, step, args, strategy)
-        if strategy.num_replicas_in_sync > 1:
-            def piece(context, data):
-                size = len(data) // context.num_replicas_in_sync
-                return data[context.replica_id_in_sync_group * size:][:size]
-            inputs = [strategy.experimental_distribute_values_from_function(
-                lambda context, d=d: piece(context, d)) for d in (images, labels)]
-        else:
-            inputs = [tf.constant(images), tf.constant(labels)]
-        losses, grads = compute(*inputs)
-        results[name] = (losses.numpy(), [g.numpy() for g in grads])
-    (l1, g1), (l2, g2) = results['none'], results['mirrored']
-    return {'replicas': 2, 'loss_diff': float(np.abs(l1 - l2).max()),
-            'loss_scale': float(np.abs(l1).max()),
-            'grad_diff': max(float(np.abs(a - b).max()) for a, b in zip(g1, g2)),
-            'grad_scale': max(float(np.abs(a).max()) for a in g1)}
+                def piece(context, data):
+                    size = len(data) // context.num_replicas_in_sync
+                    return data[context.replica_id_in_sync_group * size:][:size]
+                inputs = [strategy.experimental_distribute_values_from_function(
+                    lambda context, d=d: piece(context, d)) for d in (images, labels)]
+            else:
+                inputs = [tf.constant(images), tf.constant(labels)]
+            losses, grads = compute(*inputs)
+            results[loss][name] = (losses.numpy(), [g.numpy() for g in grads])
+    summary = {}
+    for loss, result in results.items():
+        (l1, g1), (l2, g2) = result['none'], result['mirrored']
+        summary[loss] = {'replicas': 2, 'loss_diff': float(np.abs(l1 - l2).max()),
+                         'loss_scale': float(np.abs(l1).max()),
+                         'grad_diff': max(float(np.abs(a - b).max()) for a, b in zip(g1, g2)),
+                         'grad_scale': max(float(np.abs(a).max()) for a in g1)}
+    return summary
 
 
 if __name__ == '__main__':
     if sys.argv[1] == 'gradients':
         # One mining mode per process: two MirroredStrategy objects in one
         # process may mix up their collective keys.
-        print(json.dumps(gradients(sys.argv[2] == 'per_replica')))
+        print(json.dumps(gradients(sys.argv[2] == 'per_replica', sys.argv[3:])))
     else:
         sys.exit(train.main(sys.argv[2:]))

@@ -41,6 +41,66 @@ def np_batch_hard(emb, pids, metric, margin):
     return np.array(losses)
 
 
+def np_margin(diff, margin):
+    if margin == 'soft':
+        return np.log1p(np.exp(diff))
+    if margin == 'none':
+        return diff
+    return max(diff + margin, 0.0)
+
+
+def np_batch_all(emb, pids, metric, margin, nonzero):
+    """The batch's loss: the mean over every valid triplet, or over the non-zero terms."""
+    dists = np_cdist(emb, emb, metric)
+    terms = []
+    for a in range(len(emb)):
+        for p in range(len(emb)):
+            for n in range(len(emb)):
+                if p != a and pids[p] == pids[a] and pids[n] != pids[a]:
+                    terms.append(np_margin(dists[a, p] - dists[a, n], margin))
+    terms = np.array(terms)
+    if nonzero and not isinstance(margin, str):
+        terms = terms[terms > 0]
+    return terms.mean() if len(terms) else 0.0
+
+
+def np_batch_sample(emb, pids, metric, margin, noise):
+    """Per anchor, the positive and negative with the largest logit plus Gumbel noise."""
+    dists = np_cdist(emb, emb, metric)
+    losses = []
+    for a in range(len(emb)):
+        pos = max((p for p in range(len(emb)) if p != a and pids[p] == pids[a]),
+                  key=lambda p: dists[a, p] + noise[0, a, p])
+        neg = max((n for n in range(len(emb)) if pids[n] != pids[a]),
+                  key=lambda n: -dists[a, n] + noise[1, a, n])
+        losses.append(np_margin(dists[a, pos] - dists[a, neg], margin))
+    return np.array(losses)
+
+
+def np_weighted(emb, pids, metric, margin):
+    """Per anchor, softmax-weighted positive and softmin-weighted negative distances."""
+    dists = np_cdist(emb, emb, metric)
+    losses = []
+    for a in range(len(emb)):
+        pos = np.array([dists[a, p] for p in range(len(emb)) if p != a and pids[p] == pids[a]])
+        neg = np.array([dists[a, n] for n in range(len(emb)) if pids[n] != pids[a]])
+        pos_w = np.exp(pos - pos.max()) / np.exp(pos - pos.max()).sum()
+        neg_w = np.exp(neg.min() - neg) / np.exp(neg.min() - neg).sum()
+        losses.append(np_margin((pos_w * pos).sum() - (neg_w * neg).sum(), margin))
+    return np.array(losses)
+
+
+def numeric_gradient(function, emb, eps=1e-6):
+    """Central finite differences of the scalar `function(emb)`."""
+    numeric = np.zeros_like(emb)
+    for idx in np.ndindex(*emb.shape):
+        plus, minus = emb.copy(), emb.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        numeric[idx] = (function(plus) - function(minus)) / (2 * eps)
+    return numeric
+
+
 def batch(seed=0, p=4, k=3, dim=5):
     rng = np.random.default_rng(seed)
     pids = np.repeat(np.arange(p), k)
@@ -125,7 +185,9 @@ def test_hard_margin_zero_below_margin():
 
 
 def test_loss_choices():
-    assert loss.LOSS_CHOICES['batch_hard'] is loss.batch_hard
+    assert loss.LOSS_CHOICES == {'batch_hard': loss.batch_hard, 'batch_all': loss.batch_all,
+                                 'batch_all_mean': loss.batch_all_mean,
+                                 'batch_sample': loss.batch_sample, 'weighted': loss.weighted}
 
 
 def test_anchor_rows_equal_rows_of_the_square_loss():
@@ -137,3 +199,97 @@ def test_anchor_rows_equal_rows_of_the_square_loss():
                            batch_precision_at_k=2, anchors=anchors)
     np.testing.assert_allclose(rows[0].numpy(), square[0].numpy()[anchors], rtol=1e-12)
     np.testing.assert_array_equal(rows[3].numpy(), square[3].numpy()[anchors])
+
+
+SEED = tf.constant([5, 7], tf.int64)
+
+
+def np_loss(name, emb, pids, metric, margin):
+    """The batch's loss (the mean over the anchors) of `name`, from the NumPy loops."""
+    if name in ('batch_all', 'batch_all_mean'):
+        return np_batch_all(emb, pids, metric, margin, nonzero=name == 'batch_all')
+    if name == 'batch_sample':
+        noise = loss.sampling_noise(SEED, len(emb), dtype=tf.float64).numpy()
+        return np_batch_sample(emb, pids, metric, margin, noise).mean()
+    return np_weighted(emb, pids, metric, margin).mean()
+
+
+@pytest.mark.parametrize('name', ['batch_all', 'batch_all_mean', 'batch_sample', 'weighted'])
+@pytest.mark.parametrize('metric', METRICS)
+@pytest.mark.parametrize('margin', MARGINS)
+def test_other_losses_values_and_gradients(name, metric, margin):
+    emb, pids = batch(seed=11)
+    x = tf.Variable(emb)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_mean(loss.LOSS_CHOICES[name](loss.cdist(x, x, metric),
+                                                       tf.constant(pids), margin, seed=SEED))
+    assert total.numpy() == pytest.approx(np_loss(name, emb, pids, metric, margin), rel=1e-9)
+    grad = tape.gradient(total, x).numpy()
+    numeric = numeric_gradient(lambda e: np_loss(name, e, pids, metric, margin), emb)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_per_anchor_values_of_batch_sample_and_weighted():
+    emb, pids = batch(seed=12)
+    dists = loss.cdist(emb, emb)
+    noise = loss.sampling_noise(SEED, len(emb), dtype=tf.float64).numpy()
+    np.testing.assert_allclose(loss.batch_sample(dists, pids, 0.3, seed=SEED).numpy(),
+                               np_batch_sample(emb, pids, 'euclidean', 0.3, noise), rtol=1e-9)
+    np.testing.assert_allclose(loss.weighted(dists, pids, 'soft').numpy(),
+                               np_weighted(emb, pids, 'euclidean', 'soft'), rtol=1e-9)
+
+
+def test_batch_all_nonzero_mean_is_larger_with_a_hinge():
+    # A hinge leaves satisfied triplets at zero; BA≠0 averages over the others only.
+    emb, pids = batch(seed=13)
+    dists = loss.cdist(emb, emb)
+    nonzero = tf.reduce_mean(loss.batch_all(dists, pids, 0.2)).numpy()
+    every = tf.reduce_mean(loss.batch_all_mean(dists, pids, 0.2)).numpy()
+    assert 0 < every < nonzero
+    # Every triplet satisfied: zero, not a division by zero.
+    far = np.repeat(np.arange(4.0), 3)[:, None] * 100
+    assert tf.reduce_mean(loss.batch_all(loss.cdist(far, far), pids, 0.2)).numpy() == 0
+
+
+def test_batch_sample_draws_follow_the_softmax_of_the_distances():
+    # One anchor's three positives at distances 1, 2 and 3, drawn 4000 times.
+    logits = tf.constant([[1.0, 2.0, 3.0]])
+    noise = loss.sampling_noise(SEED, 4000)[0, :, :3]
+    drawn = loss.gumbel_argmax(tf.repeat(logits, 4000, axis=0), tf.ones((4000, 3), tf.bool),
+                               noise).numpy()
+    frequencies = np.bincount(drawn, minlength=3) / 4000
+    np.testing.assert_allclose(frequencies, tf.nn.softmax(logits)[0].numpy(), atol=0.03)
+    # The draws are a function of the seed alone.
+    emb, pids = batch(seed=14)
+    dists = loss.cdist(emb, emb)
+    first = loss.batch_sample(dists, pids, 'soft', seed=SEED).numpy()
+    np.testing.assert_array_equal(first, loss.batch_sample(dists, pids, 'soft', seed=SEED))
+    assert not np.array_equal(first, loss.batch_sample(dists, pids, 'soft', seed=SEED + 1))
+    with pytest.raises(ValueError, match='needs the stateless `seed`'):
+        loss.batch_sample(dists, pids, 'soft')
+
+
+@pytest.mark.parametrize('name', ['batch_hard', 'batch_sample', 'weighted'])
+def test_anchor_rows_of_every_per_anchor_loss(name):
+    # batch_all's shares depend on the count over all replicas, which the
+    # distributed test checks; the others are plain rows.
+    emb, pids = batch(seed=15)
+    function = loss.LOSS_CHOICES[name]
+    square = function(loss.cdist(emb, emb), pids, 'soft', seed=SEED).numpy()
+    anchors = np.arange(6, 12, dtype=np.int32)
+    rows = function(loss.cdist(emb[anchors], emb), pids, 'soft', anchors=anchors, seed=SEED)
+    np.testing.assert_allclose(rows.numpy(), square[anchors], rtol=1e-12)
+
+
+@pytest.mark.parametrize('name', list(loss.LOSS_CHOICES))
+def test_every_loss_in_float16_and_inside_tf_function(name):
+    emb, pids = batch(seed=16)
+
+    @tf.function
+    def run(e, p):
+        return loss.LOSS_CHOICES[name](loss.cdist(e, e), p, 'soft', seed=SEED)
+
+    str_pids = tf.constant(['{:04d}'.format(p) for p in pids])
+    for dtype in (tf.float16, tf.float32):
+        out = run(tf.constant(emb, dtype), str_pids).numpy()
+        assert out.shape == (len(emb),) and np.all(np.isfinite(out))
