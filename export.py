@@ -19,6 +19,7 @@ import sys
 import tensorflow as tf
 
 import common
+import sampler
 from model import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
@@ -49,15 +50,18 @@ parser.add_argument(
 class EmbeddingModule(tf.Module):
     """The exported object: an embedding model behind resizing signatures."""
 
-    def __init__(self, model, net_input_size):
+    def __init__(self, model, net_input_size, antialias):
         super().__init__()
         self.model = model
         self.net_input_size = tuple(net_input_size)
+        self.antialias = antialias
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                 name='images')])
     def embed_float(self, images):
-        resized = tf.image.resize(images, self.net_input_size)
+        # The matrix form converts to ONNX, where TensorFlow's antialiased op does not.
+        resized = sampler.resize_by_matmul(images, self.net_input_size) if self.antialias \
+            else sampler.resize(images, self.net_input_size, antialias=False)
         return {'emb': self.model(resized, training=False)['emb']}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
@@ -107,7 +111,7 @@ def main(argv=None):
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     module = EmbeddingModule(model, (train_args['net_input_height'],
-                                     train_args['net_input_width']))
+                                     train_args['net_input_width']), train_args['antialias'])
     export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))
     if args.onnx:

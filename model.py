@@ -95,8 +95,19 @@ def load_body_weights(model_name, body, path):
             path, body.name, str(e).splitlines()[0]))
 
 
+# Arguments that changed what an experiment computes after experiments
+# without them were written: the value such an experiment used. Filled in
+# when reading its args.json, so that it keeps training and embedding as it
+# began (a new experiment stores the new defaults).
+LEGACY_ARGUMENTS = {
+    # Before --antialias, images were resized without antialiasing.
+    'antialias': False,
+}
+
+
 def read_args(experiment_root):
-    """The training arguments stored in the experiment's `args.json`.
+    """The training arguments stored in the experiment's `args.json`, with
+    `LEGACY_ARGUMENTS` filled in where it lacks them.
 
     Returns:
         A dict, or None when the root holds no `args.json`.
@@ -113,7 +124,7 @@ def read_args(experiment_root):
         if key in stored and stored[key] not in choices:
             raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
                             '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
-    return stored
+    return dict(LEGACY_ARGUMENTS, **stored)
 
 
 def find_checkpoint(experiment_root, checkpoint=None):
@@ -213,12 +224,13 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     """
     model, train_args, _ = load_experiment(experiment_root, checkpoint)
     size = (train_args['net_input_height'], train_args['net_input_width'])
+    antialias = train_args['antialias']
     forward = inference_function(model)
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([sampler.load_image(path, size) for path in images])
-        images = tf.image.resize(tf.cast(images, tf.float32), size)
+            images = tf.stack([sampler.load_image(path, size, antialias) for path in images])
+        images = sampler.resize(tf.cast(images, tf.float32), size, antialias)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()
                                for i in range(0, len(images), batch_size)] or
                               [np.zeros((0, train_args['embedding_dim']), np.float32)])

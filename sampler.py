@@ -19,14 +19,60 @@ def image_path(image_root, fid):
     return tf.strings.join([image_root, fid], separator='/')
 
 
-def load_image(path, image_size):
+def resize(images, size, antialias):
+    """Bilinear resizing of (H, W, C) or (B, H, W, C) float images to `size` (height, width).
+
+    With `antialias`, downscaling widens the bilinear (triangle) filter to the
+    scale, as PIL and OpenCV's INTER_AREA do, so that thin structures are
+    averaged instead of skipped; upscaling is plain bilinear either way.
+    Experiments store the choice (train.py's --antialias), so that training,
+    embedding, validation and export resize alike.
+    """
+    return tf.image.resize(images, size, antialias=antialias)
+
+
+def triangle_weights(input_size, output_size):
+    """The (output_size, input_size) matrix of antialiased bilinear resizing along one axis.
+
+    Row o holds the triangle filter centred on output pixel o's position in the
+    input, widened by the downscaling factor and normalised to sum to one:
+    exactly the weights of `tf.image.resize(..., antialias=True)` (TensorFlow's
+    ScaleAndTranslate with the triangle kernel).
+
+    Args:
+        input_size: A scalar int tensor (may be dynamic).
+        output_size (int): The static output size.
+    """
+    inverse_scale = tf.cast(input_size, tf.float32) / output_size
+    width = tf.maximum(inverse_scale, 1.0)
+    centres = (tf.range(output_size, dtype=tf.float32) + 0.5) * inverse_scale
+    positions = tf.range(tf.cast(input_size, tf.float32), dtype=tf.float32) + 0.5
+    weights = tf.maximum(0.0, 1.0 - tf.abs(positions[None, :] - centres[:, None]) / width)
+    return weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+
+
+def resize_by_matmul(images, size):
+    """`resize(images, size, antialias=True)` for (B, H, W, C) images, as two matrix products.
+
+    Exporters such as tf2onnx cannot convert the ScaleAndTranslate op behind
+    TensorFlow's antialiased resizing; matrix products they can. export.py
+    uses this so that its SavedModel and ONNX model resize alike; the results
+    equal `resize`'s up to float rounding.
+    """
+    shape = tf.shape(images)
+    rows = triangle_weights(shape[1], size[0])
+    columns = triangle_weights(shape[2], size[1])
+    return tf.einsum('oh,bhwc,pw->bopc', rows, images, columns)
+
+
+def load_image(path, image_size, antialias=True):
     """Decodes the image file `path` (a string or scalar string tensor) like `fid_to_image`."""
     decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    resized = tf.image.resize(tf.cast(decoded, tf.float32), image_size)
+    resized = resize(tf.cast(decoded, tf.float32), image_size, antialias)
     return tf.ensure_shape(resized, (image_size[0], image_size[1], 3))
 
 
-def fid_to_image(fid, image_root, image_size):
+def fid_to_image(fid, image_root, image_size, antialias=True):
     """Loads an image file and resizes it, eagerly or inside `Dataset.map`.
 
     JPEG, PNG, BMP and GIF files are decoded by their content, not their name;
@@ -36,11 +82,12 @@ def fid_to_image(fid, image_root, image_size):
         fid: A scalar string tensor, the path relative to `image_root`.
         image_root (str): The folder the path is relative to.
         image_size (tuple): The (height, width) to resize to.
+        antialias (bool): See `resize`.
 
     Returns:
         A float32 tensor of shape (height, width, 3) with values in [0, 255].
     """
-    return load_image(image_path(image_root, fid), image_size)
+    return load_image(image_path(image_root, fid), image_size, antialias)
 
 
 def find_undecodable_images(fids, image_root, loading_threads=8):
@@ -118,7 +165,7 @@ def stream_seed(seed, stream, index):
 def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
                pre_crop_size=None, flip_augment=False, crop_augment=False,
                seed=0, loading_threads=8, start_step=0, num_shards=1, shard_index=0,
-               splits=1):
+               splits=1, antialias=True):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
@@ -150,6 +197,7 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         start_step (int): Number of batches to skip, computed without loading.
         num_shards, shard_index, splits (int): See above; P must be a multiple
             of num_shards * splits.
+        antialias (bool): See `resize`.
 
     Returns:
         A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),
@@ -193,7 +241,7 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
 
     def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
-        image = fid_to_image(fid, image_root, image_size)
+        image = fid_to_image(fid, image_root, image_size, antialias)
         if flip_augment:
             image = tf.image.stateless_random_flip_left_right(
                 image, seed=stream_seed(seed, 2, image_position))
@@ -255,12 +303,12 @@ def augment(image, flip, crop, net_input_size):
 
 
 def image_batches(fids, image_root, net_input_size, pre_crop_size=None, flip=False,
-                  crop=False, batch_size=256, loading_threads=8):
+                  crop=False, batch_size=256, loading_threads=8, antialias=True):
     """Batches of every image of `fids` with all its augmented versions, in order:
     a tf.data.Dataset of (B, H, W, 3) float32 batches."""
     image_size = pre_crop_size if crop else net_input_size
     dataset = tf.data.Dataset.from_tensor_slices(fids).map(
-        lambda fid: augment(fid_to_image(fid, image_root, image_size), flip, crop,
+        lambda fid: augment(fid_to_image(fid, image_root, image_size, antialias), flip, crop,
                             net_input_size),
         num_parallel_calls=loading_threads)
     return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -102,6 +102,13 @@ parser.add_argument(
          'augmentation is applied.')
 
 parser.add_argument(
+    '--antialias', default=True, action=argparse.BooleanOptionalAction,
+    help='Resize images with an antialiasing filter when shrinking them, as PIL does, so '
+         'that thin structures survive. Stored with the experiment: embed.py, validation and '
+         'export.py resize as training did. Experiments from before this flag resized '
+         'without (--no-antialias) and keep doing so.')
+
+parser.add_argument(
     '--loading_threads', default=8, type=common.positive_int,
     help='Number of threads used for parallel loading.')
 
@@ -548,7 +555,7 @@ def main(argv=None):
             flip_augment=args.flip_augment, crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
-            splits=strategy.num_replicas_in_sync // shards)
+            splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias)
     if strategy.num_replicas_in_sync > 1:
         batches = iter(strategy.distribute_datasets_from_function(make_dataset))
     else:

@@ -35,7 +35,8 @@ def make_validation(args):
                            remedy='or drop their rows from the validation CSVs')
     batches = sampler.image_batches(fids, args.image_root,
                                     (args.net_input_height, args.net_input_width),
-                                    loading_threads=args.loading_threads)
+                                    loading_threads=args.loading_threads,
+                                    antialias=args.antialias)
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)

@@ -113,3 +113,20 @@ def test_errors(experiment, tmp_path):
     with pytest.raises(common.UserError, match='`args.json` could not be found'):
         embed.main(['--experiment_root', str(tmp_path), '--dataset', csv_path])
     assert not any(name.endswith('.partial') for name in os.listdir(root))
+
+
+def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp_path):
+    import json
+    import shutil
+    root = experiment[0]
+    assert json.load(open(os.path.join(root, 'args.json')))['antialias'] is True
+    legacy = str(tmp_path / 'legacy')
+    shutil.copytree(root, legacy)
+    stored = json.load(open(os.path.join(legacy, 'args.json')))
+    del stored['antialias']
+    common.write_json(os.path.join(legacy, 'args.json'), stored)
+    larger = np.random.default_rng(1).uniform(0, 255, (4, 70, 37, 3)).astype(np.float32)
+    new, old = load_embedder(root)(larger), load_embedder(legacy)(larger)
+    assert np.abs(new - old).max() > 1e-3
+    shrunk = tf.image.resize(larger, (32, 16), antialias=False)
+    np.testing.assert_allclose(old, load_embedder(root)(shrunk.numpy()), rtol=1e-4, atol=1e-4)

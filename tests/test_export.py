@@ -12,7 +12,7 @@ import common
 import embed
 import export
 import train
-from model import build_model, load_body_weights
+from model import build_model, load_body_weights, load_embedder
 from conftest import base_args
 
 
@@ -87,9 +87,10 @@ def test_saved_model_gives_embed_py_embeddings(experiment):
     from_float = loaded.signatures['serving_default'](
         images=tf.constant(images, tf.float32))['emb'].numpy()
     np.testing.assert_allclose(from_float, embeddings, rtol=1e-5, atol=1e-5)
-    # Any input size: the signature resizes inside.
-    other = tf.image.resize(images[:2], (57, 31))
-    assert loaded.signatures['serving_default'](images=other)['emb'].shape == (2, 16)
+    # Any input size: the signature resizes inside, antialiased as embed.py.
+    larger = np.random.default_rng(0).uniform(0, 255, (3, 70, 37, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.signatures['serving_default'](images=larger)['emb'],
+                               load_embedder(root)(larger), rtol=1e-4, atol=1e-4)
     with pytest.raises(common.UserError, match='exists already'):
         export.main(['--experiment_root', root, '--quiet'])
 
@@ -104,3 +105,6 @@ def test_onnx_export_runs_in_onnxruntime(experiment, tmp_path):
     session = onnxruntime.InferenceSession(path)
     out = session.run(None, {'images': images.astype(np.float32)})[0]
     np.testing.assert_allclose(out, embeddings, rtol=1e-4, atol=1e-4)
+    larger = np.random.default_rng(0).uniform(0, 255, (3, 70, 37, 3)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {'images': larger})[0],
+                               load_embedder(root)(larger), rtol=1e-4, atol=1e-4)

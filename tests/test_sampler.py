@@ -172,3 +172,20 @@ def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
                                                   pieces[2 * step + 1][part]]))
     with pytest.raises(common.UserError, match='cannot be split evenly into 3 replicas'):
         pk_batches(csv_path, root, batch_p=4, num_shards=3)
+
+
+@pytest.mark.parametrize('size, output', [((105, 105), (64, 64)), ((300, 150), (72, 64)),
+                                          ((100, 37), (128, 64)), ((5, 3), (8, 4))])
+def test_resize_by_matmul_equals_antialiased_resize(size, output):
+    images = np.random.default_rng(0).uniform(0, 255, (2,) + size + (3,)).astype(np.float32)
+    expected = tf.image.resize(images, output, antialias=True).numpy()
+    np.testing.assert_allclose(sampler.resize_by_matmul(images, output), expected, atol=0.01)
+    traced = tf.function(lambda x: sampler.resize_by_matmul(x, output), input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32)])
+    np.testing.assert_allclose(traced(images), expected, atol=0.01)
+    # Shrinking without antialiasing skips pixels; with it, a one-pixel line survives.
+    if size[0] > output[0]:
+        lines = np.zeros((1,) + size + (3,), np.float32)
+        lines[:, ::4] = 255
+        assert np.ptp(sampler.resize(lines, output, antialias=True)) < \
+            np.ptp(sampler.resize(lines, output, antialias=False))
