@@ -228,11 +228,44 @@ parser.add_argument(
          'same batches. Chosen at random (and stored in args.json) when not given.')
 
 
+parser.add_argument(
+    '--collapse_patience', default=100, type=common.nonnegative_int,
+    help='Warn when training has looked collapsed for this many iterations in a row: the loss '
+         'within 3%% of its value for equal distances (ln 2 for the soft margin) and the '
+         'embeddings closer to each other than 2%% of their distance from the origin. 0 turns '
+         'the warning off.')
+
+
 VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_every')
 
 
 class TrainingDiverged(common.UserError):
     """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
+
+
+# Collapse: the loss within COLLAPSE_BAND (relative, or absolute for a zero
+# collapse value) of `loss.collapse_value` and the embedding spread below
+# COLLAPSE_SPREAD. A healthy run leaves the collapse value within tens of
+# iterations and keeps a spread above 0.3.
+COLLAPSE_BAND = 0.03
+COLLAPSE_SPREAD = 0.02
+
+
+def looks_collapsed(mean_loss, spread, margin):
+    """Whether one step's mean loss and `loss.embedding_spread` look collapsed."""
+    value = loss.collapse_value(margin)
+    tolerance = COLLAPSE_BAND * (value if value > 0 else 1.0)
+    return abs(mean_loss - value) <= tolerance and spread < COLLAPSE_SPREAD
+
+
+def collapse_warning(iterations, margin):
+    return ('Training looks collapsed: for {} iterations the loss has stayed at {:.3f}, its '
+            'value when all distances are equal, and the embeddings lie within {:.0%} of their '
+            'distance from the origin of each other (TensorBoard: embedding_spread). Such a '
+            'run rarely recovers. Remedies: a lower --learning_rate, a pretrained body '
+            '(--initial_checkpoint), a smaller net, or another --loss or --margin; see "When '
+            'training collapses" in the README.'.format(
+                iterations, loss.collapse_value(margin), COLLAPSE_SPREAD))
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -333,6 +366,7 @@ def write_summaries(writer, step, out, lr, seconds, batch_k):
         tf.summary.scalar('active_count', out['active_count'])
         tf.summary.scalar('learning_rate', lr)
         tf.summary.scalar('secs_per_iter', seconds)
+        tf.summary.scalar('embedding_spread', out['spread'])
         tf.summary.histogram('loss_distribution', out['losses'])
         tf.summary.histogram('embedding_dists', out['dists'])
         dists = out['dists'].numpy()
@@ -406,6 +440,8 @@ def make_train_step(model, optimizer, step, args, strategy):
         step.assign_add(1)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
+        out['spread'] = loss.embedding_spread(out['dists'], out['pos_mask'] + out['neg_mask'] > 0,
+                                              out['emb'], args.metric)
         return out
 
     def replica_losses_and_gradients(images, labels):
@@ -568,6 +604,7 @@ def main(argv=None):
     writer = tf.summary.create_file_writer(args.experiment_root if chief else checkpoint_dir)
     log.info('Starting training from iteration %d.', start_step)
     saved_step = start_step if latest else None
+    collapsed_for = 0
     with Uninterrupt(log=log) as u:
         for i in range(start_step, args.train_iterations):
             start_time = time.time()
@@ -582,6 +619,10 @@ def main(argv=None):
                     'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
                         'NaN' if np.isnan(b_loss).any() else 'infinite', current,
                         tf.train.latest_checkpoint(args.experiment_root)))
+            collapsed_for = collapsed_for + 1 if looks_collapsed(
+                float(b_loss.mean()), float(out['spread']), args.margin) else 0
+            if args.collapse_patience and collapsed_for == args.collapse_patience:
+                log.warning(collapse_warning(collapsed_for, args.margin))
             if chief:
                 write_summaries(writer, current, out, learning_rate(current - 1), elapsed_time,
                                 args.batch_k)

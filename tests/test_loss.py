@@ -293,3 +293,21 @@ def test_every_loss_in_float16_and_inside_tf_function(name):
     for dtype in (tf.float16, tf.float32):
         out = run(tf.constant(emb, dtype), str_pids).numpy()
         assert out.shape == (len(emb),) and np.all(np.isfinite(out))
+
+
+def test_embedding_spread_and_collapse_value():
+    rng = np.random.default_rng(17)
+    pids = np.repeat(np.arange(4), 4)
+    mask = ~np.eye(16, dtype=bool)
+    healthy = rng.normal(size=(16, 32))
+    collapsed = np.ones((16, 32)) * 3 + rng.normal(size=(16, 32)) * 1e-3
+    for metric in METRICS:
+        spread = [loss.embedding_spread(loss.cdist(e, e, metric), mask, e, metric).numpy()
+                  for e in (healthy, collapsed)]
+        assert spread[0] > 0.5 and spread[1] < 0.01, (metric, spread)
+    # All distances equal: every loss sits at the collapse value.
+    dists = tf.ones((16, 16), tf.float64)
+    for margin in MARGINS:
+        for name, function in loss.LOSS_CHOICES.items():
+            value = tf.reduce_mean(function(dists, pids, margin, seed=SEED)).numpy()
+            assert value == pytest.approx(loss.collapse_value(margin)), (name, margin)

@@ -117,6 +117,14 @@ def test_resumed_batch_sample_draws_what_the_straight_run_drew(tmp_path, tiny_da
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+def test_looks_collapsed():
+    assert train.looks_collapsed(0.70, 0.01, 'soft')
+    assert not train.looks_collapsed(0.70, 0.5, 'soft'), 'a healthy spread'
+    assert not train.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
+    assert train.looks_collapsed(0.2, 0.001, 0.2) and not train.looks_collapsed(0.1, 0.001, 0.2)
+    assert train.looks_collapsed(0.0, 0.001, 'none')
+
+
 def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     _, body = build_model('tiny', 'fc1024', 16)
