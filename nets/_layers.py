@@ -27,11 +27,25 @@ def batch_norm(x, name, momentum=0.9, epsilon=1e-5):
     return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
 
 
-def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e-5):
+def torch_default_initializer():
+    """PyTorch's default for convolution and dense kernels (`kaiming_uniform_` with
+    a=√5): uniform within ±1/√fan_in.
+
+    Under batch norm a kernel's scale does not change the output, but with Adam
+    it sets how fast the kernel learns: each step moves every weight by about
+    the learning rate, a larger share of a smaller weight. This initialisation
+    is √6 times smaller than He's; from scratch, `tiny` + `fc1024` reached the
+    PyTorch reference's accuracy only with it (bench/RESULTS.md, "Parity").
+    """
+    return keras.initializers.VarianceScaling(1 / 3, 'fan_in', 'uniform')
+
+
+def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e-5,
+            kernel_initializer='he_normal'):
     """slim's `conv2d` with `normalizer_fn=batch_norm`: conv (no bias, slim's
     padding rule), BN, activation. The batch-norm layer is named `<name>_bn`."""
     x = conv2d_same(x, filters, kernel_size, stride, name, use_bias=False,
-                    kernel_initializer='he_normal')
+                    kernel_initializer=kernel_initializer)
     x = batch_norm(x, name + '_bn', epsilon=epsilon)
     if activation is not None:
         x = keras.layers.Activation(activation, name=name + '_act')(x)
