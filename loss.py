@@ -370,8 +370,9 @@ def embedding_spread(dists, pair_mask, emb, metric='euclidean'):
     """How far apart the embeddings lie, relative to how far they lie from the origin.
 
     The mean distance between the pairs of `pair_mask` over the mean distance
-    of the embeddings from the origin, both in `metric`: about 1.4 for random
-    Euclidean embeddings, near zero when training collapsed them to one point.
+    of the embeddings from the origin (at least 1e-3), both in `metric`: about
+    1.4 for random Euclidean embeddings, near zero when training collapsed
+    them to one point.
 
     Args:
         dists: (A, B) distances.
@@ -386,7 +387,9 @@ def embedding_spread(dists, pair_mask, emb, metric='euclidean'):
     mask = tf.cast(pair_mask, dists.dtype)
     pairs = tf.reduce_sum(dists * mask) / tf.maximum(tf.reduce_sum(mask), 1)
     lengths = tf.reduce_mean(cdist(emb, tf.zeros_like(emb[:1]), metric))
-    return pairs / tf.maximum(lengths, tf.constant(1e-12, lengths.dtype))
+    # The floor keeps a collapse onto the origin itself (where batch norm puts
+    # identical inputs) near zero; trained embeddings are far longer.
+    return pairs / tf.maximum(lengths, tf.constant(1e-3, lengths.dtype))
 
 
 LOSS_CHOICES = {

@@ -301,10 +301,11 @@ def test_embedding_spread_and_collapse_value():
     mask = ~np.eye(16, dtype=bool)
     healthy = rng.normal(size=(16, 32))
     collapsed = np.ones((16, 32)) * 3 + rng.normal(size=(16, 32)) * 1e-3
+    at_origin = np.zeros((16, 32))
     for metric in METRICS:
         spread = [loss.embedding_spread(loss.cdist(e, e, metric), mask, e, metric).numpy()
-                  for e in (healthy, collapsed)]
-        assert spread[0] > 0.5 and spread[1] < 0.01, (metric, spread)
+                  for e in (healthy, collapsed, at_origin)]
+        assert spread[0] > 0.5 and spread[1] < 0.01 and spread[2] < 0.01, (metric, spread)
     # All distances equal: every loss sits at the collapse value.
     dists = tf.ones((16, 16), tf.float64)
     for margin in MARGINS:

@@ -19,7 +19,7 @@ from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
         'secs_per_iter', 'loss_distribution', 'embedding_dists', 'embedding_pos_dists',
-        'embedding_neg_dists', 'embedding_lengths'}
+        'embedding_neg_dists', 'embedding_lengths', 'embedding_spread'}
 
 
 def test_train_end_to_end(tmp_path, tiny_dataset):
@@ -39,6 +39,7 @@ def test_train_end_to_end(tmp_path, tiny_dataset):
             for e in tf.compat.v1.train.summary_iterator(os.path.join(root, f))
             for v in e.summary.value}
     assert TAGS <= tags
+    assert 'looks collapsed' not in open(os.path.join(root, 'train.log')).read()
 
 
 def test_interrupt_and_resume_with_changed_flag(tmp_path, tiny_dataset, interrupt_at):
@@ -123,6 +124,30 @@ def test_looks_collapsed():
     assert not train.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
     assert train.looks_collapsed(0.2, 0.001, 0.2) and not train.looks_collapsed(0.1, 0.001, 0.2)
     assert train.looks_collapsed(0.0, 0.001, 'none')
+
+
+def test_collapsed_run_warns_once(tmp_path):
+    # Every identity shows the same picture, so every embedding is the same
+    # point: the loss sits at ln 2 and the spread at zero, as in a collapse.
+    from conftest import scalars, write_image
+    image_root = str(tmp_path / 'data')
+    picture = np.random.default_rng(0).uniform(0, 255, (32, 16, 3)).astype(np.uint8)
+    rows = []
+    for i in range(16):
+        fid = 'train/{:04d}_c1s1_{:06d}_00.jpg'.format(i // 4 + 1, i)
+        write_image(os.path.join(image_root, fid), picture)
+        rows.append('{:04d},{}\n'.format(i // 4 + 1, fid))
+    csv_path = os.path.join(image_root, 'train.csv')
+    with open(csv_path, 'w') as f:
+        f.writelines(rows)
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 25, '--collapse_patience', '10')) == 0
+    text = open(os.path.join(root, 'train.log')).read()
+    assert text.count('Training looks collapsed: for 10 iterations the loss has stayed at 0.693') \
+        == 1, text
+    assert 'a lower --learning_rate' in text and '--initial_checkpoint' in text
+    spread = scalars(root, 'embedding_spread')['embedding_spread']
+    assert len(spread) == 25 and max(spread.values()) < 0.02
 
 
 def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
