@@ -137,7 +137,8 @@ def main(argv=None):
     names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
     dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
                                     args.flip_augment, args.crop_augment, args.batch_size,
-                                    args.loading_threads, train_args['antialias'])
+                                    args.loading_threads, train_args['antialias'],
+                                    train_args['accurate_jpeg'])
 
     # Loop.
     forward = inference_function(model)

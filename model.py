@@ -102,6 +102,8 @@ def load_body_weights(model_name, body, path):
 LEGACY_ARGUMENTS = {
     # Before --antialias, images were resized without antialiasing.
     'antialias': False,
+    # Before --accurate_jpeg, JPEGs were decoded with TensorFlow's fast DCT.
+    'accurate_jpeg': False,
 }
 
 
@@ -229,7 +231,9 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([sampler.load_image(path, size, antialias) for path in images])
+            images = tf.stack([sampler.load_image(path, size, antialias,
+                                                  train_args['accurate_jpeg'])
+                               for path in images])
         images = sampler.resize(tf.cast(images, tf.float32), size, antialias)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()
                                for i in range(0, len(images), batch_size)] or

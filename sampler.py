@@ -65,14 +65,30 @@ def resize_by_matmul(images, size):
     return tf.einsum('oh,bhwc,pw->bopc', rows, images, columns)
 
 
-def load_image(path, image_size, antialias=True):
+def decode(contents, accurate_jpeg=True):
+    """Decodes an image file's contents (JPEG, PNG, BMP or GIF) to (H, W, 3) uint8 RGB.
+
+    With `accurate_jpeg`, JPEGs are decoded with the accurate integer DCT, as
+    PIL and OpenCV do; TensorFlow's default, the fast DCT, is off by about one
+    grey level per pixel. Experiments store the choice (train.py's
+    --accurate_jpeg).
+    """
+    if not accurate_jpeg:
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+    return tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method='INTEGER_ACCURATE'),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False))
+
+
+def load_image(path, image_size, antialias=True, accurate_jpeg=True):
     """Decodes the image file `path` (a string or scalar string tensor) like `fid_to_image`."""
-    decoded = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    decoded = decode(tf.io.read_file(path), accurate_jpeg)
     resized = resize(tf.cast(decoded, tf.float32), image_size, antialias)
     return tf.ensure_shape(resized, (image_size[0], image_size[1], 3))
 
 
-def fid_to_image(fid, image_root, image_size, antialias=True):
+def fid_to_image(fid, image_root, image_size, antialias=True, accurate_jpeg=True):
     """Loads an image file and resizes it, eagerly or inside `Dataset.map`.
 
     JPEG, PNG, BMP and GIF files are decoded by their content, not their name;
@@ -83,11 +99,13 @@ def fid_to_image(fid, image_root, image_size, antialias=True):
         image_root (str): The folder the path is relative to.
         image_size (tuple): The (height, width) to resize to.
         antialias (bool): See `resize`.
+        accurate_jpeg (bool): See `decode`.
+        accurate_jpeg (bool): See `decode`.
 
     Returns:
         A float32 tensor of shape (height, width, 3) with values in [0, 255].
     """
-    return load_image(image_path(image_root, fid), image_size, antialias)
+    return load_image(image_path(image_root, fid), image_size, antialias, accurate_jpeg)
 
 
 def find_undecodable_images(fids, image_root, loading_threads=8):
@@ -165,7 +183,7 @@ def stream_seed(seed, stream, index):
 def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
                pre_crop_size=None, flip_augment=False, crop_augment=False,
                seed=0, loading_threads=8, start_step=0, num_shards=1, shard_index=0,
-               splits=1, antialias=True):
+               splits=1, antialias=True, accurate_jpeg=True):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
@@ -241,7 +259,7 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
 
     def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
-        image = fid_to_image(fid, image_root, image_size, antialias)
+        image = fid_to_image(fid, image_root, image_size, antialias, accurate_jpeg)
         if flip_augment:
             image = tf.image.stateless_random_flip_left_right(
                 image, seed=stream_seed(seed, 2, image_position))
@@ -303,12 +321,14 @@ def augment(image, flip, crop, net_input_size):
 
 
 def image_batches(fids, image_root, net_input_size, pre_crop_size=None, flip=False,
-                  crop=False, batch_size=256, loading_threads=8, antialias=True):
+                  crop=False, batch_size=256, loading_threads=8, antialias=True,
+                  accurate_jpeg=True):
     """Batches of every image of `fids` with all its augmented versions, in order:
     a tf.data.Dataset of (B, H, W, 3) float32 batches."""
     image_size = pre_crop_size if crop else net_input_size
     dataset = tf.data.Dataset.from_tensor_slices(fids).map(
-        lambda fid: augment(fid_to_image(fid, image_root, image_size, antialias), flip, crop,
+        lambda fid: augment(fid_to_image(fid, image_root, image_size, antialias, accurate_jpeg),
+                            flip, crop,
                             net_input_size),
         num_parallel_calls=loading_threads)
     return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -109,6 +109,12 @@ parser.add_argument(
          'without (--no-antialias) and keep doing so.')
 
 parser.add_argument(
+    '--accurate_jpeg', default=True, action=argparse.BooleanOptionalAction,
+    help='Decode JPEGs with the accurate integer DCT, as PIL and OpenCV do, rather than '
+         'TensorFlow\'s fast default (about one grey level off per pixel). Stored with the '
+         'experiment like --antialias; experiments from before this flag keep the fast DCT.')
+
+parser.add_argument(
     '--loading_threads', default=8, type=common.positive_int,
     help='Number of threads used for parallel loading.')
 
@@ -600,7 +606,8 @@ def main(argv=None):
             flip_augment=args.flip_augment, crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
-            splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias)
+            splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias,
+            accurate_jpeg=args.accurate_jpeg)
     if strategy.num_replicas_in_sync > 1:
         batches = iter(strategy.distribute_datasets_from_function(make_dataset))
     else:

@@ -36,7 +36,8 @@ def make_validation(args):
     batches = sampler.image_batches(fids, args.image_root,
                                     (args.net_input_height, args.net_input_width),
                                     loading_threads=args.loading_threads,
-                                    antialias=args.antialias)
+                                    antialias=args.antialias,
+                                    accurate_jpeg=args.accurate_jpeg)
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)

@@ -116,6 +116,7 @@ def test_errors(experiment, tmp_path):
 
 
 def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp_path):
+    # Such experiments also keep decoding JPEGs with the fast DCT (model.LEGACY_ARGUMENTS).
     import json
     import shutil
     root = experiment[0]
@@ -123,7 +124,7 @@ def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp
     legacy = str(tmp_path / 'legacy')
     shutil.copytree(root, legacy)
     stored = json.load(open(os.path.join(legacy, 'args.json')))
-    del stored['antialias']
+    del stored['antialias'], stored['accurate_jpeg']
     common.write_json(os.path.join(legacy, 'args.json'), stored)
     larger = np.random.default_rng(1).uniform(0, 255, (4, 70, 37, 3)).astype(np.float32)
     new, old = load_embedder(root)(larger), load_embedder(legacy)(larger)

@@ -189,3 +189,20 @@ def test_resize_by_matmul_equals_antialiased_resize(size, output):
         lines[:, ::4] = 255
         assert np.ptp(sampler.resize(lines, output, antialias=True)) < \
             np.ptp(sampler.resize(lines, output, antialias=False))
+
+
+def test_accurate_jpeg_decoding_equals_pil(tmp_path):
+    from PIL import Image
+    path = str(tmp_path / 'a.jpg')
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.uniform(0, 255, (40, 24, 3)).astype(np.uint8)).save(path, quality=75)
+    pil = np.asarray(Image.open(path).convert('RGB'))
+    contents = tf.io.read_file(path)
+    np.testing.assert_array_equal(sampler.decode(contents).numpy(), pil)
+    inside = next(iter(tf.data.Dataset.from_tensors(contents).map(sampler.decode)))
+    np.testing.assert_array_equal(inside.numpy(), pil)
+    assert np.abs(sampler.decode(contents, accurate_jpeg=False).numpy() - pil.astype(int)).max() > 0
+    # Other formats decode as before.
+    png = str(tmp_path / 'b.png')
+    Image.fromarray(pil).save(png)
+    np.testing.assert_array_equal(sampler.decode(tf.io.read_file(png)).numpy(), pil)
