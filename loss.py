@@ -300,14 +300,7 @@ def weighted(dists, pids, margin, anchors=None, seed=None):
     the average of its positive distances weighted by their softmax and of its
     negative distances weighted by their softmin, so every pair contributes
     and the hardest ones most. Gradients flow through the weights too, as in
-    fast-reid.
-
-    Args:
-        dists: (A, B) distances from the anchors to the batch entries.
-        pids: (B,) identities of the batch entries.
-        margin: a number, 'soft' or 'none', see `apply_margin`.
-        anchors: (A,) int32 positions of the anchors, or None for all.
-        seed: Unused.
+    fast-reid. Arguments as `batch_all` (the seed is unused).
 
     Returns:
         (A,) per-anchor losses.
