@@ -31,7 +31,12 @@ def gradients(per_replica_mining, loss_names):
     argv = ['--experiment_root', '/nonexistent', '--model_name', 'tiny', '--embedding_dim', '8',
             '--batch_p', '4', '--batch_k', '4', '--seed', '3']
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, (16, 32, 16, 3)).astype(np.float32)
+    # Per-image colour and contrast, so that the pooled features differ between
+    # images: on pure noise they are nearly equal, their batch variance is far
+    # below the mean's square, and the synchronised batch norm's E[x²] − E[x]²
+    # loses the digits that a single device's two-pass variance keeps.
+    images = (rng.uniform(0, 255, (16, 32, 16, 3)) * rng.uniform(0.1, 1, (16, 1, 1, 3)) +
+              rng.uniform(0, 100, (16, 1, 1, 3))).clip(0, 255).astype(np.float32)
     labels = np.repeat(np.arange(4, dtype=np.int32), 4)
     results = {loss: {} for loss in loss_names}
     weights = None

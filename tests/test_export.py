@@ -11,6 +11,7 @@ import tensorflow as tf
 import common
 import embed
 import export
+import sampler
 import train
 from model import build_model, load_body_weights, load_embedder
 from conftest import base_args
@@ -73,7 +74,7 @@ def experiment(tmp_path_factory):
     with h5py.File(os.path.join(root, 'train_embeddings.h5'), 'r') as f:
         embeddings = f['emb'][()]
     pids, fids = common.load_dataset(csv_path, image_root)
-    images = np.stack([tf.io.decode_jpeg(tf.io.read_file(os.path.join(image_root, f))).numpy()
+    images = np.stack([sampler.decode(tf.io.read_file(os.path.join(image_root, f))).numpy()
                        for f in fids])
     return root, images, embeddings
 
@@ -82,11 +83,13 @@ def test_saved_model_gives_embed_py_embeddings(experiment):
     root, images, embeddings = experiment
     assert export.main(['--experiment_root', root, '--quiet']) == 0
     loaded = tf.saved_model.load(os.path.join(root, 'saved_model'))
+    # The export shrinks with matrix products, equal to embed.py's resizing up
+    # to float rounding.
     from_uint8 = loaded.signatures['serving_uint8'](images=tf.constant(images))['emb'].numpy()
-    np.testing.assert_allclose(from_uint8, embeddings, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_uint8, embeddings, rtol=1e-4, atol=1e-4)
     from_float = loaded.signatures['serving_default'](
         images=tf.constant(images, tf.float32))['emb'].numpy()
-    np.testing.assert_allclose(from_float, embeddings, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(from_float, embeddings, rtol=1e-4, atol=1e-4)
     # Any input size: the signature resizes inside, antialiased as embed.py.
     larger = np.random.default_rng(0).uniform(0, 255, (3, 70, 37, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.signatures['serving_default'](images=larger)['emb'],

@@ -215,7 +215,7 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
     csv_path, image_root = tiny_dataset
     original = train.loss.LOSS_CHOICES['batch_hard']
 
-    def poisoned(dists, pids, margin, batch_precision_at_k=None, anchors=None):
+    def poisoned(dists, pids, margin, anchors=None, seed=None):
         return original(dists, pids, margin, anchors=anchors) * float('nan')
 
     monkeypatch.setitem(train.loss.LOSS_CHOICES, 'batch_hard', poisoned)
