@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import logging.handlers
+import math
 import os
 import re
 import sys
@@ -68,7 +69,7 @@ def _number_greater_x(arg, type_, x):
         value = type_(arg)
     except ValueError:
         raise argparse.ArgumentTypeError('`{}` is not an {}.'.format(arg, type_.__name__))
-    if value > x:
+    if value > x and math.isfinite(value):
         return value
     raise argparse.ArgumentTypeError(
         'found {} where an {} greater than {} was required.'.format(arg, type_.__name__, x))
@@ -84,6 +85,18 @@ def nonnegative_int(arg):
 
 def positive_float(arg):
     return _number_greater_x(arg, float, 0)
+
+
+def nonnegative_float(arg):
+    """A finite float of at least 0."""
+    try:
+        value = float(arg)
+    except ValueError:
+        raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError('found {} where a finite float of at least 0 was '
+                                         'required.'.format(arg))
+    return value
 
 
 def unit_float(arg):
