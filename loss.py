@@ -41,6 +41,9 @@ def cdist(a, b, metric='euclidean'):
           gradient at zero is undefined; it thus never returns exactly zero.
         - 'sqeuclidean', the squared Euclidean distance.
         - 'cityblock', the Manhattan or L1 distance.
+        - 'cosine', one minus the cosine similarity, in [0, 2]; the lengths
+          of the embeddings do not matter (a zero embedding counts as
+          orthogonal to all others).
 
     Args:
         a: (B1, F) tensor.
@@ -51,6 +54,9 @@ def cdist(a, b, metric='euclidean'):
         (B1, B2) tensor of distances.
     """
     with tf.name_scope('cdist'):
+        if metric == 'cosine':
+            a, b = tf.math.l2_normalize(a, axis=1), tf.math.l2_normalize(b, axis=1)
+            return 1.0 - tf.matmul(a, b, transpose_b=True)
         diffs = all_diffs(a, b)
         if metric == 'sqeuclidean':
             return tf.reduce_sum(tf.square(diffs), axis=-1)
@@ -62,7 +68,7 @@ def cdist(a, b, metric='euclidean'):
             'The following metric is not implemented by `cdist` yet: {}'.format(metric))
 
 
-cdist.supported_metrics = ['euclidean', 'sqeuclidean', 'cityblock']
+cdist.supported_metrics = ['euclidean', 'sqeuclidean', 'cityblock', 'cosine']
 
 
 def apply_margin(diff, margin):
@@ -379,10 +385,63 @@ def embedding_spread(dists, pair_mask, emb, metric='euclidean'):
     """
     mask = tf.cast(pair_mask, dists.dtype)
     pairs = tf.reduce_sum(dists * mask) / tf.maximum(tf.reduce_sum(mask), 1)
+    if metric == 'cosine':
+        # Cosine distances ignore the lengths; they are already relative.
+        return pairs
     lengths = tf.reduce_mean(cdist(emb, tf.zeros_like(emb[:1]), metric))
     # The floor keeps a collapse onto the origin itself (where batch norm puts
     # identical inputs) near zero; trained embeddings are far longer.
     return pairs / tf.maximum(lengths, tf.constant(1e-3, lengths.dtype))
+
+
+def identity_loss(logits, labels, smoothing=0.0):
+    """Softmax cross-entropy over the training identities, with label smoothing.
+
+    The target puts 1 - smoothing + smoothing / C on the true identity and
+    smoothing / C on every other (Szegedy et al. 2016, as BoT).
+
+    Args:
+        logits: (B, C) classifier outputs.
+        labels: (B,) int identities in [0, C).
+        smoothing (float): In [0, 1).
+
+    Returns:
+        (B,) per-image losses.
+    """
+    with tf.name_scope('identity_loss'):
+        classes = tf.shape(logits)[1]
+        targets = tf.one_hot(labels, classes, dtype=logits.dtype) * (1.0 - smoothing) + \
+            smoothing / tf.cast(classes, logits.dtype)
+        return -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=1)
+
+
+def center_loss(emb, centers, labels):
+    """The center loss of Wen et al. 2016, as BoT: each embedding's squared
+    Euclidean distance to its identity's center. The centers are constants
+    here; `center_gradient` gives their own update.
+
+    Args:
+        emb: (B, D) embeddings.
+        centers: (C, D) one center per identity.
+        labels: (B,) int identities in [0, C).
+
+    Returns:
+        (B,) per-image losses.
+    """
+    with tf.name_scope('center_loss'):
+        own = tf.stop_gradient(tf.gather(tf.cast(centers, emb.dtype), labels))
+        return tf.reduce_sum(tf.square(emb - own), axis=1)
+
+
+def center_gradient(emb, centers, labels):
+    """The gradient of `center_loss`'s sum with respect to the centers, the
+    embeddings held constant: -2 Σ_{i: labels_i = c} (emb_i - centers_c).
+
+    Args and shapes as `center_loss`; returns (C, D).
+    """
+    with tf.name_scope('center_gradient'):
+        diff = tf.stop_gradient(emb) - tf.gather(centers, labels)
+        return -2.0 * tf.math.unsorted_segment_sum(diff, labels, tf.shape(centers)[0])
 
 
 LOSS_CHOICES = {

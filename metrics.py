@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 # The metrics of loss.cdist, computed here with NumPy alone.
-METRICS = ('euclidean', 'sqeuclidean', 'cityblock')
+METRICS = ('euclidean', 'sqeuclidean', 'cityblock', 'cosine')
 
 
 def pairwise_distances(a, b, metric):
@@ -29,6 +29,11 @@ def pairwise_distances(a, b, metric):
         np.maximum(d, 0, out=d)
         if metric == 'euclidean':
             np.sqrt(d + 1e-12, out=d)
+    elif metric == 'cosine':
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        d = 1 - a @ b.T
+        np.maximum(d, 0, out=d)
     elif metric == 'cityblock':
         d = np.empty((len(a), len(b)), np.float32)
         for start in range(0, len(b), 512):

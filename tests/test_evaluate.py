@@ -77,7 +77,7 @@ def market_like(rng, num_ids=12, cams=4, per_cam=3, dim=8, quantize=False):
 
 
 @pytest.mark.parametrize('market', [False, True])
-@pytest.mark.parametrize('metric', ['euclidean', 'sqeuclidean', 'cityblock'])
+@pytest.mark.parametrize('metric', metrics.METRICS)
 @pytest.mark.parametrize('quantize', [False, True])
 def test_matches_reference_loop(market, metric, quantize):
     rng = np.random.default_rng(0)

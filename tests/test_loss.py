@@ -19,6 +19,8 @@ def np_cdist(a, b, metric):
                 out[i, j] = np.sqrt(np.sum(d * d) + 1e-12)
             elif metric == 'sqeuclidean':
                 out[i, j] = np.sum(d * d)
+            elif metric == 'cosine':
+                out[i, j] = 1 - a[i] @ b[j] / np.linalg.norm(a[i]) / np.linalg.norm(b[j])
             else:
                 out[i, j] = np.sum(np.abs(d))
     return out
@@ -118,7 +120,7 @@ def test_cdist_matches_numpy(metric):
 
 def test_cdist_unknown_metric():
     with pytest.raises(NotImplementedError):
-        loss.cdist(np.zeros((2, 2)), np.zeros((2, 2)), 'cosine')
+        loss.cdist(np.zeros((2, 2)), np.zeros((2, 2)), 'chebyshev')
 
 
 @pytest.mark.parametrize('metric', METRICS)
@@ -303,12 +305,64 @@ def test_embedding_spread_and_collapse_value():
     collapsed = np.ones((16, 32)) * 3 + rng.normal(size=(16, 32)) * 1e-3
     at_origin = np.zeros((16, 32))
     for metric in METRICS:
+        # Zero embeddings have no direction, so cosine distances cannot see
+        # a collapse onto the origin.
+        cases = (healthy, collapsed) + ((at_origin,) if metric != 'cosine' else ())
         spread = [loss.embedding_spread(loss.cdist(e, e, metric), mask, e, metric).numpy()
-                  for e in (healthy, collapsed, at_origin)]
-        assert spread[0] > 0.5 and spread[1] < 0.01 and spread[2] < 0.01, (metric, spread)
+                  for e in cases]
+        assert spread[0] > 0.5 and max(spread[1:]) < 0.01, (metric, spread)
     # All distances equal: every loss sits at the collapse value.
     dists = tf.ones((16, 16), tf.float64)
     for margin in MARGINS:
         for name, function in loss.LOSS_CHOICES.items():
             value = tf.reduce_mean(function(dists, pids, margin, seed=SEED)).numpy()
             assert value == pytest.approx(loss.collapse_value(margin)), (name, margin)
+
+
+def np_identity_loss(logits, labels, smoothing):
+    """Cross-entropy against smoothed one-hot targets, one image at a time."""
+    losses = []
+    for row, label in zip(logits, labels):
+        log_p = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        target = np.full(len(row), smoothing / len(row))
+        target[label] += 1 - smoothing
+        losses.append(-(target * log_p).sum())
+    return np.array(losses)
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1, 0.5])
+def test_identity_loss_values_and_gradients(smoothing):
+    rng = np.random.default_rng(21)
+    logits, labels = rng.normal(size=(6, 5)) * 3, np.array([0, 1, 4, 4, 2, 0])
+    values = loss.identity_loss(tf.constant(logits), labels, smoothing).numpy()
+    np.testing.assert_allclose(values, np_identity_loss(logits, labels, smoothing), rtol=1e-10)
+    x = tf.Variable(logits)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(loss.identity_loss(x, labels, smoothing))
+    numeric = numeric_gradient(lambda z: np_identity_loss(z, labels, smoothing).sum(), logits)
+    np.testing.assert_allclose(tape.gradient(total, x).numpy(), numeric, atol=1e-6)
+
+
+def test_center_loss_values_and_both_gradients():
+    rng = np.random.default_rng(22)
+    emb, centers = rng.normal(size=(6, 3)), rng.normal(size=(4, 3))
+    labels = np.array([0, 0, 3, 1, 3, 3])
+
+    def np_center_loss(e, c):
+        return np.array([np.sum((e[i] - c[labels[i]]) ** 2) for i in range(len(e))])
+
+    np.testing.assert_allclose(loss.center_loss(tf.constant(emb), centers, labels).numpy(),
+                               np_center_loss(emb, centers), rtol=1e-10)
+    # The embeddings' gradient, with the centers held constant.
+    x, c = tf.Variable(emb), tf.Variable(centers)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(loss.center_loss(x, c, labels))
+    grad_emb, grad_centers = tape.gradient(total, [x, c])
+    assert grad_centers is None
+    np.testing.assert_allclose(grad_emb.numpy(), numeric_gradient(
+        lambda e: np_center_loss(e, centers).sum(), emb), atol=1e-6)
+    # The centers' own gradient, identity 2 (no image) unchanged.
+    expected = numeric_gradient(lambda cc: np_center_loss(emb, cc).sum(), centers)
+    np.testing.assert_allclose(loss.center_gradient(tf.constant(emb), tf.constant(centers),
+                                                    labels).numpy(), expected, atol=1e-6)
+    assert not expected[2].any()
