@@ -173,23 +173,82 @@ def stream_seed(seed, stream, index):
 
     The streams are numbered once for the whole project, so that no two random
     choices share one: 0 the epochs' identity order, 1 the K images of an
-    identity, 2 flips, 3 crops (all here), 4 the draws of a loss at a training
-    step (train.py).
+    identity, 2 flips, 3 crops, 5 random erasing, 6 pad-and-crop (all here),
+    4 the draws of a loss at a training step (train.py).
     """
     base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
 
+# The ImageNet mean pixel in [0, 255], which random erasing fills with.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+ERASING_FILLS = ('mean', 'noise')
+
+
+def random_erasing(image, probability, seed, fill='mean', area=(0.02, 0.4),
+                   aspect=(0.3, 1 / 0.3), attempts=100):
+    """Random erasing (Zhong et al., AAAI 2020), as a stateless function of `seed`.
+
+    With `probability`, one rectangle whose area is a uniform share in `area`
+    of the image's and whose aspect (height / width) is uniform in `aspect` is
+    filled with the ImageNet mean or with uniform noise in [0, 255]. As in the
+    authors' code, up to `attempts` sizes are drawn and the first that fits
+    inside the image is used; the image stays as it is when none fits.
+
+    Args:
+        image: (H, W, C) float32 image with values in [0, 255].
+        probability (float): In [0, 1].
+        seed: (2,) stateless seed.
+        fill (str): One of `ERASING_FILLS`.
+
+    Returns:
+        The (H, W, C) image.
+    """
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    areas = tf.random.stateless_uniform([attempts], seeds[1], *area) * tf.cast(
+        height * width, tf.float32)
+    aspects = tf.random.stateless_uniform([attempts], seeds[2], *aspect)
+    heights = tf.cast(tf.round(tf.sqrt(areas * aspects)), tf.int32)
+    widths = tf.cast(tf.round(tf.sqrt(areas / aspects)), tf.int32)
+    fits = (heights < height) & (widths < width) & (heights > 0) & (widths > 0)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    h, w = heights[first], widths[first]
+    corner = tf.random.stateless_uniform([2], seeds[3])
+    top = tf.minimum(tf.cast(corner[0] * tf.cast(height - h + 1, tf.float32), tf.int32),
+                     height - h)
+    left = tf.minimum(tf.cast(corner[1] * tf.cast(width - w + 1, tf.float32), tf.int32),
+                      width - w)
+    rows, cols = tf.range(height), tf.range(width)
+    inside = (((rows >= top) & (rows < top + h))[:, None] &
+              ((cols >= left) & (cols < left + w))[None, :])
+    erase = (tf.random.stateless_uniform([], seeds[0]) < probability) & fits[first]
+    if fill == 'noise':
+        filler = tf.random.stateless_uniform(tf.shape(image), seeds[4], 0, 255)
+    else:
+        filler = tf.broadcast_to(tf.constant(IMAGENET_MEAN, image.dtype), tf.shape(image))
+    return tf.where((inside & erase)[:, :, None], filler, image)
+
+
+def pad_and_crop(image, padding, size, seed):
+    """BoT's crop augmentation: pads `padding` black pixels on every side of
+    the (H, W, C) `image` and takes a random crop of `size` (height, width)."""
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    return tf.image.stateless_random_crop(padded, tuple(size) + (3,), seed=seed)
+
+
 def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
                pre_crop_size=None, flip_augment=False, crop_augment=False,
                seed=0, loading_threads=8, start_step=0, num_shards=1, shard_index=0,
-               splits=1, antialias=True, accurate_jpeg=True):
+               splits=1, antialias=True, accurate_jpeg=True, pad_crop=0,
+               erasing=0.0, erasing_fill='mean'):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
     them. For each identity it draws K images, without replacement when it has
     at least K, otherwise from a padded list in which every image occurs equally
-    often. Images are decoded in parallel and optionally flipped and cropped.
+    often. Images are decoded in parallel and optionally flipped, cropped
+    (after a resize to the pre-crop size, or after padding), and erased.
 
     Every random choice is a stateless function of `seed` and the position in
     the stream, so two runs with the same seed see the same batches, whatever
@@ -216,6 +275,11 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         num_shards, shard_index, splits (int): See above; P must be a multiple
             of num_shards * splits.
         antialias (bool): See `resize`.
+        accurate_jpeg (bool): See `decode`.
+        pad_crop (int): When positive, `pad_and_crop` by this many pixels
+            after the other augmentations.
+        erasing (float): The probability of `random_erasing`, applied last.
+        erasing_fill (str): Its fill, one of `ERASING_FILLS`.
 
     Returns:
         A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),
@@ -266,6 +330,12 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         if crop_augment:
             image = tf.image.stateless_random_crop(
                 image, tuple(net_input_size) + (3,), seed=stream_seed(seed, 3, image_position))
+        if pad_crop:
+            image = pad_and_crop(image, pad_crop, net_input_size,
+                                 stream_seed(seed, 6, image_position))
+        if erasing:
+            image = random_erasing(image, erasing, stream_seed(seed, 5, image_position),
+                                   erasing_fill)
         return image, fid, tf.gather(pids_t, file_index), tf.gather(labels_t, file_index)
 
     identities = tf.data.Dataset.zip(

@@ -206,3 +206,106 @@ def test_accurate_jpeg_decoding_equals_pil(tmp_path):
     png = str(tmp_path / 'b.png')
     Image.fromarray(pil).save(png)
     np.testing.assert_array_equal(sampler.decode(tf.io.read_file(png)).numpy(), pil)
+
+
+# Random erasing and pad-and-crop.
+
+def erased_boxes(images, fill):
+    """Per image of a zero batch (N, H, W, 3): None, or the erased box's
+    (area share, height / width) when exactly one filled rectangle is there."""
+    boxes = []
+    for image in images:
+        changed = np.any(np.abs(image - fill) < 1e-3, axis=-1) if fill is not None else \
+            np.any(image != 0, axis=-1)
+        if not changed.any():
+            boxes.append(None)
+            continue
+        rows, cols = np.where(changed.any(1))[0], np.where(changed.any(0))[0]
+        h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+        assert changed.sum() == h * w, 'not one rectangle'
+        boxes.append((h * w / changed.size, h / w, h, w))
+    return boxes
+
+
+def check_erasing_statistics(images, probability, fill):
+    boxes = erased_boxes(images, fill)
+    height, width = images.shape[1:3]
+    erased = [b for b in boxes if b is not None]
+    share = len(erased) / len(boxes)
+    # Binomial standard deviation at these counts is below 0.025.
+    assert abs(share - probability) < 0.08, share
+    pixels = height * width
+    for area, aspect, h, w in erased:
+        # h and w are the rounded √(A·r) and √(A/r) of the drawn area A and
+        # aspect r, so A and r lie within half a pixel's reach of them.
+        assert (h - 0.5) * (w - 0.5) <= 0.4 * pixels and (h + 0.5) * (w + 0.5) >= 0.02 * pixels
+        assert (h - 0.5) / (w + 0.5) <= 1 / 0.3 and (h + 0.5) / (w - 0.5) >= 0.3
+        assert h < height and w < width
+    areas = np.array([b[0] for b in erased])
+    # Uniform in [0.02, 0.4]: the mean is near 0.21 and both ends are reached.
+    assert 0.17 < areas.mean() < 0.25 and areas.min() < 0.06 and areas.max() > 0.33
+
+
+@pytest.mark.parametrize('probability', [0.0, 0.5, 1.0])
+def test_random_erasing_statistics_eagerly_and_in_dataset_map(probability):
+    image = tf.zeros((64, 32, 3))
+    seeds = [sampler.stream_seed(3, 5, i) for i in range(300)]
+    eager = np.stack([sampler.random_erasing(image, probability, s).numpy() for s in seeds])
+    mapped = np.stack(list(tf.data.Dataset.range(300).map(
+        lambda i: sampler.random_erasing(image, probability, sampler.stream_seed(3, 5, i)))
+        .as_numpy_iterator()))
+    np.testing.assert_array_equal(eager, mapped)
+    if probability == 0:
+        assert not eager.any()
+        return
+    mean = np.array(sampler.IMAGENET_MEAN, np.float32)
+    assert all(b is None or np.allclose(im[np.any(im != 0, -1)], mean)
+               for im, b in zip(eager, erased_boxes(eager, None)))
+    check_erasing_statistics(eager, probability, None)
+
+
+def test_random_erasing_with_noise_and_where_nothing_fits():
+    noise = sampler.random_erasing(tf.fill((64, 32, 3), -1.0), 1.0,
+                                   sampler.stream_seed(0, 5, 1), 'noise').numpy()
+    inside = noise[noise[..., 0] != -1]
+    assert inside.size and inside.min() >= 0 and inside.max() <= 255 and inside.std() > 30
+    # A 1×1 image has room for no rectangle smaller than itself.
+    tiny = tf.zeros((1, 1, 3))
+    assert not sampler.random_erasing(tiny, 1.0, sampler.stream_seed(0, 5, 0)).numpy().any()
+
+
+def test_pk_dataset_erases_and_pad_crops_reproducibly(tiny_dataset):
+    csv_path, root = tiny_dataset
+    options = dict(batch_p=4, batch_k=4, net_input_size=(32, 16), pad_crop=4, erasing=0.5)
+    first = take(pk_batches(csv_path, root, **options)[0], 3)
+    again = take(pk_batches(csv_path, root, **options)[0], 3)
+    resumed = take(pk_batches(csv_path, root, start_step=1, **options)[0], 2)
+    plain = take(pk_batches(csv_path, root, batch_p=4, batch_k=4, net_input_size=(32, 16))[0], 3)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a[0], b[0])
+    for a, b in zip(first[1:], resumed):
+        np.testing.assert_array_equal(a[0], b[0])
+    images, originals = np.concatenate([b[0] for b in first]), np.concatenate(
+        [b[0] for b in plain])
+    assert images.shape == originals.shape == (48, 32, 16, 3)
+    # Padding shows as black rows or columns at the border of some crops.
+    black_border = [np.all(im[0] == 0) or np.all(im[-1] == 0) or np.all(im[:, 0] == 0) or
+                    np.all(im[:, -1] == 0) for im in images]
+    assert any(black_border)
+    mean = np.array(sampler.IMAGENET_MEAN, np.float32)
+    erased = [np.any(np.all(np.abs(im - mean) < 1e-3, -1)) for im in images]
+    assert 0.25 < np.mean(erased) < 0.75
+
+
+def test_pad_and_crop_keeps_the_picture():
+    image = tf.reshape(tf.range(4 * 3 * 3, dtype=tf.float32) + 1, (4, 3, 3))
+    crops = [sampler.pad_and_crop(image, 1, (4, 3), sampler.stream_seed(0, 6, i)).numpy()
+             for i in range(40)]
+    padded = np.pad(image.numpy(), ((1, 1), (1, 1), (0, 0)))
+    windows = {(y, x) for y in range(3) for x in range(3)}
+    found = set()
+    for crop in crops:
+        match = [(y, x) for y, x in windows if np.array_equal(padded[y:y + 4, x:x + 3], crop)]
+        assert len(match) == 1
+        found |= set(match)
+    assert len(found) > 4
