@@ -8,6 +8,7 @@ function that embed.py, validation and export use. This is the only module
 that imports `tf1_checkpoint`.
 """
 
+import inspect
 import logging
 import os
 from importlib import import_module
@@ -20,28 +21,50 @@ import sampler
 import tf1_checkpoint
 from common import UserError, read_json
 from heads import HEAD_CHOICES
-from nets import NET_CHOICES
+from nets import LAST_STRIDE_NETS, NET_CHOICES
+from nets._layers import pooling_layer
 
 log = logging.getLogger('model')
 
 
-def build_model(model_name, head_name, embedding_dim, mixed_precision='off'):
+def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
+                last_stride=2):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
     dtype policy for the layers built here; the embedding layer stays float32.
+    `pooling` (one of `nets._layers.POOLINGS`) replaces the body's global
+    average pooling; `last_stride` 1 halves the stride of the body's last
+    stage, for the nets that take it.
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
-        to a dict with `emb` and `emb_raw`, both (B, embedding_dim); `body` is
-        its backbone, the part that pretrained weights are loaded into.
+        to a dict with `emb` and `emb_raw`, both (B, embedding_dim) (and
+        `metric_emb` for heads that give it); `body` is its backbone, the
+        part that pretrained weights are loaded into.
+
+    Raises:
+        UserError when the net cannot change its last stride.
     """
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    body = import_module('nets.' + model_name).body()
+    net = import_module('nets.' + model_name)
+    if last_stride != 2:
+        if 'last_stride' not in inspect.signature(net.body).parameters:
+            raise UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
+                last_stride, ', '.join(LAST_STRIDE_NETS), model_name))
+        body = net.body(last_stride=last_stride)
+    else:
+        body = net.body()
     head = import_module('heads.' + head_name).head
     images = keras.Input((None, None, 3), name='images')
-    outputs = head(body(images), embedding_dim)
+    if pooling == 'avg':
+        features = body(images)
+    else:
+        # The body's own pooling is its last layer; pool its input instead.
+        feature_map = keras.Model(body.input, body.layers[-1].input, name=body.name + '_map')
+        features = pooling_layer(pooling)(feature_map(images))
+    outputs = head(features, embedding_dim)
     return keras.Model(images, outputs, name='embedding_model'), body
 
 
@@ -104,6 +127,9 @@ LEGACY_ARGUMENTS = {
     'antialias': False,
     # Before --accurate_jpeg, JPEGs were decoded with TensorFlow's fast DCT.
     'accurate_jpeg': False,
+    # The architecture before --pooling and --last_stride.
+    'pooling': 'avg',
+    'last_stride': 2,
 }
 
 
@@ -204,7 +230,8 @@ def load_experiment(experiment_root, checkpoint=None):
                         'root written by train.py?'.format(experiment_root))
     path = find_checkpoint(experiment_root, checkpoint)
     model, body = build_model(train_args['model_name'], train_args['head_name'],
-                              train_args['embedding_dim'])
+                              train_args['embedding_dim'], pooling=train_args['pooling'],
+                              last_stride=train_args['last_stride'])
     restore(path, tf.train.Checkpoint(model=model), model, body,
             what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
     return model, train_args, path

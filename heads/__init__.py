@@ -8,11 +8,14 @@ applied to the body's pooled Keras tensor `features` of shape (B, F). It
 returns the raw embedding (B, embedding_dim) and the embedding that the loss
 and the evaluation use (the raw one, or its L2-normalised version). The final
 layer is named `emb` like the original's variable scope, and its output is
-float32 whatever the mixed-precision policy. `_layers.py` holds the shared
+float32 whatever the mixed-precision policy. A head may also return
+`metric_emb` (B, embedding_dim), float32: what the triplet and center losses
+train when it is not `emb` (BNNeck's features before its batch norm). `_layers.py` holds the shared
 layers and is not a choice.
 """
 
 HEAD_CHOICES = (
+    'bnneck',
     'direct',
     'direct_normalize',
     'fc1024',

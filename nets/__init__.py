@@ -14,6 +14,11 @@ A plug-in whose weights come from elsewhere (the Keras applications) may also
 define `load_weights(body, path)`, which `--initial_checkpoint` then uses for
 Keras weights files and for `imagenet`.
 
+A plug-in whose last stage can run at stride 1 instead of 2 (BoT's "last
+stride 1", which doubles the final feature map's size and keeps pretrained
+weights usable) takes it as `body(last_stride=2)` and is listed in
+`LAST_STRIDE_NETS`.
+
 `_layers.py` and `_resnet_v1.py` are shared building blocks, not choices.
 """
 
@@ -27,3 +32,5 @@ NET_CHOICES = (
     'keras_resnet50',
     'keras_mobilenet_v2',
 )
+
+LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')

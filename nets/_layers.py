@@ -67,3 +67,41 @@ def load_application_weights(body, layer_name, build, path):
         application.set_weights(build('imagenet').get_weights())
     else:
         application.load_weights(path)
+
+
+class GeneralizedMeanPooling(keras.layers.Layer):
+    """GeM pooling (Radenović et al. 2018): (mean of x^p over the positions)^(1/p)
+    per channel, with one learnable exponent p (initially 3); p = 1 is average
+    pooling and p → ∞ max pooling. Inputs are clipped at `epsilon` first, as
+    fast-reid does, so that the power is defined.
+
+    (B, H, W, C) -> (B, C).
+    """
+
+    def __init__(self, p=3.0, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_p, self.epsilon = float(p), float(epsilon)
+
+    def build(self, input_shape):
+        self.p = self.add_weight(name='p', shape=(), dtype='float32',
+                                 initializer=keras.initializers.Constant(self.initial_p))
+
+    def call(self, x):
+        p = keras.ops.cast(self.p, x.dtype)
+        x = keras.ops.power(keras.ops.maximum(x, self.epsilon), p)
+        return keras.ops.power(keras.ops.mean(x, axis=(1, 2)), 1.0 / p)
+
+    def get_config(self):
+        return dict(super().get_config(), p=self.initial_p, epsilon=self.epsilon)
+
+
+POOLINGS = ('avg', 'max', 'gem')
+
+
+def pooling_layer(pooling):
+    """The global pooling layer named by `pooling`, one of `POOLINGS`."""
+    if pooling == 'gem':
+        return GeneralizedMeanPooling(name='gem_pool')
+    if pooling == 'max':
+        return keras.layers.GlobalMaxPooling2D(name='global_max_pool')
+    return keras.layers.GlobalAveragePooling2D(name='global_avg_pool')

@@ -33,8 +33,12 @@ def bottleneck(x, depth, depth_bottleneck, stride, name):
     return keras.layers.Activation('relu', name=name + '_out')(x)
 
 
-def resnet_v1(units_per_block, name):
+def resnet_v1(units_per_block, name, last_stride=2):
     """Builds a ResNet v1 body with the given number of units in each of the 4 blocks.
+
+    slim puts each block's stride in its last unit, so the last stride of the
+    network (into block 4) is block 3's; `last_stride` 1 removes it (BoT),
+    which changes no variable.
 
     Returns:
         A keras.Model from (B, H, W, 3) images in [0, 255] to (B, 2048) features.
@@ -44,7 +48,7 @@ def resnet_v1(units_per_block, name):
     x = conv_bn(x, 64, 7, 2, 'conv1')
     x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='pool1')(x)
     for block, (base_depth, num_units, stride) in enumerate(
-            zip((64, 128, 256, 512), units_per_block, (2, 2, 2, 1)), start=1):
+            zip((64, 128, 256, 512), units_per_block, (2, 2, last_stride, 1)), start=1):
         for unit in range(1, num_units + 1):
             x = bottleneck(x, base_depth * 4, base_depth, stride if unit == num_units else 1,
                            'block{}_unit_{}'.format(block, unit))

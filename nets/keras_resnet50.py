@@ -14,16 +14,30 @@ from nets._layers import load_application_weights
 BGR_MEAN = (103.939, 116.779, 123.68)
 
 
-def _application(weights=None):
-    return keras.applications.ResNet50(include_top=False, weights=weights,
-                                       input_shape=(None, None, 3), name='resnet50')
+# The two convolutions that enter the last stage with stride 2.
+LAST_STAGE_STRIDED = ('conv5_block1_0_conv', 'conv5_block1_1_conv')
 
 
-def body():
+def _application(weights=None, last_stride=2):
+    application = keras.applications.ResNet50(include_top=False, weights=weights,
+                                              input_shape=(None, None, 3), name='resnet50')
+    if last_stride == 2:
+        return application
+    # The same layers with the last stage's stride changed; the weights keep their shapes.
+    config = application.get_config()
+    for layer in config['layers']:
+        if layer['config']['name'] in LAST_STAGE_STRIDED:
+            layer['config']['strides'] = (last_stride, last_stride)
+    changed = keras.Model.from_config(config)
+    changed.set_weights(application.get_weights())
+    return changed
+
+
+def body(last_stride=2):
     images = keras.Input((None, None, 3), name='images')
     bgr = keras.layers.Lambda(lambda x: x[..., ::-1], name='rgb_to_bgr')(images)
     x = keras.layers.Rescaling(1.0, offset=[-m for m in BGR_MEAN], name='mean_subtraction')(bgr)
-    x = _application()(x)
+    x = _application(last_stride=last_stride)(x)
     features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
     return keras.Model(images, features, name='keras_resnet50')
 

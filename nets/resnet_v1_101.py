@@ -3,5 +3,5 @@
 from nets._resnet_v1 import resnet_v1
 
 
-def body():
-    return resnet_v1((3, 4, 23, 3), name='resnet_v1_101')
+def body(last_stride=2):
+    return resnet_v1((3, 4, 23, 3), name='resnet_v1_101', last_stride=last_stride)

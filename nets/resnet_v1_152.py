@@ -3,5 +3,5 @@
 from nets._resnet_v1 import resnet_v1
 
 
-def body():
-    return resnet_v1((3, 8, 36, 3), name='resnet_v1_152')
+def body(last_stride=2):
+    return resnet_v1((3, 8, 36, 3), name='resnet_v1_152', last_stride=last_stride)

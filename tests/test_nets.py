@@ -84,7 +84,7 @@ def test_tiny_is_exactly_four_blocks():
     assert scale.scale == pytest.approx(1 / 255)
 
 
-@pytest.mark.parametrize('head_name', HEAD_CHOICES)
+@pytest.mark.parametrize('head_name', [h for h in HEAD_CHOICES if h != 'bnneck'])
 def test_heads(head_name):
     model, body = build_model('tiny', head_name, 16)
     out = model(np.random.uniform(0, 255, (3, 32, 16, 3)).astype(np.float32), training=False)
@@ -103,3 +103,68 @@ def test_heads(head_name):
         bn = model.get_layer('fully_connected_bn')
         assert bn.momentum == 0.9 and bn.epsilon == 1e-5
     assert body.name == 'tiny'
+
+
+@pytest.mark.parametrize('embedding_dim', [1024, 16])
+def test_bnneck_infers_the_batch_normalised_features(embedding_dim):
+    model, body = build_model('tiny', 'bnneck', embedding_dim)
+    images = np.random.default_rng(0).uniform(0, 255, (6, 32, 16, 3)).astype(np.float32)
+    bn = model.get_layer('emb')
+    assert not bn.center and bn.momentum == 0.9 and bn.epsilon == 1e-5
+    # Move the statistics away from 0 and 1, as training would.
+    bn.moving_mean.assign(np.linspace(-1, 1, embedding_dim))
+    bn.moving_variance.assign(np.linspace(0.5, 2, embedding_dim))
+    bn.gamma.assign(np.linspace(0.5, 1.5, embedding_dim))
+    out = model(images, training=False)
+    features = out['metric_emb'].numpy()
+    if embedding_dim == 1024:
+        # The body's width: no reduction, the triplet loss sees the pooled features.
+        assert 'reduction' not in [layer.name for layer in model.layers]
+        np.testing.assert_allclose(features, body(images).numpy(), rtol=1e-5)
+    else:
+        assert model.get_layer('reduction').kernel.shape == (1024, embedding_dim)
+    expected = (features - bn.moving_mean.numpy()) / np.sqrt(
+        bn.moving_variance.numpy() + 1e-5) * bn.gamma.numpy()
+    np.testing.assert_allclose(out['emb'].numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out['emb_raw'].numpy(), out['emb'].numpy())
+
+
+def test_pooling_choices():
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 16, 3)).astype(np.float32)
+    models = {p: build_model('tiny', 'direct', 8, pooling=p)[0] for p in ('avg', 'max', 'gem')}
+    weights = models['avg'].get_layer('emb').get_weights()
+    feature_map = models['gem'].get_layer('tiny_map')
+    models['gem'].get_layer('tiny_map').set_weights(models['avg'].get_layer('tiny').get_weights())
+    fmap = feature_map(images).numpy()
+    gem = models['gem'].get_layer('gem_pool')
+    assert float(gem.p.numpy()) == 3.0 and gem.p.trainable
+    expected = np.mean(np.maximum(fmap, 1e-6) ** 3, axis=(1, 2)) ** (1 / 3)
+    np.testing.assert_allclose(gem(fmap).numpy(), expected, rtol=1e-4)
+    gem.p.assign(1.0)
+    np.testing.assert_allclose(gem(fmap).numpy(), np.maximum(fmap, 1e-6).mean(axis=(1, 2)),
+                               rtol=1e-4, atol=1e-6)
+    pooled_max = models['max'].get_layer('global_max_pool')
+    np.testing.assert_allclose(pooled_max(fmap).numpy(), fmap.max(axis=(1, 2)))
+    for model in models.values():
+        model.get_layer('emb').set_weights(weights)
+        assert model(images)['emb'].shape == (2, 8)
+
+
+@pytest.mark.parametrize('name', ['resnet_v1_50', 'keras_resnet50'])
+def test_last_stride_one_doubles_the_feature_map_and_keeps_the_weights(name):
+    images = np.random.default_rng(2).uniform(0, 255, (1, 64, 32, 3)).astype(np.float32)
+    maps = {}
+    for stride in (2, 1):
+        model, body = build_model(name, 'direct', 8, pooling='max', last_stride=stride)
+        maps[stride] = model.get_layer(body.name + '_map')(images).shape
+        assert trainable(body) == (SLIM_TRAINABLE.get(name) or trainable(body))
+        if stride == 2:
+            shapes = [w.shape for w in body.weights]
+        assert [w.shape for w in body.weights] == shapes
+    assert maps[2][1:3] == (2, 1) and maps[1][1:3] == (4, 2)
+
+
+def test_last_stride_is_refused_where_a_net_has_none():
+    from common import UserError
+    with pytest.raises(UserError, match='--last_stride 1 works with'):
+        build_model('tiny', 'fc1024', 8, last_stride=1)
