@@ -27,10 +27,13 @@ from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from model import (build_model, inference_function, load_body_weights, read_args,
                    restore)
-from nets import NET_CHOICES
+from nets import LAST_STRIDE_NETS, NET_CHOICES
+from nets._layers import POOLINGS
 from uninterrupt import Uninterrupt
 
 log = logging.getLogger('train')
+
+LR_SCHEDULES = ('exponential', 'step', 'cosine')
 
 parser = argparse.ArgumentParser(
     description='Train a ReID network.',
@@ -69,6 +72,17 @@ parser.add_argument(
 parser.add_argument(
     '--embedding_dim', default=128, type=common.positive_int,
     help='Dimensionality of the embedding space.')
+
+parser.add_argument(
+    '--pooling', default='avg', choices=POOLINGS,
+    help='The global pooling of the body\'s feature map: average (the original), max, or '
+         'GeM (generalised mean with a learnable exponent, initially 3).')
+
+parser.add_argument(
+    '--last_stride', default=2, type=int, choices=(1, 2),
+    help='The stride of the body\'s last stage. 1 (BoT) doubles the height and width of '
+         'the final feature map, for finer features at more compute; pretrained weights '
+         'still load. For {}.'.format(', '.join(LAST_STRIDE_NETS)))
 
 parser.add_argument(
     '--initial_checkpoint', default=None,
@@ -136,6 +150,30 @@ parser.add_argument(
          'negatives). The README says which to use when.')
 
 parser.add_argument(
+    '--id_loss_weight', default=0.0, type=common.nonnegative_float,
+    help='Add a softmax cross-entropy identity loss over the training identities, with this '
+         'weight, on a bias-free classifier of the embedding (after the batch norm of '
+         '`--head_name bnneck`). The classifier is checkpointed but not exported. BoT: 1. '
+         '0: off, as the original. Also the usual remedy when training from scratch collapses.')
+
+parser.add_argument(
+    '--label_smoothing', default=0.1, type=common.unit_float,
+    help='Label smoothing of the identity loss (Szegedy et al. 2016): the target gives 1 - e + '
+         'e/C to the true identity and e/C to each of the C others. Only used with '
+         '--id_loss_weight.')
+
+parser.add_argument(
+    '--center_loss_weight', default=0.0, type=common.nonnegative_float,
+    help='Add the center loss (Wen et al. 2016) with this weight: the squared distance of each '
+         'embedding (before the batch norm of bnneck) to a center of its identity. The centers '
+         'learn by plain SGD at --center_learning_rate from the unweighted loss, as in BoT. '
+         'BoT: 5e-4. 0: off.')
+
+parser.add_argument(
+    '--center_learning_rate', default=0.5, type=common.positive_float,
+    help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
+
+parser.add_argument(
     '--learning_rate', default=3e-4, type=common.positive_float,
     help='The initial value of the learning-rate, before it kicks in.')
 
@@ -147,6 +185,32 @@ parser.add_argument(
     '--decay_start_iteration', default=15000, type=int,
     help='At which iteration the learning-rate decay should kick-in. '
          'Set to -1 to disable decay completely.')
+
+parser.add_argument(
+    '--lr_schedule', default='exponential', choices=LR_SCHEDULES,
+    help='`exponential`: the original\'s decay from --decay_start_iteration down to 0.001x at '
+         'the last iteration. `cosine`: half a cosine from --decay_start_iteration down to 0. '
+         '`step`: multiply by --lr_decay_factor at each of --lr_decay_steps.')
+
+parser.add_argument(
+    '--lr_decay_steps', default=[], type=common.positive_int, nargs='+',
+    help='The iterations at which `--lr_schedule step` multiplies the learning rate by '
+         '--lr_decay_factor (BoT: 40 and 70 of 120 epochs).')
+
+parser.add_argument(
+    '--lr_decay_factor', default=0.1, type=common.positive_float,
+    help='The factor of each step of `--lr_schedule step`.')
+
+parser.add_argument(
+    '--warmup_iterations', default=0, type=common.nonnegative_int,
+    help='Raise the learning rate linearly from 1%% of the schedule\'s value to all of it '
+         'over this many first iterations (BoT: 10 epochs). 0: no warm-up, as the original.')
+
+parser.add_argument(
+    '--weight_decay', default=0.0, type=common.nonnegative_float,
+    help='L2 regularisation of every trainable weight, coupled as in BoT\'s Adam: the loss '
+         'gains weight_decay/2 · ‖w‖², so each gradient gains weight_decay · w, which Adam '
+         'then normalises (unlike the decoupled AdamW). BoT: 5e-4. 0: none, as the original.')
 
 parser.add_argument(
     '--checkpoint_frequency', default=1000, type=common.nonnegative_int,
@@ -162,6 +226,22 @@ parser.add_argument(
     '--crop_augment', action='store_true', default=False,
     help='When this flag is provided, crop augmentation is performed: images are resized '
          'to the pre-crop size and a random crop of the net input size is taken.')
+
+parser.add_argument(
+    '--pad_crop', default=0, type=common.nonnegative_int,
+    help='Pad every training image with this many black pixels on each side and take a random '
+         'crop of the net input size (BoT: 10 at 256x128), an alternative to --crop_augment. '
+         '0: off.')
+
+parser.add_argument(
+    '--random_erasing', default=0.0, type=common.unit_float,
+    help='The probability of random erasing (Zhong et al. 2020) of each training image: a '
+         'rectangle of 2-40%% of its area, aspect 0.3-3.3, is filled (see --erasing_fill). '
+         'BoT: 0.5. 0: off.')
+
+parser.add_argument(
+    '--erasing_fill', default='mean', choices=sampler.ERASING_FILLS,
+    help='What --random_erasing fills with: the ImageNet mean colour or uniform noise.')
 
 parser.add_argument(
     '--detailed_logs', action='store_true', default=False,
@@ -250,6 +330,10 @@ parser.add_argument(
 
 VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_every')
 
+# The per-image losses beside the triplet loss, as the step returns and
+# TensorBoard shows them.
+AUXILIARY_LOSSES = ('id_loss', 'center_loss')
+
 
 class TrainingDiverged(common.UserError):
     """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
@@ -281,21 +365,48 @@ def collapse_warning(iterations, margin):
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The original's schedule: constant until `decay_start`, then exponential
-    decay that reaches 0.001 × `initial` at `end`; a negative `decay_start`
-    (or one at or past `end`) disables the decay."""
+    """The learning rate at each iteration (counted from 0).
 
-    def __init__(self, initial, decay_start, end):
+    `exponential` is the original's schedule: constant until `decay_start`,
+    then exponential decay that reaches 0.001 × `initial` at `end`. `cosine`
+    is constant until `decay_start`, then follows half a cosine down to 0 at
+    `end`. For both, a negative `decay_start` (or one at or past `end`)
+    disables the decay. `step` multiplies the rate by `factor` at each
+    iteration of `steps`. A positive `warmup` scales the first `warmup`
+    iterations linearly from 1% up to the full rate of the schedule.
+    """
+
+    def __init__(self, initial, decay_start, end, schedule='exponential', warmup=0, steps=(),
+                 factor=0.1):
         self.initial, self.decay_start, self.end = float(initial), int(decay_start), int(end)
+        self.schedule, self.warmup, self.factor = schedule, int(warmup), float(factor)
+        self.steps = tuple(int(s) for s in steps)
 
-    def __call__(self, step):
+    def decayed(self, step):
+        """The schedule without warm-up: a float32 scalar."""
+        step = tf.cast(step, tf.float32)
+        if self.schedule == 'step':
+            passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.steps or (0,), tf.float32),
+                                           tf.float32)) if self.steps else 0.0
+            return self.initial * tf.pow(self.factor, passed)
         if not 0 <= self.decay_start < self.end:
             return tf.constant(self.initial, tf.float32)
-        progress = tf.maximum(0.0, tf.cast(step, tf.float32) - self.decay_start)
-        return self.initial * tf.pow(0.001, progress / (self.end - self.decay_start))
+        progress = tf.maximum(0.0, step - self.decay_start) / (self.end - self.decay_start)
+        if self.schedule == 'cosine':
+            return self.initial * 0.5 * (1.0 + tf.cos(np.pi * tf.minimum(progress, 1.0)))
+        return self.initial * tf.pow(0.001, progress)
+
+    def __call__(self, step):
+        rate = self.decayed(step)
+        if self.warmup > 0:
+            fraction = tf.minimum(tf.cast(step, tf.float32) / self.warmup, 1.0)
+            rate *= 0.01 + 0.99 * fraction
+        return rate
 
     def get_config(self):
-        return {'initial': self.initial, 'decay_start': self.decay_start, 'end': self.end}
+        return {'initial': self.initial, 'decay_start': self.decay_start, 'end': self.end,
+                'schedule': self.schedule, 'warmup': self.warmup, 'steps': self.steps,
+                'factor': self.factor}
 
 
 def resolve_arguments(argv):
@@ -361,6 +472,15 @@ def check_arguments(args):
     if given and len(given) < 3:
         raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
                                'together; only --{} was given.'.format(', --'.join(given)))
+    if args.lr_schedule == 'step' and not args.lr_decay_steps:
+        raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
+                               '--lr_decay_steps 8000 14000.')
+    if args.last_stride != 2 and args.model_name not in LAST_STRIDE_NETS:
+        raise common.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
+            args.last_stride, ', '.join(LAST_STRIDE_NETS), args.model_name))
+    if args.crop_augment and args.pad_crop:
+        raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
+                               'one.')
     if args.crop_augment and (args.pre_crop_height < args.net_input_height or
                               args.pre_crop_width < args.net_input_width):
         raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
@@ -380,6 +500,9 @@ def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
         tf.summary.scalar('learning_rate', lr)
         tf.summary.scalar('secs_per_iter', seconds)
         tf.summary.scalar('embedding_spread', out['spread'])
+        for name in AUXILIARY_LOSSES:
+            if name in out:
+                tf.summary.scalar(name, tf.reduce_mean(out[name]))
         if not histograms:
             return
         tf.summary.histogram('loss_distribution', out['losses'])
@@ -390,35 +513,79 @@ def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
 
 
-def make_train_step(model, optimizer, step, args, strategy):
+def auxiliary_heads(args, num_ids, embedding_dim):
+    """What --id_loss_weight and --center_loss_weight train beside the model,
+    to be built in the strategy's scope: a dict with the identity
+    `classifier` (a bias-free Dense layer, initialised with std 0.001 as in
+    BoT) and the identity `centers` (C, D) with their own SGD
+    `center_optimizer`, each only when its loss is on. All of it belongs in
+    the checkpoint and none of it in the exported model."""
+    extras = {}
+    if args.id_loss_weight:
+        classifier = keras.layers.Dense(
+            num_ids, use_bias=False, dtype='float32', name='classifier',
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
+        classifier.build((None, embedding_dim))
+        extras['classifier'] = classifier
+    if args.center_loss_weight:
+        extras['centers'] = tf.Variable(
+            keras.random.normal((num_ids, embedding_dim)), trainable=False, name='centers')
+        extras['center_optimizer'] = keras.optimizers.SGD(args.center_learning_rate)
+        extras['center_optimizer'].build([extras['centers']])
+    return extras
+
+
+def trainable_variables(model, extras):
+    """The variables the main optimizer trains: the model's and the classifier's."""
+    classifier = extras.get('classifier')
+    return model.trainable_variables + (classifier.trainable_variables if classifier else [])
+
+
+def make_train_step(model, optimizer, step, args, strategy, extras=None):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors.
 
     Each replica embeds its images; unless --per_replica_mining, it gathers
     the embeddings of all replicas so that its anchors are mined against the
-    whole batch. Its loss is the sum of its anchors' losses over the global
-    batch size, so that the summed gradients equal a single device's.
+    whole batch. Its loss is the sum of its anchors' losses (and of the
+    weighted identity and center losses of its images) over the global batch
+    size, so that the summed gradients equal a single device's. `extras` is
+    `auxiliary_heads`'s dict.
 
     Returns:
         (train_step, gradients): `gradients(images, labels)` computes the
-        global per-anchor losses and the summed gradients without applying
-        them, to compare a distributed step with a single device's.
+        global per-anchor losses and the summed gradients of the trainable
+        variables (and, last, of the centers) without applying them, to
+        compare a distributed step with a single device's.
     """
+    extras = extras or {}
     loss_fn = loss.LOSS_CHOICES[args.loss]
     replicas = strategy.num_replicas_in_sync
     global_mining = replicas > 1 and not args.per_replica_mining
     global_batch = args.batch_p * args.batch_k
+    variables = trainable_variables(model, extras)
+    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
 
     # XLA compiles the network's forward pass and, through the tape, its
     # backward pass; the gathering across replicas stays outside it.
     forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
         if args.xla else (lambda images: model(images, training=True))
 
+    def auxiliary_losses(endpoints, emb, labels):
+        """The per-image identity and center losses that are on: {name: (b,)}."""
+        terms = {}
+        if 'classifier' in extras:
+            logits = extras['classifier'](tf.cast(endpoints['emb'], tf.float32))
+            terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
+        if 'centers' in extras:
+            terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
+        return terms
+
     def replica_gradients(images, labels):
         context = tf.distribute.get_replica_context()
         with tf.GradientTape() as tape:
             endpoints = forward(images)
-            emb = tf.cast(endpoints['emb'], tf.float32)
+            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
             batch_emb, batch_labels, anchors = emb, labels, None
             if global_mining:
                 batch_emb = distributed.all_gather(emb)
@@ -429,20 +596,35 @@ def make_train_step(model, optimizer, step, args, strategy):
             # Losses that draw at random draw from the step, so resuming redraws the same.
             losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
                              seed=sampler.stream_seed(args.seed, 4, step))
-            scaled = optimizer.scale_loss(tf.reduce_sum(losses) / global_batch)
-        grads = tape.gradient(scaled, model.trainable_variables)
+            terms = auxiliary_losses(endpoints, emb, labels)
+            total = tf.add_n([tf.reduce_sum(losses)] + [
+                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
+            total /= global_batch
+            if args.weight_decay:
+                # Each replica adds its share, so that the sum over replicas adds it once.
+                total += args.weight_decay / (2 * replicas) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+            scaled = optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, variables)
         same, positive, negative = loss.identity_masks(batch_labels, anchors)
         top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
         # Masks travel as int32: tf.distribute cannot gather booleans.
-        return grads, {
-            'losses': losses, 'emb': emb, 'dists': dists,
+        return grads, dict(terms, **{
+            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
             'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
             'top1': top1[None], 'prec_at_k': prec_at_k[None],
-            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)}
+            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
+
+    def center_gradients(out):
+        """The centers' gradient of the unweighted center loss, as BoT steps them."""
+        return loss.center_gradient(out['emb'], extras['centers'], out['labels']) / global_batch
 
     def replica_step(images, labels):
         grads, out = replica_gradients(images, labels)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, variables))
+        if 'centers' in extras:
+            extras['center_optimizer'].apply_gradients([(center_gradients(out),
+                                                         extras['centers'])])
         if replicas > 1:
             # Every replica gets the whole batch's values; the first one's are kept.
             out = {key: distributed.all_gather(value) for key, value in out.items()}
@@ -461,6 +643,8 @@ def make_train_step(model, optimizer, step, args, strategy):
 
     def replica_losses_and_gradients(images, labels):
         grads, out = replica_gradients(images, labels)
+        if 'centers' in extras:
+            grads = grads + [center_gradients(out)]
         context = tf.distribute.get_replica_context()
         return distributed.all_gather(out['losses']) if replicas > 1 else out['losses'], [
             context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
@@ -523,22 +707,26 @@ def main(argv=None):
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         model, body = build_model(args.model_name, args.head_name, args.embedding_dim,
-                                  args.mixed_precision)
+                                  args.mixed_precision, args.pooling, args.last_stride)
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
+        extras = auxiliary_heads(args, len(np.unique(pids)), args.embedding_dim)
 
         # Optimizer, built now so that its slots exist in the step-0 checkpoint.
         learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
-                                     args.train_iterations)
+                                     args.train_iterations, args.lr_schedule,
+                                     args.warmup_iterations, args.lr_decay_steps,
+                                     args.lr_decay_factor)
         # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
         optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
         if args.mixed_precision == 'float16':
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+        optimizer.build(trainable_variables(model, extras))
 
         # Checkpoint: everything that decides the future of the run.
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
-    checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step)
+    checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step,
+                                     **extras)
     # Other workers of a multi-worker run write to a scratch folder they delete.
     checkpoint_dir = args.experiment_root if chief else os.path.join(
         args.experiment_root, '.{}_{}'.format(task_type, task_index))
@@ -563,7 +751,7 @@ def main(argv=None):
         # The initialisation is stored too, so experiments can be reproduced exactly.
         save(0)
     start_step = int(step.numpy())
-    train_step, _ = make_train_step(model, optimizer, step, args, strategy)
+    train_step, _ = make_train_step(model, optimizer, step, args, strategy, extras)
 
     # Validation, on the chief only. The best checkpoint is copied to `best/`,
     # where the regular ones' --keep_checkpoints cannot delete it. Two are
@@ -607,7 +795,8 @@ def main(argv=None):
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
             splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias,
-            accurate_jpeg=args.accurate_jpeg)
+            accurate_jpeg=args.accurate_jpeg, pad_crop=args.pad_crop,
+            erasing=args.random_erasing, erasing_fill=args.erasing_fill)
     if strategy.num_replicas_in_sync > 1:
         batches = iter(strategy.distribute_datasets_from_function(make_dataset))
     else:
@@ -627,13 +816,15 @@ def main(argv=None):
             images, batch_fids, _, labels = next(batches)
             out = train_step(images, labels)
             b_loss = out['losses'].numpy()
+            terms = {name: float(np.mean(out[name])) for name in AUXILIARY_LOSSES if name in out}
             elapsed_time = time.time() - start_time
             current = int(step.numpy())
-            if not np.all(np.isfinite(b_loss)):
+            if not np.all(np.isfinite(b_loss)) or not np.all(np.isfinite(list(terms.values()))):
                 raise TrainingDiverged(
                     'the loss became {} at iteration {}; no checkpoint was written for it. '
                     'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
-                        'NaN' if np.isnan(b_loss).any() else 'infinite', current,
+                        'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
+                        else 'infinite', current,
                         tf.train.latest_checkpoint(args.experiment_root)))
             collapsed_for = collapsed_for + 1 if looks_collapsed(
                 float(b_loss.mean()), float(out['spread']), args.margin) else 0
@@ -647,8 +838,9 @@ def main(argv=None):
                 log_fids[i] = np.concatenate([t.numpy() for t in
                                               strategy.experimental_local_results(batch_fids)])
             seconds_todo = (args.train_iterations - current) * elapsed_time
-            log.info('iter:%6d, loss min|avg|max: %.3f|%.3f|%6.3f, batch-p@%d: %.2f%%, ETA: %s '
+            log.info('iter:%6d, loss min|avg|max: %.3f|%.3f|%6.3f, %sbatch-p@%d: %.2f%%, ETA: %s '
                      '(%.2fs/it)', current, b_loss.min(), b_loss.mean(), b_loss.max(),
+                     ''.join('{}: {:.3f}, '.format(n, v) for n, v in terms.items()),
                      args.batch_k - 1, 100 * float(out['prec_at_k']),
                      timedelta(seconds=int(seconds_todo)), elapsed_time)
             if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:

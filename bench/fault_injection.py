@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ def make_data(folder):
     return os.path.join(folder, 'demo_train.csv'), os.path.join(folder, 'demo_test.csv')
 
 
-def train_command(root, train_csv, image_root, iterations, seed):
+def train_command(root, train_csv, image_root, iterations, seed, extra=()):
     return [sys.executable, os.path.join(ROOT, 'train.py'), '--experiment_root', root,
             '--train_set', train_csv, '--image_root', image_root, '--model_name', 'tiny',
             '--head_name', 'fc1024', '--embedding_dim', '16', '--batch_p', '4', '--batch_k', '4',
@@ -43,7 +44,7 @@ def train_command(root, train_csv, image_root, iterations, seed):
             '--crop_augment', '--pre_crop_height', '36', '--pre_crop_width', '18',
             '--learning_rate', '1e-3', '--train_iterations', str(iterations),
             '--checkpoint_frequency', '1', '--loading_threads', '2', '--seed', str(seed),
-            '--deterministic', '--detailed_logs']
+            '--deterministic', '--detailed_logs'] + list(extra)
 
 
 def run_until_done(command, kills, rng, max_delay):
@@ -80,7 +81,8 @@ def model_variables(checkpoint):
     import tensorflow as tf
     reader = tf.train.load_checkpoint(checkpoint)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith(('model/', 'optimizer/', 'step/'))}
+            if name.startswith(('model/', 'optimizer/', 'step/', 'classifier/', 'centers/',
+                                'center_optimizer/'))}
 
 
 def embeddings(root, csv_path):
@@ -98,19 +100,22 @@ def detailed_log(root, name):
     return np.memmap(os.path.join(root, name), meta['dtype'], 'r', shape=tuple(meta['shape']))
 
 
-def fault_injection(workdir, kills=20, iterations=200, seed=7, max_delay=0.6, rng_seed=0):
-    """Returns a dict with the figures of one fault-injection experiment."""
+def fault_injection(workdir, kills=20, iterations=200, seed=7, max_delay=0.6, rng_seed=0,
+                    extra=()):
+    """Returns a dict with the figures of one fault-injection experiment;
+    `extra` are further train.py flags."""
     rng = random.Random(rng_seed)
     train_csv, test_csv = make_data(os.path.join(workdir, 'data'))
     image_root = os.path.join(workdir, 'data')
     straight, killed = os.path.join(workdir, 'straight'), os.path.join(workdir, 'killed')
 
     start = time.time()
-    run_until_done(train_command(straight, train_csv, image_root, iterations, seed), 0, rng, 0)
+    run_until_done(train_command(straight, train_csv, image_root, iterations, seed, extra), 0,
+                   rng, 0)
     straight_seconds = time.time() - start
     start = time.time()
-    made = run_until_done(train_command(killed, train_csv, image_root, iterations, seed), kills,
-                          rng, max_delay)
+    made = run_until_done(train_command(killed, train_csv, image_root, iterations, seed, extra),
+                          kills, rng, max_delay)
     killed_seconds = time.time() - start
 
     final = 'checkpoint-{}'.format(iterations)
@@ -134,9 +139,13 @@ def main():
     parser.add_argument('--iterations', type=int, default=200, help='Training iterations.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the kill moments.')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
+    parser.add_argument('--train_flags', default='',
+                        help='Further train.py flags, as one shell-quoted string (for example '
+                        'the strong baseline\'s).')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        result = fault_injection(workdir, args.kills, args.iterations, rng_seed=args.seed)
+        result = fault_injection(workdir, args.kills, args.iterations, rng_seed=args.seed,
+                                 extra=shlex.split(args.train_flags))
     for key, value in result.items():
         print('{:<26} {}'.format(key, value))
     identical = result['weights_identical'] and result['embeddings_identical'] and \

@@ -24,10 +24,17 @@ import train  # noqa: E402
 from model import build_model  # noqa: E402
 
 
+# `name:margin:strong` adds the strong baseline's extra terms to the loss:
+# BNNeck, the identity loss, the center loss (whose centers' gradient is
+# compared last) and weight decay.
+STRONG = ['--head_name', 'bnneck', '--id_loss_weight', '1', '--center_loss_weight', '0.5',
+          '--weight_decay', '0.01']
+
+
 def gradients(per_replica_mining, loss_names):
     """Loss and gradients of one batch on one device and on two mirrored ones,
-    for each loss of `loss_names` (a name, or `name:margin`): {loss: differences
-    and scales}."""
+    for each loss of `loss_names` (a name, `name:margin` or `name:margin:strong`):
+    {loss: differences and scales}."""
     argv = ['--experiment_root', '/nonexistent', '--model_name', 'tiny', '--embedding_dim', '8',
             '--batch_p', '4', '--batch_k', '4', '--seed', '3']
     rng = np.random.default_rng(0)
@@ -39,26 +46,36 @@ def gradients(per_replica_mining, loss_names):
               rng.uniform(0, 100, (16, 1, 1, 3))).clip(0, 255).astype(np.float32)
     labels = np.repeat(np.arange(4, dtype=np.int32), 4)
     results = {loss: {} for loss in loss_names}
-    weights = None
+    weights = {}
     for name in ('none', 'mirrored'):
         strategy = distributed.make_strategy(name)
         for loss in loss_names:
-            name_margin = loss.split(':') + ['soft']
-            args = train.parser.parse_args(argv + ['--loss', name_margin[0], '--margin',
-                                                   name_margin[1]] + (
-                ['--per_replica_mining'] if per_replica_mining else []))
+            spec = loss.split(':') + ['soft', '']
+            args = train.parser.parse_args(argv + ['--loss', spec[0], '--margin', spec[1]] + (
+                ['--per_replica_mining'] if per_replica_mining else []) + (
+                STRONG if spec[2] == 'strong' else []))
             with strategy.scope():
                 keras.utils.set_random_seed(1)
-                model, _ = build_model('tiny', 'fc1024', 8)
-                if weights is None:
-                    weights = model.get_weights()
-                model.set_weights(weights)
+                model, _ = build_model('tiny', args.head_name, 8)
+                extras = train.auxiliary_heads(args, 4, 8)
+                # The same starting point on both strategies, one per head.
+                start = weights.setdefault(args.head_name, (
+                    model.get_weights(),
+                    [v.numpy() for v in train.trainable_variables(model, extras)[
+                        len(model.trainable_variables):]],
+                    extras['centers'].numpy() if 'centers' in extras else None))
+                model.set_weights(start[0])
+                for variable, value in zip(train.trainable_variables(model, extras)[
+                        len(model.trainable_variables):], start[1]):
+                    variable.assign(value)
+                if 'centers' in extras:
+                    extras['centers'].assign(start[2])
                 if strategy.num_replicas_in_sync > 1:
                     distributed.synchronize_batch_norm(model)
                 optimizer = keras.optimizers.Adam()
-                optimizer.build(model.trainable_variables)
+                optimizer.build(train.trainable_variables(model, extras))
                 step = tf.Variable(0, dtype=tf.int64)
-            _, compute = train.make_train_step(model, optimizer, step, args, strategy)
+            _, compute = train.make_train_step(model, optimizer, step, args, strategy, extras)
             if strategy.num_replicas_in_sync > 1:
                 def piece(context, data):
                     size = len(data) // context.num_replicas_in_sync

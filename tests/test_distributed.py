@@ -27,7 +27,8 @@ def helper(*argv):
 @pytest.mark.slow
 def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
     # The hinge margin leaves zero terms, which batch_all counts over all replicas.
-    losses = list(train.loss.LOSS_CHOICES) + ['batch_all:0.2', 'batch_sample:0.2']
+    losses = list(train.loss.LOSS_CHOICES) + ['batch_all:0.2', 'batch_sample:0.2',
+                                              'batch_hard:soft:strong']
     results = json.loads(helper('gradients', 'global', *losses).stdout.strip().splitlines()[-1])
     assert sorted(results) == sorted(losses)
     for name, result in results.items():

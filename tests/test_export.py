@@ -13,7 +13,7 @@ import embed
 import export
 import sampler
 import train
-from model import build_model, load_body_weights, load_embedder
+from model import build_model, load_body_weights, load_embedder, load_experiment
 from conftest import base_args
 
 
@@ -111,3 +111,23 @@ def test_onnx_export_runs_in_onnxruntime(experiment, tmp_path):
     larger = np.random.default_rng(0).uniform(0, 255, (3, 70, 37, 3)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {'images': larger})[0],
                                load_embedder(root)(larger), rtol=1e-4, atol=1e-4)
+
+
+def test_bnneck_export_outputs_the_batch_normalised_embedding_without_the_classifier(
+        tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 3, '--head_name', 'bnneck',
+                                '--id_loss_weight', '1', '--pooling', 'gem')) == 0
+    assert export.main(['--experiment_root', root, '--quiet']) == 0
+    loaded = tf.saved_model.load(os.path.join(root, 'saved_model'))
+    shapes = tf.train.load_checkpoint(os.path.join(root, 'saved_model', 'variables',
+                                                   'variables')).get_variable_to_shape_map()
+    assert not any('classifier' in name or shape == [16, 8] for name, shape in shapes.items())
+    images = np.random.default_rng(1).uniform(0, 255, (4, 32, 16, 3)).astype(np.float32)
+    exported = loaded.signatures['serving_default'](images=images)['emb'].numpy()
+    np.testing.assert_allclose(exported, load_embedder(root)(images), rtol=1e-4, atol=1e-4)
+    model, _, _ = load_experiment(root)
+    out = model(images, training=False)
+    np.testing.assert_allclose(exported, out['emb'].numpy(), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(exported, out['metric_emb'].numpy(), atol=1e-2)

@@ -234,6 +234,71 @@ def test_learning_rate_schedule():
     assert float(train.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
 
 
+def test_warmup_cosine_and_step_schedules():
+    cosine = train.LearningRate(2.0, 100, 200, 'cosine')
+    assert [float(cosine(i)) for i in (0, 100, 150, 200)] == pytest.approx(
+        [2.0, 2.0, 1.0, 0.0], abs=1e-6)
+    assert float(train.LearningRate(2.0, -1, 200, 'cosine')(150)) == pytest.approx(2.0)
+    step = train.LearningRate(1.0, 100, 200, 'step', steps=(50, 120), factor=0.5)
+    assert [float(step(i)) for i in (0, 49, 50, 119, 120, 199)] == pytest.approx(
+        [1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
+    # Warm-up: 1% at the first iteration, linear to the full rate of the schedule.
+    warm = train.LearningRate(1.0, 100, 200, warmup=10)
+    assert [float(warm(i)) for i in (0, 5, 10, 50)] == pytest.approx(
+        [0.01, 0.01 + 0.99 * 0.5, 1.0, 1.0])
+    warm_step = train.LearningRate(1.0, 0, 200, 'step', warmup=10, steps=(5,))
+    assert float(warm_step(5)) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))
+
+
+STRONG = ('--head_name', 'bnneck', '--id_loss_weight', '1', '--center_loss_weight', '5e-4',
+          '--weight_decay', '5e-4', '--warmup_iterations', '5', '--random_erasing', '0.5',
+          '--pad_crop', '2', '--pooling', 'gem', '--lr_schedule', 'cosine')
+
+
+def test_strong_baseline_flags_train_checkpoint_and_resume(tmp_path, tiny_dataset, interrupt_at):
+    from conftest import scalars
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    interrupt_at(12)
+    assert train.main(base_args(root, csv_path, image_root, 25, *STRONG,
+                                '--metric', 'cosine', '--margin', '0.3')) == 0
+    assert checkpoint_steps(root) == [0, 10, 12]
+    reader = tf.train.load_checkpoint(os.path.join(root, 'checkpoint-12'))
+    names = reader.get_variable_to_shape_map()
+    # The classifier (8 identities × 16) and the centers are checkpointed beside the model.
+    assert any(n.startswith('classifier/') and names[n] == [16, 8] for n in names)
+    assert any(n.startswith('centers/') and names[n] == [8, 16] for n in names)
+    assert train.main(['--experiment_root', root]) == 0
+    iterations = logged_iterations(root)
+    assert [i for i, _ in iterations] == list(range(1, 26))
+    ids, centers = scalars(root, 'id_loss')['id_loss'], scalars(root, 'center_loss')['center_loss']
+    assert sorted(ids) == sorted(centers) == list(range(1, 26))
+    ids = [ids[i] for i in sorted(ids)]
+    assert np.mean(ids[-5:]) < np.mean(ids[:5]), ids
+    rates = scalars(root, 'learning_rate')['learning_rate']
+    assert rates[1] == pytest.approx(1e-5) and max(rates.values()) == pytest.approx(1e-3, 1e-3)
+    # What embed.py builds from args.json is the trained model: bnneck with GeM.
+    from model import load_experiment
+    model, stored, _ = load_experiment(root)
+    assert stored['pooling'] == 'gem' and model.get_layer('gem_pool') is not None
+
+
+def test_strong_baseline_refusals(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    for extra, message in (
+            (('--lr_schedule', 'step'), '--lr_schedule step needs the iterations'),
+            (('--pad_crop', '2', '--crop_augment'), 'two ways of cropping'),
+            (('--last_stride', '1'), '--last_stride 1 works with the nets resnet_v1_50')):
+        with pytest.raises(common.UserError, match=message):
+            train.main(base_args(root, csv_path, image_root, 5, *extra))
+    assert not os.path.exists(root)
+    for flag, value in (('--weight_decay', 'inf'), ('--id_loss_weight', 'nan'),
+                        ('--random_erasing', '1.5'), ('--pooling', 'median')):
+        with pytest.raises(SystemExit):
+            train.main(base_args(root, csv_path, image_root, 5, flag, value))
+
+
 def test_detailed_log_grows(tmp_path):
     base = str(tmp_path / 'losses')
     first = detailed_logs.create_or_resize_dat(base, np.float32, (3, 2))
