@@ -16,6 +16,11 @@ import numpy as np
 METRICS = ('euclidean', 'sqeuclidean', 'cityblock', 'cosine')
 
 
+def unit_rows(x):
+    """The rows of `x` (n, D) scaled to length 1; zero rows stay zero, as in `loss.cdist`."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def pairwise_distances(a, b, metric):
     """All distances between the rows of `a` (n, D) and `b` (m, D): (n, m) float32.
 
@@ -30,9 +35,7 @@ def pairwise_distances(a, b, metric):
         if metric == 'euclidean':
             np.sqrt(d + 1e-12, out=d)
     elif metric == 'cosine':
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        d = 1 - a @ b.T
+        d = 1 - unit_rows(a) @ unit_rows(b).T
         np.maximum(d, 0, out=d)
     elif metric == 'cityblock':
         d = np.empty((len(a), len(b)), np.float32)

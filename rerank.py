@@ -41,9 +41,7 @@ def base_distances(a, b, metric):
 def _pair_distances(a, b, metric):
     """base_distances between row-aligned pairs: a, b (n, D) -> (n,)."""
     if metric == 'cosine':
-        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-        return np.maximum(1 - (a * b).sum(1), 0)
+        return np.maximum(1 - (metrics.unit_rows(a) * metrics.unit_rows(b)).sum(1), 0)
     diff = a - b
     if metric == 'cityblock':
         return np.abs(diff).sum(1)

@@ -358,7 +358,8 @@ def collapse_warning(iterations, margin):
     return ('Training looks collapsed: for {} iterations the loss has stayed at {:.3f}, its '
             'value when all distances are equal, and the embeddings lie within {:.0%} of their '
             'distance from the origin of each other (TensorBoard: embedding_spread). Such a '
-            'run rarely recovers. Remedies: a lower --learning_rate, a pretrained body '
+            'run rarely recovers. Remedies: an identity loss (--id_loss_weight 1, best with '
+            '--head_name bnneck), a lower --learning_rate, a pretrained body '
             '(--initial_checkpoint), a smaller net, or another --loss or --margin; see "When '
             'training collapses" in the README.'.format(
                 iterations, loss.collapse_value(margin), COLLAPSE_SPREAD))

@@ -146,6 +146,7 @@ def test_collapsed_run_warns_once(tmp_path):
     assert text.count('Training looks collapsed: for 10 iterations the loss has stayed at 0.693') \
         == 1, text
     assert 'a lower --learning_rate' in text and '--initial_checkpoint' in text
+    assert '--id_loss_weight 1' in text
     spread = scalars(root, 'embedding_spread')['embedding_spread']
     assert len(spread) == 25 and max(spread.values()) < 0.02
 

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Benchmark: the strong baseline's tricks added one at a time to TriNet, as BoT's ablation.
+
+Trains the demo recipe of `bench.parity` (tiny + fc1024, P=18 K=4, 128×64
+crops from 144×72, batch-hard soft margin, Adam 3e-4 for 600 iterations with
+the original's decay) once per seed, then again with each trick added on top
+of the previous ones, and evaluates each run on the demo test set with the
+market1501 rules. Every run is the whole user's run: train.py, embed.py for
+query and gallery, evaluate.py.
+
+    .venv/bin/python -m bench.ablation --seeds 0 1 2 --json bench/ablation_demo.json
+
+`--steps` names the rows to run (all by default), to split the work over
+several invocations; `--merge` folds earlier JSON files into the table.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+
+import numpy as np
+
+from bench import parity
+
+# Each row adds its flags to all the rows above it. The identity loss starts
+# without label smoothing so that smoothing is a step of its own, as in BoT.
+STEPS = (
+    ('TriNet', ''),
+    ('+ identity loss', '--id_loss_weight 1 --label_smoothing 0'),
+    ('+ warm-up', '--warmup_iterations 60'),
+    ('+ random erasing', '--random_erasing 0.5'),
+    ('+ label smoothing', '--label_smoothing 0.1'),
+    ('+ BNNeck', '--head_name bnneck --embedding_dim 1024'),
+    ('+ center loss (strong baseline)', '--center_loss_weight 5e-4'),
+)
+
+
+def flags_of(index):
+    """The train.py flags of row `index`: its own and those of every row above."""
+    flags = []
+    for _, extra in STEPS[:index + 1]:
+        flags += shlex.split(extra)
+    # A later value of a flag replaces an earlier one.
+    merged, order = {}, []
+    for i in range(0, len(flags), 2):
+        if flags[i] not in merged:
+            order.append(flags[i])
+        merged[flags[i]] = flags[i + 1]
+    return ' '.join('{} {}'.format(flag, merged[flag]) for flag in order)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
+                        help='Seeds; every row trains once per seed.')
+    parser.add_argument('--steps', type=int, nargs='+', default=list(range(len(STEPS))),
+                        help='Row numbers (0 = TriNet) to run.')
+    parser.add_argument('--merge', nargs='*', default=[],
+                        help='JSON files of earlier invocations to add to the table.')
+    parser.add_argument('--json', help='Also write the results to this JSON file.')
+    args = parser.parse_args(argv)
+    rows = {}
+    for path in args.merge:
+        with open(path) as f:
+            rows.update(json.load(f)['rows'])
+    recipe = parity.parse_args(['--only', 'project'])
+    with tempfile.TemporaryDirectory(prefix='ablation-') as scratch:
+        log = os.path.join(scratch, 'log.txt')
+        for index in args.steps:
+            name = STEPS[index][0]
+            recipe.train_flags = flags_of(index)
+            results = []
+            for seed in args.seeds:
+                root = os.path.join(scratch, '{}-{}'.format(index, seed))
+                result = parity.run_project(recipe, seed, root, log)
+                result['seed'] = seed
+                results.append(result)
+                print('{:34} seed {}: mAP {:.2%}, top-1 {:.2%}'.format(
+                    name, seed, result['mAP'], result['top1']), flush=True)
+            rows[name] = {'index': index, 'flags': recipe.train_flags, 'runs': results}
+    print('\n| recipe | ' + ' | '.join('mAP seed {}'.format(s) for s in args.seeds) +
+          ' | mean mAP ± sd | mean top-1 ± sd |')
+    print('|---' * (len(args.seeds) + 3) + '|')
+    for name, row in sorted(rows.items(), key=lambda item: item[1]['index']):
+        m_ap = np.array([r['mAP'] for r in row['runs']])
+        top1 = np.array([r['top1'] for r in row['runs']])
+        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} ± {:.2%} |'.format(
+            name, ' | '.join('{:.2%}'.format(v) for v in m_ap), m_ap.mean(), m_ap.std(ddof=1),
+            top1.mean(), top1.std(ddof=1)))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'machine': platform.processor() or platform.machine(),
+                       'cpus': os.cpu_count(), 'argv': sys.argv[1:], 'rows': rows}, f, indent=2)
+            f.write('\n')
+
+
+if __name__ == '__main__':
+    main()
