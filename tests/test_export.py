@@ -131,3 +131,19 @@ def test_bnneck_export_outputs_the_batch_normalised_embedding_without_the_classi
     out = model(images, training=False)
     np.testing.assert_allclose(exported, out['emb'].numpy(), rtol=1e-4, atol=1e-4)
     assert not np.allclose(exported, out['metric_emb'].numpy(), atol=1e-2)
+
+
+def test_last_stride_one_loads_keras_weights_files(tmp_path):
+    source = keras.applications.ResNet50(include_top=False, weights=None,
+                                         input_shape=(None, None, 3))
+    path = str(tmp_path / 'app.weights.h5')
+    source.save_weights(path)
+    _, body = build_model('keras_resnet50', 'bnneck', 2048, last_stride=1)
+    load_body_weights('keras_resnet50', body, path)
+    for a, b in zip(body.get_layer('resnet50').get_weights(), source.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Stride 1 in the last stage: a 64×32 input ends in a 4×2 map, not 2×1.
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 32, 3)).astype(np.float32)
+    fmap = body.get_layer('resnet50')(
+        keras.applications.resnet50.preprocess_input(x.copy()), training=False)
+    assert fmap.shape == (1, 4, 2, 2048)
