@@ -152,6 +152,29 @@ def given_arguments(parser, argv):
 # Files that must never be half-written.
 ###
 
+def check_finite(embs, what, remedy, names=None):
+    """Refuses embeddings (N, D) with NaN or infinite values, naming the rows.
+
+    Args:
+        embs: (N, D) array.
+        what (str): Names the embeddings' source in the message.
+        remedy (str): What the user can do, one sentence without its full stop.
+        names: Optional (N,) names of the rows (such as file names) to show
+            beside their numbers.
+
+    Raises:
+        UserError when some value is not finite.
+    """
+    bad = np.flatnonzero(~np.isfinite(embs).all(axis=1))
+    if not len(bad):
+        return
+    shown = ', '.join('{}{}'.format(i, ' ({})'.format(names[i]) if names is not None else '')
+                      for i in bad[:5])
+    raise UserError('{}: {} of {} rows hold non-finite values (NaN or infinity), row {}{}; '
+                    '{}.'.format(what, len(bad), len(embs), shown,
+                                 ', …' if len(bad) > 5 else '', remedy))
+
+
 def atomic_write(path, data, mode='w'):
     """Writes `data` to `path` through a temporary file and a rename, so a
     crash leaves either the old or the new content, never a mixture."""

@@ -158,6 +158,9 @@ def main(argv=None):
         # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
         emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
         embs = AGGREGATORS[args.aggregator](emb_aug)
+    common.check_finite(embs, 'the embeddings of `{}` by {}'.format(args.dataset, checkpoint),
+                        'nothing was written; the network\'s weights are broken (did training '
+                        'diverge?), so embed with an earlier checkpoint (--checkpoint)', fids)
     write_embeddings(filename, embs, emb_aug, names)
     log('Wrote {}.'.format(filename))
     return 0

@@ -107,6 +107,9 @@ def load_embeddings(path, expected_rows, csv_path):
     if embs.ndim != 2 or len(embs) != expected_rows:
         raise common.UserError('`{}` holds {} embeddings but `{}` lists {} images; embed that '
                                'CSV again.'.format(path, len(embs), csv_path, expected_rows))
+    common.check_finite(embs, 'the embeddings `{}`'.format(path),
+                        'an evaluation of them would mean nothing; embed `{}` again with a '
+                        'checkpoint from before training diverged'.format(csv_path))
     return embs
 
 

@@ -41,6 +41,9 @@ def make_validation(args):
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
+        common.check_finite(embs, 'validation\'s embeddings of `{}` and `{}`'.format(
+            args.val_query, args.val_gallery), 'the network\'s weights are broken; lower '
+            '--learning_rate and resume from an earlier checkpoint', fids)
         result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
                                   embs[len(q_fids):], excluder, args.metric)
         cmc = result['CMC']

@@ -115,6 +115,35 @@ def test_errors(experiment, tmp_path):
     assert not any(name.endswith('.partial') for name in os.listdir(root))
 
 
+def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatch):
+    root, csv_path, _ = experiment
+    real = embed.inference_function
+
+    def broken(model):
+        forward = real(model)
+        # The second image embeds to NaN, as a diverged network would.
+        return lambda images: tf.tensor_scatter_nd_update(
+            forward(images), [[1, 0]], [float('nan')])
+
+    monkeypatch.setattr(embed, 'inference_function', broken)
+    with pytest.raises(common.UserError, match=r'1 of 15 rows hold non-finite values \(NaN or '
+                       r'infinity\), row 1 \(train/0001_c2s1_000001_00.jpg\); nothing was '
+                       r'written'):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet',
+                    '--filename', 'nan.h5'])
+    assert not any(name.startswith('nan.h5') for name in os.listdir(root))
+
+
+def test_validation_refuses_non_finite_embeddings(experiment):
+    import validation
+    root, csv_path, image_root = experiment
+    args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
+        '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
+    validate = validation.make_validation(args)
+    with pytest.raises(common.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
+        validate(lambda images: tf.fill((len(images), 16), float('inf')))
+
+
 def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp_path):
     # Such experiments also keep decoding JPEGs with the fast DCT (model.LEGACY_ARGUMENTS).
     import json

@@ -205,6 +205,16 @@ def test_cli_and_errors(tmp_path, capsys):
     with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
                                                'gallery embeddings 8'):
         evaluate.main(base + ['--query_embeddings', wrong_dim, '--gallery_embeddings', g_h5])
+    for value in (np.nan, np.inf):
+        poisoned = g_emb.copy()
+        poisoned[[3, 17], 1] = value
+        bad = write_h5(tmp_path / 'bad_values.h5', emb=poisoned)
+        with pytest.raises(common.UserError, match=r'bad_values.h5`: 2 of {} rows hold '
+                           r'non-finite values \(NaN or infinity\), row 3, 17;'.format(
+                               len(g_emb))):
+            evaluate.main(base + ['--query_embeddings', q_h5, '--gallery_embeddings', bad,
+                                  '--filename', str(tmp_path / 'never.json')])
+    assert not os.path.exists(tmp_path / 'never.json')
 
 
 def test_cli_rerank_and_plot(tmp_path, capsys):
