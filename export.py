@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 import tensorflow as tf
 
@@ -70,44 +71,78 @@ class EmbeddingModule(tf.Module):
         return self.embed_float(tf.cast(images, tf.float32))
 
 
+def temporary_beside(path, directory):
+    """A new, uniquely named temporary folder (or file) next to `path`, for
+    writing `path` and renaming it into place; no other process's or run's
+    leftovers are ever touched."""
+    parent = os.path.dirname(os.path.abspath(path))
+    prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
+    if directory:
+        return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    handle, name = tempfile.mkstemp(prefix=prefix, dir=parent)
+    os.close(handle)
+    return name
+
+
+def move_into_place(partial, output):
+    """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
+    if os.path.exists(output):
+        raise common.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
+            output))
+    os.replace(partial, output)
+
+
 def export_saved_model(module, output):
     """Writes the SavedModel next to `output` and renames it into place, so an
     interrupted export leaves no half-written model."""
-    partial = output.rstrip('/') + '.partial'
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = temporary_beside(output, directory=True)
     try:
         tf.saved_model.save(module, partial, signatures={
             'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
-        os.replace(partial, output)
+        move_into_place(partial, output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
 
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
-    try:
-        import tf2onnx
-    except ImportError:
-        raise common.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
-                               'onnxruntime`.')
-    partial = path + '.partial'
+    import tf2onnx
+    partial = temporary_beside(path, directory=False)
     try:
         tf2onnx.convert.from_function(module.embed_float, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
             opset=17, output_path=partial)
-        os.replace(partial, path)
+        move_into_place(partial, path)
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def check_output(path, flag):
+    """Refuses an output that exists or whose folder cannot be written, before any work."""
+    if os.path.exists(path):
+        raise common.UserError('`{}` exists already; remove it or choose another {}.'.format(
+            path, flag))
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise common.UserError('cannot write {} `{}`: the folder `{}` does not exist or is not '
+                               'writeable.'.format(flag, path, parent))
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     output = args.output or os.path.join(args.experiment_root, 'saved_model')
-    if os.path.exists(output):
-        raise common.UserError('`{}` exists already; remove it or choose another '
-                               '--output.'.format(output))
+    check_output(output, '--output')
+    if args.onnx:
+        check_output(args.onnx, '--onnx')
+        if os.path.abspath(args.onnx) == os.path.abspath(output):
+            raise common.UserError('--onnx and --output name the same path `{}`.'.format(output))
+        try:
+            import tf2onnx  # noqa: F401
+        except ImportError:
+            raise common.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
+                                   'onnxruntime`. Nothing was exported.')
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     module = EmbeddingModule(model, (train_args['net_input_height'],

@@ -147,3 +147,26 @@ def test_last_stride_one_loads_keras_weights_files(tmp_path):
     fmap = body.get_layer('resnet50')(
         keras.applications.resnet50.preprocess_input(x.copy()), training=False)
     assert fmap.shape == (1, 4, 2, 2048)
+
+
+def test_export_never_removes_what_it_did_not_make(experiment, tmp_path):
+    root = experiment[0]
+    # A folder of the old fixed temporary name, which export.py once deleted.
+    foreign = tmp_path / 'sm.partial'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('mine')
+    output = str(tmp_path / 'sm')
+    assert export.main(['--experiment_root', root, '--output', output, '--quiet']) == 0
+    assert (foreign / 'notes.txt').read_text() == 'mine'
+    assert sorted(os.listdir(tmp_path)) == ['sm', 'sm.partial']
+    # An existing --onnx file is refused before anything is written, like --output.
+    onnx = tmp_path / 'model.onnx'
+    onnx.write_text('not mine to replace')
+    with pytest.raises(common.UserError, match='model.onnx` exists already'):
+        export.main(['--experiment_root', root, '--output', str(tmp_path / 'other'),
+                     '--onnx', str(onnx), '--quiet'])
+    assert onnx.read_text() == 'not mine to replace' and not (tmp_path / 'other').exists()
+    with pytest.raises(common.UserError, match='does not exist or is not writeable'):
+        export.main(['--experiment_root', root, '--output', str(tmp_path / 'no' / 'sm'),
+                     '--quiet'])
+    assert sorted(os.listdir(tmp_path)) == ['model.onnx', 'sm', 'sm.partial']
