@@ -106,8 +106,11 @@ def read_list_file(path, dataset):
     if not os.path.isfile(path):
         raise ConversionError('the {} list file `{}` is missing; pass the folder that '
                               'holds it as --dataset_root.'.format(dataset, path))
-    with open(path) as f:
-        return [(number, line.split()) for number, line in enumerate(f, 1) if line.strip()]
+    try:
+        with open(path) as f:
+            return [(number, line.split()) for number, line in enumerate(f, 1) if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError('cannot read the {} list file `{}`: {}.'.format(dataset, path, e))
 
 
 # Market-1501 and DukeMTMC-reID: one folder per split, identity in the name.
@@ -316,6 +319,10 @@ def main(argv=None):
         splits = function(root, types)
     else:
         splits = function(root)
+    for split, rows in splits.items():
+        if not rows:
+            raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
+                                  'nothing was written.'.format(split, root, description))
     for split, path in write_csvs(args.output_dir, prefix, splits).items():
         rows = splits[split]
         print('{:<40} {:6d} images, {:5d} identities'.format(

@@ -108,6 +108,15 @@ def test_msmt17(tmp_path):
     os.remove(root / 'mask_test_v2/0002/0002_012_03_0304noon_0007_0.jpg')
     with pytest.raises(convert.ConversionError, match=r'list_gallery.txt:2: the image .* missing'):
         run('msmt17', '--dataset_root', str(root), '--output_dir', str(tmp_path))
+    # An empty list file is an empty split: an error, and no CSV is written.
+    (root / 'list_gallery.txt').write_text('\n')
+    out = tmp_path / 'empty'
+    with pytest.raises(convert.ConversionError, match='the test split of .* is empty'):
+        run('msmt17', '--dataset_root', str(root), '--output_dir', str(out))
+    assert not out.exists() or not os.listdir(out)
+    (root / 'list_gallery.txt').write_bytes(b'\xff\xfe\x00garbage')
+    with pytest.raises(convert.ConversionError, match='cannot read the MSMT17 list file'):
+        run('msmt17', '--dataset_root', str(root), '--output_dir', str(out))
 
 
 def test_veri776(tmp_path):
