@@ -6,6 +6,7 @@ last checkpoint, with the arguments stored in its `args.json`.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -429,7 +430,8 @@ def resolve_arguments(argv):
             raise common.UserError('--resume was given but `{}` does not exist.'.format(
                 os.path.join(args.experiment_root, 'args.json')))
         # Other workers may find the chief's first files already there.
-        if chief and os.path.isdir(args.experiment_root) and os.listdir(args.experiment_root):
+        if chief and os.path.isdir(args.experiment_root) and set(
+                os.listdir(args.experiment_root)) - {common.LOCK_FILE}:
             raise common.UserError(
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
@@ -660,16 +662,29 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    # The experiment root's lock is released when training ends, however it ends.
+    with contextlib.ExitStack() as cleanup:
+        return train(argv, cleanup)
+
+
+def train(argv, cleanup):
+    """main() with `cleanup`, the contextlib.ExitStack that holds the lock."""
     common.setup_logging()
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
-    # the arguments and the data are known to be usable.
+    # the arguments and the data are known to be usable. One train.py at a
+    # time writes to an experiment root: the chief locks an existing root
+    # before reading it, and a new one when it creates it.
+    given = parser.parse_args(argv)
+    chief = distributed.worker_task(given.distribution)[0] == 'chief'
+    locked = chief and os.path.isdir(given.experiment_root)
+    if locked:
+        cleanup.enter_context(common.locked_directory(given.experiment_root, 'train.py'))
     args, resuming, changed = resolve_arguments(argv)
     check_arguments(args)
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
     task_type, task_index = distributed.worker_task(args.distribution)
-    chief = task_type == 'chief'
     strategy = distributed.make_strategy(args.distribution)
 
     # Data.
@@ -690,6 +705,13 @@ def main(argv=None):
     try:
         if chief and (not resuming or new_seed or changed):
             os.makedirs(args.experiment_root, exist_ok=True)
+            if not locked:
+                cleanup.enter_context(common.locked_directory(args.experiment_root,
+                                                              'train.py'))
+                if read_args(args.experiment_root) is not None:
+                    raise common.UserError('another train.py started an experiment in `{}` '
+                                           'meanwhile; rerun to resume it.'.format(
+                                               args.experiment_root))
             common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
         if chief:
             common.setup_logging(os.path.join(args.experiment_root, 'train.log'))

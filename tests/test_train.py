@@ -340,3 +340,32 @@ def test_sigint_subprocess_checkpoints_and_exits_zero(tmp_path, tiny_dataset):
     last = max(i for i, _ in logged_iterations(root))
     assert last >= 3
     assert checkpoint_steps(root) == [0, last]
+
+
+def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    # Another process holds the root, as a running train.py does.
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\nimport common\n'
+         'with common.locked_directory(sys.argv[1], "train.py"):\n'
+         '    print("locked", flush=True)\n    time.sleep(120)\n', root, ROOT],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        before = sorted(os.listdir(root))
+        with pytest.raises(common.UserError, match=r'in use by another train.py \(process '
+                                                   r'{}\)'.format(holder.pid)):
+            train.main(base_args(root, csv_path, image_root, 2))
+        assert sorted(os.listdir(root)) == before
+    finally:
+        # SIGKILL: the operating system releases the lock, nothing stale is left.
+        holder.kill()
+        holder.wait()
+    assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    # A root that holds only the lock file of a run that failed early is still new.
+    fresh = str(tmp_path / 'fresh')
+    os.makedirs(fresh)
+    open(os.path.join(fresh, common.LOCK_FILE), 'w').close()
+    assert train.main(base_args(fresh, csv_path, image_root, 2)) == 0
