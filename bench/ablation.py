@@ -34,7 +34,9 @@ STEPS = (
     ('+ warm-up', '--warmup_iterations 60'),
     ('+ random erasing', '--random_erasing 0.5'),
     ('+ label smoothing', '--label_smoothing 0.1'),
-    ('+ BNNeck', '--head_name bnneck --embedding_dim 1024'),
+    # BNNeck on TriNet's embedding: `tiny` needs the fc1024 head's MLP, which
+    # the `bnneck` head (BoT's, for a pretrained ResNet) would drop.
+    ('+ BNNeck', '--head_name fc1024_bnneck'),
     ('+ center loss (strong baseline)', '--center_loss_weight 5e-4'),
 )
 

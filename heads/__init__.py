@@ -19,5 +19,6 @@ HEAD_CHOICES = (
     'direct',
     'direct_normalize',
     'fc1024',
+    'fc1024_bnneck',
     'fc1024_normalize',
 )

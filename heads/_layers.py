@@ -5,10 +5,17 @@ import keras
 from nets._layers import batch_norm, torch_default_initializer
 
 
-def emb(x, embedding_dim):
+def emb(x, embedding_dim, name='emb'):
     """The final linear embedding layer, orthogonally initialised as in the original."""
     return keras.layers.Dense(embedding_dim, kernel_initializer='orthogonal', dtype='float32',
-                              name='emb')(x)
+                              name=name)(x)
+
+
+def bnneck(x):
+    """BoT's BNNeck: batch norm without shift (momentum 0.9, epsilon 1e-5), in
+    float32, named `emb` as the final layer of every head."""
+    return keras.layers.BatchNormalization(center=False, momentum=0.9, epsilon=1e-5,
+                                           dtype='float32', name='emb')(x)
 
 
 def fc1024(x):

@@ -10,6 +10,7 @@ before the batch norm.
 
 import keras
 
+from heads._layers import bnneck
 from nets._layers import torch_default_initializer
 
 
@@ -20,6 +21,5 @@ def head(features, embedding_dim):
                                kernel_initializer=torch_default_initializer(),
                                name='reduction')(x)
     x = keras.layers.Activation('linear', dtype='float32', name='metric_emb')(x)
-    emb = keras.layers.BatchNormalization(center=False, momentum=0.9, epsilon=1e-5,
-                                          dtype='float32', name='emb')(x)
+    emb = bnneck(x)
     return {'emb_raw': emb, 'emb': emb, 'metric_emb': x}

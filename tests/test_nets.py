@@ -84,7 +84,7 @@ def test_tiny_is_exactly_four_blocks():
     assert scale.scale == pytest.approx(1 / 255)
 
 
-@pytest.mark.parametrize('head_name', [h for h in HEAD_CHOICES if h != 'bnneck'])
+@pytest.mark.parametrize('head_name', [h for h in HEAD_CHOICES if not h.endswith('bnneck')])
 def test_heads(head_name):
     model, body = build_model('tiny', head_name, 16)
     out = model(np.random.uniform(0, 255, (3, 32, 16, 3)).astype(np.float32), training=False)
@@ -105,9 +105,10 @@ def test_heads(head_name):
     assert body.name == 'tiny'
 
 
-@pytest.mark.parametrize('embedding_dim', [1024, 16])
-def test_bnneck_infers_the_batch_normalised_features(embedding_dim):
-    model, body = build_model('tiny', 'bnneck', embedding_dim)
+@pytest.mark.parametrize('head_name, embedding_dim', [('bnneck', 1024), ('bnneck', 16),
+                                                      ('fc1024_bnneck', 16)])
+def test_bnneck_infers_the_batch_normalised_features(head_name, embedding_dim):
+    model, body = build_model('tiny', head_name, embedding_dim)
     images = np.random.default_rng(0).uniform(0, 255, (6, 32, 16, 3)).astype(np.float32)
     bn = model.get_layer('emb')
     assert not bn.center and bn.momentum == 0.9 and bn.epsilon == 1e-5
@@ -121,8 +122,13 @@ def test_bnneck_infers_the_batch_normalised_features(embedding_dim):
         # The body's width: no reduction, the triplet loss sees the pooled features.
         assert 'reduction' not in [layer.name for layer in model.layers]
         np.testing.assert_allclose(features, body(images).numpy(), rtol=1e-5)
-    else:
+    elif head_name == 'bnneck':
         assert model.get_layer('reduction').kernel.shape == (1024, embedding_dim)
+    else:
+        # TriNet's head, its orthogonal embedding layer feeding the BNNeck.
+        assert model.get_layer('fully_connected').units == 1024
+        w = model.get_layer('metric_emb').kernel.numpy()
+        np.testing.assert_allclose(w.T @ w, np.eye(embedding_dim), atol=1e-4)
     expected = (features - bn.moving_mean.numpy()) / np.sqrt(
         bn.moving_variance.numpy() + 1e-5) * bn.gamma.numpy()
     np.testing.assert_allclose(out['emb'].numpy(), expected, rtol=1e-4, atol=1e-5)
