@@ -324,8 +324,8 @@ parser.add_argument(
 parser.add_argument(
     '--collapse_patience', default=100, type=common.nonnegative_int,
     help='Warn when training has looked collapsed for this many iterations in a row: the loss '
-         'within 3%% of its value for equal distances (ln 2 for the soft margin) and the '
-         'embeddings closer to each other than 2%% of their distance from the origin. 0 turns '
+         'within 10%% of its value for equal distances (ln 2 for the soft margin) and the '
+         'embeddings closer to each other than 10%% of their distance from the origin. 0 turns '
          'the warning off.')
 
 
@@ -344,8 +344,8 @@ class TrainingDiverged(common.UserError):
 # collapse value) of `loss.collapse_value` and the embedding spread below
 # COLLAPSE_SPREAD. A healthy run leaves the collapse value within tens of
 # iterations and keeps a spread above 0.3.
-COLLAPSE_BAND = 0.03
-COLLAPSE_SPREAD = 0.02
+COLLAPSE_BAND = 0.1
+COLLAPSE_SPREAD = 0.1
 
 
 def looks_collapsed(mean_loss, spread, margin):
