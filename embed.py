@@ -78,6 +78,10 @@ parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='Don\'t be so verbose.')
 
+parser.add_argument(
+    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    help='Refuse images whose headers declare more pixels than this, before decoding them.')
+
 def check_augmentation(args, train_args):
     """Refuses an aggregator without augmentation to aggregate, and vice versa;
     warns (even with --quiet) when crop augmentation differs from training."""
@@ -133,7 +137,8 @@ def main(argv=None):
     # Data: every image with all its augmented versions, in CSV order.
     _, fids = common.load_dataset(args.dataset, image_root)
     sampler.decodable_mask(fids, image_root, False, args.loading_threads,
-                           remedy='or drop their rows from the CSV')
+                           remedy='or drop their rows from the CSV',
+                           max_pixels=args.max_image_pixels)
     names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
     dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
                                     args.flip_augment, args.crop_augment, args.batch_size,

@@ -4,6 +4,7 @@ Every function here works eagerly and inside `Dataset.map`.
 """
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -100,7 +101,6 @@ def fid_to_image(fid, image_root, image_size, antialias=True, accurate_jpeg=True
         image_size (tuple): The (height, width) to resize to.
         antialias (bool): See `resize`.
         accurate_jpeg (bool): See `decode`.
-        accurate_jpeg (bool): See `decode`.
 
     Returns:
         A float32 tensor of shape (height, width, 3) with values in [0, 255].
@@ -130,9 +130,38 @@ def find_undecodable_images(fids, image_root, loading_threads=8):
     return list(np.asarray(fids)[~good])
 
 
+# Images with more pixels than this are refused before they are decoded: a
+# small file can hold a huge single-colour picture (20000×20000 PNGs take 1.2
+# MB on disk and 13 GB in training). Person crops have a few thousand pixels.
+MAX_IMAGE_PIXELS = 25_000_000
+
+
+def header_pixels(path):
+    """The number of pixels an image file declares in its header, read
+    without decoding it (PIL reads only the header); None when the header is
+    unreadable, which the decoding check then reports."""
+    from PIL import Image
+    try:
+        with tf.io.gfile.GFile(path, 'rb') as f:
+            width, height = Image.open(f).size
+        return width * height
+    except Exception:  # Any failure here is a damaged file, reported by decoding it.
+        return None
+
+
+def find_oversized_images(fids, image_root, max_pixels, loading_threads=8):
+    """The fids whose headers declare more than `max_pixels` pixels, in dataset order."""
+    paths = ['{}/{}'.format(image_root, fid) for fid in np.asarray(fids).astype(str)]
+    with ThreadPoolExecutor(loading_threads) as pool:
+        pixels = list(pool.map(header_pixels, paths))
+    return [fid for fid, count in zip(fids, pixels) if count is not None and count > max_pixels]
+
+
 def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
-                   remedy='or pass --skip_corrupt_images to train without them'):
-    """Refuses undecodable images, or, when `skip`, leaves them out with a warning.
+                   remedy='or pass --skip_corrupt_images to train without them',
+                   max_pixels=MAX_IMAGE_PIXELS):
+    """Refuses undecodable images and images of more than `max_pixels`
+    pixels, or, when `skip`, leaves them out with a warning.
 
     `remedy` ends the error message, after "Replace or remove them, ".
 
@@ -140,20 +169,33 @@ def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
         A boolean mask over `fids`: True for the images to use.
 
     Raises:
-        UserError naming the first few undecodable files, unless `skip`.
+        UserError naming the first few such files, unless `skip`.
     """
-    bad = find_undecodable_images(fids, image_root, loading_threads)
-    keep = ~np.isin(fids, bad)
+    log = log or logging.getLogger(__name__)
+    keep = np.ones(len(fids), bool)
+    huge = find_oversized_images(fids, image_root, max_pixels, loading_threads)
+    if huge:
+        examples = ', '.join('`{}`'.format(f) for f in huge[:3])
+        if not skip:
+            raise UserError('{} of the {} images under `{}` have more than {} pixels, for '
+                            'example {}; decoding them would take a lot of memory. Shrink or '
+                            'remove them, raise the limit with --max_image_pixels, {}.'.format(
+                                len(huge), len(fids), image_root, max_pixels, examples,
+                                remedy))
+        log.warning('Skipping %d of the %d images with more than %d pixels, for example %s.',
+                    len(huge), len(fids), max_pixels, examples)
+        keep &= ~np.isin(fids, huge)
+    bad = find_undecodable_images(np.asarray(fids)[keep], image_root, loading_threads)
     if not bad:
         return keep
+    keep &= ~np.isin(fids, bad)
     examples = ', '.join('`{}`'.format(f) for f in bad[:3])
     if not skip:
         raise UserError('{} of the {} images under `{}` cannot be decoded (corrupt, truncated '
                         'or not an image), for example {}. Replace or remove them, {}.'.format(
                             len(bad), len(fids), image_root, examples, remedy))
-    (log or logging.getLogger(__name__)).warning(
-        'Skipping %d of the %d images that cannot be decoded, for example %s.',
-        len(bad), len(fids), examples)
+    log.warning('Skipping %d of the %d images that cannot be decoded, for example %s.',
+                len(bad), len(fids), examples)
     return keep
 
 

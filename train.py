@@ -262,6 +262,12 @@ parser.add_argument(
          'starts, naming them.')
 
 parser.add_argument(
+    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    help='Refuse images whose headers declare more pixels than this (or skip them with '
+         '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
+         'that would exhaust memory.')
+
+parser.add_argument(
     '--deterministic', action='store_true', default=False,
     help='Use deterministic TensorFlow kernels, so that a run with --seed gives bit-identical '
          'weights however often it is interrupted and resumed. Slower.')
@@ -690,7 +696,7 @@ def train(argv, cleanup):
     # Data.
     pids, fids = common.load_dataset(args.train_set, args.image_root)
     keep = sampler.decodable_mask(fids, args.image_root, args.skip_corrupt_images,
-                                  args.loading_threads, log)
+                                  args.loading_threads, log, max_pixels=args.max_image_pixels)
     pids, fids = pids[keep], fids[keep]
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)

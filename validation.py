@@ -32,7 +32,8 @@ def make_validation(args):
     excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
     fids = np.concatenate([q_fids, g_fids])
     sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
-                           remedy='or drop their rows from the validation CSVs')
+                           remedy='or drop their rows from the validation CSVs',
+                           max_pixels=args.max_image_pixels)
     batches = sampler.image_batches(fids, args.image_root,
                                     (args.net_input_height, args.net_input_width),
                                     loading_threads=args.loading_threads,

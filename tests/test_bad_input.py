@@ -68,6 +68,31 @@ def test_skip_corrupt_images(tmp_path, tiny_dataset):
         os.path.join(root, 'train.log')).read()
 
 
+def test_huge_images_are_refused_before_decoding(tmp_path, tiny_dataset):
+    from PIL import Image
+    csv_path, image_root = tiny_dataset
+    # 30 million pixels of one colour: a small file, and about 360 MB as float32.
+    huge = os.path.join(image_root, 'huge.png')
+    Image.new('RGB', (6000, 5000), (200, 30, 30)).save(huge)
+    assert os.path.getsize(huge) < 1_000_000
+    with open(csv_path, 'a') as f:
+        f.write('0001,huge.png\n')
+    refuse(tmp_path, csv_path, image_root, r'1 of the 41 images .* have more than 25000000 '
+           r'pixels, for example `huge.png`.*--max_image_pixels')
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2, '--skip_corrupt_images')) == 0
+    assert 'Skipping 1 of the 41 images with more than 25000000 pixels' in open(
+        os.path.join(root, 'train.log')).read()
+    # The limit is a flag: with a lower one the ordinary images are too large as well.
+    ordinary = csv_path.replace('.csv', '_ordinary.csv')
+    with open(csv_path) as f, open(ordinary, 'w') as out:
+        out.writelines(line for line in f if 'huge.png' not in line)
+    with pytest.raises(common.UserError, match='40 of the 40 images .* more than 100 pixels.*'
+                                               'drop their rows'):
+        embed.main(['--experiment_root', root, '--dataset', ordinary, '--quiet',
+                    '--max_image_pixels', '100'])
+
+
 def test_grayscale_rgba_png_and_single_image_identity_train(tmp_path):
     root = str(tmp_path / 'data')
     rng = np.random.default_rng(0)
