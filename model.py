@@ -11,6 +11,7 @@ that imports `tf1_checkpoint`.
 import inspect
 import logging
 import os
+import re
 from importlib import import_module
 
 import keras
@@ -155,6 +156,65 @@ def read_args(experiment_root):
     return dict(LEGACY_ARGUMENTS, **stored)
 
 
+def complete_checkpoint(prefix):
+    """Whether the checkpoint `prefix` has its index and every data shard, and
+    its index can be read."""
+    if not tf.io.gfile.exists(prefix + '.index'):
+        return False
+    shards = tf.io.gfile.glob(prefix + '.data-*-of-*')
+    if not shards or len(shards) != int(shards[0].rsplit('-of-', 1)[1]):
+        return False
+    try:
+        tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    except (tf.errors.OpError, ValueError):
+        return False
+    return True
+
+
+def newest_checkpoint(directory):
+    """The newest complete checkpoint in `directory`, or None when it holds none at all.
+
+    The `checkpoint` index file names the newest one; when that one is
+    missing or damaged (or the index is), the `checkpoint-<step>` files are
+    scanned and the newest complete one is taken, with a warning naming what
+    was skipped, so that a run never silently starts over.
+
+    Raises:
+        UserError when checkpoint files exist but none is complete.
+    """
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):  # The index file itself is damaged.
+        state = None
+    named = state.model_checkpoint_path if state else None
+    if named and not os.path.isabs(named):
+        named = os.path.join(directory, named)
+    if named and complete_checkpoint(named):
+        return named
+    steps = sorted((int(m.group(1)) for name in tf.io.gfile.listdir(directory)
+                    for m in [re.fullmatch(r'checkpoint-(\d+)\.(index|data-.*)', name)] if m),
+                   reverse=True) if tf.io.gfile.isdir(directory) else []
+    candidates = [os.path.join(directory, 'checkpoint-{}'.format(step))
+                  for step in dict.fromkeys(steps)]
+    skipped = []
+    for prefix in candidates:
+        if complete_checkpoint(prefix):
+            reasons = (['the `checkpoint` index names {}, which is missing or damaged'.format(
+                named)] if named else []) + (['incomplete or damaged: {}'.format(
+                    ', '.join(p for p in skipped if p != named))] if set(skipped) - {named}
+                    else [])
+            if reasons:
+                log.warning('Using %s, the newest complete checkpoint (%s).', prefix,
+                            '; '.join(reasons))
+            return prefix
+        skipped.append(prefix)
+    if candidates or named:
+        raise UserError('`{}` holds checkpoint files but no complete checkpoint ({} are damaged '
+                        'or incomplete); restore them, or move them away to start over.'.format(
+                            directory, ', '.join(skipped or [named])))
+    return None
+
+
 def find_checkpoint(experiment_root, checkpoint=None):
     """The path of a checkpoint of the experiment.
 
@@ -168,13 +228,13 @@ def find_checkpoint(experiment_root, checkpoint=None):
         UserError when there is no such checkpoint.
     """
     if checkpoint is None:
-        path = tf.train.latest_checkpoint(experiment_root)
+        path = newest_checkpoint(experiment_root)
         if path is None:
             raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
         return path
     path = os.path.join(experiment_root, checkpoint)
     if os.path.isdir(path):
-        path = tf.train.latest_checkpoint(path) or path
+        path = newest_checkpoint(path) or path
     if not tf.io.gfile.exists(path + '.index'):
         raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
     return path
@@ -211,6 +271,9 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     except (AssertionError, ValueError) as e:
         raise UserError('the checkpoint `{}` does not fit {}: {}'.format(
             path, what, str(e).splitlines()[0]))
+    except tf.errors.OpError as e:
+        raise UserError('the checkpoint `{}` is damaged ({}); move it away to use the one '
+                        'before it.'.format(path, str(e).splitlines()[0]))
 
 
 def load_experiment(experiment_root, checkpoint=None):

@@ -26,8 +26,8 @@ import sampler
 import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-from model import (build_model, inference_function, load_body_weights, read_args,
-                   restore)
+from model import (build_model, inference_function, load_body_weights, newest_checkpoint,
+                   read_args, restore)
 from nets import LAST_STRIDE_NETS, NET_CHOICES
 from nets._layers import POOLINGS
 from uninterrupt import Uninterrupt
@@ -762,7 +762,7 @@ def train(argv, cleanup):
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
-    latest = tf.train.latest_checkpoint(args.experiment_root)
+    latest = newest_checkpoint(args.experiment_root)
 
     def save(number):
         manager.save(checkpoint_number=number)
@@ -854,7 +854,7 @@ def train(argv, cleanup):
                     'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
                         'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
                         else 'infinite', current,
-                        tf.train.latest_checkpoint(args.experiment_root)))
+                        newest_checkpoint(args.experiment_root)))
             collapsed_for = collapsed_for + 1 if looks_collapsed(
                 float(b_loss.mean()), float(out['spread']), args.margin) else 0
             if args.collapse_patience and collapsed_for == args.collapse_patience:
@@ -890,7 +890,7 @@ def train(argv, cleanup):
             for array in (log_embs, log_loss, log_fids):
                 array.flush()
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
-             tf.train.latest_checkpoint(args.experiment_root))
+             newest_checkpoint(args.experiment_root))
     return 0
 
 

@@ -369,3 +369,38 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     os.makedirs(fresh)
     open(os.path.join(fresh, common.LOCK_FILE), 'w').close()
     assert train.main(base_args(fresh, csv_path, image_root, 2)) == 0
+
+
+def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
+                                                                        tiny_dataset):
+    import glob
+    from model import find_checkpoint
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')
+    assert train.main(args) == 0
+    first = os.path.getmtime(os.path.join(root, 'checkpoint-0.index'))
+    for path in glob.glob(os.path.join(root, 'checkpoint-6.*')):
+        os.remove(path)
+    # The index still names checkpoint-6; embed.py and train.py take checkpoint-3.
+    assert find_checkpoint(root).endswith('checkpoint-3')
+    assert train.main(args) == 0
+    text = open(os.path.join(root, 'train.log')).read()
+    assert re.search(r'Using \S*checkpoint-3, the newest complete checkpoint \(the `checkpoint` '
+                     r'index names \S*checkpoint-6, which is missing or damaged\)', text)
+    assert [i for i, _ in logged_iterations(root)] == list(range(1, 7)) + [4, 5, 6]
+    assert checkpoint_steps(root) == [0, 3, 6]
+    assert os.path.getmtime(os.path.join(root, 'checkpoint-0.index')) == first
+    # A damaged index file and a truncated newest checkpoint: scanned past.
+    with open(os.path.join(root, 'checkpoint'), 'w') as f:
+        f.write('\x00garbage{')
+    data = glob.glob(os.path.join(root, 'checkpoint-6.data-*'))[0]
+    os.truncate(os.path.join(root, 'checkpoint-6.index'), 10)
+    assert find_checkpoint(root).endswith('checkpoint-3')
+    # No complete checkpoint at all: refused, never restarted from iteration 0.
+    for path in glob.glob(os.path.join(root, 'checkpoint-*.index')):
+        os.truncate(path, 10)
+    with pytest.raises(common.UserError, match='holds checkpoint files but no complete '
+                                               'checkpoint'):
+        train.main(args)
+    assert os.path.getsize(data) > 0 and checkpoint_steps(root) == [0, 3, 6]
