@@ -36,6 +36,9 @@ log = logging.getLogger('train')
 
 LR_SCHEDULES = ('exponential', 'step', 'cosine')
 
+# What a checkpoint's variables depend on: --override cannot change these.
+ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride')
+
 parser = argparse.ArgumentParser(
     description='Train a ReID network.',
     epilog='Rerunning with an existing --experiment_root resumes that experiment.')
@@ -61,6 +64,14 @@ parser.add_argument(
     help='Resume the experiment in --experiment_root. Rerunning with an existing '
          'experiment root resumes anyway; with this flag a missing `args.json` is an error. '
          'All other arguments are taken from the stored `args.json`.')
+
+parser.add_argument(
+    '--override', action='store_true', default=False,
+    help='When resuming, use the arguments given on the command line instead of the stored '
+         'ones; each change is logged and stored in args.json. For example, continue a '
+         'finished experiment with a larger --train_iterations, or rerun with a lower '
+         '--learning_rate after the loss became NaN. The architecture ({}) cannot change.'.format(
+             ', '.join('--' + a for a in ARCHITECTURE_ARGUMENTS)))
 
 parser.add_argument(
     '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
@@ -447,7 +458,7 @@ def resolve_arguments(argv):
     given = common.given_arguments(parser, argv)
     changed = False
     for key, value in vars(args).items():
-        if key in ('resume', 'experiment_root'):
+        if key in ('resume', 'experiment_root', 'override'):
             continue
         if key in VALIDATION_ARGUMENTS and key in given:
             changed |= stored.get(key) != value
@@ -455,9 +466,19 @@ def resolve_arguments(argv):
         if key not in stored:
             log.warning('A new argument was added since the last run: `%s`. Using the new '
                         'value: `%s`.', key, value)
+        elif key in given and stored[key] != value and args.override:
+            if key in ARCHITECTURE_ARGUMENTS:
+                raise common.UserError(
+                    '--override cannot change `{}` (stored: `{}`): the checkpoints hold that '
+                    'network. Start a new experiment root, with --initial_checkpoint to reuse '
+                    'the body.'.format(key, stored[key]))
+            log.warning('Overriding the stored `%s`: `%s` becomes `%s` (--override).', key,
+                        stored[key], value)
+            changed = True
         elif key in given and stored[key] != value:
             log.warning('For the argument `%s` we are using the stored value `%s`. The '
-                        'provided value was `%s`.', key, stored[key], value)
+                        'provided value was `%s` (--override uses it instead).', key,
+                        stored[key], value)
             setattr(args, key, stored[key])
         else:
             setattr(args, key, stored[key])
@@ -548,6 +569,37 @@ def trainable_variables(model, extras):
     """The variables the main optimizer trains: the model's and the classifier's."""
     classifier = extras.get('classifier')
     return model.trainable_variables + (classifier.trainable_variables if classifier else [])
+
+
+def check_input_size(model, args):
+    """Refuses a net that cannot take the input size, before anything is written."""
+    size = (args.net_input_height, args.net_input_width)
+    try:
+        model(tf.zeros((1,) + size + (3,)), training=False)
+    except (ValueError, tf.errors.OpError) as e:
+        raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
+                               '--net_input_height and --net_input_width.'.format(
+                                   args.model_name, size[0], size[1],
+                                   str(e).strip().splitlines()[0]))
+
+
+def store_arguments(args, cleanup, locked, rewrite):
+    """Writes args.json when `rewrite` and starts train.log, taking the lock of
+    a new experiment root first (see train())."""
+    try:
+        os.makedirs(args.experiment_root, exist_ok=True)
+        if not locked:
+            cleanup.enter_context(common.locked_directory(args.experiment_root, 'train.py'))
+            if read_args(args.experiment_root) is not None:
+                raise common.UserError('another train.py started an experiment in `{}` '
+                                       'meanwhile; rerun to resume it.'.format(
+                                           args.experiment_root))
+        if rewrite:
+            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+    except OSError as e:
+        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
+            args.experiment_root, e.strerror or e))
 
 
 def make_train_step(model, optimizer, step, args, strategy, extras=None):
@@ -708,24 +760,6 @@ def train(argv, cleanup):
     new_seed = args.seed is None
     if new_seed:
         args.seed = secrets.randbelow(2 ** 31)
-    try:
-        if chief and (not resuming or new_seed or changed):
-            os.makedirs(args.experiment_root, exist_ok=True)
-            if not locked:
-                cleanup.enter_context(common.locked_directory(args.experiment_root,
-                                                              'train.py'))
-                if read_args(args.experiment_root) is not None:
-                    raise common.UserError('another train.py started an experiment in `{}` '
-                                           'meanwhile; rerun to resume it.'.format(
-                                               args.experiment_root))
-            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
-        if chief:
-            common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
-        else:
-            common.setup_logging(buffer=False)
-    except OSError as e:
-        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
-            args.experiment_root, e.strerror or e))
     log.info('Training using the following parameters:')
     for key, value in sorted(vars(args).items()):
         log.info('%s: %s', key, value)
@@ -773,10 +807,19 @@ def train(argv, cleanup):
         restore(latest, checkpoint, model, body, optimizer, step,
                 what='the model {} + {} with embedding_dim {}'.format(
                     args.model_name, args.head_name, args.embedding_dim))
+    elif args.initial_checkpoint:
+        log.info('Initialising the body from %s', args.initial_checkpoint)
+        load_body_weights(args.model_name, body, args.initial_checkpoint)
+    check_input_size(model, args)
+
+    # Only now, with the data, the model and its weights known to work, is
+    # anything written, so a refused run leaves no arguments behind to poison
+    # the corrected rerun.
+    if chief:
+        store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed or changed)
     else:
-        if args.initial_checkpoint:
-            log.info('Initialising the body from %s', args.initial_checkpoint)
-            load_body_weights(args.model_name, body, args.initial_checkpoint)
+        common.setup_logging(buffer=False)
+    if not latest:
         # The initialisation is stored too, so experiments can be reproduced exactly.
         save(0)
     start_step = int(step.numpy())
@@ -851,7 +894,8 @@ def train(argv, cleanup):
             if not np.all(np.isfinite(b_loss)) or not np.all(np.isfinite(list(terms.values()))):
                 raise TrainingDiverged(
                     'the loss became {} at iteration {}; no checkpoint was written for it. '
-                    'Lower --learning_rate, or resume from the last checkpoint `{}`.'.format(
+                    'Rerun with a lower --learning_rate and --override, which resumes from the '
+                    'last checkpoint `{}`.'.format(
                         'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
                         else 'infinite', current,
                         newest_checkpoint(args.experiment_root)))

@@ -404,3 +404,31 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
                                                'checkpoint'):
         train.main(args)
     assert os.path.getsize(data) > 0 and checkpoint_steps(root) == [0, 3, 6]
+
+
+def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    # Refused while building: nothing written, so the corrected rerun starts afresh.
+    with pytest.raises(common.UserError, match='the net `tiny` cannot take 8x4 inputs'):
+        train.main(base_args(root, csv_path, image_root, 2, '--net_input_height', '8',
+                             '--net_input_width', '4'))
+    with pytest.raises(common.UserError, match='neither a Keras weights file nor a checkpoint'):
+        train.main(base_args(root, csv_path, image_root, 2, '--initial_checkpoint',
+                             str(tmp_path / 'nothing')))
+    assert not os.path.exists(root)
+    # A diverged run keeps its arguments (and checkpoint-0); --override changes them on purpose.
+    with pytest.raises(train.TrainingDiverged, match='--learning_rate and --override'):
+        train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e30'))
+    with pytest.raises(train.TrainingDiverged):
+        train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3'))
+    assert train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3',
+                                '--override')) == 0
+    assert json.load(open(os.path.join(root, 'args.json')))['learning_rate'] == 1e-3
+    assert "Overriding the stored `learning_rate`: `1e+30` becomes `0.001`" in open(
+        os.path.join(root, 'train.log')).read()
+    # A finished experiment continues to more iterations; the architecture cannot change.
+    assert train.main(['--experiment_root', root, '--train_iterations', '6', '--override']) == 0
+    assert logged_iterations(root)[-1][0] == 6 and checkpoint_steps(root)[-1] == 6
+    with pytest.raises(common.UserError, match='--override cannot change `embedding_dim`'):
+        train.main(['--experiment_root', root, '--embedding_dim', '8', '--override'])
