@@ -151,6 +151,43 @@ def given_arguments(parser, argv):
             action.default = default
 
 
+def check_stored_arguments(parser, stored, path):
+    """Refuses stored arguments (a dict from args.json) that the parser would
+    not accept on the command line: a wrong type, a value outside the choices,
+    a non-finite number.
+
+    Raises:
+        UserError naming the file, the argument and the value.
+    """
+    # argparse keeps its actions in a private list (docs/private_apis.md).
+    for action in parser._actions:
+        if action.dest not in stored or stored[action.dest] is None:
+            continue
+        if action.type in (writeable_directory, readable_directory):
+            # Folders are checked where they are used: they may have moved.
+            continue
+        value = stored[action.dest]
+        values = value if isinstance(action.nargs, str) and action.nargs in '+*' else [value]
+        try:
+            if not isinstance(values, list):
+                raise ValueError('a list was expected')
+            for item in values:
+                if isinstance(action.default, bool) and not isinstance(item, bool):
+                    raise ValueError('true or false was expected')
+                if isinstance(item, (dict, list)):
+                    raise ValueError('a single value was expected')
+                checked = action.type(str(item)) if action.type else item
+                if action.type is int and (isinstance(item, bool) or checked != item):
+                    raise ValueError('an integer was expected')
+                if action.choices is not None and checked not in action.choices:
+                    raise ValueError('one of {} was expected'.format(
+                        ', '.join(map(str, action.choices))))
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value ({}); fix or '
+                            'remove it there, or start a new experiment root.'.format(
+                                path, action.dest, value, e))
+
+
 # Files that must never be half-written.
 ###
 

@@ -23,7 +23,7 @@ import tf1_checkpoint
 from common import UserError, read_json
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES
-from nets._layers import pooling_layer
+from nets._layers import POOLINGS, pooling_layer
 
 log = logging.getLogger('model')
 
@@ -149,10 +149,21 @@ def read_args(experiment_root):
     if not os.path.isfile(args_file):
         return None
     stored = read_json(args_file, 'fix it or start a new experiment root')
-    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES)):
+    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
+                         ('pooling', POOLINGS), ('last_stride', (1, 2))):
         if key in stored and stored[key] not in choices:
             raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
                             '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
+    # What embedding needs, checked here; train.py checks every argument it knows.
+    for key, kind in (('embedding_dim', int), ('net_input_height', int),
+                      ('net_input_width', int), ('pre_crop_height', int),
+                      ('pre_crop_width', int), ('antialias', bool), ('accurate_jpeg', bool)):
+        value = stored.get(key, LEGACY_ARGUMENTS.get(key, 1))
+        if type(value) is not kind or (kind is int and value <= 0):
+            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a {} was '
+                            'expected); fix it or start a new experiment root.'.format(
+                                args_file, key, value,
+                                'positive integer' if kind is int else 'true or false'))
     return dict(LEGACY_ARGUMENTS, **stored)
 
 

@@ -455,6 +455,8 @@ def resolve_arguments(argv):
                     args.experiment_root))
         return args, False, False
 
+    common.check_stored_arguments(parser, stored, os.path.join(args.experiment_root,
+                                                               'args.json'))
     given = common.given_arguments(parser, argv)
     changed = False
     for key, value in vars(args).items():

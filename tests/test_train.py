@@ -432,3 +432,25 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     assert logged_iterations(root)[-1][0] == 6 and checkpoint_steps(root)[-1] == 6
     with pytest.raises(common.UserError, match='--override cannot change `embedding_dim`'):
         train.main(['--experiment_root', root, '--embedding_dim', '8', '--override'])
+
+
+@pytest.mark.parametrize('key, value', [('batch_p', 'abc'), ('batch_p', 3.5), ('batch_p', -2),
+                                        ('learning_rate', 'NaN'), ('flip_augment', 'yes'),
+                                        ('loss', 'batch_medium'), ('lr_decay_steps', 5),
+                                        ('net_input_height', [1, 2]), ('pooling', 'median')])
+def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
+    import embed
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 1)) == 0
+    path = os.path.join(root, 'args.json')
+    stored = json.load(open(path))
+    stored[key] = value
+    with open(path, 'w') as f:
+        json.dump(stored, f)
+    message = r'args.json` (stores `{0}` = .* not a valid value|names {0} `)'.format(key)
+    with pytest.raises(common.UserError, match=message):
+        train.main(['--experiment_root', root])
+    if key in ('net_input_height', 'pooling'):
+        with pytest.raises(common.UserError, match=message):
+            embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
