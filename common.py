@@ -319,6 +319,12 @@ def read_csv_rows(csv_file):
         if not pid.strip() or not fid.strip():
             raise UserError('`{}` line {}: the identity and the path must both be non-empty, '
                             'found `{},{}`.'.format(csv_file, line_no, pid, fid))
+        # Paths are joined to --image_root everywhere; an absolute one would
+        # pass some checks and fail others, so it is refused everywhere.
+        if os.path.isabs(fid.strip()) or re.match(r'[A-Za-z]:[\\/]', fid.strip()):
+            raise UserError('`{}` line {}: `{}` is an absolute path, but paths are relative to '
+                            '--image_root. Write them relative to one folder and pass that '
+                            'folder as --image_root.'.format(csv_file, line_no, fid.strip()))
         rows.append((line_no, pid.strip(), fid.strip()))
 
     if not rows:

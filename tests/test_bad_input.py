@@ -30,6 +30,8 @@ def refuse(tmp_path, csv_path, image_root, match, *extra):
     ('0001,train/a.jpg,x\n', 'expected 2 columns'),
     (b'0001,train/\xe9.jpg\n', 'not valid UTF-8'),
     ('0001,train/missing.jpg\n', r'1 of the 1 images .* are missing'),
+    ('0001,train/a.jpg\n0001,/data/train/b.jpg\n', r'line 2: `/data/train/b.jpg` is an absolute '
+                                                    r'path'),
 ])
 def test_bad_csv(tmp_path, content, match):
     path = tmp_path / 'train.csv'
