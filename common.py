@@ -191,6 +191,28 @@ def check_stored_arguments(parser, stored, path):
 # Files that must never be half-written.
 ###
 
+def check_writable(path, flag, folder=False):
+    """Refuses an output path that cannot be written, before the work that
+    would fill it: its folder (for `folder` outputs, the nearest existing
+    ancestor, as it is created) must be a writeable directory, and the path
+    must not be a directory itself unless it is a `folder` output.
+
+    Raises:
+        UserError naming the flag and the path.
+    """
+    path = os.path.abspath(path)
+    if os.path.isdir(path) and not folder:
+        raise UserError('{} `{}` is a folder; give a file name.'.format(flag, path))
+    if os.path.exists(path) and folder and not os.path.isdir(path):
+        raise UserError('{} `{}` is a file; give a folder.'.format(flag, path))
+    parent = path if folder else os.path.dirname(path)
+    while folder and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError('cannot write {} `{}`: the folder `{}` does not exist or is not '
+                        'writeable. Nothing was computed.'.format(flag, path, parent))
+
+
 def check_finite(embs, what, remedy, names=None):
     """Refuses embeddings (N, D) with NaN or infinite values, naming the rows.
 

@@ -129,6 +129,7 @@ def main(argv=None):
     if args.filename is None:
         args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + '_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
+    common.check_writable(filename, '--filename')
     image_root = args.image_root or train_args['image_root']
     net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
     pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])

@@ -117,6 +117,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.plot is not None and args.image_root is None:
         parser.error('--plot draws the images, so it needs --image_root.')
+    if args.filename is not None:
+        common.check_writable(args.filename, '--filename')
+    if args.plot is not None:
+        common.check_writable(args.plot, '--plot', folder=True)
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
         parser.error('--rerank_k2 must be at most --rerank_k1 + 1.')
 

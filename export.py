@@ -123,10 +123,7 @@ def check_output(path, flag):
     if os.path.exists(path):
         raise common.UserError('`{}` exists already; remove it or choose another {}.'.format(
             path, flag))
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise common.UserError('cannot write {} `{}`: the folder `{}` does not exist or is not '
-                               'writeable.'.format(flag, path, parent))
+    common.check_writable(path, flag)
 
 
 def main(argv=None):

@@ -112,6 +112,8 @@ def test_errors(experiment, tmp_path):
         embed.main(base + ['--checkpoint', 'checkpoint-99'])
     with pytest.raises(common.UserError, match='`args.json` could not be found'):
         embed.main(['--experiment_root', str(tmp_path), '--dataset', csv_path])
+    with pytest.raises(common.UserError, match='cannot write --filename .*Nothing was computed'):
+        embed.main(base + ['--filename', 'missing/folder/out.h5'])
     assert not any(name.endswith('.partial') for name in os.listdir(root))
 
 

@@ -215,6 +215,14 @@ def test_cli_and_errors(tmp_path, capsys):
             evaluate.main(base + ['--query_embeddings', q_h5, '--gallery_embeddings', bad,
                                   '--filename', str(tmp_path / 'never.json')])
     assert not os.path.exists(tmp_path / 'never.json')
+    # Outputs that cannot be written are refused before the evaluation.
+    args = base + ['--query_embeddings', q_h5, '--gallery_embeddings', g_h5]
+    with pytest.raises(common.UserError, match='cannot write --filename .* does not exist'):
+        evaluate.main(args + ['--filename', str(tmp_path / 'no' / 'result.json')])
+    with pytest.raises(common.UserError, match='--filename .* is a folder'):
+        evaluate.main(args + ['--filename', str(tmp_path)])
+    with pytest.raises(common.UserError, match='--plot .* is a file'):
+        evaluate.main(args + ['--plot', out, '--image_root', str(tmp_path)])
 
 
 def test_cli_rerank_and_plot(tmp_path, capsys):
