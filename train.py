@@ -164,8 +164,9 @@ parser.add_argument(
 parser.add_argument(
     '--id_loss_weight', default=0.0, type=common.nonnegative_float,
     help='Add a softmax cross-entropy identity loss over the training identities, with this '
-         'weight, on a bias-free classifier of the embedding (after the batch norm of '
-         '`--head_name bnneck`). The classifier is checkpointed but not exported. BoT: 1. '
+         'weight, on a bias-free classifier of the embedding (after the batch norm of the '
+         'bnneck heads, before the L2 normalisation of the _normalize heads). The classifier is '
+         'checkpointed but not exported. BoT: 1. '
          '0: off, as the original. Also the usual remedy when training from scratch collapses.')
 
 parser.add_argument(
@@ -638,7 +639,9 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
         """The per-image identity and center losses that are on: {name: (b,)}."""
         terms = {}
         if 'classifier' in extras:
-            logits = extras['classifier'](tf.cast(endpoints['emb'], tf.float32))
+            # Before any L2 normalisation: a softmax over unit vectors would need a
+            # temperature to reach confident logits, and learns nothing without one.
+            logits = extras['classifier'](tf.cast(endpoints['emb_raw'], tf.float32))
             terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
         if 'centers' in extras:
             terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)

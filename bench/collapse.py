@@ -61,11 +61,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--iterations', type=int, default=600, help='Training iterations.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of both runs.')
+    parser.add_argument('--variants', type=int, nargs='+', default=list(range(len(VARIANTS))),
+                        help='Which variants to run (0: triplet only, 1: + identity loss).')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     args = parser.parse_args(argv)
     results = {}
     with tempfile.TemporaryDirectory(prefix='collapse-') as scratch:
         for index, (name, extra) in enumerate(VARIANTS):
+            if index not in args.variants:
+                continue
             results[name] = run(os.path.join(scratch, str(index)), args.iterations, args.seed,
                                 extra)
             print(name, results[name], flush=True)
