@@ -98,13 +98,16 @@ def load_embeddings(path, expected_rows, csv_path):
     """The `emb` array of an HDF5 file written by embed.py, checked against its CSV."""
     try:
         with h5py.File(path, 'r') as f:
-            if 'emb' not in f:
+            if not isinstance(f.get('emb'), h5py.Dataset):
                 raise common.UserError('`{}` holds no `emb` dataset; was it written by '
                                        'embed.py?'.format(path))
             embs = np.asarray(f['emb'], np.float32)
-    except OSError as e:
+    except (OSError, ValueError, TypeError) as e:
         raise common.UserError('cannot read the embeddings `{}`: {}.'.format(path, e))
-    if embs.ndim != 2 or len(embs) != expected_rows:
+    if embs.ndim != 2:
+        raise common.UserError('the `emb` of `{}` has the shape {}, not (images, dimensions) as '
+                               'embed.py writes it.'.format(path, embs.shape))
+    if len(embs) != expected_rows:
         raise common.UserError('`{}` holds {} embeddings but `{}` lists {} images; embed that '
                                'CSV again.'.format(path, len(embs), csv_path, expected_rows))
     common.check_finite(embs, 'the embeddings `{}`'.format(path),

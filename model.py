@@ -197,9 +197,8 @@ def newest_checkpoint(directory):
         state = tf.train.get_checkpoint_state(directory)
     except (tf.errors.OpError, ValueError):  # The index file itself is damaged.
         state = None
+    # TensorFlow already puts `directory` before a relative path of the index.
     named = state.model_checkpoint_path if state else None
-    if named and not os.path.isabs(named):
-        named = os.path.join(directory, named)
     if named and complete_checkpoint(named):
         return named
     steps = sorted((int(m.group(1)) for name in tf.io.gfile.listdir(directory)

@@ -162,3 +162,14 @@ def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp
     assert np.abs(new - old).max() > 1e-3
     shrunk = tf.image.resize(larger, (32, 16), antialias=False)
     np.testing.assert_allclose(old, load_embedder(root)(shrunk.numpy()), rtol=1e-4, atol=1e-4)
+
+
+def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
+    root = experiment[0]
+    monkeypatch.chdir(os.path.dirname(root))
+    relative = os.path.basename(root)
+    from model import find_checkpoint
+    # `../exp` from inside the root names the root itself; the index's
+    # relative path must not be prefixed twice.
+    assert os.path.normpath(find_checkpoint(relative, '../' + relative)) == \
+        find_checkpoint(relative)

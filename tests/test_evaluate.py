@@ -201,6 +201,18 @@ def test_cli_and_errors(tmp_path, capsys):
     no_emb = write_h5(tmp_path / 'no_emb.h5', other=q_emb)
     with pytest.raises(common.UserError, match='holds no `emb` dataset'):
         evaluate.main(base + ['--query_embeddings', no_emb, '--gallery_embeddings', g_h5])
+    flat = write_h5(tmp_path / 'flat.h5', emb=q_emb[:, 0])
+    with pytest.raises(common.UserError, match=r'has the shape \(10,\), not \(images'):
+        evaluate.main(base + ['--query_embeddings', flat, '--gallery_embeddings', g_h5])
+    with h5py.File(tmp_path / 'group.h5', 'w') as f:
+        f.create_group('emb')
+    with pytest.raises(common.UserError, match='holds no `emb` dataset'):
+        evaluate.main(base + ['--query_embeddings', str(tmp_path / 'group.h5'),
+                              '--gallery_embeddings', g_h5])
+    (tmp_path / 'text.h5').write_text('not HDF5')
+    with pytest.raises(common.UserError, match='cannot read the embeddings'):
+        evaluate.main(base + ['--query_embeddings', str(tmp_path / 'text.h5'),
+                              '--gallery_embeddings', g_h5])
     wrong_dim = write_h5(tmp_path / 'dim.h5', emb=q_emb[:, :3])
     with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
                                                'gallery embeddings 8'):
