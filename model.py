@@ -176,8 +176,12 @@ def complete_checkpoint(prefix):
     if not shards or len(shards) != int(shards[0].rsplit('-of-', 1)[1]):
         return False
     try:
-        tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError):
+        reader = tf.train.load_checkpoint(prefix)
+        # The object graph of a TF2 checkpoint, read as restoring would: a
+        # truncated data file fails here.
+        if reader.has_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'):
+            reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH')
+    except (tf.errors.OpError, ValueError, IndexError):
         return False
     return True
 
@@ -281,7 +285,7 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     except (AssertionError, ValueError) as e:
         raise UserError('the checkpoint `{}` does not fit {}: {}'.format(
             path, what, str(e).splitlines()[0]))
-    except tf.errors.OpError as e:
+    except (tf.errors.OpError, IndexError) as e:
         raise UserError('the checkpoint `{}` is damaged ({}); move it away to use the one '
                         'before it.'.format(path, str(e).splitlines()[0]))
 

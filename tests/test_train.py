@@ -397,6 +397,11 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     data = glob.glob(os.path.join(root, 'checkpoint-6.data-*'))[0]
     os.truncate(os.path.join(root, 'checkpoint-6.index'), 10)
     assert find_checkpoint(root).endswith('checkpoint-3')
+    # A truncated data file, which restoring would fail on.
+    three = glob.glob(os.path.join(root, 'checkpoint-3.data-*'))[0]
+    with open(three, 'r+b') as f:
+        f.truncate(1000)
+    assert find_checkpoint(root).endswith('checkpoint-0')
     # No complete checkpoint at all: refused, never restarted from iteration 0.
     for path in glob.glob(os.path.join(root, 'checkpoint-*.index')):
         os.truncate(path, 10)
