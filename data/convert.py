@@ -288,6 +288,20 @@ DATASETS = {
 }
 
 
+def check_output_dir(path):
+    """Refuses an output folder that is a file or cannot be created or written,
+    before the dataset is read."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConversionError('--output_dir `{}` is a file, not a folder.'.format(path))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConversionError('cannot write to --output_dir `{}`: `{}` is not a writeable '
+                              'folder.'.format(path, existing))
+
+
 def make_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
@@ -314,6 +328,7 @@ def main(argv=None):
     root = os.path.expanduser(args.dataset_root)
     if not os.path.isdir(root):
         raise ConversionError('the dataset root `{}` is not a folder.'.format(root))
+    check_output_dir(args.output_dir)
     if args.dataset == 'cuhk03':
         types = ('detected', 'labeled') if args.image_type == 'both' else (args.image_type,)
         splits = function(root, types)
@@ -323,7 +338,12 @@ def main(argv=None):
         if not rows:
             raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
                                   'nothing was written.'.format(split, root, description))
-    for split, path in write_csvs(args.output_dir, prefix, splits).items():
+    try:
+        written = write_csvs(args.output_dir, prefix, splits)
+    except OSError as e:
+        raise ConversionError('cannot write the CSVs into `{}`: {}; nothing was written.'.format(
+            args.output_dir, e.strerror or e))
+    for split, path in written.items():
         rows = splits[split]
         print('{:<40} {:6d} images, {:5d} identities'.format(
             path, len(rows), len({pid for pid, _ in rows})))

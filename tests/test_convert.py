@@ -217,3 +217,17 @@ def test_msmt17_excluder():
                'test/0004/0004_013_03_0303afternoon_0113_1.jpg']
     np.testing.assert_array_equal(msmt17.excluder(query, gallery)(np.arange(1)),
                                   [[True, False, False]])
+
+
+def test_unusable_output_folders_are_refused_before_reading(tmp_path):
+    root = tmp_path / 'Market'
+    touch(root, ['bounding_box_train/0001_c1s1_000001_00.jpg',
+                 'bounding_box_test/0001_c2s1_000001_00.jpg', 'query/0001_c3s1_000001_00.jpg'])
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('')
+    with pytest.raises(convert.ConversionError, match='is a file, not a folder'):
+        run('market1501', '--dataset_root', str(root), '--output_dir', str(a_file))
+    with pytest.raises(convert.ConversionError, match='is not a writeable folder'):
+        run('market1501', '--dataset_root', str(root), '--output_dir', str(a_file / 'sub'))
+    run('market1501', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'new' / 'dir'))
+    assert len(os.listdir(tmp_path / 'new' / 'dir')) == 3
