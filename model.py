@@ -98,6 +98,13 @@ def load_body_weights(model_name, body, path):
             raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
                 path, model_name, e))
         return
+    # Users pass a checkpoint's files or its folder as often as its prefix.
+    if tf.io.gfile.isdir(path):
+        folder, path = path, newest_checkpoint(path)
+        if path is None:
+            raise UserError('the folder `{}` holds no checkpoint to initialise the body from; '
+                            'pass a checkpoint prefix or a Keras weights file.'.format(folder))
+    path = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path)
     try:
         reader = tf.train.load_checkpoint(path)
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):

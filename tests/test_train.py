@@ -181,6 +181,19 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
     with pytest.raises(common.UserError, match='neither a Keras weights file nor'):
         train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
                              '--initial_checkpoint', str(tmp_path / 'nothing')))
+    # The checkpoint's `.index` file, or the experiment root, name it as well.
+    from model import load_body_weights
+    for given in (source + '.index', first):
+        _, loaded = build_model('tiny', 'fc1024', 16)
+        load_body_weights('tiny', loaded, given)
+        newest = os.path.join(first, 'checkpoint-2') if given == first else source
+        _, expected = build_model('tiny', 'fc1024', 16)
+        tf.train.Checkpoint(body=expected).read(newest).expect_partial()
+        for a, b in zip(loaded.get_weights(), expected.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(common.UserError, match='holds no checkpoint to initialise the body'):
+        train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
+                             '--initial_checkpoint', image_root))
 
 
 def test_refusals_write_nothing(tmp_path, tiny_dataset):
