@@ -138,6 +138,12 @@ def main(argv=None):
                                'embeddings {}.'.format(query_embs.shape[1],
                                                        gallery_embs.shape[1]))
     excluder = import_module('excluders.' + args.excluder).excluder(query_fids, gallery_fids)
+    total = len(query_fids) + len(gallery_fids)
+    if args.rerank and max(args.rerank_k1 + 1, args.rerank_k2) > total:
+        raise common.UserError('re-ranking looks at the {} nearest of all query and gallery '
+                               'images, but there are only {}; lower --rerank_k1 (and '
+                               '--rerank_k2).'.format(max(args.rerank_k1 + 1, args.rerank_k2),
+                                                      total))
 
     # Distances. Re-ranking and the pictures need SciPy and Matplotlib, which
     # are imported only when asked for, to keep the plain command quick.
@@ -152,6 +158,12 @@ def main(argv=None):
     result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids,
                               gallery_embs, excluder, args.metric, args.batch_size,
                               args.use_market_ap, distances)
+    if len(result['skipped']) == len(query_fids):
+        raise common.UserError(
+            'none of the {} queries has a true match in the gallery that the excluder `{}` '
+            'keeps, so there is nothing to evaluate; check that query and gallery share '
+            'identities and that the excluder fits the dataset.'.format(len(query_fids),
+                                                                      args.excluder))
     if result['skipped']:
         print('WARNING: {} queries have no valid match in the gallery and are excluded from '
               'the mAP, for example {}.'.format(len(result['skipped']),

@@ -83,6 +83,9 @@ def batch_ranks(d, matches):
     """
     sorted_d = np.sort(d, axis=1)
     rows, cols = np.nonzero(matches)
+    if not len(rows):
+        empty = np.zeros(0, np.int64)
+        return rows, cols, empty, empty, empty
     dp = d[rows, cols]
     order = np.lexsort((cols, dp, rows))
     rows, cols, dp = rows[order], cols[order], dp[order]

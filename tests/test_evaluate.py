@@ -213,6 +213,18 @@ def test_cli_and_errors(tmp_path, capsys):
     with pytest.raises(common.UserError, match='cannot read the embeddings'):
         evaluate.main(base + ['--query_embeddings', str(tmp_path / 'text.h5'),
                               '--gallery_embeddings', g_h5])
+    # Nothing to evaluate: every query's only match is itself, which diagonal excludes.
+    single = tmp_path / 'single.csv'
+    single.write_text('0001,a_c1s1_000001_00.jpg\n0002,b_c1s1_000002_00.jpg\n')
+    two = write_h5(tmp_path / 'two.h5', emb=q_emb[:2])
+    few = base[:2] + ['--query_dataset', str(single), '--gallery_dataset', str(single),
+                      '--metric', 'euclidean', '--query_embeddings', two,
+                      '--gallery_embeddings', two]
+    with pytest.raises(common.UserError, match='none of the 2 queries has a true match'):
+        evaluate.main(few)
+    with pytest.raises(common.UserError, match='nearest of all query and gallery images, but '
+                                               'there are only 4'):
+        evaluate.main(few + ['--rerank'])
     wrong_dim = write_h5(tmp_path / 'dim.h5', emb=q_emb[:, :3])
     with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
                                                'gallery embeddings 8'):
