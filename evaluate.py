@@ -48,7 +48,10 @@ parser.add_argument(
 
 parser.add_argument(
     '--filename',
-    help='Optional name of the json file to store the results in.')
+    help='Optional name of the json file to store the results in: mAP, mINP, the CMC, the '
+         'per-query APs and the verification figures (true-positive rates and distance '
+         'thresholds at false-positive rates 1e-4 to 1e-1, and the equal error rate, over all '
+         'query-gallery pairs the excluder keeps).')
 
 parser.add_argument(
     '--batch_size', default=256, type=common.positive_int,
@@ -82,8 +85,9 @@ parser.add_argument(
 
 parser.add_argument(
     '--plot', metavar='DIR',
-    help='Also draw DIR/rankings.png (the top-10 gallery images of some queries) and '
-         'DIR/cmc.png (the CMC curve). Needs --image_root.')
+    help='Also draw DIR/rankings.png (the top-10 gallery images of some queries), '
+         'DIR/cmc.png (the CMC curve) and DIR/roc.png (the verification ROC curve). Needs '
+         '--image_root.')
 
 parser.add_argument(
     '--image_root', type=common.readable_directory,
@@ -155,9 +159,15 @@ def main(argv=None):
         distances = metrics.metric_distances(query_embs, gallery_embs, args.metric)
 
     # Evaluation.
+    wanted = args.filename is not None or args.plot is not None
     result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids,
                               gallery_embs, excluder, args.metric, args.batch_size,
-                              args.use_market_ap, distances)
+                              args.use_market_ap, distances, pairs=wanted)
+    # The verification figures need every kept pair's distance (53 million at
+    # Market-1501 scale, about 0.7 GB more), so only for the JSON or the plot.
+    verification = metrics.verification(
+        result.pop('positive'), result.pop('negative'),
+        curve_points=60 if args.plot is not None else 0) if wanted else None
     if len(result['skipped']) == len(query_fids):
         raise common.UserError(
             'none of the {} queries has a true match in the gallery that the excluder `{}` '
@@ -170,7 +180,10 @@ def main(argv=None):
                                                 ', '.join(result['skipped'][:3])),
               file=sys.stderr)
     if args.filename is not None:
-        summary = {'mAP': result['mAP'], 'CMC': result['CMC'], 'aps': result['aps']}
+        summary = {'mAP': result['mAP'], 'mINP': result['mINP'], 'CMC': result['CMC'],
+                   'aps': result['aps'],
+                   'verification': verification and {key: verification[key] for key in (
+                       'tpr_at_fpr', 'eer', 'threshold_at_fpr')}}
         if args.rerank:
             summary['rerank'] = {'k1': args.rerank_k1, 'k2': args.rerank_k2,
                                  'lambda': args.rerank_lambda}
@@ -185,10 +198,18 @@ def main(argv=None):
                                 distances, queries)
         visualize.plot_cmc(os.path.join(args.plot, 'cmc.png'), result['CMC'], result['mAP'],
                            're-ranked' if args.rerank else args.metric)
+        if verification:
+            visualize.plot_roc(os.path.join(args.plot, 'roc.png'), verification,
+                               're-ranked' if args.rerank else args.metric)
     cmc = result['CMC']
     top = [metrics.cmc_at(cmc, k) for k in (1, 2, 5, 10)]
-    print('mAP: {:.2%} | top-1: {:.2%} top-2: {:.2%} | top-5: {:.2%} | top-10: {:.2%}'.format(
-        result['mAP'], *top))
+    print('mAP: {:.2%} | top-1: {:.2%} top-2: {:.2%} | top-5: {:.2%} | top-10: {:.2%} | '
+          'mINP: {:.2%}'.format(result['mAP'], *top, result['mINP']))
+    if verification:
+        print('verification: EER {:.2%} | TPR {} at FPR {}'.format(
+            verification['eer'], ' '.join('{:.2%}'.format(verification['tpr_at_fpr'][r])
+                                          for r in metrics.FALSE_POSITIVE_RATES),
+            ' '.join(metrics.FALSE_POSITIVE_RATES)))
     return 0
 
 

@@ -112,12 +112,14 @@ def batch_average_precision(d, matches, use_market_ap):
         use_market_ap (bool): The Market-1501 AP instead of scikit-learn's.
 
     Returns:
-        (rows, aps, first): the batch rows that have a true match, their
-        average precision and the rank of their first true match.
+        (rows, aps, first, inps): the batch rows that have a true match, their
+        average precision, the rank of their first true match and their
+        inverse negative penalty (Ye et al., TPAMI 2021: the number of true
+        matches over the rank, counted from 1, of the hardest one).
     """
     rows, cols, n_less, n_le, rank = batch_ranks(d, matches)
     if len(rows) == 0:
-        return rows, np.zeros(0), rows
+        return rows, np.zeros(0), rows, np.zeros(0)
     # Matches come ordered by query, then distance, then gallery index, which
     # is also the order of their stable ranks.
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
@@ -135,12 +137,13 @@ def batch_average_precision(d, matches, use_market_ap):
         keys = _row_keys(d[rows, cols], rows)
         terms = (np.searchsorted(keys, keys, 'right') - first_of_row) / n_le
     return (rows[starts], np.add.reduceat(terms, starts) / counts,
-            np.minimum.reduceat(rank, starts))
+            np.minimum.reduceat(rank, starts), counts / (np.maximum.reduceat(rank, starts) + 1))
 
 
 def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gallery_embs,
-             excluder, metric='euclidean', batch_size=256, use_market_ap=False, distances=None):
-    """Average precision of every query and the CMC curve.
+             excluder, metric='euclidean', batch_size=256, use_market_ap=False, distances=None,
+             pairs=False):
+    """Average precision of every query, the CMC curve and mINP.
 
     Batches of `batch_size` queries are processed two at a time, one per
     thread: NumPy's sort releases the GIL, so both cores of a laptop work.
@@ -148,9 +151,12 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
     between the embeddings when given (re-ranking does so).
 
     Returns:
-        A dict with `mAP`, `CMC` (G,) divided by the number of queries as the
-        original, `aps` (one per query with a valid match) and `skipped` (the
-        file names of queries without any).
+        A dict with `mAP`, `mINP`, `CMC` (G,) divided by the number of
+        queries as the original, `aps` and `inps` (one per query with a valid
+        match) and `skipped` (the file names of queries without any). With
+        `pairs`, also `positive` and `negative`: the float32 distances of all
+        query–gallery pairs the excluder keeps, of the same and of different
+        identities (for `verification`).
     """
     _, codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     q_codes, g_codes = codes[:len(query_pids)], codes[len(query_pids):]
@@ -162,19 +168,111 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
         d = distances(idx)
         mask = excluder(idx)
         np.putmask(d, mask, np.inf)
-        matches = (g_codes[None] == q_codes[idx, None]) & ~mask
-        rows, aps, first = batch_average_precision(d, matches, use_market_ap)
-        return idx[rows], aps, first
+        same = g_codes[None] == q_codes[idx, None]
+        matches = same & ~mask
+        rows, aps, first, inps = batch_average_precision(d, matches, use_market_ap)
+        kept = (d[matches].astype(np.float32), d[~same & ~mask].astype(np.float32)) \
+            if pairs else None
+        return idx[rows], aps, first, inps, kept
 
     aps = np.full(len(query_pids), np.nan)
+    inps = np.full(len(query_pids), np.nan)
     first_hits = np.zeros(len(gallery_pids) + 1, np.int64)
+    positive, negative = [], []
     with ThreadPoolExecutor(2) as pool:
-        for queries, batch_aps, first in pool.map(
+        for queries, batch_aps, first, batch_inps, kept in pool.map(
                 run_batch, range(0, len(query_pids), batch_size)):
-            aps[queries] = batch_aps
+            aps[queries], inps[queries] = batch_aps, batch_inps
             np.add.at(first_hits, first, 1)
+            if pairs:
+                positive.append(kept[0])
+                negative.append(kept[1])
 
     valid = ~np.isnan(aps)
     cmc = np.cumsum(first_hits)[:len(gallery_pids)] / len(query_pids)
-    return {'mAP': float(np.mean(aps[valid])) if valid.any() else 0.0, 'CMC': cmc.tolist(),
-            'aps': aps[valid].tolist(), 'skipped': [str(f) for f in query_fids[~valid]]}
+    result = {'mAP': float(np.mean(aps[valid])) if valid.any() else 0.0,
+              'mINP': float(np.mean(inps[valid])) if valid.any() else 0.0, 'CMC': cmc.tolist(),
+              'aps': aps[valid].tolist(), 'inps': inps[valid].tolist(),
+              'skipped': [str(f) for f in query_fids[~valid]]}
+    if pairs:
+        result['positive'] = np.concatenate(positive or [np.zeros(0, np.float32)])
+        result['negative'] = np.concatenate(negative or [np.zeros(0, np.float32)])
+        del negative[:]
+    return result
+
+
+# The false-positive rates of the verification figures, as keys of the JSON.
+FALSE_POSITIVE_RATES = ('0.0001', '0.001', '0.01', '0.1')
+
+
+def _accepted_below(values, limits):
+    """How many of the sorted `values` lie strictly below each of `limits`."""
+    return np.searchsorted(values, limits, 'left')
+
+
+def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0):
+    """Verification figures of pair distances: a pair counts as the same
+    identity when its distance is at most the threshold.
+
+    For each false-positive rate r, the highest true-positive rate (the share
+    of same-identity pairs accepted) whose false-positive rate (the share of
+    different-identity pairs accepted) does not exceed r, and the threshold
+    that gives it: the largest pair distance below the (⌊r·N⌋+1)-th smallest
+    negative distance (None when no pair lies below it). The equal error rate
+    is where the false-positive and false-negative rates meet (their mean at
+    the threshold where they are closest).
+
+    Args:
+        positive: (P,) distances of same-identity pairs.
+        negative: (N,) distances of different-identity pairs; sorted in place.
+        rates: false-positive rates, as strings (the JSON keys).
+        curve_points (int): when positive, also return the ROC curve at this
+            many false-positive rates spaced logarithmically from 1/N to 1.
+
+    Returns:
+        A dict {'tpr_at_fpr': {rate: tpr}, 'eer': float, 'threshold_at_fpr':
+        {rate: threshold or None}} (and 'curve': {'fpr': [...], 'tpr': [...]}),
+        or None when there are no pairs of either kind.
+    """
+    # At Market-1501 scale the negatives are 53 million distances: sorted in place.
+    pos, neg = np.sort(positive), negative
+    neg.sort()
+    if not len(pos) or not len(neg):
+        return None
+
+    def tpr_and_threshold(rate):
+        allowed = int(np.floor(float(rate) * len(neg) + 1e-9))
+        if allowed >= len(neg):
+            return 1.0, float(max(pos[-1], neg[-1]))
+        limit = neg[allowed]
+        below_pos = _accepted_below(pos, limit)
+        below_neg = _accepted_below(neg, limit)
+        candidates = ([pos[below_pos - 1]] if below_pos else []) + (
+            [neg[below_neg - 1]] if below_neg else [])
+        return below_pos / len(pos), float(max(candidates)) if candidates else None
+
+    result = {'tpr_at_fpr': {}, 'threshold_at_fpr': {}}
+    for rate in rates:
+        result['tpr_at_fpr'][rate], result['threshold_at_fpr'][rate] = tpr_and_threshold(rate)
+
+    def rates_at(thresholds):
+        fpr = np.searchsorted(neg, thresholds, 'right') / len(neg)
+        fnr = 1 - np.searchsorted(pos, thresholds, 'right') / len(pos)
+        return fpr, fnr
+
+    # FPR − FNR grows with the threshold: find where it crosses zero among the
+    # negative distances by bisection, and look at every positive distance.
+    low, high = 0, len(neg) - 1
+    while low < high:
+        middle = (low + high) // 2
+        fpr, fnr = rates_at(neg[middle])
+        low, high = (middle + 1, high) if fpr < fnr else (low, middle)
+    candidates = np.concatenate([[-np.inf], pos, neg[max(low - 1, 0):low + 1]])
+    fpr, fnr = rates_at(candidates)
+    best = np.argmin(np.abs(fpr - fnr))
+    result['eer'] = float((fpr[best] + fnr[best]) / 2)
+    if curve_points:
+        fprs = np.logspace(np.log10(1 / len(neg)), 0, curve_points)
+        result['curve'] = {'fpr': fprs.tolist(),
+                           'tpr': [tpr_and_threshold(f)[0] for f in fprs]}
+    return result

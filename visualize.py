@@ -130,3 +130,31 @@ def plot_cmc(path, cmc, mean_ap, label, max_rank=50):
     figure.tight_layout()
     _save(figure, path)
     plt.close(figure)
+
+
+def plot_roc(path, verification, label):
+    """The verification ROC curve (true- against false-positive rate, the latter
+    logarithmic) of `metrics.verification` with its curve, the four rates and
+    the equal error rate marked."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(5, 3.6))
+    curve = verification['curve']
+    ax.plot(curve['fpr'], 100 * np.asarray(curve['tpr']), color='#d7191c', linewidth=2,
+            label=label)
+    for rate, tpr in verification['tpr_at_fpr'].items():
+        ax.plot(float(rate), 100 * tpr, 'o', color='#d7191c')
+        ax.annotate('{:.1f}%'.format(100 * tpr), (float(rate), 100 * tpr),
+                    textcoords='offset points', xytext=(4, -12), fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlabel('false-positive rate (different identities accepted)')
+    ax.set_ylabel('true-positive rate (%)')
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(loc='lower right', fontsize=8)
+    ax.set_title('Verification ROC, EER {:.2%}'.format(verification['eer']))
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)

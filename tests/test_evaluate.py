@@ -124,6 +124,46 @@ def test_hand_computed_case():
                           use_market_ap=True)
     # Trapezoids: (1/2 + 0/1)/2 and (2/4 + 1/3)/2, each weighted by recall 1/2.
     assert mk['mAP'] == pytest.approx(0.5 * (0.25 + (0.5 + 1 / 3) / 2))
+    # mINP: two true matches, the hardest at rank 4.
+    assert sk['mINP'] == mk['mINP'] == pytest.approx(2 / 4)
+
+
+def test_minp_averages_over_queries_and_ignores_excluded_entries():
+    q = np.zeros((2, 1), np.float32)
+    g = np.array([[1], [2], [3], [4]], np.float32)
+    g_pids = np.array(['a', 'b', 'a', 'b'])
+    # Query `a`: hits at ranks 1 and 3 → 2/3. Query `b` with its nearer hit
+    # excluded: its gallery becomes a, a, b, one hit at rank 3 → 1/3.
+    excluded = lambda idx: np.array([[False] * 4, [False, True, False, False]])[idx]
+    result = metrics.evaluate(np.array(['a', 'b']), np.array(['q1', 'q2']), q, g_pids, g_pids,
+                              g, excluded, pairs=True)
+    assert result['inps'] == pytest.approx([2 / 3, 1 / 3])
+    assert result['mINP'] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    # The pairs the excluder keeps: same identity 1, 3 (a) and 4 (b); others 2, 4 (a), 1, 3 (b).
+    assert sorted(result['positive']) == [1, 3, 4]
+    assert sorted(result['negative']) == [1, 2, 3, 4]
+
+
+def test_verification_hand_computed():
+    positive = np.array([1.0, 2.0, 3.0, 6.0])
+    negative = np.array([2.5, 4.0, 5.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0])
+    v = metrics.verification(positive, negative, rates=('0.05', '0.1', '0.3', '1'),
+                             curve_points=5)
+    # FPR ≤ 0.05 allows no negative: accept below 2.5 → positives 1, 2 → TPR 1/2, threshold 2.
+    assert v['tpr_at_fpr']['0.05'] == 0.5 and v['threshold_at_fpr']['0.05'] == 2.0
+    # FPR ≤ 0.1 allows one (2.5): accept below 4 → 1, 2, 3 → 3/4, threshold 3.
+    assert v['tpr_at_fpr']['0.1'] == 0.75 and v['threshold_at_fpr']['0.1'] == 3.0
+    # FPR ≤ 0.3 allows three (2.5, 4, 5): below 7 → all four positives, threshold 6.
+    assert v['tpr_at_fpr']['0.3'] == 1.0 and v['threshold_at_fpr']['0.3'] == 6.0
+    assert v['tpr_at_fpr']['1'] == 1.0 and v['threshold_at_fpr']['1'] == 13.0
+    # At threshold 3: FPR 1/10, FNR 1/4; at 2.5: FPR 1/10, FNR 2/4; at 2: FPR 0, FNR 2/4;
+    # at 4: FPR 2/10, FNR 1/4 (closest: |0.2 - 0.25| = 0.05) → EER (0.2 + 0.25) / 2.
+    assert v['eer'] == pytest.approx(0.225)
+    assert len(v['curve']['fpr']) == 5 and v['curve']['tpr'][-1] == 1.0
+    # A negative below every positive: at the strictest rate nothing is accepted.
+    strict = metrics.verification(np.array([2.0]), np.array([1.0] + [5.0] * 9), rates=('0.01',))
+    assert strict['tpr_at_fpr']['0.01'] == 0 and strict['threshold_at_fpr']['0.01'] is None
+    assert metrics.verification(np.array([1.0]), np.zeros(0)) is None
 
 
 def test_tied_distances():
@@ -193,7 +233,10 @@ def test_cli_and_errors(tmp_path, capsys):
                                  '--filename', out]) == 0
     assert capsys.readouterr().out.startswith('mAP: ')
     result = json.load(open(out))
-    assert set(result) == {'mAP', 'CMC', 'aps'} and len(result['CMC']) == len(g_pids)
+    assert set(result) == {'mAP', 'mINP', 'CMC', 'aps', 'verification'}
+    assert len(result['CMC']) == len(g_pids)
+    assert set(result['verification']) == {'tpr_at_fpr', 'eer', 'threshold_at_fpr'}
+    assert list(result['verification']['tpr_at_fpr']) == ['0.0001', '0.001', '0.01', '0.1']
 
     bad_rows = write_h5(tmp_path / 'bad_rows.h5', emb=q_emb[:5])
     with pytest.raises(common.UserError, match='holds 5 embeddings but .* lists 10 images'):
