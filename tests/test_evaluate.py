@@ -321,7 +321,7 @@ def test_cli_rerank_and_plot(tmp_path, capsys):
     assert done.stdout.startswith('mAP: ')
     result = json.load(open(tmp_path / 'rerank.json'))
     assert result['rerank'] == {'k1': 6, 'k2': 3, 'lambda': 0.3}
-    for name in ('rankings.png', 'cmc.png'):
+    for name in ('rankings.png', 'cmc.png', 'roc.png'):
         with Image.open(tmp_path / 'plots' / name) as image:
             assert image.format == 'PNG' and image.size[0] > 300
     # The re-ranked mAP is the one of evaluate() with the reranker.
