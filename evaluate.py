@@ -84,6 +84,16 @@ parser.add_argument(
          'distance, in [0, 1].')
 
 parser.add_argument(
+    '--aqe', default=0, type=common.nonnegative_int, metavar='K',
+    help='Average query expansion (as fast-reid): replace each query embedding by the weighted '
+         'mean of itself and its K nearest gallery embeddings (cosine similarity to the power '
+         '--aqe_alpha as weights) before ranking, or before --rerank. 0: off.')
+
+parser.add_argument(
+    '--aqe_alpha', default=3.0, type=common.nonnegative_float,
+    help='The exponent of the --aqe weights (fast-reid: 3).')
+
+parser.add_argument(
     '--plot', metavar='DIR',
     help='Also draw DIR/rankings.png (the top-10 gallery images of some queries), '
          'DIR/cmc.png (the CMC curve) and DIR/roc.png (the verification ROC curve). Needs '
@@ -142,6 +152,12 @@ def main(argv=None):
                                'embeddings {}.'.format(query_embs.shape[1],
                                                        gallery_embs.shape[1]))
     excluder = import_module('excluders.' + args.excluder).excluder(query_fids, gallery_fids)
+    if args.aqe > len(gallery_fids):
+        raise common.UserError('--aqe {} asks for more neighbours than the {} gallery '
+                               'images.'.format(args.aqe, len(gallery_fids)))
+    if args.aqe:
+        query_embs = metrics.average_query_expansion(query_embs, gallery_embs, args.aqe,
+                                                     args.aqe_alpha)
     total = len(query_fids) + len(gallery_fids)
     if args.rerank and max(args.rerank_k1 + 1, args.rerank_k2) > total:
         raise common.UserError('re-ranking looks at the {} nearest of all query and gallery '
@@ -187,6 +203,8 @@ def main(argv=None):
         if args.rerank:
             summary['rerank'] = {'k1': args.rerank_k1, 'k2': args.rerank_k2,
                                  'lambda': args.rerank_lambda}
+        if args.aqe:
+            summary['aqe'] = {'k': args.aqe, 'alpha': args.aqe_alpha}
         common.write_json(args.filename, summary)
     if args.plot is not None:
         import visualize

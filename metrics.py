@@ -48,6 +48,37 @@ def pairwise_distances(a, b, metric):
     return d
 
 
+def average_query_expansion(query_embs, gallery_embs, k, alpha=3.0, batch_size=256):
+    """Average query expansion as fast-reid does it (Radenović et al. 2018):
+    each query becomes the weighted mean of itself (weight 1) and its `k`
+    nearest gallery embeddings by cosine similarity s, weighted by s^alpha.
+
+    Unlike fast-reid, which expands the gallery too, the gallery stays as it
+    is, so expanded queries are compared with the embeddings embed.py wrote.
+
+    Args:
+        query_embs: (Q, D) embeddings.
+        gallery_embs: (G, D) embeddings.
+        k (int): Neighbours per query, at most G.
+        alpha (float): The exponent of the weights.
+
+    Returns:
+        (Q, D) float32 expanded query embeddings.
+    """
+    query_embs = np.asarray(query_embs, np.float32)
+    gallery_embs = np.asarray(gallery_embs, np.float32)
+    unit_gallery = unit_rows(gallery_embs)
+    expanded = np.empty_like(query_embs)
+    for start in range(0, len(query_embs), batch_size):
+        query = query_embs[start:start + batch_size]
+        similarity = unit_rows(query) @ unit_gallery.T
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        weights = np.power(np.take_along_axis(similarity, nearest, axis=1), alpha)
+        total = query + np.einsum('bk,bkd->bd', weights, gallery_embs[nearest])
+        expanded[start:start + batch_size] = total / (1 + weights.sum(axis=1, keepdims=True))
+    return expanded
+
+
 def metric_distances(query_embs, gallery_embs, metric):
     """`distances(query_indices) -> (b, G)`: the `metric` distances of those
     queries to the whole gallery, the function evaluate() uses by default."""

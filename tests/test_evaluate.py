@@ -346,3 +346,45 @@ def test_plot_helpers():
     indices, kinds = visualize.top_ranked(d, np.array([False, True, False, False]),
                                           np.array([True, True, False, False]), 3)
     assert list(indices) == [1, 3, 2] and list(kinds) == ['ignored', 'wrong', 'wrong']
+
+
+def test_average_query_expansion_hand_computed():
+    query = np.array([[1.0, 0.0]], np.float32)
+    gallery = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    # Cosine similarities 1, 0 and 1/√2: the two nearest are gallery 0 and 2.
+    s = 1 / np.sqrt(2)
+    expected = (query[0] + 1.0 * gallery[0] + s ** 3 * gallery[2]) / (1 + 1 + s ** 3)
+    got = metrics.average_query_expansion(query, gallery, 2, alpha=3.0)
+    np.testing.assert_allclose(got[0], expected, rtol=1e-6)
+    # Processing the queries in batches changes nothing.
+    many = np.random.default_rng(3).normal(size=(7, 4)).astype(np.float32)
+    np.testing.assert_allclose(metrics.average_query_expansion(many, gallery.repeat(2, 1), 3,
+                                                               batch_size=2),
+                               metrics.average_query_expansion(many, gallery.repeat(2, 1), 3),
+                               rtol=1e-6)
+
+
+def test_cli_aqe_composes_with_rerank(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    g_pids, g_fids, g_emb = market_like(rng)
+    q_pids, q_fids, q_emb = g_pids[::5], g_fids[::5], g_emb[::5] + 0.3
+    for name, pids, fids, emb in (('q', q_pids, q_fids, q_emb), ('g', g_pids, g_fids, g_emb)):
+        (tmp_path / (name + '.csv')).write_text(
+            ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
+        write_h5(tmp_path / (name + '.h5'), emb=emb)
+    base = ['--excluder', 'diagonal', '--metric', 'euclidean', '--query_dataset',
+            str(tmp_path / 'q.csv'), '--gallery_dataset', str(tmp_path / 'g.csv'),
+            '--query_embeddings', str(tmp_path / 'q.h5'), '--gallery_embeddings',
+            str(tmp_path / 'g.h5')]
+    out = str(tmp_path / 'aqe.json')
+    assert evaluate.main(base + ['--aqe', '3', '--rerank', '--rerank_k1', '6', '--rerank_k2', '3',
+                                 '--filename', out]) == 0
+    result = json.load(open(out))
+    assert result['aqe'] == {'k': 3, 'alpha': 3.0} and 'rerank' in result
+    expanded = metrics.average_query_expansion(q_emb, g_emb, 3)
+    excluder = diagonal.excluder(q_fids, g_fids)
+    expected = metrics.evaluate(q_pids, q_fids, expanded, g_pids, g_fids, g_emb, excluder,
+                                distances=rerank.reranker(expanded, g_emb, 'euclidean', 6, 3))
+    assert result['mAP'] == pytest.approx(expected['mAP'])
+    with pytest.raises(common.UserError, match='more neighbours than the'):
+        evaluate.main(base + ['--aqe', str(len(g_pids) + 1)])
