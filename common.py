@@ -285,6 +285,31 @@ def _has_image_extension(path):
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def find_images(paths):
+    """The image files among `paths`: files as given, and folders searched
+    recursively for files with an image extension, each folder's in sorted
+    order.
+
+    Raises:
+        UserError for a path that does not exist, or when no image is found.
+    """
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for folder, subfolders, files in os.walk(path):
+                subfolders.sort()
+                found += [os.path.join(folder, f) for f in sorted(files)
+                          if _has_image_extension(f)]
+        elif os.path.isfile(path):
+            found.append(path)
+        else:
+            raise UserError('`{}` is neither an image file nor a folder.'.format(path))
+    if not found:
+        raise UserError('no images (files ending in {}) were found in {}.'.format(
+            ', '.join(IMAGE_EXTENSIONS), ', '.join('`{}`'.format(p) for p in paths)))
+    return found
+
+
 def read_csv_rows(csv_file):
     """Reads `identity,relative/path` rows from a CSV file without header.
 

@@ -25,9 +25,17 @@ parser.add_argument(
     '--experiment_root', required=True,
     help='Location used to store checkpoints and dumped data.')
 
-parser.add_argument(
-    '--dataset', required=True,
+inputs = parser.add_mutually_exclusive_group(required=True)
+
+inputs.add_argument(
+    '--dataset',
     help='Path to the dataset csv file to be embedded.')
+
+inputs.add_argument(
+    '--images', nargs='+', metavar='PATH',
+    help='Embed these image files and folders (searched recursively, in sorted order) '
+         'instead of a CSV; their paths are stored beside the embeddings as `fids`. '
+         '--filename defaults to `images_embeddings.h5`.')
 
 # Optional.
 
@@ -100,12 +108,19 @@ def check_augmentation(args, train_args):
                                'performed.'.format(args.aggregator))
 
 
-def write_embeddings(filename, emb, emb_aug, names):
-    """Writes the HDF5 file through a temporary file, so a failure leaves none behind."""
+def write_embeddings(filename, emb, emb_aug, names, fids):
+    """Writes the HDF5 file through a temporary file, so a failure leaves none behind.
+
+    Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
+    `augmentation_types`, `fids` (N,) holds the images' paths as UTF-8
+    strings: relative to the image root for a CSV, as found for --images.
+    """
     partial = filename + '.partial'
     try:
         with h5py.File(partial, 'w') as f:
             f.create_dataset('emb', data=emb)
+            f.create_dataset('fids', data=np.asarray(fids, dtype=object),
+                             dtype=h5py.string_dtype())
             if emb_aug is not None:
                 f.create_dataset('emb_aug', data=emb_aug)
             f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
@@ -127,18 +142,33 @@ def main(argv=None):
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     check_augmentation(args, train_args)
     if args.filename is None:
-        args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + '_embeddings.h5'
+        args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + \
+            '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
     common.check_writable(filename, '--filename')
-    image_root = args.image_root or train_args['image_root']
+    if args.images:
+        if args.image_root:
+            raise common.UserError('--image_root applies to --dataset; --images takes paths '
+                                   'as they are.')
+        shown = common.find_images(args.images)
+        # The sampler joins an image root and relative paths: use the images'
+        # common folder.
+        absolute = [os.path.abspath(p) for p in shown]
+        image_root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+        fids = np.array([os.path.relpath(p, image_root) for p in absolute])
+    else:
+        image_root = args.image_root or train_args['image_root']
+        _, fids = common.load_dataset(args.dataset, image_root)
+        shown = fids
     net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
     pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
-    log('Embedding {} with checkpoint {}.'.format(args.dataset, checkpoint))
+    source = args.dataset or '{} images'.format(len(fids))
+    log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
 
     # Data: every image with all its augmented versions, in CSV order.
-    _, fids = common.load_dataset(args.dataset, image_root)
     sampler.decodable_mask(fids, image_root, False, args.loading_threads,
-                           remedy='or drop their rows from the CSV',
+                           remedy='or drop their rows from the CSV' if args.dataset else
+                           'or leave them out of --images',
                            max_pixels=args.max_image_pixels)
     names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
     dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
@@ -164,10 +194,10 @@ def main(argv=None):
         # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
         emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
         embs = AGGREGATORS[args.aggregator](emb_aug)
-    common.check_finite(embs, 'the embeddings of `{}` by {}'.format(args.dataset, checkpoint),
+    common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
                         'nothing was written; the network\'s weights are broken (did training '
-                        'diverge?), so embed with an earlier checkpoint (--checkpoint)', fids)
-    write_embeddings(filename, embs, emb_aug, names)
+                        'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)
+    write_embeddings(filename, embs, emb_aug, names, shown)
     log('Wrote {}.'.format(filename))
     return 0
 

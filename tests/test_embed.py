@@ -173,3 +173,30 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     # relative path must not be prefixed twice.
     assert os.path.normpath(find_checkpoint(relative, '../' + relative)) == \
         find_checkpoint(relative)
+
+
+def test_images_and_folders_without_a_csv(experiment, tmp_path):
+    root, csv_path, image_root = experiment
+    by_csv = run(experiment)
+    pids, fids = common.load_dataset(csv_path, image_root)
+    folder = os.path.join(image_root, 'train')
+    single = os.path.join(image_root, fids[0])
+    assert embed.main(['--experiment_root', root, '--images', folder, single, '--quiet']) == 0
+    with h5py.File(os.path.join(root, 'images_embeddings.h5'), 'r') as f:
+        names = [n.decode() for n in f['fids'][()]]
+        emb = f['emb'][()]
+    # The folder's images in sorted order, then the single file, as given.
+    listed = sorted(os.listdir(folder))
+    assert names == [os.path.join(folder, n) for n in listed] + [single]
+    order = [list(fids).index('train/' + n) for n in listed] + [0]
+    np.testing.assert_allclose(emb, by_csv['emb'][order], rtol=1e-5, atol=1e-6)
+    # A CSV's file names are stored too, relative to the image root.
+    assert [n.decode() for n in by_csv['fids']] == list(fids)
+    with pytest.raises(common.UserError, match='neither an image file nor a folder'):
+        embed.main(['--experiment_root', root, '--images', str(tmp_path / 'nope'), '--quiet'])
+    (tmp_path / 'notes.txt').write_text('no images here')
+    with pytest.raises(common.UserError, match='no images .* were found'):
+        embed.main(['--experiment_root', root, '--images', str(tmp_path), '--quiet'])
+    (tmp_path / 'broken.jpg').write_bytes(b'not a picture')
+    with pytest.raises(common.UserError, match='cannot be decoded.*leave them out of --images'):
+        embed.main(['--experiment_root', root, '--images', str(tmp_path), '--quiet'])
