@@ -158,3 +158,38 @@ def plot_roc(path, verification, label):
     figure.tight_layout()
     _save(figure, path)
     plt.close(figure)
+
+
+def plot_search(path, table, thumb_height=2.0):
+    """The rankings of search.py: one row per query, the query first (black
+    border), then its results with their distances; a green border marks a
+    result within the threshold. Image paths are used as they are."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    columns = 1 + max(len(entry['results']) for entry in table)
+    figure, axes = plt.subplots(len(table), columns, squeeze=False,
+                                figsize=(columns * thumb_height * 0.55, len(table) * thumb_height))
+    for row, entry in enumerate(table):
+        cells = [(entry['query'], 'query', QUERY)] + [
+            (r['file'], '{:.3f}'.format(r['distance']),
+             CORRECT if r.get('match') else IGNORED) for r in entry['results']]
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.axis('off')
+            if column >= len(cells):
+                continue
+            fid, title, colour = cells[column]
+            ax.imshow(_load('', fid))
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color(colour)
+                spine.set_linewidth(3)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.axis('on')
+            ax.set_title(title, fontsize=7)
+    figure.tight_layout()
+    _save(figure, path)
+    plt.close(figure)

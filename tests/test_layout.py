@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py')
+SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py')
 
 
 @pytest.mark.parametrize('folder, choices', [

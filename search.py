@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Search a gallery for the images most like some query images.
+
+Embeds the query images with the experiment's own preprocessing, ranks the
+gallery embeddings that embed.py wrote (with their file names), and prints
+the top-k gallery files of each query with their distances:
+
+    python search.py --experiment_root EXP --gallery EXP/images_embeddings.h5 \\
+        --query person.jpg [--top_k 10] [--output results.json] [--plot results.png]
+"""
+
+import argparse
+import csv
+import io
+import json
+
+import h5py
+import numpy as np
+
+import common
+import metrics
+
+parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+
+parser.add_argument(
+    '--experiment_root', required=True,
+    help='The trained experiment: its args.json and checkpoints.')
+
+parser.add_argument(
+    '--gallery', required=True,
+    help='An HDF5 file that embed.py wrote (with --images or --dataset) with the same '
+         'experiment: its `emb` and `fids` are the gallery.')
+
+parser.add_argument(
+    '--query', required=True, nargs='+', metavar='IMAGE',
+    help='Query image files, or folders of them (searched recursively, sorted).')
+
+parser.add_argument(
+    '--checkpoint', default=None,
+    help='A checkpoint of the experiment other than the newest (such as `best`); it must be '
+         'the one that embedded the gallery.')
+
+parser.add_argument(
+    '--top_k', default=10, type=common.positive_int,
+    help='How many gallery images to list per query.')
+
+parser.add_argument(
+    '--metric', default=None, choices=metrics.METRICS,
+    help='The distance; the experiment\'s training metric by default.')
+
+parser.add_argument(
+    '--threshold', default=None, type=common.nonnegative_float,
+    help='Mark the results at most this far from the query as matches (for example '
+         'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept).')
+
+parser.add_argument(
+    '--rerank', action='store_true', default=False,
+    help='Re-rank with k-reciprocal encoding over the queries and the whole gallery (as '
+         'evaluate.py --rerank; slow for large galleries: it finds every gallery image\'s '
+         'neighbours).')
+
+parser.add_argument(
+    '--output', default=None,
+    help='Also write the results: `.json` gives a list of {"query": path, "results": [{"file": '
+         '..., "distance": ...}, ...]}, `.csv` one row per query and rank.')
+
+parser.add_argument(
+    '--plot', default=None,
+    help='Also draw the rankings into this PNG file: each query, then its top-k gallery '
+         'images (green border within --threshold).')
+
+parser.add_argument(
+    '--batch_size', default=256, type=common.positive_int,
+    help='Images embedded at once.')
+
+
+def load_gallery(path):
+    """The gallery's (embeddings (G, D) float32, file names (G,))."""
+    try:
+        with h5py.File(path, 'r') as f:
+            if not isinstance(f.get('emb'), h5py.Dataset):
+                raise common.UserError('`{}` holds no `emb` dataset; write it with '
+                                       'embed.py.'.format(path))
+            if 'fids' not in f:
+                raise common.UserError('`{}` holds no file names (`fids`); it was written by '
+                                       'an older embed.py. Embed the gallery again.'.format(path))
+            embs = np.asarray(f['emb'], np.float32)
+            fids = [n.decode('utf-8') if isinstance(n, bytes) else str(n) for n in f['fids'][()]]
+    except (OSError, ValueError, TypeError) as e:
+        raise common.UserError('cannot read the gallery `{}`: {}.'.format(path, e))
+    if embs.ndim != 2 or len(embs) != len(fids) or not len(embs):
+        raise common.UserError('`{}` holds {} embeddings of shape {} for {} file names; embed the '
+                               'gallery again.'.format(path, len(embs), embs.shape, len(fids)))
+    common.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
+                        'with a checkpoint from before training diverged', fids)
+    return embs, fids
+
+
+def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
+    """The top-k gallery indices (Q, k) of each query, nearest first, and their distances."""
+    if rerank_them:
+        import rerank
+        distances = rerank.reranker(query_embs, gallery_embs, metric)(
+            np.arange(len(query_embs)))
+    else:
+        distances = metrics.pairwise_distances(query_embs, gallery_embs, metric)
+    k = min(top_k, distances.shape[1])
+    nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
+    order = np.argsort(np.take_along_axis(distances, nearest, 1), axis=1, kind='stable')
+    nearest = np.take_along_axis(nearest, order, 1)
+    return nearest, np.take_along_axis(distances, nearest, 1)
+
+
+def results_table(queries, gallery_fids, nearest, distances, threshold):
+    """[{'query': path, 'results': [{'file', 'distance'(, 'match')}, ...]}, ...]."""
+    table = []
+    for query, indices, dists in zip(queries, nearest, distances):
+        rows = []
+        for index, distance in zip(indices, dists):
+            row = {'file': gallery_fids[index], 'distance': float(distance)}
+            if threshold is not None:
+                row['match'] = bool(distance <= threshold)
+            rows.append(row)
+        table.append({'query': query, 'results': rows})
+    return table
+
+
+def write_output(path, table):
+    if path.lower().endswith('.csv'):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator='\n')
+        match = 'match' in table[0]['results'][0]
+        writer.writerow(['query', 'rank', 'file', 'distance'] + (['match'] if match else []))
+        for entry in table:
+            for position, row in enumerate(entry['results'], 1):
+                writer.writerow([entry['query'], position, row['file'], row['distance']] +
+                                ([row['match']] if match else []))
+        common.atomic_write(path, buffer.getvalue())
+    else:
+        common.atomic_write(path, json.dumps(table, indent=2) + '\n')
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    if args.output is not None:
+        if not args.output.lower().endswith(('.json', '.csv')):
+            raise common.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
+        common.check_writable(args.output, '--output')
+    if args.plot is not None:
+        common.check_writable(args.plot, '--plot')
+
+    # Data: the gallery first, as it is the cheaper to find wrong.
+    gallery_embs, gallery_fids = load_gallery(args.gallery)
+    queries = common.find_images(args.query)
+
+    # Model: the experiment's own preprocessing and checkpoint. TensorFlow is
+    # imported only now, so that a wrong gallery or query path fails fast.
+    from model import load_embedder, read_args
+    train_args = read_args(args.experiment_root) or {}
+    metric = args.metric or train_args.get('metric', 'euclidean')
+    embed = load_embedder(args.experiment_root, args.checkpoint, args.batch_size)
+    query_embs = embed(queries)
+    if query_embs.shape[1] != gallery_embs.shape[1]:
+        raise common.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
+                               'has {}; embed the gallery with this experiment.'.format(
+                                   query_embs.shape[1], args.gallery, gallery_embs.shape[1]))
+    common.check_finite(query_embs, 'the query embeddings', 'the checkpoint is broken; use '
+                        'an earlier one (--checkpoint)', queries)
+
+    # Search.
+    nearest, distances = rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
+    table = results_table(queries, gallery_fids, nearest, distances, args.threshold)
+    for entry in table:
+        print('{} ({} distance{}):'.format(entry['query'], 're-ranked' if args.rerank else metric,
+                                           ', * within {}'.format(args.threshold)
+                                           if args.threshold is not None else ''))
+        for position, row in enumerate(entry['results'], 1):
+            print('  {:3d}  {:10.4f}{} {}'.format(position, row['distance'],
+                                                  ' *' if row.get('match') else '  ',
+                                                  row['file']))
+    if args.output is not None:
+        write_output(args.output, table)
+    if args.plot is not None:
+        import visualize
+        visualize.plot_search(args.plot, table)
+    return 0
+
+
+if __name__ == '__main__':
+    common.run(main)

@@ -1,0 +1,88 @@
+"""search.py: the query's own image ranks first, the outputs' layouts, the errors."""
+
+import csv
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+import common
+import embed
+import search
+import train
+from conftest import base_args, make_dataset
+
+
+@pytest.fixture(scope='module')
+def gallery(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('search')
+    image_root = str(tmp / 'data')
+    csv_path = make_dataset(image_root, num_ids=4, images_per_id=3)
+    root = str(tmp / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 5)) == 0
+    folder = os.path.join(image_root, 'train')
+    assert embed.main(['--experiment_root', root, '--images', folder, '--quiet']) == 0
+    return root, os.path.join(root, 'images_embeddings.h5'), folder
+
+
+def test_each_query_finds_itself_first(gallery, tmp_path, capsys):
+    root, h5, folder = gallery
+    queries = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:2]]
+    out = str(tmp_path / 'results.json')
+    assert search.main(['--experiment_root', root, '--gallery', h5, '--query'] + queries +
+                       ['--top_k', '3', '--output', out, '--threshold', '0.001',
+                        '--plot', str(tmp_path / 'results.png')]) == 0
+    results = json.load(open(out))
+    assert [entry['query'] for entry in results] == queries
+    for query, entry in zip(queries, results):
+        assert len(entry['results']) == 3
+        first = entry['results'][0]
+        assert first['file'] == query and first['distance'] < 1e-3 and first['match']
+        assert not any(r['match'] for r in entry['results'][1:])
+        distances = [r['distance'] for r in entry['results']]
+        assert distances == sorted(distances)
+    printed = capsys.readouterr().out
+    assert printed.count('\n') == 2 * (1 + 3) and queries[0] in printed
+    assert os.path.getsize(tmp_path / 'results.png') > 1000
+    # The same as CSV: one row per query and rank.
+    out_csv = str(tmp_path / 'results.csv')
+    assert search.main(['--experiment_root', root, '--gallery', h5, '--query', folder,
+                        '--top_k', '2', '--output', out_csv]) == 0
+    rows = list(csv.reader(open(out_csv)))
+    assert rows[0] == ['query', 'rank', 'file', 'distance']
+    assert len(rows) == 1 + 12 * 2 and rows[1][1] == '1' and rows[2][1] == '2'
+    assert all(row[0] == row[2] for row in rows[1::2])
+
+
+def test_rank_with_rerank_agrees_on_the_nearest():
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(30, 8)).astype(np.float32)
+    query = gallery[[3, 17]] + 0.01
+    nearest, distances = search.rank(query, gallery, 'euclidean', 4)
+    assert list(nearest[:, 0]) == [3, 17] and (np.diff(distances, axis=1) >= 0).all()
+    reranked, _ = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
+    assert list(reranked[:, 0]) == [3, 17]
+
+
+def test_errors(gallery, tmp_path):
+    root, h5, folder = gallery
+    query = os.path.join(folder, sorted(os.listdir(folder))[0])
+    base = ['--experiment_root', root, '--query', query]
+    old = str(tmp_path / 'old.h5')
+    with h5py.File(old, 'w') as f:
+        f['emb'] = np.zeros((3, 16), np.float32)
+    with pytest.raises(common.UserError, match='holds no file names'):
+        search.main(base + ['--gallery', old])
+    wrong = str(tmp_path / 'wrong.h5')
+    with h5py.File(wrong, 'w') as f:
+        f['emb'] = np.zeros((2, 5), np.float32)
+        f['fids'] = np.array(['a.jpg', 'b.jpg'], dtype=object).astype('S')
+    with pytest.raises(common.UserError, match='embeds into 16 dimensions but the gallery'):
+        search.main(base + ['--gallery', wrong])
+    with pytest.raises(common.UserError, match='must end in .json or .csv'):
+        search.main(base + ['--gallery', h5, '--output', str(tmp_path / 'r.txt')])
+    with pytest.raises(common.UserError, match='neither an image file nor a folder'):
+        search.main(['--experiment_root', root, '--gallery', h5, '--query',
+                     str(tmp_path / 'missing.jpg')])
