@@ -6,7 +6,9 @@ optionally re-ranks, evaluates, and writes the results and pictures.
 """
 
 import argparse
+import inspect
 import os
+import re
 import sys
 from importlib import import_module
 
@@ -84,6 +86,12 @@ parser.add_argument(
          'distance, in [0, 1].')
 
 parser.add_argument(
+    '--camera_regex', default=None,
+    help='With `--excluder folders`: the regular expression whose first group, searched in '
+         'each file name, is its camera, as given to `data/convert.py folders`; same-camera '
+         'matches of the same identity are then ignored.')
+
+parser.add_argument(
     '--aqe', default=0, type=common.nonnegative_int, metavar='K',
     help='Average query expansion (as fast-reid): replace each query embedding by the weighted '
          'mean of itself and its K nearest gallery embeddings (cosine similarity to the power '
@@ -151,7 +159,19 @@ def main(argv=None):
         raise common.UserError('the query embeddings have {} dimensions but the gallery '
                                'embeddings {}.'.format(query_embs.shape[1],
                                                        gallery_embs.shape[1]))
-    excluder = import_module('excluders.' + args.excluder).excluder(query_fids, gallery_fids)
+    plugin = import_module('excluders.' + args.excluder).excluder
+    if args.camera_regex is not None:
+        if 'camera_regex' not in inspect.signature(plugin).parameters:
+            raise common.UserError('--camera_regex is for `--excluder folders`; `{}` knows its '
+                                   'datasets\' file names.'.format(args.excluder))
+        try:
+            re.compile(args.camera_regex)
+        except re.error as e:
+            raise common.UserError('--camera_regex `{}` is not a regular expression: {}.'.format(
+                args.camera_regex, e))
+        excluder = plugin(query_fids, gallery_fids, camera_regex=args.camera_regex)
+    else:
+        excluder = plugin(query_fids, gallery_fids)
     if args.aqe > len(gallery_fids):
         raise common.UserError('--aqe {} asks for more neighbours than the {} gallery '
                                'images.'.format(args.aqe, len(gallery_fids)))

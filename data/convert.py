@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turn an extracted public re-id dataset into the CSVs train.py, embed.py and
+r"""Turn an extracted public re-id dataset into the CSVs train.py, embed.py and
 evaluate.py read: one row `identity,relative/path` per image.
 
 One sub-command per dataset; each takes `--dataset_root`, the folder the
@@ -10,6 +10,10 @@ download extracts to, which is also the `--image_root` for the other scripts:
     python data/convert.py msmt17     --dataset_root ~/data/MSMT17_V1
     python data/convert.py cuhk03     --dataset_root ~/data/cuhk03
     python data/convert.py veri776    --dataset_root ~/data/VeRi
+    python data/convert.py folders    --dataset_root ~/my_crops [--camera_regex '_c(\d+)']
+
+`folders` takes any folder with one sub-folder of images per identity and
+splits its identities into training and test (`--train_fraction`, `--seed`).
 
 Each writes `<prefix>_train.csv`, `<prefix>_query.csv` and `<prefix>_test.csv`
 (the gallery) to `--output_dir` and names the excluder that evaluate.py needs.
@@ -279,13 +283,80 @@ def veri776(dataset_root):
 ###
 
 # name: (function, CSV prefix, excluder, description)
+# Any folder of identities: one sub-folder per identity.
+###
+
+def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
+    """Splits a folder of identity sub-folders into train, query and gallery.
+
+    The identities (sub-folder names, sorted, then shuffled with `seed`) are
+    split into training and test identities by `train_fraction`. Of each test
+    identity, one image (drawn with `seed`) becomes a query for every camera
+    it was seen by (one query without cameras), provided another image of it
+    remains in the gallery from another camera (any other image without
+    cameras); all its other images form the gallery, so identities without a
+    possible match stay as distractors.
+
+    Args:
+        camera_regex (str or None): A regular expression whose first group,
+            searched in each file name, is its camera.
+    """
+    identities = sorted(name for name in os.listdir(dataset_root)
+                        if os.path.isdir(os.path.join(dataset_root, name)))
+    images = {}
+    for identity in identities:
+        files = []
+        for folder, subfolders, names in os.walk(os.path.join(dataset_root, identity)):
+            subfolders.sort()
+            files += [os.path.relpath(os.path.join(folder, n), dataset_root).replace(os.sep, '/')
+                      for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
+        if files:
+            images[identity] = files
+    if len(images) < 2:
+        raise ConversionError('`{}` holds {} sub-folders with images; it needs one folder per '
+                              'identity, at least two.'.format(dataset_root, len(images)))
+    regexp = re.compile(camera_regex) if camera_regex else None
+
+    def camera(path):
+        match = regexp.search(os.path.basename(path)) if regexp else None
+        if regexp and (match is None or not match.groups()):
+            raise ConversionError('the file name `{}` does not match --camera_regex `{}` (its '
+                                  'first group is the camera).'.format(path, camera_regex))
+        return match.group(1) if match else None
+
+    rng = np.random.default_rng(seed)
+    order = [identities[i] for i in rng.permutation(len(identities)) if identities[i] in images]
+    cut = int(round(train_fraction * len(order)))
+    if not 0 < cut < len(order):
+        raise ConversionError('--train_fraction {} leaves no {} identities of the {}.'.format(
+            train_fraction, 'training' if cut == 0 else 'test', len(order)))
+    splits = {'train': [(i, f) for i in sorted(order[:cut]) for f in images[i]],
+              'query': [], 'test': []}
+    for identity in sorted(order[cut:]):
+        files = list(images[identity])
+        cameras = [camera(f) for f in files]
+        chosen = set()
+        for cam in sorted(set(cameras), key=str):
+            candidates = [j for j, c in enumerate(cameras) if c == cam]
+            # A query needs a true match in the gallery: another camera's
+            # image, or without cameras any other image.
+            if len(files) - (len(candidates) if regexp else 1) > 0:
+                chosen.add(candidates[rng.integers(len(candidates))])
+        splits['query'] += [(identity, files[j]) for j in sorted(chosen)]
+        splits['test'] += [(identity, f) for j, f in enumerate(files) if j not in chosen]
+    return splits
+
+
 DATASETS = {
     'market1501': (market1501, 'market1501', 'market1501', 'Market-1501'),
     'duke': (duke, 'dukeMTMC', 'duke', 'DukeMTMC-reID'),
     'msmt17': (msmt17, 'msmt17', 'msmt17', 'MSMT17 (V1 or V2)'),
     'cuhk03': (cuhk03, 'cuhk03', 'cuhk03', 'CUHK03, new protocol'),
     'veri776': (veri776, 'veri776', 'veri776', 'VeRi-776'),
+    'folders': (folders, None, None, 'a folder of identity sub-folders'),
 }
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
 def check_output_dir(path):
@@ -313,7 +384,22 @@ def make_parser():
             help='The extracted dataset; also the --image_root for training and embedding.')
         command.add_argument(
             '--output_dir', default='data',
-            help='Where to write {}_{{train,query,test}}.csv.'.format(prefix))
+            help='Where to write {}_{{train,query,test}}.csv.'.format(prefix or '<prefix>'))
+        if name == 'folders':
+            command.add_argument(
+                '--prefix', default=None,
+                help='The CSVs\' prefix; the dataset root\'s folder name by default.')
+            command.add_argument(
+                '--camera_regex', default=None,
+                help='A regular expression whose first group, searched in each file name, is '
+                     'the camera that saw it (such as `_c(\\d+)` for `..._c3_....jpg`). With '
+                     'it, queries are chosen per camera and evaluation ignores same-camera '
+                     'matches; without it, every other image of the identity counts.')
+            command.add_argument('--seed', default=0, type=int,
+                                 help='Seed of the identity split and the query choice.')
+            command.add_argument(
+                '--train_fraction', default=0.5, type=float,
+                help='The share of the identities used for training; the rest are tested.')
         if name == 'cuhk03':
             command.add_argument(
                 '--image_type', choices=('detected', 'labeled', 'both'), default='both',
@@ -332,6 +418,17 @@ def main(argv=None):
     if args.dataset == 'cuhk03':
         types = ('detected', 'labeled') if args.image_type == 'both' else (args.image_type,)
         splits = function(root, types)
+    elif args.dataset == 'folders':
+        if args.camera_regex:
+            try:
+                re.compile(args.camera_regex)
+            except re.error as e:
+                raise ConversionError('--camera_regex `{}` is not a regular expression: '
+                                      '{}.'.format(args.camera_regex, e))
+        splits = function(root, args.seed, args.train_fraction, args.camera_regex)
+        prefix = args.prefix or os.path.basename(os.path.normpath(os.path.abspath(root)))
+        excluder = 'folders --camera_regex \'{}\''.format(args.camera_regex) \
+            if args.camera_regex else 'diagonal'
     else:
         splits = function(root)
     for split, rows in splits.items():

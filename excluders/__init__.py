@@ -8,7 +8,9 @@ that parses the file names once and returns a function giving, for the
 queries at `query_indices` (an integer array of length b), a boolean (b, G)
 mask that is True where a gallery entry is to be ignored. File names that the
 excluder cannot parse raise `common.UserError` naming the file and the
-expected pattern.
+expected pattern. An excluder whose datasets name cameras by a pattern of
+the user's (`folders`) also takes `camera_regex`, which evaluate.py passes
+from its `--camera_regex`.
 """
 
 EXCLUDER_CHOICES = (
@@ -18,4 +20,5 @@ EXCLUDER_CHOICES = (
     'cuhk03',
     'veri776',
     'diagonal',
+    'folders',
 )

@@ -13,6 +13,7 @@ from scipy.io import savemat
 from conftest import ROOT
 from data import convert
 from excluders import cuhk03, msmt17, veri776
+from excluders import folders as excluders_folders
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference')
 
@@ -231,3 +232,52 @@ def test_unusable_output_folders_are_refused_before_reading(tmp_path):
         run('market1501', '--dataset_root', str(root), '--output_dir', str(a_file / 'sub'))
     run('market1501', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'new' / 'dir'))
     assert len(os.listdir(tmp_path / 'new' / 'dir')) == 3
+
+
+def test_folders_of_identities(tmp_path, capsys):
+    root = tmp_path / 'crops'
+    # Eight identities, each seen by cameras 1 and 2 (three images), one by camera 3 only.
+    names = []
+    for i in range(8):
+        names += ['p{}/img_c1_{}.jpg'.format(i, j) for j in range(2)] + ['p{}/img_c2_0.jpg'.format(i)]
+    names += ['lonely/img_c3_0.jpg', 'p0/readme.txt']
+    touch(root, names)
+    out = tmp_path / 'out'
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '1')
+    printed = capsys.readouterr().out
+    assert 'with --excluder diagonal' in printed
+    train, query, test = (read_rows(out / 'crops_{}.csv'.format(s))
+                          for s in ('train', 'query', 'test'))
+    ids = {split: {pid for pid, _ in rows} for split, rows in
+           (('train', train), ('query', query), ('test', test))}
+    assert len(ids['train']) == 4 and not ids['train'] & ids['test']
+    assert ids['query'] <= ids['test'] and len(ids['train'] | ids['test']) == 9
+    # Without cameras: one query per test identity that has another image.
+    assert sorted(pid for pid, _ in query) == sorted(ids['test'] - {'lonely'})
+    assert all(path.startswith(pid + '/') and path.endswith('.jpg')
+               for pid, path in train + query + test)
+    assert not set(query) & set(test)
+    # The same seed gives the same split; another seed another one.
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '1')
+    assert read_rows(out / 'crops_query.csv') == query
+    # With cameras: a query per camera that has a match in another camera.
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '1',
+        '--camera_regex', r'_c(\d+)_', '--prefix', 'cams')
+    assert r"--excluder folders --camera_regex '_c(\d+)_'" in capsys.readouterr().out
+    query = read_rows(out / 'cams_query.csv')
+    test = read_rows(out / 'cams_test.csv')
+    assert sorted(pid for pid, _ in query) == sorted(2 * list(ids['test'] - {'lonely'}))
+    excluder = excluders_folders.excluder([f for _, f in query], [f for _, f in test],
+                                          camera_regex=r'_c(\d+)_')
+    mask = excluder(np.arange(len(query)))
+    for (qpid, qf), row in zip(query, mask):
+        for (gpid, gf), excluded in zip(test, row):
+            assert excluded == (qpid == gpid and qf.split('_c')[1][0] == gf.split('_c')[1][0])
+    with pytest.raises(convert.ConversionError, match='does not match --camera_regex'):
+        run('folders', '--dataset_root', str(root), '--output_dir', str(out),
+            '--camera_regex', r'_cam(\d+)')
+    with pytest.raises(convert.ConversionError, match='leaves no test identities'):
+        run('folders', '--dataset_root', str(root), '--output_dir', str(out),
+            '--train_fraction', '1')
+    with pytest.raises(convert.ConversionError, match='at least two'):
+        run('folders', '--dataset_root', str(root / 'p1'), '--output_dir', str(out))

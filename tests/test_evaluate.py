@@ -388,3 +388,33 @@ def test_cli_aqe_composes_with_rerank(tmp_path, capsys):
     assert result['mAP'] == pytest.approx(expected['mAP'])
     with pytest.raises(common.UserError, match='more neighbours than the'):
         evaluate.main(base + ['--aqe', str(len(g_pids) + 1)])
+
+
+def test_folders_excluder_through_the_command(tmp_path):
+    query = ['a/x_c1_0.jpg', 'b/x_c2_0.jpg']
+    gallery = ['a/x_c1_1.jpg', 'b/x_c1_2.jpg', 'a/x_c2_1.jpg', 'b/x_c2_1.jpg', 'b/x_c1_1.jpg']
+    # Same-camera matches are nearest, so excluding them changes the ranking.
+    q_emb = np.array([[0.0], [10.0]], np.float32)
+    g_emb = np.array([[0.1], [0.3], [0.5], [10.1], [10.5]], np.float32)
+    for name, fids, emb in (('q', query, q_emb), ('g', gallery, g_emb)):
+        (tmp_path / (name + '.csv')).write_text(''.join(
+            '{},{}\n'.format(f.split('/')[0], f) for f in fids))
+        write_h5(tmp_path / (name + '.h5'), emb=emb)
+    base = ['--excluder', 'folders', '--metric', 'euclidean', '--query_dataset',
+            str(tmp_path / 'q.csv'), '--gallery_dataset', str(tmp_path / 'g.csv'),
+            '--query_embeddings', str(tmp_path / 'q.h5'), '--gallery_embeddings',
+            str(tmp_path / 'g.h5')]
+    out = str(tmp_path / 'r.json')
+    assert evaluate.main(base + ['--camera_regex', r'_c(\d+)_', '--filename', out]) == 0
+    # a: its same-camera image ignored, a wrong one, then its match (AP 1/2); b: its
+    # same-camera image ignored, hits at ranks 1 and 3.
+    assert json.load(open(out))['mAP'] == pytest.approx((1 / 2 + (1 + 2 / 3) / 2) / 2)
+    # Without cameras every other image of the identity counts: a has hits at
+    # ranks 1 and 3, b at ranks 1, 2 and 4.
+    assert evaluate.main(base + ['--filename', out]) == 0
+    assert json.load(open(out))['mAP'] == pytest.approx(((1 + 2 / 3) / 2 +
+                                                         (1 + 1 + 3 / 4) / 3) / 2)
+    with pytest.raises(common.UserError, match='--camera_regex is for `--excluder folders`'):
+        evaluate.main(base[:1] + ['diagonal'] + base[2:] + ['--camera_regex', r'_c(\d+)_'])
+    with pytest.raises(common.UserError, match='not a regular expression'):
+        evaluate.main(base + ['--camera_regex', '_c(('])
