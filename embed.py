@@ -9,10 +9,14 @@ import os
 import sys
 import time
 
+import common
+
+# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
+common.quiet_tensorflow_start()
+
 import h5py
 import numpy as np
 
-import common
 import sampler
 from aggregators import AGGREGATORS
 from model import inference_function, load_experiment

@@ -17,9 +17,13 @@ import shutil
 import sys
 import tempfile
 
+import common
+
+# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
+common.quiet_tensorflow_start()
+
 import tensorflow as tf
 
-import common
 import sampler
 from model import load_experiment
 

@@ -155,6 +155,7 @@ def main(argv=None):
 
     # Model: the experiment's own preprocessing and checkpoint. TensorFlow is
     # imported only now, so that a wrong gallery or query path fails fast.
+    common.quiet_tensorflow_start()
     from model import load_embedder, read_args
     train_args = read_args(args.experiment_root) or {}
     metric = args.metric or train_args.get('metric', 'euclidean')

@@ -14,11 +14,15 @@ import sys
 import time
 from datetime import timedelta
 
+import common
+
+# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
+common.quiet_tensorflow_start()
+
 import numpy as np
 import tensorflow as tf
 import keras
 
-import common
 import detailed_logs
 import distributed
 import loss

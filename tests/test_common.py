@@ -1,11 +1,14 @@
 """CSV loading and the argument types."""
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
 import common
-from conftest import write_file
+from conftest import ROOT, write_file
 
 
 # CSV loading.
@@ -108,3 +111,22 @@ def test_given_arguments():
     assert parser.parse_args([]).a == 1, 'defaults are restored'
 
 
+
+
+def test_tensorflow_starts_quietly_and_keeps_other_lines():
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    code = ('import sys; sys.path.insert(0, {!r}); import common; '
+            'common.quiet_tensorflow_start(); import tensorflow as tf; '
+            'print(float(tf.reduce_sum(tf.ones(3))))').format(ROOT)
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == '3.0'
+    assert 'I0000' not in done.stderr and 'cuInit' not in done.stderr, done.stderr
+    assert 'absl::InitializeLog' not in done.stderr
+    noise = ['I0000 00:00:1.2 1 port.cc:153] oneDNN custom operations are on.',
+             'WARNING: All log messages before absl::InitializeLog() is called are written to',
+             'E0000 00:00:1.2 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error',
+             'To enable the following instructions: AVX2 FMA, in other operations, rebuild']
+    kept = ['E0000 00:00:1.2 1 bfc_allocator.cc:1] Allocator ran out of memory',
+            'W0000 00:00:1.2 1 op_level_cost_estimator.cc:1] a warning', 'Traceback (most recent']
+    assert all(common.STARTUP_NOISE.match(line) for line in noise)
+    assert not any(common.STARTUP_NOISE.match(line) for line in kept)

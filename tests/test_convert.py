@@ -239,7 +239,8 @@ def test_folders_of_identities(tmp_path, capsys):
     # Eight identities, each seen by cameras 1 and 2 (three images), one by camera 3 only.
     names = []
     for i in range(8):
-        names += ['p{}/img_c1_{}.jpg'.format(i, j) for j in range(2)] + ['p{}/img_c2_0.jpg'.format(i)]
+        names += ['p{}/img_c1_{}.jpg'.format(i, j) for j in range(2)]
+        names += ['p{}/img_c2_0.jpg'.format(i)]
     names += ['lonely/img_c3_0.jpg', 'p0/readme.txt']
     touch(root, names)
     out = tmp_path / 'out'
