@@ -285,8 +285,9 @@ parser.add_argument(
 
 parser.add_argument(
     '--deterministic', action='store_true', default=False,
-    help='Use deterministic TensorFlow kernels, so that a run with --seed gives bit-identical '
-         'weights however often it is interrupted and resumed. Slower.')
+    help='Use deterministic TensorFlow kernels and run operations one at a time, so that a '
+         'run with --seed gives bit-identical weights however often it is interrupted and '
+         'resumed. Slower.')
 
 parser.add_argument(
     '--mixed_precision', default='off', choices=('off', 'float16', 'bfloat16'),
@@ -578,6 +579,27 @@ def trainable_variables(model, extras):
     return model.trainable_variables + (classifier.trainable_variables if classifier else [])
 
 
+def sequential_ops():
+    """Runs independent operations one after another (one inter-op thread).
+
+    With --deterministic, each kernel is deterministic, but at the demo's batch
+    size (P=18, K=4, 128×64) operations that run side by side in the
+    inter-op pool still let two runs drift apart from the second step: their
+    order of execution changes what the oneDNN kernels and the gradient
+    accumulation compute. One inter-op thread makes the order fixed; kernels
+    keep their intra-op threads, so a step of the tiny net costs the same.
+    It must be set before TensorFlow runs its first operation; in a process
+    that already ran some (such as a test calling main() twice), a warning
+    says so when the setting differs.
+    """
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
+            log.warning('--deterministic could not fix the order of operations, as TensorFlow '
+                        'already runs in this process; runs may differ in the last bits.')
+
+
 def check_input_size(model, args):
     """Refuses a net that cannot take the input size, before anything is written."""
     size = (args.net_input_height, args.net_input_width)
@@ -749,6 +771,8 @@ def train(argv, cleanup):
         cleanup.enter_context(common.locked_directory(given.experiment_root, 'train.py'))
     args, resuming, changed = resolve_arguments(argv)
     check_arguments(args)
+    if args.deterministic:
+        sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
     task_type, task_index = distributed.worker_task(args.distribution)

@@ -36,12 +36,23 @@ def make_data(folder):
     return os.path.join(folder, 'demo_train.csv'), os.path.join(folder, 'demo_test.csv')
 
 
-def train_command(root, train_csv, image_root, iterations, seed, extra=()):
+# The batch and image sizes of the small default run, and of the demo recipe
+# (the demo set's own data, 128-D embeddings).
+SETTINGS = {
+    'small': ['--embedding_dim', '16', '--batch_p', '4', '--batch_k', '4',
+              '--net_input_height', '32', '--net_input_width', '16',
+              '--pre_crop_height', '36', '--pre_crop_width', '18'],
+    'demo': ['--embedding_dim', '128', '--batch_p', '18', '--batch_k', '4',
+             '--net_input_height', '128', '--net_input_width', '64',
+             '--pre_crop_height', '144', '--pre_crop_width', '72'],
+}
+
+
+def train_command(root, train_csv, image_root, iterations, seed, extra=(), setting='small'):
     return [sys.executable, os.path.join(ROOT, 'train.py'), '--experiment_root', root,
             '--train_set', train_csv, '--image_root', image_root, '--model_name', 'tiny',
-            '--head_name', 'fc1024', '--embedding_dim', '16', '--batch_p', '4', '--batch_k', '4',
-            '--net_input_height', '32', '--net_input_width', '16', '--flip_augment',
-            '--crop_augment', '--pre_crop_height', '36', '--pre_crop_width', '18',
+            '--head_name', 'fc1024'] + SETTINGS[setting] + [
+            '--flip_augment', '--crop_augment',
             '--learning_rate', '1e-3', '--train_iterations', str(iterations),
             '--checkpoint_frequency', '1', '--loading_threads', '2', '--seed', str(seed),
             '--deterministic', '--detailed_logs'] + list(extra)
@@ -101,21 +112,27 @@ def detailed_log(root, name):
 
 
 def fault_injection(workdir, kills=20, iterations=200, seed=7, max_delay=0.6, rng_seed=0,
-                    extra=()):
+                    extra=(), setting='small'):
     """Returns a dict with the figures of one fault-injection experiment;
-    `extra` are further train.py flags."""
+    `extra` are further train.py flags, `setting` a key of SETTINGS (`demo`
+    trains on the demo set itself)."""
     rng = random.Random(rng_seed)
-    train_csv, test_csv = make_data(os.path.join(workdir, 'data'))
-    image_root = os.path.join(workdir, 'data')
+    if setting == 'demo':
+        image_root = os.path.join(ROOT, 'data', 'demo')
+        train_csv = os.path.join(image_root, 'demo_train.csv')
+        test_csv = os.path.join(image_root, 'demo_query.csv')
+    else:
+        train_csv, test_csv = make_data(os.path.join(workdir, 'data'))
+        image_root = os.path.join(workdir, 'data')
     straight, killed = os.path.join(workdir, 'straight'), os.path.join(workdir, 'killed')
 
     start = time.time()
-    run_until_done(train_command(straight, train_csv, image_root, iterations, seed, extra), 0,
-                   rng, 0)
+    run_until_done(train_command(straight, train_csv, image_root, iterations, seed, extra,
+                                 setting), 0, rng, 0)
     straight_seconds = time.time() - start
     start = time.time()
-    made = run_until_done(train_command(killed, train_csv, image_root, iterations, seed, extra),
-                          kills, rng, max_delay)
+    made = run_until_done(train_command(killed, train_csv, image_root, iterations, seed, extra,
+                                        setting), kills, rng, max_delay)
     killed_seconds = time.time() - start
 
     final = 'checkpoint-{}'.format(iterations)
@@ -139,13 +156,16 @@ def main():
     parser.add_argument('--iterations', type=int, default=200, help='Training iterations.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the kill moments.')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
+    parser.add_argument('--setting', default='small', choices=sorted(SETTINGS),
+                        help='`small`: P=4, K=4, 32x16 on generated images; `demo`: the demo '
+                        'recipe\'s P=18, K=4, 128x64 on the demo set.')
     parser.add_argument('--train_flags', default='',
                         help='Further train.py flags, as one shell-quoted string (for example '
                         'the strong baseline\'s).')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         result = fault_injection(workdir, args.kills, args.iterations, rng_seed=args.seed,
-                                 extra=shlex.split(args.train_flags))
+                                 extra=shlex.split(args.train_flags), setting=args.setting)
     for key, value in result.items():
         print('{:<26} {}'.format(key, value))
     identical = result['weights_identical'] and result['embeddings_identical'] and \
