@@ -63,3 +63,28 @@ def all_gather(value):
     placed = tf.reshape(slots, [-1] + [1] * value.shape.rank) * value[None]
     gathered = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
     return tf.reshape(gathered, tf.concat([[-1], tf.shape(value)[1:]], 0))
+
+
+def agreed_stop(strategy):
+    """`stop(flag) -> bool`, true on every worker when any worker's `flag` is.
+
+    Every worker of a multi-worker run must call it at the same step: it is
+    one all-reduce of a single number. A signal that reaches one worker
+    (SIGTERM from a scheduler, Ctrl+C in one terminal) thus stops all of them
+    after the same step, where they write the final checkpoint together,
+    instead of leaving the others waiting in a collective forever.
+    """
+    with strategy.scope():
+        # A variable lives on the strategy's devices, as the all-reduce needs.
+        flags = tf.Variable(0.0, trainable=False, name='stop_flag',
+                            aggregation=tf.VariableAggregation.NONE)
+
+    @tf.function
+    def any_flag():
+        per_replica = strategy.run(lambda: tf.identity(flags))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def stop(flag):
+        flags.assign(float(flag))
+        return bool(any_flag().numpy() > 0)
+    return stop

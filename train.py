@@ -915,6 +915,8 @@ def train(argv, cleanup):
     log.info('Starting training from iteration %d.', start_step)
     saved_step = start_step if latest else None
     collapsed_for = 0
+    # The workers of a multi-worker run agree each step whether any was interrupted.
+    stop = distributed.agreed_stop(strategy) if args.distribution == 'multi_worker' else bool
     with Uninterrupt(log=log) as u:
         for i in range(start_step, args.train_iterations):
             start_time = time.time()
@@ -954,8 +956,9 @@ def train(argv, cleanup):
                 saved_step = current
             if validate and (current % args.val_every == 0 or current == args.train_iterations):
                 run_validation(current)
-            if u.interrupted:
-                log.info('Interrupted on request!')
+            if stop(u.interrupted):
+                log.info('Interrupted on request%s!', '' if u.interrupted else
+                         ' of another worker')
                 break
 
         # A final checkpoint, crucial when intermediate storing is disabled or

@@ -92,7 +92,7 @@ def model_variables(checkpoint):
     import tensorflow as tf
     reader = tf.train.load_checkpoint(checkpoint)
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.startswith(('model/', 'optimizer/', 'step/', 'classifier/', 'centers/',
+            if name.startswith(('model/', 'body/', 'optimizer/', 'step/', 'classifier/', 'centers/',
                                 'center_optimizer/'))}
 
 

@@ -135,3 +135,36 @@ def test_xla_step(tmp_path, tiny_dataset):
     root = str(tmp_path / 'exp')
     assert train.main(base_args(root, csv_path, image_root, 3, '--xla')) == 0
     assert checkpoint_steps(root) == [0, 3]
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_worker_stops_all_of_them(tmp_path, tiny_dataset):
+    import signal
+    import time
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    argv = base_args(root, csv_path, image_root, 100000, '--distribution', 'multi_worker',
+                     '--checkpoint_frequency', '0')
+    ports = [free_port(), free_port()]
+    processes = []
+    for index in range(2):
+        config = {'cluster': {'worker': ['localhost:{}'.format(p) for p in ports]},
+                  'task': {'type': 'worker', 'index': index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, 'train.py')] + argv,
+            env=dict(ENV, TF_CONFIG=json.dumps(config)), stderr=subprocess.PIPE, text=True))
+    # Wait until the chief trains, then stop the other worker only.
+    def trained(steps):
+        log = os.path.join(root, 'train.log')
+        return os.path.exists(log) and any(i >= steps for i, _ in logged_iterations(root))
+
+    deadline = time.time() + 240
+    while time.time() < deadline and not trained(3):
+        time.sleep(0.5)
+    processes[1].send_signal(signal.SIGTERM)
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    for process, error in zip(processes, errors):
+        assert process.returncode == 0, error[-3000:]
+    assert 'Received SIGTERM' in errors[1] and 'request of another worker' in errors[0]
+    last = logged_iterations(root)[-1][0]
+    assert checkpoint_steps(root) == [0, last] and 3 <= last < 100000
