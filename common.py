@@ -125,8 +125,9 @@ def margin(arg):
     """The triplet margin: a non-negative float, `soft` or `none`."""
     value = float_or_string(arg)
     if isinstance(value, float):
-        if value < 0:
-            raise argparse.ArgumentTypeError('a numeric margin must be >= 0, got {}.'.format(arg))
+        if not (math.isfinite(value) and value >= 0):
+            raise argparse.ArgumentTypeError('a numeric margin must be a finite number >= 0, '
+                                             'got {}.'.format(arg))
         return value
     if value.lower() in ('soft', 'none'):
         return value.lower()

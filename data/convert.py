@@ -373,6 +373,18 @@ def check_output_dir(path):
                               'folder.'.format(path, existing))
 
 
+def fraction(arg):
+    """A number strictly between 0 and 1, for argparse."""
+    try:
+        value = float(arg)
+    except ValueError:
+        value = float('nan')
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError('expected a number between 0 and 1, got `{}`.'.format(
+            arg))
+    return value
+
+
 def make_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
@@ -398,7 +410,7 @@ def make_parser():
             command.add_argument('--seed', default=0, type=int,
                                  help='Seed of the identity split and the query choice.')
             command.add_argument(
-                '--train_fraction', default=0.5, type=float,
+                '--train_fraction', default=0.5, type=fraction,
                 help='The share of the identities used for training; the rest are tested.')
         if name == 'cuhk03':
             command.add_argument(

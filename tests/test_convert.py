@@ -279,6 +279,10 @@ def test_folders_of_identities(tmp_path, capsys):
             '--camera_regex', r'_cam(\d+)')
     with pytest.raises(convert.ConversionError, match='leaves no test identities'):
         run('folders', '--dataset_root', str(root), '--output_dir', str(out),
-            '--train_fraction', '1')
+            '--train_fraction', '0.99')
+    for bad in ('1', '0', 'nan', 'half'):
+        with pytest.raises(SystemExit):
+            run('folders', '--dataset_root', str(root), '--output_dir', str(out),
+                '--train_fraction', bad)
     with pytest.raises(convert.ConversionError, match='at least two'):
         run('folders', '--dataset_root', str(root / 'p1'), '--output_dir', str(out))
