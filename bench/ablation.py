@@ -60,8 +60,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='Seeds; every row trains once per seed.')
-    parser.add_argument('--steps', type=int, nargs='+', default=list(range(len(STEPS))),
-                        help='Row numbers (0 = TriNet) to run.')
+    parser.add_argument('--steps', type=int, nargs='*', default=list(range(len(STEPS))),
+                        help='Row numbers (0 = TriNet) to run; none, to print the --merge '
+                        'files\' table.')
     parser.add_argument('--merge', nargs='*', default=[],
                         help='JSON files of earlier invocations to add to the table.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
