@@ -469,44 +469,6 @@ def locked_directory(directory, program):
         handle.close()
 
 
-# A quiet start
-###
-
-# TensorFlow's start-up lines that say nothing to a user: absl's INFO lines and
-# its notice that they go to stderr (written before any setting applies), the
-# CPU-instruction hint, and the failed CUDA probe of a machine without a GPU.
-STARTUP_NOISE = re.compile(
-    r'^(I\d{4} |WARNING: All log messages before absl::InitializeLog|To enable the following '
-    r'instructions|E\d{4} .*failed call to cuInit)')
-
-
-def quiet_tensorflow_start():
-    """Imports TensorFlow and probes its devices with the process's stderr
-    captured, then passes on every captured line but `STARTUP_NOISE`, so
-    genuine errors stay visible. Also sets TF_CPP_MIN_LOG_LEVEL to 2 (unless
-    set), which hides TensorFlow's later INFO and WARNING lines. Scripts call
-    it before anything imports TensorFlow; afterwards it does nothing.
-    """
-    if 'tensorflow' in sys.modules:
-        return
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            import tensorflow as tf
-            tf.config.list_physical_devices()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        capture.seek(0)
-        lines = capture.read().decode('utf-8', 'replace').splitlines()
-    kept = [line for line in lines if not STARTUP_NOISE.match(line)]
-    if kept:
-        print('\n'.join(kept), file=sys.stderr, flush=True)
-
-
 # Logging
 ###
 

@@ -10,9 +10,10 @@ import sys
 import time
 
 import common
+import startup
 
-# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
-common.quiet_tensorflow_start()
+# Before anything imports TensorFlow: see startup.quiet_tensorflow.
+startup.quiet_tensorflow()
 
 import h5py
 import numpy as np

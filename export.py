@@ -18,9 +18,10 @@ import sys
 import tempfile
 
 import common
+import startup
 
-# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
-common.quiet_tensorflow_start()
+# Before anything imports TensorFlow: see startup.quiet_tensorflow.
+startup.quiet_tensorflow()
 
 import tensorflow as tf
 

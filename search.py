@@ -19,6 +19,7 @@ import numpy as np
 
 import common
 import metrics
+import startup
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 
@@ -155,7 +156,7 @@ def main(argv=None):
 
     # Model: the experiment's own preprocessing and checkpoint. TensorFlow is
     # imported only now, so that a wrong gallery or query path fails fast.
-    common.quiet_tensorflow_start()
+    startup.quiet_tensorflow()
     from model import load_embedder, read_args
     train_args = read_args(args.experiment_root) or {}
     metric = args.metric or train_args.get('metric', 'euclidean')

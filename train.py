@@ -15,9 +15,10 @@ import time
 from datetime import timedelta
 
 import common
+import startup
 
-# Before anything imports TensorFlow: see common.quiet_tensorflow_start.
-common.quiet_tensorflow_start()
+# Before anything imports TensorFlow: see startup.quiet_tensorflow.
+startup.quiet_tensorflow()
 
 import numpy as np
 import tensorflow as tf

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import common
+import startup
 from conftest import ROOT, write_file
 
 
@@ -122,8 +123,8 @@ def test_given_arguments():
 
 def test_tensorflow_starts_quietly_and_keeps_other_lines():
     env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
-    code = ('import sys; sys.path.insert(0, {!r}); import common; '
-            'common.quiet_tensorflow_start(); import tensorflow as tf; '
+    code = ('import sys; sys.path.insert(0, {!r}); import startup; '
+            'startup.quiet_tensorflow(); import tensorflow as tf; '
             'print(float(tf.reduce_sum(tf.ones(3))))').format(ROOT)
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stdout.strip() == '3.0'
@@ -135,5 +136,5 @@ def test_tensorflow_starts_quietly_and_keeps_other_lines():
              'To enable the following instructions: AVX2 FMA, in other operations, rebuild']
     kept = ['E0000 00:00:1.2 1 bfc_allocator.cc:1] Allocator ran out of memory',
             'W0000 00:00:1.2 1 op_level_cost_estimator.cc:1] a warning', 'Traceback (most recent']
-    assert all(common.STARTUP_NOISE.match(line) for line in noise)
-    assert not any(common.STARTUP_NOISE.match(line) for line in kept)
+    assert all(startup.STARTUP_NOISE.match(line) for line in noise)
+    assert not any(startup.STARTUP_NOISE.match(line) for line in kept)
