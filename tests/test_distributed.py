@@ -62,7 +62,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_workers(argv):
+def start_workers(argv):
+    """Two train.py processes of one localhost cluster, started."""
     ports = [free_port(), free_port()]
     processes = []
     for index in range(2):
@@ -71,6 +72,11 @@ def run_workers(argv):
         processes.append(subprocess.Popen(
             [sys.executable, os.path.join(ROOT, 'train.py')] + argv,
             env=dict(ENV, TF_CONFIG=json.dumps(config)), stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+def run_workers(argv):
+    processes = start_workers(argv)
     errors = [p.communicate(timeout=300)[1] for p in processes]
     for process, error in zip(processes, errors):
         assert process.returncode == 0, error[-3000:]
@@ -145,14 +151,7 @@ def test_a_signal_to_one_worker_stops_all_of_them(tmp_path, tiny_dataset):
     root = str(tmp_path / 'exp')
     argv = base_args(root, csv_path, image_root, 100000, '--distribution', 'multi_worker',
                      '--checkpoint_frequency', '0')
-    ports = [free_port(), free_port()]
-    processes = []
-    for index in range(2):
-        config = {'cluster': {'worker': ['localhost:{}'.format(p) for p in ports]},
-                  'task': {'type': 'worker', 'index': index}}
-        processes.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, 'train.py')] + argv,
-            env=dict(ENV, TF_CONFIG=json.dumps(config)), stderr=subprocess.PIPE, text=True))
+    processes = start_workers(argv)
     # Wait until the chief trains, then stop the other worker only.
     def trained(steps):
         log = os.path.join(root, 'train.log')
