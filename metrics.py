@@ -185,14 +185,18 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
         A dict with `mAP`, `mINP`, `CMC` (G,) divided by the number of
         queries as the original, `aps` and `inps` (one per query with a valid
         match) and `skipped` (the file names of queries without any). With
-        `pairs`, also `positive` and `negative`: the float32 distances of all
-        query–gallery pairs the excluder keeps, of the same and of different
-        identities (for `verification`).
+        `pairs`, also `positive`, the float32 distances of all query–gallery
+        pairs of the same identity that the excluder keeps, and `negative`,
+        a (Q·G,) float32 array with the distances of those of different
+        identities and `inf` in the places of all other pairs (for
+        `verification`; filled in place, which spares a copy of 53 million
+        distances at Market-1501 scale).
     """
     _, codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     q_codes, g_codes = codes[:len(query_pids)], codes[len(query_pids):]
     if distances is None:
         distances = metric_distances(query_embs, gallery_embs, metric)
+    negative = np.empty((len(query_pids), len(gallery_pids)), np.float32) if pairs else None
 
     def run_batch(start):
         idx = np.arange(start, min(start + batch_size, len(query_pids)))
@@ -202,22 +206,23 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
         same = g_codes[None] == q_codes[idx, None]
         matches = same & ~mask
         rows, aps, first, inps = batch_average_precision(d, matches, use_market_ap)
-        kept = (d[matches].astype(np.float32), d[~same & ~mask].astype(np.float32)) \
-            if pairs else None
-        return idx[rows], aps, first, inps, kept
+        positive = None
+        if pairs:
+            positive = d[matches].astype(np.float32)
+            negative[idx[0]:idx[-1] + 1] = d
+            np.putmask(negative[idx[0]:idx[-1] + 1], same, np.inf)
+        return idx[rows], aps, first, inps, positive
 
     aps = np.full(len(query_pids), np.nan)
     inps = np.full(len(query_pids), np.nan)
     first_hits = np.zeros(len(gallery_pids) + 1, np.int64)
-    positive, negative = [], []
+    positive = []
     with ThreadPoolExecutor(2) as pool:
-        for queries, batch_aps, first, batch_inps, kept in pool.map(
+        for queries, batch_aps, first, batch_inps, batch_positive in pool.map(
                 run_batch, range(0, len(query_pids), batch_size)):
             aps[queries], inps[queries] = batch_aps, batch_inps
             np.add.at(first_hits, first, 1)
-            if pairs:
-                positive.append(kept[0])
-                negative.append(kept[1])
+            positive.append(batch_positive)
 
     valid = ~np.isnan(aps)
     cmc = np.cumsum(first_hits)[:len(gallery_pids)] / len(query_pids)
@@ -227,8 +232,7 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
               'skipped': [str(f) for f in query_fids[~valid]]}
     if pairs:
         result['positive'] = np.concatenate(positive or [np.zeros(0, np.float32)])
-        result['negative'] = np.concatenate(negative or [np.zeros(0, np.float32)])
-        del negative[:]
+        result['negative'] = negative.reshape(-1)
     return result
 
 
@@ -255,7 +259,8 @@ def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0)
 
     Args:
         positive: (P,) distances of same-identity pairs.
-        negative: (N,) distances of different-identity pairs; sorted in place.
+        negative: (M,) distances of different-identity pairs, where `inf`
+            marks a place that holds no pair; reordered in place.
         rates: false-positive rates, as strings (the JSON keys).
         curve_points (int): when positive, also return the ROC curve at this
             many false-positive rates spaced logarithmically from 1/N to 1.
@@ -265,17 +270,42 @@ def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0)
         {rate: threshold or None}} (and 'curve': {'fpr': [...], 'tpr': [...]}),
         or None when there are no pairs of either kind.
     """
-    # At Market-1501 scale the negatives are 53 million distances: sorted in place.
-    pos, neg = np.sort(positive), negative
-    neg.sort()
-    if not len(pos) or not len(neg):
+    pos = np.sort(positive)
+    n = int(np.count_nonzero(negative < np.inf))
+    if not len(pos) or not n:
         return None
 
+    def allowed(rate):
+        """How many negatives a false-positive rate lets through."""
+        return int(np.floor(float(rate) * n + 1e-9))
+
+    # At Market-1501 scale the negatives are 53 million distances. The rates
+    # need only the smallest ones in order (the largest rate's share), and so
+    # does the equal error rate when the rates cross among them: select those
+    # (about four times quicker than sorting all) and sort the rest only when
+    # the crossing lies beyond, or for the curve.
+    length = n if curve_points else min(n, max(map(allowed, rates)) + 1)
+    negative.partition(length - 1)
+    negative[:length].sort()
+    largest = negative[length - 1]
+    ties = np.count_nonzero(negative[length:] == largest)
+    if length < n and (length + ties) / n < 1 - np.searchsorted(pos, largest, 'right') / len(pos):
+        negative[length:].sort()
+        length, ties = n, 0
+    neg = negative[:length]
+    largest = neg[-1]
+
+    def rates_at(thresholds):
+        """False-positive and false-negative rates at thresholds ≤ `largest`."""
+        accepted = np.searchsorted(neg, thresholds, 'right') + np.where(
+            thresholds >= largest, ties, 0)
+        return accepted / n, 1 - np.searchsorted(pos, thresholds, 'right') / len(pos)
+
     def tpr_and_threshold(rate):
-        allowed = int(np.floor(float(rate) * len(neg) + 1e-9))
-        if allowed >= len(neg):
-            return 1.0, float(max(pos[-1], neg[-1]))
-        limit = neg[allowed]
+        accept = allowed(rate)
+        if accept >= n:
+            return 1.0, float(max(pos[-1], largest))
+        limit = neg[accept]
         below_pos = _accepted_below(pos, limit)
         below_neg = _accepted_below(neg, limit)
         candidates = ([pos[below_pos - 1]] if below_pos else []) + (
@@ -286,24 +316,20 @@ def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0)
     for rate in rates:
         result['tpr_at_fpr'][rate], result['threshold_at_fpr'][rate] = tpr_and_threshold(rate)
 
-    def rates_at(thresholds):
-        fpr = np.searchsorted(neg, thresholds, 'right') / len(neg)
-        fnr = 1 - np.searchsorted(pos, thresholds, 'right') / len(pos)
-        return fpr, fnr
-
-    # FPR − FNR grows with the threshold: find where it crosses zero among the
-    # negative distances by bisection, and look at every positive distance.
-    low, high = 0, len(neg) - 1
+    # FPR − FNR grows with the threshold and is not negative at `largest`:
+    # find where it crosses zero among the negatives by bisection, and look at
+    # every positive distance up to there (one beyond is strictly farther).
+    low, high = 0, length - 1
     while low < high:
         middle = (low + high) // 2
         fpr, fnr = rates_at(neg[middle])
         low, high = (middle + 1, high) if fpr < fnr else (low, middle)
-    candidates = np.concatenate([[-np.inf], pos, neg[max(low - 1, 0):low + 1]])
+    candidates = np.concatenate([[-np.inf], pos[pos <= largest], neg[max(low - 1, 0):low + 1]])
     fpr, fnr = rates_at(candidates)
     best = np.argmin(np.abs(fpr - fnr))
     result['eer'] = float((fpr[best] + fnr[best]) / 2)
     if curve_points:
-        fprs = np.logspace(np.log10(1 / len(neg)), 0, curve_points)
+        fprs = np.logspace(np.log10(1 / n), 0, curve_points)
         result['curve'] = {'fpr': fprs.tolist(),
                            'tpr': [tpr_and_threshold(f)[0] for f in fprs]}
     return result

@@ -141,7 +141,8 @@ def test_minp_averages_over_queries_and_ignores_excluded_entries():
     assert result['mINP'] == pytest.approx((2 / 3 + 1 / 3) / 2)
     # The pairs the excluder keeps: same identity 1, 3 (a) and 4 (b); others 2, 4 (a), 1, 3 (b).
     assert sorted(result['positive']) == [1, 3, 4]
-    assert sorted(result['negative']) == [1, 2, 3, 4]
+    negative = result['negative']
+    assert negative.shape == (8,) and sorted(negative[np.isfinite(negative)]) == [1, 2, 3, 4]
 
 
 def test_verification_hand_computed():
@@ -164,6 +165,29 @@ def test_verification_hand_computed():
     strict = metrics.verification(np.array([2.0]), np.array([1.0] + [5.0] * 9), rates=('0.01',))
     assert strict['tpr_at_fpr']['0.01'] == 0 and strict['threshold_at_fpr']['0.01'] is None
     assert metrics.verification(np.array([1.0]), np.zeros(0)) is None
+
+
+def test_verification_selecting_the_smallest_negatives_equals_sorting_all():
+    # Rounded distances give many ties; `inf` marks places without a pair.
+    rng = np.random.default_rng(0)
+    for shift in (6.0, 3.0, 0.0):
+        positive = np.round(rng.normal(0, 1, 300), 1)
+        negative = np.round(rng.normal(shift, 1, 20000), 1)
+        negative[rng.random(20000) < 0.2] = np.inf
+        # Rates up to 1 make the function sort every negative; small ones do not.
+        full = metrics.verification(positive, negative.copy(), rates=('0.001', '0.01', '1'))
+        part = metrics.verification(positive, negative.copy(), rates=('0.001', '0.01'))
+        for key in ('tpr_at_fpr', 'threshold_at_fpr'):
+            assert part[key] == {r: full[key][r] for r in ('0.001', '0.01')}
+        assert part['eer'] == full['eer']
+        # The EER against every threshold there is.
+        finite = negative[np.isfinite(negative)]
+        thresholds = np.r_[-np.inf, positive, finite]
+        fpr = (finite[None] <= thresholds[:, None]).mean(1)
+        fnr = 1 - (positive[None] <= thresholds[:, None]).mean(1)
+        closest = np.abs(fpr - fnr).min()
+        assert min(abs(part['eer'] - (f + r) / 2) for f, r in zip(fpr, fnr)
+                   if abs(f - r) == closest) == pytest.approx(0, abs=1e-12)
 
 
 def test_tied_distances():
