@@ -41,14 +41,16 @@ demo: data/demo/demo_train.csv | $(STAMP)
 	    --loading_threads 4 --seed 0 \
 	    --val_query data/demo/demo_val_query.csv --val_gallery data/demo/demo_val_test.csv \
 	    --val_excluder market1501 --val_every 100
-	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5
-	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5
-	$(EMBED) --dataset data/demo/demo_query.csv --flip_augment --aggregator mean
-	$(EMBED) --dataset data/demo/demo_test.csv --flip_augment --aggregator mean
+	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5 \
+	    --crop_augment center
+	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5 \
+	    --crop_augment center
+	$(EMBED) --dataset data/demo/demo_query.csv --flip_augment --crop_augment five --aggregator mean
+	$(EMBED) --dataset data/demo/demo_test.csv --flip_augment --crop_augment five --aggregator mean
 	@echo "Untrained network (step 0):"
 	@$(EVAL) --query_embeddings $(DEMO_ROOT)/untrained_query.h5 \
 	    --gallery_embeddings $(DEMO_ROOT)/untrained_test.h5 --filename $(DEMO_ROOT)/untrained_eval.json
-	@echo "Trained network, flip-augmented embeddings (pictures in $(DEMO_ROOT)/plots):"
+	@echo "Trained network, flip- and five-crop-augmented embeddings (pictures in $(DEMO_ROOT)/plots):"
 	@$(EVAL) --query_embeddings $(DEMO_ROOT)/demo_query_embeddings.h5 \
 	    --gallery_embeddings $(DEMO_ROOT)/demo_test_embeddings.h5 --filename $(DEMO_ROOT)/eval.json \
 	    --plot $(DEMO_ROOT)/plots --image_root data/demo --plot_queries 6
