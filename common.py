@@ -311,6 +311,15 @@ def find_images(paths):
     return found
 
 
+def common_root(paths):
+    """The deepest folder that holds all `paths`, and the paths relative to it:
+    (root, (N,) array of relative paths), for the image loaders that join an
+    image root and relative paths."""
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return root, np.array([os.path.relpath(p, root) for p in absolute])
+
+
 def read_csv_rows(csv_file):
     """Reads `identity,relative/path` rows from a CSV file without header.
 

@@ -20,7 +20,7 @@ import numpy as np
 
 import sampler
 from aggregators import AGGREGATORS
-from model import inference_function, load_experiment
+from model import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
 
@@ -162,17 +162,11 @@ def main(argv=None):
             raise common.UserError('--image_root applies to --dataset; --images takes paths '
                                    'as they are.')
         shown = common.find_images(args.images)
-        # The sampler joins an image root and relative paths: use the images'
-        # common folder.
-        absolute = [os.path.abspath(p) for p in shown]
-        image_root = os.path.commonpath([os.path.dirname(p) for p in absolute])
-        fids = np.array([os.path.relpath(p, image_root) for p in absolute])
+        image_root, fids = common.common_root(shown)
     else:
         image_root = args.image_root or train_args['image_root']
         _, fids = common.load_dataset(args.dataset, image_root)
         shown = fids
-    net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
-    pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
     source = args.dataset or '{} images'.format(len(fids))
     log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
 
@@ -181,30 +175,17 @@ def main(argv=None):
                            remedy='or drop their rows from the CSV' if args.dataset else
                            'or leave them out of --images',
                            max_pixels=args.max_image_pixels)
-    names = sampler.augmentation_names(args.flip_augment, args.crop_augment)
-    dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size,
-                                    args.flip_augment, args.crop_augment, args.batch_size,
-                                    args.loading_threads, train_args['antialias'],
-                                    train_args['accurate_jpeg'])
 
     # Loop.
-    forward = inference_function(model)
-    total = len(fids) * len(names)
-    embs = np.zeros((total, train_args['embedding_dim']), np.float32)
-    start, done = time.time(), 0
-    for images in dataset:
-        embs[done:done + len(images)] = forward(images).numpy()
-        done += len(images)
-        log('\rEmbedded {}/{}'.format(done, total), end='')
+    start = time.time()
+    embs, emb_aug, names = embed_files(
+        model, train_args, fids, image_root, args.flip_augment, args.crop_augment,
+        args.aggregator, args.batch_size, args.loading_threads,
+        progress=lambda done, total: log('\rEmbedded {}/{}'.format(done, total), end=''))
     seconds = time.time() - start
     log('\nEmbedded {} images ({} forward passes) in {:.1f}s: {:.1f} images/s.'.format(
-        len(fids), total, seconds, len(fids) / max(seconds, 1e-9)))
+        len(fids), len(fids) * len(names), seconds, len(fids) / max(seconds, 1e-9)))
 
-    emb_aug = None
-    if len(names) > 1:
-        # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
-        emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
-        embs = AGGREGATORS[args.aggregator](emb_aug)
     common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
                         'nothing was written; the network\'s weights are broken (did training '
                         'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import sampler
 import tf1_checkpoint
+from aggregators import AGGREGATORS
 from common import UserError, read_json
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES
@@ -325,6 +326,46 @@ def inference_function(model):
     """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
     return tf.function(lambda images: model(images, training=False)['emb'],
                        reduce_retracing=True)
+
+
+def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggregator=None,
+                batch_size=256, loading_threads=8, progress=None):
+    """Embeds image files with test-time augmentation, as embed.py does.
+
+    Args:
+        model: the experiment's model (`load_experiment`).
+        train_args (dict): the experiment's arguments, for the sizes and decoding.
+        fids: (N,) image paths relative to `image_root`.
+        flip (bool), crop (None, 'center', 'five' or 'avgpool'): embed.py's
+            --flip_augment and --crop_augment.
+        aggregator: a key of `AGGREGATORS`, combining the versions of an image
+            when there are several.
+        progress: called with (done, total) forward passes after each batch.
+
+    Returns:
+        (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one
+        version, names: the A versions' names).
+    """
+    net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
+    pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
+    names = sampler.augmentation_names(flip, crop)
+    dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
+                                    batch_size, loading_threads, train_args['antialias'],
+                                    train_args['accurate_jpeg'])
+    forward = inference_function(model)
+    total = len(fids) * len(names)
+    embs = np.zeros((total, train_args['embedding_dim']), np.float32)
+    done = 0
+    for images in dataset:
+        embs[done:done + len(images)] = forward(images).numpy()
+        done += len(images)
+        if progress is not None:
+            progress(done, total)
+    if len(names) == 1:
+        return embs, None, names
+    # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
+    emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
+    return AGGREGATORS[aggregator](emb_aug), emb_aug, names
 
 
 def load_embedder(experiment_root, checkpoint=None, batch_size=256):
