@@ -119,12 +119,14 @@ def check_augmentation(args, train_args):
                                'performed.'.format(args.aggregator))
 
 
-def write_embeddings(filename, emb, emb_aug, names, fids):
+def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None):
     """Writes the HDF5 file through a temporary file, so a failure leaves none behind.
 
     Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
     `augmentation_types`, `fids` (N,) holds the images' paths as UTF-8
-    strings: relative to the image root for a CSV, as found for --images.
+    strings: relative to the image root for a CSV, as found for --images;
+    and the file's attribute `aggregator` names the aggregator when there is
+    one, so that search.py can embed its queries the same way.
     """
     partial = filename + '.partial'
     try:
@@ -135,6 +137,8 @@ def write_embeddings(filename, emb, emb_aug, names, fids):
             if emb_aug is not None:
                 f.create_dataset('emb_aug', data=emb_aug)
             f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
+            if aggregator is not None:
+                f.attrs['aggregator'] = aggregator
         os.replace(partial, filename)
     except OSError as e:
         raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
@@ -189,7 +193,7 @@ def main(argv=None):
     common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
                         'nothing was written; the network\'s weights are broken (did training '
                         'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)
-    write_embeddings(filename, embs, emb_aug, names, shown)
+    write_embeddings(filename, embs, emb_aug, names, shown, args.aggregator)
     log('Wrote {}.'.format(filename))
     return 0
 

@@ -14,12 +14,19 @@ import csv
 import io
 import json
 
+import common
+import startup
+
+# Before anything imports TensorFlow: see startup.quiet_tensorflow.
+startup.quiet_tensorflow()
+
 import h5py
 import numpy as np
 
-import common
 import metrics
-import startup
+import sampler
+from aggregators import AGGREGATORS
+from model import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 
@@ -74,9 +81,34 @@ parser.add_argument(
     '--batch_size', default=256, type=common.positive_int,
     help='Images embedded at once.')
 
+parser.add_argument(
+    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    help='Refuse query images whose headers declare more pixels than this, before decoding '
+         'them.')
+
+
+def test_time_augmentation(names, aggregator):
+    """embed.py's (flip, crop, aggregator) from a file's `augmentation_types`
+    (such as `original_flip_top_left`) and `aggregator` attribute, or None
+    when the names are not embed.py's."""
+    flip = any(n.startswith('original_flip_') for n in names)
+    crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
+             n[len('original_'):] for n in names}
+    if crops == set(sampler.CROPS):
+        crop = 'five'
+    elif len(crops) == 1 and crops <= {'resize', 'center', 'avgpool'}:
+        crop = None if crops == {'resize'} else crops.pop()
+    else:
+        return None
+    if sampler.augmentation_names(flip, crop) != list(names):
+        return None
+    # Files from before the attribute was written: the original's aggregator.
+    return flip, crop, (aggregator or 'mean') if len(names) > 1 else None
+
 
 def load_gallery(path):
-    """The gallery's (embeddings (G, D) float32, file names (G,))."""
+    """The gallery's (embeddings (G, D) float32, file names (G,), and embed.py's
+    (flip, crop, aggregator) that made it)."""
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
@@ -87,14 +119,24 @@ def load_gallery(path):
                                        'an older embed.py. Embed the gallery again.'.format(path))
             embs = np.asarray(f['emb'], np.float32)
             fids = [n.decode('utf-8') if isinstance(n, bytes) else str(n) for n in f['fids'][()]]
+            names = [n.decode('utf-8') if isinstance(n, bytes) else str(n)
+                     for n in f['augmentation_types'][()]] \
+                if 'augmentation_types' in f else ['original_resize']
+            aggregator = f.attrs.get('aggregator')
     except (OSError, ValueError, TypeError) as e:
         raise common.UserError('cannot read the gallery `{}`: {}.'.format(path, e))
     if embs.ndim != 2 or len(embs) != len(fids) or not len(embs):
         raise common.UserError('`{}` holds {} embeddings of shape {} for {} file names; embed the '
                                'gallery again.'.format(path, len(embs), embs.shape, len(fids)))
+    augmentation = test_time_augmentation(names, aggregator if isinstance(aggregator, str) and
+                                          aggregator in AGGREGATORS else None)
+    if augmentation is None:
+        raise common.UserError('`{}` names test-time augmentations that embed.py does not make '
+                               '({}); embed the gallery again with embed.py.'.format(
+                                   path, ', '.join(names[:5])))
     common.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
                         'with a checkpoint from before training diverged', fids)
-    return embs, fids
+    return embs, fids, augmentation
 
 
 def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
@@ -151,17 +193,19 @@ def main(argv=None):
         common.check_writable(args.plot, '--plot')
 
     # Data: the gallery first, as it is the cheaper to find wrong.
-    gallery_embs, gallery_fids = load_gallery(args.gallery)
+    gallery_embs, gallery_fids, (flip, crop, aggregator) = load_gallery(args.gallery)
     queries = common.find_images(args.query)
+    image_root, fids = common.common_root(queries)
+    sampler.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
+                           max_pixels=args.max_image_pixels)
 
-    # Model: the experiment's own preprocessing and checkpoint. TensorFlow is
-    # imported only now, so that a wrong gallery or query path fails fast.
-    startup.quiet_tensorflow()
-    from model import load_embedder, read_args
-    train_args = read_args(args.experiment_root) or {}
+    # Model: the experiment's own preprocessing and checkpoint, and the
+    # gallery's test-time augmentation, so that queries and gallery are
+    # embedded alike.
+    model, train_args, _ = load_experiment(args.experiment_root, args.checkpoint)
     metric = args.metric or train_args.get('metric', 'euclidean')
-    embed = load_embedder(args.experiment_root, args.checkpoint, args.batch_size)
-    query_embs = embed(queries)
+    query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
+                                   args.batch_size)
     if query_embs.shape[1] != gallery_embs.shape[1]:
         raise common.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
                                'has {}; embed the gallery with this experiment.'.format(

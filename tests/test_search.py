@@ -10,6 +10,7 @@ import pytest
 
 import common
 import embed
+import sampler
 import search
 import train
 from conftest import base_args, make_dataset
@@ -56,6 +57,38 @@ def test_each_query_finds_itself_first(gallery, tmp_path, capsys):
     assert all(row[0] == row[2] for row in rows[1::2])
 
 
+def test_queries_are_embedded_with_the_gallery_s_test_time_augmentation(gallery, tmp_path):
+    root, _, folder = gallery
+    h5 = str(tmp_path / 'augmented.h5')
+    assert embed.main(['--experiment_root', root, '--images', folder, '--quiet',
+                       '--flip_augment', '--crop_augment', 'five', '--aggregator',
+                       'normalized_mean', '--filename', h5]) == 0
+    with h5py.File(h5, 'r') as f:
+        assert f.attrs['aggregator'] == 'normalized_mean'
+    query = os.path.join(folder, sorted(os.listdir(folder))[5])
+    out = str(tmp_path / 'results.json')
+    assert search.main(['--experiment_root', root, '--gallery', h5, '--query', query,
+                        '--output', out]) == 0
+    first = json.load(open(out))[0]['results'][0]
+    assert first['file'] == query and first['distance'] < 1e-3
+    # Without the augmentation the same image lands much farther away.
+    with h5py.File(h5, 'r') as augmented, h5py.File(gallery[1], 'r') as plain:
+        assert np.linalg.norm(augmented['emb'][5] - plain['emb'][5]) > 1e-2
+
+
+def test_test_time_augmentation_is_read_from_the_names():
+    for flip in (False, True):
+        for crop in (None, 'center', 'five', 'avgpool'):
+            names = sampler.augmentation_names(flip, crop)
+            several = len(names) > 1
+            assert search.test_time_augmentation(names, 'normalized_mean' if several else None) \
+                == (flip, crop, 'normalized_mean' if several else None)
+            # Files without the attribute: the original's aggregator.
+            assert search.test_time_augmentation(names, None)[2] == ('mean' if several else None)
+    assert search.test_time_augmentation(['original_rotate'], None) is None
+    assert search.test_time_augmentation(['original_center', 'original_top_left'], None) is None
+
+
 def test_rank_with_rerank_agrees_on_the_nearest():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
@@ -81,6 +114,13 @@ def test_errors(gallery, tmp_path):
         f['fids'] = np.array(['a.jpg', 'b.jpg'], dtype=object).astype('S')
     with pytest.raises(common.UserError, match='embeds into 16 dimensions but the gallery'):
         search.main(base + ['--gallery', wrong])
+    odd = str(tmp_path / 'odd.h5')
+    with h5py.File(odd, 'w') as f:
+        f['emb'] = np.zeros((2, 16), np.float32)
+        f['fids'] = np.array(['a.jpg', 'b.jpg'], dtype=object).astype('S')
+        f['augmentation_types'] = np.array([b'original_rotate'])
+    with pytest.raises(common.UserError, match='augmentations that embed.py does not make'):
+        search.main(base + ['--gallery', odd])
     with pytest.raises(common.UserError, match='must end in .json or .csv'):
         search.main(base + ['--gallery', h5, '--output', str(tmp_path / 'r.txt')])
     with pytest.raises(common.UserError, match='neither an image file nor a folder'):
