@@ -115,11 +115,12 @@ def plot_cmc(path, cmc, mean_ap, label, max_rank=50):
     ranks = np.arange(1, len(cmc) + 1)
     figure, ax = plt.subplots(figsize=(5, 3.6))
     ax.plot(ranks, 100 * cmc, color='#2b83ba', linewidth=2, label=label)
-    for k in (1, 5, 10):
-        if k <= len(cmc):
-            ax.plot(k, 100 * cmc[k - 1], 'o', color='#2b83ba')
-            ax.annotate('top-{}: {:.1f}%'.format(k, 100 * cmc[k - 1]), (k, 100 * cmc[k - 1]),
-                        textcoords='offset points', xytext=(6, -12), fontsize=8)
+    marked = [k for k in (1, 5, 10) if k <= len(cmc)]
+    ax.plot(marked, [100 * cmc[k - 1] for k in marked], 'o', color='#2b83ba')
+    # One block of figures in a corner: on a good curve the three points lie
+    # too close together for a label beside each.
+    ax.text(0.03, 0.05, '\n'.join('top-{}: {:.1f}%'.format(k, 100 * cmc[k - 1]) for k in marked),
+            transform=ax.transAxes, fontsize=8)
     ax.set_xlabel('rank')
     ax.set_ylabel('matching rate (%)')
     ax.set_xlim(0, max(len(cmc), 2))
