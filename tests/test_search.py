@@ -10,6 +10,7 @@ import pytest
 
 import common
 import embed
+import metrics
 import sampler
 import search
 import train
@@ -87,6 +88,16 @@ def test_test_time_augmentation_is_read_from_the_names():
             assert search.test_time_augmentation(names, None)[2] == ('mean' if several else None)
     assert search.test_time_augmentation(['original_rotate'], None) is None
     assert search.test_time_augmentation(['original_center', 'original_top_left'], None) is None
+
+
+@pytest.mark.parametrize('metric', ['euclidean', 'sqeuclidean', 'cityblock', 'cosine'])
+def test_rank_equals_sorting_evaluate_s_distances(metric):
+    rng = np.random.default_rng(1)
+    query, gallery = rng.normal(size=(7, 8)), rng.normal(size=(200, 8))
+    nearest, distances = search.rank(query, gallery, metric, 15)
+    expected = metrics.metric_distances(query, gallery, metric)(np.arange(7))
+    np.testing.assert_array_equal(nearest, np.argsort(expected, axis=1, kind='stable')[:, :15])
+    np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :15])
 
 
 def test_rank_with_rerank_agrees_on_the_nearest():
