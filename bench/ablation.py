@@ -65,13 +65,17 @@ def main(argv=None):
                         'files\' table.')
     parser.add_argument('--merge', nargs='*', default=[],
                         help='JSON files of earlier invocations to add to the table.')
+    parser.add_argument('--embed_flags', default='',
+                        help='Extra embed.py flags for every run, as one shell-quoted string '
+                        '(for example "--crop_augment center", the training scale); by '
+                        'default query and gallery are resized, as in bench.parity.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     args = parser.parse_args(argv)
     rows = {}
     for path in args.merge:
         with open(path) as f:
             rows.update(json.load(f)['rows'])
-    recipe = parity.parse_args(['--only', 'project'])
+    recipe = parity.parse_args(['--only', 'project', '--embed_flags', args.embed_flags])
     with tempfile.TemporaryDirectory(prefix='ablation-') as scratch:
         log = os.path.join(scratch, 'log.txt')
         for index in args.steps:
@@ -85,7 +89,8 @@ def main(argv=None):
                 results.append(result)
                 print('{:34} seed {}: mAP {:.2%}, top-1 {:.2%}'.format(
                     name, seed, result['mAP'], result['top1']), flush=True)
-            rows[name] = {'index': index, 'flags': recipe.train_flags, 'runs': results}
+            rows[name] = {'index': index, 'flags': recipe.train_flags,
+                          'embed_flags': args.embed_flags, 'runs': results}
     print('\n| recipe | ' + ' | '.join('mAP seed {}'.format(s) for s in args.seeds) +
           ' | mean mAP ± sd | mean top-1 ± sd |')
     print('|---' * (len(args.seeds) + 3) + '|')

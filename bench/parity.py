@@ -67,6 +67,9 @@ def parse_args(argv):
                         help='Run one implementation only.')
     parser.add_argument('--train_flags', default='',
                         help='Extra train.py flags, as one shell-quoted string.')
+    parser.add_argument('--embed_flags', default='',
+                        help='Extra embed.py flags, as one shell-quoted string (for example '
+                        '"--crop_augment center"); the recipe above resizes.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     return parser.parse_args(argv)
 
@@ -113,7 +116,7 @@ def run_project(args, seed, root, log):
     for name, csv in (('query', args.query_csv), ('gallery', args.gallery_csv)):
         filename = name + '.h5'
         _, took = run([python, 'embed.py', '--experiment_root', root, '--dataset', csv,
-                       '--filename', filename, '--quiet'], log)
+                       '--filename', filename, '--quiet'] + shlex.split(args.embed_flags), log)
         seconds += took
         embeddings.append(os.path.join(root, filename))
     results = os.path.join(root, 'eval.json')
