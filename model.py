@@ -348,6 +348,13 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
     """
     net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
     pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
+    if crop in ('center', 'five') and (pre_crop_size[0] < net_input_size[0] or
+                                       pre_crop_size[1] < net_input_size[1]):
+        raise UserError('--crop_augment {} takes crops of the net input size {}x{} from the '
+                        'image resized to the experiment\'s pre-crop size {}x{}, which is '
+                        'smaller; this experiment was trained without crops, so embed without '
+                        '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
+                                                                    *pre_crop_size))
     names = sampler.augmentation_names(flip, crop)
     dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
                                     batch_size, loading_threads, train_args['antialias'],

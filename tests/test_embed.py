@@ -1,6 +1,8 @@
 """embed.py: test-time augmentation, aggregators, the HDF5 layout, the library function."""
 
+import json
 import os
+import shutil
 
 import h5py
 import numpy as np
@@ -201,3 +203,17 @@ def test_images_and_folders_without_a_csv(experiment, tmp_path):
     (tmp_path / 'broken.jpg').write_bytes(b'not a picture')
     with pytest.raises(common.UserError, match='cannot be decoded.*leave them out of --images'):
         embed.main(['--experiment_root', root, '--images', str(tmp_path), '--quiet'])
+
+
+def test_crops_larger_than_the_pre_crop_size_are_refused(experiment, tmp_path):
+    root, csv_path, _ = experiment
+    copy = str(tmp_path / 'exp')
+    shutil.copytree(root, copy)
+    args = json.load(open(os.path.join(copy, 'args.json')))
+    args.update(crop_augment=False, pre_crop_height=24, pre_crop_width=12)
+    json.dump(args, open(os.path.join(copy, 'args.json'), 'w'))
+    with pytest.raises(common.UserError, match=r'crops of the net input size 32x16 from the '
+                       r'image resized to the experiment\'s pre-crop size 24x12'):
+        embed.main(['--experiment_root', copy, '--dataset', csv_path, '--quiet',
+                    '--crop_augment', 'center', '--filename', 'crops.h5'])
+    assert not any(name.startswith('crops.h5') for name in os.listdir(copy))
