@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Benchmark: the project's training step against a PyTorch step, same weights and batches.
+
+bench.parity compares whole runs, whose mAP varies by ±5 points between
+seeds, so a small systematic difference hides in the noise. This compares the
+step itself. The project builds the parity recipe's `tiny` + `fc1024`
+(128 dimensions), draws `--steps` real P=18 K=4 batches of the demo set with
+its own sampler (128×64 crops from 144×72), and takes its real training step
+(`train.make_train_step`: batch-hard, soft margin, Euclidean, Adam 3e-4 with
+ε 1e-8). A PyTorch program (`TORCH_STEP` below: the reference's architecture,
+loss and optimiser) loads the same initial weights and takes the same steps
+on the same batches. Reported: the loss of every step in both; each layer's
+first gradient, in the project (float32) and in PyTorch (float32) against
+PyTorch in float64; and the correlation of the two implementations' weight
+updates after all steps.
+
+PyTorch is not one of the project's requirements; give the Python of an
+environment that has it (torch numpy):
+
+    .venv/bin/python -m bench.step_parity --torch_python ../torchenv/bin/python \\
+        --json bench/step_parity.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, 'data', 'demo')
+
+# Runs in the PyTorch environment: python -c TORCH_STEP IN.npz OUT.npz.
+TORCH_STEP = r'''
+import copy, sys
+import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
+
+data = np.load(sys.argv[1])
+layers, cin = [], 3
+for cout in (32, 64, 128, 1024):
+    layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+               nn.MaxPool2d(2)]
+    cin = cout
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(1024, 1024)
+        self.bn = nn.BatchNorm1d(1024, eps=1e-5, momentum=0.1)
+        self.emb = nn.Linear(1024, 128)
+
+    def forward(self, x):
+        return self.emb(F.relu(self.bn(self.fc(self.body(x / 255.0).mean((2, 3))))))
+
+def batch_hard_soft(e, labels):
+    d = torch.sqrt(((e[:, None] - e[None]) ** 2).sum(-1) + 1e-12)
+    same = labels[:, None] == labels[None]
+    positive = same & ~torch.eye(len(labels), dtype=torch.bool)
+    furthest = (d * positive).max(1).values
+    closest = d.masked_fill(same, float('inf')).min(1).values
+    return F.softplus(furthest - closest).mean()
+
+net = Net()
+names = {}
+for i in range(4):
+    conv, bn = net.body[4 * i], net.body[4 * i + 1]
+    names['conv{}/kernel'.format(i + 1)] = conv.weight
+    names.update({'conv{}_bn/'.format(i + 1) + k: v for k, v in (
+        ('gamma', bn.weight), ('beta', bn.bias), ('moving_mean', bn.running_mean),
+        ('moving_variance', bn.running_var))})
+names.update({'fully_connected/kernel': net.fc.weight, 'fully_connected_bn/gamma': net.bn.weight,
+              'fully_connected_bn/beta': net.bn.bias,
+              'fully_connected_bn/moving_mean': net.bn.running_mean,
+              'fully_connected_bn/moving_variance': net.bn.running_var,
+              'emb/kernel': net.emb.weight, 'emb/bias': net.emb.bias})
+
+def to_torch(array):
+    """Keras' (H, W, in, out) and (in, out) kernels as PyTorch's (out, in, H, W) and (out, in)."""
+    return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T if array.ndim == 2 else array
+
+with torch.no_grad():
+    for name, tensor in names.items():
+        tensor.copy_(torch.from_numpy(np.ascontiguousarray(to_torch(data['init/' + name]))))
+    # Keras' dense layer before the batch norm has no bias; the batch norm cancels one anyway.
+    net.fc.bias.zero_()
+images = torch.from_numpy(data['images']).permute(0, 1, 4, 2, 3)
+labels = torch.from_numpy(data['labels'].astype(np.int64))
+out = {}
+for dtype in (torch.float64, torch.float32):
+    twin = copy.deepcopy(net).to(dtype).train()
+    batch_hard_soft(twin(images[0].to(dtype)), labels[0]).backward()
+    parameter_names = {id(v): k for k, v in names.items()}
+    for original, copied in zip(net.parameters(), twin.parameters()):
+        if id(original) in parameter_names:
+            out['grad{}/{}'.format(32 if dtype == torch.float32 else 64,
+                                   parameter_names[id(original)])] = copied.grad.double().numpy()
+optimizer = torch.optim.Adam(net.parameters(), 3e-4)
+losses = []
+for step in range(len(images)):
+    loss = batch_hard_soft(net(images[step]), labels[step])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    losses.append(loss.item())
+out['losses'] = np.array(losses)
+out.update({'final/' + k: v.detach().numpy() for k, v in names.items()})
+np.savez(sys.argv[2], **out)
+'''
+
+
+def project_side(steps, seed, path):
+    """Takes `steps` of the project's training step on demo batches; writes the
+    initial weights, the batches, the first gradients, the losses and the final
+    weights to `path`."""
+    import keras
+    import tensorflow as tf
+
+    import distributed
+    import sampler
+    import train
+    from common import load_dataset
+    from model import build_model
+
+    with tempfile.TemporaryDirectory() as scratch:
+        args = train.parser.parse_args([
+            '--experiment_root', scratch, '--model_name', 'tiny', '--head_name', 'fc1024',
+            '--embedding_dim', '128', '--batch_p', '18', '--batch_k', '4', '--seed', str(seed)])
+    pids, fids = load_dataset(os.path.join(DEMO, 'demo_train.csv'), DEMO)
+    batches = list(sampler.pk_dataset(
+        pids, fids, DEMO, batch_p=18, batch_k=4, net_input_size=(128, 64),
+        pre_crop_size=(144, 72), crop_augment=True, seed=seed).take(steps))
+    images = np.stack([b[0].numpy() for b in batches])
+    labels = np.stack([b[3].numpy() for b in batches])
+    strategy = distributed.make_strategy('none')
+    keras.utils.set_random_seed(seed)
+    model, _ = build_model('tiny', 'fc1024', 128)
+    model(images[0][:2], training=False)
+    init = {w.path: w.numpy() for w in model.weights}
+    optimizer = keras.optimizers.Adam(3e-4, epsilon=1e-8)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    train_step, gradients = train.make_train_step(model, optimizer, step, args, strategy)
+    _, first = gradients(tf.constant(images[0]), tf.constant(labels[0]))
+    losses = [float(tf.reduce_mean(train_step(tf.constant(x), tf.constant(y))['losses']))
+              for x, y in zip(images, labels)]
+    np.savez(path, images=images, labels=labels, losses=np.array(losses),
+             **{'init/' + k: v for k, v in init.items()},
+             **{'grad/' + v.path: g.numpy() for v, g in zip(model.trainable_variables, first)},
+             **{'final/' + w.path: w.numpy() for w in model.weights})
+
+
+def keras_to_torch(array):
+    """Keras' (H, W, in, out) and (in, out) kernels in PyTorch's (out, in, H, W) and (out, in)
+    layout, as TORCH_STEP loads them."""
+    return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T if array.ndim == 2 \
+        else array
+
+
+def relative(a, b):
+    """‖a − b‖ / ‖b‖."""
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def compare(project, reference):
+    """Per step and per layer figures from the two sides' results."""
+    layers = []
+    for name, init in project['init'].items():
+        # The embedding's bias has no true gradient (the loss sees only
+        # differences of embeddings): both sides' are rounding noise.
+        if 'grad64/' + name not in reference or name == 'emb/bias':
+            continue
+        init = keras_to_torch(init)
+        exact = reference['grad64/' + name]
+        moved = keras_to_torch(project['final'][name]) - init
+        moved_reference = reference['final/' + name] - init
+        layers.append({
+            'layer': name,
+            'project_f32_vs_torch_f64': relative(keras_to_torch(project['grad'][name]), exact),
+            'torch_f32_vs_f64': relative(reference['grad32/' + name], exact),
+            'update_correlation': float(np.corrcoef(moved.ravel(), moved_reference.ravel())[0, 1])})
+    return {'losses': {'project': project['losses'].tolist(),
+                       'reference': reference['losses'].tolist()}, 'layers': layers}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--torch_python', required=True,
+                        help='The Python of an environment with PyTorch and NumPy.')
+    parser.add_argument('--steps', type=int, default=10, help='Steps each side takes.')
+    parser.add_argument('--seed', type=int, default=0, help='Seed of the weights and batches.')
+    parser.add_argument('--json', help='Also write the results to this JSON file.')
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    with tempfile.TemporaryDirectory(prefix='step-parity-') as scratch:
+        mine, theirs = os.path.join(scratch, 'project.npz'), os.path.join(scratch, 'torch.npz')
+        project_side(args.steps, args.seed, mine)
+        subprocess.run([args.torch_python, '-c', TORCH_STEP, mine, theirs], check=True)
+        with np.load(mine) as p, np.load(theirs) as r:
+            project = {'losses': p['losses']}
+            for part in ('init', 'grad', 'final'):
+                project[part] = {k[len(part) + 1:]: p[k] for k in p.files
+                                 if k.startswith(part + '/')}
+            result = compare(project, {k: r[k] for k in r.files})
+    print('step  project loss  PyTorch loss')
+    for i, (a, b) in enumerate(zip(result['losses']['project'], result['losses']['reference'])):
+        print('{:>4}  {:>12.6f}  {:>12.6f}'.format(i + 1, a, b))
+    print('\n{:<36} {:>22} {:>18} {:>18}'.format(
+        'layer', 'project f32 gradient', 'PyTorch f32', 'update correlation'))
+    for row in result['layers']:
+        print('{:<36} {:>22.1e} {:>18.1e} {:>18.4f}'.format(
+            row['layer'], row['project_f32_vs_torch_f64'], row['torch_f32_vs_f64'],
+            row['update_correlation']))
+    print('(gradients: relative error against PyTorch in float64 at the first step)')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(result, machine=platform.processor() or platform.machine(),
+                           cpus=os.cpu_count(), argv=sys.argv[1:]), f, indent=2)
+            f.write('\n')
+
+
+if __name__ == '__main__':
+    main()
