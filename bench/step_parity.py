@@ -10,9 +10,19 @@ its own sampler (128×64 crops from 144×72), and takes its real training step
 ε 1e-8). A PyTorch program (`TORCH_STEP` below: the reference's architecture,
 loss and optimiser) loads the same initial weights and takes the same steps
 on the same batches. Reported: the loss of every step in both; each layer's
-first gradient, in the project (float32) and in PyTorch (float32) against
-PyTorch in float64; and the correlation of the two implementations' weight
-updates after all steps.
+first gradient in the project against PyTorch's (both in float32), beside
+PyTorch's float32 gradient against its float64 one, the scale of rounding;
+and the correlation of the two implementations' weight updates after all
+steps. Both follow the recipe's schedule (Adam 3e-4,
+the original's decay from 3/5 of `--steps`).
+
+With `--evaluate` both sides then embed the demo's query and gallery images
+and are evaluated alike (market1501 rules): a paired whole run, in which
+only the two implementations differ, not the draws of initial weights and
+batches that make whole runs of different seeds ±5 points apart:
+
+    .venv/bin/python -m bench.step_parity --torch_python ../torchenv/bin/python \\
+        --steps 600 --evaluate --seeds 0 1 2 --json bench/step_parity_runs.json
 
 PyTorch is not one of the project's requirements; give the Python of an
 environment that has it (torch numpy):
@@ -88,7 +98,7 @@ with torch.no_grad():
         tensor.copy_(torch.from_numpy(np.ascontiguousarray(to_torch(data['init/' + name]))))
     # Keras' dense layer before the batch norm has no bias; the batch norm cancels one anyway.
     net.fc.bias.zero_()
-images = torch.from_numpy(data['images']).permute(0, 1, 4, 2, 3)
+images = torch.from_numpy(data['images']).permute(0, 1, 4, 2, 3)  # uint8
 labels = torch.from_numpy(data['labels'].astype(np.int64))
 out = {}
 for dtype in (torch.float64, torch.float32):
@@ -100,23 +110,46 @@ for dtype in (torch.float64, torch.float32):
             out['grad{}/{}'.format(32 if dtype == torch.float32 else 64,
                                    parameter_names[id(original)])] = copied.grad.double().numpy()
 optimizer = torch.optim.Adam(net.parameters(), 3e-4)
+steps = len(images)
+decay_start = steps * 3 // 5
+schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: 1.0 if i < decay_start else
+                                             0.001 ** ((i - decay_start) / (steps - decay_start)))
 losses = []
-for step in range(len(images)):
-    loss = batch_hard_soft(net(images[step]), labels[step])
+for step in range(steps):
+    loss = batch_hard_soft(net(images[step].float()), labels[step])
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
+    schedule.step()
     losses.append(loss.item())
 out['losses'] = np.array(losses)
+net.eval()
+with torch.no_grad():
+    for part in ('query', 'gallery'):
+        if part in data:
+            x = torch.from_numpy(data[part]).permute(0, 3, 1, 2).float()
+            out[part] = np.concatenate([net(x[i:i + 256]).numpy() for i in range(0, len(x), 256)])
 out.update({'final/' + k: v.detach().numpy() for k, v in names.items()})
 np.savez(sys.argv[2], **out)
 '''
 
 
-def project_side(steps, seed, path):
+def demo_images(csv):
+    """The (N, 128, 64, 3) uint8 images and the pids and fids of a demo CSV."""
+    import sampler
+    from common import load_dataset
+
+    pids, fids = load_dataset(os.path.join(DEMO, csv), DEMO)
+    images = np.stack([sampler.load_image(os.path.join(DEMO, f), (128, 64)).numpy()
+                       for f in fids])
+    return np.round(images).astype(np.uint8), pids, fids
+
+
+def project_side(steps, seed, path, evaluate):
     """Takes `steps` of the project's training step on demo batches; writes the
     initial weights, the batches, the first gradients, the losses and the final
-    weights to `path`."""
+    weights to `path` (and, with `evaluate`, the query and gallery images and
+    their embeddings). Returns the query and gallery (pids, fids) or None."""
     import keras
     import tensorflow as tf
 
@@ -131,27 +164,53 @@ def project_side(steps, seed, path):
             '--experiment_root', scratch, '--model_name', 'tiny', '--head_name', 'fc1024',
             '--embedding_dim', '128', '--batch_p', '18', '--batch_k', '4', '--seed', str(seed)])
     pids, fids = load_dataset(os.path.join(DEMO, 'demo_train.csv'), DEMO)
-    batches = list(sampler.pk_dataset(
-        pids, fids, DEMO, batch_p=18, batch_k=4, net_input_size=(128, 64),
-        pre_crop_size=(144, 72), crop_augment=True, seed=seed).take(steps))
-    images = np.stack([b[0].numpy() for b in batches])
-    labels = np.stack([b[3].numpy() for b in batches])
+    # Rounded to 8 bits (the crops of the 144×72 resize are not whole numbers),
+    # so that 600 batches fit in memory; both sides see the same rounded pixels.
+    batches = [(np.round(x.numpy()).astype(np.uint8), y.numpy()) for x, _, _, y in
+               sampler.pk_dataset(pids, fids, DEMO, batch_p=18, batch_k=4,
+                                  net_input_size=(128, 64), pre_crop_size=(144, 72),
+                                  crop_augment=True, seed=seed).take(steps)]
+    images = np.stack([x for x, _ in batches])
+    labels = np.stack([y for _, y in batches])
+    del batches
     strategy = distributed.make_strategy('none')
     keras.utils.set_random_seed(seed)
     model, _ = build_model('tiny', 'fc1024', 128)
-    model(images[0][:2], training=False)
+    model(np.zeros((2, 128, 64, 3), np.float32), training=False)
     init = {w.path: w.numpy() for w in model.weights}
-    optimizer = keras.optimizers.Adam(3e-4, epsilon=1e-8)
+    # train.py's optimizer and the recipe's schedule.
+    optimizer = keras.optimizers.Adam(train.LearningRate(3e-4, steps * 3 // 5, steps),
+                                      epsilon=1e-8)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
     train_step, gradients = train.make_train_step(model, optimizer, step, args, strategy)
-    _, first = gradients(tf.constant(images[0]), tf.constant(labels[0]))
-    losses = [float(tf.reduce_mean(train_step(tf.constant(x), tf.constant(y))['losses']))
-              for x, y in zip(images, labels)]
+    _, first = gradients(tf.constant(images[0], tf.float32), tf.constant(labels[0]))
+    losses = [float(tf.reduce_mean(train_step(tf.constant(x, tf.float32), tf.constant(y))[
+        'losses'])) for x, y in zip(images, labels)]
+    extra, sets = {}, None
+    if evaluate:
+        sets = {}
+        for part, csv in (('query', 'demo_query.csv'), ('gallery', 'demo_test.csv')):
+            extra[part], *sets[part] = demo_images(csv)
+            extra['project_' + part] = np.concatenate([
+                model(extra[part][i:i + 256].astype(np.float32), training=False)['emb'].numpy()
+                for i in range(0, len(extra[part]), 256)])
     np.savez(path, images=images, labels=labels, losses=np.array(losses),
              **{'init/' + k: v for k, v in init.items()},
              **{'grad/' + v.path: g.numpy() for v, g in zip(model.trainable_variables, first)},
-             **{'final/' + w.path: w.numpy() for w in model.weights})
+             **{'final/' + w.path: w.numpy() for w in model.weights}, **extra)
+    return sets
+
+
+def mean_average_precision(sets, query_embs, gallery_embs):
+    """evaluate.py's mAP and top-1 with the market1501 rules."""
+    import metrics
+    from excluders.market1501 import excluder
+
+    (q_pids, q_fids), (g_pids, g_fids) = sets['query'], sets['gallery']
+    result = metrics.evaluate(q_pids, q_fids, query_embs, g_pids, g_fids, gallery_embs,
+                              excluder(q_fids, g_fids))
+    return float(result['mAP']), float(result['CMC'][0])
 
 
 def keras_to_torch(array):
@@ -182,6 +241,8 @@ def compare(project, reference):
             'layer': name,
             'project_f32_vs_torch_f64': relative(keras_to_torch(project['grad'][name]), exact),
             'torch_f32_vs_f64': relative(reference['grad32/' + name], exact),
+            'project_vs_torch_f32': relative(keras_to_torch(project['grad'][name]),
+                                             reference['grad32/' + name]),
             'update_correlation': float(np.corrcoef(moved.ravel(), moved_reference.ravel())[0, 1])})
     return {'losses': {'project': project['losses'].tolist(),
                        'reference': reference['losses'].tolist()}, 'layers': layers}
@@ -192,35 +253,62 @@ def main(argv=None):
     parser.add_argument('--torch_python', required=True,
                         help='The Python of an environment with PyTorch and NumPy.')
     parser.add_argument('--steps', type=int, default=10, help='Steps each side takes.')
-    parser.add_argument('--seed', type=int, default=0, help='Seed of the weights and batches.')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0],
+                        help='Seeds of the weights and batches; one comparison each.')
+    parser.add_argument('--evaluate', action='store_true',
+                        help='Then embed the demo\'s query and gallery on both sides and '
+                        'evaluate them alike.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    with tempfile.TemporaryDirectory(prefix='step-parity-') as scratch:
-        mine, theirs = os.path.join(scratch, 'project.npz'), os.path.join(scratch, 'torch.npz')
-        project_side(args.steps, args.seed, mine)
-        subprocess.run([args.torch_python, '-c', TORCH_STEP, mine, theirs], check=True)
-        with np.load(mine) as p, np.load(theirs) as r:
-            project = {'losses': p['losses']}
-            for part in ('init', 'grad', 'final'):
-                project[part] = {k[len(part) + 1:]: p[k] for k in p.files
-                                 if k.startswith(part + '/')}
-            result = compare(project, {k: r[k] for k in r.files})
-    print('step  project loss  PyTorch loss')
-    for i, (a, b) in enumerate(zip(result['losses']['project'], result['losses']['reference'])):
-        print('{:>4}  {:>12.6f}  {:>12.6f}'.format(i + 1, a, b))
-    print('\n{:<36} {:>22} {:>18} {:>18}'.format(
-        'layer', 'project f32 gradient', 'PyTorch f32', 'update correlation'))
-    for row in result['layers']:
-        print('{:<36} {:>22.1e} {:>18.1e} {:>18.4f}'.format(
-            row['layer'], row['project_f32_vs_torch_f64'], row['torch_f32_vs_f64'],
-            row['update_correlation']))
-    print('(gradients: relative error against PyTorch in float64 at the first step)')
+    runs = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory(prefix='step-parity-') as scratch:
+            mine, theirs = os.path.join(scratch, 'project.npz'), os.path.join(scratch, 'torch.npz')
+            sets = project_side(args.steps, seed, mine, args.evaluate)
+            subprocess.run([args.torch_python, '-c', TORCH_STEP, mine, theirs], check=True)
+            with np.load(mine) as p, np.load(theirs) as r:
+                project = {'losses': p['losses']}
+                for part in ('init', 'grad', 'final'):
+                    project[part] = {k[len(part) + 1:]: p[k] for k in p.files
+                                     if k.startswith(part + '/')}
+                reference = {k: r[k] for k in r.files}
+                result = compare(project, reference)
+                if args.evaluate:
+                    for side, q, g in (('project', p['project_query'], p['project_gallery']),
+                                       ('reference', reference['query'], reference['gallery'])):
+                        result[side + '_mAP'], result[side + '_top1'] = \
+                            mean_average_precision(sets, q, g)
+        result['seed'] = seed
+        runs.append(result)
+        report(result)
+    if args.evaluate:
+        print('\nseed  project mAP  PyTorch mAP  project top-1  PyTorch top-1')
+        for r in runs:
+            print('{:>4}  {:>11.2%}  {:>11.2%}  {:>13.2%}  {:>13.2%}'.format(
+                r['seed'], r['project_mAP'], r['reference_mAP'], r['project_top1'],
+                r['reference_top1']))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(result, machine=platform.processor() or platform.machine(),
-                           cpus=os.cpu_count(), argv=sys.argv[1:]), f, indent=2)
+            json.dump({'machine': platform.processor() or platform.machine(),
+                       'cpus': os.cpu_count(), 'argv': sys.argv[1:], 'runs': runs}, f, indent=2)
             f.write('\n')
+
+
+def report(result):
+    """Prints the losses (the first and last ten steps) and the layers' table."""
+    losses = list(enumerate(zip(result['losses']['project'], result['losses']['reference']), 1))
+    print('step  project loss  PyTorch loss')
+    for i, (a, b) in losses[:10] + (losses[-10:] if len(losses) > 20 else losses[10:]):
+        print('{:>4}  {:>12.6f}  {:>12.6f}'.format(i, a, b))
+    print('\n{:<36} {:>18} {:>18} {:>18}'.format(
+        'layer', 'project − PyTorch', 'float32 − float64', 'update correlation'))
+    for row in result['layers']:
+        print('{:<36} {:>18.1e} {:>18.1e} {:>18.4f}'.format(
+            row['layer'], row['project_vs_torch_f32'], row['torch_f32_vs_f64'],
+            row['update_correlation']))
+    print('(first gradients, relative: the project\'s against PyTorch\'s, both in float32, and '
+          'PyTorch\'s float32 against its float64, the scale of rounding)')
 
 
 if __name__ == '__main__':
