@@ -260,6 +260,14 @@ def main(argv=None):
                         'evaluate them alike.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error('--steps must be at least 1.')
+    check = subprocess.run([args.torch_python, '-c', 'import torch, numpy'], capture_output=True,
+                           text=True) if os.access(args.torch_python, os.X_OK) else None
+    if check is None or check.returncode:
+        sys.exit('--torch_python {} cannot import torch and numpy{}; give the Python of an '
+                 'environment that has them.'.format(args.torch_python, ': ' + check.stderr.strip(
+                 ).splitlines()[-1] if check and check.stderr.strip() else ''))
     sys.path.insert(0, ROOT)
     runs = []
     for seed in args.seeds:
