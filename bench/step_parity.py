@@ -13,8 +13,8 @@ on the same batches. Reported: the loss of every step in both; each layer's
 first gradient in the project against PyTorch's (both in float32), beside
 PyTorch's float32 gradient against its float64 one, the scale of rounding;
 and the correlation of the two implementations' weight updates after all
-steps. Both follow the recipe's schedule (Adam 3e-4,
-the original's decay from 3/5 of `--steps`).
+steps. Both follow the recipe's schedule (Adam 3e-4, the original's decay
+from 3/5 of `--steps`).
 
 With `--evaluate` both sides then embed the demo's query and gallery images
 and are evaluated alike (market1501 rules): a paired whole run, in which
@@ -101,10 +101,10 @@ with torch.no_grad():
 images = torch.from_numpy(data['images']).permute(0, 1, 4, 2, 3)  # uint8
 labels = torch.from_numpy(data['labels'].astype(np.int64))
 out = {}
+parameter_names = {id(v): k for k, v in names.items()}
 for dtype in (torch.float64, torch.float32):
     twin = copy.deepcopy(net).to(dtype).train()
     batch_hard_soft(twin(images[0].to(dtype)), labels[0]).backward()
-    parameter_names = {id(v): k for k, v in names.items()}
     for original, copied in zip(net.parameters(), twin.parameters()):
         if id(original) in parameter_names:
             out['grad{}/{}'.format(32 if dtype == torch.float32 else 64,
@@ -159,10 +159,10 @@ def project_side(steps, seed, path, evaluate):
     from common import load_dataset
     from model import build_model
 
-    with tempfile.TemporaryDirectory() as scratch:
-        args = train.parser.parse_args([
-            '--experiment_root', scratch, '--model_name', 'tiny', '--head_name', 'fc1024',
-            '--embedding_dim', '128', '--batch_p', '18', '--batch_k', '4', '--seed', str(seed)])
+    # train.py's arguments for the step; nothing is written to the root.
+    args = train.parser.parse_args([
+        '--experiment_root', '/nonexistent', '--model_name', 'tiny', '--head_name', 'fc1024',
+        '--embedding_dim', '128', '--batch_p', '18', '--batch_k', '4', '--seed', str(seed)])
     pids, fids = load_dataset(os.path.join(DEMO, 'demo_train.csv'), DEMO)
     # Rounded to 8 bits (the crops of the 144×72 resize are not whole numbers),
     # so that 600 batches fit in memory; both sides see the same rounded pixels.
