@@ -1,0 +1,53 @@
+"""The character-retrieval set of data/make_glyphs.py, made small in a temporary folder."""
+
+import os
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from data import make_glyphs
+
+
+@pytest.fixture(scope='module')
+def glyphs(tmp_path_factory):
+    output = tmp_path_factory.mktemp('set') / 'glyphs'
+    assert make_glyphs.main(['--output', str(output), '--per_letter', '3']) == 0
+    return output
+
+
+def read(glyphs, split):
+    return pd.read_csv(glyphs / 'glyphs_{}.csv'.format(split), header=None, names=['pid', 'fid'],
+                       dtype=str)
+
+
+def test_splits_hold_disjoint_alphabets_with_every_image(glyphs):
+    train, test = read(glyphs, 'train'), read(glyphs, 'test')
+    assert not set(train.pid) & set(test.pid)
+    for frame in (train, test):
+        assert (frame.groupby('pid').size() == 3).all()
+        assert len(frame.pid.unique()) > 100
+        for fid in frame.fid[::50]:
+            image = Image.open(glyphs / fid)
+            assert image.size == (105, 105) and image.mode == 'L'
+    # Greek letters are tested, Latin ones trained on.
+    assert 'u0391' in set(test.pid) and 'u0041' in set(train.pid)
+
+
+def test_lookalike_letters_are_one_identity(glyphs):
+    train = set(read(glyphs, 'train').pid)
+    # Cyrillic А and О are drawn as Latin A and O.
+    assert 'u0410' not in train and 'u041E' not in train
+
+
+def test_existing_output_is_kept_without_force(glyphs, capsys):
+    before = sorted(os.listdir(glyphs))
+    assert make_glyphs.main(['--output', str(glyphs), '--per_letter', '2']) == 0
+    assert 'exists already' in capsys.readouterr().out
+    assert sorted(os.listdir(glyphs)) == before and len(read(glyphs, 'train')) % 3 == 0
+
+
+def test_missing_parent_is_one_message(tmp_path):
+    with pytest.raises(SystemExit, match='missing or not writable'):
+        make_glyphs.main(['--output', str(tmp_path / 'absent' / 'glyphs')])
+    assert os.listdir(tmp_path) == []
