@@ -56,6 +56,27 @@ def flags_of(index):
     return ' '.join('{} {}'.format(flag, merged[flag]) for flag in order)
 
 
+def print_table(rows, seeds, metric):
+    """The Markdown table of every row's figures under `metric`. Runs from before
+    bench.parity kept several metrics were evaluated with Euclidean distances
+    only; rows without `metric` are left out."""
+    def figure(run, key):
+        return run.get('metrics', {'euclidean': run}).get(metric, {}).get(key, np.nan)
+
+    print('\n{} distances:\n'.format(metric))
+    print('| recipe | ' + ' | '.join('mAP seed {}'.format(s) for s in seeds) +
+          ' | mean mAP ± sd | mean top-1 ± sd |')
+    print('|---' * (len(seeds) + 3) + '|')
+    for name, row in sorted(rows.items(), key=lambda item: item[1]['index']):
+        m_ap = np.array([figure(r, 'mAP') for r in row['runs']])
+        top1 = np.array([figure(r, 'top1') for r in row['runs']])
+        if np.isnan(m_ap).all():
+            continue
+        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} ± {:.2%} |'.format(
+            name, ' | '.join('{:.2%}'.format(v) for v in m_ap), m_ap.mean(), m_ap.std(ddof=1),
+            top1.mean(), top1.std(ddof=1)))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
@@ -69,13 +90,17 @@ def main(argv=None):
                         help='Extra embed.py flags for every run, as one shell-quoted string '
                         '(for example "--crop_augment center", the training scale); by '
                         'default query and gallery are resized, as in bench.parity.')
+    parser.add_argument('--metric', nargs='+', default=['euclidean'], choices=parity.METRICS,
+                        help='Distances to evaluate every run with (see bench.parity); the '
+                        'table shows each.')
     parser.add_argument('--json', help='Also write the results to this JSON file.')
     args = parser.parse_args(argv)
     rows = {}
     for path in args.merge:
         with open(path) as f:
             rows.update(json.load(f)['rows'])
-    recipe = parity.parse_args(['--only', 'project', '--embed_flags', args.embed_flags])
+    recipe = parity.parse_args(['--only', 'project', '--embed_flags', args.embed_flags,
+                                '--metric'] + args.metric)
     with tempfile.TemporaryDirectory(prefix='ablation-') as scratch:
         log = os.path.join(scratch, 'log.txt')
         for index in args.steps:
@@ -91,15 +116,8 @@ def main(argv=None):
                     name, seed, result['mAP'], result['top1']), flush=True)
             rows[name] = {'index': index, 'flags': recipe.train_flags,
                           'embed_flags': args.embed_flags, 'runs': results}
-    print('\n| recipe | ' + ' | '.join('mAP seed {}'.format(s) for s in args.seeds) +
-          ' | mean mAP ± sd | mean top-1 ± sd |')
-    print('|---' * (len(args.seeds) + 3) + '|')
-    for name, row in sorted(rows.items(), key=lambda item: item[1]['index']):
-        m_ap = np.array([r['mAP'] for r in row['runs']])
-        top1 = np.array([r['top1'] for r in row['runs']])
-        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} ± {:.2%} |'.format(
-            name, ' | '.join('{:.2%}'.format(v) for v in m_ap), m_ap.mean(), m_ap.std(ddof=1),
-            top1.mean(), top1.std(ddof=1)))
+    for metric in args.metric:
+        print_table(rows, args.seeds, metric)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'machine': platform.processor() or platform.machine(),
