@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -204,9 +205,9 @@ def extract_cuhk03_images(mat_path, image_type, directory):
 
     if os.path.isdir(directory):
         return
-    partial = directory + '.partial'
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
+    # A fresh temporary sibling, so that nothing the user made is ever removed.
+    partial = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.',
+                               dir=os.path.dirname(os.path.abspath(directory)))
     try:
         with h5py.File(mat_path, 'r') as mat:
             if image_type not in mat:

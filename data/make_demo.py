@@ -21,6 +21,7 @@ import argparse
 import os
 import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -217,18 +218,23 @@ def main(argv=None):
                         help='Replace an existing output folder.')
     args = parser.parse_args(argv)
 
-    if os.path.exists(args.output):
-        if not args.force:
-            print('{} exists already; use --force to replace it.'.format(args.output))
-            return 0
-        shutil.rmtree(args.output)
-    # Build in a temporary sibling folder and rename at the end, so an
-    # interrupted run never leaves a half-made dataset behind.
-    partial = args.output.rstrip('/') + '.partial'
-    shutil.rmtree(partial, ignore_errors=True)
-    counts = generate(partial, args.train_ids, args.test_ids, args.distractors, args.junk,
-                      args.val_ids, seed=args.seed)
-    os.replace(partial, args.output)
+    if os.path.exists(args.output) and not args.force:
+        print('{} exists already; use --force to replace it.'.format(args.output))
+        return 0
+    # Build in a fresh temporary sibling folder and rename at the end, so an
+    # interrupted run never leaves a half-made dataset behind, and nothing
+    # the user made is removed but the output that --force replaces.
+    output = os.path.abspath(args.output)
+    partial = tempfile.mkdtemp(prefix=os.path.basename(output) + '.',
+                               dir=os.path.dirname(output))
+    try:
+        counts = generate(partial, args.train_ids, args.test_ids, args.distractors, args.junk,
+                          args.val_ids, seed=args.seed)
+        if os.path.exists(output):
+            shutil.rmtree(output)
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     print('Wrote {} ({} train, {} gallery, {} query, {} validation images).'.format(
         args.output, counts['train'], counts['test'], counts['query'],
         counts['val_test'] + counts['val_query']))

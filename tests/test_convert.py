@@ -177,7 +177,13 @@ def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
 def test_cuhk03_new_protocol(tmp_path):
     root = tmp_path / 'cuhk03'
     images = write_cuhk03(root, np.random.default_rng(0))
+    # A folder of the user's with the name of a temporary one is left alone.
+    (root / 'images_detected.partial').mkdir()
+    (root / 'images_detected.partial' / 'mine.txt').write_text('keep')
     run('cuhk03', '--dataset_root', str(root), '--output_dir', str(tmp_path))
+    assert (root / 'images_detected.partial' / 'mine.txt').read_text() == 'keep'
+    assert sorted(name for name in os.listdir(root) if name.startswith('images_')) == [
+        'images_detected', 'images_detected.partial', 'images_labeled']
     for (image_type, name), image in images.items():
         np.testing.assert_array_equal(
             np.asarray(Image.open(root / ('images_' + image_type) / name)), image)

@@ -1,0 +1,24 @@
+"""data/make_demo.py, made small: a complete set, and nothing of the user's removed."""
+
+import os
+
+from data import make_demo
+
+
+def test_small_demo_is_complete_and_spares_a_foreign_partial_folder(tmp_path):
+    foreign = tmp_path / 'demo.partial'
+    foreign.mkdir()
+    (foreign / 'mine.txt').write_text('keep')
+    output = tmp_path / 'demo'
+    argv = ['--output', str(output), '--train_ids', '3', '--test_ids', '3', '--distractors',
+            '2', '--junk', '2', '--val_ids', '2']
+    assert make_demo.main(argv) == 0
+    assert (foreign / 'mine.txt').read_text() == 'keep'
+    assert sorted(os.listdir(tmp_path)) == ['demo', 'demo.partial']
+    rows = (output / 'demo_train.csv').read_text().splitlines()
+    assert len({row.split(',')[0] for row in rows}) == 3
+    for row in rows:
+        assert (output / row.split(',')[1]).is_file()
+    # --force replaces the set through a fresh temporary folder as well.
+    assert make_demo.main(argv + ['--force', '--seed', '1']) == 0
+    assert sorted(os.listdir(tmp_path)) == ['demo', 'demo.partial']
