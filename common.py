@@ -237,6 +237,19 @@ def check_finite(embs, what, remedy, names=None):
                                  ', …' if len(bad) > 5 else '', remedy))
 
 
+def temporary_beside(path, directory):
+    """A new, uniquely named temporary folder (or file) next to `path`, for
+    writing `path` and renaming it into place; no other process's or run's
+    leftovers are ever touched."""
+    parent = os.path.dirname(os.path.abspath(path))
+    prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
+    if directory:
+        return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    handle, name = tempfile.mkstemp(prefix=prefix, dir=parent)
+    os.close(handle)
+    return name
+
+
 def atomic_write(path, data, mode='w'):
     """Writes `data` to `path` through a temporary file and a rename, so a
     crash leaves either the old or the new content, never a mixture."""

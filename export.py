@@ -15,7 +15,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 
 import common
 import startup
@@ -76,19 +75,6 @@ class EmbeddingModule(tf.Module):
         return self.embed_float(tf.cast(images, tf.float32))
 
 
-def temporary_beside(path, directory):
-    """A new, uniquely named temporary folder (or file) next to `path`, for
-    writing `path` and renaming it into place; no other process's or run's
-    leftovers are ever touched."""
-    parent = os.path.dirname(os.path.abspath(path))
-    prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
-    if directory:
-        return tempfile.mkdtemp(prefix=prefix, dir=parent)
-    handle, name = tempfile.mkstemp(prefix=prefix, dir=parent)
-    os.close(handle)
-    return name
-
-
 def move_into_place(partial, output):
     """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
     if os.path.exists(output):
@@ -100,7 +86,7 @@ def move_into_place(partial, output):
 def export_saved_model(module, output):
     """Writes the SavedModel next to `output` and renames it into place, so an
     interrupted export leaves no half-written model."""
-    partial = temporary_beside(output, directory=True)
+    partial = common.temporary_beside(output, directory=True)
     try:
         tf.saved_model.save(module, partial, signatures={
             'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
@@ -112,7 +98,7 @@ def export_saved_model(module, output):
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
     import tf2onnx
-    partial = temporary_beside(path, directory=False)
+    partial = common.temporary_beside(path, directory=False)
     try:
         tf2onnx.convert.from_function(module.embed_float, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
