@@ -16,6 +16,7 @@ import logging.handlers
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -248,6 +249,28 @@ def temporary_beside(path, directory):
     handle, name = tempfile.mkstemp(prefix=prefix, dir=parent)
     os.close(handle)
     return name
+
+
+def write_folder(output, make):
+    """Builds the folder `output` by calling `make(folder)` on a new temporary
+    folder beside it, then renames that into place, replacing an old `output`.
+    An interrupted run leaves the old folder or the new one, never half of
+    one, and nothing but `output` is ever removed. Missing parent folders are
+    created (check them first with `check_writable(output, flag, folder=True)`).
+
+    Returns:
+        What `make` returns.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    partial = temporary_beside(output, directory=True)
+    try:
+        result = make(partial)
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return result
 
 
 def atomic_write(path, data, mode='w'):

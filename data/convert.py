@@ -29,11 +29,15 @@ This script needs no TensorFlow (h5py and SciPy read CUHK03's .mat files).
 import argparse
 import os
 import re
-import shutil
 import sys
-import tempfile
 
 import numpy as np
+
+if __package__ in (None, ''):
+    # Run as a script, this folder is on the path but the repository root,
+    # which holds common.py, is not.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
 
 
 class ConversionError(Exception):
@@ -205,10 +209,8 @@ def extract_cuhk03_images(mat_path, image_type, directory):
 
     if os.path.isdir(directory):
         return
-    # A fresh temporary sibling, so that nothing the user made is ever removed.
-    partial = tempfile.mkdtemp(prefix=os.path.basename(directory) + '.',
-                               dir=os.path.dirname(os.path.abspath(directory)))
-    try:
+
+    def extract(folder):
         with h5py.File(mat_path, 'r') as mat:
             if image_type not in mat:
                 raise ConversionError('`{}` holds no `{}` images.'.format(mat_path, image_type))
@@ -221,12 +223,12 @@ def extract_cuhk03_images(mat_path, image_type, directory):
                         if image.ndim != 3:
                             continue  # MATLAB's empty cell: this view has fewer images.
                         Image.fromarray(image.astype(np.uint8)).save(
-                            os.path.join(partial, cuhk03_image_name(campus, person, index)))
-        os.replace(partial, directory)
+                            os.path.join(folder, cuhk03_image_name(campus, person, index)))
+
+    try:
+        common.write_folder(directory, extract)
     except (OSError, KeyError, ValueError) as e:
         raise ConversionError('cannot read the images of `{}`: {}.'.format(mat_path, e))
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def cuhk03_split(protocol_path, folder, dataset_root):

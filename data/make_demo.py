@@ -19,11 +19,15 @@ Output, under `--output` (default `data/demo`):
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
 import numpy as np
+
+if __package__ in (None, ''):
+    # Run as a script, this folder is on the path but the repository root,
+    # which holds common.py, is not.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
 NUM_CAMERAS = 6
@@ -221,20 +225,10 @@ def main(argv=None):
     if os.path.exists(args.output) and not args.force:
         print('{} exists already; use --force to replace it.'.format(args.output))
         return 0
-    # Build in a fresh temporary sibling folder and rename at the end, so an
-    # interrupted run never leaves a half-made dataset behind, and nothing
-    # the user made is removed but the output that --force replaces.
-    output = os.path.abspath(args.output)
-    partial = tempfile.mkdtemp(prefix=os.path.basename(output) + '.',
-                               dir=os.path.dirname(output))
-    try:
-        counts = generate(partial, args.train_ids, args.test_ids, args.distractors, args.junk,
-                          args.val_ids, seed=args.seed)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    common.check_writable(args.output, '--output', folder=True)
+    counts = common.write_folder(args.output, lambda folder: generate(
+        folder, args.train_ids, args.test_ids, args.distractors, args.junk, args.val_ids,
+        seed=args.seed))
     print('Wrote {} ({} train, {} gallery, {} query, {} validation images).'.format(
         args.output, counts['train'], counts['test'], counts['query'],
         counts['val_test'] + counts['val_query']))
@@ -242,4 +236,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    common.run(main)

@@ -21,12 +21,16 @@ glyphs_train.csv and glyphs_test.csv with rows `identity,relative/path`.
 import argparse
 import glob
 import os
-import shutil
 import sys
-import tempfile
 import unicodedata
 
 import numpy as np
+
+if __package__ in (None, ''):
+    # Run as a script, this folder is on the path but the repository root,
+    # which holds common.py, is not.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: E402
 
 SIZE = 105
 # Alphabets as code point ranges; only letters that enough typefaces cover are used.
@@ -148,28 +152,16 @@ def main(argv=None):
                         help='Replace an existing output folder.')
     args = parser.parse_args(argv)
 
-    output = os.path.abspath(args.output)
-    if os.path.exists(output) and not args.force:
-        print('{} exists already; use --force to replace it.'.format(output))
+    if os.path.exists(args.output) and not args.force:
+        print('{} exists already; use --force to replace it.'.format(args.output))
         return 0
-    parent = os.path.dirname(output)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        sys.exit('Cannot create {}: its folder {} is missing or not writable.'.format(
-            output, parent))
-    # Build in a fresh temporary sibling and rename at the end, so that an
-    # interrupted run never leaves a half-made set behind under `output`.
-    partial = tempfile.mkdtemp(prefix=os.path.basename(output) + '.', dir=parent)
-    try:
-        counts = generate(partial, args.per_letter, args.seed)
-        if os.path.exists(output):
-            shutil.rmtree(output)
-        os.replace(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    common.check_writable(args.output, '--output', folder=True)
+    counts = common.write_folder(args.output,
+                                 lambda folder: generate(folder, args.per_letter, args.seed))
     print('Wrote {}: {} training letters ({} images), {} test letters ({} images).'.format(
-        output, *counts['train'], *counts['test']))
+        args.output, *counts['train'], *counts['test']))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    common.run(main)

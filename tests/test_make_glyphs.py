@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import common
 from data import make_glyphs
 
 
@@ -47,7 +48,12 @@ def test_existing_output_is_kept_without_force(glyphs, capsys):
     assert sorted(os.listdir(glyphs)) == before and len(read(glyphs, 'train')) % 3 == 0
 
 
-def test_missing_parent_is_one_message(tmp_path):
-    with pytest.raises(SystemExit, match='missing or not writable'):
-        make_glyphs.main(['--output', str(tmp_path / 'absent' / 'glyphs')])
-    assert os.listdir(tmp_path) == []
+def test_unwritable_output_is_one_message_and_missing_folders_are_made(tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    with pytest.raises(common.UserError, match='does not exist or is not writeable'):
+        make_glyphs.main(['--output', str(blocker / 'glyphs')])
+    assert sorted(os.listdir(tmp_path)) == ['a_file']
+    assert make_glyphs.main(['--output', str(tmp_path / 'new' / 'glyphs'), '--per_letter',
+                             '2']) == 0
+    assert sorted(os.listdir(tmp_path / 'new')) == ['glyphs']
