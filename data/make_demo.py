@@ -28,6 +28,7 @@ if __package__ in (None, ''):
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
+import startup  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
 NUM_CAMERAS = 6
@@ -226,6 +227,8 @@ def main(argv=None):
         print('{} exists already; use --force to replace it.'.format(args.output))
         return 0
     common.check_writable(args.output, '--output', folder=True)
+    # The JPEG encoder is TensorFlow's; `make demo` starts without its start-up noise.
+    startup.quiet_tensorflow()
     counts = common.write_folder(args.output, lambda folder: generate(
         folder, args.train_ids, args.test_ids, args.distractors, args.junk, args.val_ids,
         seed=args.seed))
