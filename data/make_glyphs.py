@@ -134,7 +134,7 @@ def generate(output, per_letter=20, seed=0):
     return counts
 
 
-def positive(text):
+def at_least_two(text):
     value = int(text)
     if value < 2:
         raise argparse.ArgumentTypeError('must be at least 2, got {}'.format(text))
@@ -145,7 +145,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'glyphs'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--per_letter', type=positive, default=20,
+    parser.add_argument('--per_letter', type=at_least_two, default=20,
                         help='Images of each letter (Omniglot has 20).')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the generator.')
     parser.add_argument('--force', action='store_true',
