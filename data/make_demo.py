@@ -208,15 +208,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'demo'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--train_ids', type=int, default=150,
+    parser.add_argument('--train_ids', type=common.positive_int, default=150,
                         help='Number of training identities.')
-    parser.add_argument('--test_ids', type=int, default=150,
+    parser.add_argument('--test_ids', type=common.positive_int, default=150,
                         help='Number of test identities (query and gallery).')
-    parser.add_argument('--distractors', type=int, default=150,
+    parser.add_argument('--distractors', type=common.nonnegative_int, default=150,
                         help='Number of distractor images (identity 0000) in the gallery.')
-    parser.add_argument('--junk', type=int, default=150,
+    parser.add_argument('--junk', type=common.nonnegative_int, default=150,
                         help='Number of junk images (identity -1) in the gallery.')
-    parser.add_argument('--val_ids', type=int, default=50,
+    parser.add_argument('--val_ids', type=common.nonnegative_int, default=50,
                         help='Number of validation identities (its own query and gallery).')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the generator.')
     parser.add_argument('--force', action='store_true',

@@ -1,6 +1,9 @@
-"""data/make_demo.py, made small: a complete set, and nothing of the user's removed."""
+"""data/make_demo.py, made small: a complete set, nothing of the user's removed, and
+impossible counts refused."""
 
 import os
+
+import pytest
 
 from data import make_demo
 
@@ -22,3 +25,13 @@ def test_small_demo_is_complete_and_spares_a_foreign_partial_folder(tmp_path):
     # --force replaces the set through a fresh temporary folder as well.
     assert make_demo.main(argv + ['--force', '--seed', '1']) == 0
     assert sorted(os.listdir(tmp_path)) == ['demo', 'demo.partial']
+
+
+@pytest.mark.parametrize('flag, value', [('--train_ids', '-3'), ('--test_ids', '0'),
+                                         ('--junk', '-1'), ('--val_ids', '-2')])
+def test_impossible_count_is_refused_before_anything_is_written(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        make_demo.main(['--output', str(tmp_path / 'demo'), flag, value])
+    assert exit_info.value.code == 2
+    assert 'argument {}: found {}'.format(flag, value) in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
