@@ -410,8 +410,9 @@ def make_parser():
                      'the camera that saw it (such as `_c(\\d+)` for `..._c3_....jpg`). With '
                      'it, queries are chosen per camera and evaluation ignores same-camera '
                      'matches; without it, every other image of the identity counts.')
-            command.add_argument('--seed', default=0, type=int,
-                                 help='Seed of the identity split and the query choice.')
+            command.add_argument(
+                '--seed', default=0, type=common.nonnegative_int,
+                help='Seed of the identity split and the query choice (0 or more).')
             command.add_argument(
                 '--train_fraction', default=0.5, type=fraction,
                 help='The share of the identities used for training; the rest are tested.')

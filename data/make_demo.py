@@ -218,7 +218,8 @@ def main(argv=None):
                         help='Number of junk images (identity -1) in the gallery.')
     parser.add_argument('--val_ids', type=common.nonnegative_int, default=50,
                         help='Number of validation identities (its own query and gallery).')
-    parser.add_argument('--seed', type=int, default=0, help='Seed of the generator.')
+    parser.add_argument('--seed', type=common.nonnegative_int, default=0,
+                        help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder.')
     args = parser.parse_args(argv)

@@ -147,7 +147,8 @@ def main(argv=None):
                         help='Folder to create; must not exist yet unless --force is given.')
     parser.add_argument('--per_letter', type=at_least_two, default=20,
                         help='Images of each letter (Omniglot has 20).')
-    parser.add_argument('--seed', type=int, default=0, help='Seed of the generator.')
+    parser.add_argument('--seed', type=common.nonnegative_int, default=0,
+                        help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder.')
     args = parser.parse_args(argv)

@@ -290,5 +290,7 @@ def test_folders_of_identities(tmp_path, capsys):
         with pytest.raises(SystemExit):
             run('folders', '--dataset_root', str(root), '--output_dir', str(out),
                 '--train_fraction', bad)
+    with pytest.raises(SystemExit):
+        run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '-1')
     with pytest.raises(convert.ConversionError, match='at least two'):
         run('folders', '--dataset_root', str(root / 'p1'), '--output_dir', str(out))

@@ -28,7 +28,8 @@ def test_small_demo_is_complete_and_spares_a_foreign_partial_folder(tmp_path):
 
 
 @pytest.mark.parametrize('flag, value', [('--train_ids', '-3'), ('--test_ids', '0'),
-                                         ('--junk', '-1'), ('--val_ids', '-2')])
+                                         ('--junk', '-1'), ('--val_ids', '-2'),
+                                         ('--seed', '-1')])
 def test_impossible_count_is_refused_before_anything_is_written(tmp_path, capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
         make_demo.main(['--output', str(tmp_path / 'demo'), flag, value])

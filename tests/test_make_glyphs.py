@@ -57,3 +57,11 @@ def test_unwritable_output_is_one_message_and_missing_folders_are_made(tmp_path)
     assert make_glyphs.main(['--output', str(tmp_path / 'new' / 'glyphs'), '--per_letter',
                              '2']) == 0
     assert sorted(os.listdir(tmp_path / 'new')) == ['glyphs']
+
+
+def test_negative_seed_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        make_glyphs.main(['--output', str(tmp_path / 'glyphs'), '--seed', '-1'])
+    assert exit_info.value.code == 2
+    assert 'argument --seed: found -1' in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
