@@ -258,18 +258,35 @@ def write_folder(output, make):
     one, and nothing but `output` is ever removed. Missing parent folders are
     created (check them first with `check_writable(output, flag, folder=True)`).
 
+    Two processes writing `output` at once never delete each other's files:
+    the old folder is moved aside in one rename before it is removed, and the
+    one whose rename into place finds another's new folder there stops with a
+    `UserError`, leaving the other's complete folder.
+
     Returns:
         What `make` returns.
     """
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     partial = temporary_beside(output, directory=True)
+    old = None
     try:
         result = make(partial)
         if os.path.isdir(output):
-            shutil.rmtree(output)
-        os.replace(partial, output)
+            old = temporary_beside(output, directory=True)
+            try:
+                os.replace(output, old)
+            except FileNotFoundError:
+                pass  # Another writer moved it aside first.
+        try:
+            os.replace(partial, output)
+        except OSError as e:
+            raise UserError('cannot put {} in place: another process wrote it at the same time '
+                            '({}). It holds that process\'s complete result; rerun if you '
+                            'want this one\'s.'.format(output, e.strerror))
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        for folder in (partial, old):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
     return result
 
 

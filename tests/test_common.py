@@ -138,3 +138,46 @@ def test_tensorflow_starts_quietly_and_keeps_other_lines():
             'W0000 00:00:1.2 1 op_level_cost_estimator.cc:1] a warning', 'Traceback (most recent']
     assert all(startup.STARTUP_NOISE.match(line) for line in noise)
     assert not any(startup.STARTUP_NOISE.match(line) for line in kept)
+
+
+# Folders written beside and renamed into place (the data scripts).
+
+def fill(folder, text):
+    with open(os.path.join(folder, 'f.txt'), 'w') as f:
+        f.write(text)
+    return text
+
+
+def test_write_folder_replaces_the_old_folder_and_leaves_no_temporaries(tmp_path):
+    output = str(tmp_path / 'out')
+    assert common.write_folder(output, lambda folder: fill(folder, 'one')) == 'one'
+    assert common.write_folder(output, lambda folder: fill(folder, 'two')) == 'two'
+    assert os.listdir(tmp_path) == ['out'] and os.listdir(output) == ['f.txt']
+    assert open(os.path.join(output, 'f.txt')).read() == 'two'
+
+    def failing(folder):
+        fill(folder, 'three')
+        raise RuntimeError('interrupted')
+    with pytest.raises(RuntimeError):
+        common.write_folder(output, failing)
+    assert os.listdir(tmp_path) == ['out']
+    assert open(os.path.join(output, 'f.txt')).read() == 'two'
+
+
+def test_write_folder_keeps_a_concurrent_writers_complete_folder(tmp_path, monkeypatch):
+    output = str(tmp_path / 'out')
+    common.write_folder(output, lambda folder: fill(folder, 'old'))
+    replace = os.replace
+
+    def other_writer_finishes_in_between(source, target):
+        replace(source, target)
+        if source == output:
+            # Another process puts its complete folder in place right after
+            # this one moved the old folder aside.
+            os.mkdir(output)
+            fill(output, 'theirs')
+    monkeypatch.setattr(common.os, 'replace', other_writer_finishes_in_between)
+    with pytest.raises(common.UserError, match='another process wrote it at the same time'):
+        common.write_folder(output, lambda folder: fill(folder, 'mine'))
+    assert os.listdir(tmp_path) == ['out']
+    assert open(os.path.join(output, 'f.txt')).read() == 'theirs'
