@@ -1,6 +1,7 @@
 """Layer helpers that reproduce TF-slim's conventions in Keras."""
 
 import keras
+import tensorflow as tf
 
 
 def conv2d_same(x, filters, kernel_size, stride, name, **kwargs):
@@ -22,9 +23,53 @@ def conv2d_same(x, filters, kernel_size, stride, name, **kwargs):
                                name=name, **kwargs)(x)
 
 
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' batch normalisation, computed by TensorFlow's fused kernel on
+    channels-last images (B, H, W, C).
+
+    Keras 3 composes batch norm from its moments and element-wise operations,
+    each a pass over the activations forward and more backward; in the `tiny`
+    net's training step on a CPU they took a third of the time. The fused
+    kernel (oneDNN's on a CPU, cuDNN's on a GPU) makes one pass for the
+    statistics and one for the output, as PyTorch's and TF-slim's fused batch
+    norm in the original do. As theirs, it updates the moving variance with
+    the batch's unbiased variance (n/(n-1) times the biased one, n the values
+    per channel, at least 72 × 8 × 4 in train.py's batches); the output is
+    Keras'. Inputs of another rank, masked inputs, renormalisation and batch
+    statistics synchronised across replicas take Keras' own path.
+
+    The layer computes in float32, as Keras' does under mixed precision, and
+    keeps Keras' variables, names and configuration, so checkpoints of either
+    load into the other.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (len(inputs.shape) != 4 or self.axis not in (-1, 3) or mask is not None or
+                self.renorm or self.synchronized):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)
+        ones = tf.ones(tf.shape(self.moving_mean))
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else ones
+        offset = tf.cast(self.beta, tf.float32) if self.center else 0 * ones
+        if training and self.trainable:
+            # With an averaging factor, the kernel returns the updated moving statistics.
+            y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=self.epsilon,
+                exponential_avg_factor=1.0 - self.momentum, is_training=True)[:3]
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
+        else:
+            y = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=self.epsilon, is_training=False)[0]
+        return tf.cast(y, self.compute_dtype)
+
+
 def batch_norm(x, name, momentum=0.9, epsilon=1e-5):
-    """Batch normalisation with slim's decay/epsilon naming (decay == momentum)."""
-    return keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
+    """Batch normalisation with slim's decay/epsilon naming (decay == momentum),
+    fused on images (`FusedBatchNormalization`)."""
+    return FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
 
 
 def torch_default_initializer():

@@ -174,3 +174,85 @@ def test_last_stride_is_refused_where_a_net_has_none():
     from common import UserError
     with pytest.raises(UserError, match='--last_stride 1 works with'):
         build_model('tiny', 'fc1024', 8, last_stride=1)
+
+
+def numpy_batch_norm(x, gamma, beta, mean, variance, epsilon):
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+@pytest.mark.parametrize('center, scale', [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize('compiled', [False, True])
+def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled):
+    import tensorflow as tf
+    from nets._layers import FusedBatchNormalization
+    rng = np.random.default_rng(0)
+    x = rng.normal(2, 3, (4, 5, 3, 6)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    layers = {}
+    for name, layer_class in (('fused', FusedBatchNormalization),
+                              ('keras', keras.layers.BatchNormalization)):
+        layer = layer_class(momentum=0.9, epsilon=1e-3, center=center, scale=scale)
+        layer.build(x.shape)
+        if scale:
+            layer.gamma.assign(np.linspace(0.5, 1.5, 6))
+        if center:
+            layer.beta.assign(np.linspace(-1, 1, 6))
+        layer.moving_mean.assign(np.linspace(-0.2, 0.3, 6))
+        layer.moving_variance.assign(np.linspace(0.8, 1.6, 6))
+        layers[name] = layer
+
+    def run(layer, training):
+        def forward(images):
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                y = layer(images, training=training)
+                objective = tf.reduce_sum(y * upstream)
+            return y, tape.gradient(objective, [images] + layer.trainable_variables)
+        return (tf.function(forward) if compiled else forward)(tf.constant(x))
+
+    gamma = np.linspace(0.5, 1.5, 6) if scale else 1.0
+    beta = np.linspace(-1, 1, 6) if center else 0.0
+    # Inference: the moving statistics.
+    for name in ('fused', 'keras'):
+        y, _ = run(layers[name], False)
+        np.testing.assert_allclose(y, numpy_batch_norm(
+            x, gamma, beta, np.linspace(-0.2, 0.3, 6), np.linspace(0.8, 1.6, 6), 1e-3),
+            rtol=1e-4, atol=1e-4)
+    # Training: the batch's statistics, the same output and gradients as Keras'.
+    (y, grads), (y_keras, grads_keras) = run(layers['fused'], True), run(layers['keras'], True)
+    mean, variance = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    np.testing.assert_allclose(y, numpy_batch_norm(x, gamma, beta, mean, variance, 1e-3),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, y_keras, rtol=1e-4, atol=1e-4)
+    assert len(grads) == len(grads_keras) == 1 + center + scale
+    for grad, grad_keras in zip(grads, grads_keras):
+        np.testing.assert_allclose(grad, grad_keras, rtol=1e-3, atol=1e-4)
+    # The moving averages take the unbiased variance, as PyTorch and slim's fused batch norm.
+    n = x.size / 6
+    np.testing.assert_allclose(layers['fused'].moving_mean.numpy(),
+                               0.9 * np.linspace(-0.2, 0.3, 6) + 0.1 * mean, rtol=1e-5)
+    np.testing.assert_allclose(layers['fused'].moving_variance.numpy(),
+                               0.9 * np.linspace(0.8, 1.6, 6) + 0.1 * variance * n / (n - 1),
+                               rtol=1e-5)
+
+
+def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
+    from nets._layers import FusedBatchNormalization
+    layer = FusedBatchNormalization(dtype='mixed_bfloat16')
+    x = np.random.default_rng(0).normal(100, 1, (2, 4, 4, 3)).astype(np.float32)
+    y = layer(keras.ops.cast(x, 'bfloat16'), training=True)
+    assert y.dtype == 'bfloat16' and layer.moving_mean.dtype == 'float32'
+    # A large mean and a small spread: bfloat16 statistics would lose the spread.
+    np.testing.assert_allclose(np.std(np.asarray(keras.ops.cast(y, 'float32')), axis=(0, 1, 2)),
+                               1, rtol=0.1)
+
+
+def test_tiny_and_fc1024_use_the_fused_batch_norm():
+    from nets._layers import FusedBatchNormalization
+    model, body = build_model('tiny', 'fc1024', 16)
+    norms = [layer for layer in body.layers + model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert sorted(layer.name for layer in norms) == [
+        'conv1_bn', 'conv2_bn', 'conv3_bn', 'conv4_bn', 'fully_connected_bn']
+    # The head's (B, 1024) features take Keras' path inside the same class.
+    assert all(type(layer) is FusedBatchNormalization for layer in norms)
