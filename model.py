@@ -323,8 +323,11 @@ def load_experiment(experiment_root, checkpoint=None):
 
 
 def inference_function(model):
-    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D)."""
-    return tf.function(lambda images: model(images, training=False)['emb'],
+    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D).
+
+    Without AutoGraph: the nets have no Python control flow on tensors, and
+    converting Keras' code cost a second of each embed.py run."""
+    return tf.function(lambda images: model(images, training=False)['emb'], autograph=False,
                        reduce_retracing=True)
 
 
