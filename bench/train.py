@@ -88,7 +88,9 @@ def build(net, setting, extra=()):
     import train
     from model import build_model
     argv = ['--experiment_root', '/unused', '--model_name', net, '--batch_p',
-            str(setting['batch_p']), '--batch_k', str(setting['batch_k'])] + list(extra)
+            str(setting['batch_p']), '--batch_k', str(setting['batch_k']),
+            # train.py draws a seed in main(); the step needs one for its random losses.
+            '--seed', '0'] + list(extra)
     args = train.parser.parse_args(argv)
     strategy = tf.distribute.get_strategy()
     model, _ = build_model(net, args.head_name, args.embedding_dim, args.mixed_precision)
