@@ -34,9 +34,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     statistics and one for the output, as PyTorch's and TF-slim's fused batch
     norm in the original do. As theirs, it updates the moving variance with
     the batch's unbiased variance (n/(n-1) times the biased one, n the values
-    per channel, at least 72 × 8 × 4 in train.py's batches); the output is
-    Keras'. Inputs of another rank, masked inputs, renormalisation and batch
-    statistics synchronised across replicas take Keras' own path.
+    per channel: 72 × 16 × 8 in the `tiny` net's last block at P=18, K=4,
+    128×64); the output is Keras'. Inputs of another rank, masked inputs,
+    renormalisation and batch statistics synchronised across replicas take
+    Keras' own path.
 
     The layer computes in float32, as Keras' does under mixed precision, and
     keeps Keras' variables, names and configuration, so checkpoints of either
@@ -48,21 +49,20 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 self.renorm or self.synchronized):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, tf.float32)
-        ones = tf.ones(tf.shape(self.moving_mean))
-        scale = tf.cast(self.gamma, tf.float32) if self.scale else ones
-        offset = tf.cast(self.beta, tf.float32) if self.center else 0 * ones
-        if training and self.trainable:
-            # With an averaging factor, the kernel returns the updated moving statistics.
-            y, mean, variance = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=self.moving_mean,
-                variance=self.moving_variance, epsilon=self.epsilon,
-                exponential_avg_factor=1.0 - self.momentum, is_training=True)[:3]
+        scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones_like(self.moving_mean)
+        offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros_like(
+            self.moving_mean)
+        train = bool(training) and self.trainable
+        # Training with an averaging factor, the kernel returns the updated moving
+        # statistics; in inference it normalises with them and returns them as they are.
+        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=x, scale=scale, offset=offset, mean=self.moving_mean,
+            variance=self.moving_variance, epsilon=self.epsilon,
+            exponential_avg_factor=1.0 - self.momentum if train else 1.0,
+            is_training=train)[:3]
+        if train:
             self.moving_mean.assign(mean)
             self.moving_variance.assign(variance)
-        else:
-            y = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=scale, offset=offset, mean=self.moving_mean,
-                variance=self.moving_variance, epsilon=self.epsilon, is_training=False)[0]
         return tf.cast(y, self.compute_dtype)
 
 
