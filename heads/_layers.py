@@ -2,7 +2,7 @@
 
 import keras
 
-from nets._layers import batch_norm, torch_default_initializer
+from nets._layers import FusedBatchNormalization, batch_norm, torch_default_initializer
 
 
 def emb(x, embedding_dim, name='emb'):
@@ -13,9 +13,10 @@ def emb(x, embedding_dim, name='emb'):
 
 def bnneck(x):
     """BoT's BNNeck: batch norm without shift (momentum 0.9, epsilon 1e-5), in
-    float32, named `emb` as the final layer of every head."""
-    return keras.layers.BatchNormalization(center=False, momentum=0.9, epsilon=1e-5,
-                                           dtype='float32', name='emb')(x)
+    float32, named `emb` as the final layer of every head; fused, so that its
+    moving variance averages the unbiased one, as PyTorch's BatchNorm1d."""
+    return FusedBatchNormalization(center=False, momentum=0.9, epsilon=1e-5, dtype='float32',
+                                   name='emb')(x)
 
 
 def fc1024(x):

@@ -25,7 +25,7 @@ def conv2d_same(x, filters, kernel_size, stride, name, **kwargs):
 
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """Keras' batch normalisation, computed by TensorFlow's fused kernel on
-    channels-last images (B, H, W, C).
+    channels-last images (B, H, W, C) and on features (B, C).
 
     Keras 3 composes batch norm from its moments and element-wise operations,
     each a pass over the activations forward and more backward; in the `tiny`
@@ -35,9 +35,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     norm in the original do. As theirs, it updates the moving variance with
     the batch's unbiased variance (n/(n-1) times the biased one, n the values
     per channel: 72 × 16 × 8 in the `tiny` net's last block at P=18, K=4,
-    128×64); the output is Keras'. Inputs of another rank, masked inputs,
-    renormalisation and batch statistics synchronised across replicas take
-    Keras' own path.
+    128×64, and the batch size, 72, in a head's); the output is Keras'.
+    Features (B, C) go through the kernel as (B, 1, 1, C). With batch
+    statistics synchronised across replicas (`distributed.py`) the layer
+    trains on the global batch's moments, as Keras does, and keeps the same
+    unbiased moving variance. Inputs of another rank, masked inputs and
+    renormalisation take Keras' own path.
 
     The layer computes in float32, as Keras' does under mixed precision, and
     keeps Keras' variables, names and configuration, so checkpoints of either
@@ -45,30 +48,53 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        if (len(inputs.shape) != 4 or self.axis not in (-1, 3) or mask is not None or
-                self.renorm or self.synchronized):
+        rank = len(inputs.shape)
+        if (rank not in (2, 4) or self.axis not in (-1, rank - 1) or mask is not None or
+                self.renorm):
             return super().call(inputs, training=training, mask=mask)
         x = tf.cast(inputs, tf.float32)
+        if rank == 2:
+            x = x[:, None, None, :]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones_like(self.moving_mean)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros_like(
             self.moving_mean)
         train = bool(training) and self.trainable
-        # Training with an averaging factor, the kernel returns the updated moving
-        # statistics; in inference it normalises with them and returns them as they are.
-        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=scale, offset=offset, mean=self.moving_mean,
-            variance=self.moving_variance, epsilon=self.epsilon,
-            exponential_avg_factor=1.0 - self.momentum if train else 1.0,
-            is_training=train)[:3]
-        if train:
-            self.moving_mean.assign(mean)
-            self.moving_variance.assign(variance)
+        if train and self.synchronized:
+            y = self._synchronized(x, scale, offset)
+        else:
+            # Training with an averaging factor, the kernel returns the updated moving
+            # statistics; in inference it normalises with them and returns them as they are.
+            y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=self.epsilon,
+                exponential_avg_factor=1.0 - self.momentum if train else 1.0,
+                is_training=train)[:3]
+            if train:
+                self.moving_mean.assign(mean)
+                self.moving_variance.assign(variance)
+        if rank == 2:
+            y = y[:, 0, 0, :]
         return tf.cast(y, self.compute_dtype)
+
+    def _synchronized(self, x, scale, offset):
+        """Training on the statistics of the whole global batch, (B, H, W, C) ->
+        (B, H, W, C), whose moving variance, as the fused kernel's, averages the
+        unbiased variance: a distributed step updates what one device would."""
+        mean, variance = keras.ops.moments(x, axes=[0, 1, 2], synchronized=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+        context = tf.distribute.get_replica_context()
+        if context is not None:
+            count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        unbiased = variance * count / tf.maximum(count - 1.0, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        return tf.nn.batch_normalization(x, mean, variance, offset, scale, self.epsilon)
 
 
 def batch_norm(x, name, momentum=0.9, epsilon=1e-5):
     """Batch normalisation with slim's decay/epsilon naming (decay == momentum),
-    fused on images (`FusedBatchNormalization`)."""
+    fused (`FusedBatchNormalization`)."""
     return FusedBatchNormalization(momentum=momentum, epsilon=epsilon, name=name)(x)
 
 

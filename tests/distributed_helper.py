@@ -85,14 +85,21 @@ def gradients(per_replica_mining, loss_names):
             else:
                 inputs = [tf.constant(images), tf.constant(labels)]
             losses, grads = compute(*inputs)
-            results[loss][name] = (losses.numpy(), [g.numpy() for g in grads])
+            # The batch norms' moving statistics after the step, which each replica
+            # updates from the global batch.
+            moving = [v.numpy() for v in model.non_trainable_variables
+                      if v.name.startswith('moving_')]
+            results[loss][name] = (losses.numpy(), [g.numpy() for g in grads], moving)
     summary = {}
     for loss, result in results.items():
-        (l1, g1), (l2, g2) = result['none'], result['mirrored']
+        (l1, g1, m1), (l2, g2, m2) = result['none'], result['mirrored']
         summary[loss] = {'replicas': 2, 'loss_diff': float(np.abs(l1 - l2).max()),
                          'loss_scale': float(np.abs(l1).max()),
                          'grad_diff': max(float(np.abs(a - b).max()) for a, b in zip(g1, g2)),
-                         'grad_scale': max(float(np.abs(a).max()) for a in g1)}
+                         'grad_scale': max(float(np.abs(a).max()) for a in g1),
+                         'moving_count': len(m1),
+                         'moving_rel_diff': max(float(np.abs(a - b).max() / np.abs(a).max())
+                                                for a, b in zip(m1, m2))}
     return summary
 
 

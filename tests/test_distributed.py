@@ -25,7 +25,7 @@ def helper(*argv):
 
 
 @pytest.mark.slow
-def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
+def test_two_mirrored_cpus_give_the_single_device_loss_gradients_and_moving_statistics():
     # The hinge margin leaves zero terms, which batch_all counts over all replicas.
     losses = list(train.loss.LOSS_CHOICES) + ['batch_all:0.2', 'batch_sample:0.2',
                                               'batch_hard:soft:strong']
@@ -34,6 +34,8 @@ def test_two_mirrored_cpus_give_the_single_device_loss_and_gradients():
     for name, result in results.items():
         assert result['loss_diff'] <= 1e-4 * result['loss_scale'], (name, result)
         assert result['grad_diff'] <= 1e-4 * result['grad_scale'], (name, result)
+        # The synchronised batch norm averages the unbiased variance, as one device's.
+        assert result['moving_count'] == 10 and result['moving_rel_diff'] <= 1e-4, (name, result)
     # Per-replica mining sees only half the batch: a different loss, as it should.
     per_replica = json.loads(helper('gradients', 'per_replica', 'batch_hard')
                              .stdout.strip().splitlines()[-1])['batch_hard']

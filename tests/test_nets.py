@@ -182,11 +182,12 @@ def numpy_batch_norm(x, gamma, beta, mean, variance, epsilon):
 
 @pytest.mark.parametrize('center, scale', [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize('compiled', [False, True])
-def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled):
+@pytest.mark.parametrize('shape', [(4, 5, 3, 6), (12, 6)], ids=['images', 'features'])
+def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled, shape):
     import tensorflow as tf
     from nets._layers import FusedBatchNormalization
     rng = np.random.default_rng(0)
-    x = rng.normal(2, 3, (4, 5, 3, 6)).astype(np.float32)
+    x = rng.normal(2, 3, shape).astype(np.float32)
     upstream = rng.normal(size=x.shape).astype(np.float32)
     layers = {}
     for name, layer_class in (('fused', FusedBatchNormalization),
@@ -220,7 +221,8 @@ def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled):
             rtol=1e-4, atol=1e-4)
     # Training: the batch's statistics, the same output and gradients as Keras'.
     (y, grads), (y_keras, grads_keras) = run(layers['fused'], True), run(layers['keras'], True)
-    mean, variance = x.mean((0, 1, 2)), x.var((0, 1, 2))
+    axes = tuple(range(x.ndim - 1))
+    mean, variance = x.mean(axes), x.var(axes)
     np.testing.assert_allclose(y, numpy_batch_norm(x, gamma, beta, mean, variance, 1e-3),
                                rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(y, y_keras, rtol=1e-4, atol=1e-4)
@@ -247,12 +249,13 @@ def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
                                1, rtol=0.1)
 
 
-def test_tiny_and_fc1024_use_the_fused_batch_norm():
+@pytest.mark.parametrize('head_name, head_norms', [
+    ('fc1024', ['fully_connected_bn']), ('fc1024_bnneck', ['emb', 'fully_connected_bn'])])
+def test_tiny_and_the_heads_use_the_fused_batch_norm(head_name, head_norms):
     from nets._layers import FusedBatchNormalization
-    model, body = build_model('tiny', 'fc1024', 16)
+    model, body = build_model('tiny', head_name, 16)
     norms = [layer for layer in body.layers + model.layers
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert sorted(layer.name for layer in norms) == [
-        'conv1_bn', 'conv2_bn', 'conv3_bn', 'conv4_bn', 'fully_connected_bn']
-    # The head's (B, 1024) features take Keras' path inside the same class.
+        'conv1_bn', 'conv2_bn', 'conv3_bn', 'conv4_bn'] + head_norms
     assert all(type(layer) is FusedBatchNormalization for layer in norms)
