@@ -31,6 +31,7 @@ NET_CHOICES = (
     'lunet',
     'keras_resnet50',
     'keras_mobilenet_v2',
+    'keras_mobilenet_v2_035',
 )
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')

@@ -1,5 +1,6 @@
 """Keras application backbones with their own weights files, and model export."""
 
+import functools
 import os
 
 import h5py
@@ -21,6 +22,8 @@ from conftest import base_args
     ('keras_resnet50', keras.applications.ResNet50, keras.applications.resnet50.preprocess_input),
     ('keras_mobilenet_v2', keras.applications.MobileNetV2,
      keras.applications.mobilenet_v2.preprocess_input),
+    ('keras_mobilenet_v2_035', functools.partial(keras.applications.MobileNetV2, alpha=0.35),
+     keras.applications.mobilenet_v2.preprocess_input),
 ])
 def test_keras_backbones_load_weights_files(tmp_path, name, application, preprocess):
     source = application(include_top=False, weights=None, input_shape=(None, None, 3))
@@ -33,6 +36,15 @@ def test_keras_backbones_load_weights_files(tmp_path, name, application, preproc
     expected = source(preprocess(x.copy()), training=False).numpy().mean(axis=(1, 2))
     np.testing.assert_allclose(body(x, training=False).numpy(), expected, rtol=1e-4,
                                atol=1e-4)
+
+
+def test_a_weights_file_of_another_width_is_refused(tmp_path):
+    path = str(tmp_path / 'app.weights.h5')
+    keras.applications.MobileNetV2(include_top=False, weights=None,
+                                   input_shape=(None, None, 3)).save_weights(path)
+    _, body = build_model('keras_mobilenet_v2_035', 'fc1024', 16)
+    with pytest.raises(common.UserError, match='cannot load the Keras weights'):
+        load_body_weights('keras_mobilenet_v2_035', body, path)
 
 
 def test_imagenet_only_for_keras_backbones():

@@ -20,7 +20,7 @@ SLIM_TRAINABLE = {
 }
 FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'mobilenet_v1_1_224': 1024, 'tiny': 1024, 'lunet': 512, 'keras_resnet50': 2048,
-            'keras_mobilenet_v2': 1280}
+            'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280}
 
 
 def trainable(model):
@@ -30,7 +30,8 @@ def trainable(model):
 @pytest.mark.parametrize('name', NET_CHOICES)
 def test_body_builds_and_pools(name):
     body = import_module('nets.' + name).body()
-    width = 64 if name == 'keras_mobilenet_v2' else 32  # Its padding needs 64×64.
+    # Their padding needs 64×64.
+    width = 64 if name.startswith('keras_mobilenet_v2') else 32
     out = body(np.random.uniform(0, 255, (2, 64, width, 3)).astype(np.float32))
     assert out.shape == (2, FEATURES[name])
     if name in SLIM_TRAINABLE:
