@@ -9,6 +9,7 @@ download extracts to, which is also the `--image_root` for the other scripts:
     python data/convert.py duke       --dataset_root ~/data/DukeMTMC-reID
     python data/convert.py msmt17     --dataset_root ~/data/MSMT17_V1
     python data/convert.py cuhk03     --dataset_root ~/data/cuhk03
+    python data/convert.py cuhk03_folders --dataset_root ~/data/CUHK03_dataset/detected
     python data/convert.py veri776    --dataset_root ~/data/VeRi
     python data/convert.py folders    --dataset_root ~/my_crops [--camera_regex '_c(\d+)']
 
@@ -269,6 +270,34 @@ def cuhk03(dataset_root, image_types=('detected', 'labeled')):
     return splits
 
 
+# CUHK03 as folders of crops: train/ and val/ with `IIII_KK.jpg`, images 00-04
+# from one camera of the pair and 05-09 from the other.
+###
+
+CUHK03_FOLDERS_PATTERN = r'(\d{4})_(\d{2})\.jpg'
+CUHK03_IMAGES_PER_CAMERA = 5  # The cuhk03_folders excluder's rule too.
+
+
+def cuhk03_folders(dataset_root):
+    """CUHK03 crops in `train/` and `val/` (as the `detected` folder of some
+    repackagings): the training set is train/; of each val/ identity, the
+    first image of each camera is a query when the other camera has an image
+    of it in the gallery, and every other image forms the gallery."""
+    splits = {'train': scan_folder(dataset_root, 'train', CUHK03_FOLDERS_PATTERN, 'CUHK03 folders'),
+              'query': [], 'test': []}
+    by_identity = {}
+    for identity, path in scan_folder(dataset_root, 'val', CUHK03_FOLDERS_PATTERN,
+                                      'CUHK03 folders'):
+        by_identity.setdefault(identity, []).append(path)
+    for identity, paths in sorted(by_identity.items()):
+        cameras = [int(re.fullmatch(CUHK03_FOLDERS_PATTERN, os.path.basename(p)).group(2)) //
+                   CUHK03_IMAGES_PER_CAMERA for p in paths]
+        queries = choose_queries(cameras, lambda candidates: candidates[0])
+        splits['query'] += [(identity, paths[j]) for j in sorted(queries)]
+        splits['test'] += [(identity, p) for j, p in enumerate(paths) if j not in queries]
+    return splits
+
+
 # VeRi-776: image_{train,query,test}/ with name_{train,query,test}.txt.
 ###
 
@@ -288,6 +317,26 @@ def veri776(dataset_root):
 # name: (function, CSV prefix, excluder, description)
 # Any folder of identities: one sub-folder per identity.
 ###
+
+def choose_queries(cameras, pick):
+    """The indices of one identity's query images: one per camera, drawn by
+    `pick(indices of that camera's images)`, while an image of another camera
+    stays in the gallery to match it (without cameras, all None: one image,
+    if any other stays).
+
+    A camera is judged after the queries of the cameras before it, so an
+    identity seen once by each of two cameras gets one query, not two
+    without a match.
+    """
+    chosen = set()
+    for cam in sorted(set(cameras), key=str):
+        candidates = [j for j, c in enumerate(cameras) if c == cam]
+        matches = [j for j, c in enumerate(cameras) if j not in chosen and
+                   (c != cam if cam is not None else j != candidates[0])]
+        if matches:
+            chosen.add(pick(candidates))
+    return chosen
+
 
 def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
     """Splits a folder of identity sub-folders into train, query and gallery.
@@ -338,13 +387,8 @@ def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
     for identity in sorted(order[cut:]):
         files = list(images[identity])
         cameras = [camera(f) for f in files]
-        chosen = set()
-        for cam in sorted(set(cameras), key=str):
-            candidates = [j for j, c in enumerate(cameras) if c == cam]
-            # A query needs a true match in the gallery: another camera's
-            # image, or without cameras any other image.
-            if len(files) - (len(candidates) if regexp else 1) > 0:
-                chosen.add(candidates[rng.integers(len(candidates))])
+        chosen = choose_queries(cameras, lambda candidates: candidates[rng.integers(
+            len(candidates))])
         splits['query'] += [(identity, files[j]) for j in sorted(chosen)]
         splits['test'] += [(identity, f) for j, f in enumerate(files) if j not in chosen]
     return splits
@@ -355,6 +399,8 @@ DATASETS = {
     'duke': (duke, 'dukeMTMC', 'duke', 'DukeMTMC-reID'),
     'msmt17': (msmt17, 'msmt17', 'msmt17', 'MSMT17 (V1 or V2)'),
     'cuhk03': (cuhk03, 'cuhk03', 'cuhk03', 'CUHK03, new protocol'),
+    'cuhk03_folders': (cuhk03_folders, 'cuhk03_folders', 'cuhk03_folders',
+                       'CUHK03 crops in train/ and val/ folders'),
     'veri776': (veri776, 'veri776', 'veri776', 'VeRi-776'),
     'folders': (folders, None, None, 'a folder of identity sub-folders'),
 }

@@ -18,6 +18,7 @@ EXCLUDER_CHOICES = (
     'duke',
     'msmt17',
     'cuhk03',
+    'cuhk03_folders',
     'veri776',
     'diagonal',
     'folders',

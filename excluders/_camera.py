@@ -29,10 +29,17 @@ def parse(fids, pattern, description):
     return np.asarray(pids), np.asarray(cids)
 
 
-def same_camera_excluder(query_fids, gallery_fids, pattern, description):
-    """Excludes the same identity seen by the same camera, and junk (identity -1)."""
+def same_camera_excluder(query_fids, gallery_fids, pattern, description, camera=None):
+    """Excludes the same identity seen by the same camera, and junk (identity -1).
+
+    Args:
+        camera: Optionally maps the pattern's second groups (an array of
+            strings) to the cameras, for names that say the camera indirectly.
+    """
     query_pids, query_cids = parse(query_fids, pattern, description)
     gallery_pids, gallery_cids = parse(gallery_fids, pattern, description)
+    if camera is not None:
+        query_cids, gallery_cids = camera(query_cids), camera(gallery_cids)
     # Integer codes make the (b, G) comparisons cheap.
     _, pid_codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     _, cid_codes = np.unique(np.concatenate([query_cids, gallery_cids]), return_inverse=True)

@@ -12,7 +12,7 @@ from scipy.io import savemat
 
 from conftest import ROOT
 from data import convert
-from excluders import cuhk03, msmt17, veri776
+from excluders import cuhk03, cuhk03_folders, msmt17, veri776
 from excluders import folders as excluders_folders
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference')
@@ -294,3 +294,67 @@ def test_folders_of_identities(tmp_path, capsys):
         run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '-1')
     with pytest.raises(convert.ConversionError, match='at least two'):
         run('folders', '--dataset_root', str(root / 'p1'), '--output_dir', str(out))
+
+
+def test_folders_identity_seen_once_by_each_camera_gets_one_query(tmp_path):
+    """Two queries would leave neither a match in the gallery."""
+    root = tmp_path / 'crops'
+    touch(root, ['a/x_c1_0.jpg', 'a/x_c2_0.jpg', 'b/x_c1_0.jpg', 'b/x_c2_0.jpg', 'b/x_c2_1.jpg'])
+    out = tmp_path / 'out'
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out),
+        '--train_fraction', '0.5', '--camera_regex', r'_c(\d+)_')
+    query, test = (read_rows(out / 'crops_{}.csv'.format(s)) for s in ('query', 'test'))
+    for pid, path in query:
+        camera = path.split('_c')[1][0]
+        assert any(g == pid and f.split('_c')[1][0] != camera for g, f in test), path
+
+
+def cuhk03_folders_tree(root, train_ids=3, val_counts=((5, 5), (1, 1), (3, 0), (2, 4))):
+    """train/ of `train_ids` identities with ten images; val/ identities with
+    (first camera, second camera) image counts."""
+    names = ['train/{:04d}_{:02d}.jpg'.format(i, k) for i in range(train_ids) for k in range(10)]
+    for i, (first, second) in enumerate(val_counts):
+        names += ['val/{:04d}_{:02d}.jpg'.format(i, k) for k in range(first)]
+        names += ['val/{:04d}_{:02d}.jpg'.format(i, 5 + k) for k in range(second)]
+    touch(root, names + ['train_resized/0000_00.jpg', 'val/Thumbs.db'])
+
+
+def test_cuhk03_folders(tmp_path, capsys):
+    root = tmp_path / 'detected'
+    cuhk03_folders_tree(root)
+    run('cuhk03_folders', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'out'))
+    assert '--excluder cuhk03_folders' in capsys.readouterr().out
+    train, query, test = (read_rows(tmp_path / 'out' / 'cuhk03_folders_{}.csv'.format(s))
+                          for s in ('train', 'query', 'test'))
+    assert len(train) == 30 and train[0] == ('0000', 'train/0000_00.jpg')
+    # The first image of each camera, while the other camera keeps one in the gallery;
+    # an identity seen by one camera only is a distractor.
+    assert query == [('0000', 'val/0000_00.jpg'), ('0000', 'val/0000_05.jpg'),
+                     ('0001', 'val/0001_00.jpg'), ('0003', 'val/0003_00.jpg'),
+                     ('0003', 'val/0003_05.jpg')]
+    assert len(test) == 10 + 2 + 3 + 6 - len(query)
+    assert not set(query) & set(test)
+    mask = cuhk03_folders.excluder([f for _, f in query], [f for _, f in test])(
+        np.arange(len(query)))
+    for (qpid, qf), row in zip(query, mask):
+        for (gpid, gf), excluded in zip(test, row):
+            same_camera = int(qf[-6:-4]) // 5 == int(gf[-6:-4]) // 5
+            assert excluded == (qpid == gpid and same_camera)
+        # Every query keeps a true match.
+        assert any(g == qpid and not e for (g, _), e in zip(test, row))
+
+
+def test_cuhk03_folders_bad_trees(tmp_path):
+    root = tmp_path / 'detected'
+    cuhk03_folders_tree(root)
+    out = tmp_path / 'out'
+    touch(root, ['val/0009_1.jpg'])
+    with pytest.raises(convert.ConversionError, match=r'val/0009_1.jpg.*does not follow'):
+        run('cuhk03_folders', '--dataset_root', str(root), '--output_dir', str(out))
+    os.remove(root / 'val' / '0009_1.jpg')
+    os.rename(root / 'val', root / 'validation')
+    with pytest.raises(convert.ConversionError, match='has no folder `val`'):
+        run('cuhk03_folders', '--dataset_root', str(root), '--output_dir', str(out))
+    assert not out.exists()
+    with pytest.raises(Exception, match='does not match the CUHK03 folders .IIII_KK.jpg. pattern'):
+        cuhk03_folders.excluder(['val/0001_00.jpg'], ['0001_c1s1_000001_00.jpg'])
