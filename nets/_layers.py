@@ -123,8 +123,35 @@ def conv_bn(x, filters, kernel_size, stride, name, activation='relu', epsilon=1e
     return x
 
 
+# The batch-norm momentum of the Keras applications in a body: PyTorch's default
+# (its momentum 0.1 is 1 - 0.9), which torchreid, fast-reid and BoT fine-tune with.
+# The applications' own (0.999 in MobileNetV2, 0.99 in ResNet50) suits months of
+# ImageNet training; after 1500 iterations of fine-tuning a quarter of MobileNetV2's
+# moving statistics were still ImageNet's, and the embeddings used them (real-data
+# mAP 9.8%; with the statistics of the new data 12.1%; bench/RESULTS.md).
+APPLICATION_MOMENTUM = 0.9
+
+
+def fused_application(application, momentum=APPLICATION_MOMENTUM):
+    """`application`'s layers rebuilt from its configuration, its batch norms as
+    `FusedBatchNormalization` with `momentum` (faster, as in the other nets);
+    the weights are fresh, in the same order (`load_application_weights`)."""
+    config = application.get_config()
+    for layer in config['layers']:
+        if layer['class_name'] == 'BatchNormalization':
+            layer.update(class_name='FusedBatchNormalization', module=None,
+                         registered_name='FusedBatchNormalization')
+            layer['config']['momentum'] = momentum
+    return keras.Model.from_config(
+        config, custom_objects={'FusedBatchNormalization': FusedBatchNormalization})
+
+
 def load_application_weights(body, layer_name, build, path):
     """Loads a Keras application's weights into the layer `layer_name` of `body`.
+
+    The file is read into the application as Keras builds it, whose layers it
+    names, and copied over in order, so that the body's own layers (such as
+    `fused_application`'s) may differ in class.
 
     Args:
         body: A body that wraps a `keras.applications` model.
@@ -133,11 +160,10 @@ def load_application_weights(body, layer_name, build, path):
         path (str): A Keras weights file of the application, or `imagenet` to
             let Keras download its ImageNet weights.
     """
-    application = body.get_layer(layer_name)
-    if path == 'imagenet':
-        application.set_weights(build('imagenet').get_weights())
-    else:
-        application.load_weights(path)
+    source = build('imagenet' if path == 'imagenet' else None)
+    if path != 'imagenet':
+        source.load_weights(path)
+    body.get_layer(layer_name).set_weights(source.get_weights())
 
 
 class GeneralizedMeanPooling(keras.layers.Layer):

@@ -8,7 +8,7 @@ plug-ins of their own (`keras_mobilenet_v2_035`) built by `mobilenet_v2_body`.
 
 import keras
 
-from nets._layers import load_application_weights
+from nets._layers import fused_application, load_application_weights
 
 
 def _application(alpha, weights=None):
@@ -21,7 +21,7 @@ def mobilenet_v2_body(alpha, name):
     images = keras.Input((None, None, 3), name='images')
     # keras.applications.mobilenet_v2.preprocess_input: x / 127.5 - 1.
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name='scale')(images)
-    x = _application(alpha)(x)
+    x = fused_application(_application(alpha))(x)
     features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
     return keras.Model(images, features, name=name)
 

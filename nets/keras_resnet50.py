@@ -8,7 +8,7 @@ pass a local weights file of `keras.applications.ResNet50(include_top=False)`.
 
 import keras
 
-from nets._layers import load_application_weights
+from nets._layers import fused_application, load_application_weights
 
 # keras.applications.resnet50.preprocess_input: RGB to BGR, then this BGR mean.
 BGR_MEAN = (103.939, 116.779, 123.68)
@@ -37,7 +37,7 @@ def body(last_stride=2):
     images = keras.Input((None, None, 3), name='images')
     bgr = keras.layers.Lambda(lambda x: x[..., ::-1], name='rgb_to_bgr')(images)
     x = keras.layers.Rescaling(1.0, offset=[-m for m in BGR_MEAN], name='mean_subtraction')(bgr)
-    x = _application(last_stride=last_stride)(x)
+    x = fused_application(_application(last_stride=last_stride))(x)
     features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
     return keras.Model(images, features, name='keras_resnet50')
 

@@ -9,6 +9,7 @@ import pytest
 from heads import HEAD_CHOICES
 from model import build_model
 from nets import NET_CHOICES
+from nets._layers import FusedBatchNormalization
 
 # Trainable parameters of slim's networks without logits (conv layers have no
 # bias under batch norm); a wrong layer or stride placement changes them.
@@ -260,3 +261,18 @@ def test_tiny_and_the_heads_use_the_fused_batch_norm(head_name, head_norms):
     assert sorted(layer.name for layer in norms) == [
         'conv1_bn', 'conv2_bn', 'conv3_bn', 'conv4_bn'] + head_norms
     assert all(type(layer) is FusedBatchNormalization for layer in norms)
+
+
+@pytest.mark.parametrize('name', ['keras_resnet50', 'keras_mobilenet_v2_035'])
+def test_keras_applications_fine_tune_with_pytorchs_batch_norm_momentum(name):
+    """Their own momentum (0.99, 0.999) left ImageNet's statistics in a short fine-tuning."""
+    body = import_module('nets.' + name).body()
+    norms = [layer for layer in body._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) > 30
+    assert all(isinstance(n, FusedBatchNormalization) and n.momentum == 0.9 for n in norms)
+    before = [np.array(n.moving_mean) for n in norms]
+    body(np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype(np.float32),
+         training=True)
+    # One step moves each moving mean a tenth of the way to the batch's.
+    assert all(np.any(np.array(n.moving_mean) != b) for n, b in zip(norms, before))
