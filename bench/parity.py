@@ -150,6 +150,21 @@ def run_project(args, seed, root, log):
     return {'mAP': first['mAP'], 'top1': first['top1'], 'seconds': seconds, 'metrics': by_metric}
 
 
+def print_table(results, seeds, label):
+    """Prints {name: rows of one run per seed} as a Markdown table, a row per
+    name; returns each name's `summarise`."""
+    summaries = {name: summarise(rows) for name, rows in results.items()}
+    print('\n| {} | '.format(label) + ' | '.join('seed {}'.format(s) for s in seeds) +
+          ' | mean mAP ± sd | mean top-1 ± sd | mean seconds |')
+    print('|---' * (len(seeds) + 4) + '|')
+    for name, rows in results.items():
+        s = summaries[name]
+        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} ± {:.2%} | {:.0f} |'.format(
+            name, ' | '.join('{:.2%}'.format(r['mAP']) for r in rows), s['mAP']['mean'],
+            s['mAP']['std'], s['top1']['mean'], s['top1']['std'], s['seconds']['mean']))
+    return summaries
+
+
 def summarise(rows):
     """Mean and sample standard deviation of each figure over the seeds."""
     summary = {}
@@ -179,15 +194,7 @@ def main(argv=None):
                 results[name].append(row)
                 print('{:9} seed {}: mAP {:.2%}, top-1 {:.2%}, {:.0f} s'.format(
                     name, seed, row['mAP'], row['top1'], row['seconds']), flush=True)
-    summaries = {name: summarise(rows) for name, rows in results.items()}
-    print('\n| implementation | ' + ' | '.join('seed {}'.format(s) for s in args.seeds) +
-          ' | mean mAP ± sd | mean top-1 | mean seconds |')
-    print('|---' * (len(args.seeds) + 4) + '|')
-    for name, rows in results.items():
-        s = summaries[name]
-        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} | {:.0f} |'.format(
-            name, ' | '.join('{:.2%}'.format(r['mAP']) for r in rows),
-            s['mAP']['mean'], s['mAP']['std'], s['top1']['mean'], s['seconds']['mean']))
+    summaries = print_table(results, args.seeds, 'implementation')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'machine': platform.processor() or platform.machine(),

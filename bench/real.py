@@ -54,7 +54,7 @@ import tempfile
 import numpy as np
 
 import startup
-from bench.parity import ROOT, run, summarise
+from bench.parity import ROOT, print_table, run, summarise
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
 PREFIX = 'cuhk03_folders'
@@ -210,15 +210,7 @@ def main(argv=None):
             if args.json:
                 write_json(args, results)
     shutil.rmtree(scratch)
-    summaries = {key: summarise(rows) for key, rows in results.items()}
-    print('\n| implementation/recipe | ' + ' | '.join('seed {}'.format(s) for s in args.seeds) +
-          ' | mean mAP ± sd | mean top-1 ± sd | mean seconds |')
-    print('|---' * (len(args.seeds) + 4) + '|')
-    for key, rows in results.items():
-        s = summaries[key]
-        print('| {} | {} | {:.2%} ± {:.2%} | {:.2%} ± {:.2%} | {:.0f} |'.format(
-            key, ' | '.join('{:.2%}'.format(r['mAP']) for r in rows), s['mAP']['mean'],
-            s['mAP']['std'], s['top1']['mean'], s['top1']['std'], s['seconds']['mean']))
+    print_table(results, args.seeds, 'implementation/recipe')
 
 
 if __name__ == '__main__':
