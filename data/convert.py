@@ -39,6 +39,7 @@ if __package__ in (None, ''):
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
+import excluders.cuhk03_folders  # noqa: E402
 
 
 class ConversionError(Exception):
@@ -275,7 +276,6 @@ def cuhk03(dataset_root, image_types=('detected', 'labeled')):
 ###
 
 CUHK03_FOLDERS_PATTERN = r'(\d{4})_(\d{2})\.jpg'
-CUHK03_IMAGES_PER_CAMERA = 5  # The cuhk03_folders excluder's rule too.
 
 
 def cuhk03_folders(dataset_root):
@@ -290,8 +290,10 @@ def cuhk03_folders(dataset_root):
                                       'CUHK03 folders'):
         by_identity.setdefault(identity, []).append(path)
     for identity, paths in sorted(by_identity.items()):
-        cameras = [int(re.fullmatch(CUHK03_FOLDERS_PATTERN, os.path.basename(p)).group(2)) //
-                   CUHK03_IMAGES_PER_CAMERA for p in paths]
+        # The excluder's rule, so that every query keeps a match it does not ignore.
+        cameras = excluders.cuhk03_folders.camera(np.array([
+            re.fullmatch(CUHK03_FOLDERS_PATTERN, os.path.basename(p)).group(2)
+            for p in paths])).tolist()
         queries = choose_queries(cameras, lambda candidates: candidates[0])
         splits['query'] += [(identity, paths[j]) for j in sorted(queries)]
         splits['test'] += [(identity, p) for j, p in enumerate(paths) if j not in queries]
