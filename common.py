@@ -238,17 +238,26 @@ def check_finite(embs, what, remedy, names=None):
                                  ', …' if len(bad) > 5 else '', remedy))
 
 
-def temporary_beside(path, directory):
+def temporary_beside(path, directory, suffix=''):
     """A new, uniquely named temporary folder (or file) next to `path`, for
     writing `path` and renaming it into place; no other process's or run's
-    leftovers are ever touched."""
+    leftovers are ever touched. `suffix` ends the name, for writers that
+    insist on one (Keras' `.weights.h5`)."""
     parent = os.path.dirname(os.path.abspath(path))
     prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
     if directory:
-        return tempfile.mkdtemp(prefix=prefix, dir=parent)
-    handle, name = tempfile.mkstemp(prefix=prefix, dir=parent)
+        return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
     os.close(handle)
+    open_permissions(name)
     return name
+
+
+def open_permissions(path):
+    """Gives a file that mkstemp made private the permissions open() would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def write_folder(output, make):
@@ -296,10 +305,7 @@ def atomic_write(path, data, mode='w'):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
     try:
-        # mkstemp makes the file private; give it the permissions open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        open_permissions(tmp)
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()

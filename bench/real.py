@@ -54,6 +54,7 @@ import tempfile
 import numpy as np
 
 import startup
+from bench import tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
@@ -133,11 +134,10 @@ def numpy_weights(path, scratch):
     target = os.path.join(scratch, 'body.npz')
     if not os.path.exists(target):
         startup.quiet_tensorflow()
-        from nets.keras_mobilenet_v2 import _application
-        application = _application(0.35, 'imagenet' if path == 'imagenet' else None)
+        application = tfjs_weights.mobilenet_v2(0.35, 'imagenet' if path == 'imagenet' else None)
         if path != 'imagenet':
             application.load_weights(path)
-        np.savez(target, **{'/'.join(v.path.split('/')[-2:]): np.asarray(v)
+        np.savez(target, **{tfjs_weights.variable_name(v): np.asarray(v)
                             for v in application.weights})
     return target
 
@@ -180,7 +180,6 @@ def write_json(args, results):
                    'results': results, 'summary': summaries}, f, indent=2)
         f.write('\n')
     os.replace(args.json + '.partial', args.json)
-    return summaries
 
 
 def main(argv=None):

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+import common
+
 # The widths Keras has ImageNet weights for; the search order when guessing.
 ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 DTYPES = {'float32': np.float32, 'int32': np.int32, 'float16': np.float16,
@@ -93,6 +95,11 @@ def by_layer_name(tensors):
             for name, value in tensors.items()}
 
 
+def variable_name(variable):
+    """`layer/weight`: the end of a Keras 3 variable's path."""
+    return '/'.join(variable.path.split('/')[-2:])
+
+
 def body_weights(application, tensors):
     """The export's arrays for every weight of `application`, in its order.
 
@@ -101,8 +108,7 @@ def body_weights(application, tensors):
     """
     values = []
     for variable in application.weights:
-        # Keras 3 variables' paths end in `<layer>/<weight>`.
-        name = '/'.join(variable.path.split('/')[-2:])
+        name = variable_name(variable)
         if name not in tensors:
             raise ExportError('the export has no `{}`; it is not a MobileNetV2 of this '
                               'width.'.format(name))
@@ -113,9 +119,9 @@ def body_weights(application, tensors):
     return values
 
 
-def mobilenet_v2(alpha):
+def mobilenet_v2(alpha, weights=None):
     import keras
-    return keras.applications.MobileNetV2(include_top=False, weights=None, alpha=alpha,
+    return keras.applications.MobileNetV2(include_top=False, weights=weights, alpha=alpha,
                                           input_shape=(None, None, 3))
 
 
@@ -135,8 +141,9 @@ def convert(model_json, output, alpha=None):
                 raise
             continue
         application.set_weights(values)
-        # Keras wants the suffix; the temporary name keeps it so the rename is atomic.
-        partial = output[:-len('.weights.h5')] + '.partial.weights.h5'
+        # Keras wants the suffix; a unique temporary name keeps it, so that the
+        # rename is atomic and two conversions at once never share a file.
+        partial = common.temporary_beside(output, False, suffix='.weights.h5')
         try:
             application.save_weights(partial)
             os.replace(partial, output)
@@ -145,7 +152,7 @@ def convert(model_json, output, alpha=None):
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
-        used = {'/'.join(v.path.split('/')[-2:]) for v in application.weights}
+        used = {variable_name(v) for v in application.weights}
         return candidate, len(values), len(set(tensors) - used)
     raise ExportError('`{}` is no MobileNetV2 of any width Keras knows ({}): its tensors do '
                       'not fit.'.format(model_json, ', '.join(map(str, ALPHAS))))

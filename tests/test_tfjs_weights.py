@@ -109,3 +109,15 @@ def test_quantised_and_half_precision_tensors(tmp_path):
     tensors = tfjs_weights.read_tfjs_weights(str(tmp_path / 'model.json'))
     np.testing.assert_array_equal(tensors['a/kernel'], [[-1.0, -0.5], [0.0, 126.5]])
     np.testing.assert_array_equal(tensors['b/bias'], [1.5, -2, 0.25])
+
+
+def test_the_weights_file_gets_the_permissions_open_would_give(tmp_path):
+    """mkstemp makes its file private; the converted weights are for other users too."""
+    model_json = write_export(str(tmp_path), random_application(0.35))
+    output = tmp_path / 'b.weights.h5'
+    umask = os.umask(0o022)
+    try:
+        tfjs_weights.main(['--model_json', model_json, '--output', str(output)])
+    finally:
+        os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o644
