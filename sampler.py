@@ -4,6 +4,7 @@ Every function here works eagerly and inside `Dataset.map`.
 """
 
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -138,13 +139,19 @@ MAX_IMAGE_PIXELS = 25_000_000
 
 def header_pixels(path):
     """The number of pixels an image file declares in its header, read
-    without decoding it (PIL reads only the header); None when the header is
+    without decoding it (PIL reads only the header); infinity when PIL itself
+    refuses the size as a decompression bomb; None when the header is
     unreadable, which the decoding check then reports."""
     from PIL import Image
     try:
         with tf.io.gfile.GFile(path, 'rb') as f:
             width, height = Image.open(f).size
         return width * height
+    except Image.DecompressionBombError:
+        # PIL refuses headers above twice its own limit before it tells the
+        # size; such an image is far over any limit of ours, and TensorFlow
+        # would decode it all the same.
+        return math.inf
     except Exception:  # Any failure here is a damaged file, reported by decoding it.
         return None
 

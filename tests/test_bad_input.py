@@ -235,3 +235,25 @@ def test_every_script_reports_bad_input_alike(tmp_path, script):
     assert 'Traceback' not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith('error: '), done.stderr
     assert not os.path.exists(tmp_path / 'exp')
+
+
+def png_declaring(path, width, height):
+    """Writes a small PNG whose header declares `width`×`height` pixels."""
+    import struct
+    import zlib
+    from PIL import Image
+    Image.new('RGB', (4, 4)).save(path)
+    data = bytearray(open(path, 'rb').read())
+    # The IHDR chunk follows the 8-byte signature: length, type, then its data.
+    data[16:24] = struct.pack('>II', width, height)
+    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))
+    open(path, 'wb').write(bytes(data))
+
+
+def test_images_over_pils_own_bomb_limit_are_refused_by_their_header(tmp_path):
+    import sampler
+    png_declaring(str(tmp_path / 'bomb.png'), 20000, 20000)
+    # PIL refuses such a header before it tells the size; it must count as
+    # too large, not as damaged (which TensorFlow would then decode).
+    assert sampler.header_pixels(str(tmp_path / 'bomb.png')) > sampler.MAX_IMAGE_PIXELS
+    assert sampler.find_oversized_images(['bomb.png'], str(tmp_path), 10 ** 12) == ['bomb.png']
