@@ -215,6 +215,26 @@ def check_writable(path, flag, folder=False):
                         'writeable. Nothing was computed.'.format(flag, path, parent))
 
 
+def check_not_input(path, flag, inputs):
+    """Refuses an output path that is one of the command's own inputs (also
+    through a link), which writing it would destroy.
+
+    Args:
+        path (str): The output file.
+        flag (str): The output's flag, for the message.
+        inputs: (flag, path) pairs of the inputs; a None path is skipped.
+
+    Raises:
+        UserError naming both flags.
+    """
+    target = os.path.realpath(path)
+    for input_flag, given in inputs:
+        if given is not None and os.path.realpath(given) == target:
+            raise UserError('{} `{}` is the same file as {}; writing it would destroy that '
+                            'input. Choose another file name. Nothing was written.'.format(
+                                flag, path, input_flag))
+
+
 def check_finite(embs, what, remedy, names=None):
     """Refuses embeddings (N, D) with NaN or infinite values, naming the rows.
 
@@ -236,6 +256,35 @@ def check_finite(embs, what, remedy, names=None):
     raise UserError('{}: {} of {} rows hold non-finite values (NaN or infinity), row {}{}; '
                     '{}.'.format(what, len(bad), len(embs), shown,
                                  ', …' if len(bad) > 5 else '', remedy))
+
+
+# Which network made an embeddings file
+###
+
+ORIGIN_KEYS = ('experiment_root', 'checkpoint')
+
+
+def embedding_origin(experiment_root, checkpoint_path):
+    """The HDF5 attributes that name the network that made embeddings: the
+    experiment root's absolute path and the checkpoint's name within it."""
+    root = os.path.realpath(experiment_root)
+    return {'experiment_root': root,
+            'checkpoint': os.path.relpath(os.path.realpath(checkpoint_path), root)}
+
+
+def origin_difference(first, second):
+    """Says how two origins (dicts of `ORIGIN_KEYS`, possibly partial, from
+    files written before they were stored) differ, or None when they agree
+    or cannot be compared."""
+    if not all(key in first and key in second for key in ORIGIN_KEYS):
+        return None
+    if first['experiment_root'] != second['experiment_root']:
+        return 'different experiments (`{}` and `{}`)'.format(first['experiment_root'],
+                                                               second['experiment_root'])
+    if first['checkpoint'] != second['checkpoint']:
+        return 'different checkpoints of `{}` (`{}` and `{}`)'.format(
+            first['experiment_root'], first['checkpoint'], second['checkpoint'])
+    return None
 
 
 def temporary_beside(path, directory, suffix=''):

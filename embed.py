@@ -6,6 +6,7 @@ To embed images from Python, use `model.load_embedder(experiment_root)`.
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -119,14 +120,36 @@ def check_augmentation(args, train_args):
                                'performed.'.format(args.aggregator))
 
 
-def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None):
+# The files that train.py keeps in an experiment root, which embeddings must
+# never replace.
+EXPERIMENT_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?)$')
+
+
+def check_replaceable(filename, experiment_root):
+    """Refuses an embeddings file name that would replace one of the
+    experiment's own files, or any existing file that is not HDF5 (a CSV, a
+    checkpoint's data): embed.py replaces only earlier embeddings."""
+    own = os.path.realpath(os.path.dirname(filename)) == os.path.realpath(experiment_root)
+    if own and EXPERIMENT_FILES.match(os.path.basename(filename)):
+        raise common.UserError('--filename `{}` names one of the experiment\'s own files; '
+                               'choose a name ending in .h5. Nothing was written.'.format(
+                                   filename))
+    if os.path.isfile(filename) and not h5py.is_hdf5(filename):
+        raise common.UserError('--filename `{}` exists and is not an HDF5 file; embed.py only '
+                               'replaces earlier embeddings. Choose another name. Nothing was '
+                               'written.'.format(filename))
+
+
+def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
     """Writes the HDF5 file through a temporary file, so a failure leaves none behind.
 
     Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
     `augmentation_types`, `fids` (N,) holds the images' paths as UTF-8
     strings: relative to the image root for a CSV, as found for --images;
     and the file's attribute `aggregator` names the aggregator when there is
-    one, so that search.py can embed its queries the same way.
+    one, so that search.py can embed its queries the same way. `made_by`, a
+    dict of string attributes (`experiment_root`, `checkpoint`), tells
+    evaluate.py and search.py which network made the embeddings.
     """
     partial = filename + '.partial'
     try:
@@ -139,6 +162,8 @@ def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None):
             f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
             if aggregator is not None:
                 f.attrs['aggregator'] = aggregator
+            for key, value in (made_by or {}).items():
+                f.attrs[key] = value
         os.replace(partial, filename)
     except OSError as e:
         raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
@@ -161,6 +186,8 @@ def main(argv=None):
             '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
     common.check_writable(filename, '--filename')
+    common.check_not_input(filename, '--filename', [('--dataset', args.dataset)])
+    check_replaceable(filename, args.experiment_root)
     if args.images:
         if args.image_root:
             raise common.UserError('--image_root applies to --dataset; --images takes paths '
@@ -193,7 +220,8 @@ def main(argv=None):
     common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
                         'nothing was written; the network\'s weights are broken (did training '
                         'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)
-    write_embeddings(filename, embs, emb_aug, names, shown, args.aggregator)
+    write_embeddings(filename, embs, emb_aug, names, shown, args.aggregator,
+                     common.embedding_origin(args.experiment_root, checkpoint))
     log('Wrote {}.'.format(filename))
     return 0
 

@@ -116,26 +116,40 @@ parser.add_argument(
     help='How many queries --plot shows, spread evenly over the query set.')
 
 
-def load_embeddings(path, expected_rows, csv_path):
-    """The `emb` array of an HDF5 file written by embed.py, checked against its CSV."""
+def load_embeddings(path, csv_fids, csv_path):
+    """The `emb` array (N, D) of an HDF5 file written by embed.py, checked
+    against the N rows of its CSV, and its origin (`common.ORIGIN_KEYS`, as
+    far as the file names it)."""
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
                 raise common.UserError('`{}` holds no `emb` dataset; was it written by '
                                        'embed.py?'.format(path))
             embs = np.asarray(f['emb'], np.float32)
+            # Files from before embed.py stored the paths cannot be checked.
+            fids = [n.decode('utf-8') if isinstance(n, bytes) else str(n)
+                    for n in f['fids'][()]] if 'fids' in f else None
+            origin = {key: str(f.attrs[key]) for key in common.ORIGIN_KEYS if key in f.attrs}
     except (OSError, ValueError, TypeError) as e:
         raise common.UserError('cannot read the embeddings `{}`: {}.'.format(path, e))
     if embs.ndim != 2:
         raise common.UserError('the `emb` of `{}` has the shape {}, not (images, dimensions) as '
                                'embed.py writes it.'.format(path, embs.shape))
-    if len(embs) != expected_rows:
+    if len(embs) != len(csv_fids):
         raise common.UserError('`{}` holds {} embeddings but `{}` lists {} images; embed that '
-                               'CSV again.'.format(path, len(embs), csv_path, expected_rows))
+                               'CSV again.'.format(path, len(embs), csv_path, len(csv_fids)))
+    if fids is not None:
+        differ = np.flatnonzero(np.asarray(fids, dtype=object) != np.asarray(csv_fids, object))
+        if len(differ):
+            row = differ[0]
+            raise common.UserError(
+                '`{}` embeds other images than `{}` lists, in {} of its {} rows: row {} is `{}` '
+                'there and `{}` in the CSV. Embed that CSV again.'.format(
+                    path, csv_path, len(differ), len(fids), row + 1, fids[row], csv_fids[row]))
     common.check_finite(embs, 'the embeddings `{}`'.format(path),
                         'an evaluation of them would mean nothing; embed `{}` again with a '
                         'checkpoint from before training diverged'.format(csv_path))
-    return embs
+    return embs, origin
 
 
 def main(argv=None):
@@ -144,6 +158,10 @@ def main(argv=None):
         parser.error('--plot draws the images, so it needs --image_root.')
     if args.filename is not None:
         common.check_writable(args.filename, '--filename')
+        common.check_not_input(args.filename, '--filename', [
+            (flag, getattr(args, flag[2:])) for flag in (
+                '--query_dataset', '--query_embeddings', '--gallery_dataset',
+                '--gallery_embeddings')])
     if args.plot is not None:
         common.check_writable(args.plot, '--plot', folder=True)
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
@@ -152,9 +170,14 @@ def main(argv=None):
     # Data.
     query_pids, query_fids = common.load_dataset(args.query_dataset, None)
     gallery_pids, gallery_fids = common.load_dataset(args.gallery_dataset, None)
-    query_embs = load_embeddings(args.query_embeddings, len(query_fids), args.query_dataset)
-    gallery_embs = load_embeddings(args.gallery_embeddings, len(gallery_fids),
-                                   args.gallery_dataset)
+    query_embs, query_origin = load_embeddings(args.query_embeddings, query_fids,
+                                               args.query_dataset)
+    gallery_embs, gallery_origin = load_embeddings(args.gallery_embeddings, gallery_fids,
+                                                   args.gallery_dataset)
+    difference = common.origin_difference(query_origin, gallery_origin)
+    if difference:
+        print('WARNING: the query and gallery embeddings come from {}; their distances mean '
+              'little. Embed both with one checkpoint.'.format(difference), file=sys.stderr)
     if query_embs.shape[1] != gallery_embs.shape[1]:
         raise common.UserError('the query embeddings have {} dimensions but the gallery '
                                'embeddings {}.'.format(query_embs.shape[1],

@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import json
+import sys
 
 import common
 import startup
@@ -59,7 +60,8 @@ parser.add_argument(
 parser.add_argument(
     '--threshold', default=None, type=common.nonnegative_float,
     help='Mark the results at most this far from the query as matches (for example '
-         'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept).')
+         'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept). Always '
+         'on the plain --metric distance, also with --rerank.')
 
 parser.add_argument(
     '--rerank', action='store_true', default=False,
@@ -107,8 +109,9 @@ def test_time_augmentation(names, aggregator):
 
 
 def load_gallery(path):
-    """The gallery's (embeddings (G, D) float32, file names (G,), and embed.py's
-    (flip, crop, aggregator) that made it)."""
+    """The gallery's (embeddings (G, D) float32, file names (G,), embed.py's
+    (flip, crop, aggregator) that made it, and its origin: the attributes
+    `common.ORIGIN_KEYS` as far as the file names them)."""
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
@@ -123,6 +126,7 @@ def load_gallery(path):
                      for n in f['augmentation_types'][()]] \
                 if 'augmentation_types' in f else ['original_resize']
             aggregator = f.attrs.get('aggregator')
+            origin = {key: str(f.attrs[key]) for key in common.ORIGIN_KEYS if key in f.attrs}
     except (OSError, ValueError, TypeError) as e:
         raise common.UserError('cannot read the gallery `{}`: {}.'.format(path, e))
     if embs.ndim != 2 or len(embs) != len(fids) or not len(embs):
@@ -136,33 +140,42 @@ def load_gallery(path):
                                    path, ', '.join(names[:5])))
     common.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
                         'with a checkpoint from before training diverged', fids)
-    return embs, fids, augmentation
+    return embs, fids, augmentation, origin
 
 
 def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
-    """The top-k gallery indices (Q, k) of each query, nearest first, and their distances."""
+    """The top-k gallery indices (Q, k) of each query, nearest first, their
+    distances (Q, k), and their plain `metric` distances (Q, k), which differ
+    from the former when re-ranked."""
+    plain = metrics.pairwise_distances(query_embs, gallery_embs, metric)
     if rerank_them:
         import rerank
         distances = rerank.reranker(query_embs, gallery_embs, metric)(
             np.arange(len(query_embs)))
     else:
-        distances = metrics.pairwise_distances(query_embs, gallery_embs, metric)
+        distances = plain
     k = min(top_k, distances.shape[1])
     nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
     order = np.argsort(np.take_along_axis(distances, nearest, 1), axis=1, kind='stable')
     nearest = np.take_along_axis(nearest, order, 1)
-    return nearest, np.take_along_axis(distances, nearest, 1)
+    return (nearest, np.take_along_axis(distances, nearest, 1),
+            np.take_along_axis(plain, nearest, 1))
 
 
-def results_table(queries, gallery_fids, nearest, distances, threshold):
-    """[{'query': path, 'results': [{'file', 'distance'(, 'match')}, ...]}, ...]."""
+def results_table(queries, gallery_fids, nearest, distances, threshold, plain=None):
+    """[{'query': path, 'results': [{'file', 'distance'(, 'match')}, ...]}, ...].
+
+    `threshold` applies to the `plain` distances (Q, k) when given: a
+    verification threshold is on the metric's own scale, not the re-ranked
+    one."""
+    plain = distances if plain is None else plain
     table = []
-    for query, indices, dists in zip(queries, nearest, distances):
+    for query, indices, dists, plains in zip(queries, nearest, distances, plain):
         rows = []
-        for index, distance in zip(indices, dists):
+        for index, distance, plain_distance in zip(indices, dists, plains):
             row = {'file': gallery_fids[index], 'distance': float(distance)}
             if threshold is not None:
-                row['match'] = bool(distance <= threshold)
+                row['match'] = bool(plain_distance <= threshold)
             rows.append(row)
         table.append({'query': query, 'results': rows})
     return table
@@ -193,7 +206,7 @@ def main(argv=None):
         common.check_writable(args.plot, '--plot')
 
     # Data: the gallery first, as it is the cheaper to find wrong.
-    gallery_embs, gallery_fids, (flip, crop, aggregator) = load_gallery(args.gallery)
+    gallery_embs, gallery_fids, (flip, crop, aggregator), origin = load_gallery(args.gallery)
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
     sampler.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
@@ -202,7 +215,13 @@ def main(argv=None):
     # Model: the experiment's own preprocessing and checkpoint, and the
     # gallery's test-time augmentation, so that queries and gallery are
     # embedded alike.
-    model, train_args, _ = load_experiment(args.experiment_root, args.checkpoint)
+    model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
+    difference = common.origin_difference(
+        origin, common.embedding_origin(args.experiment_root, checkpoint))
+    if difference:
+        print('WARNING: the gallery and the queries are embedded by {}; their distances mean '
+              'little. Embed the gallery with this checkpoint, or pass the gallery\'s '
+              '--checkpoint.'.format(difference), file=sys.stderr)
     metric = args.metric or train_args.get('metric', 'euclidean')
     query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
                                    args.batch_size)
@@ -214,12 +233,14 @@ def main(argv=None):
                         'an earlier one (--checkpoint)', queries)
 
     # Search.
-    nearest, distances = rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
-    table = results_table(queries, gallery_fids, nearest, distances, args.threshold)
+    nearest, distances, plain = rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
+    table = results_table(queries, gallery_fids, nearest, distances, args.threshold, plain)
     for entry in table:
-        print('{} ({} distance{}):'.format(entry['query'], 're-ranked' if args.rerank else metric,
-                                           ', * within {}'.format(args.threshold)
-                                           if args.threshold is not None else ''))
+        print('{} ({} distance{}):'.format(
+            entry['query'], 're-ranked' if args.rerank else metric,
+            ', * within {}{}'.format(args.threshold, ' of {} distance'.format(metric)
+                                     if args.rerank else '')
+            if args.threshold is not None else ''))
         for position, row in enumerate(entry['results'], 1):
             print('  {:3d}  {:10.4f}{} {}'.format(position, row['distance'],
                                                   ' *' if row.get('match') else '  ',

@@ -65,7 +65,7 @@ def main(argv=None):
         root, images = make_experiment(folder)
         gallery = os.path.join(folder, 'gallery.h5')
         make_gallery(gallery, args.gallery_size, rng)
-        gallery_embs, _ = search.load_gallery(gallery)
+        gallery_embs = search.load_gallery(gallery)[0]
         for queries in (1, 10):
             query_embs = rng.normal(size=(queries, 128)).astype(np.float32)
             best = min(_timed(lambda: search.rank(query_embs, gallery_embs, 'euclidean', 10))

@@ -217,3 +217,28 @@ def test_crops_larger_than_the_pre_crop_size_are_refused(experiment, tmp_path):
         embed.main(['--experiment_root', copy, '--dataset', csv_path, '--quiet',
                     '--crop_augment', 'center', '--filename', 'crops.h5'])
     assert not any(name.startswith('crops.h5') for name in os.listdir(copy))
+
+
+def test_embeddings_never_replace_the_experiment_s_files_or_the_input(experiment, tmp_path):
+    root, csv_path, _ = experiment
+    base = ['--experiment_root', root, '--dataset', csv_path, '--quiet']
+    index = sorted(n for n in os.listdir(root) if n.endswith('.index'))[0]
+    before = {name: open(os.path.join(root, name), 'rb').read()
+              for name in ('args.json', index)}
+    for name in ('args.json', index, 'best.json', 'checkpoint'):
+        with pytest.raises(common.UserError, match='names one of the experiment\'s own files'):
+            embed.main(base + ['--filename', name])
+    with pytest.raises(common.UserError, match='--filename .* is the same file as --dataset'):
+        embed.main(base + ['--filename', os.path.abspath(csv_path)])
+    other = tmp_path / 'notes.txt'
+    other.write_text('mine')
+    with pytest.raises(common.UserError, match='exists and is not an HDF5 file'):
+        embed.main(base + ['--filename', str(other)])
+    assert other.read_text() == 'mine'
+    assert before == {name: open(os.path.join(root, name), 'rb').read() for name in before}
+    # Earlier embeddings are replaced, and each file names the network that made it.
+    for _ in range(2):
+        assert embed.main(base + ['--filename', 'again.h5']) == 0
+    with h5py.File(os.path.join(root, 'again.h5'), 'r') as f:
+        assert f.attrs['experiment_root'] == os.path.realpath(root)
+        assert f.attrs['checkpoint'] == 'checkpoint-2'

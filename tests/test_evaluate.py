@@ -442,3 +442,39 @@ def test_folders_excluder_through_the_command(tmp_path):
         evaluate.main(base[:1] + ['diagonal'] + base[2:] + ['--camera_regex', r'_c(\d+)_'])
     with pytest.raises(common.UserError, match='not a regular expression'):
         evaluate.main(base + ['--camera_regex', '_c(('])
+
+
+def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    g_pids, g_fids, g_emb = market_like(rng)
+    csv = tmp_path / 'g.csv'
+    csv.write_text(''.join('{},{}\n'.format(p, f) for p, f in zip(g_pids, g_fids)))
+    shuffled = tmp_path / 'shuffled.csv'
+    order = rng.permutation(len(g_fids))
+    shuffled.write_text(''.join('{},{}\n'.format(g_pids[i], g_fids[i]) for i in order))
+
+    def h5(name, checkpoint):
+        path = write_h5(tmp_path / name, emb=g_emb, fids=np.array(g_fids, dtype=object).astype('S'))
+        with h5py.File(path, 'a') as f:
+            f.attrs.update({'experiment_root': '/exp', 'checkpoint': checkpoint})
+        return path
+    first, second = h5('a.h5', 'checkpoint-10'), h5('b.h5', 'checkpoint-20')
+    base = ['--excluder', 'diagonal', '--metric', 'euclidean', '--gallery_dataset', str(csv),
+            '--gallery_embeddings', first]
+    # A CSV whose rows are not the embedded ones, in any order, is refused.
+    with pytest.raises(common.UserError, match=r'a.h5` embeds other images than `.*shuffled'
+                                               r'.csv` lists, in \d+ of its 81 rows: row'):
+        evaluate.main(base + ['--query_dataset', str(shuffled), '--query_embeddings', first])
+    # Query and gallery of two checkpoints: a warning, and the figures.
+    assert evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', second]) == 0
+    printed = capsys.readouterr()
+    assert 'different checkpoints of `/exp` (`checkpoint-20` and `checkpoint-10`)' in printed.err
+    assert printed.out.startswith('mAP')
+    assert evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first]) == 0
+    assert 'WARNING' not in capsys.readouterr().err
+    # The results never replace an input.
+    for target in (str(csv), first, str(tmp_path / '.' / 'a.h5')):
+        with pytest.raises(common.UserError, match='is the same file as --(gallery|query)_'):
+            evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
+                                  '--filename', target])
+    assert h5py.is_hdf5(first) and csv.read_text().count('\n') == 81

@@ -94,7 +94,7 @@ def test_test_time_augmentation_is_read_from_the_names():
 def test_rank_equals_sorting_evaluate_s_distances(metric):
     rng = np.random.default_rng(1)
     query, gallery = rng.normal(size=(7, 8)), rng.normal(size=(200, 8))
-    nearest, distances = search.rank(query, gallery, metric, 15)
+    nearest, distances, _ = search.rank(query, gallery, metric, 15)
     expected = metrics.metric_distances(query, gallery, metric)(np.arange(7))
     np.testing.assert_array_equal(nearest, np.argsort(expected, axis=1, kind='stable')[:, :15])
     np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :15])
@@ -104,9 +104,9 @@ def test_rank_with_rerank_agrees_on_the_nearest():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
     query = gallery[[3, 17]] + 0.01
-    nearest, distances = search.rank(query, gallery, 'euclidean', 4)
+    nearest, distances, _ = search.rank(query, gallery, 'euclidean', 4)
     assert list(nearest[:, 0]) == [3, 17] and (np.diff(distances, axis=1) >= 0).all()
-    reranked, _ = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
+    reranked, _, _ = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
     assert list(reranked[:, 0]) == [3, 17]
 
 
@@ -137,3 +137,36 @@ def test_errors(gallery, tmp_path):
     with pytest.raises(common.UserError, match='neither an image file nor a folder'):
         search.main(['--experiment_root', root, '--gallery', h5, '--query',
                      str(tmp_path / 'missing.jpg')])
+
+
+def test_a_threshold_applies_to_the_plain_distance_also_when_re_ranked():
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(30, 8)).astype(np.float32)
+    query = gallery[[3, 17]] + 0.01
+    nearest, distances, plain = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
+    np.testing.assert_allclose(
+        plain, np.take_along_axis(metrics.pairwise_distances(query, gallery, 'euclidean'),
+                                  nearest, 1), rtol=1e-6)
+    table = search.results_table(['a', 'b'], [str(i) for i in range(30)], nearest, distances,
+                                 1.0, plain)
+    # The re-ranked distances all lie below 1; in the plain distance only
+    # the query's own image is that near.
+    assert (distances < 1.0).all()
+    assert [[row['match'] for row in entry['results']] for entry in table] == \
+        [[True, False, False, False]] * 2
+
+
+def test_a_gallery_of_another_checkpoint_is_warned_about(gallery, tmp_path, capsys):
+    root, h5, folder = gallery
+    other = str(tmp_path / 'other.h5')
+    with h5py.File(h5, 'r') as source, h5py.File(other, 'w') as f:
+        for key in source:
+            source.copy(key, f)
+        f.attrs.update(dict(source.attrs))
+        f.attrs['checkpoint'] = 'checkpoint-1'
+    query = os.path.join(folder, sorted(os.listdir(folder))[0])
+    assert search.main(['--experiment_root', root, '--gallery', other, '--query', query]) == 0
+    assert 'different checkpoints of `{}` (`checkpoint-1` and `checkpoint-5`)'.format(
+        os.path.realpath(root)) in capsys.readouterr().err
+    assert search.main(['--experiment_root', root, '--gallery', h5, '--query', query]) == 0
+    assert 'WARNING' not in capsys.readouterr().err
