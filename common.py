@@ -236,7 +236,9 @@ def check_not_input(path, flag, inputs):
 
 
 def check_finite(embs, what, remedy, names=None):
-    """Refuses embeddings (N, D) with NaN or infinite values, naming the rows.
+    """Refuses embeddings (N, D) with NaN or infinite values, or values so
+    large that the distances between them overflow float32 (a squared
+    Euclidean distance sums D squared differences), naming the rows.
 
     Args:
         embs: (N, D) array.
@@ -246,16 +248,23 @@ def check_finite(embs, what, remedy, names=None):
             beside their numbers.
 
     Raises:
-        UserError when some value is not finite.
+        UserError when some value is not finite or too large.
     """
-    bad = np.flatnonzero(~np.isfinite(embs).all(axis=1))
-    if not len(bad):
-        return
-    shown = ', '.join('{}{}'.format(i, ' ({})'.format(names[i]) if names is not None else '')
-                      for i in bad[:5])
-    raise UserError('{}: {} of {} rows hold non-finite values (NaN or infinity), row {}{}; '
-                    '{}.'.format(what, len(bad), len(embs), shown,
-                                 ', …' if len(bad) > 5 else '', remedy))
+    embs = np.asarray(embs)
+    with np.errstate(invalid='ignore'):
+        largest = np.abs(embs).max(axis=1, initial=0) if embs.ndim == 2 else np.abs(embs)
+    limit = np.sqrt(np.finfo(np.float32).max / (4 * max(embs.shape[-1], 1)))
+    for bad, problem in ((np.flatnonzero(~np.isfinite(largest)),
+                          'non-finite values (NaN or infinity)'),
+                         (np.flatnonzero(largest > limit),
+                          'values larger than {:.3g} in magnitude, whose distances overflow'
+                          .format(limit))):
+        if not len(bad):
+            continue
+        shown = ', '.join('{}{}'.format(i, ' ({})'.format(names[i]) if names is not None else '')
+                          for i in bad[:5])
+        raise UserError('{}: {} of {} rows hold {}, row {}{}; {}.'.format(
+            what, len(bad), len(embs), problem, shown, ', …' if len(bad) > 5 else '', remedy))
 
 
 # Which network made an embeddings file

@@ -478,3 +478,24 @@ def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, 
             evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
                                   '--filename', target])
     assert h5py.is_hdf5(first) and csv.read_text().count('\n') == 81
+
+
+def test_huge_embeddings_give_the_same_figures_or_are_refused(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    g_pids, g_fids, g_emb = market_like(rng)
+    csv = tmp_path / 'g.csv'
+    csv.write_text(''.join('{},{}\n'.format(p, f) for p, f in zip(g_pids, g_fids)))
+    base = ['--excluder', 'market1501', '--metric', 'euclidean', '--query_dataset', str(csv),
+            '--gallery_dataset', str(csv)]
+    printed = []
+    # A power of two scales exactly, so the figures must not move at all.
+    for scale in (1, 2.0 ** 53):
+        path = write_h5(tmp_path / 'x.h5', emb=g_emb * scale)
+        assert evaluate.main(base + ['--query_embeddings', path, '--gallery_embeddings', path]) == 0
+        printed.append(capsys.readouterr().out.split('\n')[0])
+    assert printed[0] == printed[1] and 'mAP' in printed[0]
+    path = write_h5(tmp_path / 'x.h5', emb=g_emb * 1e19)
+    with pytest.raises(common.UserError, match=r'x.h5`: \d+ of \d+ rows hold values larger than '
+                                               r'3.26e\+18 in magnitude, whose distances '
+                                               r'overflow, row'):
+        evaluate.main(base + ['--query_embeddings', path, '--gallery_embeddings', path])
