@@ -28,6 +28,8 @@ This script needs no TensorFlow (h5py and SciPy read CUHK03's .mat files).
 """
 
 import argparse
+import csv
+import io
 import os
 import re
 import sys
@@ -50,7 +52,24 @@ class ConversionError(Exception):
 ###
 
 def format_rows(rows):
-    return ''.join('{},{}\n'.format(pid, path) for pid, path in rows)
+    """The CSV text of `rows` (identity, path): fields holding a comma or a
+    quote are quoted, which common.read_csv_rows reads back.
+
+    Raises:
+        ConversionError for a field that no CSV line can hold as it is: a
+        line break, or white space at either end (which the readers strip).
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator='\n')
+    for row in rows:
+        for field in row:
+            if re.search(r'[\r\n]', field) or field != field.strip():
+                raise ConversionError(
+                    '{!r} holds a line break or begins or ends with white space, which a CSV '
+                    'row `identity,relative/path` cannot hold; rename it. Nothing was '
+                    'written.'.format(field))
+        writer.writerow(row)
+    return buffer.getvalue()
 
 
 def write_csvs(output_dir, prefix, splits):
@@ -59,20 +78,24 @@ def write_csvs(output_dir, prefix, splits):
     Returns:
         {split: path} of the files written.
     """
+    texts = {split: format_rows(rows) for split, rows in splits.items()}
     os.makedirs(output_dir, exist_ok=True)
-    written = []
+    # Uniquely named partial files, so that two conversions at once never
+    # write into each other's.
+    partials = {}
     try:
-        for split, rows in splits.items():
+        for split, text in texts.items():
             path = os.path.join(output_dir, '{}_{}.csv'.format(prefix, split))
-            with open(path + '.partial', 'w') as f:
-                f.write(format_rows(rows))
-            written.append(path)
-        for path in written:
-            os.replace(path + '.partial', path)
+            partials[path] = common.temporary_beside(path, False)
+            with open(partials[path], 'w') as f:
+                f.write(text)
+        for path, partial in partials.items():
+            os.replace(partial, path)
     finally:
-        for path in written:
-            if os.path.exists(path + '.partial'):
-                os.remove(path + '.partial')
+        for partial in partials.values():
+            if os.path.exists(partial):
+                os.remove(partial)
+    written = list(partials)
     return dict(zip(splits, written))
 
 

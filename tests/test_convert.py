@@ -358,3 +358,25 @@ def test_cuhk03_folders_bad_trees(tmp_path):
     assert not out.exists()
     with pytest.raises(Exception, match='does not match the CUHK03 folders .IIII_KK.jpg. pattern'):
         cuhk03_folders.excluder(['val/0001_00.jpg'], ['0001_c1s1_000001_00.jpg'])
+
+
+def test_folders_with_commas_and_quotes_read_back_and_line_breaks_are_refused(tmp_path):
+    import common
+    root = tmp_path / 'crops'
+    names = ['Smith, J/a,1.jpg', 'Smith, J/b.jpg', 'say "hi"/c.jpg', 'say "hi"/d.jpg',
+             'p3/e.jpg', 'p3/f.jpg', 'p4/g.jpg', 'p4/h.jpg']
+    touch(root, names)
+    out = tmp_path / 'out'
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--prefix', 'x')
+    rows = []
+    for split in ('train', 'query', 'test'):
+        pids, fids = common.load_dataset(str(out / 'x_{}.csv'.format(split)), str(root))
+        rows += zip(pids, fids)
+    assert sorted(rows) == sorted((name.split('/')[0], name) for name in names)
+    for bad in ('new\nline/i.jpg', ' p5/j.jpg'):
+        touch(root, [bad])
+        with pytest.raises(convert.ConversionError, match='line break or begins or ends with '
+                                                          'white space.*Nothing was written'):
+            run('folders', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'bad'))
+        os.remove(root / bad)
+    assert not os.path.exists(tmp_path / 'bad')
