@@ -67,15 +67,44 @@ def readable_directory(arg):
     return _check_directory(arg, os.R_OK, 'readable')
 
 
+# Integers go into TensorFlow's int64 (steps, sizes), so larger ones are refused
+# where they are typed, not where they overflow.
+MAX_INT = 2 ** 63 - 1
+
+
 def _number_greater_x(arg, type_, x):
     try:
         value = type_(arg)
     except ValueError:
         raise argparse.ArgumentTypeError('`{}` is not an {}.'.format(arg, type_.__name__))
+    if type_ is int and value > MAX_INT:
+        raise argparse.ArgumentTypeError('found {} where an int of at most 2**63 - 1 was '
+                                         'required.'.format(arg))
     if value > x and math.isfinite(value):
         return value
     raise argparse.ArgumentTypeError(
         'found {} where an {} greater than {} was required.'.format(arg, type_.__name__, x))
+
+
+def int_between(lower, upper):
+    """An argument type: an int from `lower` to `upper`, both included."""
+    def checked(arg):
+        value = _number_greater_x(arg, int, lower - 1)
+        if value > upper:
+            raise argparse.ArgumentTypeError('found {} where an int from {} to {} was '
+                                             'required.'.format(arg, lower, upper))
+        return value
+    checked.__name__ = 'int'
+    return checked
+
+
+def seed(arg):
+    """A random seed: an int from 0 to 2**32 - 1, as NumPy and Keras take it."""
+    value = nonnegative_int(arg)
+    if value >= 2 ** 32:
+        raise argparse.ArgumentTypeError('found {} where a seed from 0 to 2**32 - 1 was '
+                                         'required.'.format(arg))
+    return value
 
 
 def positive_int(arg):
@@ -190,6 +219,11 @@ def check_stored_arguments(parser, stored, path):
                                 path, action.dest, value, e))
 
 
+def physical_memory():
+    """This machine's memory in bytes."""
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
 # Files that must never be half-written.
 ###
 
@@ -203,6 +237,10 @@ def check_writable(path, flag, folder=False):
         UserError naming the flag and the path.
     """
     path = os.path.abspath(path)
+    here = os.path.realpath(os.getcwd())
+    if folder and os.path.commonpath([here, os.path.realpath(path)]) == os.path.realpath(path):
+        raise UserError('{} `{}` holds the current folder, which cannot be replaced; give the '
+                        'name of a folder of its own.'.format(flag, path))
     if os.path.isdir(path) and not folder:
         raise UserError('{} `{}` is a folder; give a file name.'.format(flag, path))
     if os.path.exists(path) and folder and not os.path.isdir(path):

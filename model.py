@@ -194,16 +194,19 @@ def complete_checkpoint(prefix):
     return True
 
 
-def newest_checkpoint(directory):
+def newest_checkpoint(directory, fallback=True):
     """The newest complete checkpoint in `directory`, or None when it holds none at all.
 
     The `checkpoint` index file names the newest one; when that one is
     missing or damaged (or the index is), the `checkpoint-<step>` files are
     scanned and the newest complete one is taken, with a warning naming what
-    was skipped, so that a run never silently starts over.
+    was skipped, so that a run never silently starts over. Without
+    `fallback` (for embedding, where an older network would pass for the
+    newest), that is an error naming the newest complete one instead.
 
     Raises:
-        UserError when checkpoint files exist but none is complete.
+        UserError when checkpoint files exist but none is complete, or,
+        without `fallback`, when the newest is not.
     """
     try:
         state = tf.train.get_checkpoint_state(directory)
@@ -225,6 +228,10 @@ def newest_checkpoint(directory):
                 named)] if named else []) + (['incomplete or damaged: {}'.format(
                     ', '.join(p for p in skipped if p != named))] if set(skipped) - {named}
                     else [])
+            if reasons and not fallback:
+                raise UserError('the newest checkpoint of `{}` is not usable ({}); pass '
+                                '--checkpoint {} to use the newest complete one.'.format(
+                                    directory, '; '.join(reasons), os.path.basename(prefix)))
             if reasons:
                 log.warning('Using %s, the newest complete checkpoint (%s).', prefix,
                             '; '.join(reasons))
@@ -250,7 +257,7 @@ def find_checkpoint(experiment_root, checkpoint=None):
         UserError when there is no such checkpoint.
     """
     if checkpoint is None:
-        path = newest_checkpoint(experiment_root)
+        path = newest_checkpoint(experiment_root, fallback=False)
         if path is None:
             raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
         return path
@@ -279,7 +286,12 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     Raises:
         UserError when the checkpoint does not fit the model.
     """
-    if tf1_checkpoint.is_tf1_checkpoint(path):
+    try:
+        tf1 = tf1_checkpoint.is_tf1_checkpoint(path)
+    except tf.errors.OpError as e:
+        raise UserError('the checkpoint `{}` is damaged ({}); move it away to use the one '
+                        'before it.'.format(path, str(e).splitlines()[0]))
+    if tf1:
         log.info('Continuing the TF1 experiment from its checkpoint %s (%s, by variable name).',
                  path, 'model' if optimizer is None else 'model, Adam slots and global step')
         tf1_checkpoint.restore_experiment(path, model, body, optimizer, step)

@@ -9,7 +9,9 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import secrets
+import shutil
 import sys
 import time
 from datetime import timedelta
@@ -334,7 +336,7 @@ parser.add_argument(
     help='Validate every this many iterations, and after the last one.')
 
 parser.add_argument(
-    '--seed', default=None, type=common.nonnegative_int,
+    '--seed', default=None, type=common.seed,
     help='Seed of the sampler and the augmentation: two runs with the same seed see the '
          'same batches. Chosen at random (and stored in args.json) when not given.')
 
@@ -494,6 +496,43 @@ def resolve_arguments(argv):
     return args, True, changed
 
 
+def format_eta(seconds):
+    """`H:MM:SS` (with days when longer), or a plain statement beyond 100
+    years, which no `timedelta` holds for --train_iterations near 2**63."""
+    if seconds > 100 * 365 * 86400:
+        return 'more than 100 years'
+    return str(timedelta(seconds=int(seconds)))
+
+
+def check_memory(args):
+    """Refuses sizes that could never fit in this machine's memory, before
+    anything is written or allocated: a batch over a quarter of it, counting
+    its float32 images at the largest size the input pipeline makes (the
+    pre-crop size, or the padded size) and the loss's (P·K)² distances and
+    masks (four such matrices), or a head whose weights and Adam slots
+    (about 2048 × --embedding_dim floats, four times) over half of it."""
+    memory = common.physical_memory()
+    height, width = args.net_input_height, args.net_input_width
+    if args.crop_augment:
+        height, width = max(height, args.pre_crop_height), max(width, args.pre_crop_width)
+    height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
+    size = args.batch_p * args.batch_k
+    batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
+    if batch > memory / 4:
+        raise common.UserError(
+            'a batch of {}×{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
+            'and the loss\'s distances between them), more than a quarter of this machine\'s '
+            '{:.3g} GiB; lower --batch_p, --batch_k or the image sizes (--net_input_*, '
+            '--pre_crop_*, --pad_crop).'.format(args.batch_p, args.batch_k, height, width,
+                                                batch / 2 ** 30, memory / 2 ** 30))
+    head = 2048 * args.embedding_dim * 4 * 4
+    if head > memory / 2:
+        raise common.UserError(
+            '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
+            'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
+            'used 128).'.format(args.embedding_dim, head / 2 ** 30, memory / 2 ** 30))
+
+
 def check_arguments(args):
     """Refuses argument combinations that cannot train, before anything is written."""
     if not args.train_set:
@@ -520,6 +559,7 @@ def check_arguments(args):
     if args.crop_augment and args.pad_crop:
         raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
                                'one.')
+    check_memory(args)
     if args.crop_augment and (args.pre_crop_height < args.net_input_height or
                               args.pre_crop_width < args.net_input_width):
         raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
@@ -613,6 +653,41 @@ def check_input_size(model, args):
                                    str(e).strip().splitlines()[0]))
 
 
+def check_checkpoints_not_lost(experiment_root):
+    """Refuses to start over in an experiment root that trained (it holds
+    TensorBoard events, which come after the first checkpoint) but holds no
+    checkpoint; without events, a run stopped before its first checkpoint
+    starts over with a warning."""
+    if any(name.startswith('events.out.tfevents') for name in os.listdir(experiment_root)):
+        raise common.UserError(
+            '`{}` has trained (it holds TensorBoard events) but holds no checkpoint; were they '
+            'deleted? Restore them to resume, or start a new experiment root.'.format(
+                experiment_root))
+    log.warning('`%s` holds args.json but no checkpoint; starting from iteration 0 with the '
+                'stored arguments.', experiment_root)
+
+
+# What a train.py killed while saving leaves behind: TensorFlow's folder of
+# checkpoint shards, and the temporary files of common.write_json.
+LEFTOVERS = re.compile(r'checkpoint-\d+_temp|\.(args|best)\.json\..+')
+
+
+def remove_leftovers(experiment_root):
+    """Removes the half-written files of killed runs from the experiment root
+    and its `best/` folder; only train.py writes them, and it holds the lock."""
+    for folder in (experiment_root, os.path.join(experiment_root, 'best')):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if LEFTOVERS.fullmatch(name):
+                log.info('Removing %s, left by a run that was stopped while writing it.', path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+
+
 def store_arguments(args, cleanup, locked, rewrite):
     """Writes args.json when `rewrite` and starts train.log, taking the lock of
     a new experiment root first (see train())."""
@@ -624,6 +699,7 @@ def store_arguments(args, cleanup, locked, rewrite):
                 raise common.UserError('another train.py started an experiment in `{}` '
                                        'meanwhile; rerun to resume it.'.format(
                                            args.experiment_root))
+        remove_leftovers(args.experiment_root)
         if rewrite:
             common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
         common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
@@ -833,6 +909,8 @@ def train(argv, cleanup):
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
     latest = newest_checkpoint(args.experiment_root)
+    if resuming and chief and not latest:
+        check_checkpoints_not_lost(args.experiment_root)
 
     def save(number):
         manager.save(checkpoint_number=number)
@@ -852,7 +930,10 @@ def train(argv, cleanup):
     # anything written, so a refused run leaves no arguments behind to poison
     # the corrected rerun.
     if chief:
-        store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed or changed)
+        # Changed arguments of a resumed run are stored once its first
+        # iteration has worked, so that a refused change (out of memory, at
+        # once divergent) does not stay to fail the corrected rerun.
+        store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed)
     else:
         common.setup_logging(buffer=False)
     if not latest:
@@ -924,7 +1005,14 @@ def train(argv, cleanup):
         for i in range(start_step, args.train_iterations):
             start_time = time.time()
             images, batch_fids, _, labels = next(batches)
-            out = train_step(images, labels)
+            try:
+                out = train_step(images, labels)
+            except tf.errors.ResourceExhaustedError as e:
+                raise common.UserError(
+                    'a training batch of {} images of {}x{} does not fit in memory ({}); lower '
+                    '--batch_p, --batch_k or the input size.'.format(
+                        batch_size, args.net_input_height, args.net_input_width,
+                        str(e).strip().splitlines()[0][:200]))
             b_loss = out['losses'].numpy()
             terms = {name: float(np.mean(out[name])) for name in AUXILIARY_LOSSES if name in out}
             elapsed_time = time.time() - start_time
@@ -937,6 +1025,8 @@ def train(argv, cleanup):
                         'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
                         else 'infinite', current,
                         newest_checkpoint(args.experiment_root)))
+            if changed and chief and i == start_step:
+                common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
             collapsed_for = collapsed_for + 1 if looks_collapsed(
                 float(b_loss.mean()), float(out['spread']), args.margin) else 0
             if args.collapse_patience and collapsed_for == args.collapse_patience:
@@ -953,7 +1043,7 @@ def train(argv, cleanup):
                      '(%.2fs/it)', current, b_loss.min(), b_loss.mean(), b_loss.max(),
                      ''.join('{}: {:.3f}, '.format(n, v) for n, v in terms.items()),
                      args.batch_k - 1, 100 * float(out['prec_at_k']),
-                     timedelta(seconds=int(seconds_todo)), elapsed_time)
+                     format_eta(seconds_todo), elapsed_time)
             if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:
                 save(current)
                 saved_step = current

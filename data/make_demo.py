@@ -204,19 +204,24 @@ def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150, val
     return {split: len(split_rows) for split, split_rows in rows.items()}
 
 
+# Each count is bounded so that a typo cannot fill the disk: 20,000 identities
+# are about 190,000 images (1.3 GB), thirteen times Market-1501's identities.
+MAX_COUNT = 20000
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'demo'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--train_ids', type=common.positive_int, default=150,
+    parser.add_argument('--train_ids', type=common.int_between(1, MAX_COUNT), default=150,
                         help='Number of training identities.')
-    parser.add_argument('--test_ids', type=common.positive_int, default=150,
+    parser.add_argument('--test_ids', type=common.int_between(1, MAX_COUNT), default=150,
                         help='Number of test identities (query and gallery).')
-    parser.add_argument('--distractors', type=common.nonnegative_int, default=150,
+    parser.add_argument('--distractors', type=common.int_between(0, MAX_COUNT), default=150,
                         help='Number of distractor images (identity 0000) in the gallery.')
-    parser.add_argument('--junk', type=common.nonnegative_int, default=150,
+    parser.add_argument('--junk', type=common.int_between(0, MAX_COUNT), default=150,
                         help='Number of junk images (identity -1) in the gallery.')
-    parser.add_argument('--val_ids', type=common.nonnegative_int, default=50,
+    parser.add_argument('--val_ids', type=common.int_between(0, MAX_COUNT), default=50,
                         help='Number of validation identities (its own query and gallery).')
     parser.add_argument('--seed', type=common.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')

@@ -134,18 +134,16 @@ def generate(output, per_letter=20, seed=0):
     return counts
 
 
-def at_least_two(text):
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError('must be at least 2, got {}'.format(text))
-    return value
+# A bound, so that a typo cannot fill the disk: 1,000 images of each of the
+# 330 generated letters are 330,000 small PNGs (about 1 GB).
+MAX_PER_LETTER = 1000
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'glyphs'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--per_letter', type=at_least_two, default=20,
+    parser.add_argument('--per_letter', type=common.int_between(2, MAX_PER_LETTER), default=20,
                         help='Images of each letter (Omniglot has 20).')
     parser.add_argument('--seed', type=common.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')

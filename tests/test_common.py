@@ -181,3 +181,24 @@ def test_write_folder_keeps_a_concurrent_writers_complete_folder(tmp_path, monke
         common.write_folder(output, lambda folder: fill(folder, 'mine'))
     assert os.listdir(tmp_path) == ['out']
     assert open(os.path.join(output, 'f.txt')).read() == 'theirs'
+
+
+def test_integers_are_bounded_where_they_are_typed(tmp_path, monkeypatch):
+    assert common.positive_int(str(2 ** 63 - 1)) == 2 ** 63 - 1
+    for checker in (common.positive_int, common.nonnegative_int):
+        with pytest.raises(argparse.ArgumentTypeError, match='at most 2\\*\\*63 - 1'):
+            checker('1' + '0' * 40)
+    assert common.seed(str(2 ** 32 - 1)) == 2 ** 32 - 1
+    for bad in (str(2 ** 32), '-1'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.seed(bad)
+    assert common.int_between(0, 5)('0') == 0 and common.int_between(2, 5)('5') == 5
+    for bad in ('1', '6', '1e8', 'x'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.int_between(2, 5)(bad)
+    # A folder output that holds the current folder cannot be replaced.
+    monkeypatch.chdir(tmp_path)
+    for output in ('.', str(tmp_path.parent)):
+        with pytest.raises(common.UserError, match='holds the current folder'):
+            common.check_writable(output, '--output', folder=True)
+    common.check_writable('new', '--output', folder=True)

@@ -242,3 +242,22 @@ def test_embeddings_never_replace_the_experiment_s_files_or_the_input(experiment
     with h5py.File(os.path.join(root, 'again.h5'), 'r') as f:
         assert f.attrs['experiment_root'] == os.path.realpath(root)
         assert f.attrs['checkpoint'] == 'checkpoint-2'
+
+
+def test_a_damaged_newest_checkpoint_is_named_not_silently_replaced(experiment, tmp_path):
+    import shutil
+    root, csv_path, _ = experiment
+    copy = str(tmp_path / 'exp')
+    shutil.copytree(root, copy)
+    index = os.path.join(copy, 'checkpoint-2.index')
+    with open(index, 'rb') as f:
+        head = f.read(100)
+    with open(index, 'wb') as f:
+        f.write(head)
+    base = ['--experiment_root', copy, '--dataset', csv_path, '--quiet', '--filename', 'x.h5']
+    with pytest.raises(common.UserError, match=r'newest checkpoint of .* is not usable .*pass '
+                                               r'--checkpoint checkpoint-0 to use'):
+        embed.main(base)
+    with pytest.raises(common.UserError, match=r'checkpoint `.*checkpoint-2` is damaged'):
+        embed.main(base + ['--checkpoint', 'checkpoint-2'])
+    assert embed.main(base + ['--checkpoint', 'checkpoint-0']) == 0

@@ -36,3 +36,11 @@ def test_impossible_count_is_refused_before_anything_is_written(tmp_path, capsys
     assert exit_info.value.code == 2
     assert 'argument {}: found {}'.format(flag, value) in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('flag', ['--train_ids', '--test_ids', '--distractors', '--junk',
+                                  '--val_ids'])
+def test_counts_that_would_fill_the_disk_are_refused(tmp_path, flag):
+    with pytest.raises(SystemExit):
+        make_demo.main(['--output', str(tmp_path / 'demo'), flag, '100000000'])
+    assert not os.path.exists(tmp_path / 'demo')

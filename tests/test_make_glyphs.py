@@ -65,3 +65,9 @@ def test_negative_seed_is_refused_before_anything_is_written(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert 'argument --seed: found -1' in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_per_letter_counts_that_would_fill_the_disk_are_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        make_glyphs.main(['--output', str(tmp_path / 'glyphs'), '--per_letter', '100000000'])
+    assert not os.path.exists(tmp_path / 'glyphs')

@@ -452,6 +452,46 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
         train.main(['--experiment_root', root, '--embedding_dim', '8', '--override'])
 
 
+def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny_dataset,
+                                                                   monkeypatch):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    stored = open(os.path.join(root, 'args.json')).read()
+    # What a run killed while saving leaves: TensorFlow's shard folder and
+    # write_json's temporary file.
+    os.makedirs(os.path.join(root, 'checkpoint-7_temp'))
+    open(os.path.join(root, 'checkpoint-7_temp', 'part-00000-of-00001.index'), 'w').close()
+    open(os.path.join(root, '.args.json.k2j4'), 'w').close()
+
+    def out_of_memory(*args, **kwargs):
+        def step(images, labels):
+            raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor')
+        return step, None
+    monkeypatch.setattr(train, 'make_train_step', out_of_memory)
+    # A change that fails in its first iteration is not stored, so the rerun
+    # without it works.
+    with pytest.raises(common.UserError, match=r'a training batch of 12 images of 32x16 does '
+                                               r'not fit in memory \(OOM when allocating'):
+        train.main(['--experiment_root', root, '--train_iterations', '4', '--batch_k', '3',
+                    '--override'])
+    assert open(os.path.join(root, 'args.json')).read() == stored
+    assert sorted(os.listdir(root)) == sorted(
+        ['.lock', 'args.json', 'checkpoint', 'train.log'] +
+        [name for name in os.listdir(root) if name.startswith(('checkpoint-', 'events'))])
+    assert not any(name.endswith('_temp') for name in os.listdir(root))
+    monkeypatch.undo()
+    assert train.main(['--experiment_root', root, '--train_iterations', '3', '--override']) == 0
+    assert json.load(open(os.path.join(root, 'args.json')))['train_iterations'] == 3
+    # Checkpoints deleted after training: never a silent start from scratch.
+    for name in os.listdir(root):
+        if name.startswith('checkpoint'):
+            os.remove(os.path.join(root, name))
+    with pytest.raises(common.UserError, match='has trained .* but holds no checkpoint; were '
+                                               'they deleted'):
+        train.main(['--experiment_root', root])
+
+
 @pytest.mark.parametrize('key, value', [('batch_p', 'abc'), ('batch_p', 3.5), ('batch_p', -2),
                                         ('learning_rate', 'NaN'), ('flip_augment', 'yes'),
                                         ('loss', 'batch_medium'), ('lr_decay_steps', 5),
@@ -472,3 +512,24 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
     if key in ('net_input_height', 'pooling'):
         with pytest.raises(common.UserError, match=message):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+
+
+@pytest.mark.parametrize('extra, match', [
+    (['--batch_k', '100000'], r'a batch of 4×100000 images of 32x16 pixels takes'),
+    (['--crop_augment', '--pre_crop_height', '60000', '--pre_crop_width', '60000'],
+     r'images of 60000x60000 pixels'),
+    (['--pad_crop', '100000'], r'images of 200032x200016 pixels'),
+    (['--embedding_dim', '1000000000'], r'--embedding_dim 1000000000 needs 3.05e\+04 GiB')])
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
+        tmp_path, tiny_dataset, extra, match, monkeypatch):
+    monkeypatch.setattr(common, 'physical_memory', lambda: 24 * 2 ** 30)
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    with pytest.raises(common.UserError, match=match):
+        train.main(base_args(root, csv_path, image_root, 2, *extra))
+    assert not os.path.exists(root)
+
+
+def test_eta_of_absurdly_many_iterations():
+    assert train.format_eta(3725) == '1:02:05'
+    assert train.format_eta(3 * 2 ** 62) == 'more than 100 years'
