@@ -8,6 +8,7 @@ that evaluate.py starts in a fraction of a second.
 
 import argparse
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -342,18 +343,20 @@ def temporary_beside(path, directory, suffix=''):
     parent = os.path.dirname(os.path.abspath(path))
     prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
     if directory:
-        return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
-    handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
-    os.close(handle)
+        name = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
+    else:
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+        os.close(handle)
     open_permissions(name)
     return name
 
 
 def open_permissions(path):
-    """Gives a file that mkstemp made private the permissions open() would have."""
+    """Gives a file or folder that mkstemp or mkdtemp made private the
+    permissions that open() or os.makedirs would have given it."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
 def write_folder(output, make):
@@ -675,24 +678,79 @@ def setup_logging(log_file=None, buffer=True):
 # Entry points
 ###
 
+# The errno values of a disk that refuses writes; their OSErrors name the file.
+DISK_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
+               errno.EROFS: 'the file system is read-only', errno.EACCES: 'permission denied',
+               errno.EPERM: 'permission denied'}
+# TensorFlow's errors of the same causes, by class name, so that this module
+# needs no TensorFlow; their messages name the file or the allocation.
+TENSORFLOW_ERRORS = ('ResourceExhaustedError', 'PermissionDeniedError')
+
+
+def environment_error(error):
+    """One sentence for an exception that the machine, not the program,
+    caused: a full or read-only disk, missing permissions, memory running
+    out, or a locale that cannot encode a path; None for any other."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        return 'cannot write {}: {}. Free some space or choose another folder, then rerun; ' \
+               'files are written whole or not at all.'.format(
+                   '`{}`'.format(error.filename) if error.filename else 'a file',
+                   DISK_ERRORS[error.errno])
+    if type(error).__name__ in TENSORFLOW_ERRORS and \
+            type(error).__module__.startswith('tensorflow'):
+        # TensorFlow puts the failing function's name in double braces first.
+        text = re.sub(r'^\{\{.*?\}\}\s*', '', str(getattr(error, 'message', error)).strip())
+        text = text.splitlines()[0][-300:]
+        if 'No space left' in text or 'Permission denied' in text or 'Read-only' in text:
+            return 'cannot write a file: {}. Free some space or choose another folder, then ' \
+                   'rerun; a stopped train.py resumes from its last checkpoint.'.format(text)
+        return 'TensorFlow ran out of memory ({}); lower --batch_size, --batch_p or ' \
+               '--batch_k, or the image sizes.'.format(text)
+    if isinstance(error, MemoryError):
+        return 'out of memory; lower the batch or image sizes, or the number of images.'
+    if isinstance(error, UnicodeError) and sys.getfilesystemencoding().lower() != 'utf-8':
+        return 'a path or text holds characters that this locale\'s encoding ({}) cannot ' \
+               'hold ({}); run with a UTF-8 locale, for example LC_ALL=C.UTF-8, or ' \
+               'PYTHONUTF8=1.'.format(sys.getfilesystemencoding(), error)
+    return None
+
+
 def run(main):
     """Runs a script's `main()` and exits with the status it returns.
 
     Every script ends with `common.run(main)`, so that bad input is reported
-    the same way everywhere: a `UserError` becomes one line `error: …` on
-    stderr (and in the log file, for a script that keeps one) and exit status
-    1, without a traceback.
+    the same way everywhere: a `UserError`, or an error of the machine (see
+    `environment_error`), becomes one line `error: …` on stderr (and in the
+    log file, for a script that keeps one) and exit status 1, without a
+    traceback; Ctrl+C outside training's own handling one line and 130.
     """
+    for stream in (sys.stdout, sys.stderr):
+        # A message about a path must reach the user whatever the locale.
+        if hasattr(stream, 'reconfigure'):
+            stream.reconfigure(errors='backslashreplace')
     try:
         status = main()
     except UserError as e:
-        message = 'error: {}'.format(e)
-        print(message, file=sys.stderr, flush=True)
-        # train.py's train.log keeps the reason a run stopped.
-        record = logging.makeLogRecord({'name': 'error', 'levelno': logging.ERROR,
-                                        'levelname': 'ERROR', 'msg': message})
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
-        status = 1
+        status = report(str(e), 1)
+    except KeyboardInterrupt:
+        status = report('interrupted; outputs are written whole or not at all, so a rerun '
+                        'starts cleanly.', 130)
+    except Exception as e:
+        message = environment_error(e)
+        if message is None:
+            raise
+        status = report(message, 1)
     sys.exit(status)
+
+
+def report(message, status):
+    """Prints `error: message` to stderr and into a script's log file; returns `status`."""
+    message = 'error: {}'.format(message)
+    print(message, file=sys.stderr, flush=True)
+    # train.py's train.log keeps the reason a run stopped.
+    record = logging.makeLogRecord({'name': 'error', 'levelno': logging.ERROR,
+                                    'levelname': 'ERROR', 'msg': message})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    return status

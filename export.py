@@ -77,7 +77,7 @@ class EmbeddingModule(tf.Module):
 
 def move_into_place(partial, output):
     """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
-    if os.path.exists(output):
+    if os.path.lexists(output):
         raise common.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
             output))
     os.replace(partial, output)
@@ -110,10 +110,11 @@ def export_onnx(module, path):
 
 
 def check_output(path, flag):
-    """Refuses an output that exists or whose folder cannot be written, before any work."""
-    if os.path.exists(path):
-        raise common.UserError('`{}` exists already; remove it or choose another {}.'.format(
-            path, flag))
+    """Refuses an output that exists (a link to nothing too) or whose folder
+    cannot be written, before any work."""
+    if os.path.lexists(path):
+        raise common.UserError('`{}` exists already{}; remove it or choose another {}.'.format(
+            path, ' (a link to nothing)' if not os.path.exists(path) else '', flag))
     common.check_writable(path, flag)
 
 

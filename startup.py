@@ -23,6 +23,19 @@ def quiet_tensorflow():
     """
     if 'tensorflow' in sys.modules:
         return
+    # Ctrl+C while TensorFlow loads (the seconds a script takes to start)
+    # ends the script with one line.
+    try:
+        import_quietly()
+    except KeyboardInterrupt:
+        print('error: interrupted while starting; nothing was written.', file=sys.stderr,
+              flush=True)
+        raise SystemExit(130)
+
+
+def import_quietly():
+    """Imports TensorFlow and probes its devices with stderr captured (see
+    `quiet_tensorflow`)."""
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     sys.stderr.flush()
     saved = os.dup(2)

@@ -44,8 +44,8 @@ import common  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
 
 
-class ConversionError(Exception):
-    """A problem with the input that the user can fix; printed without a traceback."""
+class ConversionError(common.UserError):
+    """A problem with the dataset folder that the user can fix; printed without a traceback."""
 
 
 # Writing.
@@ -537,8 +537,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except ConversionError as e:
-        print('error: {}'.format(e), file=sys.stderr)
-        sys.exit(1)
+    common.run(main)

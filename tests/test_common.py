@@ -202,3 +202,51 @@ def test_integers_are_bounded_where_they_are_typed(tmp_path, monkeypatch):
         with pytest.raises(common.UserError, match='holds the current folder'):
             common.check_writable(output, '--output', folder=True)
     common.check_writable('new', '--output', folder=True)
+
+
+def raises(error):
+    def main():
+        raise error
+    return main
+
+
+def test_errors_of_the_machine_and_ctrl_c_are_one_line(capsys, monkeypatch):
+    import errno
+    import tensorflow as tf
+    cases = [
+        (KeyboardInterrupt(), 130, 'error: interrupted; outputs are written whole'),
+        (OSError(errno.ENOSPC, 'No space left on device', '/data/out.h5'), 1,
+         'error: cannot write `/data/out.h5`: the disk is full. Free some space'),
+        (PermissionError(errno.EACCES, 'Permission denied', '/ro/x'), 1,
+         'error: cannot write `/ro/x`: permission denied.'),
+        (tf.errors.ResourceExhaustedError(None, None, '{{function_node x}} /e/checkpoint-0_temp/'
+                                                      'part; No space left on device'), 1,
+         'error: cannot write a file: /e/checkpoint-0_temp/part; No space left on device'),
+        (tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor'), 1,
+         'error: TensorFlow ran out of memory (OOM when allocating tensor)'),
+        (MemoryError(), 1, 'error: out of memory'),
+    ]
+    for error, status, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            common.run(raises(error))
+        assert exit_.value.code == status
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count('\n') == 1, err
+    monkeypatch.setattr(sys, 'getfilesystemencoding', lambda: 'ascii')
+    with pytest.raises(SystemExit):
+        common.run(raises(UnicodeEncodeError('ascii', 'é.jpg', 0, 1, 'ordinal not in range')))
+    assert 'locale\'s encoding (ascii) cannot hold' in capsys.readouterr().err
+    # Any other error is a defect, and keeps its traceback.
+    with pytest.raises(ZeroDivisionError):
+        common.run(raises(ZeroDivisionError()))
+
+
+def test_ctrl_c_while_tensorflow_loads_is_one_line():
+    code = ('import startup\n'
+            'def interrupted():\n'
+            '    raise KeyboardInterrupt\n'
+            'startup.import_quietly = interrupted\n'
+            'startup.quiet_tensorflow()\n')
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 130
+    assert done.stderr == 'error: interrupted while starting; nothing was written.\n'

@@ -182,3 +182,12 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'no' / 'sm'),
                      '--quiet'])
     assert sorted(os.listdir(tmp_path)) == ['model.onnx', 'sm', 'sm.partial']
+    # The SavedModel gets a folder's usual permissions, not mkdtemp's 0700.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(output).st_mode & 0o777 == 0o777 & ~umask
+    # A link to nothing is refused before the export, not replaced after it.
+    os.symlink(str(tmp_path / 'nowhere'), str(tmp_path / 'dangling'))
+    with pytest.raises(common.UserError, match=r'dangling` exists already \(a link to nothing'):
+        export.main(['--experiment_root', root, '--output', str(tmp_path / 'dangling'),
+                     '--quiet'])
