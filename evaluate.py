@@ -6,17 +6,15 @@ optionally re-ranks, evaluates, and writes the results and pictures.
 """
 
 import argparse
-import inspect
 import os
-import re
 import sys
-from importlib import import_module
 
 import h5py
 import numpy as np
 
 import common
 import metrics
+import excluders
 from excluders import EXCLUDER_CHOICES
 
 parser = argparse.ArgumentParser(description='Evaluate a ReID embedding.')
@@ -182,19 +180,7 @@ def main(argv=None):
         raise common.UserError('the query embeddings have {} dimensions but the gallery '
                                'embeddings {}.'.format(query_embs.shape[1],
                                                        gallery_embs.shape[1]))
-    plugin = import_module('excluders.' + args.excluder).excluder
-    if args.camera_regex is not None:
-        if 'camera_regex' not in inspect.signature(plugin).parameters:
-            raise common.UserError('--camera_regex is for `--excluder folders`; `{}` knows its '
-                                   'datasets\' file names.'.format(args.excluder))
-        try:
-            re.compile(args.camera_regex)
-        except re.error as e:
-            raise common.UserError('--camera_regex `{}` is not a regular expression: {}.'.format(
-                args.camera_regex, e))
-        excluder = plugin(query_fids, gallery_fids, camera_regex=args.camera_regex)
-    else:
-        excluder = plugin(query_fids, gallery_fids)
+    excluder = excluders.load(args.excluder, query_fids, gallery_fids, args.camera_regex)
     if args.aqe > len(gallery_fids):
         raise common.UserError('--aqe {} asks for more neighbours than the {} gallery '
                                'images.'.format(args.aqe, len(gallery_fids)))

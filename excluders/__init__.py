@@ -23,3 +23,36 @@ EXCLUDER_CHOICES = (
     'diagonal',
     'folders',
 )
+
+
+def load(name, query_fids, gallery_fids, camera_regex=None,
+         flags=('--excluder', '--camera_regex')):
+    """The mask function of the excluder `name` for these query and gallery
+    file names, for evaluate.py and train.py's validation alike.
+
+    Args:
+        camera_regex (str or None): For `folders`: the regular expression
+            whose first group is a file name's camera.
+        flags: The command's names of the excluder and the regex, for messages.
+
+    Raises:
+        UserError for a regex that is not one, or that the excluder does
+        not take.
+    """
+    import inspect
+    import re
+    from importlib import import_module
+
+    import common
+    plugin = import_module('excluders.' + name).excluder
+    if camera_regex is None:
+        return plugin(query_fids, gallery_fids)
+    if 'camera_regex' not in inspect.signature(plugin).parameters:
+        raise common.UserError('{} is for `{} folders`; `{}` knows its datasets\' file '
+                               'names.'.format(flags[1], flags[0], name))
+    try:
+        re.compile(camera_regex)
+    except re.error as e:
+        raise common.UserError('{} `{}` is not a regular expression: {}.'.format(
+            flags[1], camera_regex, e))
+    return plugin(query_fids, gallery_fids, camera_regex=camera_regex)
