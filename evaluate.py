@@ -180,6 +180,9 @@ def main(argv=None):
         raise common.UserError('the query embeddings have {} dimensions but the gallery '
                                'embeddings {}.'.format(query_embs.shape[1],
                                                        gallery_embs.shape[1]))
+    if args.excluder == 'folders' and args.camera_regex is None:
+        print('WARNING: without --camera_regex, the excluder `folders` ignores only each '
+              'query\'s own image, as `diagonal` does.', file=sys.stderr)
     excluder = excluders.load(args.excluder, query_fids, gallery_fids, args.camera_regex)
     if args.aqe > len(gallery_fids):
         raise common.UserError('--aqe {} asks for more neighbours than the {} gallery '

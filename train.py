@@ -332,6 +332,12 @@ parser.add_argument(
     help='The excluder of validation, as evaluate.py\'s --excluder; needs --val_query.')
 
 parser.add_argument(
+    '--val_camera_regex', default=None,
+    help='With --val_excluder folders: the regular expression whose first group, searched in '
+         'each file name, is its camera (as evaluate.py\'s --camera_regex); same-camera '
+         'matches of the same identity are then ignored.')
+
+parser.add_argument(
     '--val_every', default=1000, type=common.positive_int,
     help='Validate every this many iterations, and after the last one.')
 
@@ -355,7 +361,8 @@ parser.add_argument(
          'the warning off.')
 
 
-VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_every')
+VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_camera_regex',
+                        'val_every')
 
 # The per-image losses beside the triplet loss, as the step returns and
 # TensorBoard shows them.
@@ -550,6 +557,8 @@ def check_arguments(args):
     if given and len(given) < 3:
         raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
                                'together; only --{} was given.'.format(', --'.join(given)))
+    if args.val_camera_regex is not None and args.val_excluder != 'folders':
+        raise common.UserError('--val_camera_regex is for --val_excluder folders.')
     if args.lr_schedule == 'step' and not args.lr_decay_steps:
         raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
                                '--lr_decay_steps 8000 14000.')

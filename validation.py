@@ -4,14 +4,17 @@ train.py's --val_query, --val_gallery and --val_excluder; the best score so
 far is recorded in the experiment root's best.json.
 """
 
+import logging
 import os
-from importlib import import_module
 
 import numpy as np
 
 import common
+import excluders
 import metrics
 import sampler
+
+log = logging.getLogger(__name__)
 
 
 def make_validation(args):
@@ -29,7 +32,12 @@ def make_validation(args):
         return None
     q_pids, q_fids = common.load_dataset(args.val_query, args.image_root)
     g_pids, g_fids = common.load_dataset(args.val_gallery, args.image_root)
-    excluder = import_module('excluders.' + args.val_excluder).excluder(q_fids, g_fids)
+    camera_regex = args.val_camera_regex
+    if args.val_excluder == 'folders' and camera_regex is None:
+        log.warning('Without --val_camera_regex, the validation excluder `folders` ignores only '
+                    'each query\'s own image, as `diagonal` does.')
+    excluder = excluders.load(args.val_excluder, q_fids, g_fids, camera_regex,
+                              ('--val_excluder', '--val_camera_regex'))
     fids = np.concatenate([q_fids, g_fids])
     sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
                            remedy='or drop their rows from the validation CSVs',

@@ -84,3 +84,32 @@ def test_validation_added_on_resume_and_bad_input(tmp_path, tiny_dataset, interr
         train.main(base_args(fresh, csv_path, image_root, 4, *val_args(query, gallery, 2)[:4],
                              '--val_excluder', 'duke'))
     assert not os.path.exists(fresh)
+
+
+def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
+    import argparse
+    import validation
+    from conftest import write_image
+    # The query (A, camera 1) is nearest to A's other camera-1 image, then to
+    # B, then to A from camera 2: with cameras the first match is ignored.
+    brightness = {'A/q_c1.png': 100, 'A/g_c1.png': 105, 'B/g_c2.png': 115, 'A/g_c2.png': 130}
+    for name, value in brightness.items():
+        write_image(str(tmp_path / name), np.full((8, 4, 3), value, np.uint8))
+    query, gallery = tmp_path / 'q.csv', tmp_path / 'g.csv'
+    query.write_text('A,A/q_c1.png\n')
+    gallery.write_text(''.join('{},{}\n'.format(n[0], n) for n in list(brightness)[1:]))
+    args = argparse.Namespace(
+        val_query=str(query), val_gallery=str(gallery), val_excluder='folders',
+        val_camera_regex=r'_c(\d)', image_root=str(tmp_path), loading_threads=1,
+        max_image_pixels=1000, net_input_height=8, net_input_width=4, antialias=True,
+        accurate_jpeg=True, metric='euclidean')
+
+    def forward(images):
+        return tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
+    assert validation.make_validation(args)(forward)['mAP'] == pytest.approx(0.5)
+    args.val_camera_regex = None
+    assert validation.make_validation(args)(forward)['mAP'] == pytest.approx((1 + 2 / 3) / 2)
+    args.val_excluder, args.val_camera_regex = 'market1501', r'_c(\d)'
+    with pytest.raises(common.UserError, match='--val_camera_regex is for `--val_excluder '
+                                               'folders`'):
+        validation.make_validation(args)
