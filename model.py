@@ -244,6 +244,20 @@ def newest_checkpoint(directory, fallback=True):
     return None
 
 
+def remove_damaged_index(directory):
+    """Removes the `checkpoint` index file of `directory` when it cannot be
+    read (TensorFlow's CheckpointManager fails on it), with a warning: it
+    only lists the checkpoints, which `newest_checkpoint` finds without it,
+    and the next save writes it anew."""
+    path = os.path.join(directory, 'checkpoint')
+    try:
+        tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):
+        log.warning('Removing the damaged checkpoint index %s; the next checkpoint writes it '
+                    'anew.', path)
+        os.remove(path)
+
+
 def find_checkpoint(experiment_root, checkpoint=None):
     """The path of a checkpoint of the experiment.
 

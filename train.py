@@ -34,7 +34,7 @@ import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from model import (build_model, inference_function, load_body_weights, newest_checkpoint,
-                   read_args, restore)
+                   read_args, remove_damaged_index, restore)
 from nets import LAST_STRIDE_NETS, NET_CHOICES
 from nets._layers import POOLINGS
 from uninterrupt import Uninterrupt
@@ -914,6 +914,8 @@ def train(argv, cleanup):
     # Other workers of a multi-worker run write to a scratch folder they delete.
     checkpoint_dir = args.experiment_root if chief else os.path.join(
         args.experiment_root, '.{}_{}'.format(task_type, task_index))
+    if chief:
+        remove_damaged_index(checkpoint_dir)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')

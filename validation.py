@@ -66,4 +66,11 @@ def read_best(experiment_root):
     path = os.path.join(experiment_root, 'best.json')
     if not os.path.isfile(path):
         return None
-    return common.read_json(path, 'delete it to start the record of the best checkpoint afresh')
+    remedy = 'delete it to start the record of the best checkpoint afresh'
+    best = common.read_json(path, remedy)
+    mean_ap = best.get('mAP')
+    if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
+            not 0 <= mean_ap <= 1:
+        raise common.UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
+                               '{}.'.format(path, mean_ap, remedy))
+    return best

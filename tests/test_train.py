@@ -481,7 +481,11 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
         [name for name in os.listdir(root) if name.startswith(('checkpoint-', 'events'))])
     assert not any(name.endswith('_temp') for name in os.listdir(root))
     monkeypatch.undo()
+    # A checkpoint index of binary garbage is written anew.
+    with open(os.path.join(root, 'checkpoint'), 'wb') as f:
+        f.write(bytes(range(128, 256)))
     assert train.main(['--experiment_root', root, '--train_iterations', '3', '--override']) == 0
+    assert 'model_checkpoint_path: "checkpoint-3"' in open(os.path.join(root, 'checkpoint')).read()
     assert json.load(open(os.path.join(root, 'args.json')))['train_iterations'] == 3
     # Checkpoints deleted after training: never a silent start from scratch.
     for name in os.listdir(root):

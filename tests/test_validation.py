@@ -113,3 +113,12 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
     with pytest.raises(common.UserError, match='--val_camera_regex is for `--val_excluder '
                                                'folders`'):
         validation.make_validation(args)
+
+
+@pytest.mark.parametrize('content', ['{"mAP": "0.5", "step": 3}', '{"mAP": null}', '{}',
+                                     '{"mAP": 2.5}', '{"mAP": true}', '{"mAP": NaN}'])
+def test_a_damaged_best_json_is_refused_by_name(tmp_path, content):
+    import validation
+    (tmp_path / 'best.json').write_text(content)
+    with pytest.raises(common.UserError, match=r'best.json` is corrupt .*delete it to start'):
+        validation.read_best(str(tmp_path))
