@@ -374,29 +374,37 @@ class TrainingDiverged(common.UserError):
 
 
 # Collapse: the loss within COLLAPSE_BAND (relative, or absolute for a zero
-# collapse value) of `loss.collapse_value` and the embedding spread below
-# COLLAPSE_SPREAD. A healthy run leaves the collapse value within tens of
-# iterations and keeps a spread above 0.3.
+# collapse value) of `loss.collapse_value`, and no identity structure in the
+# batch: the embedding spread below COLLAPSE_SPREAD (all points in one), or
+# the batch top-k precision at most COLLAPSE_CHANCE times its chance level
+# (points spread out at random, as a net that learns nothing gives them). A
+# healthy run leaves the collapse value within tens of iterations, keeps a
+# spread above 0.3, and soon ranks above chance.
 COLLAPSE_BAND = 0.1
 COLLAPSE_SPREAD = 0.1
+COLLAPSE_CHANCE = 2
 
 
-def looks_collapsed(mean_loss, spread, margin):
-    """Whether one step's mean loss and `loss.embedding_spread` look collapsed."""
+def looks_collapsed(mean_loss, spread, margin, precision=1.0, chance=0.0):
+    """Whether one step looks collapsed, from its mean loss, its
+    `loss.embedding_spread`, its batch top-k precision and that precision's
+    chance level ((K - 1) / (P·K - 1) for P×K batches)."""
     value = loss.collapse_value(margin)
     tolerance = COLLAPSE_BAND * (value if value > 0 else 1.0)
-    return abs(mean_loss - value) <= tolerance and spread < COLLAPSE_SPREAD
+    return abs(mean_loss - value) <= tolerance and (
+        spread < COLLAPSE_SPREAD or precision <= COLLAPSE_CHANCE * chance)
 
 
 def collapse_warning(iterations, margin):
     return ('Training looks collapsed: for {} iterations the loss has stayed at {:.3f}, its '
-            'value when all distances are equal, and the embeddings lie within {:.0%} of their '
-            'distance from the origin of each other (TensorBoard: embedding_spread). Such a '
-            'run rarely recovers. Remedies: an identity loss (--id_loss_weight 1, best with '
-            '--head_name bnneck), a lower --learning_rate, a pretrained body '
-            '(--initial_checkpoint), a smaller net, or another --loss or --margin; see "When '
-            'training collapses" in the README.'.format(
-                iterations, loss.collapse_value(margin), COLLAPSE_SPREAD))
+            'value when all distances are equal, and the batches show no identities: the '
+            'embeddings lie within {:.0%} of their distance from the origin of each other '
+            '(TensorBoard: embedding_spread), or rank the same identity first no better than '
+            '{} times chance (batch_prec_at_k). Such a run rarely recovers. Remedies: an '
+            'identity loss (--id_loss_weight 1, best with --head_name bnneck), a lower '
+            '--learning_rate, a pretrained body (--initial_checkpoint), a smaller net, or '
+            'another --loss or --margin; see "When training collapses" in the README.'.format(
+                iterations, loss.collapse_value(margin), COLLAPSE_SPREAD, COLLAPSE_CHANCE))
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
@@ -1039,7 +1047,8 @@ def train(argv, cleanup):
             if changed and chief and i == start_step:
                 common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
             collapsed_for = collapsed_for + 1 if looks_collapsed(
-                float(b_loss.mean()), float(out['spread']), args.margin) else 0
+                float(b_loss.mean()), float(out['spread']), args.margin,
+                float(out['prec_at_k']), (args.batch_k - 1) / (batch_size - 1)) else 0
             if args.collapse_patience and collapsed_for == args.collapse_patience:
                 log.warning(collapse_warning(collapsed_for, args.margin))
             if chief:

@@ -124,6 +124,12 @@ def test_looks_collapsed():
     assert not train.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
     assert train.looks_collapsed(0.2, 0.001, 0.2) and not train.looks_collapsed(0.1, 0.001, 0.2)
     assert train.looks_collapsed(0.0, 0.001, 'none')
+    # Spread out, but ranking at chance (3 of 71 for 18×4): a net that learns
+    # nothing, as TriNet from scratch on CUHK03 with MobileNetV2 0.35.
+    chance = 3 / 71
+    assert train.looks_collapsed(0.713, 0.4, 'soft', 0.03, chance)
+    assert not train.looks_collapsed(0.713, 0.4, 'soft', 0.3, chance), 'ranking above chance'
+    assert not train.looks_collapsed(0.5, 0.4, 'soft', 0.03, chance), 'the loss left ln 2'
 
 
 def test_collapsed_run_warns_once(tmp_path):
