@@ -196,6 +196,12 @@ def main(argv=None):
         image_root, fids = common.common_root(shown)
     else:
         image_root = args.image_root or train_args['image_root']
+        if not args.image_root and not os.path.isdir(image_root):
+            raise common.UserError(
+                'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
+                .format(image_root, os.path.join(args.experiment_root, 'args.json'),
+                        '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
+                        'relative to the folder train.py ran in'.format(os.getcwd())))
         _, fids = common.load_dataset(args.dataset, image_root)
         shown = fids
     source = args.dataset or '{} images'.format(len(fids))

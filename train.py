@@ -503,8 +503,9 @@ def resolve_arguments(argv):
             changed = True
         elif key in given and stored[key] != value:
             log.warning('For the argument `%s` we are using the stored value `%s`. The '
-                        'provided value was `%s` (--override uses it instead).', key,
-                        stored[key], value)
+                        'provided value was `%s` (%s).', key, stored[key], value,
+                        'the checkpoints hold that network; a new experiment root can change '
+                        'it' if key in ARCHITECTURE_ARGUMENTS else '--override uses it instead')
             setattr(args, key, stored[key])
         else:
             setattr(args, key, stored[key])
@@ -546,6 +547,26 @@ def check_memory(args):
             '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
             'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
             'used 128).'.format(args.embedding_dim, head / 2 ** 30, memory / 2 ** 30))
+
+
+# The stored arguments that are paths, relative to the folder train.py first
+# ran in when given so.
+PATH_ARGUMENTS = ('train_set', 'image_root', 'val_query', 'val_gallery', 'initial_checkpoint')
+
+
+def check_stored_paths(args, given):
+    """Refuses stored relative paths that do not exist from the current
+    folder, saying what they are relative to (the folder of the first run)."""
+    for key in PATH_ARGUMENTS:
+        path = getattr(args, key, None)
+        if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
+                os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
+            continue
+        raise common.UserError(
+            '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and it '
+            'does not exist from here (`{}`). Run from that folder, or give its new place with '
+            '--{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'), key,
+                                          path, os.getcwd(), key))
 
 
 def check_arguments(args):
@@ -631,6 +652,22 @@ def auxiliary_heads(args, num_ids, embedding_dim):
     return extras
 
 
+def check_identity_count(path, num_ids, train_set):
+    """Refuses to resume the identity or center loss of the checkpoint `path`
+    on a training set with another number of identities, which their
+    (C, ...) weights cannot take."""
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    for name, shape in shapes.items():
+        stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
+            shape[0] if name.startswith('centers/') else None
+        if stored is not None and stored != num_ids:
+            raise common.UserError(
+                'the checkpoint `{}` learned {} training identities for its identity or center '
+                'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
+                'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
+                'body.'.format(path, stored, train_set, num_ids, path))
+
+
 def trainable_variables(model, extras):
     """The variables the main optimizer trains: the model's and the classifier's."""
     classifier = extras.get('classifier')
@@ -663,6 +700,11 @@ def check_input_size(model, args):
     size = (args.net_input_height, args.net_input_width)
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
+    except tf.errors.ResourceExhaustedError as e:
+        raise common.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
+                               'a smaller --net_input_height and --net_input_width.'.format(
+                                   args.model_name, size[0], size[1],
+                                   str(e).strip().splitlines()[0][:200]))
     except (ValueError, tf.errors.OpError) as e:
         raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
                                '--net_input_height and --net_input_width.'.format(
@@ -866,6 +908,8 @@ def train(argv, cleanup):
     if locked:
         cleanup.enter_context(common.locked_directory(given.experiment_root, 'train.py'))
     args, resuming, changed = resolve_arguments(argv)
+    if resuming:
+        check_stored_paths(args, common.given_arguments(parser, argv))
     check_arguments(args)
     if args.deterministic:
         sequential_ops()
@@ -937,6 +981,7 @@ def train(argv, cleanup):
             tf.io.gfile.rmtree(checkpoint_dir)
 
     if latest:
+        check_identity_count(latest, len(np.unique(pids)), args.train_set)
         restore(latest, checkpoint, model, body, optimizer, step,
                 what='the model {} + {} with embedding_dim {}'.format(
                     args.model_name, args.head_name, args.embedding_dim))

@@ -41,15 +41,15 @@ def top_ranked(d, mask, matches, top_k):
     return indices, kinds
 
 
-def _load(image_root, fid, grey=False):
+def _load(image_root, fid, grey=False, advice='check --image_root'):
     from PIL import Image
     path = os.path.join(image_root, str(fid))
     try:
         with Image.open(path) as image:
             array = np.asarray(image.convert('RGB'), np.float32) / 255
-    except OSError as e:
-        raise common.UserError('cannot read the image `{}` for the plot: {}; check '
-                               '--image_root.'.format(path, e))
+    except (OSError, Image.DecompressionBombError) as e:
+        raise common.UserError('cannot read the image `{}` for the plot: {}; {}.'.format(
+            path, e, advice))
     if grey:
         # Faded grey: visible, but clearly not part of the evaluation.
         array = 0.35 * array.mean(-1, keepdims=True).repeat(3, -1) + 0.65
@@ -161,6 +161,13 @@ def plot_roc(path, verification, label):
     plt.close(figure)
 
 
+# search.py has no image root: its gallery's file names are as embed.py stored
+# them, relative to the dataset's image root for a CSV.
+SEARCH_ADVICE = ('the gallery stores its file names as embed.py was given them (relative to '
+                 'the image root for --dataset), so run search.py from the folder they are '
+                 'relative to, or embed the gallery with --images')
+
+
 def plot_search(path, table, thumb_height=2.0):
     """The rankings of search.py: one row per query, the query first (black
     border), then its results with their distances; a green border marks a
@@ -182,7 +189,7 @@ def plot_search(path, table, thumb_height=2.0):
             if column >= len(cells):
                 continue
             fid, title, colour = cells[column]
-            ax.imshow(_load('', fid))
+            ax.imshow(_load('', fid, advice=SEARCH_ADVICE))
             for spine in ax.spines.values():
                 spine.set_visible(True)
                 spine.set_color(colour)

@@ -137,6 +137,15 @@ def test_errors(gallery, tmp_path):
     with pytest.raises(common.UserError, match='neither an image file nor a folder'):
         search.main(['--experiment_root', root, '--gallery', h5, '--query',
                      str(tmp_path / 'missing.jpg')])
+    # A gallery embedded from a CSV holds paths relative to its image root.
+    relative = str(tmp_path / 'relative.h5')
+    with h5py.File(relative, 'w') as f:
+        f['emb'] = np.zeros((2, 16), np.float32)
+        f['fids'] = np.array(['train/a.jpg', 'train/b.jpg'], dtype=object).astype('S')
+    with pytest.raises(common.UserError, match=r'cannot read the image `train/a.jpg` for the '
+                                               r'plot: .*run search.py from the folder they are '
+                                               r'relative to, or embed the gallery with --images'):
+        search.main(base + ['--gallery', relative, '--plot', str(tmp_path / 'p.png')])
 
 
 def test_a_threshold_applies_to_the_plain_distance_also_when_re_ranked():

@@ -543,3 +543,34 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
 def test_eta_of_absurdly_many_iterations():
     assert train.format_eta(3725) == '1:02:05'
     assert train.format_eta(3 * 2 ** 62) == 'more than 100 years'
+
+
+def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch):
+    csv_path, image_root = tiny_dataset
+    # Relative paths, as a user in the dataset's parent folder types them.
+    monkeypatch.chdir(os.path.dirname(image_root))
+    relative_csv = os.path.relpath(csv_path)
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, relative_csv, 'data', 2, '--id_loss_weight', '1')) == 0
+    # An architecture flag without --override: the warning does not offer it.
+    assert train.main(['--experiment_root', root, '--embedding_dim', '8']) == 0
+    log_text = open(os.path.join(root, 'train.log')).read()
+    assert 'The provided value was `8` (the checkpoints hold that network; a new experiment ' \
+        'root can change it).' in log_text
+    # Fewer training identities: the identity loss's classifier, not the model.
+    fewer = tmp_path / 'fewer.csv'
+    fewer.write_text(''.join(line for line in open(csv_path) if not line.startswith('0008')))
+    with pytest.raises(common.UserError, match=r'learned 8 training identities for its identity '
+                                               r'or center loss, but `.*fewer.csv` now has 7'):
+        train.main(['--experiment_root', root, '--train_set', str(fewer), '--override'])
+    # From another folder the stored relative paths are named as such.
+    os.makedirs(tmp_path / 'elsewhere')
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    with pytest.raises(common.UserError, match=r'stores --train_set `data/train.csv`, a path '
+                                               r'relative to the folder train.py first ran in'):
+        train.main(['--experiment_root', root])
+    import embed
+    with pytest.raises(common.UserError, match=r'image root `data` that `.*args.json` stores is '
+                                               r'not a folder from here .*relative to the folder '
+                                               r'train.py ran in; pass --image_root'):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
