@@ -18,6 +18,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -337,11 +338,15 @@ def origin_difference(first, second):
 
 def temporary_beside(path, directory, suffix=''):
     """A new, uniquely named temporary folder (or file) next to `path`, for
-    writing `path` and renaming it into place; no other process's or run's
-    leftovers are ever touched. `suffix` ends the name, for writers that
-    insist on one (Keras' `.weights.h5`)."""
+    writing `path` and renaming it into place. `suffix` ends the name, for
+    writers that insist on one (Keras' `.weights.h5`).
+
+    The name holds the host and process, so that the leftovers of a killed
+    writer of `path` are removed here, and never a living process's."""
     parent = os.path.dirname(os.path.abspath(path))
-    prefix = '.{}.partial-'.format(os.path.basename(path.rstrip('/')))
+    name = os.path.basename(path.rstrip('/'))
+    remove_dead_temporaries(parent, name)
+    prefix = '.{}.partial-{}-{}-'.format(name, socket.gethostname(), os.getpid())
     if directory:
         name = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
     else:
@@ -349,6 +354,34 @@ def temporary_beside(path, directory, suffix=''):
         os.close(handle)
     open_permissions(name)
     return name
+
+
+def remove_dead_temporaries(parent, name):
+    """Removes the `temporary_beside` files and folders of `parent/name` that
+    processes of this host left when they were killed."""
+    pattern = re.compile(r'\.{}\.partial-{}-(\d+)-'.format(re.escape(name),
+                                                          re.escape(socket.gethostname())))
+    for entry in os.listdir(parent):
+        match = pattern.match(entry)
+        if match is None or process_alive(int(match.group(1))):
+            continue
+        leftover = os.path.join(parent, entry)
+        if os.path.isdir(leftover) and not os.path.islink(leftover):
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(leftover)
+
+
+def process_alive(pid):
+    """Whether a process `pid` runs on this host (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def open_permissions(path):

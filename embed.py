@@ -151,7 +151,7 @@ def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None, made_
     dict of string attributes (`experiment_root`, `checkpoint`), tells
     evaluate.py and search.py which network made the embeddings.
     """
-    partial = filename + '.partial'
+    partial = common.temporary_beside(filename, False, suffix='.h5')
     try:
         with h5py.File(partial, 'w') as f:
             f.create_dataset('emb', data=emb)

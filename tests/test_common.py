@@ -250,3 +250,23 @@ def test_ctrl_c_while_tensorflow_loads_is_one_line():
     done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 130
     assert done.stderr == 'error: interrupted while starting; nothing was written.\n'
+
+
+def test_leftovers_of_killed_writers_are_removed_and_living_ones_kept(tmp_path):
+    import socket
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True).stdout.strip()
+    host = socket.gethostname()
+    names = {'dead_file': '.out.h5.partial-{}-{}-abc.h5'.format(host, dead),
+             'dead_folder': '.out.h5.partial-{}-{}-def'.format(host, dead),
+             'living': '.out.h5.partial-{}-{}-ghi.h5'.format(host, os.getpid()),
+             'other_host': '.out.h5.partial-elsewhere-{}-jkl.h5'.format(dead),
+             'other_target': '.other.h5.partial-{}-{}-mno.h5'.format(host, dead)}
+    for key, name in names.items():
+        if key == 'dead_folder':
+            os.makedirs(tmp_path / name / 'inside')
+        else:
+            (tmp_path / name).write_text('x')
+    new = common.temporary_beside(str(tmp_path / 'out.h5'), False, suffix='.h5')
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [names['living'], names['other_host'], names['other_target'], os.path.basename(new)])
