@@ -6,6 +6,7 @@ of every step can be read back with `np.memmap` for analysis.
 """
 
 import os
+import shutil
 
 import numpy as np
 
@@ -39,6 +40,31 @@ def create_or_resize_dat(basename, dtype, shape):
     array = np.memmap(basename, mode=mode, dtype=dtype, shape=shape)
     common.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
     return array
+
+
+NAMES = ('embeddings', 'losses', 'fids')
+
+
+def check_space(experiment_root, iterations, batch_size, embedding_dim, max_fid_len):
+    """Refuses detailed logs that would not fit on the disk once filled (the
+    arrays are sparse files, which take their space as training fills them),
+    before anything is written.
+
+    Raises:
+        UserError naming the space needed and free.
+    """
+    size = iterations * batch_size * (4 * embedding_dim + 4 + max_fid_len)
+    folder = os.path.abspath(experiment_root)
+    while not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    size -= sum(os.path.getsize(os.path.join(folder, name)) for name in NAMES
+                if os.path.isfile(os.path.join(folder, name)))
+    free = shutil.disk_usage(folder).free
+    if size > free:
+        raise common.UserError('--detailed_logs over {} iterations needs {:.3g} GiB more, but '
+                               'only {:.3g} GiB are free under `{}`; train fewer iterations or '
+                               'without --detailed_logs.'.format(iterations, size / 2 ** 30,
+                                                                 free / 2 ** 30, folder))
 
 
 def open_logs(experiment_root, iterations, batch_size, embedding_dim, max_fid_len):

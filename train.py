@@ -926,6 +926,10 @@ def train(argv, cleanup):
     net_input_size = (args.net_input_height, args.net_input_width)
     pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
     sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
+    if args.detailed_logs and chief:
+        detailed_logs.check_space(args.experiment_root, args.train_iterations,
+                                  args.batch_p * args.batch_k, args.embedding_dim,
+                                  max(len(f.encode('utf-8')) for f in fids))
     # Validation runs on the chief only.
     validate = validation.make_validation(args) if chief else None
 

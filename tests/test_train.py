@@ -574,3 +574,14 @@ def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch
                                                r'not a folder from here .*relative to the folder '
                                                r'train.py ran in; pass --image_root'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+
+
+def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_is_written(
+        tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    with pytest.raises(common.UserError, match=r'--detailed_logs over 1000000000000 iterations '
+                                               r'needs .* GiB more, but only'):
+        train.main(base_args(root, csv_path, image_root, 10 ** 12, '--detailed_logs'))
+    assert not os.path.exists(root)
+    detailed_logs.check_space(root, 10, 16, 16, 40)
