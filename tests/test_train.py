@@ -393,7 +393,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                         tiny_dataset):
     import glob
-    from model import find_checkpoint
+    from model import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')
@@ -401,8 +401,12 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     first = os.path.getmtime(os.path.join(root, 'checkpoint-0.index'))
     for path in glob.glob(os.path.join(root, 'checkpoint-6.*')):
         os.remove(path)
-    # The index still names checkpoint-6; embed.py and train.py take checkpoint-3.
-    assert find_checkpoint(root).endswith('checkpoint-3')
+    # The index still names checkpoint-6; train.py takes checkpoint-3, and
+    # embed.py names it rather than pass an older network for the newest.
+    assert newest_checkpoint(root).endswith('checkpoint-3')
+    with pytest.raises(common.UserError, match='pass --checkpoint checkpoint-3 to use the '
+                                               'newest complete one'):
+        find_checkpoint(root)
     assert train.main(args) == 0
     text = open(os.path.join(root, 'train.log')).read()
     assert re.search(r'Using \S*checkpoint-3, the newest complete checkpoint \(the `checkpoint` '
@@ -415,12 +419,13 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
         f.write('\x00garbage{')
     data = glob.glob(os.path.join(root, 'checkpoint-6.data-*'))[0]
     os.truncate(os.path.join(root, 'checkpoint-6.index'), 10)
-    assert find_checkpoint(root).endswith('checkpoint-3')
+    assert newest_checkpoint(root).endswith('checkpoint-3')
     # A truncated data file, which restoring would fail on.
     three = glob.glob(os.path.join(root, 'checkpoint-3.data-*'))[0]
     with open(three, 'r+b') as f:
         f.truncate(1000)
-    assert find_checkpoint(root).endswith('checkpoint-0')
+    assert newest_checkpoint(root).endswith('checkpoint-0')
+    assert find_checkpoint(root, 'checkpoint-0').endswith('checkpoint-0')
     # No complete checkpoint at all: refused, never restarted from iteration 0.
     for path in glob.glob(os.path.join(root, 'checkpoint-*.index')):
         os.truncate(path, 10)
