@@ -9,7 +9,6 @@ that evaluate.py starts in a fraction of a second.
 import argparse
 import contextlib
 import errno
-import fcntl
 import io
 import json
 import logging
@@ -629,44 +628,6 @@ def load_dataset(csv_file, image_root, fail_on_missing=True):
                 missing.sum(), csv_file, examples)
             pids, fids = pids[~missing], fids[~missing]
     return pids, fids
-
-
-# One writer per experiment root
-###
-
-LOCK_FILE = '.lock'
-
-
-@contextlib.contextmanager
-def locked_directory(directory, program):
-    """Holds an exclusive lock on `directory` (through its file `.lock`, which
-    names the holder's process id) until the block ends. The operating system
-    releases it when the process dies, so a killed run leaves no stale lock.
-
-    Raises:
-        UserError when another process holds it.
-    """
-    path = os.path.join(directory, LOCK_FILE)
-    try:
-        handle = open(path, 'a+')
-    except OSError as e:
-        raise UserError('cannot lock the experiment root `{}`: {}.'.format(directory, e))
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or 'unknown'
-            raise UserError('the experiment root `{}` is in use by another {} (process {}); '
-                            'wait for it to end or stop it, then rerun.'.format(
-                                directory, program, holder))
-        handle.seek(0)
-        handle.truncate()
-        handle.write('{}\n'.format(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
 
 
 # Logging

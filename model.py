@@ -1,11 +1,11 @@
-"""The embedding model: assembly, pretrained weights, and an experiment's checkpoints.
+"""The embedding model: assembly, pretrained weights, and restoring checkpoints.
 
 Builds a network from a `nets/` body and a `heads/` head, initialises bodies
-from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), reads an
-experiment's `args.json`, finds and restores its checkpoints (TF2 by object,
-those of the TF1 original by variable name), and gives the compiled inference
-function that embed.py, validation and export use. This is the only module
-that imports `tf1_checkpoint`.
+from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), restores
+an experiment's checkpoints (TF2 by object, those of the TF1 original by
+variable name), and gives the compiled inference function that embed.py,
+validation and export use. This is the only module that imports
+`tf1_checkpoint`; `experiment.py` finds the checkpoints.
 """
 
 import inspect
@@ -20,11 +20,11 @@ import tensorflow as tf
 
 import sampler
 import tf1_checkpoint
+from experiment import find_checkpoint, newest_checkpoint, read_args
 from aggregators import AGGREGATORS
-from common import UserError, read_json
-from heads import HEAD_CHOICES
-from nets import LAST_STRIDE_NETS, NET_CHOICES
-from nets._layers import POOLINGS, pooling_layer
+from common import UserError
+from nets import LAST_STRIDE_NETS
+from nets._layers import pooling_layer
 
 log = logging.getLogger('model')
 
@@ -125,162 +125,6 @@ def load_body_weights(model_name, body, path):
     except (AssertionError, ValueError) as e:
         raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
             path, body.name, str(e).splitlines()[0]))
-
-
-# Arguments that changed what an experiment computes after experiments
-# without them were written: the value such an experiment used. Filled in
-# when reading its args.json, so that it keeps training and embedding as it
-# began (a new experiment stores the new defaults).
-LEGACY_ARGUMENTS = {
-    # Before --antialias, images were resized without antialiasing.
-    'antialias': False,
-    # Before --accurate_jpeg, JPEGs were decoded with TensorFlow's fast DCT.
-    'accurate_jpeg': False,
-    # The architecture before --pooling and --last_stride.
-    'pooling': 'avg',
-    'last_stride': 2,
-}
-
-
-def read_args(experiment_root):
-    """The training arguments stored in the experiment's `args.json`, with
-    `LEGACY_ARGUMENTS` filled in where it lacks them.
-
-    Returns:
-        A dict, or None when the root holds no `args.json`.
-
-    Raises:
-        UserError when the file is corrupt, not a JSON object, or names a net
-        or head that does not exist.
-    """
-    args_file = os.path.join(experiment_root, 'args.json')
-    if not os.path.isfile(args_file):
-        return None
-    stored = read_json(args_file, 'fix it or start a new experiment root')
-    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
-                         ('pooling', POOLINGS), ('last_stride', (1, 2))):
-        if key in stored and stored[key] not in choices:
-            raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
-                            '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
-    # What embedding needs, checked here; train.py checks every argument it knows.
-    for key, kind in (('embedding_dim', int), ('net_input_height', int),
-                      ('net_input_width', int), ('pre_crop_height', int),
-                      ('pre_crop_width', int), ('antialias', bool), ('accurate_jpeg', bool)):
-        value = stored.get(key, LEGACY_ARGUMENTS.get(key, 1))
-        if type(value) is not kind or (kind is int and value <= 0):
-            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a {} was '
-                            'expected); fix it or start a new experiment root.'.format(
-                                args_file, key, value,
-                                'positive integer' if kind is int else 'true or false'))
-    return dict(LEGACY_ARGUMENTS, **stored)
-
-
-def complete_checkpoint(prefix):
-    """Whether the checkpoint `prefix` has its index and every data shard, and
-    its index can be read."""
-    if not tf.io.gfile.exists(prefix + '.index'):
-        return False
-    shards = tf.io.gfile.glob(prefix + '.data-*-of-*')
-    if not shards or len(shards) != int(shards[0].rsplit('-of-', 1)[1]):
-        return False
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        # The object graph of a TF2 checkpoint, read as restoring would: a
-        # truncated data file fails here.
-        if reader.has_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'):
-            reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH')
-    except (tf.errors.OpError, ValueError, IndexError):
-        return False
-    return True
-
-
-def newest_checkpoint(directory, fallback=True):
-    """The newest complete checkpoint in `directory`, or None when it holds none at all.
-
-    The `checkpoint` index file names the newest one; when that one is
-    missing or damaged (or the index is), the `checkpoint-<step>` files are
-    scanned and the newest complete one is taken, with a warning naming what
-    was skipped, so that a run never silently starts over. Without
-    `fallback` (for embedding, where an older network would pass for the
-    newest), that is an error naming the newest complete one instead.
-
-    Raises:
-        UserError when checkpoint files exist but none is complete, or,
-        without `fallback`, when the newest is not.
-    """
-    try:
-        state = tf.train.get_checkpoint_state(directory)
-    except (tf.errors.OpError, ValueError):  # The index file itself is damaged.
-        state = None
-    # TensorFlow already puts `directory` before a relative path of the index.
-    named = state.model_checkpoint_path if state else None
-    if named and complete_checkpoint(named):
-        return named
-    steps = sorted((int(m.group(1)) for name in tf.io.gfile.listdir(directory)
-                    for m in [re.fullmatch(r'checkpoint-(\d+)\.(index|data-.*)', name)] if m),
-                   reverse=True) if tf.io.gfile.isdir(directory) else []
-    candidates = [os.path.join(directory, 'checkpoint-{}'.format(step))
-                  for step in dict.fromkeys(steps)]
-    skipped = []
-    for prefix in candidates:
-        if complete_checkpoint(prefix):
-            reasons = (['the `checkpoint` index names {}, which is missing or damaged'.format(
-                named)] if named else []) + (['incomplete or damaged: {}'.format(
-                    ', '.join(p for p in skipped if p != named))] if set(skipped) - {named}
-                    else [])
-            if reasons and not fallback:
-                raise UserError('the newest checkpoint of `{}` is not usable ({}); pass '
-                                '--checkpoint {} to use the newest complete one.'.format(
-                                    directory, '; '.join(reasons), os.path.basename(prefix)))
-            if reasons:
-                log.warning('Using %s, the newest complete checkpoint (%s).', prefix,
-                            '; '.join(reasons))
-            return prefix
-        skipped.append(prefix)
-    if candidates or named:
-        raise UserError('`{}` holds checkpoint files but no complete checkpoint ({} are damaged '
-                        'or incomplete); restore them, or move them away to start over.'.format(
-                            directory, ', '.join(skipped or [named])))
-    return None
-
-
-def remove_damaged_index(directory):
-    """Removes the `checkpoint` index file of `directory` when it cannot be
-    read (TensorFlow's CheckpointManager fails on it), with a warning: it
-    only lists the checkpoints, which `newest_checkpoint` finds without it,
-    and the next save writes it anew."""
-    path = os.path.join(directory, 'checkpoint')
-    try:
-        tf.train.get_checkpoint_state(directory)
-    except (tf.errors.OpError, ValueError):
-        log.warning('Removing the damaged checkpoint index %s; the next checkpoint writes it '
-                    'anew.', path)
-        os.remove(path)
-
-
-def find_checkpoint(experiment_root, checkpoint=None):
-    """The path of a checkpoint of the experiment.
-
-    Args:
-        experiment_root (str): A folder with `args.json` and checkpoints.
-        checkpoint (str or None): A checkpoint name inside the root, or a
-            folder of checkpoints inside it (such as `best`, giving its
-            newest), or None for the latest.
-
-    Raises:
-        UserError when there is no such checkpoint.
-    """
-    if checkpoint is None:
-        path = newest_checkpoint(experiment_root, fallback=False)
-        if path is None:
-            raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
-        return path
-    path = os.path.join(experiment_root, checkpoint)
-    if os.path.isdir(path):
-        path = newest_checkpoint(path) or path
-    if not tf.io.gfile.exists(path + '.index'):
-        raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
-    return path
 
 
 def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the model'):

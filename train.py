@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import sys
 import time
 from datetime import timedelta
@@ -28,13 +27,13 @@ import keras
 
 import detailed_logs
 import distributed
+import experiment
 import loss
 import sampler
 import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-from model import (build_model, inference_function, load_body_weights, newest_checkpoint,
-                   read_args, remove_damaged_index, restore)
+from model import build_model, inference_function, load_body_weights, restore
 from nets import LAST_STRIDE_NETS, NET_CHOICES
 from nets._layers import POOLINGS
 from uninterrupt import Uninterrupt
@@ -43,8 +42,6 @@ log = logging.getLogger('train')
 
 LR_SCHEDULES = ('exponential', 'step', 'cosine')
 
-# What a checkpoint's variables depend on: --override cannot change these.
-ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride')
 
 parser = argparse.ArgumentParser(
     description='Train a ReID network.',
@@ -78,7 +75,7 @@ parser.add_argument(
          'ones; each change is logged and stored in args.json. For example, continue a '
          'finished experiment with a larger --train_iterations, or rerun with a lower '
          '--learning_rate after the loss became NaN. The architecture ({}) cannot change.'.format(
-             ', '.join('--' + a for a in ARCHITECTURE_ARGUMENTS)))
+             ', '.join('--' + a for a in experiment.ARCHITECTURE_ARGUMENTS)))
 
 parser.add_argument(
     '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
@@ -361,9 +358,6 @@ parser.add_argument(
          'the warning off.')
 
 
-VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_camera_regex',
-                        'val_every')
-
 # The per-image losses beside the triplet loss, as the step returns and
 # TensorBoard shows them.
 AUXILIARY_LOSSES = ('id_loss', 'center_loss')
@@ -452,66 +446,6 @@ class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
                 'factor': self.factor}
 
 
-def resolve_arguments(argv):
-    """Parses `argv` and, when the experiment root holds `args.json`, takes the
-    stored arguments instead, warning about every given one that differs.
-
-    The validation arguments are the exception: given ones win, since they
-    change what is watched and not what is trained.
-
-    Returns:
-        (args, resuming, changed) where `resuming` says whether args.json was
-        loaded and `changed` whether it needs writing again.
-    """
-    args = parser.parse_args(argv)
-    stored = read_args(args.experiment_root)
-    chief = distributed.worker_task(args.distribution)[0] == 'chief'
-    if stored is None:
-        if args.resume:
-            raise common.UserError('--resume was given but `{}` does not exist.'.format(
-                os.path.join(args.experiment_root, 'args.json')))
-        # Other workers may find the chief's first files already there.
-        if chief and os.path.isdir(args.experiment_root) and set(
-                os.listdir(args.experiment_root)) - {common.LOCK_FILE}:
-            raise common.UserError(
-                'the experiment root `{}` is not empty and holds no args.json, so it is not an '
-                'experiment of this project; choose an empty or new folder.'.format(
-                    args.experiment_root))
-        return args, False, False
-
-    common.check_stored_arguments(parser, stored, os.path.join(args.experiment_root,
-                                                               'args.json'))
-    given = common.given_arguments(parser, argv)
-    changed = False
-    for key, value in vars(args).items():
-        if key in ('resume', 'experiment_root', 'override'):
-            continue
-        if key in VALIDATION_ARGUMENTS and key in given:
-            changed |= stored.get(key) != value
-            continue
-        if key not in stored:
-            log.warning('A new argument was added since the last run: `%s`. Using the new '
-                        'value: `%s`.', key, value)
-        elif key in given and stored[key] != value and args.override:
-            if key in ARCHITECTURE_ARGUMENTS:
-                raise common.UserError(
-                    '--override cannot change `{}` (stored: `{}`): the checkpoints hold that '
-                    'network. Start a new experiment root, with --initial_checkpoint to reuse '
-                    'the body.'.format(key, stored[key]))
-            log.warning('Overriding the stored `%s`: `%s` becomes `%s` (--override).', key,
-                        stored[key], value)
-            changed = True
-        elif key in given and stored[key] != value:
-            log.warning('For the argument `%s` we are using the stored value `%s`. The '
-                        'provided value was `%s` (%s).', key, stored[key], value,
-                        'the checkpoints hold that network; a new experiment root can change '
-                        'it' if key in ARCHITECTURE_ARGUMENTS else '--override uses it instead')
-            setattr(args, key, stored[key])
-        else:
-            setattr(args, key, stored[key])
-    return args, True, changed
-
-
 def format_eta(seconds):
     """`H:MM:SS` (with days when longer), or a plain statement beyond 100
     years, which no `timedelta` holds for --train_iterations near 2**63."""
@@ -547,26 +481,6 @@ def check_memory(args):
             '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
             'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
             'used 128).'.format(args.embedding_dim, head / 2 ** 30, memory / 2 ** 30))
-
-
-# The stored arguments that are paths, relative to the folder train.py first
-# ran in when given so.
-PATH_ARGUMENTS = ('train_set', 'image_root', 'val_query', 'val_gallery', 'initial_checkpoint')
-
-
-def check_stored_paths(args, given):
-    """Refuses stored relative paths that do not exist from the current
-    folder, saying what they are relative to (the folder of the first run)."""
-    for key in PATH_ARGUMENTS:
-        path = getattr(args, key, None)
-        if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
-                os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
-            continue
-        raise common.UserError(
-            '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and it '
-            'does not exist from here (`{}`). Run from that folder, or give its new place with '
-            '--{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'), key,
-                                          path, os.getcwd(), key))
 
 
 def check_arguments(args):
@@ -712,61 +626,6 @@ def check_input_size(model, args):
                                    str(e).strip().splitlines()[0]))
 
 
-def check_checkpoints_not_lost(experiment_root):
-    """Refuses to start over in an experiment root that trained (it holds
-    TensorBoard events, which come after the first checkpoint) but holds no
-    checkpoint; without events, a run stopped before its first checkpoint
-    starts over with a warning."""
-    if any(name.startswith('events.out.tfevents') for name in os.listdir(experiment_root)):
-        raise common.UserError(
-            '`{}` has trained (it holds TensorBoard events) but holds no checkpoint; were they '
-            'deleted? Restore them to resume, or start a new experiment root.'.format(
-                experiment_root))
-    log.warning('`%s` holds args.json but no checkpoint; starting from iteration 0 with the '
-                'stored arguments.', experiment_root)
-
-
-# What a train.py killed while saving leaves behind: TensorFlow's folder of
-# checkpoint shards, and the temporary files of common.write_json.
-LEFTOVERS = re.compile(r'checkpoint-\d+_temp|\.(args|best)\.json\..+')
-
-
-def remove_leftovers(experiment_root):
-    """Removes the half-written files of killed runs from the experiment root
-    and its `best/` folder; only train.py writes them, and it holds the lock."""
-    for folder in (experiment_root, os.path.join(experiment_root, 'best')):
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            path = os.path.join(folder, name)
-            if LEFTOVERS.fullmatch(name):
-                log.info('Removing %s, left by a run that was stopped while writing it.', path)
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    os.remove(path)
-
-
-def store_arguments(args, cleanup, locked, rewrite):
-    """Writes args.json when `rewrite` and starts train.log, taking the lock of
-    a new experiment root first (see train())."""
-    try:
-        os.makedirs(args.experiment_root, exist_ok=True)
-        if not locked:
-            cleanup.enter_context(common.locked_directory(args.experiment_root, 'train.py'))
-            if read_args(args.experiment_root) is not None:
-                raise common.UserError('another train.py started an experiment in `{}` '
-                                       'meanwhile; rerun to resume it.'.format(
-                                           args.experiment_root))
-        remove_leftovers(args.experiment_root)
-        if rewrite:
-            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
-        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
-    except OSError as e:
-        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
-            args.experiment_root, e.strerror or e))
-
-
 def make_train_step(model, optimizer, step, args, strategy, extras=None):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors.
@@ -906,10 +765,10 @@ def train(argv, cleanup):
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     locked = chief and os.path.isdir(given.experiment_root)
     if locked:
-        cleanup.enter_context(common.locked_directory(given.experiment_root, 'train.py'))
-    args, resuming, changed = resolve_arguments(argv)
+        cleanup.enter_context(experiment.locked_directory(given.experiment_root, 'train.py'))
+    args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
-        check_stored_paths(args, common.given_arguments(parser, argv))
+        experiment.check_stored_paths(args, common.given_arguments(parser, argv))
     check_arguments(args)
     if args.deterministic:
         sequential_ops()
@@ -971,13 +830,13 @@ def train(argv, cleanup):
     checkpoint_dir = args.experiment_root if chief else os.path.join(
         args.experiment_root, '.{}_{}'.format(task_type, task_index))
     if chief:
-        remove_damaged_index(checkpoint_dir)
+        experiment.remove_damaged_index(checkpoint_dir)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
-    latest = newest_checkpoint(args.experiment_root)
+    latest = experiment.newest_checkpoint(args.experiment_root)
     if resuming and chief and not latest:
-        check_checkpoints_not_lost(args.experiment_root)
+        experiment.check_checkpoints_not_lost(args.experiment_root)
 
     def save(number):
         manager.save(checkpoint_number=number)
@@ -1001,7 +860,7 @@ def train(argv, cleanup):
         # Changed arguments of a resumed run are stored once its first
         # iteration has worked, so that a refused change (out of memory, at
         # once divergent) does not stay to fail the corrected rerun.
-        store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed)
+        experiment.store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed)
     else:
         common.setup_logging(buffer=False)
     if not latest:
@@ -1015,7 +874,7 @@ def train(argv, cleanup):
     # kept there so that best.json, written after the copy, always names one
     # that exists.
     forward = inference_function(model)
-    best = validation.read_best(args.experiment_root) if validate else None
+    best = experiment.read_best(args.experiment_root) if validate else None
     best_manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(args.experiment_root, 'best'), max_to_keep=2,
         checkpoint_name='checkpoint') if validate else None
@@ -1092,7 +951,7 @@ def train(argv, cleanup):
                     'last checkpoint `{}`.'.format(
                         'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
                         else 'infinite', current,
-                        newest_checkpoint(args.experiment_root)))
+                        experiment.newest_checkpoint(args.experiment_root)))
             if changed and chief and i == start_step:
                 common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
             collapsed_for = collapsed_for + 1 if looks_collapsed(
@@ -1132,7 +991,7 @@ def train(argv, cleanup):
             for array in (log_embs, log_loss, log_fids):
                 array.flush()
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
-             newest_checkpoint(args.experiment_root))
+             experiment.newest_checkpoint(args.experiment_root))
     return 0
 
 

@@ -5,7 +5,6 @@ far is recorded in the experiment root's best.json.
 """
 
 import logging
-import os
 
 import numpy as np
 
@@ -61,16 +60,3 @@ def make_validation(args):
     return validate
 
 
-def read_best(experiment_root):
-    """The contents of best.json, or None before the first validation."""
-    path = os.path.join(experiment_root, 'best.json')
-    if not os.path.isfile(path):
-        return None
-    remedy = 'delete it to start the record of the best checkpoint afresh'
-    best = common.read_json(path, remedy)
-    mean_ap = best.get('mAP')
-    if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
-            not 0 <= mean_ap <= 1:
-        raise common.UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
-                               '{}.'.format(path, mean_ap, remedy))
-    return best

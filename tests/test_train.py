@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import common
 import detailed_logs
+import experiment
 import train
 from model import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
@@ -367,8 +368,9 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     assert train.main(base_args(root, csv_path, image_root, 2)) == 0
     # Another process holds the root, as a running train.py does.
     holder = subprocess.Popen(
-        [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\nimport common\n'
-         'with common.locked_directory(sys.argv[1], "train.py"):\n'
+        [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\n'
+         'import experiment\n'
+         'with experiment.locked_directory(sys.argv[1], "train.py"):\n'
          '    print("locked", flush=True)\n    time.sleep(120)\n', root, ROOT],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -386,14 +388,14 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     # A root that holds only the lock file of a run that failed early is still new.
     fresh = str(tmp_path / 'fresh')
     os.makedirs(fresh)
-    open(os.path.join(fresh, common.LOCK_FILE), 'w').close()
+    open(os.path.join(fresh, experiment.LOCK_FILE), 'w').close()
     assert train.main(base_args(fresh, csv_path, image_root, 2)) == 0
 
 
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                         tiny_dataset):
     import glob
-    from model import find_checkpoint, newest_checkpoint
+    from experiment import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')

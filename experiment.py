@@ -1,0 +1,374 @@
+"""An experiment folder: its stored arguments, checkpoints, lock and records.
+
+Everything about the experiment root that train.py, embed.py, search.py and
+export.py share: reading, resolving and writing `args.json`, finding the
+newest complete checkpoint (and repairing or refusing damaged ones), the
+root's lock, the leftovers of killed runs, and validation's `best.json`.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+
+import tensorflow as tf
+
+import common
+from common import UserError, read_json
+from heads import HEAD_CHOICES
+from nets import NET_CHOICES
+from nets._layers import POOLINGS
+
+log = logging.getLogger('experiment')
+
+
+# Arguments that changed what an experiment computes after experiments
+# without them were written: the value such an experiment used. Filled in
+# when reading its args.json, so that it keeps training and embedding as it
+# began (a new experiment stores the new defaults).
+LEGACY_ARGUMENTS = {
+    # Before --antialias, images were resized without antialiasing.
+    'antialias': False,
+    # Before --accurate_jpeg, JPEGs were decoded with TensorFlow's fast DCT.
+    'accurate_jpeg': False,
+    # The architecture before --pooling and --last_stride.
+    'pooling': 'avg',
+    'last_stride': 2,
+}
+
+
+def read_args(experiment_root):
+    """The training arguments stored in the experiment's `args.json`, with
+    `LEGACY_ARGUMENTS` filled in where it lacks them.
+
+    Returns:
+        A dict, or None when the root holds no `args.json`.
+
+    Raises:
+        UserError when the file is corrupt, not a JSON object, or names a net
+        or head that does not exist.
+    """
+    args_file = os.path.join(experiment_root, 'args.json')
+    if not os.path.isfile(args_file):
+        return None
+    stored = read_json(args_file, 'fix it or start a new experiment root')
+    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
+                         ('pooling', POOLINGS), ('last_stride', (1, 2))):
+        if key in stored and stored[key] not in choices:
+            raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
+                            '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
+    # What embedding needs, checked here; train.py checks every argument it knows.
+    for key, kind in (('embedding_dim', int), ('net_input_height', int),
+                      ('net_input_width', int), ('pre_crop_height', int),
+                      ('pre_crop_width', int), ('antialias', bool), ('accurate_jpeg', bool)):
+        value = stored.get(key, LEGACY_ARGUMENTS.get(key, 1))
+        if type(value) is not kind or (kind is int and value <= 0):
+            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a {} was '
+                            'expected); fix it or start a new experiment root.'.format(
+                                args_file, key, value,
+                                'positive integer' if kind is int else 'true or false'))
+    return dict(LEGACY_ARGUMENTS, **stored)
+
+
+def complete_checkpoint(prefix):
+    """Whether the checkpoint `prefix` has its index and every data shard, and
+    its index can be read."""
+    if not tf.io.gfile.exists(prefix + '.index'):
+        return False
+    shards = tf.io.gfile.glob(prefix + '.data-*-of-*')
+    if not shards or len(shards) != int(shards[0].rsplit('-of-', 1)[1]):
+        return False
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        # The object graph of a TF2 checkpoint, read as restoring would: a
+        # truncated data file fails here.
+        if reader.has_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'):
+            reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH')
+    except (tf.errors.OpError, ValueError, IndexError):
+        return False
+    return True
+
+
+def newest_checkpoint(directory, fallback=True):
+    """The newest complete checkpoint in `directory`, or None when it holds none at all.
+
+    The `checkpoint` index file names the newest one; when that one is
+    missing or damaged (or the index is), the `checkpoint-<step>` files are
+    scanned and the newest complete one is taken, with a warning naming what
+    was skipped, so that a run never silently starts over. Without
+    `fallback` (for embedding, where an older network would pass for the
+    newest), that is an error naming the newest complete one instead.
+
+    Raises:
+        UserError when checkpoint files exist but none is complete, or,
+        without `fallback`, when the newest is not.
+    """
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):  # The index file itself is damaged.
+        state = None
+    # TensorFlow already puts `directory` before a relative path of the index.
+    named = state.model_checkpoint_path if state else None
+    if named and complete_checkpoint(named):
+        return named
+    steps = sorted((int(m.group(1)) for name in tf.io.gfile.listdir(directory)
+                    for m in [re.fullmatch(r'checkpoint-(\d+)\.(index|data-.*)', name)] if m),
+                   reverse=True) if tf.io.gfile.isdir(directory) else []
+    candidates = [os.path.join(directory, 'checkpoint-{}'.format(step))
+                  for step in dict.fromkeys(steps)]
+    skipped = []
+    for prefix in candidates:
+        if complete_checkpoint(prefix):
+            reasons = (['the `checkpoint` index names {}, which is missing or damaged'.format(
+                named)] if named else []) + (['incomplete or damaged: {}'.format(
+                    ', '.join(p for p in skipped if p != named))] if set(skipped) - {named}
+                    else [])
+            if reasons and not fallback:
+                raise UserError('the newest checkpoint of `{}` is not usable ({}); pass '
+                                '--checkpoint {} to use the newest complete one.'.format(
+                                    directory, '; '.join(reasons), os.path.basename(prefix)))
+            if reasons:
+                log.warning('Using %s, the newest complete checkpoint (%s).', prefix,
+                            '; '.join(reasons))
+            return prefix
+        skipped.append(prefix)
+    if candidates or named:
+        raise UserError('`{}` holds checkpoint files but no complete checkpoint ({} are damaged '
+                        'or incomplete); restore them, or move them away to start over.'.format(
+                            directory, ', '.join(skipped or [named])))
+    return None
+
+
+def remove_damaged_index(directory):
+    """Removes the `checkpoint` index file of `directory` when it cannot be
+    read (TensorFlow's CheckpointManager fails on it), with a warning: it
+    only lists the checkpoints, which `newest_checkpoint` finds without it,
+    and the next save writes it anew."""
+    path = os.path.join(directory, 'checkpoint')
+    try:
+        tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError):
+        log.warning('Removing the damaged checkpoint index %s; the next checkpoint writes it '
+                    'anew.', path)
+        os.remove(path)
+
+
+def find_checkpoint(experiment_root, checkpoint=None):
+    """The path of a checkpoint of the experiment.
+
+    Args:
+        experiment_root (str): A folder with `args.json` and checkpoints.
+        checkpoint (str or None): A checkpoint name inside the root, or a
+            folder of checkpoints inside it (such as `best`, giving its
+            newest), or None for the latest.
+
+    Raises:
+        UserError when there is no such checkpoint.
+    """
+    if checkpoint is None:
+        path = newest_checkpoint(experiment_root, fallback=False)
+        if path is None:
+            raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
+        return path
+    path = os.path.join(experiment_root, checkpoint)
+    if os.path.isdir(path):
+        path = newest_checkpoint(path) or path
+    if not tf.io.gfile.exists(path + '.index'):
+        raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
+    return path
+
+
+LOCK_FILE = '.lock'
+
+
+@contextlib.contextmanager
+def locked_directory(directory, program):
+    """Holds an exclusive lock on `directory` (through its file `.lock`, which
+    names the holder's process id) until the block ends. The operating system
+    releases it when the process dies, so a killed run leaves no stale lock.
+
+    Raises:
+        UserError when another process holds it.
+    """
+    path = os.path.join(directory, LOCK_FILE)
+    try:
+        handle = open(path, 'a+')
+    except OSError as e:
+        raise UserError('cannot lock the experiment root `{}`: {}.'.format(directory, e))
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or 'unknown'
+            raise UserError('the experiment root `{}` is in use by another {} (process {}); '
+                            'wait for it to end or stop it, then rerun.'.format(
+                                directory, program, holder))
+        handle.seek(0)
+        handle.truncate()
+        handle.write('{}\n'.format(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def read_best(experiment_root):
+    """The contents of best.json, or None before the first validation."""
+    path = os.path.join(experiment_root, 'best.json')
+    if not os.path.isfile(path):
+        return None
+    remedy = 'delete it to start the record of the best checkpoint afresh'
+    best = common.read_json(path, remedy)
+    mean_ap = best.get('mAP')
+    if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
+            not 0 <= mean_ap <= 1:
+        raise common.UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
+                               '{}.'.format(path, mean_ap, remedy))
+    return best
+
+
+# What a checkpoint's variables depend on: --override cannot change these.
+ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride')
+
+
+VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_camera_regex',
+                        'val_every')
+
+
+def resolve_arguments(parser, argv, chief):
+    """Parses `argv` with train.py's `parser` and, when the experiment root
+    holds `args.json`, takes the stored arguments instead, warning about
+    every given one that differs. `chief` says whether this process is the
+    one that writes the experiment root (see `distributed.worker_task`).
+
+    The validation arguments are the exception: given ones win, since they
+    change what is watched and not what is trained.
+
+    Returns:
+        (args, resuming, changed) where `resuming` says whether args.json was
+        loaded and `changed` whether it needs writing again.
+    """
+    args = parser.parse_args(argv)
+    stored = read_args(args.experiment_root)
+    if stored is None:
+        if args.resume:
+            raise common.UserError('--resume was given but `{}` does not exist.'.format(
+                os.path.join(args.experiment_root, 'args.json')))
+        # Other workers may find the chief's first files already there.
+        if chief and os.path.isdir(args.experiment_root) and set(
+                os.listdir(args.experiment_root)) - {LOCK_FILE}:
+            raise common.UserError(
+                'the experiment root `{}` is not empty and holds no args.json, so it is not an '
+                'experiment of this project; choose an empty or new folder.'.format(
+                    args.experiment_root))
+        return args, False, False
+
+    common.check_stored_arguments(parser, stored, os.path.join(args.experiment_root,
+                                                               'args.json'))
+    given = common.given_arguments(parser, argv)
+    changed = False
+    for key, value in vars(args).items():
+        if key in ('resume', 'experiment_root', 'override'):
+            continue
+        if key in VALIDATION_ARGUMENTS and key in given:
+            changed |= stored.get(key) != value
+            continue
+        if key not in stored:
+            log.warning('A new argument was added since the last run: `%s`. Using the new '
+                        'value: `%s`.', key, value)
+        elif key in given and stored[key] != value and args.override:
+            if key in ARCHITECTURE_ARGUMENTS:
+                raise common.UserError(
+                    '--override cannot change `{}` (stored: `{}`): the checkpoints hold that '
+                    'network. Start a new experiment root, with --initial_checkpoint to reuse '
+                    'the body.'.format(key, stored[key]))
+            log.warning('Overriding the stored `%s`: `%s` becomes `%s` (--override).', key,
+                        stored[key], value)
+            changed = True
+        elif key in given and stored[key] != value:
+            log.warning('For the argument `%s` we are using the stored value `%s`. The '
+                        'provided value was `%s` (%s).', key, stored[key], value,
+                        'the checkpoints hold that network; a new experiment root can change '
+                        'it' if key in ARCHITECTURE_ARGUMENTS else '--override uses it instead')
+            setattr(args, key, stored[key])
+        else:
+            setattr(args, key, stored[key])
+    return args, True, changed
+
+
+# The stored arguments that are paths, relative to the folder train.py first
+# ran in when given so.
+PATH_ARGUMENTS = ('train_set', 'image_root', 'val_query', 'val_gallery', 'initial_checkpoint')
+
+
+def check_stored_paths(args, given):
+    """Refuses stored relative paths that do not exist from the current
+    folder, saying what they are relative to (the folder of the first run)."""
+    for key in PATH_ARGUMENTS:
+        path = getattr(args, key, None)
+        if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
+                os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
+            continue
+        raise common.UserError(
+            '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and it '
+            'does not exist from here (`{}`). Run from that folder, or give its new place with '
+            '--{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'), key,
+                                          path, os.getcwd(), key))
+
+
+def check_checkpoints_not_lost(experiment_root):
+    """Refuses to start over in an experiment root that trained (it holds
+    TensorBoard events, which come after the first checkpoint) but holds no
+    checkpoint; without events, a run stopped before its first checkpoint
+    starts over with a warning."""
+    if any(name.startswith('events.out.tfevents') for name in os.listdir(experiment_root)):
+        raise common.UserError(
+            '`{}` has trained (it holds TensorBoard events) but holds no checkpoint; were they '
+            'deleted? Restore them to resume, or start a new experiment root.'.format(
+                experiment_root))
+    log.warning('`%s` holds args.json but no checkpoint; starting from iteration 0 with the '
+                'stored arguments.', experiment_root)
+
+
+# What a train.py killed while saving leaves behind: TensorFlow's folder of
+# checkpoint shards, and the temporary files of common.write_json.
+LEFTOVERS = re.compile(r'checkpoint-\d+_temp|\.(args|best)\.json\..+')
+
+
+def remove_leftovers(experiment_root):
+    """Removes the half-written files of killed runs from the experiment root
+    and its `best/` folder; only train.py writes them, and it holds the lock."""
+    for folder in (experiment_root, os.path.join(experiment_root, 'best')):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if LEFTOVERS.fullmatch(name):
+                log.info('Removing %s, left by a run that was stopped while writing it.', path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+
+
+def store_arguments(args, cleanup, locked, rewrite):
+    """Writes args.json when `rewrite` and starts train.log, taking the lock of
+    a new experiment root first (see train())."""
+    try:
+        os.makedirs(args.experiment_root, exist_ok=True)
+        if not locked:
+            cleanup.enter_context(locked_directory(args.experiment_root, 'train.py'))
+            if read_args(args.experiment_root) is not None:
+                raise common.UserError('another train.py started an experiment in `{}` '
+                                       'meanwhile; rerun to resume it.'.format(
+                                           args.experiment_root))
+        remove_leftovers(args.experiment_root)
+        if rewrite:
+            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+    except OSError as e:
+        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
+            args.experiment_root, e.strerror or e))
