@@ -7,13 +7,8 @@ last checkpoint, with the arguments stored in its `args.json`.
 
 import argparse
 import contextlib
-import logging
 import os
-import re
-import secrets
 import sys
-import time
-from datetime import timedelta
 
 import common
 import startup
@@ -22,25 +17,17 @@ import startup
 startup.quiet_tensorflow()
 
 import numpy as np
-import tensorflow as tf
-import keras
 
-import detailed_logs
 import distributed
 import experiment
 import loss
 import sampler
+import training
 import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-from model import build_model, inference_function, load_body_weights, restore
 from nets import LAST_STRIDE_NETS, NET_CHOICES
 from nets._layers import POOLINGS
-from uninterrupt import Uninterrupt
-
-log = logging.getLogger('train')
-
-LR_SCHEDULES = ('exponential', 'step', 'cosine')
 
 
 parser = argparse.ArgumentParser(
@@ -204,7 +191,7 @@ parser.add_argument(
          'Set to -1 to disable decay completely.')
 
 parser.add_argument(
-    '--lr_schedule', default='exponential', choices=LR_SCHEDULES,
+    '--lr_schedule', default='exponential', choices=training.LR_SCHEDULES,
     help='`exponential`: the original\'s decay from --decay_start_iteration down to 0.001x at '
          'the last iteration. `cosine`: half a cosine from --decay_start_iteration down to 0. '
          '`step`: multiply by --lr_decay_factor at each of --lr_decay_steps.')
@@ -358,131 +345,6 @@ parser.add_argument(
          'the warning off.')
 
 
-# The per-image losses beside the triplet loss, as the step returns and
-# TensorBoard shows them.
-AUXILIARY_LOSSES = ('id_loss', 'center_loss')
-
-
-class TrainingDiverged(common.UserError):
-    """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
-
-
-# Collapse: the loss within COLLAPSE_BAND (relative, or absolute for a zero
-# collapse value) of `loss.collapse_value`, and no identity structure in the
-# batch: the embedding spread below COLLAPSE_SPREAD (all points in one), or
-# the batch top-k precision at most COLLAPSE_CHANCE times its chance level
-# (points spread out at random, as a net that learns nothing gives them). A
-# healthy run leaves the collapse value within tens of iterations, keeps a
-# spread above 0.3, and soon ranks above chance.
-COLLAPSE_BAND = 0.1
-COLLAPSE_SPREAD = 0.1
-COLLAPSE_CHANCE = 2
-
-
-def looks_collapsed(mean_loss, spread, margin, precision=1.0, chance=0.0):
-    """Whether one step looks collapsed, from its mean loss, its
-    `loss.embedding_spread`, its batch top-k precision and that precision's
-    chance level ((K - 1) / (P·K - 1) for P×K batches)."""
-    value = loss.collapse_value(margin)
-    tolerance = COLLAPSE_BAND * (value if value > 0 else 1.0)
-    return abs(mean_loss - value) <= tolerance and (
-        spread < COLLAPSE_SPREAD or precision <= COLLAPSE_CHANCE * chance)
-
-
-def collapse_warning(iterations, margin):
-    return ('Training looks collapsed: for {} iterations the loss has stayed at {:.3f}, its '
-            'value when all distances are equal, and the batches show no identities: the '
-            'embeddings lie within {:.0%} of their distance from the origin of each other '
-            '(TensorBoard: embedding_spread), or rank the same identity first no better than '
-            '{} times chance (batch_prec_at_k). Such a run rarely recovers. Remedies: an '
-            'identity loss (--id_loss_weight 1, best with --head_name bnneck), a lower '
-            '--learning_rate, a pretrained body (--initial_checkpoint), a smaller net, or '
-            'another --loss or --margin; see "When training collapses" in the README.'.format(
-                iterations, loss.collapse_value(margin), COLLAPSE_SPREAD, COLLAPSE_CHANCE))
-
-
-class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The learning rate at each iteration (counted from 0).
-
-    `exponential` is the original's schedule: constant until `decay_start`,
-    then exponential decay that reaches 0.001 × `initial` at `end`. `cosine`
-    is constant until `decay_start`, then follows half a cosine down to 0 at
-    `end`. For both, a negative `decay_start` (or one at or past `end`)
-    disables the decay. `step` multiplies the rate by `factor` at each
-    iteration of `steps`. A positive `warmup` scales the first `warmup`
-    iterations linearly from 1% up to the full rate of the schedule.
-    """
-
-    def __init__(self, initial, decay_start, end, schedule='exponential', warmup=0, steps=(),
-                 factor=0.1):
-        self.initial, self.decay_start, self.end = float(initial), int(decay_start), int(end)
-        self.schedule, self.warmup, self.factor = schedule, int(warmup), float(factor)
-        self.steps = tuple(int(s) for s in steps)
-
-    def decayed(self, step):
-        """The schedule without warm-up: a float32 scalar."""
-        step = tf.cast(step, tf.float32)
-        if self.schedule == 'step':
-            passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.steps or (0,), tf.float32),
-                                           tf.float32)) if self.steps else 0.0
-            return self.initial * tf.pow(self.factor, passed)
-        if not 0 <= self.decay_start < self.end:
-            return tf.constant(self.initial, tf.float32)
-        progress = tf.maximum(0.0, step - self.decay_start) / (self.end - self.decay_start)
-        if self.schedule == 'cosine':
-            return self.initial * 0.5 * (1.0 + tf.cos(np.pi * tf.minimum(progress, 1.0)))
-        return self.initial * tf.pow(0.001, progress)
-
-    def __call__(self, step):
-        rate = self.decayed(step)
-        if self.warmup > 0:
-            fraction = tf.minimum(tf.cast(step, tf.float32) / self.warmup, 1.0)
-            rate *= 0.01 + 0.99 * fraction
-        return rate
-
-    def get_config(self):
-        return {'initial': self.initial, 'decay_start': self.decay_start, 'end': self.end,
-                'schedule': self.schedule, 'warmup': self.warmup, 'steps': self.steps,
-                'factor': self.factor}
-
-
-def format_eta(seconds):
-    """`H:MM:SS` (with days when longer), or a plain statement beyond 100
-    years, which no `timedelta` holds for --train_iterations near 2**63."""
-    if seconds > 100 * 365 * 86400:
-        return 'more than 100 years'
-    return str(timedelta(seconds=int(seconds)))
-
-
-def check_memory(args):
-    """Refuses sizes that could never fit in this machine's memory, before
-    anything is written or allocated: a batch over a quarter of it, counting
-    its float32 images at the largest size the input pipeline makes (the
-    pre-crop size, or the padded size) and the loss's (P·K)² distances and
-    masks (four such matrices), or a head whose weights and Adam slots
-    (about 2048 × --embedding_dim floats, four times) over half of it."""
-    memory = common.physical_memory()
-    height, width = args.net_input_height, args.net_input_width
-    if args.crop_augment:
-        height, width = max(height, args.pre_crop_height), max(width, args.pre_crop_width)
-    height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
-    size = args.batch_p * args.batch_k
-    batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
-    if batch > memory / 4:
-        raise common.UserError(
-            'a batch of {}×{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
-            'and the loss\'s distances between them), more than a quarter of this machine\'s '
-            '{:.3g} GiB; lower --batch_p, --batch_k or the image sizes (--net_input_*, '
-            '--pre_crop_*, --pad_crop).'.format(args.batch_p, args.batch_k, height, width,
-                                                batch / 2 ** 30, memory / 2 ** 30))
-    head = 2048 * args.embedding_dim * 4 * 4
-    if head > memory / 2:
-        raise common.UserError(
-            '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
-            'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
-            'used 128).'.format(args.embedding_dim, head / 2 ** 30, memory / 2 ** 30))
-
-
 def check_arguments(args):
     """Refuses argument combinations that cannot train, before anything is written."""
     if not args.train_set:
@@ -511,239 +373,13 @@ def check_arguments(args):
     if args.crop_augment and args.pad_crop:
         raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
                                'one.')
-    check_memory(args)
+    training.check_memory(args)
     if args.crop_augment and (args.pre_crop_height < args.net_input_height or
                               args.pre_crop_width < args.net_input_width):
         raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
                                'the net input size {}x{}.'.format(
                                    args.pre_crop_height, args.pre_crop_width,
                                    args.net_input_height, args.net_input_width))
-
-
-def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
-    """The original's TensorBoard scalars for one step, and its histograms when
-    `histograms` (they cost more than the step of a small net)."""
-    with writer.as_default(step=step):
-        tf.summary.scalar('loss', tf.reduce_mean(out['losses']))
-        tf.summary.scalar('batch_top1', out['top1'])
-        tf.summary.scalar('batch_prec_at_{}'.format(batch_k - 1), out['prec_at_k'])
-        tf.summary.scalar('active_count', out['active_count'])
-        tf.summary.scalar('learning_rate', lr)
-        tf.summary.scalar('secs_per_iter', seconds)
-        tf.summary.scalar('embedding_spread', out['spread'])
-        for name in AUXILIARY_LOSSES:
-            if name in out:
-                tf.summary.scalar(name, tf.reduce_mean(out[name]))
-        if not histograms:
-            return
-        tf.summary.histogram('loss_distribution', out['losses'])
-        tf.summary.histogram('embedding_dists', out['dists'])
-        dists = out['dists'].numpy()
-        tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy() == 1])
-        tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy() == 1])
-        tf.summary.histogram('embedding_lengths', out['emb_lengths'])
-
-
-def auxiliary_heads(args, num_ids, embedding_dim):
-    """What --id_loss_weight and --center_loss_weight train beside the model,
-    to be built in the strategy's scope: a dict with the identity
-    `classifier` (a bias-free Dense layer, initialised with std 0.001 as in
-    BoT) and the identity `centers` (C, D) with their own SGD
-    `center_optimizer`, each only when its loss is on. All of it belongs in
-    the checkpoint and none of it in the exported model."""
-    extras = {}
-    if args.id_loss_weight:
-        classifier = keras.layers.Dense(
-            num_ids, use_bias=False, dtype='float32', name='classifier',
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
-        classifier.build((None, embedding_dim))
-        extras['classifier'] = classifier
-    if args.center_loss_weight:
-        extras['centers'] = tf.Variable(
-            keras.random.normal((num_ids, embedding_dim)), trainable=False, name='centers')
-        extras['center_optimizer'] = keras.optimizers.SGD(args.center_learning_rate)
-        extras['center_optimizer'].build([extras['centers']])
-    return extras
-
-
-def check_identity_count(path, num_ids, train_set):
-    """Refuses to resume the identity or center loss of the checkpoint `path`
-    on a training set with another number of identities, which their
-    (C, ...) weights cannot take."""
-    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    for name, shape in shapes.items():
-        stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
-            shape[0] if name.startswith('centers/') else None
-        if stored is not None and stored != num_ids:
-            raise common.UserError(
-                'the checkpoint `{}` learned {} training identities for its identity or center '
-                'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
-                'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
-                'body.'.format(path, stored, train_set, num_ids, path))
-
-
-def trainable_variables(model, extras):
-    """The variables the main optimizer trains: the model's and the classifier's."""
-    classifier = extras.get('classifier')
-    return model.trainable_variables + (classifier.trainable_variables if classifier else [])
-
-
-def sequential_ops():
-    """Runs independent operations one after another (one inter-op thread).
-
-    With --deterministic, each kernel is deterministic, but at the demo's batch
-    size (P=18, K=4, 128×64) operations that run side by side in the
-    inter-op pool still let two runs drift apart from the second step: their
-    order of execution changes what the oneDNN kernels and the gradient
-    accumulation compute. One inter-op thread makes the order fixed; kernels
-    keep their intra-op threads, so a step of the tiny net costs the same.
-    It must be set before TensorFlow runs its first operation; in a process
-    that already ran some (such as a test calling main() twice), a warning
-    says so when the setting differs.
-    """
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        if tf.config.threading.get_inter_op_parallelism_threads() != 1:
-            log.warning('--deterministic could not fix the order of operations, as TensorFlow '
-                        'already runs in this process; runs may differ in the last bits.')
-
-
-def check_input_size(model, args):
-    """Refuses a net that cannot take the input size, before anything is written."""
-    size = (args.net_input_height, args.net_input_width)
-    try:
-        model(tf.zeros((1,) + size + (3,)), training=False)
-    except tf.errors.ResourceExhaustedError as e:
-        raise common.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
-                               'a smaller --net_input_height and --net_input_width.'.format(
-                                   args.model_name, size[0], size[1],
-                                   str(e).strip().splitlines()[0][:200]))
-    except (ValueError, tf.errors.OpError) as e:
-        raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
-                               '--net_input_height and --net_input_width.'.format(
-                                   args.model_name, size[0], size[1],
-                                   str(e).strip().splitlines()[0]))
-
-
-def make_train_step(model, optimizer, step, args, strategy, extras=None):
-    """The training step: a `tf.function` from one (per-replica) batch of
-    images and integer labels to a dict of global tensors.
-
-    Each replica embeds its images; unless --per_replica_mining, it gathers
-    the embeddings of all replicas so that its anchors are mined against the
-    whole batch. Its loss is the sum of its anchors' losses (and of the
-    weighted identity and center losses of its images) over the global batch
-    size, so that the summed gradients equal a single device's. `extras` is
-    `auxiliary_heads`'s dict.
-
-    Returns:
-        (train_step, gradients): `gradients(images, labels)` computes the
-        global per-anchor losses and the summed gradients of the trainable
-        variables (and, last, of the centers) without applying them, to
-        compare a distributed step with a single device's.
-    """
-    extras = extras or {}
-    loss_fn = loss.LOSS_CHOICES[args.loss]
-    replicas = strategy.num_replicas_in_sync
-    global_mining = replicas > 1 and not args.per_replica_mining
-    global_batch = args.batch_p * args.batch_k
-    variables = trainable_variables(model, extras)
-    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
-
-    # XLA compiles the network's forward pass and, through the tape, its
-    # backward pass; the gathering across replicas stays outside it.
-    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
-        if args.xla else (lambda images: model(images, training=True))
-
-    def auxiliary_losses(endpoints, emb, labels):
-        """The per-image identity and center losses that are on: {name: (b,)}."""
-        terms = {}
-        if 'classifier' in extras:
-            # Before any L2 normalisation: a softmax over unit vectors would need a
-            # temperature to reach confident logits, and learns nothing without one.
-            logits = extras['classifier'](tf.cast(endpoints['emb_raw'], tf.float32))
-            terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
-        if 'centers' in extras:
-            terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
-        return terms
-
-    def replica_gradients(images, labels):
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            endpoints = forward(images)
-            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
-            batch_emb, batch_labels, anchors = emb, labels, None
-            if global_mining:
-                batch_emb = distributed.all_gather(emb)
-                batch_labels = distributed.all_gather(labels)
-                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
-                    tf.shape(emb)[0])
-            dists = loss.cdist(emb, batch_emb, metric=args.metric)
-            # Losses that draw at random draw from the step, so resuming redraws the same.
-            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
-                             seed=sampler.stream_seed(args.seed, 4, step))
-            terms = auxiliary_losses(endpoints, emb, labels)
-            total = tf.add_n([tf.reduce_sum(losses)] + [
-                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
-            total /= global_batch
-            if args.weight_decay:
-                # Each replica adds its share, so that the sum over replicas adds it once.
-                total += args.weight_decay / (2 * replicas) * tf.add_n(
-                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-            scaled = optimizer.scale_loss(total)
-        grads = tape.gradient(scaled, variables)
-        same, positive, negative = loss.identity_masks(batch_labels, anchors)
-        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
-        # Masks travel as int32: tf.distribute cannot gather booleans.
-        return grads, dict(terms, **{
-            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
-            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
-            'top1': top1[None], 'prec_at_k': prec_at_k[None],
-            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
-
-    def center_gradients(out):
-        """The centers' gradient of the unweighted center loss, as BoT steps them."""
-        return loss.center_gradient(out['emb'], extras['centers'], out['labels']) / global_batch
-
-    def replica_step(images, labels):
-        grads, out = replica_gradients(images, labels)
-        optimizer.apply_gradients(zip(grads, variables))
-        if 'centers' in extras:
-            extras['center_optimizer'].apply_gradients([(center_gradients(out),
-                                                         extras['centers'])])
-        if replicas > 1:
-            # Every replica gets the whole batch's values; the first one's are kept.
-            out = {key: distributed.all_gather(value) for key, value in out.items()}
-        return out
-
-    # Without AutoGraph: the step has no Python control flow on tensors, and
-    # converting it and Keras' code took two seconds before the first step.
-    @tf.function(autograph=False)
-    def train_step(images, labels):
-        out = strategy.experimental_local_results(
-            strategy.run(replica_step, args=(images, labels)))[0]
-        step.assign_add(1)
-        out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
-        out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
-        out['spread'] = loss.embedding_spread(out['dists'], out['pos_mask'] + out['neg_mask'] > 0,
-                                              out['emb'], args.metric)
-        return out
-
-    def replica_losses_and_gradients(images, labels):
-        grads, out = replica_gradients(images, labels)
-        if 'centers' in extras:
-            grads = grads + [center_gradients(out)]
-        context = tf.distribute.get_replica_context()
-        return distributed.all_gather(out['losses']) if replicas > 1 else out['losses'], [
-            context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
-
-    @tf.function(autograph=False)
-    def gradients(images, labels):
-        return strategy.experimental_local_results(
-            strategy.run(replica_losses_and_gradients, args=(images, labels)))[0]
-
-    return train_step, gradients
 
 
 def main(argv=None):
@@ -771,228 +407,35 @@ def train(argv, cleanup):
         experiment.check_stored_paths(args, common.given_arguments(parser, argv))
     check_arguments(args)
     if args.deterministic:
-        sequential_ops()
+        training.sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
-    task_type, task_index = distributed.worker_task(args.distribution)
     strategy = distributed.make_strategy(args.distribution)
 
-    # Data.
-    pids, fids = common.load_dataset(args.train_set, args.image_root)
-    keep = sampler.decodable_mask(fids, args.image_root, args.skip_corrupt_images,
-                                  args.loading_threads, log, max_pixels=args.max_image_pixels)
-    pids, fids = pids[keep], fids[keep]
-    net_input_size = (args.net_input_height, args.net_input_width)
-    pre_crop_size = (args.pre_crop_height, args.pre_crop_width)
-    sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
-    if args.detailed_logs and chief:
-        detailed_logs.check_space(args.experiment_root, args.train_iterations,
-                                  args.batch_p * args.batch_k, args.embedding_dim,
-                                  max(len(f.encode('utf-8')) for f in fids))
-    # Validation runs on the chief only.
+    # Data, and validation (on the chief only).
+    pids, fids = training.load_data(args, chief)
     validate = validation.make_validation(args) if chief else None
+    new_seed = training.choose_seed(args)
 
-    # A seed is chosen once and stored; experiments of the TF1 original have none yet.
-    new_seed = args.seed is None
-    if new_seed:
-        args.seed = secrets.randbelow(2 ** 31)
-    log.info('Training using the following parameters:')
-    for key, value in sorted(vars(args).items()):
-        log.info('%s: %s', key, value)
-
-    # Model, initialised from the seed so that the same seed gives the same run.
-    keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    with strategy.scope():
-        model, body = build_model(args.model_name, args.head_name, args.embedding_dim,
-                                  args.mixed_precision, args.pooling, args.last_stride)
-        if strategy.num_replicas_in_sync > 1:
-            distributed.synchronize_batch_norm(model)
-        extras = auxiliary_heads(args, len(np.unique(pids)), args.embedding_dim)
-
-        # Optimizer, built now so that its slots exist in the step-0 checkpoint.
-        learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
-                                     args.train_iterations, args.lr_schedule,
-                                     args.warmup_iterations, args.lr_decay_steps,
-                                     args.lr_decay_factor)
-        # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
-        optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
-        if args.mixed_precision == 'float16':
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(trainable_variables(model, extras))
-
-        # Checkpoint: everything that decides the future of the run.
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step')
-    checkpoint = tf.train.Checkpoint(model=model, body=body, optimizer=optimizer, step=step,
-                                     **extras)
-    # Other workers of a multi-worker run write to a scratch folder they delete.
-    checkpoint_dir = args.experiment_root if chief else os.path.join(
-        args.experiment_root, '.{}_{}'.format(task_type, task_index))
-    if chief:
-        experiment.remove_damaged_index(checkpoint_dir)
-    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
-                                         max_to_keep=args.keep_checkpoints,
-                                         checkpoint_name='checkpoint')
-    latest = experiment.newest_checkpoint(args.experiment_root)
-    if resuming and chief and not latest:
-        experiment.check_checkpoints_not_lost(args.experiment_root)
-
-    def save(number):
-        manager.save(checkpoint_number=number)
-        if not chief:
-            tf.io.gfile.rmtree(checkpoint_dir)
-
-    if latest:
-        check_identity_count(latest, len(np.unique(pids)), args.train_set)
-        restore(latest, checkpoint, model, body, optimizer, step,
-                what='the model {} + {} with embedding_dim {}'.format(
-                    args.model_name, args.head_name, args.embedding_dim))
-    elif args.initial_checkpoint:
-        log.info('Initialising the body from %s', args.initial_checkpoint)
-        load_body_weights(args.model_name, body, args.initial_checkpoint)
-    check_input_size(model, args)
+    # Model, optimizer and checkpoint.
+    num_ids = len(np.unique(pids))
+    run = training.build_run(args, strategy, num_ids, chief)
+    latest = training.restore_or_initialise(run, resuming, num_ids)
 
     # Only now, with the data, the model and its weights known to work, is
     # anything written, so a refused run leaves no arguments behind to poison
-    # the corrected rerun.
+    # the corrected rerun. Changed arguments of a resumed run are stored once
+    # its first iteration has worked (see training.loop), for the same reason.
     if chief:
-        # Changed arguments of a resumed run are stored once its first
-        # iteration has worked, so that a refused change (out of memory, at
-        # once divergent) does not stay to fail the corrected rerun.
         experiment.store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed)
     else:
         common.setup_logging(buffer=False)
     if not latest:
         # The initialisation is stored too, so experiments can be reproduced exactly.
-        save(0)
-    start_step = int(step.numpy())
-    train_step, _ = make_train_step(model, optimizer, step, args, strategy, extras)
-
-    # Validation, on the chief only. The best checkpoint is copied to `best/`,
-    # where the regular ones' --keep_checkpoints cannot delete it. Two are
-    # kept there so that best.json, written after the copy, always names one
-    # that exists.
-    forward = inference_function(model)
-    best = experiment.read_best(args.experiment_root) if validate else None
-    best_manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(args.experiment_root, 'best'), max_to_keep=2,
-        checkpoint_name='checkpoint') if validate else None
-
-    def run_validation(current):
-        nonlocal best
-        start_time = time.time()
-        scores = validate(forward)
-        with writer.as_default():
-            for name, value in scores.items():
-                tf.summary.scalar('val/' + name, value, step=current)
-        writer.flush()
-        improved = best is None or scores['mAP'] > best['mAP']
-        log.info('validation at iter %d: mAP %.2f%%, top-1 %.2f%%, top-5 %.2f%% (%.1fs)%s',
-                 current, 100 * scores['mAP'], 100 * scores['top1'], 100 * scores['top5'],
-                 time.time() - start_time, ', the best so far' if improved else '')
-        if improved:
-            path = best_manager.save(checkpoint_number=current)
-            best = dict(scores, step=current,
-                        checkpoint=os.path.relpath(path, args.experiment_root))
-            common.write_json(os.path.join(args.experiment_root, 'best.json'), best)
+        training.save(run, 0)
 
     # Loop.
-    if start_step >= args.train_iterations:
-        log.info('The experiment already finished its %d iterations.', args.train_iterations)
-        return 0
-    def make_dataset(context=None):
-        # One input pipeline per worker, yielding one piece per local replica.
-        shards = context.num_input_pipelines if context else 1
-        return sampler.pk_dataset(
-            pids, fids, args.image_root, batch_p=args.batch_p, batch_k=args.batch_k,
-            net_input_size=net_input_size, pre_crop_size=pre_crop_size,
-            flip_augment=args.flip_augment, crop_augment=args.crop_augment, seed=args.seed,
-            loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
-            shard_index=context.input_pipeline_id if context else 0,
-            splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias,
-            accurate_jpeg=args.accurate_jpeg, pad_crop=args.pad_crop,
-            erasing=args.random_erasing, erasing_fill=args.erasing_fill)
-    if strategy.num_replicas_in_sync > 1:
-        batches = iter(strategy.distribute_datasets_from_function(make_dataset))
-    else:
-        batches = iter(make_dataset())
-    batch_size = args.batch_p * args.batch_k
-    if args.detailed_logs and chief:
-        log_embs, log_loss, log_fids = detailed_logs.open_logs(
-            args.experiment_root, args.train_iterations, batch_size, args.embedding_dim,
-            max(len(f.encode('utf-8')) for f in fids))
-    writer = tf.summary.create_file_writer(args.experiment_root if chief else checkpoint_dir)
-    log.info('Starting training from iteration %d.', start_step)
-    saved_step = start_step if latest else None
-    collapsed_for = 0
-    # The workers of a multi-worker run agree each step whether any was interrupted.
-    stop = distributed.agreed_stop(strategy) if args.distribution == 'multi_worker' else bool
-    with Uninterrupt(log=log) as u:
-        for i in range(start_step, args.train_iterations):
-            start_time = time.time()
-            images, batch_fids, _, labels = next(batches)
-            try:
-                out = train_step(images, labels)
-            except tf.errors.ResourceExhaustedError as e:
-                raise common.UserError(
-                    'a training batch of {} images of {}x{} does not fit in memory ({}); lower '
-                    '--batch_p, --batch_k or the input size.'.format(
-                        batch_size, args.net_input_height, args.net_input_width,
-                        str(e).strip().splitlines()[0][:200]))
-            b_loss = out['losses'].numpy()
-            terms = {name: float(np.mean(out[name])) for name in AUXILIARY_LOSSES if name in out}
-            elapsed_time = time.time() - start_time
-            current = int(step.numpy())
-            if not np.all(np.isfinite(b_loss)) or not np.all(np.isfinite(list(terms.values()))):
-                raise TrainingDiverged(
-                    'the loss became {} at iteration {}; no checkpoint was written for it. '
-                    'Rerun with a lower --learning_rate and --override, which resumes from the '
-                    'last checkpoint `{}`.'.format(
-                        'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
-                        else 'infinite', current,
-                        experiment.newest_checkpoint(args.experiment_root)))
-            if changed and chief and i == start_step:
-                common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
-            collapsed_for = collapsed_for + 1 if looks_collapsed(
-                float(b_loss.mean()), float(out['spread']), args.margin,
-                float(out['prec_at_k']), (args.batch_k - 1) / (batch_size - 1)) else 0
-            if args.collapse_patience and collapsed_for == args.collapse_patience:
-                log.warning(collapse_warning(collapsed_for, args.margin))
-            if chief:
-                write_summaries(writer, current, out, learning_rate(current - 1), elapsed_time,
-                                args.batch_k, current % args.histogram_every == 0)
-            if args.detailed_logs and chief:
-                log_embs[i], log_loss[i] = out['emb'].numpy(), b_loss
-                log_fids[i] = np.concatenate([t.numpy() for t in
-                                              strategy.experimental_local_results(batch_fids)])
-            seconds_todo = (args.train_iterations - current) * elapsed_time
-            log.info('iter:%6d, loss min|avg|max: %.3f|%.3f|%6.3f, %sbatch-p@%d: %.2f%%, ETA: %s '
-                     '(%.2fs/it)', current, b_loss.min(), b_loss.mean(), b_loss.max(),
-                     ''.join('{}: {:.3f}, '.format(n, v) for n, v in terms.items()),
-                     args.batch_k - 1, 100 * float(out['prec_at_k']),
-                     format_eta(seconds_todo), elapsed_time)
-            if args.checkpoint_frequency > 0 and current % args.checkpoint_frequency == 0:
-                save(current)
-                saved_step = current
-            if validate and (current % args.val_every == 0 or current == args.train_iterations):
-                run_validation(current)
-            if stop(u.interrupted):
-                log.info('Interrupted on request%s!', '' if u.interrupted else
-                         ' of another worker')
-                break
-
-        # A final checkpoint, crucial when intermediate storing is disabled or
-        # the run was interrupted.
-        if saved_step != int(step.numpy()):
-            save(int(step.numpy()))
-        writer.flush()
-        if args.detailed_logs and chief:
-            for array in (log_embs, log_loss, log_fids):
-                array.flush()
-    log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
-             experiment.newest_checkpoint(args.experiment_root))
-    return 0
+    return training.loop(run, pids, fids, validate, changed, latest)
 
 
 if __name__ == '__main__':

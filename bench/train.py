@@ -15,7 +15,7 @@ And the input pipeline alone against --loading_threads.
     .venv/bin/python -m bench.train [--nets tiny resnet_v1_50 …] [--json FILE]
     .venv/bin/python -m bench.train --nets resnet_v1_50 --variants none mixed_precision=bfloat16
 
-`--variants` measures each net once per set of train.py flags (`none`, or
+`--variants` measures each net once per set of train.py settings (`none`, or
 comma-separated `flag` / `flag=value` items such as `mixed_precision=bfloat16,xla`),
 all in one run so that their ratios compare like with like.
 """
@@ -81,25 +81,26 @@ def time_steps(train_step, batches, warmup, steps):
     return (time.perf_counter() - start) / steps
 
 
-def build(net, setting, extra=()):
-    """The model, optimizer and step of train.py for `net` at `setting`."""
+def build(net, setting, variant=None):
+    """The model, optimizer and step of train.py for `net` at `setting`, with
+    the `variant`'s settings (see `variant_settings`)."""
     import keras
     import tensorflow as tf
-    import train
+    import training
     from model import build_model
-    argv = ['--experiment_root', '/unused', '--model_name', net, '--batch_p',
-            str(setting['batch_p']), '--batch_k', str(setting['batch_k']),
-            # train.py draws a seed in main(); the step needs one for its random losses.
-            '--seed', '0'] + list(extra)
-    args = train.parser.parse_args(argv)
+    variant = dict(variant or {})
+    mixed_precision = variant.pop('mixed_precision', 'off')
+    # train.py draws a seed in main(); the step needs one for its random losses.
+    settings = training.StepSettings(batch_p=setting['batch_p'], batch_k=setting['batch_k'],
+                                     seed=0, **variant)
     strategy = tf.distribute.get_strategy()
-    model, _ = build_model(net, args.head_name, args.embedding_dim, args.mixed_precision)
+    model, _ = build_model(net, 'fc1024', 128, mixed_precision)
     optimizer = keras.optimizers.Adam(1e-4)
-    if args.mixed_precision == 'float16':
+    if mixed_precision == 'float16':
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
-    return model, train.make_train_step(model, optimizer, step, args, strategy)[0]
+    return model, training.make_train_step(model, optimizer, step, settings, strategy)[0]
 
 
 def synthetic(setting):
@@ -126,13 +127,14 @@ def real(setting, data, threads):
         yield images, labels
 
 
-def variant_flags(variant):
-    """`mixed_precision=bfloat16,xla` -> ['--mixed_precision', 'bfloat16', '--xla']."""
-    flags = []
+def variant_settings(variant):
+    """`mixed_precision=bfloat16,xla` -> {'mixed_precision': 'bfloat16', 'xla': True}: train.py's
+    --mixed_precision and the fields of `training.StepSettings`."""
+    settings = {}
     for item in ([] if variant == 'none' else variant.split(',')):
         key, _, value = item.partition('=')
-        flags += ['--' + key] + ([value] if value else [])
-    return flags
+        settings[key] = value or True
+    return settings
 
 
 def bench_net(net, data, steps, paper_steps, variant='none', threads=2, paper_real=False):
@@ -145,7 +147,7 @@ def bench_net(net, data, steps, paper_steps, variant='none', threads=2, paper_re
     if paper_real:
         configs.append(('paper, real pipeline', PAPER, 'real', paper_steps))
     for name, setting, source, count in configs:
-        model, train_step = build(net, setting, variant_flags(variant))
+        model, train_step = build(net, setting, variant_settings(variant))
         batches = synthetic(setting) if source == 'synthetic' else real(setting, data, threads)
         # The first step traces the function; the paper setting's steps are long.
         seconds = time_steps(train_step, batches, warmup=1 if setting is PAPER else 2,

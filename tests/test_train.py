@@ -15,6 +15,7 @@ import common
 import detailed_logs
 import experiment
 import train
+import training
 from model import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
 
@@ -120,17 +121,18 @@ def test_resumed_batch_sample_draws_what_the_straight_run_drew(tmp_path, tiny_da
 
 
 def test_looks_collapsed():
-    assert train.looks_collapsed(0.70, 0.01, 'soft')
-    assert not train.looks_collapsed(0.70, 0.5, 'soft'), 'a healthy spread'
-    assert not train.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
-    assert train.looks_collapsed(0.2, 0.001, 0.2) and not train.looks_collapsed(0.1, 0.001, 0.2)
-    assert train.looks_collapsed(0.0, 0.001, 'none')
+    assert training.looks_collapsed(0.70, 0.01, 'soft')
+    assert not training.looks_collapsed(0.70, 0.5, 'soft'), 'a healthy spread'
+    assert not training.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
+    assert training.looks_collapsed(0.2, 0.001, 0.2)
+    assert not training.looks_collapsed(0.1, 0.001, 0.2)
+    assert training.looks_collapsed(0.0, 0.001, 'none')
     # Spread out, but ranking at chance (3 of 71 for 18×4): a net that learns
     # nothing, as TriNet from scratch on CUHK03 with MobileNetV2 0.35.
     chance = 3 / 71
-    assert train.looks_collapsed(0.713, 0.4, 'soft', 0.03, chance)
-    assert not train.looks_collapsed(0.713, 0.4, 'soft', 0.3, chance), 'ranking above chance'
-    assert not train.looks_collapsed(0.5, 0.4, 'soft', 0.03, chance), 'the loss left ln 2'
+    assert training.looks_collapsed(0.713, 0.4, 'soft', 0.03, chance)
+    assert not training.looks_collapsed(0.713, 0.4, 'soft', 0.3, chance), 'ranking above chance'
+    assert not training.looks_collapsed(0.5, 0.4, 'soft', 0.03, chance), 'the loss left ln 2'
 
 
 def test_collapsed_run_warns_once(tmp_path):
@@ -234,40 +236,40 @@ def test_refusals_write_nothing(tmp_path, tiny_dataset):
 
 def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
     csv_path, image_root = tiny_dataset
-    original = train.loss.LOSS_CHOICES['batch_hard']
+    original = training.loss.LOSS_CHOICES['batch_hard']
 
     def poisoned(dists, pids, margin, anchors=None, seed=None):
         return original(dists, pids, margin, anchors=anchors) * float('nan')
 
-    monkeypatch.setitem(train.loss.LOSS_CHOICES, 'batch_hard', poisoned)
+    monkeypatch.setitem(training.loss.LOSS_CHOICES, 'batch_hard', poisoned)
     root = str(tmp_path / 'exp')
-    with pytest.raises(train.TrainingDiverged, match='loss became NaN at iteration 1'):
+    with pytest.raises(training.TrainingDiverged, match='loss became NaN at iteration 1'):
         train.main(base_args(root, csv_path, image_root, 5))
     assert checkpoint_steps(root) == [0]
 
 
 def test_learning_rate_schedule():
-    lr = train.LearningRate(1.0, 100, 200)
+    lr = training.LearningRate(1.0, 100, 200)
     assert float(lr(0)) == pytest.approx(1.0)
     assert float(lr(100)) == pytest.approx(1.0)
     assert float(lr(150)) == pytest.approx(0.001 ** 0.5, rel=1e-5)
     assert float(lr(200)) == pytest.approx(0.001, rel=1e-5)
-    assert float(train.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
+    assert float(training.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
 
 
 def test_warmup_cosine_and_step_schedules():
-    cosine = train.LearningRate(2.0, 100, 200, 'cosine')
+    cosine = training.LearningRate(2.0, 100, 200, 'cosine')
     assert [float(cosine(i)) for i in (0, 100, 150, 200)] == pytest.approx(
         [2.0, 2.0, 1.0, 0.0], abs=1e-6)
-    assert float(train.LearningRate(2.0, -1, 200, 'cosine')(150)) == pytest.approx(2.0)
-    step = train.LearningRate(1.0, 100, 200, 'step', steps=(50, 120), factor=0.5)
+    assert float(training.LearningRate(2.0, -1, 200, 'cosine')(150)) == pytest.approx(2.0)
+    step = training.LearningRate(1.0, 100, 200, 'step', steps=(50, 120), factor=0.5)
     assert [float(step(i)) for i in (0, 49, 50, 119, 120, 199)] == pytest.approx(
         [1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
     # Warm-up: 1% at the first iteration, linear to the full rate of the schedule.
-    warm = train.LearningRate(1.0, 100, 200, warmup=10)
+    warm = training.LearningRate(1.0, 100, 200, warmup=10)
     assert [float(warm(i)) for i in (0, 5, 10, 50)] == pytest.approx(
         [0.01, 0.01 + 0.99 * 0.5, 1.0, 1.0])
-    warm_step = train.LearningRate(1.0, 0, 200, 'step', warmup=10, steps=(5,))
+    warm_step = training.LearningRate(1.0, 0, 200, 'step', warmup=10, steps=(5,))
     assert float(warm_step(5)) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))
 
 
@@ -449,9 +451,9 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
                              str(tmp_path / 'nothing')))
     assert not os.path.exists(root)
     # A diverged run keeps its arguments (and checkpoint-0); --override changes them on purpose.
-    with pytest.raises(train.TrainingDiverged, match='--learning_rate and --override'):
+    with pytest.raises(training.TrainingDiverged, match='--learning_rate and --override'):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e30'))
-    with pytest.raises(train.TrainingDiverged):
+    with pytest.raises(training.TrainingDiverged):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3'))
     assert train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3',
                                 '--override')) == 0
@@ -481,7 +483,7 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
         def step(images, labels):
             raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor')
         return step, None
-    monkeypatch.setattr(train, 'make_train_step', out_of_memory)
+    monkeypatch.setattr(training, 'make_train_step', out_of_memory)
     # A change that fails in its first iteration is not stored, so the rerun
     # without it works.
     with pytest.raises(common.UserError, match=r'a training batch of 12 images of 32x16 does '
@@ -548,8 +550,8 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
 
 
 def test_eta_of_absurdly_many_iterations():
-    assert train.format_eta(3725) == '1:02:05'
-    assert train.format_eta(3 * 2 ** 62) == 'more than 100 years'
+    assert training.format_eta(3725) == '1:02:05'
+    assert training.format_eta(3 * 2 ** 62) == 'more than 100 years'
 
 
 def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch):
@@ -592,3 +594,11 @@ def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_i
         train.main(base_args(root, csv_path, image_root, 10 ** 12, '--detailed_logs'))
     assert not os.path.exists(root)
     detailed_logs.check_space(root, 10, 16, 16, 40)
+
+
+def test_step_settings_have_train_py_s_defaults():
+    import dataclasses
+    defaults = vars(train.parser.parse_args(['--experiment_root', '/unused']))
+    for field in dataclasses.fields(training.StepSettings):
+        if field.name != 'seed':
+            assert field.default == defaults[field.name], field.name
