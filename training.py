@@ -291,6 +291,69 @@ class StepSettings:
     per_replica_mining: bool = False
 
 
+def auxiliary_losses(extras, endpoints, emb, labels, label_smoothing):
+    """The per-image identity and center losses that are on: {name: (b,)}."""
+    terms = {}
+    if 'classifier' in extras:
+        # Before any L2 normalisation: a softmax over unit vectors would need a
+        # temperature to reach confident logits, and learns nothing without one.
+        logits = extras['classifier'](tf.cast(endpoints['emb_raw'], tf.float32))
+        terms['id_loss'] = loss.identity_loss(logits, labels, label_smoothing)
+    if 'centers' in extras:
+        terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
+    return terms
+
+
+def make_replica_gradients(model, optimizer, step, args, extras, variables, replicas):
+    """`replica_gradients(images, labels)` -> (gradients of `variables`, a dict
+    of the replica's tensors): one replica's part of the step (see
+    `make_train_step`)."""
+    loss_fn = loss.LOSS_CHOICES[args.loss]
+    global_mining = replicas > 1 and not args.per_replica_mining
+    global_batch = args.batch_p * args.batch_k
+    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
+
+    # XLA compiles the network's forward pass and, through the tape, its
+    # backward pass; the gathering across replicas stays outside it.
+    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
+        if args.xla else (lambda images: model(images, training=True))
+
+    def replica_gradients(images, labels):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            endpoints = forward(images)
+            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
+            batch_emb, batch_labels, anchors = emb, labels, None
+            if global_mining:
+                batch_emb = distributed.all_gather(emb)
+                batch_labels = distributed.all_gather(labels)
+                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
+                    tf.shape(emb)[0])
+            dists = loss.cdist(emb, batch_emb, metric=args.metric)
+            # Losses that draw at random draw from the step, so resuming redraws the same.
+            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
+                             seed=sampler.stream_seed(args.seed, 4, step))
+            terms = auxiliary_losses(extras, endpoints, emb, labels, args.label_smoothing)
+            total = tf.add_n([tf.reduce_sum(losses)] + [
+                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
+            total /= global_batch
+            if args.weight_decay:
+                # Each replica adds its share, so that the sum over replicas adds it once.
+                total += args.weight_decay / (2 * replicas) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+            scaled = optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, variables)
+        same, positive, negative = loss.identity_masks(batch_labels, anchors)
+        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
+        # Masks travel as int32: tf.distribute cannot gather booleans.
+        return grads, dict(terms, **{
+            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
+            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
+            'top1': top1[None], 'prec_at_k': prec_at_k[None],
+            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
+    return replica_gradients
+
+
 def make_train_step(model, optimizer, step, args, strategy, extras=None):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors. `args` is
@@ -310,63 +373,11 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
         compare a distributed step with a single device's.
     """
     extras = extras or {}
-    loss_fn = loss.LOSS_CHOICES[args.loss]
     replicas = strategy.num_replicas_in_sync
-    global_mining = replicas > 1 and not args.per_replica_mining
     global_batch = args.batch_p * args.batch_k
     variables = trainable_variables(model, extras)
-    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
-
-    # XLA compiles the network's forward pass and, through the tape, its
-    # backward pass; the gathering across replicas stays outside it.
-    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
-        if args.xla else (lambda images: model(images, training=True))
-
-    def auxiliary_losses(endpoints, emb, labels):
-        """The per-image identity and center losses that are on: {name: (b,)}."""
-        terms = {}
-        if 'classifier' in extras:
-            # Before any L2 normalisation: a softmax over unit vectors would need a
-            # temperature to reach confident logits, and learns nothing without one.
-            logits = extras['classifier'](tf.cast(endpoints['emb_raw'], tf.float32))
-            terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
-        if 'centers' in extras:
-            terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
-        return terms
-
-    def replica_gradients(images, labels):
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            endpoints = forward(images)
-            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
-            batch_emb, batch_labels, anchors = emb, labels, None
-            if global_mining:
-                batch_emb = distributed.all_gather(emb)
-                batch_labels = distributed.all_gather(labels)
-                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
-                    tf.shape(emb)[0])
-            dists = loss.cdist(emb, batch_emb, metric=args.metric)
-            # Losses that draw at random draw from the step, so resuming redraws the same.
-            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
-                             seed=sampler.stream_seed(args.seed, 4, step))
-            terms = auxiliary_losses(endpoints, emb, labels)
-            total = tf.add_n([tf.reduce_sum(losses)] + [
-                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
-            total /= global_batch
-            if args.weight_decay:
-                # Each replica adds its share, so that the sum over replicas adds it once.
-                total += args.weight_decay / (2 * replicas) * tf.add_n(
-                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-            scaled = optimizer.scale_loss(total)
-        grads = tape.gradient(scaled, variables)
-        same, positive, negative = loss.identity_masks(batch_labels, anchors)
-        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
-        # Masks travel as int32: tf.distribute cannot gather booleans.
-        return grads, dict(terms, **{
-            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
-            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
-            'top1': top1[None], 'prec_at_k': prec_at_k[None],
-            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
+    replica_gradients = make_replica_gradients(model, optimizer, step, args, extras, variables,
+                                               replicas)
 
     def center_gradients(out):
         """The centers' gradient of the unweighted center loss, as BoT steps them."""
