@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Embed a dataset with a trained network into an HDF5 file.
 
-To embed images from Python, use `model.load_embedder(experiment_root)`.
+To embed images from Python, use `inference.load_embedder(experiment_root)`.
 """
 
 import argparse
@@ -21,7 +21,7 @@ import numpy as np
 
 import sampler
 from aggregators import AGGREGATORS
-from model import embed_files, load_experiment
+from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
 

@@ -25,7 +25,7 @@ startup.quiet_tensorflow()
 import tensorflow as tf
 
 import sampler
-from model import load_experiment
+from inference import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
 

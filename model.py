@@ -3,9 +3,8 @@
 Builds a network from a `nets/` body and a `heads/` head, initialises bodies
 from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), restores
 an experiment's checkpoints (TF2 by object, those of the TF1 original by
-variable name), and gives the compiled inference function that embed.py,
-validation and export use. This is the only module that imports
-`tf1_checkpoint`; `experiment.py` finds the checkpoints.
+variable name). This is the only module that imports `tf1_checkpoint`;
+`experiment.py` finds the checkpoints and `inference.py` embeds with them.
 """
 
 import inspect
@@ -15,13 +14,10 @@ import re
 from importlib import import_module
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-import sampler
 import tf1_checkpoint
-from experiment import find_checkpoint, newest_checkpoint, read_args
-from aggregators import AGGREGATORS
+from experiment import newest_checkpoint
 from common import UserError
 from nets import LAST_STRIDE_NETS
 from nets._layers import pooling_layer
@@ -168,106 +164,3 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
                         'before it.'.format(path, str(e).splitlines()[0]))
 
 
-def load_experiment(experiment_root, checkpoint=None):
-    """Builds the experiment's model and restores a checkpoint.
-
-    Args:
-        experiment_root (str): A folder with `args.json` and checkpoints.
-        checkpoint (str or None): A checkpoint name inside the root, or None for
-            the latest.
-
-    Returns:
-        (model, train_args, checkpoint_path).
-    """
-    train_args = read_args(experiment_root)
-    if train_args is None:
-        raise UserError('`args.json` could not be found in `{}`; is it an experiment '
-                        'root written by train.py?'.format(experiment_root))
-    path = find_checkpoint(experiment_root, checkpoint)
-    model, body = build_model(train_args['model_name'], train_args['head_name'],
-                              train_args['embedding_dim'], pooling=train_args['pooling'],
-                              last_stride=train_args['last_stride'])
-    restore(path, tf.train.Checkpoint(model=model), model, body,
-            what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
-    return model, train_args, path
-
-
-def inference_function(model):
-    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D).
-
-    Without AutoGraph: the nets have no Python control flow on tensors, and
-    converting Keras' code cost a second of each embed.py run."""
-    return tf.function(lambda images: model(images, training=False)['emb'], autograph=False,
-                       reduce_retracing=True)
-
-
-def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggregator=None,
-                batch_size=256, loading_threads=8, progress=None):
-    """Embeds image files with test-time augmentation, as embed.py does.
-
-    Args:
-        model: the experiment's model (`load_experiment`).
-        train_args (dict): the experiment's arguments, for the sizes and decoding.
-        fids: (N,) image paths relative to `image_root`.
-        flip (bool), crop (None, 'center', 'five' or 'avgpool'): embed.py's
-            --flip_augment and --crop_augment.
-        aggregator: a key of `AGGREGATORS`, combining the versions of an image
-            when there are several.
-        progress: called with (done, total) forward passes after each batch.
-
-    Returns:
-        (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one
-        version, names: the A versions' names).
-    """
-    net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
-    pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
-    if crop in ('center', 'five') and (pre_crop_size[0] < net_input_size[0] or
-                                       pre_crop_size[1] < net_input_size[1]):
-        raise UserError('--crop_augment {} takes crops of the net input size {}x{} from the '
-                        'image resized to the experiment\'s pre-crop size {}x{}, which is '
-                        'smaller; this experiment was trained without crops, so embed without '
-                        '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
-                                                                    *pre_crop_size))
-    names = sampler.augmentation_names(flip, crop)
-    dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
-                                    batch_size, loading_threads, train_args['antialias'],
-                                    train_args['accurate_jpeg'])
-    forward = inference_function(model)
-    total = len(fids) * len(names)
-    embs = np.zeros((total, train_args['embedding_dim']), np.float32)
-    done = 0
-    for images in dataset:
-        embs[done:done + len(images)] = forward(images).numpy()
-        done += len(images)
-        if progress is not None:
-            progress(done, total)
-    if len(names) == 1:
-        return embs, None, names
-    # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
-    emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
-    return AGGREGATORS[aggregator](emb_aug), emb_aug, names
-
-
-def load_embedder(experiment_root, checkpoint=None, batch_size=256):
-    """A function that embeds images with a trained experiment.
-
-    The returned `embed(images)` takes a list of image file paths, or a uint8
-    or float array (N, H, W, 3) with values in [0, 255], resizes them to the
-    network's input size and returns their embeddings as an (N, D) float32
-    array.
-    """
-    model, train_args, _ = load_experiment(experiment_root, checkpoint)
-    size = (train_args['net_input_height'], train_args['net_input_width'])
-    antialias = train_args['antialias']
-    forward = inference_function(model)
-
-    def embed(images):
-        if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([sampler.load_image(path, size, antialias,
-                                                  train_args['accurate_jpeg'])
-                               for path in images])
-        images = sampler.resize(tf.cast(images, tf.float32), size, antialias)
-        return np.concatenate([forward(images[i:i + batch_size]).numpy()
-                               for i in range(0, len(images), batch_size)] or
-                              [np.zeros((0, train_args['embedding_dim']), np.float32)])
-    return embed

@@ -27,7 +27,7 @@ import numpy as np
 import metrics
 import sampler
 from aggregators import AGGREGATORS
-from model import embed_files, load_experiment
+from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 

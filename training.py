@@ -26,7 +26,8 @@ import distributed
 import experiment
 import loss
 import sampler
-from model import build_model, inference_function, load_body_weights, restore
+from inference import inference_function
+from model import build_model, load_body_weights, restore
 from uninterrupt import Uninterrupt
 
 # The training loop's lines keep the logger name users and tests know.

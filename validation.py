@@ -22,7 +22,7 @@ def make_validation(args):
     Loads and checks the CSVs, images and excluder now, so that a mistake
     stops the run before anything is written. The returned
     `validate(forward)` embeds both sets with `forward` (the model's
-    `model.inference_function`) and gives {'mAP', 'top1', 'top5'}. The forward pass
+    `inference.inference_function`) and gives {'mAP', 'top1', 'top5'}. The forward pass
     runs in inference mode, which leaves the batch-norm statistics alone, and
     draws no random numbers, while the training batches depend on the step
     alone; so validating changes nothing about the training.

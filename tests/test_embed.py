@@ -14,7 +14,7 @@ import common
 import embed
 import sampler
 import train
-from model import load_embedder
+from inference import load_embedder
 from conftest import base_args
 
 
@@ -121,8 +121,8 @@ def test_errors(experiment, tmp_path):
 
 def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatch):
     root, csv_path, _ = experiment
-    import model
-    real = model.inference_function
+    import inference
+    real = inference.inference_function
 
     def broken(model):
         forward = real(model)
@@ -130,7 +130,7 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
         return lambda images: tf.tensor_scatter_nd_update(
             forward(images), [[1, 0]], [float('nan')])
 
-    monkeypatch.setattr(model, 'inference_function', broken)
+    monkeypatch.setattr(inference, 'inference_function', broken)
     with pytest.raises(common.UserError, match=r'1 of 15 rows hold non-finite values \(NaN or '
                        r'infinity\), row 1 \(train/0001_c2s1_000001_00.jpg\); nothing was '
                        r'written'):

@@ -14,7 +14,8 @@ import embed
 import export
 import sampler
 import train
-from model import build_model, load_body_weights, load_embedder, load_experiment
+from inference import load_embedder, load_experiment
+from model import build_model, load_body_weights
 from conftest import base_args
 
 

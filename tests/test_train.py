@@ -301,7 +301,7 @@ def test_strong_baseline_flags_train_checkpoint_and_resume(tmp_path, tiny_datase
     rates = scalars(root, 'learning_rate')['learning_rate']
     assert rates[1] == pytest.approx(1e-5) and max(rates.values()) == pytest.approx(1e-3, 1e-3)
     # What embed.py builds from args.json is the trained model: bnneck with GeM.
-    from model import load_experiment
+    from inference import load_experiment
     model, stored, _ = load_experiment(root)
     assert stored['pooling'] == 'gem' and model.get_layer('gem_pool') is not None
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 import common
 import metrics
 import train
-from model import load_embedder, load_experiment
+from inference import load_embedder, load_experiment
 from conftest import base_args, checkpoint_steps, scalars, val_args, validation_csvs
 from excluders import market1501
 
