@@ -306,35 +306,6 @@ def check_finite(embs, what, remedy, names=None):
             what, len(bad), len(embs), problem, shown, ', …' if len(bad) > 5 else '', remedy))
 
 
-# Which network made an embeddings file
-###
-
-ORIGIN_KEYS = ('experiment_root', 'checkpoint')
-
-
-def embedding_origin(experiment_root, checkpoint_path):
-    """The HDF5 attributes that name the network that made embeddings: the
-    experiment root's absolute path and the checkpoint's name within it."""
-    root = os.path.realpath(experiment_root)
-    return {'experiment_root': root,
-            'checkpoint': os.path.relpath(os.path.realpath(checkpoint_path), root)}
-
-
-def origin_difference(first, second):
-    """Says how two origins (dicts of `ORIGIN_KEYS`, possibly partial, from
-    files written before they were stored) differ, or None when they agree
-    or cannot be compared."""
-    if not all(key in first and key in second for key in ORIGIN_KEYS):
-        return None
-    if first['experiment_root'] != second['experiment_root']:
-        return 'different experiments (`{}` and `{}`)'.format(first['experiment_root'],
-                                                               second['experiment_root'])
-    if first['checkpoint'] != second['checkpoint']:
-        return 'different checkpoints of `{}` (`{}` and `{}`)'.format(
-            first['experiment_root'], first['checkpoint'], second['checkpoint'])
-    return None
-
-
 def temporary_beside(path, directory, suffix=''):
     """A new, uniquely named temporary folder (or file) next to `path`, for
     writing `path` and renaming it into place. `suffix` ends the name, for

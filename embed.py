@@ -17,8 +17,8 @@ import startup
 startup.quiet_tensorflow()
 
 import h5py
-import numpy as np
 
+import embeddings_file
 import sampler
 from aggregators import AGGREGATORS
 from inference import embed_files, load_experiment
@@ -140,39 +140,6 @@ def check_replaceable(filename, experiment_root):
                                'written.'.format(filename))
 
 
-def write_embeddings(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
-    """Writes the HDF5 file through a temporary file, so a failure leaves none behind.
-
-    Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
-    `augmentation_types`, `fids` (N,) holds the images' paths as UTF-8
-    strings: relative to the image root for a CSV, as found for --images;
-    and the file's attribute `aggregator` names the aggregator when there is
-    one, so that search.py can embed its queries the same way. `made_by`, a
-    dict of string attributes (`experiment_root`, `checkpoint`), tells
-    evaluate.py and search.py which network made the embeddings.
-    """
-    partial = common.temporary_beside(filename, False, suffix='.h5')
-    try:
-        with h5py.File(partial, 'w') as f:
-            f.create_dataset('emb', data=emb)
-            f.create_dataset('fids', data=np.asarray(fids, dtype=object),
-                             dtype=h5py.string_dtype())
-            if emb_aug is not None:
-                f.create_dataset('emb_aug', data=emb_aug)
-            f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
-            if aggregator is not None:
-                f.attrs['aggregator'] = aggregator
-            for key, value in (made_by or {}).items():
-                f.attrs[key] = value
-        os.replace(partial, filename)
-    except OSError as e:
-        raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
-                               'Nothing was written.'.format(filename, e))
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
 def main(argv=None):
     args = parser.parse_args(argv)
     log = (lambda *a, **k: None) if args.quiet else (
@@ -226,8 +193,8 @@ def main(argv=None):
     common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
                         'nothing was written; the network\'s weights are broken (did training '
                         'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)
-    write_embeddings(filename, embs, emb_aug, names, shown, args.aggregator,
-                     common.embedding_origin(args.experiment_root, checkpoint))
+    embeddings_file.write(filename, embs, emb_aug, names, shown, args.aggregator,
+                          embeddings_file.embedding_origin(args.experiment_root, checkpoint))
     log('Wrote {}.'.format(filename))
     return 0
 

@@ -9,12 +9,12 @@ import argparse
 import os
 import sys
 
-import h5py
 import numpy as np
 
 import common
-import metrics
+import embeddings_file
 import excluders
+import metrics
 from excluders import EXCLUDER_CHOICES
 
 parser = argparse.ArgumentParser(description='Evaluate a ReID embedding.')
@@ -116,20 +116,9 @@ parser.add_argument(
 
 def load_embeddings(path, csv_fids, csv_path):
     """The `emb` array (N, D) of an HDF5 file written by embed.py, checked
-    against the N rows of its CSV, and its origin (`common.ORIGIN_KEYS`, as
-    far as the file names it)."""
-    try:
-        with h5py.File(path, 'r') as f:
-            if not isinstance(f.get('emb'), h5py.Dataset):
-                raise common.UserError('`{}` holds no `emb` dataset; was it written by '
-                                       'embed.py?'.format(path))
-            embs = np.asarray(f['emb'], np.float32)
-            # Files from before embed.py stored the paths cannot be checked.
-            fids = [n.decode('utf-8') if isinstance(n, bytes) else str(n)
-                    for n in f['fids'][()]] if 'fids' in f else None
-            origin = {key: str(f.attrs[key]) for key in common.ORIGIN_KEYS if key in f.attrs}
-    except (OSError, ValueError, TypeError) as e:
-        raise common.UserError('cannot read the embeddings `{}`: {}.'.format(path, e))
+    against the N rows of its CSV, and its origin (see `embeddings_file`)."""
+    stored = embeddings_file.read(path)
+    embs, fids, origin = stored.emb, stored.fids, stored.origin
     if embs.ndim != 2:
         raise common.UserError('the `emb` of `{}` has the shape {}, not (images, dimensions) as '
                                'embed.py writes it.'.format(path, embs.shape))
@@ -172,7 +161,7 @@ def main(argv=None):
                                                args.query_dataset)
     gallery_embs, gallery_origin = load_embeddings(args.gallery_embeddings, gallery_fids,
                                                    args.gallery_dataset)
-    difference = common.origin_difference(query_origin, gallery_origin)
+    difference = embeddings_file.origin_difference(query_origin, gallery_origin)
     if difference:
         print('WARNING: the query and gallery embeddings come from {}; their distances mean '
               'little. Embed both with one checkpoint.'.format(difference), file=sys.stderr)

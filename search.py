@@ -16,17 +16,16 @@ import json
 import sys
 
 import common
+import embeddings_file
 import startup
 
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
 startup.quiet_tensorflow()
 
-import h5py
-import numpy as np
 
+import gallery
 import metrics
 import sampler
-from aggregators import AGGREGATORS
 from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -89,79 +88,6 @@ parser.add_argument(
          'them.')
 
 
-def test_time_augmentation(names, aggregator):
-    """embed.py's (flip, crop, aggregator) from a file's `augmentation_types`
-    (such as `original_flip_top_left`) and `aggregator` attribute, or None
-    when the names are not embed.py's."""
-    flip = any(n.startswith('original_flip_') for n in names)
-    crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
-             n[len('original_'):] for n in names}
-    if crops == set(sampler.CROPS):
-        crop = 'five'
-    elif len(crops) == 1 and crops <= {'resize', 'center', 'avgpool'}:
-        crop = None if crops == {'resize'} else crops.pop()
-    else:
-        return None
-    if sampler.augmentation_names(flip, crop) != list(names):
-        return None
-    # Files from before the attribute was written: the original's aggregator.
-    return flip, crop, (aggregator or 'mean') if len(names) > 1 else None
-
-
-def load_gallery(path):
-    """The gallery's (embeddings (G, D) float32, file names (G,), embed.py's
-    (flip, crop, aggregator) that made it, and its origin: the attributes
-    `common.ORIGIN_KEYS` as far as the file names them)."""
-    try:
-        with h5py.File(path, 'r') as f:
-            if not isinstance(f.get('emb'), h5py.Dataset):
-                raise common.UserError('`{}` holds no `emb` dataset; write it with '
-                                       'embed.py.'.format(path))
-            if 'fids' not in f:
-                raise common.UserError('`{}` holds no file names (`fids`); it was written by '
-                                       'an older embed.py. Embed the gallery again.'.format(path))
-            embs = np.asarray(f['emb'], np.float32)
-            fids = [n.decode('utf-8') if isinstance(n, bytes) else str(n) for n in f['fids'][()]]
-            names = [n.decode('utf-8') if isinstance(n, bytes) else str(n)
-                     for n in f['augmentation_types'][()]] \
-                if 'augmentation_types' in f else ['original_resize']
-            aggregator = f.attrs.get('aggregator')
-            origin = {key: str(f.attrs[key]) for key in common.ORIGIN_KEYS if key in f.attrs}
-    except (OSError, ValueError, TypeError) as e:
-        raise common.UserError('cannot read the gallery `{}`: {}.'.format(path, e))
-    if embs.ndim != 2 or len(embs) != len(fids) or not len(embs):
-        raise common.UserError('`{}` holds {} embeddings of shape {} for {} file names; embed the '
-                               'gallery again.'.format(path, len(embs), embs.shape, len(fids)))
-    augmentation = test_time_augmentation(names, aggregator if isinstance(aggregator, str) and
-                                          aggregator in AGGREGATORS else None)
-    if augmentation is None:
-        raise common.UserError('`{}` names test-time augmentations that embed.py does not make '
-                               '({}); embed the gallery again with embed.py.'.format(
-                                   path, ', '.join(names[:5])))
-    common.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
-                        'with a checkpoint from before training diverged', fids)
-    return embs, fids, augmentation, origin
-
-
-def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
-    """The top-k gallery indices (Q, k) of each query, nearest first, their
-    distances (Q, k), and their plain `metric` distances (Q, k), which differ
-    from the former when re-ranked."""
-    plain = metrics.pairwise_distances(query_embs, gallery_embs, metric)
-    if rerank_them:
-        import rerank
-        distances = rerank.reranker(query_embs, gallery_embs, metric)(
-            np.arange(len(query_embs)))
-    else:
-        distances = plain
-    k = min(top_k, distances.shape[1])
-    nearest = np.argpartition(distances, k - 1, axis=1)[:, :k]
-    order = np.argsort(np.take_along_axis(distances, nearest, 1), axis=1, kind='stable')
-    nearest = np.take_along_axis(nearest, order, 1)
-    return (nearest, np.take_along_axis(distances, nearest, 1),
-            np.take_along_axis(plain, nearest, 1))
-
-
 def results_table(queries, gallery_fids, nearest, distances, threshold, plain=None):
     """[{'query': path, 'results': [{'file', 'distance'(, 'match')}, ...]}, ...].
 
@@ -206,7 +132,8 @@ def main(argv=None):
         common.check_writable(args.plot, '--plot')
 
     # Data: the gallery first, as it is the cheaper to find wrong.
-    gallery_embs, gallery_fids, (flip, crop, aggregator), origin = load_gallery(args.gallery)
+    gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(
+        args.gallery)
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
     sampler.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
@@ -216,8 +143,8 @@ def main(argv=None):
     # gallery's test-time augmentation, so that queries and gallery are
     # embedded alike.
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    difference = common.origin_difference(
-        origin, common.embedding_origin(args.experiment_root, checkpoint))
+    difference = embeddings_file.origin_difference(
+        origin, embeddings_file.embedding_origin(args.experiment_root, checkpoint))
     if difference:
         print('WARNING: the gallery and the queries are embedded by {}; their distances mean '
               'little. Embed the gallery with this checkpoint, or pass the gallery\'s '
@@ -233,7 +160,8 @@ def main(argv=None):
                         'an earlier one (--checkpoint)', queries)
 
     # Search.
-    nearest, distances, plain = rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
+    nearest, distances, plain = gallery.rank(query_embs, gallery_embs, metric, args.top_k,
+                                             args.rerank)
     table = results_table(queries, gallery_fids, nearest, distances, args.threshold, plain)
     for entry in table:
         print('{} ({} distance{}):'.format(

@@ -3,7 +3,7 @@
 
 Builds a `tiny` experiment (trained for one step on generated images), a
 synthetic gallery of `--gallery_size` 128-D embeddings with file names, and
-query images; then measures the ranking alone (`search.rank`, in this
+query images; then measures the ranking alone (`gallery.rank`, in this
 process) per query batch, and the whole search.py command (start-up, model
 loading, embedding the queries, ranking, printing) with its peak memory.
 
@@ -58,17 +58,17 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the rows to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    import search
+    import gallery
     rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix='search-') as folder:
         root, images = make_experiment(folder)
-        gallery = os.path.join(folder, 'gallery.h5')
-        make_gallery(gallery, args.gallery_size, rng)
-        gallery_embs = search.load_gallery(gallery)[0]
+        gallery_file = os.path.join(folder, 'gallery.h5')
+        make_gallery(gallery_file, args.gallery_size, rng)
+        gallery_embs = gallery.load_gallery(gallery_file)[0]
         for queries in (1, 10):
             query_embs = rng.normal(size=(queries, 128)).astype(np.float32)
-            best = min(_timed(lambda: search.rank(query_embs, gallery_embs, 'euclidean', 10))
+            best = min(_timed(lambda: gallery.rank(query_embs, gallery_embs, 'euclidean', 10))
                        for _ in range(args.repeats))
             rows.append({'task': 'rank {} quer{}'.format(queries, 'y' if queries == 1 else 'ies'),
                          'gallery': args.gallery_size, 'seconds': round(best, 4),
@@ -76,7 +76,7 @@ def main(argv=None):
         query_files = sorted(os.path.join(images, n) for n in os.listdir(images))[:10]
         for queries in (1, 10):
             command = [sys.executable, os.path.join(ROOT, 'search.py'), '--experiment_root', root,
-                       '--gallery', gallery, '--query'] + query_files[:queries]
+                       '--gallery', gallery_file, '--query'] + query_files[:queries]
             # A wrapper process reports the peak of its only child, search.py.
             wrapped = [sys.executable, '-c', PEAK_OF_CHILD] + command
             timings, peaks = [], []

@@ -10,15 +10,17 @@ import pytest
 
 import common
 import embed
+import gallery
 import metrics
 import sampler
 import search
 import train
 from conftest import base_args, make_dataset
+from gallery import rank
 
 
 @pytest.fixture(scope='module')
-def gallery(tmp_path_factory):
+def embedded_gallery(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('search')
     image_root = str(tmp / 'data')
     csv_path = make_dataset(image_root, num_ids=4, images_per_id=3)
@@ -29,8 +31,8 @@ def gallery(tmp_path_factory):
     return root, os.path.join(root, 'images_embeddings.h5'), folder
 
 
-def test_each_query_finds_itself_first(gallery, tmp_path, capsys):
-    root, h5, folder = gallery
+def test_each_query_finds_itself_first(embedded_gallery, tmp_path, capsys):
+    root, h5, folder = embedded_gallery
     queries = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:2]]
     out = str(tmp_path / 'results.json')
     assert search.main(['--experiment_root', root, '--gallery', h5, '--query'] + queries +
@@ -58,8 +60,8 @@ def test_each_query_finds_itself_first(gallery, tmp_path, capsys):
     assert all(row[0] == row[2] for row in rows[1::2])
 
 
-def test_queries_are_embedded_with_the_gallery_s_test_time_augmentation(gallery, tmp_path):
-    root, _, folder = gallery
+def test_queries_are_embedded_with_the_gallery_s_test_time_augmentation(embedded_gallery, tmp_path):
+    root, _, folder = embedded_gallery
     h5 = str(tmp_path / 'augmented.h5')
     assert embed.main(['--experiment_root', root, '--images', folder, '--quiet',
                        '--flip_augment', '--crop_augment', 'five', '--aggregator',
@@ -73,28 +75,29 @@ def test_queries_are_embedded_with_the_gallery_s_test_time_augmentation(gallery,
     first = json.load(open(out))[0]['results'][0]
     assert first['file'] == query and first['distance'] < 1e-3
     # Without the augmentation the same image lands much farther away.
-    with h5py.File(h5, 'r') as augmented, h5py.File(gallery[1], 'r') as plain:
+    with h5py.File(h5, 'r') as augmented, h5py.File(embedded_gallery[1], 'r') as plain:
         assert np.linalg.norm(augmented['emb'][5] - plain['emb'][5]) > 1e-2
 
 
 def test_test_time_augmentation_is_read_from_the_names():
+    augmentation = gallery.test_time_augmentation
     for flip in (False, True):
         for crop in (None, 'center', 'five', 'avgpool'):
             names = sampler.augmentation_names(flip, crop)
             several = len(names) > 1
-            assert search.test_time_augmentation(names, 'normalized_mean' if several else None) \
+            assert augmentation(names, 'normalized_mean' if several else None) \
                 == (flip, crop, 'normalized_mean' if several else None)
             # Files without the attribute: the original's aggregator.
-            assert search.test_time_augmentation(names, None)[2] == ('mean' if several else None)
-    assert search.test_time_augmentation(['original_rotate'], None) is None
-    assert search.test_time_augmentation(['original_center', 'original_top_left'], None) is None
+            assert augmentation(names, None)[2] == ('mean' if several else None)
+    assert augmentation(['original_rotate'], None) is None
+    assert augmentation(['original_center', 'original_top_left'], None) is None
 
 
 @pytest.mark.parametrize('metric', ['euclidean', 'sqeuclidean', 'cityblock', 'cosine'])
 def test_rank_equals_sorting_evaluate_s_distances(metric):
     rng = np.random.default_rng(1)
     query, gallery = rng.normal(size=(7, 8)), rng.normal(size=(200, 8))
-    nearest, distances, _ = search.rank(query, gallery, metric, 15)
+    nearest, distances, _ = rank(query, gallery, metric, 15)
     expected = metrics.metric_distances(query, gallery, metric)(np.arange(7))
     np.testing.assert_array_equal(nearest, np.argsort(expected, axis=1, kind='stable')[:, :15])
     np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :15])
@@ -104,14 +107,14 @@ def test_rank_with_rerank_agrees_on_the_nearest():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
     query = gallery[[3, 17]] + 0.01
-    nearest, distances, _ = search.rank(query, gallery, 'euclidean', 4)
+    nearest, distances, _ = rank(query, gallery, 'euclidean', 4)
     assert list(nearest[:, 0]) == [3, 17] and (np.diff(distances, axis=1) >= 0).all()
-    reranked, _, _ = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
+    reranked, _, _ = rank(query, gallery, 'euclidean', 4, rerank_them=True)
     assert list(reranked[:, 0]) == [3, 17]
 
 
-def test_errors(gallery, tmp_path):
-    root, h5, folder = gallery
+def test_errors(embedded_gallery, tmp_path):
+    root, h5, folder = embedded_gallery
     query = os.path.join(folder, sorted(os.listdir(folder))[0])
     base = ['--experiment_root', root, '--query', query]
     old = str(tmp_path / 'old.h5')
@@ -152,7 +155,7 @@ def test_a_threshold_applies_to_the_plain_distance_also_when_re_ranked():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
     query = gallery[[3, 17]] + 0.01
-    nearest, distances, plain = search.rank(query, gallery, 'euclidean', 4, rerank_them=True)
+    nearest, distances, plain = rank(query, gallery, 'euclidean', 4, rerank_them=True)
     np.testing.assert_allclose(
         plain, np.take_along_axis(metrics.pairwise_distances(query, gallery, 'euclidean'),
                                   nearest, 1), rtol=1e-6)
@@ -165,8 +168,8 @@ def test_a_threshold_applies_to_the_plain_distance_also_when_re_ranked():
         [[True, False, False, False]] * 2
 
 
-def test_a_gallery_of_another_checkpoint_is_warned_about(gallery, tmp_path, capsys):
-    root, h5, folder = gallery
+def test_a_gallery_of_another_checkpoint_is_warned_about(embedded_gallery, tmp_path, capsys):
+    root, h5, folder = embedded_gallery
     other = str(tmp_path / 'other.h5')
     with h5py.File(h5, 'r') as source, h5py.File(other, 'w') as f:
         for key in source:

@@ -1,0 +1,110 @@
+"""The HDF5 embeddings file: the one format embed.py writes and evaluate.py
+and search.py read.
+
+Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
+`augmentation_types`, a file holds `fids` (N,), the images' paths as UTF-8
+strings (relative to the image root for a CSV, as found for --images); the
+attribute `aggregator` names the aggregator when there is one, so that
+search.py can embed its queries the same way; and the attributes
+`ORIGIN_KEYS` name the experiment and checkpoint that made it. Files are
+written whole or not at all. TensorFlow-free, so that evaluate.py starts
+quickly.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+
+import common
+
+
+ORIGIN_KEYS = ('experiment_root', 'checkpoint')
+
+
+def embedding_origin(experiment_root, checkpoint_path):
+    """The HDF5 attributes that name the network that made embeddings: the
+    experiment root's absolute path and the checkpoint's name within it."""
+    root = os.path.realpath(experiment_root)
+    return {'experiment_root': root,
+            'checkpoint': os.path.relpath(os.path.realpath(checkpoint_path), root)}
+
+
+def origin_difference(first, second):
+    """Says how two origins (dicts of `ORIGIN_KEYS`, possibly partial, from
+    files written before they were stored) differ, or None when they agree
+    or cannot be compared."""
+    if not all(key in first and key in second for key in ORIGIN_KEYS):
+        return None
+    if first['experiment_root'] != second['experiment_root']:
+        return 'different experiments (`{}` and `{}`)'.format(first['experiment_root'],
+                                                               second['experiment_root'])
+    if first['checkpoint'] != second['checkpoint']:
+        return 'different checkpoints of `{}` (`{}` and `{}`)'.format(
+            first['experiment_root'], first['checkpoint'], second['checkpoint'])
+    return None
+
+
+def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
+    """Writes the HDF5 file (see the module's description) through a
+    temporary file, so a failure leaves none behind. `made_by` is
+    `embedding_origin`'s dict.
+    """
+    partial = common.temporary_beside(filename, False, suffix='.h5')
+    try:
+        with h5py.File(partial, 'w') as f:
+            f.create_dataset('emb', data=emb)
+            f.create_dataset('fids', data=np.asarray(fids, dtype=object),
+                             dtype=h5py.string_dtype())
+            if emb_aug is not None:
+                f.create_dataset('emb_aug', data=emb_aug)
+            f.create_dataset('augmentation_types', data=np.asarray(names, dtype='S'))
+            if aggregator is not None:
+                f.attrs['aggregator'] = aggregator
+            for key, value in (made_by or {}).items():
+                f.attrs[key] = value
+        os.replace(partial, filename)
+    except OSError as e:
+        raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
+                               'Nothing was written.'.format(filename, e))
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+@dataclass
+class Embeddings:
+    """What a file holds: `emb` (N, D) float32, the images' `fids` (None in
+    files from before embed.py stored them), the augmentations' `names`, the
+    `aggregator` (None when not stored) and the `origin` (`ORIGIN_KEYS`, as
+    far as the file names them)."""
+    emb: np.ndarray
+    fids: list
+    names: list
+    aggregator: object = None
+    origin: dict = field(default_factory=dict)
+
+
+def read(path, what='the embeddings'):
+    """The `Embeddings` of the file `path`; `what` names it in messages.
+
+    Raises:
+        UserError when it cannot be read or holds no `emb` dataset.
+    """
+    def strings(dataset):
+        return [n.decode('utf-8') if isinstance(n, bytes) else str(n) for n in dataset[()]]
+    try:
+        with h5py.File(path, 'r') as f:
+            if not isinstance(f.get('emb'), h5py.Dataset):
+                raise common.UserError('`{}` holds no `emb` dataset; was it written by '
+                                       'embed.py?'.format(path))
+            return Embeddings(
+                emb=np.asarray(f['emb'], np.float32),
+                fids=strings(f['fids']) if 'fids' in f else None,
+                names=strings(f['augmentation_types']) if 'augmentation_types' in f
+                else ['original_resize'],
+                aggregator=f.attrs.get('aggregator'),
+                origin={key: str(f.attrs[key]) for key in ORIGIN_KEYS if key in f.attrs})
+    except (OSError, ValueError, TypeError) as e:
+        raise common.UserError('cannot read {} `{}`: {}.'.format(what, path, e))
