@@ -19,7 +19,7 @@ import common
 from common import UserError, read_json
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES
-from nets._layers import POOLINGS
+from layers import POOLINGS
 
 log = logging.getLogger('experiment')
 

@@ -19,6 +19,8 @@ import numbers
 
 import tensorflow as tf
 
+from metrics import METRICS
+
 
 def all_diffs(a, b):
     """All pairwise differences `a[i] - b[j]`.
@@ -68,7 +70,8 @@ def cdist(a, b, metric='euclidean'):
             'The following metric is not implemented by `cdist` yet: {}'.format(metric))
 
 
-cdist.supported_metrics = ['euclidean', 'sqeuclidean', 'cityblock', 'cosine']
+# One list of metrics for training and evaluation, kept in TensorFlow-free metrics.py.
+cdist.supported_metrics = list(METRICS)
 
 
 def apply_margin(diff, margin):

@@ -7,7 +7,6 @@ variable name). This is the only module that imports `tf1_checkpoint`;
 `experiment.py` finds the checkpoints and `inference.py` embeds with them.
 """
 
-import inspect
 import logging
 import os
 import re
@@ -16,11 +15,12 @@ from importlib import import_module
 import keras
 import tensorflow as tf
 
+import heads
+import nets
 import tf1_checkpoint
 from experiment import newest_checkpoint
 from common import UserError
-from nets import LAST_STRIDE_NETS
-from nets._layers import pooling_layer
+from layers import pooling_layer
 
 log = logging.getLogger('model')
 
@@ -31,7 +31,7 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
     dtype policy for the layers built here; the embedding layer stays float32.
-    `pooling` (one of `nets._layers.POOLINGS`) replaces the body's global
+    `pooling` (one of `layers.POOLINGS`) replaces the body's global
     average pooling; `last_stride` 1 halves the stride of the body's last
     stage, for the nets that take it.
 
@@ -46,15 +46,8 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     """
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    net = import_module('nets.' + model_name)
-    if last_stride != 2:
-        if 'last_stride' not in inspect.signature(net.body).parameters:
-            raise UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
-                last_stride, ', '.join(LAST_STRIDE_NETS), model_name))
-        body = net.body(last_stride=last_stride)
-    else:
-        body = net.body()
-    head = import_module('heads.' + head_name).head
+    body = nets.load(model_name, last_stride)
+    head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
     if pooling == 'avg':
         features = body(images)

@@ -26,8 +26,9 @@ import training
 import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
+import nets
 from nets import LAST_STRIDE_NETS, NET_CHOICES
-from nets._layers import POOLINGS
+from layers import POOLINGS
 
 
 parser = argparse.ArgumentParser(
@@ -367,9 +368,7 @@ def check_arguments(args):
     if args.lr_schedule == 'step' and not args.lr_decay_steps:
         raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
                                '--lr_decay_steps 8000 14000.')
-    if args.last_stride != 2 and args.model_name not in LAST_STRIDE_NETS:
-        raise common.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
-            args.last_stride, ', '.join(LAST_STRIDE_NETS), args.model_name))
+    nets.check_last_stride(args.model_name, args.last_stride)
     if args.crop_augment and args.pad_crop:
         raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
                                'one.')

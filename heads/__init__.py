@@ -22,3 +22,9 @@ HEAD_CHOICES = (
     'fc1024_bnneck',
     'fc1024_normalize',
 )
+
+
+def load(name):
+    """The `head` function of the head `name` (see the contract above)."""
+    from importlib import import_module
+    return import_module('heads.' + name).head

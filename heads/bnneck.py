@@ -11,7 +11,7 @@ before the batch norm.
 import keras
 
 from heads._layers import bnneck
-from nets._layers import torch_default_initializer
+from layers import torch_default_initializer
 
 
 def head(features, embedding_dim):

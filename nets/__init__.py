@@ -19,7 +19,8 @@ stride 1", which doubles the final feature map's size and keeps pretrained
 weights usable) takes it as `body(last_stride=2)` and is listed in
 `LAST_STRIDE_NETS`.
 
-`_layers.py` and `_resnet_v1.py` are shared building blocks, not choices.
+`_resnet_v1.py` is a shared building block, not a choice; the layers that nets
+and heads share are in the top-level `layers.py`.
 """
 
 NET_CHOICES = (
@@ -35,3 +36,28 @@ NET_CHOICES = (
 )
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')
+
+
+def check_last_stride(name, last_stride):
+    """Refuses a last stride other than 2 for a net that cannot take it.
+
+    Raises:
+        common.UserError naming the nets that can.
+    """
+    import common
+    if last_stride != 2 and name not in LAST_STRIDE_NETS:
+        raise common.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
+            last_stride, ', '.join(LAST_STRIDE_NETS), name))
+
+
+def load(name, last_stride=2):
+    """The body of the net `name` (see the contract above), with its last
+    stage at `last_stride`.
+
+    Raises:
+        common.UserError for a last stride the net cannot take.
+    """
+    from importlib import import_module
+    check_last_stride(name, last_stride)
+    net = import_module('nets.' + name)
+    return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

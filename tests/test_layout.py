@@ -24,6 +24,14 @@ def test_choices_are_the_plugin_files(folder, choices):
     assert set(declared) == files
 
 
+def test_last_stride_nets_are_those_whose_body_takes_it():
+    import inspect
+    import nets
+    takes = {name for name in nets.NET_CHOICES if 'last_stride' in inspect.signature(
+        import_module('nets.' + name).body).parameters}
+    assert set(nets.LAST_STRIDE_NETS) == takes
+
+
 def top_level_imports():
     """{module: set of the top-level modules it imports}, for every .py file
     in the repository root, from its syntax tree (imports inside functions

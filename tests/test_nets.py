@@ -9,7 +9,7 @@ import pytest
 from heads import HEAD_CHOICES
 from model import build_model
 from nets import NET_CHOICES
-from nets._layers import FusedBatchNormalization
+from layers import FusedBatchNormalization
 
 # Trainable parameters of slim's networks without logits (conv layers have no
 # bias under batch norm); a wrong layer or stride placement changes them.
@@ -187,7 +187,7 @@ def numpy_batch_norm(x, gamma, beta, mean, variance, epsilon):
 @pytest.mark.parametrize('shape', [(4, 5, 3, 6), (12, 6)], ids=['images', 'features'])
 def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled, shape):
     import tensorflow as tf
-    from nets._layers import FusedBatchNormalization
+    from layers import FusedBatchNormalization
     rng = np.random.default_rng(0)
     x = rng.normal(2, 3, shape).astype(np.float32)
     upstream = rng.normal(size=x.shape).astype(np.float32)
@@ -241,7 +241,7 @@ def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled, shape)
 
 
 def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
-    from nets._layers import FusedBatchNormalization
+    from layers import FusedBatchNormalization
     layer = FusedBatchNormalization(dtype='mixed_bfloat16')
     x = np.random.default_rng(0).normal(100, 1, (2, 4, 4, 3)).astype(np.float32)
     y = layer(keras.ops.cast(x, 'bfloat16'), training=True)
@@ -254,7 +254,7 @@ def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
 @pytest.mark.parametrize('head_name, head_norms', [
     ('fc1024', ['fully_connected_bn']), ('fc1024_bnneck', ['emb', 'fully_connected_bn'])])
 def test_tiny_and_the_heads_use_the_fused_batch_norm(head_name, head_norms):
-    from nets._layers import FusedBatchNormalization
+    from layers import FusedBatchNormalization
     model, body = build_model('tiny', head_name, 16)
     norms = [layer for layer in body.layers + model.layers
              if isinstance(layer, keras.layers.BatchNormalization)]

@@ -1,4 +1,5 @@
-"""Layer helpers that reproduce TF-slim's conventions in Keras."""
+"""Layers that nets and heads share: TF-slim's conventions in Keras, the fused batch
+norm, pooling choices and the rebuilding of Keras applications."""
 
 import keras
 import tensorflow as tf
