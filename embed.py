@@ -19,7 +19,7 @@ startup.quiet_tensorflow()
 import h5py
 
 import embeddings_file
-import sampler
+import images
 from aggregators import AGGREGATORS
 from inference import embed_files, load_experiment
 
@@ -93,7 +93,7 @@ parser.add_argument(
     help='Don\'t be so verbose.')
 
 parser.add_argument(
-    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse images whose headers declare more pixels than this, before decoding them.')
 
 def check_augmentation(args, train_args):
@@ -175,7 +175,7 @@ def main(argv=None):
     log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
 
     # Data: every image with all its augmented versions, in CSV order.
-    sampler.decodable_mask(fids, image_root, False, args.loading_threads,
+    images.decodable_mask(fids, image_root, False, args.loading_threads,
                            remedy='or drop their rows from the CSV' if args.dataset else
                            'or leave them out of --images',
                            max_pixels=args.max_image_pixels)

@@ -24,7 +24,7 @@ startup.quiet_tensorflow()
 
 import tensorflow as tf
 
-import sampler
+from images import resize, resize_by_matmul
 from inference import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
@@ -65,8 +65,8 @@ class EmbeddingModule(tf.Module):
                                                 name='images')])
     def embed_float(self, images):
         # The matrix form converts to ONNX, where TensorFlow's antialiased op does not.
-        resized = sampler.resize_by_matmul(images, self.net_input_size) if self.antialias \
-            else sampler.resize(images, self.net_input_size, antialias=False)
+        resized = resize_by_matmul(images, self.net_input_size) if self.antialias \
+            else resize(images, self.net_input_size, antialias=False)
         return {'emb': self.model(resized, training=False)['emb']}
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,

@@ -9,7 +9,7 @@ import numpy as np
 import common
 import embeddings_file
 import metrics
-import sampler
+import images
 from aggregators import AGGREGATORS
 
 
@@ -20,13 +20,13 @@ def test_time_augmentation(names, aggregator):
     flip = any(n.startswith('original_flip_') for n in names)
     crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
              n[len('original_'):] for n in names}
-    if crops == set(sampler.CROPS):
+    if crops == set(images.CROPS):
         crop = 'five'
     elif len(crops) == 1 and crops <= {'resize', 'center', 'avgpool'}:
         crop = None if crops == {'resize'} else crops.pop()
     else:
         return None
-    if sampler.augmentation_names(flip, crop) != list(names):
+    if images.augmentation_names(flip, crop) != list(names):
         return None
     # Files from before the attribute was written: the original's aggregator.
     return flip, crop, (aggregator or 'mean') if len(names) > 1 else None

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-import sampler
+from images import augmentation_names, image_batches, load_image, resize
 from aggregators import AGGREGATORS
 from common import UserError
 from experiment import find_checkpoint, read_args
@@ -77,8 +77,8 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
                         'smaller; this experiment was trained without crops, so embed without '
                         '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
                                                                     *pre_crop_size))
-    names = sampler.augmentation_names(flip, crop)
-    dataset = sampler.image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
+    names = augmentation_names(flip, crop)
+    dataset = image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
                                     batch_size, loading_threads, train_args['antialias'],
                                     train_args['accurate_jpeg'])
     forward = inference_function(model)
@@ -112,10 +112,10 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([sampler.load_image(path, size, antialias,
+            images = tf.stack([load_image(path, size, antialias,
                                                   train_args['accurate_jpeg'])
                                for path in images])
-        images = sampler.resize(tf.cast(images, tf.float32), size, antialias)
+        images = resize(tf.cast(images, tf.float32), size, antialias)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()
                                for i in range(0, len(images), batch_size)] or
                               [np.zeros((0, train_args['embedding_dim']), np.float32)])

@@ -25,7 +25,7 @@ startup.quiet_tensorflow()
 
 import gallery
 import metrics
-import sampler
+import images
 from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -83,7 +83,7 @@ parser.add_argument(
     help='Images embedded at once.')
 
 parser.add_argument(
-    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse query images whose headers declare more pixels than this, before decoding '
          'them.')
 
@@ -136,7 +136,7 @@ def main(argv=None):
         args.gallery)
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
-    sampler.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
+    images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
                            max_pixels=args.max_image_pixels)
 
     # Model: the experiment's own preprocessing and checkpoint, and the

@@ -21,6 +21,7 @@ import numpy as np
 import distributed
 import experiment
 import loss
+import images
 import sampler
 import training
 import validation
@@ -266,7 +267,7 @@ parser.add_argument(
          'starts, naming them.')
 
 parser.add_argument(
-    '--max_image_pixels', default=sampler.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse images whose headers declare more pixels than this (or skip them with '
          '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
          'that would exhaust memory.')

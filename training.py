@@ -25,6 +25,7 @@ import detailed_logs
 import distributed
 import experiment
 import loss
+from images import decodable_mask
 import sampler
 from inference import inference_function
 from model import build_model, load_body_weights, restore
@@ -448,7 +449,7 @@ def load_data(args, chief):
     used, checked for enough identities (and, with --detailed_logs, for the
     disk space of their logs)."""
     pids, fids = common.load_dataset(args.train_set, args.image_root)
-    keep = sampler.decodable_mask(fids, args.image_root, args.skip_corrupt_images,
+    keep = decodable_mask(fids, args.image_root, args.skip_corrupt_images,
                                   args.loading_threads, log, max_pixels=args.max_image_pixels)
     pids, fids = pids[keep], fids[keep]
     sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))

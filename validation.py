@@ -11,7 +11,7 @@ import numpy as np
 import common
 import excluders
 import metrics
-import sampler
+from images import decodable_mask, image_batches
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ def make_validation(args):
     excluder = excluders.load(args.val_excluder, q_fids, g_fids, camera_regex,
                               ('--val_excluder', '--val_camera_regex'))
     fids = np.concatenate([q_fids, g_fids])
-    sampler.decodable_mask(fids, args.image_root, False, args.loading_threads,
+    decodable_mask(fids, args.image_root, False, args.loading_threads,
                            remedy='or drop their rows from the validation CSVs',
                            max_pixels=args.max_image_pixels)
-    batches = sampler.image_batches(fids, args.image_root,
+    batches = image_batches(fids, args.image_root,
                                     (args.net_input_height, args.net_input_width),
                                     loading_threads=args.loading_threads,
                                     antialias=args.antialias,

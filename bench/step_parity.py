@@ -136,11 +136,11 @@ np.savez(sys.argv[2], **out)
 
 def demo_images(csv):
     """The (N, 128, 64, 3) uint8 images and the pids and fids of a demo CSV."""
-    import sampler
     from common import load_dataset
+    from images import load_image
 
     pids, fids = load_dataset(os.path.join(DEMO, csv), DEMO)
-    images = np.stack([sampler.load_image(os.path.join(DEMO, f), (128, 64)).numpy()
+    images = np.stack([load_image(os.path.join(DEMO, f), (128, 64)).numpy()
                        for f in fids])
     return np.round(images).astype(np.uint8), pids, fids
 

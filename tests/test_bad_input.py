@@ -251,9 +251,9 @@ def png_declaring(path, width, height):
 
 
 def test_images_over_pils_own_bomb_limit_are_refused_by_their_header(tmp_path):
-    import sampler
+    import images
     png_declaring(str(tmp_path / 'bomb.png'), 20000, 20000)
     # PIL refuses such a header before it tells the size; it must count as
     # too large, not as damaged (which TensorFlow would then decode).
-    assert sampler.header_pixels(str(tmp_path / 'bomb.png')) > sampler.MAX_IMAGE_PIXELS
-    assert sampler.find_oversized_images(['bomb.png'], str(tmp_path), 10 ** 12) == ['bomb.png']
+    assert images.header_pixels(str(tmp_path / 'bomb.png')) > images.MAX_IMAGE_PIXELS
+    assert images.find_oversized_images(['bomb.png'], str(tmp_path), 10 ** 12) == ['bomb.png']

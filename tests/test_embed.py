@@ -12,7 +12,7 @@ import tensorflow as tf
 import aggregators
 import common
 import embed
-import sampler
+from images import CROPS, fid_to_image, five_crops
 import train
 from inference import load_embedder
 from conftest import base_args
@@ -59,7 +59,7 @@ def test_flip_mean_equals_mean_of_separate_embeddings(experiment):
     np.testing.assert_allclose(out['emb'], out['emb_aug'].mean(0), rtol=1e-6)
     root, csv_path, image_root = experiment
     _, fids = common.load_dataset(csv_path, image_root)
-    images = np.stack([sampler.fid_to_image(f, image_root, (32, 16)).numpy() for f in fids])
+    images = np.stack([fid_to_image(f, image_root, (32, 16)).numpy() for f in fids])
     embedder = load_embedder(root)
     separate = (embedder(images) + embedder(images[:, :, ::-1])) / 2
     np.testing.assert_allclose(out['emb'], separate, rtol=1e-4, atol=1e-4)
@@ -74,7 +74,7 @@ def test_crop_modes(experiment, crop, aggregator, count):
     names = [n.decode() for n in out['augmentation_types']]
     assert len(names) == count and out['emb'].shape == (15, 16)
     if count > 1:
-        assert names == ['original_' + c for c in sampler.CROPS]
+        assert names == ['original_' + c for c in CROPS]
         assert out['emb_aug'].shape == (5, 15, 16)
     else:
         assert names == ['original_' + crop]
@@ -94,7 +94,7 @@ def test_five_crops_and_flip_normalized(experiment):
 
 def test_five_crops_are_exact():
     image = tf.reshape(tf.range(5 * 4, dtype=tf.float32), (5, 4, 1))
-    crops = [c.numpy()[..., 0] for c in sampler.five_crops(image, (3, 2))]
+    crops = [c.numpy()[..., 0] for c in five_crops(image, (3, 2))]
     full = image.numpy()[..., 0]
     np.testing.assert_array_equal(crops[0], full[1:4, 1:3])
     np.testing.assert_array_equal(crops[1], full[:3, :2])

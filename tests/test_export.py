@@ -12,7 +12,7 @@ import tensorflow as tf
 import common
 import embed
 import export
-import sampler
+from images import decode
 import train
 from inference import load_embedder, load_experiment
 from model import build_model, load_body_weights
@@ -87,7 +87,7 @@ def experiment(tmp_path_factory):
     with h5py.File(os.path.join(root, 'train_embeddings.h5'), 'r') as f:
         embeddings = f['emb'][()]
     pids, fids = common.load_dataset(csv_path, image_root)
-    images = np.stack([sampler.decode(tf.io.read_file(os.path.join(image_root, f))).numpy()
+    images = np.stack([decode(tf.io.read_file(os.path.join(image_root, f))).numpy()
                        for f in fids])
     return root, images, embeddings
 

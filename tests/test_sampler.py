@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import common
+from images import decode, fid_to_image, resize, resize_by_matmul
 import sampler
 from conftest import make_dataset, write_file, write_image
 
@@ -37,15 +38,15 @@ def images(tmp_path):
 def test_fid_to_image_eager_and_in_dataset_map(images):
     root, made = images
     names = sorted(made)
-    eager = [sampler.fid_to_image(tf.constant(n), root, (8, 4)).numpy() for n in names]
+    eager = [fid_to_image(tf.constant(n), root, (8, 4)).numpy() for n in names]
     mapped = list(tf.data.Dataset.from_tensor_slices(names).map(
-        lambda f: sampler.fid_to_image(f, root, (8, 4))).as_numpy_iterator())
+        lambda f: fid_to_image(f, root, (8, 4))).as_numpy_iterator())
     for name, a, b in zip(names, eager, mapped):
         assert a.shape == (8, 4, 3) and a.dtype == np.float32, name
         np.testing.assert_array_equal(a, b)
         assert 0 <= a.min() and a.max() <= 255
     # Lossless files keep their exact colours, grayscale is replicated, alpha dropped.
-    full = {n: sampler.fid_to_image(tf.constant(n), root, (20, 10)).numpy() for n in names}
+    full = {n: fid_to_image(tf.constant(n), root, (20, 10)).numpy() for n in names}
     np.testing.assert_allclose(full['rgb.png'], made['rgb.png'], atol=1e-3)
     np.testing.assert_allclose(full['png_named.jpg'], made['png_named.jpg'], atol=1e-3)
     np.testing.assert_allclose(full['gray.png'], np.repeat(made['gray.png'], 3, -1), atol=1e-3)
@@ -179,16 +180,16 @@ def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
 def test_resize_by_matmul_equals_antialiased_resize(size, output):
     images = np.random.default_rng(0).uniform(0, 255, (2,) + size + (3,)).astype(np.float32)
     expected = tf.image.resize(images, output, antialias=True).numpy()
-    np.testing.assert_allclose(sampler.resize_by_matmul(images, output), expected, atol=0.01)
-    traced = tf.function(lambda x: sampler.resize_by_matmul(x, output), input_signature=[
+    np.testing.assert_allclose(resize_by_matmul(images, output), expected, atol=0.01)
+    traced = tf.function(lambda x: resize_by_matmul(x, output), input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.float32)])
     np.testing.assert_allclose(traced(images), expected, atol=0.01)
     # Shrinking without antialiasing skips pixels; with it, a one-pixel line survives.
     if size[0] > output[0]:
         lines = np.zeros((1,) + size + (3,), np.float32)
         lines[:, ::4] = 255
-        assert np.ptp(sampler.resize(lines, output, antialias=True)) < \
-            np.ptp(sampler.resize(lines, output, antialias=False))
+        assert np.ptp(resize(lines, output, antialias=True)) < \
+            np.ptp(resize(lines, output, antialias=False))
 
 
 def test_accurate_jpeg_decoding_equals_pil(tmp_path):
@@ -198,14 +199,14 @@ def test_accurate_jpeg_decoding_equals_pil(tmp_path):
     Image.fromarray(rng.uniform(0, 255, (40, 24, 3)).astype(np.uint8)).save(path, quality=75)
     pil = np.asarray(Image.open(path).convert('RGB'))
     contents = tf.io.read_file(path)
-    np.testing.assert_array_equal(sampler.decode(contents).numpy(), pil)
-    inside = next(iter(tf.data.Dataset.from_tensors(contents).map(sampler.decode)))
+    np.testing.assert_array_equal(decode(contents).numpy(), pil)
+    inside = next(iter(tf.data.Dataset.from_tensors(contents).map(decode)))
     np.testing.assert_array_equal(inside.numpy(), pil)
-    assert np.abs(sampler.decode(contents, accurate_jpeg=False).numpy() - pil.astype(int)).max() > 0
+    assert np.abs(decode(contents, accurate_jpeg=False).numpy() - pil.astype(int)).max() > 0
     # Other formats decode as before.
     png = str(tmp_path / 'b.png')
     Image.fromarray(pil).save(png)
-    np.testing.assert_array_equal(sampler.decode(tf.io.read_file(png)).numpy(), pil)
+    np.testing.assert_array_equal(decode(tf.io.read_file(png)).numpy(), pil)
 
 
 # Random erasing and pad-and-crop.

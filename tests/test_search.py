@@ -12,7 +12,7 @@ import common
 import embed
 import gallery
 import metrics
-import sampler
+import images
 import search
 import train
 from conftest import base_args, make_dataset
@@ -83,7 +83,7 @@ def test_test_time_augmentation_is_read_from_the_names():
     augmentation = gallery.test_time_augmentation
     for flip in (False, True):
         for crop in (None, 'center', 'five', 'avgpool'):
-            names = sampler.augmentation_names(flip, crop)
+            names = images.augmentation_names(flip, crop)
             several = len(names) > 1
             assert augmentation(names, 'normalized_mean' if several else None) \
                 == (flip, crop, 'normalized_mean' if several else None)

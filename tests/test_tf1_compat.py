@@ -10,9 +10,9 @@ import tensorflow as tf
 
 import common
 import embed
-import sampler
 import tf1_checkpoint
 import train
+from images import fid_to_image
 from model import build_model, load_body_weights
 from slim_reference import build_and_save
 
@@ -77,7 +77,7 @@ def original_experiment(tmp_path_factory):
     root = tmp / 'exp'
     root.mkdir()
     pids, fids = common.load_dataset(csv_path, image_root)
-    x = np.stack([sampler.fid_to_image(f, image_root, (64, 32)).numpy() for f in fids])
+    x = np.stack([fid_to_image(f, image_root, (64, 32)).numpy() for f in fids])
     build_and_save('mobilenet_v1_1_224', str(root / 'checkpoint-1235'), x, train_graph=True)
     with open(root / 'checkpoint', 'w') as f:
         f.write('model_checkpoint_path: "checkpoint-1235"\n'
