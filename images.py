@@ -5,14 +5,43 @@ augmentations (flips and crops) of embedding.
 Every tensor function here works eagerly and inside `Dataset.map`.
 """
 
+import functools
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from common import UserError
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an experiment turns an image file into the network's input: the
+    (height, width) the net is fed, the (height, width) images are resized
+    to before they are cropped, antialiased resizing (see `resize`) and the
+    accurate JPEG decoder (see `decode`). train.py stores them in args.json;
+    training, validation, embedding, search and export read them with `of`."""
+    net_input_size: tuple
+    pre_crop_size: tuple = None
+    antialias: bool = True
+    accurate_jpeg: bool = True
+
+    @classmethod
+    def of(cls, args):
+        """The preprocessing of train.py's arguments or of an args.json dict."""
+        get = args.get if isinstance(args, dict) else functools.partial(getattr, args)
+        return cls((get('net_input_height'), get('net_input_width')),
+                   (get('pre_crop_height'), get('pre_crop_width')),
+                   get('antialias'), get('accurate_jpeg'))
+
+    def load(self, fid, image_root, for_cropping=False):
+        """The image `fid` as float32 (h, w, 3): at the pre-crop size when it is
+        `for_cropping`, else at the net input size."""
+        size = self.pre_crop_size if for_cropping else self.net_input_size
+        return fid_to_image(fid, image_root, size, self.antialias, self.accurate_jpeg)
 
 
 def image_path(image_root, fid):
@@ -240,15 +269,13 @@ def augment(image, flip, crop, net_input_size):
     return tf.stack(versions)
 
 
-def image_batches(fids, image_root, net_input_size, pre_crop_size=None, flip=False,
-                  crop=False, batch_size=256, loading_threads=8, antialias=True,
-                  accurate_jpeg=True):
+def image_batches(fids, image_root, preprocessing, flip=False, crop=None, batch_size=256,
+                  loading_threads=8):
     """Batches of every image of `fids` with all its augmented versions, in order:
-    a tf.data.Dataset of (B, H, W, 3) float32 batches."""
-    image_size = pre_crop_size if crop else net_input_size
+    a tf.data.Dataset of (B, H, W, 3) float32 batches. `preprocessing` is the
+    experiment's `Preprocessing`."""
     dataset = tf.data.Dataset.from_tensor_slices(fids).map(
-        lambda fid: augment(fid_to_image(fid, image_root, image_size, antialias, accurate_jpeg),
-                            flip, crop,
-                            net_input_size),
+        lambda fid: augment(preprocessing.load(fid, image_root, bool(crop)), flip, crop,
+                            preprocessing.net_input_size),
         num_parallel_calls=loading_threads)
     return dataset.unbatch().batch(batch_size).prefetch(tf.data.AUTOTUNE)

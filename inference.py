@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from images import augmentation_names, image_batches, load_image, resize
+from images import Preprocessing, augmentation_names, image_batches, load_image, resize
 from aggregators import AGGREGATORS
 from common import UserError
 from experiment import find_checkpoint, read_args
@@ -68,8 +68,8 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
         (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one
         version, names: the A versions' names).
     """
-    net_input_size = (train_args['net_input_height'], train_args['net_input_width'])
-    pre_crop_size = (train_args['pre_crop_height'], train_args['pre_crop_width'])
+    preprocessing = Preprocessing.of(train_args)
+    net_input_size, pre_crop_size = preprocessing.net_input_size, preprocessing.pre_crop_size
     if crop in ('center', 'five') and (pre_crop_size[0] < net_input_size[0] or
                                        pre_crop_size[1] < net_input_size[1]):
         raise UserError('--crop_augment {} takes crops of the net input size {}x{} from the '
@@ -78,9 +78,8 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
                         '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
                                                                     *pre_crop_size))
     names = augmentation_names(flip, crop)
-    dataset = image_batches(fids, image_root, net_input_size, pre_crop_size, flip, crop,
-                                    batch_size, loading_threads, train_args['antialias'],
-                                    train_args['accurate_jpeg'])
+    dataset = image_batches(fids, image_root, preprocessing, flip, crop, batch_size,
+                            loading_threads)
     forward = inference_function(model)
     total = len(fids) * len(names)
     embs = np.zeros((total, train_args['embedding_dim']), np.float32)

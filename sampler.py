@@ -9,7 +9,6 @@ themselves are read by `images.py`.
 import numpy as np
 import tensorflow as tf
 
-import images
 from common import UserError
 
 
@@ -93,10 +92,9 @@ def pad_and_crop(image, padding, size, seed):
     return tf.image.stateless_random_crop(padded, tuple(size) + (3,), seed=seed)
 
 
-def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
-               pre_crop_size=None, flip_augment=False, crop_augment=False,
-               seed=0, loading_threads=8, start_step=0, num_shards=1, shard_index=0,
-               splits=1, antialias=True, accurate_jpeg=True, pad_crop=0,
+def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
+               flip_augment=False, crop_augment=False, seed=0, loading_threads=8,
+               start_step=0, num_shards=1, shard_index=0, splits=1, pad_crop=0,
                erasing=0.0, erasing_fill='mean'):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
@@ -121,17 +119,14 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
         pids, fids: Numpy string arrays from `load_dataset`.
         image_root (str): The folder the fids are relative to.
         batch_p, batch_k (int): Identities per global batch and images per identity.
-        net_input_size (tuple): The (height, width) the network is fed.
-        pre_crop_size (tuple): The (height, width) images are resized to before
-            random cropping, used only with `crop_augment`.
+        preprocessing (images.Preprocessing): The sizes (the pre-crop size
+            only with `crop_augment`), resizing and JPEG decoding.
         flip_augment, crop_augment (bool): Random horizontal flips and crops.
         seed (int): Seed of every random choice.
         loading_threads (int): Images decoded in parallel.
         start_step (int): Number of batches to skip, computed without loading.
         num_shards, shard_index, splits (int): See above; P must be a multiple
             of num_shards * splits.
-        antialias (bool): See `resize`.
-        accurate_jpeg (bool): See `decode`.
         pad_crop (int): When positive, `pad_and_crop` by this many pixels
             after the other augmentations.
         erasing (float): The probability of `random_erasing`, applied last.
@@ -175,19 +170,18 @@ def pk_dataset(pids, fids, image_root, *, batch_p, batch_k, net_input_size,
             tf.gather(by_pid, start + chosen),
             position * batch_k + tf.range(batch_k, dtype=tf.int64)))
 
-    image_size = pre_crop_size if crop_augment else net_input_size
-
     def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
-        image = images.fid_to_image(fid, image_root, image_size, antialias, accurate_jpeg)
+        image = preprocessing.load(fid, image_root, crop_augment)
         if flip_augment:
             image = tf.image.stateless_random_flip_left_right(
                 image, seed=stream_seed(seed, 2, image_position))
         if crop_augment:
             image = tf.image.stateless_random_crop(
-                image, tuple(net_input_size) + (3,), seed=stream_seed(seed, 3, image_position))
+                image, tuple(preprocessing.net_input_size) + (3,),
+                seed=stream_seed(seed, 3, image_position))
         if pad_crop:
-            image = pad_and_crop(image, pad_crop, net_input_size,
+            image = pad_and_crop(image, pad_crop, preprocessing.net_input_size,
                                  stream_seed(seed, 6, image_position))
         if erasing:
             image = random_erasing(image, erasing, stream_seed(seed, 5, image_position),

@@ -24,7 +24,6 @@ import loss
 import images
 import sampler
 import training
-import validation
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 import nets
@@ -414,7 +413,7 @@ def train(argv, cleanup):
 
     # Data, and validation (on the chief only).
     pids, fids = training.load_data(args, chief)
-    validate = validation.make_validation(args) if chief else None
+    validate = training.make_validation(args, chief)
     new_seed = training.choose_seed(args)
 
     # Model, optimizer and checkpoint.

@@ -25,8 +25,9 @@ import detailed_logs
 import distributed
 import experiment
 import loss
-from images import decodable_mask
 import sampler
+import validation
+from images import Preprocessing, decodable_mask
 from inference import inference_function
 from model import build_model, load_body_weights, restore
 from uninterrupt import Uninterrupt
@@ -460,6 +461,17 @@ def load_data(args, chief):
     return pids, fids
 
 
+def make_validation(args, chief):
+    """The validation of train.py's --val_* arguments, on the chief only, or
+    None (see `validation.make_validation`)."""
+    if not (chief and args.val_query):
+        return None
+    return validation.make_validation(
+        args.val_query, args.val_gallery, args.image_root, args.val_excluder,
+        Preprocessing.of(args), args.metric, args.val_camera_regex, args.loading_threads,
+        args.max_image_pixels)
+
+
 def choose_seed(args):
     """Chooses a seed when none is given (it is stored with the arguments;
     experiments of the TF1 original have none yet), and logs the arguments.
@@ -553,14 +565,12 @@ def make_batches(run, pids, fids, start_step):
     def make_dataset(context=None):
         shards = context.num_input_pipelines if context else 1
         return sampler.pk_dataset(
-            pids, fids, args.image_root, batch_p=args.batch_p, batch_k=args.batch_k,
-            net_input_size=(args.net_input_height, args.net_input_width),
-            pre_crop_size=(args.pre_crop_height, args.pre_crop_width),
-            flip_augment=args.flip_augment, crop_augment=args.crop_augment, seed=args.seed,
+            pids, fids, args.image_root, Preprocessing.of(args), batch_p=args.batch_p,
+            batch_k=args.batch_k, flip_augment=args.flip_augment,
+            crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
-            splits=strategy.num_replicas_in_sync // shards, antialias=args.antialias,
-            accurate_jpeg=args.accurate_jpeg, pad_crop=args.pad_crop,
+            splits=strategy.num_replicas_in_sync // shards, pad_crop=args.pad_crop,
             erasing=args.random_erasing, erasing_fill=args.erasing_fill)
     if strategy.num_replicas_in_sync > 1:
         return iter(strategy.distribute_datasets_from_function(make_dataset))

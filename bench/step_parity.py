@@ -157,6 +157,7 @@ def project_side(steps, seed, path, evaluate):
     import sampler
     import training
     from common import load_dataset
+    from images import Preprocessing
     from model import build_model
 
     # train.py's defaults for the step.
@@ -165,9 +166,9 @@ def project_side(steps, seed, path, evaluate):
     # Rounded to 8 bits (the crops of the 144×72 resize are not whole numbers),
     # so that 600 batches fit in memory; both sides see the same rounded pixels.
     batches = [(np.round(x.numpy()).astype(np.uint8), y.numpy()) for x, _, _, y in
-               sampler.pk_dataset(pids, fids, DEMO, batch_p=18, batch_k=4,
-                                  net_input_size=(128, 64), pre_crop_size=(144, 72),
-                                  crop_augment=True, seed=seed).take(steps)]
+               sampler.pk_dataset(pids, fids, DEMO, Preprocessing((128, 64), (144, 72)),
+                                  batch_p=18, batch_k=4, crop_augment=True,
+                                  seed=seed).take(steps)]
     images = np.stack([x for x, _ in batches])
     labels = np.stack([y for _, y in batches])
     del batches

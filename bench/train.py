@@ -117,14 +117,15 @@ def synthetic(setting):
 
 def real(setting, data, threads):
     import common
+    import images
     import sampler
     pids, fids = common.load_dataset(os.path.join(data, 'demo_train.csv'), data)
-    dataset = sampler.pk_dataset(pids, fids, data, batch_p=setting['batch_p'],
-                                 batch_k=setting['batch_k'], net_input_size=setting['size'],
-                                 pre_crop_size=setting['pre_crop'], flip_augment=True,
+    preprocessing = images.Preprocessing(setting['size'], setting['pre_crop'])
+    dataset = sampler.pk_dataset(pids, fids, data, preprocessing, batch_p=setting['batch_p'],
+                                 batch_k=setting['batch_k'], flip_augment=True,
                                  crop_augment=True, seed=0, loading_threads=threads)
-    for images, _, _, labels in dataset:
-        yield images, labels
+    for batch, _, _, labels in dataset:
+        yield batch, labels
 
 
 def variant_settings(variant):

@@ -140,11 +140,11 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
 
 
 def test_validation_refuses_non_finite_embeddings(experiment):
-    import validation
+    import training
     root, csv_path, image_root = experiment
     args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
-    validate = validation.make_validation(args)
+    validate = training.make_validation(args, chief=True)
     with pytest.raises(common.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
         validate(lambda images: tf.fill((len(images), 16), float('inf')))
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import common
-from images import decode, fid_to_image, resize, resize_by_matmul
+from images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
 import sampler
 from conftest import make_dataset, write_file, write_image
 
@@ -63,7 +63,10 @@ def pk_batches(csv_path, root, **kwargs):
     pids, fids = common.load_dataset(csv_path, root)
     options = dict(batch_p=3, batch_k=4, net_input_size=(16, 8), seed=7, loading_threads=2)
     options.update(kwargs)
-    return sampler.pk_dataset(pids, fids, root, **options), pids, fids
+    preprocessing = Preprocessing(*(options.pop(key, default) for key, default in (
+        ('net_input_size', None), ('pre_crop_size', None), ('antialias', True),
+        ('accurate_jpeg', True))))
+    return sampler.pk_dataset(pids, fids, root, preprocessing, **options), pids, fids
 
 
 def test_pk_batches_structure(tmp_path):

@@ -87,7 +87,7 @@ def test_validation_added_on_resume_and_bad_input(tmp_path, tiny_dataset, interr
 
 
 def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
-    import argparse
+    from images import Preprocessing
     import validation
     from conftest import write_image
     # The query (A, camera 1) is nearest to A's other camera-1 image, then to
@@ -98,21 +98,20 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
     query, gallery = tmp_path / 'q.csv', tmp_path / 'g.csv'
     query.write_text('A,A/q_c1.png\n')
     gallery.write_text(''.join('{},{}\n'.format(n[0], n) for n in list(brightness)[1:]))
-    args = argparse.Namespace(
-        val_query=str(query), val_gallery=str(gallery), val_excluder='folders',
-        val_camera_regex=r'_c(\d)', image_root=str(tmp_path), loading_threads=1,
-        max_image_pixels=1000, net_input_height=8, net_input_width=4, antialias=True,
-        accurate_jpeg=True, metric='euclidean')
+    preprocessing = Preprocessing((8, 4))
+
+    def make(excluder, camera_regex):
+        return validation.make_validation(str(query), str(gallery), str(tmp_path), excluder,
+                                          preprocessing, camera_regex=camera_regex,
+                                          loading_threads=1, max_pixels=1000)
 
     def forward(images):
         return tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
-    assert validation.make_validation(args)(forward)['mAP'] == pytest.approx(0.5)
-    args.val_camera_regex = None
-    assert validation.make_validation(args)(forward)['mAP'] == pytest.approx((1 + 2 / 3) / 2)
-    args.val_excluder, args.val_camera_regex = 'market1501', r'_c(\d)'
+    assert make('folders', r'_c(\d)')(forward)['mAP'] == pytest.approx(0.5)
+    assert make('folders', None)(forward)['mAP'] == pytest.approx((1 + 2 / 3) / 2)
     with pytest.raises(common.UserError, match='--val_camera_regex is for `--val_excluder '
                                                'folders`'):
-        validation.make_validation(args)
+        make('market1501', r'_c(\d)')
 
 
 @pytest.mark.parametrize('content', ['{"mAP": "0.5", "step": 3}', '{"mAP": null}', '{}',
