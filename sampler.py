@@ -92,6 +92,52 @@ def pad_and_crop(image, padding, size, seed):
     return tf.image.stateless_random_crop(padded, tuple(size) + (3,), seed=seed)
 
 
+def identity_stream(num_pids, batch_p, seed, start_step=0, num_shards=1, shard_index=0):
+    """The identities of the training stream from `start_step` on: a dataset
+    of (identity index, global stream position). Each "epoch" shuffles the
+    identities (from `seed` and the epoch) and keeps a multiple of P of them;
+    with `num_shards`, only shard `shard_index`'s slice of every P."""
+    per_epoch = (num_pids // batch_p) * batch_p
+    first_pid = start_step * batch_p
+    start_epoch, start_offset = divmod(first_pid, per_epoch)
+
+    def epoch_identities(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(num_pids, dtype=tf.int64), seed=stream_seed(seed, 0, epoch))
+        return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
+
+    identities = tf.data.Dataset.zip(
+        tf.data.Dataset.counter(start=start_epoch).flat_map(epoch_identities).skip(start_offset),
+        tf.data.Dataset.counter(start=first_pid))
+    if num_shards > 1:
+        # This shard's slice of every global batch of P identities.
+        shard_p = batch_p // num_shards
+        lo = shard_index * shard_p
+        identities = identities.batch(batch_p).map(
+            lambda pid, position: (pid[lo:lo + shard_p], position[lo:lo + shard_p])).unbatch()
+    return identities
+
+
+def augment_for_training(image, image_position, seed, net_input_size, flip_augment=False,
+                         crop_augment=False, pad_crop=0, erasing=0.0, erasing_fill='mean'):
+    """One training image (h, w, 3) flipped, cropped (from the pre-crop size,
+    or after padding) and erased at random, each choice drawn from `seed` and
+    the image's position in the stream; see `pk_dataset`."""
+    if flip_augment:
+        image = tf.image.stateless_random_flip_left_right(
+            image, seed=stream_seed(seed, 2, image_position))
+    if crop_augment:
+        image = tf.image.stateless_random_crop(
+            image, tuple(net_input_size) + (3,), seed=stream_seed(seed, 3, image_position))
+    if pad_crop:
+        image = pad_and_crop(image, pad_crop, net_input_size,
+                             stream_seed(seed, 6, image_position))
+    if erasing:
+        image = random_erasing(image, erasing, stream_seed(seed, 5, image_position),
+                               erasing_fill)
+    return image
+
+
 def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
                flip_augment=False, crop_augment=False, seed=0, loading_threads=8,
                start_step=0, num_shards=1, shard_index=0, splits=1, pad_crop=0,
@@ -148,15 +194,7 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
     bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
     fids_t, pids_t = tf.constant(fids), tf.constant(pids)
     labels_t = tf.constant(pid_index, tf.int32)
-    per_epoch = (num_pids // batch_p) * batch_p
-    first_pid = start_step * batch_p
-    start_epoch, start_offset = divmod(first_pid, per_epoch)
     shard_p = batch_p // num_shards
-
-    def epoch_identities(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(num_pids, dtype=tf.int64), seed=stream_seed(seed, 0, epoch))
-        return tf.data.Dataset.from_tensor_slices(order[:per_epoch])
 
     def sample_k_fids(pid, position):
         """K file indices for the identity at global stream position `position`,
@@ -172,30 +210,13 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
 
     def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
-        image = preprocessing.load(fid, image_root, crop_augment)
-        if flip_augment:
-            image = tf.image.stateless_random_flip_left_right(
-                image, seed=stream_seed(seed, 2, image_position))
-        if crop_augment:
-            image = tf.image.stateless_random_crop(
-                image, tuple(preprocessing.net_input_size) + (3,),
-                seed=stream_seed(seed, 3, image_position))
-        if pad_crop:
-            image = pad_and_crop(image, pad_crop, preprocessing.net_input_size,
-                                 stream_seed(seed, 6, image_position))
-        if erasing:
-            image = random_erasing(image, erasing, stream_seed(seed, 5, image_position),
-                                   erasing_fill)
+        image = augment_for_training(
+            preprocessing.load(fid, image_root, crop_augment), image_position, seed,
+            preprocessing.net_input_size, flip_augment, crop_augment, pad_crop, erasing,
+            erasing_fill)
         return image, fid, tf.gather(pids_t, file_index), tf.gather(labels_t, file_index)
 
-    identities = tf.data.Dataset.zip(
-        tf.data.Dataset.counter(start=start_epoch).flat_map(epoch_identities).skip(start_offset),
-        tf.data.Dataset.counter(start=first_pid))
-    if num_shards > 1:
-        # This shard's slice of every global batch of P identities.
-        lo = shard_index * shard_p
-        identities = identities.batch(batch_p).map(
-            lambda pid, position: (pid[lo:lo + shard_p], position[lo:lo + shard_p])).unbatch()
+    identities = identity_stream(num_pids, batch_p, seed, start_step, num_shards, shard_index)
     samples = identities.flat_map(sample_k_fids)
     samples = samples.map(load, num_parallel_calls=loading_threads, deterministic=True)
     return samples.batch(shard_p // splits * batch_k, drop_remainder=True).prefetch(
