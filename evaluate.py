@@ -139,8 +139,9 @@ def load_embeddings(path, csv_fids, csv_path):
     return embs, origin
 
 
-def main(argv=None):
-    args = parser.parse_args(argv)
+def check_arguments(args):
+    """Refuses outputs that cannot be written or would replace an input, and
+    impossible re-ranking sizes, before any work."""
     if args.plot is not None and args.image_root is None:
         parser.error('--plot draws the images, so it needs --image_root.')
     if args.filename is not None:
@@ -153,6 +154,56 @@ def main(argv=None):
         common.check_writable(args.plot, '--plot', folder=True)
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
         parser.error('--rerank_k2 must be at most --rerank_k1 + 1.')
+
+
+def write_results(args, result, verification):
+    """Writes --filename's JSON: the figures, and the re-ranking and query
+    expansion settings that made them."""
+    summary = {'mAP': result['mAP'], 'mINP': result['mINP'], 'CMC': result['CMC'],
+               'aps': result['aps'],
+               'verification': verification and {key: verification[key] for key in (
+                   'tpr_at_fpr', 'eer', 'threshold_at_fpr')}}
+    if args.rerank:
+        summary['rerank'] = {'k1': args.rerank_k1, 'k2': args.rerank_k2,
+                             'lambda': args.rerank_lambda}
+    if args.aqe:
+        summary['aqe'] = {'k': args.aqe, 'alpha': args.aqe_alpha}
+    common.write_json(args.filename, summary)
+
+
+def draw(args, result, verification, query, gallery, excluder, distances):
+    """--plot's pictures: rankings, CMC and ROC. `query` and `gallery` are
+    (pids, fids) pairs. Matplotlib is imported only here, to keep the plain
+    command quick."""
+    import visualize
+    os.makedirs(args.plot, exist_ok=True)
+    valid = ~np.isin(query[1], result['skipped'])
+    queries = visualize.pick_queries(valid, args.plot_queries)
+    visualize.plot_rankings(os.path.join(args.plot, 'rankings.png'), args.image_root,
+                            *query, *gallery, excluder, distances, queries)
+    visualize.plot_cmc(os.path.join(args.plot, 'cmc.png'), result['CMC'], result['mAP'],
+                       're-ranked' if args.rerank else args.metric)
+    if verification:
+        visualize.plot_roc(os.path.join(args.plot, 'roc.png'), verification,
+                           're-ranked' if args.rerank else args.metric)
+
+
+def print_figures(result, verification):
+    """The figures' lines on stdout."""
+    cmc = result['CMC']
+    top = [metrics.cmc_at(cmc, k) for k in (1, 2, 5, 10)]
+    print('mAP: {:.2%} | top-1: {:.2%} top-2: {:.2%} | top-5: {:.2%} | top-10: {:.2%} | '
+          'mINP: {:.2%}'.format(result['mAP'], *top, result['mINP']))
+    if verification:
+        print('verification: EER {:.2%} | TPR {} at FPR {}'.format(
+            verification['eer'], ' '.join('{:.2%}'.format(verification['tpr_at_fpr'][r])
+                                          for r in metrics.FALSE_POSITIVE_RATES),
+            ' '.join(metrics.FALSE_POSITIVE_RATES)))
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    check_arguments(args)
 
     # Data.
     query_pids, query_fids = common.load_dataset(args.query_dataset, None)
@@ -217,38 +268,11 @@ def main(argv=None):
                                                 ', '.join(result['skipped'][:3])),
               file=sys.stderr)
     if args.filename is not None:
-        summary = {'mAP': result['mAP'], 'mINP': result['mINP'], 'CMC': result['CMC'],
-                   'aps': result['aps'],
-                   'verification': verification and {key: verification[key] for key in (
-                       'tpr_at_fpr', 'eer', 'threshold_at_fpr')}}
-        if args.rerank:
-            summary['rerank'] = {'k1': args.rerank_k1, 'k2': args.rerank_k2,
-                                 'lambda': args.rerank_lambda}
-        if args.aqe:
-            summary['aqe'] = {'k': args.aqe, 'alpha': args.aqe_alpha}
-        common.write_json(args.filename, summary)
+        write_results(args, result, verification)
     if args.plot is not None:
-        import visualize
-        os.makedirs(args.plot, exist_ok=True)
-        valid = ~np.isin(query_fids, result['skipped'])
-        queries = visualize.pick_queries(valid, args.plot_queries)
-        visualize.plot_rankings(os.path.join(args.plot, 'rankings.png'), args.image_root,
-                                query_pids, query_fids, gallery_pids, gallery_fids, excluder,
-                                distances, queries)
-        visualize.plot_cmc(os.path.join(args.plot, 'cmc.png'), result['CMC'], result['mAP'],
-                           're-ranked' if args.rerank else args.metric)
-        if verification:
-            visualize.plot_roc(os.path.join(args.plot, 'roc.png'), verification,
-                               're-ranked' if args.rerank else args.metric)
-    cmc = result['CMC']
-    top = [metrics.cmc_at(cmc, k) for k in (1, 2, 5, 10)]
-    print('mAP: {:.2%} | top-1: {:.2%} top-2: {:.2%} | top-5: {:.2%} | top-10: {:.2%} | '
-          'mINP: {:.2%}'.format(result['mAP'], *top, result['mINP']))
-    if verification:
-        print('verification: EER {:.2%} | TPR {} at FPR {}'.format(
-            verification['eer'], ' '.join('{:.2%}'.format(verification['tpr_at_fpr'][r])
-                                          for r in metrics.FALSE_POSITIVE_RATES),
-            ' '.join(metrics.FALSE_POSITIVE_RATES)))
+        draw(args, result, verification, (query_pids, query_fids),
+             (gallery_pids, gallery_fids), excluder, distances)
+    print_figures(result, verification)
     return 0
 
 
