@@ -245,6 +245,32 @@ def _accepted_below(values, limits):
     return np.searchsorted(values, limits, 'left')
 
 
+def _equal_error_rate(pos, neg, n, ties):
+    """The equal error rate of `verification`, from the sorted positive
+    distances `pos` (P,) and the smallest sorted negative distances `neg`
+    (L,) of `n` (the largest of them has `ties` more beyond `neg`)."""
+    largest = neg[-1]
+
+    def rates_at(thresholds):
+        """False-positive and false-negative rates at thresholds ≤ `largest`."""
+        accepted = np.searchsorted(neg, thresholds, 'right') + np.where(
+            thresholds >= largest, ties, 0)
+        return accepted / n, 1 - np.searchsorted(pos, thresholds, 'right') / len(pos)
+
+    # FPR − FNR grows with the threshold and is not negative at `largest`:
+    # find where it crosses zero among the negatives by bisection, and look at
+    # every positive distance up to there (one beyond is strictly farther).
+    low, high = 0, len(neg) - 1
+    while low < high:
+        middle = (low + high) // 2
+        fpr, fnr = rates_at(neg[middle])
+        low, high = (middle + 1, high) if fpr < fnr else (low, middle)
+    candidates = np.concatenate([[-np.inf], pos[pos <= largest], neg[max(low - 1, 0):low + 1]])
+    fpr, fnr = rates_at(candidates)
+    best = np.argmin(np.abs(fpr - fnr))
+    return float((fpr[best] + fnr[best]) / 2)
+
+
 def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0):
     """Verification figures of pair distances: a pair counts as the same
     identity when its distance is at most the threshold.
@@ -295,12 +321,6 @@ def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0)
     neg = negative[:length]
     largest = neg[-1]
 
-    def rates_at(thresholds):
-        """False-positive and false-negative rates at thresholds ≤ `largest`."""
-        accepted = np.searchsorted(neg, thresholds, 'right') + np.where(
-            thresholds >= largest, ties, 0)
-        return accepted / n, 1 - np.searchsorted(pos, thresholds, 'right') / len(pos)
-
     def tpr_and_threshold(rate):
         accept = allowed(rate)
         if accept >= n:
@@ -316,18 +336,7 @@ def verification(positive, negative, rates=FALSE_POSITIVE_RATES, curve_points=0)
     for rate in rates:
         result['tpr_at_fpr'][rate], result['threshold_at_fpr'][rate] = tpr_and_threshold(rate)
 
-    # FPR − FNR grows with the threshold and is not negative at `largest`:
-    # find where it crosses zero among the negatives by bisection, and look at
-    # every positive distance up to there (one beyond is strictly farther).
-    low, high = 0, length - 1
-    while low < high:
-        middle = (low + high) // 2
-        fpr, fnr = rates_at(neg[middle])
-        low, high = (middle + 1, high) if fpr < fnr else (low, middle)
-    candidates = np.concatenate([[-np.inf], pos[pos <= largest], neg[max(low - 1, 0):low + 1]])
-    fpr, fnr = rates_at(candidates)
-    best = np.argmin(np.abs(fpr - fnr))
-    result['eer'] = float((fpr[best] + fnr[best]) / 2)
+    result['eer'] = _equal_error_rate(pos, neg, n, ties)
     if curve_points:
         fprs = np.logspace(np.log10(1 / n), 0, curve_points)
         result['curve'] = {'fpr': fprs.tolist(),
