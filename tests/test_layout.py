@@ -32,23 +32,26 @@ def test_last_stride_nets_are_those_whose_body_takes_it():
     assert set(nets.LAST_STRIDE_NETS) == takes
 
 
+def imported_modules(path):
+    """The top-level names of the modules the file `path` imports, from its
+    syntax tree (imports inside functions included)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add(node.module.split('.')[0])
+    return imported
+
+
 def top_level_imports():
     """{module: set of the top-level modules it imports}, for every .py file
-    in the repository root, from its syntax tree (imports inside functions
-    included)."""
+    in the repository root."""
     modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))}
-    graph = {}
-    for name in modules:
-        with open(os.path.join(ROOT, name + '.py')) as f:
-            tree = ast.parse(f.read())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported.update(alias.name.split('.')[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
-                imported.add(node.module.split('.')[0])
-        graph[name] = imported & modules - {name}
-    return graph
+    return {name: imported_modules(os.path.join(ROOT, name + '.py')) & modules - {name}
+            for name in modules}
 
 
 def test_no_module_imports_a_script():
@@ -57,6 +60,35 @@ def test_no_module_imports_a_script():
         importers = sorted(name for name, imported in graph.items()
                            if script[:-3] in imported)
         assert not importers, '{} is imported by {}'.format(script, importers)
+
+
+def test_benchmarks_import_library_modules_only():
+    scripts = {script[:-3] for script in SCRIPTS}
+    for path in sorted(glob.glob(os.path.join(ROOT, 'bench', '*.py'))):
+        imported = imported_modules(path) & scripts
+        assert not imported, '{} imports the script(s) {}'.format(
+            os.path.relpath(path, ROOT), sorted(imported))
+
+
+def test_no_function_is_longer_than_a_screen_and_a_half():
+    """Outside the tests and benchmarks, no function exceeds 85 lines."""
+    paths = glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(os.path.join(ROOT, '*', '*.py'))
+    long = []
+    for path in paths:
+        if os.sep + 'tests' + os.sep in path or os.sep + 'bench' + os.sep in path:
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        long += ['{}:{} ({} lines)'.format(os.path.relpath(path, ROOT), node.name,
+                                           node.end_lineno - node.lineno + 1)
+                 for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and
+                 node.end_lineno - node.lineno + 1 > 85]
+    assert not long, long
+
+
+def test_train_py_is_the_command_line():
+    with open(os.path.join(ROOT, 'train.py')) as f:
+        assert len(f.read().splitlines()) < 450
 
 
 def find_cycle(graph):
