@@ -150,7 +150,7 @@ def test_validation_refuses_non_finite_embeddings(experiment):
 
 
 def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp_path):
-    # Such experiments also keep decoding JPEGs with the fast DCT (model.LEGACY_ARGUMENTS).
+    # Such experiments also keep decoding JPEGs with the fast DCT (experiment.LEGACY_ARGUMENTS).
     import json
     import shutil
     root = experiment[0]
