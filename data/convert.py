@@ -33,6 +33,7 @@ import io
 import os
 import re
 import sys
+from importlib import import_module
 
 import numpy as np
 
@@ -41,6 +42,7 @@ if __package__ in (None, ''):
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402
+import excluders._camera  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
 
 
@@ -345,22 +347,91 @@ def veri776(dataset_root):
 
 def choose_queries(cameras, pick):
     """The indices of one identity's query images: one per camera, drawn by
-    `pick(indices of that camera's images)`, while an image of another camera
-    stays in the gallery to match it (without cameras, all None: one image,
-    if any other stays).
+    `pick(indices of that camera's images)`, as long as every query keeps an
+    image of another camera in the gallery to match it (without cameras, all
+    None: one image, if any other stays).
 
-    A camera is judged after the queries of the cameras before it, so an
-    identity seen once by each of two cameras gets one query, not two
-    without a match.
+    Cameras are judged in order, each against the queries chosen before it,
+    so that no query is left without a match: an identity seen by camera 1
+    twice and camera 2 once gets one query, not a second one that would take
+    the first one's only match out of the gallery.
     """
+    def matched(chosen):
+        return all(any(j not in chosen and (c != cameras[q] if c is not None else j != q)
+                       for j, c in enumerate(cameras)) for q in chosen)
+
     chosen = set()
     for cam in sorted(set(cameras), key=str):
         candidates = [j for j, c in enumerate(cameras) if c == cam]
-        matches = [j for j, c in enumerate(cameras) if j not in chosen and
-                   (c != cam if cam is not None else j != candidates[0])]
-        if matches:
-            chosen.add(pick(candidates))
+        if not matched(chosen | {candidates[0]}):
+            continue
+        query = pick(candidates)
+        if matched(chosen | {query}):
+            chosen.add(query)
     return chosen
+
+
+def camera_reader(excluder, camera_regex=None):
+    """A function from file paths to their cameras, as the excluder `excluder`
+    reads them from the file names (`folders`: the first group of
+    `camera_regex`; without one, or for `diagonal`, no cameras: all None)."""
+    if excluder in ('folders', 'diagonal'):
+        if not camera_regex:
+            return lambda paths: [None] * len(paths)
+        regexp = re.compile(camera_regex)
+
+        def by_regex(paths):
+            cameras = []
+            for path in paths:
+                match = regexp.search(os.path.basename(path))
+                if match is None or not match.groups():
+                    raise ConversionError('the file name `{}` does not match --camera_regex `{}` '
+                                          '(its first group is the camera).'.format(
+                                              path, camera_regex))
+                cameras.append(match.group(1))
+            return cameras
+        return by_regex
+    module = import_module('excluders.' + excluder)
+
+    def by_pattern(paths):
+        _, cameras = excluders._camera.parse(paths, module.PATTERN, excluder)
+        return list(module.camera(cameras) if hasattr(module, 'camera') else cameras)
+    return by_pattern
+
+
+def hold_out_validation(splits, val_ids, seed, cameras_of):
+    """Moves `val_ids` identities of each training split (drawn with `seed`)
+    into its validation splits `val_query` and `val_test` (`<type>_val_...`
+    for `<type>_train`): of each held-out identity, a query per camera with a
+    match in another camera (see `choose_queries`), and the rest as gallery.
+
+    Raises:
+        ConversionError when too few identities remain, or no held-out
+        identity can be a query.
+    """
+    for key in [k for k in splits if k == 'train' or k.endswith('_train')]:
+        stem = key[:-len('train')]
+        rows = splits[key]
+        ids = sorted({pid for pid, _ in rows})
+        if val_ids >= len(ids):
+            raise ConversionError('--val_ids {} leaves no training identities of the {} in `{}`; '
+                                  'hold out fewer.'.format(val_ids, len(ids), key))
+        rng = np.random.default_rng(seed)
+        held = {ids[i] for i in rng.permutation(len(ids))[:val_ids]}
+        query, test = [], []
+        for identity in sorted(held):
+            files = [f for pid, f in rows if pid == identity]
+            chosen = choose_queries(cameras_of(files), lambda candidates: candidates[
+                rng.integers(len(candidates))])
+            query += [(identity, files[j]) for j in sorted(chosen)]
+            test += [(identity, f) for j, f in enumerate(files) if j not in chosen]
+        if not query:
+            raise ConversionError('none of the {} held-out identities has images that can be '
+                                  'matched across cameras, so there is no validation query; '
+                                  'hold out more with --val_ids.'.format(val_ids))
+        splits[key] = [row for row in rows if row[0] not in held]
+        splits[stem + 'val_query'], splits[stem + 'val_test'] = query, test
+    return splits
 
 
 def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
@@ -392,15 +463,7 @@ def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
     if len(images) < 2:
         raise ConversionError('`{}` holds {} sub-folders with images; it needs one folder per '
                               'identity, at least two.'.format(dataset_root, len(images)))
-    regexp = re.compile(camera_regex) if camera_regex else None
-
-    def camera(path):
-        match = regexp.search(os.path.basename(path)) if regexp else None
-        if regexp and (match is None or not match.groups()):
-            raise ConversionError('the file name `{}` does not match --camera_regex `{}` (its '
-                                  'first group is the camera).'.format(path, camera_regex))
-        return match.group(1) if match else None
-
+    cameras_of = camera_reader('folders', camera_regex)
     rng = np.random.default_rng(seed)
     order = [identities[i] for i in rng.permutation(len(identities)) if identities[i] in images]
     cut = int(round(train_fraction * len(order)))
@@ -411,7 +474,7 @@ def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
               'query': [], 'test': []}
     for identity in sorted(order[cut:]):
         files = list(images[identity])
-        cameras = [camera(f) for f in files]
+        cameras = cameras_of(files)
         chosen = choose_queries(cameras, lambda candidates: candidates[rng.integers(
             len(candidates))])
         splits['query'] += [(identity, files[j]) for j in sorted(chosen)]
@@ -471,6 +534,15 @@ def make_parser():
         command.add_argument(
             '--output_dir', default='data',
             help='Where to write {}_{{train,query,test}}.csv.'.format(prefix or '<prefix>'))
+        command.add_argument(
+            '--val_ids', default=0, type=common.nonnegative_int,
+            help='Hold out this many training identities as a validation set, written as '
+                 '{0}_val_query.csv and {0}_val_test.csv for train.py\'s --val_query and '
+                 '--val_gallery (a query per camera with a match in another camera). 0: '
+                 'none.'.format(prefix or '<prefix>'))
+        command.add_argument(
+            '--val_seed', default=0, type=common.nonnegative_int,
+            help='Seed of the held-out identities and their queries (0 or more).')
         if name == 'folders':
             command.add_argument(
                 '--prefix', default=None,
@@ -518,6 +590,9 @@ def main(argv=None):
             if args.camera_regex else 'diagonal'
     else:
         splits = function(root)
+    if args.val_ids:
+        splits = hold_out_validation(splits, args.val_ids, args.val_seed, camera_reader(
+            excluder.split()[0], getattr(args, 'camera_regex', None)))
     for split, rows in splits.items():
         if not rows:
             raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
@@ -533,6 +608,11 @@ def main(argv=None):
             path, len(rows), len({pid for pid, _ in rows})))
     print('Evaluate {} with --excluder {}, and train with --image_root {}.'.format(
         description, excluder, root))
+    if args.val_ids:
+        print('Validate during training with --val_query and --val_gallery the *_val_query.csv '
+              'and *_val_test.csv above, and --val_excluder {}{}.'.format(
+                  excluder.split()[0], ' --val_camera_regex \'{}\''.format(args.camera_regex)
+                  if getattr(args, 'camera_regex', None) else ''))
     return 0
 
 

@@ -267,19 +267,22 @@ def test_folders_of_identities(tmp_path, capsys):
     # The same seed gives the same split; another seed another one.
     run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '1')
     assert read_rows(out / 'crops_query.csv') == query
-    # With cameras: a query per camera that has a match in another camera.
+    # With cameras: a query per camera while each query keeps a match in
+    # another camera; seen twice by camera 1 and once by camera 2, an identity
+    # has one query (a second would take the first one's only match).
     run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--seed', '1',
         '--camera_regex', r'_c(\d+)_', '--prefix', 'cams')
     assert r"--excluder folders --camera_regex '_c(\d+)_'" in capsys.readouterr().out
     query = read_rows(out / 'cams_query.csv')
     test = read_rows(out / 'cams_test.csv')
-    assert sorted(pid for pid, _ in query) == sorted(2 * list(ids['test'] - {'lonely'}))
+    assert sorted(pid for pid, _ in query) == sorted(ids['test'] - {'lonely'})
     excluder = excluders_folders.excluder([f for _, f in query], [f for _, f in test],
                                           camera_regex=r'_c(\d+)_')
     mask = excluder(np.arange(len(query)))
     for (qpid, qf), row in zip(query, mask):
         for (gpid, gf), excluded in zip(test, row):
             assert excluded == (qpid == gpid and qf.split('_c')[1][0] == gf.split('_c')[1][0])
+        assert any(gpid == qpid and not excluded for (gpid, _), excluded in zip(test, row))
     with pytest.raises(convert.ConversionError, match='does not match --camera_regex'):
         run('folders', '--dataset_root', str(root), '--output_dir', str(out),
             '--camera_regex', r'_cam(\d+)')
@@ -380,3 +383,37 @@ def test_folders_with_commas_and_quotes_read_back_and_line_breaks_are_refused(tm
             run('folders', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'bad'))
         os.remove(root / bad)
     assert not os.path.exists(tmp_path / 'bad')
+
+
+def test_val_ids_hold_out_training_identities_as_a_validation_set(tmp_path, capsys):
+    from excluders import market1501
+    # Ten training identities, each seen by cameras 1 (twice) and 2; one only by camera 3.
+    train = ['{:04d}_c{}s1_{:06d}_00.jpg'.format(i, c, j) for i in range(2, 12)
+             for j, c in enumerate((1, 1, 2))] + ['0099_c3s1_000000_00.jpg']
+    names = {'bounding_box_train': train, 'bounding_box_test': ['0001_c3s1_000551_01.jpg'],
+             'query': ['0001_c1s1_001051_00.jpg']}
+    touch(tmp_path / 'm', [folder + '/' + name for folder, files in names.items()
+                           for name in files])
+    run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir', str(tmp_path),
+        '--val_ids', '4', '--val_seed', '3')
+    assert '--val_excluder market1501' in capsys.readouterr().out
+    rows = {split: read_rows(tmp_path / 'market1501_{}.csv'.format(split))
+            for split in ('train', 'val_query', 'val_test')}
+    ids = {split: {pid for pid, _ in r} for split, r in rows.items()}
+    assert len(ids['train']) == 7 and not ids['train'] & ids['val_test']
+    assert ids['val_query'] <= ids['val_test'] and len(ids['val_test']) == 4
+    assert len(rows['train']) + len(rows['val_query']) + len(rows['val_test']) == len(train)
+    # Every query has a match in the gallery that the Market-1501 excluder keeps.
+    query = [f.split('/')[1] for _, f in rows['val_query']]
+    gallery = [f.split('/')[1] for _, f in rows['val_test']]
+    kept = ~market1501.excluder(query, gallery)(np.arange(len(query)))
+    same = np.array([[q[:4] == g[:4] for g in gallery] for q in query])
+    assert (kept & same).any(axis=1).all()
+    # The same seed holds out the same identities; too many are refused.
+    run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir', str(tmp_path),
+        '--val_ids', '4', '--val_seed', '3')
+    assert read_rows(tmp_path / 'market1501_val_test.csv') == rows['val_test']
+    with pytest.raises(convert.ConversionError, match='--val_ids 11 leaves no training'):
+        run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir',
+            str(tmp_path / 'x'), '--val_ids', '11')
+    assert not os.path.exists(tmp_path / 'x')
