@@ -17,6 +17,7 @@ loops) and works for float16, bfloat16, float32 and float64 inputs.
 
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
 from metrics import METRICS
@@ -418,6 +419,68 @@ def identity_loss(logits, labels, smoothing=0.0):
         return -tf.reduce_sum(targets * tf.nn.log_softmax(logits), axis=1)
 
 
+def cosine_logits(emb, kernel):
+    """The cosines between embeddings and class weights, the margin-softmax
+    losses' input.
+
+    Args:
+        emb: (B, D) embeddings.
+        kernel: (D, C) the classifier's weights, a column per class.
+
+    Returns:
+        (B, C) cosines in [-1, 1].
+    """
+    return tf.clip_by_value(tf.linalg.matmul(tf.math.l2_normalize(emb, axis=1),
+                                             tf.math.l2_normalize(kernel, axis=0)), -1.0, 1.0)
+
+
+def cosface(cosine, labels, scale, margin):
+    """CosFace (Wang et al. 2018): s·(cos θ − m) for the true class, s·cos θ
+    for the others.
+
+    Args:
+        cosine: (B, C) cosines (`cosine_logits`).
+        labels: (B,) int classes.
+        scale, margin (float): s and m.
+
+    Returns:
+        (B, C) logits for `identity_loss`.
+    """
+    true = tf.one_hot(labels, tf.shape(cosine)[1], dtype=cosine.dtype)
+    return scale * (cosine - margin * true)
+
+
+def arcface(cosine, labels, scale, margin):
+    """ArcFace (Deng et al. 2019): s·cos(θ + m) for the true class, s·cos θ
+    for the others; where θ + m would pass π, the true logit is
+    s·(cos θ − m·sin m) instead, as insightface does, so that it keeps
+    falling with θ.
+
+    Args, Returns: as `cosface`.
+    """
+    true = tf.one_hot(labels, tf.shape(cosine)[1], dtype=cosine.dtype)
+    sine = tf.sqrt(tf.maximum(1.0 - tf.square(cosine), 0.0))
+    shifted = cosine * tf.cos(margin) - sine * tf.sin(margin)
+    shifted = tf.where(cosine > tf.cos(np.pi - margin), shifted,
+                       cosine - margin * tf.sin(margin))
+    return scale * tf.where(true > 0, shifted, cosine)
+
+
+def circle(cosine, labels, scale, margin):
+    """Circle loss at the class level (Sun et al. 2020; fast-reid's
+    CircleSoftmax): the true class's logit s·α_p·(cos θ − (1 − m)) with
+    α_p = max(1 + m − cos θ, 0), the others' s·α_n·(cos θ − m) with
+    α_n = max(cos θ + m, 0); the weights α are not differentiated through.
+
+    Args, Returns: as `cosface`.
+    """
+    true = tf.one_hot(labels, tf.shape(cosine)[1], dtype=cosine.dtype)
+    alpha_p = tf.stop_gradient(tf.nn.relu(1.0 + margin - cosine))
+    alpha_n = tf.stop_gradient(tf.nn.relu(cosine + margin))
+    return scale * tf.where(true > 0, alpha_p * (cosine - (1.0 - margin)),
+                            alpha_n * (cosine - margin))
+
+
 def center_loss(emb, centers, labels):
     """The center loss of Wen et al. 2016, as BoT: each embedding's squared
     Euclidean distance to its identity's center. The centers are constants
@@ -446,6 +509,17 @@ def center_gradient(emb, centers, labels):
         diff = tf.stop_gradient(emb) - tf.gather(centers, labels)
         return -2.0 * tf.math.unsorted_segment_sum(diff, labels, tf.shape(centers)[0])
 
+
+# The identity losses: `softmax` takes the classifier's logits as they are;
+# the margin softmaxes take `cosine_logits` and give logits for
+# `identity_loss`. Their default margins are the papers'.
+ID_LOSSES = {
+    'softmax': None,
+    'cosface': cosface,
+    'arcface': arcface,
+    'circle': circle,
+}
+ID_MARGINS = {'cosface': 0.35, 'arcface': 0.5, 'circle': 0.25}
 
 LOSS_CHOICES = {
     'batch_hard': batch_hard,

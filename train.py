@@ -26,7 +26,6 @@ import sampler
 import training
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-import nets
 from nets import LAST_STRIDE_NETS, NET_CHOICES
 from layers import POOLINGS
 
@@ -346,41 +345,6 @@ parser.add_argument(
          'the warning off.')
 
 
-def check_arguments(args):
-    """Refuses argument combinations that cannot train, before anything is written."""
-    if not args.train_set:
-        raise common.UserError('you did not specify the `--train_set` argument.')
-    if not args.image_root:
-        raise common.UserError('you did not specify the `--image_root` argument.')
-    if args.distribution == 'multi_worker' and args.seed is None:
-        raise common.UserError('--distribution multi_worker needs --seed, so that all workers '
-                               'sample the same batches.')
-    if args.batch_k < 2:
-        raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
-                               'triplet loss has nothing to pull together; use --batch_k 2 '
-                               'or more.'.format(args.batch_k))
-    given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
-    if given and len(given) < 3:
-        raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
-                               'together; only --{} was given.'.format(', --'.join(given)))
-    if args.val_camera_regex is not None and args.val_excluder != 'folders':
-        raise common.UserError('--val_camera_regex is for --val_excluder folders.')
-    if args.lr_schedule == 'step' and not args.lr_decay_steps:
-        raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
-                               '--lr_decay_steps 8000 14000.')
-    nets.check_last_stride(args.model_name, args.last_stride)
-    if args.crop_augment and args.pad_crop:
-        raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
-                               'one.')
-    training.check_memory(args)
-    if args.crop_augment and (args.pre_crop_height < args.net_input_height or
-                              args.pre_crop_width < args.net_input_width):
-        raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
-                               'the net input size {}x{}.'.format(
-                                   args.pre_crop_height, args.pre_crop_width,
-                                   args.net_input_height, args.net_input_width))
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # The experiment root's lock is released when training ends, however it ends.
@@ -404,7 +368,7 @@ def train(argv, cleanup):
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
         experiment.check_stored_paths(args, common.given_arguments(parser, argv))
-    check_arguments(args)
+    training.check_arguments(args)
     if args.deterministic:
         training.sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker

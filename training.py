@@ -2,10 +2,10 @@
 step, the learning-rate schedule, the collapse watch, the summaries and the
 loop.
 
-train.py parses and checks the arguments and calls these in order:
-`load_data`, `choose_seed`, `build_run`, `restore_or_initialise`, then,
-once the experiment's arguments are stored, `save` (the step-0 checkpoint of
-a new run) and `loop`.
+train.py parses the arguments and calls these in order: `check_arguments`,
+`load_data`, `make_validation`, `choose_seed`, `build_run`,
+`restore_or_initialise`, then, once the experiment's arguments are stored,
+`save` (the step-0 checkpoint of a new run) and `loop`.
 """
 
 import logging
@@ -25,6 +25,7 @@ import detailed_logs
 import distributed
 import experiment
 import loss
+import nets
 import sampler
 import validation
 from images import Preprocessing, decodable_mask
@@ -720,3 +721,38 @@ def loop(run, pids, fids, validate, changed, latest):
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
              experiment.newest_checkpoint(args.experiment_root))
     return 0
+
+
+def check_arguments(args):
+    """Refuses argument combinations that cannot train, before anything is written."""
+    if not args.train_set:
+        raise common.UserError('you did not specify the `--train_set` argument.')
+    if not args.image_root:
+        raise common.UserError('you did not specify the `--image_root` argument.')
+    if args.distribution == 'multi_worker' and args.seed is None:
+        raise common.UserError('--distribution multi_worker needs --seed, so that all workers '
+                               'sample the same batches.')
+    if args.batch_k < 2:
+        raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
+                               'triplet loss has nothing to pull together; use --batch_k 2 '
+                               'or more.'.format(args.batch_k))
+    given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
+    if given and len(given) < 3:
+        raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
+                               'together; only --{} was given.'.format(', --'.join(given)))
+    if args.val_camera_regex is not None and args.val_excluder != 'folders':
+        raise common.UserError('--val_camera_regex is for --val_excluder folders.')
+    if args.lr_schedule == 'step' and not args.lr_decay_steps:
+        raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
+                               '--lr_decay_steps 8000 14000.')
+    nets.check_last_stride(args.model_name, args.last_stride)
+    if args.crop_augment and args.pad_crop:
+        raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
+                               'one.')
+    check_memory(args)
+    if args.crop_augment and (args.pre_crop_height < args.net_input_height or
+                              args.pre_crop_width < args.net_input_width):
+        raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
+                               'the net input size {}x{}.'.format(
+                                   args.pre_crop_height, args.pre_crop_width,
+                                   args.net_input_height, args.net_input_width))
