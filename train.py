@@ -161,6 +161,22 @@ parser.add_argument(
          '0: off, as the original. Also the usual remedy when training from scratch collapses.')
 
 parser.add_argument(
+    '--id_loss', default='softmax', choices=loss.ID_LOSSES,
+    help='The identity loss of --id_loss_weight: `softmax` (BoT), or a margin softmax over the '
+         'cosines between the embedding and the classifier\'s weights: `cosface` (Wang et al. '
+         '2018), `arcface` (Deng et al. 2019) or `circle` (Sun et al. 2020, fast-reid\'s '
+         'CircleSoftmax), with --id_scale and --id_margin.')
+
+parser.add_argument(
+    '--id_scale', default=64.0, type=common.positive_float,
+    help='The scale s of the margin softmaxes (--id_loss cosface, arcface, circle).')
+
+parser.add_argument(
+    '--id_margin', default=None, type=common.nonnegative_float,
+    help='The margin m of the margin softmaxes; the paper\'s by default (cosface 0.35, '
+         'arcface 0.5, circle 0.25).')
+
+parser.add_argument(
     '--label_smoothing', default=0.1, type=common.unit_float,
     help='Label smoothing of the identity loss (Szegedy et al. 2016): the target gives 1 - e + '
          'e/C to the true identity and e/C to each of the C others. Only used with '

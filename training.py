@@ -287,6 +287,9 @@ class StepSettings:
     metric: str = 'euclidean'
     margin: object = 'soft'
     id_loss_weight: float = 0.0
+    id_loss: str = 'softmax'
+    id_scale: float = 64.0
+    id_margin: object = None
     label_smoothing: float = 0.1
     center_loss_weight: float = 0.0
     center_learning_rate: float = 0.5
@@ -295,14 +298,23 @@ class StepSettings:
     per_replica_mining: bool = False
 
 
-def auxiliary_losses(extras, endpoints, emb, labels, label_smoothing):
+def auxiliary_losses(extras, endpoints, emb, labels, args):
     """The per-image identity and center losses that are on: {name: (b,)}."""
     terms = {}
     if 'classifier' in extras:
         # Before any L2 normalisation: a softmax over unit vectors would need a
         # temperature to reach confident logits, and learns nothing without one.
-        logits = extras['classifier'](tf.cast(endpoints['emb_raw'], tf.float32))
-        terms['id_loss'] = loss.identity_loss(logits, labels, label_smoothing)
+        # The margin softmaxes normalise both sides and bring their own scale.
+        features = tf.cast(endpoints['emb_raw'], tf.float32)
+        margin_softmax = loss.ID_LOSSES[args.id_loss]
+        if margin_softmax is None:
+            logits = extras['classifier'](features)
+        else:
+            logits = margin_softmax(
+                loss.cosine_logits(features, extras['classifier'].kernel), labels,
+                args.id_scale, loss.ID_MARGINS[args.id_loss] if args.id_margin is None
+                else args.id_margin)
+        terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
     if 'centers' in extras:
         terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
     return terms
@@ -337,7 +349,7 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
             # Losses that draw at random draw from the step, so resuming redraws the same.
             losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
                              seed=sampler.stream_seed(args.seed, 4, step))
-            terms = auxiliary_losses(extras, endpoints, emb, labels, args.label_smoothing)
+            terms = auxiliary_losses(extras, endpoints, emb, labels, args)
             total = tf.add_n([tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
             total /= global_batch
@@ -746,6 +758,10 @@ def check_arguments(args):
         raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
                                '--lr_decay_steps 8000 14000.')
     nets.check_last_stride(args.model_name, args.last_stride)
+    if args.id_loss != 'softmax' and not args.id_loss_weight:
+        raise common.UserError('--id_loss {} is the identity loss of --id_loss_weight, which is '
+                               '0 (off); give it a weight, such as --id_loss_weight 1.'.format(
+                                   args.id_loss))
     if args.crop_augment and args.pad_crop:
         raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
                                'one.')

@@ -366,3 +366,49 @@ def test_center_loss_values_and_both_gradients():
     np.testing.assert_allclose(loss.center_gradient(tf.constant(emb), tf.constant(centers),
                                                     labels).numpy(), expected, atol=1e-6)
     assert not expected[2].any()
+
+
+def numpy_margin_logits(name, emb, kernel, labels, s, m):
+    """The margin softmaxes' logits as their papers write them, in NumPy."""
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    weights = kernel / np.linalg.norm(kernel, axis=0, keepdims=True)
+    cos = np.clip(unit @ weights, -1, 1)
+    true = np.eye(kernel.shape[1], dtype=bool)[labels]
+    if name == 'cosface':
+        return s * np.where(true, cos - m, cos)
+    if name == 'arcface':
+        theta = np.arccos(cos)
+        shifted = np.where(theta + m < np.pi, np.cos(theta + m), cos - m * np.sin(m))
+        return s * np.where(true, shifted, cos)
+    alpha_p, alpha_n = np.maximum(1 + m - cos, 0), np.maximum(cos + m, 0)
+    return s * np.where(true, alpha_p * (cos - (1 - m)), alpha_n * (cos - m))
+
+
+@pytest.mark.parametrize('name', ['cosface', 'arcface', 'circle'])
+def test_margin_softmaxes_against_numpy(name):
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(12, 6)).astype(np.float32)
+    kernel = rng.normal(size=(6, 5)).astype(np.float32)
+    # One embedding almost opposite its class, where ArcFace's θ + m passes π.
+    emb[0] = -kernel[:, 3] + 0.01
+    labels = np.array([3] + list(rng.integers(0, 5, 11)), np.int32)
+    margin = loss.ID_MARGINS[name]
+    expected = numpy_margin_logits(name, emb.astype(np.float64), kernel.astype(np.float64),
+                                   labels, 30.0, margin)
+    logits = loss.ID_LOSSES[name](loss.cosine_logits(emb, kernel), labels, 30.0, margin)
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=2e-3)
+    # CosFace and ArcFace: the true class loses what the margin takes, so the
+    # loss is above plain softmax over the scaled cosines, which zero margin is.
+    cos = loss.cosine_logits(emb, kernel)
+    if name != 'circle':
+        plain = loss.identity_loss(30.0 * cos, labels).numpy()
+        assert (loss.identity_loss(logits, labels).numpy() >= plain - 1e-4).all()
+        np.testing.assert_allclose(loss.ID_LOSSES[name](cos, labels, 30.0, 0.0), 30.0 * cos,
+                                   rtol=1e-5, atol=1e-5)
+    # Differentiable, inside a tf.function too.
+    kernel_v = tf.Variable(kernel)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(loss.identity_loss(tf.function(loss.ID_LOSSES[name])(
+            loss.cosine_logits(emb, kernel_v), labels, 30.0, margin), labels))
+    grad = tape.gradient(value, kernel_v).numpy()
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0

@@ -602,3 +602,19 @@ def test_step_settings_have_train_py_s_defaults():
     for field in dataclasses.fields(training.StepSettings):
         if field.name != 'seed':
             assert field.default == defaults[field.name], field.name
+
+
+@pytest.mark.parametrize('id_loss', ['cosface', 'arcface', 'circle'])
+def test_margin_softmax_identity_losses_train(tmp_path, tiny_dataset, id_loss):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 30, '--id_loss_weight', '1',
+                                '--id_loss', id_loss, '--id_scale', '16', '--head_name',
+                                'bnneck')) == 0
+    terms = [float(m.group(1)) for m in re.finditer(r'id_loss: ([\d.]+)', open(
+        os.path.join(root, 'train.log')).read())]
+    assert len(terms) == 30 and np.mean(terms[-5:]) < np.mean(terms[:5])
+    with pytest.raises(common.UserError, match='--id_loss arcface is the identity loss of '
+                                               '--id_loss_weight, which is 0'):
+        train.main(base_args(str(tmp_path / 'other'), csv_path, image_root, 2,
+                             '--id_loss', 'arcface'))
