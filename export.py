@@ -136,9 +136,11 @@ def main(argv=None):
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     module = EmbeddingModule(model, (train_args['net_input_height'],
                                      train_args['net_input_width']), train_args['antialias'])
+    log('Tracing and writing the SavedModel of {} (some seconds)…'.format(checkpoint))
     export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))
     if args.onnx:
+        log('Converting to ONNX with tf2onnx (half a minute or more)…')
         export_onnx(module, args.onnx)
         log('Exported {} to the ONNX model {}.'.format(checkpoint, args.onnx))
     return 0

@@ -685,7 +685,8 @@ def loop(run, pids, fids, validate, changed, latest):
             args.experiment_root, args.train_iterations, batch_size, args.embedding_dim,
             max(len(f.encode('utf-8')) for f in fids))
     writer = tf.summary.create_file_writer(args.experiment_root if chief else run.checkpoint_dir)
-    log.info('Starting training from iteration %d.', start_step)
+    log.info('Starting training from iteration %d; the first iteration also traces and '
+             'compiles the step, which takes a few seconds more.', start_step)
     saved_step = start_step if latest else None
     collapsed_for = 0
     # The workers of a multi-worker run agree each step whether any was interrupted.

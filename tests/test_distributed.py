@@ -107,7 +107,7 @@ def test_multi_worker_on_localhost_trains_and_resumes(tmp_path, tiny_dataset):
     run_workers(['--experiment_root', root, '--distribution', 'multi_worker'])
     assert checkpoint_steps(root) == [0, 2, 4, 6]
     log = open(os.path.join(root, 'train.log')).read()
-    assert 'Starting training from iteration 4.' in log
+    assert 'Starting training from iteration 4;' in log
     assert [i for i, _ in logged_iterations(root)] == list(range(1, 7))
 
 

@@ -162,14 +162,16 @@ def test_last_stride_one_loads_keras_weights_files(tmp_path):
     assert fmap.shape == (1, 4, 2, 2048)
 
 
-def test_export_never_removes_what_it_did_not_make(experiment, tmp_path):
+def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys):
     root = experiment[0]
     # A folder of the old fixed temporary name, which export.py once deleted.
     foreign = tmp_path / 'sm.partial'
     foreign.mkdir()
     (foreign / 'notes.txt').write_text('mine')
     output = str(tmp_path / 'sm')
-    assert export.main(['--experiment_root', root, '--output', output, '--quiet']) == 0
+    assert export.main(['--experiment_root', root, '--output', output]) == 0
+    # The export says what it is doing while it traces.
+    assert 'Tracing and writing the SavedModel of' in capsys.readouterr().err
     assert (foreign / 'notes.txt').read_text() == 'mine'
     assert sorted(os.listdir(tmp_path)) == ['sm', 'sm.partial']
     # An existing --onnx file is refused before anything is written, like --output.

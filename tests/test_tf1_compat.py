@@ -127,7 +127,7 @@ def test_train_py_continues_original_experiment(original_experiment, tmp_path):
         log = f.read()
     assert 'Continuing the TF1 experiment' in log
     # The reference graph ran one Adam step after setting global_step to 1234.
-    assert 'Starting training from iteration 1235.' in log
+    assert 'Starting training from iteration 1235;' in log
     assert 'iter:  1236' in log and 'iter:  1237' in log
     assert os.path.exists(os.path.join(root, 'checkpoint-1237.index'))
     stored = json.load(open(os.path.join(root, 'args.json')))
