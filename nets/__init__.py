@@ -19,7 +19,7 @@ stride 1", which doubles the final feature map's size and keeps pretrained
 weights usable) takes it as `body(last_stride=2)` and is listed in
 `LAST_STRIDE_NETS`.
 
-`_resnet_v1.py` is a shared building block, not a choice; the layers that nets
+`_resnet_v1.py` and `_osnet.py` are shared building blocks, not choices; the layers that nets
 and heads share are in the top-level `layers.py`.
 """
 
@@ -33,6 +33,10 @@ NET_CHOICES = (
     'keras_resnet50',
     'keras_mobilenet_v2',
     'keras_mobilenet_v2_035',
+    'osnet',
+    'osnet_x0_75',
+    'osnet_x0_5',
+    'osnet_x0_25',
 )
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')

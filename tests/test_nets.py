@@ -21,7 +21,8 @@ SLIM_TRAINABLE = {
 }
 FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'mobilenet_v1_1_224': 1024, 'tiny': 1024, 'lunet': 512, 'keras_resnet50': 2048,
-            'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280}
+            'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280, 'osnet': 512,
+            'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128}
 
 
 def trainable(model):
@@ -276,3 +277,41 @@ def test_keras_applications_fine_tune_with_pytorchs_batch_norm_momentum(name):
          training=True)
     # One step moves each moving mean a tenth of the way to the batch's.
     assert all(np.any(np.array(n.moving_mean) != b) for n, b in zip(norms, before))
+
+
+# torchreid's OSNets (Zhou et al. 2019), counted in PyTorch without their
+# classifier: all parameters, and those without the 512-d fully connected
+# layer and its batch norm, which here is the head's.
+OSNET_PARAMETERS = {'osnet': (2169508, 1905828), 'osnet_x0_75': (1285754, 1087610),
+                    'osnet_x0_5': (630034, 497426), 'osnet_x0_25': (201864, 134792)}
+
+
+@pytest.mark.parametrize('name', sorted(OSNET_PARAMETERS))
+def test_osnet_has_torchreid_s_parameters_and_shapes(name):
+    body = import_module('nets.' + name).body()
+    with_fc, without = OSNET_PARAMETERS[name]
+    assert trainable(body) == without
+    features = FEATURES[name]
+    assert trainable(body) + features * 512 + 512 + 2 * 512 == with_fc
+    if name == 'osnet':
+        assert round(with_fc / 1e6, 1) == 2.2, 'the paper\'s count'
+    # Output stride 16 before pooling: a 256×128 person ends as 16×8.
+    conv5 = keras.Model(body.input, body.get_layer('conv5_relu').output)
+    assert conv5(np.zeros((1, 256, 128, 3), np.float32)).shape == (1, 16, 8, features)
+    # One gate serves the four streams of a block.
+    assert sum(1 for layer in body.layers if layer.name == 'conv2_1_gate_fc1') == 1
+    assert len(body.get_layer('conv2_1_gate_fc1')._inbound_nodes) == 4
+
+
+def test_osnet_trains_with_the_identity_loss(tmp_path, tiny_dataset):
+    import train
+    from conftest import base_args, logged_iterations
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    args = base_args(root, csv_path, image_root, 20, '--model_name', 'osnet_x0_25',
+                     '--head_name', 'bnneck', '--id_loss_weight', '1', '--pooling', 'gem')
+    args[args.index('--net_input_height') + 1:args.index('--net_input_width') + 2] = [
+        '64', '--net_input_width', '32']
+    assert train.main(args) == 0
+    losses = [loss for _, loss in logged_iterations(root)]
+    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -1,0 +1,110 @@
+"""OSNet, the omni-scale network of Zhou et al., "Omni-Scale Feature Learning
+for Person Re-Identification" (ICCV 2019), at any width: the building blocks
+of the `osnet*` plug-ins.
+
+Each OSBlock is a bottleneck whose middle runs four streams of 1, 2, 3 and 4
+lightweight 3×3 convolutions (a linear 1×1 convolution, then a depthwise
+3×3 one with batch norm and ReLU), so that the streams see four receptive
+field sizes; one channel gate, shared by the four streams, weighs each
+stream's channels by their content before the streams are summed. Two
+blocks per stage; the first two stages end with a 1×1 convolution and 2×2
+average pooling; a 1×1 convolution closes the network before global average
+pooling. The paper's 512-d fully connected layer after the pooling is the
+head's job here (`fc1024` or `bnneck`), so that the body ends with global
+average pooling as every body does; with it, OSNet x1.0 has the paper's
+2.2 million parameters (`tests/test_nets.py` counts them).
+
+Inputs are scaled to [0, 1] and normalised with ImageNet's mean and standard
+deviation, as torchreid does.
+"""
+
+import keras
+
+from layers import batch_norm
+
+# torchreid's widths: the stem's and the three stages' channels.
+WIDTHS = {1.0: (64, 256, 384, 512), 0.75: (48, 192, 288, 384), 0.5: (32, 128, 192, 256),
+          0.25: (16, 64, 96, 128)}
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+BOTTLENECK_REDUCTION = 4
+GATE_REDUCTION = 16
+
+
+def _conv(x, filters, kernel_size, name, stride=1, groups=1, use_bias=False):
+    # PyTorch's Kaiming normal initialisation over the fan-out, as torchreid's.
+    initializer = keras.initializers.VarianceScaling(2.0, 'fan_out', 'untruncated_normal')
+    if groups > 1:
+        return keras.layers.DepthwiseConv2D(kernel_size, stride, padding='same',
+                                            use_bias=use_bias, name=name,
+                                            depthwise_initializer=initializer)(x)
+    return keras.layers.Conv2D(filters, kernel_size, stride, padding='same', use_bias=use_bias,
+                               kernel_initializer=initializer, name=name)(x)
+
+
+def conv_bn(x, filters, kernel_size, name, stride=1, relu=True):
+    """A convolution, batch norm and (unless not `relu`) ReLU."""
+    x = batch_norm(_conv(x, filters, kernel_size, name + '_conv', stride), name + '_bn')
+    return keras.layers.ReLU(name=name + '_relu')(x) if relu else x
+
+
+def light_conv(x, name):
+    """The lightweight 3×3 convolution: a linear 1×1 one, then a depthwise 3×3
+    one with batch norm and ReLU."""
+    channels = x.shape[-1]
+    x = _conv(x, channels, 1, name + '_pointwise')
+    x = _conv(x, channels, 3, name + '_depthwise', groups=channels)
+    return keras.layers.ReLU(name=name + '_relu')(batch_norm(x, name + '_bn'))
+
+
+def channel_gate(channels, name):
+    """The unified aggregation gate: a function that weighs a stream's
+    channels by sigmoid(fc(relu(fc(global average)))), its layers shared by
+    every stream it is applied to."""
+    pool = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + '_pool')
+    fc1 = keras.layers.Conv2D(channels // GATE_REDUCTION, 1, activation='relu', name=name + '_fc1')
+    fc2 = keras.layers.Conv2D(channels, 1, activation='sigmoid', name=name + '_fc2')
+
+    def gate(stream, index):
+        weights = fc2(fc1(pool(stream)))
+        return keras.layers.Multiply(name='{}_apply{}'.format(name, index))([stream, weights])
+    return gate
+
+
+def os_block(x, channels, name):
+    """The omni-scale residual block, `channels` out."""
+    middle = channels // BOTTLENECK_REDUCTION
+    reduced = conv_bn(x, middle, 1, name + '_reduce')
+    gate = channel_gate(middle, name + '_gate')
+    streams = []
+    for depth in range(1, 5):
+        stream = reduced
+        for layer in range(depth):
+            stream = light_conv(stream, '{}_stream{}_{}'.format(name, depth, layer + 1))
+        streams.append(gate(stream, depth))
+    x3 = conv_bn(keras.layers.Add(name=name + '_sum')(streams), channels, 1, name + '_expand',
+                 relu=False)
+    shortcut = x if x.shape[-1] == channels else conv_bn(x, channels, 1, name + '_shortcut',
+                                                          relu=False)
+    return keras.layers.ReLU(name=name + '_out')(keras.layers.Add(name=name + '_add')(
+        [x3, shortcut]))
+
+
+def osnet_body(width, name):
+    """The body of OSNet at `width` (a key of `WIDTHS`): images (B, H, W, 3)
+    in [0, 255] to pooled features (B, C), C = 512 × width."""
+    stem, *stages = WIDTHS[width]
+    images = keras.Input((None, None, 3), name='images')
+    x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+                                   name='normalize')(images)
+    x = conv_bn(x, stem, 7, 'conv1', stride=2)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='pool1')(x)
+    for stage, channels in enumerate(stages, start=2):
+        for block in range(2):
+            x = os_block(x, channels, 'conv{}_{}'.format(stage, block + 1))
+        if stage < 4:
+            x = conv_bn(x, channels, 1, 'conv{}_transition'.format(stage))
+            x = keras.layers.AveragePooling2D(2, name='pool{}'.format(stage))(x)
+    x = conv_bn(x, stages[-1], 1, 'conv5')
+    features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
+    return keras.Model(images, features, name=name)

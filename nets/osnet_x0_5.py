@@ -1,0 +1,8 @@
+"""OSNet x0.5 (Zhou et al. 2019; torchreid's `osnet_x0_5`), trained from scratch; see
+`nets/_osnet.py`."""
+
+from nets._osnet import osnet_body
+
+
+def body():
+    return osnet_body(0.5, 'osnet_x0_5')
