@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a trained experiment to a SavedModel, and optionally to ONNX.
+"""Export a trained experiment to a SavedModel, and optionally to ONNX and TensorFlow Lite.
 
 The successor of the original `freeze.py`. The SavedModel has two serving
 signatures that take a batch of images of any size, resize them to the
@@ -22,9 +22,10 @@ import startup
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
 startup.quiet_tensorflow()
 
+import keras
 import tensorflow as tf
 
-from images import resize, resize_by_matmul
+from images import Preprocessing, resize, resize_by_matmul
 from inference import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
@@ -46,6 +47,20 @@ parser.add_argument(
     '--onnx', default=None,
     help='Also write an ONNX model (float32 input, as serving_default) to this file. '
          'Needs tf2onnx.')
+
+parser.add_argument(
+    '--tflite', default=None,
+    help='Also write a TensorFlow Lite model to this file: float32 images (B, H, W, 3) in '
+         '[0, 255] already at the net input size H×W (it does not resize) to `emb` (B, D).')
+
+parser.add_argument(
+    '--tflite_int8', action='store_true', default=False,
+    help='Quantise the --tflite model to int8 weights and activations (float input and '
+         'output), calibrated on the first --tflite_samples images of the training CSV.')
+
+parser.add_argument(
+    '--tflite_samples', default=100, type=common.positive_int,
+    help='How many training images calibrate --tflite_int8.')
 
 parser.add_argument(
     '--quiet', action='store_true', default=False,
@@ -109,6 +124,37 @@ def export_onnx(module, path):
             os.remove(partial)
 
 
+def export_tflite(module, path, representative=None):
+    """Converts the model at the net input size to TensorFlow Lite, float32 or,
+    with `representative` images (N, H, W, 3), int8-quantised and calibrated
+    on them; writes it next to `path` and renames it into place."""
+    # From a Keras model: the converter then freezes its variables (from a
+    # concrete function it kept them as resource variables TFLite cannot read).
+    embedding = keras.Model(module.model.inputs, module.model.output['emb'])
+    converter = tf.lite.TFLiteConverter.from_keras_model(embedding)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in representative)
+    data = converter.convert()
+    partial = common.temporary_beside(path, directory=False)
+    try:
+        with open(partial, 'wb') as f:
+            f.write(data)
+        move_into_place(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def calibration_images(train_args, count):
+    """The first `count` images of the experiment's training CSV at its net
+    input size: (N, H, W, 3) float32, for --tflite_int8."""
+    _, fids = common.load_dataset(train_args['train_set'], train_args['image_root'])
+    preprocessing = Preprocessing.of(train_args)
+    return tf.stack([preprocessing.load(fid, train_args['image_root'])
+                     for fid in fids[:count]]).numpy()
+
+
 def check_output(path, flag):
     """Refuses an output that exists (a link to nothing too) or whose folder
     cannot be written, before any work."""
@@ -123,6 +169,14 @@ def main(argv=None):
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     output = args.output or os.path.join(args.experiment_root, 'saved_model')
     check_output(output, '--output')
+    if args.tflite_int8 and not args.tflite:
+        raise common.UserError('--tflite_int8 quantises the --tflite model; give --tflite.')
+    if args.tflite:
+        check_output(args.tflite, '--tflite')
+        if os.path.abspath(args.tflite) in (os.path.abspath(output),
+                                            os.path.abspath(args.onnx or output)):
+            raise common.UserError('--tflite `{}` names another output\'s path.'.format(
+                args.tflite))
     if args.onnx:
         check_output(args.onnx, '--onnx')
         if os.path.abspath(args.onnx) == os.path.abspath(output):
@@ -143,6 +197,14 @@ def main(argv=None):
         log('Converting to ONNX with tf2onnx (half a minute or more)…')
         export_onnx(module, args.onnx)
         log('Exported {} to the ONNX model {}.'.format(checkpoint, args.onnx))
+    if args.tflite:
+        representative = calibration_images(train_args, args.tflite_samples) \
+            if args.tflite_int8 else None
+        log('Converting to TensorFlow Lite{}…'.format(
+            ', int8 calibrated on {} training images'.format(len(representative))
+            if args.tflite_int8 else ''))
+        export_tflite(module, args.tflite, representative)
+        log('Exported {} to the TensorFlow Lite model {}.'.format(checkpoint, args.tflite))
     return 0
 
 

@@ -194,3 +194,34 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys)
     with pytest.raises(common.UserError, match=r'dangling` exists already \(a link to nothing'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'dangling'),
                      '--quiet'])
+
+
+def run_tflite(path, batch):
+    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]['index'], batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+
+
+def test_tflite_export_float_and_int8(experiment, tmp_path):
+    from images import resize
+    root, pictures, _ = experiment
+    batch = resize(tf.constant(pictures, tf.float32), (32, 16), antialias=True).numpy()
+    expected = load_embedder(root)(batch)
+    paths = {}
+    for kind, extra in (('float', []), ('int8', ['--tflite_int8', '--tflite_samples', '8'])):
+        paths[kind] = str(tmp_path / '{}.tflite'.format(kind))
+        assert export.main(['--experiment_root', root, '--output', str(tmp_path / kind),
+                            '--tflite', paths[kind], '--quiet'] + extra) == 0
+    np.testing.assert_allclose(run_tflite(paths['float'], batch), expected, rtol=1e-4,
+                               atol=1e-4)
+    quantised = run_tflite(paths['int8'], batch)
+    cosine = (quantised * expected).sum(1) / np.linalg.norm(quantised, axis=1) / \
+        np.linalg.norm(expected, axis=1)
+    assert cosine.min() > 0.9, cosine
+    assert os.path.getsize(paths['int8']) < os.path.getsize(paths['float']) / 2
+    with pytest.raises(common.UserError, match='--tflite_int8 quantises the --tflite model'):
+        export.main(['--experiment_root', root, '--output', str(tmp_path / 'x'),
+                     '--tflite_int8'])
