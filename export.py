@@ -13,7 +13,6 @@ It loads with `tf.saved_model.load` and serves with TF Serving as it is.
 
 import argparse
 import os
-import shutil
 import sys
 
 import common
@@ -22,10 +21,7 @@ import startup
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
 startup.quiet_tensorflow()
 
-import keras
-import tensorflow as tf
-
-from images import Preprocessing, resize, resize_by_matmul
+import serving
 from inference import load_experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
@@ -67,94 +63,6 @@ parser.add_argument(
     help='Don\'t be so verbose.')
 
 
-class EmbeddingModule(tf.Module):
-    """The exported object: an embedding model behind resizing signatures."""
-
-    def __init__(self, model, net_input_size, antialias):
-        super().__init__()
-        self.model = model
-        self.net_input_size = tuple(net_input_size)
-        self.antialias = antialias
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                name='images')])
-    def embed_float(self, images):
-        # The matrix form converts to ONNX, where TensorFlow's antialiased op does not.
-        resized = resize_by_matmul(images, self.net_input_size) if self.antialias \
-            else resize(images, self.net_input_size, antialias=False)
-        return {'emb': self.model(resized, training=False)['emb']}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                name='images')])
-    def embed_uint8(self, images):
-        return self.embed_float(tf.cast(images, tf.float32))
-
-
-def move_into_place(partial, output):
-    """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
-    if os.path.lexists(output):
-        raise common.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
-            output))
-    os.replace(partial, output)
-
-
-def export_saved_model(module, output):
-    """Writes the SavedModel next to `output` and renames it into place, so an
-    interrupted export leaves no half-written model."""
-    partial = common.temporary_beside(output, directory=True)
-    try:
-        tf.saved_model.save(module, partial, signatures={
-            'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
-        move_into_place(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-
-
-def export_onnx(module, path):
-    """Converts the float32 signature to ONNX with tf2onnx."""
-    import tf2onnx
-    partial = common.temporary_beside(path, directory=False)
-    try:
-        tf2onnx.convert.from_function(module.embed_float, input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
-            opset=17, output_path=partial)
-        move_into_place(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-def export_tflite(module, path, representative=None):
-    """Converts the model at the net input size to TensorFlow Lite, float32 or,
-    with `representative` images (N, H, W, 3), int8-quantised and calibrated
-    on them; writes it next to `path` and renames it into place."""
-    # From a Keras model: the converter then freezes its variables (from a
-    # concrete function it kept them as resource variables TFLite cannot read).
-    embedding = keras.Model(module.model.inputs, module.model.output['emb'])
-    converter = tf.lite.TFLiteConverter.from_keras_model(embedding)
-    if representative is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[None]] for image in representative)
-    data = converter.convert()
-    partial = common.temporary_beside(path, directory=False)
-    try:
-        with open(partial, 'wb') as f:
-            f.write(data)
-        move_into_place(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-
-
-def calibration_images(train_args, count):
-    """The first `count` images of the experiment's training CSV at its net
-    input size: (N, H, W, 3) float32, for --tflite_int8."""
-    _, fids = common.load_dataset(train_args['train_set'], train_args['image_root'])
-    preprocessing = Preprocessing.of(train_args)
-    return tf.stack([preprocessing.load(fid, train_args['image_root'])
-                     for fid in fids[:count]]).numpy()
-
-
 def check_output(path, flag):
     """Refuses an output that exists (a link to nothing too) or whose folder
     cannot be written, before any work."""
@@ -188,22 +96,22 @@ def main(argv=None):
                                    'onnxruntime`. Nothing was exported.')
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    module = EmbeddingModule(model, (train_args['net_input_height'],
+    module = serving.EmbeddingModule(model, (train_args['net_input_height'],
                                      train_args['net_input_width']), train_args['antialias'])
     log('Tracing and writing the SavedModel of {} (some seconds)…'.format(checkpoint))
-    export_saved_model(module, output)
+    serving.export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))
     if args.onnx:
         log('Converting to ONNX with tf2onnx (half a minute or more)…')
-        export_onnx(module, args.onnx)
+        serving.export_onnx(module, args.onnx)
         log('Exported {} to the ONNX model {}.'.format(checkpoint, args.onnx))
     if args.tflite:
-        representative = calibration_images(train_args, args.tflite_samples) \
+        representative = serving.calibration_images(train_args, args.tflite_samples) \
             if args.tflite_int8 else None
         log('Converting to TensorFlow Lite{}…'.format(
             ', int8 calibrated on {} training images'.format(len(representative))
             if args.tflite_int8 else ''))
-        export_tflite(module, args.tflite, representative)
+        serving.export_tflite(module, args.tflite, representative)
         log('Exported {} to the TensorFlow Lite model {}.'.format(checkpoint, args.tflite))
     return 0
 

@@ -1,0 +1,100 @@
+"""The exported forms of an embedding model: the SavedModel with resizing
+signatures, ONNX and TensorFlow Lite (float32 or int8), each written beside
+its output and renamed into place. export.py is their command line; the
+benchmarks time them.
+"""
+
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+import common
+from images import Preprocessing, resize, resize_by_matmul
+class EmbeddingModule(tf.Module):
+    """The exported object: an embedding model behind resizing signatures."""
+
+    def __init__(self, model, net_input_size, antialias):
+        super().__init__()
+        self.model = model
+        self.net_input_size = tuple(net_input_size)
+        self.antialias = antialias
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                name='images')])
+    def embed_float(self, images):
+        # The matrix form converts to ONNX, where TensorFlow's antialiased op does not.
+        resized = resize_by_matmul(images, self.net_input_size) if self.antialias \
+            else resize(images, self.net_input_size, antialias=False)
+        return {'emb': self.model(resized, training=False)['emb']}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                name='images')])
+    def embed_uint8(self, images):
+        return self.embed_float(tf.cast(images, tf.float32))
+
+
+def move_into_place(partial, output):
+    """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
+    if os.path.lexists(output):
+        raise common.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
+            output))
+    os.replace(partial, output)
+
+
+def export_saved_model(module, output):
+    """Writes the SavedModel next to `output` and renames it into place, so an
+    interrupted export leaves no half-written model."""
+    partial = common.temporary_beside(output, directory=True)
+    try:
+        tf.saved_model.save(module, partial, signatures={
+            'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
+        move_into_place(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def export_onnx(module, path):
+    """Converts the float32 signature to ONNX with tf2onnx."""
+    import tf2onnx
+    partial = common.temporary_beside(path, directory=False)
+    try:
+        tf2onnx.convert.from_function(module.embed_float, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
+            opset=17, output_path=partial)
+        move_into_place(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def export_tflite(module, path, representative=None):
+    """Converts the model at the net input size to TensorFlow Lite, float32 or,
+    with `representative` images (N, H, W, 3), int8-quantised and calibrated
+    on them; writes it next to `path` and renames it into place."""
+    # From a Keras model: the converter then freezes its variables (from a
+    # concrete function it kept them as resource variables TFLite cannot read).
+    embedding = keras.Model(module.model.inputs, module.model.output['emb'])
+    converter = tf.lite.TFLiteConverter.from_keras_model(embedding)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None]] for image in representative)
+    data = converter.convert()
+    partial = common.temporary_beside(path, directory=False)
+    try:
+        with open(partial, 'wb') as f:
+            f.write(data)
+        move_into_place(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def calibration_images(train_args, count):
+    """The first `count` images of the experiment's training CSV at its net
+    input size: (N, H, W, 3) float32, for --tflite_int8."""
+    _, fids = common.load_dataset(train_args['train_set'], train_args['image_root'])
+    preprocessing = Preprocessing.of(train_args)
+    return tf.stack([preprocessing.load(fid, train_args['image_root'])
+                     for fid in fids[:count]]).numpy()
