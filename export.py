@@ -113,6 +113,13 @@ def main(argv=None):
             if args.tflite_int8 else ''))
         serving.export_tflite(module, args.tflite, representative)
         log('Exported {} to the TensorFlow Lite model {}.'.format(checkpoint, args.tflite))
+        problem = serving.xnnpack_problem(args.tflite, module.net_input_size)
+        if problem:
+            print('WARNING: {} does not run with TensorFlow Lite\'s default XNNPACK delegate ({}); '
+                  'run it with the built-in kernels: tf.lite.Interpreter(..., '
+                  'experimental_op_resolver_type=tf.lite.experimental.OpResolverType.'
+                  'BUILTIN_WITHOUT_DEFAULT_DELEGATES).'.format(args.tflite, problem),
+                  file=sys.stderr)
     return 0
 
 

@@ -91,6 +91,21 @@ def export_tflite(module, path, representative=None):
             os.remove(partial)
 
 
+def xnnpack_problem(path, net_input_size):
+    """Why the TFLite model `path` does not run with TensorFlow Lite's default
+    XNNPACK delegate (the first line of the error), or None when it does.
+    Some int8 models (OSNet's) fail there and run with the built-in kernels
+    alone."""
+    interpreter = tf.lite.Interpreter(model_path=path)
+    index = interpreter.get_input_details()[0]['index']
+    try:
+        interpreter.resize_tensor_input(index, (1,) + tuple(net_input_size) + (3,))
+        interpreter.allocate_tensors()
+    except RuntimeError as e:
+        return str(e).splitlines()[0][:200]
+    return None
+
+
 def calibration_images(train_args, count):
     """The first `count` images of the experiment's training CSV at its net
     input size: (N, H, W, 3) float32, for --tflite_int8."""

@@ -42,9 +42,15 @@ def best_time(function, repeats):
     return min(times)
 
 
-def tflite_runner(path, batch):
+def tflite_runner(path, batch, delegates=True):
+    """`run()` -> the embeddings of `batch`, with TFLite's default XNNPACK
+    delegate or (not `delegates`) its built-in kernels alone."""
     import tensorflow as tf
-    interpreter = tf.lite.Interpreter(model_path=path, num_threads=os.cpu_count())
+    resolver = tf.lite.experimental.OpResolverType
+    interpreter = tf.lite.Interpreter(
+        model_path=path, num_threads=os.cpu_count(),
+        experimental_op_resolver_type=resolver.AUTO if delegates else
+        resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     index = interpreter.get_input_details()[0]['index']
     interpreter.resize_tensor_input(index, batch.shape)
     interpreter.allocate_tensors()
@@ -79,11 +85,14 @@ def bench_net(net, folder, repeats):
                      'mib': round(folder_size(saved) / 2 ** 20, 2),
                      'ms_per_image': round(1000 * seconds / batch_size, 2)})
         for kind, path in paths.items():
-            run = tflite_runner(path, batch)
+            # Some int8 models (OSNet's) fail in XNNPACK; they run on the built-in kernels.
+            delegates = serving.xnnpack_problem(path, SIZE) is None
+            run = tflite_runner(path, batch, delegates)
             out = run()
             cosine = (out * expected).sum(1) / (np.linalg.norm(out, axis=1) *
                                                 np.linalg.norm(expected, axis=1))
-            rows.append({'net': net, 'format': 'TFLite ' + kind, 'batch': batch_size,
+            rows.append({'net': net, 'format': 'TFLite ' + kind + (
+                '' if delegates else ' (built-in kernels)'), 'batch': batch_size,
                          'mib': round(folder_size(path) / 2 ** 20, 2),
                          'ms_per_image': round(1000 * best_time(run, repeats) / batch_size, 2),
                          'max_abs_diff': float(np.abs(out - expected).max()),
