@@ -99,13 +99,8 @@ def int_between(lower, upper):
     return checked
 
 
-def seed(arg):
-    """A random seed: an int from 0 to 2**32 - 1, as NumPy and Keras take it."""
-    value = nonnegative_int(arg)
-    if value >= 2 ** 32:
-        raise argparse.ArgumentTypeError('found {} where a seed from 0 to 2**32 - 1 was '
-                                         'required.'.format(arg))
-    return value
+# A random seed, as NumPy and Keras take it.
+seed = int_between(0, 2 ** 32 - 1)
 
 
 def positive_int(arg):
@@ -238,8 +233,8 @@ def check_writable(path, flag, folder=False):
         UserError naming the flag and the path.
     """
     path = os.path.abspath(path)
-    here = os.path.realpath(os.getcwd())
-    if folder and os.path.commonpath([here, os.path.realpath(path)]) == os.path.realpath(path):
+    real = os.path.realpath(path)
+    if folder and os.path.commonpath([os.path.realpath(os.getcwd()), real]) == real:
         raise UserError('{} `{}` holds the current folder, which cannot be replaced; give the '
                         'name of a folder of its own.'.format(flag, path))
     if os.path.isdir(path) and not folder:

@@ -6,7 +6,6 @@ To embed images from Python, use `inference.load_embedder(experiment_root)`.
 
 import argparse
 import os
-import re
 import sys
 import time
 
@@ -19,6 +18,7 @@ startup.quiet_tensorflow()
 import h5py
 
 import embeddings_file
+import experiment
 import images
 from aggregators import AGGREGATORS
 from inference import embed_files, load_experiment
@@ -120,17 +120,12 @@ def check_augmentation(args, train_args):
                                'performed.'.format(args.aggregator))
 
 
-# The files that train.py keeps in an experiment root, which embeddings must
-# never replace.
-EXPERIMENT_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?)$')
-
-
 def check_replaceable(filename, experiment_root):
     """Refuses an embeddings file name that would replace one of the
     experiment's own files, or any existing file that is not HDF5 (a CSV, a
     checkpoint's data): embed.py replaces only earlier embeddings."""
     own = os.path.realpath(os.path.dirname(filename)) == os.path.realpath(experiment_root)
-    if own and EXPERIMENT_FILES.match(os.path.basename(filename)):
+    if own and experiment.OWN_FILES.match(os.path.basename(filename)):
         raise common.UserError('--filename `{}` names one of the experiment\'s own files; '
                                'choose a name ending in .h5. Nothing was written.'.format(
                                    filename))
@@ -176,9 +171,9 @@ def main(argv=None):
 
     # Data: every image with all its augmented versions, in CSV order.
     images.decodable_mask(fids, image_root, False, args.loading_threads,
-                           remedy='or drop their rows from the CSV' if args.dataset else
-                           'or leave them out of --images',
-                           max_pixels=args.max_image_pixels)
+                          remedy='or drop their rows from the CSV' if args.dataset else
+                          'or leave them out of --images',
+                          max_pixels=args.max_image_pixels)
 
     # Loop.
     start = time.time()

@@ -225,8 +225,8 @@ def read_best(experiment_root):
     mean_ap = best.get('mAP')
     if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
             not 0 <= mean_ap <= 1:
-        raise common.UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
-                               '{}.'.format(path, mean_ap, remedy))
+        raise UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
+                        '{}.'.format(path, mean_ap, remedy))
     return best
 
 
@@ -255,12 +255,12 @@ def resolve_arguments(parser, argv, chief):
     stored = read_args(args.experiment_root)
     if stored is None:
         if args.resume:
-            raise common.UserError('--resume was given but `{}` does not exist.'.format(
+            raise UserError('--resume was given but `{}` does not exist.'.format(
                 os.path.join(args.experiment_root, 'args.json')))
         # Other workers may find the chief's first files already there.
         if chief and os.path.isdir(args.experiment_root) and set(
                 os.listdir(args.experiment_root)) - {LOCK_FILE}:
-            raise common.UserError(
+            raise UserError(
                 'the experiment root `{}` is not empty and holds no args.json, so it is not an '
                 'experiment of this project; choose an empty or new folder.'.format(
                     args.experiment_root))
@@ -281,7 +281,7 @@ def resolve_arguments(parser, argv, chief):
                         'value: `%s`.', key, value)
         elif key in given and stored[key] != value and args.override:
             if key in ARCHITECTURE_ARGUMENTS:
-                raise common.UserError(
+                raise UserError(
                     '--override cannot change `{}` (stored: `{}`): the checkpoints hold that '
                     'network. Start a new experiment root, with --initial_checkpoint to reuse '
                     'the body.'.format(key, stored[key]))
@@ -312,7 +312,7 @@ def check_stored_paths(args, given):
         if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
                 os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
             continue
-        raise common.UserError(
+        raise UserError(
             '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and it '
             'does not exist from here (`{}`). Run from that folder, or give its new place with '
             '--{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'), key,
@@ -325,13 +325,17 @@ def check_checkpoints_not_lost(experiment_root):
     checkpoint; without events, a run stopped before its first checkpoint
     starts over with a warning."""
     if any(name.startswith('events.out.tfevents') for name in os.listdir(experiment_root)):
-        raise common.UserError(
+        raise UserError(
             '`{}` has trained (it holds TensorBoard events) but holds no checkpoint; were they '
             'deleted? Restore them to resume, or start a new experiment root.'.format(
                 experiment_root))
     log.warning('`%s` holds args.json but no checkpoint; starting from iteration 0 with the '
                 'stored arguments.', experiment_root)
 
+
+# The files that train.py keeps in an experiment root (embeddings must never
+# replace them).
+OWN_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?)$')
 
 # What a train.py killed while saving leaves behind: TensorFlow's folder of
 # checkpoint shards, and the temporary files of common.write_json.
@@ -354,6 +358,11 @@ def remove_leftovers(experiment_root):
                     os.remove(path)
 
 
+def write_args(args):
+    """Writes the experiment's `args.json` (atomically) from train.py's arguments."""
+    common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+
+
 def store_arguments(args, cleanup, locked, rewrite):
     """Writes args.json when `rewrite` and starts train.log, taking the lock of
     a new experiment root first (see train())."""
@@ -362,13 +371,12 @@ def store_arguments(args, cleanup, locked, rewrite):
         if not locked:
             cleanup.enter_context(locked_directory(args.experiment_root, 'train.py'))
             if read_args(args.experiment_root) is not None:
-                raise common.UserError('another train.py started an experiment in `{}` '
-                                       'meanwhile; rerun to resume it.'.format(
-                                           args.experiment_root))
+                raise UserError('another train.py started an experiment in `{}` '
+                                'meanwhile; rerun to resume it.'.format(args.experiment_root))
         remove_leftovers(args.experiment_root)
         if rewrite:
-            common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+            write_args(args)
         common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
     except OSError as e:
-        raise common.UserError('cannot write to the experiment root `{}`: {}.'.format(
+        raise UserError('cannot write to the experiment root `{}`: {}.'.format(
             args.experiment_root, e.strerror or e))

@@ -105,14 +105,13 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     array.
     """
     model, train_args, _ = load_experiment(experiment_root, checkpoint)
-    size = (train_args['net_input_height'], train_args['net_input_width'])
-    antialias = train_args['antialias']
+    preprocessing = Preprocessing.of(train_args)
+    size, antialias = preprocessing.net_input_size, preprocessing.antialias
     forward = inference_function(model)
 
     def embed(images):
         if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([load_image(path, size, antialias,
-                                                  train_args['accurate_jpeg'])
+            images = tf.stack([load_image(path, size, antialias, preprocessing.accurate_jpeg)
                                for path in images])
         images = resize(tf.cast(images, tf.float32), size, antialias)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()

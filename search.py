@@ -22,10 +22,9 @@ import startup
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
 startup.quiet_tensorflow()
 
-
 import gallery
-import metrics
 import images
+import metrics
 from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -137,7 +136,7 @@ def main(argv=None):
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
     images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
-                           max_pixels=args.max_image_pixels)
+                          max_pixels=args.max_image_pixels)
 
     # Model: the experiment's own preprocessing and checkpoint, and the
     # gallery's test-time augmentation, so that queries and gallery are

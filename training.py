@@ -463,8 +463,8 @@ def load_data(args, chief):
     used, checked for enough identities (and, with --detailed_logs, for the
     disk space of their logs)."""
     pids, fids = common.load_dataset(args.train_set, args.image_root)
-    keep = decodable_mask(fids, args.image_root, args.skip_corrupt_images,
-                                  args.loading_threads, log, max_pixels=args.max_image_pixels)
+    keep = decodable_mask(fids, args.image_root, args.skip_corrupt_images, args.loading_threads,
+                          log, max_pixels=args.max_image_pixels)
     pids, fids = pids[keep], fids[keep]
     sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
     if args.detailed_logs and chief:
@@ -699,7 +699,7 @@ def loop(run, pids, fids, validate, changed, latest):
             elapsed_time = time.time() - start_time
             current = int(step.numpy())
             if changed and chief and i == start_step:
-                common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+                experiment.write_args(args)
             collapsed_for = collapsed_for + 1 if looks_collapsed(
                 float(b_loss.mean()), float(out['spread']), args.margin,
                 float(out['prec_at_k']), (args.batch_k - 1) / (batch_size - 1)) else 0

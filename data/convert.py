@@ -97,8 +97,7 @@ def write_csvs(output_dir, prefix, splits):
         for partial in partials.values():
             if os.path.exists(partial):
                 os.remove(partial)
-    written = list(partials)
-    return dict(zip(splits, written))
+    return dict(zip(splits, partials))
 
 
 # Reading.
@@ -363,11 +362,10 @@ def choose_queries(cameras, pick):
     chosen = set()
     for cam in sorted(set(cameras), key=str):
         candidates = [j for j, c in enumerate(cameras) if c == cam]
-        if not matched(chosen | {candidates[0]}):
-            continue
-        query = pick(candidates)
-        if matched(chosen | {query}):
-            chosen.add(query)
+        # All images of one camera leave the gallery alike, so the first
+        # stands for whichever `pick` draws (drawn only when one is taken).
+        if matched(chosen | {candidates[0]}):
+            chosen.add(pick(candidates))
     return chosen
 
 
@@ -590,9 +588,11 @@ def main(argv=None):
             if args.camera_regex else 'diagonal'
     else:
         splits = function(root)
+    # `folders` names its camera regex after the excluder's name.
+    excluder_name, camera_regex = excluder.split()[0], getattr(args, 'camera_regex', None)
     if args.val_ids:
-        splits = hold_out_validation(splits, args.val_ids, args.val_seed, camera_reader(
-            excluder.split()[0], getattr(args, 'camera_regex', None)))
+        splits = hold_out_validation(splits, args.val_ids, args.val_seed,
+                                     camera_reader(excluder_name, camera_regex))
     for split, rows in splits.items():
         if not rows:
             raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
@@ -611,8 +611,8 @@ def main(argv=None):
     if args.val_ids:
         print('Validate during training with --val_query and --val_gallery the *_val_query.csv '
               'and *_val_test.csv above, and --val_excluder {}{}.'.format(
-                  excluder.split()[0], ' --val_camera_regex \'{}\''.format(args.camera_regex)
-                  if getattr(args, 'camera_regex', None) else ''))
+                  excluder_name, ' --val_camera_regex \'{}\''.format(camera_regex)
+                  if camera_regex else ''))
     return 0
 
 
