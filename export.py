@@ -98,6 +98,10 @@ def main(argv=None):
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     module = serving.EmbeddingModule(model, (train_args['net_input_height'],
                                      train_args['net_input_width']), train_args['antialias'])
+    # The calibration images are read first, so that a bad training set
+    # stops the export before anything is written.
+    representative = serving.calibration_images(train_args, args.tflite_samples) \
+        if args.tflite_int8 else None
     log('Tracing and writing the SavedModel of {} (some seconds)…'.format(checkpoint))
     serving.export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))
@@ -106,8 +110,6 @@ def main(argv=None):
         serving.export_onnx(module, args.onnx)
         log('Exported {} to the ONNX model {}.'.format(checkpoint, args.onnx))
     if args.tflite:
-        representative = serving.calibration_images(train_args, args.tflite_samples) \
-            if args.tflite_int8 else None
         log('Converting to TensorFlow Lite{}…'.format(
             ', int8 calibrated on {} training images'.format(len(representative))
             if args.tflite_int8 else ''))

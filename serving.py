@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 import common
-from images import Preprocessing, resize, resize_by_matmul
+from images import Preprocessing, decodable_mask, resize, resize_by_matmul
 class EmbeddingModule(tf.Module):
     """The exported object: an embedding model behind resizing signatures."""
 
@@ -107,9 +107,19 @@ def xnnpack_problem(path, net_input_size):
 
 
 def calibration_images(train_args, count):
-    """The first `count` images of the experiment's training CSV at its net
-    input size: (N, H, W, 3) float32, for --tflite_int8."""
-    _, fids = common.load_dataset(train_args['train_set'], train_args['image_root'])
+    """The first `count` decodable images of the experiment's training CSV at
+    its net input size: (N, H, W, 3) float32, for --tflite_int8. Damaged and
+    oversized images are left out with a warning, as training can skip them.
+
+    Raises:
+        UserError when the CSV or its image root cannot be read.
+    """
+    root = train_args['image_root']
+    _, fids = common.load_dataset(train_args['train_set'], root)
+    fids = fids[decodable_mask(fids, root, skip=True)][:count]
+    if not len(fids):
+        raise common.UserError('none of the images of `{}` can be decoded to calibrate '
+                               '--tflite_int8. Nothing was exported.'.format(
+                                   train_args['train_set']))
     preprocessing = Preprocessing.of(train_args)
-    return tf.stack([preprocessing.load(fid, train_args['image_root'])
-                     for fid in fids[:count]]).numpy()
+    return tf.stack([preprocessing.load(fid, root) for fid in fids]).numpy()

@@ -233,3 +233,20 @@ def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys)
     assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'again'),
                         '--tflite', str(tmp_path / 'again.tflite'), '--quiet']) == 0
     assert 'BUILTIN_WITHOUT_DEFAULT_DELEGATES' in capsys.readouterr().err
+
+
+def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
+    import serving
+    csv_path, image_root = tiny_dataset
+    first = open(csv_path).readline().strip().split(',')[1]
+    with open(os.path.join(image_root, first), 'wb') as f:
+        f.write(b'not an image')
+    train_args = {'train_set': csv_path, 'image_root': image_root, 'net_input_height': 32,
+                  'net_input_width': 16, 'pre_crop_height': 32, 'pre_crop_width': 16,
+                  'antialias': True, 'accurate_jpeg': True}
+    assert serving.calibration_images(train_args, 5).shape == (5, 32, 16, 3)
+    with open(csv_path, 'w') as f:
+        f.write('0001,{}\n'.format(first))
+    with pytest.raises(common.UserError, match='none of the images of .* can be decoded to '
+                                               'calibrate --tflite_int8'):
+        serving.calibration_images(train_args, 5)
