@@ -161,6 +161,26 @@ def margin(arg):
         'the margin must be a number, `soft` or `none`, got `{}`.'.format(arg))
 
 
+class OneOrMore(argparse.Action):
+    """A flag of one or more values that may also be repeated (`--x a b` or
+    `--x a --x b`). A single value is stored as itself, not as a list, so
+    that the args.json of a one-value run reads as the original's did."""
+
+    def __init__(self, option_strings, dest, nargs='+', **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None else as_list(current)
+        items = items + list(values)
+        setattr(namespace, self.dest, items[0] if len(items) == 1 else items)
+
+
+def as_list(value):
+    """`value` as a list: a OneOrMore flag's single value becomes a list of one."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def given_arguments(parser, argv):
     """Returns the set of destinations the user gave explicitly on the command line.
 
@@ -194,7 +214,8 @@ def check_stored_arguments(parser, stored, path):
             # Folders are checked where they are used: they may have moved.
             continue
         value = stored[action.dest]
-        values = value if isinstance(action.nargs, str) and action.nargs in '+*' else [value]
+        values = as_list(value) if isinstance(action, OneOrMore) else value if isinstance(
+            action.nargs, str) and action.nargs in '+*' else [value]
         try:
             if not isinstance(values, list):
                 raise ValueError('a list was expected')
@@ -594,6 +615,62 @@ def load_dataset(csv_file, image_root, fail_on_missing=True):
                 missing.sum(), csv_file, examples)
             pids, fids = pids[~missing], fids[~missing]
     return pids, fids
+
+
+def training_sets(train_set, image_root):
+    """The (CSV, image root) pairs of train.py's --train_set and --image_root
+    (each a path or a list of paths): one image root serves every set, or
+    each set has its own.
+
+    Raises:
+        UserError when the numbers of sets and roots do not match.
+    """
+    sets, roots = as_list(train_set), as_list(image_root)
+    if len(roots) == 1:
+        roots = roots * len(sets)
+    if len(roots) != len(sets):
+        raise UserError('{} training sets need one --image_root for all of them or one each '
+                        '(in the same order), not {}.'.format(len(sets), len(roots)))
+    return list(zip(sets, roots))
+
+
+def merge_datasets(parts):
+    """Joins several training sets into one, with their identities kept apart.
+
+    The identities of the i-th set (from 1) are prefixed `i:`, since one
+    dataset's `0002` is not another's, and the paths become relative to the
+    deepest folder that holds every set's image root. One set is returned as
+    it is, so that a run on one set sees the paths and identities of its CSV.
+
+    Args:
+        parts: A list of (pids, fids, image_root, csv_file), from `load_dataset`.
+
+    Returns:
+        (pids, fids, image_root) of the union.
+
+    Raises:
+        UserError when two sets list the same image: it would be two people.
+    """
+    if len(parts) == 1:
+        pids, fids, root, _ = parts[0]
+        return pids, fids, root
+    root = os.path.commonpath([os.path.abspath(part[2]) for part in parts])
+    all_pids, all_fids, source = [], [], {}
+    for number, (pids, fids, image_root, csv_file) in enumerate(parts, 1):
+        folder = os.path.relpath(os.path.abspath(image_root), root)
+        prefix = '' if folder == '.' else folder + '/'
+        fids = np.array([os.path.normpath(prefix + f) for f in fids.tolist()], dtype=str)
+        for fid in fids.tolist():
+            first, first_csv = source.setdefault(fid, (number, csv_file))
+            if first != number:
+                raise UserError('the image `{}` is listed in training set {} (`{}`) and in set '
+                                '{} (`{}`), whose identities are kept apart, so it would be '
+                                'two people; give each training set once and leave out the '
+                                'images they share.'.format(os.path.join(root, fid), first,
+                                                            first_csv, number, csv_file))
+        all_pids.append(np.array(['{}:{}'.format(number, p) for p in pids.tolist()], dtype=str))
+        all_fids.append(fids)
+    return np.concatenate(all_pids), np.concatenate(all_fids), root
 
 
 # Logging

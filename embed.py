@@ -48,7 +48,7 @@ inputs.add_argument(
 parser.add_argument(
     '--image_root', type=common.readable_directory,
     help='Path that will be pre-pended to the filenames in the dataset csv; the '
-         'training image root by default.')
+         'training image root by default (the first one, when it trained on several).')
 
 parser.add_argument(
     '--checkpoint', default=None,
@@ -157,7 +157,8 @@ def main(argv=None):
         shown = common.find_images(args.images)
         image_root, fids = common.common_root(shown)
     else:
-        image_root = args.image_root or train_args['image_root']
+        # Of an experiment that trained on several sets, the first set's root.
+        image_root = args.image_root or common.as_list(train_args['image_root'])[0]
         if not args.image_root and not os.path.isdir(image_root):
             raise common.UserError(
                 'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'

@@ -308,15 +308,15 @@ def check_stored_paths(args, given):
     """Refuses stored relative paths that do not exist from the current
     folder, saying what they are relative to (the folder of the first run)."""
     for key in PATH_ARGUMENTS:
-        path = getattr(args, key, None)
-        if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
-                os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
-            continue
-        raise UserError(
-            '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and it '
-            'does not exist from here (`{}`). Run from that folder, or give its new place with '
-            '--{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'), key,
-                                          path, os.getcwd(), key))
+        for path in common.as_list(getattr(args, key, None)):
+            if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
+                    os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
+                continue
+            raise UserError(
+                '`{}` stores --{} `{}`, a path relative to the folder train.py first ran in, and '
+                'it does not exist from here (`{}`). Run from that folder, or give its new place '
+                'with --{} and --override.'.format(os.path.join(args.experiment_root, 'args.json'),
+                                                   key, path, os.getcwd(), key))
 
 
 def check_checkpoints_not_lost(experiment_root):

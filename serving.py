@@ -8,6 +8,7 @@ import os
 import shutil
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import common
@@ -107,19 +108,29 @@ def xnnpack_problem(path, net_input_size):
 
 
 def calibration_images(train_args, count):
-    """The first `count` decodable images of the experiment's training CSV at
-    its net input size: (N, H, W, 3) float32, for --tflite_int8. Damaged and
-    oversized images are left out with a warning, as training can skip them.
+    """The first `count` decodable images of the experiment's training CSV
+    (of each CSV in turn, when it trained on several) at its net input size:
+    (N, H, W, 3) float32, for --tflite_int8. Damaged and oversized images are
+    left out with a warning, as training can skip them.
 
     Raises:
-        UserError when the CSV or its image root cannot be read.
+        UserError when a CSV or its image root cannot be read.
     """
-    root = train_args['image_root']
-    _, fids = common.load_dataset(train_args['train_set'], root)
-    fids = fids[decodable_mask(fids, root, skip=True)][:count]
+    parts = []
+    for csv_file, image_root in common.training_sets(train_args['train_set'],
+                                                     train_args['image_root']):
+        pids, fids = common.load_dataset(csv_file, image_root)
+        keep = decodable_mask(fids, image_root, skip=True)
+        parts.append((pids[keep], fids[keep], image_root, csv_file))
+    _, fids, root = common.merge_datasets(parts)
+    # With several sets, each has its say in the calibration: their images
+    # are taken in turn (the first of each set, then the second, ...).
+    rank = np.concatenate([np.arange(len(part[1])) for part in parts])
+    set_of = np.concatenate([np.full(len(part[1]), i) for i, part in enumerate(parts)])
+    fids = fids[np.lexsort((set_of, rank))][:count]
     if not len(fids):
         raise common.UserError('none of the images of `{}` can be decoded to calibrate '
                                '--tflite_int8. Nothing was exported.'.format(
-                                   train_args['train_set']))
+                                   ' + '.join(common.as_list(train_args['train_set']))))
     preprocessing = Preprocessing.of(train_args)
     return tf.stack([preprocessing.load(fid, root) for fid in fids]).numpy()

@@ -41,12 +41,16 @@ parser.add_argument(
     help='Location used to store checkpoints and dumped data.')
 
 parser.add_argument(
-    '--train_set',
-    help='Path to the train_set csv file (rows `identity,relative/path`, no header).')
+    '--train_set', action=common.OneOrMore, metavar='CSV',
+    help='Path to the train_set csv file (rows `identity,relative/path`, no header). Give '
+         'several (`--train_set a.csv b.csv`, or the flag repeated) to train on their union: '
+         'each set\'s identities are kept apart (set 1\'s `0002` is not set 2\'s), and the '
+         'P×K batches draw from all identities alike.')
 
 parser.add_argument(
-    '--image_root', type=common.readable_directory,
-    help='Path that will be pre-pended to the filenames in the train_set csv.')
+    '--image_root', type=common.readable_directory, action=common.OneOrMore, metavar='DIR',
+    help='Path that will be pre-pended to the filenames in the train_set csv. With several '
+         '--train_set, one folder for all of them or one per set, in the same order.')
 
 # Optional with sane defaults.
 
@@ -318,7 +322,8 @@ parser.add_argument(
 
 parser.add_argument(
     '--val_query', default=None,
-    help='Validate during training: the query CSV (paths relative to --image_root). Every '
+    help='Validate during training: the query CSV (paths relative to --image_root, the first '
+         'one when there are several). Every '
          '--val_every iterations the network embeds it and --val_gallery and is evaluated; '
          'val/mAP, val/top1 and val/top5 go to TensorBoard and the log, and the best '
          'checkpoint so far is kept in `best/` (see best.json).')
@@ -392,12 +397,12 @@ def train(argv, cleanup):
     strategy = distributed.make_strategy(args.distribution)
 
     # Data, and validation (on the chief only).
-    pids, fids = training.load_data(args, chief)
+    data = training.load_data(args, chief)
     validate = training.make_validation(args, chief)
     new_seed = training.choose_seed(args)
 
     # Model, optimizer and checkpoint.
-    num_ids = len(np.unique(pids))
+    num_ids = len(np.unique(data.pids))
     run = training.build_run(args, strategy, num_ids, chief)
     latest = training.restore_or_initialise(run, resuming, num_ids)
 
@@ -414,7 +419,7 @@ def train(argv, cleanup):
         training.save(run, 0)
 
     # Loop.
-    return training.loop(run, pids, fids, validate, changed, latest)
+    return training.loop(run, data, validate, changed, latest)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -227,7 +228,8 @@ def check_identity_count(path, num_ids, train_set):
                 'the checkpoint `{}` learned {} training identities for its identity or center '
                 'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
                 'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
-                'body.'.format(path, stored, train_set, num_ids, path))
+                'body.'.format(path, stored, ' + '.join(common.as_list(train_set)), num_ids,
+                               path))
 
 
 def trainable_variables(model, extras):
@@ -458,20 +460,38 @@ class Run:
     checkpoint_dir: str
 
 
+class TrainingData(NamedTuple):
+    """The training images: (N,) identities and (N,) paths relative to `image_root`."""
+    pids: np.ndarray
+    fids: np.ndarray
+    image_root: str
+
+
 def load_data(args, chief):
-    """The training set's (pids, fids) without the images that cannot be
-    used, checked for enough identities (and, with --detailed_logs, for the
-    disk space of their logs)."""
-    pids, fids = common.load_dataset(args.train_set, args.image_root)
-    keep = decodable_mask(fids, args.image_root, args.skip_corrupt_images, args.loading_threads,
-                          log, max_pixels=args.max_image_pixels)
-    pids, fids = pids[keep], fids[keep]
-    sampler.check_enough_identities(pids, args.batch_p, '`{}`'.format(args.train_set))
+    """The training sets (several are joined by `common.merge_datasets`, with
+    their identities kept apart) without the images that cannot be used,
+    checked for enough identities (and, with --detailed_logs, for the disk
+    space of their logs)."""
+    parts = []
+    for csv_file, image_root in common.training_sets(args.train_set, args.image_root):
+        pids, fids = common.load_dataset(csv_file, image_root)
+        keep = decodable_mask(fids, image_root, args.skip_corrupt_images, args.loading_threads,
+                              log, max_pixels=args.max_image_pixels)
+        parts.append((pids[keep], fids[keep], image_root, csv_file))
+    data = TrainingData(*common.merge_datasets(parts))
+    if len(parts) > 1:
+        log.info('Training on %d sets, %s, with their identities kept apart (prefixed 1:, '
+                 '2:, ...): %d identities and %d images in all.', len(parts),
+                 ' + '.join('`{}` ({} ids)'.format(csv, len(np.unique(pids)))
+                            for pids, _, _, csv in parts),
+                 len(np.unique(data.pids)), len(data.pids))
+    sampler.check_enough_identities(data.pids, args.batch_p, ' + '.join(
+        '`{}`'.format(csv) for csv in common.as_list(args.train_set)))
     if args.detailed_logs and chief:
         detailed_logs.check_space(args.experiment_root, args.train_iterations,
                                   args.batch_p * args.batch_k, args.embedding_dim,
-                                  max(len(f.encode('utf-8')) for f in fids))
-    return pids, fids
+                                  max(len(f.encode('utf-8')) for f in data.fids))
+    return data
 
 
 def make_validation(args, chief):
@@ -480,7 +500,7 @@ def make_validation(args, chief):
     if not (chief and args.val_query):
         return None
     return validation.make_validation(
-        args.val_query, args.val_gallery, args.image_root, args.val_excluder,
+        args.val_query, args.val_gallery, common.as_list(args.image_root)[0], args.val_excluder,
         Preprocessing.of(args), args.metric, args.val_camera_regex, args.loading_threads,
         args.max_image_pixels)
 
@@ -570,15 +590,16 @@ def save(run, number):
         tf.io.gfile.rmtree(run.checkpoint_dir)
 
 
-def make_batches(run, pids, fids, start_step):
-    """The iterator of training batches from `start_step` on: one input
-    pipeline per worker, yielding one piece per local replica."""
+def make_batches(run, data, start_step):
+    """The iterator of training batches of `data` (a `TrainingData`) from
+    `start_step` on: one input pipeline per worker, yielding one piece per
+    local replica."""
     args, strategy = run.args, run.strategy
 
     def make_dataset(context=None):
         shards = context.num_input_pipelines if context else 1
         return sampler.pk_dataset(
-            pids, fids, args.image_root, Preprocessing.of(args), batch_p=args.batch_p,
+            data.pids, data.fids, data.image_root, Preprocessing.of(args), batch_p=args.batch_p,
             batch_k=args.batch_k, flip_augment=args.flip_augment,
             crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
@@ -661,12 +682,13 @@ def log_iteration(args, current, b_loss, terms, out, elapsed_time):
              format_eta(seconds_todo), elapsed_time)
 
 
-def loop(run, pids, fids, validate, changed, latest):
-    """Trains from the restored step to --train_iterations, checkpointing,
-    validating (`validate`, on the chief) and watching for a collapse, until
-    done or interrupted; then writes the final checkpoint. `changed` says
-    that the resumed run's arguments changed and are stored after its first
-    iteration; `latest` is the restored checkpoint, if any.
+def loop(run, data, validate, changed, latest):
+    """Trains on `data` (a `TrainingData`) from the restored step to
+    --train_iterations, checkpointing, validating (`validate`, on the chief)
+    and watching for a collapse, until done or interrupted; then writes the
+    final checkpoint. `changed` says that the resumed run's arguments changed
+    and are stored after its first iteration; `latest` is the restored
+    checkpoint, if any.
 
     Returns:
         The exit status, 0.
@@ -678,12 +700,12 @@ def loop(run, pids, fids, validate, changed, latest):
     if start_step >= args.train_iterations:
         log.info('The experiment already finished its %d iterations.', args.train_iterations)
         return 0
-    batches = make_batches(run, pids, fids, start_step)
+    batches = make_batches(run, data, start_step)
     batch_size = args.batch_p * args.batch_k
     if args.detailed_logs and chief:
         log_embs, log_loss, log_fids = detailed_logs.open_logs(
             args.experiment_root, args.train_iterations, batch_size, args.embedding_dim,
-            max(len(f.encode('utf-8')) for f in fids))
+            max(len(f.encode('utf-8')) for f in data.fids))
     writer = tf.summary.create_file_writer(args.experiment_root if chief else run.checkpoint_dir)
     log.info('Starting training from iteration %d; the first iteration also traces and '
              'compiles the step, which takes a few seconds more.', start_step)
@@ -742,6 +764,7 @@ def check_arguments(args):
         raise common.UserError('you did not specify the `--train_set` argument.')
     if not args.image_root:
         raise common.UserError('you did not specify the `--image_root` argument.')
+    common.training_sets(args.train_set, args.image_root)
     if args.distribution == 'multi_worker' and args.seed is None:
         raise common.UserError('--distribution multi_worker needs --seed, so that all workers '
                                'sample the same batches.')

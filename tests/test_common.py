@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import common
@@ -101,6 +102,46 @@ def test_argument_types(tmp_path):
     with pytest.raises(argparse.ArgumentTypeError):
         common.writeable_directory(file_path)
 
+
+
+def test_one_or_more_flags_store_one_value_as_itself():
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--x', action=common.OneOrMore, type=int)
+    assert parser.parse_args(['--x', '1']).x == 1
+    assert parser.parse_args(['--x', '1', '2']).x == [1, 2]
+    assert parser.parse_args(['--x', '1', '--x', '2', '3']).x == [1, 2, 3]
+    assert parser.parse_args([]).x is None
+    assert common.given_arguments(parser, ['--x', '1', '--x', '2']) == {'x'}
+    # Stored as a single value or as a list, both are valid in args.json.
+    for stored in (1, [1, 2]):
+        common.check_stored_arguments(parser, {'x': stored}, 'args.json')
+    with pytest.raises(common.UserError, match='`x` = `.1, .a..`, which is not a valid'):
+        common.check_stored_arguments(parser, {'x': [1, 'a']}, 'args.json')
+
+
+def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
+    assert common.training_sets('a.csv', 'r') == [('a.csv', 'r')]
+    assert common.training_sets(['a.csv', 'b.csv'], 'r') == [('a.csv', 'r'), ('b.csv', 'r')]
+    assert common.training_sets(['a.csv', 'b.csv'], ['r', 's']) == [('a.csv', 'r'),
+                                                                    ('b.csv', 's')]
+    with pytest.raises(common.UserError, match='3 training sets need one --image_root'):
+        common.training_sets(['a', 'b', 'c'], ['r', 's'])
+
+    one = (np.array(['0002', '0002']), np.array(['x/1.jpg', 'x/2.jpg']), 'data/m', 'm.csv')
+    pids, fids, root = common.merge_datasets([one])
+    assert root == 'data/m' and list(pids) == ['0002', '0002'] and list(fids) == list(one[1])
+
+    other = (np.array(['0002']), np.array(['y/1.jpg']), 'data/d', 'd.csv')
+    pids, fids, root = common.merge_datasets([one, other])
+    assert root == os.path.abspath('data')
+    assert list(pids) == ['1:0002', '1:0002', '2:0002']
+    assert list(fids) == ['m/x/1.jpg', 'm/x/2.jpg', 'd/y/1.jpg']
+    # Two sets under one image root keep their paths.
+    shared = (np.array(['7']), np.array(['z/1.jpg']), 'data/m', 'z.csv')
+    assert list(common.merge_datasets([one, shared])[1]) == ['x/1.jpg', 'x/2.jpg', 'z/1.jpg']
+    with pytest.raises(common.UserError, match=r'`.*data/m/x/1.jpg` is listed in training set '
+                                               r'1 \(`m.csv`\) and in set 2 \(`m.csv`\)'):
+        common.merge_datasets([one, one])
 
 @pytest.mark.parametrize('content', ['{"a": 1', '[1, 2]', b'{"a": "\xff"}'])
 def test_read_json_refuses_damaged_files(tmp_path, content):

@@ -16,7 +16,7 @@ from images import decode
 import train
 from inference import load_embedder, load_experiment
 from model import build_model, load_body_weights
-from conftest import base_args
+from conftest import base_args, make_dataset
 
 
 @pytest.mark.parametrize('name, application, preprocess', [
@@ -250,3 +250,19 @@ def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
     with pytest.raises(common.UserError, match='none of the images of .* can be decoded to '
                                                'calibrate --tflite_int8'):
         serving.calibration_images(train_args, 5)
+
+
+def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_path):
+    import serving
+    from images import Preprocessing
+    sets = [make_dataset(str(tmp_path / name), num_ids=2, images_per_id=3, seed=seed)
+            for seed, name in enumerate(('a', 'b'))]
+    roots = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+    train_args = {'train_set': sets, 'image_root': roots, 'net_input_height': 32,
+                  'net_input_width': 16, 'pre_crop_height': 32, 'pre_crop_width': 16,
+                  'antialias': True, 'accurate_jpeg': True}
+    calibration = serving.calibration_images(train_args, 4)
+    preprocessing = Preprocessing.of(train_args)
+    expected = [preprocessing.load(open(csv).readlines()[row].strip().split(',')[1], root)
+                for row in (0, 1) for csv, root in zip(sets, roots)]
+    np.testing.assert_array_equal(calibration, np.stack(expected))

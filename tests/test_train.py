@@ -17,7 +17,7 @@ import experiment
 import train
 import training
 from model import build_model
-from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
+from conftest import ROOT, base_args, checkpoint_steps, logged_iterations, make_dataset
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
         'secs_per_iter', 'loss_distribution', 'embedding_dists', 'embedding_pos_dists',
@@ -618,3 +618,54 @@ def test_margin_softmax_identity_losses_train(tmp_path, tiny_dataset, id_loss):
                                                '--id_loss_weight, which is 0'):
         train.main(base_args(str(tmp_path / 'other'), csv_path, image_root, 2,
                              '--id_loss', 'arcface'))
+
+
+def test_several_training_sets_keep_their_identities_apart(tmp_path):
+    # Two datasets whose identities have the same names (0001-0004) in folders of their own.
+    first = make_dataset(str(tmp_path / 'market'), num_ids=4, seed=0)
+    second = make_dataset(str(tmp_path / 'duke'), num_ids=4, seed=1)
+    roots = [str(tmp_path / 'market'), str(tmp_path / 'duke')]
+    root = str(tmp_path / 'exp')
+    args = base_args(root, first, roots[0], 20, '--id_loss_weight', '1')
+    args[args.index('--train_set') + 1:args.index('--image_root') + 2] = [
+        first, '--train_set', second, '--image_root'] + roots
+    assert train.main(args) == 0
+    stored = json.load(open(os.path.join(root, 'args.json')))
+    assert stored['train_set'] == [first, second] and stored['image_root'] == roots
+    shapes = tf.train.load_checkpoint(os.path.join(root, 'checkpoint-20')
+                                      ).get_variable_to_shape_map()
+    assert [shape[-1] for name, shape in shapes.items()
+            if name.startswith('classifier/_kernel/.ATTRIBUTES')] == [8]
+    assert re.search(r'Training on 2 sets, .* 8 identities and 40 images in all',
+                     open(os.path.join(root, 'train.log')).read())
+    losses = [avg for _, avg in logged_iterations(root)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+
+    # The stored lists resume; one set alone stays a plain path in args.json.
+    assert train.main(base_args(root, first, roots[0], 24, '--override')[:2] +
+                      ['--train_iterations', '24', '--override']) == 0
+    assert checkpoint_steps(root)[-1] == 24
+    assert json.load(open(os.path.join(root, 'args.json')))['train_set'] == [first, second]
+
+    data = training.load_data(train.parser.parse_args(
+        ['--experiment_root', str(tmp_path / 'x'), '--train_set', first, second,
+         '--image_root'] + roots + ['--batch_p', '8']), chief=True)
+    assert data.image_root == str(tmp_path)
+    assert data.fids[0].startswith('market/train/') and data.fids[-1].startswith('duke/train/')
+    assert sorted(set(data.pids)) == ['{}:{:04d}'.format(s, i) for s in (1, 2)
+                                      for i in range(1, 5)]
+
+
+def test_several_training_sets_refusals(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    other = make_dataset(str(tmp_path / 'other'), num_ids=4)
+    root = str(tmp_path / 'exp')
+    args = base_args(root, csv_path, image_root, 2)
+    with pytest.raises(common.UserError, match='2 training sets need one --image_root for all '
+                                               'of them or one each'):
+        train.main(args + ['--train_set', other, '--image_root', str(tmp_path / 'other'),
+                           str(tmp_path)])
+    with pytest.raises(common.UserError, match=r'listed in training set 1 \(`.*`\) and in set '
+                                               r'2 .* it would be two people'):
+        train.main(args + ['--train_set', csv_path])
+    assert not os.path.exists(root)
