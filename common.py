@@ -210,10 +210,11 @@ def check_stored_arguments(parser, stored, path):
     for action in parser._actions:
         if action.dest not in stored or stored[action.dest] is None:
             continue
-        if action.type in (writeable_directory, readable_directory):
+        value = stored[action.dest]
+        if action.type in (writeable_directory, readable_directory) and all(
+                isinstance(item, str) for item in as_list(value)):
             # Folders are checked where they are used: they may have moved.
             continue
-        value = stored[action.dest]
         values = as_list(value) if isinstance(action, OneOrMore) else value if isinstance(
             action.nargs, str) and action.nargs in '+*' else [value]
         try:
@@ -224,6 +225,9 @@ def check_stored_arguments(parser, stored, path):
                     raise ValueError('true or false was expected')
                 if isinstance(item, (dict, list)):
                     raise ValueError('a single value was expected')
+                if action.type in (None, writeable_directory, readable_directory) and \
+                        not isinstance(action.default, bool) and not isinstance(item, str):
+                    raise ValueError('a text was expected')
                 checked = action.type(str(item)) if action.type else item
                 if action.type is int and (isinstance(item, bool) or checked != item):
                     raise ValueError('an integer was expected')
@@ -629,8 +633,9 @@ def training_sets(train_set, image_root):
     if len(roots) == 1:
         roots = roots * len(sets)
     if len(roots) != len(sets):
-        raise UserError('{} training sets need one --image_root for all of them or one each '
-                        '(in the same order), not {}.'.format(len(sets), len(roots)))
+        raise UserError('--train_set names {} CSV file(s) and --image_root {} folders; give '
+                        'one folder for all sets or one per set, in the same order.'.format(
+                            len(sets), len(roots)))
     return list(zip(sets, roots))
 
 

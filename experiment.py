@@ -69,6 +69,13 @@ def read_args(experiment_root):
                             'expected); fix it or start a new experiment root.'.format(
                                 args_file, key, value,
                                 'positive integer' if kind is int else 'true or false'))
+    for key in ('train_set', 'image_root'):
+        value = stored.get(key)
+        if value is not None and not (isinstance(value, str) or isinstance(value, list) and all(
+                isinstance(item, str) for item in value)):
+            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a path or a '
+                            'list of paths was expected); fix it or start a new experiment '
+                            'root.'.format(args_file, key, value))
     return dict(LEGACY_ARGUMENTS, **stored)
 
 

@@ -124,7 +124,8 @@ def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
     assert common.training_sets(['a.csv', 'b.csv'], 'r') == [('a.csv', 'r'), ('b.csv', 'r')]
     assert common.training_sets(['a.csv', 'b.csv'], ['r', 's']) == [('a.csv', 'r'),
                                                                     ('b.csv', 's')]
-    with pytest.raises(common.UserError, match='3 training sets need one --image_root'):
+    with pytest.raises(common.UserError, match=r'--train_set names 3 CSV file\(s\) and '
+                                               r'--image_root 2 folders'):
         common.training_sets(['a', 'b', 'c'], ['r', 's'])
 
     one = (np.array(['0002', '0002']), np.array(['x/1.jpg', 'x/2.jpg']), 'data/m', 'm.csv')

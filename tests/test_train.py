@@ -514,7 +514,9 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
 @pytest.mark.parametrize('key, value', [('batch_p', 'abc'), ('batch_p', 3.5), ('batch_p', -2),
                                         ('learning_rate', 'NaN'), ('flip_augment', 'yes'),
                                         ('loss', 'batch_medium'), ('lr_decay_steps', 5),
-                                        ('net_input_height', [1, 2]), ('pooling', 'median')])
+                                        ('net_input_height', [1, 2]), ('pooling', 'median'),
+                                        ('train_set', 5), ('train_set', ['a.csv', 7]),
+                                        ('val_query', {'a': 1}), ('image_root', [5])])
 def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
     import embed
     csv_path, image_root = tiny_dataset
@@ -528,7 +530,7 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
     message = r'args.json` (stores `{0}` = .* not a valid value|names {0} `)'.format(key)
     with pytest.raises(common.UserError, match=message):
         train.main(['--experiment_root', root])
-    if key in ('net_input_height', 'pooling'):
+    if key in ('net_input_height', 'pooling', 'image_root'):
         with pytest.raises(common.UserError, match=message):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
 
@@ -661,8 +663,8 @@ def test_several_training_sets_refusals(tmp_path, tiny_dataset):
     other = make_dataset(str(tmp_path / 'other'), num_ids=4)
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 2)
-    with pytest.raises(common.UserError, match='2 training sets need one --image_root for all '
-                                               'of them or one each'):
+    with pytest.raises(common.UserError, match=r'--train_set names 2 CSV file\(s\) and '
+                                               r'--image_root 3 folders; give one folder'):
         train.main(args + ['--train_set', other, '--image_root', str(tmp_path / 'other'),
                            str(tmp_path)])
     with pytest.raises(common.UserError, match=r'listed in training set 1 \(`.*`\) and in set '
