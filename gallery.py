@@ -1,9 +1,16 @@
 """A gallery of embeddings to search: loading one that embed.py wrote, with
 the test-time augmentation that made it, and ranking it for queries.
 
-search.py is its command line; the benchmarks time it.
+search.py is its command line; the benchmarks time it. Large galleries are
+searched through an approximate nearest-neighbour index (faiss's HNSW graph),
+built once and saved beside the gallery.
 """
 
+import hashlib
+import os
+import sys
+
+import h5py
 import numpy as np
 
 import common
@@ -73,3 +80,108 @@ def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
     nearest = np.take_along_axis(nearest, order, 1)
     return (nearest, np.take_along_axis(distances, nearest, 1),
             np.take_along_axis(plain, nearest, 1))
+
+
+# The approximate index: faiss's HNSW graph, with as many links per node and
+# as long a candidate list while building as bench/ann.py measured (it
+# chose faiss-cpu over hnswlib: as fast and as exact, and a wheel where
+# hnswlib compiles). The index of a metric searches its own space: unit
+# vectors for cosine, whose Euclidean order is the cosine order.
+INDEX_LINKS = 32
+INDEX_BUILD_CANDIDATES = 100
+INDEX_SPACES = {'euclidean': 'l2', 'sqeuclidean': 'l2', 'cosine': 'cosine', 'cityblock': 'l1'}
+
+
+def index_path(gallery_path, metric):
+    """Where the index of `gallery_path` for `metric` is saved, beside it."""
+    return '{}.{}.index'.format(gallery_path, INDEX_SPACES[metric])
+
+
+def _index_vectors(embs, metric):
+    """The (G, D) float32 vectors the index of `metric` holds."""
+    embs = np.ascontiguousarray(embs, dtype=np.float32)
+    if INDEX_SPACES[metric] == 'cosine':
+        embs = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
+    return embs
+
+
+def build_index(embs, metric):
+    """A faiss HNSW index of the gallery embeddings (G, D) for `metric`."""
+    import faiss
+    vectors = _index_vectors(embs, metric)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], INDEX_LINKS, faiss.METRIC_L1 if INDEX_SPACES[
+        metric] == 'l1' else faiss.METRIC_L2)
+    index.hnsw.efConstruction = INDEX_BUILD_CANDIDATES
+    index.add(vectors)
+    return index
+
+
+def _read_index(path, digest):
+    """The index saved at `path` when it was built from the gallery whose
+    embeddings hash to `digest`, else None (with a warning for a damaged or
+    stale file, which is then built anew)."""
+    import faiss
+    if not os.path.exists(path):
+        return None
+    try:
+        with h5py.File(path, 'r') as f:
+            if f.attrs.get('gallery_sha256') != digest:
+                print('The index `{}` was built from other embeddings than the gallery\'s; '
+                      'building it anew.'.format(path), file=sys.stderr)
+                return None
+            return faiss.deserialize_index(f['faiss'][()])
+    except (OSError, KeyError, RuntimeError, ValueError) as e:
+        print('WARNING: the index `{}` is damaged ({}); building it anew.'.format(
+            path, str(e).splitlines()[0][:200]), file=sys.stderr)
+        return None
+
+
+def load_or_build_index(embs, metric, gallery_path):
+    """The HNSW index of the gallery `embs` (G, D) for `metric`: the one saved
+    beside `gallery_path` when it holds these embeddings (their SHA-256 is
+    stored with it), else a new one, saved there for the next search (through
+    a temporary file, so a search stopped while saving leaves no half index;
+    a folder that cannot be written only costs the next search the build)."""
+    import faiss
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(embs))).hexdigest()
+    path = index_path(gallery_path, metric)
+    index = _read_index(path, digest)
+    if index is not None:
+        return index
+    print('Building the gallery index of {} embeddings (once; about 10 minutes at 1 million '
+          'on 2 cores, see bench/ann.json).'.format(len(embs)), file=sys.stderr)
+    index = build_index(embs, metric)
+    common.remove_dead_temporaries(os.path.dirname(os.path.abspath(path)),
+                                   os.path.basename(path))
+    partial = common.temporary_beside(path, False, suffix='.h5')
+    try:
+        with h5py.File(partial, 'w') as f:
+            f.create_dataset('faiss', data=faiss.serialize_index(index))
+            f.attrs['gallery_sha256'] = digest
+            f.attrs['metric_space'] = INDEX_SPACES[metric]
+        os.replace(partial, path)
+    except OSError as e:
+        print('WARNING: cannot save the gallery index `{}` ({}); the next search builds it '
+              'again.'.format(path, e), file=sys.stderr)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return index
+
+
+def search_index(index, query_embs, gallery_embs, metric, top_k, candidates):
+    """The approximate top-k gallery indices (Q, k) of each query, nearest
+    first, and their exact `metric` distances (Q, k), through `index` with
+    a candidate list of `candidates` (HNSW's efSearch)."""
+    index.hnsw.efSearch = max(candidates, top_k)
+    k = min(top_k, index.ntotal)
+    _, nearest = index.search(_index_vectors(query_embs, metric), k)
+    distances = np.stack([metrics.pairwise_distances(q[None], gallery_embs[n], metric)[0]
+                          for q, n in zip(query_embs, np.maximum(nearest, 0))])
+    # A graph search can come back with empty slots (-1); those rare queries
+    # are searched exactly, so that every row holds k gallery images.
+    short = (nearest < 0).any(axis=1)
+    if short.any():
+        nearest[short], distances[short], _ = rank(query_embs[short], gallery_embs, metric, k)
+    order = np.argsort(distances, axis=1, kind='stable')
+    return np.take_along_axis(nearest, order, 1), np.take_along_axis(distances, order, 1)

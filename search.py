@@ -68,6 +68,19 @@ parser.add_argument(
          'neighbours).')
 
 parser.add_argument(
+    '--index', action='store_true', default=False,
+    help='Search through an approximate nearest-neighbour index (faiss\'s HNSW graph) instead '
+         'of measuring every gallery embedding, for galleries of hundreds of thousands of '
+         'images and more. It is built on the first such search and saved beside the gallery '
+         '(`GALLERY.l2.index`, `.cosine.index` or `.l1.index`, by --metric), and rebuilt when '
+         'the gallery\'s embeddings change. The distances printed are exact.')
+
+parser.add_argument(
+    '--index_candidates', default=64, type=common.positive_int,
+    help='With --index: how many candidates the graph search keeps (HNSW\'s efSearch, at '
+         'least --top_k). More finds more of the exact top-k, more slowly.')
+
+parser.add_argument(
     '--output', default=None,
     help='Also write the results: `.json` gives a list of {"query": path, "results": [{"file": '
          '..., "distance": ...}, ...]}, `.csv` one row per query and rank.')
@@ -129,6 +142,10 @@ def main(argv=None):
         common.check_writable(args.output, '--output')
     if args.plot is not None:
         common.check_writable(args.plot, '--plot')
+    if args.index and args.rerank:
+        raise common.UserError('--rerank compares every gallery image with every other, which '
+                               'an index is there to avoid; leave out one of --index and '
+                               '--rerank.')
 
     # Data: the gallery first, as it is the cheaper to find wrong.
     gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(
@@ -159,8 +176,14 @@ def main(argv=None):
                         'an earlier one (--checkpoint)', queries)
 
     # Search.
-    nearest, distances, plain = gallery.rank(query_embs, gallery_embs, metric, args.top_k,
-                                             args.rerank)
+    if args.index:
+        index = gallery.load_or_build_index(gallery_embs, metric, args.gallery)
+        nearest, distances = gallery.search_index(index, query_embs, gallery_embs, metric,
+                                                  args.top_k, args.index_candidates)
+        plain = distances
+    else:
+        nearest, distances, plain = gallery.rank(query_embs, gallery_embs, metric, args.top_k,
+                                                 args.rerank)
     table = results_table(queries, gallery_fids, nearest, distances, args.threshold, plain)
     for entry in table:
         print('{} ({} distance{}):'.format(

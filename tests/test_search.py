@@ -103,6 +103,76 @@ def test_rank_equals_sorting_evaluate_s_distances(metric):
     np.testing.assert_allclose(distances, np.sort(expected, axis=1)[:, :15])
 
 
+
+@pytest.mark.parametrize('metric', ['euclidean', 'sqeuclidean', 'cityblock', 'cosine'])
+def test_the_index_finds_the_exact_top_k_of_a_clustered_gallery(metric, tmp_path):
+    # 400 identities of 10 images each around random directions, and queries
+    # near ten of them: every metric's index finds (almost all of) the exact
+    # top-10, with the exact distances.
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(400, 32)).astype(np.float32)
+    embs = np.repeat(centers, 10, axis=0) + rng.normal(0, 0.3, (4000, 32)).astype(np.float32)
+    queries = centers[:10] + rng.normal(0, 0.3, (10, 32)).astype(np.float32)
+    path = str(tmp_path / 'g.h5')
+    index = gallery.load_or_build_index(embs, metric, path)
+    nearest, distances = gallery.search_index(index, queries, embs, metric, 10, 64)
+    exact, exact_distances, _ = rank(queries, embs, metric, 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(nearest, exact)]) >= 9.5
+    expected = metrics.pairwise_distances(queries, embs, metric)
+    np.testing.assert_allclose(distances, np.take_along_axis(expected, nearest, 1), rtol=1e-5)
+    assert (np.diff(distances, axis=1) >= 0).all()
+    assert os.path.exists(gallery.index_path(path, metric))
+
+
+def test_the_saved_index_is_reused_rebuilt_for_other_embeddings_and_survives_damage(
+        tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    embs = rng.normal(size=(300, 8)).astype(np.float32)
+    path = str(tmp_path / 'g.h5')
+    built = []
+    real_build = gallery.build_index
+    monkeypatch.setattr(gallery, 'build_index', lambda *a: built.append(1) or real_build(*a))
+    gallery.load_or_build_index(embs, 'euclidean', path)
+    gallery.load_or_build_index(embs, 'sqeuclidean', path)
+    assert len(built) == 1, 'euclidean and sqeuclidean share the l2 index'
+    assert os.listdir(tmp_path) == ['g.h5.l2.index']
+    gallery.load_or_build_index(embs[::-1].copy(), 'euclidean', path)
+    assert len(built) == 2 and 'built from other embeddings' in capsys.readouterr().err
+    common.atomic_write(gallery.index_path(path, 'euclidean'), b'\x89HDF garbage', 'wb')
+    index = gallery.load_or_build_index(embs, 'euclidean', path)
+    assert len(built) == 3 and 'is damaged' in capsys.readouterr().err
+    assert index.ntotal == 300
+    # A folder that cannot be written: the search goes on with the built index.
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.access(str(tmp_path), os.W_OK):
+            pytest.skip('running as a user who can write anywhere')
+        assert gallery.load_or_build_index(embs[:100].copy(), 'cosine', path).ntotal == 100
+        assert 'cannot save the gallery index' in capsys.readouterr().err
+    finally:
+        os.chmod(tmp_path, 0o700)
+
+
+def test_search_with_the_index_finds_what_the_exhaustive_search_finds(embedded_gallery,
+                                                                      tmp_path):
+    root, h5, folder = embedded_gallery
+    outputs = []
+    for extra in ([], ['--index'], ['--index', '--index_candidates', '1']):
+        out = str(tmp_path / 'results{}.json'.format(len(outputs)))
+        assert search.main(['--experiment_root', root, '--gallery', h5, '--query', folder,
+                            '--top_k', '5', '--output', out] + extra) == 0
+        outputs.append(json.load(open(out)))
+    for output in outputs[1:]:
+        for entry, expected in zip(output, outputs[0]):
+            assert [r['file'] for r in entry['results']] == [
+                r['file'] for r in expected['results']]
+            np.testing.assert_allclose([r['distance'] for r in entry['results']],
+                                       [r['distance'] for r in expected['results']], atol=1e-3)
+    assert os.path.exists(h5 + '.l2.index')
+    with pytest.raises(common.UserError, match='leave out one of --index and --rerank'):
+        search.main(['--experiment_root', root, '--gallery', h5, '--query', folder, '--index',
+                     '--rerank'])
+
 def test_rank_with_rerank_agrees_on_the_nearest():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
