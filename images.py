@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+import common
 from common import UserError
 
 
@@ -233,6 +234,20 @@ def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
                 len(bad), len(fids), examples)
     return keep
 
+
+
+def load_training_sets(train_set, image_root, skip, loading_threads=8, log=None,
+                       max_pixels=MAX_IMAGE_PIXELS):
+    """The usable images of train.py's --train_set and --image_root (one
+    path or lists, see `common.training_sets`), each set checked by
+    `decodable_mask`: a list of (pids, fids, image_root, csv_file), one per
+    set, for `common.merge_datasets`."""
+    parts = []
+    for csv_file, root in common.training_sets(train_set, image_root):
+        pids, fids = common.load_dataset(csv_file, root)
+        keep = decodable_mask(fids, root, skip, loading_threads, log, max_pixels=max_pixels)
+        parts.append((pids[keep], fids[keep], root, csv_file))
+    return parts
 
 CROPS = ('center', 'top_left', 'top_right', 'bottom_left', 'bottom_right')
 

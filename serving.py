@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import common
-from images import Preprocessing, decodable_mask, resize, resize_by_matmul
+from images import Preprocessing, load_training_sets, resize, resize_by_matmul
 class EmbeddingModule(tf.Module):
     """The exported object: an embedding model behind resizing signatures."""
 
@@ -116,12 +116,7 @@ def calibration_images(train_args, count):
     Raises:
         UserError when a CSV or its image root cannot be read.
     """
-    parts = []
-    for csv_file, image_root in common.training_sets(train_args['train_set'],
-                                                     train_args['image_root']):
-        pids, fids = common.load_dataset(csv_file, image_root)
-        keep = decodable_mask(fids, image_root, skip=True)
-        parts.append((pids[keep], fids[keep], image_root, csv_file))
+    parts = load_training_sets(train_args['train_set'], train_args['image_root'], skip=True)
     _, fids, root = common.merge_datasets(parts)
     # With several sets, each has its say in the calibration: their images
     # are taken in turn (the first of each set, then the second, ...).

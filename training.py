@@ -29,7 +29,7 @@ import loss
 import nets
 import sampler
 import validation
-from images import Preprocessing, decodable_mask
+from images import Preprocessing, load_training_sets
 from inference import inference_function
 from model import build_model, load_body_weights, restore
 from uninterrupt import Uninterrupt
@@ -472,12 +472,8 @@ def load_data(args, chief):
     their identities kept apart) without the images that cannot be used,
     checked for enough identities (and, with --detailed_logs, for the disk
     space of their logs)."""
-    parts = []
-    for csv_file, image_root in common.training_sets(args.train_set, args.image_root):
-        pids, fids = common.load_dataset(csv_file, image_root)
-        keep = decodable_mask(fids, image_root, args.skip_corrupt_images, args.loading_threads,
-                              log, max_pixels=args.max_image_pixels)
-        parts.append((pids[keep], fids[keep], image_root, csv_file))
+    parts = load_training_sets(args.train_set, args.image_root, args.skip_corrupt_images,
+                               args.loading_threads, log, args.max_image_pixels)
     data = TrainingData(*common.merge_datasets(parts))
     if len(parts) > 1:
         log.info('Training on %d sets, %s, with their identities kept apart (prefixed 1:, '
