@@ -148,8 +148,9 @@ def load_or_build_index(embs, metric, gallery_path):
     index = _read_index(path, digest)
     if index is not None:
         return index
-    print('Building the gallery index of {} embeddings (once; about 10 minutes at 1 million '
-          'on 2 cores, see bench/ann.json).'.format(len(embs)), file=sys.stderr)
+    print('Building the gallery index of {} embeddings; this happens once, and takes about '
+          'a quarter of an hour for a million on 2 cores (bench/ann.json).'.format(len(embs)),
+          file=sys.stderr)
     index = build_index(embs, metric)
     common.remove_dead_temporaries(os.path.dirname(os.path.abspath(path)),
                                    os.path.basename(path))

@@ -7,6 +7,10 @@ the top-k gallery files of each query with their distances:
 
     python search.py --experiment_root EXP --gallery EXP/images_embeddings.h5 \\
         --query person.jpg [--top_k 10] [--output results.json] [--plot results.png]
+
+With --index, large galleries are searched through an approximate
+nearest-neighbour index that the first such search builds and saves beside
+the gallery (see gallery.load_or_build_index).
 """
 
 import argparse
