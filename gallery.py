@@ -121,7 +121,8 @@ def _read_index(path, digest):
     embeddings hash to `digest`, else None (with a warning for a damaged or
     stale file, which is then built anew)."""
     import faiss
-    if not os.path.exists(path):
+    # A folder in the index's place is reported when the index cannot be saved there.
+    if not os.path.isfile(path):
         return None
     try:
         with h5py.File(path, 'r') as f:
