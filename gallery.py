@@ -153,10 +153,9 @@ def load_or_build_index(embs, metric, gallery_path):
           'a quarter of an hour for a million on 2 cores (bench/ann.json).'.format(len(embs)),
           file=sys.stderr)
     index = build_index(embs, metric)
-    common.remove_dead_temporaries(os.path.dirname(os.path.abspath(path)),
-                                   os.path.basename(path))
-    partial = common.temporary_beside(path, False, suffix='.h5')
+    partial = None
     try:
+        partial = common.temporary_beside(path, False, suffix='.h5')
         with h5py.File(partial, 'w') as f:
             f.create_dataset('faiss', data=faiss.serialize_index(index))
             f.attrs['gallery_sha256'] = digest
@@ -166,7 +165,7 @@ def load_or_build_index(embs, metric, gallery_path):
         print('WARNING: cannot save the gallery index `{}` ({}); the next search builds it '
               'again.'.format(path, e), file=sys.stderr)
     finally:
-        if os.path.exists(partial):
+        if partial and os.path.exists(partial):
             os.remove(partial)
     return index
 

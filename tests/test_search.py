@@ -143,6 +143,12 @@ def test_the_saved_index_is_reused_rebuilt_for_other_embeddings_and_survives_dam
     assert len(built) == 3 and 'is damaged' in capsys.readouterr().err
     assert index.ntotal == 300
     # A folder that cannot be written: the search goes on with the built index.
+    def refused(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied')
+    with monkeypatch.context() as patch:
+        patch.setattr(common, 'temporary_beside', refused)
+        assert gallery.load_or_build_index(embs[:50].copy(), 'cosine', path).ntotal == 50
+    assert 'cannot save the gallery index' in capsys.readouterr().err
     os.chmod(tmp_path, 0o500)
     try:
         if os.access(str(tmp_path), os.W_OK):
