@@ -235,7 +235,6 @@ def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
     return keep
 
 
-
 def load_training_sets(train_set, image_root, skip, loading_threads=8, log=None,
                        max_pixels=MAX_IMAGE_PIXELS):
     """The usable images of train.py's --train_set and --image_root (one
@@ -248,6 +247,7 @@ def load_training_sets(train_set, image_root, skip, loading_threads=8, log=None,
         keep = decodable_mask(fids, root, skip, loading_threads, log, max_pixels=max_pixels)
         parts.append((pids[keep], fids[keep], root, csv_file))
     return parts
+
 
 CROPS = ('center', 'top_left', 'top_right', 'bottom_left', 'bottom_right')
 
