@@ -174,7 +174,8 @@ def search_index(index, query_embs, gallery_embs, metric, top_k, candidates):
     """The approximate top-k gallery indices (Q, k) of each query, nearest
     first, and their exact `metric` distances (Q, k), through `index` with
     a candidate list of `candidates` (HNSW's efSearch)."""
-    index.hnsw.efSearch = max(candidates, top_k)
+    # More candidates than gallery images cannot help (and faiss takes a C int).
+    index.hnsw.efSearch = min(max(candidates, top_k), index.ntotal)
     k = min(top_k, index.ntotal)
     _, nearest = index.search(_index_vectors(query_embs, metric), k)
     distances = np.stack([metrics.pairwise_distances(q[None], gallery_embs[n], metric)[0]

@@ -163,7 +163,8 @@ def test_search_with_the_index_finds_what_the_exhaustive_search_finds(embedded_g
                                                                       tmp_path):
     root, h5, folder = embedded_gallery
     outputs = []
-    for extra in ([], ['--index'], ['--index', '--index_candidates', '1']):
+    for extra in ([], ['--index'], ['--index', '--index_candidates', '1'],
+                  ['--index', '--index_candidates', str(2 ** 63 - 1)]):
         out = str(tmp_path / 'results{}.json'.format(len(outputs)))
         assert search.main(['--experiment_root', root, '--gallery', h5, '--query', folder,
                             '--top_k', '5', '--output', out] + extra) == 0
