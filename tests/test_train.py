@@ -644,8 +644,8 @@ def test_several_training_sets_keep_their_identities_apart(tmp_path):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 
     # The stored lists resume; one set alone stays a plain path in args.json.
-    assert train.main(base_args(root, first, roots[0], 24, '--override')[:2] +
-                      ['--train_iterations', '24', '--override']) == 0
+    assert train.main(['--experiment_root', root, '--train_iterations', '24',
+                       '--override']) == 0
     assert checkpoint_steps(root)[-1] == 24
     assert json.load(open(os.path.join(root, 'args.json')))['train_set'] == [first, second]
 
