@@ -259,9 +259,44 @@ def sequential_ops():
                         'already runs in this process; runs may differ in the last bits.')
 
 
+def input_size_problem(model, size):
+    """Why `model` cannot take (H, W) `size` inputs, or None when it can.
+
+    Read from the static shapes of the model traced into a graph, which every
+    machine computes alike from the layers' windows, strides and paddings: a
+    trial call instead fails, or quietly returns NaN from an empty feature
+    map, depending on the CPU's kernels.
+    """
+    spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
+    try:
+        graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(
+            spec).graph
+    except ValueError as e:
+        # Keras prints the layer's own message in bold amid a traceback of the trace.
+        bold = re.search(r'\x1b\[1m(.*?)\x1b\[0m', str(e), re.S)
+        text = bold.group(1) if bold else str(e).strip().splitlines()[-1]
+        found = re.search(r'(Negative dimension size caused by subtracting \d+ from \d+) for '
+                          r"'\{\{node ([^}]+)\}\}", text)
+        if found:
+            return '{} at `{}`'.format(found.group(1), found.group(2))
+        return ' '.join(text.split())[:300]
+    for op in graph.get_operations():
+        for tensor in op.outputs:
+            if tensor.shape.rank == 4 and 0 in tensor.shape.as_list()[1:3]:
+                return 'an empty feature map of {} at `{}`'.format(
+                    'x'.join(str(n) for n in tensor.shape.as_list()[1:3]), op.name)
+    return None
+
+
 def check_input_size(model, args):
-    """Refuses a net that cannot take the input size, before anything is written."""
+    """Refuses a net that cannot take the input size, or that does not fit in
+    memory at one image of it, before anything is written."""
     size = (args.net_input_height, args.net_input_width)
+    problem = input_size_problem(model, size)
+    if problem:
+        raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
+                               '--net_input_height and --net_input_width.'.format(
+                                   args.model_name, size[0], size[1], problem))
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
     except tf.errors.ResourceExhaustedError as e:
@@ -270,10 +305,11 @@ def check_input_size(model, args):
                                    args.model_name, size[0], size[1],
                                    str(e).strip().splitlines()[0][:200]))
     except (ValueError, tf.errors.OpError) as e:
+        # The shapes allowed it, but a kernel of this machine still refuses it.
         raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
                                '--net_input_height and --net_input_width.'.format(
                                    args.model_name, size[0], size[1],
-                                   str(e).strip().splitlines()[0]))
+                                   str(e).strip().splitlines()[0][:200]))
 
 
 @dataclass(frozen=True)

@@ -136,11 +136,16 @@ def test_looks_collapsed():
 
 
 def test_collapsed_run_warns_once(tmp_path):
-    # Every identity shows the same picture, so every embedding is the same
-    # point: the loss sits at ln 2 and the spread at zero, as in a collapse.
+    # Every identity shows the same black picture, so every embedding is the
+    # same point: the loss sits at ln 2 and the spread at zero, as in a
+    # collapse. Black, since the tiny net and its head map zeros to exactly
+    # zero on every machine (their biases start at zero), and zero gradients
+    # keep them there. Over a picture of noise, batch norm of identical
+    # inputs would blow the last-bit differences between batch elements that
+    # some CPUs' kernels make up into a spread of any size.
     from conftest import scalars, write_image
     image_root = str(tmp_path / 'data')
-    picture = np.random.default_rng(0).uniform(0, 255, (32, 16, 3)).astype(np.uint8)
+    picture = np.zeros((32, 16, 3), np.uint8)
     rows = []
     for i in range(16):
         fid = 'train/{:04d}_c1s1_{:06d}_00.jpg'.format(i // 4 + 1, i)
@@ -465,6 +470,45 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     assert logged_iterations(root)[-1][0] == 6 and checkpoint_steps(root)[-1] == 6
     with pytest.raises(common.UserError, match='--override cannot change `embedding_dim`'):
         train.main(['--experiment_root', root, '--embedding_dim', '8', '--override'])
+
+
+def test_the_input_size_check_reads_the_traced_shapes():
+    # A trial call of a net on too small an input raises with oneDNN's kernels
+    # and returns NaN with Eigen's; the check reads the traced shapes instead.
+    import keras
+    model, _ = build_model('tiny', 'fc1024', 16)
+    assert training.input_size_problem(model, (32, 16)) is None
+    assert re.fullmatch(r'Negative dimension size caused by subtracting 2 from 1 at `\S*pool3\S*`',
+                        training.input_size_problem(model, (8, 4)))
+    # A layer's own refusal is quoted without the traceback of the trace, and
+    # a layer that leaves no pixels is caught although the shapes allow it.
+    images = keras.Input((None, None, 3))
+    cropped = keras.layers.Cropping2D(((0, 0), (2, 2)))(images)
+    assert training.input_size_problem(
+        keras.Model(images, keras.layers.GlobalAveragePooling2D()(cropped)), (8, 4)) == (
+        'Values in `cropping` argument should be smaller than the corresponding spatial '
+        'dimension of the input. Received: inputs.shape=(1, 8, 4, 3), cropping=((0, 0), (2, 2))')
+    emptied = keras.layers.Lambda(lambda x: x[:, :, :0], name='emptied')(images)
+    assert re.fullmatch(r'an empty feature map of 8x0 at `\S*emptied\S*`',
+                        training.input_size_problem(
+                            keras.Model(images, keras.layers.GlobalAveragePooling2D()(emptied)),
+                            (8, 4)))
+
+
+@pytest.mark.slow
+def test_a_too_small_input_is_refused_with_eigens_kernels_too(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'train.py')] +
+        base_args(root, csv_path, image_root, 2, '--net_input_height', '8',
+                  '--net_input_width', '4'),
+        capture_output=True, text=True, cwd=str(tmp_path),
+        env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS='0', TF_CPP_MIN_LOG_LEVEL='3'))
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        'error: the net `tiny` cannot take 8x4 inputs (Negative dimension size'), done.stderr
+    assert not os.path.exists(root)
 
 
 def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny_dataset,
