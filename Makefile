@@ -63,8 +63,9 @@ demo: data/demo/demo_train.csv | $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# --durations: what the suite costs, its slowest tests first, in every run.
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: lint
 	$(BIN)/python -m pytest -q -m 'not slow' tests

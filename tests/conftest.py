@@ -5,6 +5,7 @@ other."""
 
 import logging
 import os
+import random
 import re
 import signal
 import sys
@@ -16,6 +17,89 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+# Test order and process-wide state.
+###
+
+
+def pytest_addoption(parser):
+    parser.addoption('--test-order', default='file', metavar='file|reverse|random[:SEED]',
+                     help='run the collected tests in file order, in reverse, or shuffled with '
+                          'SEED (default: a new seed, printed); proves them independent of order')
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption('--test-order')
+    kind, _, seed = order.partition(':')
+    if kind == 'reverse':
+        items.reverse()
+    elif kind == 'random':
+        seed = int(seed) if seed else random.SystemRandom().randrange(2 ** 32)
+        config.test_order_line = 'test order: random:{}'.format(seed)
+        random.Random(seed).shuffle(items)
+    elif kind != 'file':
+        raise pytest.UsageError('--test-order takes file, reverse or random[:SEED], not '
+                                '{!r}'.format(order))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # At the end, where a failing run is read: the order, with a shuffle's seed.
+    order = getattr(config, 'test_order_line', 'test order: ' + config.getoption('--test-order'))
+    if not order.endswith(': file'):
+        terminalreporter.write_line(order)
+
+
+@pytest.fixture(autouse=True)
+def process_state():
+    """Hands each test the process-wide state it found, whatever it changed.
+
+    train.main, called in-process, switches TensorFlow's op determinism on
+    for --deterministic (it then stays on, and refuses unseeded random ops),
+    sets Keras' global dtype policy for --mixed_precision, seeds Python's,
+    NumPy's and TensorFlow's global generators, and points the root logger
+    at the experiment's train.log; without this, a test's outcome would
+    depend on the tests that ran before it. TensorFlow's thread pools,
+    fixed once it runs, cannot be handed back: they change speed only.
+    """
+    loaded = 'tensorflow' in sys.modules
+    determinism, policy = (op_determinism(), global_policy()) if loaded else (False, 'float32')
+    root = logging.getLogger()
+    handlers, level = own_handlers(root), root.level
+    python_random, numpy_random = random.getstate(), np.random.get_state()
+    yield
+    random.setstate(python_random)
+    np.random.set_state(numpy_random)
+    for handler in own_handlers(root):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    if 'tensorflow' in sys.modules:
+        from tensorflow.python.framework import config
+        if op_determinism() != determinism:
+            (config.enable_op_determinism if determinism else config.disable_op_determinism)()
+        if global_policy() != policy:
+            import keras
+            keras.mixed_precision.set_global_policy(policy)
+
+
+def own_handlers(logger):
+    """The handlers of `logger` but pytest's, which pytest swaps at each phase of a test."""
+    return [h for h in logger.handlers if not type(h).__module__.startswith('_pytest')]
+
+
+def op_determinism():
+    from tensorflow.python.framework import config
+    return config.is_op_determinism_enabled()
+
+
+def global_policy():
+    import keras
+    return keras.mixed_precision.global_policy().name
 
 
 def write_file(path, content, mode='w'):
