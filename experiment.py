@@ -18,7 +18,7 @@ import tensorflow as tf
 import common
 from common import UserError, read_json
 from heads import HEAD_CHOICES
-from nets import NET_CHOICES
+from nets import NET_CHOICES, PADDINGS
 from layers import POOLINGS
 
 log = logging.getLogger('experiment')
@@ -36,6 +36,8 @@ LEGACY_ARGUMENTS = {
     # The architecture before --pooling and --last_stride.
     'pooling': 'avg',
     'last_stride': 2,
+    # Before --net_padding, OSNet padded its stem as Keras' 'same' does.
+    'net_padding': 'keras',
 }
 
 
@@ -55,7 +57,8 @@ def read_args(experiment_root):
         return None
     stored = read_json(args_file, 'fix it or start a new experiment root')
     for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
-                         ('pooling', POOLINGS), ('last_stride', (1, 2))):
+                         ('pooling', POOLINGS), ('last_stride', (1, 2)),
+                         ('net_padding', PADDINGS)):
         if key in stored and stored[key] not in choices:
             raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
                             '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
@@ -238,7 +241,8 @@ def read_best(experiment_root):
 
 
 # What a checkpoint's variables depend on: --override cannot change these.
-ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride')
+ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride',
+                          'net_padding')
 
 
 VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_camera_regex',

@@ -26,14 +26,15 @@ log = logging.getLogger('model')
 
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
-                last_stride=2):
+                last_stride=2, padding='torch'):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
     dtype policy for the layers built here; the embedding layer stays float32.
     `pooling` (one of `layers.POOLINGS`) replaces the body's global
     average pooling; `last_stride` 1 halves the stride of the body's last
-    stage, for the nets that take it.
+    stage, for the nets that take it; `padding` is how the `nets.PADDING_NETS`
+    pad their strided layers (`nets.PADDINGS`).
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -46,7 +47,7 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     """
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    body = nets.load(model_name, last_stride)
+    body = nets.load(model_name, last_stride, padding)
     head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
     if pooling == 'avg':

@@ -26,7 +26,7 @@ import sampler
 import training
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
-from nets import LAST_STRIDE_NETS, NET_CHOICES
+from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
 from layers import POOLINGS
 
 
@@ -90,6 +90,14 @@ parser.add_argument(
     help='The stride of the body\'s last stage. 1 (BoT) doubles the height and width of '
          'the final feature map, for finer features at more compute; pretrained weights '
          'still load. For {}.'.format(', '.join(LAST_STRIDE_NETS)))
+
+parser.add_argument(
+    '--net_padding', default='torch', choices=PADDINGS,
+    help='How the strided stem convolution and max-pool of {} pad: `torch` on every side '
+         'alike, as torchreid (whose trained weights need it), or `keras`, Keras\' \'same\' '
+         '(the extra pixel at the bottom and right only), as experiments before this flag. '
+         'The other nets pad as the reference they follow does.'.format(
+             ', '.join(PADDING_NETS)))
 
 parser.add_argument(
     '--initial_checkpoint', default=None,

@@ -563,7 +563,8 @@ def build_run(args, strategy, num_ids, chief):
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         model, body = build_model(args.model_name, args.head_name, args.embedding_dim,
-                                  args.mixed_precision, args.pooling, args.last_stride)
+                                  args.mixed_precision, args.pooling, args.last_stride,
+                                  args.net_padding)
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
         extras = auxiliary_heads(args, num_ids, args.embedding_dim)

@@ -19,6 +19,11 @@ stride 1", which doubles the final feature map's size and keeps pretrained
 weights usable) takes it as `body(last_stride=2)` and is listed in
 `LAST_STRIDE_NETS`.
 
+A plug-in whose strided layers can pad either as PyTorch does (on every
+side alike) or as Keras' 'same' does takes it as `body(padding='torch')` (or
+'keras') and is listed in `PADDING_NETS`; the other nets pad as the
+reference they follow does.
+
 `_resnet_v1.py` and `_osnet.py` are shared building blocks, not choices; the layers that nets
 and heads share are in the top-level `layers.py`.
 """
@@ -41,6 +46,10 @@ NET_CHOICES = (
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')
 
+PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25')
+
+PADDINGS = ('torch', 'keras')
+
 
 def check_last_stride(name, last_stride):
     """Refuses a last stride other than 2 for a net that cannot take it.
@@ -54,9 +63,10 @@ def check_last_stride(name, last_stride):
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
 
 
-def load(name, last_stride=2):
+def load(name, last_stride=2, padding='torch'):
     """The body of the net `name` (see the contract above), with its last
-    stage at `last_stride`.
+    stage at `last_stride` and, for `PADDING_NETS`, its strided layers
+    padding as `padding` says (one of `PADDINGS`; other nets ignore it).
 
     Raises:
         common.UserError for a last stride the net cannot take.
@@ -64,4 +74,6 @@ def load(name, last_stride=2):
     from importlib import import_module
     check_last_stride(name, last_stride)
     net = import_module('nets.' + name)
+    if name in PADDING_NETS:
+        return net.body(padding=padding)
     return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

@@ -16,6 +16,15 @@ average pooling as every body does; with it, OSNet x1.0 has the paper's
 
 Inputs are scaled to [0, 1] and normalised with ImageNet's mean and standard
 deviation, as torchreid does.
+
+`padding` says how the strided 7×7 stem convolution and the 3×3 max-pool
+after it pad: `torch` pads 3 and 1 pixels on every side, as torchreid's
+PyTorch layers do, so that its trained weights compute what they computed
+there; `keras` is Keras' 'same' padding, which on even sizes puts the extra
+pixel at the bottom and right only (2 and 3, 0 and 1), shifting every output
+by a pixel: what experiments before the choice trained with. Every other
+layer pads alike in both (stride 1 'same' is symmetric). The max-pool's zero
+padding equals PyTorch's -inf, as it follows a ReLU.
 """
 
 import keras
@@ -31,20 +40,34 @@ BOTTLENECK_REDUCTION = 4
 GATE_REDUCTION = 16
 
 
-def _conv(x, filters, kernel_size, name, stride=1, groups=1, use_bias=False):
+def _conv(x, filters, kernel_size, name, stride=1, groups=1, use_bias=False, padding='same'):
     # PyTorch's Kaiming normal initialisation over the fan-out, as torchreid's.
     initializer = keras.initializers.VarianceScaling(2.0, 'fan_out', 'untruncated_normal')
     if groups > 1:
-        return keras.layers.DepthwiseConv2D(kernel_size, stride, padding='same',
+        return keras.layers.DepthwiseConv2D(kernel_size, stride, padding=padding,
                                             use_bias=use_bias, name=name,
                                             depthwise_initializer=initializer)(x)
-    return keras.layers.Conv2D(filters, kernel_size, stride, padding='same', use_bias=use_bias,
+    return keras.layers.Conv2D(filters, kernel_size, stride, padding=padding, use_bias=use_bias,
                                kernel_initializer=initializer, name=name)(x)
 
 
-def conv_bn(x, filters, kernel_size, name, stride=1, relu=True):
-    """A convolution, batch norm and (unless not `relu`) ReLU."""
-    x = batch_norm(_conv(x, filters, kernel_size, name + '_conv', stride), name + '_bn')
+def pad(x, pixels, name, padding):
+    """(x, mode) for a strided layer: under `torch` padding, `x` padded by
+    `pixels` on every side and the mode 'valid'; under `keras`, `x` as it is
+    and the mode 'same'."""
+    if padding == 'keras':
+        return x, 'same'
+    return keras.layers.ZeroPadding2D(pixels, name=name + '_pad')(x), 'valid'
+
+
+def conv_bn(x, filters, kernel_size, name, stride=1, relu=True, padding='torch'):
+    """A convolution, batch norm and (unless not `relu`) ReLU; a strided one
+    pads as `padding` says."""
+    mode = 'same'
+    if stride > 1:
+        x, mode = pad(x, kernel_size // 2, name, padding)
+    x = batch_norm(_conv(x, filters, kernel_size, name + '_conv', stride, padding=mode),
+                   name + '_bn')
     return keras.layers.ReLU(name=name + '_relu')(x) if relu else x
 
 
@@ -90,15 +113,21 @@ def os_block(x, channels, name):
         [x3, shortcut]))
 
 
-def osnet_body(width, name):
-    """The body of OSNet at `width` (a key of `WIDTHS`): images (B, H, W, 3)
-    in [0, 255] to pooled features (B, C), C = 512 × width."""
+def osnet_body(width, name, padding='torch'):
+    """The body of OSNet at `width` (a key of `WIDTHS`) with `padding`
+    (`torch` or `keras`, see above): images (B, H, W, 3) in [0, 255] to
+    pooled features (B, C), C = 512 × width."""
     stem, *stages = WIDTHS[width]
     images = keras.Input((None, None, 3), name='images')
-    x = keras.layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
-                                   name='normalize')(images)
-    x = conv_bn(x, stem, 7, 'conv1', stride=2)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding='same', name='pool1')(x)
+    # (x - mean) / std as a scale and an offset, which the graph holds as
+    # constants: Keras' Normalization layer keeps them as tensors captured
+    # from outside, which tf2onnx turned into two more inputs of the ONNX model.
+    x = keras.layers.Rescaling([1 / s for s in IMAGENET_STD],
+                               [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
+                               name='normalize')(images)
+    x = conv_bn(x, stem, 7, 'conv1', stride=2, padding=padding)
+    x, mode = pad(x, 1, 'pool1', padding)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding=mode, name='pool1')(x)
     for stage, channels in enumerate(stages, start=2):
         for block in range(2):
             x = os_block(x, channels, 'conv{}_{}'.format(stage, block + 1))

@@ -4,5 +4,5 @@
 from nets._osnet import osnet_body
 
 
-def body():
-    return osnet_body(1.0, 'osnet')
+def body(padding='torch'):
+    return osnet_body(1.0, 'osnet', padding)

@@ -4,5 +4,5 @@
 from nets._osnet import osnet_body
 
 
-def body():
-    return osnet_body(0.5, 'osnet_x0_5')
+def body(padding='torch'):
+    return osnet_body(0.5, 'osnet_x0_5', padding)
