@@ -21,6 +21,7 @@ HEAD_CHOICES = (
     'fc1024',
     'fc1024_bnneck',
     'fc1024_normalize',
+    'fc_bn_relu',
 )
 
 
