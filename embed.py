@@ -157,6 +157,10 @@ def main(argv=None):
         shown = common.find_images(args.images)
         image_root, fids = common.common_root(shown)
     else:
+        if not args.image_root and train_args.get('image_root') is None:
+            raise common.UserError('`{}` stores no image root (its model was imported, not '
+                                   'trained here); pass --image_root.'.format(
+                                       os.path.join(args.experiment_root, 'args.json')))
         # Of an experiment that trained on several sets, the first set's root.
         image_root = args.image_root or common.as_list(train_args['image_root'])[0]
         if not args.image_root and not os.path.isdir(image_root):

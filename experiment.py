@@ -264,6 +264,12 @@ def resolve_arguments(parser, argv, chief):
     """
     args = parser.parse_args(argv)
     stored = read_args(args.experiment_root)
+    if stored is not None and stored.get('imported_from'):
+        raise UserError('`{}` holds a model imported from `{}` (import_model.py), not a run of '
+                        'train.py to resume; fine-tune it in a new experiment root with '
+                        '--initial_checkpoint {}.'.format(args.experiment_root,
+                                                          stored['imported_from'],
+                                                          args.experiment_root))
     if stored is None:
         if args.resume:
             raise UserError('--resume was given but `{}` does not exist.'.format(

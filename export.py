@@ -52,11 +52,18 @@ parser.add_argument(
 parser.add_argument(
     '--tflite_int8', action='store_true', default=False,
     help='Quantise the --tflite model to int8 weights and activations (float input and '
-         'output), calibrated on the first --tflite_samples images of the training CSV.')
+         'output), calibrated on the first --tflite_samples images of the training CSV (or '
+         'of --calibration_images).')
 
 parser.add_argument(
     '--tflite_samples', default=100, type=common.positive_int,
-    help='How many training images calibrate --tflite_int8.')
+    help='How many images calibrate --tflite_int8.')
+
+parser.add_argument(
+    '--calibration_images', nargs='+', metavar='PATH', default=None,
+    help='Calibrate --tflite_int8 on these image files and folders (searched recursively, '
+         'in sorted order) instead of the training CSV; an imported model (import_model.py) '
+         'has no training images and needs them.')
 
 parser.add_argument(
     '--quiet', action='store_true', default=False,
@@ -79,6 +86,8 @@ def main(argv=None):
     check_output(output, '--output')
     if args.tflite_int8 and not args.tflite:
         raise common.UserError('--tflite_int8 quantises the --tflite model; give --tflite.')
+    if args.calibration_images and not args.tflite_int8:
+        raise common.UserError('--calibration_images calibrate --tflite_int8; give it too.')
     if args.tflite:
         check_output(args.tflite, '--tflite')
         if os.path.abspath(args.tflite) in (os.path.abspath(output),
@@ -100,8 +109,8 @@ def main(argv=None):
                                      train_args['net_input_width']), train_args['antialias'])
     # The calibration images are read first, so that a bad training set
     # stops the export before anything is written.
-    representative = serving.calibration_images(train_args, args.tflite_samples) \
-        if args.tflite_int8 else None
+    representative = serving.calibration_images(
+        train_args, args.tflite_samples, args.calibration_images) if args.tflite_int8 else None
     log('Tracing and writing the SavedModel of {} (some seconds)…'.format(checkpoint))
     serving.export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))

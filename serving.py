@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 import common
-from images import Preprocessing, load_training_sets, resize, resize_by_matmul
+from images import (Preprocessing, decodable_mask, load_training_sets, resize,
+                    resize_by_matmul)
 class EmbeddingModule(tf.Module):
     """The exported object: an embedding model behind resizing signatures."""
 
@@ -107,25 +108,37 @@ def xnnpack_problem(path, net_input_size):
     return None
 
 
-def calibration_images(train_args, count):
+def calibration_images(train_args, count, paths=None):
     """The first `count` decodable images of the experiment's training CSV
-    (of each CSV in turn, when it trained on several) at its net input size:
-    (N, H, W, 3) float32, for --tflite_int8. Damaged and oversized images are
-    left out with a warning, as training can skip them.
+    (of each CSV in turn, when it trained on several), or of the image files
+    and folders `paths` when given, at its net input size: (N, H, W, 3)
+    float32, for --tflite_int8. Damaged and oversized images are left out
+    with a warning, as training can skip them.
 
     Raises:
-        UserError when a CSV or its image root cannot be read.
+        UserError when a CSV or its image root cannot be read, or for an
+        experiment without a training set (an imported model) and no `paths`.
     """
-    parts = load_training_sets(train_args['train_set'], train_args['image_root'], skip=True)
-    _, fids, root = common.merge_datasets(parts)
-    # With several sets, each has its say in the calibration: their images
-    # are taken in turn (the first of each set, then the second, ...).
-    rank = np.concatenate([np.arange(len(part[1])) for part in parts])
-    set_of = np.concatenate([np.full(len(part[1]), i) for i, part in enumerate(parts)])
-    fids = fids[np.lexsort((set_of, rank))][:count]
+    if paths:
+        root, fids = common.common_root(common.find_images(paths))
+        fids = fids[decodable_mask(fids, root, skip=True)][:count]
+        source = ' + '.join(paths)
+    elif train_args.get('train_set') is None:
+        raise common.UserError('--tflite_int8 calibrates on the training images, and this '
+                               'experiment (an imported model) has none; pass some of your own '
+                               'with --calibration_images. Nothing was exported.')
+    else:
+        parts = load_training_sets(train_args['train_set'], train_args['image_root'],
+                                   skip=True)
+        _, fids, root = common.merge_datasets(parts)
+        # With several sets, each has its say in the calibration: their images
+        # are taken in turn (the first of each set, then the second, ...).
+        rank = np.concatenate([np.arange(len(part[1])) for part in parts])
+        set_of = np.concatenate([np.full(len(part[1]), i) for i, part in enumerate(parts)])
+        fids = fids[np.lexsort((set_of, rank))][:count]
+        source = ' + '.join(common.as_list(train_args['train_set']))
     if not len(fids):
         raise common.UserError('none of the images of `{}` can be decoded to calibrate '
-                               '--tflite_int8. Nothing was exported.'.format(
-                                   ' + '.join(common.as_list(train_args['train_set']))))
+                               '--tflite_int8. Nothing was exported.'.format(source))
     preprocessing = Preprocessing.of(train_args)
     return tf.stack([preprocessing.load(fid, root) for fid in fids]).numpy()

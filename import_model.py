@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Import a trained torchreid OSNet (a model-zoo `.pth`) as an experiment root.
+
+    .venv/bin/python import_model.py --weights osnet_x0_25_msmt17.pth \\
+        --experiment_root experiments/osnet_x0_25_msmt17
+
+The experiment root then holds `args.json` and `checkpoint-0`, and embed.py,
+search.py, export.py (SavedModel, ONNX, TensorFlow Lite) and evaluate.py work
+on it as on a trained experiment; `train.py --initial_checkpoint ROOT
+--model_name osnet_x0_25 ...` fine-tunes from it. The width (osnet,
+osnet_x0_75, osnet_x0_5, osnet_x0_25) is read from the file. The file is
+read as data: PyTorch is not needed, and nothing in the file is run (a
+pickle that names anything but tensors is refused).
+"""
+
+import argparse
+
+import common
+import startup
+
+# Before anything imports TensorFlow: see startup.quiet_tensorflow.
+startup.quiet_tensorflow()
+
+import model_zoo
+from nets import PADDING_NETS
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+parser.add_argument(
+    '--weights', required=True,
+    help='A torchreid OSNet state dict (.pth or .pt; a plain state dict or a training '
+         'checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
+         'osnet_x0_25_msmt17.pth from torchreid\'s model zoo.')
+
+parser.add_argument(
+    '--experiment_root', required=True,
+    help='The experiment root to create; it must not exist yet.')
+
+parser.add_argument(
+    '--model_name', default=None, choices=PADDING_NETS,
+    help='The OSNet width the file must hold; read from the file when left out.')
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    stored = model_zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
+    print('Imported {} ({} + {}, {}-d embeddings at {}x{}{}) as {}.'.format(
+        args.weights, stored['model_name'], stored['head_name'], stored['embedding_dim'],
+        stored['net_input_height'], stored['net_input_width'],
+        '' if stored['imported_classes'] is None else
+        '; its classifier of {} training identities is left out'.format(
+            stored['imported_classes']), args.experiment_root))
+    return 0
+
+
+if __name__ == '__main__':
+    common.run(main)

@@ -1,0 +1,227 @@
+"""Trained re-id models of torchreid as experiments of this project.
+
+torchreid's model zoo publishes OSNet trained on Market-1501, DukeMTMC-reID,
+MSMT17 and more as PyTorch state dicts. `import_osnet` reads one (through
+`torch_weights`, which never runs what the file holds), maps its tensors
+onto the Keras OSNet of `nets/_osnet.py` with torchreid's padding and
+torchreid's embedding head (`heads/fc_bn_relu.py`), and writes an
+experiment root (`args.json`, `checkpoint-0`) that embed.py, search.py,
+export.py and evaluate.py use as a trained one, and that train.py's
+--initial_checkpoint fine-tunes from.
+"""
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+
+import numpy as np
+
+import common
+import torch_weights
+from common import UserError
+
+# The stem's channels (conv1's output) of each width, which name the net.
+OSNET_BY_STEM = {64: 'osnet', 48: 'osnet_x0_75', 32: 'osnet_x0_5', 16: 'osnet_x0_25'}
+
+# torchreid's test-time input and the head's width.
+INPUT_SIZE = (256, 128)
+FEATURE_DIM = 512
+
+# The streams of an OSBlock: torchreid's conv2a..conv2d, our stream1..stream4.
+STREAMS = {'conv2a': 1, 'conv2b': 2, 'conv2c': 3, 'conv2d': 4}
+
+# Keys a state dict may hold beside the network's weights: batch norms'
+# counters, and the identity classifier of the training identities, which
+# another training set cannot use.
+IGNORED = re.compile(r'(.*\.num_batches_tracked|classifier\.(weight|bias))$')
+
+
+def module_layers():
+    """{torchreid module: Keras layer} for every OSNet layer with weights, at any width."""
+    pairs = [('conv1.conv', 'conv1_conv'), ('conv1.bn', 'conv1_bn')]
+    for stage in (2, 3, 4):
+        for block in (0, 1):
+            theirs, ours = 'conv{}.{}.'.format(stage, block), 'conv{}_{}_'.format(stage, block + 1)
+            for module, layer in (('conv1', 'reduce'), ('conv3', 'expand'),
+                                  ('downsample', 'shortcut')):
+                pairs += [(theirs + module + '.conv', ours + layer + '_conv'),
+                          (theirs + module + '.bn', ours + layer + '_bn')]
+            pairs += [(theirs + 'gate.fc1', ours + 'gate_fc1'),
+                      (theirs + 'gate.fc2', ours + 'gate_fc2')]
+            for stream, depth in STREAMS.items():
+                for index in range(depth):
+                    module = theirs + stream + ('' if depth == 1 else '.{}'.format(index))
+                    for part, kind in (('conv1', 'pointwise'), ('conv2', 'depthwise'),
+                                       ('bn', 'bn')):
+                        pairs.append((module + '.' + part, '{}stream{}_{}_{}'.format(
+                            ours, depth, index + 1, kind)))
+        if stage < 4:
+            pairs += [('conv{}.2.0.conv'.format(stage), 'conv{}_transition_conv'.format(stage)),
+                      ('conv{}.2.0.bn'.format(stage), 'conv{}_transition_bn'.format(stage))]
+    pairs += [('conv5.conv', 'conv5_conv'), ('conv5.bn', 'conv5_bn'), ('fc.0', 'fc'),
+              ('fc.1', 'fc_bn')]
+    return dict(pairs)
+
+
+def keras_weights(layer, tensors, key):
+    """The Keras weights of `layer` from its torchreid `tensors` ({last key
+    part: array}), in the layer's order."""
+    kind = type(layer).__name__
+    if 'BatchNormalization' in kind:
+        names = ['weight', 'bias', 'running_mean', 'running_var']
+        arrays = [tensors.get(name) for name in names]
+    elif kind == 'DepthwiseConv2D':
+        names = ['weight']
+        # (C, 1, kh, kw) -> (kh, kw, C, 1).
+        arrays = [tensors['weight'].transpose(2, 3, 0, 1) if 'weight' in tensors else None]
+    elif kind in ('Conv2D', 'Dense'):
+        names = ['weight', 'bias'][:len(layer.weights)]
+        weight = tensors.get('weight')
+        if weight is not None:
+            # (O, I, kh, kw) -> (kh, kw, I, O); (O, I) -> (I, O).
+            weight = weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T
+        arrays = [weight, tensors.get('bias')][:len(names)]
+    else:
+        raise UserError('the layer `{}` ({}) has no torchreid counterpart.'.format(
+            layer.name, kind))
+    missing = [name for name, array in zip(names, arrays) if array is None]
+    if missing:
+        raise UserError('{} lacks `{}.{}`.'.format(key, key, missing[0]))
+    return arrays
+
+
+def assign(model, body, state, path):
+    """Sets the weights of `model` (its `body` included) from the torchreid
+    `state` dict read from `path`.
+
+    Raises:
+        UserError naming the first key that is missing, left over, or of
+        another shape than the layer takes.
+    """
+    layer_of = module_layers()
+    modules = {}
+    for key, array in state.items():
+        if IGNORED.fullmatch(key):
+            continue
+        module, _, part = key.rpartition('.')
+        if module not in layer_of:
+            raise UserError('`{}` holds `{}`, which torchreid\'s OSNet has no place for; is it '
+                            'another architecture (such as osnet_ibn or osnet_ain, which this '
+                            'project does not have)?'.format(path, key))
+        modules.setdefault(module, {})[part] = array
+    module_of = {layer: module for module, layer in layer_of.items()}
+    for layer in body.layers + model.layers:
+        if not layer.weights or layer is body:
+            continue
+        module = module_of[layer.name]
+        if module not in modules:
+            raise UserError('`{}` lacks the weights of `{}`; is it a torchreid OSNet state '
+                            'dict of {}?'.format(path, module, body.name))
+        tensors = modules.pop(module)
+        arrays = keras_weights(layer, tensors, '`{}` {}'.format(path, module))
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise UserError('`{}` holds `{}.weight` of shape {}, but {} takes {}; is it another '
+                            'width of OSNet?'.format(path, module, tensors['weight'].shape,
+                                                     body.name, expected[0]))
+        layer.set_weights([np.asarray(a, np.float32) for a in arrays])
+    if modules:
+        module, tensors = next(iter(modules.items()))
+        raise UserError('`{}` holds `{}.{}`, which {} has no place for.'.format(
+            path, module, next(iter(tensors)), body.name))
+
+
+def choose_net(state, path, model_name=None):
+    """The OSNet width that `state` was trained at, checked against
+    `model_name` when given."""
+    stem = state.get('conv1.conv.weight')
+    if stem is None or stem.ndim != 4 or stem.shape[0] not in OSNET_BY_STEM:
+        raise UserError('`{}` is not a torchreid OSNet state dict: it has no `conv1.conv.weight` '
+                        'of {} output channels (osnet, osnet_x0_75, osnet_x0_5 or '
+                        'osnet_x0_25).'.format(path, ', '.join(str(c) for c in OSNET_BY_STEM)))
+    found = OSNET_BY_STEM[stem.shape[0]]
+    if model_name is not None and model_name != found:
+        raise UserError('`{}` holds {} (a stem of {} channels), not {}; leave out --model_name '
+                        'or pass {}.'.format(path, found, stem.shape[0], model_name, found))
+    fc = state.get('fc.0.weight')
+    if fc is None or fc.ndim != 2:
+        raise UserError('`{}` has no embedding layer `fc.0.weight`; only torchreid\'s OSNet '
+                        'with its 512-d fc layer is read.'.format(path))
+    return found, fc.shape[0]
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def experiment_arguments(model_name, embedding_dim, path, classes):
+    """The `args.json` of an imported model: what embedding needs, with
+    torchreid's test-time preprocessing (the whole image resized to 256×128,
+    ImageNet's mean and deviation inside the net) and Euclidean distances, as
+    torchreid evaluates."""
+    height, width = INPUT_SIZE
+    return {
+        'model_name': model_name, 'head_name': 'fc_bn_relu', 'embedding_dim': embedding_dim,
+        'net_padding': 'torch', 'pooling': 'avg', 'last_stride': 2,
+        'net_input_height': height, 'net_input_width': width,
+        'pre_crop_height': height, 'pre_crop_width': width, 'crop_augment': False,
+        'flip_augment': False, 'antialias': True, 'accurate_jpeg': True, 'metric': 'euclidean',
+        'mixed_precision': 'off', 'train_set': None, 'image_root': None,
+        'imported_from': os.path.abspath(path), 'imported_sha256': sha256(path),
+        'imported_classes': classes,
+    }
+
+
+def import_osnet(path, experiment_root, model_name=None):
+    """Writes the torchreid OSNet state dict `path` as the experiment root
+    `experiment_root`, which must not exist yet: it appears whole or not at all.
+
+    Returns:
+        The experiment's arguments (as stored in `args.json`).
+
+    Raises:
+        UserError for a file that is not such a state dict, or a root that exists.
+    """
+    import tensorflow as tf
+    from model import build_model
+
+    if os.path.lexists(experiment_root):
+        raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
+                        'was written).'.format(experiment_root))
+    common.check_writable(experiment_root, '--experiment_root', folder=True)
+    state = torch_weights.read_state_dict(path)
+    model_name, embedding_dim = choose_net(state, path, model_name)
+    classifier = state.get('classifier.weight')
+    args = experiment_arguments(model_name, embedding_dim, path,
+                                None if classifier is None else int(classifier.shape[0]))
+    model, body = build_model(model_name, 'fc_bn_relu', embedding_dim, padding='torch')
+    assign(model, body, state, path)
+
+    parent = os.path.dirname(os.path.abspath(experiment_root))
+    os.makedirs(parent, exist_ok=True)
+    partial = common.temporary_beside(experiment_root, directory=True)
+    try:
+        checkpoint = tf.train.Checkpoint(model=model, body=body,
+                                         step=tf.Variable(0, dtype=tf.int64))
+        tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
+                                   checkpoint_name='checkpoint').save(checkpoint_number=0)
+        common.write_json(os.path.join(partial, 'args.json'), args)
+        try:
+            # A rename onto a folder that another process made meanwhile fails.
+            os.rename(partial, experiment_root)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise UserError('`{}` appeared while importing (another process?); nothing '
+                                'was written.'.format(experiment_root))
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return args
+
+

@@ -1,0 +1,447 @@
+"""torchreid's trained OSNet as an experiment: the exact padding, the head,
+the PyTorch weights reader that runs nothing, and the importer. The weight
+files are written here without PyTorch, by a writer of PyTorch's two
+formats over stand-in `torch` modules; the real model-zoo files are
+compared with torchreid itself by `bench/torchreid.py`."""
+
+import collections
+import io
+import json
+import os
+import pickle
+import sys
+import types
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import common
+import experiment
+import import_model
+import model_zoo
+import torch_weights
+from conftest import ROOT, base_args, write_image
+from model import build_model
+
+
+# A writer of PyTorch's file formats.
+###
+
+class Stored:
+    """A tensor's storage as the writer pickles it: by reference."""
+
+    def __init__(self, key, array):
+        self.key, self.array = key, array
+
+
+class FakeTensor:
+    def __init__(self, storage, offset, shape, strides, reduce):
+        self.args = (storage, offset, shape, strides, False, collections.OrderedDict())
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce, self.args
+
+
+def stand_in_torch():
+    """Modules named `torch` and `torch._utils` whose names pickle as PyTorch's."""
+    torch, utils = types.ModuleType('torch'), types.ModuleType('torch._utils')
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError('never called')
+    _rebuild_tensor_v2.__module__ = 'torch._utils'
+    _rebuild_tensor_v2.__qualname__ = '_rebuild_tensor_v2'
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    torch._utils = utils
+    for name in torch_weights.STORAGE_DTYPES:
+        setattr(torch, name, type(name, (), {'__module__': 'torch'}))
+    return torch, utils
+
+
+STORAGE_OF = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.float16): 'HalfStorage',
+              np.dtype(np.int64): 'LongStorage', np.dtype(np.uint8): 'ByteStorage'}
+
+
+def write_pth(path, obj, zip_format=False, monkeypatch=None):
+    """Writes `obj` (dicts of NumPy arrays, numbers, strings) as torch.save
+    would: arrays become tensors over storages (a 2-D array as the
+    transposed view of a contiguous storage, as PyTorch saves `.t()`); a
+    (N,) uint16 array named `*bf16` is stored as bfloat16 bits."""
+    torch, utils = stand_in_torch()
+    storages = []
+
+    def tensors(value):
+        if isinstance(value, dict):
+            return collections.OrderedDict((k, tensors(v)) for k, v in value.items())
+        if not isinstance(value, np.ndarray):
+            return value
+        kind = 'BFloat16Storage' if value.dtype == np.uint16 else STORAGE_OF[value.dtype]
+        if value.ndim == 2:
+            data = np.ascontiguousarray(value.T)
+            stride = (1, value.shape[0])
+        else:
+            data = np.ascontiguousarray(value)
+            stride = tuple(s // max(data.itemsize, 1) for s in data.strides)
+        stored = Stored(str(len(storages)), data.ravel())
+        storages.append((stored, getattr(torch, kind)))
+        return FakeTensor(stored, 0, value.shape, stride, utils._rebuild_tensor_v2)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, value):
+            if isinstance(value, Stored):
+                kind = dict((id(s), k) for s, k in storages)[id(value)]
+                return ('storage', kind, value.key, 'cpu', len(value.array))
+            return None
+
+    saved = {'torch': torch, 'torch._utils': utils}
+    previous = {name: sys.modules.get(name) for name in saved}
+    sys.modules.update(saved)
+    try:
+        body = io.BytesIO()
+        Pickler(body, protocol=2).dump(tensors(obj))
+    finally:
+        for name, module in previous.items():
+            if module is None:
+                sys.modules.pop(name)
+            else:
+                sys.modules[name] = module
+    if zip_format:
+        with zipfile.ZipFile(path, 'w') as archive:
+            archive.writestr('archive/data.pkl', body.getvalue())
+            archive.writestr('archive/version', '3\n')
+            for stored, _ in storages:
+                archive.writestr('archive/data/' + stored.key, stored.array.tobytes())
+        return str(path)
+    with open(path, 'wb') as f:
+        for header in (torch_weights.LEGACY_MAGIC, 1001,
+                       {'protocol_version': 1001, 'little_endian': True}):
+            pickle.dump(header, f, protocol=2)
+        f.write(body.getvalue())
+        pickle.dump([stored.key for stored, _ in storages], f, protocol=2)
+        for stored, _ in storages:
+            f.write(len(stored.array).to_bytes(8, 'little'))
+            f.write(stored.array.tobytes())
+    return str(path)
+
+
+# The weights reader.
+###
+
+@pytest.mark.parametrize('zip_format', [False, True])
+def test_state_dicts_read_back_in_both_formats(tmp_path, zip_format):
+    rng = np.random.default_rng(0)
+    arrays = {'module.w': rng.normal(size=(3, 5)).astype(np.float32),
+              'module.conv': rng.normal(size=(4, 3, 2, 2)).astype(np.float32),
+              'module.half': np.array([1.5, -2.0], np.float16),
+              'module.count': np.array(7, np.int64),
+              'module.bf16': (np.array([1.5, -0.25], np.float32).view(np.uint32) >> 16).astype(
+                  np.uint16)}
+    path = write_pth(tmp_path / 'w.pth', {'state_dict': arrays, 'epoch': 3, 'rank1': 0.5},
+                     zip_format)
+    state = torch_weights.read_state_dict(path)
+    assert list(state) == ['w', 'conv', 'half', 'count', 'bf16']
+    for key in ('w', 'conv', 'half', 'count'):
+        np.testing.assert_array_equal(state[key], arrays['module.' + key])
+        assert state[key].dtype == arrays['module.' + key].dtype
+    np.testing.assert_array_equal(state['bf16'], np.array([1.5, -0.25], np.float32))
+
+
+class Exploit:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, ('touch ' + self.marker,)
+
+
+@pytest.mark.parametrize('zip_format', [False, True])
+def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path, zip_format):
+    marker = str(tmp_path / 'ran')
+    path = write_pth(tmp_path / 'evil.pth', {'weight': np.ones(2, np.float32),
+                                             'payload': Exploit(marker)}, zip_format)
+    with pytest.raises(common.UserError, match=r'refusing `.*evil\.pth`: it asks to call '
+                                               r'`posix\.system`'):
+        torch_weights.read_state_dict(path)
+    assert not os.path.exists(marker)
+    # An unpickler that resolves what the pickle names, as torch.load's does, runs it.
+    class Trusting(pickle.Unpickler):
+        def persistent_load(self, pid):
+            return None
+
+        def find_class(self, module, name):
+            return (lambda *args: None) if module.startswith('torch') else \
+                super().find_class(module, name)
+    with open(path, 'rb') as f:
+        if zip_format:
+            f = io.BytesIO(zipfile.ZipFile(f).read('archive/data.pkl'))
+        else:
+            for _ in range(3):
+                pickle.load(f)
+        Trusting(f).load()
+    assert os.path.exists(marker)
+
+
+def test_damaged_and_foreign_files_get_one_message(tmp_path):
+    path = write_pth(tmp_path / 'w.pth', {'a': np.arange(1000, dtype=np.float32)})
+    data = open(path, 'rb').read()
+    for name, content in [('empty.pth', b''), ('half.pth', data[:len(data) // 2]),
+                          ('header.pth', data[:40]), ('tail.pth', data[:-8]),
+                          ('noise.pth', bytes(range(256)) * 8),
+                          ('text.pth', b'not a model\n')]:
+        damaged = tmp_path / name
+        damaged.write_bytes(content)
+        with pytest.raises(common.UserError, match='is not a readable PyTorch weights file'):
+            torch_weights.read_state_dict(str(damaged))
+    archive = str(tmp_path / 'other.zip')
+    with zipfile.ZipFile(archive, 'w') as z:
+        z.writestr('readme.txt', 'hello')
+    with pytest.raises(common.UserError, match='no single `data.pkl`'):
+        torch_weights.read_state_dict(archive)
+    with pytest.raises(common.UserError, match='holds no state dict'):
+        torch_weights.read_state_dict(write_pth(tmp_path / 'list.pth', {'a': 'b'}))
+    with pytest.raises(common.UserError, match='cannot read .*No such file'):
+        torch_weights.read_state_dict(str(tmp_path / 'missing.pth'))
+
+
+# OSNet as torchreid computes it, and its head.
+###
+
+def numpy_stem(body, image):
+    """torchreid's stem on one image (H, W, 3) in [0, 255] from the Keras
+    layers' weights: (x / 255 - mean) / std, a 7×7 convolution at stride 2
+    padded by 3 zeros on every side, batch norm, ReLU, and a 3×3 max-pool at
+    stride 2 padded by 1 (-inf) on every side."""
+    mean = np.array([0.485, 0.456, 0.406]) * 255
+    std = np.array([0.229, 0.224, 0.225]) * 255
+    x = np.pad((image - mean) / std, ((3, 3), (3, 3), (0, 0)))
+    kernel = body.get_layer('conv1_conv').get_weights()[0]
+    h, w = (image.shape[0] - 1) // 2 + 1, (image.shape[1] - 1) // 2 + 1
+    conv = np.array([[np.tensordot(x[2 * i:2 * i + 7, 2 * j:2 * j + 7], kernel, 3)
+                      for j in range(w)] for i in range(h)])
+    gamma, beta, mean, var = body.get_layer('conv1_bn').get_weights()
+    x = np.pad(np.maximum(gamma * (conv - mean) / np.sqrt(var + 1e-5) + beta, 0),
+               ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    return np.array([[x[2 * i:2 * i + 3, 2 * j:2 * j + 3].max((0, 1)) for j in range(w)]
+                     for i in range(h)])
+
+
+def randomise_batch_norms(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            randomise_batch_norms(layer, rng)
+        elif 'BatchNormalization' in type(layer).__name__:
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+
+@pytest.mark.parametrize('size', [(16, 8), (15, 9)])
+def test_osnet_pads_its_stem_as_torchreid(size):
+    model, body = build_model('osnet_x0_25', 'fc_bn_relu', 512)
+    randomise_batch_norms(body, np.random.default_rng(1))
+    stem = keras.Model(body.input, body.get_layer('pool1').output)
+    image = np.random.default_rng(0).uniform(0, 255, size + (3,))
+    np.testing.assert_allclose(stem(image[None].astype(np.float32))[0], numpy_stem(body, image),
+                               rtol=1e-4, atol=1e-4)
+    # Keras' 'same' padding, of experiments before --net_padding, shifts it on even sizes.
+    legacy, legacy_body = build_model('osnet_x0_25', 'fc_bn_relu', 512, padding='keras')
+    legacy_body.set_weights(body.get_weights())
+    shifted = keras.Model(legacy_body.input, legacy_body.get_layer('pool1').output)(
+        image[None].astype(np.float32))[0]
+    assert not any('pad' in layer.name for layer in legacy_body.layers)
+    if size[0] % 2 == 0:
+        assert np.abs(shifted - numpy_stem(body, image)).max() > 0.1
+
+
+def test_old_experiments_keep_keras_padding_and_new_ones_store_torch(tmp_path):
+    root = tmp_path / 'old'
+    root.mkdir()
+    (root / 'args.json').write_text(json.dumps({'model_name': 'osnet_x0_25'}))
+    assert experiment.read_args(str(root))['net_padding'] == 'keras'
+    (root / 'args.json').write_text(json.dumps({'model_name': 'osnet', 'net_padding': 'x'}))
+    with pytest.raises(common.UserError, match='names net_padding `x`, which does not exist'):
+        experiment.read_args(str(root))
+
+
+def test_the_torchreid_head_is_dense_batch_norm_relu():
+    model, _ = build_model('tiny', 'fc_bn_relu', 6)
+    rng = np.random.default_rng(0)
+    randomise_batch_norms(model, rng)
+    images = rng.uniform(0, 255, (3, 32, 16, 3)).astype(np.float32)
+    features = model.get_layer('tiny')(images).numpy()
+    kernel, bias = model.get_layer('fc').get_weights()
+    gamma, beta, mean, var = model.get_layer('fc_bn').get_weights()
+    expected = np.maximum(gamma * (features @ kernel + bias - mean) / np.sqrt(var + 1e-5) + beta,
+                          0)
+    out = model(images, training=False)
+    np.testing.assert_allclose(out['emb'], expected, rtol=1e-4, atol=1e-5)
+    assert out['emb'].dtype == tf.float32 and model.get_layer('emb').name == 'emb'
+
+
+# The importer.
+###
+
+def torchreid_state(model, body, classes=5):
+    """What torchreid's OSNet saves, from a Keras OSNet (the inverse of model_zoo.assign)."""
+    module_of = {layer: module for module, layer in model_zoo.module_layers().items()}
+    state = collections.OrderedDict()
+    for layer in body.layers + model.layers:
+        if not layer.weights or layer is body:
+            continue
+        module, weights = module_of[layer.name], layer.get_weights()
+        kind = type(layer).__name__
+        if 'BatchNormalization' in kind:
+            for part, array in zip(('weight', 'bias', 'running_mean', 'running_var'), weights):
+                state[module + '.' + part] = array
+            state[module + '.num_batches_tracked'] = np.array(100, np.int64)
+            continue
+        kernel = weights[0]
+        state[module + '.weight'] = (kernel.transpose(2, 3, 0, 1) if kind == 'DepthwiseConv2D'
+                                     else kernel.T if kernel.ndim == 2
+                                     else kernel.transpose(3, 2, 0, 1))
+        if len(weights) > 1:
+            state[module + '.bias'] = weights[1]
+    state['classifier.weight'] = np.zeros((classes, 512), np.float32)
+    state['classifier.bias'] = np.zeros(classes, np.float32)
+    return state
+
+
+@pytest.fixture(scope='module')
+def trained():
+    """A Keras OSNet x0.25 with torchreid's head and random weights, and its
+    torchreid state dict."""
+    model, body = build_model('osnet_x0_25', 'fc_bn_relu', 512)
+    rng = np.random.default_rng(3)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    randomise_batch_norms(model, rng)
+    return model, torchreid_state(model, body)
+
+
+def test_the_state_dict_has_torchreid_s_names(trained):
+    # The 567 keys of torchreid's osnet_x0_25_market1501.pth, a few by name.
+    _, state = trained
+    assert len(state) == 567
+    for key in ('conv1.conv.weight', 'conv2.0.conv2d.3.conv2.weight', 'conv2.0.downsample.bn.bias',
+                'conv3.2.0.bn.running_var', 'conv4.1.gate.fc2.bias', 'conv5.bn.num_batches_tracked',
+                'fc.0.bias', 'fc.1.running_mean', 'conv2.1.conv2a.conv1.weight'):
+        assert key in state, key
+    assert state['conv2.0.conv2a.conv2.weight'].shape == (16, 1, 3, 3)
+    assert state['conv1.conv.weight'].shape == (16, 3, 7, 7)
+    assert state['fc.0.weight'].shape == (512, 128)
+
+
+@pytest.mark.parametrize('zip_format', [False, True])
+def test_an_imported_model_embeds_as_the_source(tmp_path, trained, zip_format, capsys):
+    model, state = trained
+    weights = write_pth(tmp_path / 'osnet.pth', {'module.' + k: v for k, v in state.items()}
+                        if zip_format else state, zip_format)
+    root = str(tmp_path / 'imported')
+    assert import_model.main(['--weights', weights, '--experiment_root', root]) == 0
+    assert 'osnet_x0_25 + fc_bn_relu, 512-d embeddings at 256x128; its classifier of 5 training ' \
+        'identities is left out' in capsys.readouterr().out
+    from inference import load_embedder
+    images = np.random.default_rng(0).uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
+    np.testing.assert_allclose(load_embedder(root)(images),
+                               model(images, training=False)['emb'].numpy(),
+                               rtol=1e-4, atol=1e-4)
+    stored = json.load(open(os.path.join(root, 'args.json')))
+    assert stored['net_padding'] == 'torch' and stored['imported_classes'] == 5
+    assert stored['imported_sha256'] == model_zoo.sha256(weights)
+
+
+def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, trained):
+    _, state = trained
+
+    def refused(content, match, **kwargs):
+        path = write_pth(tmp_path / 'w.pth', content)
+        root = tmp_path / 'exp'
+        with pytest.raises(common.UserError, match=match):
+            model_zoo.import_osnet(path, str(root), **kwargs)
+        assert sorted(os.listdir(tmp_path)) == ['w.pth']
+
+    refused(state, r'holds osnet_x0_25 \(a stem of 16 channels\), not osnet_x0_5',
+            model_name='osnet_x0_5')
+    wrong = dict(state, **{'conv2.0.conv1.conv.weight': np.zeros((16, 8, 1, 1), np.float32)})
+    refused(wrong, r'holds `conv2\.0\.conv1\.conv\.weight` of shape \(16, 8, 1, 1\), but '
+                   r'osnet_x0_25 takes \(1, 1, 16, 16\)')
+    refused({k: v for k, v in state.items() if not k.startswith('conv4.1.gate.fc2')},
+            r'lacks the weights of `conv4\.1\.gate\.fc2`')
+    refused({k: v for k, v in state.items() if k != 'conv3.0.conv1.bn.running_var'},
+            r'conv3\.0\.conv1\.bn lacks `.*conv3\.0\.conv1\.bn\.running_var`')
+    refused(dict(state, **{'conv2.0.IN.weight': np.ones(64, np.float32)}),
+            r'holds `conv2\.0\.IN\.weight`, which torchreid\'s OSNet has no place for; .*osnet_ibn')
+    refused({'layer1.0.conv1.weight': np.ones((64, 64, 3, 3), np.float32)},
+            r'is not a torchreid OSNet state dict: it has no `conv1\.conv\.weight`')
+    refused({k: v for k, v in state.items() if not k.startswith('fc.')},
+            r'has no embedding layer `fc\.0\.weight`')
+
+
+def test_an_imported_root_embeds_exports_fine_tunes_and_is_not_resumed(tmp_path, trained,
+                                                                      tiny_dataset):
+    _, state = trained
+    weights = write_pth(tmp_path / 'w.pth', state)
+    root = str(tmp_path / 'imported')
+    model_zoo.import_osnet(weights, root)
+    with pytest.raises(common.UserError, match='exists already'):
+        model_zoo.import_osnet(weights, root)
+    # embed.py on files and on a CSV (which needs --image_root: nothing was trained here).
+    import embed
+    crops = tmp_path / 'crops'
+    for i in range(3):
+        write_image(str(crops / 'p{}.jpg'.format(i)),
+                    np.random.default_rng(i).integers(0, 255, (60, 30, 3), dtype=np.uint8))
+    assert embed.main(['--experiment_root', root, '--images', str(crops), '--quiet']) == 0
+    csv_path, image_root = tiny_dataset
+    with pytest.raises(common.UserError, match='stores no image root .* pass --image_root'):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
+    # int8 calibration needs images of the user's, as there is no training set.
+    import export
+    with pytest.raises(common.UserError, match='pass some of your own with '
+                                               '--calibration_images'):
+        export.main(['--experiment_root', root, '--tflite', str(tmp_path / 'm.tflite'),
+                     '--tflite_int8', '--quiet'])
+    assert sorted(os.listdir(root)) == ['args.json', 'checkpoint', 'checkpoint-0.data-00000-of-'
+                                        '00001', 'checkpoint-0.index', 'images_embeddings.h5']
+    # Not a run to resume; a new root fine-tunes its body.
+    import train
+    with pytest.raises(common.UserError, match='holds a model imported from .* fine-tune it in '
+                                               'a new experiment root'):
+        train.main(['--experiment_root', root])
+    fine = str(tmp_path / 'fine')
+    args = base_args(fine, csv_path, image_root, 2, '--model_name', 'osnet_x0_25',
+                     '--head_name', 'fc_bn_relu', '--embedding_dim', '512',
+                     '--initial_checkpoint', root)
+    assert train.main(args) == 0
+    _, fresh = build_model('osnet_x0_25', 'fc_bn_relu', 512)
+    tf.train.Checkpoint(body=fresh).read(os.path.join(fine, 'checkpoint-0')).expect_partial()
+    np.testing.assert_array_equal(fresh.get_layer('conv1_conv').get_weights()[0],
+                                  state['conv1.conv.weight'].transpose(2, 3, 1, 0))
+
+
+@pytest.mark.slow
+def test_the_onnx_export_of_osnet_takes_only_the_images(tmp_path):
+    # Keras' Normalization layer made its mean and variance two more ONNX inputs.
+    import onnxruntime
+    import serving
+    model, _ = build_model('osnet_x0_25', 'fc_bn_relu', 512)
+    module = serving.EmbeddingModule(model, (64, 32), True)
+    path = str(tmp_path / 'm.onnx')
+    serving.export_onnx(module, path)
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    assert [i.name for i in session.get_inputs()] == ['images']
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {'images': images})[0],
+                               module.embed_float(tf.constant(images))['emb'].numpy(),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_import_model_help_names_the_widths():
+    import subprocess
+    done = subprocess.run([sys.executable, os.path.join(ROOT, 'import_model.py'), '--help'],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and 'osnet_x0_25' in done.stdout

@@ -1,0 +1,211 @@
+"""PyTorch weight files (`.pth`, `.pt`) read as data, without PyTorch and without running them.
+
+`torch.load` unpickles the file, and a pickle can call any Python function
+it names: a weights file from the internet can run code. This reader instead
+accepts only what a saved state dict holds (ordered dicts, tensors rebuilt
+from their storages, the storage types, plain numbers and strings) and
+refuses any other function or class a pickle names, with one message, before
+calling anything. It reads both of PyTorch's formats: the legacy one (five
+pickles in a row, then the raw storages) and the zip archive of `torch.save`
+since PyTorch 1.6 (`data.pkl` beside one file per storage).
+"""
+
+import collections
+import io
+import pickle
+import zipfile
+
+import numpy as np
+
+from common import UserError
+
+# The legacy format's first pickle.
+LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+# PyTorch's storage classes, by the name a pickle gives them, and their NumPy
+# types; bfloat16 is read as its 16 bits and widened to float32.
+STORAGE_DTYPES = {
+    'DoubleStorage': np.float64, 'FloatStorage': np.float32, 'HalfStorage': np.float16,
+    'BFloat16Storage': 'bfloat16', 'LongStorage': np.int64, 'IntStorage': np.int32,
+    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
+    'BoolStorage': np.bool_,
+}
+
+
+class Storage:
+    """A tensor storage named by the pickle, filled with its data afterwards."""
+
+    def __init__(self, dtype, key, numel):
+        self.dtype, self.key, self.numel = dtype, key, numel
+        self.data = None
+
+    def fill(self, raw):
+        """Sets the storage's values from its raw little-endian bytes."""
+        dtype = np.uint16 if self.dtype == 'bfloat16' else np.dtype(self.dtype)
+        itemsize = np.dtype(dtype).itemsize
+        if len(raw) < self.numel * itemsize:
+            raise ValueError('storage {} holds {} bytes, not {}'.format(
+                self.key, len(raw), self.numel * itemsize))
+        values = np.frombuffer(raw, np.dtype(dtype).newbyteorder('<'), self.numel)
+        if self.dtype == 'bfloat16':
+            values = (values.astype(np.uint32) << 16).view(np.float32)
+        self.data = values.astype(values.dtype.newbyteorder('='))
+
+
+class Tensor:
+    """A tensor of the pickle: a view (offset, size, stride) into a `Storage`."""
+
+    def __init__(self, storage, offset, size, stride):
+        if not isinstance(storage, Storage):
+            raise pickle.UnpicklingError('a tensor without a storage')
+        self.storage, self.offset = storage, int(offset)
+        self.size, self.stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+
+    def numpy(self):
+        data = self.storage.data
+        if not self.size:
+            return np.array(data[self.offset])
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if min(self.size) > 0 and (self.offset < 0 or last >= len(data) or min(self.stride) < 0):
+            raise ValueError('a tensor reaches outside its storage {}'.format(self.storage.key))
+        return np.lib.stride_tricks.as_strided(
+            data[self.offset:], self.size, [s * data.itemsize for s in self.stride]).copy()
+
+
+def rebuild_tensor(storage, offset, size, stride, *ignored):
+    """`torch._utils._rebuild_tensor_v2` (and v1) as data: requires_grad,
+    backward hooks and metadata are ignored."""
+    return Tensor(storage, offset, size, stride)
+
+
+def rebuild_parameter(tensor, *ignored):
+    """`torch._utils._rebuild_parameter`: a parameter is its tensor."""
+    return tensor
+
+
+def storage_type(name):
+    return ('storage type', STORAGE_DTYPES[name])
+
+
+# What a pickle of a state dict may name: (module, name) -> what stands for it.
+ALLOWED = {('collections', 'OrderedDict'): collections.OrderedDict,
+           ('torch._utils', '_rebuild_tensor'): rebuild_tensor,
+           ('torch._utils', '_rebuild_tensor_v2'): rebuild_tensor,
+           ('torch._utils', '_rebuild_parameter'): rebuild_parameter}
+ALLOWED.update({('torch', name): storage_type(name) for name in STORAGE_DTYPES})
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """The pickle names something other than the parts of a state dict."""
+
+
+class StateDictUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only `ALLOWED` names and PyTorch's storage records."""
+
+    def __init__(self, file, storages):
+        super().__init__(file, encoding='utf-8')
+        self.storages = storages
+
+    def find_class(self, module, name):
+        if (module, name) not in ALLOWED:
+            raise RefusedPickle('it asks to call `{}.{}`, which a file of weights never needs '
+                                '(a pickle can run code; this one may try to)'.format(module,
+                                                                                     name))
+        return ALLOWED[(module, name)]
+
+    def persistent_load(self, pid):
+        # ('storage', storage type, key, location, numel[, view metadata]).
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == 'storage' and
+                isinstance(pid[1], tuple) and pid[1][0] == 'storage type'):
+            raise RefusedPickle('it holds a persistent record that is not a tensor storage')
+        key = str(pid[2])
+        if key not in self.storages:
+            self.storages[key] = Storage(pid[1][1], key, int(pid[4]))
+        return self.storages[key]
+
+
+def load_legacy(file):
+    """The object of a legacy-format file, its storages filled."""
+    if pickle.load(file) != LEGACY_MAGIC:
+        raise pickle.UnpicklingError('not a PyTorch file (its magic number differs)')
+    pickle.load(file)  # The protocol version.
+    StateDictUnpickler(file, {}).load()  # The system's description: plain values only.
+    storages = {}
+    result = StateDictUnpickler(file, storages).load()
+    keys = StateDictUnpickler(file, {}).load()
+    for key in keys:
+        storage = storages[str(key)]
+        header = file.read(8)
+        if len(header) < 8:
+            raise ValueError('the file ends before storage {}'.format(key))
+        numel = int.from_bytes(header, 'little')
+        itemsize = 2 if storage.dtype == 'bfloat16' else np.dtype(storage.dtype).itemsize
+        if numel != storage.numel:
+            raise ValueError('storage {} has {} values, not {}'.format(key, numel, storage.numel))
+        storage.fill(file.read(numel * itemsize))
+    return result
+
+
+def load_zip(path):
+    """The object of a zip-format file (`archive/data.pkl`, `archive/data/<key>`)."""
+    with zipfile.ZipFile(path) as archive:
+        pickles = [name for name in archive.namelist() if name.endswith('/data.pkl')]
+        if len(pickles) != 1:
+            raise ValueError('the archive holds no single `data.pkl`')
+        folder = pickles[0][:-len('data.pkl')]
+        storages = {}
+        result = StateDictUnpickler(io.BytesIO(archive.read(pickles[0])), storages).load()
+        for key, storage in storages.items():
+            storage.fill(archive.read(folder + 'data/' + key))
+    return result
+
+
+def to_numpy(value):
+    """The loaded object with each `Tensor` as a NumPy array."""
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, dict):
+        return collections.OrderedDict((k, to_numpy(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_numpy(v) for v in value)
+    return value
+
+
+def read_state_dict(path):
+    """The tensors of a PyTorch state dict file, as NumPy arrays by name.
+
+    Takes a plain state dict or one wrapped as `{'state_dict': ...}` (as
+    torchreid's training checkpoints are), and drops the `module.` prefix of
+    models saved through `DataParallel`.
+
+    Raises:
+        UserError naming the file when it cannot be read, refusing anything it
+        would need to call beyond the parts of a state dict.
+    """
+    try:
+        with open(path, 'rb') as f:
+            start = f.read(4)
+            if start == b'PK\x03\x04':
+                loaded = load_zip(path)
+            else:
+                f.seek(0)
+                loaded = load_legacy(f)
+        loaded = to_numpy(loaded)
+    except RefusedPickle as e:
+        raise UserError('refusing `{}`: {}. Only plain PyTorch state dicts are read.'.format(
+            path, e))
+    except OSError as e:
+        raise UserError('cannot read `{}`: {}.'.format(path, e.strerror or e))
+    except (pickle.UnpicklingError, ValueError, EOFError, KeyError, IndexError, TypeError,
+            AttributeError, zipfile.BadZipFile, UnicodeDecodeError, OverflowError,
+            MemoryError) as e:
+        raise UserError('`{}` is not a readable PyTorch weights file ({}: {}); is it damaged '
+                        'or truncated?'.format(path, type(e).__name__, str(e)[:200]))
+    if isinstance(loaded, dict) and isinstance(loaded.get('state_dict'), dict):
+        loaded = loaded['state_dict']
+    if not isinstance(loaded, dict) or not all(
+            isinstance(k, str) and isinstance(v, np.ndarray) for k, v in loaded.items()):
+        raise UserError('`{}` holds no state dict (a mapping of names to tensors); save the '
+                        'model\'s `state_dict()`.'.format(path))
+    return collections.OrderedDict(
+        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in loaded.items())
