@@ -65,30 +65,38 @@ def module_layers():
     return dict(pairs)
 
 
-def keras_weights(layer, tensors, key):
-    """The Keras weights of `layer` from its torchreid `tensors` ({last key
-    part: array}), in the layer's order."""
+# The axes that turn a PyTorch kernel into a Keras one, by the Keras layer's
+# class: (O, I, kh, kw) -> (kh, kw, I, O), depthwise (C, 1, kh, kw) ->
+# (kh, kw, C, 1), dense (O, I) -> (I, O).
+KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0)}
+
+
+def keras_weights(layer, tensors, path, module, net):
+    """The Keras weights of `layer`, in its order, from the tensors of its
+    torchreid `module` ({last key part: array}).
+
+    Raises:
+        UserError naming the first tensor that is missing or of another shape.
+    """
     kind = type(layer).__name__
     if 'BatchNormalization' in kind:
-        names = ['weight', 'bias', 'running_mean', 'running_var']
-        arrays = [tensors.get(name) for name in names]
-    elif kind == 'DepthwiseConv2D':
-        names = ['weight']
-        # (C, 1, kh, kw) -> (kh, kw, C, 1).
-        arrays = [tensors['weight'].transpose(2, 3, 0, 1) if 'weight' in tensors else None]
-    elif kind in ('Conv2D', 'Dense'):
-        names = ['weight', 'bias'][:len(layer.weights)]
-        weight = tensors.get('weight')
-        if weight is not None:
-            # (O, I, kh, kw) -> (kh, kw, I, O); (O, I) -> (I, O).
-            weight = weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T
-        arrays = [weight, tensors.get('bias')][:len(names)]
+        parts, axes = ['weight', 'bias', 'running_mean', 'running_var'], [None] * 4
     else:
-        raise UserError('the layer `{}` ({}) has no torchreid counterpart.'.format(
-            layer.name, kind))
-    missing = [name for name, array in zip(names, arrays) if array is None]
-    if missing:
-        raise UserError('{} lacks `{}.{}`.'.format(key, key, missing[0]))
+        parts = ['weight', 'bias'][:len(layer.weights)]
+        axes = [KERNEL_AXES[kind], None]
+    arrays = []
+    for part, axis, weight in zip(parts, axes, layer.weights):
+        if part not in tensors:
+            raise UserError('`{}` lacks `{}.{}`.'.format(path, module, part))
+        array, expected = tensors[part], tuple(weight.shape)
+        if axis is not None:
+            # The shape the layer takes, in PyTorch's order of axes.
+            expected = tuple(expected[axis.index(i)] for i in range(len(axis)))
+        if array.shape != expected:
+            raise UserError('`{}` holds `{}.{}` of shape {}, but {} takes {}; is it another '
+                            'width of OSNet?'.format(path, module, part, array.shape,
+                                                     net, expected))
+        arrays.append(array if axis is None else array.transpose(axis))
     return arrays
 
 
@@ -119,14 +127,8 @@ def assign(model, body, state, path):
         if module not in modules:
             raise UserError('`{}` lacks the weights of `{}`; is it a torchreid OSNet state '
                             'dict of {}?'.format(path, module, body.name))
-        tensors = modules.pop(module)
-        arrays = keras_weights(layer, tensors, '`{}` {}'.format(path, module))
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in arrays] != expected:
-            raise UserError('`{}` holds `{}.weight` of shape {}, but {} takes {}; is it another '
-                            'width of OSNet?'.format(path, module, tensors['weight'].shape,
-                                                     body.name, expected[0]))
-        layer.set_weights([np.asarray(a, np.float32) for a in arrays])
+        layer.set_weights([np.asarray(a, np.float32) for a in keras_weights(
+            layer, modules.pop(module), path, module, body.name)])
     if modules:
         module, tensors = next(iter(modules.items()))
         raise UserError('`{}` holds `{}.{}`, which {} has no place for.'.format(

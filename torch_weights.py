@@ -12,6 +12,7 @@ since PyTorch 1.6 (`data.pkl` beside one file per storage).
 
 import collections
 import io
+import os
 import pickle
 import zipfile
 
@@ -142,6 +143,9 @@ def load_legacy(file):
         itemsize = 2 if storage.dtype == 'bfloat16' else np.dtype(storage.dtype).itemsize
         if numel != storage.numel:
             raise ValueError('storage {} has {} values, not {}'.format(key, numel, storage.numel))
+        # Read no more than the file holds, whatever a damaged header claims.
+        if numel * itemsize > os.fstat(file.fileno()).st_size - file.tell():
+            raise ValueError('storage {} claims more bytes than the file holds'.format(key))
         storage.fill(file.read(numel * itemsize))
     return result
 

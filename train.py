@@ -101,8 +101,11 @@ parser.add_argument(
 
 parser.add_argument(
     '--initial_checkpoint', default=None,
-    help='Pretrained weights for the network body: a Keras weights file (.weights.h5) or '
-         'a TF2 checkpoint prefix holding `body` (such as another experiment\'s checkpoint).')
+    help='Pretrained weights for the network body (the head starts fresh): a TF-slim or TF1 '
+         'checkpoint prefix (such as resnet_v1_50.ckpt), a Keras weights file (.weights.h5), '
+         '`imagenet` for the Keras nets, or a TF2 checkpoint prefix or experiment root of '
+         'this project (such as another experiment, or a torchreid model imported with '
+         'import_model.py).')
 
 parser.add_argument(
     '--batch_p', default=32, type=common.positive_int,

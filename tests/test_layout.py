@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py')
+SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py', 'import_model.py')
 
 
 @pytest.mark.parametrize('folder, choices', [
@@ -30,6 +30,14 @@ def test_last_stride_nets_are_those_whose_body_takes_it():
     takes = {name for name in nets.NET_CHOICES if 'last_stride' in inspect.signature(
         import_module('nets.' + name).body).parameters}
     assert set(nets.LAST_STRIDE_NETS) == takes
+
+
+def test_padding_nets_are_those_whose_body_takes_it():
+    import inspect
+    import nets
+    takes = {name for name in nets.NET_CHOICES if 'padding' in inspect.signature(
+        import_module('nets.' + name).body).parameters}
+    assert set(nets.PADDING_NETS) == takes
 
 
 def imported_modules(path):
