@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: real pedestrians, from scratch against an ImageNet-pretrained body.
+"""Benchmark: real pedestrians, from scratch against an ImageNet-pretrained body and a re-id model.
 
 Trains three recipes on real re-id data (CUHK03 crops converted with
 `data/convert.py cuhk03_folders`) with Keras' MobileNetV2 at width 0.35
@@ -26,7 +26,17 @@ run a quarter of its iterations at the full rate, and random erasing slows a
 short run further (PyTorch side with the `bnneck` head: 9.1% with both,
 14.0% with the later steps).
 
-With `--torch_python`, each recipe also runs in `bench/torch_finetune.py`, an
+Two more recipes start from a trained re-id model instead, a torchreid
+model-zoo file (`--zoo_weights`, such as OSNet x0.25 trained on MSMT17)
+imported with import_model.py, at torchreid's 256×128, in the project only:
+
+  - `zoo`: the imported model as it is, without training (cross-domain);
+  - `zoo_finetune`: the README's CPU recipe, fine-tuning the whole net
+    (`--zoo_iterations`, 600 by default) with batch-hard soft margin on its
+    512-d features, P=16 K=4, flips, Adam 1e-4 decaying from half-way;
+    Euclidean distances, as torchreid evaluates.
+
+With `--torch_python`, each recipe but these also runs in `bench/torch_finetune.py`, an
 independent PyTorch implementation of the same recipes (MobileNetV2 written
 out in PyTorch, loading the same converted weights), so that a weakness of
 the project shows against a yardstick. The project's runs are what a user
@@ -58,11 +68,25 @@ from bench import tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
+# The recipes that start from a torchreid model-zoo file (--zoo_weights),
+# imported by import_model.py, at torchreid's 256×128: `zoo` embeds with it
+# as it is, `zoo_finetune` fine-tunes it first; the project's side only.
+ZOO_RECIPES = ('zoo', 'zoo_finetune')
 PREFIX = 'cuhk03_folders'
 
 
 def project_flags(recipe, iterations, height, width, weights):
     """train.py's flags for `recipe`, and the metric it is evaluated with."""
+    if recipe == 'zoo_finetune':
+        # The README's recipe: the whole net at torchreid's input size and rate
+        # scale, batch-hard soft margin on its 512-d features, the rate
+        # decaying over the second half.
+        return ['--initial_checkpoint', weights, '--head_name', 'fc_bn_relu',
+                '--embedding_dim', '512', '--net_input_height', '256', '--net_input_width', '128',
+                '--pre_crop_height', '256', '--pre_crop_width', '128', '--flip_augment',
+                '--batch_p', '16', '--batch_k', '4', '--learning_rate', '1e-4',
+                '--train_iterations', str(iterations), '--decay_start_iteration',
+                str(iterations // 2)], 'euclidean'
     flags = ['--model_name', 'keras_mobilenet_v2_035', '--net_input_height', str(height),
              '--net_input_width', str(width), '--flip_augment',
              '--train_iterations', str(iterations)]
@@ -88,23 +112,41 @@ def csvs(args):
             for split in ('train', 'query', 'test')}
 
 
-def run_project(args, recipe, seed, root, log):
+def import_zoo(args, scratch, log):
+    """The experiment root of --zoo_weights, imported once."""
+    root = os.path.join(scratch, 'zoo')
+    if not os.path.isdir(root):
+        run([sys.executable, 'import_model.py', '--weights', args.zoo_weights,
+             '--experiment_root', root], log)
+    return root
+
+
+def run_project(args, recipe, seed, root, log, scratch):
     python = sys.executable
     files = csvs(args)
-    flags, metric = project_flags(recipe, args.iterations, args.height, args.width,
-                                  args.weights)
-    _, seconds = run([python, 'train.py', '--experiment_root', root, '--train_set',
-                      files['train'], '--image_root', args.image_root,
-                      '--checkpoint_frequency', '0', '--seed', str(seed)] + flags +
-                     shlex.split(args.train_flags), log)
+    seconds = 0
+    if recipe == 'zoo':
+        root = import_zoo(args, scratch, log)
+    else:
+        weights = import_zoo(args, scratch, log) if recipe in ZOO_RECIPES else args.weights
+        flags, metric = project_flags(recipe, args.zoo_iterations if recipe in ZOO_RECIPES
+                                      else args.iterations, args.height, args.width, weights)
+        if recipe in ZOO_RECIPES:
+            flags = ['--model_name', json.load(open(os.path.join(weights, 'args.json')))[
+                'model_name']] + flags
+        _, seconds = run([python, 'train.py', '--experiment_root', root, '--train_set',
+                          files['train'], '--image_root', args.image_root,
+                          '--checkpoint_frequency', '0', '--seed', str(seed)] + flags +
+                         shlex.split(args.train_flags), log)
+    metric = 'euclidean' if recipe in ZOO_RECIPES else metric
     embeddings = []
     for split in ('query', 'test'):
-        filename = split + '.h5'
+        filename = '{}-{}.h5'.format(split, seed)
         _, took = run([python, 'embed.py', '--experiment_root', root, '--dataset', files[split],
-                       '--filename', filename, '--quiet'], log)
+                       '--image_root', args.image_root, '--filename', filename, '--quiet'], log)
         seconds += took
         embeddings.append(os.path.join(root, filename))
-    results = os.path.join(root, 'eval.json')
+    results = os.path.join(root, 'eval-{}.json'.format(seed))
     _, took = run([python, 'evaluate.py', '--excluder', PREFIX, '--metric', metric,
                    '--query_dataset', files['query'], '--gallery_dataset', files['test'],
                    '--query_embeddings', embeddings[0], '--gallery_embeddings', embeddings[1],
@@ -151,9 +193,15 @@ def parse_args(argv):
     parser.add_argument('--weights', default='imagenet',
                         help='The ImageNet body: a Keras weights file of '
                         'MobileNetV2(alpha=0.35, include_top=False), or `imagenet`.')
-    parser.add_argument('--recipes', nargs='+', choices=RECIPES, default=list(RECIPES),
+    parser.add_argument('--recipes', nargs='+', choices=RECIPES + ZOO_RECIPES,
+                        default=list(RECIPES),
                         help='The recipes to run.')
     parser.add_argument('--iterations', type=int, default=1500, help='Training iterations.')
+    parser.add_argument('--zoo_weights',
+                        help='A torchreid model-zoo .pth (such as osnet_x0_25_msmt17.pth) for '
+                        'the recipes zoo and zoo_finetune.')
+    parser.add_argument('--zoo_iterations', type=int, default=600,
+                        help='Training iterations of zoo_finetune.')
     parser.add_argument('--height', type=int, default=128, help='Net input height.')
     parser.add_argument('--width', type=int, default=64, help='Net input width.')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
@@ -186,11 +234,13 @@ def main(argv=None):
     args = parse_args(argv)
     implementations = [name for name in ('project', 'torch') if args.only in (None, name) and
                        (name == 'project' or args.torch_python)]
+    if set(args.recipes) & set(ZOO_RECIPES) and not args.zoo_weights:
+        sys.exit('the recipes {} need --zoo_weights.'.format(', '.join(ZOO_RECIPES)))
     missing = [path for path in csvs(args).values() if not os.path.isfile(path)]
     if missing:
         sys.exit('{} is missing; run data/convert.py cuhk03_folders first.'.format(missing[0]))
     results = {'{}/{}'.format(name, recipe): [] for recipe in args.recipes
-               for name in implementations}
+               for name in implementations if name == 'project' or recipe not in ZOO_RECIPES}
     # Kept when a run fails, for its log; removed after a complete benchmark.
     scratch = tempfile.mkdtemp(prefix='real-')
     log = os.path.join(scratch, 'log.txt')
@@ -199,7 +249,7 @@ def main(argv=None):
             name, recipe = key.split('/')
             if name == 'project':
                 root = os.path.join(scratch, '{}-{}'.format(recipe, seed))
-                row = run_project(args, recipe, seed, root, log)
+                row = run_project(args, recipe, seed, root, log, scratch)
             else:
                 row = run_torch(args, recipe, seed, scratch, log)
             row['seed'] = seed
