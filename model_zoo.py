@@ -180,6 +180,31 @@ def experiment_arguments(model_name, embedding_dim, path, classes):
     }
 
 
+def write_experiment(experiment_root, model, body, args):
+    """Writes `checkpoint-0` of `model` (and `body`) and `args.json` into a
+    folder beside `experiment_root`, then renames it into place, refusing a
+    root that another process made meanwhile."""
+    import tensorflow as tf
+    os.makedirs(os.path.dirname(os.path.abspath(experiment_root)), exist_ok=True)
+    partial = common.temporary_beside(experiment_root, directory=True)
+    try:
+        checkpoint = tf.train.Checkpoint(model=model, body=body,
+                                         step=tf.Variable(0, dtype=tf.int64))
+        tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
+                                   checkpoint_name='checkpoint').save(checkpoint_number=0)
+        common.write_json(os.path.join(partial, 'args.json'), args)
+        try:
+            # A rename onto a folder that another process made meanwhile fails.
+            os.rename(partial, experiment_root)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+                raise UserError('`{}` appeared while importing (another process?); nothing '
+                                'was written.'.format(experiment_root))
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def import_osnet(path, experiment_root, model_name=None):
     """Writes the torchreid OSNet state dict `path` as the experiment root
     `experiment_root`, which must not exist yet: it appears whole or not at all.
@@ -205,25 +230,11 @@ def import_osnet(path, experiment_root, model_name=None):
     model, body = build_model(model_name, 'fc_bn_relu', embedding_dim, padding='torch')
     assign(model, body, state, path)
 
-    parent = os.path.dirname(os.path.abspath(experiment_root))
-    os.makedirs(parent, exist_ok=True)
-    partial = common.temporary_beside(experiment_root, directory=True)
     try:
-        checkpoint = tf.train.Checkpoint(model=model, body=body,
-                                         step=tf.Variable(0, dtype=tf.int64))
-        tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
-                                   checkpoint_name='checkpoint').save(checkpoint_number=0)
-        common.write_json(os.path.join(partial, 'args.json'), args)
-        try:
-            # A rename onto a folder that another process made meanwhile fails.
-            os.rename(partial, experiment_root)
-        except OSError as e:
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
-                raise UserError('`{}` appeared while importing (another process?); nothing '
-                                'was written.'.format(experiment_root))
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        write_experiment(experiment_root, model, body, args)
+    except (OSError, tf.errors.OpError) as e:
+        raise UserError('cannot write the experiment root `{}`: {}; nothing was written.'.format(
+            experiment_root, getattr(e, 'strerror', None) or getattr(e, 'message', None) or e))
     return args
 
 

@@ -452,3 +452,16 @@ def test_import_model_help_names_the_widths():
     done = subprocess.run([sys.executable, os.path.join(ROOT, 'import_model.py'), '--help'],
                           capture_output=True, text=True)
     assert done.returncode == 0 and 'osnet_x0_25' in done.stdout
+
+
+def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeypatch):
+    import errno
+    weights = write_pth(tmp_path / 'w.pth', trained[1])
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, 'Read-only file system')
+    monkeypatch.setattr(model_zoo.common, 'temporary_beside', refuse)
+    with pytest.raises(common.UserError, match='cannot write the experiment root `.*exp`: '
+                                               'Read-only file system; nothing was written'):
+        model_zoo.import_osnet(weights, str(tmp_path / 'exp'))
+    assert sorted(os.listdir(tmp_path)) == ['w.pth']
