@@ -395,7 +395,7 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
 
 
 def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_path, trained,
-                                                                      tiny_dataset):
+                                                                          tiny_dataset):
     _, state = trained
     weights = write_pth(tmp_path / 'w.pth', state)
     root = str(tmp_path / 'imported')
