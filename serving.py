@@ -14,6 +14,8 @@ import tensorflow as tf
 import common
 from images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
+
+
 class EmbeddingModule(tf.Module):
     """The exported object: an embedding model behind resizing signatures."""
 
