@@ -25,9 +25,8 @@ from common import UserError
 # The stem's channels (conv1's output) of each width, which name the net.
 OSNET_BY_STEM = {64: 'osnet', 48: 'osnet_x0_75', 32: 'osnet_x0_5', 16: 'osnet_x0_25'}
 
-# torchreid's test-time input and the head's width.
+# torchreid's test-time input.
 INPUT_SIZE = (256, 128)
-FEATURE_DIM = 512
 
 # The streams of an OSBlock: torchreid's conv2a..conv2d, our stream1..stream4.
 STREAMS = {'conv2a': 1, 'conv2b': 2, 'conv2c': 3, 'conv2d': 4}

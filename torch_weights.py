@@ -38,16 +38,17 @@ class Storage:
 
     def __init__(self, dtype, key, numel):
         self.dtype, self.key, self.numel = dtype, key, numel
+        # The type of the stored bits: bfloat16's are 16-bit integers.
+        self.raw_dtype = np.dtype(np.uint16 if dtype == 'bfloat16' else dtype)
+        self.nbytes = numel * self.raw_dtype.itemsize
         self.data = None
 
     def fill(self, raw):
         """Sets the storage's values from its raw little-endian bytes."""
-        dtype = np.uint16 if self.dtype == 'bfloat16' else np.dtype(self.dtype)
-        itemsize = np.dtype(dtype).itemsize
-        if len(raw) < self.numel * itemsize:
+        if len(raw) < self.nbytes:
             raise ValueError('storage {} holds {} bytes, not {}'.format(
-                self.key, len(raw), self.numel * itemsize))
-        values = np.frombuffer(raw, np.dtype(dtype).newbyteorder('<'), self.numel)
+                self.key, len(raw), self.nbytes))
+        values = np.frombuffer(raw, self.raw_dtype.newbyteorder('<'), self.numel)
         if self.dtype == 'bfloat16':
             values = (values.astype(np.uint32) << 16).view(np.float32)
         self.data = values.astype(values.dtype.newbyteorder('='))
@@ -140,13 +141,12 @@ def load_legacy(file):
         if len(header) < 8:
             raise ValueError('the file ends before storage {}'.format(key))
         numel = int.from_bytes(header, 'little')
-        itemsize = 2 if storage.dtype == 'bfloat16' else np.dtype(storage.dtype).itemsize
         if numel != storage.numel:
             raise ValueError('storage {} has {} values, not {}'.format(key, numel, storage.numel))
         # Read no more than the file holds, whatever a damaged header claims.
-        if numel * itemsize > os.fstat(file.fileno()).st_size - file.tell():
+        if storage.nbytes > os.fstat(file.fileno()).st_size - file.tell():
             raise ValueError('storage {} claims more bytes than the file holds'.format(key))
-        storage.fill(file.read(numel * itemsize))
+        storage.fill(file.read(storage.nbytes))
     return result
 
 

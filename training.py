@@ -292,11 +292,14 @@ def check_input_size(model, args):
     """Refuses a net that cannot take the input size, or that does not fit in
     memory at one image of it, before anything is written."""
     size = (args.net_input_height, args.net_input_width)
+
+    def cannot_take(problem):
+        return common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
+                                '--net_input_height and --net_input_width.'.format(
+                                    args.model_name, size[0], size[1], problem))
     problem = input_size_problem(model, size)
     if problem:
-        raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
-                               '--net_input_height and --net_input_width.'.format(
-                                   args.model_name, size[0], size[1], problem))
+        raise cannot_take(problem)
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
     except tf.errors.ResourceExhaustedError as e:
@@ -306,10 +309,7 @@ def check_input_size(model, args):
                                    str(e).strip().splitlines()[0][:200]))
     except (ValueError, tf.errors.OpError) as e:
         # The shapes allowed it, but a kernel of this machine still refuses it.
-        raise common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
-                               '--net_input_height and --net_input_width.'.format(
-                                   args.model_name, size[0], size[1],
-                                   str(e).strip().splitlines()[0][:200]))
+        raise cannot_take(str(e).strip().splitlines()[0][:200])
 
 
 @dataclass(frozen=True)

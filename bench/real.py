@@ -126,7 +126,8 @@ def run_project(args, recipe, seed, root, log, scratch):
     files = csvs(args)
     seconds = 0
     if recipe == 'zoo':
-        root = import_zoo(args, scratch, log)
+        # As torchreid evaluates its models.
+        root, metric = import_zoo(args, scratch, log), 'euclidean'
     else:
         weights = import_zoo(args, scratch, log) if recipe in ZOO_RECIPES else args.weights
         flags, metric = project_flags(recipe, args.zoo_iterations if recipe in ZOO_RECIPES
@@ -138,7 +139,6 @@ def run_project(args, recipe, seed, root, log, scratch):
                           files['train'], '--image_root', args.image_root,
                           '--checkpoint_frequency', '0', '--seed', str(seed)] + flags +
                          shlex.split(args.train_flags), log)
-    metric = 'euclidean' if recipe in ZOO_RECIPES else metric
     embeddings = []
     for split in ('query', 'test'):
         filename = '{}-{}.h5'.format(split, seed)
