@@ -10,6 +10,7 @@ import sys
 import time
 
 import common
+import flags
 import startup
 
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
@@ -93,7 +94,7 @@ parser.add_argument(
     help='Don\'t be so verbose.')
 
 parser.add_argument(
-    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse images whose headers declare more pixels than this, before decoding them.')
 
 def check_augmentation(args, train_args):

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 import common
 from common import UserError, read_json
+from flags import ARCHITECTURE_ARGUMENTS, POOLINGS
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES, PADDINGS
-from layers import POOLINGS
 
 log = logging.getLogger('experiment')
 
@@ -238,11 +238,6 @@ def read_best(experiment_root):
         raise UserError('`{}` is corrupt (its mAP is `{}`, not a number from 0 to 1); '
                         '{}.'.format(path, mean_ap, remedy))
     return best
-
-
-# What a checkpoint's variables depend on: --override cannot change these.
-ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride',
-                          'net_padding')
 
 
 VALIDATION_ARGUMENTS = ('val_query', 'val_gallery', 'val_excluder', 'val_camera_regex',

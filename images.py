@@ -16,6 +16,7 @@ import tensorflow as tf
 
 import common
 from common import UserError
+from flags import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,6 @@ def find_undecodable_images(fids, image_root, loading_threads=8):
     for index, _ in decoded.as_numpy_iterator():
         good[index] = True
     return list(np.asarray(fids)[~good])
-
-
-# Images with more pixels than this are refused before they are decoded: a
-# small file can hold a huge single-colour picture (20000×20000 PNGs take 1.2
-# MB on disk and 13 GB in training). Person crops have a few thousand pixels.
-MAX_IMAGE_PIXELS = 25_000_000
 
 
 def header_pixels(path):

@@ -193,11 +193,8 @@ class GeneralizedMeanPooling(keras.layers.Layer):
         return dict(super().get_config(), p=self.initial_p, epsilon=self.epsilon)
 
 
-POOLINGS = ('avg', 'max', 'gem')
-
-
 def pooling_layer(pooling):
-    """The global pooling layer named by `pooling`, one of `POOLINGS`."""
+    """The global pooling layer named by `pooling`, one of `flags.POOLINGS`."""
     if pooling == 'gem':
         return GeneralizedMeanPooling(name='gem_pool')
     if pooling == 'max':

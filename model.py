@@ -31,7 +31,7 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
     dtype policy for the layers built here; the embedding layer stays float32.
-    `pooling` (one of `layers.POOLINGS`) replaces the body's global
+    `pooling` (one of `flags.POOLINGS`) replaces the body's global
     average pooling; `last_stride` 1 halves the stride of the body's last
     stage, for the nets that take it; `padding` is how the `nets.PADDING_NETS`
     pad their strided layers (`nets.PADDINGS`).

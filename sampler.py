@@ -37,7 +37,6 @@ def stream_seed(seed, stream, index):
 
 # The ImageNet mean pixel in [0, 255], which random erasing fills with.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
-ERASING_FILLS = ('mean', 'noise')
 
 
 def random_erasing(image, probability, seed, fill='mean', area=(0.02, 0.4),
@@ -54,7 +53,7 @@ def random_erasing(image, probability, seed, fill='mean', area=(0.02, 0.4),
         image: (H, W, C) float32 image with values in [0, 255].
         probability (float): In [0, 1].
         seed: (2,) stateless seed.
-        fill (str): One of `ERASING_FILLS`.
+        fill (str): One of `flags.ERASING_FILLS`.
 
     Returns:
         The (H, W, C) image.
@@ -176,7 +175,7 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
         pad_crop (int): When positive, `pad_and_crop` by this many pixels
             after the other augmentations.
         erasing (float): The probability of `random_erasing`, applied last.
-        erasing_fill (str): Its fill, one of `ERASING_FILLS`.
+        erasing_fill (str): Its fill, one of `flags.ERASING_FILLS`.
 
     Returns:
         A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),

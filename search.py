@@ -20,6 +20,7 @@ import json
 import sys
 
 import common
+import flags
 import embeddings_file
 import startup
 
@@ -99,7 +100,7 @@ parser.add_argument(
     help='Images embedded at once.')
 
 parser.add_argument(
-    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse query images whose headers declare more pixels than this, before decoding '
          'them.')
 

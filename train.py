@@ -11,6 +11,7 @@ import os
 import sys
 
 import common
+import flags
 import startup
 
 # Before anything imports TensorFlow: see startup.quiet_tensorflow.
@@ -20,14 +21,11 @@ import numpy as np
 
 import distributed
 import experiment
-import loss
-import images
-import sampler
+import metrics
 import training
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
-from layers import POOLINGS
 
 
 parser = argparse.ArgumentParser(
@@ -66,7 +64,7 @@ parser.add_argument(
          'ones; each change is logged and stored in args.json. For example, continue a '
          'finished experiment with a larger --train_iterations, or rerun with a lower '
          '--learning_rate after the loss became NaN. The architecture ({}) cannot change.'.format(
-             ', '.join('--' + a for a in experiment.ARCHITECTURE_ARGUMENTS)))
+             ', '.join('--' + a for a in flags.ARCHITECTURE_ARGUMENTS)))
 
 parser.add_argument(
     '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
@@ -81,7 +79,7 @@ parser.add_argument(
     help='Dimensionality of the embedding space.')
 
 parser.add_argument(
-    '--pooling', default='avg', choices=POOLINGS,
+    '--pooling', default='avg', choices=flags.POOLINGS,
     help='The global pooling of the body\'s feature map: average (the original), max, or '
          'GeM (generalised mean with a learnable exponent, initially 3).')
 
@@ -156,11 +154,11 @@ parser.add_argument(
          'soft-margin, or no margin if "none".')
 
 parser.add_argument(
-    '--metric', default='euclidean', choices=loss.cdist.supported_metrics,
+    '--metric', default='euclidean', choices=metrics.METRICS,
     help='Which metric to use for the distance between embeddings.')
 
 parser.add_argument(
-    '--loss', default='batch_hard', choices=loss.LOSS_CHOICES.keys(),
+    '--loss', default='batch_hard', choices=flags.LOSSES,
     help='The triplet loss variant: `batch_hard` (the hardest positive and negative of '
          'each anchor), `batch_all` (every triplet, averaged over the non-zero terms), '
          '`batch_all_mean` (every triplet, averaged over all), `batch_sample` (a positive and '
@@ -176,7 +174,7 @@ parser.add_argument(
          '0: off, as the original. Also the usual remedy when training from scratch collapses.')
 
 parser.add_argument(
-    '--id_loss', default='softmax', choices=loss.ID_LOSSES,
+    '--id_loss', default='softmax', choices=flags.ID_LOSSES,
     help='The identity loss of --id_loss_weight: `softmax` (BoT), or a margin softmax over the '
          'cosines between the embedding and the classifier\'s weights: `cosface` (Wang et al. '
          '2018), `arcface` (Deng et al. 2019) or `circle` (Sun et al. 2020, fast-reid\'s '
@@ -222,7 +220,7 @@ parser.add_argument(
          'Set to -1 to disable decay completely.')
 
 parser.add_argument(
-    '--lr_schedule', default='exponential', choices=training.LR_SCHEDULES,
+    '--lr_schedule', default='exponential', choices=flags.LR_SCHEDULES,
     help='`exponential`: the original\'s decay from --decay_start_iteration down to 0.001x at '
          'the last iteration. `cosine`: half a cosine from --decay_start_iteration down to 0. '
          '`step`: multiply by --lr_decay_factor at each of --lr_decay_steps.')
@@ -275,7 +273,7 @@ parser.add_argument(
          'BoT: 0.5. 0: off.')
 
 parser.add_argument(
-    '--erasing_fill', default='mean', choices=sampler.ERASING_FILLS,
+    '--erasing_fill', default='mean', choices=flags.ERASING_FILLS,
     help='What --random_erasing fills with: the ImageNet mean colour or uniform noise.')
 
 parser.add_argument(
@@ -296,7 +294,7 @@ parser.add_argument(
          'starts, naming them.')
 
 parser.add_argument(
-    '--max_image_pixels', default=images.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse images whose headers declare more pixels than this (or skip them with '
          '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
          'that would exhaust memory.')

@@ -37,9 +37,6 @@ from uninterrupt import Uninterrupt
 # The training loop's lines keep the logger name users and tests know.
 log = logging.getLogger('train')
 
-LR_SCHEDULES = ('exponential', 'step', 'cosine')
-
-
 # The per-image losses beside the triplet loss, as the step returns and
 # TensorBoard shows them.
 AUXILIARY_LOSSES = ('id_loss', 'center_loss')

@@ -11,7 +11,8 @@ import numpy as np
 import common
 import excluders
 import metrics
-from images import MAX_IMAGE_PIXELS, decodable_mask, image_batches
+from flags import MAX_IMAGE_PIXELS
+from images import decodable_mask, image_batches
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,13 @@ def test_choices_are_the_plugin_files(folder, choices):
     assert set(declared) == files
 
 
+def test_flags_name_the_loss_functions():
+    import flags
+    import loss
+    assert flags.LOSSES == tuple(loss.LOSS_CHOICES)
+    assert flags.ID_LOSSES == tuple(loss.ID_LOSSES)
+
+
 def test_last_stride_nets_are_those_whose_body_takes_it():
     import inspect
     import nets
