@@ -9,20 +9,13 @@ import os
 import sys
 import time
 
-import common
-import flags
-import startup
-
-# Before anything imports TensorFlow: see startup.quiet_tensorflow.
-startup.quiet_tensorflow()
-
 import h5py
 
+import common
 import embeddings_file
-import experiment
-import images
+import flags
+import startup
 from aggregators import AGGREGATORS
-from inference import embed_files, load_experiment
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
 
@@ -125,6 +118,7 @@ def check_replaceable(filename, experiment_root):
     """Refuses an embeddings file name that would replace one of the
     experiment's own files, or any existing file that is not HDF5 (a CSV, a
     checkpoint's data): embed.py replaces only earlier embeddings."""
+    import experiment
     own = os.path.realpath(os.path.dirname(filename)) == os.path.realpath(experiment_root)
     if own and experiment.OWN_FILES.match(os.path.basename(filename)):
         raise common.UserError('--filename `{}` names one of the experiment\'s own files; '
@@ -138,6 +132,12 @@ def check_replaceable(filename, experiment_root):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
+    import images
+    from inference import embed_files, load_experiment
+
     log = (lambda *a, **k: None) if args.quiet else (
         lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k))
 

@@ -18,12 +18,6 @@ import sys
 import common
 import startup
 
-# Before anything imports TensorFlow: see startup.quiet_tensorflow.
-startup.quiet_tensorflow()
-
-import serving
-from inference import load_experiment
-
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
 
 parser.add_argument(
@@ -81,6 +75,12 @@ def check_output(path, flag):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
+    import serving
+    from inference import load_experiment
+
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     output = args.output or os.path.join(args.experiment_root, 'saved_model')
     check_output(output, '--output')

@@ -16,12 +16,8 @@ pickle that names anything but tensors is refused).
 import argparse
 
 import common
-import startup
-
-# Before anything imports TensorFlow: see startup.quiet_tensorflow.
-startup.quiet_tensorflow()
-
 import model_zoo
+import startup
 from nets import PADDING_NETS
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,6 +39,9 @@ parser.add_argument(
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
     stored = model_zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
     print('Imported {} ({} + {}, {}-d embeddings at {}x{}{}) as {}.'.format(
         args.weights, stored['model_name'], stored['head_name'], stored['embedding_dim'],

