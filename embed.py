@@ -14,6 +14,7 @@ import h5py
 import common
 import embeddings_file
 import flags
+import progress
 import startup
 from aggregators import AGGREGATORS
 
@@ -84,7 +85,8 @@ parser.add_argument(
 
 parser.add_argument(
     '--quiet', action='store_true', default=False,
-    help='Don\'t be so verbose.')
+    help='Don\'t be so verbose: no progress bar (drawn only on a terminal anyway) and no '
+         'summary lines.')
 
 parser.add_argument(
     '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
@@ -138,8 +140,8 @@ def main(argv=None):
     import images
     from inference import embed_files, load_experiment
 
-    log = (lambda *a, **k: None) if args.quiet else (
-        lambda *a, **k: print(*a, file=sys.stderr, flush=True, **k))
+    log = (lambda *a: None) if args.quiet else (
+        lambda *a: print(*a, file=sys.stderr, flush=True))
 
     # Arguments and the experiment's own settings.
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
@@ -183,12 +185,12 @@ def main(argv=None):
 
     # Loop.
     start = time.time()
-    embs, emb_aug, names = embed_files(
-        model, train_args, fids, image_root, args.flip_augment, args.crop_augment,
-        args.aggregator, args.batch_size, args.loading_threads,
-        progress=lambda done, total: log('\rEmbedded {}/{}'.format(done, total), end=''))
+    with progress.bar('Embedding', 'pass', args.quiet) as report:
+        embs, emb_aug, names = embed_files(
+            model, train_args, fids, image_root, args.flip_augment, args.crop_augment,
+            args.aggregator, args.batch_size, args.loading_threads, progress=report)
     seconds = time.time() - start
-    log('\nEmbedded {} images ({} forward passes) in {:.1f}s: {:.1f} images/s.'.format(
+    log('Embedded {} images ({} forward passes) in {:.1f}s: {:.1f} images/s.'.format(
         len(fids), len(fids) * len(names), seconds, len(fids) / max(seconds, 1e-9)))
 
     common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),

@@ -15,6 +15,7 @@ import common
 import embeddings_file
 import excluders
 import metrics
+import progress
 from excluders import EXCLUDER_CHOICES
 
 parser = argparse.ArgumentParser(description='Evaluate a ReID embedding.')
@@ -112,6 +113,11 @@ parser.add_argument(
 parser.add_argument(
     '--plot_queries', default=8, type=common.positive_int,
     help='How many queries --plot shows, spread evenly over the query set.')
+
+parser.add_argument(
+    '--quiet', action='store_true', default=False,
+    help='No progress bars (they are drawn only on a terminal, and only for work that takes '
+         'more than a second).')
 
 
 def load_embeddings(path, csv_fids, csv_path):
@@ -241,16 +247,19 @@ def main(argv=None):
     # are imported only when asked for, to keep the plain command quick.
     if args.rerank:
         import rerank
-        distances = rerank.reranker(query_embs, gallery_embs, args.metric, args.rerank_k1,
-                                    args.rerank_k2, args.rerank_lambda)
+        with progress.bar('Re-ranking: neighbours', 'image', args.quiet) as report:
+            distances = rerank.reranker(query_embs, gallery_embs, args.metric, args.rerank_k1,
+                                        args.rerank_k2, args.rerank_lambda, progress=report)
     else:
         distances = metrics.metric_distances(query_embs, gallery_embs, args.metric)
 
     # Evaluation.
     wanted = args.filename is not None or args.plot is not None
-    result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids,
-                              gallery_embs, excluder, args.metric, args.batch_size,
-                              args.use_market_ap, distances, pairs=wanted)
+    with progress.bar('Evaluating', 'query', args.quiet) as report:
+        result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids,
+                                  gallery_fids, gallery_embs, excluder, args.metric,
+                                  args.batch_size, args.use_market_ap, distances, pairs=wanted,
+                                  progress=report)
     # The verification figures need every kept pair's distance (53 million at
     # Market-1501 scale, about 0.7 GB more), so only for the JSON or the plot.
     verification = metrics.verification(

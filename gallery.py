@@ -105,14 +105,19 @@ def _index_vectors(embs, metric):
     return embs
 
 
-def build_index(embs, metric):
-    """A faiss HNSW index of the gallery embeddings (G, D) for `metric`."""
+def build_index(embs, metric, progress=None, chunk=20_000):
+    """A faiss HNSW index of the gallery embeddings (G, D) for `metric`,
+    added `chunk` vectors at a time so that `progress`, when given, hears
+    (done, G) after each."""
     import faiss
     vectors = _index_vectors(embs, metric)
     index = faiss.IndexHNSWFlat(vectors.shape[1], INDEX_LINKS, faiss.METRIC_L1 if INDEX_SPACES[
         metric] == 'l1' else faiss.METRIC_L2)
     index.hnsw.efConstruction = INDEX_BUILD_CANDIDATES
-    index.add(vectors)
+    for start in range(0, len(vectors), chunk):
+        index.add(vectors[start:start + chunk])
+        if progress is not None:
+            progress(min(start + chunk, len(vectors)), len(vectors))
     return index
 
 
@@ -137,12 +142,13 @@ def _read_index(path, digest):
         return None
 
 
-def load_or_build_index(embs, metric, gallery_path):
+def load_or_build_index(embs, metric, gallery_path, progress=None):
     """The HNSW index of the gallery `embs` (G, D) for `metric`: the one saved
     beside `gallery_path` when it holds these embeddings (their SHA-256 is
     stored with it), else a new one, saved there for the next search (through
     a temporary file, so a search stopped while saving leaves no half index;
-    a folder that cannot be written only costs the next search the build)."""
+    a folder that cannot be written only costs the next search the build).
+    `progress` is passed to `build_index`."""
     import faiss
     digest = hashlib.sha256(memoryview(np.ascontiguousarray(embs))).hexdigest()
     path = index_path(gallery_path, metric)
@@ -152,7 +158,7 @@ def load_or_build_index(embs, metric, gallery_path):
     print('Building the gallery index of {} embeddings; this happens once, and takes about '
           'a quarter of an hour for a million on 2 cores (bench/ann.json).'.format(len(embs)),
           file=sys.stderr)
-    index = build_index(embs, metric)
+    index = build_index(embs, metric, progress)
     partial = None
     try:
         partial = common.temporary_beside(path, False, suffix='.h5')

@@ -173,13 +173,14 @@ def batch_average_precision(d, matches, use_market_ap):
 
 def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gallery_embs,
              excluder, metric='euclidean', batch_size=256, use_market_ap=False, distances=None,
-             pairs=False):
+             pairs=False, progress=None):
     """Average precision of every query, the CMC curve and mINP.
 
     Batches of `batch_size` queries are processed two at a time, one per
     thread: NumPy's sort releases the GIL, so both cores of a laptop work.
     `distances(query_indices) -> (b, G)` replaces the `metric` distances
-    between the embeddings when given (re-ranking does so).
+    between the embeddings when given (re-ranking does so). `progress`, when
+    given, is called with (done, total) queries after each batch.
 
     Returns:
         A dict with `mAP`, `mINP`, `CMC` (G,) divided by the number of
@@ -217,12 +218,15 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
     inps = np.full(len(query_pids), np.nan)
     first_hits = np.zeros(len(gallery_pids) + 1, np.int64)
     positive = []
+    starts = range(0, len(query_pids), batch_size)
     with ThreadPoolExecutor(2) as pool:
-        for queries, batch_aps, first, batch_inps, batch_positive in pool.map(
-                run_batch, range(0, len(query_pids), batch_size)):
+        for start, (queries, batch_aps, first, batch_inps, batch_positive) in zip(
+                starts, pool.map(run_batch, starts)):
             aps[queries], inps[queries] = batch_aps, batch_inps
             np.add.at(first_hits, first, 1)
             positive.append(batch_positive)
+            if progress is not None:
+                progress(min(start + batch_size, len(query_pids)), len(query_pids))
 
     valid = ~np.isnan(aps)
     cmc = np.cumsum(first_hits)[:len(gallery_pids)] / len(query_pids)

@@ -48,13 +48,14 @@ def _pair_distances(a, b, metric):
     return (diff * diff).sum(1)
 
 
-def nearest_neighbours(embs, k, metric, block=512):
+def nearest_neighbours(embs, k, metric, block=512, progress=None):
     """The k nearest images of every image, itself included, and each row's maximum.
 
     Ties are broken by index, like a stable sort of the full row.
 
     Args:
         embs: (N, D) float32 embeddings.
+        progress: None, or called with (done, N) rows after each block.
 
     Returns:
         rank: (N, k) int32 indices, nearest first.
@@ -73,6 +74,8 @@ def nearest_neighbours(embs, k, metric, block=512):
         nearest = np.partition(keys, k - 1, axis=1)[:, :k]
         nearest.sort(axis=1)
         rank[start:start + block] = nearest & 0xFFFFFFFF
+        if progress is not None:
+            progress(min(start + block, n), n)
     return rank, row_max
 
 
@@ -136,7 +139,7 @@ def query_expansion(v, rank, k2):
 
 
 def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_value=0.3,
-             max_terms=1 << 22):
+             max_terms=1 << 22, progress=None):
     """Prepares re-ranking and returns `distances(query_indices) -> (b, G)`.
 
     The returned function gives the final distances of eq. 12,
@@ -150,13 +153,15 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
         k1, k2, lambda_value: The paper's parameters.
         max_terms: Bounds the temporary arrays of one chunk of queries
             (about 40 bytes per term).
+        progress: None, or called with (done, total) images of the
+            preparation's nearest-neighbour search, its costly part.
     """
     if not 1 <= k2 <= k1 + 1:
         raise ValueError('k2 must lie between 1 and k1 + 1, got k1={}, k2={}'.format(k1, k2))
     num_query = len(query_embs)
     embs = np.concatenate([query_embs, gallery_embs]).astype(np.float32)
     k1 = min(k1, len(embs) - 1)
-    rank, row_max = nearest_neighbours(embs, max(k1 + 1, k2), metric)
+    rank, row_max = nearest_neighbours(embs, max(k1 + 1, k2), metric, progress=progress)
     v = query_expansion(encodings(embs, rank, row_max, k1, metric), rank, k2)
     queries = v[:num_query]
     gallery = v[num_query:].tocsc()     # Column j lists the gallery images using image j.

@@ -23,6 +23,7 @@ import common
 import embeddings_file
 import flags
 import metrics
+import progress
 import startup
 
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -96,6 +97,11 @@ parser.add_argument(
     '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
     help='Refuse query images whose headers declare more pixels than this, before decoding '
          'them.')
+
+parser.add_argument(
+    '--quiet', action='store_true', default=False,
+    help='No progress bars (they are drawn only on a terminal, and only for work that takes '
+         'more than a second).')
 
 
 def results_table(queries, gallery_fids, nearest, distances, threshold, plain=None):
@@ -182,7 +188,8 @@ def main(argv=None):
 
     # Search.
     if args.index:
-        index = gallery.load_or_build_index(gallery_embs, metric, args.gallery)
+        with progress.bar('Building the index', 'image', args.quiet) as report:
+            index = gallery.load_or_build_index(gallery_embs, metric, args.gallery, report)
         nearest, distances = gallery.search_index(index, query_embs, gallery_embs, metric,
                                                   args.top_k, args.index_candidates)
         plain = distances

@@ -44,6 +44,7 @@ if __package__ in (None, ''):
 import common  # noqa: E402
 import excluders._camera  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
+import progress  # noqa: E402
 
 
 class ConversionError(common.UserError):
@@ -227,9 +228,10 @@ def cuhk03_image_name(campus, person, index):
                                                index + 1)
 
 
-def extract_cuhk03_images(mat_path, image_type, directory):
+def extract_cuhk03_images(mat_path, image_type, directory, progress=None):
     """Writes the `image_type` ('detected' or 'labeled') crops of cuhk-03.mat as PNG
-    files into `directory`, created whole through a temporary folder."""
+    files into `directory`, created whole through a temporary folder; calls
+    `progress` (if given) with (done, total) of its identities after each."""
     import h5py
     from PIL import Image
 
@@ -240,9 +242,10 @@ def extract_cuhk03_images(mat_path, image_type, directory):
         with h5py.File(mat_path, 'r') as mat:
             if image_type not in mat:
                 raise ConversionError('`{}` holds no `{}` images.'.format(mat_path, image_type))
-            for campus, campus_ref in enumerate(np.ravel(mat[image_type][()])):
-                # MATLAB stores arrays column-major, so h5py sees them transposed.
-                cells = mat[campus_ref][()].T
+            campuses = [mat[ref][()].T for ref in np.ravel(mat[image_type][()])]
+            total, done = sum(cells.shape[0] for cells in campuses), 0
+            # MATLAB stores arrays column-major, so h5py sees them transposed.
+            for campus, cells in enumerate(campuses):
                 for person in range(cells.shape[0]):
                     for index in range(cells.shape[1]):
                         image = mat[cells[person, index]][()].T
@@ -250,6 +253,9 @@ def extract_cuhk03_images(mat_path, image_type, directory):
                             continue  # MATLAB's empty cell: this view has fewer images.
                         Image.fromarray(image.astype(np.uint8)).save(
                             os.path.join(folder, cuhk03_image_name(campus, person, index)))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
 
     try:
         common.write_folder(directory, extract)
@@ -280,16 +286,18 @@ def cuhk03_split(protocol_path, folder, dataset_root):
             for split, idx in indices.items()}
 
 
-def cuhk03(dataset_root, image_types=('detected', 'labeled')):
+def cuhk03(dataset_root, image_types=('detected', 'labeled'), progress=None):
     """CUHK03 new protocol: 767 training and 700 test identities. Returns the
-    splits of every image type, keyed `<type>_<split>`."""
+    splits of every image type, keyed `<type>_<split>`. `progress` hears how
+    the extraction of the crops goes (see extract_cuhk03_images)."""
     mat_path = find_file(dataset_root, 'cuhk-03.mat')
     splits = {}
     for image_type in image_types:
         protocol = find_file(dataset_root,
                              'cuhk03_new_protocol_config_{}.mat'.format(image_type))
         folder = 'images_' + image_type
-        extract_cuhk03_images(mat_path, image_type, os.path.join(dataset_root, folder))
+        extract_cuhk03_images(mat_path, image_type, os.path.join(dataset_root, folder),
+                              progress)
         for split, rows in cuhk03_split(protocol, folder, dataset_root).items():
             splits['{}_{}'.format(image_type, split)] = rows
     return splits
@@ -432,7 +440,7 @@ def hold_out_validation(splits, val_ids, seed, cameras_of):
     return splits
 
 
-def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
+def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None, progress=None):
     """Splits a folder of identity sub-folders into train, query and gallery.
 
     The identities (sub-folder names, sorted, then shuffled with `seed`) are
@@ -446,11 +454,13 @@ def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
     Args:
         camera_regex (str or None): A regular expression whose first group,
             searched in each file name, is its camera.
+        progress: None, or called with (done, total) identity folders as
+            they are scanned.
     """
     identities = sorted(name for name in os.listdir(dataset_root)
                         if os.path.isdir(os.path.join(dataset_root, name)))
     images = {}
-    for identity in identities:
+    for done, identity in enumerate(identities, 1):
         files = []
         for folder, subfolders, names in os.walk(os.path.join(dataset_root, identity)):
             subfolders.sort()
@@ -458,6 +468,8 @@ def folders(dataset_root, seed=0, train_fraction=0.5, camera_regex=None):
                       for n in sorted(names) if n.lower().endswith(IMAGE_EXTENSIONS)]
         if files:
             images[identity] = files
+        if progress is not None:
+            progress(done, len(identities))
     if len(images) < 2:
         raise ConversionError('`{}` holds {} sub-folders with images; it needs one folder per '
                               'identity, at least two.'.format(dataset_root, len(images)))
@@ -541,6 +553,9 @@ def make_parser():
         command.add_argument(
             '--val_seed', default=0, type=common.nonnegative_int,
             help='Seed of the held-out identities and their queries (0 or more).')
+        command.add_argument(
+            '--quiet', action='store_true', default=False,
+            help='No progress bar (drawn only on a terminal, for work of more than a second).')
         if name == 'folders':
             command.add_argument(
                 '--prefix', default=None,
@@ -574,7 +589,8 @@ def main(argv=None):
     check_output_dir(args.output_dir)
     if args.dataset == 'cuhk03':
         types = ('detected', 'labeled') if args.image_type == 'both' else (args.image_type,)
-        splits = function(root, types)
+        with progress.bar('Extracting the crops', 'identity', args.quiet) as report:
+            splits = function(root, types, report)
     elif args.dataset == 'folders':
         if args.camera_regex:
             try:
@@ -582,7 +598,8 @@ def main(argv=None):
             except re.error as e:
                 raise ConversionError('--camera_regex `{}` is not a regular expression: '
                                       '{}.'.format(args.camera_regex, e))
-        splits = function(root, args.seed, args.train_fraction, args.camera_regex)
+        with progress.bar('Scanning the identity folders', 'folder', args.quiet) as report:
+            splits = function(root, args.seed, args.train_fraction, args.camera_regex, report)
         prefix = args.prefix or os.path.basename(os.path.normpath(os.path.abspath(root)))
         excluder = 'folders --camera_regex \'{}\''.format(args.camera_regex) \
             if args.camera_regex else 'diagonal'
