@@ -12,7 +12,7 @@ DEMO_ROOT ?= experiments/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: demo test test-fast lint venv clean
+.PHONY: demo test test-fast lint venv browser clean
 
 venv: $(STAMP)
 
@@ -63,8 +63,19 @@ demo: data/demo/demo_train.csv | $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# The browser tests of the HTML reports need a Chromium. As root on Debian (CI
+# machines) it is installed from Debian's packages; elsewhere, without one,
+# those tests are skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	echo 'No Chromium: the browser tests of the HTML reports will be skipped (Debian: apt install chromium).'
+
 # --durations: what the suite costs, its slowest tests first, in every run.
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: lint

@@ -115,6 +115,17 @@ parser.add_argument(
     help='How many queries --plot shows, spread evenly over the query set.')
 
 parser.add_argument(
+    '--html', metavar='DIR',
+    help='Also write DIR/index.html, one self-contained page: the figures, the CMC and ROC '
+         'pictures, and the ranked galleries of the worst, the best and some random queries '
+         'with distances, matches, junk and the threshold at 0.1%% false positives marked. '
+         'Needs --image_root.')
+
+parser.add_argument(
+    '--html_queries', default=4, type=common.positive_int,
+    help='How many queries --html shows of each kind (worst, best, random).')
+
+parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='No progress bars (they are drawn only on a terminal, and only for work that takes '
          'more than a second).')
@@ -148,8 +159,9 @@ def load_embeddings(path, csv_fids, csv_path):
 def check_arguments(args):
     """Refuses outputs that cannot be written or would replace an input, and
     impossible re-ranking sizes, before any work."""
-    if args.plot is not None and args.image_root is None:
-        parser.error('--plot draws the images, so it needs --image_root.')
+    for flag in ('plot', 'html'):
+        if getattr(args, flag) is not None and args.image_root is None:
+            parser.error('--{} draws the images, so it needs --image_root.'.format(flag))
     if args.filename is not None:
         common.check_writable(args.filename, '--filename')
         common.check_not_input(args.filename, '--filename', [
@@ -158,6 +170,10 @@ def check_arguments(args):
                 '--gallery_embeddings')])
     if args.plot is not None:
         common.check_writable(args.plot, '--plot', folder=True)
+    if args.html is not None:
+        common.check_writable(args.html, '--html', folder=True)
+        if os.path.isdir(args.html):
+            common.check_writable(os.path.join(args.html, 'index.html'), '--html')
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
         parser.error('--rerank_k2 must be at most --rerank_k1 + 1.')
 
@@ -207,6 +223,30 @@ def print_figures(result, verification):
             ' '.join(metrics.FALSE_POSITIVE_RATES)))
 
 
+def write_html(args, result, verification, query, gallery, excluder, distances):
+    """--html's page. `query` and `gallery` are (pids, fids) pairs."""
+    import html_report
+    cmc = result['CMC']
+    figures = [('mAP', '{:.2%}'.format(result['mAP']))] + [
+        ('top-{}'.format(k), '{:.2%}'.format(metrics.cmc_at(cmc, k))) for k in (1, 5, 10)] + [
+        ('mINP', '{:.2%}'.format(result['mINP'])),
+        ('queries', '{} ({} without a match left out)'.format(len(query[0]),
+                                                             len(result['skipped'])))]
+    if verification:
+        figures.append(('EER', '{:.2%}'.format(verification['eer'])))
+        for rate in metrics.FALSE_POSITIVE_RATES:
+            threshold = verification['threshold_at_fpr'][rate]
+            figures.append(('at FPR {}'.format(rate), 'TPR {:.2%}, threshold {}'.format(
+                verification['tpr_at_fpr'][rate],
+                'none' if threshold is None else '{:.4g}'.format(threshold))))
+    label = 're-ranked' if args.rerank else args.metric
+    figures.append(('distance', label))
+    path = html_report.evaluation_report(args.html, args.image_root, query, gallery, excluder,
+                                         distances, result, verification, figures, label,
+                                         args.html_queries)
+    print('Wrote the report {}.'.format(path), file=sys.stderr)
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     check_arguments(args)
@@ -254,7 +294,7 @@ def main(argv=None):
         distances = metrics.metric_distances(query_embs, gallery_embs, args.metric)
 
     # Evaluation.
-    wanted = args.filename is not None or args.plot is not None
+    wanted = args.filename is not None or args.plot is not None or args.html is not None
     with progress.bar('Evaluating', 'query', args.quiet) as report:
         result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids,
                                   gallery_fids, gallery_embs, excluder, args.metric,
@@ -264,7 +304,8 @@ def main(argv=None):
     # Market-1501 scale, about 0.7 GB more), so only for the JSON or the plot.
     verification = metrics.verification(
         result.pop('positive'), result.pop('negative'),
-        curve_points=60 if args.plot is not None else 0) if wanted else None
+        curve_points=60 if args.plot is not None or args.html is not None else 0) \
+        if wanted else None
     if len(result['skipped']) == len(query_fids):
         raise common.UserError(
             'none of the {} queries has a true match in the gallery that the excluder `{}` '
@@ -281,6 +322,9 @@ def main(argv=None):
     if args.plot is not None:
         draw(args, result, verification, (query_pids, query_fids),
              (gallery_pids, gallery_fids), excluder, distances)
+    if args.html is not None:
+        write_html(args, result, verification, (query_pids, query_fids),
+                   (gallery_pids, gallery_fids), excluder, distances)
     print_figures(result, verification)
     return 0
 

@@ -17,6 +17,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 
 import common
@@ -99,6 +100,12 @@ parser.add_argument(
          'them.')
 
 parser.add_argument(
+    '--html', default=None, metavar='DIR',
+    help='Also write DIR/index.html, one self-contained page with each query and its top-k '
+         'results as thumbnails, their distances, the matches within --threshold and the '
+         'threshold as a line.')
+
+parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='No progress bars (they are drawn only on a terminal, and only for work that takes '
          'more than a second).')
@@ -153,6 +160,10 @@ def main(argv=None):
         common.check_writable(args.output, '--output')
     if args.plot is not None:
         common.check_writable(args.plot, '--plot')
+    if args.html is not None:
+        common.check_writable(args.html, '--html', folder=True)
+        if os.path.isdir(args.html):
+            common.check_writable(os.path.join(args.html, 'index.html'), '--html')
     if args.index and args.rerank:
         raise common.UserError('--rerank compares every gallery image with every other, which '
                                'an index is there to avoid; leave out one of --index and '
@@ -212,6 +223,12 @@ def main(argv=None):
     if args.plot is not None:
         import visualize
         visualize.plot_search(args.plot, table)
+    if args.html is not None:
+        import html_report
+        path = html_report.search_report(args.html, table, args.threshold,
+                                         're-ranked' if args.rerank else metric,
+                                         line=not args.rerank)
+        print('Wrote the report {}.'.format(path), file=sys.stderr)
     return 0
 
 

@@ -57,9 +57,12 @@ def _load(image_root, fid, grey=False, advice='check --image_root'):
 
 
 def _save(figure, path):
+    """The figure as PNG bytes, also written to `path` unless it is None."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=80)
-    common.atomic_write(path, buffer.getvalue(), 'wb')
+    if path is not None:
+        common.atomic_write(path, buffer.getvalue(), 'wb')
+    return buffer.getvalue()
 
 
 def plot_rankings(path, image_root, query_pids, query_fids, gallery_pids, gallery_fids,
@@ -106,7 +109,8 @@ def plot_rankings(path, image_root, query_pids, query_fids, gallery_pids, galler
 
 
 def plot_cmc(path, cmc, mean_ap, label, max_rank=50):
-    """The CMC curve up to `max_rank`, its top-1/5/10 marked, mAP in the title."""
+    """The CMC curve up to `max_rank`, its top-1/5/10 marked, mAP in the title;
+    written to `path` (None: not written) and returned as PNG bytes."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -129,14 +133,16 @@ def plot_cmc(path, cmc, mean_ap, label, max_rank=50):
     ax.legend(loc='lower right', fontsize=8)
     ax.set_title('CMC, mAP {:.2%}'.format(mean_ap))
     figure.tight_layout()
-    _save(figure, path)
+    png = _save(figure, path)
     plt.close(figure)
+    return png
 
 
 def plot_roc(path, verification, label):
     """The verification ROC curve (true- against false-positive rate, the latter
     logarithmic) of `metrics.verification` with its curve, the four rates and
-    the equal error rate marked."""
+    the equal error rate marked; written to `path` (None: not written) and
+    returned as PNG bytes."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -157,8 +163,9 @@ def plot_roc(path, verification, label):
     ax.legend(loc='lower right', fontsize=8)
     ax.set_title('Verification ROC, EER {:.2%}'.format(verification['eer']))
     figure.tight_layout()
-    _save(figure, path)
+    png = _save(figure, path)
     plt.close(figure)
+    return png
 
 
 # search.py has no image root: its gallery's file names are as embed.py stored

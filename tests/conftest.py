@@ -238,3 +238,51 @@ def scalars(root, prefix):
                         found.setdefault(value.tag, {})[event.step] = float(
                             tf.make_ndarray(value.tensor))
     return found
+
+
+# What the browser reports of a page: its queries, its images and how many of
+# them failed to load, its threshold lines and scripts. The page is opened in
+# an iframe of this harness, which the flag --allow-file-access-from-files
+# lets read it; --dump-dom then prints the harness with the counts filled in.
+HARNESS = '''<!DOCTYPE html><html><body><pre id="out">pending</pre>
+<iframe id="page" src="{src}" width="1200" height="900" onload="
+  var d = document.getElementById('page').contentDocument;
+  var images = Array.from(d.images);
+  document.getElementById('out').textContent = JSON.stringify({{
+    title: d.title,
+    queries: d.querySelectorAll('.query').length,
+    images: images.length,
+    broken: images.filter(function (i) {{ return !i.complete || i.naturalWidth === 0; }}).length,
+    external: images.filter(function (i) {{ return !i.src.startsWith('data:'); }}).length,
+    thresholds: d.querySelectorAll('.threshold').length,
+    scripts: d.scripts.length}});
+"></iframe></body></html>'''
+
+
+def chromium():
+    """The path of a Chromium, or None. `make test` installs Debian's where it can."""
+    import shutil
+    return next(filter(None, map(shutil.which, ('chromium', 'chromium-browser',
+                                                'google-chrome'))), None)
+
+
+def browse(page, tmp_path):
+    """Opens the HTML file `page` in headless Chromium and returns (the
+    counts of HARNESS as a dict, Chromium's log). Skips without Chromium."""
+    import json
+    import subprocess
+    browser = chromium()
+    if browser is None:
+        pytest.skip('no Chromium to test the page in (Debian: apt install chromium)')
+    harness = tmp_path / 'harness.html'
+    harness.write_text(HARNESS.format(src=os.path.relpath(page, tmp_path)))
+    done = subprocess.run(
+        [browser, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync',
+         '--disable-quic', '--allow-file-access-from-files', '--enable-logging=stderr',
+         '--user-data-dir=' + str(tmp_path / 'chromium-profile'),
+         '--virtual-time-budget=10000', '--dump-dom', harness.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
+    assert found and found.group(1) != 'pending', done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(found.group(1).replace('&quot;', '"')), done.stderr

@@ -259,3 +259,19 @@ def test_a_gallery_of_another_checkpoint_is_warned_about(embedded_gallery, tmp_p
         os.path.realpath(root)) in capsys.readouterr().err
     assert search.main(['--experiment_root', root, '--gallery', h5, '--query', query]) == 0
     assert 'WARNING' not in capsys.readouterr().err
+
+
+def test_the_search_report_loads_in_a_browser(embedded_gallery, tmp_path):
+    from conftest import browse
+    root, h5, folder = embedded_gallery
+    queries = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:3]]
+    assert search.main(['--experiment_root', root, '--gallery', h5, '--query'] + queries +
+                       ['--top_k', '4', '--threshold', '0.001', '--html',
+                        str(tmp_path / 'report')]) == 0
+    shown, log = browse(tmp_path / 'report' / 'index.html', tmp_path)
+    assert shown['title'] == 'Search' and shown['queries'] == 3
+    assert shown['images'] == 3 * (1 + 4)
+    assert shown['broken'] == 0 and shown['external'] == 0 and shown['scripts'] == 0
+    # Each query finds itself within the threshold, then the line, then the rest.
+    assert shown['thresholds'] == 3
+    assert 'Uncaught' not in log and 'Not allowed to load' not in log
