@@ -176,7 +176,7 @@ loss_flags.add_argument(
          'each anchor), `batch_all` (every triplet, averaged over the non-zero terms), '
          '`batch_all_mean` (every triplet, averaged over all), `batch_sample` (a positive and '
          'a negative drawn by their distances) or `weighted` (softmax-weighted positives and '
-         'negatives). The README says which to use when.')
+         'negatives). docs/training.md says which to use when.')
 
 loss_flags.add_argument(
     '--id_loss_weight', default=0.0, type=common.nonnegative_float,

@@ -80,7 +80,7 @@ def collapse_warning(iterations, margin):
             '{} times chance (batch_prec_at_k). Such a run rarely recovers. Remedies: an '
             'identity loss (--id_loss_weight 1, best with --head_name bnneck), a lower '
             '--learning_rate, a pretrained body (--initial_checkpoint), a smaller net, or '
-            'another --loss or --margin; see "When training collapses" in the README.'.format(
+            'another --loss or --margin; see "When training collapses" in docs/training.md.'.format(
                 iterations, loss.collapse_value(margin), COLLAPSE_SPREAD, COLLAPSE_CHANCE))
 
 

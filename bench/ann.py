@@ -16,7 +16,7 @@ without an index).
     .venv/bin/python -m bench.ann --json bench/ann.json
 
 Every library in `--libraries` must be installed; the project's requirements
-hold the one search.py uses (see the README's "Searching a gallery").
+hold the one search.py uses (see "Large galleries" in docs/search.md).
 """
 
 import argparse

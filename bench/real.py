@@ -31,7 +31,7 @@ model-zoo file (`--zoo_weights`, such as OSNet x0.25 trained on MSMT17)
 imported with import_model.py, at torchreid's 256×128, in the project only:
 
   - `zoo`: the imported model as it is, without training (cross-domain);
-  - `zoo_finetune`: the README's CPU recipe, fine-tuning the whole net
+  - `zoo_finetune`: the CPU recipe of docs/deployment.md, fine-tuning the whole net
     (`--zoo_iterations`, 600 by default) with batch-hard soft margin on its
     512-d features, P=16 K=4, flips, Adam 1e-4 decaying from half-way;
     Euclidean distances, as torchreid evaluates.
@@ -78,7 +78,7 @@ PREFIX = 'cuhk03_folders'
 def project_flags(recipe, iterations, height, width, weights):
     """train.py's flags for `recipe`, and the metric it is evaluated with."""
     if recipe == 'zoo_finetune':
-        # The README's recipe: the whole net at torchreid's input size and rate
+        # The recipe of docs/deployment.md: the whole net at torchreid's input size and rate
         # scale, batch-hard soft margin on its 512-d features, the rate
         # decaying over the second half.
         return ['--initial_checkpoint', weights, '--head_name', 'fc_bn_relu',
