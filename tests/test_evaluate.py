@@ -316,10 +316,11 @@ def test_cli_and_errors(tmp_path, capsys):
         evaluate.main(args + ['--plot', out, '--image_root', str(tmp_path)])
 
 
-def test_cli_rerank_and_plot(tmp_path, capsys):
-    """--rerank and --plot through the command, in a process without TensorFlow."""
+def write_market_like(tmp_path, seed=2):
+    """A Market-like query and gallery under `tmp_path`: images, q.csv,
+    g.csv, q.h5 and g.h5. Returns (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)."""
     from PIL import Image
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     g_pids, g_fids, g_emb = market_like(rng, num_ids=12, cams=4, per_cam=3)
     q_pids, q_fids = g_pids[::7], np.char.replace(g_fids[::7], 'bounding_box_test', 'query')
     q_emb = g_emb[::7] + 0.1
@@ -330,6 +331,13 @@ def test_cli_rerank_and_plot(tmp_path, capsys):
         (tmp_path / (name + '.csv')).write_text(
             ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
         write_h5(tmp_path / (name + '.h5'), emb=emb)
+    return (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)
+
+
+def test_cli_rerank_and_plot(tmp_path, capsys):
+    """--rerank and --plot through the command, in a process without TensorFlow."""
+    from PIL import Image
+    (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb) = write_market_like(tmp_path)
     command = [sys.executable, os.path.join(ROOT, 'evaluate.py'), '--excluder', 'market1501',
                '--metric', 'euclidean', '--query_dataset', str(tmp_path / 'q.csv'),
                '--gallery_dataset', str(tmp_path / 'g.csv'), '--query_embeddings',

@@ -4,29 +4,18 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import evaluate
 import html_report
 from conftest import browse
-from test_evaluate import market_like, write_h5
+from test_evaluate import write_market_like
 
 
 @pytest.fixture
 def evaluation(tmp_path):
     """A Market-like query and gallery with images, CSVs and embeddings;
     the arguments of evaluate.py for them."""
-    rng = np.random.default_rng(2)
-    g_pids, g_fids, g_emb = market_like(rng, num_ids=12, cams=4, per_cam=3)
-    q_pids, q_fids = g_pids[::7], np.char.replace(g_fids[::7], 'bounding_box_test', 'query')
-    q_emb = g_emb[::7] + 0.1
-    for fid in list(g_fids) + list(q_fids):
-        (tmp_path / fid).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(tmp_path / fid)
-    for name, pids, fids, emb in (('q', q_pids, q_fids, q_emb), ('g', g_pids, g_fids, g_emb)):
-        (tmp_path / (name + '.csv')).write_text(
-            ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
-        write_h5(tmp_path / (name + '.h5'), emb=emb)
+    write_market_like(tmp_path)
     return ['--excluder', 'market1501', '--metric', 'euclidean',
             '--query_dataset', str(tmp_path / 'q.csv'), '--gallery_dataset',
             str(tmp_path / 'g.csv'), '--query_embeddings', str(tmp_path / 'q.h5'),

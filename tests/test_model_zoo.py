@@ -357,9 +357,11 @@ def test_an_imported_model_embeds_as_the_source(tmp_path, trained, zip_format, c
         'identities is left out' in capsys.readouterr().out
     from inference import load_embedder
     images = np.random.default_rng(0).uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
-    np.testing.assert_allclose(load_embedder(root)(images),
-                               model(images, training=False)['emb'].numpy(),
-                               rtol=1e-4, atol=1e-4)
+    # The embedder runs as a graph, the source eagerly: kernels may sum in another order, so
+    # the tolerance scales with the embeddings' size (here in the hundreds), not per element.
+    expected = model(images, training=False)['emb'].numpy()
+    np.testing.assert_allclose(load_embedder(root)(images), expected,
+                               rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     stored = json.load(open(os.path.join(root, 'args.json')))
     assert stored['net_padding'] == 'torch' and stored['imported_classes'] == 5
     assert stored['imported_sha256'] == model_zoo.sha256(weights)
