@@ -84,7 +84,8 @@ def read_args(experiment_root):
 
 def complete_checkpoint(prefix):
     """Whether the checkpoint `prefix` has its index and every data shard, and
-    its index can be read."""
+    every tensor in it reads back with the checksum it was written with (a
+    truncated, damaged or half-renamed file fails here, as restoring would)."""
     if not tf.io.gfile.exists(prefix + '.index'):
         return False
     shards = tf.io.gfile.glob(prefix + '.data-*-of-*')
@@ -92,24 +93,28 @@ def complete_checkpoint(prefix):
         return False
     try:
         reader = tf.train.load_checkpoint(prefix)
-        # The object graph of a TF2 checkpoint, read as restoring would: a
-        # truncated data file fails here.
-        if reader.has_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'):
-            reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH')
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, IndexError):
         return False
     return True
 
 
-def newest_checkpoint(directory, fallback=True):
+def newest_checkpoint(directory, fallback=True, names_from=None):
     """The newest complete checkpoint in `directory`, or None when it holds none at all.
 
-    The `checkpoint` index file names the newest one; when that one is
-    missing or damaged (or the index is), the `checkpoint-<step>` files are
-    scanned and the newest complete one is taken, with a warning naming what
-    was skipped, so that a run never silently starts over. Without
-    `fallback` (for embedding, where an older network would pass for the
-    newest), that is an error naming the newest complete one instead.
+    The `checkpoint-<step>` files are scanned and the complete one of the
+    highest step is taken: the `checkpoint` index names the newest one only
+    once a save has ended, so a run killed between writing a checkpoint and
+    updating the index leaves an index that names the one before. Newer
+    checkpoints that are missing or damaged (or named by the index but gone)
+    are skipped with a warning naming them, so that a run never silently
+    starts over; without `fallback` (for embedding, where an older network
+    would pass for the newest), that is an error naming the newest complete
+    one instead. A lone incomplete `checkpoint-0` is what a new run killed
+    while writing its first checkpoint leaves: with `fallback`, there is no
+    checkpoint yet. `names_from` is the folder that --checkpoint names are
+    relative to in the error (`directory` by default).
 
     Raises:
         UserError when checkpoint files exist but none is complete, or,
@@ -121,33 +126,38 @@ def newest_checkpoint(directory, fallback=True):
         state = None
     # TensorFlow already puts `directory` before a relative path of the index.
     named = state.model_checkpoint_path if state else None
-    if named and complete_checkpoint(named):
-        return named
-    steps = sorted((int(m.group(1)) for name in tf.io.gfile.listdir(directory)
-                    for m in [re.fullmatch(r'checkpoint-(\d+)\.(index|data-.*)', name)] if m),
-                   reverse=True) if tf.io.gfile.isdir(directory) else []
+    steps = {int(m.group(1)) for name in tf.io.gfile.listdir(directory)
+             for m in [re.fullmatch(r'checkpoint-(\d+)\.(index|data-.*)', name)] if m} \
+        if tf.io.gfile.isdir(directory) else set()
+    named_step = re.fullmatch(r'checkpoint-(\d+)', os.path.basename(named or ''))
     candidates = [os.path.join(directory, 'checkpoint-{}'.format(step))
-                  for step in dict.fromkeys(steps)]
+                  for step in sorted(steps, reverse=True)]
+    if named and (named_step is None or int(named_step.group(1)) not in steps):
+        # Named by the index, but without files (or not named by step): the newest, and gone.
+        candidates.insert(0, named)
     skipped = []
     for prefix in candidates:
         if complete_checkpoint(prefix):
-            reasons = (['the `checkpoint` index names {}, which is missing or damaged'.format(
-                named)] if named else []) + (['incomplete or damaged: {}'.format(
-                    ', '.join(p for p in skipped if p != named))] if set(skipped) - {named}
-                    else [])
-            if reasons and not fallback:
-                raise UserError('the newest checkpoint of `{}` is not usable ({}); pass '
+            problem = '{} {} missing or damaged'.format(', '.join(skipped),
+                                                         'is' if len(skipped) == 1 else 'are')
+            if skipped and not fallback:
+                raise UserError('the newest checkpoint of `{}` is not usable: {}; pass '
                                 '--checkpoint {} to use the newest complete one.'.format(
-                                    directory, '; '.join(reasons), os.path.basename(prefix)))
-            if reasons:
-                log.warning('Using %s, the newest complete checkpoint (%s).', prefix,
-                            '; '.join(reasons))
+                                    directory, problem,
+                                    os.path.relpath(prefix, names_from or directory)))
+            if skipped:
+                log.warning('Using %s, the newest complete checkpoint: %s.', prefix, problem)
             return prefix
-        skipped.append(prefix)
-    if candidates or named:
+        skipped.append(prefix + (' (the one the `checkpoint` index names)' if prefix == named
+                                 else ''))
+    if fallback and candidates == [os.path.join(directory, 'checkpoint-0')]:
+        log.warning('Ignoring %s, the incomplete first checkpoint of a run that was stopped '
+                    'while writing it.', candidates[0])
+        return None
+    if candidates:
         raise UserError('`{}` holds checkpoint files but no complete checkpoint ({} are damaged '
                         'or incomplete); restore them, or move them away to start over.'.format(
-                            directory, ', '.join(skipped or [named])))
+                            directory, ', '.join(skipped)))
     return None
 
 
@@ -184,9 +194,14 @@ def find_checkpoint(experiment_root, checkpoint=None):
         return path
     path = os.path.join(experiment_root, checkpoint)
     if os.path.isdir(path):
-        path = newest_checkpoint(path) or path
-    if not tf.io.gfile.exists(path + '.index'):
+        path = newest_checkpoint(path, fallback=False, names_from=experiment_root) or path
+    if not tf.io.gfile.exists(path + '.index') and not tf.io.gfile.glob(path + '.data-*'):
         raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
+    if not complete_checkpoint(path):
+        newest = newest_checkpoint(os.path.dirname(path))
+        raise UserError('the checkpoint `{}` is incomplete or damaged{}.'.format(
+            path, '; the newest complete one is {}'.format(os.path.relpath(newest, experiment_root))
+            if newest else ', and `{}` holds no complete one'.format(os.path.dirname(path))))
     return path
 
 
@@ -350,8 +365,9 @@ def check_checkpoints_not_lost(experiment_root):
 OWN_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?)$')
 
 # What a train.py killed while saving leaves behind: TensorFlow's folder of
-# checkpoint shards, and the temporary files of common.write_json.
-LEFTOVERS = re.compile(r'checkpoint-\d+_temp|\.(args|best)\.json\..+')
+# checkpoint shards and temporary `checkpoint` index, and the temporary files
+# of common.write_json.
+LEFTOVERS = re.compile(r'checkpoint-\d+_temp|checkpoint\.tmp[0-9a-f]{32}|\.(args|best)\.json\..+')
 
 
 def remove_leftovers(experiment_root):

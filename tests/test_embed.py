@@ -255,9 +255,27 @@ def test_a_damaged_newest_checkpoint_is_named_not_silently_replaced(experiment, 
     with open(index, 'wb') as f:
         f.write(head)
     base = ['--experiment_root', copy, '--dataset', csv_path, '--quiet', '--filename', 'x.h5']
-    with pytest.raises(common.UserError, match=r'newest checkpoint of .* is not usable .*pass '
+    with pytest.raises(common.UserError, match=r'newest checkpoint of .* is not usable: .*pass '
                                                r'--checkpoint checkpoint-0 to use'):
         embed.main(base)
-    with pytest.raises(common.UserError, match=r'checkpoint `.*checkpoint-2` is damaged'):
+    with pytest.raises(common.UserError, match=r'checkpoint `.*checkpoint-2` is incomplete or '
+                                               r'damaged; the newest complete one is checkpoint-0'):
         embed.main(base + ['--checkpoint', 'checkpoint-2'])
     assert embed.main(base + ['--checkpoint', 'checkpoint-0']) == 0
+    # A checkpoint whose data has one byte changed (its checksum no longer matches), in a folder
+    # of checkpoints such as `best`: named, with the newest complete one.
+    best = os.path.join(copy, 'best')
+    os.makedirs(best)
+    for name in os.listdir(root):
+        if name.startswith(('checkpoint-0.', 'checkpoint-2.')):
+            shutil.copy(os.path.join(root, name), best)
+    data = [name for name in os.listdir(best) if name.startswith('checkpoint-2.data')][0]
+    with open(os.path.join(best, data), 'r+b') as f:
+        f.seek(os.path.getsize(os.path.join(best, data)) // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0xff]))
+    with pytest.raises(common.UserError, match=r'newest checkpoint of .*best` is not usable: '
+                                               r'.*checkpoint-2 is missing or damaged; pass '
+                                               r'--checkpoint best/checkpoint-0 '):
+        embed.main(base + ['--checkpoint', 'best'])

@@ -1,10 +1,18 @@
 """SIGKILL at random moments, resume, and get bit-identical weights (small version
 of `python -m bench.fault_injection`, which does 20 kills), with the strong
-baseline's flags on."""
+baseline's flags on; and SIGKILL at each moment of a checkpoint's save."""
+
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
+import experiment
+import train
 from bench import fault_injection
+from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
 
 
 # Every flag of the strong baseline that draws at random or keeps state
@@ -24,3 +32,33 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path):
     assert result['weights_identical'], result
     assert result['detailed_logs_identical'], result
     assert result['embeddings_identical'], result
+
+
+def test_a_kill_at_any_moment_of_a_save_resumes_from_the_newest_complete_one(tmp_path,
+                                                                           tiny_dataset):
+    from kill_while_saving import MOMENTS
+    csv_path, image_root = tiny_dataset
+    # (moment, checkpoint killed while saving): the newest complete checkpoint it leaves.
+    cases = {(moment, 2): 1 if moment == 'shards' else 2 for moment in MOMENTS}
+    cases[('shards', 0)] = None
+    runs = {}
+    for moment, step in cases:
+        root = str(tmp_path / '{}-{}'.format(moment, step))
+        args = base_args(root, csv_path, image_root, 3, '--checkpoint_frequency', '1')
+        runs[moment, step] = root, args, subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, 'tests', 'kill_while_saving.py'), moment,
+             str(step)] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT)
+    for case, (root, args, process) in runs.items():
+        assert process.wait(timeout=120) == -signal.SIGKILL, (case, process.stderr.read())
+        process.stderr.close()
+        newest = experiment.newest_checkpoint(root)
+        resumed = cases[case]
+        assert newest == (None if resumed is None else os.path.join(root, 'checkpoint-{}'.format(
+            resumed))), case
+        assert train.main(args) == 0
+        # The killed run logged its iterations up to the save; the rerun those after it.
+        assert [i for i, _ in logged_iterations(root)] == list(range(1, case[1] + 1)) + list(
+            range((resumed or 0) + 1, 4)), case
+        assert checkpoint_steps(root) == [0, 1, 2, 3], case
+        assert not [name for name in os.listdir(root) if 'tmp' in name or 'temp' in name], case

@@ -418,8 +418,8 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
         find_checkpoint(root)
     assert train.main(args) == 0
     text = open(os.path.join(root, 'train.log')).read()
-    assert re.search(r'Using \S*checkpoint-3, the newest complete checkpoint \(the `checkpoint` '
-                     r'index names \S*checkpoint-6, which is missing or damaged\)', text)
+    assert re.search(r'Using \S*checkpoint-3, the newest complete checkpoint: \S*checkpoint-6 '
+                     r'\(the one the `checkpoint` index names\) is missing or damaged', text)
     assert [i for i, _ in logged_iterations(root)] == list(range(1, 7)) + [4, 5, 6]
     assert checkpoint_steps(root) == [0, 3, 6]
     assert os.path.getmtime(os.path.join(root, 'checkpoint-0.index')) == first
