@@ -326,6 +326,91 @@ def check_finite(embs, what, remedy, names=None):
             what, len(bad), len(embs), problem, shown, ', …' if len(bad) > 5 else '', remedy))
 
 
+# The files that train.py keeps in an experiment root and its `best/` folder:
+# no output of any script may replace them.
+EXPERIMENT_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?|'
+                              r'events\.out\.tfevents\..*)')
+
+
+def _starts_with(*signatures):
+    return lambda head: head.startswith(signatures)
+
+
+def _is_text(head):
+    try:
+        head.decode('utf-8')
+    except UnicodeDecodeError as e:
+        # A multi-byte character cut at the end of the sample is still text.
+        if e.start < len(head) - 3:
+            return False
+    return b'\x00' not in head
+
+
+# How to tell, from its first KiB, that an existing file is of the kind an
+# output flag writes (and so may be replaced): {kind: test of the bytes}.
+OUTPUT_KINDS = {
+    'csv': _is_text,
+    'hdf5': _starts_with(b'\x89HDF\r\n\x1a\n'),
+    'html': lambda head: head.lstrip().lower().startswith((b'<!doctype html', b'<html')),
+    'json': lambda head: _is_text(head) and head.lstrip()[:1] in (b'{', b'['),
+    'png': _starts_with(b'\x89PNG\r\n\x1a\n'),
+}
+
+
+def experiment_file(path):
+    """Whether `path` is (or would be) one of the files train.py keeps in an
+    experiment root (a folder with args.json) or in its `best/` folder."""
+    folder, name = os.path.split(os.path.realpath(path))
+    roots = [folder] + ([os.path.dirname(folder)] if os.path.basename(folder) == 'best' else [])
+    return EXPERIMENT_FILES.fullmatch(name) is not None and any(
+        os.path.isfile(os.path.join(root, 'args.json')) for root in roots)
+
+
+def check_output(path, flag, kind, inputs=()):
+    """Refuses an output file that writing would harm, before the work that
+    fills it: one that cannot be written (see `check_writable`), a link to
+    nothing, anything but a regular file (a device such as /dev/full, a
+    pipe), one of the command's `inputs` (also through a link), a file of an
+    experiment root, and an existing file that is not of the `kind` (a key
+    of OUTPUT_KINDS) that the flag writes. An empty file may be replaced.
+
+    Args:
+        path (str): The output file.
+        flag (str): Its flag, for the message.
+        kind (str): What the flag writes.
+        inputs: (flag, path) pairs of the command's input files; a None
+            path is skipped.
+
+    Raises:
+        UserError naming the flag, the path and what to do.
+    """
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError('{} `{}` is a link to `{}`, which does not exist; give the path of a '
+                        'file. Nothing was written.'.format(flag, path, os.readlink(path)))
+    check_writable(path, flag)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError('{} `{}` is not a regular file (a device, a pipe or a socket); give the '
+                        'path of a file. Nothing was written.'.format(flag, path))
+    check_not_input(path, flag, inputs)
+    if experiment_file(path):
+        raise UserError('{} `{}` is one of the files that train.py keeps in the experiment root; '
+                        'writing it would damage the experiment. Choose another file name. '
+                        'Nothing was written.'.format(flag, path))
+    if os.path.isfile(path) and os.path.getsize(path):
+        try:
+            with open(path, 'rb') as f:
+                head = f.read(1024)
+        except OSError as e:
+            raise UserError('{} `{}` exists and cannot be read ({}), so it cannot be told to '
+                            'be an earlier {} output. Nothing was written.'.format(
+                                flag, path, e.strerror, kind.upper()))
+        if not OUTPUT_KINDS[kind](head):
+            raise UserError('{} `{}` exists and is not {} {} file; {} replaces only its own '
+                            'earlier output. Choose another file name. Nothing was '
+                            'written.'.format(flag, path, 'an' if kind.startswith('h') else 'a',
+                                              kind.upper(), flag))
+
+
 def temporary_beside(path, directory, suffix=''):
     """A new, uniquely named temporary folder (or file) next to `path`, for
     writing `path` and renaming it into place. `suffix` ends the name, for
@@ -382,9 +467,49 @@ def open_permissions(path):
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
 
 
-def write_folder(output, make):
+# The file by which a folder that a tool wrote whole (write_folder) names that
+# tool, so that its --force replaces only such a folder.
+FOLDER_MARK = '.written-by'
+
+
+def check_folder_output(path, flag, maker, force, layout=()):
+    """Refuses to replace a folder that `maker` (such as `make_demo.py`) did
+    not write, before any work: a new or empty folder may be written; an
+    existing one only with `force`, and only when its FOLDER_MARK names
+    `maker` or, for the folders of older versions without the mark, when it
+    holds a CSV and nothing but the names `layout` lists. Anything else (an
+    experiment, a dataset, a home folder) is refused by name.
+
+    Raises:
+        UserError naming the flag, the folder and some of what it holds.
+    """
+    check_writable(path, flag, folder=True)
+    entries = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if not entries:
+        return
+    if not force:
+        raise UserError('{} `{}` exists already; use --force to replace it with a new one '
+                        '(only a folder that {} wrote is replaced).'.format(flag, path, maker))
+    try:
+        with open(os.path.join(path, FOLDER_MARK), encoding='utf-8') as f:
+            mark = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        mark = None
+    legacy = mark is None and set(entries) <= set(layout) and any(
+        name.endswith('.csv') for name in entries)
+    if mark == maker or legacy:
+        return
+    foreign = [name for name in entries if name not in layout and name != FOLDER_MARK]
+    raise UserError('{} `{}` holds files that {} did not write ({}{}); --force replaces only a '
+                    'folder of its own. Choose another folder, or move it away yourself. '
+                    'Nothing was written.'.format(flag, path, maker, ', '.join(foreign[:5]),
+                                                  ', …' if len(foreign) > 5 else ''))
+
+
+def write_folder(output, make, maker=None):
     """Builds the folder `output` by calling `make(folder)` on a new temporary
     folder beside it, then renames that into place, replacing an old `output`.
+    With `maker`, the folder's FOLDER_MARK names it (see check_folder_output).
     An interrupted run leaves the old folder or the new one, never half of
     one, and nothing but `output` is ever removed. Missing parent folders are
     created (check them first with `check_writable(output, flag, folder=True)`).
@@ -402,6 +527,9 @@ def write_folder(output, make):
     old = None
     try:
         result = make(partial)
+        if maker is not None:
+            with open(os.path.join(partial, FOLDER_MARK), 'w', encoding='utf-8') as f:
+                f.write(maker + '\n')
         if os.path.isdir(output):
             old = temporary_beside(output, directory=True)
             try:

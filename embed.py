@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-import h5py
 
 import common
 import embeddings_file
@@ -116,22 +115,6 @@ def check_augmentation(args, train_args):
                                'performed.'.format(args.aggregator))
 
 
-def check_replaceable(filename, experiment_root):
-    """Refuses an embeddings file name that would replace one of the
-    experiment's own files, or any existing file that is not HDF5 (a CSV, a
-    checkpoint's data): embed.py replaces only earlier embeddings."""
-    import experiment
-    own = os.path.realpath(os.path.dirname(filename)) == os.path.realpath(experiment_root)
-    if own and experiment.OWN_FILES.match(os.path.basename(filename)):
-        raise common.UserError('--filename `{}` names one of the experiment\'s own files; '
-                               'choose a name ending in .h5. Nothing was written.'.format(
-                                   filename))
-    if os.path.isfile(filename) and not h5py.is_hdf5(filename):
-        raise common.UserError('--filename `{}` exists and is not an HDF5 file; embed.py only '
-                               'replaces earlier embeddings. Choose another name. Nothing was '
-                               'written.'.format(filename))
-
-
 def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
@@ -150,9 +133,7 @@ def main(argv=None):
         args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + \
             '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
-    common.check_writable(filename, '--filename')
-    common.check_not_input(filename, '--filename', [('--dataset', args.dataset)])
-    check_replaceable(filename, args.experiment_root)
+    common.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
     if args.images:
         if args.image_root:
             raise common.UserError('--image_root applies to --dataset; --images takes paths '

@@ -360,9 +360,6 @@ def check_checkpoints_not_lost(experiment_root):
                 'stored arguments.', experiment_root)
 
 
-# The files that train.py keeps in an experiment root (embeddings must never
-# replace them).
-OWN_FILES = re.compile(r'(args\.json|best\.json|train\.log|\.lock|checkpoint(-.*)?)$')
 
 # What a train.py killed while saving leaves behind: TensorFlow's folder of
 # checkpoint shards and temporary `checkpoint` index, and the temporary files

@@ -145,6 +145,25 @@ def write_output(path, table):
         common.atomic_write(path, json.dumps(table, indent=2) + '\n')
 
 
+def check_outputs(args, queries):
+    """Refuses outputs that cannot be written, that would replace an input (the
+    gallery, a query image) or an experiment's file, or each other, before any
+    work."""
+    inputs = [('--gallery', args.gallery)] + [('--query', query) for query in queries]
+    outputs = []
+    if args.output is not None:
+        outputs.append(('--output', args.output, args.output.lower().rsplit('.', 1)[-1]))
+    if args.plot is not None:
+        outputs.append(('--plot', args.plot, 'png'))
+    if args.html is not None:
+        common.check_writable(args.html, '--html', folder=True)
+        if os.path.isdir(args.html):
+            outputs.append(('--html', os.path.join(args.html, 'index.html'), 'html'))
+    for flag, path, kind in outputs:
+        common.check_output(path, flag, kind, inputs)
+        inputs.append((flag, path))
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
@@ -154,16 +173,8 @@ def main(argv=None):
     import images
     from inference import embed_files, load_experiment
 
-    if args.output is not None:
-        if not args.output.lower().endswith(('.json', '.csv')):
-            raise common.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
-        common.check_writable(args.output, '--output')
-    if args.plot is not None:
-        common.check_writable(args.plot, '--plot')
-    if args.html is not None:
-        common.check_writable(args.html, '--html', folder=True)
-        if os.path.isdir(args.html):
-            common.check_writable(os.path.join(args.html, 'index.html'), '--html')
+    if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
+        raise common.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
     if args.index and args.rerank:
         raise common.UserError('--rerank compares every gallery image with every other, which '
                                'an index is there to avoid; leave out one of --index and '
@@ -176,6 +187,7 @@ def main(argv=None):
     image_root, fids = common.common_root(queries)
     images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
                           max_pixels=args.max_image_pixels)
+    check_outputs(args, queries)
 
     # Model: the experiment's own preprocessing and checkpoint, and the
     # gallery's test-time augmentation, so that queries and gallery are

@@ -506,6 +506,16 @@ DATASETS = {
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
+def csv_prefix(arg):
+    """A file-name prefix of the CSVs, for argparse: a name, never a path, so
+    that the CSVs land in --output_dir and nowhere else."""
+    if not arg or arg in ('.', '..') or '/' in arg or '\\' in arg or (
+            os.altsep and os.altsep in arg) or '\x00' in arg:
+        raise argparse.ArgumentTypeError('`{}` is not a file name prefix (no folders, no `/`); '
+                                         'the CSVs are written to --output_dir.'.format(arg))
+    return arg
+
+
 def check_output_dir(path):
     """Refuses an output folder that is a file or cannot be created or written,
     before the dataset is read."""
@@ -558,7 +568,7 @@ def make_parser():
             help='No progress bar (drawn only on a terminal, for work of more than a second).')
         if name == 'folders':
             command.add_argument(
-                '--prefix', default=None,
+                '--prefix', default=None, type=csv_prefix,
                 help='The CSVs\' prefix; the dataset root\'s folder name by default.')
             command.add_argument(
                 '--camera_regex', default=None,
@@ -614,6 +624,10 @@ def main(argv=None):
         if not rows:
             raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
                                   'nothing was written.'.format(split, root, description))
+    # A new --output_dir holds nothing to protect; check_output_dir has checked it.
+    for split in splits if os.path.isdir(args.output_dir) else ():
+        common.check_output(os.path.join(args.output_dir, '{}_{}.csv'.format(prefix, split)),
+                            '--output_dir', 'csv')
     try:
         written = write_csvs(args.output_dir, prefix, splits)
     except OSError as e:

@@ -156,8 +156,7 @@ def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150, val
             f.write(encode_jpeg(image))
         return path
 
-    for folder in ('bounding_box_train', 'bounding_box_test', 'query', 'bounding_box_val',
-                   'query_val'):
+    for folder in SPLIT_FOLDERS:
         os.makedirs(os.path.join(output, folder))
 
     def film(label, person, gallery, query=None):
@@ -204,6 +203,14 @@ def generate(output, train_ids=150, test_ids=150, distractors=150, junk=150, val
     return {split: len(split_rows) for split, split_rows in rows.items()}
 
 
+# What the set's folder holds: the folders of its splits and their CSVs (also
+# what a folder written before FOLDER_MARK existed may hold).
+SPLIT_FOLDERS = ('bounding_box_train', 'bounding_box_test', 'query', 'bounding_box_val',
+                 'query_val')
+LAYOUT = SPLIT_FOLDERS + tuple('demo_{}.csv'.format(split) for split in (
+    'train', 'test', 'query', 'val_test', 'val_query'))
+
+
 # Each count is bounded so that a typo cannot fill the disk: 20,000 identities
 # are about 190,000 images (1.3 GB), thirteen times Market-1501's identities.
 MAX_COUNT = 20000
@@ -226,18 +233,15 @@ def main(argv=None):
     parser.add_argument('--seed', type=common.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
-                        help='Replace an existing output folder.')
+                        help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
 
-    if os.path.exists(args.output) and not args.force:
-        print('{} exists already; use --force to replace it.'.format(args.output))
-        return 0
-    common.check_writable(args.output, '--output', folder=True)
+    common.check_folder_output(args.output, '--output', 'make_demo.py', args.force, LAYOUT)
     # The JPEG encoder is TensorFlow's; `make demo` starts without its start-up noise.
     startup.quiet_tensorflow()
     counts = common.write_folder(args.output, lambda folder: generate(
         folder, args.train_ids, args.test_ids, args.distractors, args.junk, args.val_ids,
-        seed=args.seed))
+        seed=args.seed), 'make_demo.py')
     print('Wrote {} ({} train, {} gallery, {} query, {} validation images).'.format(
         args.output, counts['train'], counts['test'], counts['query'],
         counts['val_test'] + counts['val_query']))

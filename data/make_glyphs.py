@@ -148,15 +148,14 @@ def main(argv=None):
     parser.add_argument('--seed', type=common.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
-                        help='Replace an existing output folder.')
+                        help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
 
-    if os.path.exists(args.output) and not args.force:
-        print('{} exists already; use --force to replace it.'.format(args.output))
-        return 0
-    common.check_writable(args.output, '--output', folder=True)
+    common.check_folder_output(args.output, '--output', 'make_glyphs.py', args.force,
+                               ('train', 'test', 'glyphs_train.csv', 'glyphs_test.csv'))
     counts = common.write_folder(args.output,
-                                 lambda folder: generate(folder, args.per_letter, args.seed))
+                                 lambda folder: generate(folder, args.per_letter, args.seed),
+                                 'make_glyphs.py')
     print('Wrote {}: {} training letters ({} images), {} test letters ({} images).'.format(
         args.output, *counts['train'], *counts['test']))
     return 0

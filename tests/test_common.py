@@ -312,3 +312,42 @@ def test_leftovers_of_killed_writers_are_removed_and_living_ones_kept(tmp_path):
     new = common.temporary_beside(str(tmp_path / 'out.h5'), False, suffix='.h5')
     assert sorted(os.listdir(tmp_path)) == sorted(
         [names['living'], names['other_host'], names['other_target'], os.path.basename(new)])
+
+
+def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
+    experiment = tmp_path / 'exp'
+    (experiment / 'best').mkdir(parents=True)
+    (experiment / 'args.json').write_text('{}')
+    for name in ('checkpoint', 'checkpoint-3.index', 'train.log', 'best.json',
+                 'events.out.tfevents.1.host', 'best/checkpoint-3.index'):
+        (experiment / name).write_text('{}')
+        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
+            common.check_output(str(experiment / name), '--out', 'json')
+    # The same names outside an experiment root are plain files.
+    common.check_output(str(tmp_path / 'checkpoint'), '--out', 'json')
+    (tmp_path / 'old.json').write_text('{"mAP": 0.5}')
+    (tmp_path / 'empty.png').write_bytes(b'')
+    (tmp_path / 'old.png').write_bytes(b'\x89PNG\r\n\x1a\n....')
+    (tmp_path / 'report.html').write_text('\n<!DOCTYPE html><html></html>')
+    (tmp_path / 'old.csv').write_text('query,rank,file,distance\nä,1,b,0.5\n')
+    for name, kind in (('old.json', 'json'), ('empty.png', 'png'), ('old.png', 'png'),
+                       ('report.html', 'html'), ('old.csv', 'csv'), ('new.h5', 'hdf5')):
+        common.check_output(str(tmp_path / name), '--out', kind)
+    for name, kind in (('old.json', 'png'), ('old.png', 'csv'), ('old.csv', 'json'),
+                       ('report.html', 'hdf5'), ('old.png', 'html')):
+        with pytest.raises(common.UserError, match='exists and is not an? {} file'.format(
+                kind.upper())):
+            common.check_output(str(tmp_path / name), '--out', kind)
+    # An input, also through a link; a link to nothing; a device; a pipe.
+    (tmp_path / 'link.json').symlink_to(tmp_path / 'old.json')
+    with pytest.raises(common.UserError, match='the same file as --in'):
+        common.check_output(str(tmp_path / 'link.json'), '--out', 'json',
+                            [('--in', str(tmp_path / 'old.json'))])
+    (tmp_path / 'dangling.json').symlink_to(tmp_path / 'gone.json')
+    os.mkfifo(tmp_path / 'pipe.json')
+    for path, message in ((tmp_path / 'dangling.json', 'a link to .*gone.json.*does not exist'),
+                          ('/dev/full', 'not a regular file'),
+                          (tmp_path / 'pipe.json', 'not a regular file')):
+        with pytest.raises(common.UserError, match=message):
+            common.check_output(str(path), '--out', 'json')
+

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+import common
 from conftest import ROOT
 from data import convert
 from excluders import cuhk03, cuhk03_folders, msmt17, veri776
@@ -417,3 +418,24 @@ def test_val_ids_hold_out_training_identities_as_a_validation_set(tmp_path, caps
         run('market1501', '--dataset_root', str(tmp_path / 'm'), '--output_dir',
             str(tmp_path / 'x'), '--val_ids', '11')
     assert not os.path.exists(tmp_path / 'x')
+
+
+def test_the_prefix_is_a_name_and_the_csvs_replace_only_earlier_csvs(tmp_path, capsys):
+    root = tmp_path / 'crops'
+    touch(root, ['p{}/{}.jpg'.format(p, i) for p in range(4) for i in range(2)])
+    out = tmp_path / 'out'
+    out.mkdir()
+    for prefix in ('../escape', 'a/b', '..', ''):
+        with pytest.raises(SystemExit):
+            convert.main(['folders', '--dataset_root', str(root), '--output_dir', str(out),
+                          '--prefix', prefix])
+        assert 'is not a file name prefix' in capsys.readouterr().err
+    assert os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ['crops', 'out']
+    (out / 'x_test.csv').write_bytes(b'\x89PNG\r\n\x1a\n an image')
+    with pytest.raises(common.UserError, match='x_test.csv` exists and is not a CSV file'):
+        convert.main(['folders', '--dataset_root', str(root), '--output_dir', str(out),
+                      '--prefix', 'x'])
+    assert sorted(os.listdir(out)) == ['x_test.csv']
+    (out / 'x_test.csv').write_text('0,p0/0.jpg\n')
+    run('folders', '--dataset_root', str(root), '--output_dir', str(out), '--prefix', 'x')
+    assert sorted(os.listdir(out)) == ['x_query.csv', 'x_test.csv', 'x_train.csv']

@@ -226,7 +226,7 @@ def test_embeddings_never_replace_the_experiment_s_files_or_the_input(experiment
     before = {name: open(os.path.join(root, name), 'rb').read()
               for name in ('args.json', index)}
     for name in ('args.json', index, 'best.json', 'checkpoint'):
-        with pytest.raises(common.UserError, match='names one of the experiment\'s own files'):
+        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
             embed.main(base + ['--filename', name])
     with pytest.raises(common.UserError, match='--filename .* is the same file as --dataset'):
         embed.main(base + ['--filename', os.path.abspath(csv_path)])

@@ -486,6 +486,19 @@ def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, 
             evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
                                   '--filename', target])
     assert h5py.is_hdf5(first) and csv.read_text().count('\n') == 81
+    # Nor a file of an experiment root, nor a file that is not an earlier result.
+    experiment = tmp_path / 'exp'
+    experiment.mkdir()
+    for name in ('args.json', 'checkpoint', 'checkpoint-10.index'):
+        (experiment / name).write_text('{"keep": 1}\n')
+        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
+            evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
+                                  '--filename', str(experiment / name)])
+        assert (experiment / name).read_text() == '{"keep": 1}\n'
+    (tmp_path / 'photo.json').write_bytes(b'\xff\xd8\xff\xe0 a JPEG')
+    with pytest.raises(common.UserError, match='exists and is not a JSON file'):
+        evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
+                              '--filename', str(tmp_path / 'photo.json')])
 
 
 def test_huge_embeddings_give_the_same_figures_or_are_refused(tmp_path, capsys):

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+import common
 from data import make_demo
 
 
@@ -25,6 +26,35 @@ def test_small_demo_is_complete_and_spares_a_foreign_partial_folder(tmp_path):
     # --force replaces the set through a fresh temporary folder as well.
     assert make_demo.main(argv + ['--force', '--seed', '1']) == 0
     assert sorted(os.listdir(tmp_path)) == ['demo', 'demo.partial']
+
+
+def test_force_replaces_only_a_folder_of_its_own(tmp_path):
+    small = ['--train_ids', '2', '--test_ids', '2', '--distractors', '0', '--junk', '0',
+             '--val_ids', '0']
+    # An experiment root, a folder of other files, one holding a foreign demo-like folder.
+    for name, files in (('exp', ('args.json', 'checkpoint-10.index')), ('photos', ('a.jpg',)),
+                        ('mixed', ('demo_train.csv', 'notes.txt'))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_text('keep')
+        with pytest.raises(common.UserError, match='holds files that make_demo.py did not '
+                                                   'write .*Nothing was written'):
+            make_demo.main(['--output', str(folder), '--force'] + small)
+        with pytest.raises(common.UserError, match='exists already; use --force'):
+            make_demo.main(['--output', str(folder)] + small)
+        assert sorted(os.listdir(folder)) == sorted(files), name
+        assert all((folder / file).read_text() == 'keep' for file in files)
+    # Its own folder, and one of an older version without the mark (only its own names).
+    own = tmp_path / 'demo'
+    assert make_demo.main(['--output', str(own)] + small) == 0
+    assert (own / common.FOLDER_MARK).read_text() == 'make_demo.py\n'
+    (own / common.FOLDER_MARK).unlink()
+    assert make_demo.main(['--output', str(own), '--force'] + small) == 0
+    assert (own / common.FOLDER_MARK).is_file()
+    # An empty folder is written without --force.
+    (tmp_path / 'empty').mkdir()
+    assert make_demo.main(['--output', str(tmp_path / 'empty')] + small) == 0
 
 
 @pytest.mark.parametrize('flag, value', [('--train_ids', '-3'), ('--test_ids', '0'),

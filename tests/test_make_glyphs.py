@@ -41,11 +41,19 @@ def test_lookalike_letters_are_one_identity(glyphs):
     assert 'u0410' not in train and 'u041E' not in train
 
 
-def test_existing_output_is_kept_without_force(glyphs, capsys):
+def test_existing_output_is_kept_without_force_and_force_replaces_only_its_own(glyphs,
+                                                                               tmp_path):
     before = sorted(os.listdir(glyphs))
-    assert make_glyphs.main(['--output', str(glyphs), '--per_letter', '2']) == 0
-    assert 'exists already' in capsys.readouterr().out
+    with pytest.raises(common.UserError, match='exists already; use --force'):
+        make_glyphs.main(['--output', str(glyphs), '--per_letter', '2'])
     assert sorted(os.listdir(glyphs)) == before and len(read(glyphs, 'train')) % 3 == 0
+    experiment = tmp_path / 'exp'
+    experiment.mkdir()
+    (experiment / 'args.json').write_text('{}')
+    with pytest.raises(common.UserError, match=r'holds files that make_glyphs.py did not write '
+                                               r'\(args.json\)'):
+        make_glyphs.main(['--output', str(experiment), '--force'])
+    assert os.listdir(experiment) == ['args.json']
 
 
 def test_unwritable_output_is_one_message_and_missing_folders_are_made(tmp_path):

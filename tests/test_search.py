@@ -228,6 +228,31 @@ def test_errors(embedded_gallery, tmp_path):
         search.main(base + ['--gallery', relative, '--plot', str(tmp_path / 'p.png')])
 
 
+def test_outputs_never_replace_the_experiment_the_gallery_or_a_query(embedded_gallery,
+                                                                      tmp_path):
+    root, h5, folder = embedded_gallery
+    query = os.path.join(folder, sorted(os.listdir(folder))[0])
+    base = ['--experiment_root', root, '--gallery', h5, '--query', query]
+    before = {name: os.path.getmtime(os.path.join(root, name)) for name in os.listdir(root)}
+    image = open(query, 'rb').read()
+    for flag, target, message in (
+            ('--output', os.path.join(root, 'args.json'), 'one of the files that train.py keeps'),
+            ('--output', os.path.join(root, 'checkpoint-5.csv'), 'one of the files'),
+            ('--plot', h5, 'is the same file as --gallery'),
+            ('--plot', query, 'is the same file as --query'),
+            ('--plot', os.path.join(root, 'checkpoint'), 'one of the files that train.py keeps'),
+            ('--plot', '/dev/full', 'not a regular file')):
+        with pytest.raises(common.UserError, match=message):
+            search.main(base + [flag, target])
+    link = tmp_path / 'dangling.json'
+    link.symlink_to(tmp_path / 'nowhere' / 'x.json')
+    with pytest.raises(common.UserError, match='a link to .*which does not exist'):
+        search.main(base + ['--output', str(link)])
+    assert {name: os.path.getmtime(os.path.join(root, name)) for name in os.listdir(root)} == \
+        before
+    assert open(query, 'rb').read() == image
+
+
 def test_a_threshold_applies_to_the_plain_distance_also_when_re_ranked():
     rng = np.random.default_rng(0)
     gallery = rng.normal(size=(30, 8)).astype(np.float32)
