@@ -99,6 +99,26 @@ def int_between(lower, upper):
     return checked
 
 
+def float_between(lower, upper, include_lower=True):
+    """An argument type: a finite float from `lower` (excluded unless
+    `include_lower`) to `upper`, included. Every float flag has an upper
+    bound, so that a typo such as 1e40 is refused where it is typed rather
+    than overflowing in the middle of the work."""
+    def checked(arg):
+        try:
+            value = float(arg)
+        except ValueError:
+            raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
+        if not (value >= lower if include_lower else value > lower) or not value <= upper:
+            raise argparse.ArgumentTypeError('found {} where a number {} {} to {} was '
+                                             'required.'.format(
+                                                 arg, 'from' if include_lower else 'above',
+                                                 lower, upper))
+        return value
+    checked.__name__ = 'float'
+    return checked
+
+
 # A random seed, as NumPy and Keras take it.
 seed = int_between(0, 2 ** 32 - 1)
 
@@ -109,22 +129,6 @@ def positive_int(arg):
 
 def nonnegative_int(arg):
     return _number_greater_x(arg, int, -1)
-
-
-def positive_float(arg):
-    return _number_greater_x(arg, float, 0)
-
-
-def nonnegative_float(arg):
-    """A finite float of at least 0."""
-    try:
-        value = float(arg)
-    except ValueError:
-        raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError('found {} where a finite float of at least 0 was '
-                                         'required.'.format(arg))
-    return value
 
 
 def unit_float(arg):
@@ -147,13 +151,17 @@ def float_or_string(arg):
         return arg
 
 
+# Distances between embeddings are in the tens to hundreds; a larger margin is a typo.
+MAX_MARGIN = 1000
+
+
 def margin(arg):
     """The triplet margin: a non-negative float, `soft` or `none`."""
     value = float_or_string(arg)
     if isinstance(value, float):
-        if not (math.isfinite(value) and value >= 0):
-            raise argparse.ArgumentTypeError('a numeric margin must be a finite number >= 0, '
-                                             'got {}.'.format(arg))
+        if not 0 <= value <= MAX_MARGIN:
+            raise argparse.ArgumentTypeError('a numeric margin must be a number from 0 to {}, '
+                                             'got {}.'.format(MAX_MARGIN, arg))
         return value
     if value.lower() in ('soft', 'none'):
         return value.lower()

@@ -99,6 +99,13 @@ def read(path, what='the embeddings'):
             if not isinstance(f.get('emb'), h5py.Dataset):
                 raise common.UserError('`{}` holds no `emb` dataset; was it written by '
                                        'embed.py?'.format(path))
+            # Booleans or integers convert to float32 without a word, and mean
+            # nothing as embeddings.
+            if f['emb'].dtype.kind != 'f':
+                raise common.UserError('the `emb` dataset of `{}` holds {} values, not '
+                                       'floats as embed.py writes them; embeddings of another '
+                                       'type mean nothing to compare.'.format(
+                                           path, f['emb'].dtype))
             return Embeddings(
                 emb=np.asarray(f['emb'], np.float32),
                 fids=strings(f['fids']) if 'fids' in f else None,

@@ -97,7 +97,7 @@ parser.add_argument(
          '--aqe_alpha as weights) before ranking, or before --rerank. 0: off.')
 
 parser.add_argument(
-    '--aqe_alpha', default=3.0, type=common.nonnegative_float,
+    '--aqe_alpha', default=3.0, type=common.float_between(0, 100),
     help='The exponent of the --aqe weights (fast-reid: 3).')
 
 parser.add_argument(

@@ -41,6 +41,11 @@ LEGACY_ARGUMENTS = {
 }
 
 
+# The stored arguments whose text may look like a number: paths and digests.
+TEXT_ARGUMENTS = ('experiment_root', 'train_set', 'image_root', 'val_query', 'val_gallery',
+                  'initial_checkpoint', 'imported_from', 'imported_sha256')
+
+
 def read_args(experiment_root):
     """The training arguments stored in the experiment's `args.json`, with
     `LEGACY_ARGUMENTS` filled in where it lacks them.
@@ -56,6 +61,15 @@ def read_args(experiment_root):
     if not os.path.isfile(args_file):
         return None
     stored = read_json(args_file, 'fix it or start a new experiment root')
+    # train.py stores numbers as JSON numbers: a number in quotes is a hand edit
+    # that argparse's types would turn into a number without a word.
+    for key, value in stored.items():
+        if isinstance(value, str) and key not in TEXT_ARGUMENTS and re.fullmatch(
+                r'\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*|\s*[-+]?(inf|nan)\s*', value,
+                re.IGNORECASE):
+            raise UserError('`{}` stores `{}` = "{}", a number in quotes, where train.py writes '
+                            'a number; write it without the quotes, or start a new experiment '
+                            'root.'.format(args_file, key, value))
     for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
                          ('pooling', POOLINGS), ('last_stride', (1, 2)),
                          ('net_padding', PADDINGS)):

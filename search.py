@@ -56,7 +56,7 @@ parser.add_argument(
     help='The distance; the experiment\'s training metric by default.')
 
 parser.add_argument(
-    '--threshold', default=None, type=common.nonnegative_float,
+    '--threshold', default=None, type=common.float_between(0, 1e6),
     help='Mark the results at most this far from the query as matches (for example '
          'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept). Always '
          'on the plain --metric distance, also with --rerank.')

@@ -179,7 +179,7 @@ loss_flags.add_argument(
          'negatives). docs/training.md says which to use when.')
 
 loss_flags.add_argument(
-    '--id_loss_weight', default=0.0, type=common.nonnegative_float,
+    '--id_loss_weight', default=0.0, type=common.float_between(0, 100),
     help='Add a softmax cross-entropy identity loss over the training identities, with this '
          'weight, on a bias-free classifier of the embedding (after the batch norm of the '
          'bnneck heads, before the L2 normalisation of the _normalize heads). The classifier is '
@@ -194,11 +194,11 @@ loss_flags.add_argument(
          'CircleSoftmax), with --id_scale and --id_margin.')
 
 loss_flags.add_argument(
-    '--id_scale', default=64.0, type=common.positive_float,
+    '--id_scale', default=64.0, type=common.float_between(0, 1000, include_lower=False),
     help='The scale s of the margin softmaxes (--id_loss cosface, arcface, circle).')
 
 loss_flags.add_argument(
-    '--id_margin', default=None, type=common.nonnegative_float,
+    '--id_margin', default=None, type=common.float_between(0, 1),
     help='The margin m of the margin softmaxes; the paper\'s by default (cosface 0.35, '
          'arcface 0.5, circle 0.25).')
 
@@ -209,21 +209,21 @@ loss_flags.add_argument(
          '--id_loss_weight.')
 
 loss_flags.add_argument(
-    '--center_loss_weight', default=0.0, type=common.nonnegative_float,
+    '--center_loss_weight', default=0.0, type=common.float_between(0, 100),
     help='Add the center loss (Wen et al. 2016) with this weight: the squared distance of each '
          'embedding (before the batch norm of bnneck) to a center of its identity. The centers '
          'learn by plain SGD at --center_learning_rate from the unweighted loss, as in BoT. '
          'BoT: 5e-4. 0: off.')
 
 loss_flags.add_argument(
-    '--center_learning_rate', default=0.5, type=common.positive_float,
+    '--center_learning_rate', default=0.5, type=common.float_between(0, 1, include_lower=False),
     help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
 
 optimiser_flags = parser.add_argument_group(
     'optimiser', "Adam's learning rate, its schedule and the length of training.")
 
 optimiser_flags.add_argument(
-    '--learning_rate', default=3e-4, type=common.positive_float,
+    '--learning_rate', default=3e-4, type=common.float_between(0, 10, include_lower=False),
     help='The initial value of the learning-rate, before it kicks in.')
 
 optimiser_flags.add_argument(
@@ -247,7 +247,7 @@ optimiser_flags.add_argument(
          '--lr_decay_factor (BoT: 40 and 70 of 120 epochs).')
 
 optimiser_flags.add_argument(
-    '--lr_decay_factor', default=0.1, type=common.positive_float,
+    '--lr_decay_factor', default=0.1, type=common.float_between(0, 1, include_lower=False),
     help='The factor of each step of `--lr_schedule step`.')
 
 optimiser_flags.add_argument(
@@ -256,7 +256,7 @@ optimiser_flags.add_argument(
          'over this many first iterations (BoT: 10 epochs). 0: no warm-up, as the original.')
 
 optimiser_flags.add_argument(
-    '--weight_decay', default=0.0, type=common.nonnegative_float,
+    '--weight_decay', default=0.0, type=common.float_between(0, 1),
     help='L2 regularisation of every trainable weight, coupled as in BoT\'s Adam: the loss '
          'gains weight_decay/2 · ‖w‖², so each gradient gains weight_decay · w, which Adam '
          'then normalises (unlike the decoupled AdamW). BoT: 5e-4. 0: none, as the original.')

@@ -89,12 +89,16 @@ def test_argument_types(tmp_path):
     with pytest.raises(argparse.ArgumentTypeError):
         common.margin('hard')
     # Non-finite numbers are refused by every number type.
-    for checker in (common.positive_float, common.nonnegative_float, common.unit_float,
-                    common.margin):
+    for checker in (common.float_between(0, 10, include_lower=False), common.float_between(0, 10),
+                    common.unit_float, common.margin):
         for bad in ('inf', 'nan', '-inf', '1e999'):
             with pytest.raises(argparse.ArgumentTypeError):
                 checker(bad)
-    assert common.nonnegative_float('0') == 0.0 and common.positive_float('3e-4') == 3e-4
+    assert common.float_between(0, 1)('0') == 0.0
+    assert common.float_between(0, 1, include_lower=False)('3e-4') == 3e-4
+    for bad in ('0', '1.5', '-1'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.float_between(0, 1, include_lower=False)(bad)
     assert common.writeable_directory(str(tmp_path / 'new' / 'dir'))
     with pytest.raises(argparse.ArgumentTypeError):
         common.readable_directory(str(tmp_path / 'missing'))

@@ -520,3 +520,16 @@ def test_huge_embeddings_give_the_same_figures_or_are_refused(tmp_path, capsys):
                                                r'3.26e\+18 in magnitude, whose distances '
                                                r'overflow, row'):
         evaluate.main(base + ['--query_embeddings', path, '--gallery_embeddings', path])
+
+
+@pytest.mark.parametrize('dtype', [bool, np.int32, np.uint8])
+def test_embeddings_that_are_not_floats_are_refused(tmp_path, dtype):
+    (q_pids, q_fids, q_emb), _ = write_market_like(tmp_path)
+    write_h5(tmp_path / 'q.h5', emb=(q_emb > 0).astype(dtype))
+    with pytest.raises(common.UserError, match=r'q.h5` holds {} values, not floats'.format(
+            np.dtype(dtype))):
+        evaluate.main(['--excluder', 'market1501', '--metric', 'euclidean', '--query_dataset',
+                       str(tmp_path / 'q.csv'),
+                       '--gallery_dataset', str(tmp_path / 'g.csv'), '--query_embeddings',
+                       str(tmp_path / 'q.h5'), '--gallery_embeddings', str(tmp_path / 'g.h5')])
+

@@ -3,6 +3,7 @@ graph of the top-level modules has no script imported and no cycle."""
 
 import ast
 import glob
+import argparse
 import os
 import subprocess
 import sys
@@ -200,3 +201,30 @@ def test_train_help_groups_its_flags():
     # Every flag but --help is in one of the named groups.
     assert not [a.dest for a in train.parser._action_groups[1]._group_actions
                 if a.dest != 'help']
+
+
+def actions(parser):
+    """Every action of `parser` and of its subcommands' parsers."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                yield from actions(subparser)
+
+
+@pytest.mark.parametrize('script', FAST_HELP)
+def test_every_float_flag_has_an_upper_bound(script, monkeypatch):
+    from test_docs import parser_of
+    floats = []
+    for action in actions(parser_of(script, monkeypatch)):
+        try:
+            if action.type is None or not isinstance(action.type('0.5'), float):
+                continue
+        except (argparse.ArgumentTypeError, ValueError, TypeError):
+            continue
+        floats.append(action.dest)
+        for value in ('1e40', 'inf', 'nan', '-1'):
+            with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+                action.type(value)
+    assert floats or script not in ('train.py', 'evaluate.py', 'search.py'), script
+

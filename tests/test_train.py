@@ -444,7 +444,8 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     assert os.path.getsize(data) > 0 and checkpoint_steps(root) == [0, 3, 6]
 
 
-def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, tiny_dataset):
+def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, tiny_dataset,
+                                                                      monkeypatch):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     # Refused while building: nothing written, so the corrected rerun starts afresh.
@@ -456,14 +457,20 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
                              str(tmp_path / 'nothing')))
     assert not os.path.exists(root)
     # A diverged run keeps its arguments (and checkpoint-0); --override changes them on purpose.
+    # The tiny net survives the largest --learning_rate, so the loss turns NaN by hand.
+    import loss
+    batch_hard = loss.LOSS_CHOICES['batch_hard']
+    monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard',
+                        lambda *args, **kwargs: batch_hard(*args, **kwargs) * np.nan)
     with pytest.raises(training.TrainingDiverged, match='--learning_rate and --override'):
-        train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e30'))
+        train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '10'))
     with pytest.raises(training.TrainingDiverged):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3'))
+    monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard', batch_hard)
     assert train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3',
                                 '--override')) == 0
     assert json.load(open(os.path.join(root, 'args.json')))['learning_rate'] == 1e-3
-    assert "Overriding the stored `learning_rate`: `1e+30` becomes `0.001`" in open(
+    assert "Overriding the stored `learning_rate`: `10.0` becomes `0.001`" in open(
         os.path.join(root, 'train.log')).read()
     # A finished experiment continues to more iterations; the architecture cannot change.
     assert train.main(['--experiment_root', root, '--train_iterations', '6', '--override']) == 0
@@ -560,7 +567,9 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
                                         ('loss', 'batch_medium'), ('lr_decay_steps', 5),
                                         ('net_input_height', [1, 2]), ('pooling', 'median'),
                                         ('train_set', 5), ('train_set', ['a.csv', 7]),
-                                        ('val_query', {'a': 1}), ('image_root', [5])])
+                                        ('val_query', {'a': 1}), ('image_root', [5]),
+                                        ('train_iterations', '30'), ('batch_p', '18'),
+                                        ('embedding_dim', ' 1e1')])
 def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
     import embed
     csv_path, image_root = tiny_dataset
@@ -571,10 +580,14 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
     stored[key] = value
     with open(path, 'w') as f:
         json.dump(stored, f)
-    message = r'args.json` (stores `{0}` = .* not a valid value|names {0} `)'.format(key)
+    written = open(path).read()
+    message = r'args.json` (stores `{0}` = .* (not a valid value|a number in quotes)|names {0} ' \
+        r'`)'.format(key)
     with pytest.raises(common.UserError, match=message):
         train.main(['--experiment_root', root])
-    if key in ('net_input_height', 'pooling', 'image_root'):
+    assert open(path).read() == written
+    if key in ('net_input_height', 'pooling', 'image_root') or isinstance(value, str) and \
+            value.strip()[:1].isdigit():
         with pytest.raises(common.UserError, match=message):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
 
