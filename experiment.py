@@ -402,16 +402,42 @@ def write_args(args):
     common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
 
 
-def store_arguments(args, cleanup, locked, rewrite):
-    """Writes args.json when `rewrite` and starts train.log, taking the lock of
-    a new experiment root first (see train())."""
+def lock_root(experiment_root, cleanup):
+    """Locks the experiment root (see `locked_directory`) until `cleanup`, a
+    contextlib.ExitStack, closes, creating a new root first, so that a second
+    train.py is refused at once, before it loads anything. A new root that
+    still holds nothing but the lock when `cleanup` closes (the run was
+    refused before it wrote anything) is removed again.
+
+    Raises:
+        UserError when another process holds the lock or the root cannot be
+        created.
+    """
     try:
-        os.makedirs(args.experiment_root, exist_ok=True)
-        if not locked:
-            cleanup.enter_context(locked_directory(args.experiment_root, 'train.py'))
-            if read_args(args.experiment_root) is not None:
-                raise UserError('another train.py started an experiment in `{}` '
-                                'meanwhile; rerun to resume it.'.format(args.experiment_root))
+        os.makedirs(experiment_root)
+        created = True
+    except FileExistsError:
+        created = False
+    except OSError as e:
+        raise UserError('cannot create the experiment root `{}`: {}.'.format(
+            experiment_root, e.strerror or e))
+    cleanup.enter_context(locked_directory(experiment_root, 'train.py'))
+    if created:
+        cleanup.callback(remove_if_unused, experiment_root)
+
+
+def remove_if_unused(experiment_root):
+    """Removes an experiment root that holds nothing but its lock file."""
+    with contextlib.suppress(OSError):
+        if os.listdir(experiment_root) == [LOCK_FILE]:
+            os.remove(os.path.join(experiment_root, LOCK_FILE))
+            os.rmdir(experiment_root)
+
+
+def store_arguments(args, rewrite):
+    """Writes args.json when `rewrite` and starts train.log, in the experiment
+    root that `lock_root` locked (see train())."""
+    try:
         remove_leftovers(args.experiment_root)
         if rewrite:
             write_args(args)

@@ -7,7 +7,6 @@ last checkpoint, with the arguments stored in its `args.json`.
 
 import argparse
 import contextlib
-import os
 import sys
 
 import numpy as np
@@ -405,8 +404,8 @@ def train(argv, cleanup):
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
     # the arguments and the data are known to be usable. One train.py at a
-    # time writes to an experiment root: the chief locks an existing root
-    # before reading it, and a new one when it creates it.
+    # time writes to an experiment root: the chief locks it before reading it
+    # (creating a new one, which a refused run removes again).
     given = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
@@ -416,9 +415,8 @@ def train(argv, cleanup):
     import training
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
-    locked = chief and os.path.isdir(given.experiment_root)
-    if locked:
-        cleanup.enter_context(experiment.locked_directory(given.experiment_root, 'train.py'))
+    if chief:
+        experiment.lock_root(given.experiment_root, cleanup)
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
         experiment.check_stored_paths(args, common.given_arguments(parser, argv))
@@ -444,7 +442,7 @@ def train(argv, cleanup):
     # the corrected rerun. Changed arguments of a resumed run are stored once
     # its first iteration has worked (see training.loop), for the same reason.
     if chief:
-        experiment.store_arguments(args, cleanup, locked, rewrite=not resuming or new_seed)
+        experiment.store_arguments(args, rewrite=not resuming or new_seed)
     else:
         common.setup_logging(buffer=False)
     if not latest:

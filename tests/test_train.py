@@ -386,12 +386,24 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
         with pytest.raises(common.UserError, match=r'in use by another train.py \(process '
                                                    r'{}\)'.format(holder.pid)):
             train.main(base_args(root, csv_path, image_root, 2))
+        # At once: before the data (here missing) is read.
+        with pytest.raises(common.UserError, match='in use by another train.py'):
+            train.main(base_args(root, str(tmp_path / 'missing.csv'), image_root, 2))
         assert sorted(os.listdir(root)) == before
     finally:
         # SIGKILL: the operating system releases the lock, nothing stale is left.
         holder.kill()
         holder.wait()
     assert train.main(base_args(root, csv_path, image_root, 2)) == 0
+    # Two runs started together on a new root: one trains, the other is refused.
+    race = str(tmp_path / 'race')
+    runs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py')] + base_args(
+        race, csv_path, image_root, 20), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT) for _ in range(2)]
+    outcomes = sorted((run.wait(timeout=120), run.stderr.read()) for run in runs)
+    assert [code for code, _ in outcomes] == [0, 1], outcomes
+    assert 'in use by another train.py' in outcomes[1][1], outcomes
+    assert logged_iterations(race)[-1][0] == 20 and checkpoint_steps(race) == [0, 10, 20]
     # A root that holds only the lock file of a run that failed early is still new.
     fresh = str(tmp_path / 'fresh')
     os.makedirs(fresh)
