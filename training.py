@@ -285,9 +285,25 @@ def input_size_problem(model, size):
     return None
 
 
+def activation_bytes(model, size):
+    """The bytes of the feature maps (every 4-D floating-point tensor) that a
+    training step of `model` computes for one (H, W) `size` image, read from
+    its graph: what backpropagation keeps, and more (some are freed early)."""
+    spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
+    graph = tf.function(lambda images: model(images, training=True)).get_concrete_function(
+        spec).graph
+    return sum(int(np.prod(tensor.shape.as_list())) * tensor.dtype.size
+               for op in graph.get_operations() for tensor in op.outputs
+               if tensor.dtype.is_floating and tensor.shape.rank == 4 and
+               tensor.shape.is_fully_defined())
+
+
 def check_input_size(model, args):
-    """Refuses a net that cannot take the input size, or that does not fit in
-    memory at one image of it, before anything is written."""
+    """Refuses a net that cannot take the input size, a batch whose feature
+    maps could never fit in this machine's memory (more than twice of it, as
+    the estimate counts generously), and a net that does not fit in memory
+    at one image, before anything is written: an impossible size is refused
+    at once rather than computed for minutes."""
     size = (args.net_input_height, args.net_input_width)
 
     def cannot_take(problem):
@@ -297,6 +313,14 @@ def check_input_size(model, args):
     problem = input_size_problem(model, size)
     if problem:
         raise cannot_take(problem)
+    batch, memory = args.batch_p * args.batch_k, common.physical_memory()
+    needed = activation_bytes(model, size) * batch
+    if needed > 2 * memory:
+        raise common.UserError(
+            'a training batch of {} images of {}x{} through `{}` computes about {:.3g} GiB of '
+            'feature maps, more than twice this machine\'s {:.3g} GiB; lower --batch_p, '
+            '--batch_k or --net_input_height and --net_input_width.'.format(
+                batch, size[0], size[1], args.model_name, needed / 2 ** 30, memory / 2 ** 30))
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
     except tf.errors.ResourceExhaustedError as e:
