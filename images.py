@@ -98,7 +98,7 @@ def resize_by_matmul(images, size):
 
 
 def decode(contents, accurate_jpeg=True):
-    """Decodes an image file's contents (JPEG, PNG, BMP or GIF) to (H, W, 3) uint8 RGB.
+    """Decodes an image file's contents (JPEG, PNG, BMP, GIF or WebP) to (H, W, 3) uint8 RGB.
 
     With `accurate_jpeg`, JPEGs are decoded with the accurate integer DCT, as
     PIL and OpenCV do; TensorFlow's default, the fast DCT, is off by about one
@@ -123,7 +123,7 @@ def load_image(path, image_size, antialias=True, accurate_jpeg=True):
 def fid_to_image(fid, image_root, image_size, antialias=True, accurate_jpeg=True):
     """Loads an image file and resizes it, eagerly or inside `Dataset.map`.
 
-    JPEG, PNG, BMP and GIF files are decoded by their content, not their name;
+    JPEG, PNG, BMP, GIF and WebP files are decoded by their content, not their name;
     grayscale and RGBA images become 3-channel RGB.
 
     Args:

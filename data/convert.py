@@ -503,7 +503,7 @@ DATASETS = {
     'folders': (folders, None, None, 'a folder of identity sub-folders'),
 }
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+IMAGE_EXTENSIONS = common.IMAGE_EXTENSIONS
 
 
 def csv_prefix(arg):

@@ -355,3 +355,11 @@ def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
         with pytest.raises(common.UserError, match=message):
             common.check_output(str(path), '--out', 'json')
 
+
+def test_a_bom_crlf_line_ends_and_a_quoted_identity_with_a_comma_are_read(tmp_path):
+    """Accepted, as docs/datasets.md says: what spreadsheets and Windows editors save."""
+    path = tmp_path / 'excel.csv'
+    path.write_bytes(b'\xef\xbb\xbf"Smith, J",a/1.jpg\r\n"Smith, J",a/2.jpg\r\n0002,b/3.jpg\r\n')
+    assert common.read_csv_rows(str(path)) == [('Smith, J', 'a/1.jpg'), ('Smith, J', 'a/2.jpg'),
+                                              ('0002', 'b/3.jpg')]
+

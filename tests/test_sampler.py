@@ -35,6 +35,19 @@ def images(tmp_path):
     return str(tmp_path), made
 
 
+def test_a_webp_image_named_jpg_is_decoded_by_its_content(tmp_path):
+    """Accepted, as docs/datasets.md says: images are decoded by content, not by name."""
+    from PIL import Image
+    pixels = np.zeros((8, 4, 3), np.uint8)
+    pixels[:, :2] = (200, 30, 30)
+    Image.fromarray(pixels).save(tmp_path / 'w.jpg', format='WEBP', lossless=True)
+    eager = fid_to_image(tf.constant('w.jpg'), str(tmp_path), (8, 4)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors('w.jpg').map(
+        lambda fid: fid_to_image(fid, str(tmp_path), (8, 4))))).numpy()
+    np.testing.assert_array_equal(eager, pixels.astype(np.float32))
+    np.testing.assert_array_equal(mapped, eager)
+
+
 def test_fid_to_image_eager_and_in_dataset_map(images):
     root, made = images
     names = sorted(made)
