@@ -421,16 +421,22 @@ def lock_root(experiment_root, cleanup):
     except OSError as e:
         raise UserError('cannot create the experiment root `{}`: {}.'.format(
             experiment_root, e.strerror or e))
+    new_lock = not os.path.lexists(os.path.join(experiment_root, LOCK_FILE))
     cleanup.enter_context(locked_directory(experiment_root, 'train.py'))
-    if created:
-        cleanup.callback(remove_if_unused, experiment_root)
+    cleanup.callback(remove_if_unused, experiment_root, created, new_lock)
 
 
-def remove_if_unused(experiment_root):
-    """Removes an experiment root that holds nothing but its lock file."""
+def remove_if_unused(experiment_root, created, new_lock):
+    """Undoes `lock_root` in a folder that did not become an experiment (it
+    holds no args.json): removes the lock file if `new_lock` says that
+    lock_root made it, and the folder if `created` and it is then empty.
+    A refused run so leaves a foreign folder as it found it."""
     with contextlib.suppress(OSError):
-        if os.listdir(experiment_root) == [LOCK_FILE]:
+        if os.path.exists(os.path.join(experiment_root, 'args.json')):
+            return
+        if new_lock:
             os.remove(os.path.join(experiment_root, LOCK_FILE))
+        if created and not os.listdir(experiment_root):
             os.rmdir(experiment_root)
 
 

@@ -132,8 +132,8 @@ def test_experiment_root_not_writable(tmp_path, tiny_dataset, monkeypatch):
     def no_permission(*args, **kwargs):
         raise PermissionError(errno.EACCES, 'Permission denied')
 
-    monkeypatch.setattr(train.os, 'makedirs', no_permission)
-    refuse(tmp_path, csv_path, image_root, 'cannot write to the experiment root .*Permission')
+    monkeypatch.setattr(os, 'makedirs', no_permission)
+    refuse(tmp_path, csv_path, image_root, 'cannot create the experiment root .*Permission')
 
 
 def test_checkpoint_of_another_model(tmp_path, tiny_dataset):

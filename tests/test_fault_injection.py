@@ -39,7 +39,8 @@ def test_a_kill_at_any_moment_of_a_save_resumes_from_the_newest_complete_one(tmp
     from kill_while_saving import MOMENTS
     csv_path, image_root = tiny_dataset
     # (moment, checkpoint killed while saving): the newest complete checkpoint it leaves.
-    cases = {(moment, 2): 1 if moment == 'shards' else 2 for moment in MOMENTS}
+    # (After the index is renamed, resuming is the ordinary one that other tests cover.)
+    cases = {(moment, 2): 1 if moment == 'shards' else 2 for moment in MOMENTS[:-1]}
     cases[('shards', 0)] = None
     runs = {}
     for moment, step in cases:

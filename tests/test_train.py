@@ -225,8 +225,10 @@ def test_refusals_write_nothing(tmp_path, tiny_dataset):
     open(os.path.join(root, 'notes.txt'), 'w').close()
     with pytest.raises(common.UserError, match='not empty and holds no args.json'):
         train.main(base_args(root, csv_path, image_root, 5))
+    assert os.listdir(root) == ['notes.txt']
     with pytest.raises(common.UserError, match='--resume was given but'):
         train.main(['--experiment_root', str(tmp_path / 'other'), '--resume'])
+    assert not os.path.exists(tmp_path / 'other')
 
     with open(os.path.join(root, 'args.json'), 'w') as f:
         f.write('{"model_name": "tiny", ')
