@@ -300,8 +300,7 @@ def activation_bytes(model, size):
 
 def check_input_size(model, args):
     """Refuses a net that cannot take the input size, a batch whose feature
-    maps could never fit in this machine's memory (more than twice of it, as
-    the estimate counts generously), and a net that does not fit in memory
+    maps could never fit in this machine's memory, and a net that does not fit in memory
     at one image, before anything is written: an impossible size is refused
     at once rather than computed for minutes."""
     size = (args.net_input_height, args.net_input_width)
@@ -315,10 +314,10 @@ def check_input_size(model, args):
         raise cannot_take(problem)
     batch, memory = args.batch_p * args.batch_k, common.physical_memory()
     needed = activation_bytes(model, size) * batch
-    if needed > 2 * memory:
+    if needed > memory:
         raise common.UserError(
             'a training batch of {} images of {}x{} through `{}` computes about {:.3g} GiB of '
-            'feature maps, more than twice this machine\'s {:.3g} GiB; lower --batch_p, '
+            'feature maps, more than this machine\'s {:.3g} GiB of memory; lower --batch_p, '
             '--batch_k or --net_input_height and --net_input_width.'.format(
                 batch, size[0], size[1], args.model_name, needed / 2 ** 30, memory / 2 ** 30))
     try:

@@ -614,7 +614,7 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
     (['--embedding_dim', '1000000000'], r'--embedding_dim 1000000000 needs 3.05e\+04 GiB'),
     (['--net_input_height', '60000', '--net_input_width', '128'],
      r'a training batch of 16 images of 60000x128 through `tiny` computes about \d+ GiB of '
-     r'feature maps, more than twice this machine\'s 24 GiB')])
+     r'feature maps, more than this machine\'s 24 GiB of memory')])
 def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
         tmp_path, tiny_dataset, extra, match, monkeypatch):
     monkeypatch.setattr(common, 'physical_memory', lambda: 24 * 2 ** 30)
