@@ -419,6 +419,24 @@ def check_output(path, flag, kind, inputs=()):
                                               kind.upper(), flag))
 
 
+def check_outputs(outputs, inputs=()):
+    """`check_output` for each of `outputs`, (flag, path, kind) triples, each
+    also refused where it is the path of an input or of an earlier output."""
+    inputs = list(inputs)
+    for flag, path, kind in outputs:
+        check_output(path, flag, kind, inputs)
+        inputs.append((flag, path))
+
+
+def files_of_folder_output(folder, flag, names, kind):
+    """The (flag, path, kind) outputs for `check_outputs` of the files `names`
+    that a folder output writes, after checking that the folder can be
+    written or created (a new folder holds none of them yet)."""
+    check_writable(folder, flag, folder=True)
+    return [(flag, os.path.join(folder, name), kind) for name in names] \
+        if os.path.isdir(folder) else []
+
+
 def temporary_beside(path, directory, suffix=''):
     """A new, uniquely named temporary folder (or file) next to `path`, for
     writing `path` and renaming it into place. `suffix` ends the name, for

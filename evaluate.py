@@ -162,20 +162,14 @@ def check_arguments(args):
     for flag in ('plot', 'html'):
         if getattr(args, flag) is not None and args.image_root is None:
             parser.error('--{} draws the images, so it needs --image_root.'.format(flag))
-    inputs = [(flag, getattr(args, flag[2:])) for flag in (
-        '--query_dataset', '--query_embeddings', '--gallery_dataset', '--gallery_embeddings')]
     outputs = [] if args.filename is None else [('--filename', args.filename, 'json')]
     if args.plot is not None:
-        common.check_writable(args.plot, '--plot', folder=True)
-        outputs += [('--plot', os.path.join(args.plot, name), 'png') for name in (
-            'rankings.png', 'cmc.png', 'roc.png') if os.path.isdir(args.plot)]
+        outputs += common.files_of_folder_output(
+            args.plot, '--plot', ['rankings.png', 'cmc.png', 'roc.png'], 'png')
     if args.html is not None:
-        common.check_writable(args.html, '--html', folder=True)
-        if os.path.isdir(args.html):
-            outputs.append(('--html', os.path.join(args.html, 'index.html'), 'html'))
-    for flag, path, kind in outputs:
-        common.check_output(path, flag, kind, inputs)
-        inputs.append((flag, path))
+        outputs += common.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
+    common.check_outputs(outputs, [(flag, getattr(args, flag[2:])) for flag in (
+        '--query_dataset', '--query_embeddings', '--gallery_dataset', '--gallery_embeddings')])
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
         parser.error('--rerank_k2 must be at most --rerank_k1 + 1.')
 

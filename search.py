@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 
 import common
@@ -149,19 +148,15 @@ def check_outputs(args, queries):
     """Refuses outputs that cannot be written, that would replace an input (the
     gallery, a query image) or an experiment's file, or each other, before any
     work."""
-    inputs = [('--gallery', args.gallery)] + [('--query', query) for query in queries]
     outputs = []
     if args.output is not None:
         outputs.append(('--output', args.output, args.output.lower().rsplit('.', 1)[-1]))
     if args.plot is not None:
         outputs.append(('--plot', args.plot, 'png'))
     if args.html is not None:
-        common.check_writable(args.html, '--html', folder=True)
-        if os.path.isdir(args.html):
-            outputs.append(('--html', os.path.join(args.html, 'index.html'), 'html'))
-    for flag, path, kind in outputs:
-        common.check_output(path, flag, kind, inputs)
-        inputs.append((flag, path))
+        outputs += common.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
+    common.check_outputs(outputs, [('--gallery', args.gallery)] + [
+        ('--query', query) for query in queries])
 
 
 def main(argv=None):
