@@ -399,13 +399,15 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     assert train.main(base_args(root, csv_path, image_root, 2)) == 0
     # Two runs started together on a new root: one trains, the other is refused.
     race = str(tmp_path / 'race')
+    # (Enough iterations that the winner still trains when the other has imported TensorFlow.)
     runs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py')] + base_args(
-        race, csv_path, image_root, 20), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, cwd=ROOT) for _ in range(2)]
+        race, csv_path, image_root, 100, '--checkpoint_frequency', '50'),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(2)]
     outcomes = sorted((run.wait(timeout=120), run.stderr.read()) for run in runs)
     assert [code for code, _ in outcomes] == [0, 1], outcomes
     assert 'in use by another train.py' in outcomes[1][1], outcomes
-    assert logged_iterations(race)[-1][0] == 20 and checkpoint_steps(race) == [0, 10, 20]
+    assert logged_iterations(race)[-1][0] == 100 and checkpoint_steps(race) == [0, 50, 100]
     # A root that holds only the lock file of a run that failed early is still new.
     fresh = str(tmp_path / 'fresh')
     os.makedirs(fresh)
