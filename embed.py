@@ -9,7 +9,6 @@ import os
 import sys
 import time
 
-
 import common
 import embeddings_file
 import flags

@@ -208,7 +208,10 @@ def find_checkpoint(experiment_root, checkpoint=None):
         return path
     path = os.path.join(experiment_root, checkpoint)
     if os.path.isdir(path):
-        path = newest_checkpoint(path, fallback=False, names_from=experiment_root) or path
+        # The newest of a folder is complete already: its tensors are read once.
+        newest = newest_checkpoint(path, fallback=False, names_from=experiment_root)
+        if newest is not None:
+            return newest
     if not tf.io.gfile.exists(path + '.index') and not tf.io.gfile.glob(path + '.data-*'):
         raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
     if not complete_checkpoint(path):
@@ -372,7 +375,6 @@ def check_checkpoints_not_lost(experiment_root):
                 experiment_root))
     log.warning('`%s` holds args.json but no checkpoint; starting from iteration 0 with the '
                 'stored arguments.', experiment_root)
-
 
 
 # What a train.py killed while saving leaves behind: TensorFlow's folder of

@@ -509,8 +509,8 @@ IMAGE_EXTENSIONS = common.IMAGE_EXTENSIONS
 def csv_prefix(arg):
     """A file-name prefix of the CSVs, for argparse: a name, never a path, so
     that the CSVs land in --output_dir and nowhere else."""
-    if not arg or arg in ('.', '..') or '/' in arg or '\\' in arg or (
-            os.altsep and os.altsep in arg) or '\x00' in arg:
+    # Both separators, on every system: a CSV may be converted on one and read on another.
+    if not arg or arg in ('.', '..') or '/' in arg or '\\' in arg or '\x00' in arg:
         raise argparse.ArgumentTypeError('`{}` is not a file name prefix (no folders, no `/`); '
                                          'the CSVs are written to --output_dir.'.format(arg))
     return arg
