@@ -526,6 +526,10 @@ def check_folder_output(path, flag, maker, force, layout=()):
     if mark == maker or legacy:
         return
     foreign = [name for name in entries if name not in layout and name != FOLDER_MARK]
+    if FOLDER_MARK in entries:
+        # A mark of another tool, or one that cannot be read, is the first thing to name.
+        foreign.insert(0, '{} {}'.format(FOLDER_MARK, 'naming {}'.format(mark) if mark
+                                         else 'that cannot be read'))
     raise UserError('{} `{}` holds files that {} did not write ({}{}); --force replaces only a '
                     'folder of its own. Choose another folder, or move it away yourself. '
                     'Nothing was written.'.format(flag, path, maker, ', '.join(foreign[:5]),

@@ -52,6 +52,14 @@ def test_force_replaces_only_a_folder_of_its_own(tmp_path):
     (own / common.FOLDER_MARK).unlink()
     assert make_demo.main(['--output', str(own), '--force'] + small) == 0
     assert (own / common.FOLDER_MARK).is_file()
+    # A mark of another tool, or a damaged one, is named.
+    (own / common.FOLDER_MARK).write_text('make_glyphs.py\n')
+    with pytest.raises(common.UserError, match=r'did not write \(.written-by naming '
+                                               r'make_glyphs.py\)'):
+        make_demo.main(['--output', str(own), '--force'] + small)
+    (own / common.FOLDER_MARK).write_bytes(b'\xff\xfe')
+    with pytest.raises(common.UserError, match=r'\(.written-by that cannot be read\)'):
+        make_demo.main(['--output', str(own), '--force'] + small)
     # An empty folder is written without --force.
     (tmp_path / 'empty').mkdir()
     assert make_demo.main(['--output', str(tmp_path / 'empty')] + small) == 0
