@@ -10,7 +10,8 @@ import shutil
 
 import numpy as np
 
-import common
+import cli
+import files
 
 
 def create_or_resize_dat(basename, dtype, shape):
@@ -21,15 +22,15 @@ def create_or_resize_dat(basename, dtype, shape):
     shape = tuple(shape)
     if os.path.isfile(basename + '.json') and os.path.isfile(basename):
         remedy = 'delete `{}` and its .json to start the detailed log afresh'.format(basename)
-        old = common.read_json(basename + '.json', remedy)
+        old = files.read_json(basename + '.json', remedy)
         if not isinstance(old.get('shape'), list) or not isinstance(old.get('dtype'), str):
-            raise common.UserError('`{}.json` is corrupt (no `shape` list and `dtype` string); '
-                                   '{}.'.format(basename, remedy))
+            raise cli.UserError('`{}.json` is corrupt (no `shape` list and `dtype` string); '
+                                '{}.'.format(basename, remedy))
         old_shape = tuple(old['shape'])
         if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
-            raise common.UserError('the detailed log `{}` has shape {} and dtype {}, which '
-                                   'does not fit {} {}.'.format(basename, old_shape,
-                                                                old['dtype'], shape, dtype.str))
+            raise cli.UserError('the detailed log `{}` has shape {} and dtype {}, which '
+                                'does not fit {} {}.'.format(basename, old_shape,
+                                                             old['dtype'], shape, dtype.str))
         shape = (max(old_shape[0], shape[0]),) + shape[1:]
         mode = 'r+'
     else:
@@ -38,7 +39,7 @@ def create_or_resize_dat(basename, dtype, shape):
     if mode == 'r+' and os.path.getsize(basename) < size:
         os.truncate(basename, size)
     array = np.memmap(basename, mode=mode, dtype=dtype, shape=shape)
-    common.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
+    files.write_json(basename + '.json', {'dtype': dtype.str, 'shape': list(shape)})
     return array
 
 
@@ -61,10 +62,10 @@ def check_space(experiment_root, iterations, batch_size, embedding_dim, max_fid_
                 if os.path.isfile(os.path.join(folder, name)))
     free = shutil.disk_usage(folder).free
     if size > free:
-        raise common.UserError('--detailed_logs over {} iterations needs {:.3g} GiB more, but '
-                               'only {:.3g} GiB are free under `{}`; train fewer iterations or '
-                               'without --detailed_logs.'.format(iterations, size / 2 ** 30,
-                                                                 free / 2 ** 30, folder))
+        raise cli.UserError('--detailed_logs over {} iterations needs {:.3g} GiB more, but '
+                            'only {:.3g} GiB are free under `{}`; train fewer iterations or '
+                            'without --detailed_logs.'.format(iterations, size / 2 ** 30,
+                                                              free / 2 ** 30, folder))
 
 
 def open_logs(experiment_root, iterations, batch_size, embedding_dim, max_fid_len):

@@ -11,7 +11,7 @@ import os
 import keras
 import tensorflow as tf
 
-import common
+import cli
 
 
 def synchronize_batch_norm(model):
@@ -43,9 +43,9 @@ def worker_task(distribution):
             return task['type'], int(task['index'])
         return 'chief', 0  # Without a chief, worker 0 does the chief's work.
     except (ValueError, KeyError, TypeError):
-        raise common.UserError('--distribution multi_worker needs the TF_CONFIG environment '
-                               'variable describing the cluster and this task, see '
-                               'https://www.tensorflow.org/guide/distributed_training.')
+        raise cli.UserError('--distribution multi_worker needs the TF_CONFIG environment '
+                            'variable describing the cluster and this task, see '
+                            'https://www.tensorflow.org/guide/distributed_training.')
 
 
 def all_gather(value):

@@ -9,7 +9,9 @@ import os
 import sys
 import time
 
+import cli
 import common
+import files
 import embeddings_file
 import flags
 import progress
@@ -39,7 +41,7 @@ inputs.add_argument(
 # Optional.
 
 parser.add_argument(
-    '--image_root', type=common.readable_directory,
+    '--image_root', type=flags.readable_directory,
     help='Path that will be pre-pended to the filenames in the dataset csv; the '
          'training image root by default (the first one, when it trained on several).')
 
@@ -50,11 +52,11 @@ parser.add_argument(
          '`best` names the best checkpoint of validation during training.')
 
 parser.add_argument(
-    '--loading_threads', default=8, type=common.positive_int,
+    '--loading_threads', default=8, type=flags.positive_int,
     help='Number of threads used for parallel data loading.')
 
 parser.add_argument(
-    '--batch_size', default=256, type=common.positive_int,
+    '--batch_size', default=256, type=flags.positive_int,
     help='Batch size used during evaluation, adapt based on available memory.')
 
 parser.add_argument(
@@ -87,7 +89,7 @@ parser.add_argument(
          'summary lines.')
 
 parser.add_argument(
-    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=flags.positive_int,
     help='Refuse images whose headers declare more pixels than this, before decoding them.')
 
 def check_augmentation(args, train_args):
@@ -105,13 +107,13 @@ def check_augmentation(args, train_args):
                       args.crop_augment or 'off', advice), file=sys.stderr)
     needs_aggregator = args.flip_augment or args.crop_augment == 'five'
     if needs_aggregator and args.aggregator is None:
-        raise common.UserError('test-time augmentation produces several embeddings per image '
-                               'but no --aggregator was given; choose one of {}.'.format(
+        raise cli.UserError('test-time augmentation produces several embeddings per image '
+                            'but no --aggregator was given; choose one of {}.'.format(
                                    ', '.join(AGGREGATORS)))
     if not needs_aggregator and args.aggregator is not None:
-        raise common.UserError('--aggregator {} was given but no test-time augmentation that '
-                               'needs aggregating (--flip_augment or --crop_augment five) is '
-                               'performed.'.format(args.aggregator))
+        raise cli.UserError('--aggregator {} was given but no test-time augmentation that '
+                            'needs aggregating (--flip_augment or --crop_augment five) is '
+                            'performed.'.format(args.aggregator))
 
 
 def main(argv=None):
@@ -132,22 +134,22 @@ def main(argv=None):
         args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + \
             '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
-    common.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
+    files.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
     if args.images:
         if args.image_root:
-            raise common.UserError('--image_root applies to --dataset; --images takes paths '
-                                   'as they are.')
+            raise cli.UserError('--image_root applies to --dataset; --images takes paths '
+                                'as they are.')
         shown = common.find_images(args.images)
         image_root, fids = common.common_root(shown)
     else:
         if not args.image_root and train_args.get('image_root') is None:
-            raise common.UserError('`{}` stores no image root (its model was imported, not '
-                                   'trained here); pass --image_root.'.format(
+            raise cli.UserError('`{}` stores no image root (its model was imported, not '
+                                'trained here); pass --image_root.'.format(
                                        os.path.join(args.experiment_root, 'args.json')))
         # Of an experiment that trained on several sets, the first set's root.
-        image_root = args.image_root or common.as_list(train_args['image_root'])[0]
+        image_root = args.image_root or flags.as_list(train_args['image_root'])[0]
         if not args.image_root and not os.path.isdir(image_root):
-            raise common.UserError(
+            raise cli.UserError(
                 'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
                 .format(image_root, os.path.join(args.experiment_root, 'args.json'),
                         '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
@@ -173,9 +175,10 @@ def main(argv=None):
     log('Embedded {} images ({} forward passes) in {:.1f}s: {:.1f} images/s.'.format(
         len(fids), len(fids) * len(names), seconds, len(fids) / max(seconds, 1e-9)))
 
-    common.check_finite(embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
-                        'nothing was written; the network\'s weights are broken (did training '
-                        'diverge?), so embed with an earlier checkpoint (--checkpoint)', shown)
+    embeddings_file.check_finite(
+        embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
+        'nothing was written; the network\'s weights are broken (did training diverge?), so '
+        'embed with an earlier checkpoint (--checkpoint)', shown)
     embeddings_file.write(filename, embs, emb_aug, names, shown, args.aggregator,
                           embeddings_file.embedding_origin(args.experiment_root, checkpoint))
     log('Wrote {}.'.format(filename))
@@ -183,4 +186,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-import common
+import cli
+import files
 
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')
@@ -39,7 +40,7 @@ def origin_difference(first, second):
         return None
     if first['experiment_root'] != second['experiment_root']:
         return 'different experiments (`{}` and `{}`)'.format(first['experiment_root'],
-                                                               second['experiment_root'])
+                                                              second['experiment_root'])
     if first['checkpoint'] != second['checkpoint']:
         return 'different checkpoints of `{}` (`{}` and `{}`)'.format(
             first['experiment_root'], first['checkpoint'], second['checkpoint'])
@@ -51,7 +52,7 @@ def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
     temporary file, so a failure leaves none behind. `made_by` is
     `embedding_origin`'s dict.
     """
-    partial = common.temporary_beside(filename, False, suffix='.h5')
+    partial = files.temporary_beside(filename, False, suffix='.h5')
     try:
         with h5py.File(partial, 'w') as f:
             f.create_dataset('emb', data=emb)
@@ -66,8 +67,8 @@ def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
                 f.attrs[key] = value
         os.replace(partial, filename)
     except OSError as e:
-        raise common.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
-                               'Nothing was written.'.format(filename, e))
+        raise cli.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
+                            'Nothing was written.'.format(filename, e))
     finally:
         if os.path.exists(partial):
             os.remove(partial)
@@ -97,14 +98,14 @@ def read(path, what='the embeddings'):
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
-                raise common.UserError('`{}` holds no `emb` dataset; was it written by '
-                                       'embed.py?'.format(path))
+                raise cli.UserError('`{}` holds no `emb` dataset; was it written by '
+                                    'embed.py?'.format(path))
             # Booleans or integers convert to float32 without a word, and mean
             # nothing as embeddings.
             if f['emb'].dtype.kind != 'f':
-                raise common.UserError('the `emb` dataset of `{}` holds {} values, not '
-                                       'floats as embed.py writes them; embeddings of another '
-                                       'type mean nothing to compare.'.format(
+                raise cli.UserError('the `emb` dataset of `{}` holds {} values, not '
+                                    'floats as embed.py writes them; embeddings of another '
+                                    'type mean nothing to compare.'.format(
                                            path, f['emb'].dtype))
             return Embeddings(
                 emb=np.asarray(f['emb'], np.float32),
@@ -114,4 +115,36 @@ def read(path, what='the embeddings'):
                 aggregator=f.attrs.get('aggregator'),
                 origin={key: str(f.attrs[key]) for key in ORIGIN_KEYS if key in f.attrs})
     except (OSError, ValueError, TypeError) as e:
-        raise common.UserError('cannot read {} `{}`: {}.'.format(what, path, e))
+        raise cli.UserError('cannot read {} `{}`: {}.'.format(what, path, e))
+
+
+def check_finite(embs, what, remedy, names=None):
+    """Refuses embeddings (N, D) with NaN or infinite values, or values so
+    large that the distances between them overflow float32 (a squared
+    Euclidean distance sums D squared differences), naming the rows.
+
+    Args:
+        embs: (N, D) array.
+        what (str): Names the embeddings' source in the message.
+        remedy (str): What the user can do, one sentence without its full stop.
+        names: Optional (N,) names of the rows (such as file names) to show
+            beside their numbers.
+
+    Raises:
+        UserError when some value is not finite or too large.
+    """
+    embs = np.asarray(embs)
+    with np.errstate(invalid='ignore'):
+        largest = np.abs(embs).max(axis=1, initial=0) if embs.ndim == 2 else np.abs(embs)
+    limit = np.sqrt(np.finfo(np.float32).max / (4 * max(embs.shape[-1], 1)))
+    for bad, problem in ((np.flatnonzero(~np.isfinite(largest)),
+                          'non-finite values (NaN or infinity)'),
+                         (np.flatnonzero(largest > limit),
+                          'values larger than {:.3g} in magnitude, whose distances overflow'
+                          .format(limit))):
+        if not len(bad):
+            continue
+        shown = ', '.join('{}{}'.format(i, ' ({})'.format(names[i]) if names is not None else '')
+                          for i in bad[:5])
+        raise cli.UserError('{}: {} of {} rows hold {}, row {}{}; {}.'.format(
+            what, len(bad), len(embs), problem, shown, ', …' if len(bad) > 5 else '', remedy))

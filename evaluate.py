@@ -11,7 +11,10 @@ import sys
 
 import numpy as np
 
+import cli
 import common
+import files
+import flags
 import embeddings_file
 import excluders
 import metrics
@@ -55,7 +58,7 @@ parser.add_argument(
          'query-gallery pairs the excluder keeps).')
 
 parser.add_argument(
-    '--batch_size', default=256, type=common.positive_int,
+    '--batch_size', default=256, type=flags.positive_int,
     help='Number of queries evaluated at once; memory grows with it times the gallery size.')
 
 parser.add_argument(
@@ -71,16 +74,16 @@ parser.add_argument(
          'evaluating. Runs at Market-1501 scale in well under 4 GiB of memory.')
 
 parser.add_argument(
-    '--rerank_k1', default=20, type=common.positive_int,
+    '--rerank_k1', default=20, type=flags.positive_int,
     help='k1 of re-ranking: the size of the k-reciprocal neighbourhoods.')
 
 parser.add_argument(
-    '--rerank_k2', default=6, type=common.positive_int,
+    '--rerank_k2', default=6, type=flags.positive_int,
     help='k2 of re-ranking: the neighbours averaged by local query expansion (1 turns it '
          'off); at most k1 + 1.')
 
 parser.add_argument(
-    '--rerank_lambda', default=0.3, type=common.unit_float,
+    '--rerank_lambda', default=0.3, type=flags.unit_float,
     help='λ of re-ranking: the weight of the original distance against the Jaccard '
          'distance, in [0, 1].')
 
@@ -91,13 +94,13 @@ parser.add_argument(
          'matches of the same identity are then ignored.')
 
 parser.add_argument(
-    '--aqe', default=0, type=common.nonnegative_int, metavar='K',
+    '--aqe', default=0, type=flags.nonnegative_int, metavar='K',
     help='Average query expansion (as fast-reid): replace each query embedding by the weighted '
          'mean of itself and its K nearest gallery embeddings (cosine similarity to the power '
          '--aqe_alpha as weights) before ranking, or before --rerank. 0: off.')
 
 parser.add_argument(
-    '--aqe_alpha', default=3.0, type=common.float_between(0, 100),
+    '--aqe_alpha', default=3.0, type=flags.float_between(0, 100),
     help='The exponent of the --aqe weights (fast-reid: 3).')
 
 parser.add_argument(
@@ -107,11 +110,11 @@ parser.add_argument(
          '--image_root.')
 
 parser.add_argument(
-    '--image_root', type=common.readable_directory,
+    '--image_root', type=flags.readable_directory,
     help='The folder the CSV paths are relative to; only --plot reads images.')
 
 parser.add_argument(
-    '--plot_queries', default=8, type=common.positive_int,
+    '--plot_queries', default=8, type=flags.positive_int,
     help='How many queries --plot shows, spread evenly over the query set.')
 
 parser.add_argument(
@@ -122,7 +125,7 @@ parser.add_argument(
          'Needs --image_root.')
 
 parser.add_argument(
-    '--html_queries', default=4, type=common.positive_int,
+    '--html_queries', default=4, type=flags.positive_int,
     help='How many queries --html shows of each kind (worst, best, random).')
 
 parser.add_argument(
@@ -137,22 +140,22 @@ def load_embeddings(path, csv_fids, csv_path):
     stored = embeddings_file.read(path)
     embs, fids, origin = stored.emb, stored.fids, stored.origin
     if embs.ndim != 2:
-        raise common.UserError('the `emb` of `{}` has the shape {}, not (images, dimensions) as '
-                               'embed.py writes it.'.format(path, embs.shape))
+        raise cli.UserError('the `emb` of `{}` has the shape {}, not (images, dimensions) as '
+                            'embed.py writes it.'.format(path, embs.shape))
     if len(embs) != len(csv_fids):
-        raise common.UserError('`{}` holds {} embeddings but `{}` lists {} images; embed that '
-                               'CSV again.'.format(path, len(embs), csv_path, len(csv_fids)))
+        raise cli.UserError('`{}` holds {} embeddings but `{}` lists {} images; embed that '
+                            'CSV again.'.format(path, len(embs), csv_path, len(csv_fids)))
     if fids is not None:
         differ = np.flatnonzero(np.asarray(fids, dtype=object) != np.asarray(csv_fids, object))
         if len(differ):
             row = differ[0]
-            raise common.UserError(
+            raise cli.UserError(
                 '`{}` embeds other images than `{}` lists, in {} of its {} rows: row {} is `{}` '
                 'there and `{}` in the CSV. Embed that CSV again.'.format(
                     path, csv_path, len(differ), len(fids), row + 1, fids[row], csv_fids[row]))
-    common.check_finite(embs, 'the embeddings `{}`'.format(path),
-                        'an evaluation of them would mean nothing; embed `{}` again with a '
-                        'checkpoint from before training diverged'.format(csv_path))
+    embeddings_file.check_finite(
+        embs, 'the embeddings `{}`'.format(path), 'an evaluation of them would mean nothing; '
+        'embed `{}` again with a checkpoint from before training diverged'.format(csv_path))
     return embs, origin
 
 
@@ -164,11 +167,11 @@ def check_arguments(args):
             parser.error('--{} draws the images, so it needs --image_root.'.format(flag))
     outputs = [] if args.filename is None else [('--filename', args.filename, 'json')]
     if args.plot is not None:
-        outputs += common.files_of_folder_output(
+        outputs += files.files_of_folder_output(
             args.plot, '--plot', ['rankings.png', 'cmc.png', 'roc.png'], 'png')
     if args.html is not None:
-        outputs += common.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
-    common.check_outputs(outputs, [(flag, getattr(args, flag[2:])) for flag in (
+        outputs += files.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
+    files.check_outputs(outputs, [(flag, getattr(args, flag[2:])) for flag in (
         '--query_dataset', '--query_embeddings', '--gallery_dataset', '--gallery_embeddings')])
     if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
         parser.error('--rerank_k2 must be at most --rerank_k1 + 1.')
@@ -186,7 +189,7 @@ def write_results(args, result, verification):
                              'lambda': args.rerank_lambda}
     if args.aqe:
         summary['aqe'] = {'k': args.aqe, 'alpha': args.aqe_alpha}
-    common.write_json(args.filename, summary)
+    files.write_json(args.filename, summary)
 
 
 def draw(args, result, verification, query, gallery, excluder, distances):
@@ -227,7 +230,7 @@ def write_html(args, result, verification, query, gallery, excluder, distances):
         ('top-{}'.format(k), '{:.2%}'.format(metrics.cmc_at(cmc, k))) for k in (1, 5, 10)] + [
         ('mINP', '{:.2%}'.format(result['mINP'])),
         ('queries', '{} ({} without a match left out)'.format(len(query[0]),
-                                                             len(result['skipped'])))]
+                                                              len(result['skipped'])))]
     if verification:
         figures.append(('EER', '{:.2%}'.format(verification['eer'])))
         for rate in metrics.FALSE_POSITIVE_RATES:
@@ -259,25 +262,25 @@ def main(argv=None):
         print('WARNING: the query and gallery embeddings come from {}; their distances mean '
               'little. Embed both with one checkpoint.'.format(difference), file=sys.stderr)
     if query_embs.shape[1] != gallery_embs.shape[1]:
-        raise common.UserError('the query embeddings have {} dimensions but the gallery '
-                               'embeddings {}.'.format(query_embs.shape[1],
-                                                       gallery_embs.shape[1]))
+        raise cli.UserError('the query embeddings have {} dimensions but the gallery '
+                            'embeddings {}.'.format(query_embs.shape[1],
+                                                    gallery_embs.shape[1]))
     if args.excluder == 'folders' and args.camera_regex is None:
         print('WARNING: without --camera_regex, the excluder `folders` ignores only each '
               'query\'s own image, as `diagonal` does.', file=sys.stderr)
     excluder = excluders.load(args.excluder, query_fids, gallery_fids, args.camera_regex)
     if args.aqe > len(gallery_fids):
-        raise common.UserError('--aqe {} asks for more neighbours than the {} gallery '
-                               'images.'.format(args.aqe, len(gallery_fids)))
+        raise cli.UserError('--aqe {} asks for more neighbours than the {} gallery '
+                            'images.'.format(args.aqe, len(gallery_fids)))
     if args.aqe:
         query_embs = metrics.average_query_expansion(query_embs, gallery_embs, args.aqe,
                                                      args.aqe_alpha)
     total = len(query_fids) + len(gallery_fids)
     if args.rerank and max(args.rerank_k1 + 1, args.rerank_k2) > total:
-        raise common.UserError('re-ranking looks at the {} nearest of all query and gallery '
-                               'images, but there are only {}; lower --rerank_k1 (and '
-                               '--rerank_k2).'.format(max(args.rerank_k1 + 1, args.rerank_k2),
-                                                      total))
+        raise cli.UserError('re-ranking looks at the {} nearest of all query and gallery '
+                            'images, but there are only {}; lower --rerank_k1 (and '
+                            '--rerank_k2).'.format(max(args.rerank_k1 + 1, args.rerank_k2),
+                                                   total))
 
     # Distances. Re-ranking and the pictures need SciPy and Matplotlib, which
     # are imported only when asked for, to keep the plain command quick.
@@ -303,11 +306,11 @@ def main(argv=None):
         curve_points=60 if args.plot is not None or args.html is not None else 0) \
         if wanted else None
     if len(result['skipped']) == len(query_fids):
-        raise common.UserError(
+        raise cli.UserError(
             'none of the {} queries has a true match in the gallery that the excluder `{}` '
             'keeps, so there is nothing to evaluate; check that query and gallery share '
             'identities and that the excluder fits the dataset.'.format(len(query_fids),
-                                                                      args.excluder))
+                                                                        args.excluder))
     if result['skipped']:
         print('WARNING: {} queries have no valid match in the gallery and are excluded from '
               'the mAP, for example {}.'.format(len(result['skipped']),
@@ -326,4 +329,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -15,8 +15,11 @@ import shutil
 
 import tensorflow as tf
 
-import common
-from common import UserError, read_json
+import cli
+import files
+import flags
+from cli import UserError
+from files import read_json
 from flags import ARCHITECTURE_ARGUMENTS, POOLINGS
 from heads import HEAD_CHOICES
 from nets import NET_CHOICES, PADDINGS
@@ -153,7 +156,7 @@ def newest_checkpoint(directory, fallback=True, names_from=None):
     for prefix in candidates:
         if complete_checkpoint(prefix):
             problem = '{} {} missing or damaged'.format(', '.join(skipped),
-                                                         'is' if len(skipped) == 1 else 'are')
+                                                        'is' if len(skipped) == 1 else 'are')
             if skipped and not fallback:
                 raise UserError('the newest checkpoint of `{}` is not usable: {}; pass '
                                 '--checkpoint {} to use the newest complete one.'.format(
@@ -263,7 +266,7 @@ def read_best(experiment_root):
     if not os.path.isfile(path):
         return None
     remedy = 'delete it to start the record of the best checkpoint afresh'
-    best = common.read_json(path, remedy)
+    best = files.read_json(path, remedy)
     mean_ap = best.get('mAP')
     if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
             not 0 <= mean_ap <= 1:
@@ -310,9 +313,9 @@ def resolve_arguments(parser, argv, chief):
                     args.experiment_root))
         return args, False, False
 
-    common.check_stored_arguments(parser, stored, os.path.join(args.experiment_root,
-                                                               'args.json'))
-    given = common.given_arguments(parser, argv)
+    flags.check_stored_arguments(parser, stored, os.path.join(args.experiment_root,
+                                                              'args.json'))
+    given = flags.given_arguments(parser, argv)
     changed = False
     for key, value in vars(args).items():
         if key in ('resume', 'experiment_root', 'override'):
@@ -352,7 +355,7 @@ def check_stored_paths(args, given):
     """Refuses stored relative paths that do not exist from the current
     folder, saying what they are relative to (the folder of the first run)."""
     for key in PATH_ARGUMENTS:
-        for path in common.as_list(getattr(args, key, None)):
+        for path in flags.as_list(getattr(args, key, None)):
             if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \
                     os.path.exists(path) or tf.io.gfile.exists(path + '.index'):
                 continue
@@ -379,7 +382,7 @@ def check_checkpoints_not_lost(experiment_root):
 
 # What a train.py killed while saving leaves behind: TensorFlow's folder of
 # checkpoint shards and temporary `checkpoint` index, and the temporary files
-# of common.write_json.
+# of files.write_json.
 LEFTOVERS = re.compile(r'checkpoint-\d+_temp|checkpoint\.tmp[0-9a-f]{32}|\.(args|best)\.json\..+')
 
 
@@ -401,7 +404,7 @@ def remove_leftovers(experiment_root):
 
 def write_args(args):
     """Writes the experiment's `args.json` (atomically) from train.py's arguments."""
-    common.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+    files.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
 
 
 def lock_root(experiment_root, cleanup):
@@ -449,7 +452,7 @@ def store_arguments(args, rewrite):
         remove_leftovers(args.experiment_root)
         if rewrite:
             write_args(args)
-        common.setup_logging(os.path.join(args.experiment_root, 'train.log'))
+        cli.setup_logging(os.path.join(args.experiment_root, 'train.log'))
     except OSError as e:
         raise UserError('cannot write to the experiment root `{}`: {}.'.format(
             args.experiment_root, e.strerror or e))

@@ -15,7 +15,9 @@ import argparse
 import os
 import sys
 
-import common
+import cli
+import files
+import flags
 import startup
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
@@ -50,7 +52,7 @@ parser.add_argument(
          'of --calibration_images).')
 
 parser.add_argument(
-    '--tflite_samples', default=100, type=common.positive_int,
+    '--tflite_samples', default=100, type=flags.positive_int,
     help='How many images calibrate --tflite_int8.')
 
 parser.add_argument(
@@ -68,9 +70,9 @@ def check_output(path, flag):
     """Refuses an output that exists (a link to nothing too) or whose folder
     cannot be written, before any work."""
     if os.path.lexists(path):
-        raise common.UserError('`{}` exists already{}; remove it or choose another {}.'.format(
+        raise cli.UserError('`{}` exists already{}; remove it or choose another {}.'.format(
             path, ' (a link to nothing)' if not os.path.exists(path) else '', flag))
-    common.check_writable(path, flag)
+    files.check_writable(path, flag)
 
 
 def main(argv=None):
@@ -85,24 +87,24 @@ def main(argv=None):
     output = args.output or os.path.join(args.experiment_root, 'saved_model')
     check_output(output, '--output')
     if args.tflite_int8 and not args.tflite:
-        raise common.UserError('--tflite_int8 quantises the --tflite model; give --tflite.')
+        raise cli.UserError('--tflite_int8 quantises the --tflite model; give --tflite.')
     if args.calibration_images and not args.tflite_int8:
-        raise common.UserError('--calibration_images calibrate --tflite_int8; give it too.')
+        raise cli.UserError('--calibration_images calibrate --tflite_int8; give it too.')
     if args.tflite:
         check_output(args.tflite, '--tflite')
         if os.path.abspath(args.tflite) in (os.path.abspath(output),
                                             os.path.abspath(args.onnx or output)):
-            raise common.UserError('--tflite `{}` names another output\'s path.'.format(
+            raise cli.UserError('--tflite `{}` names another output\'s path.'.format(
                 args.tflite))
     if args.onnx:
         check_output(args.onnx, '--onnx')
         if os.path.abspath(args.onnx) == os.path.abspath(output):
-            raise common.UserError('--onnx and --output name the same path `{}`.'.format(output))
+            raise cli.UserError('--onnx and --output name the same path `{}`.'.format(output))
         try:
             import tf2onnx  # noqa: F401
         except ImportError:
-            raise common.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
-                                   'onnxruntime`. Nothing was exported.')
+            raise cli.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
+                                'onnxruntime`. Nothing was exported.')
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     module = serving.EmbeddingModule(model, (train_args['net_input_height'],
@@ -135,4 +137,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

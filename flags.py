@@ -1,10 +1,17 @@
-"""The names and limits that the scripts' flags offer, without TensorFlow.
+"""The names, limits and value types of the scripts' flags, without TensorFlow.
 
 The scripts build their parsers from these before TensorFlow is imported, so
 `--help` and a mistyped flag answer at once. The modules that implement each
 choice import their tuple from here; tests/test_layout.py checks that the
 loss names match the functions of `loss.LOSS_CHOICES` and `loss.ID_LOSSES`.
 """
+
+import argparse
+import math
+import os
+
+from cli import UserError
+
 
 # What a checkpoint's variables depend on: --override cannot change these.
 ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride',
@@ -27,3 +34,219 @@ ERASING_FILLS = ('mean', 'noise')
 # small file can hold a huge single-colour picture (20000×20000 PNGs take 1.2
 # MB on disk and 13 GB in training). Person crops have a few thousand pixels.
 MAX_IMAGE_PIXELS = 25_000_000
+
+
+# Command-line argument types
+###
+
+def _check_directory(arg, access, access_str):
+    """Accepts `arg` when it exists with `access`, or its closest existing parent has it."""
+    path_head = os.path.abspath(arg)
+    while True:
+        if os.path.exists(path_head):
+            if not os.path.isdir(path_head):
+                raise argparse.ArgumentTypeError(
+                    '`{}` is not a {} directory: `{}` exists and is not a '
+                    'directory.'.format(arg, access_str, path_head))
+            if os.access(path_head, access):
+                return arg
+            raise argparse.ArgumentTypeError(
+                '`{}` is not a {} directory: `{}` exists without {} '
+                'access.'.format(arg, access_str, path_head, access_str))
+        parent = os.path.dirname(path_head)
+        if parent == path_head:
+            break
+        path_head = parent
+    raise argparse.ArgumentTypeError('`{}` is not a valid {} path.'.format(arg, access_str))
+
+
+def writeable_directory(arg):
+    """A directory that exists and is writeable, or can be created."""
+    return _check_directory(arg, os.W_OK, 'writeable')
+
+
+def readable_directory(arg):
+    """An existing, readable directory."""
+    if not os.path.isdir(arg):
+        raise argparse.ArgumentTypeError('`{}` is not an existing directory.'.format(arg))
+    return _check_directory(arg, os.R_OK, 'readable')
+
+
+# Integers go into TensorFlow's int64 (steps, sizes), so larger ones are refused
+# where they are typed, not where they overflow.
+MAX_INT = 2 ** 63 - 1
+
+
+def _number_greater_x(arg, type_, x):
+    try:
+        value = type_(arg)
+    except ValueError:
+        raise argparse.ArgumentTypeError('`{}` is not an {}.'.format(arg, type_.__name__))
+    if type_ is int and value > MAX_INT:
+        raise argparse.ArgumentTypeError('found {} where an int of at most 2**63 - 1 was '
+                                         'required.'.format(arg))
+    if value > x and math.isfinite(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        'found {} where an {} greater than {} was required.'.format(arg, type_.__name__, x))
+
+
+def int_between(lower, upper):
+    """An argument type: an int from `lower` to `upper`, both included."""
+    def checked(arg):
+        value = _number_greater_x(arg, int, lower - 1)
+        if value > upper:
+            raise argparse.ArgumentTypeError('found {} where an int from {} to {} was '
+                                             'required.'.format(arg, lower, upper))
+        return value
+    checked.__name__ = 'int'
+    return checked
+
+
+def float_between(lower, upper, include_lower=True):
+    """An argument type: a finite float from `lower` (excluded unless
+    `include_lower`) to `upper`, included. Every float flag has an upper
+    bound, so that a typo such as 1e40 is refused where it is typed rather
+    than overflowing in the middle of the work."""
+    def checked(arg):
+        try:
+            value = float(arg)
+        except ValueError:
+            raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
+        if not (value >= lower if include_lower else value > lower) or not value <= upper:
+            raise argparse.ArgumentTypeError('found {} where a number {} {} to {} was '
+                                             'required.'.format(
+                                                 arg, 'from' if include_lower else 'above',
+                                                 lower, upper))
+        return value
+    checked.__name__ = 'float'
+    return checked
+
+
+# A random seed, as NumPy and Keras take it.
+seed = int_between(0, 2 ** 32 - 1)
+
+
+def positive_int(arg):
+    return _number_greater_x(arg, int, 0)
+
+
+def nonnegative_int(arg):
+    return _number_greater_x(arg, int, -1)
+
+
+def unit_float(arg):
+    """A float between 0 and 1, both included."""
+    try:
+        value = float(arg)
+    except ValueError:
+        raise argparse.ArgumentTypeError('`{}` is not a float.'.format(arg))
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError('found {} where a value in [0, 1] was required.'
+                                         .format(arg))
+    return value
+
+
+def float_or_string(arg):
+    """Tries to convert the string to float, otherwise returns the string."""
+    try:
+        return float(arg)
+    except (ValueError, TypeError):
+        return arg
+
+
+# Distances between embeddings are in the tens to hundreds; a larger margin is a typo.
+MAX_MARGIN = 1000
+
+
+def margin(arg):
+    """The triplet margin: a non-negative float, `soft` or `none`."""
+    value = float_or_string(arg)
+    if isinstance(value, float):
+        if not 0 <= value <= MAX_MARGIN:
+            raise argparse.ArgumentTypeError('a numeric margin must be a number from 0 to {}, '
+                                             'got {}.'.format(MAX_MARGIN, arg))
+        return value
+    if value.lower() in ('soft', 'none'):
+        return value.lower()
+    raise argparse.ArgumentTypeError(
+        'the margin must be a number, `soft` or `none`, got `{}`.'.format(arg))
+
+
+class OneOrMore(argparse.Action):
+    """A flag of one or more values that may also be repeated (`--x a b` or
+    `--x a --x b`). A single value is stored as itself, not as a list, so
+    that the args.json of a one-value run reads as the original's did."""
+
+    def __init__(self, option_strings, dest, nargs='+', **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is None else as_list(current)
+        items = items + list(values)
+        setattr(namespace, self.dest, items[0] if len(items) == 1 else items)
+
+
+def as_list(value):
+    """`value` as a list: a OneOrMore flag's single value becomes a list of one."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def given_arguments(parser, argv):
+    """Returns the set of destinations the user gave explicitly on the command line.
+
+    Parses `argv` a second time with every default suppressed, so what remains
+    in the namespace is exactly what was typed.
+    """
+    # argparse keeps its actions in a private list (docs/private_apis.md).
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        return set(vars(parser.parse_args(argv)))
+    finally:
+        for action, default in saved:
+            action.default = default
+
+
+def check_stored_arguments(parser, stored, path):
+    """Refuses stored arguments (a dict from args.json) that the parser would
+    not accept on the command line: a wrong type, a value outside the choices,
+    a non-finite number.
+
+    Raises:
+        UserError naming the file, the argument and the value.
+    """
+    # argparse keeps its actions in a private list (docs/private_apis.md).
+    for action in parser._actions:
+        if action.dest not in stored or stored[action.dest] is None:
+            continue
+        value = stored[action.dest]
+        if action.type in (writeable_directory, readable_directory) and all(
+                isinstance(item, str) for item in as_list(value)):
+            # Folders are checked where they are used: they may have moved.
+            continue
+        values = as_list(value) if isinstance(action, OneOrMore) else value if isinstance(
+            action.nargs, str) and action.nargs in '+*' else [value]
+        try:
+            if not isinstance(values, list):
+                raise ValueError('a list was expected')
+            for item in values:
+                if isinstance(action.default, bool) and not isinstance(item, bool):
+                    raise ValueError('true or false was expected')
+                if isinstance(item, (dict, list)):
+                    raise ValueError('a single value was expected')
+                if action.type in (None, writeable_directory, readable_directory) and \
+                        not isinstance(action.default, bool) and not isinstance(item, str):
+                    raise ValueError('a text was expected')
+                checked = action.type(str(item)) if action.type else item
+                if action.type is int and (isinstance(item, bool) or checked != item):
+                    raise ValueError('an integer was expected')
+                if action.choices is not None and checked not in action.choices:
+                    raise ValueError('one of {} was expected'.format(
+                        ', '.join(map(str, action.choices))))
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+            raise UserError('`{}` stores `{}` = `{}`, which is not a valid value ({}); fix or '
+                            'remove it there, or start a new experiment root.'.format(
+                                path, action.dest, value, e))

@@ -13,7 +13,8 @@ import sys
 import h5py
 import numpy as np
 
-import common
+import cli
+import files
 import embeddings_file
 import metrics
 import images
@@ -45,21 +46,21 @@ def load_gallery(path):
     `embeddings_file`))."""
     stored = embeddings_file.read(path, 'the gallery')
     if stored.fids is None:
-        raise common.UserError('`{}` holds no file names (`fids`); it was written by an older '
-                               'embed.py. Embed the gallery again.'.format(path))
+        raise cli.UserError('`{}` holds no file names (`fids`); it was written by an older '
+                            'embed.py. Embed the gallery again.'.format(path))
     embs, fids, names, aggregator, origin = (stored.emb, stored.fids, stored.names,
                                              stored.aggregator, stored.origin)
     if embs.ndim != 2 or len(embs) != len(fids) or not len(embs):
-        raise common.UserError('`{}` holds {} embeddings of shape {} for {} file names; embed the '
-                               'gallery again.'.format(path, len(embs), embs.shape, len(fids)))
+        raise cli.UserError('`{}` holds {} embeddings of shape {} for {} file names; embed the '
+                            'gallery again.'.format(path, len(embs), embs.shape, len(fids)))
     augmentation = test_time_augmentation(names, aggregator if isinstance(aggregator, str) and
                                           aggregator in AGGREGATORS else None)
     if augmentation is None:
-        raise common.UserError('`{}` names test-time augmentations that embed.py does not make '
-                               '({}); embed the gallery again with embed.py.'.format(
+        raise cli.UserError('`{}` names test-time augmentations that embed.py does not make '
+                            '({}); embed the gallery again with embed.py.'.format(
                                    path, ', '.join(names[:5])))
-    common.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
-                        'with a checkpoint from before training diverged', fids)
+    embeddings_file.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
+                                 'with a checkpoint from before training diverged', fids)
     return embs, fids, augmentation, origin
 
 
@@ -161,7 +162,7 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
     index = build_index(embs, metric, progress)
     partial = None
     try:
-        partial = common.temporary_beside(path, False, suffix='.h5')
+        partial = files.temporary_beside(path, False, suffix='.h5')
         with h5py.File(partial, 'w') as f:
             f.create_dataset('faiss', data=faiss.serialize_index(index))
             f.attrs['gallery_sha256'] = digest

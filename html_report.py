@@ -16,7 +16,8 @@ import os
 
 import numpy as np
 
-import common
+import cli
+import files
 import visualize
 
 THUMB_HEIGHT = 96
@@ -51,7 +52,7 @@ def thumbnail(path, advice, height=THUMB_HEIGHT):
             width = max(1, round(image.width * height / max(image.height, 1)))
             small = image.resize((width, height), Image.Resampling.BILINEAR)
     except (OSError, Image.DecompressionBombError) as e:
-        raise common.UserError('cannot read the image `{}` for the report: {}; {}.'.format(
+        raise cli.UserError('cannot read the image `{}` for the report: {}; {}.'.format(
             path, e, advice))
     buffer = io.BytesIO()
     small.save(buffer, format='JPEG', quality=85)
@@ -91,7 +92,7 @@ def page(title, figures, pictures, sections, legend):
                                                                 html.escape(c))
                     for c, png in pictures)
     keys = ''.join('<span class="key" style="background:{}">{}</span>'.format(colour,
-                                                                             html.escape(text))
+                                                                              html.escape(text))
                    for colour, text in legend)
     body = ''.join('<h3>{}</h3>{}'.format(html.escape(heading), ''.join(rows_html))
                    for heading, rows_html in sections)
@@ -106,7 +107,7 @@ def write(directory, text):
     """Writes `text` as DIR/index.html (the folder is made if needed), whole or not at all."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, 'index.html')
-    common.atomic_write(path, text)
+    files.atomic_write(path, text)
     return path
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import common
-from common import UserError
+from cli import UserError
 from flags import MAX_IMAGE_PIXELS
 
 

@@ -15,7 +15,7 @@ pickle that names anything but tensors is refused).
 
 import argparse
 
-import common
+import cli
 import model_zoo
 import startup
 from nets import PADDING_NETS
@@ -53,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from images import Preprocessing, augmentation_names, image_batches, load_image, resize
 from aggregators import AGGREGATORS
-from common import UserError
+from cli import UserError
 from experiment import find_checkpoint, read_args
 from model import build_model, restore
 
@@ -78,7 +78,7 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
                         'image resized to the experiment\'s pre-crop size {}x{}, which is '
                         'smaller; this experiment was trained without crops, so embed without '
                         '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
-                                                                    *pre_crop_size))
+                                                                   *pre_crop_size))
     names = augmentation_names(flip, crop)
     dataset = image_batches(fids, image_root, preprocessing, flip, crop, batch_size,
                             loading_threads)

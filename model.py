@@ -19,7 +19,7 @@ import heads
 import nets
 import tf1_checkpoint
 from experiment import newest_checkpoint
-from common import UserError
+from cli import UserError
 from layers import pooling_layer
 
 log = logging.getLogger('model')

@@ -18,9 +18,9 @@ import shutil
 
 import numpy as np
 
-import common
+import files
 import torch_weights
-from common import UserError
+from cli import UserError
 
 # The stem's channels (conv1's output) of each width, which name the net.
 OSNET_BY_STEM = {64: 'osnet', 48: 'osnet_x0_75', 32: 'osnet_x0_5', 16: 'osnet_x0_25'}
@@ -185,13 +185,13 @@ def write_experiment(experiment_root, model, body, args):
     root that another process made meanwhile."""
     import tensorflow as tf
     os.makedirs(os.path.dirname(os.path.abspath(experiment_root)), exist_ok=True)
-    partial = common.temporary_beside(experiment_root, directory=True)
+    partial = files.temporary_beside(experiment_root, directory=True)
     try:
         checkpoint = tf.train.Checkpoint(model=model, body=body,
                                          step=tf.Variable(0, dtype=tf.int64))
         tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
                                    checkpoint_name='checkpoint').save(checkpoint_number=0)
-        common.write_json(os.path.join(partial, 'args.json'), args)
+        files.write_json(os.path.join(partial, 'args.json'), args)
         try:
             # A rename onto a folder that another process made meanwhile fails.
             os.rename(partial, experiment_root)
@@ -220,7 +220,7 @@ def import_osnet(path, experiment_root, model_name=None):
     if os.path.lexists(experiment_root):
         raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
                         'was written).'.format(experiment_root))
-    common.check_writable(experiment_root, '--experiment_root', folder=True)
+    files.check_writable(experiment_root, '--experiment_root', folder=True)
     state = torch_weights.read_state_dict(path)
     model_name, embedding_dim = choose_net(state, path, model_name)
     classifier = state.get('classifier.weight')

@@ -9,7 +9,7 @@ themselves are read by `images.py`.
 import numpy as np
 import tensorflow as tf
 
-from common import UserError
+from cli import UserError
 
 
 # The P×K sampler

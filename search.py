@@ -19,7 +19,9 @@ import io
 import json
 import sys
 
+import cli
 import common
+import files
 import embeddings_file
 import flags
 import metrics
@@ -47,7 +49,7 @@ parser.add_argument(
          'the one that embedded the gallery.')
 
 parser.add_argument(
-    '--top_k', default=10, type=common.positive_int,
+    '--top_k', default=10, type=flags.positive_int,
     help='How many gallery images to list per query.')
 
 parser.add_argument(
@@ -55,7 +57,7 @@ parser.add_argument(
     help='The distance; the experiment\'s training metric by default.')
 
 parser.add_argument(
-    '--threshold', default=None, type=common.float_between(0, 1e6),
+    '--threshold', default=None, type=flags.float_between(0, 1e6),
     help='Mark the results at most this far from the query as matches (for example '
          'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept). Always '
          'on the plain --metric distance, also with --rerank.')
@@ -75,7 +77,7 @@ parser.add_argument(
          'the gallery\'s embeddings change. The distances printed are exact.')
 
 parser.add_argument(
-    '--index_candidates', default=64, type=common.positive_int,
+    '--index_candidates', default=64, type=flags.positive_int,
     help='With --index: how many candidates the graph search keeps (HNSW\'s efSearch, at '
          'least --top_k). More finds more of the exact top-k, more slowly.')
 
@@ -90,11 +92,11 @@ parser.add_argument(
          'images (green border within --threshold).')
 
 parser.add_argument(
-    '--batch_size', default=256, type=common.positive_int,
+    '--batch_size', default=256, type=flags.positive_int,
     help='Images embedded at once.')
 
 parser.add_argument(
-    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=flags.positive_int,
     help='Refuse query images whose headers declare more pixels than this, before decoding '
          'them.')
 
@@ -139,9 +141,9 @@ def write_output(path, table):
             for position, row in enumerate(entry['results'], 1):
                 writer.writerow([entry['query'], position, row['file'], row['distance']] +
                                 ([row['match']] if match else []))
-        common.atomic_write(path, buffer.getvalue())
+        files.atomic_write(path, buffer.getvalue())
     else:
-        common.atomic_write(path, json.dumps(table, indent=2) + '\n')
+        files.atomic_write(path, json.dumps(table, indent=2) + '\n')
 
 
 def check_outputs(args, queries):
@@ -154,8 +156,8 @@ def check_outputs(args, queries):
     if args.plot is not None:
         outputs.append(('--plot', args.plot, 'png'))
     if args.html is not None:
-        outputs += common.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
-    common.check_outputs(outputs, [('--gallery', args.gallery)] + [
+        outputs += files.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
+    files.check_outputs(outputs, [('--gallery', args.gallery)] + [
         ('--query', query) for query in queries])
 
 
@@ -169,11 +171,11 @@ def main(argv=None):
     from inference import embed_files, load_experiment
 
     if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
-        raise common.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
+        raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
     if args.index and args.rerank:
-        raise common.UserError('--rerank compares every gallery image with every other, which '
-                               'an index is there to avoid; leave out one of --index and '
-                               '--rerank.')
+        raise cli.UserError('--rerank compares every gallery image with every other, which '
+                            'an index is there to avoid; leave out one of --index and '
+                            '--rerank.')
 
     # Data: the gallery first, as it is the cheaper to find wrong.
     gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(
@@ -198,11 +200,11 @@ def main(argv=None):
     query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
                                    args.batch_size)
     if query_embs.shape[1] != gallery_embs.shape[1]:
-        raise common.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
-                               'has {}; embed the gallery with this experiment.'.format(
+        raise cli.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
+                            'has {}; embed the gallery with this experiment.'.format(
                                    query_embs.shape[1], args.gallery, gallery_embs.shape[1]))
-    common.check_finite(query_embs, 'the query embeddings', 'the checkpoint is broken; use '
-                        'an earlier one (--checkpoint)', queries)
+    embeddings_file.check_finite(query_embs, 'the query embeddings', 'the checkpoint is broken; '
+                                 'use an earlier one (--checkpoint)', queries)
 
     # Search.
     if args.index:
@@ -240,4 +242,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

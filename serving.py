@@ -11,7 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import cli
 import common
+import files
+import flags
 from images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
 
@@ -42,7 +45,7 @@ class EmbeddingModule(tf.Module):
 def move_into_place(partial, output):
     """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
     if os.path.lexists(output):
-        raise common.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
+        raise cli.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
             output))
     os.replace(partial, output)
 
@@ -50,7 +53,7 @@ def move_into_place(partial, output):
 def export_saved_model(module, output):
     """Writes the SavedModel next to `output` and renames it into place, so an
     interrupted export leaves no half-written model."""
-    partial = common.temporary_beside(output, directory=True)
+    partial = files.temporary_beside(output, directory=True)
     try:
         tf.saved_model.save(module, partial, signatures={
             'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
@@ -62,7 +65,7 @@ def export_saved_model(module, output):
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
     import tf2onnx
-    partial = common.temporary_beside(path, directory=False)
+    partial = files.temporary_beside(path, directory=False)
     try:
         tf2onnx.convert.from_function(module.embed_float, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
@@ -85,7 +88,7 @@ def export_tflite(module, path, representative=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None]] for image in representative)
     data = converter.convert()
-    partial = common.temporary_beside(path, directory=False)
+    partial = files.temporary_beside(path, directory=False)
     try:
         with open(partial, 'wb') as f:
             f.write(data)
@@ -126,9 +129,9 @@ def calibration_images(train_args, count, paths=None):
         fids = fids[decodable_mask(fids, root, skip=True)][:count]
         source = ' + '.join(paths)
     elif train_args.get('train_set') is None:
-        raise common.UserError('--tflite_int8 calibrates on the training images, and this '
-                               'experiment (an imported model) has none; pass some of your own '
-                               'with --calibration_images. Nothing was exported.')
+        raise cli.UserError('--tflite_int8 calibrates on the training images, and this '
+                            'experiment (an imported model) has none; pass some of your own '
+                            'with --calibration_images. Nothing was exported.')
     else:
         parts = load_training_sets(train_args['train_set'], train_args['image_root'],
                                    skip=True)
@@ -138,9 +141,9 @@ def calibration_images(train_args, count, paths=None):
         rank = np.concatenate([np.arange(len(part[1])) for part in parts])
         set_of = np.concatenate([np.full(len(part[1]), i) for i, part in enumerate(parts)])
         fids = fids[np.lexsort((set_of, rank))][:count]
-        source = ' + '.join(common.as_list(train_args['train_set']))
+        source = ' + '.join(flags.as_list(train_args['train_set']))
     if not len(fids):
-        raise common.UserError('none of the images of `{}` can be decoded to calibrate '
-                               '--tflite_int8. Nothing was exported.'.format(source))
+        raise cli.UserError('none of the images of `{}` can be decoded to calibrate '
+                            '--tflite_int8. Nothing was exported.'.format(source))
     preprocessing = Preprocessing.of(train_args)
     return tf.stack([preprocessing.load(fid, root) for fid in fids]).numpy()

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-import common
+import cli
 
 _WEIGHT_NAMES = {'bias': 'biases', 'gamma': 'gamma', 'beta': 'beta',
                  'moving_mean': 'moving_mean', 'moving_variance': 'moving_variance'}
@@ -98,7 +98,7 @@ def restore(path, mapping, strict=True, what='the model'):
         The sorted list of checkpoint variables that were not used.
 
     Raises:
-        common.UserError naming missing variables, shape mismatches and, when
+        cli.UserError naming missing variables, shape mismatches and, when
         strict, unused variables.
     """
     reader = tf.train.load_checkpoint(path)
@@ -114,13 +114,13 @@ def restore(path, mapping, strict=True, what='the model'):
                 len(missing), ', '.join(missing[:5])))
         if wrong:
             problems.append('{} have other shapes: {}'.format(len(wrong), '; '.join(wrong[:5])))
-        raise common.UserError('the TF1 checkpoint `{}` does not fit {}: {}.'.format(
+        raise cli.UserError('the TF1 checkpoint `{}` does not fit {}: {}.'.format(
             path, what, '; '.join(problems)))
     unused = sorted(set(shapes) - set(mapping))
     if strict:
         relevant = [name for name in unused if not _is_training_state(name)]
         if relevant:
-            raise common.UserError(
+            raise cli.UserError(
                 'the TF1 checkpoint `{}` holds {} variables that {} has no place for, e.g. {}; '
                 'is it a checkpoint of another net or head?'.format(
                     path, len(relevant), what, ', '.join(relevant[:5])))

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from common import UserError
+from cli import UserError
 
 # The legacy format's first pickle.
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
@@ -112,7 +112,7 @@ class StateDictUnpickler(pickle.Unpickler):
         if (module, name) not in ALLOWED:
             raise RefusedPickle('it asks to call `{}.{}`, which a file of weights never needs '
                                 '(a pickle can run code; this one may try to)'.format(module,
-                                                                                     name))
+                                                                                      name))
         return ALLOWED[(module, name)]
 
     def persistent_load(self, pid):

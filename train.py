@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-import common
+import cli
 import flags
 import metrics
 import startup
@@ -28,7 +28,7 @@ experiment_flags = parser.add_argument_group(
     'experiment', 'Where the experiment lives, and resuming it.')
 
 experiment_flags.add_argument(
-    '--experiment_root', required=True, type=common.writeable_directory,
+    '--experiment_root', required=True, type=flags.writeable_directory,
     help='Location used to store checkpoints and dumped data.')
 
 experiment_flags.add_argument(
@@ -49,40 +49,40 @@ data_flags = parser.add_argument_group(
     'data', 'The training images and how they are read.')
 
 data_flags.add_argument(
-    '--train_set', action=common.OneOrMore, metavar='CSV',
+    '--train_set', action=flags.OneOrMore, metavar='CSV',
     help='Path to the train_set csv file (rows `identity,relative/path`, no header). Give '
          'several (`--train_set a.csv b.csv`, or the flag repeated) to train on their union: '
          'each set\'s identities are kept apart (set 1\'s `0002` is not set 2\'s), and the '
          'P×K batches draw from all identities alike.')
 
 data_flags.add_argument(
-    '--image_root', type=common.readable_directory, action=common.OneOrMore, metavar='DIR',
+    '--image_root', type=flags.readable_directory, action=flags.OneOrMore, metavar='DIR',
     help='Path that will be pre-pended to the filenames in the train_set csv. With several '
          '--train_set, one folder for all of them or one per set, in the same order.')
 
 data_flags.add_argument(
-    '--batch_p', default=32, type=common.positive_int,
+    '--batch_p', default=32, type=flags.positive_int,
     help='The number P used in the PK-batches: identities per batch.')
 
 data_flags.add_argument(
-    '--batch_k', default=4, type=common.positive_int,
+    '--batch_k', default=4, type=flags.positive_int,
     help='The number K used in the PK-batches: images per identity (at least 2).')
 
 data_flags.add_argument(
-    '--net_input_height', default=256, type=common.positive_int,
+    '--net_input_height', default=256, type=flags.positive_int,
     help='Height of the input directly fed into the network.')
 
 data_flags.add_argument(
-    '--net_input_width', default=128, type=common.positive_int,
+    '--net_input_width', default=128, type=flags.positive_int,
     help='Width of the input directly fed into the network.')
 
 data_flags.add_argument(
-    '--pre_crop_height', default=288, type=common.positive_int,
+    '--pre_crop_height', default=288, type=flags.positive_int,
     help='Height used to resize a loaded image. This is ignored when no crop '
          'augmentation is applied.')
 
 data_flags.add_argument(
-    '--pre_crop_width', default=144, type=common.positive_int,
+    '--pre_crop_width', default=144, type=flags.positive_int,
     help='Width used to resize a loaded image. This is ignored when no crop '
          'augmentation is applied.')
 
@@ -100,7 +100,7 @@ data_flags.add_argument(
          'experiment like --antialias; experiments from before this flag keep the fast DCT.')
 
 data_flags.add_argument(
-    '--loading_threads', default=8, type=common.positive_int,
+    '--loading_threads', default=8, type=flags.positive_int,
     help='Number of threads used for parallel loading.')
 
 data_flags.add_argument(
@@ -110,7 +110,7 @@ data_flags.add_argument(
          'starts, naming them.')
 
 data_flags.add_argument(
-    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=common.positive_int,
+    '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=flags.positive_int,
     help='Refuse images whose headers declare more pixels than this (or skip them with '
          '--skip_corrupt_images) before decoding them, as a small file can hold a huge picture '
          'that would exhaust memory.')
@@ -127,7 +127,7 @@ model_flags.add_argument(
     help='Name of the head to use.')
 
 model_flags.add_argument(
-    '--embedding_dim', default=128, type=common.positive_int,
+    '--embedding_dim', default=128, type=flags.positive_int,
     help='Dimensionality of the embedding space.')
 
 model_flags.add_argument(
@@ -161,7 +161,7 @@ loss_flags = parser.add_argument_group(
     'loss', 'The metric learning loss, and the identity and center losses beside it.')
 
 loss_flags.add_argument(
-    '--margin', default='soft', type=common.margin,
+    '--margin', default='soft', type=flags.margin,
     help='What margin to use: a float value for hard-margin, "soft" for '
          'soft-margin, or no margin if "none".')
 
@@ -178,7 +178,7 @@ loss_flags.add_argument(
          'negatives). docs/training.md says which to use when.')
 
 loss_flags.add_argument(
-    '--id_loss_weight', default=0.0, type=common.float_between(0, 100),
+    '--id_loss_weight', default=0.0, type=flags.float_between(0, 100),
     help='Add a softmax cross-entropy identity loss over the training identities, with this '
          'weight, on a bias-free classifier of the embedding (after the batch norm of the '
          'bnneck heads, before the L2 normalisation of the _normalize heads). The classifier is '
@@ -193,40 +193,40 @@ loss_flags.add_argument(
          'CircleSoftmax), with --id_scale and --id_margin.')
 
 loss_flags.add_argument(
-    '--id_scale', default=64.0, type=common.float_between(0, 1000, include_lower=False),
+    '--id_scale', default=64.0, type=flags.float_between(0, 1000, include_lower=False),
     help='The scale s of the margin softmaxes (--id_loss cosface, arcface, circle).')
 
 loss_flags.add_argument(
-    '--id_margin', default=None, type=common.float_between(0, 1),
+    '--id_margin', default=None, type=flags.float_between(0, 1),
     help='The margin m of the margin softmaxes; the paper\'s by default (cosface 0.35, '
          'arcface 0.5, circle 0.25).')
 
 loss_flags.add_argument(
-    '--label_smoothing', default=0.1, type=common.unit_float,
+    '--label_smoothing', default=0.1, type=flags.unit_float,
     help='Label smoothing of the identity loss (Szegedy et al. 2016): the target gives 1 - e + '
          'e/C to the true identity and e/C to each of the C others. Only used with '
          '--id_loss_weight.')
 
 loss_flags.add_argument(
-    '--center_loss_weight', default=0.0, type=common.float_between(0, 100),
+    '--center_loss_weight', default=0.0, type=flags.float_between(0, 100),
     help='Add the center loss (Wen et al. 2016) with this weight: the squared distance of each '
          'embedding (before the batch norm of bnneck) to a center of its identity. The centers '
          'learn by plain SGD at --center_learning_rate from the unweighted loss, as in BoT. '
          'BoT: 5e-4. 0: off.')
 
 loss_flags.add_argument(
-    '--center_learning_rate', default=0.5, type=common.float_between(0, 1, include_lower=False),
+    '--center_learning_rate', default=0.5, type=flags.float_between(0, 1, include_lower=False),
     help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
 
 optimiser_flags = parser.add_argument_group(
     'optimiser', "Adam's learning rate, its schedule and the length of training.")
 
 optimiser_flags.add_argument(
-    '--learning_rate', default=3e-4, type=common.float_between(0, 10, include_lower=False),
+    '--learning_rate', default=3e-4, type=flags.float_between(0, 10, include_lower=False),
     help='The initial value of the learning-rate, before it kicks in.')
 
 optimiser_flags.add_argument(
-    '--train_iterations', default=25000, type=common.positive_int,
+    '--train_iterations', default=25000, type=flags.positive_int,
     help='Number of training iterations.')
 
 optimiser_flags.add_argument(
@@ -241,21 +241,21 @@ optimiser_flags.add_argument(
          '`step`: multiply by --lr_decay_factor at each of --lr_decay_steps.')
 
 optimiser_flags.add_argument(
-    '--lr_decay_steps', default=[], type=common.positive_int, nargs='+',
+    '--lr_decay_steps', default=[], type=flags.positive_int, nargs='+',
     help='The iterations at which `--lr_schedule step` multiplies the learning rate by '
          '--lr_decay_factor (BoT: 40 and 70 of 120 epochs).')
 
 optimiser_flags.add_argument(
-    '--lr_decay_factor', default=0.1, type=common.float_between(0, 1, include_lower=False),
+    '--lr_decay_factor', default=0.1, type=flags.float_between(0, 1, include_lower=False),
     help='The factor of each step of `--lr_schedule step`.')
 
 optimiser_flags.add_argument(
-    '--warmup_iterations', default=0, type=common.nonnegative_int,
+    '--warmup_iterations', default=0, type=flags.nonnegative_int,
     help='Raise the learning rate linearly from 1%% of the schedule\'s value to all of it '
          'over this many first iterations (BoT: 10 epochs). 0: no warm-up, as the original.')
 
 optimiser_flags.add_argument(
-    '--weight_decay', default=0.0, type=common.float_between(0, 1),
+    '--weight_decay', default=0.0, type=flags.float_between(0, 1),
     help='L2 regularisation of every trainable weight, coupled as in BoT\'s Adam: the loss '
          'gains weight_decay/2 · ‖w‖², so each gradient gains weight_decay · w, which Adam '
          'then normalises (unlike the decoupled AdamW). BoT: 5e-4. 0: none, as the original.')
@@ -273,13 +273,13 @@ augmentation_flags.add_argument(
          'to the pre-crop size and a random crop of the net input size is taken.')
 
 augmentation_flags.add_argument(
-    '--pad_crop', default=0, type=common.nonnegative_int,
+    '--pad_crop', default=0, type=flags.nonnegative_int,
     help='Pad every training image with this many black pixels on each side and take a random '
          'crop of the net input size (BoT: 10 at 256x128), an alternative to --crop_augment. '
          '0: off.')
 
 augmentation_flags.add_argument(
-    '--random_erasing', default=0.0, type=common.unit_float,
+    '--random_erasing', default=0.0, type=flags.unit_float,
     help='The probability of random erasing (Zhong et al. 2020) of each training image: a '
          'rectangle of 2-40%% of its area, aspect 0.3-3.3, is filled (see --erasing_fill). '
          'BoT: 0.5. 0: off.')
@@ -314,11 +314,11 @@ validation_flags.add_argument(
          'matches of the same identity are then ignored.')
 
 validation_flags.add_argument(
-    '--val_every', default=1000, type=common.positive_int,
+    '--val_every', default=1000, type=flags.positive_int,
     help='Validate every this many iterations, and after the last one.')
 
 validation_flags.add_argument(
-    '--collapse_patience', default=100, type=common.nonnegative_int,
+    '--collapse_patience', default=100, type=flags.nonnegative_int,
     help='Warn when training has looked collapsed for this many iterations in a row: the loss '
          'within 10%% of its value for equal distances (ln 2 for the soft margin) and the '
          'embeddings closer to each other than 10%% of their distance from the origin. 0 turns '
@@ -328,13 +328,13 @@ checkpoints_flags = parser.add_argument_group(
     'checkpoints', 'Checkpoints and logs in the experiment root.')
 
 checkpoints_flags.add_argument(
-    '--checkpoint_frequency', default=1000, type=common.nonnegative_int,
+    '--checkpoint_frequency', default=1000, type=flags.nonnegative_int,
     help='After how many iterations a checkpoint is stored. Set this to 0 to '
          'disable intermediate storing. This will result in only one final '
          'checkpoint.')
 
 checkpoints_flags.add_argument(
-    '--keep_checkpoints', default=None, type=common.positive_int,
+    '--keep_checkpoints', default=None, type=flags.positive_int,
     help='Keep only the newest N checkpoints; all are kept by default, as the original.')
 
 checkpoints_flags.add_argument(
@@ -345,7 +345,7 @@ checkpoints_flags.add_argument(
          ' Everything can be re-constructed and analyzed that way.')
 
 checkpoints_flags.add_argument(
-    '--histogram_every', default=10, type=common.positive_int,
+    '--histogram_every', default=10, type=flags.positive_int,
     help='Write the TensorBoard histograms (loss_distribution, embedding_dists, …) every this '
          'many iterations; the scalars are written every iteration. 1 writes them every '
          'iteration, as the original did, at a cost noticeable with small nets.')
@@ -354,7 +354,7 @@ performance_flags = parser.add_argument_group(
     'performance', 'Speed and reproducibility.')
 
 performance_flags.add_argument(
-    '--seed', default=None, type=common.seed,
+    '--seed', default=None, type=flags.seed,
     help='Seed of the sampler and the augmentation: two runs with the same seed see the '
          'same batches. Chosen at random (and stored in args.json) when not given.')
 
@@ -400,7 +400,7 @@ def main(argv=None):
 
 def train(argv, cleanup):
     """main() with `cleanup`, the contextlib.ExitStack that holds the lock."""
-    common.setup_logging()
+    cli.setup_logging()
 
     # Arguments: fresh, or resumed from args.json. Nothing is written before
     # the arguments and the data are known to be usable. One train.py at a
@@ -419,7 +419,7 @@ def train(argv, cleanup):
         experiment.lock_root(given.experiment_root, cleanup)
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
-        experiment.check_stored_paths(args, common.given_arguments(parser, argv))
+        experiment.check_stored_paths(args, flags.given_arguments(parser, argv))
     training.check_arguments(args)
     if args.deterministic:
         training.sequential_ops()
@@ -444,7 +444,7 @@ def train(argv, cleanup):
     if chief:
         experiment.store_arguments(args, rewrite=not resuming or new_seed)
     else:
-        common.setup_logging(buffer=False)
+        cli.setup_logging(buffer=False)
     if not latest:
         # The initialisation is stored too, so experiments can be reproduced exactly.
         training.save(run, 0)
@@ -454,4 +454,4 @@ def train(argv, cleanup):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -21,7 +21,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import cli
 import common
+import files
+import flags
+import memory
 import detailed_logs
 import distributed
 import experiment
@@ -42,7 +46,7 @@ log = logging.getLogger('train')
 AUXILIARY_LOSSES = ('id_loss', 'center_loss')
 
 
-class TrainingDiverged(common.UserError):
+class TrainingDiverged(cli.UserError):
     """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
 
 
@@ -144,26 +148,26 @@ def check_memory(args):
     pre-crop size, or the padded size) and the loss's (P·K)² distances and
     masks (four such matrices), or a head whose weights and Adam slots
     (about 2048 × --embedding_dim floats, four times) over half of it."""
-    memory = common.physical_memory()
+    available = memory.physical_memory()
     height, width = args.net_input_height, args.net_input_width
     if args.crop_augment:
         height, width = max(height, args.pre_crop_height), max(width, args.pre_crop_width)
     height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
     size = args.batch_p * args.batch_k
     batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
-    if batch > memory / 4:
-        raise common.UserError(
+    if batch > available / 4:
+        raise cli.UserError(
             'a batch of {}×{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
             'and the loss\'s distances between them), more than a quarter of this machine\'s '
             '{:.3g} GiB; lower --batch_p, --batch_k or the image sizes (--net_input_*, '
             '--pre_crop_*, --pad_crop).'.format(args.batch_p, args.batch_k, height, width,
-                                                batch / 2 ** 30, memory / 2 ** 30))
+                                                batch / 2 ** 30, available / 2 ** 30))
     head = 2048 * args.embedding_dim * 4 * 4
-    if head > memory / 2:
-        raise common.UserError(
+    if head > available / 2:
+        raise cli.UserError(
             '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
             'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
-            'used 128).'.format(args.embedding_dim, head / 2 ** 30, memory / 2 ** 30))
+            'used 128).'.format(args.embedding_dim, head / 2 ** 30, available / 2 ** 30))
 
 
 def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
@@ -221,11 +225,11 @@ def check_identity_count(path, num_ids, train_set):
         stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
             shape[0] if name.startswith('centers/') else None
         if stored is not None and stored != num_ids:
-            raise common.UserError(
+            raise cli.UserError(
                 'the checkpoint `{}` learned {} training identities for its identity or center '
                 'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
                 'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
-                'body.'.format(path, stored, ' + '.join(common.as_list(train_set)), num_ids,
+                'body.'.format(path, stored, ' + '.join(flags.as_list(train_set)), num_ids,
                                path))
 
 
@@ -306,25 +310,25 @@ def check_input_size(model, args):
     size = (args.net_input_height, args.net_input_width)
 
     def cannot_take(problem):
-        return common.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
-                                '--net_input_height and --net_input_width.'.format(
+        return cli.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
+                             '--net_input_height and --net_input_width.'.format(
                                     args.model_name, size[0], size[1], problem))
     problem = input_size_problem(model, size)
     if problem:
         raise cannot_take(problem)
-    batch, memory = args.batch_p * args.batch_k, common.physical_memory()
+    batch, available = args.batch_p * args.batch_k, memory.physical_memory()
     needed = activation_bytes(model, size) * batch
-    if needed > memory:
-        raise common.UserError(
+    if needed > available:
+        raise cli.UserError(
             'a training batch of {} images of {}x{} through `{}` computes about {:.3g} GiB of '
             'feature maps, more than this machine\'s {:.3g} GiB of memory; lower --batch_p, '
             '--batch_k or --net_input_height and --net_input_width.'.format(
-                batch, size[0], size[1], args.model_name, needed / 2 ** 30, memory / 2 ** 30))
+                batch, size[0], size[1], args.model_name, needed / 2 ** 30, available / 2 ** 30))
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
     except tf.errors.ResourceExhaustedError as e:
-        raise common.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
-                               'a smaller --net_input_height and --net_input_width.'.format(
+        raise cli.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
+                            'a smaller --net_input_height and --net_input_width.'.format(
                                    args.model_name, size[0], size[1],
                                    str(e).strip().splitlines()[0][:200]))
     except (ValueError, tf.errors.OpError) as e:
@@ -538,7 +542,7 @@ def load_data(args, chief):
                             for pids, _, _, csv in parts),
                  len(np.unique(data.pids)), len(data.pids))
     sampler.check_enough_identities(data.pids, args.batch_p, ' + '.join(
-        '`{}`'.format(csv) for csv in common.as_list(args.train_set)))
+        '`{}`'.format(csv) for csv in flags.as_list(args.train_set)))
     if args.detailed_logs and chief:
         detailed_logs.check_space(args.experiment_root, args.train_iterations,
                                   args.batch_p * args.batch_k, args.embedding_dim,
@@ -552,7 +556,7 @@ def make_validation(args, chief):
     if not (chief and args.val_query):
         return None
     return validation.make_validation(
-        args.val_query, args.val_gallery, common.as_list(args.image_root)[0], args.val_excluder,
+        args.val_query, args.val_gallery, flags.as_list(args.image_root)[0], args.val_excluder,
         Preprocessing.of(args), args.metric, args.val_camera_regex, args.loading_threads,
         args.max_image_pixels)
 
@@ -691,7 +695,7 @@ def make_validator(run, validate):
         if improved:
             path = best_manager.save(checkpoint_number=current)
             best = dict(scores, step=current, checkpoint=os.path.relpath(path, root))
-            common.write_json(os.path.join(root, 'best.json'), best)
+            files.write_json(os.path.join(root, 'best.json'), best)
     return run_validation
 
 
@@ -706,7 +710,7 @@ def checked_step(train_step, images, labels, run):
     try:
         out = train_step(images, labels)
     except tf.errors.ResourceExhaustedError as e:
-        raise common.UserError(
+        raise cli.UserError(
             'a training batch of {} images of {}x{} does not fit in memory ({}); lower '
             '--batch_p, --batch_k or the input size.'.format(
                 args.batch_p * args.batch_k, args.net_input_height, args.net_input_width,
@@ -814,38 +818,38 @@ def loop(run, data, validate, changed, latest):
 def check_arguments(args):
     """Refuses argument combinations that cannot train, before anything is written."""
     if not args.train_set:
-        raise common.UserError('you did not specify the `--train_set` argument.')
+        raise cli.UserError('you did not specify the `--train_set` argument.')
     if not args.image_root:
-        raise common.UserError('you did not specify the `--image_root` argument.')
+        raise cli.UserError('you did not specify the `--image_root` argument.')
     common.training_sets(args.train_set, args.image_root)
     if args.distribution == 'multi_worker' and args.seed is None:
-        raise common.UserError('--distribution multi_worker needs --seed, so that all workers '
-                               'sample the same batches.')
+        raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
+                            'sample the same batches.')
     if args.batch_k < 2:
-        raise common.UserError('--batch_k {} leaves no positive pair in a batch, so the '
-                               'triplet loss has nothing to pull together; use --batch_k 2 '
-                               'or more.'.format(args.batch_k))
+        raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
+                            'triplet loss has nothing to pull together; use --batch_k 2 '
+                            'or more.'.format(args.batch_k))
     given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
     if given and len(given) < 3:
-        raise common.UserError('validation needs --val_query, --val_gallery and --val_excluder '
-                               'together; only --{} was given.'.format(', --'.join(given)))
+        raise cli.UserError('validation needs --val_query, --val_gallery and --val_excluder '
+                            'together; only --{} was given.'.format(', --'.join(given)))
     if args.val_camera_regex is not None and args.val_excluder != 'folders':
-        raise common.UserError('--val_camera_regex is for --val_excluder folders.')
+        raise cli.UserError('--val_camera_regex is for --val_excluder folders.')
     if args.lr_schedule == 'step' and not args.lr_decay_steps:
-        raise common.UserError('--lr_schedule step needs the iterations to step at, for example '
-                               '--lr_decay_steps 8000 14000.')
+        raise cli.UserError('--lr_schedule step needs the iterations to step at, for example '
+                            '--lr_decay_steps 8000 14000.')
     nets.check_last_stride(args.model_name, args.last_stride)
     if args.id_loss != 'softmax' and not args.id_loss_weight:
-        raise common.UserError('--id_loss {} is the identity loss of --id_loss_weight, which is '
-                               '0 (off); give it a weight, such as --id_loss_weight 1.'.format(
+        raise cli.UserError('--id_loss {} is the identity loss of --id_loss_weight, which is '
+                            '0 (off); give it a weight, such as --id_loss_weight 1.'.format(
                                    args.id_loss))
     if args.crop_augment and args.pad_crop:
-        raise common.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
-                               'one.')
+        raise cli.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
+                            'one.')
     check_memory(args)
     if args.crop_augment and (args.pre_crop_height < args.net_input_height or
                               args.pre_crop_width < args.net_input_width):
-        raise common.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
-                               'the net input size {}x{}.'.format(
+        raise cli.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
+                            'the net input size {}x{}.'.format(
                                    args.pre_crop_height, args.pre_crop_width,
                                    args.net_input_height, args.net_input_width))

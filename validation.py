@@ -9,6 +9,7 @@ import logging
 import numpy as np
 
 import common
+import embeddings_file
 import excluders
 import metrics
 from flags import MAX_IMAGE_PIXELS
@@ -47,7 +48,7 @@ def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
 
     def validate(forward):
         embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
-        common.check_finite(embs, 'validation\'s embeddings of `{}` and `{}`'.format(
+        embeddings_file.check_finite(embs, 'validation\'s embeddings of `{}` and `{}`'.format(
             query_csv, gallery_csv), 'the network\'s weights are broken; lower '
             '--learning_rate and resume from an earlier checkpoint', fids)
         result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,

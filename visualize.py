@@ -10,7 +10,8 @@ import os
 
 import numpy as np
 
-import common
+import cli
+import files
 
 CORRECT, WRONG, IGNORED, QUERY = '#1a9641', '#d7191c', '#9e9e9e', '#000000'
 
@@ -48,7 +49,7 @@ def _load(image_root, fid, grey=False, advice='check --image_root'):
         with Image.open(path) as image:
             array = np.asarray(image.convert('RGB'), np.float32) / 255
     except (OSError, Image.DecompressionBombError) as e:
-        raise common.UserError('cannot read the image `{}` for the plot: {}; {}.'.format(
+        raise cli.UserError('cannot read the image `{}` for the plot: {}; {}.'.format(
             path, e, advice))
     if grey:
         # Faded grey: visible, but clearly not part of the evaluation.
@@ -61,7 +62,7 @@ def _save(figure, path):
     buffer = io.BytesIO()
     figure.savefig(buffer, format='png', dpi=80)
     if path is not None:
-        common.atomic_write(path, buffer.getvalue(), 'wb')
+        files.atomic_write(path, buffer.getvalue(), 'wb')
     return buffer.getvalue()
 
 

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 import common
+import files
 import metrics
 from excluders import market1501
 
@@ -133,7 +134,7 @@ def main():
                                                            row['seconds'], result,
                                                            row['peak_mib']))
     if args.json:
-        common.write_json(args.json, {'machine': machine, 'rows': rows})
+        files.write_json(args.json, {'machine': machine, 'rows': rows})
     return 0
 
 

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 import common
+import files
 from bench.evaluate import synthetic_embeddings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def main():
             row['data'], row['setting'], row['size'], row['seconds'], row['peak_mib'],
             row['result']))
     if args.json:
-        common.write_json(args.json, {'machine': machine, 'rows': rows})
+        files.write_json(args.json, {'machine': machine, 'rows': rows})
     return 0
 
 

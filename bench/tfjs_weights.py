@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-import common
+import files
 
 # The widths Keras has ImageNet weights for; the search order when guessing.
 ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -143,7 +143,7 @@ def convert(model_json, output, alpha=None):
         application.set_weights(values)
         # Keras wants the suffix; a unique temporary name keeps it, so that the
         # rename is atomic and two conversions at once never share a file.
-        partial = common.temporary_beside(output, False, suffix='.weights.h5')
+        partial = files.temporary_beside(output, False, suffix='.weights.h5')
         try:
             application.save_weights(partial)
             os.replace(partial, output)

@@ -248,9 +248,9 @@ def main():
         print('{:<10} {:>16} {:>9} {:>9}'.format(r['setting'], r['loading_threads'],
                                                  r['images_per_s'], r['peak_mib']))
     if args.json:
-        import common
-        common.write_json(args.json, {'machine': machine, 'train_step': net_rows,
-                                      'pipeline': pipeline_rows})
+        import files
+        files.write_json(args.json, {'machine': machine, 'train_step': net_rows,
+                                     'pipeline': pipeline_rows})
     return 0
 
 

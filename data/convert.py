@@ -41,13 +41,16 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import common  # noqa: E402
+import files  # noqa: E402
+import flags  # noqa: E402
 import excluders._camera  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
 import progress  # noqa: E402
 
 
-class ConversionError(common.UserError):
+class ConversionError(cli.UserError):
     """A problem with the dataset folder that the user can fix; printed without a traceback."""
 
 
@@ -89,7 +92,7 @@ def write_csvs(output_dir, prefix, splits):
     try:
         for split, text in texts.items():
             path = os.path.join(output_dir, '{}_{}.csv'.format(prefix, split))
-            partials[path] = common.temporary_beside(path, False)
+            partials[path] = files.temporary_beside(path, False)
             with open(partials[path], 'w') as f:
                 f.write(text)
         for path, partial in partials.items():
@@ -213,8 +216,8 @@ def msmt17(dataset_root):
 ###
 
 def find_file(root, name):
-    for directory, _, files in os.walk(root):
-        if name in files:
+    for directory, _, names in os.walk(root):
+        if name in names:
             return os.path.join(directory, name)
     raise ConversionError('`{}` not found below `{}`; extract cuhk03_release.zip and put the '
                           'new-protocol .mat files there.'.format(name, root))
@@ -225,7 +228,7 @@ def cuhk03_image_name(campus, person, index):
     (1 for the first five images, 2 for the rest), image. The protocol files
     name the images this way."""
     return '{:d}_{:03d}_{:d}_{:02d}.png'.format(campus + 1, person + 1, 1 if index < 5 else 2,
-                                               index + 1)
+                                                index + 1)
 
 
 def extract_cuhk03_images(mat_path, image_type, directory, progress=None):
@@ -258,7 +261,7 @@ def extract_cuhk03_images(mat_path, image_type, directory, progress=None):
                         progress(done, total)
 
     try:
-        common.write_folder(directory, extract)
+        files.write_folder(directory, extract)
     except (OSError, KeyError, ValueError) as e:
         raise ConversionError('cannot read the images of `{}`: {}.'.format(mat_path, e))
 
@@ -555,13 +558,13 @@ def make_parser():
             '--output_dir', default='data',
             help='Where to write {}_{{train,query,test}}.csv.'.format(prefix or '<prefix>'))
         command.add_argument(
-            '--val_ids', default=0, type=common.nonnegative_int,
+            '--val_ids', default=0, type=flags.nonnegative_int,
             help='Hold out this many training identities as a validation set, written as '
                  '{0}_val_query.csv and {0}_val_test.csv for train.py\'s --val_query and '
                  '--val_gallery (a query per camera with a match in another camera). 0: '
                  'none.'.format(prefix or '<prefix>'))
         command.add_argument(
-            '--val_seed', default=0, type=common.nonnegative_int,
+            '--val_seed', default=0, type=flags.nonnegative_int,
             help='Seed of the held-out identities and their queries (0 or more).')
         command.add_argument(
             '--quiet', action='store_true', default=False,
@@ -577,7 +580,7 @@ def make_parser():
                      'it, queries are chosen per camera and evaluation ignores same-camera '
                      'matches; without it, every other image of the identity counts.')
             command.add_argument(
-                '--seed', default=0, type=common.nonnegative_int,
+                '--seed', default=0, type=flags.nonnegative_int,
                 help='Seed of the identity split and the query choice (0 or more).')
             command.add_argument(
                 '--train_fraction', default=0.5, type=fraction,
@@ -626,8 +629,8 @@ def main(argv=None):
                                   'nothing was written.'.format(split, root, description))
     # A new --output_dir holds nothing to protect; check_output_dir has checked it.
     for split in splits if os.path.isdir(args.output_dir) else ():
-        common.check_output(os.path.join(args.output_dir, '{}_{}.csv'.format(prefix, split)),
-                            '--output_dir', 'csv')
+        files.check_output(os.path.join(args.output_dir, '{}_{}.csv'.format(prefix, split)),
+                           '--output_dir', 'csv')
     try:
         written = write_csvs(args.output_dir, prefix, splits)
     except OSError as e:
@@ -648,4 +651,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -27,7 +27,9 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
+import cli  # noqa: E402
+import files  # noqa: E402
+import flags  # noqa: E402
 import startup  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
@@ -220,26 +222,26 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'demo'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--train_ids', type=common.int_between(1, MAX_COUNT), default=150,
+    parser.add_argument('--train_ids', type=flags.int_between(1, MAX_COUNT), default=150,
                         help='Number of training identities.')
-    parser.add_argument('--test_ids', type=common.int_between(1, MAX_COUNT), default=150,
+    parser.add_argument('--test_ids', type=flags.int_between(1, MAX_COUNT), default=150,
                         help='Number of test identities (query and gallery).')
-    parser.add_argument('--distractors', type=common.int_between(0, MAX_COUNT), default=150,
+    parser.add_argument('--distractors', type=flags.int_between(0, MAX_COUNT), default=150,
                         help='Number of distractor images (identity 0000) in the gallery.')
-    parser.add_argument('--junk', type=common.int_between(0, MAX_COUNT), default=150,
+    parser.add_argument('--junk', type=flags.int_between(0, MAX_COUNT), default=150,
                         help='Number of junk images (identity -1) in the gallery.')
-    parser.add_argument('--val_ids', type=common.int_between(0, MAX_COUNT), default=50,
+    parser.add_argument('--val_ids', type=flags.int_between(0, MAX_COUNT), default=50,
                         help='Number of validation identities (its own query and gallery).')
-    parser.add_argument('--seed', type=common.nonnegative_int, default=0,
+    parser.add_argument('--seed', type=flags.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
 
-    common.check_folder_output(args.output, '--output', 'make_demo.py', args.force, LAYOUT)
+    files.check_folder_output(args.output, '--output', 'make_demo.py', args.force, LAYOUT)
     # The JPEG encoder is TensorFlow's; `make demo` starts without its start-up noise.
     startup.quiet_tensorflow()
-    counts = common.write_folder(args.output, lambda folder: generate(
+    counts = files.write_folder(args.output, lambda folder: generate(
         folder, args.train_ids, args.test_ids, args.distractors, args.junk, args.val_ids,
         seed=args.seed), 'make_demo.py')
     print('Wrote {} ({} train, {} gallery, {} query, {} validation images).'.format(
@@ -249,4 +251,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

@@ -30,7 +30,9 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import common  # noqa: E402
+import cli  # noqa: E402
+import files  # noqa: E402
+import flags  # noqa: E402
 
 SIZE = 105
 # Alphabets as code point ranges; only letters that enough typefaces cover are used.
@@ -143,23 +145,23 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'glyphs'),
                         help='Folder to create; must not exist yet unless --force is given.')
-    parser.add_argument('--per_letter', type=common.int_between(2, MAX_PER_LETTER), default=20,
+    parser.add_argument('--per_letter', type=flags.int_between(2, MAX_PER_LETTER), default=20,
                         help='Images of each letter (Omniglot has 20).')
-    parser.add_argument('--seed', type=common.nonnegative_int, default=0,
+    parser.add_argument('--seed', type=flags.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
 
-    common.check_folder_output(args.output, '--output', 'make_glyphs.py', args.force,
-                               ('train', 'test', 'glyphs_train.csv', 'glyphs_test.csv'))
-    counts = common.write_folder(args.output,
-                                 lambda folder: generate(folder, args.per_letter, args.seed),
-                                 'make_glyphs.py')
+    files.check_folder_output(args.output, '--output', 'make_glyphs.py', args.force,
+                              ('train', 'test', 'glyphs_train.csv', 'glyphs_test.csv'))
+    counts = files.write_folder(args.output,
+                                lambda folder: generate(folder, args.per_letter, args.seed),
+                                'make_glyphs.py')
     print('Wrote {}: {} training letters ({} images), {} test letters ({} images).'.format(
         args.output, *counts['train'], *counts['test']))
     return 0
 
 
 if __name__ == '__main__':
-    common.run(main)
+    cli.run(main)

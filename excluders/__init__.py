@@ -7,7 +7,7 @@ Each choice is a module `excluders/<name>.py` with one function
 that parses the file names once and returns a function giving, for the
 queries at `query_indices` (an integer array of length b), a boolean (b, G)
 mask that is True where a gallery entry is to be ignored. File names that the
-excluder cannot parse raise `common.UserError` naming the file and the
+excluder cannot parse raise `cli.UserError` naming the file and the
 expected pattern. An excluder whose datasets name cameras by a pattern of
 the user's (`folders`) also takes `camera_regex`, which evaluate.py passes
 from its `--camera_regex`.
@@ -43,16 +43,16 @@ def load(name, query_fids, gallery_fids, camera_regex=None,
     import re
     from importlib import import_module
 
-    import common
+    import cli
     plugin = import_module('excluders.' + name).excluder
     if camera_regex is None:
         return plugin(query_fids, gallery_fids)
     if 'camera_regex' not in inspect.signature(plugin).parameters:
-        raise common.UserError('{} is for `{} folders`; `{}` knows its datasets\' file '
-                               'names.'.format(flags[1], flags[0], name))
+        raise cli.UserError('{} is for `{} folders`; `{}` knows its datasets\' file '
+                            'names.'.format(flags[1], flags[0], name))
     try:
         re.compile(camera_regex)
     except re.error as e:
-        raise common.UserError('{} `{}` is not a regular expression: {}.'.format(
+        raise cli.UserError('{} `{}` is not a regular expression: {}.'.format(
             flags[1], camera_regex, e))
     return plugin(query_fids, gallery_fids, camera_regex=camera_regex)

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-import common
+import cli
 
 
 def parse(fids, pattern, description):
@@ -21,7 +21,7 @@ def parse(fids, pattern, description):
         name = os.path.splitext(os.path.basename(fid))[0]
         match = regexp.match(name)
         if match is None:
-            raise common.UserError(
+            raise cli.UserError(
                 'the file name `{}` does not match the {} pattern `{}`; use the excluder '
                 'that fits the dataset (or `diagonal`).'.format(fid, description, pattern))
         pids.append(match.group(1))

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-import common
+import cli
 from excluders import diagonal
 
 
@@ -21,7 +21,7 @@ def excluder(query_fids, gallery_fids, camera_regex=None):
         for fid in fids:
             match = regexp.search(os.path.basename(fid))
             if match is None or not match.groups() or '/' not in fid:
-                raise common.UserError(
+                raise cli.UserError(
                     'the file name `{}` is not `identity/…` with a camera matching '
                     '--camera_regex `{}` (its first group); use the regex that '
                     'data/convert.py folders was given.'.format(fid, camera_regex))

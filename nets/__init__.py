@@ -55,11 +55,11 @@ def check_last_stride(name, last_stride):
     """Refuses a last stride other than 2 for a net that cannot take it.
 
     Raises:
-        common.UserError naming the nets that can.
+        cli.UserError naming the nets that can.
     """
-    import common
+    import cli
     if last_stride != 2 and name not in LAST_STRIDE_NETS:
-        raise common.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
+        raise cli.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
 
 
@@ -69,7 +69,7 @@ def load(name, last_stride=2, padding='torch'):
     padding as `padding` says (one of `PADDINGS`; other nets ignore it).
 
     Raises:
-        common.UserError for a last stride the net cannot take.
+        cli.UserError for a last stride the net cannot take.
     """
     from importlib import import_module
     check_last_stride(name, last_stride)

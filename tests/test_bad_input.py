@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-import common
+import cli
 import embed
 import train
 from conftest import ROOT, base_args, checkpoint_steps, write_image
@@ -18,7 +18,7 @@ from conftest import ROOT, base_args, checkpoint_steps, write_image
 def refuse(tmp_path, csv_path, image_root, match, *extra):
     """train.py refuses with `match` and leaves no experiment root behind."""
     root = str(tmp_path / 'exp')
-    with pytest.raises(common.UserError, match=match):
+    with pytest.raises(cli.UserError, match=match):
         train.main(base_args(root, csv_path, image_root, 2, *extra))
     assert not os.path.exists(root)
 
@@ -31,7 +31,7 @@ def refuse(tmp_path, csv_path, image_root, match, *extra):
     (b'0001,train/\xe9.jpg\n', 'not valid UTF-8'),
     ('0001,train/missing.jpg\n', r'1 of the 1 images .* are missing'),
     ('0001,train/a.jpg\n0001,/data/train/b.jpg\n', r'line 2: `/data/train/b.jpg` is an absolute '
-                                                    r'path'),
+     r'path'),
 ])
 def test_bad_csv(tmp_path, content, match):
     path = tmp_path / 'train.csv'
@@ -89,8 +89,8 @@ def test_huge_images_are_refused_before_decoding(tmp_path, tiny_dataset):
     ordinary = csv_path.replace('.csv', '_ordinary.csv')
     with open(csv_path) as f, open(ordinary, 'w') as out:
         out.writelines(line for line in f if 'huge.png' not in line)
-    with pytest.raises(common.UserError, match='40 of the 40 images .* more than 100 pixels.*'
-                                               'drop their rows'):
+    with pytest.raises(cli.UserError, match='40 of the 40 images .* more than 100 pixels.*'
+                       'drop their rows'):
         embed.main(['--experiment_root', root, '--dataset', ordinary, '--quiet',
                     '--max_image_pixels', '100'])
 
@@ -148,9 +148,9 @@ def test_checkpoint_of_another_model(tmp_path, tiny_dataset):
                            for line in stored.splitlines())
         with open(args_file, 'w') as f:
             f.write(edited)
-        with pytest.raises(common.UserError, match='does not fit the model'):
+        with pytest.raises(cli.UserError, match='does not fit the model'):
             train.main(['--experiment_root', root])
-        with pytest.raises(common.UserError, match='does not fit the model'):
+        with pytest.raises(cli.UserError, match='does not fit the model'):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
 
 
@@ -164,7 +164,7 @@ def test_disk_full_while_writing_embeddings(tmp_path, tiny_dataset, monkeypatch)
 
     monkeypatch.setattr(h5py.File, 'create_dataset', disk_full, raising=False)
     monkeypatch.setattr(h5py.Group, 'create_dataset', disk_full)
-    with pytest.raises(common.UserError, match='cannot write the embeddings .*No space left'):
+    with pytest.raises(cli.UserError, match='cannot write the embeddings .*No space left'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
     assert not [f for f in os.listdir(root) if '.h5' in f]
 
@@ -174,7 +174,7 @@ def test_corrupt_image_in_embedding(tmp_path, tiny_dataset):
     root = str(tmp_path / 'exp')
     assert train.main(base_args(root, csv_path, image_root, 1)) == 0
     fid = corrupt(image_root, csv_path, 'truncated')
-    with pytest.raises(common.UserError, match='cannot be decoded.*{}.*drop their rows'.format(
+    with pytest.raises(cli.UserError, match='cannot be decoded.*{}.*drop their rows'.format(
             fid)):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
     assert not [f for f in os.listdir(root) if '.h5' in f]

@@ -8,7 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+import cli
 import common
+import files
+import flags
 import startup
 from conftest import ROOT, write_file
 
@@ -26,7 +29,7 @@ def test_missing_files_fail_or_are_dropped(tiny_dataset):
     csv_path, root = tiny_dataset
     with open(csv_path, 'a') as f:
         f.write('0099,train/nope_1.jpg\n0099,train/nope_2.jpg\n')
-    with pytest.raises(common.UserError, match=r'2 of the 42 images.*nope_1'):
+    with pytest.raises(cli.UserError, match=r'2 of the 42 images.*nope_1'):
         common.load_dataset(csv_path, root)
     pids, fids = common.load_dataset(csv_path, root, fail_on_missing=False)
     assert len(fids) == 40 and '0099' not in pids
@@ -34,7 +37,7 @@ def test_missing_files_fail_or_are_dropped(tiny_dataset):
 
 def test_image_root_not_a_folder(tiny_dataset):
     csv_path, _ = tiny_dataset
-    with pytest.raises(common.UserError, match='not a folder'):
+    with pytest.raises(cli.UserError, match='not a folder'):
         common.load_dataset(csv_path, csv_path)
 
 
@@ -51,7 +54,7 @@ def test_image_root_not_a_folder(tiny_dataset):
 ])
 def test_malformed_csv(tmp_path, content, message):
     path = write_file(tmp_path / 'x.csv', content)
-    with pytest.raises(common.UserError, match=message) as info:
+    with pytest.raises(cli.UserError, match=message) as info:
         common.load_dataset(path, None)
     assert 'x.csv' in str(info.value)
 
@@ -67,60 +70,60 @@ def test_csv_values_stay_strings(tmp_path):
 
 def test_non_utf8_csv(tmp_path):
     path = write_file(tmp_path / 'x.csv', b'0001,a.jpg\n0002,b\xff.jpg\n', 'wb')
-    with pytest.raises(common.UserError, match='line 2: the file is not valid UTF-8'):
+    with pytest.raises(cli.UserError, match='line 2: the file is not valid UTF-8'):
         common.load_dataset(path, None)
 
 
 def test_missing_csv(tmp_path):
-    with pytest.raises(common.UserError, match='cannot read the dataset CSV'):
+    with pytest.raises(cli.UserError, match='cannot read the dataset CSV'):
         common.load_dataset(str(tmp_path / 'none.csv'), None)
 
 
 # Argument types.
 
 def test_argument_types(tmp_path):
-    assert common.positive_int('3') == 3
+    assert flags.positive_int('3') == 3
     for bad in ('0', '-1', 'x'):
         with pytest.raises(argparse.ArgumentTypeError):
-            common.positive_int(bad)
-    assert common.nonnegative_int('0') == 0
-    assert common.margin('0.2') == 0.2 and common.margin('soft') == 'soft'
-    assert common.margin('None') == 'none'
+            flags.positive_int(bad)
+    assert flags.nonnegative_int('0') == 0
+    assert flags.margin('0.2') == 0.2 and flags.margin('soft') == 'soft'
+    assert flags.margin('None') == 'none'
     with pytest.raises(argparse.ArgumentTypeError):
-        common.margin('hard')
+        flags.margin('hard')
     # Non-finite numbers are refused by every number type.
-    for checker in (common.float_between(0, 10, include_lower=False), common.float_between(0, 10),
-                    common.unit_float, common.margin):
+    for checker in (flags.float_between(0, 10, include_lower=False), flags.float_between(0, 10),
+                    flags.unit_float, flags.margin):
         for bad in ('inf', 'nan', '-inf', '1e999'):
             with pytest.raises(argparse.ArgumentTypeError):
                 checker(bad)
-    assert common.float_between(0, 1)('0') == 0.0
-    assert common.float_between(0, 1, include_lower=False)('3e-4') == 3e-4
+    assert flags.float_between(0, 1)('0') == 0.0
+    assert flags.float_between(0, 1, include_lower=False)('3e-4') == 3e-4
     for bad in ('0', '1.5', '-1'):
         with pytest.raises(argparse.ArgumentTypeError):
-            common.float_between(0, 1, include_lower=False)(bad)
-    assert common.writeable_directory(str(tmp_path / 'new' / 'dir'))
+            flags.float_between(0, 1, include_lower=False)(bad)
+    assert flags.writeable_directory(str(tmp_path / 'new' / 'dir'))
     with pytest.raises(argparse.ArgumentTypeError):
-        common.readable_directory(str(tmp_path / 'missing'))
+        flags.readable_directory(str(tmp_path / 'missing'))
     file_path = write_file(tmp_path / 'f', 'x')
     with pytest.raises(argparse.ArgumentTypeError):
-        common.writeable_directory(file_path)
+        flags.writeable_directory(file_path)
 
 
 
 def test_one_or_more_flags_store_one_value_as_itself():
     parser = argparse.ArgumentParser()
-    parser.add_argument('--x', action=common.OneOrMore, type=int)
+    parser.add_argument('--x', action=flags.OneOrMore, type=int)
     assert parser.parse_args(['--x', '1']).x == 1
     assert parser.parse_args(['--x', '1', '2']).x == [1, 2]
     assert parser.parse_args(['--x', '1', '--x', '2', '3']).x == [1, 2, 3]
     assert parser.parse_args([]).x is None
-    assert common.given_arguments(parser, ['--x', '1', '--x', '2']) == {'x'}
+    assert flags.given_arguments(parser, ['--x', '1', '--x', '2']) == {'x'}
     # Stored as a single value or as a list, both are valid in args.json.
     for stored in (1, [1, 2]):
-        common.check_stored_arguments(parser, {'x': stored}, 'args.json')
-    with pytest.raises(common.UserError, match='`x` = `.1, .a..`, which is not a valid'):
-        common.check_stored_arguments(parser, {'x': [1, 'a']}, 'args.json')
+        flags.check_stored_arguments(parser, {'x': stored}, 'args.json')
+    with pytest.raises(cli.UserError, match='`x` = `.1, .a..`, which is not a valid'):
+        flags.check_stored_arguments(parser, {'x': [1, 'a']}, 'args.json')
 
 
 def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
@@ -128,8 +131,8 @@ def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
     assert common.training_sets(['a.csv', 'b.csv'], 'r') == [('a.csv', 'r'), ('b.csv', 'r')]
     assert common.training_sets(['a.csv', 'b.csv'], ['r', 's']) == [('a.csv', 'r'),
                                                                     ('b.csv', 's')]
-    with pytest.raises(common.UserError, match=r'--train_set names 3 CSV file\(s\) and '
-                                               r'--image_root 2 folders'):
+    with pytest.raises(cli.UserError, match=r'--train_set names 3 CSV file\(s\) and '
+                       r'--image_root 2 folders'):
         common.training_sets(['a', 'b', 'c'], ['r', 's'])
 
     one = (np.array(['0002', '0002']), np.array(['x/1.jpg', 'x/2.jpg']), 'data/m', 'm.csv')
@@ -144,16 +147,16 @@ def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
     # Two sets under one image root keep their paths.
     shared = (np.array(['7']), np.array(['z/1.jpg']), 'data/m', 'z.csv')
     assert list(common.merge_datasets([one, shared])[1]) == ['x/1.jpg', 'x/2.jpg', 'z/1.jpg']
-    with pytest.raises(common.UserError, match=r'`.*data/m/x/1.jpg` is listed in training set '
-                                               r'1 \(`m.csv`\) and in set 2 \(`m.csv`\)'):
+    with pytest.raises(cli.UserError, match=r'`.*data/m/x/1.jpg` is listed in training set '
+                       r'1 \(`m.csv`\) and in set 2 \(`m.csv`\)'):
         common.merge_datasets([one, one])
 
 @pytest.mark.parametrize('content', ['{"a": 1', '[1, 2]', b'{"a": "\xff"}'])
 def test_read_json_refuses_damaged_files(tmp_path, content):
     path = write_file(tmp_path / 'x.json', content, 'wb' if isinstance(content, bytes) else 'w')
-    with pytest.raises(common.UserError, match=r'x\.json` is corrupt \(.*\); start over\.'):
-        common.read_json(path, 'start over')
-    assert common.read_json(write_file(tmp_path / 'y.json', '{"a": [1]}'), 'x') == {'a': [1]}
+    with pytest.raises(cli.UserError, match=r'x\.json` is corrupt \(.*\); start over\.'):
+        files.read_json(path, 'start over')
+    assert files.read_json(write_file(tmp_path / 'y.json', '{"a": [1]}'), 'x') == {'a': [1]}
 
 
 def test_given_arguments():
@@ -161,7 +164,7 @@ def test_given_arguments():
     parser.add_argument('--a', default=1, type=int)
     parser.add_argument('--b', default=2, type=int)
     parser.add_argument('--flag', action='store_true')
-    assert common.given_arguments(parser, ['--b', '2', '--flag']) == {'b', 'flag'}
+    assert flags.given_arguments(parser, ['--b', '2', '--flag']) == {'b', 'flag'}
     assert parser.parse_args([]).a == 1, 'defaults are restored'
 
 
@@ -196,8 +199,8 @@ def fill(folder, text):
 
 def test_write_folder_replaces_the_old_folder_and_leaves_no_temporaries(tmp_path):
     output = str(tmp_path / 'out')
-    assert common.write_folder(output, lambda folder: fill(folder, 'one')) == 'one'
-    assert common.write_folder(output, lambda folder: fill(folder, 'two')) == 'two'
+    assert files.write_folder(output, lambda folder: fill(folder, 'one')) == 'one'
+    assert files.write_folder(output, lambda folder: fill(folder, 'two')) == 'two'
     assert os.listdir(tmp_path) == ['out'] and os.listdir(output) == ['f.txt']
     assert open(os.path.join(output, 'f.txt')).read() == 'two'
 
@@ -205,14 +208,14 @@ def test_write_folder_replaces_the_old_folder_and_leaves_no_temporaries(tmp_path
         fill(folder, 'three')
         raise RuntimeError('interrupted')
     with pytest.raises(RuntimeError):
-        common.write_folder(output, failing)
+        files.write_folder(output, failing)
     assert os.listdir(tmp_path) == ['out']
     assert open(os.path.join(output, 'f.txt')).read() == 'two'
 
 
 def test_write_folder_keeps_a_concurrent_writers_complete_folder(tmp_path, monkeypatch):
     output = str(tmp_path / 'out')
-    common.write_folder(output, lambda folder: fill(folder, 'old'))
+    files.write_folder(output, lambda folder: fill(folder, 'old'))
     replace = os.replace
 
     def other_writer_finishes_in_between(source, target):
@@ -223,31 +226,31 @@ def test_write_folder_keeps_a_concurrent_writers_complete_folder(tmp_path, monke
             os.mkdir(output)
             fill(output, 'theirs')
     monkeypatch.setattr(common.os, 'replace', other_writer_finishes_in_between)
-    with pytest.raises(common.UserError, match='another process wrote it at the same time'):
-        common.write_folder(output, lambda folder: fill(folder, 'mine'))
+    with pytest.raises(cli.UserError, match='another process wrote it at the same time'):
+        files.write_folder(output, lambda folder: fill(folder, 'mine'))
     assert os.listdir(tmp_path) == ['out']
     assert open(os.path.join(output, 'f.txt')).read() == 'theirs'
 
 
 def test_integers_are_bounded_where_they_are_typed(tmp_path, monkeypatch):
-    assert common.positive_int(str(2 ** 63 - 1)) == 2 ** 63 - 1
-    for checker in (common.positive_int, common.nonnegative_int):
+    assert flags.positive_int(str(2 ** 63 - 1)) == 2 ** 63 - 1
+    for checker in (flags.positive_int, flags.nonnegative_int):
         with pytest.raises(argparse.ArgumentTypeError, match='at most 2\\*\\*63 - 1'):
             checker('1' + '0' * 40)
-    assert common.seed(str(2 ** 32 - 1)) == 2 ** 32 - 1
+    assert flags.seed(str(2 ** 32 - 1)) == 2 ** 32 - 1
     for bad in (str(2 ** 32), '-1'):
         with pytest.raises(argparse.ArgumentTypeError):
-            common.seed(bad)
-    assert common.int_between(0, 5)('0') == 0 and common.int_between(2, 5)('5') == 5
+            flags.seed(bad)
+    assert flags.int_between(0, 5)('0') == 0 and flags.int_between(2, 5)('5') == 5
     for bad in ('1', '6', '1e8', 'x'):
         with pytest.raises(argparse.ArgumentTypeError):
-            common.int_between(2, 5)(bad)
+            flags.int_between(2, 5)(bad)
     # A folder output that holds the current folder cannot be replaced.
     monkeypatch.chdir(tmp_path)
     for output in ('.', str(tmp_path.parent)):
-        with pytest.raises(common.UserError, match='holds the current folder'):
-            common.check_writable(output, '--output', folder=True)
-    common.check_writable('new', '--output', folder=True)
+        with pytest.raises(cli.UserError, match='holds the current folder'):
+            files.check_writable(output, '--output', folder=True)
+    files.check_writable('new', '--output', folder=True)
 
 
 def raises(error):
@@ -274,17 +277,17 @@ def test_errors_of_the_machine_and_ctrl_c_are_one_line(capsys, monkeypatch):
     ]
     for error, status, message in cases:
         with pytest.raises(SystemExit) as exit_:
-            common.run(raises(error))
+            cli.run(raises(error))
         assert exit_.value.code == status
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count('\n') == 1, err
     monkeypatch.setattr(sys, 'getfilesystemencoding', lambda: 'ascii')
     with pytest.raises(SystemExit):
-        common.run(raises(UnicodeEncodeError('ascii', 'é.jpg', 0, 1, 'ordinal not in range')))
+        cli.run(raises(UnicodeEncodeError('ascii', 'é.jpg', 0, 1, 'ordinal not in range')))
     assert 'locale\'s encoding (ascii) cannot hold' in capsys.readouterr().err
     # Any other error is a defect, and keeps its traceback.
     with pytest.raises(ZeroDivisionError):
-        common.run(raises(ZeroDivisionError()))
+        cli.run(raises(ZeroDivisionError()))
 
 
 def test_ctrl_c_while_tensorflow_loads_is_one_line():
@@ -313,7 +316,7 @@ def test_leftovers_of_killed_writers_are_removed_and_living_ones_kept(tmp_path):
             os.makedirs(tmp_path / name / 'inside')
         else:
             (tmp_path / name).write_text('x')
-    new = common.temporary_beside(str(tmp_path / 'out.h5'), False, suffix='.h5')
+    new = files.temporary_beside(str(tmp_path / 'out.h5'), False, suffix='.h5')
     assert sorted(os.listdir(tmp_path)) == sorted(
         [names['living'], names['other_host'], names['other_target'], os.path.basename(new)])
 
@@ -325,10 +328,10 @@ def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
     for name in ('checkpoint', 'checkpoint-3.index', 'train.log', 'best.json',
                  'events.out.tfevents.1.host', 'best/checkpoint-3.index'):
         (experiment / name).write_text('{}')
-        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
-            common.check_output(str(experiment / name), '--out', 'json')
+        with pytest.raises(cli.UserError, match='one of the files that train.py keeps'):
+            files.check_output(str(experiment / name), '--out', 'json')
     # The same names outside an experiment root are plain files.
-    common.check_output(str(tmp_path / 'checkpoint'), '--out', 'json')
+    files.check_output(str(tmp_path / 'checkpoint'), '--out', 'json')
     (tmp_path / 'old.json').write_text('{"mAP": 0.5}')
     (tmp_path / 'empty.png').write_bytes(b'')
     (tmp_path / 'old.png').write_bytes(b'\x89PNG\r\n\x1a\n....')
@@ -336,24 +339,24 @@ def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
     (tmp_path / 'old.csv').write_text('query,rank,file,distance\nä,1,b,0.5\n')
     for name, kind in (('old.json', 'json'), ('empty.png', 'png'), ('old.png', 'png'),
                        ('report.html', 'html'), ('old.csv', 'csv'), ('new.h5', 'hdf5')):
-        common.check_output(str(tmp_path / name), '--out', kind)
+        files.check_output(str(tmp_path / name), '--out', kind)
     for name, kind in (('old.json', 'png'), ('old.png', 'csv'), ('old.csv', 'json'),
                        ('report.html', 'hdf5'), ('old.png', 'html')):
-        with pytest.raises(common.UserError, match='exists and is not an? {} file'.format(
+        with pytest.raises(cli.UserError, match='exists and is not an? {} file'.format(
                 kind.upper())):
-            common.check_output(str(tmp_path / name), '--out', kind)
+            files.check_output(str(tmp_path / name), '--out', kind)
     # An input, also through a link; a link to nothing; a device; a pipe.
     (tmp_path / 'link.json').symlink_to(tmp_path / 'old.json')
-    with pytest.raises(common.UserError, match='the same file as --in'):
-        common.check_output(str(tmp_path / 'link.json'), '--out', 'json',
-                            [('--in', str(tmp_path / 'old.json'))])
+    with pytest.raises(cli.UserError, match='the same file as --in'):
+        files.check_output(str(tmp_path / 'link.json'), '--out', 'json',
+                           [('--in', str(tmp_path / 'old.json'))])
     (tmp_path / 'dangling.json').symlink_to(tmp_path / 'gone.json')
     os.mkfifo(tmp_path / 'pipe.json')
     for path, message in ((tmp_path / 'dangling.json', 'a link to .*gone.json.*does not exist'),
                           ('/dev/full', 'not a regular file'),
                           (tmp_path / 'pipe.json', 'not a regular file')):
-        with pytest.raises(common.UserError, match=message):
-            common.check_output(str(path), '--out', 'json')
+        with pytest.raises(cli.UserError, match=message):
+            files.check_output(str(path), '--out', 'json')
 
 
 def test_a_bom_crlf_line_ends_and_a_quoted_identity_with_a_comma_are_read(tmp_path):
@@ -361,5 +364,5 @@ def test_a_bom_crlf_line_ends_and_a_quoted_identity_with_a_comma_are_read(tmp_pa
     path = tmp_path / 'excel.csv'
     path.write_bytes(b'\xef\xbb\xbf"Smith, J",a/1.jpg\r\n"Smith, J",a/2.jpg\r\n0002,b/3.jpg\r\n')
     assert common.read_csv_rows(str(path)) == [('Smith, J', 'a/1.jpg'), ('Smith, J', 'a/2.jpg'),
-                                              ('0002', 'b/3.jpg')]
+                                               ('0002', 'b/3.jpg')]
 

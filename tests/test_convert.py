@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
+import cli
 import common
 from conftest import ROOT
 from data import convert
@@ -365,7 +366,6 @@ def test_cuhk03_folders_bad_trees(tmp_path):
 
 
 def test_folders_with_commas_and_quotes_read_back_and_line_breaks_are_refused(tmp_path):
-    import common
     root = tmp_path / 'crops'
     names = ['Smith, J/a,1.jpg', 'Smith, J/b.jpg', 'say "hi"/c.jpg', 'say "hi"/d.jpg',
              'p3/e.jpg', 'p3/f.jpg', 'p4/g.jpg', 'p4/h.jpg']
@@ -432,7 +432,7 @@ def test_the_prefix_is_a_name_and_the_csvs_replace_only_earlier_csvs(tmp_path, c
         assert 'is not a file name prefix' in capsys.readouterr().err
     assert os.listdir(out) == [] and sorted(os.listdir(tmp_path)) == ['crops', 'out']
     (out / 'x_test.csv').write_bytes(b'\x89PNG\r\n\x1a\n an image')
-    with pytest.raises(common.UserError, match='x_test.csv` exists and is not a CSV file'):
+    with pytest.raises(cli.UserError, match='x_test.csv` exists and is not a CSV file'):
         convert.main(['folders', '--dataset_root', str(root), '--output_dir', str(out),
                       '--prefix', 'x'])
     assert sorted(os.listdir(out)) == ['x_test.csv']

@@ -117,11 +117,11 @@ def test_multi_worker_needs_a_seed(tmp_path, tiny_dataset, monkeypatch):
                      'multi_worker')
     argv.remove('--seed')
     argv.remove('3')
-    with pytest.raises(train.common.UserError, match='needs the TF_CONFIG environment'):
+    with pytest.raises(train.cli.UserError, match='needs the TF_CONFIG environment'):
         train.main(argv)
     monkeypatch.setenv('TF_CONFIG', json.dumps({'cluster': {'worker': ['localhost:1']},
                                                 'task': {'type': 'worker', 'index': 0}}))
-    with pytest.raises(train.common.UserError, match='needs --seed'):
+    with pytest.raises(train.cli.UserError, match='needs --seed'):
         train.main(argv)
 
 

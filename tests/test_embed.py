@@ -10,7 +10,9 @@ import pytest
 import tensorflow as tf
 
 import aggregators
+import cli
 import common
+import files
 import embed
 from images import CROPS, fid_to_image, five_crops
 import train
@@ -106,15 +108,15 @@ def test_five_crops_are_exact():
 def test_errors(experiment, tmp_path):
     root, csv_path, _ = experiment
     base = ['--experiment_root', root, '--dataset', csv_path, '--quiet']
-    with pytest.raises(common.UserError, match='no --aggregator was given'):
+    with pytest.raises(cli.UserError, match='no --aggregator was given'):
         embed.main(base + ['--flip_augment'])
-    with pytest.raises(common.UserError, match='--aggregator mean was given but no'):
+    with pytest.raises(cli.UserError, match='--aggregator mean was given but no'):
         embed.main(base + ['--aggregator', 'mean'])
-    with pytest.raises(common.UserError, match='no checkpoint `checkpoint-99`'):
+    with pytest.raises(cli.UserError, match='no checkpoint `checkpoint-99`'):
         embed.main(base + ['--checkpoint', 'checkpoint-99'])
-    with pytest.raises(common.UserError, match='`args.json` could not be found'):
+    with pytest.raises(cli.UserError, match='`args.json` could not be found'):
         embed.main(['--experiment_root', str(tmp_path), '--dataset', csv_path])
-    with pytest.raises(common.UserError, match='cannot write --filename .*Nothing was computed'):
+    with pytest.raises(cli.UserError, match='cannot write --filename .*Nothing was computed'):
         embed.main(base + ['--filename', 'missing/folder/out.h5'])
     assert not any(name.endswith('.partial') for name in os.listdir(root))
 
@@ -131,7 +133,7 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
             forward(images), [[1, 0]], [float('nan')])
 
     monkeypatch.setattr(inference, 'inference_function', broken)
-    with pytest.raises(common.UserError, match=r'1 of 15 rows hold non-finite values \(NaN or '
+    with pytest.raises(cli.UserError, match=r'1 of 15 rows hold non-finite values \(NaN or '
                        r'infinity\), row 1 \(train/0001_c2s1_000001_00.jpg\); nothing was '
                        r'written'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet',
@@ -145,7 +147,7 @@ def test_validation_refuses_non_finite_embeddings(experiment):
     args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
     validate = training.make_validation(args, chief=True)
-    with pytest.raises(common.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
+    with pytest.raises(cli.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
         validate(lambda images: tf.fill((len(images), 16), float('inf')))
 
 
@@ -159,7 +161,7 @@ def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp
     shutil.copytree(root, legacy)
     stored = json.load(open(os.path.join(legacy, 'args.json')))
     del stored['antialias'], stored['accurate_jpeg']
-    common.write_json(os.path.join(legacy, 'args.json'), stored)
+    files.write_json(os.path.join(legacy, 'args.json'), stored)
     larger = np.random.default_rng(1).uniform(0, 255, (4, 70, 37, 3)).astype(np.float32)
     new, old = load_embedder(root)(larger), load_embedder(legacy)(larger)
     assert np.abs(new - old).max() > 1e-3
@@ -195,13 +197,13 @@ def test_images_and_folders_without_a_csv(experiment, tmp_path):
     np.testing.assert_allclose(emb, by_csv['emb'][order], rtol=1e-5, atol=1e-6)
     # A CSV's file names are stored too, relative to the image root.
     assert [n.decode() for n in by_csv['fids']] == list(fids)
-    with pytest.raises(common.UserError, match='neither an image file nor a folder'):
+    with pytest.raises(cli.UserError, match='neither an image file nor a folder'):
         embed.main(['--experiment_root', root, '--images', str(tmp_path / 'nope'), '--quiet'])
     (tmp_path / 'notes.txt').write_text('no images here')
-    with pytest.raises(common.UserError, match='no images .* were found'):
+    with pytest.raises(cli.UserError, match='no images .* were found'):
         embed.main(['--experiment_root', root, '--images', str(tmp_path), '--quiet'])
     (tmp_path / 'broken.jpg').write_bytes(b'not a picture')
-    with pytest.raises(common.UserError, match='cannot be decoded.*leave them out of --images'):
+    with pytest.raises(cli.UserError, match='cannot be decoded.*leave them out of --images'):
         embed.main(['--experiment_root', root, '--images', str(tmp_path), '--quiet'])
 
 
@@ -212,7 +214,7 @@ def test_crops_larger_than_the_pre_crop_size_are_refused(experiment, tmp_path):
     args = json.load(open(os.path.join(copy, 'args.json')))
     args.update(crop_augment=False, pre_crop_height=24, pre_crop_width=12)
     json.dump(args, open(os.path.join(copy, 'args.json'), 'w'))
-    with pytest.raises(common.UserError, match=r'crops of the net input size 32x16 from the '
+    with pytest.raises(cli.UserError, match=r'crops of the net input size 32x16 from the '
                        r'image resized to the experiment\'s pre-crop size 24x12'):
         embed.main(['--experiment_root', copy, '--dataset', csv_path, '--quiet',
                     '--crop_augment', 'center', '--filename', 'crops.h5'])
@@ -226,13 +228,13 @@ def test_embeddings_never_replace_the_experiment_s_files_or_the_input(experiment
     before = {name: open(os.path.join(root, name), 'rb').read()
               for name in ('args.json', index)}
     for name in ('args.json', index, 'best.json', 'checkpoint'):
-        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
+        with pytest.raises(cli.UserError, match='one of the files that train.py keeps'):
             embed.main(base + ['--filename', name])
-    with pytest.raises(common.UserError, match='--filename .* is the same file as --dataset'):
+    with pytest.raises(cli.UserError, match='--filename .* is the same file as --dataset'):
         embed.main(base + ['--filename', os.path.abspath(csv_path)])
     other = tmp_path / 'notes.txt'
     other.write_text('mine')
-    with pytest.raises(common.UserError, match='exists and is not an HDF5 file'):
+    with pytest.raises(cli.UserError, match='exists and is not an HDF5 file'):
         embed.main(base + ['--filename', str(other)])
     assert other.read_text() == 'mine'
     assert before == {name: open(os.path.join(root, name), 'rb').read() for name in before}
@@ -255,11 +257,11 @@ def test_a_damaged_newest_checkpoint_is_named_not_silently_replaced(experiment, 
     with open(index, 'wb') as f:
         f.write(head)
     base = ['--experiment_root', copy, '--dataset', csv_path, '--quiet', '--filename', 'x.h5']
-    with pytest.raises(common.UserError, match=r'newest checkpoint of .* is not usable: .*pass '
-                                               r'--checkpoint checkpoint-0 to use'):
+    with pytest.raises(cli.UserError, match=r'newest checkpoint of .* is not usable: .*pass '
+                       r'--checkpoint checkpoint-0 to use'):
         embed.main(base)
-    with pytest.raises(common.UserError, match=r'checkpoint `.*checkpoint-2` is incomplete or '
-                                               r'damaged; the newest complete one is checkpoint-0'):
+    with pytest.raises(cli.UserError, match=r'checkpoint `.*checkpoint-2` is incomplete or '
+                       r'damaged; the newest complete one is checkpoint-0'):
         embed.main(base + ['--checkpoint', 'checkpoint-2'])
     assert embed.main(base + ['--checkpoint', 'checkpoint-0']) == 0
     # A checkpoint whose data has one byte changed (its checksum no longer matches), in a folder
@@ -275,7 +277,7 @@ def test_a_damaged_newest_checkpoint_is_named_not_silently_replaced(experiment, 
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xff]))
-    with pytest.raises(common.UserError, match=r'newest checkpoint of .*best` is not usable: '
-                                               r'.*checkpoint-2 is missing or damaged; pass '
-                                               r'--checkpoint best/checkpoint-0 '):
+    with pytest.raises(cli.UserError, match=r'newest checkpoint of .*best` is not usable: '
+                       r'.*checkpoint-2 is missing or damaged; pass '
+                       r'--checkpoint best/checkpoint-0 '):
         embed.main(base + ['--checkpoint', 'best'])

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-import common
+import cli
 import evaluate
 import metrics
 import rerank
@@ -229,7 +229,7 @@ def test_excluders():
     names = np.array(['a.jpg', 'b.jpg'])
     np.testing.assert_array_equal(diagonal.excluder(names, names)(np.arange(2)),
                                   np.eye(2, dtype=bool))
-    with pytest.raises(common.UserError, match='`weird.jpg` does not match the Market-1501'):
+    with pytest.raises(cli.UserError, match='`weird.jpg` does not match the Market-1501'):
         market1501.excluder(['weird.jpg'], gallery)
 
 
@@ -263,21 +263,21 @@ def test_cli_and_errors(tmp_path, capsys):
     assert list(result['verification']['tpr_at_fpr']) == ['0.0001', '0.001', '0.01', '0.1']
 
     bad_rows = write_h5(tmp_path / 'bad_rows.h5', emb=q_emb[:5])
-    with pytest.raises(common.UserError, match='holds 5 embeddings but .* lists 10 images'):
+    with pytest.raises(cli.UserError, match='holds 5 embeddings but .* lists 10 images'):
         evaluate.main(base + ['--query_embeddings', bad_rows, '--gallery_embeddings', g_h5])
     no_emb = write_h5(tmp_path / 'no_emb.h5', other=q_emb)
-    with pytest.raises(common.UserError, match='holds no `emb` dataset'):
+    with pytest.raises(cli.UserError, match='holds no `emb` dataset'):
         evaluate.main(base + ['--query_embeddings', no_emb, '--gallery_embeddings', g_h5])
     flat = write_h5(tmp_path / 'flat.h5', emb=q_emb[:, 0])
-    with pytest.raises(common.UserError, match=r'has the shape \(10,\), not \(images'):
+    with pytest.raises(cli.UserError, match=r'has the shape \(10,\), not \(images'):
         evaluate.main(base + ['--query_embeddings', flat, '--gallery_embeddings', g_h5])
     with h5py.File(tmp_path / 'group.h5', 'w') as f:
         f.create_group('emb')
-    with pytest.raises(common.UserError, match='holds no `emb` dataset'):
+    with pytest.raises(cli.UserError, match='holds no `emb` dataset'):
         evaluate.main(base + ['--query_embeddings', str(tmp_path / 'group.h5'),
                               '--gallery_embeddings', g_h5])
     (tmp_path / 'text.h5').write_text('not HDF5')
-    with pytest.raises(common.UserError, match='cannot read the embeddings'):
+    with pytest.raises(cli.UserError, match='cannot read the embeddings'):
         evaluate.main(base + ['--query_embeddings', str(tmp_path / 'text.h5'),
                               '--gallery_embeddings', g_h5])
     # Nothing to evaluate: every query's only match is itself, which diagonal excludes.
@@ -287,20 +287,20 @@ def test_cli_and_errors(tmp_path, capsys):
     few = base[:2] + ['--query_dataset', str(single), '--gallery_dataset', str(single),
                       '--metric', 'euclidean', '--query_embeddings', two,
                       '--gallery_embeddings', two]
-    with pytest.raises(common.UserError, match='none of the 2 queries has a true match'):
+    with pytest.raises(cli.UserError, match='none of the 2 queries has a true match'):
         evaluate.main(few)
-    with pytest.raises(common.UserError, match='nearest of all query and gallery images, but '
-                                               'there are only 4'):
+    with pytest.raises(cli.UserError, match='nearest of all query and gallery images, but '
+                       'there are only 4'):
         evaluate.main(few + ['--rerank'])
     wrong_dim = write_h5(tmp_path / 'dim.h5', emb=q_emb[:, :3])
-    with pytest.raises(common.UserError, match='query embeddings have 3 dimensions but the '
-                                               'gallery embeddings 8'):
+    with pytest.raises(cli.UserError, match='query embeddings have 3 dimensions but the '
+                       'gallery embeddings 8'):
         evaluate.main(base + ['--query_embeddings', wrong_dim, '--gallery_embeddings', g_h5])
     for value in (np.nan, np.inf):
         poisoned = g_emb.copy()
         poisoned[[3, 17], 1] = value
         bad = write_h5(tmp_path / 'bad_values.h5', emb=poisoned)
-        with pytest.raises(common.UserError, match=r'bad_values.h5`: 2 of {} rows hold '
+        with pytest.raises(cli.UserError, match=r'bad_values.h5`: 2 of {} rows hold '
                            r'non-finite values \(NaN or infinity\), row 3, 17;'.format(
                                len(g_emb))):
             evaluate.main(base + ['--query_embeddings', q_h5, '--gallery_embeddings', bad,
@@ -308,11 +308,11 @@ def test_cli_and_errors(tmp_path, capsys):
     assert not os.path.exists(tmp_path / 'never.json')
     # Outputs that cannot be written are refused before the evaluation.
     args = base + ['--query_embeddings', q_h5, '--gallery_embeddings', g_h5]
-    with pytest.raises(common.UserError, match='cannot write --filename .* does not exist'):
+    with pytest.raises(cli.UserError, match='cannot write --filename .* does not exist'):
         evaluate.main(args + ['--filename', str(tmp_path / 'no' / 'result.json')])
-    with pytest.raises(common.UserError, match='--filename .* is a folder'):
+    with pytest.raises(cli.UserError, match='--filename .* is a folder'):
         evaluate.main(args + ['--filename', str(tmp_path)])
-    with pytest.raises(common.UserError, match='--plot .* is a file'):
+    with pytest.raises(cli.UserError, match='--plot .* is a file'):
         evaluate.main(args + ['--plot', out, '--image_root', str(tmp_path)])
 
 
@@ -418,7 +418,7 @@ def test_cli_aqe_composes_with_rerank(tmp_path, capsys):
     expected = metrics.evaluate(q_pids, q_fids, expanded, g_pids, g_fids, g_emb, excluder,
                                 distances=rerank.reranker(expanded, g_emb, 'euclidean', 6, 3))
     assert result['mAP'] == pytest.approx(expected['mAP'])
-    with pytest.raises(common.UserError, match='more neighbours than the'):
+    with pytest.raises(cli.UserError, match='more neighbours than the'):
         evaluate.main(base + ['--aqe', str(len(g_pids) + 1)])
 
 
@@ -446,9 +446,9 @@ def test_folders_excluder_through_the_command(tmp_path):
     assert evaluate.main(base + ['--filename', out]) == 0
     assert json.load(open(out))['mAP'] == pytest.approx(((1 + 2 / 3) / 2 +
                                                          (1 + 1 + 3 / 4) / 3) / 2)
-    with pytest.raises(common.UserError, match='--camera_regex is for `--excluder folders`'):
+    with pytest.raises(cli.UserError, match='--camera_regex is for `--excluder folders`'):
         evaluate.main(base[:1] + ['diagonal'] + base[2:] + ['--camera_regex', r'_c(\d+)_'])
-    with pytest.raises(common.UserError, match='not a regular expression'):
+    with pytest.raises(cli.UserError, match='not a regular expression'):
         evaluate.main(base + ['--camera_regex', '_c(('])
 
 
@@ -470,8 +470,8 @@ def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, 
     base = ['--excluder', 'diagonal', '--metric', 'euclidean', '--gallery_dataset', str(csv),
             '--gallery_embeddings', first]
     # A CSV whose rows are not the embedded ones, in any order, is refused.
-    with pytest.raises(common.UserError, match=r'a.h5` embeds other images than `.*shuffled'
-                                               r'.csv` lists, in \d+ of its 81 rows: row'):
+    with pytest.raises(cli.UserError, match=r'a.h5` embeds other images than `.*shuffled'
+                       r'.csv` lists, in \d+ of its 81 rows: row'):
         evaluate.main(base + ['--query_dataset', str(shuffled), '--query_embeddings', first])
     # Query and gallery of two checkpoints: a warning, and the figures.
     assert evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', second]) == 0
@@ -482,7 +482,7 @@ def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, 
     assert 'WARNING' not in capsys.readouterr().err
     # The results never replace an input.
     for target in (str(csv), first, str(tmp_path / '.' / 'a.h5')):
-        with pytest.raises(common.UserError, match='is the same file as --(gallery|query)_'):
+        with pytest.raises(cli.UserError, match='is the same file as --(gallery|query)_'):
             evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
                                   '--filename', target])
     assert h5py.is_hdf5(first) and csv.read_text().count('\n') == 81
@@ -491,12 +491,12 @@ def test_embeddings_of_other_rows_or_networks_and_outputs_over_inputs(tmp_path, 
     experiment.mkdir()
     for name in ('args.json', 'checkpoint', 'checkpoint-10.index'):
         (experiment / name).write_text('{"keep": 1}\n')
-        with pytest.raises(common.UserError, match='one of the files that train.py keeps'):
+        with pytest.raises(cli.UserError, match='one of the files that train.py keeps'):
             evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
                                   '--filename', str(experiment / name)])
         assert (experiment / name).read_text() == '{"keep": 1}\n'
     (tmp_path / 'photo.json').write_bytes(b'\xff\xd8\xff\xe0 a JPEG')
-    with pytest.raises(common.UserError, match='exists and is not a JSON file'):
+    with pytest.raises(cli.UserError, match='exists and is not a JSON file'):
         evaluate.main(base + ['--query_dataset', str(csv), '--query_embeddings', first,
                               '--filename', str(tmp_path / 'photo.json')])
 
@@ -516,9 +516,9 @@ def test_huge_embeddings_give_the_same_figures_or_are_refused(tmp_path, capsys):
         printed.append(capsys.readouterr().out.split('\n')[0])
     assert printed[0] == printed[1] and 'mAP' in printed[0]
     path = write_h5(tmp_path / 'x.h5', emb=g_emb * 1e19)
-    with pytest.raises(common.UserError, match=r'x.h5`: \d+ of \d+ rows hold values larger than '
-                                               r'3.26e\+18 in magnitude, whose distances '
-                                               r'overflow, row'):
+    with pytest.raises(cli.UserError, match=r'x.h5`: \d+ of \d+ rows hold values larger than '
+                       r'3.26e\+18 in magnitude, whose distances '
+                       r'overflow, row'):
         evaluate.main(base + ['--query_embeddings', path, '--gallery_embeddings', path])
 
 
@@ -526,7 +526,7 @@ def test_huge_embeddings_give_the_same_figures_or_are_refused(tmp_path, capsys):
 def test_embeddings_that_are_not_floats_are_refused(tmp_path, dtype):
     (q_pids, q_fids, q_emb), _ = write_market_like(tmp_path)
     write_h5(tmp_path / 'q.h5', emb=(q_emb > 0).astype(dtype))
-    with pytest.raises(common.UserError, match=r'q.h5` holds {} values, not floats'.format(
+    with pytest.raises(cli.UserError, match=r'q.h5` holds {} values, not floats'.format(
             np.dtype(dtype))):
         evaluate.main(['--excluder', 'market1501', '--metric', 'euclidean', '--query_dataset',
                        str(tmp_path / 'q.csv'),

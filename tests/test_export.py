@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import common
 import embed
 import export
@@ -44,15 +45,15 @@ def test_a_weights_file_of_another_width_is_refused(tmp_path):
     keras.applications.MobileNetV2(include_top=False, weights=None,
                                    input_shape=(None, None, 3)).save_weights(path)
     _, body = build_model('keras_mobilenet_v2_035', 'fc1024', 16)
-    with pytest.raises(common.UserError, match='cannot load the Keras weights'):
+    with pytest.raises(cli.UserError, match='cannot load the Keras weights'):
         load_body_weights('keras_mobilenet_v2_035', body, path)
 
 
 def test_imagenet_only_for_keras_backbones():
     _, body = build_model('tiny', 'direct', 8)
-    with pytest.raises(common.UserError, match='cannot download ImageNet weights'):
+    with pytest.raises(cli.UserError, match='cannot download ImageNet weights'):
         load_body_weights('tiny', body, 'imagenet')
-    with pytest.raises(common.UserError, match='does not exist'):
+    with pytest.raises(cli.UserError, match='does not exist'):
         load_body_weights('tiny', body, '/nonexistent.weights.h5')
 
 
@@ -107,7 +108,7 @@ def test_saved_model_gives_embed_py_embeddings(experiment):
     larger = np.random.default_rng(0).uniform(0, 255, (3, 70, 37, 3)).astype(np.float32)
     np.testing.assert_allclose(loaded.signatures['serving_default'](images=larger)['emb'],
                                load_embedder(root)(larger), rtol=1e-4, atol=1e-4)
-    with pytest.raises(common.UserError, match='exists already'):
+    with pytest.raises(cli.UserError, match='exists already'):
         export.main(['--experiment_root', root, '--quiet'])
 
 
@@ -177,11 +178,11 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys)
     # An existing --onnx file is refused before anything is written, like --output.
     onnx = tmp_path / 'model.onnx'
     onnx.write_text('not mine to replace')
-    with pytest.raises(common.UserError, match='model.onnx` exists already'):
+    with pytest.raises(cli.UserError, match='model.onnx` exists already'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'other'),
                      '--onnx', str(onnx), '--quiet'])
     assert onnx.read_text() == 'not mine to replace' and not (tmp_path / 'other').exists()
-    with pytest.raises(common.UserError, match='does not exist or is not writeable'):
+    with pytest.raises(cli.UserError, match='does not exist or is not writeable'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'no' / 'sm'),
                      '--quiet'])
     assert sorted(os.listdir(tmp_path)) == ['model.onnx', 'sm', 'sm.partial']
@@ -191,7 +192,7 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys)
     assert os.stat(output).st_mode & 0o777 == 0o777 & ~umask
     # A link to nothing is refused before the export, not replaced after it.
     os.symlink(str(tmp_path / 'nowhere'), str(tmp_path / 'dangling'))
-    with pytest.raises(common.UserError, match=r'dangling` exists already \(a link to nothing'):
+    with pytest.raises(cli.UserError, match=r'dangling` exists already \(a link to nothing'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'dangling'),
                      '--quiet'])
 
@@ -224,7 +225,7 @@ def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys)
     assert os.path.getsize(paths['int8']) < os.path.getsize(paths['float']) / 2
     import serving
     assert serving.xnnpack_problem(paths['int8'], (32, 16)) is None
-    with pytest.raises(common.UserError, match='--tflite_int8 quantises the --tflite model'):
+    with pytest.raises(cli.UserError, match='--tflite_int8 quantises the --tflite model'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'x'),
                      '--tflite_int8'])
     # A model XNNPACK cannot run (OSNet's int8, in TensorFlow 2.21) gets a warning
@@ -247,8 +248,8 @@ def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
     assert serving.calibration_images(train_args, 5).shape == (5, 32, 16, 3)
     with open(csv_path, 'w') as f:
         f.write('0001,{}\n'.format(first))
-    with pytest.raises(common.UserError, match='none of the images of .* can be decoded to '
-                                               'calibrate --tflite_int8'):
+    with pytest.raises(cli.UserError, match='none of the images of .* can be decoded to '
+                       'calibrate --tflite_int8'):
         serving.calibration_images(train_args, 5)
 
 

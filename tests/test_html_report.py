@@ -66,8 +66,8 @@ def test_a_report_needs_images_and_a_folder(evaluation, tmp_path, capsys):
         evaluate.main(no_root + ['--html', str(tmp_path / 'r')])
     assert '--html draws the images, so it needs --image_root' in capsys.readouterr().err
     (tmp_path / 'afile').write_text('')
-    with pytest.raises(evaluate.common.UserError, match='--html .* is a file'):
+    with pytest.raises(evaluate.cli.UserError, match='--html .* is a file'):
         evaluate.main(evaluation + ['--html', str(tmp_path / 'afile')])
     (tmp_path / 'r2' / 'index.html').mkdir(parents=True)
-    with pytest.raises(evaluate.common.UserError, match='is a folder'):
+    with pytest.raises(evaluate.cli.UserError, match='is a folder'):
         evaluate.main(evaluation + ['--html', str(tmp_path / 'r2')])

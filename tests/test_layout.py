@@ -142,8 +142,9 @@ def test_the_cycle_check_finds_cycles():
     assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
 
 
-def test_common_does_not_import_tensorflow():
-    with open(os.path.join(ROOT, 'common.py')) as f:
+@pytest.mark.parametrize('module', ['cli', 'common', 'files', 'flags', 'memory'])
+def test_the_shared_modules_do_not_import_tensorflow(module):
+    with open(os.path.join(ROOT, module + '.py')) as f:
         tree = ast.parse(f.read())
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
              for alias in node.names}

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-import common
+import cli
+import files
 from data import make_demo
 
 
@@ -32,33 +33,33 @@ def test_force_replaces_only_a_folder_of_its_own(tmp_path):
     small = ['--train_ids', '2', '--test_ids', '2', '--distractors', '0', '--junk', '0',
              '--val_ids', '0']
     # An experiment root, a folder of other files, one holding a foreign demo-like folder.
-    for name, files in (('exp', ('args.json', 'checkpoint-10.index')), ('photos', ('a.jpg',)),
+    for name, names in (('exp', ('args.json', 'checkpoint-10.index')), ('photos', ('a.jpg',)),
                         ('mixed', ('demo_train.csv', 'notes.txt'))):
         folder = tmp_path / name
         folder.mkdir()
-        for file in files:
+        for file in names:
             (folder / file).write_text('keep')
-        with pytest.raises(common.UserError, match='holds files that make_demo.py did not '
-                                                   'write .*Nothing was written'):
+        with pytest.raises(cli.UserError, match='holds files that make_demo.py did not '
+                           'write .*Nothing was written'):
             make_demo.main(['--output', str(folder), '--force'] + small)
-        with pytest.raises(common.UserError, match='exists already; use --force'):
+        with pytest.raises(cli.UserError, match='exists already; use --force'):
             make_demo.main(['--output', str(folder)] + small)
-        assert sorted(os.listdir(folder)) == sorted(files), name
-        assert all((folder / file).read_text() == 'keep' for file in files)
+        assert sorted(os.listdir(folder)) == sorted(names), name
+        assert all((folder / file).read_text() == 'keep' for file in names)
     # Its own folder, and one of an older version without the mark (only its own names).
     own = tmp_path / 'demo'
     assert make_demo.main(['--output', str(own)] + small) == 0
-    assert (own / common.FOLDER_MARK).read_text() == 'make_demo.py\n'
-    (own / common.FOLDER_MARK).unlink()
+    assert (own / files.FOLDER_MARK).read_text() == 'make_demo.py\n'
+    (own / files.FOLDER_MARK).unlink()
     assert make_demo.main(['--output', str(own), '--force'] + small) == 0
-    assert (own / common.FOLDER_MARK).is_file()
+    assert (own / files.FOLDER_MARK).is_file()
     # A mark of another tool, or a damaged one, is named.
-    (own / common.FOLDER_MARK).write_text('make_glyphs.py\n')
-    with pytest.raises(common.UserError, match=r'did not write \(.written-by naming '
-                                               r'make_glyphs.py\)'):
+    (own / files.FOLDER_MARK).write_text('make_glyphs.py\n')
+    with pytest.raises(cli.UserError, match=r'did not write \(.written-by naming '
+                       r'make_glyphs.py\)'):
         make_demo.main(['--output', str(own), '--force'] + small)
-    (own / common.FOLDER_MARK).write_bytes(b'\xff\xfe')
-    with pytest.raises(common.UserError, match=r'\(.written-by that cannot be read\)'):
+    (own / files.FOLDER_MARK).write_bytes(b'\xff\xfe')
+    with pytest.raises(cli.UserError, match=r'\(.written-by that cannot be read\)'):
         make_demo.main(['--output', str(own), '--force'] + small)
     # An empty folder is written without --force.
     (tmp_path / 'empty').mkdir()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import common
+import cli
 from data import make_glyphs
 
 
@@ -44,14 +44,14 @@ def test_lookalike_letters_are_one_identity(glyphs):
 def test_existing_output_is_kept_without_force_and_force_replaces_only_its_own(glyphs,
                                                                                tmp_path):
     before = sorted(os.listdir(glyphs))
-    with pytest.raises(common.UserError, match='exists already; use --force'):
+    with pytest.raises(cli.UserError, match='exists already; use --force'):
         make_glyphs.main(['--output', str(glyphs), '--per_letter', '2'])
     assert sorted(os.listdir(glyphs)) == before and len(read(glyphs, 'train')) % 3 == 0
     experiment = tmp_path / 'exp'
     experiment.mkdir()
     (experiment / 'args.json').write_text('{}')
-    with pytest.raises(common.UserError, match=r'holds files that make_glyphs.py did not write '
-                                               r'\(args.json\)'):
+    with pytest.raises(cli.UserError, match=r'holds files that make_glyphs.py did not write '
+                       r'\(args.json\)'):
         make_glyphs.main(['--output', str(experiment), '--force'])
     assert os.listdir(experiment) == ['args.json']
 
@@ -59,7 +59,7 @@ def test_existing_output_is_kept_without_force_and_force_replaces_only_its_own(g
 def test_unwritable_output_is_one_message_and_missing_folders_are_made(tmp_path):
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
-    with pytest.raises(common.UserError, match='does not exist or is not writeable'):
+    with pytest.raises(cli.UserError, match='does not exist or is not writeable'):
         make_glyphs.main(['--output', str(blocker / 'glyphs')])
     assert sorted(os.listdir(tmp_path)) == ['a_file']
     assert make_glyphs.main(['--output', str(tmp_path / 'new' / 'glyphs'), '--per_letter',

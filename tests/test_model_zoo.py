@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import common
+import cli
 import experiment
 import import_model
 import model_zoo
@@ -162,8 +162,8 @@ def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path, 
     marker = str(tmp_path / 'ran')
     path = write_pth(tmp_path / 'evil.pth', {'weight': np.ones(2, np.float32),
                                              'payload': Exploit(marker)}, zip_format)
-    with pytest.raises(common.UserError, match=r'refusing `.*evil\.pth`: it asks to call '
-                                               r'`posix\.system`'):
+    with pytest.raises(cli.UserError, match=r'refusing `.*evil\.pth`: it asks to call '
+                       r'`posix\.system`'):
         torch_weights.read_state_dict(path)
     assert not os.path.exists(marker)
     # An unpickler that resolves what the pickle names, as torch.load's does, runs it.
@@ -193,16 +193,16 @@ def test_damaged_and_foreign_files_get_one_message(tmp_path):
                           ('text.pth', b'not a model\n')]:
         damaged = tmp_path / name
         damaged.write_bytes(content)
-        with pytest.raises(common.UserError, match='is not a readable PyTorch weights file'):
+        with pytest.raises(cli.UserError, match='is not a readable PyTorch weights file'):
             torch_weights.read_state_dict(str(damaged))
     archive = str(tmp_path / 'other.zip')
     with zipfile.ZipFile(archive, 'w') as z:
         z.writestr('readme.txt', 'hello')
-    with pytest.raises(common.UserError, match='no single `data.pkl`'):
+    with pytest.raises(cli.UserError, match='no single `data.pkl`'):
         torch_weights.read_state_dict(archive)
-    with pytest.raises(common.UserError, match='holds no state dict'):
+    with pytest.raises(cli.UserError, match='holds no state dict'):
         torch_weights.read_state_dict(write_pth(tmp_path / 'list.pth', {'a': 'b'}))
-    with pytest.raises(common.UserError, match='cannot read .*No such file'):
+    with pytest.raises(cli.UserError, match='cannot read .*No such file'):
         torch_weights.read_state_dict(str(tmp_path / 'missing.pth'))
 
 
@@ -263,7 +263,7 @@ def test_old_experiments_keep_keras_padding_and_new_ones_store_torch(tmp_path):
     (root / 'args.json').write_text(json.dumps({'model_name': 'osnet_x0_25'}))
     assert experiment.read_args(str(root))['net_padding'] == 'keras'
     (root / 'args.json').write_text(json.dumps({'model_name': 'osnet', 'net_padding': 'x'}))
-    with pytest.raises(common.UserError, match='names net_padding `x`, which does not exist'):
+    with pytest.raises(cli.UserError, match='names net_padding `x`, which does not exist'):
         experiment.read_args(str(root))
 
 
@@ -373,7 +373,7 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
     def refused(content, match, **kwargs):
         path = write_pth(tmp_path / 'w.pth', content)
         root = tmp_path / 'exp'
-        with pytest.raises(common.UserError, match=match):
+        with pytest.raises(cli.UserError, match=match):
             model_zoo.import_osnet(path, str(root), **kwargs)
         assert sorted(os.listdir(tmp_path)) == ['w.pth']
 
@@ -397,12 +397,12 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
 
 
 def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_path, trained,
-                                                                          tiny_dataset):
+                                                                           tiny_dataset):
     _, state = trained
     weights = write_pth(tmp_path / 'w.pth', state)
     root = str(tmp_path / 'imported')
     model_zoo.import_osnet(weights, root)
-    with pytest.raises(common.UserError, match='exists already'):
+    with pytest.raises(cli.UserError, match='exists already'):
         model_zoo.import_osnet(weights, root)
     # embed.py on files and on a CSV (which needs --image_root: nothing was trained here).
     import embed
@@ -412,12 +412,12 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
                     np.random.default_rng(i).integers(0, 255, (60, 30, 3), dtype=np.uint8))
     assert embed.main(['--experiment_root', root, '--images', str(crops), '--quiet']) == 0
     csv_path, image_root = tiny_dataset
-    with pytest.raises(common.UserError, match='stores no image root .* pass --image_root'):
+    with pytest.raises(cli.UserError, match='stores no image root .* pass --image_root'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
     # int8 calibration needs images of the user's, as there is no training set.
     import export
-    with pytest.raises(common.UserError, match='pass some of your own with '
-                                               '--calibration_images'):
+    with pytest.raises(cli.UserError, match='pass some of your own with '
+                       '--calibration_images'):
         export.main(['--experiment_root', root, '--tflite', str(tmp_path / 'm.tflite'),
                      '--tflite_int8', '--quiet'])
     assert sorted(os.listdir(root)) == ['args.json', 'checkpoint', 'checkpoint-0.data-00000-of-'
@@ -426,8 +426,8 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     # recipe gives it, loads its body.
     import train
     from model import load_body_weights
-    with pytest.raises(common.UserError, match='holds a model imported from .* fine-tune it in '
-                                               'a new experiment root'):
+    with pytest.raises(cli.UserError, match='holds a model imported from .* fine-tune it in '
+                       'a new experiment root'):
         train.main(['--experiment_root', root])
     _, fresh = build_model('osnet_x0_25', 'fc_bn_relu', 512)
     load_body_weights('osnet_x0_25', fresh, root)
@@ -459,8 +459,8 @@ def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeyp
 
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, 'Read-only file system')
-    monkeypatch.setattr(model_zoo.common, 'temporary_beside', refuse)
-    with pytest.raises(common.UserError, match='cannot write the experiment root `.*exp`: '
-                                               'Read-only file system; nothing was written'):
+    monkeypatch.setattr(model_zoo.files, 'temporary_beside', refuse)
+    with pytest.raises(cli.UserError, match='cannot write the experiment root `.*exp`: '
+                       'Read-only file system; nothing was written'):
         model_zoo.import_osnet(weights, str(tmp_path / 'exp'))
     assert sorted(os.listdir(tmp_path)) == ['w.pth']

@@ -175,7 +175,7 @@ def test_last_stride_one_doubles_the_feature_map_and_keeps_the_weights(name):
 
 
 def test_last_stride_is_refused_where_a_net_has_none():
-    from common import UserError
+    from cli import UserError
     with pytest.raises(UserError, match='--last_stride 1 works with'):
         build_model('tiny', 'fc1024', 8, last_stride=1)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import common
 from images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
 import sampler
@@ -167,7 +168,7 @@ def test_augmentation_flips_and_crops(tmp_path):
 
 def test_too_few_identities(tiny_dataset):
     csv_path, root = tiny_dataset
-    with pytest.raises(common.UserError,
+    with pytest.raises(cli.UserError,
                        match='8 identities but --batch_p is 9; lower --batch_p to at most 8'):
         pk_batches(csv_path, root, batch_p=9)
 
@@ -187,7 +188,7 @@ def test_shards_and_splits_reassemble_the_global_batches(tiny_dataset):
             np.testing.assert_array_equal(
                 full[step][part], np.concatenate([pieces[2 * step][part],
                                                   pieces[2 * step + 1][part]]))
-    with pytest.raises(common.UserError, match='cannot be split evenly into 3 replicas'):
+    with pytest.raises(cli.UserError, match='cannot be split evenly into 3 replicas'):
         pk_batches(csv_path, root, batch_p=4, num_shards=3)
 
 

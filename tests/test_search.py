@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-import common
+import cli
+import files
 import embed
 import gallery
 import metrics
@@ -138,7 +139,7 @@ def test_the_saved_index_is_reused_rebuilt_for_other_embeddings_and_survives_dam
     assert os.listdir(tmp_path) == ['g.h5.l2.index']
     gallery.load_or_build_index(embs[::-1].copy(), 'euclidean', path)
     assert len(built) == 2 and 'built from other embeddings' in capsys.readouterr().err
-    common.atomic_write(gallery.index_path(path, 'euclidean'), b'\x89HDF garbage', 'wb')
+    files.atomic_write(gallery.index_path(path, 'euclidean'), b'\x89HDF garbage', 'wb')
     index = gallery.load_or_build_index(embs, 'euclidean', path)
     assert len(built) == 3 and 'is damaged' in capsys.readouterr().err
     assert index.ntotal == 300
@@ -146,7 +147,7 @@ def test_the_saved_index_is_reused_rebuilt_for_other_embeddings_and_survives_dam
     def refused(*args, **kwargs):
         raise PermissionError(13, 'Permission denied')
     with monkeypatch.context() as patch:
-        patch.setattr(common, 'temporary_beside', refused)
+        patch.setattr(files, 'temporary_beside', refused)
         assert gallery.load_or_build_index(embs[:50].copy(), 'cosine', path).ntotal == 50
     assert 'cannot save the gallery index' in capsys.readouterr().err
     os.chmod(tmp_path, 0o500)
@@ -176,7 +177,7 @@ def test_search_with_the_index_finds_what_the_exhaustive_search_finds(embedded_g
             np.testing.assert_allclose([r['distance'] for r in entry['results']],
                                        [r['distance'] for r in expected['results']], atol=1e-3)
     assert os.path.exists(h5 + '.l2.index')
-    with pytest.raises(common.UserError, match='leave out one of --index and --rerank'):
+    with pytest.raises(cli.UserError, match='leave out one of --index and --rerank'):
         search.main(['--experiment_root', root, '--gallery', h5, '--query', folder, '--index',
                      '--rerank'])
 
@@ -197,24 +198,24 @@ def test_errors(embedded_gallery, tmp_path):
     old = str(tmp_path / 'old.h5')
     with h5py.File(old, 'w') as f:
         f['emb'] = np.zeros((3, 16), np.float32)
-    with pytest.raises(common.UserError, match='holds no file names'):
+    with pytest.raises(cli.UserError, match='holds no file names'):
         search.main(base + ['--gallery', old])
     wrong = str(tmp_path / 'wrong.h5')
     with h5py.File(wrong, 'w') as f:
         f['emb'] = np.zeros((2, 5), np.float32)
         f['fids'] = np.array(['a.jpg', 'b.jpg'], dtype=object).astype('S')
-    with pytest.raises(common.UserError, match='embeds into 16 dimensions but the gallery'):
+    with pytest.raises(cli.UserError, match='embeds into 16 dimensions but the gallery'):
         search.main(base + ['--gallery', wrong])
     odd = str(tmp_path / 'odd.h5')
     with h5py.File(odd, 'w') as f:
         f['emb'] = np.zeros((2, 16), np.float32)
         f['fids'] = np.array(['a.jpg', 'b.jpg'], dtype=object).astype('S')
         f['augmentation_types'] = np.array([b'original_rotate'])
-    with pytest.raises(common.UserError, match='augmentations that embed.py does not make'):
+    with pytest.raises(cli.UserError, match='augmentations that embed.py does not make'):
         search.main(base + ['--gallery', odd])
-    with pytest.raises(common.UserError, match='must end in .json or .csv'):
+    with pytest.raises(cli.UserError, match='must end in .json or .csv'):
         search.main(base + ['--gallery', h5, '--output', str(tmp_path / 'r.txt')])
-    with pytest.raises(common.UserError, match='neither an image file nor a folder'):
+    with pytest.raises(cli.UserError, match='neither an image file nor a folder'):
         search.main(['--experiment_root', root, '--gallery', h5, '--query',
                      str(tmp_path / 'missing.jpg')])
     # A gallery embedded from a CSV holds paths relative to its image root.
@@ -222,14 +223,14 @@ def test_errors(embedded_gallery, tmp_path):
     with h5py.File(relative, 'w') as f:
         f['emb'] = np.zeros((2, 16), np.float32)
         f['fids'] = np.array(['train/a.jpg', 'train/b.jpg'], dtype=object).astype('S')
-    with pytest.raises(common.UserError, match=r'cannot read the image `train/a.jpg` for the '
-                                               r'plot: .*run search.py from the folder they are '
-                                               r'relative to, or embed the gallery with --images'):
+    with pytest.raises(cli.UserError, match=r'cannot read the image `train/a.jpg` for the '
+                       r'plot: .*run search.py from the folder they are '
+                       r'relative to, or embed the gallery with --images'):
         search.main(base + ['--gallery', relative, '--plot', str(tmp_path / 'p.png')])
 
 
 def test_outputs_never_replace_the_experiment_the_gallery_or_a_query(embedded_gallery,
-                                                                      tmp_path):
+                                                                     tmp_path):
     root, h5, folder = embedded_gallery
     query = os.path.join(folder, sorted(os.listdir(folder))[0])
     base = ['--experiment_root', root, '--gallery', h5, '--query', query]
@@ -242,11 +243,11 @@ def test_outputs_never_replace_the_experiment_the_gallery_or_a_query(embedded_ga
             ('--plot', query, 'is the same file as --query'),
             ('--plot', os.path.join(root, 'checkpoint'), 'one of the files that train.py keeps'),
             ('--plot', '/dev/full', 'not a regular file')):
-        with pytest.raises(common.UserError, match=message):
+        with pytest.raises(cli.UserError, match=message):
             search.main(base + [flag, target])
     link = tmp_path / 'dangling.json'
     link.symlink_to(tmp_path / 'nowhere' / 'x.json')
-    with pytest.raises(common.UserError, match='a link to .*which does not exist'):
+    with pytest.raises(cli.UserError, match='a link to .*which does not exist'):
         search.main(base + ['--output', str(link)])
     assert {name: os.path.getmtime(os.path.join(root, name)) for name in os.listdir(root)} == \
         before

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import common
 import embed
 import tf1_checkpoint
@@ -58,11 +59,11 @@ def test_wrong_net_is_reported_by_name(tmp_path):
     path = str(tmp_path / 'm.ckpt')
     build_and_save('mobilenet_v1_1_224', path, images(1), with_head=False)
     _, body = build_model('resnet_v1_50', 'fc1024', 16)
-    with pytest.raises(common.UserError, match=r'variables are missing from the checkpoint, '
-                                               r'e\.g\. resnet_v1_50/'):
+    with pytest.raises(cli.UserError, match=r'variables are missing from the checkpoint, '
+                       r'e\.g\. resnet_v1_50/'):
         load_body_weights('resnet_v1_50', body, path)
     model, body = build_model('mobilenet_v1_1_224', 'fc1024', 32)
-    with pytest.raises(common.UserError, match=r'no place for|other shapes|missing'):
+    with pytest.raises(cli.UserError, match=r'no place for|other shapes|missing'):
         tf1_checkpoint.restore_experiment(path, model, body)
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import common
+import cli
+import memory
 import detailed_logs
 import experiment
 import train
@@ -104,7 +105,7 @@ def test_every_loss_trains(tmp_path, tiny_dataset, loss_name, margin):
 
 
 def test_resumed_batch_sample_draws_what_the_straight_run_drew(tmp_path, tiny_dataset,
-                                                                 interrupt_at):
+                                                               interrupt_at):
     csv_path, image_root = tiny_dataset
     straight, resumed = str(tmp_path / 'a'), str(tmp_path / 'b')
     extra = ('--detailed_logs', '--loss', 'batch_sample')
@@ -192,7 +193,7 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
     for a, b in zip(body_weights_at_step0(second), expected.get_weights()):
         np.testing.assert_array_equal(a, b)
 
-    with pytest.raises(common.UserError, match='neither a Keras weights file nor'):
+    with pytest.raises(cli.UserError, match='neither a Keras weights file nor'):
         train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
                              '--initial_checkpoint', str(tmp_path / 'nothing')))
     # The checkpoint's `.index` file, or the experiment root, name it as well.
@@ -205,7 +206,7 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
         tf.train.Checkpoint(body=expected).read(newest).expect_partial()
         for a, b in zip(loaded.get_weights(), expected.get_weights()):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(common.UserError, match='holds no checkpoint to initialise the body'):
+    with pytest.raises(cli.UserError, match='holds no checkpoint to initialise the body'):
         train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
                              '--initial_checkpoint', image_root))
 
@@ -213,31 +214,31 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
 def test_refusals_write_nothing(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
-    with pytest.raises(common.UserError, match='--batch_k 1 leaves no positive'):
+    with pytest.raises(cli.UserError, match='--batch_k 1 leaves no positive'):
         train.main(base_args(root, csv_path, image_root, 5, '--batch_k', '1'))
-    with pytest.raises(common.UserError, match='8 identities but --batch_p is 9'):
+    with pytest.raises(cli.UserError, match='8 identities but --batch_p is 9'):
         train.main(base_args(root, csv_path, image_root, 5, '--batch_p', '9'))
-    with pytest.raises(common.UserError, match='did not specify the `--train_set`'):
+    with pytest.raises(cli.UserError, match='did not specify the `--train_set`'):
         train.main(['--experiment_root', root, '--image_root', image_root])
     assert not os.path.exists(root)
 
     os.makedirs(root)
     open(os.path.join(root, 'notes.txt'), 'w').close()
-    with pytest.raises(common.UserError, match='not empty and holds no args.json'):
+    with pytest.raises(cli.UserError, match='not empty and holds no args.json'):
         train.main(base_args(root, csv_path, image_root, 5))
     assert os.listdir(root) == ['notes.txt']
-    with pytest.raises(common.UserError, match='--resume was given but'):
+    with pytest.raises(cli.UserError, match='--resume was given but'):
         train.main(['--experiment_root', str(tmp_path / 'other'), '--resume'])
     assert not os.path.exists(tmp_path / 'other')
 
     with open(os.path.join(root, 'args.json'), 'w') as f:
         f.write('{"model_name": "tiny", ')
-    with pytest.raises(common.UserError, match='args.json` is corrupt'):
+    with pytest.raises(cli.UserError, match='args.json` is corrupt'):
         train.main(['--experiment_root', root])
     with open(os.path.join(root, 'args.json'), 'w') as f:
         json.dump(dict(vars(train.parser.parse_args(base_args(root, csv_path, image_root))),
                        model_name='resnet_v9'), f)
-    with pytest.raises(common.UserError, match='names model_name `resnet_v9`, which does not'):
+    with pytest.raises(cli.UserError, match='names model_name `resnet_v9`, which does not'):
         train.main(['--experiment_root', root])
 
 
@@ -320,7 +321,7 @@ def test_strong_baseline_refusals(tmp_path, tiny_dataset):
             (('--lr_schedule', 'step'), '--lr_schedule step needs the iterations'),
             (('--pad_crop', '2', '--crop_augment'), 'two ways of cropping'),
             (('--last_stride', '1'), '--last_stride 1 works with the nets resnet_v1_50')):
-        with pytest.raises(common.UserError, match=message):
+        with pytest.raises(cli.UserError, match=message):
             train.main(base_args(root, csv_path, image_root, 5, *extra))
     assert not os.path.exists(root)
     for flag, value in (('--weight_decay', 'inf'), ('--id_loss_weight', 'nan'),
@@ -346,7 +347,7 @@ def test_damaged_detailed_log_description_is_refused(tmp_path, description):
     detailed_logs.create_or_resize_dat(base, np.float32, (3, 2)).flush()
     with open(base + '.json', 'w') as f:
         f.write(description)
-    with pytest.raises(common.UserError, match=r'losses\.json` is corrupt .*start the detailed'):
+    with pytest.raises(cli.UserError, match=r'losses\.json` is corrupt .*start the detailed'):
         detailed_logs.create_or_resize_dat(base, np.float32, (5, 2))
 
 
@@ -385,11 +386,11 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     try:
         assert holder.stdout.readline().strip() == 'locked'
         before = sorted(os.listdir(root))
-        with pytest.raises(common.UserError, match=r'in use by another train.py \(process '
-                                                   r'{}\)'.format(holder.pid)):
+        with pytest.raises(cli.UserError, match=r'in use by another train.py \(process '
+                           r'{}\)'.format(holder.pid)):
             train.main(base_args(root, csv_path, image_root, 2))
         # At once: before the data (here missing) is read.
-        with pytest.raises(common.UserError, match='in use by another train.py'):
+        with pytest.raises(cli.UserError, match='in use by another train.py'):
             train.main(base_args(root, str(tmp_path / 'missing.csv'), image_root, 2))
         assert sorted(os.listdir(root)) == before
     finally:
@@ -416,7 +417,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 
 
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
-                                                                        tiny_dataset):
+                                                                          tiny_dataset):
     import glob
     from experiment import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
@@ -429,8 +430,8 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     # The index still names checkpoint-6; train.py takes checkpoint-3, and
     # embed.py names it rather than pass an older network for the newest.
     assert newest_checkpoint(root).endswith('checkpoint-3')
-    with pytest.raises(common.UserError, match='pass --checkpoint checkpoint-3 to use the '
-                                               'newest complete one'):
+    with pytest.raises(cli.UserError, match='pass --checkpoint checkpoint-3 to use the '
+                       'newest complete one'):
         find_checkpoint(root)
     assert train.main(args) == 0
     text = open(os.path.join(root, 'train.log')).read()
@@ -454,8 +455,8 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     # No complete checkpoint at all: refused, never restarted from iteration 0.
     for path in glob.glob(os.path.join(root, 'checkpoint-*.index')):
         os.truncate(path, 10)
-    with pytest.raises(common.UserError, match='holds checkpoint files but no complete '
-                                               'checkpoint'):
+    with pytest.raises(cli.UserError, match='holds checkpoint files but no complete '
+                       'checkpoint'):
         train.main(args)
     assert os.path.getsize(data) > 0 and checkpoint_steps(root) == [0, 3, 6]
 
@@ -465,10 +466,10 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     # Refused while building: nothing written, so the corrected rerun starts afresh.
-    with pytest.raises(common.UserError, match='the net `tiny` cannot take 8x4 inputs'):
+    with pytest.raises(cli.UserError, match='the net `tiny` cannot take 8x4 inputs'):
         train.main(base_args(root, csv_path, image_root, 2, '--net_input_height', '8',
                              '--net_input_width', '4'))
-    with pytest.raises(common.UserError, match='neither a Keras weights file nor a checkpoint'):
+    with pytest.raises(cli.UserError, match='neither a Keras weights file nor a checkpoint'):
         train.main(base_args(root, csv_path, image_root, 2, '--initial_checkpoint',
                              str(tmp_path / 'nothing')))
     assert not os.path.exists(root)
@@ -491,7 +492,7 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     # A finished experiment continues to more iterations; the architecture cannot change.
     assert train.main(['--experiment_root', root, '--train_iterations', '6', '--override']) == 0
     assert logged_iterations(root)[-1][0] == 6 and checkpoint_steps(root)[-1] == 6
-    with pytest.raises(common.UserError, match='--override cannot change `embedding_dim`'):
+    with pytest.raises(cli.UserError, match='--override cannot change `embedding_dim`'):
         train.main(['--experiment_root', root, '--embedding_dim', '8', '--override'])
 
 
@@ -535,7 +536,7 @@ def test_a_too_small_input_is_refused_with_eigens_kernels_too(tmp_path, tiny_dat
 
 
 def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny_dataset,
-                                                                   monkeypatch):
+                                                                  monkeypatch):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     assert train.main(base_args(root, csv_path, image_root, 2)) == 0
@@ -553,8 +554,8 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
     monkeypatch.setattr(training, 'make_train_step', out_of_memory)
     # A change that fails in its first iteration is not stored, so the rerun
     # without it works.
-    with pytest.raises(common.UserError, match=r'a training batch of 12 images of 32x16 does '
-                                               r'not fit in memory \(OOM when allocating'):
+    with pytest.raises(cli.UserError, match=r'a training batch of 12 images of 32x16 does '
+                       r'not fit in memory \(OOM when allocating'):
         train.main(['--experiment_root', root, '--train_iterations', '4', '--batch_k', '3',
                     '--override'])
     assert open(os.path.join(root, 'args.json')).read() == stored
@@ -573,8 +574,8 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
     for name in os.listdir(root):
         if name.startswith('checkpoint'):
             os.remove(os.path.join(root, name))
-    with pytest.raises(common.UserError, match='has trained .* but holds no checkpoint; were '
-                                               'they deleted'):
+    with pytest.raises(cli.UserError, match='has trained .* but holds no checkpoint; were '
+                       'they deleted'):
         train.main(['--experiment_root', root])
 
 
@@ -599,12 +600,12 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
     written = open(path).read()
     message = r'args.json` (stores `{0}` = .* (not a valid value|a number in quotes)|names {0} ' \
         r'`)'.format(key)
-    with pytest.raises(common.UserError, match=message):
+    with pytest.raises(cli.UserError, match=message):
         train.main(['--experiment_root', root])
     assert open(path).read() == written
     if key in ('net_input_height', 'pooling', 'image_root') or isinstance(value, str) and \
             value.strip()[:1].isdigit():
-        with pytest.raises(common.UserError, match=message):
+        with pytest.raises(cli.UserError, match=message):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
 
 
@@ -619,10 +620,10 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
      r'feature maps, more than this machine\'s 24 GiB of memory')])
 def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
         tmp_path, tiny_dataset, extra, match, monkeypatch):
-    monkeypatch.setattr(common, 'physical_memory', lambda: 24 * 2 ** 30)
+    monkeypatch.setattr(memory, 'physical_memory', lambda: 24 * 2 ** 30)
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
-    with pytest.raises(common.UserError, match=match):
+    with pytest.raises(cli.UserError, match=match):
         train.main(base_args(root, csv_path, image_root, 2, *extra))
     assert not os.path.exists(root)
 
@@ -647,19 +648,19 @@ def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch
     # Fewer training identities: the identity loss's classifier, not the model.
     fewer = tmp_path / 'fewer.csv'
     fewer.write_text(''.join(line for line in open(csv_path) if not line.startswith('0008')))
-    with pytest.raises(common.UserError, match=r'learned 8 training identities for its identity '
-                                               r'or center loss, but `.*fewer.csv` now has 7'):
+    with pytest.raises(cli.UserError, match=r'learned 8 training identities for its identity '
+                       r'or center loss, but `.*fewer.csv` now has 7'):
         train.main(['--experiment_root', root, '--train_set', str(fewer), '--override'])
     # From another folder the stored relative paths are named as such.
     os.makedirs(tmp_path / 'elsewhere')
     monkeypatch.chdir(tmp_path / 'elsewhere')
-    with pytest.raises(common.UserError, match=r'stores --train_set `data/train.csv`, a path '
-                                               r'relative to the folder train.py first ran in'):
+    with pytest.raises(cli.UserError, match=r'stores --train_set `data/train.csv`, a path '
+                       r'relative to the folder train.py first ran in'):
         train.main(['--experiment_root', root])
     import embed
-    with pytest.raises(common.UserError, match=r'image root `data` that `.*args.json` stores is '
-                                               r'not a folder from here .*relative to the folder '
-                                               r'train.py ran in; pass --image_root'):
+    with pytest.raises(cli.UserError, match=r'image root `data` that `.*args.json` stores is '
+                       r'not a folder from here .*relative to the folder '
+                       r'train.py ran in; pass --image_root'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
 
 
@@ -667,8 +668,8 @@ def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_i
         tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
-    with pytest.raises(common.UserError, match=r'--detailed_logs over 1000000000000 iterations '
-                                               r'needs .* GiB more, but only'):
+    with pytest.raises(cli.UserError, match=r'--detailed_logs over 1000000000000 iterations '
+                       r'needs .* GiB more, but only'):
         train.main(base_args(root, csv_path, image_root, 10 ** 12, '--detailed_logs'))
     assert not os.path.exists(root)
     detailed_logs.check_space(root, 10, 16, 16, 40)
@@ -692,8 +693,8 @@ def test_margin_softmax_identity_losses_train(tmp_path, tiny_dataset, id_loss):
     terms = [float(m.group(1)) for m in re.finditer(r'id_loss: ([\d.]+)', open(
         os.path.join(root, 'train.log')).read())]
     assert len(terms) == 30 and np.mean(terms[-5:]) < np.mean(terms[:5])
-    with pytest.raises(common.UserError, match='--id_loss arcface is the identity loss of '
-                                               '--id_loss_weight, which is 0'):
+    with pytest.raises(cli.UserError, match='--id_loss arcface is the identity loss of '
+                       '--id_loss_weight, which is 0'):
         train.main(base_args(str(tmp_path / 'other'), csv_path, image_root, 2,
                              '--id_loss', 'arcface'))
 
@@ -739,11 +740,11 @@ def test_several_training_sets_refusals(tmp_path, tiny_dataset):
     other = make_dataset(str(tmp_path / 'other'), num_ids=4)
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 2)
-    with pytest.raises(common.UserError, match=r'--train_set names 2 CSV file\(s\) and '
-                                               r'--image_root 3 folders; give one folder'):
+    with pytest.raises(cli.UserError, match=r'--train_set names 2 CSV file\(s\) and '
+                       r'--image_root 3 folders; give one folder'):
         train.main(args + ['--train_set', other, '--image_root', str(tmp_path / 'other'),
                            str(tmp_path)])
-    with pytest.raises(common.UserError, match=r'listed in training set 1 \(`.*`\) and in set '
-                                               r'2 .* it would be two people'):
+    with pytest.raises(cli.UserError, match=r'listed in training set 1 \(`.*`\) and in set '
+                       r'2 .* it would be two people'):
         train.main(args + ['--train_set', csv_path])
     assert not os.path.exists(root)

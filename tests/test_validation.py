@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import cli
 import common
 import metrics
 import train
@@ -77,10 +78,10 @@ def test_validation_added_on_resume_and_bad_input(tmp_path, tiny_dataset, interr
     assert json.load(open(os.path.join(root, 'best.json')))['step'] in (12, 14)
 
     fresh = str(tmp_path / 'fresh')
-    with pytest.raises(common.UserError, match='needs --val_query, --val_gallery and '
-                                               '--val_excluder together; only --val_query'):
+    with pytest.raises(cli.UserError, match='needs --val_query, --val_gallery and '
+                       '--val_excluder together; only --val_query'):
         train.main(base_args(fresh, csv_path, image_root, 4, '--val_query', query))
-    with pytest.raises(common.UserError, match='does not match the DukeMTMC-reID'):
+    with pytest.raises(cli.UserError, match='does not match the DukeMTMC-reID'):
         train.main(base_args(fresh, csv_path, image_root, 4, *val_args(query, gallery, 2)[:4],
                              '--val_excluder', 'duke'))
     assert not os.path.exists(fresh)
@@ -109,8 +110,8 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
         return tf.reduce_mean(images, axis=[1, 2, 3])[:, None]
     assert make('folders', r'_c(\d)')(forward)['mAP'] == pytest.approx(0.5)
     assert make('folders', None)(forward)['mAP'] == pytest.approx((1 + 2 / 3) / 2)
-    with pytest.raises(common.UserError, match='--val_camera_regex is for `--val_excluder '
-                                               'folders`'):
+    with pytest.raises(cli.UserError, match='--val_camera_regex is for `--val_excluder '
+                       'folders`'):
         make('market1501', r'_c(\d)')
 
 
@@ -119,5 +120,5 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
 def test_a_damaged_best_json_is_refused_by_name(tmp_path, content):
     import experiment
     (tmp_path / 'best.json').write_text(content)
-    with pytest.raises(common.UserError, match=r'best.json` is corrupt .*delete it to start'):
+    with pytest.raises(cli.UserError, match=r'best.json` is corrupt .*delete it to start'):
         experiment.read_best(str(tmp_path))
