@@ -52,9 +52,8 @@ def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
     temporary file, so a failure leaves none behind. `made_by` is
     `embedding_origin`'s dict.
     """
-    partial = files.temporary_beside(filename, False, suffix='.h5')
     try:
-        with h5py.File(partial, 'w') as f:
+        with files.output(filename, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
             f.create_dataset('emb', data=emb)
             f.create_dataset('fids', data=np.asarray(fids, dtype=object),
                              dtype=h5py.string_dtype())
@@ -65,13 +64,9 @@ def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
                 f.attrs['aggregator'] = aggregator
             for key, value in (made_by or {}).items():
                 f.attrs[key] = value
-        os.replace(partial, filename)
     except OSError as e:
         raise cli.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
                             'Nothing was written.'.format(filename, e))
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 @dataclass

@@ -404,7 +404,8 @@ def remove_leftovers(experiment_root):
 
 def write_args(args):
     """Writes the experiment's `args.json` (atomically) from train.py's arguments."""
-    files.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args))
+    files.write_json(os.path.join(args.experiment_root, 'args.json'), vars(args),
+                     experiment=True)
 
 
 def lock_root(experiment_root, cleanup):

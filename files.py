@@ -6,6 +6,7 @@ experiment root. TensorFlow-free.
 """
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -120,18 +121,8 @@ def check_output(path, flag, kind, inputs=()):
     Raises:
         UserError naming the flag, the path and what to do.
     """
-    if os.path.islink(path) and not os.path.exists(path):
-        raise UserError('{} `{}` is a link to `{}`, which does not exist; give the path of a '
-                        'file. Nothing was written.'.format(flag, path, os.readlink(path)))
     check_writable(path, flag)
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise UserError('{} `{}` is not a regular file (a device, a pipe or a socket); give the '
-                        'path of a file. Nothing was written.'.format(flag, path))
-    check_not_input(path, flag, inputs)
-    if experiment_file(path):
-        raise UserError('{} `{}` is one of the files that train.py keeps in the experiment root; '
-                        'writing it would damage the experiment. Choose another file name. '
-                        'Nothing was written.'.format(flag, path))
+    refuse_harmful(path, flag, inputs=inputs)
     if os.path.isfile(path) and os.path.getsize(path):
         try:
             with open(path, 'rb') as f:
@@ -264,69 +255,196 @@ def check_folder_output(path, flag, maker, force, layout=()):
                                                   ', …' if len(foreign) > 5 else ''))
 
 
-def write_folder(output, make, maker=None):
-    """Builds the folder `output` by calling `make(folder)` on a new temporary
-    folder beside it, then renames that into place, replacing an old `output`.
-    With `maker`, the folder's FOLDER_MARK names it (see check_folder_output).
-    An interrupted run leaves the old folder or the new one, never half of
-    one, and nothing but `output` is ever removed. Missing parent folders are
-    created (check them first with `check_writable(output, flag, folder=True)`).
+# The one way every output is written
+###
 
-    Two processes writing `output` at once never delete each other's files:
-    the old folder is moved aside in one rename before it is removed, and the
-    one whose rename into place finds another's new folder there stops with a
-    `UserError`, leaving the other's complete folder.
+@contextlib.contextmanager
+def output(path, directory=False, replace=True, suffix='', flag=None, inputs=(),
+           experiment=False):
+    """Where every output of every script is written, a file or a folder.
+
+    Yields a new temporary path beside `path` for the caller to fill; when the
+    block ends, syncs what was written to the disk and renames it into place,
+    so that `path` holds the old content or the new, never half of either.
+    When the block raises, the temporary is removed; after a kill it is left,
+    named after this host and process, and the next writer of `path` removes
+    it (`temporary_beside`). The temporary has the permissions that open()
+    or os.makedirs would give; missing parent folders are created.
+
+    Before the block runs it refuses what `check_output` refuses before the
+    work, so that no writer can harm a file by skipping that check: a link to
+    nothing, something that is neither a regular file nor a folder (a
+    device, a pipe), one of `inputs`, or a file of an experiment root unless
+    `experiment` says the caller keeps it (train.py's args.json and
+    best.json).
+
+    Args:
+        path (str): The output.
+        directory (bool): Whether the output is a folder.
+        replace (bool): Whether an existing output is replaced. When not,
+            one that exists, or appears meanwhile, is refused.
+        suffix (str): Ends the temporary's name, for writers that insist on
+            one (Keras' `.weights.h5`).
+        flag (str): The output's flag, for the messages.
+        inputs: (flag, path) pairs of the command's input files.
+        experiment (bool): Whether `path` is an experiment file the caller keeps.
+
+    Raises:
+        UserError for a refused output, or when another process put one in
+        place at the same time (its complete output is kept).
+    """
+    refuse_harmful(path, flag or 'the output', directory, inputs, experiment)
+    if not replace and os.path.lexists(path):
+        raise appeared(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    partial = temporary_beside(path, directory, suffix)
+    try:
+        yield partial
+        sync(partial)
+        (put_folder if directory else put_file)(partial, path, replace)
+        sync(parent, contents=False)
+    finally:
+        remove(partial)
+
+
+def refuse_harmful(path, flag, directory=False, inputs=(), experiment=False):
+    """Refuses an output `path` that writing would harm (see `output`).
+
+    Raises:
+        UserError naming the flag, the path and what to do.
+    """
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError('{} `{}` is a link to `{}`, which does not exist; give the path of a '
+                        'file. Nothing was written.'.format(flag, path, os.readlink(path)))
+    if os.path.exists(path) and not (os.path.isdir(path) if directory else os.path.isfile(path)):
+        raise UserError('{} `{}` is not a regular {} (a device, a pipe or a socket); give the '
+                        'path of a {}. Nothing was written.'.format(
+                            flag, path, *(['folder'] * 2 if directory else ['file'] * 2)))
+    check_not_input(path, flag, inputs)
+    if not experiment and experiment_file(path):
+        raise UserError('{} `{}` is one of the files that train.py keeps in the experiment root; '
+                        'writing it would damage the experiment. Choose another file name. '
+                        'Nothing was written.'.format(flag, path))
+
+
+def appeared(path):
+    return UserError('`{}` appeared while it was being written (by another process?); nothing '
+                     'was replaced. Choose another name, or remove it and rerun.'.format(path))
+
+
+def put_file(partial, path, replace):
+    """Renames the written file `partial` to `path`; without `replace`, in a
+    way that refuses a `path` that exists, even one made a moment before."""
+    if replace:
+        os.replace(partial, path)
+        return
+    try:
+        # A hard link fails where the name exists, in one step; `output` then
+        # removes `partial`.
+        os.link(partial, path)
+    except FileExistsError:
+        raise appeared(path)
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # A file system without hard links.
+        if os.path.lexists(path):
+            raise appeared(path)
+        os.replace(partial, path)
+
+
+def put_folder(partial, path, replace):
+    """Renames the written folder `partial` to `path`. An old folder is first
+    moved aside in one rename and removed after, so that two processes
+    writing `path` at once never delete each other's files: the one whose
+    rename finds another's new folder in place stops with a `UserError`."""
+    old = None
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            if not replace:
+                raise appeared(path)
+            old = temporary_beside(path, directory=True)
+            try:
+                os.replace(path, old)
+            except FileNotFoundError:
+                pass  # Another writer moved it aside first.
+        try:
+            os.rename(partial, path)
+        except OSError as e:
+            if not replace:
+                raise appeared(path)
+            raise UserError('cannot put {} in place: another process wrote it at the same time '
+                            '({}). It holds that process\'s complete result; rerun if you '
+                            'want this one\'s.'.format(path, e.strerror))
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def sync(path, contents=True):
+    """Flushes the file `path` to the disk, or the folder `path` (with
+    `contents`, every file and folder below it), so that a rename never
+    puts in place what a power cut would leave empty."""
+    folders = os.walk(path) if contents and os.path.isdir(path) else [(path, [], [])]
+    for folder, _, names in folders:
+        for name in [os.path.join(folder, n) for n in names] + [folder]:
+            if os.path.islink(name):
+                continue
+            try:
+                handle = os.open(name, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(handle)
+            except OSError as e:
+                # Some file systems cannot sync a folder; a file that cannot be synced can fail.
+                if not os.path.isdir(name) or e.errno not in (errno.EINVAL, errno.EBADF,
+                                                              errno.ENOTSUP):
+                    raise
+            finally:
+                os.close(handle)
+
+
+def remove(path):
+    """Removes a file or folder, if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def write_folder(path, make, maker=None):
+    """Builds the folder `path` by calling `make(folder)` on a new temporary
+    folder beside it, which `output` then renames into place, replacing an
+    old one. With `maker`, the folder's FOLDER_MARK names it (see
+    check_folder_output). Check the path first with
+    `check_writable(path, flag, folder=True)`.
 
     Returns:
         What `make` returns.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    partial = temporary_beside(output, directory=True)
-    old = None
-    try:
+    with output(path, directory=True) as partial:
         result = make(partial)
         if maker is not None:
             with open(os.path.join(partial, FOLDER_MARK), 'w', encoding='utf-8') as f:
                 f.write(maker + '\n')
-        if os.path.isdir(output):
-            old = temporary_beside(output, directory=True)
-            try:
-                os.replace(output, old)
-            except FileNotFoundError:
-                pass  # Another writer moved it aside first.
-        try:
-            os.replace(partial, output)
-        except OSError as e:
-            raise UserError('cannot put {} in place: another process wrote it at the same time '
-                            '({}). It holds that process\'s complete result; rerun if you '
-                            'want this one\'s.'.format(output, e.strerror))
-    finally:
-        for folder in (partial, old):
-            if folder:
-                shutil.rmtree(folder, ignore_errors=True)
     return result
 
 
-def atomic_write(path, data, mode='w'):
-    """Writes `data` to `path` through a temporary file and a rename, so a
-    crash leaves either the old or the new content, never a mixture."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path) + '.')
-    try:
-        open_permissions(tmp)
-        with os.fdopen(fd, mode) as f:
+def atomic_write(path, data, mode='w', **options):
+    """Writes `data` (text, UTF-8, or bytes with mode 'wb') to `path` whole or
+    not at all, through `output`, which takes the `options`."""
+    with output(path, **options) as partial:
+        with open(partial, mode, encoding=None if 'b' in mode else 'utf-8') as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
-def write_json(path, obj):
-    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + '\n')
+def write_json(path, obj, **options):
+    """Writes `obj` to `path` as indented JSON with sorted keys, through `output`."""
+    atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + '\n',
+                 **options)
 
 
 def read_json(path, remedy):

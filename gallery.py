@@ -160,20 +160,14 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
           'a quarter of an hour for a million on 2 cores (bench/ann.json).'.format(len(embs)),
           file=sys.stderr)
     index = build_index(embs, metric, progress)
-    partial = None
     try:
-        partial = files.temporary_beside(path, False, suffix='.h5')
-        with h5py.File(partial, 'w') as f:
+        with files.output(path, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
             f.create_dataset('faiss', data=faiss.serialize_index(index))
             f.attrs['gallery_sha256'] = digest
             f.attrs['metric_space'] = INDEX_SPACES[metric]
-        os.replace(partial, path)
-    except OSError as e:
+    except (OSError, cli.UserError) as e:
         print('WARNING: cannot save the gallery index `{}` ({}); the next search builds it '
               'again.'.format(path, e), file=sys.stderr)
-    finally:
-        if partial and os.path.exists(partial):
-            os.remove(partial)
     return index
 
 

@@ -10,11 +10,9 @@ export.py and evaluate.py use as a trained one, and that train.py's
 --initial_checkpoint fine-tunes from.
 """
 
-import errno
 import hashlib
 import os
 import re
-import shutil
 
 import numpy as np
 
@@ -184,24 +182,12 @@ def write_experiment(experiment_root, model, body, args):
     folder beside `experiment_root`, then renames it into place, refusing a
     root that another process made meanwhile."""
     import tensorflow as tf
-    os.makedirs(os.path.dirname(os.path.abspath(experiment_root)), exist_ok=True)
-    partial = files.temporary_beside(experiment_root, directory=True)
-    try:
+    with files.output(experiment_root, directory=True, replace=False) as partial:
         checkpoint = tf.train.Checkpoint(model=model, body=body,
                                          step=tf.Variable(0, dtype=tf.int64))
         tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
                                    checkpoint_name='checkpoint').save(checkpoint_number=0)
         files.write_json(os.path.join(partial, 'args.json'), args)
-        try:
-            # A rename onto a folder that another process made meanwhile fails.
-            os.rename(partial, experiment_root)
-        except OSError as e:
-            if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
-                raise UserError('`{}` appeared while importing (another process?); nothing '
-                                'was written.'.format(experiment_root))
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def import_osnet(path, experiment_root, model_name=None):

@@ -4,8 +4,6 @@ its output and renamed into place. export.py is their command line; the
 benchmarks time them.
 """
 
-import os
-import shutil
 
 import keras
 import numpy as np
@@ -42,38 +40,20 @@ class EmbeddingModule(tf.Module):
         return self.embed_float(tf.cast(images, tf.float32))
 
 
-def move_into_place(partial, output):
-    """Renames `partial` to `output`, refusing to replace what appeared there meanwhile."""
-    if os.path.lexists(output):
-        raise cli.UserError('`{}` appeared while exporting; nothing was replaced.'.format(
-            output))
-    os.replace(partial, output)
-
-
 def export_saved_model(module, output):
-    """Writes the SavedModel next to `output` and renames it into place, so an
-    interrupted export leaves no half-written model."""
-    partial = files.temporary_beside(output, directory=True)
-    try:
+    """Writes the SavedModel whole or not at all, never replacing a folder."""
+    with files.output(output, directory=True, replace=False) as partial:
         tf.saved_model.save(module, partial, signatures={
             'serving_default': module.embed_float, 'serving_uint8': module.embed_uint8})
-        move_into_place(partial, output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
     import tf2onnx
-    partial = files.temporary_beside(path, directory=False)
-    try:
+    with files.output(path, replace=False) as partial:
         tf2onnx.convert.from_function(module.embed_float, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
             opset=17, output_path=partial)
-        move_into_place(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def export_tflite(module, path, representative=None):
@@ -87,15 +67,7 @@ def export_tflite(module, path, representative=None):
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None]] for image in representative)
-    data = converter.convert()
-    partial = files.temporary_beside(path, directory=False)
-    try:
-        with open(partial, 'wb') as f:
-            f.write(data)
-        move_into_place(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    files.atomic_write(path, converter.convert(), 'wb', replace=False)
 
 
 def xnnpack_problem(path, net_input_size):

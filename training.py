@@ -695,7 +695,7 @@ def make_validator(run, validate):
         if improved:
             path = best_manager.save(checkpoint_number=current)
             best = dict(scores, step=current, checkpoint=os.path.relpath(path, root))
-            files.write_json(os.path.join(root, 'best.json'), best)
+            files.write_json(os.path.join(root, 'best.json'), best, experiment=True)
     return run_validation
 
 

@@ -220,14 +220,13 @@ def parse_args(argv):
 
 def write_json(args, results):
     summaries = {name: summarise(rows) for name, rows in results.items() if rows}
-    with open(args.json + '.partial', 'w') as f:
-        json.dump({'machine': platform.processor() or platform.machine(),
-                   'cpus': os.cpu_count(), 'argv': sys.argv[1:],
-                   'recipe': {'height': args.height, 'width': args.width,
-                              'iterations': args.iterations, 'train_flags': args.train_flags},
-                   'results': results, 'summary': summaries}, f, indent=2)
-        f.write('\n')
-    os.replace(args.json + '.partial', args.json)
+    import files
+    files.write_json(args.json, {
+        'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+        'argv': sys.argv[1:], 'recipe': {'height': args.height, 'width': args.width,
+                                         'iterations': args.iterations,
+                                         'train_flags': args.train_flags},
+        'results': results, 'summary': summaries})
 
 
 def main(argv=None):

@@ -143,15 +143,11 @@ def convert(model_json, output, alpha=None):
         application.set_weights(values)
         # Keras wants the suffix; a unique temporary name keeps it, so that the
         # rename is atomic and two conversions at once never share a file.
-        partial = files.temporary_beside(output, False, suffix='.weights.h5')
         try:
-            application.save_weights(partial)
-            os.replace(partial, output)
+            with files.output(output, suffix='.weights.h5') as partial:
+                application.save_weights(partial)
         except OSError as e:
             raise ExportError('cannot write `{}`: {}.'.format(output, e.strerror or e))
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
         used = {variable_name(v) for v in application.weights}
         return candidate, len(values), len(set(tensors) - used)
     raise ExportError('`{}` is no MobileNetV2 of any width Keras knows ({}): its tensors do '

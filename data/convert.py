@@ -28,6 +28,7 @@ This script needs no TensorFlow (h5py and SciPy read CUHK03's .mat files).
 """
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -85,23 +86,16 @@ def write_csvs(output_dir, prefix, splits):
         {split: path} of the files written.
     """
     texts = {split: format_rows(rows) for split, rows in splits.items()}
-    os.makedirs(output_dir, exist_ok=True)
-    # Uniquely named partial files, so that two conversions at once never
-    # write into each other's.
-    partials = {}
-    try:
+    paths = {split: os.path.join(output_dir, '{}_{}.csv'.format(prefix, split))
+             for split in splits}
+    # Every file is written before any is renamed into place: the renames
+    # happen as the blocks end, after the last file is whole.
+    with contextlib.ExitStack() as stack:
         for split, text in texts.items():
-            path = os.path.join(output_dir, '{}_{}.csv'.format(prefix, split))
-            partials[path] = files.temporary_beside(path, False)
-            with open(partials[path], 'w') as f:
+            partial = stack.enter_context(files.output(paths[split]))
+            with open(partial, 'w', encoding='utf-8') as f:
                 f.write(text)
-        for path, partial in partials.items():
-            os.replace(partial, path)
-    finally:
-        for partial in partials.values():
-            if os.path.exists(partial):
-                os.remove(partial)
-    return dict(zip(splits, partials))
+    return paths
 
 
 # Reading.

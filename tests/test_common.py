@@ -225,7 +225,7 @@ def test_write_folder_keeps_a_concurrent_writers_complete_folder(tmp_path, monke
             # this one moved the old folder aside.
             os.mkdir(output)
             fill(output, 'theirs')
-    monkeypatch.setattr(common.os, 'replace', other_writer_finishes_in_between)
+    monkeypatch.setattr(files.os, 'replace', other_writer_finishes_in_between)
     with pytest.raises(cli.UserError, match='another process wrote it at the same time'):
         files.write_folder(output, lambda folder: fill(folder, 'mine'))
     assert os.listdir(tmp_path) == ['out']

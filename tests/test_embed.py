@@ -161,7 +161,7 @@ def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp
     shutil.copytree(root, legacy)
     stored = json.load(open(os.path.join(legacy, 'args.json')))
     del stored['antialias'], stored['accurate_jpeg']
-    files.write_json(os.path.join(legacy, 'args.json'), stored)
+    files.write_json(os.path.join(legacy, 'args.json'), stored, experiment=True)
     larger = np.random.default_rng(1).uniform(0, 255, (4, 70, 37, 3)).astype(np.float32)
     new, old = load_embedder(root)(larger), load_embedder(legacy)(larger)
     assert np.abs(new - old).max() > 1e-3
