@@ -24,7 +24,7 @@ POOLINGS = ('avg', 'max', 'gem')
 LOSSES = ('batch_hard', 'batch_all', 'batch_all_mean', 'batch_sample', 'weighted')
 ID_LOSSES = ('softmax', 'cosface', 'arcface', 'circle')
 
-# The learning-rate schedules of training.learning_rate_schedule.
+# The learning-rate schedules of schedules.LearningRate.
 LR_SCHEDULES = ('exponential', 'step', 'cosine')
 
 # The fills of sampler.random_erasing.

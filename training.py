@@ -1,6 +1,7 @@
-"""The training run behind train.py: its model, optimizer and checkpoint, the
-step, the learning-rate schedule, the collapse watch, the summaries and the
-loop.
+"""The training run behind train.py: its data, model, optimizer and
+checkpoint, the summaries and the loop. The step is `training_step`'s, the
+learning-rate schedule `schedules`', the collapse watch `collapse`'s and the
+memory checks `memory`'s.
 
 train.py parses the arguments and calls these in order: `check_arguments`,
 `load_data`, `make_validation`, `choose_seed`, `build_run`,
@@ -23,114 +24,29 @@ import tensorflow as tf
 
 import cli
 import common
-import files
-import flags
-import memory
 import detailed_logs
 import distributed
 import experiment
-import loss
+import files
+import flags
 import nets
 import sampler
 import validation
+from collapse import collapse_warning, looks_collapsed
 from images import Preprocessing, load_training_sets
 from inference import inference_function
+from memory import check_input_size, check_memory
 from model import build_model, load_body_weights, restore
+from schedules import LearningRate
+from training_step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
 from uninterrupt import Uninterrupt
 
 # The training loop's lines keep the logger name users and tests know.
 log = logging.getLogger('train')
 
-# The per-image losses beside the triplet loss, as the step returns and
-# TensorBoard shows them.
-AUXILIARY_LOSSES = ('id_loss', 'center_loss')
-
 
 class TrainingDiverged(cli.UserError):
     """The loss became NaN or infinite; reported like bad input, as the remedy is the user's."""
-
-
-# Collapse: the loss within COLLAPSE_BAND (relative, or absolute for a zero
-# collapse value) of `loss.collapse_value`, and no identity structure in the
-# batch: the embedding spread below COLLAPSE_SPREAD (all points in one), or
-# the batch top-k precision at most COLLAPSE_CHANCE times its chance level
-# (points spread out at random, as a net that learns nothing gives them). A
-# healthy run leaves the collapse value within tens of iterations, keeps a
-# spread above 0.3, and soon ranks above chance.
-COLLAPSE_BAND = 0.1
-
-
-COLLAPSE_SPREAD = 0.1
-
-
-COLLAPSE_CHANCE = 2
-
-
-def looks_collapsed(mean_loss, spread, margin, precision=1.0, chance=0.0):
-    """Whether one step looks collapsed, from its mean loss, its
-    `loss.embedding_spread`, its batch top-k precision and that precision's
-    chance level ((K - 1) / (P·K - 1) for P×K batches)."""
-    value = loss.collapse_value(margin)
-    tolerance = COLLAPSE_BAND * (value if value > 0 else 1.0)
-    return abs(mean_loss - value) <= tolerance and (
-        spread < COLLAPSE_SPREAD or precision <= COLLAPSE_CHANCE * chance)
-
-
-def collapse_warning(iterations, margin):
-    return ('Training looks collapsed: for {} iterations the loss has stayed at {:.3f}, its '
-            'value when all distances are equal, and the batches show no identities: the '
-            'embeddings lie within {:.0%} of their distance from the origin of each other '
-            '(TensorBoard: embedding_spread), or rank the same identity first no better than '
-            '{} times chance (batch_prec_at_k). Such a run rarely recovers. Remedies: an '
-            'identity loss (--id_loss_weight 1, best with --head_name bnneck), a lower '
-            '--learning_rate, a pretrained body (--initial_checkpoint), a smaller net, or '
-            'another --loss or --margin; see "When training collapses" in docs/training.md.'.format(
-                iterations, loss.collapse_value(margin), COLLAPSE_SPREAD, COLLAPSE_CHANCE))
-
-
-class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The learning rate at each iteration (counted from 0).
-
-    `exponential` is the original's schedule: constant until `decay_start`,
-    then exponential decay that reaches 0.001 × `initial` at `end`. `cosine`
-    is constant until `decay_start`, then follows half a cosine down to 0 at
-    `end`. For both, a negative `decay_start` (or one at or past `end`)
-    disables the decay. `step` multiplies the rate by `factor` at each
-    iteration of `steps`. A positive `warmup` scales the first `warmup`
-    iterations linearly from 1% up to the full rate of the schedule.
-    """
-
-    def __init__(self, initial, decay_start, end, schedule='exponential', warmup=0, steps=(),
-                 factor=0.1):
-        self.initial, self.decay_start, self.end = float(initial), int(decay_start), int(end)
-        self.schedule, self.warmup, self.factor = schedule, int(warmup), float(factor)
-        self.steps = tuple(int(s) for s in steps)
-
-    def decayed(self, step):
-        """The schedule without warm-up: a float32 scalar."""
-        step = tf.cast(step, tf.float32)
-        if self.schedule == 'step':
-            passed = tf.reduce_sum(tf.cast(step >= tf.constant(self.steps or (0,), tf.float32),
-                                           tf.float32)) if self.steps else 0.0
-            return self.initial * tf.pow(self.factor, passed)
-        if not 0 <= self.decay_start < self.end:
-            return tf.constant(self.initial, tf.float32)
-        progress = tf.maximum(0.0, step - self.decay_start) / (self.end - self.decay_start)
-        if self.schedule == 'cosine':
-            return self.initial * 0.5 * (1.0 + tf.cos(np.pi * tf.minimum(progress, 1.0)))
-        return self.initial * tf.pow(0.001, progress)
-
-    def __call__(self, step):
-        rate = self.decayed(step)
-        if self.warmup > 0:
-            fraction = tf.minimum(tf.cast(step, tf.float32) / self.warmup, 1.0)
-            rate *= 0.01 + 0.99 * fraction
-        return rate
-
-    def get_config(self):
-        return {'initial': self.initial, 'decay_start': self.decay_start, 'end': self.end,
-                'schedule': self.schedule, 'warmup': self.warmup, 'steps': self.steps,
-                'factor': self.factor}
 
 
 def format_eta(seconds):
@@ -139,35 +55,6 @@ def format_eta(seconds):
     if seconds > 100 * 365 * 86400:
         return 'more than 100 years'
     return str(timedelta(seconds=int(seconds)))
-
-
-def check_memory(args):
-    """Refuses sizes that could never fit in this machine's memory, before
-    anything is written or allocated: a batch over a quarter of it, counting
-    its float32 images at the largest size the input pipeline makes (the
-    pre-crop size, or the padded size) and the loss's (P·K)² distances and
-    masks (four such matrices), or a head whose weights and Adam slots
-    (about 2048 × --embedding_dim floats, four times) over half of it."""
-    available = memory.physical_memory()
-    height, width = args.net_input_height, args.net_input_width
-    if args.crop_augment:
-        height, width = max(height, args.pre_crop_height), max(width, args.pre_crop_width)
-    height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
-    size = args.batch_p * args.batch_k
-    batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
-    if batch > available / 4:
-        raise cli.UserError(
-            'a batch of {}×{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
-            'and the loss\'s distances between them), more than a quarter of this machine\'s '
-            '{:.3g} GiB; lower --batch_p, --batch_k or the image sizes (--net_input_*, '
-            '--pre_crop_*, --pad_crop).'.format(args.batch_p, args.batch_k, height, width,
-                                                batch / 2 ** 30, available / 2 ** 30))
-    head = 2048 * args.embedding_dim * 4 * 4
-    if head > available / 2:
-        raise cli.UserError(
-            '--embedding_dim {} needs {:.3g} GiB for the head\'s weights and their Adam slots, '
-            'more than half of this machine\'s {:.3g} GiB; choose a smaller one (the original '
-            'used 128).'.format(args.embedding_dim, head / 2 ** 30, available / 2 ** 30))
 
 
 def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
@@ -194,28 +81,6 @@ def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
 
 
-def auxiliary_heads(args, num_ids, embedding_dim):
-    """What --id_loss_weight and --center_loss_weight train beside the model,
-    to be built in the strategy's scope: a dict with the identity
-    `classifier` (a bias-free Dense layer, initialised with std 0.001 as in
-    BoT) and the identity `centers` (C, D) with their own SGD
-    `center_optimizer`, each only when its loss is on. All of it belongs in
-    the checkpoint and none of it in the exported model."""
-    extras = {}
-    if args.id_loss_weight:
-        classifier = keras.layers.Dense(
-            num_ids, use_bias=False, dtype='float32', name='classifier',
-            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
-        classifier.build((None, embedding_dim))
-        extras['classifier'] = classifier
-    if args.center_loss_weight:
-        extras['centers'] = tf.Variable(
-            keras.random.normal((num_ids, embedding_dim)), trainable=False, name='centers')
-        extras['center_optimizer'] = keras.optimizers.SGD(args.center_learning_rate)
-        extras['center_optimizer'].build([extras['centers']])
-    return extras
-
-
 def check_identity_count(path, num_ids, train_set):
     """Refuses to resume the identity or center loss of the checkpoint `path`
     on a training set with another number of identities, which their
@@ -231,12 +96,6 @@ def check_identity_count(path, num_ids, train_set):
                 'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
                 'body.'.format(path, stored, ' + '.join(flags.as_list(train_set)), num_ids,
                                path))
-
-
-def trainable_variables(model, extras):
-    """The variables the main optimizer trains: the model's and the classifier's."""
-    classifier = extras.get('classifier')
-    return model.trainable_variables + (classifier.trainable_variables if classifier else [])
 
 
 def sequential_ops():
@@ -258,247 +117,6 @@ def sequential_ops():
         if tf.config.threading.get_inter_op_parallelism_threads() != 1:
             log.warning('--deterministic could not fix the order of operations, as TensorFlow '
                         'already runs in this process; runs may differ in the last bits.')
-
-
-def input_size_problem(model, size):
-    """Why `model` cannot take (H, W) `size` inputs, or None when it can.
-
-    Read from the static shapes of the model traced into a graph, which every
-    machine computes alike from the layers' windows, strides and paddings: a
-    trial call instead fails, or quietly returns NaN from an empty feature
-    map, depending on the CPU's kernels.
-    """
-    spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
-    try:
-        graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(
-            spec).graph
-    except ValueError as e:
-        # Keras prints the layer's own message in bold amid a traceback of the trace.
-        bold = re.search(r'\x1b\[1m(.*?)\x1b\[0m', str(e), re.S)
-        text = bold.group(1) if bold else str(e).strip().splitlines()[-1]
-        found = re.search(r'(Negative dimension size caused by subtracting \d+ from \d+) for '
-                          r"'\{\{node ([^}]+)\}\}", text)
-        if found:
-            return '{} at `{}`'.format(found.group(1), found.group(2))
-        return ' '.join(text.split())[:300]
-    for op in graph.get_operations():
-        for tensor in op.outputs:
-            if tensor.shape.rank == 4 and 0 in tensor.shape.as_list()[1:3]:
-                return 'an empty feature map of {} at `{}`'.format(
-                    'x'.join(str(n) for n in tensor.shape.as_list()[1:3]), op.name)
-    return None
-
-
-def activation_bytes(model, size):
-    """The bytes of the feature maps (every 4-D floating-point tensor) that a
-    training step of `model` computes for one (H, W) `size` image, read from
-    its graph: what backpropagation keeps, and more (some are freed early)."""
-    spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
-    graph = tf.function(lambda images: model(images, training=True)).get_concrete_function(
-        spec).graph
-    return sum(int(np.prod(tensor.shape.as_list())) * tensor.dtype.size
-               for op in graph.get_operations() for tensor in op.outputs
-               if tensor.dtype.is_floating and tensor.shape.rank == 4 and
-               tensor.shape.is_fully_defined())
-
-
-def check_input_size(model, args):
-    """Refuses a net that cannot take the input size, a batch whose feature
-    maps could never fit in this machine's memory, and a net that does not fit in memory
-    at one image, before anything is written: an impossible size is refused
-    at once rather than computed for minutes."""
-    size = (args.net_input_height, args.net_input_width)
-
-    def cannot_take(problem):
-        return cli.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '
-                             '--net_input_height and --net_input_width.'.format(
-                                    args.model_name, size[0], size[1], problem))
-    problem = input_size_problem(model, size)
-    if problem:
-        raise cannot_take(problem)
-    batch, available = args.batch_p * args.batch_k, memory.physical_memory()
-    needed = activation_bytes(model, size) * batch
-    if needed > available:
-        raise cli.UserError(
-            'a training batch of {} images of {}x{} through `{}` computes about {:.3g} GiB of '
-            'feature maps, more than this machine\'s {:.3g} GiB of memory; lower --batch_p, '
-            '--batch_k or --net_input_height and --net_input_width.'.format(
-                batch, size[0], size[1], args.model_name, needed / 2 ** 30, available / 2 ** 30))
-    try:
-        model(tf.zeros((1,) + size + (3,)), training=False)
-    except tf.errors.ResourceExhaustedError as e:
-        raise cli.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
-                            'a smaller --net_input_height and --net_input_width.'.format(
-                                   args.model_name, size[0], size[1],
-                                   str(e).strip().splitlines()[0][:200]))
-    except (ValueError, tf.errors.OpError) as e:
-        # The shapes allowed it, but a kernel of this machine still refuses it.
-        raise cannot_take(str(e).strip().splitlines()[0][:200])
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """The arguments that `make_train_step` and `auxiliary_heads` read, with
-    train.py's defaults (a test keeps them equal), for callers without
-    train.py's command line, such as the benchmarks. train.py passes its
-    whole arguments instead, which hold the same names."""
-    batch_p: int = 32
-    batch_k: int = 4
-    seed: int = 0
-    loss: str = 'batch_hard'
-    metric: str = 'euclidean'
-    margin: object = 'soft'
-    id_loss_weight: float = 0.0
-    id_loss: str = 'softmax'
-    id_scale: float = 64.0
-    id_margin: object = None
-    label_smoothing: float = 0.1
-    center_loss_weight: float = 0.0
-    center_learning_rate: float = 0.5
-    weight_decay: float = 0.0
-    xla: bool = False
-    per_replica_mining: bool = False
-
-
-def auxiliary_losses(extras, endpoints, emb, labels, args):
-    """The per-image identity and center losses that are on: {name: (b,)}."""
-    terms = {}
-    if 'classifier' in extras:
-        # Before any L2 normalisation: a softmax over unit vectors would need a
-        # temperature to reach confident logits, and learns nothing without one.
-        # The margin softmaxes normalise both sides and bring their own scale.
-        features = tf.cast(endpoints['emb_raw'], tf.float32)
-        margin_softmax = loss.ID_LOSSES[args.id_loss]
-        if margin_softmax is None:
-            logits = extras['classifier'](features)
-        else:
-            logits = margin_softmax(
-                loss.cosine_logits(features, extras['classifier'].kernel), labels,
-                args.id_scale, loss.ID_MARGINS[args.id_loss] if args.id_margin is None
-                else args.id_margin)
-        terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
-    if 'centers' in extras:
-        terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
-    return terms
-
-
-def make_replica_gradients(model, optimizer, step, args, extras, variables, replicas):
-    """`replica_gradients(images, labels)` -> (gradients of `variables`, a dict
-    of the replica's tensors): one replica's part of the step (see
-    `make_train_step`)."""
-    loss_fn = loss.LOSS_CHOICES[args.loss]
-    global_mining = replicas > 1 and not args.per_replica_mining
-    global_batch = args.batch_p * args.batch_k
-    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
-
-    # XLA compiles the network's forward pass and, through the tape, its
-    # backward pass; the gathering across replicas stays outside it.
-    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
-        if args.xla else (lambda images: model(images, training=True))
-
-    def replica_gradients(images, labels):
-        context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            endpoints = forward(images)
-            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
-            batch_emb, batch_labels, anchors = emb, labels, None
-            if global_mining:
-                batch_emb = distributed.all_gather(emb)
-                batch_labels = distributed.all_gather(labels)
-                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
-                    tf.shape(emb)[0])
-            dists = loss.cdist(emb, batch_emb, metric=args.metric)
-            # Losses that draw at random draw from the step, so resuming redraws the same.
-            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
-                             seed=sampler.stream_seed(args.seed, 4, step))
-            terms = auxiliary_losses(extras, endpoints, emb, labels, args)
-            total = tf.add_n([tf.reduce_sum(losses)] + [
-                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
-            total /= global_batch
-            if args.weight_decay:
-                # Each replica adds its share, so that the sum over replicas adds it once.
-                total += args.weight_decay / (2 * replicas) * tf.add_n(
-                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
-            scaled = optimizer.scale_loss(total)
-        grads = tape.gradient(scaled, variables)
-        same, positive, negative = loss.identity_masks(batch_labels, anchors)
-        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
-        # Masks travel as int32: tf.distribute cannot gather booleans.
-        return grads, dict(terms, **{
-            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
-            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
-            'top1': top1[None], 'prec_at_k': prec_at_k[None],
-            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
-    return replica_gradients
-
-
-def make_train_step(model, optimizer, step, args, strategy, extras=None):
-    """The training step: a `tf.function` from one (per-replica) batch of
-    images and integer labels to a dict of global tensors. `args` is
-    train.py's arguments or a `StepSettings`.
-
-    Each replica embeds its images; unless --per_replica_mining, it gathers
-    the embeddings of all replicas so that its anchors are mined against the
-    whole batch. Its loss is the sum of its anchors' losses (and of the
-    weighted identity and center losses of its images) over the global batch
-    size, so that the summed gradients equal a single device's. `extras` is
-    `auxiliary_heads`'s dict.
-
-    Returns:
-        (train_step, gradients): `gradients(images, labels)` computes the
-        global per-anchor losses and the summed gradients of the trainable
-        variables (and, last, of the centers) without applying them, to
-        compare a distributed step with a single device's.
-    """
-    extras = extras or {}
-    replicas = strategy.num_replicas_in_sync
-    global_batch = args.batch_p * args.batch_k
-    variables = trainable_variables(model, extras)
-    replica_gradients = make_replica_gradients(model, optimizer, step, args, extras, variables,
-                                               replicas)
-
-    def center_gradients(out):
-        """The centers' gradient of the unweighted center loss, as BoT steps them."""
-        return loss.center_gradient(out['emb'], extras['centers'], out['labels']) / global_batch
-
-    def replica_step(images, labels):
-        grads, out = replica_gradients(images, labels)
-        optimizer.apply_gradients(zip(grads, variables))
-        if 'centers' in extras:
-            extras['center_optimizer'].apply_gradients([(center_gradients(out),
-                                                         extras['centers'])])
-        if replicas > 1:
-            # Every replica gets the whole batch's values; the first one's are kept.
-            out = {key: distributed.all_gather(value) for key, value in out.items()}
-        return out
-
-    # Without AutoGraph: the step has no Python control flow on tensors, and
-    # converting it and Keras' code took two seconds before the first step.
-    @tf.function(autograph=False)
-    def train_step(images, labels):
-        out = strategy.experimental_local_results(
-            strategy.run(replica_step, args=(images, labels)))[0]
-        step.assign_add(1)
-        out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
-        out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
-        out['spread'] = loss.embedding_spread(out['dists'], out['pos_mask'] + out['neg_mask'] > 0,
-                                              out['emb'], args.metric)
-        return out
-
-    def replica_losses_and_gradients(images, labels):
-        grads, out = replica_gradients(images, labels)
-        if 'centers' in extras:
-            grads = grads + [center_gradients(out)]
-        context = tf.distribute.get_replica_context()
-        return distributed.all_gather(out['losses']) if replicas > 1 else out['losses'], [
-            context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
-
-    @tf.function(autograph=False)
-    def gradients(images, labels):
-        return strategy.experimental_local_results(
-            strategy.run(replica_losses_and_gradients, args=(images, labels)))[0]
-
-    return train_step, gradients
 
 
 @dataclass

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import train
-import training
+import loss
 from conftest import (ROOT, base_args, checkpoint_steps, logged_iterations, scalars, val_args,
                       validation_csvs)
 
@@ -28,8 +28,8 @@ def helper(*argv):
 @pytest.mark.slow
 def test_two_mirrored_cpus_give_the_single_device_loss_gradients_and_moving_statistics():
     # The hinge margin leaves zero terms, which batch_all counts over all replicas.
-    losses = list(training.loss.LOSS_CHOICES) + ['batch_all:0.2', 'batch_sample:0.2',
-                                              'batch_hard:soft:strong']
+    losses = list(loss.LOSS_CHOICES) + ['batch_all:0.2', 'batch_sample:0.2',
+                                        'batch_hard:soft:strong']
     results = json.loads(helper('gradients', 'global', *losses).stdout.strip().splitlines()[-1])
     assert sorted(results) == sorted(losses)
     for name, result in results.items():

@@ -16,7 +16,11 @@ import memory
 import detailed_logs
 import experiment
 import train
+import loss
 import training
+import training_step
+import schedules
+import collapse
 from model import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations, make_dataset
 
@@ -122,18 +126,18 @@ def test_resumed_batch_sample_draws_what_the_straight_run_drew(tmp_path, tiny_da
 
 
 def test_looks_collapsed():
-    assert training.looks_collapsed(0.70, 0.01, 'soft')
-    assert not training.looks_collapsed(0.70, 0.5, 'soft'), 'a healthy spread'
-    assert not training.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
-    assert training.looks_collapsed(0.2, 0.001, 0.2)
-    assert not training.looks_collapsed(0.1, 0.001, 0.2)
-    assert training.looks_collapsed(0.0, 0.001, 'none')
+    assert collapse.looks_collapsed(0.70, 0.01, 'soft')
+    assert not collapse.looks_collapsed(0.70, 0.5, 'soft'), 'a healthy spread'
+    assert not collapse.looks_collapsed(0.60, 0.01, 'soft'), 'the loss left ln 2'
+    assert collapse.looks_collapsed(0.2, 0.001, 0.2)
+    assert not collapse.looks_collapsed(0.1, 0.001, 0.2)
+    assert collapse.looks_collapsed(0.0, 0.001, 'none')
     # Spread out, but ranking at chance (3 of 71 for 18×4): a net that learns
     # nothing, as TriNet from scratch on CUHK03 with MobileNetV2 0.35.
     chance = 3 / 71
-    assert training.looks_collapsed(0.713, 0.4, 'soft', 0.03, chance)
-    assert not training.looks_collapsed(0.713, 0.4, 'soft', 0.3, chance), 'ranking above chance'
-    assert not training.looks_collapsed(0.5, 0.4, 'soft', 0.03, chance), 'the loss left ln 2'
+    assert collapse.looks_collapsed(0.713, 0.4, 'soft', 0.03, chance)
+    assert not collapse.looks_collapsed(0.713, 0.4, 'soft', 0.3, chance), 'ranking above chance'
+    assert not collapse.looks_collapsed(0.5, 0.4, 'soft', 0.03, chance), 'the loss left ln 2'
 
 
 def test_collapsed_run_warns_once(tmp_path):
@@ -244,12 +248,12 @@ def test_refusals_write_nothing(tmp_path, tiny_dataset):
 
 def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
     csv_path, image_root = tiny_dataset
-    original = training.loss.LOSS_CHOICES['batch_hard']
+    original = loss.LOSS_CHOICES['batch_hard']
 
     def poisoned(dists, pids, margin, anchors=None, seed=None):
         return original(dists, pids, margin, anchors=anchors) * float('nan')
 
-    monkeypatch.setitem(training.loss.LOSS_CHOICES, 'batch_hard', poisoned)
+    monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard', poisoned)
     root = str(tmp_path / 'exp')
     with pytest.raises(training.TrainingDiverged, match='loss became NaN at iteration 1'):
         train.main(base_args(root, csv_path, image_root, 5))
@@ -257,27 +261,27 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
 
 
 def test_learning_rate_schedule():
-    lr = training.LearningRate(1.0, 100, 200)
+    lr = schedules.LearningRate(1.0, 100, 200)
     assert float(lr(0)) == pytest.approx(1.0)
     assert float(lr(100)) == pytest.approx(1.0)
     assert float(lr(150)) == pytest.approx(0.001 ** 0.5, rel=1e-5)
     assert float(lr(200)) == pytest.approx(0.001, rel=1e-5)
-    assert float(training.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
+    assert float(schedules.LearningRate(1.0, -1, 200)(150)) == pytest.approx(1.0)
 
 
 def test_warmup_cosine_and_step_schedules():
-    cosine = training.LearningRate(2.0, 100, 200, 'cosine')
+    cosine = schedules.LearningRate(2.0, 100, 200, 'cosine')
     assert [float(cosine(i)) for i in (0, 100, 150, 200)] == pytest.approx(
         [2.0, 2.0, 1.0, 0.0], abs=1e-6)
-    assert float(training.LearningRate(2.0, -1, 200, 'cosine')(150)) == pytest.approx(2.0)
-    step = training.LearningRate(1.0, 100, 200, 'step', steps=(50, 120), factor=0.5)
+    assert float(schedules.LearningRate(2.0, -1, 200, 'cosine')(150)) == pytest.approx(2.0)
+    step = schedules.LearningRate(1.0, 100, 200, 'step', steps=(50, 120), factor=0.5)
     assert [float(step(i)) for i in (0, 49, 50, 119, 120, 199)] == pytest.approx(
         [1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
     # Warm-up: 1% at the first iteration, linear to the full rate of the schedule.
-    warm = training.LearningRate(1.0, 100, 200, warmup=10)
+    warm = schedules.LearningRate(1.0, 100, 200, warmup=10)
     assert [float(warm(i)) for i in (0, 5, 10, 50)] == pytest.approx(
         [0.01, 0.01 + 0.99 * 0.5, 1.0, 1.0])
-    warm_step = training.LearningRate(1.0, 0, 200, 'step', warmup=10, steps=(5,))
+    warm_step = schedules.LearningRate(1.0, 0, 200, 'step', warmup=10, steps=(5,))
     assert float(warm_step(5)) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5))
 
 
@@ -501,20 +505,20 @@ def test_the_input_size_check_reads_the_traced_shapes():
     # and returns NaN with Eigen's; the check reads the traced shapes instead.
     import keras
     model, _ = build_model('tiny', 'fc1024', 16)
-    assert training.input_size_problem(model, (32, 16)) is None
+    assert memory.input_size_problem(model, (32, 16)) is None
     assert re.fullmatch(r'Negative dimension size caused by subtracting 2 from 1 at `\S*pool3\S*`',
-                        training.input_size_problem(model, (8, 4)))
+                        memory.input_size_problem(model, (8, 4)))
     # A layer's own refusal is quoted without the traceback of the trace, and
     # a layer that leaves no pixels is caught although the shapes allow it.
     images = keras.Input((None, None, 3))
     cropped = keras.layers.Cropping2D(((0, 0), (2, 2)))(images)
-    assert training.input_size_problem(
+    assert memory.input_size_problem(
         keras.Model(images, keras.layers.GlobalAveragePooling2D()(cropped)), (8, 4)) == (
         'Values in `cropping` argument should be smaller than the corresponding spatial '
         'dimension of the input. Received: inputs.shape=(1, 8, 4, 3), cropping=((0, 0), (2, 2))')
     emptied = keras.layers.Lambda(lambda x: x[:, :, :0], name='emptied')(images)
     assert re.fullmatch(r'an empty feature map of 8x0 at `\S*emptied\S*`',
-                        training.input_size_problem(
+                        memory.input_size_problem(
                             keras.Model(images, keras.layers.GlobalAveragePooling2D()(emptied)),
                             (8, 4)))
 
@@ -678,7 +682,7 @@ def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_i
 def test_step_settings_have_train_py_s_defaults():
     import dataclasses
     defaults = vars(train.parser.parse_args(['--experiment_root', '/unused']))
-    for field in dataclasses.fields(training.StepSettings):
+    for field in dataclasses.fields(training_step.StepSettings):
         if field.name != 'seed':
             assert field.default == defaults[field.name], field.name
 

@@ -1,0 +1,212 @@
+"""The training step: a `tf.function` from one P×K batch to the loss, the
+gradients applied, and the values that the log and TensorBoard show, on one
+device or across the replicas of a `tf.distribute` strategy; and the
+identity and center heads it trains beside the model.
+"""
+
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+import distributed
+import loss
+import sampler
+
+
+# The per-image losses beside the triplet loss, as the step returns and
+# TensorBoard shows them.
+AUXILIARY_LOSSES = ('id_loss', 'center_loss')
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The arguments that `make_train_step` and `auxiliary_heads` read, with
+    train.py's defaults (a test keeps them equal), for callers without
+    train.py's command line, such as the benchmarks. train.py passes its
+    whole arguments instead, which hold the same names."""
+    batch_p: int = 32
+    batch_k: int = 4
+    seed: int = 0
+    loss: str = 'batch_hard'
+    metric: str = 'euclidean'
+    margin: object = 'soft'
+    id_loss_weight: float = 0.0
+    id_loss: str = 'softmax'
+    id_scale: float = 64.0
+    id_margin: object = None
+    label_smoothing: float = 0.1
+    center_loss_weight: float = 0.0
+    center_learning_rate: float = 0.5
+    weight_decay: float = 0.0
+    xla: bool = False
+    per_replica_mining: bool = False
+
+
+def auxiliary_heads(args, num_ids, embedding_dim):
+    """What --id_loss_weight and --center_loss_weight train beside the model,
+    to be built in the strategy's scope: a dict with the identity
+    `classifier` (a bias-free Dense layer, initialised with std 0.001 as in
+    BoT) and the identity `centers` (C, D) with their own SGD
+    `center_optimizer`, each only when its loss is on. All of it belongs in
+    the checkpoint and none of it in the exported model."""
+    extras = {}
+    if args.id_loss_weight:
+        classifier = keras.layers.Dense(
+            num_ids, use_bias=False, dtype='float32', name='classifier',
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
+        classifier.build((None, embedding_dim))
+        extras['classifier'] = classifier
+    if args.center_loss_weight:
+        extras['centers'] = tf.Variable(
+            keras.random.normal((num_ids, embedding_dim)), trainable=False, name='centers')
+        extras['center_optimizer'] = keras.optimizers.SGD(args.center_learning_rate)
+        extras['center_optimizer'].build([extras['centers']])
+    return extras
+
+
+def trainable_variables(model, extras):
+    """The variables the main optimizer trains: the model's and the classifier's."""
+    classifier = extras.get('classifier')
+    return model.trainable_variables + (classifier.trainable_variables if classifier else [])
+
+
+def auxiliary_losses(extras, endpoints, emb, labels, args):
+    """The per-image identity and center losses that are on: {name: (b,)}."""
+    terms = {}
+    if 'classifier' in extras:
+        # Before any L2 normalisation: a softmax over unit vectors would need a
+        # temperature to reach confident logits, and learns nothing without one.
+        # The margin softmaxes normalise both sides and bring their own scale.
+        features = tf.cast(endpoints['emb_raw'], tf.float32)
+        margin_softmax = loss.ID_LOSSES[args.id_loss]
+        if margin_softmax is None:
+            logits = extras['classifier'](features)
+        else:
+            logits = margin_softmax(
+                loss.cosine_logits(features, extras['classifier'].kernel), labels,
+                args.id_scale, loss.ID_MARGINS[args.id_loss] if args.id_margin is None
+                else args.id_margin)
+        terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
+    if 'centers' in extras:
+        terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
+    return terms
+
+
+def make_replica_gradients(model, optimizer, step, args, extras, variables, replicas):
+    """`replica_gradients(images, labels)` -> (gradients of `variables`, a dict
+    of the replica's tensors): one replica's part of the step (see
+    `make_train_step`)."""
+    loss_fn = loss.LOSS_CHOICES[args.loss]
+    global_mining = replicas > 1 and not args.per_replica_mining
+    global_batch = args.batch_p * args.batch_k
+    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
+
+    # XLA compiles the network's forward pass and, through the tape, its
+    # backward pass; the gathering across replicas stays outside it.
+    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
+        if args.xla else (lambda images: model(images, training=True))
+
+    def replica_gradients(images, labels):
+        context = tf.distribute.get_replica_context()
+        with tf.GradientTape() as tape:
+            endpoints = forward(images)
+            emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
+            batch_emb, batch_labels, anchors = emb, labels, None
+            if global_mining:
+                batch_emb = distributed.all_gather(emb)
+                batch_labels = distributed.all_gather(labels)
+                anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
+                    tf.shape(emb)[0])
+            dists = loss.cdist(emb, batch_emb, metric=args.metric)
+            # Losses that draw at random draw from the step, so resuming redraws the same.
+            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
+                             seed=sampler.stream_seed(args.seed, 4, step))
+            terms = auxiliary_losses(extras, endpoints, emb, labels, args)
+            total = tf.add_n([tf.reduce_sum(losses)] + [
+                weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
+            total /= global_batch
+            if args.weight_decay:
+                # Each replica adds its share, so that the sum over replicas adds it once.
+                total += args.weight_decay / (2 * replicas) * tf.add_n(
+                    [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+            scaled = optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, variables)
+        same, positive, negative = loss.identity_masks(batch_labels, anchors)
+        top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
+        # Masks travel as int32: tf.distribute cannot gather booleans.
+        return grads, dict(terms, **{
+            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
+            'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
+            'top1': top1[None], 'prec_at_k': prec_at_k[None],
+            'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
+    return replica_gradients
+
+
+def make_train_step(model, optimizer, step, args, strategy, extras=None):
+    """The training step: a `tf.function` from one (per-replica) batch of
+    images and integer labels to a dict of global tensors. `args` is
+    train.py's arguments or a `StepSettings`.
+
+    Each replica embeds its images; unless --per_replica_mining, it gathers
+    the embeddings of all replicas so that its anchors are mined against the
+    whole batch. Its loss is the sum of its anchors' losses (and of the
+    weighted identity and center losses of its images) over the global batch
+    size, so that the summed gradients equal a single device's. `extras` is
+    `auxiliary_heads`'s dict.
+
+    Returns:
+        (train_step, gradients): `gradients(images, labels)` computes the
+        global per-anchor losses and the summed gradients of the trainable
+        variables (and, last, of the centers) without applying them, to
+        compare a distributed step with a single device's.
+    """
+    extras = extras or {}
+    replicas = strategy.num_replicas_in_sync
+    global_batch = args.batch_p * args.batch_k
+    variables = trainable_variables(model, extras)
+    replica_gradients = make_replica_gradients(model, optimizer, step, args, extras, variables,
+                                               replicas)
+
+    def center_gradients(out):
+        """The centers' gradient of the unweighted center loss, as BoT steps them."""
+        return loss.center_gradient(out['emb'], extras['centers'], out['labels']) / global_batch
+
+    def replica_step(images, labels):
+        grads, out = replica_gradients(images, labels)
+        optimizer.apply_gradients(zip(grads, variables))
+        if 'centers' in extras:
+            extras['center_optimizer'].apply_gradients([(center_gradients(out),
+                                                         extras['centers'])])
+        if replicas > 1:
+            # Every replica gets the whole batch's values; the first one's are kept.
+            out = {key: distributed.all_gather(value) for key, value in out.items()}
+        return out
+
+    # Without AutoGraph: the step has no Python control flow on tensors, and
+    # converting it and Keras' code took two seconds before the first step.
+    @tf.function(autograph=False)
+    def train_step(images, labels):
+        out = strategy.experimental_local_results(
+            strategy.run(replica_step, args=(images, labels)))[0]
+        step.assign_add(1)
+        out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
+        out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
+        out['spread'] = loss.embedding_spread(out['dists'], out['pos_mask'] + out['neg_mask'] > 0,
+                                              out['emb'], args.metric)
+        return out
+
+    def replica_losses_and_gradients(images, labels):
+        grads, out = replica_gradients(images, labels)
+        if 'centers' in extras:
+            grads = grads + [center_gradients(out)]
+        context = tf.distribute.get_replica_context()
+        return distributed.all_gather(out['losses']) if replicas > 1 else out['losses'], [
+            context.all_reduce(tf.distribute.ReduceOp.SUM, g) for g in grads]
+
+    @tf.function(autograph=False)
+    def gradients(images, labels):
+        return strategy.experimental_local_results(
+            strategy.run(replica_losses_and_gradients, args=(images, labels)))[0]
+
+    return train_step, gradients
