@@ -157,7 +157,7 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
     if index is not None:
         return index
     print('Building the gallery index of {} embeddings; this happens once, and takes about '
-          'a quarter of an hour for a million on 2 cores (bench/ann.json).'.format(len(embs)),
+          'a quarter of an hour for a million on 2 cores (bench/results/ann.json).'.format(len(embs)),
           file=sys.stderr)
     index = build_index(embs, metric, progress)
     try:

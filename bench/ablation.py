@@ -8,7 +8,7 @@ of the previous ones, and evaluates each run on the demo test set with the
 market1501 rules. Every run is the whole user's run: train.py, embed.py for
 query and gallery, evaluate.py.
 
-    .venv/bin/python -m bench.ablation --seeds 0 1 2 --json bench/ablation_demo.json
+    .venv/bin/python -m bench.ablation --seeds 0 1 2 --json bench/results/ablation_demo.json
 
 `--steps` names the rows to run (all by default), to split the work over
 several invocations; `--merge` folds earlier JSON files into the table.

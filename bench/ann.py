@@ -13,7 +13,7 @@ exact (brute-force) search and the time per query, one query at a time and
 in one batch. Brute force is timed the same way (NumPy, as search.py ranks
 without an index).
 
-    .venv/bin/python -m bench.ann --json bench/ann.json
+    .venv/bin/python -m bench.ann --json bench/results/ann.json
 
 Every library in `--libraries` must be installed; the project's requirements
 hold the one search.py uses (see "Large galleries" in docs/search.md).

@@ -7,7 +7,7 @@ no decay), once as it is and once with `--id_loss_weight 1`. Reports for
 each the iteration at which train.py warned of a collapse (if it did), and
 the last iteration's loss, `embedding_spread` and batch top-1.
 
-    .venv/bin/python -m bench.collapse --json bench/collapse_demo.json
+    .venv/bin/python -m bench.collapse --json bench/results/collapse_demo.json
 """
 
 import argparse

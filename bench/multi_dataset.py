@@ -16,7 +16,7 @@ K=4, 600 iterations) trains on
 once per seed, and every run is evaluated on the test sets of both (market1501
 rules, embeddings of resized images as in bench.parity).
 
-    .venv/bin/python -m bench.multi_dataset --seeds 0 1 --json bench/multi_dataset_demo.json
+    .venv/bin/python -m bench.multi_dataset --seeds 0 1 --json bench/results/multi_dataset_demo.json
 """
 
 import argparse

@@ -18,7 +18,7 @@ The reference needs PyTorch, which the project does not install; give it a
 Python of its own environment (torch numpy scikit-learn pillow):
 
     .venv/bin/python -m bench.parity --torch_python ../torchenv/bin/python \\
-        --seeds 0 1 2 --json bench/parity_demo.json
+        --seeds 0 1 2 --json bench/results/parity_demo.json
 
 `--only project` skips the reference, `--train_flags` adds train.py flags (to
 measure one change at a time). The 64×64 recipe on real letter shapes, shrunk
@@ -28,7 +28,7 @@ from 105×105 (`data/make_glyphs.py`):
     G=../scratch/glyphs; .venv/bin/python -m bench.parity --torch_python ../torchenv/bin/python \
         --train_csv $G/glyphs_train.csv --query_csv $G/glyphs_test.csv \
         --gallery_csv $G/glyphs_test.csv --image_root $G --excluder diagonal \
-        --height 64 --width 64 --seeds 0 1 2 --json bench/parity_glyphs.json
+        --height 64 --width 64 --seeds 0 1 2 --json bench/results/parity_glyphs.json
 """
 
 import argparse

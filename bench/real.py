@@ -49,7 +49,7 @@ ImageNet body from a TF.js export with `python -m bench.tfjs_weights`, or
     .venv/bin/python data/convert.py cuhk03_folders --dataset_root D/detected --output_dir C
     .venv/bin/python -m bench.real --image_root D/detected --csv_dir C \\
         --weights mobilenet_v2_035.weights.h5 --iterations 1500 --seeds 0 1 2 \\
-        --torch_python ../torchenv/bin/python --json bench/real_cuhk03.json
+        --torch_python ../torchenv/bin/python --json bench/results/real_cuhk03.json
 """
 
 import argparse

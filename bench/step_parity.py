@@ -22,13 +22,13 @@ only the two implementations differ, not the draws of initial weights and
 batches that make whole runs of different seeds ±5 points apart:
 
     .venv/bin/python -m bench.step_parity --torch_python ../torchenv/bin/python \\
-        --steps 600 --evaluate --seeds 0 1 2 --json bench/step_parity_runs.json
+        --steps 600 --evaluate --seeds 0 1 2 --json bench/results/step_parity_runs.json
 
 PyTorch is not one of the project's requirements; give the Python of an
 environment that has it (torch numpy):
 
     .venv/bin/python -m bench.step_parity --torch_python ../torchenv/bin/python \\
-        --json bench/step_parity.json
+        --json bench/results/step_parity.json
 """
 
 import argparse

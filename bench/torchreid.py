@@ -26,7 +26,7 @@ CPU for x0.25 and x1.0 against torchreid's in PyTorch, in the same run
         --osnet_py torchreid/models/osnet.py --image_root D/detected \\
         --query C/cuhk03_folders_query.csv --gallery C/cuhk03_folders_test.csv \\
         --excluder cuhk03_folders --weights osnet_x0_25_msmt17.pth osnet_x0_25_market1501.pth \\
-        --json bench/torchreid_cuhk03.json
+        --json bench/results/torchreid_cuhk03.json
 """
 
 import argparse

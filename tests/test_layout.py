@@ -88,6 +88,19 @@ def test_benchmarks_import_library_modules_only():
             os.path.relpath(path, ROOT), sorted(imported))
 
 
+def test_benchmark_results_live_apart_and_are_all_reported():
+    """bench/ holds programs; their JSON results are in bench/results/, each
+    named in bench/RESULTS.md, where the figures are told."""
+    assert not glob.glob(os.path.join(ROOT, 'bench', '*.json'))
+    with open(os.path.join(ROOT, 'bench', 'RESULTS.md')) as f:
+        report = f.read()
+    results = sorted(glob.glob(os.path.join(ROOT, 'bench', 'results', '*.json')))
+    assert results
+    unreported = [os.path.relpath(p, ROOT) for p in results
+                  if os.path.relpath(p, ROOT) not in report]
+    assert not unreported
+
+
 def test_no_function_is_longer_than_a_screen_and_a_half():
     """Outside the tests and benchmarks, no function exceeds 85 lines."""
     paths = glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(os.path.join(ROOT, '*', '*.py'))
