@@ -157,8 +157,8 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
     if index is not None:
         return index
     print('Building the gallery index of {} embeddings; this happens once, and takes about '
-          'a quarter of an hour for a million on 2 cores (bench/results/ann.json).'.format(len(embs)),
-          file=sys.stderr)
+          'a quarter of an hour for a million on 2 cores (bench/results/ann.json).'.format(
+              len(embs)), file=sys.stderr)
     index = build_index(embs, metric, progress)
     try:
         with files.output(path, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
