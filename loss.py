@@ -361,43 +361,6 @@ def batch_monitoring(dists, same_identity_mask, positive_mask, negative_mask, k)
         return top1, prec_at_k, topk_is_same, negative_dists, positive_dists
 
 
-def collapse_value(margin):
-    """The loss of a collapsed embedding, where every distance is equal: `apply_margin(0)`,
-    ln 2 for the soft margin, the margin for a hinge and 0 without one."""
-    if isinstance(margin, numbers.Real):
-        return float(max(margin, 0.0))
-    return float(tf.nn.softplus(0.0)) if margin == 'soft' else 0.0
-
-
-def embedding_spread(dists, pair_mask, emb, metric='euclidean'):
-    """How far apart the embeddings lie, relative to how far they lie from the origin.
-
-    The mean distance between the pairs of `pair_mask` over the mean distance
-    of the embeddings from the origin (at least 1e-3), both in `metric`: about
-    1.4 for random Euclidean embeddings, near zero when training collapsed
-    them to one point.
-
-    Args:
-        dists: (A, B) distances.
-        pair_mask: (A, B) booleans, the pairs to average (such as all
-            positive and negative pairs, that is, all but the anchors themselves).
-        emb: (B, F) embeddings.
-        metric (str): The metric of `dists`, see `cdist`.
-
-    Returns:
-        A scalar.
-    """
-    mask = tf.cast(pair_mask, dists.dtype)
-    pairs = tf.reduce_sum(dists * mask) / tf.maximum(tf.reduce_sum(mask), 1)
-    if metric == 'cosine':
-        # Cosine distances ignore the lengths; they are already relative.
-        return pairs
-    lengths = tf.reduce_mean(cdist(emb, tf.zeros_like(emb[:1]), metric))
-    # The floor keeps a collapse onto the origin itself (where batch norm puts
-    # identical inputs) near zero; trained embeddings are far longer.
-    return pairs / tf.maximum(lengths, tf.constant(1e-3, lengths.dtype))
-
-
 def identity_loss(logits, labels, smoothing=0.0):
     """Softmax cross-entropy over the training identities, with label smoothing.
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+import collapse
 import distributed
 import loss
 import sampler
@@ -192,8 +193,8 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
         step.assign_add(1)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
-        out['spread'] = loss.embedding_spread(out['dists'], out['pos_mask'] + out['neg_mask'] > 0,
-                                              out['emb'], args.metric)
+        out['spread'] = collapse.embedding_spread(
+            out['dists'], out['pos_mask'] + out['neg_mask'] > 0, out['emb'], args.metric)
         return out
 
     def replica_losses_and_gradients(images, labels):

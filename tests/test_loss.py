@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import collapse
 import loss
 
 METRICS = loss.cdist.supported_metrics
@@ -308,7 +309,7 @@ def test_embedding_spread_and_collapse_value():
         # Zero embeddings have no direction, so cosine distances cannot see
         # a collapse onto the origin.
         cases = (healthy, collapsed) + ((at_origin,) if metric != 'cosine' else ())
-        spread = [loss.embedding_spread(loss.cdist(e, e, metric), mask, e, metric).numpy()
+        spread = [collapse.embedding_spread(loss.cdist(e, e, metric), mask, e, metric).numpy()
                   for e in cases]
         assert spread[0] > 0.5 and max(spread[1:]) < 0.01, (metric, spread)
     # All distances equal: every loss sits at the collapse value.
@@ -316,7 +317,7 @@ def test_embedding_spread_and_collapse_value():
     for margin in MARGINS:
         for name, function in loss.LOSS_CHOICES.items():
             value = tf.reduce_mean(function(dists, pids, margin, seed=SEED)).numpy()
-            assert value == pytest.approx(loss.collapse_value(margin)), (name, margin)
+            assert value == pytest.approx(collapse.collapse_value(margin)), (name, margin)
 
 
 def np_identity_loss(logits, labels, smoothing):
