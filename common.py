@@ -56,6 +56,26 @@ def common_root(paths):
     return root, np.array([os.path.relpath(p, root) for p in absolute])
 
 
+def read_text(csv_file):
+    """The text of the dataset CSV `csv_file`, UTF-8 with or without a BOM.
+
+    Raises:
+        UserError naming the file, and the line that is not UTF-8.
+    """
+    try:
+        with open(csv_file, 'rb') as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError('cannot read the dataset CSV `{}`: {}.'.format(csv_file, e.strerror))
+    try:
+        text = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        raise UserError('`{}` line {}: the file is not valid UTF-8 text. Save it as UTF-8 '
+                        'with rows `identity,relative/path`.'.format(csv_file, line))
+    return text
+
+
 def read_csv_rows(csv_file):
     """Reads `identity,relative/path` rows from a CSV file without header.
 
@@ -70,17 +90,7 @@ def read_csv_rows(csv_file):
         UserError naming the file and line for an unreadable, empty or
         malformed file, or one that starts with a header line.
     """
-    try:
-        with open(csv_file, 'rb') as f:
-            raw = f.read()
-    except OSError as e:
-        raise UserError('cannot read the dataset CSV `{}`: {}.'.format(csv_file, e.strerror))
-    try:
-        text = raw.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b'\n') + 1
-        raise UserError('`{}` line {}: the file is not valid UTF-8 text. Save it as UTF-8 '
-                        'with rows `identity,relative/path`.'.format(csv_file, line))
+    text = read_text(csv_file)
 
     # One table row per line, blank lines included; a missing field is NaN,
     # an empty one ''. The two-field line put first keeps pandas from taking

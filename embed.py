@@ -116,6 +116,33 @@ def check_augmentation(args, train_args):
                             'performed.'.format(args.aggregator))
 
 
+def images_to_embed(args, train_args):
+    """What to embed: (image root, (N,) paths relative to it, (N,) paths as the
+    user gave them), from --images, or from --dataset under --image_root or
+    the experiment's stored image root."""
+    if args.images:
+        if args.image_root:
+            raise cli.UserError('--image_root applies to --dataset; --images takes paths '
+                                'as they are.')
+        shown = common.find_images(args.images)
+        image_root, fids = common.common_root(shown)
+        return image_root, fids, shown
+    if not args.image_root and train_args.get('image_root') is None:
+        raise cli.UserError('`{}` stores no image root (its model was imported, not '
+                            'trained here); pass --image_root.'.format(
+                                os.path.join(args.experiment_root, 'args.json')))
+    # Of an experiment that trained on several sets, the first set's root.
+    image_root = args.image_root or flags.as_list(train_args['image_root'])[0]
+    if not args.image_root and not os.path.isdir(image_root):
+        raise cli.UserError(
+            'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
+            .format(image_root, os.path.join(args.experiment_root, 'args.json'),
+                    '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
+                    'relative to the folder train.py ran in'.format(os.getcwd())))
+    _, fids = common.load_dataset(args.dataset, image_root)
+    return image_root, fids, fids
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
@@ -135,27 +162,7 @@ def main(argv=None):
             '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
     filename = os.path.join(args.experiment_root, args.filename)
     files.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
-    if args.images:
-        if args.image_root:
-            raise cli.UserError('--image_root applies to --dataset; --images takes paths '
-                                'as they are.')
-        shown = common.find_images(args.images)
-        image_root, fids = common.common_root(shown)
-    else:
-        if not args.image_root and train_args.get('image_root') is None:
-            raise cli.UserError('`{}` stores no image root (its model was imported, not '
-                                'trained here); pass --image_root.'.format(
-                                       os.path.join(args.experiment_root, 'args.json')))
-        # Of an experiment that trained on several sets, the first set's root.
-        image_root = args.image_root or flags.as_list(train_args['image_root'])[0]
-        if not args.image_root and not os.path.isdir(image_root):
-            raise cli.UserError(
-                'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
-                .format(image_root, os.path.join(args.experiment_root, 'args.json'),
-                        '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
-                        'relative to the folder train.py ran in'.format(os.getcwd())))
-        _, fids = common.load_dataset(args.dataset, image_root)
-        shown = fids
+    image_root, fids, shown = images_to_embed(args, train_args)
     source = args.dataset or '{} images'.format(len(fids))
     log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
 

@@ -246,11 +246,9 @@ def write_html(args, result, verification, query, gallery, excluder, distances):
     print('Wrote the report {}.'.format(path), file=sys.stderr)
 
 
-def main(argv=None):
-    args = parser.parse_args(argv)
-    check_arguments(args)
-
-    # Data.
+def load_data(args):
+    """The query and the gallery, each (pids, fids, embeddings), checked to
+    come from one network and to have the same dimensions."""
     query_pids, query_fids = common.load_dataset(args.query_dataset, None)
     gallery_pids, gallery_fids = common.load_dataset(args.gallery_dataset, None)
     query_embs, query_origin = load_embeddings(args.query_embeddings, query_fids,
@@ -265,22 +263,53 @@ def main(argv=None):
         raise cli.UserError('the query embeddings have {} dimensions but the gallery '
                             'embeddings {}.'.format(query_embs.shape[1],
                                                     gallery_embs.shape[1]))
-    if args.excluder == 'folders' and args.camera_regex is None:
-        print('WARNING: without --camera_regex, the excluder `folders` ignores only each '
-              'query\'s own image, as `diagonal` does.', file=sys.stderr)
-    excluder = excluders.load(args.excluder, query_fids, gallery_fids, args.camera_regex)
-    if args.aqe > len(gallery_fids):
+    return (query_pids, query_fids, query_embs), (gallery_pids, gallery_fids, gallery_embs)
+
+
+def check_neighbours(args, queries, gallery):
+    """Refuses --aqe and --rerank neighbourhoods larger than the `queries`
+    and `gallery` images hold."""
+    if args.aqe > gallery:
         raise cli.UserError('--aqe {} asks for more neighbours than the {} gallery '
-                            'images.'.format(args.aqe, len(gallery_fids)))
-    if args.aqe:
-        query_embs = metrics.average_query_expansion(query_embs, gallery_embs, args.aqe,
-                                                     args.aqe_alpha)
-    total = len(query_fids) + len(gallery_fids)
+                            'images.'.format(args.aqe, gallery))
+    total = queries + gallery
     if args.rerank and max(args.rerank_k1 + 1, args.rerank_k2) > total:
         raise cli.UserError('re-ranking looks at the {} nearest of all query and gallery '
                             'images, but there are only {}; lower --rerank_k1 (and '
                             '--rerank_k2).'.format(max(args.rerank_k1 + 1, args.rerank_k2),
                                                    total))
+
+
+def check_skipped(result, excluder, queries):
+    """Refuses an evaluation in which none of the `queries` has a true match,
+    and warns about the queries without one."""
+    if len(result['skipped']) == queries:
+        raise cli.UserError(
+            'none of the {} queries has a true match in the gallery that the excluder `{}` '
+            'keeps, so there is nothing to evaluate; check that query and gallery share '
+            'identities and that the excluder fits the dataset.'.format(queries, excluder))
+    if result['skipped']:
+        print('WARNING: {} queries have no valid match in the gallery and are excluded from '
+              'the mAP, for example {}.'.format(len(result['skipped']),
+                                                ', '.join(result['skipped'][:3])),
+              file=sys.stderr)
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    check_arguments(args)
+
+    # Data.
+    (query_pids, query_fids, query_embs), (gallery_pids, gallery_fids, gallery_embs) = \
+        load_data(args)
+    if args.excluder == 'folders' and args.camera_regex is None:
+        print('WARNING: without --camera_regex, the excluder `folders` ignores only each '
+              'query\'s own image, as `diagonal` does.', file=sys.stderr)
+    excluder = excluders.load(args.excluder, query_fids, gallery_fids, args.camera_regex)
+    check_neighbours(args, len(query_fids), len(gallery_fids))
+    if args.aqe:
+        query_embs = metrics.average_query_expansion(query_embs, gallery_embs, args.aqe,
+                                                     args.aqe_alpha)
 
     # Distances. Re-ranking and the pictures need SciPy and Matplotlib, which
     # are imported only when asked for, to keep the plain command quick.
@@ -305,17 +334,9 @@ def main(argv=None):
         result.pop('positive'), result.pop('negative'),
         curve_points=60 if args.plot is not None or args.html is not None else 0) \
         if wanted else None
-    if len(result['skipped']) == len(query_fids):
-        raise cli.UserError(
-            'none of the {} queries has a true match in the gallery that the excluder `{}` '
-            'keeps, so there is nothing to evaluate; check that query and gallery share '
-            'identities and that the excluder fits the dataset.'.format(len(query_fids),
-                                                                        args.excluder))
-    if result['skipped']:
-        print('WARNING: {} queries have no valid match in the gallery and are excluded from '
-              'the mAP, for example {}.'.format(len(result['skipped']),
-                                                ', '.join(result['skipped'][:3])),
-              file=sys.stderr)
+    check_skipped(result, args.excluder, len(query_fids))
+
+    # Outputs.
     if args.filename is not None:
         write_results(args, result, verification)
     if args.plot is not None:

@@ -161,6 +161,56 @@ def check_outputs(args, queries):
         ('--query', query) for query in queries])
 
 
+def check_arguments(args):
+    """Refuses an --output of another kind than JSON or CSV, and --index
+    with --rerank."""
+    if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
+        raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
+    if args.index and args.rerank:
+        raise cli.UserError('--rerank compares every gallery image with every other, which '
+                            'an index is there to avoid; leave out one of --index and '
+                            '--rerank.')
+
+
+def check_query_embeddings(query_embs, gallery_embs, gallery_path, queries):
+    """Refuses query embeddings (Q, D) of other dimensions than the gallery's,
+    or with values that are not finite (named by the `queries` files)."""
+    if query_embs.shape[1] != gallery_embs.shape[1]:
+        raise cli.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
+                            'has {}; embed the gallery with this experiment.'.format(
+                                query_embs.shape[1], gallery_path, gallery_embs.shape[1]))
+    embeddings_file.check_finite(query_embs, 'the query embeddings', 'the checkpoint is broken; '
+                                 'use an earlier one (--checkpoint)', queries)
+
+
+def print_table(table, metric, rerank, threshold):
+    """Prints each query's ranked gallery files and distances, marking those within `threshold`."""
+    for entry in table:
+        print('{} ({} distance{}):'.format(
+            entry['query'], 're-ranked' if rerank else metric,
+            ', * within {}{}'.format(threshold, ' of {} distance'.format(metric)
+                                     if rerank else '')
+            if threshold is not None else ''))
+        for position, row in enumerate(entry['results'], 1):
+            print('  {:3d}  {:10.4f}{} {}'.format(position, row['distance'],
+                                                  ' *' if row.get('match') else '  ',
+                                                  row['file']))
+
+
+def search(args, query_embs, gallery_embs, metric):
+    """The top --top_k gallery images of each query, through the gallery's
+    index with --index: ((Q, k) indices, (Q, k) distances, re-ranked with
+    --rerank, and (Q, k) plain distances)."""
+    import gallery
+    if args.index:
+        with progress.bar('Building the index', 'image', args.quiet) as report:
+            index = gallery.load_or_build_index(gallery_embs, metric, args.gallery, report)
+        nearest, distances = gallery.search_index(index, query_embs, gallery_embs, metric,
+                                                  args.top_k, args.index_candidates)
+        return nearest, distances, distances
+    return gallery.rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
@@ -170,12 +220,7 @@ def main(argv=None):
     import images
     from inference import embed_files, load_experiment
 
-    if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
-        raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
-    if args.index and args.rerank:
-        raise cli.UserError('--rerank compares every gallery image with every other, which '
-                            'an index is there to avoid; leave out one of --index and '
-                            '--rerank.')
+    check_arguments(args)
 
     # Data: the gallery first, as it is the cheaper to find wrong.
     gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(
@@ -199,34 +244,14 @@ def main(argv=None):
     metric = args.metric or train_args.get('metric', 'euclidean')
     query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
                                    args.batch_size)
-    if query_embs.shape[1] != gallery_embs.shape[1]:
-        raise cli.UserError('the experiment embeds into {} dimensions but the gallery `{}` '
-                            'has {}; embed the gallery with this experiment.'.format(
-                                   query_embs.shape[1], args.gallery, gallery_embs.shape[1]))
-    embeddings_file.check_finite(query_embs, 'the query embeddings', 'the checkpoint is broken; '
-                                 'use an earlier one (--checkpoint)', queries)
+    check_query_embeddings(query_embs, gallery_embs, args.gallery, queries)
 
     # Search.
-    if args.index:
-        with progress.bar('Building the index', 'image', args.quiet) as report:
-            index = gallery.load_or_build_index(gallery_embs, metric, args.gallery, report)
-        nearest, distances = gallery.search_index(index, query_embs, gallery_embs, metric,
-                                                  args.top_k, args.index_candidates)
-        plain = distances
-    else:
-        nearest, distances, plain = gallery.rank(query_embs, gallery_embs, metric, args.top_k,
-                                                 args.rerank)
+    nearest, distances, plain = search(args, query_embs, gallery_embs, metric)
     table = results_table(queries, gallery_fids, nearest, distances, args.threshold, plain)
-    for entry in table:
-        print('{} ({} distance{}):'.format(
-            entry['query'], 're-ranked' if args.rerank else metric,
-            ', * within {}{}'.format(args.threshold, ' of {} distance'.format(metric)
-                                     if args.rerank else '')
-            if args.threshold is not None else ''))
-        for position, row in enumerate(entry['results'], 1):
-            print('  {:3d}  {:10.4f}{} {}'.format(position, row['distance'],
-                                                  ' *' if row.get('match') else '  ',
-                                                  row['file']))
+    print_table(table, metric, args.rerank, args.threshold)
+
+    # Outputs.
     if args.output is not None:
         write_output(args.output, table)
     if args.plot is not None:

@@ -357,6 +357,18 @@ def log_iteration(args, current, b_loss, terms, out, elapsed_time):
              format_eta(seconds_todo), elapsed_time)
 
 
+def watch_collapse(collapsed_for, b_loss, out, args):
+    """The number of steps in a row that looked collapsed, with the step of
+    `out` and its per-anchor losses `b_loss`; warns when it reaches
+    --collapse_patience."""
+    collapsed_for = collapsed_for + 1 if looks_collapsed(
+        float(b_loss.mean()), float(out['spread']), args.margin, float(out['prec_at_k']),
+        (args.batch_k - 1) / (args.batch_p * args.batch_k - 1)) else 0
+    if args.collapse_patience and collapsed_for == args.collapse_patience:
+        log.warning(collapse_warning(collapsed_for, args.margin))
+    return collapsed_for
+
+
 def loop(run, data, validate, changed, latest):
     """Trains on `data` (a `TrainingData`) from the restored step to
     --train_iterations, checkpointing, validating (`validate`, on the chief)
@@ -397,11 +409,7 @@ def loop(run, data, validate, changed, latest):
             current = int(step.numpy())
             if changed and chief and i == start_step:
                 experiment.write_args(args)
-            collapsed_for = collapsed_for + 1 if looks_collapsed(
-                float(b_loss.mean()), float(out['spread']), args.margin,
-                float(out['prec_at_k']), (args.batch_k - 1) / (batch_size - 1)) else 0
-            if args.collapse_patience and collapsed_for == args.collapse_patience:
-                log.warning(collapse_warning(collapsed_for, args.margin))
+            collapsed_for = watch_collapse(collapsed_for, b_loss, out, args)
             if chief:
                 write_summaries(writer, current, out, run.learning_rate(current - 1),
                                 elapsed_time, args.batch_k, current % args.histogram_every == 0)
