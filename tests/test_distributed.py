@@ -131,7 +131,7 @@ def test_mixed_precision_converges_like_float32(tmp_path, tiny_dataset, precisio
     finals = {}
     for mode in ('off', precision):
         root = str(tmp_path / mode)
-        assert train.main(base_args(root, csv_path, image_root, 40, '--mixed_precision',
+        assert train.main(base_args(root, csv_path, image_root, 15, '--mixed_precision',
                                     mode)) == 0
         losses = [avg for _, avg in logged_iterations(root)]
         assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), (mode, losses)
