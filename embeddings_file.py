@@ -143,3 +143,14 @@ def check_finite(embs, what, remedy, names=None):
                           for i in bad[:5])
         raise cli.UserError('{}: {} of {} rows hold {}, row {}{}; {}.'.format(
             what, len(bad), len(embs), problem, shown, ', …' if len(bad) > 5 else '', remedy))
+
+
+def read_augmented(path):
+    """The augmented embeddings `emb_aug` (A, N, D) of the file `path`, or
+    None when it holds none (`read` leaves them out, as searches never need
+    them)."""
+    try:
+        with h5py.File(path, 'r') as f:
+            return np.asarray(f['emb_aug'], np.float32) if 'emb_aug' in f else None
+    except (OSError, ValueError, TypeError) as e:
+        raise cli.UserError('cannot read `{}`: {}.'.format(path, e))

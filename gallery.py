@@ -6,8 +6,12 @@ searched through an approximate nearest-neighbour index (faiss's HNSW graph),
 built once and saved beside the gallery.
 """
 
+import collections
+import contextlib
+import fcntl
 import hashlib
 import os
+import re
 import sys
 
 import h5py
@@ -150,8 +154,7 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
     a temporary file, so a search stopped while saving leaves no half index;
     a folder that cannot be written only costs the next search the build).
     `progress` is passed to `build_index`."""
-    import faiss
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(embs))).hexdigest()
+    digest = embeddings_digest(embs)
     path = index_path(gallery_path, metric)
     index = _read_index(path, digest)
     if index is not None:
@@ -160,15 +163,28 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
           'a quarter of an hour for a million on 2 cores (bench/results/ann.json).'.format(
               len(embs)), file=sys.stderr)
     index = build_index(embs, metric, progress)
+    save_index(path, index, digest, INDEX_SPACES[metric])
+    return index
+
+
+def embeddings_digest(embs):
+    """The SHA-256 of the gallery embeddings (G, D) that an index belongs to."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(embs, np.float32))).hexdigest()
+
+
+def save_index(path, index, digest, space):
+    """Saves the faiss `index` of the gallery embeddings hashed to `digest`
+    at `path`, whole or not at all; a folder that cannot be written only
+    costs the next search the build (a warning says so)."""
+    import faiss
     try:
         with files.output(path, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
             f.create_dataset('faiss', data=faiss.serialize_index(index))
             f.attrs['gallery_sha256'] = digest
-            f.attrs['metric_space'] = INDEX_SPACES[metric]
+            f.attrs['metric_space'] = space
     except (OSError, cli.UserError) as e:
         print('WARNING: cannot save the gallery index `{}` ({}); the next search builds it '
               'again.'.format(path, e), file=sys.stderr)
-    return index
 
 
 def search_index(index, query_embs, gallery_embs, metric, top_k, candidates):
@@ -188,3 +204,150 @@ def search_index(index, query_embs, gallery_embs, metric, top_k, candidates):
         nearest[short], distances[short], _ = rank(query_embs[short], gallery_embs, metric, k)
     order = np.argsort(distances, axis=1, kind='stable')
     return np.take_along_axis(nearest, order, 1), np.take_along_axis(distances, order, 1)
+
+
+# A gallery that grows: rows appended to the gallery file and to the indexes
+# saved beside it, without rebuilding them; rows removed by file name.
+###
+
+# A metric of each index space, for the vectors the index holds.
+SPACE_METRICS = {'l2': 'euclidean', 'cosine': 'cosine', 'l1': 'cityblock'}
+
+
+@contextlib.contextmanager
+def locked(gallery_path):
+    """Holds the lock of the gallery `gallery_path` (a hidden file beside it),
+    so that two processes that change it at once take turns and neither
+    loses the other's rows. The gallery file itself cannot carry the lock:
+    each change renames a new file into its place."""
+    folder, name = os.path.split(os.path.abspath(gallery_path))
+    try:
+        handle = open(os.path.join(folder, '.{}.lock'.format(name)), 'a')
+    except OSError as e:
+        raise cli.UserError('cannot lock the gallery `{}`: {}.'.format(gallery_path,
+                                                                       e.strerror or e))
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def read_rows(path, what):
+    """The `Embeddings` of a gallery file, and its augmented embeddings
+    (A, N, D) or None, refusing a file without file names."""
+    stored = embeddings_file.read(path, what)
+    if stored.fids is None or stored.emb.ndim != 2 or len(stored.fids) != len(stored.emb):
+        raise cli.UserError('{} `{}` holds no file names for its embeddings (an older '
+                            'embed.py?); embed it again.'.format(what.capitalize(), path))
+    return stored, embeddings_file.read_augmented(path)
+
+
+def check_appendable(gallery, new, gallery_path, new_path):
+    """Refuses to append the `Embeddings` `new` to `gallery`: another
+    network or checkpoint, other dimensions, other test-time augmentation,
+    or images the gallery holds already."""
+    difference = embeddings_file.origin_difference(gallery.origin, new.origin)
+    if difference or bool(gallery.origin) != bool(new.origin):
+        raise cli.UserError('`{}` and the gallery `{}` come from {}; their distances mean '
+                            'nothing together. Embed the new images with the gallery\'s '
+                            'experiment and checkpoint. Nothing was changed.'.format(
+                                new_path, gallery_path, difference or
+                                'files of which only one names its network'))
+    if new.emb.shape[1] != gallery.emb.shape[1]:
+        raise cli.UserError('`{}` holds {}-dimensional embeddings and the gallery `{}` {}; '
+                            'nothing was changed.'.format(new_path, new.emb.shape[1],
+                                                          gallery_path, gallery.emb.shape[1]))
+    if list(new.names) != list(gallery.names) or new.aggregator != gallery.aggregator:
+        raise cli.UserError('`{}` was embedded with other test-time augmentations ({}) than '
+                            'the gallery `{}` ({}); embed it with the same --flip_augment, '
+                            '--crop_augment and --aggregator. Nothing was changed.'.format(
+                                new_path, ', '.join(new.names), gallery_path,
+                                ', '.join(gallery.names)))
+    shared = sorted(set(gallery.fids) & set(new.fids)) or sorted(
+        fid for fid, count in collections.Counter(new.fids).items() if count > 1)
+    if shared:
+        raise cli.UserError('`{}` holds {} image(s) that the gallery `{}` holds already or '
+                            'that it lists twice, for example `{}`; leave them out. Nothing '
+                            'was changed.'.format(new_path, len(shared), gallery_path,
+                                                  shared[0]))
+
+
+def append(gallery_path, new_path):
+    """Appends the embeddings file `new_path` (embed.py's, of the gallery's
+    experiment and checkpoint) to the gallery `gallery_path` and to each
+    index saved beside it that holds the gallery as it was, adding the new
+    vectors to the HNSW graph instead of building it anew. The gallery is
+    replaced whole; a kill leaves the old one, and an index whose gallery
+    digest does not match is rebuilt by the next search.
+
+    Returns:
+        (rows appended, rows in the gallery now, the indexes updated).
+
+    Raises:
+        UserError for files that do not fit together (see `check_appendable`).
+    """
+    with locked(gallery_path):
+        gallery, gallery_aug = read_rows(gallery_path, 'the gallery')
+        new, new_aug = read_rows(new_path, 'the embeddings to append')
+        check_appendable(gallery, new, gallery_path, new_path)
+        embeddings_file.check_finite(new.emb, '`{}`'.format(new_path), 'embed them again with '
+                                     'a checkpoint from before training diverged', new.fids)
+        embs = np.concatenate([gallery.emb, new.emb])
+        both = gallery_aug is not None and new_aug is not None and \
+            gallery_aug.shape[0] == new_aug.shape[0]
+        augmented = np.concatenate([gallery_aug, new_aug], axis=1) if both else None
+        updated = add_to_indexes(gallery_path, gallery.emb, new.emb, embs)
+        embeddings_file.write(gallery_path, embs, augmented, gallery.names,
+                              list(gallery.fids) + list(new.fids), gallery.aggregator,
+                              gallery.origin or None)
+    return len(new.emb), len(embs), updated
+
+
+def add_to_indexes(gallery_path, old_embs, new_embs, embs):
+    """Adds `new_embs` to each index saved beside `gallery_path` that was
+    built from `old_embs`, saving it for the gallery `embs`; returns their
+    paths. A stale or damaged index is left for the next search to rebuild."""
+    old_digest, digest, updated = embeddings_digest(old_embs), embeddings_digest(embs), []
+    for space, metric in SPACE_METRICS.items():
+        path = index_path(gallery_path, metric)
+        index = _read_index(path, old_digest) if os.path.isfile(path) else None
+        if index is None:
+            continue
+        index.add(_index_vectors(new_embs, metric))
+        save_index(path, index, digest, space)
+        updated.append(path)
+    return updated
+
+
+def remove(gallery_path, pattern):
+    """Removes the gallery rows whose file name matches the regular
+    expression `pattern` (searched anywhere in the name, such as a camera's
+    folder). faiss's HNSW graph cannot delete, so the indexes saved beside
+    the gallery are removed, and the next --index search builds one anew.
+
+    Returns:
+        (rows removed, rows left).
+
+    Raises:
+        UserError for a pattern that is not a regular expression, or one that
+        would leave the gallery empty.
+    """
+    try:
+        expression = re.compile(pattern)
+    except re.error as e:
+        raise cli.UserError('--remove `{}` is not a regular expression: {}.'.format(pattern, e))
+    with locked(gallery_path):
+        gallery, augmented = read_rows(gallery_path, 'the gallery')
+        keep = np.array([expression.search(fid) is None for fid in gallery.fids], dtype=bool)
+        if keep.all():
+            return 0, len(keep)
+        if not keep.any():
+            raise cli.UserError('--remove `{}` matches all {} images of the gallery `{}`, '
+                                'which would leave it empty; delete the file instead. Nothing '
+                                'was changed.'.format(pattern, len(keep), gallery_path))
+        for metric in SPACE_METRICS.values():
+            files.remove(index_path(gallery_path, metric))
+        embeddings_file.write(gallery_path, gallery.emb[keep], None if augmented is None
+                              else augmented[:, keep], gallery.names,
+                              [fid for fid, kept in zip(gallery.fids, keep) if kept],
+                              gallery.aggregator, gallery.origin or None)
+    return int((~keep).sum()), int(keep.sum())

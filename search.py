@@ -10,7 +10,11 @@ the top-k gallery files of each query with their distances:
 
 With --index, large galleries are searched through an approximate
 nearest-neighbour index that the first such search builds and saves beside
-the gallery (see gallery.load_or_build_index).
+the gallery (see gallery.load_or_build_index). A gallery grows without
+rebuilding its index, and shrinks:
+
+    python search.py --gallery GALLERY.h5 --append NEW_embeddings.h5
+    python search.py --gallery GALLERY.h5 --remove '^cam3/'
 """
 
 import argparse
@@ -31,8 +35,8 @@ import startup
 parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
 
 parser.add_argument(
-    '--experiment_root', required=True,
-    help='The trained experiment: its args.json and checkpoints.')
+    '--experiment_root', default=None,
+    help='The trained experiment: its args.json and checkpoints (required to search).')
 
 parser.add_argument(
     '--gallery', required=True,
@@ -40,8 +44,23 @@ parser.add_argument(
          'experiment: its `emb` and `fids` are the gallery.')
 
 parser.add_argument(
-    '--query', required=True, nargs='+', metavar='IMAGE',
-    help='Query image files, or folders of them (searched recursively, sorted).')
+    '--query', default=None, nargs='+', metavar='IMAGE',
+    help='Query image files, or folders of them (searched recursively, sorted); required to '
+         'search.')
+
+parser.add_argument(
+    '--append', default=None, metavar='EMBEDDINGS',
+    help='Instead of searching, append the embeddings file that embed.py wrote for new images '
+         '(with the gallery\'s experiment, checkpoint and test-time augmentation) to the '
+         '--gallery, and add them to the indexes saved beside it without rebuilding those. '
+         'Two appenders at once take turns; a kill leaves the old gallery.')
+
+parser.add_argument(
+    '--remove', default=None, metavar='REGEX',
+    help='Instead of searching, remove the gallery images whose file name matches this '
+         'regular expression (searched anywhere in the name, for example `^cam3/`). faiss\'s '
+         'graph cannot delete, so the saved indexes are removed and the next --index search '
+         'builds one anew.')
 
 parser.add_argument(
     '--checkpoint', default=None,
@@ -164,6 +183,9 @@ def check_outputs(args, queries):
 def check_arguments(args):
     """Refuses an --output of another kind than JSON or CSV, and --index
     with --rerank."""
+    if args.experiment_root is None or args.query is None:
+        parser.error('the following arguments are required to search: --experiment_root, '
+                     '--query (or give --append or --remove)')
     if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
         raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
     if args.index and args.rerank:
@@ -211,16 +233,44 @@ def search(args, query_embs, gallery_embs, metric):
     return gallery.rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
 
 
+def check_change_arguments(args):
+    """Refuses --append with --remove, and either with a flag of the search."""
+    searching = [flag for flag in ('query', 'output', 'plot', 'html', 'threshold', 'index',
+                                   'rerank') if getattr(args, flag) not in (None, False)]
+    if searching or (args.append is not None and args.remove is not None):
+        parser.error('--append and --remove change the gallery and search nothing; give one '
+                     'of them, without {}'.format(', '.join('--' + f for f in searching) or
+                                                  'the other'))
+
+
+def change_gallery(args):
+    """--append and --remove: changes the gallery instead of searching it."""
+    import gallery
+    if args.append is not None:
+        files.check_not_input(args.gallery, '--gallery', [('--append', args.append)])
+        added, total, indexes = gallery.append(args.gallery, args.append)
+        print('Appended {} images to `{}`, which holds {} now{}.'.format(
+            added, args.gallery, total, '; added them to {}'.format(', '.join(
+                '`{}`'.format(p) for p in indexes)) if indexes else ''), file=sys.stderr)
+    else:
+        removed, left = gallery.remove(args.gallery, args.remove)
+        print('Removed {} images from `{}`, which holds {} now.'.format(
+            removed, args.gallery, left), file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
+    changing = args.append is not None or args.remove is not None
+    (check_change_arguments if changing else check_arguments)(args)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
+    if changing:
+        return change_gallery(args)
     import gallery
     import images
     from inference import embed_files, load_experiment
-
-    check_arguments(args)
 
     # Data: the gallery first, as it is the cheaper to find wrong.
     gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(

@@ -224,6 +224,7 @@ def test_help_imports_nothing_heavy(script):
     ['train.py', '--experiment_root', 'x', '--model_name', 'nonet'],
     ['embed.py', '--experiment_root', 'x', '--dataset', 'a.csv', '--batch_size', '0'],
     ['search.py', '--experiment_root', 'x', '--gallery', 'g.h5', '--metric', 'hamming'],
+    ['search.py', '--gallery', 'g.h5', '--experiment_root', 'x'],
     ['export.py'],
 ])
 def test_an_argument_error_imports_nothing_heavy(argv):

@@ -1,0 +1,161 @@
+"""A gallery that grows and shrinks: search.py --append and --remove, through
+gallery.append and gallery.remove."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cli
+import embeddings_file
+import gallery
+import search
+from conftest import ROOT
+from gallery import rank
+
+ORIGIN = {'experiment_root': '/exp', 'checkpoint': 'checkpoint-100'}
+NAMES = ['original_center', 'original_flip_center']
+
+
+def clustered(count, seed, dim=16, people=None):
+    """(count, dim) embeddings of `people` identities (count // 10 by
+    default) around random directions."""
+    rng = np.random.default_rng(seed)
+    people = people or max(count // 10, 1)
+    centers = rng.normal(size=(people, dim)).astype(np.float32)
+    return centers[rng.integers(0, people, count)] + rng.normal(0, 0.3, (count, dim)).astype(
+        np.float32)
+
+
+def write(path, embs, prefix, origin=ORIGIN, names=NAMES, aggregator='mean'):
+    fids = ['{}/{:05d}.jpg'.format(prefix, i) for i in range(len(embs))]
+    augmented = np.stack([embs, embs + 0.01]) if len(names) > 1 else None
+    embeddings_file.write(str(path), embs, augmented, names, fids, aggregator, origin)
+    return fids
+
+
+def test_appended_rows_join_the_gallery_and_its_index_without_a_rebuild(tmp_path, monkeypatch):
+    old, new = clustered(2000, 0), clustered(300, 1)
+    path, extra = tmp_path / 'g.h5', tmp_path / 'new.h5'
+    old_fids, new_fids = write(path, old, 'cam1'), write(extra, new, 'cam2')
+    gallery.load_or_build_index(old, 'euclidean', str(path))
+    built = []
+    monkeypatch.setattr(gallery, 'build_index', lambda *a: built.append(1))
+    assert gallery.append(str(path), str(extra)) == (300, 2300, [
+        gallery.index_path(str(path), 'euclidean')])
+    embs, fids, augmentation, origin = gallery.load_gallery(str(path))
+    np.testing.assert_array_equal(embs, np.concatenate([old, new]))
+    assert list(fids) == old_fids + new_fids and origin == ORIGIN
+    assert augmentation == (True, 'center', 'mean')
+    assert embeddings_file.read_augmented(str(path)).shape == (2, 2300, 16)
+    # The saved index now belongs to the grown gallery: reused, not rebuilt,
+    # and it finds the exact top-10 of queries near the new rows.
+    index = gallery.load_or_build_index(embs, 'euclidean', str(path))
+    assert not built and index.ntotal == 2300
+    queries = new[:20] + 0.05
+    nearest, _ = gallery.search_index(index, queries, embs, 'euclidean', 10, 64)
+    exact, _, _ = rank(queries, embs, 'euclidean', 10)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(nearest, exact)]) >= 9.5
+    assert sorted(os.listdir(tmp_path)) == ['.g.h5.lock', 'g.h5', 'g.h5.l2.index', 'new.h5']
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'origin': {'experiment_root': '/other', 'checkpoint': 'checkpoint-100'}},
+     'come from different experiments'),
+    ({'origin': {'experiment_root': '/exp', 'checkpoint': 'checkpoint-200'}},
+     'come from different checkpoints'),
+    ({'origin': {}}, 'only one names its network'),
+    ({'dim': 8}, '8-dimensional embeddings and the gallery .* 16'),
+    ({'names': ['original_resize'], 'aggregator': None}, 'other test-time augmentations'),
+    ({'prefix': 'cam1'}, 'holds 40 image.* that the gallery .* holds already'),
+])
+def test_embeddings_that_do_not_fit_the_gallery_are_refused_and_change_nothing(
+        tmp_path, change, message):
+    path, extra = tmp_path / 'g.h5', tmp_path / 'new.h5'
+    write(path, clustered(100, 0), 'cam1')
+    before = path.read_bytes()
+    kwargs = {key: change[key] for key in ('origin', 'names', 'aggregator') if key in change}
+    write(extra, clustered(40, 1, change.get('dim', 16)), change.get('prefix', 'cam2'),
+          **kwargs)
+    with pytest.raises(cli.UserError, match=message):
+        gallery.append(str(path), str(extra))
+    assert path.read_bytes() == before
+
+
+def test_two_appenders_at_once_lose_no_row(tmp_path):
+    path = tmp_path / 'g.h5'
+    write(path, clustered(100, 0), 'cam0')
+    parts = []
+    for number in range(1, 5):
+        parts.append(str(tmp_path / 'new{}.h5'.format(number)))
+        write(parts[-1], clustered(50, number), 'cam{}'.format(number))
+    processes = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'search.py'), '--gallery',
+                                   str(path), '--append', part], stderr=subprocess.PIPE,
+                                  text=True) for part in parts]
+    for process in processes:
+        assert process.wait(timeout=120) == 0, process.stderr.read()
+        process.stderr.close()
+    fids = embeddings_file.read(str(path)).fids
+    assert len(fids) == 300 and len(set(fids)) == 300
+    assert {fid.split('/')[0] for fid in fids} == {'cam{}'.format(n) for n in range(5)}
+
+
+def test_a_kill_during_an_append_leaves_the_old_gallery_and_no_temporary(tmp_path):
+    path, extra = tmp_path / 'g.h5', tmp_path / 'new.h5'
+    write(path, clustered(100, 0), 'cam1')
+    write(extra, clustered(40, 1), 'cam2')
+    before = path.read_bytes()
+    # Killed once the new gallery is written beside the old one, before the rename.
+    code = ('import os, sys; sys.path.insert(0, {!r}); import files, gallery\n'
+            'files.put_file = lambda *a: os.kill(os.getpid(), 9)\n'
+            'gallery.append({!r}, {!r})\n').format(ROOT, str(path), str(extra))
+    assert subprocess.run([sys.executable, '-c', code]).returncode == -signal.SIGKILL
+    assert path.read_bytes() == before
+    assert gallery.append(str(path), str(extra))[:2] == (40, 140)
+    assert sorted(os.listdir(tmp_path)) == ['.g.h5.lock', 'g.h5', 'new.h5']
+
+
+def test_removed_rows_leave_the_gallery_and_its_index_is_rebuilt(tmp_path, capsys):
+    path = tmp_path / 'g.h5'
+    embs = clustered(300, 0)
+    fids = write(path, embs[:200], 'cam1') + write(tmp_path / 'b.h5', embs[200:], 'cam2')
+    gallery.append(str(path), str(tmp_path / 'b.h5'))
+    gallery.load_or_build_index(embs, 'cosine', str(path))
+    assert gallery.remove(str(path), '^cam1/') == (200, 100)
+    left, left_fids, _, _ = gallery.load_gallery(str(path))
+    np.testing.assert_array_equal(left, embs[200:])
+    assert list(left_fids) == fids[200:]
+    assert embeddings_file.read_augmented(str(path)).shape == (2, 100, 16)
+    assert not os.path.exists(gallery.index_path(str(path), 'cosine'))
+    assert gallery.remove(str(path), 'nothing matches this') == (0, 100)
+    before = path.read_bytes()
+    for pattern, message in (('cam', 'matches all 100 images'),
+                             ('(', 'not a regular expression')):
+        with pytest.raises(cli.UserError, match=message):
+            gallery.remove(str(path), pattern)
+    assert path.read_bytes() == before
+
+
+def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, capsys):
+    path, extra = tmp_path / 'g.h5', tmp_path / 'new.h5'
+    write(path, clustered(100, 0), 'cam1')
+    write(extra, clustered(40, 1), 'cam2')
+    assert search.main(['--gallery', str(path), '--append', str(extra)]) == 0
+    assert 'Appended 40 images to' in capsys.readouterr().err
+    assert search.main(['--gallery', str(path), '--remove', '^cam2/']) == 0
+    assert 'Removed 40 images from' in capsys.readouterr().err
+    for argv, message in (
+            (['--append', str(extra), '--query', 'x.jpg'], 'search nothing; .* without --query'),
+            (['--append', str(extra), '--remove', 'x'], 'give one of them, without the other'),
+            (['--experiment_root', 'exp'], 'required to search: --experiment_root, --query'),
+            (['--append', str(path)], 'is the same file as --append')):
+        with pytest.raises((SystemExit, cli.UserError)) as raised:
+            search.main(['--gallery', str(path)] + argv)
+        assert raised.type is cli.UserError or raised.value.code == 2
+        text = str(raised.value) if raised.type is cli.UserError else capsys.readouterr().err
+        assert re.search(message, text), text
+    assert len(embeddings_file.read(str(path)).fids) == 100
