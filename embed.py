@@ -5,8 +5,10 @@ To embed images from Python, use `inference.load_embedder(experiment_root)`.
 """
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import time
 
 import cli
@@ -37,6 +39,42 @@ inputs.add_argument(
     help='Embed these image files and folders (searched recursively, in sorted order) '
          'instead of a CSV; their paths are stored beside the embeddings as `fids`. '
          '--filename defaults to `images_embeddings.h5`.')
+
+inputs.add_argument(
+    '--frames', type=flags.readable_directory, metavar='DIR',
+    help='Embed the boxes of --detections in these camera frames (numbered image files, such '
+         'as MOT-Challenge\'s img1/000001.jpg): each box is cropped out of its frame and '
+         'embedded, and its camera, frame, track and box are stored beside its embedding. '
+         '--filename defaults to `CAMERA_embeddings.h5` (`CAMERA_tracklets.h5`).')
+
+footage_flags = parser.add_argument_group(
+    'footage', 'With --frames: the boxes to embed, and how (see docs/search.md).')
+
+footage_flags.add_argument(
+    '--detections', default=None, metavar='FILE',
+    help='The boxes, a MOT-Challenge file (det.txt or gt.txt): lines `frame,id,bb_left,bb_top,'
+         'bb_width,bb_height,...`, frames from 1, id -1 for a box of no track.')
+
+footage_flags.add_argument(
+    '--camera', default=None,
+    help='The camera\'s name, stored with each box and leading its names (`CAMERA/000001.jpg#7`'
+         '); the frames folder\'s name by default (its parent\'s for MOT\'s `img1`).')
+
+footage_flags.add_argument(
+    '--box_margin', default=0.0, type=flags.float_between(0, 1),
+    help='Grow each box by this share of its width and height on every side before cropping '
+         '(then clipped to the frame).')
+
+footage_flags.add_argument(
+    '--min_box_size', default=8, type=flags.positive_int,
+    help='Leave out boxes narrower or lower than this many pixels (after clipping), with a '
+         'warning that counts them.')
+
+footage_flags.add_argument(
+    '--tracklets', choices=AGGREGATORS.keys(), default=None,
+    help='Store one embedding per track instead of one per box: its boxes\' embeddings '
+         'combined by this aggregator, named `CAMERA/trackID`, with its first and last frame '
+         'and its number of boxes. Boxes of no track (id -1) are left out.')
 
 # Optional.
 
@@ -116,6 +154,48 @@ def check_augmentation(args, train_args):
                             'performed.'.format(args.aggregator))
 
 
+def check_footage_arguments(args):
+    """Refuses the footage flags without --frames, and --frames without
+    --detections."""
+    if args.frames is None:
+        given = [flag for flag in ('detections', 'camera', 'tracklets')
+                 if getattr(args, flag) is not None]
+        if given:
+            parser.error('--{} applies to --frames'.format(given[0]))
+    elif args.detections is None:
+        parser.error('--frames needs --detections, the boxes to embed')
+    elif args.image_root:
+        parser.error('--image_root applies to --dataset')
+
+
+def camera_name(args):
+    """--camera, or the frames folder's name (its parent's for MOT's `img1`)."""
+    folder = os.path.abspath(args.frames)
+    return args.camera or os.path.basename(
+        os.path.dirname(folder) if os.path.basename(folder) == 'img1' else folder)
+
+
+def crop_footage(args, folder):
+    """Crops the --detections boxes out of the --frames into `folder`:
+    (folder, (N,) crop files, (N,) their names, their `embeddings_file.FIELDS`)."""
+    import footage
+    detections = footage.read_detections(args.detections)
+    frames = footage.frame_files(args.frames)
+    with progress.bar('Cropping', 'frame', args.quiet) as report:
+        crops, skipped = footage.crop_detections(
+            detections, frames, folder, args.box_margin, args.min_box_size,
+            args.max_image_pixels, args.detections, report)
+    if skipped:
+        print('WARNING: left out {} of {} boxes narrower or lower than --min_box_size {} '
+              'pixels.'.format(skipped, len(detections), args.min_box_size), file=sys.stderr)
+    if not crops:
+        raise cli.UserError('every box of `{}` is smaller than --min_box_size {}; lower '
+                            'it.'.format(args.detections, args.min_box_size))
+    camera = camera_name(args)
+    return (folder, [name for name, _, _ in crops], footage.detection_names(crops, frames, camera),
+            footage.detection_fields(crops, camera))
+
+
 def images_to_embed(args, train_args):
     """What to embed: (image root, (N,) paths relative to it, (N,) paths as the
     user gave them), from --images, or from --dataset under --image_root or
@@ -143,8 +223,24 @@ def images_to_embed(args, train_args):
     return image_root, fids, fids
 
 
+def default_filename(args):
+    """--filename's default: after the CSV, the camera, or `images`."""
+    if args.dataset:
+        return os.path.splitext(os.path.basename(args.dataset))[0] + '_embeddings.h5'
+    if args.frames:
+        return '{}_{}.h5'.format(camera_name(args), 'tracklets' if args.tracklets
+                                 else 'embeddings')
+    return 'images_embeddings.h5'
+
+
 def main(argv=None):
-    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        return embed(parser.parse_args(argv), stack)
+
+
+def embed(args, stack):
+    """Embeds what `args` name; temporary crops of footage live as long as `stack`."""
+    check_footage_arguments(args)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
@@ -158,12 +254,16 @@ def main(argv=None):
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     check_augmentation(args, train_args)
     if args.filename is None:
-        args.filename = os.path.splitext(os.path.basename(args.dataset))[0] + \
-            '_embeddings.h5' if args.dataset else 'images_embeddings.h5'
+        args.filename = default_filename(args)
     filename = os.path.join(args.experiment_root, args.filename)
-    files.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
-    image_root, fids, shown = images_to_embed(args, train_args)
-    source = args.dataset or '{} images'.format(len(fids))
+    files.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset),
+                                                        ('--detections', args.detections)])
+    if args.frames:
+        image_root, fids, shown, fields = crop_footage(args, stack.enter_context(
+            tempfile.TemporaryDirectory(prefix='crops-')))
+    else:
+        (image_root, fids, shown), fields = images_to_embed(args, train_args), None
+    source = args.dataset or args.detections or '{} images'.format(len(fids))
     log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
 
     # Data: every image with all its augmented versions, in CSV order.
@@ -186,8 +286,14 @@ def main(argv=None):
         embs, 'the embeddings of `{}` by {}'.format(source, checkpoint),
         'nothing was written; the network\'s weights are broken (did training diverge?), so '
         'embed with an earlier checkpoint (--checkpoint)', shown)
+    if args.tracklets:
+        import footage
+        embs, shown, fields = footage.tracklets(embs, fields, AGGREGATORS[args.tracklets])
+        emb_aug = None
+        log('Combined them into {} tracklets.'.format(len(embs)))
     embeddings_file.write(filename, embs, emb_aug, names, shown, args.aggregator,
-                          embeddings_file.embedding_origin(args.experiment_root, checkpoint))
+                          embeddings_file.embedding_origin(args.experiment_root, checkpoint),
+                          fields)
     log('Wrote {}.'.format(filename))
     return 0
 

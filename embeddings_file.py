@@ -6,8 +6,9 @@ Beside the original's `emb` (N, D), `emb_aug` (A, N, D) and
 strings (relative to the image root for a CSV, as found for --images); the
 attribute `aggregator` names the aggregator when there is one, so that
 search.py can embed its queries the same way; and the attributes
-`ORIGIN_KEYS` name the experiment and checkpoint that made it. Files are
-written whole or not at all. TensorFlow-free, so that evaluate.py starts
+`ORIGIN_KEYS` name the experiment and checkpoint that made it. Embeddings
+of camera footage also hold the `FIELDS` of each row (camera, frame, track,
+box). Files are written whole or not at all. TensorFlow-free, so that evaluate.py starts
 quickly.
 """
 
@@ -22,6 +23,12 @@ import files
 
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')
+
+# What a row of footage holds beside its embedding (see footage.py): its
+# camera, frame, track and box (left, top, width, height), and for a track's
+# row the last frame and the number of crops; {name: type}.
+FIELDS = {'camera': 'text', 'frame': 'int64', 'track': 'int64', 'box': 'float32',
+          'last_frame': 'int64', 'crops': 'int64'}
 
 
 def embedding_origin(experiment_root, checkpoint_path):
@@ -47,10 +54,10 @@ def origin_difference(first, second):
     return None
 
 
-def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
+def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None, fields=None):
     """Writes the HDF5 file (see the module's description) through a
     temporary file, so a failure leaves none behind. `made_by` is
-    `embedding_origin`'s dict.
+    `embedding_origin`'s dict; `fields` the rows' `FIELDS` that footage has.
     """
     try:
         with files.output(filename, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
@@ -64,6 +71,10 @@ def write(filename, emb, emb_aug, names, fids, aggregator=None, made_by=None):
                 f.attrs['aggregator'] = aggregator
             for key, value in (made_by or {}).items():
                 f.attrs[key] = value
+            for key, value in (fields or {}).items():
+                text = FIELDS[key] == 'text'
+                f.create_dataset(key, data=np.asarray(value, dtype=object) if text else value,
+                                 dtype=h5py.string_dtype() if text else FIELDS[key])
     except OSError as e:
         raise cli.UserError('cannot write the embeddings `{}` ({}); is the disk full? '
                             'Nothing was written.'.format(filename, e))
@@ -80,6 +91,7 @@ class Embeddings:
     names: list
     aggregator: object = None
     origin: dict = field(default_factory=dict)
+    fields: dict = field(default_factory=dict)
 
 
 def read(path, what='the embeddings'):
@@ -108,7 +120,9 @@ def read(path, what='the embeddings'):
                 names=strings(f['augmentation_types']) if 'augmentation_types' in f
                 else ['original_resize'],
                 aggregator=f.attrs.get('aggregator'),
-                origin={key: str(f.attrs[key]) for key in ORIGIN_KEYS if key in f.attrs})
+                origin={key: str(f.attrs[key]) for key in ORIGIN_KEYS if key in f.attrs},
+                fields={key: np.array(strings(f[key]) if kind == 'text' else f[key][()])
+                        for key, kind in FIELDS.items() if key in f})
     except (OSError, ValueError, TypeError) as e:
         raise cli.UserError('cannot read {} `{}`: {}.'.format(what, path, e))
 

@@ -262,6 +262,12 @@ def check_appendable(gallery, new, gallery_path, new_path):
                             '--crop_augment and --aggregator. Nothing was changed.'.format(
                                 new_path, ', '.join(new.names), gallery_path,
                                 ', '.join(gallery.names)))
+    if set(new.fields) != set(gallery.fields):
+        raise cli.UserError('`{}` holds the fields {} for its rows and the gallery `{}` {}; '
+                            'append embeddings of the same kind (footage or images). Nothing '
+                            'was changed.'.format(new_path, sorted(new.fields) or 'none',
+                                                  gallery_path, sorted(gallery.fields) or
+                                                  'none'))
     shared = sorted(set(gallery.fids) & set(new.fids)) or sorted(
         fid for fid, count in collections.Counter(new.fids).items() if count > 1)
     if shared:
@@ -298,7 +304,9 @@ def append(gallery_path, new_path):
         updated = add_to_indexes(gallery_path, gallery.emb, new.emb, embs)
         embeddings_file.write(gallery_path, embs, augmented, gallery.names,
                               list(gallery.fids) + list(new.fids), gallery.aggregator,
-                              gallery.origin or None)
+                              gallery.origin or None, {
+                                  key: np.concatenate([value, new.fields[key]])
+                                  for key, value in gallery.fields.items()})
     return len(new.emb), len(embs), updated
 
 
@@ -349,5 +357,6 @@ def remove(gallery_path, pattern):
         embeddings_file.write(gallery_path, gallery.emb[keep], None if augmented is None
                               else augmented[:, keep], gallery.names,
                               [fid for fid, kept in zip(gallery.fids, keep) if kept],
-                              gallery.aggregator, gallery.origin or None)
+                              gallery.aggregator, gallery.origin or None,
+                              {key: value[keep] for key, value in gallery.fields.items()})
     return int((~keep).sum()), int(keep.sum())

@@ -120,6 +120,8 @@ NOT_OUTPUTS = {
         'a memory-mapped log that training fills step by step and resizes on resume',
     ('experiment.py', 'locked_directory'): 'the lock file, held open while train.py runs',
     ('gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
+    ('footage.py', 'crop_detections'):
+        'crops into the temporary folder that embed.py embeds them from and then removes',
     ('html_report.py', 'thumbnail'): 'a JPEG in memory (io.BytesIO), inlined in the page',
     ('visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
     ('train.py', 'train'): 'checkpoint-0, through training.save',

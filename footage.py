@@ -1,0 +1,231 @@
+"""Camera footage to embeddings: the detections of a MOT-Challenge file, the
+frames they lie in, the crops of their boxes that embed.py embeds (with the
+frame, track, box and camera of each), and tracklets, one embedding per
+track. TensorFlow-free.
+
+A detections file has one box per line, `frame,id,bb_left,bb_top,bb_width,
+bb_height[,conf,x,y,z]`, as MOT-Challenge's det.txt and gt.txt: frames are
+numbered from 1 in the order of the frame files' numbers, `id` is the track
+(-1 for a detection of no track), and the box is in pixels, its top left
+corner counted from 1 as MOT counts it.
+"""
+
+import collections
+import csv
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from cli import UserError
+from common import IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One line of a detections file: its number, frame, track and box
+    (left, top, width, height) with the left and top counted from 0."""
+    line: int
+    frame: int
+    track: int
+    box: tuple
+
+
+def read_detections(path):
+    """The `Detection`s of the MOT-Challenge file `path`, in file order.
+
+    Raises:
+        UserError naming the file and line of a line that is not
+        `frame,id,left,top,width,height,...` with a frame from 1, an integer
+        id, finite numbers and a box of positive size, of a track that is
+        twice in one frame, or of a file without detections.
+    """
+    try:
+        with open(path, newline='', encoding='utf-8') as f:
+            lines = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError('cannot read the detections `{}`: {}.'.format(
+            path, getattr(e, 'strerror', None) or e))
+    found, seen = [], {}
+    for number, fields in enumerate(lines, 1):
+        if not fields or not ''.join(fields).strip():
+            continue
+        detection = parse_line(fields, path, number)
+        key = (detection.frame, detection.track)
+        if detection.track >= 0 and key in seen:
+            raise UserError('`{}` line {}: track {} is in frame {} twice (also line {}); a '
+                            'track has one box per frame.'.format(
+                                path, number, detection.track, detection.frame, seen[key]))
+        seen[key] = number
+        found.append(detection)
+    if not found:
+        raise UserError('`{}` holds no detections; it needs lines `frame,id,bb_left,bb_top,'
+                        'bb_width,bb_height,...`.'.format(path))
+    return found
+
+
+def parse_line(fields, path, number):
+    """The `Detection` of the `fields` of line `number` of `path`."""
+    def fail(problem):
+        return UserError('`{}` line {}: {}; a line is `frame,id,bb_left,bb_top,bb_width,'
+                         'bb_height,...` (MOT-Challenge), found `{}`.'.format(
+                             path, number, problem, ','.join(fields)[:200]))
+    if len(fields) < 6:
+        raise fail('{} fields where at least 6 are needed'.format(len(fields)))
+    try:
+        frame, track = (int(float(fields[i])) for i in (0, 1))
+        if any(float(fields[i]) != int(float(fields[i])) for i in (0, 1)):
+            raise ValueError
+        left, top, width, height = (float(fields[i]) for i in range(2, 6))
+    except (ValueError, OverflowError):
+        raise fail('the frame and id must be integers and the box numbers')
+    if frame < 1:
+        raise fail('frame {} is before the first frame, 1'.format(frame))
+    if not all(math.isfinite(v) for v in (left, top, width, height)):
+        raise fail('the box holds a value that is not finite')
+    if width <= 0 or height <= 0:
+        raise fail('the box is {} × {} pixels, which holds nothing'.format(width, height))
+    return Detection(number, frame, track, (left - 1, top - 1, width, height))
+
+
+def frame_files(folder):
+    """{frame number: path} of the images of `folder`, numbered by the last
+    number in each file's name (MOT-Challenge's img1/000001.jpg is frame 1).
+
+    Raises:
+        UserError for a folder without numbered images, or two files of one
+        frame number.
+    """
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        raise UserError('cannot read the frames folder `{}`: {}.'.format(folder, e.strerror))
+    frames = {}
+    for name in names:
+        numbers = re.findall(r'\d+', os.path.splitext(name)[0])
+        if not name.lower().endswith(IMAGE_EXTENSIONS) or not numbers:
+            continue
+        number = int(numbers[-1])
+        if number in frames:
+            raise UserError('`{}` and `{}` in `{}` are both frame {}; give each frame one '
+                            'numbered file.'.format(os.path.basename(frames[number]), name,
+                                                    folder, number))
+        frames[number] = os.path.join(folder, name)
+    if not frames:
+        raise UserError('`{}` holds no numbered frame images (such as 000001.jpg).'.format(
+            folder))
+    return frames
+
+
+def clip_box(box, size, margin):
+    """The box (left, top, width, height) grown by `margin` of its width and
+    height on each side and clipped to a frame of (width, height) `size`,
+    as integer pixel bounds (left, top, right, bottom), or None when nothing
+    of it lies in the frame."""
+    left, top, width, height = box
+    bounds = (max(0, math.floor(left - margin * width)), max(0, math.floor(top - margin * height)),
+              min(size[0], math.ceil(left + width + margin * width)),
+              min(size[1], math.ceil(top + height + margin * height)))
+    return bounds if bounds[2] > bounds[0] and bounds[3] > bounds[1] else None
+
+
+def crop_detections(detections, frames, folder, margin=0.0, min_size=1, max_pixels=None,
+                    path='the detections', progress=None):
+    """Crops the box of each detection out of its frame into `folder` (as
+    PNG, lossless) and returns what was cropped.
+
+    Returns:
+        (crops, skipped): the crops as (file name in `folder`, `Detection`,
+        (left, top, width, height) clipped), in file order, and the number of
+        detections left out because their clipped box is narrower or lower
+        than `min_size` pixels.
+
+    Raises:
+        UserError naming the line of a detection whose frame has no file or
+        whose box lies wholly outside its frame, or naming a frame that
+        cannot be decoded or has more than `max_pixels` pixels.
+    """
+    from PIL import Image
+    by_frame = collections.defaultdict(list)
+    for detection in detections:
+        if detection.frame not in frames:
+            raise UserError('`{}` line {}: frame {} has no file in the frames folder (it holds '
+                            'frames {} to {}).'.format(path, detection.line, detection.frame,
+                                                       min(frames), max(frames)))
+        by_frame[detection.frame].append(detection)
+    crops, skipped = {}, 0
+    for done, (frame, boxes) in enumerate(sorted(by_frame.items()), 1):
+        try:
+            with Image.open(frames[frame]) as image:
+                if max_pixels and image.size[0] * image.size[1] > max_pixels:
+                    raise UserError('the frame `{}` has {}×{} pixels, more than '
+                                    '--max_image_pixels {}.'.format(frames[frame], *image.size,
+                                                                    max_pixels))
+                image = image.convert('RGB')
+        except (OSError, Image.DecompressionBombError) as e:
+            raise UserError('cannot decode the frame `{}` ({}); replace it.'.format(
+                frames[frame], str(e).splitlines()[0][:200]))
+        for detection in boxes:
+            bounds = clip_box(detection.box, image.size, margin)
+            if bounds is None:
+                raise UserError('`{}` line {}: the box lies wholly outside frame {} ({}×{} '
+                                'pixels).'.format(path, detection.line, frame, *image.size))
+            if min(bounds[2] - bounds[0], bounds[3] - bounds[1]) < min_size:
+                skipped += 1
+                continue
+            name = '{:08d}.png'.format(detection.line)
+            image.crop(bounds).save(os.path.join(folder, name))
+            crops[detection.line] = (name, detection, (bounds[0], bounds[1],
+                                                       bounds[2] - bounds[0],
+                                                       bounds[3] - bounds[1]))
+        if progress is not None:
+            progress(done, len(by_frame))
+    return [crops[line] for line in sorted(crops)], skipped
+
+
+def detection_names(crops, frames, camera):
+    """The names that stand for the crops in the embeddings file and in
+    dataset CSVs: `camera/frame-file#track`, or `#lineN` for a detection of
+    no track."""
+    return ['{}/{}#{}'.format(camera, os.path.basename(frames[d.frame]),
+                              d.track if d.track >= 0 else 'line{}'.format(d.line))
+            for _, d, _ in crops]
+
+
+def detection_fields(crops, camera):
+    """The embeddings file's fields of the crops: {'camera': (N,), 'frame':
+    (N,), 'track': (N,), 'box': (N, 4) left, top, width, height}."""
+    return {'camera': np.array([camera] * len(crops), dtype=object),
+            'frame': np.array([d.frame for _, d, _ in crops], dtype=np.int64),
+            'track': np.array([d.track for _, d, _ in crops], dtype=np.int64),
+            'box': np.array([box for _, _, box in crops], dtype=np.float32).reshape(-1, 4)}
+
+
+def tracklets(embs, fields, aggregate):
+    """One embedding per track: the crops' embeddings (N, D) of each
+    (camera, track) with a track id, combined by `aggregate` ((A, 1, D) ->
+    (1, D), an aggregator of `aggregators.AGGREGATORS`), tracks in order of
+    their first crop.
+
+    Returns:
+        (track embeddings (T, D), names `camera/trackID` (T,), fields
+        {'camera', 'track', 'frame' (first), 'last_frame', 'crops'}).
+    """
+    groups = collections.OrderedDict()
+    for row, (camera, track) in enumerate(zip(fields['camera'], fields['track'])):
+        if track >= 0:
+            groups.setdefault((str(camera), int(track)), []).append(row)
+    if not groups:
+        raise UserError('--tracklets needs detections of tracks (an id of 0 or more); these '
+                        'all have the id -1.')
+    rows = list(groups.values())
+    combined = np.concatenate([aggregate(embs[r][:, None]) for r in rows]).astype(np.float32)
+    frames = fields['frame']
+    return combined, ['{}/track{}'.format(c, t) for c, t in groups], {
+        'camera': np.array([c for c, _ in groups], dtype=object),
+        'track': np.array([t for _, t in groups], dtype=np.int64),
+        'frame': np.array([frames[r].min() for r in rows], dtype=np.int64),
+        'last_frame': np.array([frames[r].max() for r in rows], dtype=np.int64),
+        'crops': np.array([len(r) for r in rows], dtype=np.int64)}
