@@ -21,7 +21,6 @@ import cli
 import files
 import embeddings_file
 import metrics
-import images
 from aggregators import AGGREGATORS
 
 
@@ -29,6 +28,8 @@ def test_time_augmentation(names, aggregator):
     """embed.py's (flip, crop, aggregator) from a file's `augmentation_types`
     (such as `original_flip_top_left`) and `aggregator` attribute, or None
     when the names are not embed.py's."""
+    # TensorFlow's image code only here, so that changing a gallery starts at once.
+    import images
     flip = any(n.startswith('original_flip_') for n in names)
     crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
              n[len('original_'):] for n in names}
