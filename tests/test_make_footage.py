@@ -1,0 +1,49 @@
+"""data/make_footage.py, made small: frames, MOT boxes and CSVs that agree
+with each other and that embed.py --frames reads."""
+
+import os
+
+import pytest
+from PIL import Image
+
+import cli
+import footage
+from data import make_demo, make_footage
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    output = tmp_path_factory.mktemp('demo') / 'demo'
+    assert make_demo.main(['--output', str(output), '--train_ids', '2', '--test_ids', '6',
+                           '--distractors', '1', '--junk', '1', '--val_ids', '1']) == 0
+    return str(output)
+
+
+def test_footage_frames_boxes_and_csvs_agree(demo, tmp_path):
+    output = tmp_path / 'footage'
+    assert make_footage.main(['--demo', demo, '--output', str(output), '--cameras', '2',
+                              '--frames', '5', '--people', '3']) == 0
+    cameras = sorted(name for name in os.listdir(output) if name.startswith('cam'))
+    assert len(cameras) == 2
+    for camera in cameras:
+        frames = footage.frame_files(str(output / camera / 'img1'))
+        assert sorted(frames) == [1, 2, 3, 4, 5]
+        detections = footage.read_detections(str(output / camera / 'gt' / 'gt.txt'))
+        for detection in detections:
+            with Image.open(frames[detection.frame]) as image:
+                assert footage.clip_box(detection.box, image.size, 0) is not None
+        boxes = (output / camera / 'boxes.csv').read_text().splitlines()
+        tracks = (output / camera / 'tracks.csv').read_text().splitlines()
+        assert len(boxes) == len(detections) and 1 <= len(tracks) <= 3
+        names = ['{}/{:06d}.jpg#{}'.format(camera, d.frame, d.track) for d in detections]
+        assert [row.split(',')[1] for row in boxes] == names
+        # A track is one person throughout.
+        person = {row.split(',')[1].split('track')[1]: row.split(',')[0] for row in tracks}
+        for row, detection in zip(boxes, detections):
+            assert row.split(',')[0] == person[str(detection.track)]
+
+
+def test_a_folder_that_is_not_the_demo_set_is_refused(tmp_path):
+    with pytest.raises(cli.UserError, match='is not the demo set'):
+        make_footage.main(['--demo', str(tmp_path), '--output', str(tmp_path / 'out')])
+    assert os.listdir(tmp_path) == []
