@@ -47,8 +47,8 @@ def test_time_augmentation(names, aggregator):
 
 def load_gallery(path):
     """The gallery's (embeddings (G, D) float32, file names (G,), embed.py's
-    (flip, crop, aggregator) that made it, and its origin (see
-    `embeddings_file`))."""
+    (flip, crop, aggregator) that made it, its origin (see
+    `embeddings_file`), and its rows' footage fields ({} for images))."""
     stored = embeddings_file.read(path, 'the gallery')
     if stored.fids is None:
         raise cli.UserError('`{}` holds no file names (`fids`); it was written by an older '
@@ -66,7 +66,7 @@ def load_gallery(path):
                                    path, ', '.join(names[:5])))
     embeddings_file.check_finite(embs, 'the gallery `{}`'.format(path), 'embed the gallery again '
                                  'with a checkpoint from before training diverged', fids)
-    return embs, fids, augmentation, origin
+    return embs, fids, augmentation, origin, stored.fields
 
 
 def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):

@@ -49,6 +49,13 @@ parser.add_argument(
          'search.')
 
 parser.add_argument(
+    '--query_embeddings', default=None, metavar='EMBEDDINGS',
+    help='Instead of --query images, search for the rows of this embeddings file that embed.py '
+         'wrote with the gallery\'s checkpoint: tracks of camera footage (--tracklets) for a '
+         'track-to-track search, or images embedded before. Needs no --experiment_root; the '
+         'distance is --metric (euclidean by default).')
+
+parser.add_argument(
     '--append', default=None, metavar='EMBEDDINGS',
     help='Instead of searching, append the embeddings file that embed.py wrote for new images '
          '(with the gallery\'s experiment, checkpoint and test-time augmentation) to the '
@@ -165,7 +172,7 @@ def write_output(path, table):
         files.atomic_write(path, json.dumps(table, indent=2) + '\n')
 
 
-def check_outputs(args, queries):
+def check_outputs(args, queries, inputs=()):
     """Refuses outputs that cannot be written, that would replace an input (the
     gallery, a query image) or an experiment's file, or each other, before any
     work."""
@@ -176,16 +183,20 @@ def check_outputs(args, queries):
         outputs.append(('--plot', args.plot, 'png'))
     if args.html is not None:
         outputs += files.files_of_folder_output(args.html, '--html', ['index.html'], 'html')
-    files.check_outputs(outputs, [('--gallery', args.gallery)] + [
+    files.check_outputs(outputs, [('--gallery', args.gallery)] + list(inputs) + [
         ('--query', query) for query in queries])
 
 
 def check_arguments(args):
     """Refuses an --output of another kind than JSON or CSV, and --index
     with --rerank."""
-    if args.experiment_root is None or args.query is None:
+    if args.query_embeddings is not None:
+        if args.query is not None or args.plot is not None or args.html is not None:
+            parser.error('--query_embeddings names its queries, which are no images: leave out '
+                         '--query, --plot and --html')
+    elif args.experiment_root is None or args.query is None:
         parser.error('the following arguments are required to search: --experiment_root, '
-                     '--query (or give --append or --remove)')
+                     '--query (or give --query_embeddings, --append or --remove)')
     if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
         raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
     if args.index and args.rerank:
@@ -235,8 +246,9 @@ def search(args, query_embs, gallery_embs, metric):
 
 def check_change_arguments(args):
     """Refuses --append with --remove, and either with a flag of the search."""
-    searching = [flag for flag in ('query', 'output', 'plot', 'html', 'threshold', 'index',
-                                   'rerank') if getattr(args, flag) not in (None, False)]
+    searching = [flag for flag in ('query', 'query_embeddings', 'output', 'plot', 'html',
+                                   'threshold', 'index', 'rerank')
+                 if getattr(args, flag) not in (None, False)]
     if searching or (args.append is not None and args.remove is not None):
         parser.error('--append and --remove change the gallery and search nothing; give one '
                      'of them, without {}'.format(', '.join('--' + f for f in searching) or
@@ -259,6 +271,48 @@ def change_gallery(args):
     return 0
 
 
+def stored_queries(args, origin):
+    """The rows of --query_embeddings: (names, embeddings (Q, D), metric),
+    refused when another network or checkpoint made them than the gallery's."""
+    stored = embeddings_file.read(args.query_embeddings, 'the query embeddings')
+    if stored.fids is None or len(stored.fids) != len(stored.emb):
+        raise cli.UserError('`{}` holds no names for its embeddings (an older embed.py?); '
+                            'embed the queries again.'.format(args.query_embeddings))
+    difference = embeddings_file.origin_difference(origin, stored.origin)
+    if difference:
+        raise cli.UserError('--query_embeddings `{}` and the gallery come from {}; their '
+                            'distances mean nothing together. Embed both with one '
+                            'checkpoint.'.format(args.query_embeddings, difference))
+    check_outputs(args, [], [('--query_embeddings', args.query_embeddings)])
+    return list(stored.fids), stored.emb, args.metric or 'euclidean'
+
+
+def embed_queries(args, origin, augmentation):
+    """The --query images embedded by the experiment with the gallery's
+    test-time `augmentation`: (paths, embeddings (Q, D), metric)."""
+    import images
+    from inference import embed_files, load_experiment
+    queries = common.find_images(args.query)
+    image_root, fids = common.common_root(queries)
+    images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
+                          max_pixels=args.max_image_pixels)
+    check_outputs(args, queries)
+
+    # The experiment's own preprocessing and checkpoint, and the gallery's
+    # test-time augmentation, so that queries and gallery are embedded alike.
+    model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
+    difference = embeddings_file.origin_difference(
+        origin, embeddings_file.embedding_origin(args.experiment_root, checkpoint))
+    if difference:
+        print('WARNING: the gallery and the queries are embedded by {}; their distances mean '
+              'little. Embed the gallery with this checkpoint, or pass the gallery\'s '
+              '--checkpoint.'.format(difference), file=sys.stderr)
+    flip, crop, aggregator = augmentation
+    query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
+                                   args.batch_size)
+    return queries, query_embs, args.metric or train_args.get('metric', 'euclidean')
+
+
 def main(argv=None):
     args = parser.parse_args(argv)
     changing = args.append is not None or args.remove is not None
@@ -269,31 +323,18 @@ def main(argv=None):
     if changing:
         return change_gallery(args)
     import gallery
-    import images
-    from inference import embed_files, load_experiment
 
-    # Data: the gallery first, as it is the cheaper to find wrong.
-    gallery_embs, gallery_fids, (flip, crop, aggregator), origin = gallery.load_gallery(
-        args.gallery)
-    queries = common.find_images(args.query)
-    image_root, fids = common.common_root(queries)
-    images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
-                          max_pixels=args.max_image_pixels)
-    check_outputs(args, queries)
-
-    # Model: the experiment's own preprocessing and checkpoint, and the
-    # gallery's test-time augmentation, so that queries and gallery are
-    # embedded alike.
-    model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    difference = embeddings_file.origin_difference(
-        origin, embeddings_file.embedding_origin(args.experiment_root, checkpoint))
-    if difference:
-        print('WARNING: the gallery and the queries are embedded by {}; their distances mean '
-              'little. Embed the gallery with this checkpoint, or pass the gallery\'s '
-              '--checkpoint.'.format(difference), file=sys.stderr)
-    metric = args.metric or train_args.get('metric', 'euclidean')
-    query_embs, _, _ = embed_files(model, train_args, fids, image_root, flip, crop, aggregator,
-                                   args.batch_size)
+    # Data: the gallery first, as it is the cheaper to find wrong; then the
+    # queries, embedded by the experiment or stored.
+    gallery_embs, gallery_fids, augmentation, origin, fields = gallery.load_gallery(args.gallery)
+    if fields and (args.plot is not None or args.html is not None):
+        raise cli.UserError('the gallery `{}` holds boxes or tracks of camera footage, whose '
+                            'names are no image files to draw; leave out --plot and '
+                            '--html.'.format(args.gallery))
+    if args.query_embeddings is not None:
+        queries, query_embs, metric = stored_queries(args, origin)
+    else:
+        queries, query_embs, metric = embed_queries(args, origin, augmentation)
     check_query_embeddings(query_embs, gallery_embs, args.gallery, queries)
 
     # Search.

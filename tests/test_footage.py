@@ -149,6 +149,21 @@ def test_tracklets_combine_each_tracks_boxes_and_evaluate_and_search_take_them(
                           '--metric', 'euclidean', '--filename', str(tmp_path / 'e.json'),
                           '--quiet']) == 0
     assert json.loads((tmp_path / 'e.json').read_text())['mAP'] == pytest.approx(1.0)
+    # Track to track: each track of the first camera finds itself in the second's.
+    capsys.readouterr()
+    assert search.main(['--gallery', other, '--query_embeddings', tracks, '--top_k', '1',
+                        '--output', str(tmp_path / 'found.json')]) == 0
+    found = json.loads((tmp_path / 'found.json').read_text())
+    assert [(e['query'], e['results'][0]['file']) for e in found] == [
+        ('cam1/track1', 'cam2/track1'), ('cam1/track2', 'cam2/track2')]
+    for argv, message in ((['--query_embeddings', tracks, '--plot', str(tmp_path / 'p.png')],
+                           'leave out --query, --plot and --html'),
+                          (['--experiment_root', experiment, '--query', frames, '--plot',
+                            str(tmp_path / 'p.png')], 'names are no image files to draw')):
+        with pytest.raises((SystemExit, cli.UserError)) as raised:
+            search.main(['--gallery', other] + argv)
+        text = str(raised.value) if raised.type is cli.UserError else capsys.readouterr().err
+        assert message in text
     # And a query image searches the tracks.
     query = tmp_path / 'query.png'
     with Image.open(os.path.join(frames, '000003.png')) as image:

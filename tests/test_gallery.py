@@ -47,7 +47,7 @@ def test_appended_rows_join_the_gallery_and_its_index_without_a_rebuild(tmp_path
     monkeypatch.setattr(gallery, 'build_index', lambda *a: built.append(1))
     assert gallery.append(str(path), str(extra)) == (300, 2300, [
         gallery.index_path(str(path), 'euclidean')])
-    embs, fids, augmentation, origin = gallery.load_gallery(str(path))
+    embs, fids, augmentation, origin, _ = gallery.load_gallery(str(path))
     np.testing.assert_array_equal(embs, np.concatenate([old, new]))
     assert list(fids) == old_fids + new_fids and origin == ORIGIN
     assert augmentation == (True, 'center', 'mean')
@@ -126,7 +126,7 @@ def test_removed_rows_leave_the_gallery_and_its_index_is_rebuilt(tmp_path, capsy
     gallery.append(str(path), str(tmp_path / 'b.h5'))
     gallery.load_or_build_index(embs, 'cosine', str(path))
     assert gallery.remove(str(path), '^cam1/') == (200, 100)
-    left, left_fids, _, _ = gallery.load_gallery(str(path))
+    left, left_fids, _, _, _ = gallery.load_gallery(str(path))
     np.testing.assert_array_equal(left, embs[200:])
     assert list(left_fids) == fids[200:]
     assert embeddings_file.read_augmented(str(path)).shape == (2, 100, 16)
@@ -159,3 +159,15 @@ def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, 
         text = str(raised.value) if raised.type is cli.UserError else capsys.readouterr().err
         assert re.search(message, text), text
     assert len(embeddings_file.read(str(path)).fids) == 100
+    # Stored queries of another checkpoint are refused; of this one, searched.
+    other = tmp_path / 'other.h5'
+    write(other, clustered(5, 2), 'q', origin={'experiment_root': '/exp',
+                                              'checkpoint': 'checkpoint-5'})
+    with pytest.raises(cli.UserError, match='come from different checkpoints'):
+        search.main(['--gallery', str(path), '--query_embeddings', str(other)])
+    write(other, embeddings_file.read(str(path)).emb[:3], 'q')
+    assert search.main(['--gallery', str(path), '--query_embeddings', str(other),
+                        '--top_k', '1']) == 0
+    assert re.findall(r'(q/\d+\.jpg) \(euclidean distance\):\n +1 +0\.00\d+ +(\S+)',
+                      capsys.readouterr().out) == [
+        ('q/{:05d}.jpg'.format(i), 'cam1/{:05d}.jpg'.format(i)) for i in range(3)]
