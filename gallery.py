@@ -221,6 +221,9 @@ def locked(gallery_path):
     so that two processes that change it at once take turns and neither
     loses the other's rows. The gallery file itself cannot carry the lock:
     each change renames a new file into its place."""
+    if not os.path.isfile(gallery_path):
+        raise cli.UserError('the gallery `{}` is not a file; give the embeddings file that '
+                            'embed.py wrote. Nothing was changed.'.format(gallery_path))
     folder, name = os.path.split(os.path.abspath(gallery_path))
     try:
         handle = open(os.path.join(folder, '.{}.lock'.format(name)), 'a')

@@ -152,13 +152,16 @@ def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, 
             (['--append', str(extra), '--query', 'x.jpg'], 'search nothing; .* without --query'),
             (['--append', str(extra), '--remove', 'x'], 'give one of them, without the other'),
             (['--experiment_root', 'exp'], 'required to search: --experiment_root, --query'),
-            (['--append', str(path)], 'is the same file as --append')):
+            (['--append', str(path)], 'is the same file as --append'),
+            (['--remove', 'x', '--gallery', str(tmp_path / 'missing.h5')],
+             'missing.h5` is not a file')):
         with pytest.raises((SystemExit, cli.UserError)) as raised:
             search.main(['--gallery', str(path)] + argv)
         assert raised.type is cli.UserError or raised.value.code == 2
         text = str(raised.value) if raised.type is cli.UserError else capsys.readouterr().err
         assert re.search(message, text), text
     assert len(embeddings_file.read(str(path)).fids) == 100
+    assert not (tmp_path / '.missing.h5.lock').exists()
     # Stored queries of another checkpoint are refused; of this one, searched.
     other = tmp_path / 'other.h5'
     write(other, clustered(5, 2), 'q', origin={'experiment_root': '/exp',
