@@ -37,6 +37,8 @@ class Storage:
     """A tensor storage named by the pickle, filled with its data afterwards."""
 
     def __init__(self, dtype, key, numel):
+        if numel < 0:
+            raise ValueError('storage {} claims {} values'.format(key, numel))
         self.dtype, self.key, self.numel = dtype, key, numel
         # The type of the stored bits: bfloat16's are 16-bit integers.
         self.raw_dtype = np.dtype(np.uint16 if dtype == 'bfloat16' else dtype)
@@ -65,7 +67,19 @@ class Tensor:
 
     def numpy(self):
         data = self.storage.data
+        if (self.size and len(self.size) != len(self.stride)) or min(self.size + (0,)) < 0:
+            raise ValueError('a tensor of storage {} has sizes {} and strides {}'.format(
+                self.storage.key, self.size, self.stride))
+        # A view never holds more values than its storage in a saved state
+        # dict; one that claims more (by strides of 0) would make the copy
+        # below as large as the claim.
+        if int(np.prod(self.size, dtype=object)) > max(len(data), 1):
+            raise ValueError('a tensor claims more values than its storage {} holds'.format(
+                self.storage.key))
         if not self.size:
+            if not 0 <= self.offset < len(data):
+                raise ValueError('a tensor reaches outside its storage {}'.format(
+                    self.storage.key))
             return np.array(data[self.offset])
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if min(self.size) > 0 and (self.offset < 0 or last >= len(data) or min(self.stride) < 0):
@@ -97,15 +111,38 @@ ALLOWED = {('collections', 'OrderedDict'): collections.OrderedDict,
 ALLOWED.update({('torch', name): storage_type(name) for name in STORAGE_DTYPES})
 
 
+# The most a zip-format file's `data.pkl` may inflate to: the pickle of a
+# state dict holds names and tensor records, a few megabytes for the largest
+# nets, while its tensors' values lie in the storage members.
+MAX_PICKLE_BYTES = 256 << 20
+
+
 class RefusedPickle(pickle.UnpicklingError):
     """The pickle names something other than the parts of a state dict."""
 
 
-class StateDictUnpickler(pickle.Unpickler):
+class PlainUnpickler(pickle.Unpickler):
+    """An unpickler of plain values (numbers, strings, lists, tuples, dicts):
+    it resolves no name and no persistent record, so that nothing a pickle
+    names is ever called. The legacy format's magic number, protocol version,
+    system description and list of storage keys are read with it."""
+
+    def __init__(self, file):
+        super().__init__(file, encoding='utf-8')
+
+    def find_class(self, module, name):
+        raise RefusedPickle('it asks to call `{}.{}` where only plain values belong (a pickle '
+                            'can run code; this one may try to)'.format(module, name))
+
+    def persistent_load(self, pid):
+        raise RefusedPickle('it holds a persistent record where only plain values belong')
+
+
+class StateDictUnpickler(PlainUnpickler):
     """An unpickler that resolves only `ALLOWED` names and PyTorch's storage records."""
 
     def __init__(self, file, storages):
-        super().__init__(file, encoding='utf-8')
+        super().__init__(file)
         self.storages = storages
 
     def find_class(self, module, name):
@@ -128,13 +165,15 @@ class StateDictUnpickler(pickle.Unpickler):
 
 def load_legacy(file):
     """The object of a legacy-format file, its storages filled."""
-    if pickle.load(file) != LEGACY_MAGIC:
+    if PlainUnpickler(file).load() != LEGACY_MAGIC:
         raise pickle.UnpicklingError('not a PyTorch file (its magic number differs)')
-    pickle.load(file)  # The protocol version.
-    StateDictUnpickler(file, {}).load()  # The system's description: plain values only.
+    PlainUnpickler(file).load()  # The protocol version.
+    PlainUnpickler(file).load()  # The system's description.
     storages = {}
     result = StateDictUnpickler(file, storages).load()
-    keys = StateDictUnpickler(file, {}).load()
+    keys = PlainUnpickler(file).load()
+    if not isinstance(keys, list):
+        raise ValueError('the list of storages is a {}'.format(type(keys).__name__))
     for key in keys:
         storage = storages[str(key)]
         header = file.read(8)
@@ -157,22 +196,46 @@ def load_zip(path):
         if len(pickles) != 1:
             raise ValueError('the archive holds no single `data.pkl`')
         folder = pickles[0][:-len('data.pkl')]
+        info = member(archive, pickles[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise ValueError('`{}` claims {} bytes, more than the pickle of any state dict '
+                             '({} MiB)'.format(info.filename, info.file_size,
+                                               MAX_PICKLE_BYTES >> 20))
         storages = {}
-        result = StateDictUnpickler(io.BytesIO(archive.read(pickles[0])), storages).load()
+        with archive.open(info) as f:
+            result = StateDictUnpickler(io.BytesIO(f.read(MAX_PICKLE_BYTES)), storages).load()
         for key, storage in storages.items():
-            storage.fill(archive.read(folder + 'data/' + key))
+            info = member(archive, folder + 'data/' + key)
+            if info.file_size < storage.nbytes:
+                raise ValueError('storage {} holds {} bytes, not {}'.format(
+                    key, info.file_size, storage.nbytes))
+            # Only what the tensors need is read: a member that inflates
+            # beyond its storage (a zip bomb) is never read whole.
+            with archive.open(info) as f:
+                storage.fill(f.read(storage.nbytes))
     return result
 
 
-def to_numpy(value):
-    """The loaded object with each `Tensor` as a NumPy array."""
-    if isinstance(value, Tensor):
-        return value.numpy()
-    if isinstance(value, dict):
-        return collections.OrderedDict((k, to_numpy(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_numpy(v) for v in value)
-    return value
+def member(archive, name):
+    """The `ZipInfo` of the archive's member `name`."""
+    try:
+        return archive.getinfo(name)
+    except KeyError:
+        raise ValueError('the archive lacks `{}`'.format(name))
+
+
+def tensors_of(loaded):
+    """The state dict of a loaded file, each `Tensor` as a NumPy array: the
+    object itself, or its `state_dict` entry (as torchreid's training
+    checkpoints hold it); None for anything else. Only these two levels are
+    looked at, so that a pickle of deeply nested or self-referring
+    containers costs nothing."""
+    if isinstance(loaded, dict) and isinstance(loaded.get('state_dict'), dict):
+        loaded = loaded['state_dict']
+    if not isinstance(loaded, dict) or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()):
+        return None
+    return collections.OrderedDict((k, v.numpy()) for k, v in loaded.items())
 
 
 def read_state_dict(path):
@@ -186,6 +249,8 @@ def read_state_dict(path):
         UserError naming the file when it cannot be read, refusing anything it
         would need to call beyond the parts of a state dict.
     """
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError('`{}` is not a regular file; pass a PyTorch weights file.'.format(path))
     try:
         with open(path, 'rb') as f:
             start = f.read(4)
@@ -194,7 +259,7 @@ def read_state_dict(path):
             else:
                 f.seek(0)
                 loaded = load_legacy(f)
-        loaded = to_numpy(loaded)
+        state = tensors_of(loaded)
     except RefusedPickle as e:
         raise UserError('refusing `{}`: {}. Only plain PyTorch state dicts are read.'.format(
             path, e))
@@ -205,11 +270,8 @@ def read_state_dict(path):
             MemoryError) as e:
         raise UserError('`{}` is not a readable PyTorch weights file ({}: {}); is it damaged '
                         'or truncated?'.format(path, type(e).__name__, str(e)[:200]))
-    if isinstance(loaded, dict) and isinstance(loaded.get('state_dict'), dict):
-        loaded = loaded['state_dict']
-    if not isinstance(loaded, dict) or not all(
-            isinstance(k, str) and isinstance(v, np.ndarray) for k, v in loaded.items()):
+    if state is None:
         raise UserError('`{}` holds no state dict (a mapping of names to tensors); save the '
                         'model\'s `state_dict()`.'.format(path))
     return collections.OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in loaded.items())
+        (k[len('module.'):] if k.startswith('module.') else k, v) for k, v in state.items())
