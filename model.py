@@ -13,6 +13,7 @@ import re
 from importlib import import_module
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import heads
@@ -60,7 +61,48 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     return keras.Model(images, outputs, name='embedding_model'), body
 
 
+# Batch norms' variances, by the name PyTorch and Keras give them.
+VARIANCE = re.compile(r'.*(running_var|moving_variance)(:0)?$')
+
+
+def check_weight_values(named, path):
+    """Refuses weights that no trained network holds: a value that is NaN or
+    infinite, or a batch norm's variance below zero (whose square root is
+    NaN). A network holding one embeds images to values that the rest of the
+    pipeline cannot tell from a trained model's (a NaN channel is normalised
+    away), so it is refused where it enters, naming the tensor.
+
+    Args:
+        named: (name, array-like) pairs, such as a state dict's items.
+        path (str): The file they come from, for the message.
+
+    Raises:
+        UserError naming the first such tensor and what it holds.
+    """
+    for name, values in named:
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise UserError('`{}` holds {} NaN or infinite values in `{}`; it is '
+                            'damaged or from a diverged training, and would embed every image '
+                            'wrongly.'.format(path, int(bad.sum()), name))
+        if VARIANCE.match(name) and (values < 0).any():
+            raise UserError('`{}` holds {} negative variances in the batch norm `{}`; a '
+                            'variance is never below zero, so the file is damaged.'.format(
+                                path, int((values < 0).sum()), name))
+
+
 def load_body_weights(model_name, body, path):
+    """Initialises a backbone from pretrained weights (see `assign_body_weights`),
+    refusing weights that are NaN, infinite or negative variances, of
+    whichever kind of file they came."""
+    assign_body_weights(model_name, body, path)
+    check_weight_values(((weight.path, weight.numpy()) for weight in body.weights), path)
+
+
+def assign_body_weights(model_name, body, path):
     """Initialises a backbone from pretrained weights.
 
     `path` is one of: a TF-slim or TF1 checkpoint prefix (such as the ImageNet

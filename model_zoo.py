@@ -201,13 +201,14 @@ def import_osnet(path, experiment_root, model_name=None):
         UserError for a file that is not such a state dict, or a root that exists.
     """
     import tensorflow as tf
-    from model import build_model
+    from model import build_model, check_weight_values
 
     if os.path.lexists(experiment_root):
         raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
                         'was written).'.format(experiment_root))
     files.check_writable(experiment_root, '--experiment_root', folder=True)
     state = torch_weights.read_state_dict(path)
+    check_weight_values(state.items(), path)
     model_name, embedding_dim = choose_net(state, path, model_name)
     classifier = state.get('classifier.weight')
     args = experiment_arguments(model_name, embedding_dim, path,

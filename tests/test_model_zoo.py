@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import sys
 import types
 import zipfile
@@ -61,6 +62,15 @@ def stand_in_torch():
     return torch, utils
 
 
+class View:
+    """An array to write as a tensor of the given sizes, strides and storage
+    count instead of its own (hostile claims)."""
+
+    def __init__(self, array, shape, strides, numel=None):
+        self.array, self.shape, self.strides = array, shape, strides
+        self.numel = len(array) if numel is None else numel
+
+
 STORAGE_OF = {np.dtype(np.float32): 'FloatStorage', np.dtype(np.float16): 'HalfStorage',
               np.dtype(np.int64): 'LongStorage', np.dtype(np.uint8): 'ByteStorage'}
 
@@ -76,6 +86,11 @@ def write_pth(path, obj, zip_format=False, monkeypatch=None):
     def tensors(value):
         if isinstance(value, dict):
             return collections.OrderedDict((k, tensors(v)) for k, v in value.items())
+        if isinstance(value, View):
+            stored = Stored(str(len(storages)), value.array)
+            stored.numel = value.numel
+            storages.append((stored, getattr(torch, STORAGE_OF[value.array.dtype])))
+            return FakeTensor(stored, 0, value.shape, value.strides, utils._rebuild_tensor_v2)
         if not isinstance(value, np.ndarray):
             return value
         kind = 'BFloat16Storage' if value.dtype == np.uint16 else STORAGE_OF[value.dtype]
@@ -93,7 +108,8 @@ def write_pth(path, obj, zip_format=False, monkeypatch=None):
         def persistent_id(self, value):
             if isinstance(value, Stored):
                 kind = dict((id(s), k) for s, k in storages)[id(value)]
-                return ('storage', kind, value.key, 'cpu', len(value.array))
+                return ('storage', kind, value.key, 'cpu', getattr(value, 'numel',
+                                                                    len(value.array)))
             return None
 
     saved = {'torch': torch, 'torch._utils': utils}
@@ -182,6 +198,113 @@ def test_a_pickle_that_calls_a_function_is_refused_without_running_it(tmp_path, 
                 pickle.load(f)
         Trusting(f).load()
     assert os.path.exists(marker)
+
+
+def legacy_pickles(path):
+    """The five pickles of a legacy-format file, as bytes, and the storages' bytes after them."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    pickles, f = [], io.BytesIO(data)
+    for _ in range(5):
+        start = f.tell()
+        for _ in pickletools.genops(f):  # Read to its STOP, running nothing.
+            pass
+        pickles.append(data[start:f.tell()])
+    return pickles, data[f.tell():]
+
+
+@pytest.mark.parametrize('which', [0, 1, 2, 4])
+def test_a_hostile_header_pickle_of_the_legacy_format_is_never_run(tmp_path, which):
+    # The magic number, the protocol version, the system's description and
+    # the list of storage keys hold plain values only: each is read with an
+    # unpickler that resolves no name at all.
+    marker = str(tmp_path / 'ran')
+    valid = write_pth(tmp_path / 'w.pth', {'weight': np.ones(2, np.float32)})
+    pickles, storages = legacy_pickles(valid)
+    pickles[which] = pickle.dumps(Exploit(marker), protocol=2)
+    path = tmp_path / 'evil.pth'
+    path.write_bytes(b''.join(pickles) + storages)
+    with pytest.raises(cli.UserError, match=r'refusing `.*evil\.pth`: it asks to call '
+                       r'`posix\.system` where only plain values belong'):
+        torch_weights.read_state_dict(str(path))
+    assert not os.path.exists(marker)
+    # A plain unpickler, as read the first two before, runs the same pickle.
+    pickle.loads(pickles[which])
+    assert os.path.exists(marker)
+
+
+def test_a_zip_bomb_storage_is_read_only_as_far_as_its_tensor_needs(tmp_path):
+    # A 10-value storage whose member inflates to 64 MiB of zeros: the reader
+    # takes the 40 bytes the tensor needs, never the member whole.
+    path = write_pth(tmp_path / 'w.pth', {'weight': np.arange(10, dtype=np.float32)},
+                     zip_format=True)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members['archive/data/0'] += bytes(64 << 20)
+    bomb = str(tmp_path / 'bomb.pth')
+    with zipfile.ZipFile(bomb, 'w', zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    assert os.path.getsize(bomb) < 1 << 20
+    read = []
+    original = zipfile.ZipExtFile.read
+
+    def counting(self, n=-1):
+        data = original(self, n)
+        read.append(len(data))
+        return data
+    zipfile.ZipExtFile.read = counting
+    try:
+        state = torch_weights.read_state_dict(bomb)
+    finally:
+        zipfile.ZipExtFile.read = original
+    np.testing.assert_array_equal(state['weight'], np.arange(10, dtype=np.float32))
+    assert max(read) < 1 << 20, read
+
+
+def test_claims_beyond_the_data_are_refused_before_they_are_believed(tmp_path):
+    # A storage that claims more values than its member holds, a pickle
+    # that claims gigabytes, a view of more values than its storage (strides
+    # of 0), and a storage of a negative count.
+    path = write_pth(tmp_path / 'w.pth', {'weight': np.arange(10, dtype=np.float32)},
+                     zip_format=True)
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+
+    def rewritten(name, **changes):
+        out = str(tmp_path / name)
+        with zipfile.ZipFile(out, 'w', zipfile.ZIP_DEFLATED) as archive:
+            for member, data in dict(members, **changes).items():
+                archive.writestr(member, data)
+        return out
+
+    short = rewritten('short.pth', **{'archive/data/0': members['archive/data/0'][:20]})
+    with pytest.raises(cli.UserError, match=r'storage 0 holds 20 bytes, not 40'):
+        torch_weights.read_state_dict(short)
+    big = rewritten('big.pth', **{'archive/data.pkl': members['archive/data.pkl'] +
+                                  bytes(torch_weights.MAX_PICKLE_BYTES)})
+    with pytest.raises(cli.UserError, match=r'data\.pkl` claims \d+ bytes, more than the '
+                                            r'pickle of any state dict'):
+        torch_weights.read_state_dict(big)
+    ten = np.arange(10, dtype=np.float32)
+    wide = 'claims more values than its storage'
+    for view, in_zip, in_legacy in [
+            (View(ten, (100000, 100000), (0, 0)), wide, wide),
+            (View(ten, (10,), (1,), numel=-1), 'storage 0 claims -1 values', 'claims -1'),
+            (View(ten, (10,), (1,), numel=10 ** 12), 'storage 0 holds 40 bytes, not 4000000000000',
+             'storage 0 has 10 values, not 1000000000000')]:
+        with pytest.raises(cli.UserError, match=in_zip):
+            torch_weights.read_state_dict(write_pth(tmp_path / 'view.pth', {'weight': view},
+                                                    zip_format=True))
+        with pytest.raises(cli.UserError, match=in_legacy):
+            torch_weights.read_state_dict(write_pth(tmp_path / 'view.pth', {'weight': view}))
+
+
+def test_a_weights_path_that_is_no_regular_file_is_refused(tmp_path):
+    with pytest.raises(cli.UserError, match=r'`/dev/zero` is not a regular file'):
+        torch_weights.read_state_dict('/dev/zero')
+    with pytest.raises(cli.UserError, match=r'is not a regular file'):
+        torch_weights.read_state_dict(str(tmp_path))
 
 
 def test_damaged_and_foreign_files_get_one_message(tmp_path):
@@ -394,6 +517,16 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
             r'is not a torchreid OSNet state dict: it has no `conv1\.conv\.weight`')
     refused({k: v for k, v in state.items() if not k.startswith('fc.')},
             r'has no embedding layer `fc\.0\.weight`')
+    # Values no trained network holds, which embed.py would not notice later.
+    for key, value, match in [
+            ('conv2.0.conv1.conv.weight', np.nan, r'holds 1 NaN or infinite values in '
+                                                 r'`conv2\.0\.conv1\.conv\.weight`'),
+            ('fc.0.bias', -np.inf, r'holds 1 NaN or infinite values in `fc\.0\.bias`'),
+            ('conv1.bn.running_var', -0.5, r'holds 1 negative variances in the batch norm '
+                                           r'`conv1\.bn\.running_var`')]:
+        array = state[key].copy()
+        array.flat[0] = value
+        refused(dict(state, **{key: array}), match)
 
 
 def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_path, trained,

@@ -215,6 +215,46 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
                              '--initial_checkpoint', image_root))
 
 
+def test_initial_checkpoints_holding_nan_or_negative_variances_are_refused(tmp_path,
+                                                                             tiny_dataset):
+    # Of every kind: Keras weights, a TF2 checkpoint, a TF1 name-based one.
+    import tf1_checkpoint
+    from model import load_body_weights
+    _, body = build_model('tiny', 'fc1024', 16)
+    kernel = next(w for w in body.weights if w.path.endswith('kernel'))
+    variance = next(w for w in body.weights if w.path.endswith('moving_variance'))
+    damaged = []
+    for weight, value in ((kernel, np.nan), (kernel, np.inf), (variance, -1.0)):
+        good = weight.numpy()
+        bad = good.copy()
+        bad.flat[0] = value
+        weight.assign(bad)
+        keras_file = str(tmp_path / 'body{}.weights.h5'.format(len(damaged)))
+        body.save_weights(keras_file)
+        tf2 = tf.train.Checkpoint(body=body).write(str(tmp_path / 'tf2_{}'.format(len(damaged))))
+        tf1 = str(tmp_path / 'tf1_{}.ckpt'.format(len(damaged)))
+        names = tf1_checkpoint.variable_map(body, body.name)
+        tf.raw_ops.SaveV2(prefix=tf1, tensor_names=list(names),
+                          shape_and_slices=[''] * len(names),
+                          tensors=[v.numpy() for v in names.values()])
+        weight.assign(good)
+        what = ('negative variances in the batch norm' if value == -1 else
+                'NaN or infinite values in')
+        damaged += [(path, what, weight.path) for path in (keras_file, tf2, tf1)]
+    for path, what, name in damaged:
+        _, fresh = build_model('tiny', 'fc1024', 16)
+        with pytest.raises(cli.UserError, match=r'`{}` holds 1 {}.*`{}`'.format(
+                re.escape(path), what, re.escape(name))):
+            load_body_weights('tiny', fresh, path)
+    # From the command line: one message, and no experiment root left behind.
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    with pytest.raises(cli.UserError, match='NaN or infinite'):
+        train.main(base_args(root, csv_path, image_root, 2, '--initial_checkpoint',
+                             damaged[0][0]))
+    assert not os.path.exists(root)
+
+
 def test_refusals_write_nothing(tmp_path, tiny_dataset):
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
