@@ -56,7 +56,7 @@ footage_flags.add_argument(
          'bb_width,bb_height,...`, frames from 1, id -1 for a box of no track.')
 
 footage_flags.add_argument(
-    '--camera', default=None,
+    '--camera', default=None, type=flags.camera,
     help='The camera\'s name, stored with each box and leading its names (`CAMERA/000001.jpg#7`'
          '); the frames folder\'s name by default (its parent\'s for MOT\'s `img1`).')
 

@@ -72,6 +72,17 @@ def readable_directory(arg):
     return _check_directory(arg, os.R_OK, 'readable')
 
 
+def camera(arg):
+    """A camera's name: one name, as it leads the rows of an embeddings file
+    (`CAMERA/000001.jpg#7`) and the default output file's name, so never a
+    path (no separator, no `.` or `..`) and never empty."""
+    if not arg.strip() or arg in ('.', '..') or any(c in arg for c in '/\\\0'):
+        raise argparse.ArgumentTypeError(
+            '`{}` is no camera name: a camera is one name (such as cam1), without `/`, `\\`, '
+            'and not empty, `.` or `..`.'.format(arg))
+    return arg
+
+
 # Integers go into TensorFlow's int64 (steps, sizes), so larger ones are refused
 # where they are typed, not where they overflow.
 MAX_INT = 2 ** 63 - 1

@@ -15,12 +15,25 @@ import csv
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 import numpy as np
 
 from cli import UserError
 from common import IMAGE_EXTENSIONS
+
+
+# The longest line a MOT file may hold: ten numbers of 25 characters each
+# take 260 bytes, and this leaves room for padding.
+MAX_LINE_BYTES = 1024
+
+# Frames and ids are read as floats (MOT files write them as `1` or `1.0`),
+# which hold integers exactly below 2**53.
+MAX_NUMBER = 2 ** 53
+
+# The farthest a box may reach, in pixels: 2**31, beyond any frame's size.
+MAX_PIXELS = 2 ** 31
 
 
 @dataclass(frozen=True)
@@ -42,14 +55,8 @@ def read_detections(path):
         id, finite numbers and a box of positive size, of a track that is
         twice in one frame, or of a file without detections.
     """
-    try:
-        with open(path, newline='', encoding='utf-8') as f:
-            lines = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError('cannot read the detections `{}`: {}.'.format(
-            path, getattr(e, 'strerror', None) or e))
     found, seen = [], {}
-    for number, fields in enumerate(lines, 1):
+    for number, fields in read_lines(path):
         if not fields or not ''.join(fields).strip():
             continue
         detection = parse_line(fields, path, number)
@@ -66,6 +73,40 @@ def read_detections(path):
     return found
 
 
+def read_lines(path):
+    """Yields (line number, fields) of the detections file `path`, one line
+    at a time, refusing at once by line what no MOT file holds: a line
+    longer than `MAX_LINE_BYTES`, binary content, text that is not UTF-8; and
+    a path that is not a regular file (a device or pipe never ends)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UserError('the detections `{}` are not a regular file; pass a MOT-Challenge '
+                            'text file.'.format(path))
+        with open(path, 'rb') as f:
+            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b''), 1):
+                yield number, fields_of(line, path, number)
+    except OSError as e:
+        raise UserError('cannot read the detections `{}`: {}.'.format(path, e.strerror or e))
+
+
+def fields_of(line, path, number):
+    """The comma-separated fields of one line (bytes) of the detections file."""
+    def fail(problem):
+        return UserError('`{}` line {}: {}; a detections file is MOT-Challenge text, a line '
+                         '`frame,id,bb_left,bb_top,bb_width,bb_height,...` each.'.format(
+                             path, number, problem))
+    if len(line) > MAX_LINE_BYTES:
+        raise fail('the line is longer than {} bytes, which no MOT line is'.format(
+            MAX_LINE_BYTES))
+    if b'\0' in line:
+        raise fail('the line holds binary content (a NUL byte)')
+    try:
+        text = line.decode('utf-8-sig' if number == 1 else 'utf-8')
+    except UnicodeDecodeError:
+        raise fail('the line is not UTF-8 text')
+    return next(csv.reader([text.rstrip('\r\n')]), [])
+
+
 def parse_line(fields, path, number):
     """The `Detection` of the `fields` of line `number` of `path`."""
     def fail(problem):
@@ -75,18 +116,22 @@ def parse_line(fields, path, number):
     if len(fields) < 6:
         raise fail('{} fields where at least 6 are needed'.format(len(fields)))
     try:
-        frame, track = (int(float(fields[i])) for i in (0, 1))
-        if any(float(fields[i]) != int(float(fields[i])) for i in (0, 1)):
-            raise ValueError
-        left, top, width, height = (float(fields[i]) for i in range(2, 6))
-    except (ValueError, OverflowError):
+        frame, track, left, top, width, height = (float(fields[i]) for i in range(6))
+    except ValueError:
         raise fail('the frame and id must be integers and the box numbers')
+    if not all(math.isfinite(v) for v in (frame, track, left, top, width, height)):
+        raise fail('a number is not finite')
+    if frame != int(frame) or track != int(track):
+        raise fail('the frame and id must be integers')
+    frame, track = int(frame), int(track)
     if frame < 1:
         raise fail('frame {} is before the first frame, 1'.format(frame))
-    if not all(math.isfinite(v) for v in (left, top, width, height)):
-        raise fail('the box holds a value that is not finite')
+    if frame >= MAX_NUMBER or not -MAX_NUMBER < track < MAX_NUMBER:
+        raise fail('the frame and id must be below 2**53, which a float holds exactly')
     if width <= 0 or height <= 0:
         raise fail('the box is {} × {} pixels, which holds nothing'.format(width, height))
+    if max(abs(left), abs(top), width, height) > MAX_PIXELS:
+        raise fail('the box reaches beyond {} pixels, farther than any frame'.format(MAX_PIXELS))
     return Detection(number, frame, track, (left - 1, top - 1, width, height))
 
 

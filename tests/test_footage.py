@@ -72,16 +72,41 @@ def test_detections_are_read_with_their_lines_and_bad_lines_are_named(tmp_path):
             ('1.5,2,3,4,5,6\n', 'line 1: the frame and id must be integers'),
             ('0,2,3,4,5,6\n', 'line 1: frame 0 is before the first frame'),
             ('1,2,3,4,0,6\n', r'line 1: the box is 0.0 × 6.0 pixels'),
-            ('1,2,3,4,nan,6\n', 'line 1: the box holds a value that is not finite'),
+            ('1,2,3,4,nan,6\n', 'line 1: a number is not finite'),
             ('1,2,3,4,5,6\n1,2,9,9,5,6\n', 'line 2: track 2 is in frame 1 twice .also line 1'),
             ('\n\n', 'holds no detections'),
-            (b'1,2,\xff', 'cannot read the detections')):
+            (b'1,2,\xff', 'line 1: the line is not UTF-8 text'),
+            # Numbers out of their domain: each one message naming the line.
+            ('1,2,1e309,4,5,6\n', 'line 1: a number is not finite'),
+            ('1,2,3,4,1e308,1e308\n', 'line 1: the box reaches beyond 2147483648 pixels'),
+            ('1,2,-1e300,4,5,6\n', 'line 1: the box reaches beyond'),
+            ('1,{},3,4,5,6\n'.format(2 ** 63), 'line 1: the frame and id must be below 2..53'),
+            ('{},2,3,4,5,6\n'.format(2 ** 64), 'line 1: the frame and id must be below 2..53'),
+            ('1,-{},3,4,5,6\n'.format(2 ** 63), 'line 1: the frame and id must be below 2..53'),
+            # What no MOT file is: a line longer than any, a field past csv's
+            # limit, binary content.
+            ('1,2,3,4,5,6\n1,2,3,4,5,6,' + '0' * 2000 + '\n', 'line 2: the line is longer than '
+                                                             '1024 bytes'),
+            ('1,2,3,4,5,6,' + 'x' * 131073 + '\n', 'line 1: the line is longer than'),
+            (b'1,2,3,4,5,6\n\x00\x00\x01\n', 'line 2: the line holds binary content')):
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(content)
         with pytest.raises(cli.UserError, match=message):
             footage.read_detections(str(path))
+
+
+def test_detections_that_are_no_regular_file_are_refused_at_once(tmp_path):
+    # /dev/zero never ends; a pipe may not either: refused before a byte is read.
+    for path in ('/dev/zero', str(tmp_path)):
+        with pytest.raises(cli.UserError, match=r'the detections `{}` are not a regular '
+                                                r'file'.format(path)):
+            footage.read_detections(path)
+    fifo = str(tmp_path / 'fifo')
+    os.mkfifo(fifo)
+    with pytest.raises(cli.UserError, match='not a regular file'):
+        footage.read_detections(fifo)
 
 
 def test_boxes_are_grown_clipped_and_refused_outside_the_frame():
@@ -214,6 +239,12 @@ def test_bad_footage_is_one_message_and_writes_nothing(experiment, tmp_path, dam
     (['--images', '.', '--detections', 'det.txt'], '--detections applies to --frames'),
     (['--frames', '.', '--detections', 'd.txt', '--image_root', '.'],
      '--image_root applies to --dataset'),
+    # A camera is a name in row names and in the default output's name, never a path.
+    (['--frames', '.', '--detections', 'd.txt', '--camera', '../esc'], '`../esc` is no camera'),
+    (['--frames', '.', '--detections', 'd.txt', '--camera', '/tmp/x'], '`/tmp/x` is no camera'),
+    (['--frames', '.', '--detections', 'd.txt', '--camera', 'cam/2'], '`cam/2` is no camera'),
+    (['--frames', '.', '--detections', 'd.txt', '--camera', ''], '`` is no camera'),
+    (['--frames', '.', '--detections', 'd.txt', '--camera', '..'], '`..` is no camera'),
 ])
 def test_footage_flags_without_their_input_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit) as raised:
