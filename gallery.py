@@ -330,6 +330,25 @@ def add_to_indexes(gallery_path, old_embs, new_embs, embs):
     return updated
 
 
+def check_saved_index(path):
+    """Refuses `path` unless it is an index file that `save_index` wrote: a
+    regular file (no link, no folder) holding a faiss index and the digest of
+    its gallery. --remove deletes the saved indexes, and never what a user
+    keeps under such a name."""
+    refused = cli.UserError(
+        '`{}` stands where --remove would delete the gallery\'s saved index, but it is not an '
+        'index file that search.py wrote; move it away (or delete it, if it is a damaged index) '
+        'and run --remove again. Nothing was changed.'.format(path))
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise refused
+    try:
+        with h5py.File(path, 'r') as f:
+            if 'gallery_sha256' not in f.attrs or 'faiss' not in f:
+                raise refused
+    except OSError:
+        raise refused
+
+
 def remove(gallery_path, pattern):
     """Removes the gallery rows whose file name matches the regular
     expression `pattern` (searched anywhere in the name, such as a camera's
@@ -356,8 +375,12 @@ def remove(gallery_path, pattern):
             raise cli.UserError('--remove `{}` matches all {} images of the gallery `{}`, '
                                 'which would leave it empty; delete the file instead. Nothing '
                                 'was changed.'.format(pattern, len(keep), gallery_path))
-        for metric in SPACE_METRICS.values():
-            files.remove(index_path(gallery_path, metric))
+        indexes = [index_path(gallery_path, metric) for metric in SPACE_METRICS.values()]
+        indexes = [path for path in indexes if os.path.lexists(path)]
+        for path in indexes:
+            check_saved_index(path)
+        for path in indexes:
+            os.remove(path)
         embeddings_file.write(gallery_path, gallery.emb[keep], None if augmented is None
                               else augmented[:, keep], gallery.names,
                               [fid for fid, kept in zip(gallery.fids, keep) if kept],

@@ -278,6 +278,10 @@ def stored_queries(args, origin):
     if stored.fids is None or len(stored.fids) != len(stored.emb):
         raise cli.UserError('`{}` holds no names for its embeddings (an older embed.py?); '
                             'embed the queries again.'.format(args.query_embeddings))
+    if not len(stored.emb):
+        raise cli.UserError('--query_embeddings `{}` holds no embeddings, so there is nothing '
+                            'to search for; embed the queries first.'.format(
+                                args.query_embeddings))
     difference = embeddings_file.origin_difference(origin, stored.origin)
     if difference:
         raise cli.UserError('--query_embeddings `{}` and the gallery come from {}; their '

@@ -3,6 +3,7 @@ gallery.append and gallery.remove."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,53 @@ def test_removed_rows_leave_the_gallery_and_its_index_is_rebuilt(tmp_path, capsy
         with pytest.raises(cli.UserError, match=message):
             gallery.remove(str(path), pattern)
     assert path.read_bytes() == before
+
+
+def test_remove_deletes_only_the_indexes_it_saved(tmp_path):
+    # A folder, a link or a foreign file where an index would be is refused
+    # by name, and the gallery is left as it was; the file the user kept
+    # there too.
+    path = tmp_path / 'g.h5'
+    write(path, clustered(100, 0), 'cam1')
+    write(tmp_path / 'b.h5', clustered(20, 1), 'cam2')
+    gallery.append(str(path), str(tmp_path / 'b.h5'))
+    index = gallery.index_path(str(path), 'euclidean')
+    kept = tmp_path / 'notes.txt'
+    kept.write_text('mine')
+    before = path.read_bytes()
+    for make in (lambda: os.makedirs(os.path.join(index, 'sub')) or
+                 open(os.path.join(index, 'sub', 'file'), 'w').close(),
+                 lambda: os.symlink(str(kept), index),
+                 lambda: open(index, 'w').write('not an index'),
+                 lambda: embeddings_file.write(index, clustered(3, 2), None, NAMES[:1],
+                                               ['a', 'b', 'c'], 'mean', ORIGIN)):
+        make()
+        with pytest.raises(cli.UserError, match=r'`{}` stands where --remove would delete the '
+                                                r'gallery\'s saved index, but it is not an '
+                                                r'index file'.format(re.escape(index))):
+            gallery.remove(str(path), '^cam2/')
+        assert path.read_bytes() == before and kept.read_text() == 'mine'
+        assert os.path.lexists(index)
+        if os.path.isdir(index) and not os.path.islink(index):
+            assert os.path.exists(os.path.join(index, 'sub', 'file'))
+            shutil.rmtree(index)
+        else:
+            os.remove(index)
+    # The index that a search saved is removed.
+    gallery.load_or_build_index(gallery.load_gallery(str(path))[0], 'euclidean', str(path))
+    assert gallery.remove(str(path), '^cam2/') == (20, 100)
+    assert not os.path.lexists(index)
+
+
+def test_an_empty_query_set_is_refused(tmp_path):
+    path, empty = tmp_path / 'g.h5', tmp_path / 'q.h5'
+    write(path, clustered(100, 0), 'cam1')
+    write(empty, np.zeros((0, 16), np.float32), 'cam2', names=NAMES[:1])
+    for extra in ([], ['--output', str(tmp_path / 'x.csv')]):
+        with pytest.raises(cli.UserError, match=r'--query_embeddings `.*q\.h5` holds no '
+                                                r'embeddings'):
+            search.main(['--gallery', str(path), '--query_embeddings', str(empty)] + extra)
+    assert sorted(os.listdir(tmp_path)) == ['g.h5', 'q.h5']
 
 
 def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, capsys):
