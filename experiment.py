@@ -137,10 +137,10 @@ def newest_checkpoint(directory, fallback=True, names_from=None):
         UserError when checkpoint files exist but none is complete, or,
         without `fallback`, when the newest is not.
     """
-    try:
-        state = tf.train.get_checkpoint_state(directory)
-    except (tf.errors.OpError, ValueError):  # The index file itself is damaged.
-        state = None
+    state, damaged = checkpoint_index(directory)
+    if damaged:
+        log.warning('The checkpoint index %s is damaged; the checkpoints are found by their '
+                    'files instead.', os.path.join(directory, 'checkpoint'))
     # TensorFlow already puts `directory` before a relative path of the index.
     named = state.model_checkpoint_path if state else None
     steps = {int(m.group(1)) for name in tf.io.gfile.listdir(directory)
@@ -178,15 +178,30 @@ def newest_checkpoint(directory, fallback=True, names_from=None):
     return None
 
 
+def checkpoint_index(directory):
+    """The `checkpoint` index of `directory`: (its CheckpointState, or None
+    when there is none or it cannot be read; whether it is there but
+    damaged). TensorFlow's own warnings on a damaged one (its parser's raw
+    messages) are held back: the caller says what it does about it."""
+    tensorflow_log = logging.getLogger('tensorflow')
+    level = tensorflow_log.level
+    tensorflow_log.setLevel(logging.ERROR)
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError):
+        state = None
+    finally:
+        tensorflow_log.setLevel(level)
+    exists = tf.io.gfile.exists(os.path.join(directory, 'checkpoint'))
+    return state, exists and (state is None or not state.model_checkpoint_path)
+
+
 def remove_damaged_index(directory):
     """Removes the `checkpoint` index file of `directory` when it cannot be
-    read (TensorFlow's CheckpointManager fails on it), with a warning: it
-    only lists the checkpoints, which `newest_checkpoint` finds without it,
-    and the next save writes it anew."""
+    read, with a warning: it only lists the checkpoints, which
+    `newest_checkpoint` finds without it, and the next save writes it anew."""
     path = os.path.join(directory, 'checkpoint')
-    try:
-        tf.train.get_checkpoint_state(directory)
-    except (tf.errors.OpError, ValueError):
+    if checkpoint_index(directory)[1] and os.path.isfile(path):
         log.warning('Removing the damaged checkpoint index %s; the next checkpoint writes it '
                     'anew.', path)
         os.remove(path)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import h5py
@@ -243,6 +244,29 @@ def test_embeddings_never_replace_the_experiment_s_files_or_the_input(experiment
         assert embed.main(base + ['--filename', 'again.h5']) == 0
     with h5py.File(os.path.join(root, 'again.h5'), 'r') as f:
         assert f.attrs['experiment_root'] == os.path.realpath(root)
+        assert f.attrs['checkpoint'] == 'checkpoint-2'
+
+
+def test_a_damaged_checkpoint_index_alone_costs_one_warning(experiment, tmp_path, capfd,
+                                                            caplog):
+    # The `checkpoint` index only lists the checkpoints, which are found by
+    # their files: with it damaged, the newest complete checkpoint is still
+    # the newest, so embedding goes on with it, saying so in one line
+    # instead of TensorFlow's raw parser messages.
+    import shutil
+    root, csv_path, _ = experiment
+    copy = str(tmp_path / 'exp')
+    shutil.copytree(root, copy)
+    with open(os.path.join(copy, 'checkpoint'), 'w') as f:
+        f.write('garbage { !!\n')
+    capfd.readouterr()
+    assert embed.main(['--experiment_root', copy, '--dataset', csv_path, '--quiet',
+                       '--filename', 'x.h5']) == 0
+    err = capfd.readouterr().err + caplog.text
+    assert 'ParseError' not in err and 'Checkpoint ignored' not in err, err
+    assert re.search(r'The checkpoint index \S*checkpoint is damaged; the checkpoints are '
+                     r'found by their files instead', err), err
+    with h5py.File(os.path.join(copy, 'x.h5'), 'r') as f:
         assert f.attrs['checkpoint'] == 'checkpoint-2'
 
 
