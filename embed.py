@@ -20,7 +20,8 @@ import progress
 import startup
 from aggregators import AGGREGATORS
 
-parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.')
+parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.',
+                                 allow_abbrev=False)
 
 # Required.
 

@@ -21,7 +21,7 @@ import metrics
 import progress
 from excluders import EXCLUDER_CHOICES
 
-parser = argparse.ArgumentParser(description='Evaluate a ReID embedding.')
+parser = argparse.ArgumentParser(allow_abbrev=False, description='Evaluate a ReID embedding.')
 
 parser.add_argument(
     '--excluder', required=True, choices=EXCLUDER_CHOICES,

@@ -20,7 +20,8 @@ import files
 import flags
 import startup
 
-parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.')
+parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.',
+                                 allow_abbrev=False)
 
 parser.add_argument(
     '--experiment_root', required=True,

@@ -20,7 +20,7 @@ import model_zoo
 import startup
 from nets import PADDING_NETS
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
 
 parser.add_argument(
     '--weights', required=True,

@@ -32,7 +32,7 @@ import metrics
 import progress
 import startup
 
-parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
 
 parser.add_argument(
     '--experiment_root', default=None,

@@ -21,6 +21,7 @@ from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
 
 
 parser = argparse.ArgumentParser(
+    allow_abbrev=False,
     description='Train a ReID network.',
     epilog='Rerunning with an existing --experiment_root resumes that experiment.')
 

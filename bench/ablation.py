@@ -78,7 +78,7 @@ def print_table(rows, seeds, metric):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
                         help='Seeds; every row trains once per seed.')
     parser.add_argument('--steps', type=int, nargs='*', default=list(range(len(STEPS))),

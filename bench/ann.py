@@ -143,7 +143,7 @@ LIBRARIES = {'faiss': Faiss, 'hnswlib': Hnswlib}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--size', type=int, default=1000000, help='Gallery embeddings.')
     parser.add_argument('--dim', type=int, default=128, help='Embedding dimensions.')
     parser.add_argument('--queries', type=int, default=1000, help='Query embeddings.')

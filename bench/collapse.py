@@ -58,7 +58,7 @@ def run(root, iterations, seed, extra):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--iterations', type=int, default=600, help='Training iterations.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of both runs.')
     parser.add_argument('--variants', type=int, nargs='+', default=list(range(len(VARIANTS))),

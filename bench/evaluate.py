@@ -114,7 +114,7 @@ def bench_embedding(repeats, batch_size=256):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--reference', default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'reference',
         'market1501'), help='Folder with market1501_{query,test}.csv.')

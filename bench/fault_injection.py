@@ -151,7 +151,7 @@ def fault_injection(workdir, kills=20, iterations=200, seed=7, max_delay=0.6, rn
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--kills', type=int, default=20, help='Number of SIGKILLs.')
     parser.add_argument('--iterations', type=int, default=200, help='Training iterations.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the kill moments.')

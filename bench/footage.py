@@ -110,7 +110,7 @@ def measure(args, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--experiment_root', default=os.path.join(ROOT, 'experiments', 'demo'),
                         help='A trained experiment (the demo\'s).')
     parser.add_argument('--footage', default=os.path.join(ROOT, 'data', 'footage'),

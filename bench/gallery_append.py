@@ -65,7 +65,7 @@ def measure(args, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--size', type=int, default=1000000, help='Gallery embeddings.')
     parser.add_argument('--append', type=int, default=10000, help='Embeddings appended.')
     parser.add_argument('--appends', type=int, default=10, help='Files they come in.')

@@ -34,7 +34,7 @@ def seconds(command, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=5, help='Runs of each command.')
     parser.add_argument('--json', help='Also write the table to this JSON file.')
     args = parser.parse_args()

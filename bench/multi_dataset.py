@@ -106,7 +106,7 @@ def print_table(rows, seeds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1],
                         help='Seeds; every row trains once per seed.')
     parser.add_argument('--rows', type=int, nargs='+', default=list(range(len(ROWS))),

@@ -51,7 +51,7 @@ METRICS = ('euclidean', 'sqeuclidean', 'cityblock', 'cosine')
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--torch_python', help='The Python of an environment with PyTorch, '
                         'scikit-learn and Pillow, to run the reference with.')
     parser.add_argument('--reference', default=os.path.join(

@@ -185,7 +185,7 @@ def numpy_weights(path, scratch):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--image_root', required=True,
                         help='The converted dataset root (holding train/ and val/).')
     parser.add_argument('--csv_dir', required=True,

@@ -39,7 +39,7 @@ SPREADS = (('easy', 1.2), ('hard', 1.5))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--reference', default=os.path.join(
         ROOT, '..', 'shared', 'reference', 'market1501'),
         help='Folder with market1501_{query,test}.csv.')

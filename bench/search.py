@@ -52,7 +52,7 @@ def make_gallery(path, size, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--gallery_size', type=int, default=100_000, help='Gallery embeddings.')
     parser.add_argument('--repeats', type=int, default=3, help='Runs per figure; the best counts.')
     parser.add_argument('--json', help='Also write the rows to this JSON file.')

@@ -249,7 +249,7 @@ def compare(project, reference):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--torch_python', required=True,
                         help='The Python of an environment with PyTorch and NumPy.')
     parser.add_argument('--steps', type=int, default=10, help='Steps each side takes.')

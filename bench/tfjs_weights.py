@@ -173,7 +173,7 @@ def weights_file(arg):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--model_json', required=True,
                         help='The export\'s model.json; its weight shards lie beside it.')
     parser.add_argument('--output', required=True, type=weights_file,

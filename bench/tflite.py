@@ -101,7 +101,7 @@ def bench_net(net, folder, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--nets', nargs='+', default=['tiny', 'osnet_x0_25', 'osnet',
                                                       'mobilenet_v1_1_224'],
                         help='Nets to export and time.')

@@ -157,7 +157,7 @@ def batch_hard(e, labels, margin):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--recipe', required=True,
                         choices=('trinet_scratch', 'trinet_imagenet', 'bot_imagenet'))
     for name in ('train_csv', 'query_csv', 'gallery_csv', 'image_root'):

@@ -172,7 +172,7 @@ def speed_of_random(args, net, torch_net, pixels, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--torch_python', required=True, help='Python of a PyTorch environment.')
     parser.add_argument('--osnet_py', required=True, help="torchreid's models/osnet.py.")
     parser.add_argument('--weights', nargs='+', required=True, help='Model-zoo .pth files.')

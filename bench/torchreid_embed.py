@@ -29,7 +29,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--osnet_py', required=True, help="torchreid's models/osnet.py.")
     parser.add_argument('--net', required=True, help='The builder, such as osnet_x0_25.')
     parser.add_argument('--weights', help='The model-zoo .pth file; random weights without '

@@ -194,7 +194,7 @@ def run_worker(argv):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--nets', nargs='+', default=list(NETS), help='Nets to measure.')
     parser.add_argument('--steps', type=int, default=3, help='Timed steps, small setting.')
     parser.add_argument('--paper_steps', type=int, default=2,

@@ -540,7 +540,7 @@ def fraction(arg):
 
 
 def make_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
                                      help='One of: {}.'.format(', '.join(DATASETS)))
     for name, (_, prefix, _, description) in DATASETS.items():

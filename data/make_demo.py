@@ -219,7 +219,7 @@ MAX_COUNT = 20000
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'demo'),
                         help='Folder to create; must not exist yet unless --force is given.')
     parser.add_argument('--train_ids', type=flags.int_between(1, MAX_COUNT), default=150,

@@ -140,7 +140,7 @@ def generate(folder, demo, cameras, frames, people, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--demo', default=os.path.join(os.path.dirname(__file__), 'demo'),
                         help='The demo set whose people walk (data/demo, as `make demo` '
                              'makes it).')

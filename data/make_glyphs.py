@@ -142,7 +142,7 @@ MAX_PER_LETTER = 1000
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__), 'glyphs'),
                         help='Folder to create; must not exist yet unless --force is given.')
     parser.add_argument('--per_letter', type=flags.int_between(2, MAX_PER_LETTER), default=20,

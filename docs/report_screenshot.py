@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--demo_root', default='experiments/demo',
                         help='The experiment root that `make demo` trained and embedded.')
     parser.add_argument('--output', default=os.path.join(ROOT, 'docs', 'demo_report.png'),

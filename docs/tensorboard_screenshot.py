@@ -74,7 +74,7 @@ def serve_proxy(board):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
     parser.add_argument('--logdir', default='experiments', help='TensorBoard\'s --logdir.')
     parser.add_argument('--output', default=os.path.join('docs', 'demo_tensorboard.png'),
                         help='The PNG to write.')

@@ -269,3 +269,41 @@ def test_every_float_flag_has_an_upper_bound(script, monkeypatch):
                 action.type(value)
     assert floats or script not in ('train.py', 'evaluate.py', 'search.py'), script
 
+
+
+def test_no_parser_takes_abbreviations():
+    """Every argument parser, the benchmarks' and the docs' helpers' too,
+    refuses abbreviated flags: `train.py --train_iteration 10` was taken as
+    --train_iterations, and flags that share a prefix make an abbreviation a
+    trap in scripts."""
+    paths = glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(os.path.join(ROOT, '*', '*.py'))
+    taking = []
+    for path in sorted(p for p in paths if os.sep + 'tests' + os.sep not in p):
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, 'attr', None) == \
+                    'ArgumentParser' and not any(
+                        k.arg == 'allow_abbrev' and getattr(k.value, 'value', True) is False
+                        for k in node.keywords):
+                taking.append('{}:{}'.format(os.path.relpath(path, ROOT), node.lineno))
+    assert not taking, 'parsers that take abbreviations: {}'.format(taking)
+
+
+@pytest.mark.parametrize('script, argv, flag', [
+    ('train', ['--experiment_root', 'x', '--train_iteration', '10'], '--train_iteration'),
+    ('embed', ['--experiment_root', 'x', '--dataset', 'a.csv', '--filen', 'a.h5'], '--filen'),
+    ('evaluate', ['--excluder', 'market1501', '--query_dataset', 'q', '--gallery_dataset', 'g',
+                  '--query_embeddings', 'q.h5', '--gallery_embeddings', 'g.h5', '--metric',
+                  'euclidean', '--filen', 'e.json'], '--filen'),
+    ('search', ['--gallery', 'g.h5', '--quer', 'x.jpg'], '--quer'),
+    ('export', ['--experiment_root', 'x', '--onn', 'm.onnx'], '--onn'),
+    ('import_model', ['--weights', 'w.pth', '--experiment_root', 'x', '--model', 'osnet'],
+     '--model'),
+])
+def test_an_abbreviated_flag_is_refused(script, argv, flag, capsys):
+    parser = import_module(script).parser
+    with pytest.raises(SystemExit) as raised:
+        parser.parse_args(argv)
+    assert raised.value.code == 2
+    assert 'unrecognized arguments: {}'.format(flag) in capsys.readouterr().err
