@@ -130,9 +130,9 @@ def main(argv=None):
         problem = serving.xnnpack_problem(args.tflite, module.net_input_size)
         if problem:
             print('WARNING: {} does not run with TensorFlow Lite\'s default XNNPACK delegate ({}); '
-                  'run it with the built-in kernels: tf.lite.Interpreter(..., '
-                  'experimental_op_resolver_type=tf.lite.experimental.OpResolverType.'
-                  'BUILTIN_WITHOUT_DEFAULT_DELEGATES).'.format(args.tflite, problem),
+                  'run it with the built-in kernels: ai_edge_litert.interpreter.Interpreter('
+                  '..., experimental_op_resolver_type=ai_edge_litert.interpreter.'
+                  'OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).'.format(args.tflite, problem),
                   file=sys.stderr)
     return 0
 

@@ -75,7 +75,10 @@ def xnnpack_problem(path, net_input_size):
     XNNPACK delegate (the first line of the error), or None when it does.
     Some int8 models (OSNet's) fail there and run with the built-in kernels
     alone."""
-    interpreter = tf.lite.Interpreter(model_path=path)
+    # LiteRT's interpreter, which replaces TensorFlow's own (deprecated,
+    # and to be deleted from TensorFlow).
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
     index = interpreter.get_input_details()[0]['index']
     try:
         interpreter.resize_tensor_input(index, (1,) + tuple(net_input_size) + (3,))

@@ -45,9 +45,8 @@ def best_time(function, repeats):
 def tflite_runner(path, batch, delegates=True):
     """`run()` -> the embeddings of `batch`, with TFLite's default XNNPACK
     delegate or (not `delegates`) its built-in kernels alone."""
-    import tensorflow as tf
-    resolver = tf.lite.experimental.OpResolverType
-    interpreter = tf.lite.Interpreter(
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType as resolver
+    interpreter = Interpreter(
         model_path=path, num_threads=os.cpu_count(),
         experimental_op_resolver_type=resolver.AUTO if delegates else
         resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)

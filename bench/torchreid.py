@@ -139,7 +139,8 @@ def measure(args, weights, folder):
     add('ONNX', in_batches(lambda x: session.run(None, {'images': x})[0], pixels))
     tflite_path = os.path.join(folder, name + '.tflite')
     serving.export_tflite(module, tflite_path)
-    interpreter = tf.lite.Interpreter(model_path=tflite_path, num_threads=args.threads)
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=tflite_path, num_threads=args.threads)
 
     def tflite(x):
         index = interpreter.get_input_details()[0]['index']

@@ -17,7 +17,7 @@ from images import decode
 import train
 from inference import load_embedder, load_experiment
 from model import build_model, load_body_weights
-from conftest import base_args, make_dataset
+from conftest import ROOT, base_args, make_dataset
 
 
 @pytest.mark.parametrize('name, application, preprocess', [
@@ -198,7 +198,8 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys)
 
 
 def run_tflite(path, batch):
-    interpreter = tf.lite.Interpreter(model_path=path)
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
     interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], batch.shape)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]['index'], batch)
@@ -267,3 +268,17 @@ def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_
     expected = [preprocessing.load(open(csv).readlines()[row].strip().split(',')[1], root)
                 for row in (0, 1) for csv, root in zip(sets, roots)]
     np.testing.assert_array_equal(calibration, np.stack(expected))
+
+
+def test_tflite_models_are_run_with_litert_not_the_deprecated_interpreter():
+    # TensorFlow warns that tf.lite.Interpreter is deprecated and to be
+    # deleted; the product, its benchmarks and the docs use LiteRT's.
+    import glob
+    found = []
+    for path in glob.glob(os.path.join(ROOT, '**', '*.*'), recursive=True):
+        if path.endswith(('.py', '.md')) and not os.path.relpath(path, ROOT).startswith(
+                ('.venv', 'tests')):
+            with open(path, encoding='utf-8') as f:
+                if 'tf.lite.Interpreter' in f.read():
+                    found.append(os.path.relpath(path, ROOT))
+    assert not found
