@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 
+import files
 from cli import UserError
 from flags import as_list
 
@@ -62,6 +63,8 @@ def read_text(csv_file):
     Raises:
         UserError naming the file, and the line that is not UTF-8.
     """
+    files.check_regular(csv_file, 'the dataset CSV', 'pass a CSV file of rows '
+                        '`identity,relative/path`')
     try:
         with open(csv_file, 'rb') as f:
             raw = f.read()

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 
 from cli import UserError
@@ -445,6 +446,23 @@ def write_json(path, obj, **options):
     """Writes `obj` to `path` as indented JSON with sorted keys, through `output`."""
     atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + '\n',
                  **options)
+
+
+def check_regular(path, what, remedy):
+    """Refuses `path` (`what`, such as 'the dataset CSV') when it exists but
+    is not a regular file: a device such as /dev/zero or a pipe may never
+    end, and reading one whole fills the memory. A missing path is left to
+    the reader's own message.
+
+    Raises:
+        UserError naming the path, ending with `remedy`.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UserError('{} `{}` is not a regular file; {}.'.format(what, path, remedy))
 
 
 def read_json(path, remedy):

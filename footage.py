@@ -15,11 +15,11 @@ import csv
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass
 
 import numpy as np
 
+import files
 from cli import UserError
 from common import IMAGE_EXTENSIONS
 
@@ -78,10 +78,8 @@ def read_lines(path):
     at a time, refusing at once by line what no MOT file holds: a line
     longer than `MAX_LINE_BYTES`, binary content, text that is not UTF-8; and
     a path that is not a regular file (a device or pipe never ends)."""
+    files.check_regular(path, 'the detections', 'pass a MOT-Challenge text file')
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise UserError('the detections `{}` are not a regular file; pass a MOT-Challenge '
-                            'text file.'.format(path))
         with open(path, 'rb') as f:
             for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b''), 1):
                 yield number, fields_of(line, path, number)
@@ -202,6 +200,7 @@ def crop_detections(detections, frames, folder, margin=0.0, min_size=1, max_pixe
         by_frame[detection.frame].append(detection)
     crops, skipped = {}, 0
     for done, (frame, boxes) in enumerate(sorted(by_frame.items()), 1):
+        files.check_regular(frames[frame], 'the frame', 'replace it with an image file')
         try:
             with Image.open(frames[frame]) as image:
                 if max_pixels and image.size[0] * image.size[1] > max_pixels:

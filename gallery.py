@@ -141,8 +141,8 @@ def _read_index(path, digest):
                 print('The index `{}` was built from other embeddings than the gallery\'s; '
                       'building it anew.'.format(path), file=sys.stderr)
                 return None
-            return faiss.deserialize_index(f['faiss'][()])
-    except (OSError, KeyError, RuntimeError, ValueError) as e:
+            return faiss.deserialize_index(embeddings_file.stored(f['faiss'], path))
+    except (OSError, KeyError, RuntimeError, ValueError, cli.UserError) as e:
         print('WARNING: the index `{}` is damaged ({}); building it anew.'.format(
             path, str(e).splitlines()[0][:200]), file=sys.stderr)
         return None

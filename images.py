@@ -8,6 +8,8 @@ Every tensor function here works eagerly and inside `Dataset.map`.
 import functools
 import logging
 import math
+import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -180,6 +182,22 @@ def header_pixels(path):
         return None
 
 
+def find_irregular_files(fids, image_root):
+    """The fids that name something other than a regular file (a device
+    such as /dev/zero, a pipe, a folder, or a link to one), in dataset order:
+    reading one may never end, so it is never opened. Missing files are left
+    to the decoding check."""
+    irregular = []
+    for fid in np.asarray(fids).astype(str):
+        try:
+            mode = os.stat('{}/{}'.format(image_root, fid)).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            irregular.append(fid)
+    return irregular
+
+
 def find_oversized_images(fids, image_root, max_pixels, loading_threads=8):
     """The fids whose headers declare more than `max_pixels` pixels, in dataset order."""
     paths = ['{}/{}'.format(image_root, fid) for fid in np.asarray(fids).astype(str)]
@@ -203,8 +221,9 @@ def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
         UserError naming the first few such files, unless `skip`.
     """
     log = log or logging.getLogger(__name__)
-    keep = np.ones(len(fids), bool)
-    huge = find_oversized_images(fids, image_root, max_pixels, loading_threads)
+    irregular = find_irregular_files(fids, image_root)
+    keep = ~np.isin(fids, irregular)
+    huge = find_oversized_images(np.asarray(fids)[keep], image_root, max_pixels, loading_threads)
     if huge:
         examples = ', '.join('`{}`'.format(f) for f in huge[:3])
         if not skip:
@@ -216,14 +235,16 @@ def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,
         log.warning('Skipping %d of the %d images with more than %d pixels, for example %s.',
                     len(huge), len(fids), max_pixels, examples)
         keep &= ~np.isin(fids, huge)
-    bad = find_undecodable_images(np.asarray(fids)[keep], image_root, loading_threads)
+    bad = irregular + find_undecodable_images(np.asarray(fids)[keep], image_root,
+                                              loading_threads)
     if not bad:
         return keep
     keep &= ~np.isin(fids, bad)
     examples = ', '.join('`{}`'.format(f) for f in bad[:3])
     if not skip:
-        raise UserError('{} of the {} images under `{}` cannot be decoded (corrupt, truncated '
-                        'or not an image), for example {}. Replace or remove them, {}.'.format(
+        raise UserError('{} of the {} images under `{}` cannot be decoded (corrupt, truncated, '
+                        'not an image or not a regular file), for example {}. Replace or '
+                        'remove them, {}.'.format(
                             len(bad), len(fids), image_root, examples, remedy))
     log.warning('Skipping %d of the %d images that cannot be decoded, for example %s.',
                 len(bad), len(fids), examples)

@@ -18,6 +18,7 @@ import zipfile
 
 import numpy as np
 
+import files
 from cli import UserError
 
 # The legacy format's first pickle.
@@ -249,8 +250,7 @@ def read_state_dict(path):
         UserError naming the file when it cannot be read, refusing anything it
         would need to call beyond the parts of a state dict.
     """
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise UserError('`{}` is not a regular file; pass a PyTorch weights file.'.format(path))
+    files.check_regular(path, 'the weights', 'pass a PyTorch weights file')
     try:
         with open(path, 'rb') as f:
             start = f.read(4)

@@ -70,6 +70,23 @@ def test_skip_corrupt_images(tmp_path, tiny_dataset):
         os.path.join(root, 'train.log')).read()
 
 
+def test_images_that_are_no_regular_files_are_never_opened(tmp_path, tiny_dataset):
+    # A link to /dev/zero and a pipe among the images: reading either never
+    # ends, so they are refused by name (or skipped) before anything reads them.
+    from images import decodable_mask
+    csv_path, image_root = tiny_dataset
+    fids = [line.strip().split(',')[1] for line in open(csv_path)][:4]
+    os.remove(os.path.join(image_root, fids[0]))
+    os.symlink('/dev/zero', os.path.join(image_root, fids[0]))
+    os.remove(os.path.join(image_root, fids[2]))
+    os.mkfifo(os.path.join(image_root, fids[2]))
+    with pytest.raises(cli.UserError, match=r'2 of the 4 images .* cannot be decoded .*not a '
+                                            r'regular file.*`{}`, `{}`'.format(fids[0], fids[2])):
+        decodable_mask(np.array(fids), image_root, skip=False)
+    assert list(decodable_mask(np.array(fids), image_root, skip=True)) == [False, True, False,
+                                                                           True]
+
+
 def test_huge_images_are_refused_before_decoding(tmp_path, tiny_dataset):
     from PIL import Image
     csv_path, image_root = tiny_dataset

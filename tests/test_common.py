@@ -79,6 +79,16 @@ def test_missing_csv(tmp_path):
         common.load_dataset(str(tmp_path / 'none.csv'), None)
 
 
+def test_a_csv_that_is_no_regular_file_is_refused_before_reading(tmp_path):
+    # /dev/zero read whole fills the memory; a pipe may never end.
+    fifo = str(tmp_path / 'fifo.csv')
+    os.mkfifo(fifo)
+    for path in ('/dev/zero', fifo, str(tmp_path)):
+        with pytest.raises(cli.UserError, match=r'the dataset CSV `{}` is not a regular '
+                                                r'file'.format(path)):
+            common.load_dataset(path, None)
+
+
 # Argument types.
 
 def test_argument_types(tmp_path):

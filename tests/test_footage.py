@@ -100,7 +100,7 @@ def test_detections_are_read_with_their_lines_and_bad_lines_are_named(tmp_path):
 def test_detections_that_are_no_regular_file_are_refused_at_once(tmp_path):
     # /dev/zero never ends; a pipe may not either: refused before a byte is read.
     for path in ('/dev/zero', str(tmp_path)):
-        with pytest.raises(cli.UserError, match=r'the detections `{}` are not a regular '
+        with pytest.raises(cli.UserError, match=r'the detections `{}` is not a regular '
                                                 r'file'.format(path)):
             footage.read_detections(path)
     fifo = str(tmp_path / 'fifo')

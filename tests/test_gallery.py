@@ -177,6 +177,36 @@ def test_remove_deletes_only_the_indexes_it_saved(tmp_path):
     assert not os.path.lexists(index)
 
 
+def test_datasets_claiming_more_than_their_file_holds_are_refused_before_reading(tmp_path):
+    # A dataset of fill values never written, and one of compressed zeros,
+    # each claiming 5 GB in a file of kilobytes; a gallery index alike is
+    # built anew instead.
+    import h5py
+    path = tmp_path / 'g.h5'
+    write(path, clustered(100, 0), 'cam1')
+    for name, options in (('fill.h5', {}), ('zeros.h5', {'compression': 'gzip'})):
+        bomb = str(tmp_path / name)
+        with h5py.File(bomb, 'w') as f:
+            f.create_dataset('emb', shape=(10 ** 7, 128), dtype='f4', chunks=(10 ** 4, 128),
+                             **options)
+            if options:
+                f['emb'][:10 ** 4] = np.zeros((10 ** 4, 128), np.float32)
+            f.create_dataset('fids', data=np.array(['a.jpg'], dtype=object),
+                             dtype=h5py.string_dtype())
+        assert os.path.getsize(bomb) < 1 << 20
+        with pytest.raises(cli.UserError, match=r'the `emb` dataset of `.*{}` claims 1280000000 '
+                                                r'values of 4 bytes, 4.77 GiB'.format(name)):
+            embeddings_file.read(bomb)
+        with pytest.raises(cli.UserError, match='claims'):
+            search.main(['--gallery', str(path), '--query_embeddings', bomb])
+    index = gallery.index_path(str(path), 'euclidean')
+    with h5py.File(index, 'w') as f:
+        f.create_dataset('faiss', shape=(10 ** 10,), dtype='u1', chunks=(10 ** 6,))
+        f.attrs['gallery_sha256'] = gallery.embeddings_digest(gallery.load_gallery(str(path))[0])
+    assert gallery._read_index(index, gallery.embeddings_digest(
+        gallery.load_gallery(str(path))[0])) is None
+
+
 def test_an_empty_query_set_is_refused(tmp_path):
     path, empty = tmp_path / 'g.h5', tmp_path / 'q.h5'
     write(path, clustered(100, 0), 'cam1')
