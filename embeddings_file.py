@@ -94,32 +94,6 @@ class Embeddings:
     fields: dict = field(default_factory=dict)
 
 
-# How many times the bytes of its file a dataset may claim: embed.py writes
-# them uncompressed, and embeddings compressed afterwards (h5repack) shrink
-# little, while a dataset of fill values or of compressed zeros can claim
-# terabytes in a file of kilobytes.
-MAX_INFLATION = 64
-
-
-def stored(dataset, path):
-    """The values of the HDF5 `dataset` of the file `path`, refused before
-    they are read when they claim more bytes than `MAX_INFLATION` times the
-    file (at least a megabyte) could hold.
-
-    Raises:
-        UserError naming the file and the dataset.
-    """
-    claimed = dataset.size * dataset.dtype.itemsize
-    if claimed > max(1 << 20, MAX_INFLATION * os.path.getsize(path)):
-        raise cli.UserError('the `{}` dataset of `{}` claims {} values of {} bytes, {:.3g} GiB, '
-                            'far more than its file of {} bytes holds; the file is damaged or '
-                            'was not written by embed.py.'.format(
-                                dataset.name.lstrip('/'), path, dataset.size,
-                                dataset.dtype.itemsize, claimed / 2 ** 30,
-                                os.path.getsize(path)))
-    return dataset[()]
-
-
 def read(path, what='the embeddings'):
     """The `Embeddings` of the file `path`; `what` names it in messages.
 
@@ -128,7 +102,7 @@ def read(path, what='the embeddings'):
     """
     def strings(dataset):
         return [n.decode('utf-8') if isinstance(n, bytes) else str(n)
-                for n in stored(dataset, path)]
+                for n in files.stored_values(dataset, path)]
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
@@ -142,13 +116,14 @@ def read(path, what='the embeddings'):
                                     'type mean nothing to compare.'.format(
                                            path, f['emb'].dtype))
             return Embeddings(
-                emb=np.asarray(stored(f['emb'], path), np.float32),
+                emb=np.asarray(files.stored_values(f['emb'], path), np.float32),
                 fids=strings(f['fids']) if 'fids' in f else None,
                 names=strings(f['augmentation_types']) if 'augmentation_types' in f
                 else ['original_resize'],
                 aggregator=f.attrs.get('aggregator'),
                 origin={key: str(f.attrs[key]) for key in ORIGIN_KEYS if key in f.attrs},
-                fields={key: np.array(strings(f[key]) if kind == 'text' else stored(f[key], path))
+                fields={key: np.array(strings(f[key]) if kind == 'text' else
+                                      files.stored_values(f[key], path))
                         for key, kind in FIELDS.items() if key in f})
     except (OSError, ValueError, TypeError) as e:
         raise cli.UserError('cannot read {} `{}`: {}.'.format(what, path, e))
@@ -192,6 +167,8 @@ def read_augmented(path):
     them)."""
     try:
         with h5py.File(path, 'r') as f:
-            return np.asarray(stored(f['emb_aug'], path), np.float32) if 'emb_aug' in f else None
+            if 'emb_aug' not in f:
+                return None
+            return np.asarray(files.stored_values(f['emb_aug'], path), np.float32)
     except (OSError, ValueError, TypeError) as e:
         raise cli.UserError('cannot read `{}`: {}.'.format(path, e))

@@ -465,6 +465,31 @@ def check_regular(path, what, remedy):
         raise UserError('{} `{}` is not a regular file; {}.'.format(what, path, remedy))
 
 
+# How many times the bytes of its file an HDF5 dataset may claim: embed.py
+# writes embeddings uncompressed, and data compressed afterwards (h5repack,
+# MATLAB's v7.3 files) shrinks a few times at most, while a dataset of fill
+# values or of compressed zeros can claim terabytes in a file of kilobytes.
+MAX_INFLATION = 64
+
+
+def stored_values(dataset, path):
+    """The values of the HDF5 (h5py) `dataset` of the file `path`, refused
+    before they are read when they claim more bytes than `MAX_INFLATION`
+    times the file (at least a megabyte) could hold.
+
+    Raises:
+        UserError naming the file and the dataset.
+    """
+    claimed = dataset.size * dataset.dtype.itemsize
+    if claimed > max(1 << 20, MAX_INFLATION * os.path.getsize(path)):
+        raise UserError('the `{}` dataset of `{}` claims {} values of {} bytes, {:.3g} GiB, '
+                        'far more than its file of {} bytes holds; the file is damaged or was '
+                        'not written by the program it claims.'.format(
+                            dataset.name.lstrip('/'), path, dataset.size,
+                            dataset.dtype.itemsize, claimed / 2 ** 30, os.path.getsize(path)))
+    return dataset[()]
+
+
 def read_json(path, remedy):
     """The JSON object (a dict) that this project wrote to `path`.
 

@@ -141,7 +141,7 @@ def _read_index(path, digest):
                 print('The index `{}` was built from other embeddings than the gallery\'s; '
                       'building it anew.'.format(path), file=sys.stderr)
                 return None
-            return faiss.deserialize_index(embeddings_file.stored(f['faiss'], path))
+            return faiss.deserialize_index(files.stored_values(f['faiss'], path))
     except (OSError, KeyError, RuntimeError, ValueError, cli.UserError) as e:
         print('WARNING: the index `{}` is damaged ({}); building it anew.'.format(
             path, str(e).splitlines()[0][:200]), file=sys.stderr)

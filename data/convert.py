@@ -239,13 +239,14 @@ def extract_cuhk03_images(mat_path, image_type, directory, progress=None):
         with h5py.File(mat_path, 'r') as mat:
             if image_type not in mat:
                 raise ConversionError('`{}` holds no `{}` images.'.format(mat_path, image_type))
-            campuses = [mat[ref][()].T for ref in np.ravel(mat[image_type][()])]
+            campuses = [files.stored_values(mat[ref], mat_path).T
+                        for ref in np.ravel(files.stored_values(mat[image_type], mat_path))]
             total, done = sum(cells.shape[0] for cells in campuses), 0
             # MATLAB stores arrays column-major, so h5py sees them transposed.
             for campus, cells in enumerate(campuses):
                 for person in range(cells.shape[0]):
                     for index in range(cells.shape[1]):
-                        image = mat[cells[person, index]][()].T
+                        image = files.stored_values(mat[cells[person, index]], mat_path).T
                         if image.ndim != 3:
                             continue  # MATLAB's empty cell: this view has fewer images.
                         Image.fromarray(image.astype(np.uint8)).save(

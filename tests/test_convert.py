@@ -219,6 +219,24 @@ def test_cuhk03_protocol_naming_unknown_images(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_a_cuhk03_image_claiming_gigabytes_is_refused_before_reading(tmp_path):
+    # One cell of cuhk-03.mat replaced by an image of fill values that claims
+    # 6 GB in a file of kilobytes: refused by name, nothing extracted.
+    root = tmp_path / 'cuhk03'
+    write_cuhk03(root, np.random.default_rng(0))
+    with h5py.File(root / 'cuhk03_release' / 'cuhk-03.mat', 'r+') as f:
+        bomb = f['#refs#'].create_dataset('bomb', shape=(3, 40000, 50000), dtype='u1',
+                                          chunks=(3, 1000, 1000))
+        campus = f[f['detected'][0, 0]]
+        cells = campus[()]
+        cells[1, 1] = bomb.ref
+        campus[...] = cells
+    with pytest.raises(cli.UserError, match=r'the `#refs#/bomb` dataset of `.*cuhk-03\.mat` '
+                                            r'claims 6000000000 values'):
+        run('cuhk03', '--dataset_root', str(root), '--output_dir', str(tmp_path / 'out'))
+    assert not (root / 'images_detected').exists() and not (tmp_path / 'out').exists()
+
+
 def test_msmt17_excluder():
     query = ['test/0003/0003_010_03_0303afternoon_0101_0.jpg']
     gallery = ['test/0003/0003_011_03_0303afternoon_0111_1.jpg',
