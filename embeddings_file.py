@@ -103,6 +103,7 @@ def read(path, what='the embeddings'):
     def strings(dataset):
         return [n.decode('utf-8') if isinstance(n, bytes) else str(n)
                 for n in files.stored_values(dataset, path)]
+    files.check_regular(path, what, 'pass an embeddings file that embed.py wrote')
     try:
         with h5py.File(path, 'r') as f:
             if not isinstance(f.get('emb'), h5py.Dataset):
@@ -165,6 +166,7 @@ def read_augmented(path):
     """The augmented embeddings `emb_aug` (A, N, D) of the file `path`, or
     None when it holds none (`read` leaves them out, as searches never need
     them)."""
+    files.check_regular(path, 'the embeddings', 'pass an embeddings file that embed.py wrote')
     try:
         with h5py.File(path, 'r') as f:
             if 'emb_aug' not in f:

@@ -207,6 +207,18 @@ def test_datasets_claiming_more_than_their_file_holds_are_refused_before_reading
         gallery.load_gallery(str(path))[0])) is None
 
 
+def test_embeddings_that_are_no_regular_file_are_refused_before_opening(tmp_path):
+    # HDF5 waits forever on a pipe.
+    fifo = str(tmp_path / 'fifo.h5')
+    os.mkfifo(fifo)
+    for read in (embeddings_file.read, embeddings_file.read_augmented):
+        with pytest.raises(cli.UserError, match=r'`{}` is not a regular file'.format(fifo)):
+            read(fifo)
+    with pytest.raises(cli.UserError, match=r'the gallery `{}` is not a regular file'.format(
+            fifo)):
+        search.main(['--gallery', fifo, '--query_embeddings', fifo])
+
+
 def test_an_empty_query_set_is_refused(tmp_path):
     path, empty = tmp_path / 'g.h5', tmp_path / 'q.h5'
     write(path, clustered(100, 0), 'cam1')
