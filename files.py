@@ -449,14 +449,9 @@ def write_json(path, obj, **options):
 
 
 def check_regular(path, what, remedy):
-    """Refuses `path` (`what`, such as 'the dataset CSV') when it exists but
-    is not a regular file: a device such as /dev/zero or a pipe may never
-    end, and reading one whole fills the memory. A missing path is left to
-    the reader's own message.
-
-    Raises:
-        UserError naming the path, ending with `remedy`.
-    """
+    """Refuses `path` (`what`, such as 'the dataset CSV'), ending with
+    `remedy`, when it exists but is not a regular file: a device such as
+    /dev/zero or a pipe may never end. A missing path is the reader's to say."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -473,13 +468,9 @@ MAX_INFLATION = 64
 
 
 def stored_values(dataset, path):
-    """The values of the HDF5 (h5py) `dataset` of the file `path`, refused
+    """The values of the h5py `dataset` of the file `path`, refused (UserError)
     before they are read when they claim more bytes than `MAX_INFLATION`
-    times the file (at least a megabyte) could hold.
-
-    Raises:
-        UserError naming the file and the dataset.
-    """
+    times the file (at least a megabyte) could hold."""
     claimed = dataset.size * dataset.dtype.itemsize
     if claimed > max(1 << 20, MAX_INFLATION * os.path.getsize(path)):
         raise UserError('the `{}` dataset of `{}` claims {} values of {} bytes, {:.3g} GiB, '
