@@ -28,19 +28,13 @@ EMBED = $(BIN)/python embed.py --experiment_root $(DEMO_ROOT) --quiet
 EVAL = $(BIN)/python evaluate.py --excluder market1501 --metric euclidean \
 	--query_dataset data/demo/demo_query.csv --gallery_dataset data/demo/demo_test.csv
 
-# Generates the demo set, trains (validating on held-out identities every 100
-# iterations), then embeds and evaluates the untrained (step 0) and the
+# Generates the demo set, trains with recipes/demo.args (validating on
+# held-out identities every 100 iterations), then embeds and evaluates the untrained (step 0) and the
 # trained network, plain and re-ranked, and draws the pictures.
-demo: data/demo/demo_train.csv | $(STAMP)
-	$(BIN)/python train.py --experiment_root $(DEMO_ROOT) \
+demo: data/demo/demo_train.csv recipes/demo.args | $(STAMP)
+	$(BIN)/python train.py @recipes/demo.args --experiment_root $(DEMO_ROOT) \
 	    --train_set data/demo/demo_train.csv --image_root data/demo \
-	    --model_name tiny --head_name fc1024 --embedding_dim 128 \
-	    --batch_p 18 --batch_k 4 --net_input_height 128 --net_input_width 64 \
-	    --pre_crop_height 144 --pre_crop_width 72 --crop_augment --flip_augment \
-	    --train_iterations 600 --decay_start_iteration 400 --checkpoint_frequency 100 \
-	    --loading_threads 4 --seed 0 \
-	    --val_query data/demo/demo_val_query.csv --val_gallery data/demo/demo_val_test.csv \
-	    --val_excluder market1501 --val_every 100
+	    --val_query data/demo/demo_val_query.csv --val_gallery data/demo/demo_val_test.csv
 	$(EMBED) --dataset data/demo/demo_query.csv --checkpoint checkpoint-0 --filename untrained_query.h5 \
 	    --crop_augment center
 	$(EMBED) --dataset data/demo/demo_test.csv --checkpoint checkpoint-0 --filename untrained_test.h5 \

@@ -9,6 +9,7 @@ loss names match the functions of `loss.LOSS_CHOICES` and `loss.ID_LOSSES`.
 import argparse
 import math
 import os
+import shlex
 
 from cli import UserError
 
@@ -202,6 +203,49 @@ class OneOrMore(argparse.Action):
 def as_list(value):
     """`value` as a list: a OneOrMore flag's single value becomes a list of one."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# The folder of the recipes that `@NAME` finds by name, and the most an
+# argument file may hold: a recipe is a few dozen flags.
+RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'recipes')
+MAX_ARGUMENT_FILE_BYTES = 64 << 10
+
+
+def expand_argument_files(argv):
+    """`argv` with each `@FILE` replaced by the arguments the file holds,
+    split as a shell splits them, `#` starting a comment, so that a recipe
+    is a file of flags (`train.py @recipes/trinet.args --experiment_root
+    …`; flags after it override its own). `@NAME` alone finds
+    `recipes/NAME.args` beside this project when no file FILE exists.
+
+    Raises:
+        UserError naming a file that is missing, no regular file, larger
+        than `MAX_ARGUMENT_FILE_BYTES`, not UTF-8, or unbalanced in its quotes.
+    """
+    expanded = []
+    for arg in argv:
+        if not arg.startswith('@'):
+            expanded.append(arg)
+            continue
+        path = arg[1:]
+        if not os.path.lexists(path) and os.path.isfile(os.path.join(RECIPES, path + '.args')):
+            path = os.path.join(RECIPES, path + '.args')
+        if not os.path.isfile(path):
+            names = sorted(name[:-len('.args')] for name in os.listdir(RECIPES)
+                           if name.endswith('.args'))
+            raise UserError('the argument file `{}` is not a file; the recipes are {} (as '
+                            '@NAME).'.format(path, ', '.join(names)))
+        try:
+            with open(path, 'rb') as f:
+                raw = f.read(MAX_ARGUMENT_FILE_BYTES + 1)
+            if len(raw) > MAX_ARGUMENT_FILE_BYTES:
+                raise ValueError('it is larger than {} KiB, which no recipe is'.format(
+                    MAX_ARGUMENT_FILE_BYTES >> 10))
+            expanded += shlex.split(raw.decode('utf-8'), comments=True)
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise UserError('cannot read the argument file `{}`: {}.'.format(
+                path, getattr(e, 'strerror', None) or e))
+    return expanded
 
 
 def given_arguments(parser, argv):

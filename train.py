@@ -23,7 +23,9 @@ from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
 parser = argparse.ArgumentParser(
     allow_abbrev=False,
     description='Train a ReID network.',
-    epilog='Rerunning with an existing --experiment_root resumes that experiment.')
+    epilog='Rerunning with an existing --experiment_root resumes that experiment. '
+           '@FILE reads flags from a file (a recipe: @trinet, @strong_baseline, @cpu_scratch, '
+           '@cpu_finetune, @demo from recipes/; later flags override its own).')
 
 experiment_flags = parser.add_argument_group(
     'experiment', 'Where the experiment lives, and resuming it.')
@@ -265,11 +267,12 @@ augmentation_flags = parser.add_argument_group(
     'augmentation', 'What training changes in each image.')
 
 augmentation_flags.add_argument(
-    '--flip_augment', action='store_true', default=False,
-    help='When this flag is provided, flip augmentation is performed.')
+    '--flip_augment', action=argparse.BooleanOptionalAction, default=False,
+    help='When this flag is provided, flip augmentation is performed (--no-flip_augment '
+         'turns off a recipe\'s).')
 
 augmentation_flags.add_argument(
-    '--crop_augment', action='store_true', default=False,
+    '--crop_augment', action=argparse.BooleanOptionalAction, default=False,
     help='When this flag is provided, crop augmentation is performed: images are resized '
          'to the pre-crop size and a random crop of the net input size is taken.')
 
@@ -372,7 +375,7 @@ performance_flags.add_argument(
          'Ampere and newer); slow on most CPUs.')
 
 performance_flags.add_argument(
-    '--xla', action='store_true', default=False,
+    '--xla', action=argparse.BooleanOptionalAction, default=False,
     help='Compile the forward and backward pass with XLA (jit_compile). Usually faster on '
          'GPUs; the first step takes longer.')
 
@@ -407,6 +410,8 @@ def train(argv, cleanup):
     # the arguments and the data are known to be usable. One train.py at a
     # time writes to an experiment root: the chief locks it before reading it
     # (creating a new one, which a refused run removes again).
+    # A recipe is a file of flags (`@recipes/trinet.args`, or `@trinet`).
+    argv = flags.expand_argument_files(argv)
     given = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
