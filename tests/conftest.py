@@ -3,6 +3,9 @@ dataset, the tiny training command, and readers of what training leaves in
 an experiment root. Test modules import helpers from here, never from each
 other."""
 
+import argparse
+import importlib.util
+import inspect
 import logging
 import os
 import random
@@ -286,3 +289,124 @@ def browse(page, tmp_path):
     found = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
     assert found and found.group(1) != 'pending', done.stdout[-2000:] + done.stderr[-2000:]
     return json.loads(found.group(1).replace('&quot;', '"')), done.stderr
+
+
+# Data and parsers that several test modules build.
+###
+
+def market_like(rng, num_ids=12, cams=4, per_cam=3, dim=8, quantize=False):
+    fids, pids = [], []
+    for p in range(1, num_ids + 1):
+        for c in range(1, cams + 1):
+            for k in range(int(rng.integers(0, per_cam + 1))):
+                fids.append('bounding_box_test/{:04d}_c{}s1_{:06d}_0{}.jpg'.format(p, c, k, k))
+                pids.append('{:04d}'.format(p))
+    for k in range(5):
+        fids.append('bounding_box_test/-1_c1s1_{:06d}_00.jpg'.format(k))
+        pids.append('-1')
+    pids, fids = np.array(pids), np.array(fids)
+    centres = rng.normal(size=(num_ids + 2, dim))
+    emb = centres[[int(p) if p != '-1' else 0 for p in pids]] + rng.normal(size=(len(pids), dim))
+    if quantize:
+        emb = np.round(emb)  # Many exact ties.
+    return pids, fids, emb.astype(np.float32)
+
+
+def write_h5(path, **arrays):
+    import h5py
+    with h5py.File(path, 'w') as f:
+        for name, value in arrays.items():
+            f.create_dataset(name, data=value)
+    return str(path)
+
+
+def write_market_like(tmp_path, seed=2):
+    """A Market-like query and gallery under `tmp_path`: images, q.csv,
+    g.csv, q.h5 and g.h5. Returns (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    g_pids, g_fids, g_emb = market_like(rng, num_ids=12, cams=4, per_cam=3)
+    q_pids, q_fids = g_pids[::7], np.char.replace(g_fids[::7], 'bounding_box_test', 'query')
+    q_emb = g_emb[::7] + 0.1
+    for fid in list(g_fids) + list(q_fids):
+        (tmp_path / fid).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(tmp_path / fid)
+    for name, pids, fids, emb in (('q', q_pids, q_fids, q_emb), ('g', g_pids, g_fids, g_emb)):
+        (tmp_path / (name + '.csv')).write_text(
+            ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
+        write_h5(tmp_path / (name + '.h5'), emb=emb)
+    return (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)
+
+
+class Captured(Exception):
+    pass
+
+
+def parser_of(script, monkeypatch):
+    """The parser that `script`'s main() builds, taken as it parses."""
+    spec = importlib.util.spec_from_file_location(
+        'docs_check_' + re.sub(r'\W', '_', script), os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def capture(self, *args, **kwargs):
+        raise Captured(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, 'parse_args', capture)
+    with pytest.raises(Captured) as captured:
+        if inspect.signature(module.main).parameters:
+            module.main([])
+        else:
+            module.main()
+    monkeypatch.undo()
+    return captured.value.args[0]
+
+
+def touch(root, relative_paths):
+    for path in relative_paths:
+        full = os.path.join(root, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        open(full, 'wb').close()
+
+
+def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
+    """A cuhk-03.mat as MATLAB 7.3 writes it (HDF5, cells as object references,
+    arrays transposed), plus both new-protocol files. Returns the images."""
+    import h5py
+    from scipy.io import savemat
+    from data import convert
+    images = {}
+    os.makedirs(root / 'cuhk03_release')
+    with h5py.File(root / 'cuhk03_release' / 'cuhk-03.mat', 'w') as f:
+        refs = f.create_group('#refs#')
+
+        def store(array):
+            return refs.create_dataset(str(len(refs)), data=array).ref
+
+        for image_type in ('detected', 'labeled'):
+            campuses = []
+            for campus in range(num_campuses):
+                cells = np.empty((10, num_persons), dtype=h5py.ref_dtype)
+                for person in range(num_persons):
+                    for index in range(10):
+                        if index in (4, 9) and person == 0:
+                            cells[index, person] = store(np.zeros(2, np.uint64))
+                            continue
+                        image = rng.integers(0, 256, (6 + index, 4, 3), dtype=np.uint8)
+                        images[image_type, convert.cuhk03_image_name(campus, person, index)] = image
+                        cells[index, person] = store(image.T)
+                campuses.append(store(cells))
+            f.create_dataset(image_type, data=np.array([campuses], dtype=h5py.ref_dtype))
+    for image_type in ('detected', 'labeled'):
+        names = sorted(name for kind, name in images if kind == image_type)
+        labels = [num_persons * (int(name[0]) - 1) + int(name[2:5]) for name in names]
+        train = [i + 1 for i, label in enumerate(labels) if label <= 2]
+        test = [i + 1 for i, label in enumerate(labels) if label > 2]
+        savemat(root / 'cuhk03_new_protocol_config_{}.mat'.format(image_type), {
+            'filelist': np.array(names, dtype=object)[:, None],
+            'labels': np.array(labels, float)[:, None],
+            'camId': np.array([int(name[6]) for name in names], float)[:, None],
+            'train_idx': np.array(train, float)[:, None],
+            'query_idx': np.array(test[::4], float)[:, None],
+            'gallery_idx': np.array([i for i in test if i not in test[::4]], float)[:, None]})
+    return images

@@ -12,19 +12,12 @@ from scipy.io import savemat
 
 import cli
 import common
-from conftest import ROOT
+from conftest import ROOT, touch, write_cuhk03
 from data import convert
 from excluders import cuhk03, cuhk03_folders, msmt17, veri776
 from excluders import folders as excluders_folders
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference')
-
-
-def touch(root, relative_paths):
-    for path in relative_paths:
-        full = os.path.join(root, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        open(full, 'wb').close()
 
 
 def read_rows(path):
@@ -134,46 +127,6 @@ def test_veri776(tmp_path):
     mask = veri776.excluder(['image_query/0002_c002_00030600_0.jpg'],
                             [path for _, path in gallery])(np.arange(1))
     np.testing.assert_array_equal(mask, [[True, False]])
-
-
-def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
-    """A cuhk-03.mat as MATLAB 7.3 writes it (HDF5, cells as object references,
-    arrays transposed), plus both new-protocol files. Returns the images."""
-    images = {}
-    os.makedirs(root / 'cuhk03_release')
-    with h5py.File(root / 'cuhk03_release' / 'cuhk-03.mat', 'w') as f:
-        refs = f.create_group('#refs#')
-
-        def store(array):
-            return refs.create_dataset(str(len(refs)), data=array).ref
-
-        for image_type in ('detected', 'labeled'):
-            campuses = []
-            for campus in range(num_campuses):
-                cells = np.empty((10, num_persons), dtype=h5py.ref_dtype)
-                for person in range(num_persons):
-                    for index in range(10):
-                        if index in (4, 9) and person == 0:
-                            cells[index, person] = store(np.zeros(2, np.uint64))
-                            continue
-                        image = rng.integers(0, 256, (6 + index, 4, 3), dtype=np.uint8)
-                        images[image_type, convert.cuhk03_image_name(campus, person, index)] = image
-                        cells[index, person] = store(image.T)
-                campuses.append(store(cells))
-            f.create_dataset(image_type, data=np.array([campuses], dtype=h5py.ref_dtype))
-    for image_type in ('detected', 'labeled'):
-        names = sorted(name for kind, name in images if kind == image_type)
-        labels = [num_persons * (int(name[0]) - 1) + int(name[2:5]) for name in names]
-        train = [i + 1 for i, label in enumerate(labels) if label <= 2]
-        test = [i + 1 for i, label in enumerate(labels) if label > 2]
-        savemat(root / 'cuhk03_new_protocol_config_{}.mat'.format(image_type), {
-            'filelist': np.array(names, dtype=object)[:, None],
-            'labels': np.array(labels, float)[:, None],
-            'camId': np.array([int(name[6]) for name in names], float)[:, None],
-            'train_idx': np.array(train, float)[:, None],
-            'query_idx': np.array(test[::4], float)[:, None],
-            'gallery_idx': np.array([i for i in test if i not in test[::4]], float)[:, None]})
-    return images
 
 
 def test_cuhk03_new_protocol(tmp_path):

@@ -4,15 +4,13 @@ data/convert.py), and each value of a flag with choices is one of them."""
 
 import argparse
 import glob
-import importlib.util
-import inspect
 import os
 import re
 import shlex
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, parser_of
 
 PAGES = ['README.md'] + sorted(os.path.relpath(p, ROOT)
                                for p in glob.glob(os.path.join(ROOT, 'docs', '*.md')))
@@ -57,30 +55,6 @@ def split(command):
                 argv.append(t)
             argvs.append(argv)
     return argvs
-
-
-class Captured(Exception):
-    pass
-
-
-def parser_of(script, monkeypatch):
-    """The parser that `script`'s main() builds, taken as it parses."""
-    spec = importlib.util.spec_from_file_location(
-        'docs_check_' + re.sub(r'\W', '_', script), os.path.join(ROOT, script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
-    def capture(self, *args, **kwargs):
-        raise Captured(self)
-
-    monkeypatch.setattr(argparse.ArgumentParser, 'parse_args', capture)
-    with pytest.raises(Captured) as captured:
-        if inspect.signature(module.main).parameters:
-            module.main([])
-        else:
-            module.main()
-    monkeypatch.undo()
-    return captured.value.args[0]
 
 
 def placeholder(value):

@@ -14,7 +14,7 @@ import evaluate
 import metrics
 import rerank
 import visualize
-from conftest import ROOT
+from conftest import ROOT, market_like, write_h5, write_market_like
 from excluders import diagonal, duke, market1501
 
 
@@ -56,24 +56,6 @@ def reference(query_pids, query_fids, gallery_pids, gallery_fids, dists, mask_fn
         k = np.where(matches[np.argsort(d, kind='stable')])[0][0]
         cmc[k:] += 1
     return np.mean(aps), cmc / len(query_pids), aps
-
-
-def market_like(rng, num_ids=12, cams=4, per_cam=3, dim=8, quantize=False):
-    fids, pids = [], []
-    for p in range(1, num_ids + 1):
-        for c in range(1, cams + 1):
-            for k in range(int(rng.integers(0, per_cam + 1))):
-                fids.append('bounding_box_test/{:04d}_c{}s1_{:06d}_0{}.jpg'.format(p, c, k, k))
-                pids.append('{:04d}'.format(p))
-    for k in range(5):
-        fids.append('bounding_box_test/-1_c1s1_{:06d}_00.jpg'.format(k))
-        pids.append('-1')
-    pids, fids = np.array(pids), np.array(fids)
-    centres = rng.normal(size=(num_ids + 2, dim))
-    emb = centres[[int(p) if p != '-1' else 0 for p in pids]] + rng.normal(size=(len(pids), dim))
-    if quantize:
-        emb = np.round(emb)  # Many exact ties.
-    return pids, fids, emb.astype(np.float32)
 
 
 @pytest.mark.parametrize('market', [False, True])
@@ -233,13 +215,6 @@ def test_excluders():
         market1501.excluder(['weird.jpg'], gallery)
 
 
-def write_h5(path, **arrays):
-    with h5py.File(path, 'w') as f:
-        for name, value in arrays.items():
-            f.create_dataset(name, data=value)
-    return str(path)
-
-
 def test_cli_and_errors(tmp_path, capsys):
     rng = np.random.default_rng(1)
     g_pids, g_fids, g_emb = market_like(rng)
@@ -314,24 +289,6 @@ def test_cli_and_errors(tmp_path, capsys):
         evaluate.main(args + ['--filename', str(tmp_path)])
     with pytest.raises(cli.UserError, match='--plot .* is a file'):
         evaluate.main(args + ['--plot', out, '--image_root', str(tmp_path)])
-
-
-def write_market_like(tmp_path, seed=2):
-    """A Market-like query and gallery under `tmp_path`: images, q.csv,
-    g.csv, q.h5 and g.h5. Returns (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)."""
-    from PIL import Image
-    rng = np.random.default_rng(seed)
-    g_pids, g_fids, g_emb = market_like(rng, num_ids=12, cams=4, per_cam=3)
-    q_pids, q_fids = g_pids[::7], np.char.replace(g_fids[::7], 'bounding_box_test', 'query')
-    q_emb = g_emb[::7] + 0.1
-    for fid in list(g_fids) + list(q_fids):
-        (tmp_path / fid).parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 8, 3), dtype=np.uint8)).save(tmp_path / fid)
-    for name, pids, fids, emb in (('q', q_pids, q_fids, q_emb), ('g', g_pids, g_fids, g_emb)):
-        (tmp_path / (name + '.csv')).write_text(
-            ''.join('{},{}\n'.format(p, f) for p, f in zip(pids, fids)))
-        write_h5(tmp_path / (name + '.h5'), emb=emb)
-    return (q_pids, q_fids, q_emb), (g_pids, g_fids, g_emb)
 
 
 def test_cli_rerank_and_plot(tmp_path, capsys):

@@ -7,8 +7,7 @@ import pytest
 
 import evaluate
 import html_report
-from conftest import browse
-from test_evaluate import write_market_like
+from conftest import browse, write_market_like
 
 
 @pytest.fixture

@@ -255,7 +255,7 @@ def actions(parser):
 
 @pytest.mark.parametrize('script', FAST_HELP)
 def test_every_float_flag_has_an_upper_bound(script, monkeypatch):
-    from test_docs import parser_of
+    from conftest import parser_of
     floats = []
     for action in actions(parser_of(script, monkeypatch)):
         try:
@@ -307,3 +307,13 @@ def test_an_abbreviated_flag_is_refused(script, argv, flag, capsys):
         parser.parse_args(argv)
     assert raised.value.code == 2
     assert 'unrecognized arguments: {}'.format(flag) in capsys.readouterr().err
+
+
+def test_test_modules_share_helpers_through_the_conftest_only():
+    """conftest.py holds what several test modules use; no test module
+    imports another, so each can run, move or be deleted alone."""
+    importing = []
+    for path in sorted(glob.glob(os.path.join(ROOT, 'tests', 'test_*.py'))):
+        if any(name.startswith('test_') for name in imported_modules(path)):
+            importing.append(os.path.basename(path))
+    assert not importing

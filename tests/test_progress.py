@@ -15,9 +15,8 @@ import pytest
 import gallery
 import metrics
 import rerank
-from conftest import ROOT
+from conftest import ROOT, touch, write_cuhk03
 from data import convert
-from test_convert import touch, write_cuhk03
 
 # Two seconds of work in 20 steps, through progress.bar.
 WORK = ('import sys, time\n'
