@@ -426,7 +426,8 @@ def write_args(args):
 def lock_root(experiment_root, cleanup):
     """Locks the experiment root (see `locked_directory`) until `cleanup`, a
     contextlib.ExitStack, closes, creating a new root first, so that a second
-    train.py is refused at once, before it loads anything. A new root that
+    train.py is refused at once, before it reads the data or builds a model
+    (TensorFlow itself is imported before, for a few seconds). A new root that
     still holds nothing but the lock when `cleanup` closes (the run was
     refused before it wrote anything) is removed again.
 

@@ -12,8 +12,8 @@ def parse(fids, pattern, description):
     """Extracts (pids, cids) from file names with a regular expression.
 
     Returns:
-        Two integer-coded arrays, one pair per file; codes are consistent
-        across calls that share `parse.codes`.
+        Two arrays of strings, the identity and the camera of each file, as
+        the pattern's first and second groups match them.
     """
     regexp = re.compile(pattern)
     pids, cids = [], []
