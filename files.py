@@ -448,22 +448,24 @@ def write_json(path, obj, **options):
                  **options)
 
 
-def check_regular(path, what, remedy):
-    """Refuses `path` (`what`, such as 'the dataset CSV'), ending with
-    `remedy`, when it exists but is not a regular file: a device such as
-    /dev/zero or a pipe may never end. A missing path is the reader's to say."""
+def irregular(path):
+    """Whether `path` exists but is no regular file (a device such as
+    /dev/zero or a pipe, which may never end, or a folder)."""
     try:
-        mode = os.stat(path).st_mode
+        return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
-        return
-    if not stat.S_ISREG(mode):
+        return False
+
+
+def check_regular(path, what, remedy):
+    """Refuses an `irregular` `path` (`what`, such as 'the dataset CSV')."""
+    if irregular(path):
         raise UserError('{} `{}` is not a regular file; {}.'.format(what, path, remedy))
 
 
-# How many times the bytes of its file an HDF5 dataset may claim: embed.py
-# writes embeddings uncompressed, and data compressed afterwards (h5repack,
-# MATLAB's v7.3 files) shrinks a few times at most, while a dataset of fill
-# values or of compressed zeros can claim terabytes in a file of kilobytes.
+# How many times its file's bytes an HDF5 dataset may claim: compressed data
+# (h5repack, MATLAB's v7.3 files) shrinks a few times at most, while fill
+# values or compressed zeros can claim terabytes in a file of kilobytes.
 MAX_INFLATION = 64
 
 

@@ -8,8 +8,6 @@ Every tensor function here works eagerly and inside `Dataset.map`.
 import functools
 import logging
 import math
-import os
-import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 import common
+import files
 from cli import UserError
 from flags import MAX_IMAGE_PIXELS
 
@@ -187,15 +186,8 @@ def find_irregular_files(fids, image_root):
     such as /dev/zero, a pipe, a folder, or a link to one), in dataset order:
     reading one may never end, so it is never opened. Missing files are left
     to the decoding check."""
-    irregular = []
-    for fid in np.asarray(fids).astype(str):
-        try:
-            mode = os.stat('{}/{}'.format(image_root, fid)).st_mode
-        except OSError:
-            continue
-        if not stat.S_ISREG(mode):
-            irregular.append(fid)
-    return irregular
+    return [fid for fid in np.asarray(fids).astype(str)
+            if files.irregular('{}/{}'.format(image_root, fid))]
 
 
 def find_oversized_images(fids, image_root, max_pixels, loading_threads=8):
