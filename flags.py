@@ -211,6 +211,11 @@ RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'recipes')
 MAX_ARGUMENT_FILE_BYTES = 64 << 10
 
 
+def recipe_names():
+    """The names of the recipes in `RECIPES`, for `@NAME`."""
+    return sorted(name[:-len('.args')] for name in os.listdir(RECIPES) if name.endswith('.args'))
+
+
 def expand_argument_files(argv):
     """`argv` with each `@FILE` replaced by the arguments the file holds,
     split as a shell splits them, `#` starting a comment, so that a recipe
@@ -231,10 +236,8 @@ def expand_argument_files(argv):
         if not os.path.lexists(path) and os.path.isfile(os.path.join(RECIPES, path + '.args')):
             path = os.path.join(RECIPES, path + '.args')
         if not os.path.isfile(path):
-            names = sorted(name[:-len('.args')] for name in os.listdir(RECIPES)
-                           if name.endswith('.args'))
             raise UserError('the argument file `{}` is not a file; the recipes are {} (as '
-                            '@NAME).'.format(path, ', '.join(names)))
+                            '@NAME).'.format(path, ', '.join(recipe_names())))
         try:
             with open(path, 'rb') as f:
                 raw = f.read(MAX_ARGUMENT_FILE_BYTES + 1)

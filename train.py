@@ -24,8 +24,8 @@ parser = argparse.ArgumentParser(
     allow_abbrev=False,
     description='Train a ReID network.',
     epilog='Rerunning with an existing --experiment_root resumes that experiment. '
-           '@FILE reads flags from a file (a recipe: @trinet, @strong_baseline, @cpu_scratch, '
-           '@cpu_finetune, @demo from recipes/; later flags override its own).')
+           '@FILE reads flags from a file (a recipe: {} from recipes/; later flags override '
+           'its own).'.format(', '.join('@' + name for name in flags.recipe_names())))
 
 experiment_flags = parser.add_argument_group(
     'experiment', 'Where the experiment lives, and resuming it.')
