@@ -21,8 +21,6 @@ import flags
 from cli import UserError
 from files import read_json
 from flags import ARCHITECTURE_ARGUMENTS, POOLINGS
-from heads import HEAD_CHOICES
-from nets import NET_CHOICES, PADDINGS
 
 log = logging.getLogger('experiment')
 
@@ -49,6 +47,23 @@ TEXT_ARGUMENTS = ('experiment_root', 'train_set', 'image_root', 'val_query', 'va
                   'initial_checkpoint', 'imported_from', 'imported_sha256')
 
 
+def check_choices(stored, args_file, choices):
+    """Refuses a stored argument outside its choices.
+
+    Args:
+        stored (dict): arguments read from `args_file`.
+        choices: pairs (argument name, tuple of the values it may take).
+
+    Raises:
+        UserError naming the file, the argument and the choices.
+    """
+    for key, allowed in choices:
+        if key in stored and stored[key] not in allowed:
+            raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
+                            '{}.'.format(args_file, key, stored[key],
+                                         ', '.join(map(str, allowed))))
+
+
 def read_args(experiment_root):
     """The training arguments stored in the experiment's `args.json`, with
     `LEGACY_ARGUMENTS` filled in where it lacks them.
@@ -57,8 +72,10 @@ def read_args(experiment_root):
         A dict, or None when the root holds no `args.json`.
 
     Raises:
-        UserError when the file is corrupt, not a JSON object, or names a net
-        or head that does not exist.
+        UserError when the file is corrupt, not a JSON object, or holds a value
+        that embedding cannot use. The net, head and padding are checked
+        against their plug-ins by `model.check_architecture`, which sits above
+        them.
     """
     args_file = os.path.join(experiment_root, 'args.json')
     if not os.path.isfile(args_file):
@@ -73,12 +90,7 @@ def read_args(experiment_root):
             raise UserError('`{}` stores `{}` = "{}", a number in quotes, where train.py writes '
                             'a number; write it without the quotes, or start a new experiment '
                             'root.'.format(args_file, key, value))
-    for key, choices in (('model_name', NET_CHOICES), ('head_name', HEAD_CHOICES),
-                         ('pooling', POOLINGS), ('last_stride', (1, 2)),
-                         ('net_padding', PADDINGS)):
-        if key in stored and stored[key] not in choices:
-            raise UserError('`{}` names {} `{}`, which does not exist; choose one of '
-                            '{}.'.format(args_file, key, stored[key], ', '.join(choices)))
+    check_choices(stored, args_file, (('pooling', POOLINGS), ('last_stride', (1, 2))))
     # What embedding needs, checked here; train.py checks every argument it knows.
     for key, kind in (('embedding_dim', int), ('net_input_height', int),
                       ('net_input_width', int), ('pre_crop_height', int),

@@ -14,7 +14,7 @@ from images import Preprocessing, augmentation_names, image_batches, load_image,
 from aggregators import AGGREGATORS
 from cli import UserError
 from experiment import find_checkpoint, read_args
-from model import build_model, restore
+from model import build_model, check_architecture, restore
 
 
 def load_experiment(experiment_root, checkpoint=None):
@@ -32,6 +32,7 @@ def load_experiment(experiment_root, checkpoint=None):
     if train_args is None:
         raise UserError('`args.json` could not be found in `{}`; is it an experiment '
                         'root written by train.py?'.format(experiment_root))
+    check_architecture(train_args, os.path.join(experiment_root, 'args.json'))
     path = find_checkpoint(experiment_root, checkpoint)
     model, body = build_model(train_args['model_name'], train_args['head_name'],
                               train_args['embedding_dim'], pooling=train_args['pooling'],

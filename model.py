@@ -19,7 +19,7 @@ import tensorflow as tf
 import heads
 import nets
 import tf1_checkpoint
-from experiment import newest_checkpoint
+from experiment import check_choices, newest_checkpoint
 from cli import UserError
 from layers import pooling_layer
 
@@ -63,6 +63,18 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
 
 # Batch norms' variances, by the name PyTorch and Keras give them.
 VARIANCE = re.compile(r'.*(running_var|moving_variance)(:0)?$')
+
+
+def check_architecture(stored, args_file):
+    """Refuses stored arguments (a dict read from `args_file`) that name a
+    net, head or padding that does not exist.
+
+    Raises:
+        UserError naming the file, the argument and its choices.
+    """
+    check_choices(stored, args_file, (('model_name', nets.NET_CHOICES),
+                                      ('head_name', heads.HEAD_CHOICES),
+                                      ('net_padding', nets.PADDINGS)))
 
 
 def check_weight_values(named, path):

@@ -22,6 +22,7 @@ import tensorflow as tf
 import cli
 import experiment
 import import_model
+import inference
 import model_zoo
 import torch_weights
 from conftest import ROOT, write_image
@@ -387,6 +388,10 @@ def test_old_experiments_keep_keras_padding_and_new_ones_store_torch(tmp_path):
     assert experiment.read_args(str(root))['net_padding'] == 'keras'
     (root / 'args.json').write_text(json.dumps({'model_name': 'osnet', 'net_padding': 'x'}))
     with pytest.raises(cli.UserError, match='names net_padding `x`, which does not exist'):
+        inference.load_experiment(str(root))
+    (root / 'args.json').write_text(json.dumps({'model_name': 'osnet', 'last_stride': 3}))
+    with pytest.raises(cli.UserError, match='names last_stride `3`, which does not exist; '
+                                            'choose one of 1, 2'):
         experiment.read_args(str(root))
 
 
