@@ -282,7 +282,8 @@ def test_refusals_write_nothing(tmp_path, tiny_dataset):
     with open(os.path.join(root, 'args.json'), 'w') as f:
         json.dump(dict(vars(train.parser.parse_args(base_args(root, csv_path, image_root))),
                        model_name='resnet_v9'), f)
-    with pytest.raises(cli.UserError, match='names model_name `resnet_v9`, which does not'):
+    with pytest.raises(cli.UserError,
+                       match='stores `model_name` = `resnet_v9`, which is not a valid'):
         train.main(['--experiment_root', root])
 
 
