@@ -11,9 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 
-import files
-from cli import UserError
-from flags import as_list
+from cli import files, UserError
+from cli.flags import as_list
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')

@@ -13,11 +13,9 @@ import time
 
 import cli
 import common
-import files
-import embeddings_file
-import flags
-import progress
-import startup
+from cli import files
+from inputs import embeddings_file
+from cli import flags, progress, startup
 from aggregators import AGGREGATORS
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.',
@@ -179,7 +177,7 @@ def camera_name(args):
 def crop_footage(args, folder):
     """Crops the --detections boxes out of the --frames into `folder`:
     (folder, (N,) crop files, (N,) their names, their `embeddings_file.FIELDS`)."""
-    import footage
+    from inputs import footage
     detections = footage.read_detections(args.detections)
     frames = footage.frame_files(args.frames)
     with progress.bar('Cropping', 'frame', args.quiet) as report:
@@ -245,8 +243,8 @@ def embed(args, stack):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    import images
-    from inference import embed_files, load_experiment
+    from inputs import images
+    from models.inference import embed_files, load_experiment
 
     log = (lambda *a: None) if args.quiet else (
         lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -288,7 +286,7 @@ def embed(args, stack):
         'nothing was written; the network\'s weights are broken (did training diverge?), so '
         'embed with an earlier checkpoint (--checkpoint)', shown)
     if args.tracklets:
-        import footage
+        from inputs import footage
         embs, shown, fields = footage.tracklets(embs, fields, AGGREGATORS[args.tracklets])
         emb_aug = None
         log('Combined them into {} tracklets.'.format(len(embs)))

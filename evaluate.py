@@ -13,12 +13,11 @@ import numpy as np
 
 import cli
 import common
-import files
-import flags
-import embeddings_file
+from cli import files, flags
+from inputs import embeddings_file
 import excluders
-import metrics
-import progress
+from evaluation import metrics
+from cli import progress
 from excluders import EXCLUDER_CHOICES
 
 parser = argparse.ArgumentParser(allow_abbrev=False, description='Evaluate a ReID embedding.')
@@ -196,7 +195,7 @@ def draw(args, result, verification, query, gallery, excluder, distances):
     """--plot's pictures: rankings, CMC and ROC. `query` and `gallery` are
     (pids, fids) pairs. Matplotlib is imported only here, to keep the plain
     command quick."""
-    import visualize
+    from evaluation import visualize
     os.makedirs(args.plot, exist_ok=True)
     valid = ~np.isin(query[1], result['skipped'])
     queries = visualize.pick_queries(valid, args.plot_queries)
@@ -224,7 +223,7 @@ def print_figures(result, verification):
 
 def write_html(args, result, verification, query, gallery, excluder, distances):
     """--html's page. `query` and `gallery` are (pids, fids) pairs."""
-    import html_report
+    from evaluation import html_report
     cmc = result['CMC']
     figures = [('mAP', '{:.2%}'.format(result['mAP']))] + [
         ('top-{}'.format(k), '{:.2%}'.format(metrics.cmc_at(cmc, k))) for k in (1, 5, 10)] + [
@@ -314,7 +313,7 @@ def main(argv=None):
     # Distances. Re-ranking and the pictures need SciPy and Matplotlib, which
     # are imported only when asked for, to keep the plain command quick.
     if args.rerank:
-        import rerank
+        from evaluation import rerank
         with progress.bar('Re-ranking: neighbours', 'image', args.quiet) as report:
             distances = rerank.reranker(query_embs, gallery_embs, args.metric, args.rerank_k1,
                                         args.rerank_k2, args.rerank_lambda, progress=report)

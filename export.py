@@ -16,9 +16,7 @@ import os
 import sys
 
 import cli
-import files
-import flags
-import startup
+from cli import files, flags, startup
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.',
                                  allow_abbrev=False)
@@ -81,8 +79,8 @@ def main(argv=None):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    import serving
-    from inference import load_experiment
+    from serving import exported as serving
+    from models.inference import load_experiment
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     output = args.output or os.path.join(args.experiment_root, 'saved_model')

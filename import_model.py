@@ -16,8 +16,8 @@ pickle that names anything but tensors is refused).
 import argparse
 
 import cli
-import model_zoo
-import startup
+from models import zoo as model_zoo
+from cli import startup
 from nets import PADDING_NETS
 
 parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])

@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from metrics import METRICS
+from evaluation.metrics import METRICS
 
 
 def all_diffs(a, b):

@@ -25,12 +25,11 @@ import sys
 
 import cli
 import common
-import files
-import embeddings_file
-import flags
-import metrics
-import progress
-import startup
+from cli import files
+from inputs import embeddings_file
+from cli import flags
+from evaluation import metrics
+from cli import progress, startup
 
 parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
 
@@ -234,7 +233,7 @@ def search(args, query_embs, gallery_embs, metric):
     """The top --top_k gallery images of each query, through the gallery's
     index with --index: ((Q, k) indices, (Q, k) distances, re-ranked with
     --rerank, and (Q, k) plain distances)."""
-    import gallery
+    from serving import gallery
     if args.index:
         with progress.bar('Building the index', 'image', args.quiet) as report:
             index = gallery.load_or_build_index(gallery_embs, metric, args.gallery, report)
@@ -257,7 +256,7 @@ def check_change_arguments(args):
 
 def change_gallery(args):
     """--append and --remove: changes the gallery instead of searching it."""
-    import gallery
+    from serving import gallery
     if args.append is not None:
         files.check_not_input(args.gallery, '--gallery', [('--append', args.append)])
         added, total, indexes = gallery.append(args.gallery, args.append)
@@ -294,8 +293,8 @@ def stored_queries(args, origin):
 def embed_queries(args, origin, augmentation):
     """The --query images embedded by the experiment with the gallery's
     test-time `augmentation`: (paths, embeddings (Q, D), metric)."""
-    import images
-    from inference import embed_files, load_experiment
+    from inputs import images
+    from models.inference import embed_files, load_experiment
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
     images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
@@ -326,7 +325,7 @@ def main(argv=None):
     startup.quiet_tensorflow()
     if changing:
         return change_gallery(args)
-    import gallery
+    from serving import gallery
 
     # Data: the gallery first, as it is the cheaper to find wrong; then the
     # queries, embedded by the experiment or stored.
@@ -350,10 +349,10 @@ def main(argv=None):
     if args.output is not None:
         write_output(args.output, table)
     if args.plot is not None:
-        import visualize
+        from evaluation import visualize
         visualize.plot_search(args.plot, table)
     if args.html is not None:
-        import html_report
+        from evaluation import html_report
         path = html_report.search_report(args.html, table, args.threshold,
                                          're-ranked' if args.rerank else metric,
                                          line=not args.rerank)

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 
 import cli
-import flags
-import metrics
-import startup
+from cli import flags
+from evaluation import metrics
+from cli import startup
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
@@ -416,9 +416,9 @@ def train(argv, cleanup):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    import distributed
-    import experiment
-    import training
+    from training import distributed
+    from cli import experiment
+    from training import run as training
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     if chief:

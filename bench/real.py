@@ -63,7 +63,7 @@ import tempfile
 
 import numpy as np
 
-import startup
+from cli import startup
 from bench import tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
 
@@ -220,7 +220,7 @@ def parse_args(argv):
 
 def write_json(args, results):
     summaries = {name: summarise(rows) for name, rows in results.items() if rows}
-    import files
+    from cli import files
     files.write_json(args.json, {
         'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
         'argv': sys.argv[1:], 'recipe': {'height': args.height, 'width': args.width,

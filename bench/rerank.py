@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 import common
-import files
+from cli import files
 from bench.evaluate import synthetic_embeddings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

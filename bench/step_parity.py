@@ -137,7 +137,7 @@ np.savez(sys.argv[2], **out)
 def demo_images(csv):
     """The (N, 128, 64, 3) uint8 images and the pids and fids of a demo CSV."""
     from common import load_dataset
-    from images import load_image
+    from inputs.images import load_image
 
     pids, fids = load_dataset(os.path.join(DEMO, csv), DEMO)
     images = np.stack([load_image(os.path.join(DEMO, f), (128, 64)).numpy()
@@ -153,13 +153,12 @@ def project_side(steps, seed, path, evaluate):
     import keras
     import tensorflow as tf
 
-    import distributed
-    import sampler
-    import schedules
-    import training_step
+    from training import distributed
+    from inputs import sampler
+    from training import schedules, step as training_step
     from common import load_dataset
-    from images import Preprocessing
-    from model import build_model
+    from inputs.images import Preprocessing
+    from models.build import build_model
 
     # train.py's defaults for the step.
     args = training_step.StepSettings(batch_p=18, batch_k=4, seed=seed)
@@ -204,7 +203,7 @@ def project_side(steps, seed, path, evaluate):
 
 def mean_average_precision(sets, query_embs, gallery_embs):
     """evaluate.py's mAP and top-1 with the market1501 rules."""
-    import metrics
+    from evaluation import metrics
     from excluders.market1501 import excluder
 
     (q_pids, q_fids), (g_pids, g_fids) = sets['query'], sets['gallery']

@@ -63,8 +63,8 @@ def tflite_runner(path, batch, delegates=True):
 
 def bench_net(net, folder, repeats):
     import tensorflow as tf
-    import serving
-    from model import build_model
+    from serving import exported as serving
+    from models.build import build_model
     model, _ = build_model(net, 'fc1024', 128)
     module = serving.EmbeddingModule(model, SIZE, True)
     rng = np.random.default_rng(0)
@@ -109,7 +109,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the rows to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    import startup
+    from cli import startup
     startup.quiet_tensorflow()
     rows = []
     with tempfile.TemporaryDirectory(prefix='tflite-') as folder:

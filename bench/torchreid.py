@@ -81,12 +81,12 @@ def measure(args, weights, folder):
     import tensorflow as tf
     import common
     import excluders
-    import metrics
-    import model_zoo
-    import serving
-    import torch_weights
-    from inference import embed_files, inference_function, load_experiment
-    from model import build_model
+    from evaluation import metrics
+    from models import zoo as model_zoo
+    from serving import exported as serving
+    from models import torch_weights
+    from models.inference import embed_files, inference_function, load_experiment
+    from models.build import build_model
 
     name = os.path.splitext(os.path.basename(weights))[0]
     root = os.path.join(folder, name)
@@ -159,8 +159,8 @@ def measure(args, weights, folder):
 def speed_of_random(args, net, torch_net, pixels, folder):
     """Images per second of `net` with random weights, here and in torchreid."""
     import tensorflow as tf
-    from inference import inference_function
-    from model import build_model
+    from models.inference import inference_function
+    from models.build import build_model
     model, _ = build_model(net, 'fc_bn_relu', 512)
     forward = inference_function(model)
     csv = os.path.join(folder, 'timing.csv')
@@ -185,7 +185,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    import startup
+    from cli import startup
     startup.quiet_tensorflow()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -86,8 +86,8 @@ def build(net, setting, variant=None):
     the `variant`'s settings (see `variant_settings`)."""
     import keras
     import tensorflow as tf
-    import training_step
-    from model import build_model
+    from training import step as training_step
+    from models.build import build_model
     variant = dict(variant or {})
     mixed_precision = variant.pop('mixed_precision', 'off')
     # train.py draws a seed in main(); the step needs one for its random losses.
@@ -117,8 +117,7 @@ def synthetic(setting):
 
 def real(setting, data, threads):
     import common
-    import images
-    import sampler
+    from inputs import images, sampler
     pids, fids = common.load_dataset(os.path.join(data, 'demo_train.csv'), data)
     preprocessing = images.Preprocessing(setting['size'], setting['pre_crop'])
     dataset = sampler.pk_dataset(pids, fids, data, preprocessing, batch_p=setting['batch_p'],
@@ -248,7 +247,7 @@ def main():
         print('{:<10} {:>16} {:>9} {:>9}'.format(r['setting'], r['loading_threads'],
                                                  r['images_per_s'], r['peak_mib']))
     if args.json:
-        import files
+        from cli import files
         files.write_json(args.json, {'machine': machine, 'train_step': net_rows,
                                      'pipeline': pipeline_rows})
     return 0

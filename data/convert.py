@@ -44,11 +44,10 @@ if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import common  # noqa: E402
-import files  # noqa: E402
-import flags  # noqa: E402
+from cli import files, flags  # noqa: E402
 import excluders._camera  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
-import progress  # noqa: E402
+from cli import progress  # noqa: E402
 
 
 class ConversionError(cli.UserError):

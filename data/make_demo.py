@@ -28,9 +28,7 @@ if __package__ in (None, ''):
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
-import files  # noqa: E402
-import flags  # noqa: E402
-import startup  # noqa: E402
+from cli import files, flags, startup  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
 NUM_CAMERAS = 6

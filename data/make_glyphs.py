@@ -31,8 +31,7 @@ if __package__ in (None, ''):
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
-import files  # noqa: E402
-import flags  # noqa: E402
+from cli import files, flags  # noqa: E402
 
 SIZE = 105
 # Alphabets as code point ranges; only letters that enough typefaces cover are used.

@@ -19,10 +19,10 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
-import distributed  # noqa: E402
+from training import distributed  # noqa: E402
 import train  # noqa: E402
-import training_step  # noqa: E402
-from model import build_model  # noqa: E402
+from training import step as training_step  # noqa: E402
+from models.build import build_model  # noqa: E402
 
 
 # `name:margin:strong` adds the strong baseline's extra terms to the loss:

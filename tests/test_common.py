@@ -10,9 +10,7 @@ import pytest
 
 import cli
 import common
-import files
-import flags
-import startup
+from cli import files, flags, startup
 from conftest import ROOT, write_file
 
 
@@ -182,7 +180,7 @@ def test_given_arguments():
 
 def test_tensorflow_starts_quietly_and_keeps_other_lines():
     env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
-    code = ('import sys; sys.path.insert(0, {!r}); import startup; '
+    code = ('import sys; sys.path.insert(0, {!r}); from cli import startup; '
             'startup.quiet_tensorflow(); import tensorflow as tf; '
             'print(float(tf.reduce_sum(tf.ones(3))))').format(ROOT)
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
@@ -301,7 +299,7 @@ def test_errors_of_the_machine_and_ctrl_c_are_one_line(capsys, monkeypatch):
 
 
 def test_ctrl_c_while_tensorflow_loads_is_one_line():
-    code = ('import startup\n'
+    code = ('from cli import startup\n'
             'def interrupted():\n'
             '    raise KeyboardInterrupt\n'
             'startup.import_quietly = interrupted\n'

@@ -13,11 +13,11 @@ import tensorflow as tf
 import aggregators
 import cli
 import common
-import files
+from cli import files
 import embed
-from images import CROPS, fid_to_image, five_crops
+from inputs.images import CROPS, fid_to_image, five_crops
 import train
-from inference import load_embedder
+from models.inference import load_embedder
 from conftest import base_args
 
 
@@ -124,7 +124,7 @@ def test_errors(experiment, tmp_path):
 
 def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatch):
     root, csv_path, _ = experiment
-    import inference
+    from models import inference
     real = inference.inference_function
 
     def broken(model):
@@ -143,7 +143,7 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
 
 
 def test_validation_refuses_non_finite_embeddings(experiment):
-    import training
+    from training import run as training
     root, csv_path, image_root = experiment
     args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
@@ -174,7 +174,7 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     root = experiment[0]
     monkeypatch.chdir(os.path.dirname(root))
     relative = os.path.basename(root)
-    from experiment import find_checkpoint
+    from cli.experiment import find_checkpoint
     # `../exp` from inside the root names the root itself; the index's
     # relative path must not be prefixed twice.
     assert os.path.normpath(find_checkpoint(relative, '../' + relative)) == \

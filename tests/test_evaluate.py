@@ -11,9 +11,7 @@ import pytest
 
 import cli
 import evaluate
-import metrics
-import rerank
-import visualize
+from evaluation import metrics, rerank, visualize
 from conftest import ROOT, market_like, write_h5, write_market_like
 from excluders import diagonal, duke, market1501
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import experiment
+from cli import experiment
 import train
 from bench import fault_injection
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import cli
-import files
+from cli import files
 from conftest import ROOT
 
 
@@ -85,7 +85,7 @@ def test_an_output_that_would_harm_a_file_is_refused_before_the_block(tmp_path):
 
 def test_the_temporary_of_a_killed_writer_is_removed_by_the_next_one(tmp_path):
     path = str(tmp_path / 'out.txt')
-    code = ('import os, sys; sys.path.insert(0, {!r}); import files\n'
+    code = ('import os, sys; sys.path.insert(0, {!r}); from cli import files\n'
             'with files.output({!r}) as partial:\n'
             '    open(partial, "w").write("half")\n'
             '    os.kill(os.getpid(), 9)\n').format(ROOT, path)
@@ -117,18 +117,18 @@ NOT_OUTPUTS = {
     ('data/make_demo.py', 'generate.save'): 'fills the temporary folder of files.write_folder',
     ('data/make_glyphs.py', 'generate'): 'fills the temporary folder of files.write_folder',
     ('data/make_footage.py', 'render_camera'): 'fills the temporary folder of files.write_folder',
-    ('detailed_logs.py', 'create_or_resize_dat'):
+    ('training/detailed_logs.py', 'create_or_resize_dat'):
         'a memory-mapped log that training fills step by step and resizes on resume',
-    ('experiment.py', 'locked_directory'): 'the lock file, held open while train.py runs',
-    ('gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
-    ('footage.py', 'crop_detections'):
+    ('cli/experiment.py', 'locked_directory'): 'the lock file, held open while train.py runs',
+    ('serving/gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
+    ('inputs/footage.py', 'crop_detections'):
         'crops into the temporary folder that embed.py embeds them from and then removes',
-    ('html_report.py', 'thumbnail'): 'a JPEG in memory (io.BytesIO), inlined in the page',
-    ('visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
+    ('evaluation/html_report.py', 'thumbnail'): 'a JPEG in memory (io.BytesIO), inlined in the page',
+    ('evaluation/visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
     ('train.py', 'train'): 'checkpoint-0, through training.save',
-    ('training.py', 'save'): 'a checkpoint: TensorFlow writes it and renames its index into '
+    ('training/run.py', 'save'): 'a checkpoint: TensorFlow writes it and renames its index into '
                              'place, and experiment.newest_checkpoint takes only complete ones',
-    ('training.py', 'make_validator.run_validation'): 'a best/ checkpoint, as training.save',
+    ('training/run.py', 'make_validator.run_validation'): 'a best/ checkpoint, as training.save',
 }
 
 
@@ -191,7 +191,7 @@ def test_every_writer_of_the_product_goes_through_files_output():
     found = {}
     for path in sorted(paths):
         relative = os.path.relpath(path, ROOT)
-        if relative.split(os.sep)[0] in ('tests', 'bench', 'docs') or relative == 'files.py':
+        if relative.split(os.sep)[0] in ('tests', 'bench', 'docs') or relative == os.path.join('cli', 'files.py'):
             continue
         with open(path) as f:
             found.update(writers_outside_output(f.read(), relative))

@@ -10,9 +10,9 @@ from PIL import Image
 
 import cli
 import embed
-import embeddings_file
+from inputs import embeddings_file
 import evaluate
-import footage
+from inputs import footage
 import search
 import train
 from conftest import base_args, make_dataset

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import cli
-import embeddings_file
-import gallery
+from inputs import embeddings_file
+from serving import gallery
 import search
 from conftest import ROOT
-from gallery import rank
+from serving.gallery import rank
 
 ORIGIN = {'experiment_root': '/exp', 'checkpoint': 'checkpoint-100'}
 NAMES = ['original_center', 'original_flip_center']
@@ -111,7 +111,9 @@ def test_a_kill_during_an_append_leaves_the_old_gallery_and_no_temporary(tmp_pat
     write(extra, clustered(40, 1), 'cam2')
     before = path.read_bytes()
     # Killed once the new gallery is written beside the old one, before the rename.
-    code = ('import os, sys; sys.path.insert(0, {!r}); import files, gallery\n'
+    code = ('import os, sys; sys.path.insert(0, {!r})\n'
+            'from cli import files\n'
+            'from serving import gallery\n'
             'files.put_file = lambda *a: os.kill(os.getpid(), 9)\n'
             'gallery.append({!r}, {!r})\n').format(ROOT, str(path), str(extra))
     assert subprocess.run([sys.executable, '-c', code]).returncode == -signal.SIGKILL

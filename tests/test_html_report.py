@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import evaluate
-import html_report
+from evaluation import html_report
 from conftest import browse, write_market_like
 
 

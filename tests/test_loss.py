@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import collapse
+from training import collapse
 import loss
 
 METRICS = loss.cdist.supported_metrics

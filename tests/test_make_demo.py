@@ -6,7 +6,7 @@ import os
 import pytest
 
 import cli
-import files
+from cli import files
 from data import make_demo
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import cli
-import footage
+from inputs import footage
 from data import make_demo, make_footage
 
 

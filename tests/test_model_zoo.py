@@ -20,13 +20,11 @@ import pytest
 import tensorflow as tf
 
 import cli
-import experiment
+from cli import experiment
 import import_model
-import inference
-import model_zoo
-import torch_weights
+from models import inference, zoo as model_zoo, torch_weights
 from conftest import ROOT, write_image
-from model import build_model
+from models.build import build_model
 
 
 # A writer of PyTorch's file formats.
@@ -483,7 +481,7 @@ def test_an_imported_model_embeds_as_the_source(tmp_path, trained, zip_format, c
     assert import_model.main(['--weights', weights, '--experiment_root', root]) == 0
     assert 'osnet_x0_25 + fc_bn_relu, 512-d embeddings at 256x128; its classifier of 5 training ' \
         'identities is left out' in capsys.readouterr().out
-    from inference import load_embedder
+    from models.inference import load_embedder
     images = np.random.default_rng(0).uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
     # The embedder runs as a graph, the source eagerly: kernels may sum in another order, so
     # the tolerance scales with the embeddings' size (here in the hundreds), not per element.
@@ -563,7 +561,7 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     # Not a run to resume; --initial_checkpoint, which train.py's fine-tuning
     # recipe gives it, loads its body.
     import train
-    from model import load_body_weights
+    from models.build import load_body_weights
     with pytest.raises(cli.UserError, match='holds a model imported from .* fine-tune it in '
                        'a new experiment root'):
         train.main(['--experiment_root', root])
@@ -577,7 +575,7 @@ def test_the_exported_osnet_holds_no_tensor_but_its_variables():
     # Keras' Normalization layer kept OSNet's mean and deviation as tensors
     # captured from outside the graph, which tf2onnx turned into two more
     # inputs of the ONNX model; constants and variables alone convert to one.
-    import serving
+    from serving import exported as serving
     model, _ = build_model('osnet_x0_25', 'fc_bn_relu', 512)
     module = serving.EmbeddingModule(model, (64, 32), True)
     function = module.embed_float.get_concrete_function()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from heads import HEAD_CHOICES
-from model import build_model
+from models.build import build_model
 from nets import NET_CHOICES
 from layers import FusedBatchNormalization
 

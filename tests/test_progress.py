@@ -12,16 +12,15 @@ import termios
 import numpy as np
 import pytest
 
-import gallery
-import metrics
-import rerank
+from serving import gallery
+from evaluation import metrics, rerank
 from conftest import ROOT, touch, write_cuhk03
 from data import convert
 
 # Two seconds of work in 20 steps, through progress.bar.
 WORK = ('import sys, time\n'
         'sys.path.insert(0, {!r})\n'
-        'import progress\n'
+        'from cli import progress\n'
         'with progress.bar("Embedding", "image", quiet=sys.argv[1] == "quiet") as report:\n'
         '    for i in range(20):\n'
         '        time.sleep(0.1)\n'

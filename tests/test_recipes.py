@@ -9,10 +9,10 @@ import pytest
 import tensorflow as tf
 
 import cli
-import flags
+from cli import flags
 import train
 from conftest import ROOT, base_args, make_dataset
-from model import build_model
+from models.build import build_model
 
 RECIPES = sorted(name[:-len('.args')] for name in os.listdir(os.path.join(ROOT, 'recipes'))
                  if name.endswith('.args'))

@@ -4,8 +4,7 @@ paper's formulas (with the authors' code's conventions), and in evaluate.py."""
 import numpy as np
 import pytest
 
-import metrics
-import rerank
+from evaluation import metrics, rerank
 from excluders import diagonal
 
 

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 import cli
 import common
-from images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
-import sampler
+from inputs.images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
+from inputs import sampler
 from conftest import make_dataset, write_file, write_image
 
 

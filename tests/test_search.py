@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 import cli
-import files
+from cli import files
 import embed
-import gallery
-import metrics
-import images
+from serving import gallery
+from evaluation import metrics
+from inputs import images
 import search
 import train
 from conftest import base_args, make_dataset
-from gallery import rank
+from serving.gallery import rank
 
 
 @pytest.fixture(scope='module')

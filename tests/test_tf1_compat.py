@@ -11,10 +11,10 @@ import tensorflow as tf
 import cli
 import common
 import embed
-import tf1_checkpoint
+from models import tf1_checkpoint
 import train
-from images import fid_to_image
-from model import build_model, load_body_weights
+from inputs.images import fid_to_image
+from models.build import build_model, load_body_weights
 from slim_reference import build_and_save
 
 SLIM_NETS = ['resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'mobilenet_v1_1_224']

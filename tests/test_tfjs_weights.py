@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import tfjs_weights
-from model import build_model, load_body_weights
+from models.build import build_model, load_body_weights
 
 
 def random_application(alpha, seed=0):

@@ -12,16 +12,12 @@ import pytest
 import tensorflow as tf
 
 import cli
-import memory
-import detailed_logs
-import experiment
+from training import memory, detailed_logs
+from cli import experiment
 import train
 import loss
-import training
-import training_step
-import schedules
-import collapse
-from model import build_model
+from training import run as training, step as training_step, schedules, collapse
+from models.build import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations, make_dataset
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
@@ -201,7 +197,7 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
         train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
                              '--initial_checkpoint', str(tmp_path / 'nothing')))
     # The checkpoint's `.index` file, or the experiment root, name it as well.
-    from model import load_body_weights
+    from models.build import load_body_weights
     for given in (source + '.index', first):
         _, loaded = build_model('tiny', 'fc1024', 16)
         load_body_weights('tiny', loaded, given)
@@ -218,8 +214,8 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
 def test_initial_checkpoints_holding_nan_or_negative_variances_are_refused(tmp_path,
                                                                              tiny_dataset):
     # Of every kind: Keras weights, a TF2 checkpoint, a TF1 name-based one.
-    import tf1_checkpoint
-    from model import load_body_weights
+    from models import tf1_checkpoint
+    from models.build import load_body_weights
     _, body = build_model('tiny', 'fc1024', 16)
     kernel = next(w for w in body.weights if w.path.endswith('kernel'))
     variance = next(w for w in body.weights if w.path.endswith('moving_variance'))
@@ -354,7 +350,7 @@ def test_strong_baseline_flags_train_checkpoint_and_resume(tmp_path, tiny_datase
     rates = scalars(root, 'learning_rate')['learning_rate']
     assert rates[1] == pytest.approx(1e-5) and max(rates.values()) == pytest.approx(1e-3, 1e-3)
     # What embed.py builds from args.json is the trained model: bnneck with GeM.
-    from inference import load_experiment
+    from models.inference import load_experiment
     model, stored, _ = load_experiment(root)
     assert stored['pooling'] == 'gem' and model.get_layer('gem_pool') is not None
 
@@ -424,7 +420,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     # Another process holds the root, as a running train.py does.
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\n'
-         'import experiment\n'
+         'from cli import experiment\n'
          'with experiment.locked_directory(sys.argv[1], "train.py"):\n'
          '    print("locked", flush=True)\n    time.sleep(120)\n', root, ROOT],
         stdout=subprocess.PIPE, text=True)
@@ -464,7 +460,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                           tiny_dataset):
     import glob
-    from experiment import find_checkpoint, newest_checkpoint
+    from cli.experiment import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')

@@ -10,11 +10,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from images import Preprocessing, augmentation_names, image_batches, load_image, resize
+from inputs.images import Preprocessing, augmentation_names, image_batches, load_image, resize
 from aggregators import AGGREGATORS
 from cli import UserError
-from experiment import find_checkpoint, read_args
-from model import build_model, check_architecture, restore
+from cli.experiment import find_checkpoint, read_args
+from models.build import build_model, check_architecture, restore
 
 
 def load_experiment(experiment_root, checkpoint=None):

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 import cli
-import files
+from cli import files
 
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')

@@ -24,21 +24,18 @@ import tensorflow as tf
 
 import cli
 import common
-import detailed_logs
-import distributed
-import experiment
-import files
-import flags
+from training import detailed_logs, distributed
+from cli import experiment, files, flags
 import nets
-import sampler
-import validation
-from collapse import collapse_warning, looks_collapsed
-from images import Preprocessing, load_training_sets
-from inference import inference_function
-from memory import check_input_size, check_memory
-from model import build_model, load_body_weights, restore
-from schedules import LearningRate
-from training_step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
+from inputs import sampler
+from training import validation
+from training.collapse import collapse_warning, looks_collapsed
+from inputs.images import Preprocessing, load_training_sets
+from models.inference import inference_function
+from training.memory import check_input_size, check_memory
+from models.build import build_model, load_body_weights, restore
+from training.schedules import LearningRate
+from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
 from uninterrupt import Uninterrupt
 
 # The training loop's lines keep the logger name users and tests know.

@@ -16,11 +16,9 @@ import shutil
 import tensorflow as tf
 
 import cli
-import files
-import flags
-from cli import UserError
-from files import read_json
-from flags import ARCHITECTURE_ARGUMENTS, POOLINGS
+from cli import files, flags, UserError
+from cli.files import read_json
+from cli.flags import ARCHITECTURE_ARGUMENTS, POOLINGS
 
 log = logging.getLogger('experiment')
 

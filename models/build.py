@@ -18,8 +18,8 @@ import tensorflow as tf
 
 import heads
 import nets
-import tf1_checkpoint
-from experiment import check_choices, newest_checkpoint
+from models import tf1_checkpoint
+from cli.experiment import check_choices, newest_checkpoint
 from cli import UserError
 from layers import pooling_layer
 

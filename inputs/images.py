@@ -15,9 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 import common
-import files
-from cli import UserError
-from flags import MAX_IMAGE_PIXELS
+from cli import files, UserError
+from cli.flags import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import re
 
 import numpy as np
 
-import files
-import torch_weights
+from cli import files
+from models import torch_weights
 from cli import UserError
 
 # The stem's channels (conv1's output) of each width, which name the net.
@@ -201,7 +201,7 @@ def import_osnet(path, experiment_root, model_name=None):
         UserError for a file that is not such a state dict, or a root that exists.
     """
     import tensorflow as tf
-    from model import build_model, check_weight_values
+    from models.build import build_model, check_weight_values
 
     if os.path.lexists(experiment_root):
         raise UserError('`{}` exists already; import into a new --experiment_root (nothing '

@@ -9,11 +9,11 @@ import logging
 import numpy as np
 
 import common
-import embeddings_file
+from inputs import embeddings_file
 import excluders
-import metrics
-from flags import MAX_IMAGE_PIXELS
-from images import decodable_mask, image_batches
+from evaluation import metrics
+from cli.flags import MAX_IMAGE_PIXELS
+from inputs.images import decodable_mask, image_batches
 
 log = logging.getLogger(__name__)
 

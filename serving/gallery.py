@@ -18,9 +18,9 @@ import h5py
 import numpy as np
 
 import cli
-import files
-import embeddings_file
-import metrics
+from cli import files
+from inputs import embeddings_file
+from evaluation import metrics
 from aggregators import AGGREGATORS
 
 
@@ -29,7 +29,7 @@ def test_time_augmentation(names, aggregator):
     (such as `original_flip_top_left`) and `aggregator` attribute, or None
     when the names are not embed.py's."""
     # TensorFlow's image code only here, so that changing a gallery starts at once.
-    import images
+    from inputs import images
     flip = any(n.startswith('original_flip_') for n in names)
     crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
              n[len('original_'):] for n in names}
@@ -75,7 +75,7 @@ def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
     from the former when re-ranked."""
     plain = metrics.pairwise_distances(query_embs, gallery_embs, metric)
     if rerank_them:
-        import rerank
+        from evaluation import rerank
         distances = rerank.reranker(query_embs, gallery_embs, metric)(
             np.arange(len(query_embs)))
     else:

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 
 import cli
-import files
+from cli import files
 
 
 def create_or_resize_dat(basename, dtype, shape):

@@ -11,9 +11,8 @@ import tensorflow as tf
 
 import cli
 import common
-import files
-import flags
-from images import (Preprocessing, decodable_mask, load_training_sets, resize,
+from cli import files, flags
+from inputs.images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
 
 

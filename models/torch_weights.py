@@ -18,8 +18,7 @@ import zipfile
 
 import numpy as np
 
-import files
-from cli import UserError
+from cli import files, UserError
 
 # The legacy format's first pickle.
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c

@@ -26,7 +26,7 @@ NumPy and SciPy only, like metrics.py.
 import numpy as np
 import scipy.sparse
 
-import metrics
+from evaluation import metrics
 
 
 def base_distances(a, b, metric):

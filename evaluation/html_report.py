@@ -17,8 +17,8 @@ import os
 import numpy as np
 
 import cli
-import files
-import visualize
+from cli import files
+from evaluation import visualize
 
 THUMB_HEIGHT = 96
 

@@ -207,7 +207,7 @@ def as_list(value):
 
 # The folder of the recipes that `@NAME` finds by name, and the most an
 # argument file may hold: a recipe is a few dozen flags.
-RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'recipes')
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'recipes')
 MAX_ARGUMENT_FILE_BYTES = 64 << 10
 
 

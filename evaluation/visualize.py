@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 import cli
-import files
+from cli import files
 
 CORRECT, WRONG, IGNORED, QUERY = '#1a9641', '#d7191c', '#9e9e9e', '#000000'
 

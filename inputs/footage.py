@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import files
-from cli import UserError
+from cli import files, UserError
 from common import IMAGE_EXTENSIONS
 
 

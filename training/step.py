@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-import collapse
-import distributed
+from training import collapse, distributed
 import loss
-import sampler
+from inputs import sampler
 
 
 # The per-image losses beside the triplet loss, as the step returns and
