@@ -123,7 +123,8 @@ NOT_OUTPUTS = {
     ('serving/gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
     ('inputs/footage.py', 'crop_detections'):
         'crops into the temporary folder that embed.py embeds them from and then removes',
-    ('evaluation/html_report.py', 'thumbnail'): 'a JPEG in memory (io.BytesIO), inlined in the page',
+    ('evaluation/html_report.py', 'thumbnail'):
+        'a JPEG in memory (io.BytesIO), inlined in the page',
     ('evaluation/visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
     ('train.py', 'train'): 'checkpoint-0, through training.save',
     ('training/run.py', 'save'): 'a checkpoint: TensorFlow writes it and renames its index into '
@@ -191,7 +192,8 @@ def test_every_writer_of_the_product_goes_through_files_output():
     found = {}
     for path in sorted(paths):
         relative = os.path.relpath(path, ROOT)
-        if relative.split(os.sep)[0] in ('tests', 'bench', 'docs') or relative == os.path.join('cli', 'files.py'):
+        if relative.split(os.sep)[0] in ('tests', 'bench', 'docs') or \
+                relative == os.path.join('cli', 'files.py'):
             continue
         with open(path) as f:
             found.update(writers_outside_output(f.read(), relative))
