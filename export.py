@@ -79,7 +79,7 @@ def main(argv=None):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    from serving import exported as serving
+    from serving import exported
     from models.inference import load_experiment
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -106,26 +106,26 @@ def main(argv=None):
                                 'onnxruntime`. Nothing was exported.')
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    module = serving.EmbeddingModule(model, (train_args['net_input_height'],
+    module = exported.EmbeddingModule(model, (train_args['net_input_height'],
                                      train_args['net_input_width']), train_args['antialias'])
     # The calibration images are read first, so that a bad training set
     # stops the export before anything is written.
-    representative = serving.calibration_images(
+    representative = exported.calibration_images(
         train_args, args.tflite_samples, args.calibration_images) if args.tflite_int8 else None
     log('Tracing and writing the SavedModel of {} (some seconds)…'.format(checkpoint))
-    serving.export_saved_model(module, output)
+    exported.export_saved_model(module, output)
     log('Exported {} to the SavedModel {}.'.format(checkpoint, output))
     if args.onnx:
         log('Converting to ONNX with tf2onnx (half a minute or more)…')
-        serving.export_onnx(module, args.onnx)
+        exported.export_onnx(module, args.onnx)
         log('Exported {} to the ONNX model {}.'.format(checkpoint, args.onnx))
     if args.tflite:
         log('Converting to TensorFlow Lite{}…'.format(
             ', int8 calibrated on {} training images'.format(len(representative))
             if args.tflite_int8 else ''))
-        serving.export_tflite(module, args.tflite, representative)
+        exported.export_tflite(module, args.tflite, representative)
         log('Exported {} to the TensorFlow Lite model {}.'.format(checkpoint, args.tflite))
-        problem = serving.xnnpack_problem(args.tflite, module.net_input_size)
+        problem = exported.xnnpack_problem(args.tflite, module.net_input_size)
         if problem:
             print('WARNING: {} does not run with TensorFlow Lite\'s default XNNPACK delegate ({}); '
                   'run it with the built-in kernels: ai_edge_litert.interpreter.Interpreter('

@@ -16,7 +16,7 @@ pickle that names anything but tensors is refused).
 import argparse
 
 import cli
-from models import zoo as model_zoo
+from models import zoo
 from cli import startup
 from nets import PADDING_NETS
 
@@ -42,7 +42,7 @@ def main(argv=None):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    stored = model_zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
+    stored = zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
     print('Imported {} ({} + {}, {}-d embeddings at {}x{}{}) as {}.'.format(
         args.weights, stored['model_name'], stored['head_name'], stored['embedding_dim'],
         stored['net_input_height'], stored['net_input_width'],

@@ -418,7 +418,7 @@ def train(argv, cleanup):
     startup.quiet_tensorflow()
     from training import distributed
     from cli import experiment
-    from training import run as training
+    import training.run
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     if chief:
@@ -426,37 +426,37 @@ def train(argv, cleanup):
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
         experiment.check_stored_paths(args, flags.given_arguments(parser, argv))
-    training.check_arguments(args)
+    training.run.check_arguments(args)
     if args.deterministic:
-        training.sequential_ops()
+        training.run.sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker
     # collectives must be configured at start-up.
     strategy = distributed.make_strategy(args.distribution)
 
     # Data, and validation (on the chief only).
-    data = training.load_data(args, chief)
-    validate = training.make_validation(args, chief)
-    new_seed = training.choose_seed(args)
+    data = training.run.load_data(args, chief)
+    validate = training.run.make_validation(args, chief)
+    new_seed = training.run.choose_seed(args)
 
     # Model, optimizer and checkpoint.
     num_ids = len(np.unique(data.pids))
-    run = training.build_run(args, strategy, num_ids, chief)
-    latest = training.restore_or_initialise(run, resuming, num_ids)
+    run = training.run.build_run(args, strategy, num_ids, chief)
+    latest = training.run.restore_or_initialise(run, resuming, num_ids)
 
     # Only now, with the data, the model and its weights known to work, is
     # anything written, so a refused run leaves no arguments behind to poison
     # the corrected rerun. Changed arguments of a resumed run are stored once
-    # its first iteration has worked (see training.loop), for the same reason.
+    # its first iteration has worked (see training.run.loop), for the same reason.
     if chief:
         experiment.store_arguments(args, rewrite=not resuming or new_seed)
     else:
         cli.setup_logging(buffer=False)
     if not latest:
         # The initialisation is stored too, so experiments can be reproduced exactly.
-        training.save(run, 0)
+        training.run.save(run, 0)
 
     # Loop.
-    return training.loop(run, data, validate, changed, latest)
+    return training.run.loop(run, data, validate, changed, latest)
 
 
 if __name__ == '__main__':
