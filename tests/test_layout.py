@@ -28,7 +28,7 @@ def test_choices_are_the_plugin_files(folder, choices):
 
 
 def test_flags_name_the_loss_functions():
-    import flags
+    from cli import flags
     import loss
     assert flags.LOSSES == tuple(loss.LOSS_CHOICES)
     assert flags.ID_LOSSES == tuple(loss.ID_LOSSES)
@@ -64,20 +64,93 @@ def imported_modules(path):
     return imported
 
 
-def top_level_imports():
-    """{module: set of the top-level modules it imports}, for every .py file
-    in the repository root."""
-    modules = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))}
-    return {name: imported_modules(os.path.join(ROOT, name + '.py')) & modules - {name}
-            for name in modules}
+# The library, one concern per folder, and the plug-in folders; beside them at
+# the root only the commands and the original's names.
+LIBRARY_FOLDERS = ('cli', 'inputs', 'models', 'training', 'evaluation', 'serving')
+PLUGIN_FOLDERS = ('nets', 'heads', 'excluders')
+ROOT_MODULES = ('common', 'loss', 'uninterrupt', 'aggregators', 'layers')
+# The folders that hold no library: data converters and demo sets, recipes,
+# benchmarks, the manual, the tests.
+OTHER_FOLDERS = ('data', 'recipes', 'bench', 'docs', 'tests')
+
+
+def product_modules():
+    """{module name: path} for the root's files and those of the library and
+    plug-in folders; a folder's `__init__.py` goes by the folder's name."""
+    modules = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, '*.py'))}
+    for folder in LIBRARY_FOLDERS + PLUGIN_FOLDERS:
+        for path in glob.glob(os.path.join(ROOT, folder, '*.py')):
+            name = os.path.basename(path)[:-3]
+            modules[folder if name == '__init__' else folder + '.' + name] = path
+    return modules
+
+
+def imported_names(path):
+    """Every dotted name the file `path` may import, with the packages above
+    each (`from cli import files` imports `cli` and, if it is a module,
+    `cli.files`)."""
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+            names.update(node.module + '.' + alias.name for alias in node.names)
+    return {'.'.join(name.split('.')[:i + 1]) for name in names
+            for i in range(len(name.split('.')))}
+
+
+def module_graph():
+    """{module: set of the product's modules it imports}, for every product
+    module (see `product_modules`)."""
+    modules = product_modules()
+    return {name: imported_names(path) & set(modules) - {name}
+            for name, path in modules.items()}
+
+
+def folder_of(module):
+    """The folder a module lives in; the root's library modules are '.', the
+    commands 'commands'."""
+    top = module.split('.')[0]
+    if top + '.py' in SCRIPTS:
+        return 'commands'
+    return top if top in LIBRARY_FOLDERS + PLUGIN_FOLDERS else '.'
+
+
+def test_the_root_holds_the_commands_and_the_originals_names():
+    root = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))}
+    assert root == {s[:-3] for s in SCRIPTS} | set(ROOT_MODULES)
+    folders = {name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))
+               and not name.startswith('.') and glob.glob(os.path.join(ROOT, name, '*.py'))}
+    assert folders <= set(LIBRARY_FOLDERS + PLUGIN_FOLDERS + OTHER_FOLDERS), folders
+    # No folder shadows a command (a search/ beside search.py) or another.
+    for folder in LIBRARY_FOLDERS + PLUGIN_FOLDERS:
+        assert not os.path.exists(os.path.join(ROOT, folder + '.py')), folder
+    assert len(set(LIBRARY_FOLDERS + PLUGIN_FOLDERS + OTHER_FOLDERS)) == \
+        len(LIBRARY_FOLDERS + PLUGIN_FOLDERS + OTHER_FOLDERS)
 
 
 def test_no_module_imports_a_script():
-    graph = top_level_imports()
+    graph = module_graph()
     for script in SCRIPTS:
         importers = sorted(name for name, imported in graph.items()
                            if script[:-3] in imported)
         assert not importers, '{} is imported by {}'.format(script, importers)
+
+
+def test_folders_import_one_way():
+    """Between folders, imports run one way: from the commands down through
+    training, serving, models, the plug-ins, the root's modules and
+    evaluation to the command-line support, never back."""
+    folders = {}
+    for module, imported in module_graph().items():
+        folders.setdefault(folder_of(module), set()).update(
+            folder_of(other) for other in imported)
+    folders = {folder: imported - {folder} for folder, imported in folders.items()}
+    assert find_cycle(folders) is None, find_cycle(folders)
+    assert not folders['cli'], 'the command-line support imports {}'.format(folders['cli'])
 
 
 def test_benchmarks_import_library_modules_only():
@@ -173,7 +246,7 @@ def find_cycle(graph):
 
 
 def test_import_graph_has_no_cycle():
-    assert find_cycle(top_level_imports()) is None
+    assert find_cycle(module_graph()) is None
 
 
 def test_the_cycle_check_finds_cycles():
