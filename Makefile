@@ -16,9 +16,9 @@ export PYTHONUNBUFFERED = 1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	touch $(STAMP)
 
 data/demo/demo_train.csv: data/make_demo.py | $(STAMP)

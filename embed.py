@@ -297,5 +297,10 @@ def embed(args, stack):
     return 0
 
 
-if __name__ == '__main__':
+def command():
+    """`reid-embed`, the command that `pip install .` installs (pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == '__main__':
+    command()

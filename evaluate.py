@@ -348,5 +348,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == '__main__':
+def command():
+    """`reid-evaluate`, the command that `pip install .` installs (pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == '__main__':
+    command()

@@ -52,5 +52,10 @@ def main(argv=None):
     return 0
 
 
-if __name__ == '__main__':
+def command():
+    """`reid-import-model`, the command that `pip install .` installs (pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == '__main__':
+    command()

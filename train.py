@@ -459,5 +459,10 @@ def train(argv, cleanup):
     return training.run.loop(run, data, validate, changed, latest)
 
 
-if __name__ == '__main__':
+def command():
+    """`reid-train`, the command that `pip install .` installs (pyproject.toml)."""
     cli.run(main)
+
+
+if __name__ == '__main__':
+    command()
