@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluate a ReID embedding: mAP and CMC under the Market-1501 protocol.
 
-The command line over `metrics.py`: reads the CSVs and the HDF5 embeddings,
+The command line over `evaluation/metrics.py`: reads the CSVs and the HDF5 embeddings,
 optionally re-ranks, evaluates, and writes the results and pictures.
 """
 

@@ -38,7 +38,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     per channel: 72 × 16 × 8 in the `tiny` net's last block at P=18, K=4,
     128×64, and the batch size, 72, in a head's); the output is Keras'.
     Features (B, C) go through the kernel as (B, 1, 1, C). With batch
-    statistics synchronised across replicas (`distributed.py`) the layer
+    statistics synchronised across replicas (`training/distributed.py`) the layer
     trains on the global batch's moments, as Keras does, and keeps the same
     unbiased moving variance. Inputs of another rank, masked inputs and
     renormalisation take Keras' own path.

@@ -71,7 +71,7 @@ def cdist(a, b, metric='euclidean'):
             'The following metric is not implemented by `cdist` yet: {}'.format(metric))
 
 
-# One list of metrics for training and evaluation, kept in TensorFlow-free metrics.py.
+# One list of metrics for training and evaluation, kept in TensorFlow-free evaluation/metrics.py.
 cdist.supported_metrics = list(METRICS)
 
 

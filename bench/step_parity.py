@@ -6,7 +6,7 @@ seeds, so a small systematic difference hides in the noise. This compares the
 step itself. The project builds the parity recipe's `tiny` + `fc1024`
 (128 dimensions), draws `--steps` real P=18 K=4 batches of the demo set with
 its own sampler (128×64 crops from 144×72), and takes its real training step
-(`training_step.make_train_step`: batch-hard, soft margin, Euclidean, Adam 3e-4 with
+(`training.step.make_train_step`: batch-hard, soft margin, Euclidean, Adam 3e-4 with
 ε 1e-8). A PyTorch program (`TORCH_STEP` below: the reference's architecture,
 loss and optimiser) loads the same initial weights and takes the same steps
 on the same batches. Reported: the loss of every step in both; each layer's
@@ -155,13 +155,14 @@ def project_side(steps, seed, path, evaluate):
 
     from training import distributed
     from inputs import sampler
-    from training import schedules, step as training_step
+    import training.step
+    from training import schedules
     from common import load_dataset
     from inputs.images import Preprocessing
     from models.build import build_model
 
     # train.py's defaults for the step.
-    args = training_step.StepSettings(batch_p=18, batch_k=4, seed=seed)
+    args = training.step.StepSettings(batch_p=18, batch_k=4, seed=seed)
     pids, fids = load_dataset(os.path.join(DEMO, 'demo_train.csv'), DEMO)
     # Rounded to 8 bits (the crops of the 144×72 resize are not whole numbers),
     # so that 600 batches fit in memory; both sides see the same rounded pixels.
@@ -182,7 +183,7 @@ def project_side(steps, seed, path, evaluate):
                                       epsilon=1e-8)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
-    train_step, gradients = training_step.make_train_step(model, optimizer, step, args, strategy)
+    train_step, gradients = training.step.make_train_step(model, optimizer, step, args, strategy)
     _, first = gradients(tf.constant(images[0], tf.float32), tf.constant(labels[0]))
     losses = [float(tf.reduce_mean(train_step(tf.constant(x, tf.float32), tf.constant(y))[
         'losses'])) for x, y in zip(images, labels)]

@@ -2,10 +2,10 @@
 """Benchmark: the TensorFlow Lite export against the SavedModel, size and CPU latency.
 
 For each net (untrained weights, the `fc1024` head, 128-D, 128×64 input),
-writes what `export.py` writes (through `serving.py`): the SavedModel, the float32 TFLite model and
-the int8 one (calibrated on 100 synthetic images), and measures each file's
-size, the time to embed one image and a batch of 32 on this CPU (the best of
-`--repeats` after a warm-up), and how far the TFLite embeddings lie from the
+writes what `export.py` writes (through `serving/exported.py`): the SavedModel,
+the float32 TFLite model and the int8 one (calibrated on 100 synthetic
+images), and measures each file's size, the time to embed one image and a
+batch of 32 on this CPU (the best of `--repeats` after a warm-up), and how far the TFLite embeddings lie from the
 SavedModel's (largest absolute difference; cosine similarity for int8).
 
     .venv/bin/python -m bench.tflite [--nets tiny osnet_x0_25 …] [--json FILE]
@@ -63,17 +63,17 @@ def tflite_runner(path, batch, delegates=True):
 
 def bench_net(net, folder, repeats):
     import tensorflow as tf
-    from serving import exported as serving
+    from serving import exported
     from models.build import build_model
     model, _ = build_model(net, 'fc1024', 128)
-    module = serving.EmbeddingModule(model, SIZE, True)
+    module = exported.EmbeddingModule(model, SIZE, True)
     rng = np.random.default_rng(0)
     calibration = rng.uniform(0, 255, (100,) + SIZE + (3,)).astype(np.float32)
     saved = os.path.join(folder, net)
-    serving.export_saved_model(module, saved)
+    exported.export_saved_model(module, saved)
     paths = {'float32': saved + '.tflite', 'int8': saved + '_int8.tflite'}
-    serving.export_tflite(module, paths['float32'])
-    serving.export_tflite(module, paths['int8'], calibration)
+    exported.export_tflite(module, paths['float32'])
+    exported.export_tflite(module, paths['int8'], calibration)
     loaded = tf.saved_model.load(saved).signatures['serving_default']
     rows = []
     for batch_size in (1, 32):
@@ -85,7 +85,7 @@ def bench_net(net, folder, repeats):
                      'ms_per_image': round(1000 * seconds / batch_size, 2)})
         for kind, path in paths.items():
             # Some int8 models (OSNet's) fail in XNNPACK; they run on the built-in kernels.
-            delegates = serving.xnnpack_problem(path, SIZE) is None
+            delegates = exported.xnnpack_problem(path, SIZE) is None
             run = tflite_runner(path, batch, delegates)
             out = run()
             cosine = (out * expected).sum(1) / (np.linalg.norm(out, axis=1) *

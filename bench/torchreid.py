@@ -82,15 +82,15 @@ def measure(args, weights, folder):
     import common
     import excluders
     from evaluation import metrics
-    from models import zoo as model_zoo
-    from serving import exported as serving
+    from models import zoo
+    from serving import exported
     from models import torch_weights
     from models.inference import embed_files, inference_function, load_experiment
     from models.build import build_model
 
     name = os.path.splitext(os.path.basename(weights))[0]
     root = os.path.join(folder, name)
-    stored = model_zoo.import_osnet(weights, root)
+    stored = zoo.import_osnet(weights, root)
     reference = torch_side(args, stored['model_name'].replace('osnet', 'osnet_x1_0')
                            if stored['model_name'] == 'osnet' else stored['model_name'],
                            weights, os.path.join(folder, name + '.npz'),
@@ -118,7 +118,7 @@ def measure(args, weights, folder):
     forward = inference_function(model)
     add('keras, same pixels', in_batches(lambda x: forward(tf.constant(x)).numpy(), pixels))
     legacy, legacy_body = build_model(stored['model_name'], 'fc_bn_relu', 512, padding='keras')
-    model_zoo.assign(legacy, legacy_body, torch_weights.read_state_dict(weights), weights)
+    zoo.assign(legacy, legacy_body, torch_weights.read_state_dict(weights), weights)
     legacy_forward = inference_function(legacy)
     add('keras padding (before --net_padding)',
         in_batches(lambda x: legacy_forward(tf.constant(x)).numpy(), pixels))
@@ -126,19 +126,19 @@ def measure(args, weights, folder):
     add('embed.py pipeline (TF decode, antialiased resize)',
         embed_files(model, train_args, fids, args.image_root, batch_size=BATCH)[0])
 
-    module = serving.EmbeddingModule(model, (256, 128), train_args['antialias'])
+    module = exported.EmbeddingModule(model, (256, 128), train_args['antialias'])
     saved = os.path.join(folder, name + '_saved_model')
-    serving.export_saved_model(module, saved)
+    exported.export_saved_model(module, saved)
     signature = tf.saved_model.load(saved).signatures['serving_default']
     add('SavedModel', in_batches(lambda x: signature(images=tf.constant(x))['emb'].numpy(),
                                  pixels))
     onnx_path = os.path.join(folder, name + '.onnx')
-    serving.export_onnx(module, onnx_path)
+    exported.export_onnx(module, onnx_path)
     import onnxruntime
     session = onnxruntime.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
     add('ONNX', in_batches(lambda x: session.run(None, {'images': x})[0], pixels))
     tflite_path = os.path.join(folder, name + '.tflite')
-    serving.export_tflite(module, tflite_path)
+    exported.export_tflite(module, tflite_path)
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=tflite_path, num_threads=args.threads)
 

@@ -86,12 +86,12 @@ def build(net, setting, variant=None):
     the `variant`'s settings (see `variant_settings`)."""
     import keras
     import tensorflow as tf
-    from training import step as training_step
+    import training.step
     from models.build import build_model
     variant = dict(variant or {})
     mixed_precision = variant.pop('mixed_precision', 'off')
     # train.py draws a seed in main(); the step needs one for its random losses.
-    settings = training_step.StepSettings(batch_p=setting['batch_p'], batch_k=setting['batch_k'],
+    settings = training.step.StepSettings(batch_p=setting['batch_p'], batch_k=setting['batch_k'],
                                      seed=0, **variant)
     strategy = tf.distribute.get_strategy()
     model, _ = build_model(net, 'fc1024', 128, mixed_precision)
@@ -100,7 +100,7 @@ def build(net, setting, variant=None):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
-    return model, training_step.make_train_step(model, optimizer, step, settings, strategy)[0]
+    return model, training.step.make_train_step(model, optimizer, step, settings, strategy)[0]
 
 
 def synthetic(setting):
@@ -129,7 +129,7 @@ def real(setting, data, threads):
 
 def variant_settings(variant):
     """`mixed_precision=bfloat16,xla` -> {'mixed_precision': 'bfloat16', 'xla': True}: train.py's
-    --mixed_precision and the fields of `training_step.StepSettings`."""
+    --mixed_precision and the fields of `training.step.StepSettings`."""
     settings = {}
     for item in ([] if variant == 'none' else variant.split(',')):
         key, _, value = item.partition('=')

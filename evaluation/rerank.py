@@ -20,7 +20,7 @@ squared Euclidean one (for `euclidean`) divided by its row's maximum, the
 expansion condition is a strict `>` 2/3, and the half-size neighbourhoods use
 round(k1 / 2) + 1 neighbours.
 
-NumPy and SciPy only, like metrics.py.
+NumPy and SciPy only, like evaluation/metrics.py.
 """
 
 import numpy as np

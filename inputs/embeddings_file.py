@@ -24,7 +24,7 @@ from cli import files
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')
 
-# What a row of footage holds beside its embedding (see footage.py): its
+# What a row of footage holds beside its embedding (see inputs/footage.py): its
 # camera, frame, track and box (left, top, width, height), and for a track's
 # row the last frame and the number of crops; {name: type}.
 FIELDS = {'camera': 'text', 'frame': 'int64', 'track': 'int64', 'box': 'float32',

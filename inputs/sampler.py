@@ -2,7 +2,7 @@
 training augmentations (crops, flips, padding, random erasing).
 
 Every function here works eagerly and inside `Dataset.map`; the images
-themselves are read by `images.py`.
+themselves are read by `inputs/images.py`.
 """
 
 
@@ -29,7 +29,7 @@ def stream_seed(seed, stream, index):
     The streams are numbered once for the whole project, so that no two random
     choices share one: 0 the epochs' identity order, 1 the K images of an
     identity, 2 flips, 3 crops, 5 random erasing, 6 pad-and-crop (all here),
-    4 the draws of a loss at a training step (training_step.py).
+    4 the draws of a loss at a training step (training/step.py).
     """
     base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))

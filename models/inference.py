@@ -65,7 +65,7 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
         aggregator: a key of `AGGREGATORS`, combining the versions of an image
             when there are several.
         progress: called with (done, total) forward passes after each batch
-            (see progress.py).
+            (see cli/progress.py).
 
     Returns:
         (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one

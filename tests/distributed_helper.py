@@ -21,7 +21,7 @@ import keras  # noqa: E402
 
 from training import distributed  # noqa: E402
 import train  # noqa: E402
-from training import step as training_step  # noqa: E402
+import training.step  # noqa: E402
 from models.build import build_model  # noqa: E402
 
 
@@ -58,15 +58,15 @@ def gradients(per_replica_mining, loss_names):
             with strategy.scope():
                 keras.utils.set_random_seed(1)
                 model, _ = build_model('tiny', args.head_name, 8)
-                extras = training_step.auxiliary_heads(args, 4, 8)
+                extras = training.step.auxiliary_heads(args, 4, 8)
                 # The same starting point on both strategies, one per head.
                 start = weights.setdefault(args.head_name, (
                     model.get_weights(),
-                    [v.numpy() for v in training_step.trainable_variables(model, extras)[
+                    [v.numpy() for v in training.step.trainable_variables(model, extras)[
                         len(model.trainable_variables):]],
                     extras['centers'].numpy() if 'centers' in extras else None))
                 model.set_weights(start[0])
-                for variable, value in zip(training_step.trainable_variables(model, extras)[
+                for variable, value in zip(training.step.trainable_variables(model, extras)[
                         len(model.trainable_variables):], start[1]):
                     variable.assign(value)
                 if 'centers' in extras:
@@ -74,9 +74,9 @@ def gradients(per_replica_mining, loss_names):
                 if strategy.num_replicas_in_sync > 1:
                     distributed.synchronize_batch_norm(model)
                 optimizer = keras.optimizers.Adam()
-                optimizer.build(training_step.trainable_variables(model, extras))
+                optimizer.build(training.step.trainable_variables(model, extras))
                 step = tf.Variable(0, dtype=tf.int64)
-            _, compute = training_step.make_train_step(model, optimizer, step, args, strategy,
+            _, compute = training.step.make_train_step(model, optimizer, step, args, strategy,
                                                        extras)
             if strategy.num_replicas_in_sync > 1:
                 def piece(context, data):

@@ -143,11 +143,11 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
 
 
 def test_validation_refuses_non_finite_embeddings(experiment):
-    from training import run as training
+    import training.run
     root, csv_path, image_root = experiment
     args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
-    validate = training.make_validation(args, chief=True)
+    validate = training.run.make_validation(args, chief=True)
     with pytest.raises(cli.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
         validate(lambda images: tf.fill((len(images), 16), float('inf')))
 

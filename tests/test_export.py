@@ -224,21 +224,21 @@ def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys)
         np.linalg.norm(expected, axis=1)
     assert cosine.min() > 0.9, cosine
     assert os.path.getsize(paths['int8']) < os.path.getsize(paths['float']) / 2
-    from serving import exported as serving
-    assert serving.xnnpack_problem(paths['int8'], (32, 16)) is None
+    from serving import exported
+    assert exported.xnnpack_problem(paths['int8'], (32, 16)) is None
     with pytest.raises(cli.UserError, match='--tflite_int8 quantises the --tflite model'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'x'),
                      '--tflite_int8'])
     # A model XNNPACK cannot run (OSNet's int8, in TensorFlow 2.21) gets a warning
     # naming the interpreter setting that runs it.
-    monkeypatch.setattr(serving, 'xnnpack_problem', lambda path, size: 'failed to prepare')
+    monkeypatch.setattr(exported, 'xnnpack_problem', lambda path, size: 'failed to prepare')
     assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'again'),
                         '--tflite', str(tmp_path / 'again.tflite'), '--quiet']) == 0
     assert 'BUILTIN_WITHOUT_DEFAULT_DELEGATES' in capsys.readouterr().err
 
 
 def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
-    from serving import exported as serving
+    from serving import exported
     csv_path, image_root = tiny_dataset
     first = open(csv_path).readline().strip().split(',')[1]
     with open(os.path.join(image_root, first), 'wb') as f:
@@ -246,16 +246,16 @@ def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
     train_args = {'train_set': csv_path, 'image_root': image_root, 'net_input_height': 32,
                   'net_input_width': 16, 'pre_crop_height': 32, 'pre_crop_width': 16,
                   'antialias': True, 'accurate_jpeg': True}
-    assert serving.calibration_images(train_args, 5).shape == (5, 32, 16, 3)
+    assert exported.calibration_images(train_args, 5).shape == (5, 32, 16, 3)
     with open(csv_path, 'w') as f:
         f.write('0001,{}\n'.format(first))
     with pytest.raises(cli.UserError, match='none of the images of .* can be decoded to '
                        'calibrate --tflite_int8'):
-        serving.calibration_images(train_args, 5)
+        exported.calibration_images(train_args, 5)
 
 
 def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_path):
-    from serving import exported as serving
+    from serving import exported
     from inputs.images import Preprocessing
     sets = [make_dataset(str(tmp_path / name), num_ids=2, images_per_id=3, seed=seed)
             for seed, name in enumerate(('a', 'b'))]
@@ -263,7 +263,7 @@ def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_
     train_args = {'train_set': sets, 'image_root': roots, 'net_input_height': 32,
                   'net_input_width': 16, 'pre_crop_height': 32, 'pre_crop_width': 16,
                   'antialias': True, 'accurate_jpeg': True}
-    calibration = serving.calibration_images(train_args, 4)
+    calibration = exported.calibration_images(train_args, 4)
     preprocessing = Preprocessing.of(train_args)
     expected = [preprocessing.load(open(csv).readlines()[row].strip().split(',')[1], root)
                 for row in (0, 1) for csv, root in zip(sets, roots)]

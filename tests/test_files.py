@@ -126,10 +126,11 @@ NOT_OUTPUTS = {
     ('evaluation/html_report.py', 'thumbnail'):
         'a JPEG in memory (io.BytesIO), inlined in the page',
     ('evaluation/visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
-    ('train.py', 'train'): 'checkpoint-0, through training.save',
+    ('train.py', 'train'): 'checkpoint-0, through training.run.save',
     ('training/run.py', 'save'): 'a checkpoint: TensorFlow writes it and renames its index into '
                              'place, and experiment.newest_checkpoint takes only complete ones',
-    ('training/run.py', 'make_validator.run_validation'): 'a best/ checkpoint, as training.save',
+    ('training/run.py', 'make_validator.run_validation'):
+        'a best/ checkpoint, as training.run.save',
 }
 
 

@@ -1,5 +1,5 @@
 """Camera footage to embeddings: embed.py --frames --detections, tracklets,
-and evaluate.py and search.py on them (footage.py)."""
+and evaluate.py and search.py on them (inputs/footage.py)."""
 
 import json
 import os

@@ -22,7 +22,7 @@ import tensorflow as tf
 import cli
 from cli import experiment
 import import_model
-from models import inference, zoo as model_zoo, torch_weights
+from models import inference, zoo, torch_weights
 from conftest import ROOT, write_image
 from models.build import build_model
 
@@ -412,8 +412,8 @@ def test_the_torchreid_head_is_dense_batch_norm_relu():
 ###
 
 def torchreid_state(model, body, classes=5):
-    """What torchreid's OSNet saves, from a Keras OSNet (the inverse of model_zoo.assign)."""
-    module_of = {layer: module for module, layer in model_zoo.module_layers().items()}
+    """What torchreid's OSNet saves, from a Keras OSNet (the inverse of zoo.assign)."""
+    module_of = {layer: module for module, layer in zoo.module_layers().items()}
     state = collections.OrderedDict()
     for layer in body.layers + model.layers:
         if not layer.weights or layer is body:
@@ -465,9 +465,9 @@ def test_the_state_dict_has_torchreid_s_names(trained):
 def test_every_width_maps_and_is_recognised(name):
     model, body = build_model(name, 'fc_bn_relu', 512)
     state = torchreid_state(model, body)
-    assert model_zoo.choose_net(state, 'w.pth') == (name, 512)
+    assert zoo.choose_net(state, 'w.pth') == (name, 512)
     fresh, fresh_body = build_model(name, 'fc_bn_relu', 512)
-    model_zoo.assign(fresh, fresh_body, state, 'w.pth')
+    zoo.assign(fresh, fresh_body, state, 'w.pth')
     for a, b in zip(fresh.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -490,7 +490,7 @@ def test_an_imported_model_embeds_as_the_source(tmp_path, trained, zip_format, c
                                rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     stored = json.load(open(os.path.join(root, 'args.json')))
     assert stored['net_padding'] == 'torch' and stored['imported_classes'] == 5
-    assert stored['imported_sha256'] == model_zoo.sha256(weights)
+    assert stored['imported_sha256'] == zoo.sha256(weights)
 
 
 def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, trained):
@@ -500,7 +500,7 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
         path = write_pth(tmp_path / 'w.pth', content)
         root = tmp_path / 'exp'
         with pytest.raises(cli.UserError, match=match):
-            model_zoo.import_osnet(path, str(root), **kwargs)
+            zoo.import_osnet(path, str(root), **kwargs)
         assert sorted(os.listdir(tmp_path)) == ['w.pth']
 
     refused(state, r'holds osnet_x0_25 \(a stem of 16 channels\), not osnet_x0_5',
@@ -537,9 +537,9 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     _, state = trained
     weights = write_pth(tmp_path / 'w.pth', state)
     root = str(tmp_path / 'imported')
-    model_zoo.import_osnet(weights, root)
+    zoo.import_osnet(weights, root)
     with pytest.raises(cli.UserError, match='exists already'):
-        model_zoo.import_osnet(weights, root)
+        zoo.import_osnet(weights, root)
     # embed.py on files and on a CSV (which needs --image_root: nothing was trained here).
     import embed
     crops = tmp_path / 'crops'
@@ -575,9 +575,9 @@ def test_the_exported_osnet_holds_no_tensor_but_its_variables():
     # Keras' Normalization layer kept OSNet's mean and deviation as tensors
     # captured from outside the graph, which tf2onnx turned into two more
     # inputs of the ONNX model; constants and variables alone convert to one.
-    from serving import exported as serving
+    from serving import exported
     model, _ = build_model('osnet_x0_25', 'fc_bn_relu', 512)
-    module = serving.EmbeddingModule(model, (64, 32), True)
+    module = exported.EmbeddingModule(model, (64, 32), True)
     function = module.embed_float.get_concrete_function()
     assert {tensor.dtype for tensor in function.captured_inputs} == {tf.resource}
 
@@ -595,8 +595,8 @@ def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeyp
 
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, 'Read-only file system')
-    monkeypatch.setattr(model_zoo.files, 'temporary_beside', refuse)
+    monkeypatch.setattr(zoo.files, 'temporary_beside', refuse)
     with pytest.raises(cli.UserError, match='cannot write the experiment root `.*exp`: '
                        'Read-only file system; nothing was written'):
-        model_zoo.import_osnet(weights, str(tmp_path / 'exp'))
+        zoo.import_osnet(weights, str(tmp_path / 'exp'))
     assert sorted(os.listdir(tmp_path)) == ['w.pth']

@@ -16,7 +16,9 @@ from training import memory, detailed_logs
 from cli import experiment
 import train
 import loss
-from training import run as training, step as training_step, schedules, collapse
+import training.run
+import training.step
+from training import schedules, collapse
 from models.build import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations, make_dataset
 
@@ -670,8 +672,8 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_anything_is_written(
 
 
 def test_eta_of_absurdly_many_iterations():
-    assert training.format_eta(3725) == '1:02:05'
-    assert training.format_eta(3 * 2 ** 62) == 'more than 100 years'
+    assert training.run.format_eta(3725) == '1:02:05'
+    assert training.run.format_eta(3 * 2 ** 62) == 'more than 100 years'
 
 
 def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch):
@@ -719,7 +721,7 @@ def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_i
 def test_step_settings_have_train_py_s_defaults():
     import dataclasses
     defaults = vars(train.parser.parse_args(['--experiment_root', '/unused']))
-    for field in dataclasses.fields(training_step.StepSettings):
+    for field in dataclasses.fields(training.step.StepSettings):
         if field.name != 'seed':
             assert field.default == defaults[field.name], field.name
 
@@ -767,7 +769,7 @@ def test_several_training_sets_keep_their_identities_apart(tmp_path):
     assert checkpoint_steps(root)[-1] == 24
     assert json.load(open(os.path.join(root, 'args.json')))['train_set'] == [first, second]
 
-    data = training.load_data(train.parser.parse_args(
+    data = training.run.load_data(train.parser.parse_args(
         ['--experiment_root', str(tmp_path / 'x'), '--train_set', first, second,
          '--image_root'] + roots + ['--batch_p', '8']), chief=True)
     assert data.image_root == str(tmp_path)
