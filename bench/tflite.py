@@ -5,7 +5,8 @@ For each net (untrained weights, the `fc1024` head, 128-D, 128×64 input),
 writes what `export.py` writes (through `serving/exported.py`): the SavedModel,
 the float32 TFLite model and the int8 one (calibrated on 100 synthetic
 images), and measures each file's size, the time to embed one image and a
-batch of 32 on this CPU (the best of `--repeats` after a warm-up), and how far the TFLite embeddings lie from the
+batch of 32 on this CPU (the best of `--repeats` after a warm-up), and how far
+the TFLite embeddings lie from the
 SavedModel's (largest absolute difference; cosine similarity for int8).
 
     .venv/bin/python -m bench.tflite [--nets tiny osnet_x0_25 …] [--json FILE]
