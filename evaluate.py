@@ -322,17 +322,23 @@ def main(argv=None):
 
     # Evaluation.
     wanted = args.filename is not None or args.plot is not None or args.html is not None
-    with progress.bar('Evaluating', 'query', args.quiet) as report:
-        result = metrics.evaluate(query_pids, query_fids, query_embs, gallery_pids,
-                                  gallery_fids, gallery_embs, excluder, args.metric,
-                                  args.batch_size, args.use_market_ap, distances, pairs=wanted,
-                                  progress=report)
     # The verification figures need every kept pair's distance (53 million at
     # Market-1501 scale, about 0.7 GB more), so only for the JSON or the plot.
-    verification = metrics.verification(
-        result.pop('positive'), result.pop('negative'),
-        curve_points=60 if args.plot is not None or args.html is not None else 0) \
-        if wanted else None
+    verification = None
+    with progress.bar('Evaluating', 'query', args.quiet) as report:
+        options = dict(use_market_ap=args.use_market_ap, batch_size=args.batch_size,
+                       progress=report)
+        if wanted:
+            result, positive, negative = metrics.evaluate_with_pairs(
+                query_pids, query_fids, gallery_pids, distances, excluder, **options)
+        else:
+            result = metrics.evaluate(query_pids, query_fids, gallery_pids, distances, excluder,
+                                      **options)
+    if wanted:
+        verification = metrics.verification(
+            positive, negative,
+            curve_points=60 if args.plot is not None or args.html is not None else 0)
+        del positive, negative
     check_skipped(result, args.excluder, len(query_fids))
 
     # Outputs.

@@ -67,8 +67,9 @@ def bench_evaluation(reference, repeats):
     for market_ap in (False, True):
         def run():
             excluder = market1501.excluder(q_fids, g_fids)
-            return metrics.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs, excluder,
-                                    'euclidean', 256, market_ap)
+            return metrics.evaluate(q_pids, q_fids, g_pids,
+                                    metrics.metric_distances(q_embs, g_embs, 'euclidean'),
+                                    excluder, use_market_ap=market_ap)
         seconds, result = time_it(run, repeats)
         rows.append({'task': 'evaluate, {} AP'.format('Market' if market_ap else 'sklearn'),
                      'size': '{}×{}'.format(len(q_pids), len(g_pids)),

@@ -208,7 +208,8 @@ def mean_average_precision(sets, query_embs, gallery_embs):
     from excluders.market1501 import excluder
 
     (q_pids, q_fids), (g_pids, g_fids) = sets['query'], sets['gallery']
-    result = metrics.evaluate(q_pids, q_fids, query_embs, g_pids, g_fids, gallery_embs,
+    result = metrics.evaluate(q_pids, q_fids, g_pids,
+                              metrics.metric_distances(query_embs, gallery_embs, 'euclidean'),
                               excluder(q_fids, g_fids))
     return float(result['mAP']), float(result['CMC'][0])
 

@@ -102,8 +102,8 @@ def measure(args, weights, folder):
     count = len(query_fids)
 
     def figures(embs):
-        result = metrics.evaluate(query_pids, query_fids, embs[:count], gallery_pids,
-                                  gallery_fids, embs[count:], excluder, 'euclidean')
+        result = metrics.evaluate(query_pids, query_fids, gallery_pids, metrics.metric_distances(
+            embs[:count], embs[count:], 'euclidean'), excluder)
         return {'mAP': round(100 * float(result['mAP']), 2),
                 'rank1': round(100 * float(result['CMC'][0]), 2)}
 

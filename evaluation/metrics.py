@@ -81,7 +81,7 @@ def average_query_expansion(query_embs, gallery_embs, k, alpha=3.0, batch_size=2
 
 def metric_distances(query_embs, gallery_embs, metric):
     """`distances(query_indices) -> (b, G)`: the `metric` distances of those
-    queries to the whole gallery, the function evaluate() uses by default."""
+    queries to the whole gallery, as `evaluate` takes them."""
     def distances(query_indices):
         return pairwise_distances(query_embs[query_indices], gallery_embs, metric)
     return distances
@@ -171,32 +171,55 @@ def batch_average_precision(d, matches, use_market_ap):
             np.minimum.reduceat(rank, starts), counts / (np.maximum.reduceat(rank, starts) + 1))
 
 
-def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gallery_embs,
-             excluder, metric='euclidean', batch_size=256, use_market_ap=False, distances=None,
-             pairs=False, progress=None):
+def evaluate(query_pids, query_fids, gallery_pids, distances, excluder, *, use_market_ap=False,
+             batch_size=256, progress=None):
     """Average precision of every query, the CMC curve and mINP.
 
-    Batches of `batch_size` queries are processed two at a time, one per
-    thread: NumPy's sort releases the GIL, so both cores of a laptop work.
-    `distances(query_indices) -> (b, G)` replaces the `metric` distances
-    between the embeddings when given (re-ranking does so). `progress`, when
-    given, is called with (done, total) queries after each batch.
+    Args:
+        query_pids (Q,), query_fids (Q,), gallery_pids (G,): the identities
+            and the query file names (which name the skipped queries).
+        distances: `distances(query_indices (b,)) -> (b, G)` float distances,
+            such as `metric_distances(query_embs, gallery_embs, metric)` or
+            `rerank.reranker(...)`.
+        excluder: `excluder(query_indices (b,)) -> (b, G)` bool, True for the
+            gallery entries the protocol ignores for those queries.
+        use_market_ap: Market-1501's trapezoidal AP instead of scikit-learn's.
+        batch_size: queries per batch. Batches are processed two at a time,
+            one per thread: NumPy's sort releases the GIL, so both cores of a
+            laptop work.
+        progress: called with (done, total) queries after each batch.
 
     Returns:
         A dict with `mAP`, `mINP`, `CMC` (G,) divided by the number of
         queries as the original, `aps` and `inps` (one per query with a valid
-        match) and `skipped` (the file names of queries without any). With
-        `pairs`, also `positive`, the float32 distances of all query–gallery
-        pairs of the same identity that the excluder keeps, and `negative`,
-        a (Q·G,) float32 array with the distances of those of different
-        identities and `inf` in the places of all other pairs (for
-        `verification`; filled in place, which spares a copy of 53 million
-        distances at Market-1501 scale).
+        match) and `skipped` (the file names of queries without any).
     """
+    return _evaluate(query_pids, query_fids, gallery_pids, distances, excluder, use_market_ap,
+                     batch_size, progress, pairs=False)[0]
+
+
+def evaluate_with_pairs(query_pids, query_fids, gallery_pids, distances, excluder, *,
+                        use_market_ap=False, batch_size=256, progress=None):
+    """`evaluate`, and the distances of the pairs that `verification` needs.
+
+    Returns:
+        (figures, positive, negative): `evaluate`'s dict; the float32
+        distances of all query–gallery pairs of the same identity that the
+        excluder keeps; and a (Q·G,) float32 array with the distances of those
+        of different identities and `inf` in the places of all other pairs
+        (filled in place, which spares a copy of 53 million distances at
+        Market-1501 scale).
+    """
+    return _evaluate(query_pids, query_fids, gallery_pids, distances, excluder, use_market_ap,
+                     batch_size, progress, pairs=True)
+
+
+def _evaluate(query_pids, query_fids, gallery_pids, distances, excluder, use_market_ap,
+              batch_size, progress, pairs):
+    """`evaluate` and `evaluate_with_pairs`: (figures, positive, negative),
+    the last two None without `pairs`."""
     _, codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     q_codes, g_codes = codes[:len(query_pids)], codes[len(query_pids):]
-    if distances is None:
-        distances = metric_distances(query_embs, gallery_embs, metric)
     negative = np.empty((len(query_pids), len(gallery_pids)), np.float32) if pairs else None
 
     def run_batch(start):
@@ -230,14 +253,14 @@ def evaluate(query_pids, query_fids, query_embs, gallery_pids, gallery_fids, gal
 
     valid = ~np.isnan(aps)
     cmc = np.cumsum(first_hits)[:len(gallery_pids)] / len(query_pids)
-    result = {'mAP': float(np.mean(aps[valid])) if valid.any() else 0.0,
-              'mINP': float(np.mean(inps[valid])) if valid.any() else 0.0, 'CMC': cmc.tolist(),
-              'aps': aps[valid].tolist(), 'inps': inps[valid].tolist(),
-              'skipped': [str(f) for f in query_fids[~valid]]}
-    if pairs:
-        result['positive'] = np.concatenate(positive or [np.zeros(0, np.float32)])
-        result['negative'] = negative.reshape(-1)
-    return result
+    figures = {'mAP': float(np.mean(aps[valid])) if valid.any() else 0.0,
+               'mINP': float(np.mean(inps[valid])) if valid.any() else 0.0, 'CMC': cmc.tolist(),
+               'aps': aps[valid].tolist(), 'inps': inps[valid].tolist(),
+               'skipped': [str(f) for f in np.asarray(query_fids)[~valid]]}
+    if not pairs:
+        return figures, None, None
+    return (figures, np.concatenate(positive or [np.zeros(0, np.float32)]),
+            negative.reshape(-1))
 
 
 # The false-positive rates of the verification figures, as keys of the JSON.

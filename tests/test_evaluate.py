@@ -16,6 +16,11 @@ from conftest import ROOT, market_like, write_h5, write_market_like
 from excluders import diagonal, duke, market1501
 
 
+def euclidean(query_embs, gallery_embs):
+    """The Euclidean distances that metrics.evaluate takes."""
+    return metrics.metric_distances(query_embs, gallery_embs, 'euclidean')
+
+
 def sklearn_ap(y_true, y_score):
     """scikit-learn's average_precision_score, written out: sum over distinct
     thresholds of (recall increase) × precision."""
@@ -67,8 +72,9 @@ def test_matches_reference_loop(market, metric, quantize):
     q_pids, q_fids, q_emb = q_pids[keep], [f.replace('bounding_box_test', 'query')
                                            for f in q_fids[keep]], q_emb[keep]
     mask = market1501.excluder(q_fids, g_fids)
-    got = metrics.evaluate(q_pids, np.array(q_fids), q_emb, g_pids, g_fids, g_emb, mask,
-                           metric, batch_size=7, use_market_ap=market)
+    got = metrics.evaluate(q_pids, np.array(q_fids), g_pids,
+                           metrics.metric_distances(q_emb, g_emb, metric), mask, batch_size=7,
+                           use_market_ap=market)
     # In evaluate's batches of 7 queries: matrix products of other shapes
     # may round differently, and cosine distances of quantised embeddings
     # have near-ties that such rounding reorders.
@@ -96,11 +102,11 @@ def test_hand_computed_case():
     g = np.array([[1], [2], [3], [4]], np.float32)
     g_pids = np.array(['b', 'a', 'c', 'a'])
     none = lambda idx: np.zeros((len(idx), 4), bool)
-    sk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    sk = metrics.evaluate(np.array(['a']), np.array(['q']), g_pids, euclidean(q, g), none)
     # Precision at the hits: 1/2 and 2/4.
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert sk['CMC'] == [0, 1, 1, 1]
-    mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+    mk = metrics.evaluate(np.array(['a']), np.array(['q']), g_pids, euclidean(q, g), none,
                           use_market_ap=True)
     # Trapezoids: (1/2 + 0/1)/2 and (2/4 + 1/3)/2, each weighted by recall 1/2.
     assert mk['mAP'] == pytest.approx(0.5 * (0.25 + (0.5 + 1 / 3) / 2))
@@ -115,13 +121,14 @@ def test_minp_averages_over_queries_and_ignores_excluded_entries():
     # Query `a`: hits at ranks 1 and 3 → 2/3. Query `b` with its nearer hit
     # excluded: its gallery becomes a, a, b, one hit at rank 3 → 1/3.
     excluded = lambda idx: np.array([[False] * 4, [False, True, False, False]])[idx]
-    result = metrics.evaluate(np.array(['a', 'b']), np.array(['q1', 'q2']), q, g_pids, g_pids,
-                              g, excluded, pairs=True)
+    result, positive, negative = metrics.evaluate_with_pairs(
+        np.array(['a', 'b']), np.array(['q1', 'q2']), g_pids, euclidean(q, g), excluded)
     assert result['inps'] == pytest.approx([2 / 3, 1 / 3])
     assert result['mINP'] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert result == metrics.evaluate(np.array(['a', 'b']), np.array(['q1', 'q2']), g_pids,
+                                      euclidean(q, g), excluded)
     # The pairs the excluder keeps: same identity 1, 3 (a) and 4 (b); others 2, 4 (a), 1, 3 (b).
-    assert sorted(result['positive']) == [1, 3, 4]
-    negative = result['negative']
+    assert sorted(positive) == [1, 3, 4]
     assert negative.shape == (8,) and sorted(negative[np.isfinite(negative)]) == [1, 2, 3, 4]
 
 
@@ -176,9 +183,9 @@ def test_tied_distances():
     g = np.array([[1], [-1], [2]], np.float32)
     g_pids = np.array(['b', 'a', 'a'])
     none = lambda idx: np.zeros((len(idx), 3), bool)
-    sk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none)
+    sk = metrics.evaluate(np.array(['a']), np.array(['q']), g_pids, euclidean(q, g), none)
     assert sk['mAP'] == pytest.approx((1 / 2 + 2 / 3) / 2)
-    mk = metrics.evaluate(np.array(['a']), np.array(['q']), q, g_pids, g_pids, g, none,
+    mk = metrics.evaluate(np.array(['a']), np.array(['q']), g_pids, euclidean(q, g), none,
                           use_market_ap=True)
     # Stable order: b (miss), a (hit at rank 1), a (hit at rank 2).
     assert mk['mAP'] == pytest.approx(0.5 * ((1 / 2 + 0) / 2 + (2 / 3 + 1 / 2) / 2))
@@ -189,8 +196,8 @@ def test_query_without_match_is_skipped():
     q = np.zeros((2, 1), np.float32)
     g = np.array([[1], [2]], np.float32)
     none = lambda idx: np.zeros((len(idx), 2), bool)
-    out = metrics.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), q,
-                           np.array(['a', 'b']), np.array(['ga', 'gb']), g, none)
+    out = metrics.evaluate(np.array(['a', 'z']), np.array(['qa', 'qz']), np.array(['a', 'b']),
+                           euclidean(q, g), none)
     assert out['skipped'] == ['qz'] and out['aps'] == [1.0]
     assert out['CMC'] == [0.5, 0.5]
 
@@ -313,8 +320,8 @@ def test_cli_rerank_and_plot(tmp_path, capsys):
             assert image.format == 'PNG' and image.size[0] > 300
     # The re-ranked mAP is the one of evaluate() with the reranker.
     excluder = market1501.excluder(q_fids, g_fids)
-    expected = metrics.evaluate(q_pids, q_fids, q_emb, g_pids, g_fids, g_emb, excluder,
-                                distances=rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3))
+    expected = metrics.evaluate(q_pids, q_fids, g_pids,
+                                rerank.reranker(q_emb, g_emb, 'euclidean', 6, 3), excluder)
     assert result['mAP'] == pytest.approx(expected['mAP'])
 
     with pytest.raises(SystemExit):
@@ -370,8 +377,8 @@ def test_cli_aqe_composes_with_rerank(tmp_path, capsys):
     assert result['aqe'] == {'k': 3, 'alpha': 3.0} and 'rerank' in result
     expanded = metrics.average_query_expansion(q_emb, g_emb, 3)
     excluder = diagonal.excluder(q_fids, g_fids)
-    expected = metrics.evaluate(q_pids, q_fids, expanded, g_pids, g_fids, g_emb, excluder,
-                                distances=rerank.reranker(expanded, g_emb, 'euclidean', 6, 3))
+    expected = metrics.evaluate(q_pids, q_fids, g_pids,
+                                rerank.reranker(expanded, g_emb, 'euclidean', 6, 3), excluder)
     assert result['mAP'] == pytest.approx(expected['mAP'])
     with pytest.raises(cli.UserError, match='more neighbours than the'):
         evaluate.main(base + ['--aqe', str(len(g_pids) + 1)])

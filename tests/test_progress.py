@@ -79,11 +79,10 @@ def test_evaluation_reports_its_queries():
     rng = np.random.default_rng(0)
     q_pids, g_pids = np.arange(10) % 5, np.arange(30) % 5
     q_fids = np.array(['q{}'.format(i) for i in range(10)])
-    g_fids = np.array(['g{}'.format(i) for i in range(30)])
     q, g = rng.normal(size=(10, 4)), rng.normal(size=(30, 4))
     calls, report = reports()
-    metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, lambda idx: np.zeros(
-        (len(idx), 30), bool), batch_size=3, progress=report)
+    metrics.evaluate(q_pids, q_fids, g_pids, metrics.metric_distances(q, g, 'euclidean'),
+                     lambda idx: np.zeros((len(idx), 30), bool), batch_size=3, progress=report)
     assert_counted_to_the_end(calls, 10)
     assert len(calls) == 4
 

@@ -87,7 +87,8 @@ def test_rerank_improves_a_noisy_ranking():
     q_fids = np.array(['q{}'.format(i) for i in range(len(q))])
     g_fids = np.array(['g{}'.format(i) for i in range(len(g))])
     excluder = diagonal.excluder(q_fids, g_fids)
-    plain = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder)
-    reranked = metrics.evaluate(q_pids, q_fids, q, g_pids, g_fids, g, excluder,
-                                distances=rerank.reranker(q, g, 'euclidean'))
+    plain = metrics.evaluate(q_pids, q_fids, g_pids, metrics.metric_distances(q, g, 'euclidean'),
+                             excluder)
+    reranked = metrics.evaluate(q_pids, q_fids, g_pids, rerank.reranker(q, g, 'euclidean'),
+                                excluder)
     assert reranked['mAP'] > plain['mAP'] + 0.02

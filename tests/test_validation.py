@@ -58,7 +58,8 @@ def test_validation_logs_keeps_the_best_and_changes_nothing(tmp_path, tiny_datas
                                           for c in (query, gallery))
     q_embs, g_embs = (embedder([os.path.join(image_root, f) for f in fids])
                       for fids in (q_fids, g_fids))
-    result = metrics.evaluate(q_pids, q_fids, q_embs, g_pids, g_fids, g_embs,
+    result = metrics.evaluate(q_pids, q_fids, g_pids,
+                              metrics.metric_distances(q_embs, g_embs, 'euclidean'),
                               market1501.excluder(q_fids, g_fids))
     assert result['mAP'] == pytest.approx(best['mAP'], abs=1e-4)
 

@@ -51,8 +51,8 @@ def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
         embeddings_file.check_finite(embs, 'validation\'s embeddings of `{}` and `{}`'.format(
             query_csv, gallery_csv), 'the network\'s weights are broken; lower '
             '--learning_rate and resume from an earlier checkpoint', fids)
-        result = metrics.evaluate(q_pids, q_fids, embs[:len(q_fids)], g_pids, g_fids,
-                                  embs[len(q_fids):], mask, metric)
+        result = metrics.evaluate(q_pids, q_fids, g_pids, metrics.metric_distances(
+            embs[:len(q_fids)], embs[len(q_fids):], metric), mask)
         cmc = result['CMC']
         return {'mAP': result['mAP'], 'top1': metrics.cmc_at(cmc, 1),
                 'top5': metrics.cmc_at(cmc, 5)}
