@@ -13,8 +13,11 @@ nearest-neighbour index that the first such search builds and saves beside
 the gallery (see gallery.load_or_build_index). A gallery grows without
 rebuilding its index, and shrinks:
 
-    python search.py --gallery GALLERY.h5 --append NEW_embeddings.h5
-    python search.py --gallery GALLERY.h5 --remove '^cam3/'
+    python search.py append --gallery GALLERY.h5 --embeddings NEW_embeddings.h5
+    python search.py remove --gallery GALLERY.h5 --pattern '^cam3/'
+
+The mode comes first (`search` when none is given); the earlier spellings
+`--append FILE` and `--remove REGEX` without a mode choose those modes.
 """
 
 import argparse
@@ -31,69 +34,103 @@ from cli import flags
 from evaluation import metrics
 from cli import progress, startup
 
-parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0])
+MODES = ('search', 'append', 'remove')
 
-parser.add_argument(
-    '--experiment_root', default=None,
-    help='The trained experiment: its args.json and checkpoints (required to search).')
 
-parser.add_argument(
+def with_mode(argv):
+    """`argv` with its mode first. Without one, the earlier spellings keep
+    working: `--append FILE` appends, `--remove REGEX` removes, anything
+    else searches (argparse then refuses the flags of another mode)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in MODES + ('-h', '--help'):
+        return argv
+    for mode in ('append', 'remove'):
+        if any(arg == '--' + mode or arg.startswith('--' + mode + '=') for arg in argv):
+            return [mode] + argv
+    return ['search'] + argv
+
+
+parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n')[0],
+                                 epilog='Without a MODE, search.py searches; `--append FILE` '
+                                        'and `--remove REGEX` choose those modes.')
+modes = parser.add_subparsers(dest='mode', required=True, metavar='MODE',
+                              help='search (the default), append or remove; `search.py MODE '
+                                   '--help` lists its flags.')
+# --gallery, which every mode takes.
+gallery_flag = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+gallery_flag.add_argument(
     '--gallery', required=True,
     help='An HDF5 file that embed.py wrote (with --images or --dataset) with the same '
          'experiment: its `emb` and `fids` are the gallery.')
 
-parser.add_argument(
-    '--query', default=None, nargs='+', metavar='IMAGE',
-    help='Query image files, or folders of them (searched recursively, sorted); required to '
-         'search.')
+appending = modes.add_parser(
+    'append', parents=[gallery_flag], allow_abbrev=False,
+    help='Append new embeddings to the gallery and its indexes.',
+    description='Append the embeddings file that embed.py wrote for new images to --gallery.')
+appending.add_argument(
+    '--embeddings', '--append', dest='append', required=True, metavar='EMBEDDINGS',
+    help='The embeddings file that embed.py wrote for the new images (with the gallery\'s '
+         'experiment, checkpoint and test-time augmentation); they are appended to the '
+         '--gallery and added to the indexes saved beside it without rebuilding those. Two '
+         'appenders at once take turns; a kill leaves the old gallery.')
 
-parser.add_argument(
+removing = modes.add_parser(
+    'remove', parents=[gallery_flag], allow_abbrev=False,
+    help='Remove gallery images by file name.',
+    description='Remove the gallery images whose file name matches a regular expression.')
+removing.add_argument(
+    '--pattern', '--remove', dest='remove', required=True, metavar='REGEX',
+    help='Remove the gallery images whose file name matches this regular expression (searched '
+         'anywhere in the name, for example `^cam3/`). faiss\'s graph cannot delete, so the '
+         'saved indexes are removed and the next --index search builds one anew.')
+
+searching = modes.add_parser(
+    'search', parents=[gallery_flag], allow_abbrev=False,
+    help='Search the gallery for query images or stored query embeddings.',
+    description='Rank the gallery for each query and print the top-k.')
+queries = searching.add_mutually_exclusive_group(required=True)
+
+searching.add_argument(
+    '--experiment_root', default=None,
+    help='The trained experiment: its args.json and checkpoints (required with --query).')
+
+queries.add_argument(
+    '--query', default=None, nargs='+', metavar='IMAGE',
+    help='Query image files, or folders of them (searched recursively, sorted).')
+
+queries.add_argument(
     '--query_embeddings', default=None, metavar='EMBEDDINGS',
     help='Instead of --query images, search for the rows of this embeddings file that embed.py '
          'wrote with the gallery\'s checkpoint: tracks of camera footage (--tracklets) for a '
          'track-to-track search, or images embedded before. Needs no --experiment_root; the '
          'distance is --metric (euclidean by default).')
 
-parser.add_argument(
-    '--append', default=None, metavar='EMBEDDINGS',
-    help='Instead of searching, append the embeddings file that embed.py wrote for new images '
-         '(with the gallery\'s experiment, checkpoint and test-time augmentation) to the '
-         '--gallery, and add them to the indexes saved beside it without rebuilding those. '
-         'Two appenders at once take turns; a kill leaves the old gallery.')
-
-parser.add_argument(
-    '--remove', default=None, metavar='REGEX',
-    help='Instead of searching, remove the gallery images whose file name matches this '
-         'regular expression (searched anywhere in the name, for example `^cam3/`). faiss\'s '
-         'graph cannot delete, so the saved indexes are removed and the next --index search '
-         'builds one anew.')
-
-parser.add_argument(
+searching.add_argument(
     '--checkpoint', default=None,
     help='A checkpoint of the experiment other than the newest (such as `best`); it must be '
          'the one that embedded the gallery.')
 
-parser.add_argument(
+searching.add_argument(
     '--top_k', default=10, type=flags.positive_int,
     help='How many gallery images to list per query.')
 
-parser.add_argument(
+searching.add_argument(
     '--metric', default=None, choices=metrics.METRICS,
     help='The distance; the experiment\'s training metric by default.')
 
-parser.add_argument(
+searching.add_argument(
     '--threshold', default=None, type=flags.float_between(0, 1e6),
     help='Mark the results at most this far from the query as matches (for example '
          'evaluate.py\'s `threshold_at_fpr` for the false-positive rate you accept). Always '
          'on the plain --metric distance, also with --rerank.')
 
-parser.add_argument(
+searching.add_argument(
     '--rerank', action='store_true', default=False,
     help='Re-rank with k-reciprocal encoding over the queries and the whole gallery (as '
          'evaluate.py --rerank; slow for large galleries: it finds every gallery image\'s '
          'neighbours).')
 
-parser.add_argument(
+searching.add_argument(
     '--index', action='store_true', default=False,
     help='Search through an approximate nearest-neighbour index (faiss\'s HNSW graph) instead '
          'of measuring every gallery embedding, for galleries of hundreds of thousands of '
@@ -101,37 +138,37 @@ parser.add_argument(
          '(`GALLERY.l2.index`, `.cosine.index` or `.l1.index`, by --metric), and rebuilt when '
          'the gallery\'s embeddings change. The distances printed are exact.')
 
-parser.add_argument(
+searching.add_argument(
     '--index_candidates', default=64, type=flags.positive_int,
     help='With --index: how many candidates the graph search keeps (HNSW\'s efSearch, at '
          'least --top_k). More finds more of the exact top-k, more slowly.')
 
-parser.add_argument(
+searching.add_argument(
     '--output', default=None,
     help='Also write the results: `.json` gives a list of {"query": path, "results": [{"file": '
          '..., "distance": ...}, ...]}, `.csv` one row per query and rank.')
 
-parser.add_argument(
+searching.add_argument(
     '--plot', default=None,
     help='Also draw the rankings into this PNG file: each query, then its top-k gallery '
          'images (green border within --threshold).')
 
-parser.add_argument(
+searching.add_argument(
     '--batch_size', default=256, type=flags.positive_int,
     help='Images embedded at once.')
 
-parser.add_argument(
+searching.add_argument(
     '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=flags.positive_int,
     help='Refuse query images whose headers declare more pixels than this, before decoding '
          'them.')
 
-parser.add_argument(
+searching.add_argument(
     '--html', default=None, metavar='DIR',
     help='Also write DIR/index.html, one self-contained page with each query and its top-k '
          'results as thumbnails, their distances, the matches within --threshold and the '
          'threshold as a line.')
 
-parser.add_argument(
+searching.add_argument(
     '--quiet', action='store_true', default=False,
     help='No progress bars (they are drawn only on a terminal, and only for work that takes '
          'more than a second).')
@@ -187,15 +224,14 @@ def check_outputs(args, queries, inputs=()):
 
 
 def check_arguments(args):
-    """Refuses an --output of another kind than JSON or CSV, and --index
-    with --rerank."""
-    if args.query_embeddings is not None:
-        if args.query is not None or args.plot is not None or args.html is not None:
-            parser.error('--query_embeddings names its queries, which are no images: leave out '
-                         '--query, --plot and --html')
-    elif args.experiment_root is None or args.query is None:
-        parser.error('the following arguments are required to search: --experiment_root, '
-                     '--query (or give --query_embeddings, --append or --remove)')
+    """Refuses what argparse cannot: --query without --experiment_root,
+    pictures of stored queries, an --output of another kind than JSON or
+    CSV, and --index with --rerank."""
+    if args.query_embeddings is not None and (args.plot is not None or args.html is not None):
+        searching.error('--query_embeddings names its queries, which are no images: leave out '
+                        '--plot and --html')
+    if args.query is not None and args.experiment_root is None:
+        searching.error('--query needs the --experiment_root that embeds the images')
     if args.output is not None and not args.output.lower().endswith(('.json', '.csv')):
         raise cli.UserError('--output `{}` must end in .json or .csv.'.format(args.output))
     if args.index and args.rerank:
@@ -243,21 +279,10 @@ def search(args, query_embs, gallery_embs, metric):
     return gallery.rank(query_embs, gallery_embs, metric, args.top_k, args.rerank)
 
 
-def check_change_arguments(args):
-    """Refuses --append with --remove, and either with a flag of the search."""
-    searching = [flag for flag in ('query', 'query_embeddings', 'output', 'plot', 'html',
-                                   'threshold', 'index', 'rerank')
-                 if getattr(args, flag) not in (None, False)]
-    if searching or (args.append is not None and args.remove is not None):
-        parser.error('--append and --remove change the gallery and search nothing; give one '
-                     'of them, without {}'.format(', '.join('--' + f for f in searching) or
-                                                  'the other'))
-
-
 def change_gallery(args):
-    """--append and --remove: changes the gallery instead of searching it."""
+    """The modes append and remove: change the gallery instead of searching it."""
     from serving import gallery
-    if args.append is not None:
+    if args.mode == 'append':
         files.check_not_input(args.gallery, '--gallery', [('--append', args.append)])
         added, total, indexes = gallery.append(args.gallery, args.append)
         print('Appended {} images to `{}`, which holds {} now{}.'.format(
@@ -317,13 +342,13 @@ def embed_queries(args, origin, augmentation):
 
 
 def main(argv=None):
-    args = parser.parse_args(argv)
-    changing = args.append is not None or args.remove is not None
-    (check_change_arguments if changing else check_arguments)(args)
+    args = parser.parse_args(with_mode(argv))
+    if args.mode == 'search':
+        check_arguments(args)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    if changing:
+    if args.mode != 'search':
         return change_gallery(args)
     from serving import gallery
 

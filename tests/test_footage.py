@@ -182,7 +182,7 @@ def test_tracklets_combine_each_tracks_boxes_and_evaluate_and_search_take_them(
     assert [(e['query'], e['results'][0]['file']) for e in found] == [
         ('cam1/track1', 'cam2/track1'), ('cam1/track2', 'cam2/track2')]
     for argv, message in ((['--query_embeddings', tracks, '--plot', str(tmp_path / 'p.png')],
-                           'leave out --query, --plot and --html'),
+                           'leave out --plot and --html'),
                           (['--experiment_root', experiment, '--query', frames, '--plot',
                             str(tmp_path / 'p.png')], 'names are no image files to draw')):
         with pytest.raises((SystemExit, cli.UserError)) as raised:

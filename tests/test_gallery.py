@@ -236,14 +236,23 @@ def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, 
     path, extra = tmp_path / 'g.h5', tmp_path / 'new.h5'
     write(path, clustered(100, 0), 'cam1')
     write(extra, clustered(40, 1), 'cam2')
+    # The earlier spellings without a mode, and the modes.
     assert search.main(['--gallery', str(path), '--append', str(extra)]) == 0
     assert 'Appended 40 images to' in capsys.readouterr().err
     assert search.main(['--gallery', str(path), '--remove', '^cam2/']) == 0
     assert 'Removed 40 images from' in capsys.readouterr().err
+    assert search.main(['append', '--gallery', str(path), '--embeddings', str(extra)]) == 0
+    assert 'Appended 40 images to' in capsys.readouterr().err
+    assert search.main(['remove', '--gallery', str(path), '--pattern', '^cam2/']) == 0
+    assert 'Removed 40 images from' in capsys.readouterr().err
+    # argparse keeps the modes apart.
     for argv, message in (
-            (['--append', str(extra), '--query', 'x.jpg'], 'search nothing; .* without --query'),
-            (['--append', str(extra), '--remove', 'x'], 'give one of them, without the other'),
-            (['--experiment_root', 'exp'], 'required to search: --experiment_root, --query'),
+            (['--append', str(extra), '--query', 'x.jpg'], 'unrecognized arguments: --query'),
+            (['--append', str(extra), '--remove', 'x'], 'unrecognized arguments: --remove x'),
+            (['--experiment_root', 'exp'], 'one of the arguments --query --query_embeddings is '
+                                           'required'),
+            (['--query', 'x.jpg'], '--query needs the --experiment_root'),
+            (['--query', 'x.jpg', '--query_embeddings', 'q.h5'], 'not allowed with argument'),
             (['--append', str(path)], 'is the same file as --append'),
             (['--remove', 'x', '--gallery', str(tmp_path / 'missing.h5')],
              'missing.h5` is not a file')):

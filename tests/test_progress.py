@@ -118,7 +118,8 @@ def test_conversion_reports_folders_and_extraction(tmp_path):
 
 @pytest.mark.parametrize('script', ['evaluate.py', 'search.py', 'data/convert.py'])
 def test_quiet_is_a_flag(script):
-    argv = [script] + (['folders', '--help'] if 'convert' in script else ['--help'])
+    argv = [script] + {'data/convert.py': ['folders', '--help'],
+                       'search.py': ['search', '--help']}.get(script, ['--help'])
     shown = subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True,
                            timeout=60).stdout
     assert '--quiet' in shown
