@@ -294,7 +294,7 @@ def test_nan_loss_stops_without_checkpoint(tmp_path, tiny_dataset, monkeypatch):
 
     monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard', poisoned)
     root = str(tmp_path / 'exp')
-    with pytest.raises(training.TrainingDiverged, match='loss became NaN at iteration 1'):
+    with pytest.raises(training.run.TrainingDiverged, match='loss became NaN at iteration 1'):
         train.main(base_args(root, csv_path, image_root, 5))
     assert checkpoint_steps(root) == [0]
 
@@ -522,9 +522,9 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     batch_hard = loss.LOSS_CHOICES['batch_hard']
     monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard',
                         lambda *args, **kwargs: batch_hard(*args, **kwargs) * np.nan)
-    with pytest.raises(training.TrainingDiverged, match='--learning_rate and --override'):
+    with pytest.raises(training.run.TrainingDiverged, match='--learning_rate and --override'):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '10'))
-    with pytest.raises(training.TrainingDiverged):
+    with pytest.raises(training.run.TrainingDiverged):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3'))
     monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard', batch_hard)
     assert train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3',
