@@ -19,7 +19,8 @@ import tensorflow as tf
 import heads
 import nets
 from models import tf1_checkpoint
-from cli.experiment import check_choices, newest_checkpoint
+from cli.checkpoints import newest_checkpoint
+from cli.experiment import check_choices
 from cli import UserError
 from layers import pooling_layer
 

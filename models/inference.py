@@ -13,7 +13,8 @@ import tensorflow as tf
 from inputs.images import Preprocessing, augmentation_names, image_batches, load_image, resize
 from aggregators import AGGREGATORS
 from cli import UserError
-from cli.experiment import find_checkpoint, read_args
+from cli.checkpoints import find_checkpoint
+from cli.experiment import read_args
 from models.build import build_model, check_architecture, restore
 
 

@@ -174,7 +174,7 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     root = experiment[0]
     monkeypatch.chdir(os.path.dirname(root))
     relative = os.path.basename(root)
-    from cli.experiment import find_checkpoint
+    from cli.checkpoints import find_checkpoint
     # `../exp` from inside the root names the root itself; the index's
     # relative path must not be prefixed twice.
     assert os.path.normpath(find_checkpoint(relative, '../' + relative)) == \

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from cli import experiment
+from cli import checkpoints
 import train
 from bench import fault_injection
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
@@ -53,7 +53,7 @@ def test_a_kill_at_any_moment_of_a_save_resumes_from_the_newest_complete_one(tmp
     for case, (root, args, process) in runs.items():
         assert process.wait(timeout=120) == -signal.SIGKILL, (case, process.stderr.read())
         process.stderr.close()
-        newest = experiment.newest_checkpoint(root)
+        newest = checkpoints.newest_checkpoint(root)
         resumed = cases[case]
         assert newest == (None if resumed is None else os.path.join(root, 'checkpoint-{}'.format(
             resumed))), case

@@ -128,7 +128,7 @@ NOT_OUTPUTS = {
     ('evaluation/visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
     ('train.py', 'train'): 'checkpoint-0, through training.run.save',
     ('training/run.py', 'save'): 'a checkpoint: TensorFlow writes it and renames its index into '
-                             'place, and experiment.newest_checkpoint takes only complete ones',
+                             'place, and checkpoints.newest_checkpoint takes only complete ones',
     ('training/run.py', 'make_validator.run_validation'):
         'a best/ checkpoint, as training.run.save',
 }

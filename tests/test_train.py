@@ -462,7 +462,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                           tiny_dataset):
     import glob
-    from cli.experiment import find_checkpoint, newest_checkpoint
+    from cli.checkpoints import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')

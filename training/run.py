@@ -25,7 +25,7 @@ import tensorflow as tf
 import cli
 import common
 from training import detailed_logs, distributed
-from cli import experiment, files, flags
+from cli import checkpoints, experiment, files, flags
 import nets
 from inputs import sampler
 from training import validation
@@ -224,7 +224,7 @@ def build_run(args, strategy, num_ids, chief):
     checkpoint_dir = args.experiment_root if chief else os.path.join(
         args.experiment_root, '.{}_{}'.format(task_type, task_index))
     if chief:
-        experiment.remove_damaged_index(checkpoint_dir)
+        checkpoints.remove_damaged_index(checkpoint_dir)
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
@@ -240,9 +240,9 @@ def restore_or_initialise(run, resuming, num_ids):
         The restored checkpoint's path, or None for a new run.
     """
     args = run.args
-    latest = experiment.newest_checkpoint(args.experiment_root)
+    latest = checkpoints.newest_checkpoint(args.experiment_root)
     if resuming and run.chief and not latest:
-        experiment.check_checkpoints_not_lost(args.experiment_root)
+        checkpoints.check_checkpoints_not_lost(args.experiment_root)
     if latest:
         check_identity_count(latest, num_ids, args.train_set)
         restore(latest, run.checkpoint, run.model, run.body, run.optimizer, run.step,
@@ -339,7 +339,7 @@ def checked_step(train_step, images, labels, run):
             'last checkpoint `{}`.'.format(
                 'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
                 else 'infinite', int(run.step.numpy()),
-                experiment.newest_checkpoint(args.experiment_root)))
+                checkpoints.newest_checkpoint(args.experiment_root)))
     return out, b_loss, terms
 
 
@@ -434,7 +434,7 @@ def loop(run, data, validate, changed, latest):
             for array in (log_embs, log_loss, log_fids):
                 array.flush()
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
-             experiment.newest_checkpoint(args.experiment_root))
+             checkpoints.newest_checkpoint(args.experiment_root))
     return 0
 
 
