@@ -594,7 +594,7 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
         def step(images, labels):
             raise tf.errors.ResourceExhaustedError(None, None, 'OOM when allocating tensor')
         return step, None
-    monkeypatch.setattr(training, 'make_train_step', out_of_memory)
+    monkeypatch.setattr(training.run, 'make_train_step', out_of_memory)
     # A change that fails in its first iteration is not stored, so the rerun
     # without it works.
     with pytest.raises(cli.UserError, match=r'a training batch of 12 images of 32x16 does '
