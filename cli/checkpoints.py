@@ -3,6 +3,7 @@ damaged ones or repairing what can be (the `checkpoint` index), and the
 check that a trained root did not lose them.
 """
 
+import dataclasses
 import logging
 import os
 import re
@@ -14,26 +15,48 @@ from cli import UserError
 log = logging.getLogger('experiment')
 
 
-def complete_checkpoint(prefix):
-    """Whether the checkpoint `prefix` has its index and every data shard, and
-    every tensor in it reads back with the checksum it was written with (a
-    truncated, damaged or half-renamed file fails here, as restoring would)."""
+@dataclasses.dataclass(frozen=True)
+class CheckpointFile:
+    """A complete checkpoint, read once by `read_checkpoint`: its prefix and
+    the shape of each of its variables by name, which tell its format and
+    what it trained without opening it again."""
+    path: str
+    shapes: dict
+
+    @property
+    def tf1(self):
+        """Whether it is the TF1 original's: name-based, without TF2's object graph."""
+        return '_CHECKPOINTABLE_OBJECT_GRAPH' not in self.shapes
+
+
+def read_checkpoint(prefix):
+    """The checkpoint `prefix` as a `CheckpointFile` when it has its index and
+    every data shard, and every tensor in it reads back with the checksum it
+    was written with (a truncated, damaged or half-renamed file fails here,
+    as restoring would); None when it does not."""
     if not tf.io.gfile.exists(prefix + '.index'):
-        return False
+        return None
     shards = tf.io.gfile.glob(prefix + '.data-*-of-*')
     if not shards or len(shards) != int(shards[0].rsplit('-of-', 1)[1]):
-        return False
+        return None
     try:
         reader = tf.train.load_checkpoint(prefix)
         for name in reader.get_variable_to_dtype_map():
             reader.get_tensor(name)
+        return CheckpointFile(prefix, reader.get_variable_to_shape_map())
     except (tf.errors.OpError, ValueError, IndexError):
-        return False
-    return True
+        return None
 
 
 def newest_checkpoint(directory, fallback=True, names_from=None):
-    """The newest complete checkpoint in `directory`, or None when it holds none at all.
+    """The path of `newest_checkpoint_file`, or None."""
+    found = newest_checkpoint_file(directory, fallback, names_from)
+    return found.path if found else None
+
+
+def newest_checkpoint_file(directory, fallback=True, names_from=None):
+    """The newest complete checkpoint in `directory` (a `CheckpointFile`), or
+    None when it holds none at all.
 
     The `checkpoint-<step>` files are scanned and the complete one of the
     highest step is taken: the `checkpoint` index names the newest one only
@@ -69,7 +92,8 @@ def newest_checkpoint(directory, fallback=True, names_from=None):
         candidates.insert(0, named)
     skipped = []
     for prefix in candidates:
-        if complete_checkpoint(prefix):
+        found = read_checkpoint(prefix)
+        if found:
             problem = '{} {} missing or damaged'.format(', '.join(skipped),
                                                         'is' if len(skipped) == 1 else 'are')
             if skipped and not fallback:
@@ -79,7 +103,7 @@ def newest_checkpoint(directory, fallback=True, names_from=None):
                                     os.path.relpath(prefix, names_from or directory)))
             if skipped:
                 log.warning('Using %s, the newest complete checkpoint: %s.', prefix, problem)
-            return prefix
+            return found
         skipped.append(prefix + (' (the one the `checkpoint` index names)' if prefix == named
                                  else ''))
     if fallback and candidates == [os.path.join(directory, 'checkpoint-0')]:
@@ -123,7 +147,7 @@ def remove_damaged_index(directory):
 
 
 def find_checkpoint(experiment_root, checkpoint=None):
-    """The path of a checkpoint of the experiment.
+    """A checkpoint of the experiment, as a `CheckpointFile`.
 
     Args:
         experiment_root (str): A folder with `args.json` and checkpoints.
@@ -135,24 +159,24 @@ def find_checkpoint(experiment_root, checkpoint=None):
         UserError when there is no such checkpoint.
     """
     if checkpoint is None:
-        path = newest_checkpoint(experiment_root, fallback=False)
-        if path is None:
+        found = newest_checkpoint_file(experiment_root, fallback=False)
+        if found is None:
             raise UserError('`{}` holds no checkpoint yet.'.format(experiment_root))
-        return path
+        return found
     path = os.path.join(experiment_root, checkpoint)
     if os.path.isdir(path):
-        # The newest of a folder is complete already: its tensors are read once.
-        newest = newest_checkpoint(path, fallback=False, names_from=experiment_root)
-        if newest is not None:
-            return newest
+        found = newest_checkpoint_file(path, fallback=False, names_from=experiment_root)
+        if found is not None:
+            return found
     if not tf.io.gfile.exists(path + '.index') and not tf.io.gfile.glob(path + '.data-*'):
         raise UserError('there is no checkpoint `{}` in `{}`.'.format(checkpoint, experiment_root))
-    if not complete_checkpoint(path):
+    found = read_checkpoint(path)
+    if found is None:
         newest = newest_checkpoint(os.path.dirname(path))
         raise UserError('the checkpoint `{}` is incomplete or damaged{}.'.format(
             path, '; the newest complete one is {}'.format(os.path.relpath(newest, experiment_root))
             if newest else ', and `{}` holds no complete one'.format(os.path.dirname(path))))
-    return path
+    return found
 
 
 def check_checkpoints_not_lost(experiment_root):

@@ -19,7 +19,7 @@ import tensorflow as tf
 import heads
 import nets
 from models import tf1_checkpoint
-from cli.checkpoints import newest_checkpoint
+from cli.checkpoints import CheckpointFile, newest_checkpoint
 from cli.experiment import check_choices
 from cli import UserError
 from layers import pooling_layer
@@ -152,15 +152,15 @@ def assign_body_weights(model_name, body, path):
                             'pass a checkpoint prefix or a Keras weights file.'.format(folder))
     path = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path)
     try:
-        reader = tf.train.load_checkpoint(path)
+        source = CheckpointFile(path, tf.train.load_checkpoint(path).get_variable_to_shape_map())
     except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
         raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
                         'prefix.'.format(path))
-    if tf1_checkpoint.is_tf1_checkpoint(path):
+    if source.tf1:
         tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
                                what='the body of `{}`'.format(body.name))
         return
-    if not any(name.startswith('body/') for name in reader.get_variable_to_shape_map()):
+    if not any(name.startswith('body/') for name in source.shapes):
         raise UserError('the checkpoint `{}` holds no weights saved as `body`; it is not a '
                         'checkpoint of this project.'.format(path))
     try:
@@ -172,8 +172,8 @@ def assign_body_weights(model_name, body, path):
             path, body.name, str(e).splitlines()[0]))
 
 
-def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the model'):
-    """Restores an experiment's checkpoint `path` into the objects of `checkpoint`.
+def restore(source, checkpoint, model, body, optimizer=None, step=None, what='the model'):
+    """Restores an experiment's checkpoint `source` into the objects of `checkpoint`.
 
     A checkpoint of the TF1 original is read by variable name into `model`
     and `body`, and, when given, the Adam slots of `optimizer` and `step`.
@@ -182,19 +182,16 @@ def restore(path, checkpoint, model, body, optimizer=None, step=None, what='the 
     the log which of the two it is.
 
     Args:
-        path (str): The checkpoint prefix.
+        source (checkpoints.CheckpointFile): The checkpoint, read once by
+            `checkpoints.read_checkpoint`, which tells its format.
         checkpoint (tf.train.Checkpoint): The objects to restore.
         what (str): Names the model in error messages.
 
     Raises:
         UserError when the checkpoint does not fit the model.
     """
-    try:
-        tf1 = tf1_checkpoint.is_tf1_checkpoint(path)
-    except tf.errors.OpError as e:
-        raise UserError('the checkpoint `{}` is damaged ({}); move it away to use the one '
-                        'before it.'.format(path, str(e).splitlines()[0]))
-    if tf1:
+    path = source.path
+    if source.tf1:
         log.info('Continuing the TF1 experiment from its checkpoint %s (%s, by variable name).',
                  path, 'model' if optimizer is None else 'model, Adam slots and global step')
         tf1_checkpoint.restore_experiment(path, model, body, optimizer, step)

@@ -34,14 +34,14 @@ def load_experiment(experiment_root, checkpoint=None):
         raise UserError('`args.json` could not be found in `{}`; is it an experiment '
                         'root written by train.py?'.format(experiment_root))
     check_architecture(train_args, os.path.join(experiment_root, 'args.json'))
-    path = find_checkpoint(experiment_root, checkpoint)
+    found = find_checkpoint(experiment_root, checkpoint)
     model, body = build_model(train_args['model_name'], train_args['head_name'],
                               train_args['embedding_dim'], pooling=train_args['pooling'],
                               last_stride=train_args['last_stride'],
                               padding=train_args['net_padding'])
-    restore(path, tf.train.Checkpoint(model=model), model, body,
+    restore(found, tf.train.Checkpoint(model=model), model, body,
             what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
-    return model, train_args, path
+    return model, train_args, found.path
 
 
 def inference_function(model):

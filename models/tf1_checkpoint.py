@@ -29,15 +29,6 @@ _WEIGHT_NAMES = {'bias': 'biases', 'gamma': 'gamma', 'beta': 'beta',
                  'moving_mean': 'moving_mean', 'moving_variance': 'moving_variance'}
 
 
-def is_tf1_checkpoint(path):
-    """Whether the checkpoint at `path` is name-based (TF1), not object-based (TF2)."""
-    try:
-        names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
-        return False
-    return '_CHECKPOINTABLE_OBJECT_GRAPH' not in names
-
-
 def slim_scope(layer_name):
     """The slim variable scope of a Keras layer name, without the net's prefix."""
     scope = layer_name

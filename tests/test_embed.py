@@ -177,8 +177,8 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     from cli.checkpoints import find_checkpoint
     # `../exp` from inside the root names the root itself; the index's
     # relative path must not be prefixed twice.
-    assert os.path.normpath(find_checkpoint(relative, '../' + relative)) == \
-        find_checkpoint(relative)
+    assert os.path.normpath(find_checkpoint(relative, '../' + relative).path) == \
+        find_checkpoint(relative).path
 
 
 def test_images_and_folders_without_a_csv(experiment, tmp_path):

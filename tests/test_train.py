@@ -494,7 +494,8 @@ def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_pa
     with open(three, 'r+b') as f:
         f.truncate(1000)
     assert newest_checkpoint(root).endswith('checkpoint-0')
-    assert find_checkpoint(root, 'checkpoint-0').endswith('checkpoint-0')
+    found = find_checkpoint(root, 'checkpoint-0')
+    assert found.path.endswith('checkpoint-0') and not found.tf1 and found.shapes
     # No complete checkpoint at all: refused, never restarted from iteration 0.
     for path in glob.glob(os.path.join(root, 'checkpoint-*.index')):
         os.truncate(path, 10)

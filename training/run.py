@@ -78,12 +78,12 @@ def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
 
 
-def check_identity_count(path, num_ids, train_set):
-    """Refuses to resume the identity or center loss of the checkpoint `path`
-    on a training set with another number of identities, which their
-    (C, ...) weights cannot take."""
-    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
-    for name, shape in shapes.items():
+def check_identity_count(source, num_ids, train_set):
+    """Refuses to resume the identity or center loss of the checkpoint
+    `source` (a `checkpoints.CheckpointFile`) on a training set with another
+    number of identities, which their (C, ...) weights cannot take."""
+    path = source.path
+    for name, shape in source.shapes.items():
         stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
             shape[0] if name.startswith('centers/') else None
         if stored is not None and stored != num_ids:
@@ -240,7 +240,9 @@ def restore_or_initialise(run, resuming, num_ids):
         The restored checkpoint's path, or None for a new run.
     """
     args = run.args
-    latest = checkpoints.newest_checkpoint(args.experiment_root)
+    # One reading of the newest checkpoint tells that it is complete, what it
+    # trained and its format.
+    latest = checkpoints.newest_checkpoint_file(args.experiment_root)
     if resuming and run.chief and not latest:
         checkpoints.check_checkpoints_not_lost(args.experiment_root)
     if latest:
@@ -252,7 +254,7 @@ def restore_or_initialise(run, resuming, num_ids):
         log.info('Initialising the body from %s', args.initial_checkpoint)
         load_body_weights(args.model_name, run.body, args.initial_checkpoint)
     check_input_size(run.model, args)
-    return latest
+    return latest.path if latest else None
 
 
 def save(run, number):
