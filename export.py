@@ -17,6 +17,7 @@ import sys
 
 import cli
 from cli import files, flags, startup
+from cli.experiment import Experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.',
                                  allow_abbrev=False)
@@ -106,8 +107,8 @@ def main(argv=None):
                                 'onnxruntime`. Nothing was exported.')
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
-    module = exported.EmbeddingModule(model, (train_args['net_input_height'],
-                                     train_args['net_input_width']), train_args['antialias'])
+    experiment = Experiment.of(train_args)
+    module = exported.EmbeddingModule(model, experiment.net_input_size, experiment.antialias)
     # The calibration images are read first, so that a bad training set
     # stops the export before anything is written.
     representative = exported.calibration_images(

@@ -15,6 +15,7 @@ import cli
 from cli import flags
 from evaluation import metrics
 from cli import startup
+from cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
 from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
@@ -46,7 +47,7 @@ experiment_flags.add_argument(
          'ones; each change is logged and stored in args.json. For example, continue a '
          'finished experiment with a larger --train_iterations, or rerun with a lower '
          '--learning_rate after the loss became NaN. The architecture ({}) cannot change.'.format(
-             ', '.join('--' + a for a in flags.ARCHITECTURE_ARGUMENTS)))
+             ', '.join('--' + a for a in ARCHITECTURE_ARGUMENTS)))
 
 data_flags = parser.add_argument_group(
     'data', 'The training images and how they are read.')
@@ -64,40 +65,40 @@ data_flags.add_argument(
          '--train_set, one folder for all of them or one per set, in the same order.')
 
 data_flags.add_argument(
-    '--batch_p', default=32, type=flags.positive_int,
+    '--batch_p', default=StepSettings.batch_p, type=flags.positive_int,
     help='The number P used in the PK-batches: identities per batch.')
 
 data_flags.add_argument(
-    '--batch_k', default=4, type=flags.positive_int,
+    '--batch_k', default=StepSettings.batch_k, type=flags.positive_int,
     help='The number K used in the PK-batches: images per identity (at least 2).')
 
 data_flags.add_argument(
-    '--net_input_height', default=256, type=flags.positive_int,
+    '--net_input_height', default=Experiment.net_input_height, type=flags.positive_int,
     help='Height of the input directly fed into the network.')
 
 data_flags.add_argument(
-    '--net_input_width', default=128, type=flags.positive_int,
+    '--net_input_width', default=Experiment.net_input_width, type=flags.positive_int,
     help='Width of the input directly fed into the network.')
 
 data_flags.add_argument(
-    '--pre_crop_height', default=288, type=flags.positive_int,
+    '--pre_crop_height', default=Experiment.pre_crop_height, type=flags.positive_int,
     help='Height used to resize a loaded image. This is ignored when no crop '
          'augmentation is applied.')
 
 data_flags.add_argument(
-    '--pre_crop_width', default=144, type=flags.positive_int,
+    '--pre_crop_width', default=Experiment.pre_crop_width, type=flags.positive_int,
     help='Width used to resize a loaded image. This is ignored when no crop '
          'augmentation is applied.')
 
 data_flags.add_argument(
-    '--antialias', default=True, action=argparse.BooleanOptionalAction,
+    '--antialias', default=Experiment.antialias, action=argparse.BooleanOptionalAction,
     help='Resize images with an antialiasing filter when shrinking them, as PIL does, so '
          'that thin structures survive. Stored with the experiment: embed.py, validation and '
          'export.py resize as training did. Experiments from before this flag resized '
          'without (--no-antialias) and keep doing so.')
 
 data_flags.add_argument(
-    '--accurate_jpeg', default=True, action=argparse.BooleanOptionalAction,
+    '--accurate_jpeg', default=Experiment.accurate_jpeg, action=argparse.BooleanOptionalAction,
     help='Decode JPEGs with the accurate integer DCT, as PIL and OpenCV do, rather than '
          'TensorFlow\'s fast default (about one grey level off per pixel). Stored with the '
          'experiment like --antialias; experiments from before this flag keep the fast DCT.')
@@ -122,30 +123,30 @@ model_flags = parser.add_argument_group(
     'model', 'The network: its body, head and starting weights.')
 
 model_flags.add_argument(
-    '--model_name', default='resnet_v1_50', choices=NET_CHOICES,
+    '--model_name', default=Experiment.model_name, choices=NET_CHOICES,
     help='Name of the model to use.')
 
 model_flags.add_argument(
-    '--head_name', default='fc1024', choices=HEAD_CHOICES,
+    '--head_name', default=Experiment.head_name, choices=HEAD_CHOICES,
     help='Name of the head to use.')
 
 model_flags.add_argument(
-    '--embedding_dim', default=128, type=flags.positive_int,
+    '--embedding_dim', default=Experiment.embedding_dim, type=flags.positive_int,
     help='Dimensionality of the embedding space.')
 
 model_flags.add_argument(
-    '--pooling', default='avg', choices=flags.POOLINGS,
+    '--pooling', default=Experiment.pooling, choices=flags.POOLINGS,
     help='The global pooling of the body\'s feature map: average (the original), max, or '
          'GeM (generalised mean with a learnable exponent, initially 3).')
 
 model_flags.add_argument(
-    '--last_stride', default=2, type=int, choices=(1, 2),
+    '--last_stride', default=Experiment.last_stride, type=int, choices=(1, 2),
     help='The stride of the body\'s last stage. 1 (BoT) doubles the height and width of '
          'the final feature map, for finer features at more compute; pretrained weights '
          'still load. For {}.'.format(', '.join(LAST_STRIDE_NETS)))
 
 model_flags.add_argument(
-    '--net_padding', default='torch', choices=PADDINGS,
+    '--net_padding', default=Experiment.net_padding, choices=PADDINGS,
     help='How the strided stem convolution and max-pool of {} pad: `torch` on every side '
          'alike, as torchreid (whose trained weights need it), or `keras`, Keras\' \'same\' '
          '(the extra pixel at the bottom and right only), as experiments before this flag. '
@@ -164,16 +165,16 @@ loss_flags = parser.add_argument_group(
     'loss', 'The metric learning loss, and the identity and center losses beside it.')
 
 loss_flags.add_argument(
-    '--margin', default='soft', type=flags.margin,
+    '--margin', default=StepSettings.margin, type=flags.margin,
     help='What margin to use: a float value for hard-margin, "soft" for '
          'soft-margin, or no margin if "none".')
 
 loss_flags.add_argument(
-    '--metric', default='euclidean', choices=metrics.METRICS,
+    '--metric', default=StepSettings.metric, choices=metrics.METRICS,
     help='Which metric to use for the distance between embeddings.')
 
 loss_flags.add_argument(
-    '--loss', default='batch_hard', choices=flags.LOSSES,
+    '--loss', default=StepSettings.loss, choices=flags.LOSSES,
     help='The triplet loss variant: `batch_hard` (the hardest positive and negative of '
          'each anchor), `batch_all` (every triplet, averaged over the non-zero terms), '
          '`batch_all_mean` (every triplet, averaged over all), `batch_sample` (a positive and '
@@ -181,7 +182,7 @@ loss_flags.add_argument(
          'negatives). docs/training.md says which to use when.')
 
 loss_flags.add_argument(
-    '--id_loss_weight', default=0.0, type=flags.float_between(0, 100),
+    '--id_loss_weight', default=StepSettings.id_loss_weight, type=flags.float_between(0, 100),
     help='Add a softmax cross-entropy identity loss over the training identities, with this '
          'weight, on a bias-free classifier of the embedding (after the batch norm of the '
          'bnneck heads, before the L2 normalisation of the _normalize heads). The classifier is '
@@ -189,36 +190,39 @@ loss_flags.add_argument(
          '0: off, as the original. Also the usual remedy when training from scratch collapses.')
 
 loss_flags.add_argument(
-    '--id_loss', default='softmax', choices=flags.ID_LOSSES,
+    '--id_loss', default=StepSettings.id_loss, choices=flags.ID_LOSSES,
     help='The identity loss of --id_loss_weight: `softmax` (BoT), or a margin softmax over the '
          'cosines between the embedding and the classifier\'s weights: `cosface` (Wang et al. '
          '2018), `arcface` (Deng et al. 2019) or `circle` (Sun et al. 2020, fast-reid\'s '
          'CircleSoftmax), with --id_scale and --id_margin.')
 
 loss_flags.add_argument(
-    '--id_scale', default=64.0, type=flags.float_between(0, 1000, include_lower=False),
+    '--id_scale', default=StepSettings.id_scale,
+    type=flags.float_between(0, 1000, include_lower=False),
     help='The scale s of the margin softmaxes (--id_loss cosface, arcface, circle).')
 
 loss_flags.add_argument(
-    '--id_margin', default=None, type=flags.float_between(0, 1),
+    '--id_margin', default=StepSettings.id_margin, type=flags.float_between(0, 1),
     help='The margin m of the margin softmaxes; the paper\'s by default (cosface 0.35, '
          'arcface 0.5, circle 0.25).')
 
 loss_flags.add_argument(
-    '--label_smoothing', default=0.1, type=flags.unit_float,
+    '--label_smoothing', default=StepSettings.label_smoothing, type=flags.unit_float,
     help='Label smoothing of the identity loss (Szegedy et al. 2016): the target gives 1 - e + '
          'e/C to the true identity and e/C to each of the C others. Only used with '
          '--id_loss_weight.')
 
 loss_flags.add_argument(
-    '--center_loss_weight', default=0.0, type=flags.float_between(0, 100),
+    '--center_loss_weight', default=StepSettings.center_loss_weight,
+    type=flags.float_between(0, 100),
     help='Add the center loss (Wen et al. 2016) with this weight: the squared distance of each '
          'embedding (before the batch norm of bnneck) to a center of its identity. The centers '
          'learn by plain SGD at --center_learning_rate from the unweighted loss, as in BoT. '
          'BoT: 5e-4. 0: off.')
 
 loss_flags.add_argument(
-    '--center_learning_rate', default=0.5, type=flags.float_between(0, 1, include_lower=False),
+    '--center_learning_rate', default=StepSettings.center_learning_rate,
+    type=flags.float_between(0, 1, include_lower=False),
     help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
 
 optimiser_flags = parser.add_argument_group(
@@ -258,7 +262,7 @@ optimiser_flags.add_argument(
          'over this many first iterations (BoT: 10 epochs). 0: no warm-up, as the original.')
 
 optimiser_flags.add_argument(
-    '--weight_decay', default=0.0, type=flags.float_between(0, 1),
+    '--weight_decay', default=StepSettings.weight_decay, type=flags.float_between(0, 1),
     help='L2 regularisation of every trainable weight, coupled as in BoT\'s Adam: the loss '
          'gains weight_decay/2 · ‖w‖², so each gradient gains weight_decay · w, which Adam '
          'then normalises (unlike the decoupled AdamW). BoT: 5e-4. 0: none, as the original.')
@@ -375,7 +379,7 @@ performance_flags.add_argument(
          'Ampere and newer); slow on most CPUs.')
 
 performance_flags.add_argument(
-    '--xla', action=argparse.BooleanOptionalAction, default=False,
+    '--xla', action=argparse.BooleanOptionalAction, default=StepSettings.xla,
     help='Compile the forward and backward pass with XLA (jit_compile). Usually faster on '
          'GPUs; the first step takes longer.')
 
@@ -390,7 +394,7 @@ distribution_flags.add_argument(
          'replica gets whole identities.')
 
 distribution_flags.add_argument(
-    '--per_replica_mining', action='store_true', default=False,
+    '--per_replica_mining', action='store_true', default=StepSettings.per_replica_mining,
     help='With several replicas, mine hard positives and negatives within each replica\'s '
          'part of the batch only. By default the embeddings of all replicas are gathered so '
          'every anchor sees the whole P×K batch, as on a single device.')

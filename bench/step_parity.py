@@ -157,12 +157,13 @@ def project_side(steps, seed, path, evaluate):
     from inputs import sampler
     import training.step
     from training import schedules
+    from cli.experiment import StepSettings
     from common import load_dataset
     from inputs.images import Preprocessing
     from models.build import build_model
 
     # train.py's defaults for the step.
-    args = training.step.StepSettings(batch_p=18, batch_k=4, seed=seed)
+    args = StepSettings(batch_p=18, batch_k=4, seed=seed)
     pids, fids = load_dataset(os.path.join(DEMO, 'demo_train.csv'), DEMO)
     # Rounded to 8 bits (the crops of the 144×72 resize are not whole numbers),
     # so that 600 batches fit in memory; both sides see the same rounded pixels.

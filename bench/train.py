@@ -87,12 +87,13 @@ def build(net, setting, variant=None):
     import keras
     import tensorflow as tf
     import training.step
+    from cli.experiment import StepSettings
     from models.build import build_model
     variant = dict(variant or {})
     mixed_precision = variant.pop('mixed_precision', 'off')
     # train.py draws a seed in main(); the step needs one for its random losses.
-    settings = training.step.StepSettings(batch_p=setting['batch_p'], batch_k=setting['batch_k'],
-                                     seed=0, **variant)
+    settings = StepSettings(batch_p=setting['batch_p'], batch_k=setting['batch_k'], seed=0,
+                            **variant)
     strategy = tf.distribute.get_strategy()
     model, _ = build_model(net, 'fc1024', 128, mixed_precision)
     optimizer = keras.optimizers.Adam(1e-4)
@@ -129,7 +130,7 @@ def real(setting, data, threads):
 
 def variant_settings(variant):
     """`mixed_precision=bfloat16,xla` -> {'mixed_precision': 'bfloat16', 'xla': True}: train.py's
-    --mixed_precision and the fields of `training.step.StepSettings`."""
+    --mixed_precision and the fields of `cli.experiment.StepSettings`."""
     settings = {}
     for item in ([] if variant == 'none' else variant.split(',')):
         key, _, value = item.partition('=')

@@ -7,20 +7,105 @@ checkpoints are `cli/checkpoints.py`'s.
 """
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
+import operator
 import logging
 import os
 import re
 import shutil
 
-import tensorflow as tf
-
 import cli
 from cli import files, flags, UserError
 from cli.files import read_json
-from cli.flags import ARCHITECTURE_ARGUMENTS, POOLINGS
+from cli.flags import POOLINGS
 
 log = logging.getLogger('experiment')
+
+
+def architecture(default):
+    """A field of `Experiment` that the weights depend on, which resuming
+    never changes."""
+    return dataclasses.field(default=default, metadata={'architecture': True})
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What an experiment is: its network and how images become its input.
+
+    The fields are train.py's flags of the same names, as args.json stores
+    them, and their defaults are train.py's (its parser reads them from
+    here). `Experiment.of` builds the record once from train.py's arguments
+    or an args.json dict (`read_args` has filled in `LEGACY_ARGUMENTS`);
+    training, embedding, export, the memory checks and the model zoo read it.
+    """
+    model_name: str = architecture('resnet_v1_50')
+    head_name: str = architecture('fc1024')
+    embedding_dim: int = architecture(128)
+    pooling: str = architecture('avg')
+    last_stride: int = architecture(2)
+    net_padding: str = architecture('torch')
+    net_input_height: int = 256
+    net_input_width: int = 128
+    pre_crop_height: int = 288
+    pre_crop_width: int = 144
+    antialias: bool = True
+    accurate_jpeg: bool = True
+
+    @classmethod
+    def of(cls, args):
+        """The record of train.py's arguments (a Namespace) or of an
+        args.json dict; a field they lack keeps its default."""
+        get = args.get if isinstance(args, dict) else functools.partial(getattr, args)
+        return cls(**{field.name: get(field.name, field.default)
+                      for field in dataclasses.fields(cls)})
+
+    @property
+    def net_input_size(self):
+        """(height, width) of the images the net is fed."""
+        return self.net_input_height, self.net_input_width
+
+    @property
+    def pre_crop_size(self):
+        """(height, width) that crop augmentation resizes images to first."""
+        return self.pre_crop_height, self.pre_crop_width
+
+    def crops_fit(self):
+        """Whether crops of the net input size fit in the pre-crop size."""
+        return all(map(operator.ge, self.pre_crop_size, self.net_input_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSettings:
+    """How an experiment trains: the batch, the losses and the step's
+    options that `training.step.make_train_step` and `auxiliary_heads`
+    read. The fields are train.py's flags of the same names, whose defaults
+    train.py reads from here (but for --seed, which it draws when not
+    given); callers without train.py's command line, such as the
+    benchmarks, make the record, and train.py passes its whole arguments,
+    which hold the same names."""
+    batch_p: int = 32
+    batch_k: int = 4
+    seed: int = 0
+    loss: str = 'batch_hard'
+    metric: str = 'euclidean'
+    margin: object = 'soft'
+    id_loss_weight: float = 0.0
+    id_loss: str = 'softmax'
+    id_scale: float = 64.0
+    id_margin: object = None
+    label_smoothing: float = 0.1
+    center_loss_weight: float = 0.0
+    center_learning_rate: float = 0.5
+    weight_decay: float = 0.0
+    xla: bool = False
+    per_replica_mining: bool = False
+
+
+# What a checkpoint's variables depend on: --override cannot change these.
+ARCHITECTURE_ARGUMENTS = tuple(field.name for field in dataclasses.fields(Experiment)
+                               if field.metadata.get('architecture'))
 
 
 # Arguments that changed what an experiment computes after experiments
@@ -238,6 +323,9 @@ PATH_ARGUMENTS = ('train_set', 'image_root', 'val_query', 'val_gallery', 'initia
 def check_stored_paths(args, given):
     """Refuses stored relative paths that do not exist from the current
     folder, saying what they are relative to (the folder of the first run)."""
+    # TensorFlow's file system also finds checkpoints on gs:// and the like;
+    # imported here, so that train.py reads the Experiment record before it.
+    import tensorflow as tf
     for key in PATH_ARGUMENTS:
         for path in flags.as_list(getattr(args, key, None)):
             if key in given or not path or os.path.isabs(path) or path == 'imagenet' or \

@@ -14,10 +14,6 @@ import shlex
 from cli import UserError
 
 
-# What a checkpoint's variables depend on: --override cannot change these.
-ARCHITECTURE_ARGUMENTS = ('model_name', 'head_name', 'embedding_dim', 'pooling', 'last_stride',
-                          'net_padding')
-
 # The global poolings of layers.pooling_layer.
 POOLINGS = ('avg', 'max', 'gem')
 

@@ -5,7 +5,6 @@ augmentations (flips and crops) of embedding.
 Every tensor function here works eagerly and inside `Dataset.map`.
 """
 
-import functools
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -24,20 +23,18 @@ class Preprocessing:
     """How an experiment turns an image file into the network's input: the
     (height, width) the net is fed, the (height, width) images are resized
     to before they are cropped, antialiased resizing (see `resize`) and the
-    accurate JPEG decoder (see `decode`). train.py stores them in args.json;
-    training, validation, embedding, search and export read them with `of`."""
+    accurate JPEG decoder (see `decode`), taken from an experiment's record
+    with `of`."""
     net_input_size: tuple
     pre_crop_size: tuple = None
     antialias: bool = True
     accurate_jpeg: bool = True
 
     @classmethod
-    def of(cls, args):
-        """The preprocessing of train.py's arguments or of an args.json dict."""
-        get = args.get if isinstance(args, dict) else functools.partial(getattr, args)
-        return cls((get('net_input_height'), get('net_input_width')),
-                   (get('pre_crop_height'), get('pre_crop_width')),
-                   get('antialias'), get('accurate_jpeg'))
+    def of(cls, experiment):
+        """The preprocessing of an `experiment.Experiment` record."""
+        return cls(experiment.net_input_size, experiment.pre_crop_size, experiment.antialias,
+                   experiment.accurate_jpeg)
 
     def load(self, fid, image_root, for_cropping=False):
         """The image `fid` as float32 (h, w, 3): at the pre-crop size when it is

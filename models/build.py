@@ -66,6 +66,13 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
 VARIANCE = re.compile(r'.*(running_var|moving_variance)(:0)?$')
 
 
+def build_experiment(experiment, mixed_precision='off'):
+    """`build_model` for an `experiment.Experiment` record: (model, body)."""
+    return build_model(experiment.model_name, experiment.head_name, experiment.embedding_dim,
+                       mixed_precision, experiment.pooling, experiment.last_stride,
+                       experiment.net_padding)
+
+
 def check_architecture(stored, args_file):
     """Refuses stored arguments (a dict read from `args_file`) that name a
     net, head or padding that does not exist.

@@ -14,8 +14,8 @@ from inputs.images import Preprocessing, augmentation_names, image_batches, load
 from aggregators import AGGREGATORS
 from cli import UserError
 from cli.checkpoints import find_checkpoint
-from cli.experiment import read_args
-from models.build import build_model, check_architecture, restore
+from cli.experiment import Experiment, read_args
+from models.build import build_experiment, check_architecture, restore
 
 
 def load_experiment(experiment_root, checkpoint=None):
@@ -35,10 +35,7 @@ def load_experiment(experiment_root, checkpoint=None):
                         'root written by train.py?'.format(experiment_root))
     check_architecture(train_args, os.path.join(experiment_root, 'args.json'))
     found = find_checkpoint(experiment_root, checkpoint)
-    model, body = build_model(train_args['model_name'], train_args['head_name'],
-                              train_args['embedding_dim'], pooling=train_args['pooling'],
-                              last_stride=train_args['last_stride'],
-                              padding=train_args['net_padding'])
+    model, body = build_experiment(Experiment.of(train_args))
     restore(found, tf.train.Checkpoint(model=model), model, body,
             what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
     return model, train_args, found.path
@@ -72,10 +69,10 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
         (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one
         version, names: the A versions' names).
     """
-    preprocessing = Preprocessing.of(train_args)
+    experiment = Experiment.of(train_args)
+    preprocessing = Preprocessing.of(experiment)
     net_input_size, pre_crop_size = preprocessing.net_input_size, preprocessing.pre_crop_size
-    if crop in ('center', 'five') and (pre_crop_size[0] < net_input_size[0] or
-                                       pre_crop_size[1] < net_input_size[1]):
+    if crop in ('center', 'five') and not experiment.crops_fit():
         raise UserError('--crop_augment {} takes crops of the net input size {}x{} from the '
                         'image resized to the experiment\'s pre-crop size {}x{}, which is '
                         'smaller; this experiment was trained without crops, so embed without '
@@ -86,7 +83,7 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
                             loading_threads)
     forward = inference_function(model)
     total = len(fids) * len(names)
-    embs = np.zeros((total, train_args['embedding_dim']), np.float32)
+    embs = np.zeros((total, experiment.embedding_dim), np.float32)
     done = 0
     for images in dataset:
         embs[done:done + len(images)] = forward(images).numpy()
@@ -109,7 +106,8 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
     array.
     """
     model, train_args, _ = load_experiment(experiment_root, checkpoint)
-    preprocessing = Preprocessing.of(train_args)
+    experiment = Experiment.of(train_args)
+    preprocessing = Preprocessing.of(experiment)
     size, antialias = preprocessing.net_input_size, preprocessing.antialias
     forward = inference_function(model)
 
@@ -120,5 +118,5 @@ def load_embedder(experiment_root, checkpoint=None, batch_size=256):
         images = resize(tf.cast(images, tf.float32), size, antialias)
         return np.concatenate([forward(images[i:i + batch_size]).numpy()
                                for i in range(0, len(images), batch_size)] or
-                              [np.zeros((0, train_args['embedding_dim']), np.float32)])
+                              [np.zeros((0, experiment.embedding_dim), np.float32)])
     return embed

@@ -10,6 +10,7 @@ export.py and evaluate.py use as a trained one, and that train.py's
 --initial_checkpoint fine-tunes from.
 """
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ import numpy as np
 from cli import files
 from models import torch_weights
 from cli import UserError
+from cli.experiment import Experiment
 
 # The stem's channels (conv1's output) of each width, which name the net.
 OSNET_BY_STEM = {64: 'osnet', 48: 'osnet_x0_75', 32: 'osnet_x0_5', 16: 'osnet_x0_25'}
@@ -165,16 +167,14 @@ def experiment_arguments(model_name, embedding_dim, path, classes):
     ImageNet's mean and deviation inside the net) and Euclidean distances, as
     torchreid evaluates."""
     height, width = INPUT_SIZE
-    return {
-        'model_name': model_name, 'head_name': 'fc_bn_relu', 'embedding_dim': embedding_dim,
-        'net_padding': 'torch', 'pooling': 'avg', 'last_stride': 2,
-        'net_input_height': height, 'net_input_width': width,
-        'pre_crop_height': height, 'pre_crop_width': width, 'crop_augment': False,
-        'flip_augment': False, 'antialias': True, 'accurate_jpeg': True, 'metric': 'euclidean',
+    experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
+                            height, width, height, width, antialias=True, accurate_jpeg=True)
+    return dict(dataclasses.asdict(experiment), **{
+        'crop_augment': False, 'flip_augment': False, 'metric': 'euclidean',
         'mixed_precision': 'off', 'train_set': None, 'image_root': None,
         'imported_from': os.path.abspath(path), 'imported_sha256': sha256(path),
         'imported_classes': classes,
-    }
+    })
 
 
 def write_experiment(experiment_root, model, body, args):
@@ -201,7 +201,7 @@ def import_osnet(path, experiment_root, model_name=None):
         UserError for a file that is not such a state dict, or a root that exists.
     """
     import tensorflow as tf
-    from models.build import build_model, check_weight_values
+    from models.build import build_experiment, check_weight_values
 
     if os.path.lexists(experiment_root):
         raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
@@ -213,7 +213,7 @@ def import_osnet(path, experiment_root, model_name=None):
     classifier = state.get('classifier.weight')
     args = experiment_arguments(model_name, embedding_dim, path,
                                 None if classifier is None else int(classifier.shape[0]))
-    model, body = build_model(model_name, 'fc_bn_relu', embedding_dim, padding='torch')
+    model, body = build_experiment(Experiment.of(args))
     assign(model, body, state, path)
 
     try:

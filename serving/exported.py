@@ -12,6 +12,7 @@ import tensorflow as tf
 import cli
 import common
 from cli import files, flags
+from cli.experiment import Experiment
 from inputs.images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
 
@@ -119,5 +120,5 @@ def calibration_images(train_args, count, paths=None):
     if not len(fids):
         raise cli.UserError('none of the images of `{}` can be decoded to calibrate '
                             '--tflite_int8. Nothing was exported.'.format(source))
-    preprocessing = Preprocessing.of(train_args)
+    preprocessing = Preprocessing.of(Experiment.of(train_args))
     return tf.stack([preprocessing.load(fid, root) for fid in fids]).numpy()

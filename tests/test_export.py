@@ -14,6 +14,7 @@ import common
 import embed
 import export
 from inputs.images import decode
+from cli.experiment import Experiment
 import train
 from models.inference import load_embedder, load_experiment
 from models.build import build_model, load_body_weights
@@ -264,7 +265,7 @@ def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_
                   'net_input_width': 16, 'pre_crop_height': 32, 'pre_crop_width': 16,
                   'antialias': True, 'accurate_jpeg': True}
     calibration = exported.calibration_images(train_args, 4)
-    preprocessing = Preprocessing.of(train_args)
+    preprocessing = Preprocessing.of(Experiment.of(train_args))
     expected = [preprocessing.load(open(csv).readlines()[row].strip().split(',')[1], root)
                 for row in (0, 1) for csv, root in zip(sets, roots)]
     np.testing.assert_array_equal(calibration, np.stack(expected))

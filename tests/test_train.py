@@ -719,12 +719,19 @@ def test_detailed_logs_that_cannot_fit_on_the_disk_are_refused_before_anything_i
     detailed_logs.check_space(root, 10, 16, 16, 40)
 
 
-def test_step_settings_have_train_py_s_defaults():
+def test_the_experiment_records_name_train_py_s_flags():
+    """Experiment and StepSettings hold train.py's defaults (its parser reads
+    them from there), and the records of its arguments and of the args.json
+    it writes are equal."""
     import dataclasses
-    defaults = vars(train.parser.parse_args(['--experiment_root', '/unused']))
-    for field in dataclasses.fields(training.step.StepSettings):
-        if field.name != 'seed':
-            assert field.default == defaults[field.name], field.name
+    from cli.experiment import Experiment, StepSettings
+    args = train.parser.parse_args(['--experiment_root', '/unused'])
+    for record in (Experiment, StepSettings):
+        for field in dataclasses.fields(record):
+            if field.name != 'seed':
+                assert field.default == getattr(args, field.name), field.name
+    stored = json.loads(json.dumps(vars(args)))
+    assert Experiment.of(stored) == Experiment.of(args) == Experiment()
 
 
 @pytest.mark.parametrize('id_loss', ['cosface', 'arcface', 'circle'])

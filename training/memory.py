@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import cli
+from cli.experiment import Experiment
 
 
 def physical_memory():
@@ -25,9 +26,10 @@ def check_memory(args):
     masks (four such matrices), or a head whose weights and Adam slots
     (about 2048 × --embedding_dim floats, four times) over half of it."""
     available = physical_memory()
-    height, width = args.net_input_height, args.net_input_width
+    experiment = Experiment.of(args)
+    height, width = experiment.net_input_size
     if args.crop_augment:
-        height, width = max(height, args.pre_crop_height), max(width, args.pre_crop_width)
+        height, width = map(max, experiment.net_input_size, experiment.pre_crop_size)
     height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
     size = args.batch_p * args.batch_k
     batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
@@ -93,7 +95,7 @@ def check_input_size(model, args):
     maps could never fit in this machine's memory, and a net that does not fit in memory
     at one image, before anything is written: an impossible size is refused
     at once rather than computed for minutes."""
-    size = (args.net_input_height, args.net_input_width)
+    size = Experiment.of(args).net_input_size
 
     def cannot_take(problem):
         return cli.UserError('the net `{}` cannot take {}x{} inputs ({}); choose a larger '

@@ -26,6 +26,7 @@ import cli
 import common
 from training import detailed_logs, distributed
 from cli import checkpoints, experiment, files, flags
+from cli.experiment import Experiment
 import nets
 from inputs import sampler
 from training import validation
@@ -33,7 +34,7 @@ from training.collapse import collapse_warning, looks_collapsed
 from inputs.images import Preprocessing, load_training_sets
 from models.inference import inference_function
 from training.memory import check_input_size, check_memory
-from models.build import build_model, load_body_weights, restore
+from models.build import build_experiment, load_body_weights, restore
 from training.schedules import LearningRate
 from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
 from uninterrupt import Uninterrupt
@@ -172,8 +173,8 @@ def make_validation(args, chief):
         return None
     return validation.make_validation(
         args.val_query, args.val_gallery, flags.as_list(args.image_root)[0], args.val_excluder,
-        Preprocessing.of(args), args.metric, args.val_camera_regex, args.loading_threads,
-        args.max_image_pixels)
+        Preprocessing.of(Experiment.of(args)), args.metric, args.val_camera_regex,
+        args.loading_threads, args.max_image_pixels)
 
 
 def choose_seed(args):
@@ -201,9 +202,7 @@ def build_run(args, strategy, num_ids, chief):
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
-        model, body = build_model(args.model_name, args.head_name, args.embedding_dim,
-                                  args.mixed_precision, args.pooling, args.last_stride,
-                                  args.net_padding)
+        model, body = build_experiment(Experiment.of(args), args.mixed_precision)
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
         extras = auxiliary_heads(args, num_ids, args.embedding_dim)
@@ -273,8 +272,8 @@ def make_batches(run, data, start_step):
     def make_dataset(context=None):
         shards = context.num_input_pipelines if context else 1
         return sampler.pk_dataset(
-            data.pids, data.fids, data.image_root, Preprocessing.of(args), batch_p=args.batch_p,
-            batch_k=args.batch_k, flip_augment=args.flip_augment,
+            data.pids, data.fids, data.image_root, Preprocessing.of(Experiment.of(args)),
+            batch_p=args.batch_p, batch_k=args.batch_k, flip_augment=args.flip_augment,
             crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
@@ -472,8 +471,7 @@ def check_arguments(args):
         raise cli.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
                             'one.')
     check_memory(args)
-    if args.crop_augment and (args.pre_crop_height < args.net_input_height or
-                              args.pre_crop_width < args.net_input_width):
+    if args.crop_augment and not Experiment.of(args).crops_fit():
         raise cli.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
                             'the net input size {}x{}.'.format(
                                    args.pre_crop_height, args.pre_crop_width,

@@ -4,7 +4,6 @@ device or across the replicas of a `tf.distribute` strategy; and the
 identity and center heads it trains beside the model.
 """
 
-from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -17,30 +16,6 @@ from inputs import sampler
 # The per-image losses beside the triplet loss, as the step returns and
 # TensorBoard shows them.
 AUXILIARY_LOSSES = ('id_loss', 'center_loss')
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    """The arguments that `make_train_step` and `auxiliary_heads` read, with
-    train.py's defaults (a test keeps them equal), for callers without
-    train.py's command line, such as the benchmarks. train.py passes its
-    whole arguments instead, which hold the same names."""
-    batch_p: int = 32
-    batch_k: int = 4
-    seed: int = 0
-    loss: str = 'batch_hard'
-    metric: str = 'euclidean'
-    margin: object = 'soft'
-    id_loss_weight: float = 0.0
-    id_loss: str = 'softmax'
-    id_scale: float = 64.0
-    id_margin: object = None
-    label_smoothing: float = 0.1
-    center_loss_weight: float = 0.0
-    center_learning_rate: float = 0.5
-    weight_decay: float = 0.0
-    xla: bool = False
-    per_replica_mining: bool = False
 
 
 def auxiliary_heads(args, num_ids, embedding_dim):
@@ -146,7 +121,7 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
 def make_train_step(model, optimizer, step, args, strategy, extras=None):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors. `args` is
-    train.py's arguments or a `StepSettings`.
+    train.py's arguments or an `experiment.StepSettings`.
 
     Each replica embeds its images; unless --per_replica_mining, it gathers
     the embeddings of all replicas so that its anchors are mined against the
