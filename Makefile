@@ -68,12 +68,15 @@ browser:
 	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	echo 'No Chromium: the browser tests of the HTML reports will be skipped (Debian: apt install chromium).'
 
-# --durations: what the suite costs, its slowest tests first, in every run.
+# -n: the tests run in parallel processes (pytest-xdist), one per core and
+# four at most, as each holds a TensorFlow; --durations: what the suite costs,
+# its slowest tests first, in every run.
+PYTEST = $(BIN)/python -m pytest -q -n auto --maxprocesses 4
 test: lint browser
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(PYTEST) --durations=15 tests
 
 test-fast: lint
-	$(BIN)/python -m pytest -q -m 'not slow' tests
+	$(PYTEST) -m 'not slow' tests
 
 clean:
 	rm -rf $(VENV) data/demo data/demo.partial experiments

@@ -32,6 +32,22 @@ def pytest_addoption(parser):
                           'SEED (default: a new seed, printed); proves them independent of order')
 
 
+def pytest_configure(config):
+    # A shuffle's seed is drawn once. Under pytest-xdist (make test's -n)
+    # every worker must collect in one order: the seed travels to them as the
+    # run's id, which xdist hands to each.
+    if config.getoption('--test-order') != 'random':
+        return
+    workerinput = getattr(config, 'workerinput', None)
+    if workerinput is not None:
+        seed = int(workerinput['testrunuid'], 16) % 2 ** 32
+    else:
+        seed = random.SystemRandom().randrange(2 ** 32)
+        if getattr(config.option, 'testrunuid', False) is None:
+            config.option.testrunuid = '{:032x}'.format(seed)
+    config.option.test_order = 'random:{}'.format(seed)
+
+
 def pytest_collection_modifyitems(config, items):
     order = config.getoption('--test-order')
     kind, _, seed = order.partition(':')
