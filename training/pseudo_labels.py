@@ -1,0 +1,195 @@
+"""Pseudo-identities for unlabelled crops: k-reciprocal Jaccard distances over
+a nearest-neighbour graph, clustered by DBSCAN (issue 46's building block).
+
+The clustering baselines of unsupervised re-id (SpCL, Cluster Contrast)
+embed the unlabelled training crops, measure the Jaccard distance of their
+k-reciprocal encodings (Zhong et al., as `evaluation/rerank.py` does for
+evaluation) and cluster those with DBSCAN, leaving outliers out. Their code
+holds the (N, N) distances densely, which needs 40 GB at 100,000 crops. The
+distance is below 1 only between crops whose encodings share a neighbour,
+however, so everything here is sparse:
+
+- each crop's k1 + 1 nearest neighbours come from faiss (exactly up to
+  `EXACT_LIMIT` crops, through an inverted-file index beyond);
+- the encodings V are a sparse (N, N) matrix with a few dozen non-zeros a
+  row, weighted by the softmax of the negative squared distances over each
+  crop's expanded k-reciprocal set and averaged over its k2 nearest (local
+  query expansion), as SpCL's `compute_jaccard_distance` does;
+- the Jaccard distances are computed a block of rows at a time for the pairs
+  whose encodings overlap, and DBSCAN reads them as a sparse precomputed
+  graph in which every pair left out is farther than any eps below 1.
+
+NumPy, SciPy, faiss and scikit-learn; no TensorFlow.
+"""
+
+import numpy as np
+import scipy.sparse
+
+# Up to this many crops, the neighbours are found exactly (a brute-force
+# search costs N² D: 20 seconds at 30,000 × 512 on two cores); beyond, an
+# inverted-file index looks at `IVF_PROBES` of its 4·√N lists.
+EXACT_LIMIT = 30000
+IVF_PROBES = 24
+
+
+def normalized(embs):
+    """(N, D) float32 rows scaled to unit length (zero rows stay zero)."""
+    embs = np.asarray(embs, np.float32)
+    norms = np.linalg.norm(embs, axis=1, keepdims=True)
+    return embs / np.maximum(norms, 1e-12)
+
+
+def nearest_neighbours(embs, k):
+    """Each row's k nearest rows, itself first: ((N, k) int64 indices, (N, k)
+    float32 squared Euclidean distances), for unit-length `embs` (N, D)."""
+    import faiss
+    n, dim = embs.shape
+    k = min(k, n)
+    if n <= EXACT_LIMIT:
+        index = faiss.IndexFlatL2(dim)
+    else:
+        lists = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
+        # faiss trains its k-means on at most 256 points a list anyway.
+        sample = np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False)
+        index.train(embs[np.sort(sample)])
+        index.nprobe = IVF_PROBES
+    index.add(embs)
+    distances, indices = index.search(embs, k)
+    # A crop whose nearest is a duplicate of it may list the duplicate first;
+    # the crop itself goes first so that rank 0 is always the crop.
+    indices, distances = _self_first(indices, distances)
+    return indices, np.maximum(distances, 0)
+
+
+def _self_first(indices, distances):
+    """Moves each row's own index to its front (or puts it there when the
+    search missed it, at distance 0)."""
+    rows = np.arange(len(indices))
+    own = indices == rows[:, None]
+    position = np.where(own.any(axis=1), own.argmax(axis=1), indices.shape[1] - 1)
+    for array, own_value in ((indices, rows), (distances, np.zeros(len(rows), np.float32))):
+        keep = np.ones(array.shape, bool)
+        keep[rows, position] = False
+        rest = array[keep].reshape(len(rows), -1)
+        array[:] = np.concatenate([own_value[:, None].astype(array.dtype), rest], axis=1)
+    return indices, distances
+
+
+def _reciprocal(rank, i, k):
+    """The k-reciprocal neighbours of row i: those of its k + 1 nearest that
+    have i among their own k + 1 nearest."""
+    forward = rank[i, :k + 1]
+    return forward[(rank[forward, :k + 1] == i).any(axis=1)]
+
+
+def encodings(embs, rank, k1, k2):
+    """The k-reciprocal encodings V: (N, N) sparse float32 CSR, rows summing to 1.
+
+    Args:
+        embs: (N, D) unit-length embeddings.
+        rank: (N, k1 + 1) nearest neighbours, each row's own index first.
+        k1: the size of the k-reciprocal sets; k2: the neighbours averaged
+            in the local query expansion (1 for none).
+    """
+    n = len(embs)
+    half = int(round(k1 / 2))
+    rows, cols, values = [], [], []
+    for i in range(n):
+        members = _reciprocal(rank, i, k1)
+        expanded = [members]
+        for candidate in members:
+            near = _reciprocal(rank, candidate, half)
+            if len(np.intersect1d(near, members)) > 2 / 3 * len(near):
+                expanded.append(near)
+        members = np.unique(np.concatenate(expanded))
+        weights = np.exp(-(2 - 2 * embs[members] @ embs[i]))
+        rows.append(np.full(len(members), i))
+        cols.append(members)
+        values.append(weights / weights.sum())
+    v = scipy.sparse.csr_matrix((np.concatenate(values).astype(np.float32),
+                                 (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    if k2 > 1:
+        expansion = scipy.sparse.csr_matrix(
+            (np.full(n * k2, 1 / k2, np.float32), (np.repeat(np.arange(n), k2),
+                                                   rank[:, :k2].reshape(-1))), shape=(n, n))
+        v = (expansion @ v).tocsr()
+    return v
+
+
+def jaccard_distances(v, below=1.0, block=2048):
+    """The Jaccard distances 1 - Σ min(V_i, V_j) / Σ max(V_i, V_j) between the
+    rows of V (N, N) sparse, for the pairs closer than `below`: (N, N) sparse
+    float32 CSR. Pairs left out are at least `below` apart (1 when their
+    supports do not overlap). Stored zeros (a row and itself, or identical
+    rows) are kept, as DBSCAN counts them as neighbours; keeping only what an
+    eps below `below` can use keeps the graph at a few dozen pairs a row
+    where all overlapping pairs are thousands."""
+    v = v.tocsr()
+    by_column = v.tocsc()
+    counts = np.diff(by_column.indptr)
+    blocks = []
+    for start in range(0, v.shape[0], block):
+        part = v[start:start + block].tocoo()
+        # For each stored V[i, c], every row j with a stored V[j, c].
+        repeat = counts[part.col]
+        offsets = np.repeat(by_column.indptr[part.col] - np.cumsum(repeat) + repeat, repeat) + \
+            np.arange(repeat.sum())
+        shared = np.minimum(np.repeat(part.data, repeat), by_column.data[offsets])
+        overlap = scipy.sparse.csr_matrix(
+            (shared, (np.repeat(part.row, repeat), by_column.indices[offsets])),
+            shape=(part.shape[0], v.shape[1]))
+        overlap.sum_duplicates()
+        # Rows sum to 1, so Σ max = 2 - Σ min.
+        distance = (1 - overlap.data / (2 - overlap.data)).clip(0, 1).astype(np.float32)
+        keep = distance < below
+        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))[keep]
+        blocks.append(scipy.sparse.csr_matrix(
+            (distance[keep], (rows, overlap.indices[keep])), shape=overlap.shape))
+    return scipy.sparse.vstack(blocks).tocsr()
+
+
+def jaccard_graph(embs, k1=30, k2=6, below=1.0):
+    """`jaccard_distances` of the encodings of `embs` (N, D): (N, N) sparse."""
+    embs = normalized(embs)
+    rank, _ = nearest_neighbours(embs, k1 + 1)
+    return jaccard_distances(encodings(embs, rank, min(k1, rank.shape[1] - 1), k2), below)
+
+
+def cluster(distances, eps=0.6, min_samples=4):
+    """DBSCAN over sparse precomputed distances (N, N): (N,) int64 labels
+    0..C-1 numbered by first appearance, -1 for the outliers."""
+    from sklearn.cluster import DBSCAN
+    labels = DBSCAN(eps=eps, min_samples=min_samples, metric='precomputed').fit_predict(
+        distances)
+    found = labels >= 0
+    _, first = np.unique(labels[found], return_index=True)
+    order = np.argsort(np.argsort(first))
+    renumbered = np.full(len(labels), -1, np.int64)
+    renumbered[found] = order[np.unique(labels[found], return_inverse=True)[1]]
+    return renumbered
+
+
+def pairwise_scores(labels, identities):
+    """How pseudo-labels (N,) match true identities (N,), for measuring only:
+    pairwise precision and recall (of the pairs in one cluster, how many are
+    one identity; of the pairs of one identity, how many share a cluster;
+    outliers share no cluster) and the normalised mutual information."""
+    from sklearn.metrics import normalized_mutual_info_score
+    labels = np.asarray(labels)
+    _, identities = np.unique(np.asarray(identities), return_inverse=True)
+
+    def pairs(counts):
+        return int((counts * (counts - 1) // 2).sum())
+
+    found = labels >= 0
+    joint = np.unique(np.stack([labels[found], identities[found]]), axis=1,
+                      return_counts=True)[1] if found.any() else np.zeros(0, np.int64)
+    together = pairs(joint)
+    clustered = pairs(np.unique(labels[found], return_counts=True)[1])
+    same = pairs(np.unique(identities, return_counts=True)[1])
+    # Outliers are clusters of their own for the mutual information.
+    singletons = np.where(found, labels, labels.max(initial=-1) + 1 + np.arange(len(labels)))
+    return {'precision': together / clustered if clustered else 0.0,
+            'recall': together / same if same else 0.0,
+            'nmi': float(normalized_mutual_info_score(identities, singletons))}
