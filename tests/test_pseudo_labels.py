@@ -88,15 +88,17 @@ def test_encodings_and_jaccard_distances_match_the_dense_reference(k2):
     np.testing.assert_allclose(np.asarray(v.sum(axis=1)).ravel(), 1, atol=1e-5)
 
     reference = dense_jaccard(expected)
+    graph = {(i, j) for i in range(len(embs)) for j in rank[i]}
+    graph |= {(j, i) for i, j in graph}
     for below in (1.0, 0.6):
-        distances = pseudo_labels.jaccard_distances(v, below, block=7)
-        stored = distances.toarray()
-        present = np.zeros(stored.shape, bool)
+        distances = pseudo_labels.jaccard_distances(v, rank, below, block=7)
         coo = distances.tocoo()
-        present[coo.row, coo.col] = True  # stored zeros too
-        assert present.diagonal().all()
-        np.testing.assert_allclose(stored[present], reference[present], atol=1e-5)
-        assert (reference[~present] >= below - 1e-6).all()
+        stored = set(zip(coo.row.tolist(), coo.col.tolist()))  # stored zeros too
+        np.testing.assert_allclose(coo.data, reference[coo.row, coo.col], atol=1e-5)
+        # Exactly the graph's pairs closer than `below`, each row with itself.
+        assert stored == {(i, j) for i, j in graph if reference[i, j] < below - 1e-6} | {
+            (i, i) for i in range(len(embs))}
+        assert (distances != distances.T).nnz == 0
         np.testing.assert_allclose(distances.diagonal(), 0, atol=1e-6)
 
 

@@ -15,9 +15,10 @@ however, so everything here is sparse:
   row, weighted by the softmax of the negative squared distances over each
   crop's expanded k-reciprocal set and averaged over its k2 nearest (local
   query expansion), as SpCL's `compute_jaccard_distance` does;
-- the Jaccard distances are computed a block of rows at a time for the pairs
-  whose encodings overlap, and DBSCAN reads them as a sparse precomputed
-  graph in which every pair left out is farther than any eps below 1.
+- the Jaccard distances are measured between each crop and its k1 nearest
+  neighbours (a k-nearest-neighbour graph, as the distance of two crops that
+  are no near neighbours either way is close to 1), a block of pairs at a
+  time, and DBSCAN reads them as a sparse precomputed graph.
 
 NumPy, SciPy, faiss and scikit-learn; no TensorFlow.
 """
@@ -25,11 +26,13 @@ NumPy, SciPy, faiss and scikit-learn; no TensorFlow.
 import numpy as np
 import scipy.sparse
 
-# Up to this many crops, the neighbours are found exactly (a brute-force
-# search costs N² D: 20 seconds at 30,000 × 512 on two cores); beyond, an
-# inverted-file index looks at `IVF_PROBES` of its 4·√N lists.
-EXACT_LIMIT = 30000
-IVF_PROBES = 24
+# Up to this many crops, the neighbours are found exactly: faiss's brute
+# force costs N² D, 16 s at 50,000 × 512 and about a minute at 100,000 on
+# two cores, and an inverted file that looks at 64 of its 4·√N lists took
+# longer there and found fewer of the true neighbours (bench/RESULTS.md).
+# Beyond, the inverted file keeps the time from growing with N².
+EXACT_LIMIT = 120000
+IVF_PROBES = 64
 
 
 def normalized(embs):
@@ -117,43 +120,52 @@ def encodings(embs, rank, k1, k2):
     return v
 
 
-def jaccard_distances(v, below=1.0, block=2048):
-    """The Jaccard distances 1 - Σ min(V_i, V_j) / Σ max(V_i, V_j) between the
-    rows of V (N, N) sparse, for the pairs closer than `below`: (N, N) sparse
-    float32 CSR. Pairs left out are at least `below` apart (1 when their
-    supports do not overlap). Stored zeros (a row and itself, or identical
-    rows) are kept, as DBSCAN counts them as neighbours; keeping only what an
-    eps below `below` can use keeps the graph at a few dozen pairs a row
-    where all overlapping pairs are thousands."""
+def jaccard_distances(v, rank, below=1.0, block=65536):
+    """The Jaccard distances 1 - Σ min(V_i, V_j) / Σ max(V_i, V_j) between
+    each row of V and its nearest neighbours, kept where they are below
+    `below`: (N, N) sparse float32 CSR, symmetric.
+
+    Args:
+        v: (N, N) sparse encodings whose rows sum to 1 (`encodings`).
+        rank: (N, k) nearest neighbours, each row's own index first; the
+            pairs (i, rank[i, j]) are the graph measured. Crops that are not
+            near neighbours either way share too little of their encodings
+            for any eps that clusters.
+        below: pairs this far apart or farther are left out, as DBSCAN with
+            an eps below it never uses them; so the graph holds at most k
+            pairs a row.
+        block: pairs measured at once (their rows of V are gathered).
+
+    Each row keeps its own entry, a stored 0: DBSCAN counts stored zeros
+    (a crop and itself, or two identical crops) as neighbours.
+    """
     v = v.tocsr()
-    by_column = v.tocsc()
-    counts = np.diff(by_column.indptr)
-    blocks = []
-    for start in range(0, v.shape[0], block):
-        part = v[start:start + block].tocoo()
-        # For each stored V[i, c], every row j with a stored V[j, c].
-        repeat = counts[part.col]
-        offsets = np.repeat(by_column.indptr[part.col] - np.cumsum(repeat) + repeat, repeat) + \
-            np.arange(repeat.sum())
-        shared = np.minimum(np.repeat(part.data, repeat), by_column.data[offsets])
-        overlap = scipy.sparse.csr_matrix(
-            (shared, (np.repeat(part.row, repeat), by_column.indices[offsets])),
-            shape=(part.shape[0], v.shape[1]))
-        overlap.sum_duplicates()
-        # Rows sum to 1, so Σ max = 2 - Σ min.
-        distance = (1 - overlap.data / (2 - overlap.data)).clip(0, 1).astype(np.float32)
-        keep = distance < below
-        rows = np.repeat(np.arange(overlap.shape[0]), np.diff(overlap.indptr))[keep]
-        blocks.append(scipy.sparse.csr_matrix(
-            (distance[keep], (rows, overlap.indices[keep])), shape=overlap.shape))
-    return scipy.sparse.vstack(blocks).tocsr()
+    n, k = rank.shape
+    first = np.repeat(np.arange(n), k - 1)
+    second = rank[:, 1:].reshape(-1)
+    pairs = np.unique(np.stack([np.minimum(first, second), np.maximum(first, second)]), axis=1)
+    pairs = pairs[:, pairs[0] != pairs[1]]
+    shared = np.empty(pairs.shape[1], np.float32)
+    for start in range(0, pairs.shape[1], block):
+        i, j = pairs[:, start:start + block]
+        shared[start:start + block] = np.asarray(v[i].minimum(v[j]).sum(axis=1)).ravel()
+    # Rows sum to 1, so Σ max = 2 - Σ min.
+    distance = (1 - shared / (2 - shared)).clip(0, 1)
+    keep = distance < below
+    rows = np.concatenate([pairs[0, keep], pairs[1, keep], np.arange(n)])
+    cols = np.concatenate([pairs[1, keep], pairs[0, keep], np.arange(n)])
+    values = np.concatenate([distance[keep], distance[keep], np.zeros(n, np.float32)])
+    # Built sorted by row, so that no two entries meet and nothing is summed.
+    return scipy.sparse.csr_matrix((values, (rows, cols)), shape=(n, n))
 
 
 def jaccard_graph(embs, k1=30, k2=6, below=1.0):
-    """`jaccard_distances` of the encodings of `embs` (N, D): (N, N) sparse."""
+    """`jaccard_distances` of the encodings of `embs` (N, D) between each crop
+    and its k1 nearest: (N, N) sparse."""
     embs = normalized(embs)
     rank, _ = nearest_neighbours(embs, k1 + 1)
-    return jaccard_distances(encodings(embs, rank, min(k1, rank.shape[1] - 1), k2), below)
+    k1 = rank.shape[1] - 1
+    return jaccard_distances(encodings(embs, rank, k1, k2), rank, below)
 
 
 def cluster(distances, eps=0.6, min_samples=4):
