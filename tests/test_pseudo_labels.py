@@ -137,3 +137,40 @@ def test_pairwise_scores_by_hand():
     # Outliers count as clusters of their own, which share no pair.
     alone = pseudo_labels.pairwise_scores(np.full(3, -1), ['a', 'a', 'b'])
     assert alone['precision'] == alone['recall'] == 0.0 and alone['nmi'] < 1
+
+
+def test_tracks_link_their_crops_and_keep_simultaneous_people_apart():
+    # crop:       0  1  2   3  4   5   6   7   8  9  10  11
+    labels = [0, 0, -1, 0, 1, -1, -1, 1, 0, 0, 0, 0]
+    cameras = ['c1'] * 8 + ['c2'] * 2 + ['c1'] * 2
+    tracks = [1, 1, 1, 2, 2, 3, 3, None, 1, 1, 4, 4]
+    frames = [1, 2, 3, 2, 3, 10, 11, 5, 2, 3, 20, 21]
+    constrained = pseudo_labels.constrain_by_tracks(labels, tracks, cameras, frames)
+    # Track c1/1 takes its crops' label, outlier included. Track c1/2 (a tie,
+    # so label 0) overlaps c1/1 in time in camera c1: it becomes a person of
+    # its own. c1/3, all outliers, is one too. The untracked crop keeps its
+    # label; c2/1 (another camera) and c1/4 (later) may share c1/1's.
+    assert list(constrained) == [0, 0, 0, 1, 1, 2, 2, 3, 0, 0, 0, 0]
+    # Without tracks, nothing changes but the numbering.
+    assert list(pseudo_labels.constrain_by_tracks([3, -1, 3], [None] * 3, ['c'] * 3,
+                                                  [1, 2, 3])) == [0, -1, 0]
+
+
+def test_random_footage_always_obeys_both_constraints():
+    rng = np.random.default_rng(5)
+    n = 400
+    cameras = rng.choice(['a', 'b', 'c'], n)
+    tracks = rng.integers(0, 40, n)
+    frames = rng.integers(0, 300, n)
+    labels = rng.integers(-1, 8, n)
+    constrained = pseudo_labels.constrain_by_tracks(labels, tracks, cameras, frames)
+    spans = {}
+    for camera, track in set(zip(cameras, tracks)):
+        crops = (cameras == camera) & (tracks == track)
+        assert len(set(constrained[crops])) == 1 and constrained[crops][0] >= 0
+        spans[camera, track] = (frames[crops].min(), frames[crops].max(),
+                                constrained[crops][0])
+    for (camera, track), (start, end, label) in spans.items():
+        for (other_camera, other), (other_start, other_end, other_label) in spans.items():
+            if camera == other_camera and track != other and label == other_label:
+                assert end < other_start or other_end < start

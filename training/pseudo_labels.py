@@ -172,13 +172,67 @@ def cluster(distances, eps=0.6, min_samples=4):
     """DBSCAN over sparse precomputed distances (N, N): (N,) int64 labels
     0..C-1 numbered by first appearance, -1 for the outliers."""
     from sklearn.cluster import DBSCAN
-    labels = DBSCAN(eps=eps, min_samples=min_samples, metric='precomputed').fit_predict(
-        distances)
+    return renumber(DBSCAN(eps=eps, min_samples=min_samples,
+                           metric='precomputed').fit_predict(distances))
+
+
+def constrain_by_tracks(labels, tracks, cameras, frames):
+    """Pseudo-labels that obey camera footage's free supervision: every crop
+    of one track is one person (must-link), and two tracks seen at the same
+    time by one camera are two people (cannot-link).
+
+    Each track takes the label most of its clustered crops have (the
+    smallest on a tie); a track whose crops were all outliers becomes a
+    pseudo-identity of its own. Of tracks that share a label and overlap in
+    time in one camera, the one with the most crops keeps it and the others
+    become pseudo-identities of their own.
+
+    Args:
+        labels: (N,) int pseudo-labels, -1 for outliers (`cluster`).
+        tracks: (N,) track ids, unique within a camera; crops of no track
+            (None or -1) keep their labels.
+        cameras: (N,) the camera of each crop.
+        frames: (N,) int frame of each crop.
+
+    Returns:
+        (N,) int64 labels, numbered by first appearance, -1 for outliers.
+    """
+    labels = np.asarray(labels, np.int64).copy()
+    keys = [None if track is None or track == -1 else (camera, track)
+            for camera, track in zip(cameras, tracks)]
+    members = {}
+    for index, key in enumerate(keys):
+        if key is not None:
+            members.setdefault(key, []).append(index)
+    fresh = labels.max(initial=-1) + 1
+    for key, indices in members.items():
+        votes = labels[indices][labels[indices] >= 0]
+        if len(votes):
+            values, counts = np.unique(votes, return_counts=True)
+            labels[indices] = values[np.argmax(counts)]
+        else:
+            labels[indices], fresh = fresh, fresh + 1
+    frames = np.asarray(frames)
+    kept = {}  # (label, camera) -> the frame spans of the tracks that keep it
+    for key, indices in sorted(members.items(), key=lambda item: (-len(item[1]), str(item[0]))):
+        span = frames[indices].min(), frames[indices].max()
+        spans = kept.setdefault((labels[indices[0]], key[0]), [])
+        if any(span[0] <= other[1] and other[0] <= span[1] for other in spans):
+            labels[indices], fresh = fresh, fresh + 1
+            kept[(labels[indices[0]], key[0])] = [span]
+        else:
+            spans.append(span)
+    return renumber(labels)
+
+
+def renumber(labels):
+    """(N,) int64 labels numbered 0..C-1 by first appearance, -1 kept."""
+    labels = np.asarray(labels)
     found = labels >= 0
-    _, first = np.unique(labels[found], return_index=True)
+    _, first, inverse = np.unique(labels[found], return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))
     renumbered = np.full(len(labels), -1, np.int64)
-    renumbered[found] = order[np.unique(labels[found], return_inverse=True)[1]]
+    renumbered[found] = order[inverse]
     return renumbered
 
 
