@@ -17,9 +17,10 @@ log = logging.getLogger('experiment')
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointFile:
-    """A complete checkpoint, read once by `read_checkpoint`: its prefix and
-    the shape of each of its variables by name, which tell its format and
-    what it trained without opening it again."""
+    """A checkpoint read once: its prefix and the shape of each of its
+    variables by name, which tell its format and what it trained without
+    opening it again. `read_checkpoint` makes one only for a complete
+    checkpoint."""
     path: str
     shapes: dict
 

@@ -1,4 +1,4 @@
-"""An experiment folder: its stored arguments, checkpoints, lock and records.
+"""An experiment folder: what it is, its stored arguments, lock and records.
 
 Everything about the experiment root that train.py, embed.py, search.py and
 export.py share: reading, resolving and writing `args.json`, the root's
@@ -10,8 +10,8 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
-import operator
 import logging
+import operator
 import os
 import re
 import shutil
@@ -157,8 +157,8 @@ def read_args(experiment_root):
     Raises:
         UserError when the file is corrupt, not a JSON object, or holds a value
         that embedding cannot use. The net, head and padding are checked
-        against their plug-ins by `model.check_architecture`, which sits above
-        them.
+        against their plug-ins by `models.build.check_architecture`, which
+        sits above them.
     """
     args_file = os.path.join(experiment_root, 'args.json')
     if not os.path.isfile(args_file):
@@ -174,10 +174,12 @@ def read_args(experiment_root):
                             'a number; write it without the quotes, or start a new experiment '
                             'root.'.format(args_file, key, value))
     check_choices(stored, args_file, (('pooling', POOLINGS), ('last_stride', (1, 2))))
-    # What embedding needs, checked here; train.py checks every argument it knows.
-    for key, kind in (('embedding_dim', int), ('net_input_height', int),
-                      ('net_input_width', int), ('pre_crop_height', int),
-                      ('pre_crop_width', int), ('antialias', bool), ('accurate_jpeg', bool)):
+    # What embedding needs (the Experiment record's numbers and switches),
+    # checked here; train.py checks every argument it knows.
+    for field in dataclasses.fields(Experiment):
+        key, kind = field.name, field.type
+        if kind not in (int, bool):
+            continue
         value = stored.get(key, LEGACY_ARGUMENTS.get(key, 1))
         if type(value) is not kind or (kind is int and value <= 0):
             raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a {} was '

@@ -4,7 +4,7 @@ Builds a network from a `nets/` body and a `heads/` head, initialises bodies
 from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), restores
 an experiment's checkpoints (TF2 by object, those of the TF1 original by
 variable name). This is the only module that imports `tf1_checkpoint`;
-`cli/experiment.py` finds the checkpoints and `models/inference.py` embeds with them.
+`cli/checkpoints.py` finds the checkpoints and `models/inference.py` embeds with them.
 """
 
 import logging

@@ -71,13 +71,12 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
     """
     experiment = Experiment.of(train_args)
     preprocessing = Preprocessing.of(experiment)
-    net_input_size, pre_crop_size = preprocessing.net_input_size, preprocessing.pre_crop_size
     if crop in ('center', 'five') and not experiment.crops_fit():
         raise UserError('--crop_augment {} takes crops of the net input size {}x{} from the '
                         'image resized to the experiment\'s pre-crop size {}x{}, which is '
                         'smaller; this experiment was trained without crops, so embed without '
-                        '--crop_augment (or with avgpool).'.format(crop, *net_input_size,
-                                                                   *pre_crop_size))
+                        '--crop_augment (or with avgpool).'.format(
+                            crop, *experiment.net_input_size, *experiment.pre_crop_size))
     names = augmentation_names(flip, crop)
     dataset = image_batches(fids, image_root, preprocessing, flip, crop, batch_size,
                             loading_threads)
