@@ -422,6 +422,7 @@ def train(argv, cleanup):
     startup.quiet_tensorflow()
     from training import distributed
     from cli import experiment
+    import training.checks
     import training.run
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
@@ -430,7 +431,7 @@ def train(argv, cleanup):
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
     if resuming:
         experiment.check_stored_paths(args, flags.given_arguments(parser, argv))
-    training.run.check_arguments(args)
+    training.checks.check_arguments(args)
     if args.deterministic:
         training.run.sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker

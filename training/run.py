@@ -3,7 +3,7 @@ checkpoint, the summaries and the loop. The step is `training_step`'s, the
 learning-rate schedule `schedules`', the collapse watch `collapse`'s and the
 memory checks `memory`'s.
 
-train.py parses the arguments and calls these in order: `check_arguments`,
+train.py parses the arguments and calls these in order: `checks.check_arguments`,
 `load_data`, `make_validation`, `choose_seed`, `build_run`,
 `restore_or_initialise`, then, once the experiment's arguments are stored,
 `save` (the step-0 checkpoint of a new run) and `loop`.
@@ -27,13 +27,12 @@ import common
 from training import detailed_logs, distributed
 from cli import checkpoints, experiment, files, flags
 from cli.experiment import Experiment
-import nets
 from inputs import sampler
 from training import validation
 from training.collapse import collapse_warning, looks_collapsed
 from inputs.images import Preprocessing, load_training_sets
 from models.inference import inference_function
-from training.memory import check_input_size, check_memory
+from training.memory import check_input_size
 from models.build import build_experiment, load_body_weights, restore
 from training.schedules import LearningRate
 from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
@@ -437,42 +436,3 @@ def loop(run, data, validate, changed, latest):
     log.info('Stopped at iteration %d; checkpoint %s.', int(step.numpy()),
              checkpoints.newest_checkpoint(args.experiment_root))
     return 0
-
-
-def check_arguments(args):
-    """Refuses argument combinations that cannot train, before anything is written."""
-    if not args.train_set:
-        raise cli.UserError('you did not specify the `--train_set` argument.')
-    if not args.image_root:
-        raise cli.UserError('you did not specify the `--image_root` argument.')
-    common.training_sets(args.train_set, args.image_root)
-    if args.distribution == 'multi_worker' and args.seed is None:
-        raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
-                            'sample the same batches.')
-    if args.batch_k < 2:
-        raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
-                            'triplet loss has nothing to pull together; use --batch_k 2 '
-                            'or more.'.format(args.batch_k))
-    given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
-    if given and len(given) < 3:
-        raise cli.UserError('validation needs --val_query, --val_gallery and --val_excluder '
-                            'together; only --{} was given.'.format(', --'.join(given)))
-    if args.val_camera_regex is not None and args.val_excluder != 'folders':
-        raise cli.UserError('--val_camera_regex is for --val_excluder folders.')
-    if args.lr_schedule == 'step' and not args.lr_decay_steps:
-        raise cli.UserError('--lr_schedule step needs the iterations to step at, for example '
-                            '--lr_decay_steps 8000 14000.')
-    nets.check_last_stride(args.model_name, args.last_stride)
-    if args.id_loss != 'softmax' and not args.id_loss_weight:
-        raise cli.UserError('--id_loss {} is the identity loss of --id_loss_weight, which is '
-                            '0 (off); give it a weight, such as --id_loss_weight 1.'.format(
-                                   args.id_loss))
-    if args.crop_augment and args.pad_crop:
-        raise cli.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
-                            'one.')
-    check_memory(args)
-    if args.crop_augment and not Experiment.of(args).crops_fit():
-        raise cli.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
-                            'the net input size {}x{}.'.format(
-                                   args.pre_crop_height, args.pre_crop_width,
-                                   args.net_input_height, args.net_input_width))

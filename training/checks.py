@@ -1,0 +1,47 @@
+"""The arguments of train.py checked together, before anything is written:
+the combinations that cannot train."""
+
+import common
+import cli
+import nets
+from cli.experiment import Experiment
+from training.memory import check_memory
+
+
+def check_arguments(args):
+    """Refuses argument combinations that cannot train, before anything is written."""
+    if not args.train_set:
+        raise cli.UserError('you did not specify the `--train_set` argument.')
+    if not args.image_root:
+        raise cli.UserError('you did not specify the `--image_root` argument.')
+    common.training_sets(args.train_set, args.image_root)
+    if args.distribution == 'multi_worker' and args.seed is None:
+        raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
+                            'sample the same batches.')
+    if args.batch_k < 2:
+        raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
+                            'triplet loss has nothing to pull together; use --batch_k 2 '
+                            'or more.'.format(args.batch_k))
+    given = [flag for flag in ('val_query', 'val_gallery', 'val_excluder') if getattr(args, flag)]
+    if given and len(given) < 3:
+        raise cli.UserError('validation needs --val_query, --val_gallery and --val_excluder '
+                            'together; only --{} was given.'.format(', --'.join(given)))
+    if args.val_camera_regex is not None and args.val_excluder != 'folders':
+        raise cli.UserError('--val_camera_regex is for --val_excluder folders.')
+    if args.lr_schedule == 'step' and not args.lr_decay_steps:
+        raise cli.UserError('--lr_schedule step needs the iterations to step at, for example '
+                            '--lr_decay_steps 8000 14000.')
+    nets.check_last_stride(args.model_name, args.last_stride)
+    if args.id_loss != 'softmax' and not args.id_loss_weight:
+        raise cli.UserError('--id_loss {} is the identity loss of --id_loss_weight, which is '
+                            '0 (off); give it a weight, such as --id_loss_weight 1.'.format(
+                                   args.id_loss))
+    if args.crop_augment and args.pad_crop:
+        raise cli.UserError('--crop_augment and --pad_crop are two ways of cropping; choose '
+                            'one.')
+    check_memory(args)
+    if args.crop_augment and not Experiment.of(args).crops_fit():
+        raise cli.UserError('with --crop_augment the pre-crop size {}x{} must be at least '
+                            'the net input size {}x{}.'.format(
+                                   args.pre_crop_height, args.pre_crop_width,
+                                   args.net_input_height, args.net_input_width))
