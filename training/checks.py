@@ -1,7 +1,11 @@
 """The arguments of train.py checked together, before anything is written:
-the combinations that cannot train."""
+the combinations that cannot train, and a checkpoint's identities against
+the training set's."""
+
+import re
 
 import common
+from cli import flags
 import cli
 import nets
 from cli.experiment import Experiment
@@ -45,3 +49,20 @@ def check_arguments(args):
                             'the net input size {}x{}.'.format(
                                    args.pre_crop_height, args.pre_crop_width,
                                    args.net_input_height, args.net_input_width))
+
+
+def check_identity_count(source, num_ids, train_set):
+    """Refuses to resume the identity or center loss of the checkpoint
+    `source` (a `checkpoints.CheckpointFile`) on a training set with another
+    number of identities, which their (C, ...) weights cannot take."""
+    path = source.path
+    for name, shape in source.shapes.items():
+        stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
+            shape[0] if name.startswith('centers/') else None
+        if stored is not None and stored != num_ids:
+            raise cli.UserError(
+                'the checkpoint `{}` learned {} training identities for its identity or center '
+                'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
+                'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
+                'body.'.format(path, stored, ' + '.join(flags.as_list(train_set)), num_ids,
+                               path))

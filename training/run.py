@@ -11,7 +11,6 @@ train.py parses the arguments and calls these in order: `checks.check_arguments`
 
 import logging
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import tensorflow as tf
 
 import cli
 import common
-from training import detailed_logs, distributed
+from training import checks, detailed_logs, distributed
 from cli import checkpoints, experiment, files, flags
 from cli.experiment import Experiment
 from inputs import sampler
@@ -76,23 +75,6 @@ def write_summaries(writer, step, out, lr, seconds, batch_k, histograms=True):
         tf.summary.histogram('embedding_pos_dists', dists[out['pos_mask'].numpy() == 1])
         tf.summary.histogram('embedding_neg_dists', dists[out['neg_mask'].numpy() == 1])
         tf.summary.histogram('embedding_lengths', out['emb_lengths'])
-
-
-def check_identity_count(source, num_ids, train_set):
-    """Refuses to resume the identity or center loss of the checkpoint
-    `source` (a `checkpoints.CheckpointFile`) on a training set with another
-    number of identities, which their (C, ...) weights cannot take."""
-    path = source.path
-    for name, shape in source.shapes.items():
-        stored = shape[-1] if re.match(r'classifier/_?kernel/', name) else \
-            shape[0] if name.startswith('centers/') else None
-        if stored is not None and stored != num_ids:
-            raise cli.UserError(
-                'the checkpoint `{}` learned {} training identities for its identity or center '
-                'loss, but `{}` now has {}; those losses tie an experiment to its identities. '
-                'Start a new experiment root, with --initial_checkpoint `{}` to reuse its '
-                'body.'.format(path, stored, ' + '.join(flags.as_list(train_set)), num_ids,
-                               path))
 
 
 def sequential_ops():
@@ -244,7 +226,7 @@ def restore_or_initialise(run, resuming, num_ids):
     if resuming and run.chief and not latest:
         checkpoints.check_checkpoints_not_lost(args.experiment_root)
     if latest:
-        check_identity_count(latest, num_ids, args.train_set)
+        checks.check_identity_count(latest, num_ids, args.train_set)
         restore(latest, run.checkpoint, run.model, run.body, run.optimizer, run.step,
                 what='the model {} + {} with embedding_dim {}'.format(
                     args.model_name, args.head_name, args.embedding_dim))
