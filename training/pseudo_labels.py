@@ -112,6 +112,8 @@ def encodings(embs, rank, k1, k2):
         values.append(weights / weights.sum())
     v = scipy.sparse.csr_matrix((np.concatenate(values).astype(np.float32),
                                  (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    # The expansion averages at most the neighbours that `rank` holds.
+    k2 = min(k2, rank.shape[1])
     if k2 > 1:
         expansion = scipy.sparse.csr_matrix(
             (np.full(n * k2, 1 / k2, np.float32), (np.repeat(np.arange(n), k2),
