@@ -151,18 +151,7 @@ def assign_body_weights(model_name, body, path):
             raise UserError('cannot load the Keras weights `{}` into `{}`: {}'.format(
                 path, model_name, e))
         return
-    # Users pass a checkpoint's files or its folder as often as its prefix.
-    if tf.io.gfile.isdir(path):
-        folder, path = path, newest_checkpoint(path)
-        if path is None:
-            raise UserError('the folder `{}` holds no checkpoint to initialise the body from; '
-                            'pass a checkpoint prefix or a Keras weights file.'.format(folder))
-    path = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path)
-    try:
-        source = CheckpointFile(path, tf.train.load_checkpoint(path).get_variable_to_shape_map())
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
-        raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
-                        'prefix.'.format(path))
+    path, source = initial_checkpoint_file(path)
     if source.tf1:
         tf1_checkpoint.restore(path, tf1_checkpoint.variable_map(body, body.name), strict=False,
                                what='the body of `{}`'.format(body.name))
@@ -177,6 +166,49 @@ def assign_body_weights(model_name, body, path):
     except (AssertionError, ValueError) as e:
         raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
             path, body.name, str(e).splitlines()[0]))
+
+
+def initial_checkpoint_file(path):
+    """(prefix, `CheckpointFile`) of a checkpoint given as its prefix, one of
+    its files, or its folder (its newest checkpoint), as users pass them."""
+    if tf.io.gfile.isdir(path):
+        folder, path = path, newest_checkpoint(path)
+        if path is None:
+            raise UserError('the folder `{}` holds no checkpoint to initialise the body from; '
+                            'pass a checkpoint prefix or a Keras weights file.'.format(folder))
+    path = re.sub(r'\.(index|data-\d+-of-\d+)$', '', path)
+    try:
+        return path, CheckpointFile(
+            path, tf.train.load_checkpoint(path).get_variable_to_shape_map())
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError):
+        raise UserError('`{}` is neither a Keras weights file nor a checkpoint '
+                        'prefix.'.format(path))
+
+
+def load_head_weights(model, path):
+    """Initialises the whole `model`, head and body, from a TF2 checkpoint of
+    this project (`path` as `initial_checkpoint_file` takes it) with the same
+    net, head and embedding size, refusing weights that are not finite.
+
+    Raises:
+        UserError for another kind of file, or a model of another shape.
+    """
+    remedy = ('--initial_head needs a checkpoint of this project with the same --model_name, '
+              '--head_name and --embedding_dim (such as an experiment, or a model imported '
+              'with import_model.py); leave it out (--no-initial_head) to train a fresh head')
+    if path == 'imagenet' or path.endswith(('.h5', '.keras')):
+        raise UserError('`{}` holds a body only; {}.'.format(path, remedy))
+    path, source = initial_checkpoint_file(path)
+    if source.tf1 or not any(name.startswith('model/') for name in source.shapes):
+        raise UserError('`{}` holds no model of this project; {}.'.format(path, remedy))
+    try:
+        status = tf.train.Checkpoint(model=model).read(path)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError) as e:
+        raise UserError('the model of `{}` does not fit this one ({}); {}.'.format(
+            path, str(e).splitlines()[0][:300], remedy))
+    check_weight_values(((weight.path, weight.numpy()) for weight in model.weights), path)
 
 
 def restore(source, checkpoint, model, body, optimizer=None, step=None, what='the model'):
