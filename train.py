@@ -12,9 +12,8 @@ import sys
 import numpy as np
 
 import cli
-from cli import flags
+from cli import adaptation, flags, startup
 from evaluation import metrics
-from cli import startup
 from cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from excluders import EXCLUDER_CHOICES
 from heads import HEAD_CHOICES
@@ -82,20 +81,17 @@ data_flags.add_argument(
 
 data_flags.add_argument(
     '--pre_crop_height', default=Experiment.pre_crop_height, type=flags.positive_int,
-    help='Height used to resize a loaded image. This is ignored when no crop '
-         'augmentation is applied.')
+    help='Height used to resize a loaded image; ignored without crop augmentation.')
 
 data_flags.add_argument(
     '--pre_crop_width', default=Experiment.pre_crop_width, type=flags.positive_int,
-    help='Width used to resize a loaded image. This is ignored when no crop '
-         'augmentation is applied.')
+    help='Width used to resize a loaded image; ignored without crop augmentation.')
 
 data_flags.add_argument(
     '--antialias', default=Experiment.antialias, action=argparse.BooleanOptionalAction,
-    help='Resize images with an antialiasing filter when shrinking them, as PIL does, so '
-         'that thin structures survive. Stored with the experiment: embed.py, validation and '
-         'export.py resize as training did. Experiments from before this flag resized '
-         'without (--no-antialias) and keep doing so.')
+    help='Resize images with an antialiasing filter when shrinking them, as PIL does. Stored '
+         'with the experiment: embed.py, validation and export.py resize as training did; '
+         'experiments from before this flag keep resizing without (--no-antialias).')
 
 data_flags.add_argument(
     '--accurate_jpeg', default=Experiment.accurate_jpeg, action=argparse.BooleanOptionalAction,
@@ -110,8 +106,7 @@ data_flags.add_argument(
 data_flags.add_argument(
     '--skip_corrupt_images', action='store_true', default=False,
     help='Train without images that cannot be decoded (corrupt, truncated, not an image), '
-         'with a warning and their count. By default such images stop training before it '
-         'starts, naming them.')
+         'with a warning and their count; by default they stop training before it starts.')
 
 data_flags.add_argument(
     '--max_image_pixels', default=flags.MAX_IMAGE_PIXELS, type=flags.positive_int,
@@ -399,6 +394,9 @@ distribution_flags.add_argument(
          'part of the batch only. By default the embeddings of all replicas are gathered so '
          'every anchor sees the whole P×K batch, as on a single device.')
 
+adaptation.add_flags(parser, StepSettings, loss_flags)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     # The experiment root's lock is released when training ends, however it ends.
@@ -447,6 +445,8 @@ def train(argv, cleanup):
     num_ids = len(np.unique(data.pids))
     run = training.run.build_run(args, strategy, num_ids, chief)
     latest = training.run.restore_or_initialise(run, resuming, num_ids)
+    # With --pseudo_labels, the first round's clusters are made now, before any writing.
+    data, rounds = training.run.begin_rounds(run, data)
 
     # Only now, with the data, the model and its weights known to work, is
     # anything written, so a refused run leaves no arguments behind to poison
@@ -461,7 +461,7 @@ def train(argv, cleanup):
         training.run.save(run, 0)
 
     # Loop.
-    return training.run.loop(run, data, validate, changed, latest)
+    return training.run.loop(run, data, validate, changed, latest, rounds)
 
 
 def command():

@@ -98,6 +98,10 @@ class StepSettings:
     label_smoothing: float = 0.1
     center_loss_weight: float = 0.0
     center_learning_rate: float = 0.5
+    triplet_loss_weight: float = 1.0
+    memory_loss_weight: float = 0.0
+    memory_temperature: float = 0.05
+    memory_momentum: float = 0.1
     weight_decay: float = 0.0
     xla: bool = False
     per_replica_mining: bool = False

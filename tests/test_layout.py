@@ -313,7 +313,8 @@ def test_train_help_groups_its_flags():
     import train
     titles = [group.title for group in train.parser._action_groups]
     assert titles[2:] == ['experiment', 'data', 'model', 'loss', 'optimiser', 'augmentation',
-                          'validation', 'checkpoints', 'performance', 'distribution']
+                          'validation', 'checkpoints', 'performance', 'distribution',
+                          'pseudo-labels']
     # Every flag but --help is in one of the named groups.
     assert not [a.dest for a in train.parser._action_groups[1]._group_actions
                 if a.dest != 'help']

@@ -16,12 +16,19 @@ def check_arguments(args):
     """Refuses argument combinations that cannot train, before anything is written."""
     if not args.train_set:
         raise cli.UserError('you did not specify the `--train_set` argument.')
-    if not args.image_root:
+    if args.pseudo_labels:
+        check_pseudo_labels(args)
+    elif not args.image_root:
         raise cli.UserError('you did not specify the `--image_root` argument.')
-    common.training_sets(args.train_set, args.image_root)
+    else:
+        common.training_sets(args.train_set, args.image_root)
+    if not (args.triplet_loss_weight or args.id_loss_weight or args.memory_loss_weight):
+        raise cli.UserError('--triplet_loss_weight 0 leaves nothing to train; give it a weight, '
+                            'or turn on --id_loss_weight or --memory_loss_weight.')
     if args.distribution == 'multi_worker' and args.seed is None:
         raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
                             'sample the same batches.')
+    check_memory_loss(args)
     if args.batch_k < 2:
         raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                             'triplet loss has nothing to pull together; use --batch_k 2 '
@@ -49,6 +56,25 @@ def check_arguments(args):
                             'the net input size {}x{}.'.format(
                                    args.pre_crop_height, args.pre_crop_width,
                                    args.net_input_height, args.net_input_width))
+
+
+def check_pseudo_labels(args):
+    """Refuses what cannot train on pseudo-identities (--pseudo_labels)."""
+    if args.id_loss_weight or args.center_loss_weight:
+        raise cli.UserError(
+            '--pseudo_labels cannot train the identity or center loss: their weights have one '
+            'row per identity, and the pseudo-identities change every round. Use the '
+            'cluster-memory loss instead (--memory_loss_weight 1).')
+    if args.distribution != 'none':
+        raise cli.UserError('--pseudo_labels trains on one device for now (--distribution '
+                            'none): each round clusters on the machine that trains.')
+
+
+def check_memory_loss(args):
+    """Refuses the cluster-memory loss without pseudo-identities to keep centroids of."""
+    if args.memory_loss_weight and not args.pseudo_labels:
+        raise cli.UserError('--memory_loss_weight keeps one centroid per pseudo-identity; it '
+                            'needs --pseudo_labels.')
 
 
 def check_identity_count(source, num_ids, train_set):

@@ -23,16 +23,16 @@ import tensorflow as tf
 
 import cli
 import common
-from training import checks, detailed_logs, distributed
+from training import adaptation, checks, detailed_logs, distributed
 from cli import checkpoints, experiment, files, flags
 from cli.experiment import Experiment
-from inputs import sampler
+from inputs import sampler, unlabelled
 from training import validation
 from training.collapse import collapse_warning, looks_collapsed
-from inputs.images import Preprocessing, load_training_sets
+from inputs.images import Preprocessing, decodable_mask, load_training_sets
 from models.inference import inference_function
 from training.memory import check_input_size
-from models.build import build_experiment, load_body_weights, restore
+from models.build import build_experiment, load_body_weights, load_head_weights, restore
 from training.schedules import LearningRate
 from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
 from uninterrupt import Uninterrupt
@@ -118,17 +118,24 @@ class Run:
 
 
 class TrainingData(NamedTuple):
-    """The training images: (N,) identities and (N,) paths relative to `image_root`."""
+    """The training images: (N,) identities and (N,) paths relative to
+    `image_root`. With --pseudo_labels, `crops` are all the unlabelled crops
+    (`unlabelled.Crops`), and the identities and paths those of the current
+    round's pseudo-identities (see `adaptation`)."""
     pids: np.ndarray
     fids: np.ndarray
     image_root: str
+    crops: object = None
 
 
 def load_data(args, chief):
     """The training sets (several are joined by `common.merge_datasets`, with
     their identities kept apart) without the images that cannot be used,
     checked for enough identities (and, with --detailed_logs, for the disk
-    space of their logs)."""
+    space of their logs). With --pseudo_labels, the crops without their
+    identities, which `begin_rounds` clusters."""
+    if args.pseudo_labels:
+        return load_crops(args, chief)
     parts = load_training_sets(args.train_set, args.image_root, args.skip_corrupt_images,
                                args.loading_threads, log, args.max_image_pixels)
     data = TrainingData(*common.merge_datasets(parts))
@@ -140,11 +147,57 @@ def load_data(args, chief):
                  len(np.unique(data.pids)), len(data.pids))
     sampler.check_enough_identities(data.pids, args.batch_p, ' + '.join(
         '`{}`'.format(csv) for csv in flags.as_list(args.train_set)))
+    check_log_space(args, chief, data.fids)
+    return data
+
+
+def check_log_space(args, chief, fids):
+    """With --detailed_logs, refuses a run whose logs of `fids` would not fit on the disk."""
     if args.detailed_logs and chief:
         detailed_logs.check_space(args.experiment_root, args.train_iterations,
                                   args.batch_p * args.batch_k, args.embedding_dim,
-                                  max(len(f.encode('utf-8')) for f in data.fids))
-    return data
+                                  max(len(f.encode('utf-8')) for f in fids))
+
+
+def load_crops(args, chief):
+    """The usable crops of --train_set for --pseudo_labels, in a `TrainingData`."""
+    crops = unlabelled.read_crops(args.train_set, args.image_root, args.camera_regex)
+    crops = crops.subset(decodable_mask(crops.fids, crops.image_root, args.skip_corrupt_images,
+                                        args.loading_threads, log,
+                                        max_pixels=args.max_image_pixels))
+    if args.camera_centering and crops.cameras is None:
+        raise cli.UserError('--camera_centering needs the crops\' cameras: a `camera` column '
+                            'in --train_set, or --camera_regex.')
+    check_log_space(args, chief, crops.fids)
+    return TrainingData(np.zeros(0, str), crops.fids, crops.image_root, crops)
+
+
+def begin_rounds(run, data):
+    """(the `TrainingData` of the round training resumes in or begins with, the
+    run's `adaptation.Rounds`) with --pseudo_labels, else (`data`, None). A first
+    round is clustered before anything is written, so a clustering that leaves
+    nothing to train on stops the run without a trace."""
+    if data.crops is None:
+        return data, None
+    rounds = adaptation.Rounds(run.args, run.model, run.extras, data.crops)
+    pids, fids = rounds.begin(int(run.step.numpy()))
+    return data._replace(pids=pids, fids=fids), rounds
+
+
+def next_round(run, rounds, data, batches, step, writer):
+    """(data, batches, whether the checkpoint of `step` was saved) of the round
+    iteration `step` is in. A new round's labels are written, and the
+    checkpoint of `step` is saved with its cluster memory."""
+    if rounds.starts_at(step):
+        pids, fids = rounds.begin(step)
+        data = data._replace(pids=pids, fids=fids)
+        batches = make_batches(run, data, step)
+    if not rounds.fresh:
+        return data, batches, False
+    if run.chief:
+        rounds.commit(writer)
+    save(run, step)
+    return data, batches, True
 
 
 def make_validation(args, chief):
@@ -231,8 +284,12 @@ def restore_or_initialise(run, resuming, num_ids):
                 what='the model {} + {} with embedding_dim {}'.format(
                     args.model_name, args.head_name, args.embedding_dim))
     elif args.initial_checkpoint:
-        log.info('Initialising the body from %s', args.initial_checkpoint)
+        whole = args.pseudo_labels if args.initial_head is None else args.initial_head
+        log.info('Initialising the %s from %s', 'model' if whole else 'body',
+                 args.initial_checkpoint)
         load_body_weights(args.model_name, run.body, args.initial_checkpoint)
+        if whole:
+            load_head_weights(run.model, args.initial_checkpoint)
     check_input_size(run.model, args)
     return latest.path if latest else None
 
@@ -348,13 +405,23 @@ def watch_collapse(collapsed_for, b_loss, out, args):
     return collapsed_for
 
 
-def loop(run, data, validate, changed, latest):
+def open_detailed_logs(args, data):
+    """The --detailed_logs arrays (embeddings, losses, fids), wide enough for
+    every path of `data`, of any round."""
+    fids = data.fids if data.crops is None else data.crops.fids
+    return detailed_logs.open_logs(
+        args.experiment_root, args.train_iterations, args.batch_p * args.batch_k,
+        args.embedding_dim, max(len(f.encode('utf-8')) for f in fids))
+
+
+def loop(run, data, validate, changed, latest, rounds=None):
     """Trains on `data` (a `TrainingData`) from the restored step to
     --train_iterations, checkpointing, validating (`validate`, on the chief)
     and watching for a collapse, until done or interrupted; then writes the
     final checkpoint. `changed` says that the resumed run's arguments changed
     and are stored after its first iteration; `latest` is the restored
-    checkpoint, if any.
+    checkpoint, if any; `rounds`, with --pseudo_labels, begins each round
+    (`begin_rounds`).
 
     Returns:
         The exit status, 0.
@@ -367,11 +434,8 @@ def loop(run, data, validate, changed, latest):
         log.info('The experiment already finished its %d iterations.', args.train_iterations)
         return 0
     batches = make_batches(run, data, start_step)
-    batch_size = args.batch_p * args.batch_k
     if args.detailed_logs and chief:
-        log_embs, log_loss, log_fids = detailed_logs.open_logs(
-            args.experiment_root, args.train_iterations, batch_size, args.embedding_dim,
-            max(len(f.encode('utf-8')) for f in data.fids))
+        log_embs, log_loss, log_fids = open_detailed_logs(args, data)
     writer = tf.summary.create_file_writer(args.experiment_root if chief else run.checkpoint_dir)
     log.info('Starting training from iteration %d; the first iteration also traces and '
              'compiles the step, which takes a few seconds more.', start_step)
@@ -381,6 +445,9 @@ def loop(run, data, validate, changed, latest):
     stop = distributed.agreed_stop(strategy) if args.distribution == 'multi_worker' else bool
     with Uninterrupt(log=log) as u:
         for i in range(start_step, args.train_iterations):
+            if rounds is not None:
+                data, batches, saved = next_round(run, rounds, data, batches, i, writer)
+                saved_step = i if saved else saved_step
             start_time = time.time()
             images, batch_fids, _, labels = next(batches)
             out, b_loss, terms = checked_step(train_step, images, labels, run)

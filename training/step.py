@@ -8,14 +8,14 @@ identity and center heads it trains beside the model.
 import keras
 import tensorflow as tf
 
-from training import collapse, distributed
+from training import cluster_memory, collapse, distributed
 import loss
 from inputs import sampler
 
 
 # The per-image losses beside the triplet loss, as the step returns and
 # TensorBoard shows them.
-AUXILIARY_LOSSES = ('id_loss', 'center_loss')
+AUXILIARY_LOSSES = ('id_loss', 'center_loss', 'memory_loss')
 
 
 def auxiliary_heads(args, num_ids, embedding_dim):
@@ -23,8 +23,11 @@ def auxiliary_heads(args, num_ids, embedding_dim):
     to be built in the strategy's scope: a dict with the identity
     `classifier` (a bias-free Dense layer, initialised with std 0.001 as in
     BoT) and the identity `centers` (C, D) with their own SGD
-    `center_optimizer`, each only when its loss is on. All of it belongs in
-    the checkpoint and none of it in the exported model."""
+    `center_optimizer`, each only when its loss is on; and, when training
+    on pseudo-identities (--pseudo_labels), the cluster `memory` (C, D),
+    whose C changes from round to round, with the first iteration of its
+    round (`round_start`, -1 before the first) and the round's number. All
+    of it belongs in the checkpoint and none of it in the exported model."""
     extras = {}
     if args.id_loss_weight:
         classifier = keras.layers.Dense(
@@ -37,6 +40,12 @@ def auxiliary_heads(args, num_ids, embedding_dim):
             keras.random.normal((num_ids, embedding_dim)), trainable=False, name='centers')
         extras['center_optimizer'] = keras.optimizers.SGD(args.center_learning_rate)
         extras['center_optimizer'].build([extras['centers']])
+    if getattr(args, 'pseudo_labels', False):
+        extras['memory'] = tf.Variable(tf.zeros((0, embedding_dim)), trainable=False,
+                                       shape=tf.TensorShape((None, embedding_dim)), name='memory')
+        extras['round_start'] = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                                            name='round_start')
+        extras['round'] = tf.Variable(0, dtype=tf.int64, trainable=False, name='round')
     return extras
 
 
@@ -65,6 +74,9 @@ def auxiliary_losses(extras, endpoints, emb, labels, args):
         terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
     if 'centers' in extras:
         terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
+    if 'memory' in extras and args.memory_loss_weight:
+        terms['memory_loss'] = cluster_memory.loss(emb, extras['memory'], labels,
+                                                args.memory_temperature)
     return terms
 
 
@@ -75,7 +87,8 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
     loss_fn = loss.LOSS_CHOICES[args.loss]
     global_mining = replicas > 1 and not args.per_replica_mining
     global_batch = args.batch_p * args.batch_k
-    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight}
+    weights = {'id_loss': args.id_loss_weight, 'center_loss': args.center_loss_weight,
+               'memory_loss': args.memory_loss_weight}
 
     # XLA compiles the network's forward pass and, through the tape, its
     # backward pass; the gathering across replicas stays outside it.
@@ -98,7 +111,7 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
             losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
                              seed=sampler.stream_seed(args.seed, 4, step))
             terms = auxiliary_losses(extras, endpoints, emb, labels, args)
-            total = tf.add_n([tf.reduce_sum(losses)] + [
+            total = tf.add_n([args.triplet_loss_weight * tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
             total /= global_batch
             if args.weight_decay:
@@ -165,6 +178,10 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
         out = strategy.experimental_local_results(
             strategy.run(replica_step, args=(images, labels)))[0]
         step.assign_add(1)
+        if 'memory' in extras:
+            rows, centroids = cluster_memory.update(out['emb'], extras['memory'], out['labels'],
+                                                 args.memory_momentum)
+            extras['memory'].scatter_nd_update(rows[:, None], centroids)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
         out['spread'] = collapse.embedding_spread(
