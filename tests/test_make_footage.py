@@ -8,7 +8,8 @@ from PIL import Image
 
 import cli
 from inputs import footage
-from data import make_demo, make_footage
+from data import footage_crops, make_demo, make_footage
+from inputs import unlabelled
 
 
 @pytest.fixture(scope='module')
@@ -47,3 +48,25 @@ def test_a_folder_that_is_not_the_demo_set_is_refused(tmp_path):
     with pytest.raises(cli.UserError, match='is not the demo set'):
         make_footage.main(['--demo', str(tmp_path), '--output', str(tmp_path / 'out')])
     assert os.listdir(tmp_path) == []
+
+
+def test_footage_crops_give_train_py_tracks_frames_and_identities(demo, tmp_path):
+    output, crops = tmp_path / 'footage', tmp_path / 'crops'
+    assert make_footage.main(['--demo', demo, '--output', str(output), '--cameras', '2',
+                              '--frames', '5', '--people', '3']) == 0
+    assert footage_crops.main(['--footage', str(output), '--output', str(crops)]) == 0
+    read = unlabelled.read_crops(str(crops / 'crops.csv'), str(crops))
+    boxes = [row.split(',') for camera in ('cam1', 'cam2')
+             for row in (output / camera / 'boxes.csv').read_text().splitlines()]
+    assert len(read.fids) == len(boxes)
+    for fid, camera, track, frame, identity in zip(read.fids, read.cameras, read.tracks,
+                                                   read.frames, read.identities):
+        assert os.path.isfile(crops / fid) and fid.startswith(camera + '/')
+        assert [identity, '{}/{:06d}.jpg#{}'.format(camera, frame, track)] in boxes
+    # A second run refuses to overwrite, and nothing but the crops and the CSV is written.
+    with pytest.raises(cli.UserError):
+        footage_crops.main(['--footage', str(output), '--output', str(crops)])
+    with pytest.raises(cli.UserError, match='holds no camera folder'):
+        footage_crops.main(['--footage', str(tmp_path / 'crops'), '--output',
+                            str(tmp_path / 'other')])
+    assert not os.path.exists(tmp_path / 'other')
