@@ -159,13 +159,26 @@ def assign_body_weights(model_name, body, path):
     if not any(name.startswith('body/') for name in source.shapes):
         raise UserError('the checkpoint `{}` holds no weights saved as `body`; it is not a '
                         'checkpoint of this project.'.format(path))
+    problem = read_objects(path, body=body)
+    if problem:
+        raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
+            path, body.name, problem))
+
+
+def read_objects(path, **objects):
+    """Reads the `objects` (keyword: trackable, as `tf.train.Checkpoint`
+    takes them) from the TF2 checkpoint `path`, leaving the rest of it unread.
+
+    Returns:
+        None, or the first line of why they do not fit.
+    """
     try:
-        status = tf.train.Checkpoint(body=body).read(path)
+        status = tf.train.Checkpoint(**objects).read(path)
         status.expect_partial()
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError) as e:
-        raise UserError('the checkpoint `{}` does not fit the net `{}`: {}'.format(
-            path, body.name, str(e).splitlines()[0]))
+        return str(e).splitlines()[0]
+    return None
 
 
 def initial_checkpoint_file(path):
@@ -201,13 +214,10 @@ def load_head_weights(model, path):
     path, source = initial_checkpoint_file(path)
     if source.tf1 or not any(name.startswith('model/') for name in source.shapes):
         raise UserError('`{}` holds no model of this project; {}.'.format(path, remedy))
-    try:
-        status = tf.train.Checkpoint(model=model).read(path)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError) as e:
+    problem = read_objects(path, model=model)
+    if problem:
         raise UserError('the model of `{}` does not fit this one ({}); {}.'.format(
-            path, str(e).splitlines()[0][:300], remedy))
+            path, problem[:300], remedy))
     check_weight_values(((weight.path, weight.numpy()) for weight in model.weights), path)
 
 

@@ -198,6 +198,7 @@ def test_the_unlabelled_formats(tmp_path):
     (('--cluster_eps', '0.999', '--cluster_k1', '40', '--cluster_k2', '40'), None,
      'into one pseudo-identity; lower --cluster_eps'),
     (('--id_loss_weight', '1'), None, 'cannot train the identity or center loss'),
+    (('--embedding_dim', '32'), None, 'does not fit this one.*--no-initial_head'),
     (('--camera_centering',), None, '--camera_centering needs the crops\' cameras'),
     ((), 'path,track,frame\ntrain/0001_c1s1_000000_00.jpg,5,1\n'
          'train/0001_c2s1_000001_00.jpg,5,1\n', 'lines 2 and 3: track `5` has two crops in '
@@ -237,3 +238,16 @@ def test_memory_loss_needs_pseudo_labels(tmp_path, tiny_dataset):
     with pytest.raises(cli.UserError, match='needs --pseudo_labels'):
         train.main(base_args(str(tmp_path / 'x'), *tiny_dataset, 2,
                              '--memory_loss_weight', '1'))
+
+
+def test_a_body_only_file_cannot_start_the_head(tmp_path, trained):
+    from models.build import build_model
+    _, body = build_model('tiny', 'fc1024', 16)
+    weights = str(tmp_path / 'body.weights.h5')
+    body.save_weights(weights)
+    root = str(tmp_path / 'adapt')
+    argv = adapt_args(root, trained, 2)
+    argv[argv.index('--initial_checkpoint') + 1] = weights
+    with pytest.raises(cli.UserError, match='holds a body only.*--no-initial_head'):
+        train.main(argv)
+    assert not os.path.exists(root)
