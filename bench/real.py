@@ -35,6 +35,12 @@ imported with import_model.py, at torchreid's 256×128, in the project only:
     (`--zoo_iterations`, 600 by default) with batch-hard soft margin on its
     512-d features, P=16 K=4, flips, Adam 1e-4 decaying from half-way;
     Euclidean distances, as torchreid evaluates.
+  - `zoo_adapt`: the same without the identities, recipes/zoo_adapt.args
+    (`--zoo_iterations` long): train.py --pseudo_labels clusters the training crops
+    every `--cluster_every` iterations and trains on the pseudo-identities,
+    with the cluster-memory loss beside batch-hard; the training CSV's
+    identities only measure each round's pseudo-labels (pairwise precision,
+    recall and NMI, in the results).
 
 With `--torch_python`, each recipe but these also runs in `bench/torch_finetune.py`, an
 independent PyTorch implementation of the same recipes (MobileNetV2 written
@@ -53,6 +59,7 @@ ImageNet body from a TF.js export with `python -m bench.tfjs_weights`, or
 """
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -64,19 +71,25 @@ import tempfile
 import numpy as np
 
 from cli import startup
-from bench import tfjs_weights
+from bench import adaptation, tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
 # The recipes that start from a torchreid model-zoo file (--zoo_weights),
 # imported by import_model.py, at torchreid's 256×128: `zoo` embeds with it
-# as it is, `zoo_finetune` fine-tunes it first; the project's side only.
-ZOO_RECIPES = ('zoo', 'zoo_finetune')
+# as it is, `zoo_finetune` fine-tunes it first, `zoo_adapt` adapts it without the
+# labels; the project's side only.
+ZOO_RECIPES = ('zoo', 'zoo_finetune', 'zoo_adapt')
 PREFIX = 'cuhk03_folders'
 
 
-def project_flags(recipe, iterations, height, width, weights):
+def project_flags(recipe, iterations, height, width, weights, cluster_every=200):
     """train.py's flags for `recipe`, and the metric it is evaluated with."""
+    if recipe == 'zoo_adapt':
+        # The recipe file itself, at this benchmark's length and rounds.
+        return ['@zoo_adapt', '--initial_checkpoint', weights, '--train_iterations',
+                str(iterations), '--decay_start_iteration', str(iterations // 2),
+                '--cluster_every', str(cluster_every)], 'euclidean'
     if recipe == 'zoo_finetune':
         # The recipe of docs/deployment.md: the whole net at torchreid's input size and rate
         # scale, batch-hard soft margin on its 512-d features, the rate
@@ -131,7 +144,8 @@ def run_project(args, recipe, seed, root, log, scratch):
     else:
         weights = import_zoo(args, scratch, log) if recipe in ZOO_RECIPES else args.weights
         flags, metric = project_flags(recipe, args.zoo_iterations if recipe in ZOO_RECIPES
-                                      else args.iterations, args.height, args.width, weights)
+                                      else args.iterations, args.height, args.width, weights,
+                                      args.cluster_every)
         if recipe in ZOO_RECIPES:
             flags = ['--model_name', json.load(open(os.path.join(weights, 'args.json')))[
                 'model_name']] + flags
@@ -153,7 +167,12 @@ def run_project(args, recipe, seed, root, log, scratch):
                    '--filename', results], log)
     with open(results) as f:
         figures = json.load(f)
-    return {'mAP': figures['mAP'], 'top1': figures['CMC'][0], 'seconds': seconds + took}
+    row = {'mAP': figures['mAP'], 'top1': figures['CMC'][0], 'seconds': seconds + took}
+    if recipe == 'zoo_adapt':
+        with open(files['train']) as f:
+            identities = {path: identity for identity, path in csv.reader(f)}
+        row['rounds'] = adaptation.round_scores(root, identities)
+    return row
 
 
 def run_torch(args, recipe, seed, scratch, log):
@@ -201,7 +220,9 @@ def parse_args(argv):
                         help='A torchreid model-zoo .pth (such as osnet_x0_25_msmt17.pth) for '
                         'the recipes zoo and zoo_finetune.')
     parser.add_argument('--zoo_iterations', type=int, default=600,
-                        help='Training iterations of zoo_finetune.')
+                        help='Training iterations of zoo_finetune and zoo_adapt.')
+    parser.add_argument('--cluster_every', type=int, default=200,
+                        help='Iterations between two clusterings of zoo_adapt.')
     parser.add_argument('--height', type=int, default=128, help='Net input height.')
     parser.add_argument('--width', type=int, default=64, help='Net input width.')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2],
@@ -225,6 +246,8 @@ def write_json(args, results):
         'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
         'argv': sys.argv[1:], 'recipe': {'height': args.height, 'width': args.width,
                                          'iterations': args.iterations,
+                                         'zoo_iterations': args.zoo_iterations,
+                                         'cluster_every': args.cluster_every,
                                          'train_flags': args.train_flags},
         'results': results, 'summary': summaries})
 
