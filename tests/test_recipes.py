@@ -19,7 +19,8 @@ RECIPES = sorted(name[:-len('.args')] for name in os.listdir(os.path.join(ROOT, 
 
 
 def test_recipes_are_named_where_users_look():
-    assert RECIPES == ['cpu_finetune', 'cpu_scratch', 'demo', 'strong_baseline', 'trinet']
+    assert RECIPES == ['cpu_finetune', 'cpu_scratch', 'demo', 'strong_baseline', 'trinet',
+                       'zoo_adapt']
     epilog = set(re.findall(r'@([a-z_]+)', train.parser.epilog))
     assert epilog == set(RECIPES)
     docs = open(os.path.join(ROOT, 'docs', 'training.md'), encoding='utf-8').read()
@@ -86,6 +87,18 @@ def test_each_recipe_trains(recipe, tmp_path):
                               recipe_args.embedding_dim)
         extra = ['--initial_checkpoint', tf.train.Checkpoint(body=body).write(
             str(tmp_path / 'body'))]
+    if recipe_args.pseudo_labels:
+        # Pseudo-identities start from a trained model of the recipe's
+        # architecture (an imported one in use): a short supervised run. Its
+        # neighbourhoods are scaled to the set's five crops per identity.
+        start = str(tmp_path / 'start')
+        assert train.main(base_args(start, csv_path, data, 30)[:6] + [
+            '--model_name', recipe_args.model_name, '--head_name', recipe_args.head_name,
+            '--embedding_dim', str(recipe_args.embedding_dim)] + SMALL[4:] + [
+            '--train_iterations', '30', '--learning_rate', '1e-3',
+            '--checkpoint_frequency', '30']) == 0
+        extra = ['--initial_checkpoint', start, '--cluster_k1', '4', '--cluster_min_samples',
+                 '2']
     if recipe_args.val_excluder:
         extra += ['--val_query', csv_path, '--val_gallery', csv_path, '--val_every', '2']
     argv = ['@' + recipe] + base_args(root, csv_path, data, 2)[:6] + SMALL + extra
