@@ -181,6 +181,12 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as folder:
             results[seed] = measure(args, seed, folder)
         print(json.dumps({seed: results[seed]}), flush=True)
+        if args.json:
+            # After every seed, so that a long benchmark stopped early keeps its figures.
+            from cli import files
+            files.write_json(args.json, {
+                'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
+                'argv': sys.argv[1:], 'results': results})
     print('| seed | crops | trained on | round 1 P / R / NMI | last round P / R / NMI | '
           'pseudo-ids last | footage mAP | demo test mAP | seconds |')
     print('|---|---|---|---|---|---|---|---|---|')
@@ -195,11 +201,6 @@ def main(argv=None):
                 *(' / '.join('{:.1%}'.format(r[k]) for k in ('precision', 'recall', 'nmi'))
                   for r in (first, last)), last['clusters'], result[kind]['footage']['mAP'],
                 result[kind]['demo']['mAP'], result[kind]['seconds']))
-    if args.json:
-        from cli import files
-        files.write_json(args.json, {'machine': platform.processor() or platform.machine(),
-                                     'cpus': os.cpu_count(), 'argv': sys.argv[1:],
-                                     'results': results})
     return 0
 
 
