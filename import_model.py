@@ -7,8 +7,10 @@
 The experiment root then holds `args.json` and `checkpoint-0`, and embed.py,
 search.py, export.py (SavedModel, ONNX, TensorFlow Lite) and evaluate.py work
 on it as on a trained experiment; `train.py --initial_checkpoint ROOT
---model_name osnet_x0_25 ...` fine-tunes from it. The width (osnet,
-osnet_x0_75, osnet_x0_5, osnet_x0_25) is read from the file. The file is
+--model_name osnet_x0_25 ...` fine-tunes from it. The net is read from the
+file: OSNet at any width (osnet, osnet_x0_75, osnet_x0_5, osnet_x0_25),
+OSNet-AIN (osnet_ain, osnet_ain_x0_75, osnet_ain_x0_5, osnet_ain_x0_25) or
+OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0). The file is
 read as data: PyTorch is not needed, and nothing in the file is run (a
 pickle that names anything but tensors is refused).
 """
@@ -34,7 +36,8 @@ parser.add_argument(
 
 parser.add_argument(
     '--model_name', default=None, choices=PADDING_NETS,
-    help='The OSNet width the file must hold; read from the file when left out.')
+    help='The net the file must hold (torchreid\'s osnet_x1_0 is osnet, osnet_ain_x1_0 '
+         'osnet_ain, osnet_ibn_x1_0 osnet_ibn); read from the file when left out.')
 
 
 def main(argv=None):

@@ -22,8 +22,18 @@ from models import torch_weights
 from cli import UserError
 from cli.experiment import Experiment
 
-# The stem's channels (conv1's output) of each width, which name the net.
-OSNET_BY_STEM = {64: 'osnet', 48: 'osnet_x0_75', 32: 'osnet_x0_5', 16: 'osnet_x0_25'}
+# The net of each variant (None, 'ibn' or 'ain': see nets/_osnet.py) and
+# stem width (conv1's output channels). torchreid has OSNet-IBN at x1.0 only.
+OSNET_NETS = {
+    (None, 64): 'osnet', (None, 48): 'osnet_x0_75', (None, 32): 'osnet_x0_5',
+    (None, 16): 'osnet_x0_25', ('ain', 64): 'osnet_ain', ('ain', 48): 'osnet_ain_x0_75',
+    ('ain', 32): 'osnet_ain_x0_5', ('ain', 16): 'osnet_ain_x0_25', ('ibn', 64): 'osnet_ibn',
+}
+VARIANT_OF = {net: variant for (variant, _), net in OSNET_NETS.items()}
+
+# A key that only each variant's state dict holds: OSNet-AIN's streams are
+# `LightConvStream`s in a list, OSNet-IBN's first block has an `IN`.
+VARIANT_KEYS = (('ain', 'conv2.0.conv2.0.layers.0.conv1.weight'), ('ibn', 'conv2.0.IN.weight'))
 
 # torchreid's test-time input.
 INPUT_SIZE = (256, 128)
@@ -37,9 +47,11 @@ STREAMS = {'conv2a': 1, 'conv2b': 2, 'conv2c': 3, 'conv2d': 4}
 IGNORED = re.compile(r'(.*\.num_batches_tracked|classifier\.(weight|bias))$')
 
 
-def module_layers():
-    """{torchreid module: Keras layer} for every OSNet layer with weights, at any width."""
-    pairs = [('conv1.conv', 'conv1_conv'), ('conv1.bn', 'conv1_bn')]
+def module_layers(variant=None):
+    """{torchreid module: Keras layer} for every layer with weights of the
+    OSNet `variant` (None, 'ibn' or 'ain'), at any width."""
+    stem_norm = 'conv1_bn' if variant is None else 'conv1_in'
+    pairs = [('conv1.conv', 'conv1_conv'), ('conv1.bn', stem_norm)]
     for stage in (2, 3, 4):
         for block in (0, 1):
             theirs, ours = 'conv{}.{}.'.format(stage, block), 'conv{}_{}_'.format(stage, block + 1)
@@ -48,26 +60,40 @@ def module_layers():
                 pairs += [(theirs + module + '.conv', ours + layer + '_conv'),
                           (theirs + module + '.bn', ours + layer + '_bn')]
             pairs += [(theirs + 'gate.fc1', ours + 'gate_fc1'),
-                      (theirs + 'gate.fc2', ours + 'gate_fc2')]
-            for stream, depth in STREAMS.items():
+                      (theirs + 'gate.fc2', ours + 'gate_fc2'), (theirs + 'IN', ours + 'in')]
+            for depth in range(1, 5):
                 for index in range(depth):
-                    module = theirs + stream + ('' if depth == 1 else '.{}'.format(index))
+                    module = theirs + stream_module(variant, depth, index)
                     for part, kind in (('conv1', 'pointwise'), ('conv2', 'depthwise'),
                                        ('bn', 'bn')):
                         pairs.append((module + '.' + part, '{}stream{}_{}_{}'.format(
                             ours, depth, index + 1, kind)))
         if stage < 4:
-            pairs += [('conv{}.2.0.conv'.format(stage), 'conv{}_transition_conv'.format(stage)),
-                      ('conv{}.2.0.bn'.format(stage), 'conv{}_transition_bn'.format(stage))]
+            # OSNet-AIN names a stage's closing convolution `pool<stage>`.
+            theirs = 'pool{}.0'.format(stage) if variant == 'ain' else 'conv{}.2.0'.format(stage)
+            pairs += [(theirs + '.conv', 'conv{}_transition_conv'.format(stage)),
+                      (theirs + '.bn', 'conv{}_transition_bn'.format(stage))]
     pairs += [('conv5.conv', 'conv5_conv'), ('conv5.bn', 'conv5_bn'), ('fc.0', 'fc'),
               ('fc.1', 'fc_bn')]
     return dict(pairs)
 
 
+def stream_module(variant, depth, index):
+    """torchreid's name of the `index`th light convolution of the stream of
+    `depth` in a block: `conv2a`, `conv2b.0`.. in OSNet and OSNet-IBN,
+    `conv2.0.layers.0`, `conv2.1.layers.0`.. in OSNet-AIN."""
+    if variant == 'ain':
+        return 'conv2.{}.layers.{}'.format(depth - 1, index)
+    stream = 'conv2' + 'abcd'[depth - 1]
+    return stream if depth == 1 else '{}.{}'.format(stream, index)
+
+
 # The axes that turn a PyTorch kernel into a Keras one, by the Keras layer's
 # class: (O, I, kh, kw) -> (kh, kw, I, O), depthwise (C, 1, kh, kw) ->
-# (kh, kw, C, 1), dense (O, I) -> (I, O).
-KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0)}
+# (kh, kw, C, 1), dense (O, I) -> (I, O); PyTorch's instance norm's scale and
+# shift are Keras' group norm's as they are.
+KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
+               'GroupNormalization': None}
 
 
 def keras_weights(layer, tensors, path, module, net):
@@ -75,7 +101,9 @@ def keras_weights(layer, tensors, path, module, net):
     torchreid `module` ({last key part: array}).
 
     Raises:
-        UserError naming the first tensor that is missing or of another shape.
+        UserError naming the first tensor that is missing, of another shape,
+        or that the layer has no place for (a batch norm's statistics where
+        the net normalises per instance).
     """
     kind = type(layer).__name__
     if 'BatchNormalization' in kind:
@@ -83,6 +111,10 @@ def keras_weights(layer, tensors, path, module, net):
     else:
         parts = ['weight', 'bias'][:len(layer.weights)]
         axes = [KERNEL_AXES[kind], None]
+    extra = sorted(set(tensors) - set(parts))
+    if extra:
+        raise UserError('`{}` holds `{}.{}`, which {} has no place for; is it another '
+                        'variant of OSNet?'.format(path, module, extra[0], net))
     arrays = []
     for part, axis, weight in zip(parts, axes, layer.weights):
         if part not in tensors:
@@ -107,16 +139,15 @@ def assign(model, body, state, path):
         UserError naming the first key that is missing, left over, or of
         another shape than the layer takes.
     """
-    layer_of = module_layers()
+    layer_of = module_layers(VARIANT_OF[body.name])
     modules = {}
     for key, array in state.items():
         if IGNORED.fullmatch(key):
             continue
         module, _, part = key.rpartition('.')
         if module not in layer_of:
-            raise UserError('`{}` holds `{}`, which torchreid\'s OSNet has no place for; is it '
-                            'another architecture (such as osnet_ibn or osnet_ain, which this '
-                            'project does not have)?'.format(path, key))
+            raise UserError('`{}` holds `{}`, which torchreid\'s {} has no place for; is it '
+                            'another architecture?'.format(path, key, body.name))
         modules.setdefault(module, {})[part] = array
     module_of = {layer: module for module, layer in layer_of.items()}
     for layer in body.layers + model.layers:
@@ -135,14 +166,16 @@ def assign(model, body, state, path):
 
 
 def choose_net(state, path, model_name=None):
-    """The OSNet width that `state` was trained at, checked against
-    `model_name` when given."""
+    """(net, embedding size) of the torchreid OSNet in `state`: its variant
+    from the keys only it holds, its width from its stem; the net is checked
+    against `model_name` when given."""
     stem = state.get('conv1.conv.weight')
-    if stem is None or stem.ndim != 4 or stem.shape[0] not in OSNET_BY_STEM:
+    variant = next((variant for variant, key in VARIANT_KEYS if key in state), None)
+    if stem is None or stem.ndim != 4 or (variant, stem.shape[0]) not in OSNET_NETS:
         raise UserError('`{}` is not a torchreid OSNet state dict: it has no `conv1.conv.weight` '
-                        'of {} output channels (osnet, osnet_x0_75, osnet_x0_5 or '
-                        'osnet_x0_25).'.format(path, ', '.join(str(c) for c in OSNET_BY_STEM)))
-    found = OSNET_BY_STEM[stem.shape[0]]
+                        'of the stem channels of {}.'.format(path, ', '.join(
+                            '{} ({})'.format(net, stem) for (_, stem), net in OSNET_NETS.items())))
+    found = OSNET_NETS[variant, stem.shape[0]]
     if model_name is not None and model_name != found:
         raise UserError('`{}` holds {} (a stem of {} channels), not {}; leave out --model_name '
                         'or pass {}.'.format(path, found, stem.shape[0], model_name, found))

@@ -42,11 +42,17 @@ NET_CHOICES = (
     'osnet_x0_75',
     'osnet_x0_5',
     'osnet_x0_25',
+    'osnet_ain',
+    'osnet_ain_x0_75',
+    'osnet_ain_x0_5',
+    'osnet_ain_x0_25',
+    'osnet_ibn',
 )
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')
 
-PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25')
+PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain', 'osnet_ain_x0_75',
+                'osnet_ain_x0_5', 'osnet_ain_x0_25', 'osnet_ibn')
 
 PADDINGS = ('torch', 'keras')
 

@@ -39,6 +39,13 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 BOTTLENECK_REDUCTION = 4
 GATE_REDUCTION = 16
 
+# The instance-normalised variants (see above).
+INSTANCE_NORMS = (None, 'ibn', 'ain')
+
+# Which blocks of stages 2, 3 and 4 normalise per instance inside the
+# residual branch in OSNet-AIN (torchreid's OSBlockINin).
+AIN_BLOCKS = {2: (True, True), 3: (False, True), 4: (True, False)}
+
 
 def _conv(x, filters, kernel_size, name, stride=1, groups=1, use_bias=False, padding='same'):
     # PyTorch's Kaiming normal initialisation over the fan-out, as torchreid's.
@@ -60,14 +67,24 @@ def pad(x, pixels, name, padding):
     return keras.layers.ZeroPadding2D(pixels, name=name + '_pad')(x), 'valid'
 
 
-def conv_bn(x, filters, kernel_size, name, stride=1, relu=True, padding='torch'):
-    """A convolution, batch norm and (unless not `relu`) ReLU; a strided one
-    pads as `padding` says."""
+def instance_norm(x, name):
+    """PyTorch's `InstanceNorm2d(affine=True)`: per image and channel, the
+    spatial mean and biased variance, epsilon 1e-5, a learnt scale and shift.
+    (B, H, W, C) -> (B, H, W, C)."""
+    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)(x)
+
+
+def conv_bn(x, filters, kernel_size, name, stride=1, relu=True, padding='torch', norm='batch'):
+    """A convolution, its normalisation (`norm`: 'batch', 'instance' or None)
+    and (unless not `relu`) ReLU; a strided one pads as `padding` says."""
     mode = 'same'
     if stride > 1:
         x, mode = pad(x, kernel_size // 2, name, padding)
-    x = batch_norm(_conv(x, filters, kernel_size, name + '_conv', stride, padding=mode),
-                   name + '_bn')
+    x = _conv(x, filters, kernel_size, name + '_conv', stride, padding=mode)
+    if norm == 'batch':
+        x = batch_norm(x, name + '_bn')
+    elif norm == 'instance':
+        x = instance_norm(x, name + '_in')
     return keras.layers.ReLU(name=name + '_relu')(x) if relu else x
 
 
@@ -94,8 +111,10 @@ def channel_gate(channels, name):
     return gate
 
 
-def os_block(x, channels, name):
-    """The omni-scale residual block, `channels` out."""
+def os_block(x, channels, name, in_residual=False, in_output=False):
+    """The omni-scale residual block, `channels` out; `in_residual` normalises
+    the residual branch per instance instead of per batch (OSNet-AIN),
+    `in_output` the sum per instance before the ReLU (OSNet-IBN)."""
     middle = channels // BOTTLENECK_REDUCTION
     reduced = conv_bn(x, middle, 1, name + '_reduce')
     gate = channel_gate(middle, name + '_gate')
@@ -106,17 +125,22 @@ def os_block(x, channels, name):
             stream = light_conv(stream, '{}_stream{}_{}'.format(name, depth, layer + 1))
         streams.append(gate(stream, depth))
     x3 = conv_bn(keras.layers.Add(name=name + '_sum')(streams), channels, 1, name + '_expand',
-                 relu=False)
+                 relu=False, norm=None if in_residual else 'batch')
+    if in_residual:
+        x3 = instance_norm(x3, name + '_in')
     shortcut = x if x.shape[-1] == channels else conv_bn(x, channels, 1, name + '_shortcut',
                                                           relu=False)
-    return keras.layers.ReLU(name=name + '_out')(keras.layers.Add(name=name + '_add')(
-        [x3, shortcut]))
+    x = keras.layers.Add(name=name + '_add')([x3, shortcut])
+    if in_output:
+        x = instance_norm(x, name + '_in')
+    return keras.layers.ReLU(name=name + '_out')(x)
 
 
-def osnet_body(width, name, padding='torch'):
+def osnet_body(width, name, padding='torch', instance_norms=None):
     """The body of OSNet at `width` (a key of `WIDTHS`) with `padding`
-    (`torch` or `keras`, see above): images (B, H, W, 3) in [0, 255] to
-    pooled features (B, C), C = 512 × width."""
+    (`torch` or `keras`) and `instance_norms` (one of `INSTANCE_NORMS`, see
+    above): images (B, H, W, 3) in [0, 255] to pooled features (B, C),
+    C = 512 × width."""
     stem, *stages = WIDTHS[width]
     images = keras.Input((None, None, 3), name='images')
     # (x - mean) / std as a scale and an offset, which the graph holds as
@@ -125,12 +149,15 @@ def osnet_body(width, name, padding='torch'):
     x = keras.layers.Rescaling([1 / s for s in IMAGENET_STD],
                                [-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)],
                                name='normalize')(images)
-    x = conv_bn(x, stem, 7, 'conv1', stride=2, padding=padding)
+    x = conv_bn(x, stem, 7, 'conv1', stride=2, padding=padding,
+                norm='instance' if instance_norms else 'batch')
     x, mode = pad(x, 1, 'pool1', padding)
     x = keras.layers.MaxPooling2D(3, strides=2, padding=mode, name='pool1')(x)
     for stage, channels in enumerate(stages, start=2):
         for block in range(2):
-            x = os_block(x, channels, 'conv{}_{}'.format(stage, block + 1))
+            x = os_block(x, channels, 'conv{}_{}'.format(stage, block + 1),
+                         in_residual=instance_norms == 'ain' and AIN_BLOCKS[stage][block],
+                         in_output=instance_norms == 'ibn' and stage == 2)
         if stage < 4:
             x = conv_bn(x, channels, 1, 'conv{}_transition'.format(stage))
             x = keras.layers.AveragePooling2D(2, name='pool{}'.format(stage))(x)

@@ -413,7 +413,8 @@ def test_the_torchreid_head_is_dense_batch_norm_relu():
 
 def torchreid_state(model, body, classes=5):
     """What torchreid's OSNet saves, from a Keras OSNet (the inverse of zoo.assign)."""
-    module_of = {layer: module for module, layer in zoo.module_layers().items()}
+    module_of = {layer: module for module, layer in
+                 zoo.module_layers(zoo.VARIANT_OF[body.name]).items()}
     state = collections.OrderedDict()
     for layer in body.layers + model.layers:
         if not layer.weights or layer is body:
@@ -427,6 +428,7 @@ def torchreid_state(model, body, classes=5):
             continue
         kernel = weights[0]
         state[module + '.weight'] = (kernel.transpose(2, 3, 0, 1) if kind == 'DepthwiseConv2D'
+                                     else kernel if kernel.ndim == 1
                                      else kernel.T if kernel.ndim == 2
                                      else kernel.transpose(3, 2, 0, 1))
         if len(weights) > 1:
@@ -461,11 +463,23 @@ def test_the_state_dict_has_torchreid_s_names(trained):
     assert state['fc.0.weight'].shape == (512, 128)
 
 
-@pytest.mark.parametrize('name', ['osnet', 'osnet_x0_75', 'osnet_x0_5'])
-def test_every_width_maps_and_is_recognised(name):
+@pytest.mark.parametrize('name', ['osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_ain',
+                                  'osnet_ain_x0_75', 'osnet_ain_x0_5', 'osnet_ain_x0_25',
+                                  'osnet_ibn'])
+def test_every_width_and_variant_maps_and_is_recognised(name):
     model, body = build_model(name, 'fc_bn_relu', 512)
     state = torchreid_state(model, body)
     assert zoo.choose_net(state, 'w.pth') == (name, 512)
+    # The names torchreid's osnet_ain.py and osnet.py (IN=True) give them.
+    if name.startswith('osnet_ain'):
+        assert {'conv2.0.conv2.3.layers.3.bn.running_var', 'conv2.0.IN.weight',
+                'pool3.0.conv.weight', 'conv4.1.conv3.bn.bias'} <= set(state)
+        assert 'conv2.0.conv3.bn.weight' not in state and 'conv3.0.IN.bias' not in state
+    if name in ('osnet_ain', 'osnet_ibn'):
+        assert 'conv1.bn.running_mean' not in state and 'conv1.bn.weight' in state
+    if name == 'osnet_ibn':
+        assert {'conv2.1.IN.bias', 'conv2.0.conv2d.3.conv2.weight'} <= set(state)
+        assert 'conv3.0.IN.weight' not in state
     fresh, fresh_body = build_model(name, 'fc_bn_relu', 512)
     zoo.assign(fresh, fresh_body, state, 'w.pth')
     for a, b in zip(fresh.get_weights(), model.get_weights()):
@@ -515,7 +529,9 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
     refused({k: v for k, v in state.items() if k != 'conv3.0.conv1.bn.running_var'},
             r'w\.pth` lacks `conv3\.0\.conv1\.bn\.running_var`\.$')
     refused(dict(state, **{'conv2.0.IN.weight': np.ones(64, np.float32)}),
-            r'holds `conv2\.0\.IN\.weight`, which torchreid\'s OSNet has no place for; .*osnet_ibn')
+            r'is not a torchreid OSNet state dict: .*osnet_ibn \(64\)')
+    refused(dict(state, **{'conv3.0.IN.weight': np.ones(64, np.float32)}),
+            r'holds `conv3\.0\.IN\.weight`, which osnet_x0_25 has no place for')
     refused({'layer1.0.conv1.weight': np.ones((64, 64, 3, 3), np.float32)},
             r'is not a torchreid OSNet state dict: it has no `conv1\.conv\.weight`')
     refused({k: v for k, v in state.items() if not k.startswith('fc.')},
@@ -600,3 +616,37 @@ def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeyp
                        'Read-only file system; nothing was written'):
         zoo.import_osnet(weights, str(tmp_path / 'exp'))
     assert sorted(os.listdir(tmp_path)) == ['w.pth']
+
+
+def test_instance_norm_is_pytorch_s():
+    # InstanceNorm2d(affine=True): each image's own spatial mean and biased
+    # variance per channel, epsilon 1e-5, then the scale and shift.
+    from nets._osnet import instance_norm
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((None, None, 4))
+    layer = keras.Model(inputs, instance_norm(inputs, 'in'))
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.normal(0, 1, 4)
+    layer.get_layer('in').set_weights([gamma, beta])
+    x = rng.normal(2, 3, (2, 5, 3, 4)).astype(np.float32)
+    mean, var = x.mean((1, 2), keepdims=True), x.var((1, 2), keepdims=True)
+    np.testing.assert_allclose(layer(x), gamma * (x - mean) / np.sqrt(var + 1e-5) + beta,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', ['osnet_ain_x0_25', 'osnet_ibn'])
+def test_an_instance_normalised_osnet_imports_and_embeds_as_the_source(tmp_path, name):
+    model, body = build_model(name, 'fc_bn_relu', 512)
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    randomise_batch_norms(model, rng)
+    weights = write_pth(tmp_path / 'w.pth', torchreid_state(model, body), zip_format=True)
+    root = str(tmp_path / 'imported')
+    stored = zoo.import_osnet(weights, root)
+    assert stored['model_name'] == name and stored['net_padding'] == 'torch'
+    from models.inference import load_embedder
+    # At the net's input size, which the embedder resizes to.
+    images = rng.uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
+    expected = model(images, training=False)['emb'].numpy()
+    np.testing.assert_allclose(load_embedder(root)(images), expected,
+                               rtol=1e-4, atol=1e-5 * np.abs(expected).max())

@@ -22,7 +22,9 @@ SLIM_TRAINABLE = {
 FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'mobilenet_v1_1_224': 1024, 'tiny': 1024, 'lunet': 512, 'keras_resnet50': 2048,
             'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280, 'osnet': 512,
-            'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128}
+            'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128, 'osnet_ain': 512,
+            'osnet_ain_x0_75': 384, 'osnet_ain_x0_5': 256, 'osnet_ain_x0_25': 128,
+            'osnet_ibn': 512}
 
 
 def trainable(model):
@@ -284,7 +286,10 @@ def test_keras_applications_fine_tune_with_pytorchs_batch_norm_momentum(name):
 # classifier: all parameters, and those without the 512-d fully connected
 # layer and its batch norm, which here is the head's.
 OSNET_PARAMETERS = {'osnet': (2169508, 1905828), 'osnet_x0_75': (1285754, 1087610),
-                    'osnet_x0_5': (630034, 497426), 'osnet_x0_25': (201864, 134792)}
+                    'osnet_x0_5': (630034, 497426), 'osnet_x0_25': (201864, 134792),
+                    'osnet_ain': (2169508, 1905828), 'osnet_ain_x0_75': (1285754, 1087610),
+                    'osnet_ain_x0_5': (630034, 497426), 'osnet_ain_x0_25': (201864, 134792),
+                    'osnet_ibn': (2170532, 1906852)}
 
 
 @pytest.mark.parametrize('name', sorted(OSNET_PARAMETERS))
@@ -294,7 +299,7 @@ def test_osnet_has_torchreid_s_parameters_and_shapes(name):
     assert trainable(body) == without
     features = FEATURES[name]
     assert trainable(body) + features * 512 + 512 + 2 * 512 == with_fc
-    if name == 'osnet':
+    if name in ('osnet', 'osnet_ain'):
         assert round(with_fc / 1e6, 1) == 2.2, 'the paper\'s count'
     # Output stride 16 before pooling: a 256×128 person ends as 16×8.
     conv5 = keras.Model(body.input, body.get_layer('conv5_relu').output)
