@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Import a trained torchreid OSNet (a model-zoo `.pth`) as an experiment root.
+"""Import a trained torchreid OSNet or fast-reid model (a model-zoo `.pth`) as an experiment root.
 
     .venv/bin/python import_model.py --weights osnet_x0_25_msmt17.pth \\
         --experiment_root experiments/osnet_x0_25_msmt17
+    .venv/bin/python import_model.py --weights market_sbs_R50-ibn.pth \\
+        --config fast-reid/configs/Market1501/sbs_R50-ibn.yml \\
+        --experiment_root experiments/market_sbs_R50-ibn
 
 The experiment root then holds `args.json` and `checkpoint-0`, and embed.py,
 search.py, export.py (SavedModel, ONNX, TensorFlow Lite) and evaluate.py work
@@ -10,15 +13,19 @@ on it as on a trained experiment; `train.py --initial_checkpoint ROOT
 --model_name osnet_x0_25 ...` fine-tunes from it. The net is read from the
 file: OSNet at any width (osnet, osnet_x0_75, osnet_x0_5, osnet_x0_25),
 OSNet-AIN (osnet_ain, osnet_ain_x0_75, osnet_ain_x0_5, osnet_ain_x0_25) or
-OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0). The file is
-read as data: PyTorch is not needed, and nothing in the file is run (a
-pickle that names anything but tensors is refused).
+OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0). A fast-reid checkpoint
+comes with the YAML config it was trained with (--config, whose `_BASE_`
+files are read beside it): BoT, AGW and SBS models on ResNet-50 or -101,
+with or without IBN-a and non-local blocks (the fastreid_* nets). Files are
+read as data: PyTorch is not needed, nothing in the weights is run (a
+pickle that names anything but tensors is refused) and the config is read
+by YAML's safe loader.
 """
 
 import argparse
 
 import cli
-from models import zoo
+from models import fastreid, zoo
 from cli import startup
 from nets import PADDING_NETS
 
@@ -28,7 +35,14 @@ parser.add_argument(
     '--weights', required=True,
     help='A torchreid OSNet state dict (.pth or .pt; a plain state dict or a training '
          'checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
-         'osnet_x0_25_msmt17.pth from torchreid\'s model zoo.')
+         'osnet_x0_25_msmt17.pth from torchreid\'s model zoo, or a fast-reid checkpoint '
+         '(holding `model`) with --config.')
+
+parser.add_argument(
+    '--config', default=None,
+    help='The fast-reid YAML config that --weights was trained with, such as '
+         'configs/Market1501/sbs_R50-ibn.yml of fast-reid\'s repository (with the files its '
+         '`_BASE_` names, at their places relative to it). Only for fast-reid\'s models.')
 
 parser.add_argument(
     '--experiment_root', required=True,
@@ -44,8 +58,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
+    if args.config is not None and args.model_name is not None:
+        parser.error("--model_name names torchreid's OSNets; a fast-reid model's net comes "
+                     'from its --config')
     startup.quiet_tensorflow()
-    stored = zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
+    if args.config is not None:
+        stored = fastreid.import_fastreid(args.weights, args.config, args.experiment_root)
+    else:
+        stored = zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
     print('Imported {} ({} + {}, {}-d embeddings at {}x{}{}) as {}.'.format(
         args.weights, stored['model_name'], stored['head_name'], stored['embedding_dim'],
         stored['net_input_height'], stored['net_input_width'],

@@ -104,7 +104,11 @@ def storage_type(name):
 
 
 # What a pickle of a state dict may name: (module, name) -> what stands for it.
+# A training checkpoint beside it (fast-reid's holds the optimiser's and the
+# learning-rate schedule's states) also names `Counter`, the milestones of
+# PyTorch's MultiStepLR: a dict of counts, which calls nothing.
 ALLOWED = {('collections', 'OrderedDict'): collections.OrderedDict,
+           ('collections', 'Counter'): collections.Counter,
            ('torch._utils', '_rebuild_tensor'): rebuild_tensor,
            ('torch._utils', '_rebuild_tensor_v2'): rebuild_tensor,
            ('torch._utils', '_rebuild_parameter'): rebuild_parameter}
@@ -227,11 +231,13 @@ def member(archive, name):
 def tensors_of(loaded):
     """The state dict of a loaded file, each `Tensor` as a NumPy array: the
     object itself, or its `state_dict` entry (as torchreid's training
-    checkpoints hold it); None for anything else. Only these two levels are
-    looked at, so that a pickle of deeply nested or self-referring
-    containers costs nothing."""
-    if isinstance(loaded, dict) and isinstance(loaded.get('state_dict'), dict):
-        loaded = loaded['state_dict']
+    checkpoints hold it) or `model` entry (as fast-reid's do); None for
+    anything else. Only these two levels are looked at, so that a pickle of
+    deeply nested or self-referring containers costs nothing."""
+    for key in ('state_dict', 'model'):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+            break
     if not isinstance(loaded, dict) or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()):
         return None
@@ -242,7 +248,8 @@ def read_state_dict(path):
     """The tensors of a PyTorch state dict file, as NumPy arrays by name.
 
     Takes a plain state dict or one wrapped as `{'state_dict': ...}` (as
-    torchreid's training checkpoints are), and drops the `module.` prefix of
+    torchreid's training checkpoints are) or `{'model': ...}` (fast-reid's
+    checkpoints, with the optimiser's state beside it), and drops the `module.` prefix of
     models saved through `DataParallel`.
 
     Raises:

@@ -93,7 +93,7 @@ def stream_module(variant, depth, index):
 # (kh, kw, C, 1), dense (O, I) -> (I, O); PyTorch's instance norm's scale and
 # shift are Keras' group norm's as they are.
 KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
-               'GroupNormalization': None}
+               'GroupNormalization': None, 'GeneralizedMeanPooling': None}
 
 
 def keras_weights(layer, tensors, path, module, net):
@@ -108,13 +108,22 @@ def keras_weights(layer, tensors, path, module, net):
     kind = type(layer).__name__
     if 'BatchNormalization' in kind:
         parts, axes = ['weight', 'bias', 'running_mean', 'running_var'], [None] * 4
+        if not layer.center:
+            # BNNeck's batch norm has no shift: PyTorch's is frozen at zero.
+            parts, axes = ['weight', 'running_mean', 'running_var'], [None] * 3
+            bias = tensors.pop('bias', None)
+            if bias is not None and np.any(bias != 0):
+                raise UserError('`{}` holds a non-zero `{}.bias`, but {}\'s batch norm there has '
+                                'no shift (its bias is frozen at zero).'.format(path, module, net))
+    elif kind == 'GeneralizedMeanPooling':
+        parts, axes = ['p'], [None]
     else:
         parts = ['weight', 'bias'][:len(layer.weights)]
         axes = [KERNEL_AXES[kind], None]
     extra = sorted(set(tensors) - set(parts))
     if extra:
         raise UserError('`{}` holds `{}.{}`, which {} has no place for; is it another '
-                        'variant of OSNet?'.format(path, module, extra[0], net))
+                        'variant of the net?'.format(path, module, extra[0], net))
     arrays = []
     for part, axis, weight in zip(parts, axes, layer.weights):
         if part not in tensors:
@@ -125,38 +134,48 @@ def keras_weights(layer, tensors, path, module, net):
             expected = tuple(expected[axis.index(i)] for i in range(len(axis)))
         if array.shape != expected:
             raise UserError('`{}` holds `{}.{}` of shape {}, but {} takes {}; is it another '
-                            'width of OSNet?'.format(path, module, part, array.shape,
-                                                     net, expected))
+                            'width or depth of the net?'.format(path, module, part, array.shape,
+                                                                net, expected))
         arrays.append(array if axis is None else array.transpose(axis))
     return arrays
 
 
 def assign(model, body, state, path):
     """Sets the weights of `model` (its `body` included) from the torchreid
-    `state` dict read from `path`.
+    OSNet `state` dict read from `path` (see `assign_state`)."""
+    assign_state(model, body, state, path, module_layers(VARIANT_OF[body.name]), IGNORED,
+                 "torchreid's " + body.name)
+
+
+def assign_state(model, body, state, path, layer_of, ignored, source):
+    """Sets the weights of `model` (its `body` included) from the PyTorch
+    `state` dict read from `path`, each module's tensors into the layer
+    `layer_of` names; keys that `ignored` matches are left out. `source`
+    names the network in messages.
 
     Raises:
         UserError naming the first key that is missing, left over, or of
         another shape than the layer takes.
     """
-    layer_of = module_layers(VARIANT_OF[body.name])
     modules = {}
     for key, array in state.items():
-        if IGNORED.fullmatch(key):
+        if ignored.fullmatch(key):
             continue
         module, _, part = key.rpartition('.')
         if module not in layer_of:
-            raise UserError('`{}` holds `{}`, which torchreid\'s {} has no place for; is it '
-                            'another architecture?'.format(path, key, body.name))
+            raise UserError('`{}` holds `{}`, which {} has no place for; is it another '
+                            'architecture?'.format(path, key, source))
         modules.setdefault(module, {})[part] = array
     module_of = {layer: module for module, layer in layer_of.items()}
     for layer in body.layers + model.layers:
-        if not layer.weights or layer is body:
+        # The body, and the view of it that pools other than by average
+        # (`build_model`), are models whose layers are the body's.
+        if not layer.weights or hasattr(layer, 'layers'):
             continue
         module = module_of[layer.name]
         if module not in modules:
-            raise UserError('`{}` lacks the weights of `{}`; is it a torchreid OSNet state '
-                            'dict of {}?'.format(path, module, body.name))
+            raise UserError('`{}` lacks the weights of `{}`; is it a state dict of {}?'.format(
+                path, module, source))
         layer.set_weights([np.asarray(a, np.float32) for a in keras_weights(
             layer, modules.pop(module), path, module, body.name)])
     if modules:
@@ -171,6 +190,10 @@ def choose_net(state, path, model_name=None):
     against `model_name` when given."""
     stem = state.get('conv1.conv.weight')
     variant = next((variant for variant, key in VARIANT_KEYS if key in state), None)
+    if any(key.startswith('backbone.') for key in state):
+        raise UserError('`{}` looks like a fast-reid checkpoint (its weights are under '
+                        '`backbone.`); pass the YAML config it was trained with as --config.'
+                        .format(path))
     if stem is None or stem.ndim != 4 or (variant, stem.shape[0]) not in OSNET_NETS:
         raise UserError('`{}` is not a torchreid OSNet state dict: it has no `conv1.conv.weight` '
                         'of the stem channels of {}.'.format(path, ', '.join(
@@ -194,38 +217,54 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def experiment_arguments(model_name, embedding_dim, path, classes):
-    """The `args.json` of an imported model: what embedding needs, with
-    torchreid's test-time preprocessing (the whole image resized to 256×128,
-    ImageNet's mean and deviation inside the net) and Euclidean distances, as
-    torchreid evaluates."""
-    height, width = INPUT_SIZE
-    experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
-                            height, width, height, width, antialias=True, accurate_jpeg=True)
+def experiment_arguments(experiment, metric, path, classes, **extra):
+    """The `args.json` of a model imported from the weights file `path`, an
+    `Experiment` record: what embedding needs, with the source's distance
+    `metric`, and where it came from (`extra` adds more). Nothing trained
+    it here: no training set and no augmentation."""
     return dict(dataclasses.asdict(experiment), **{
-        'crop_augment': False, 'flip_augment': False, 'metric': 'euclidean',
+        'crop_augment': False, 'flip_augment': False, 'metric': metric,
         'mixed_precision': 'off', 'train_set': None, 'image_root': None,
         'imported_from': os.path.abspath(path), 'imported_sha256': sha256(path),
         'imported_classes': classes,
-    })
+    }, **extra)
+
+
+def check_new_root(experiment_root):
+    """Refuses an experiment root that exists or cannot be made."""
+    if os.path.lexists(experiment_root):
+        raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
+                        'was written).'.format(experiment_root))
+    files.check_writable(experiment_root, '--experiment_root', folder=True)
 
 
 def write_experiment(experiment_root, model, body, args):
     """Writes `checkpoint-0` of `model` (and `body`) and `args.json` into a
     folder beside `experiment_root`, then renames it into place, refusing a
-    root that another process made meanwhile."""
+    root that another process made meanwhile.
+
+    Raises:
+        UserError when it cannot be written; nothing is left behind then.
+    """
     import tensorflow as tf
-    with files.output(experiment_root, directory=True, replace=False) as partial:
-        checkpoint = tf.train.Checkpoint(model=model, body=body,
-                                         step=tf.Variable(0, dtype=tf.int64))
-        tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
-                                   checkpoint_name='checkpoint').save(checkpoint_number=0)
-        files.write_json(os.path.join(partial, 'args.json'), args)
+    try:
+        with files.output(experiment_root, directory=True, replace=False) as partial:
+            checkpoint = tf.train.Checkpoint(model=model, body=body,
+                                             step=tf.Variable(0, dtype=tf.int64))
+            tf.train.CheckpointManager(checkpoint, partial, max_to_keep=None,
+                                       checkpoint_name='checkpoint').save(checkpoint_number=0)
+            files.write_json(os.path.join(partial, 'args.json'), args)
+    except (OSError, tf.errors.OpError) as e:
+        raise UserError('cannot write the experiment root `{}`: {}; nothing was written.'.format(
+            experiment_root, getattr(e, 'strerror', None) or getattr(e, 'message', None) or e))
 
 
 def import_osnet(path, experiment_root, model_name=None):
     """Writes the torchreid OSNet state dict `path` as the experiment root
-    `experiment_root`, which must not exist yet: it appears whole or not at all.
+    `experiment_root`, which must not exist yet: it appears whole or not at
+    all, with torchreid's test-time preprocessing (the whole image resized to
+    256×128, ImageNet's mean and deviation inside the net) and Euclidean
+    distances, as torchreid evaluates.
 
     Returns:
         The experiment's arguments (as stored in `args.json`).
@@ -233,27 +272,19 @@ def import_osnet(path, experiment_root, model_name=None):
     Raises:
         UserError for a file that is not such a state dict, or a root that exists.
     """
-    import tensorflow as tf
     from models.build import build_experiment, check_weight_values
 
-    if os.path.lexists(experiment_root):
-        raise UserError('`{}` exists already; import into a new --experiment_root (nothing '
-                        'was written).'.format(experiment_root))
-    files.check_writable(experiment_root, '--experiment_root', folder=True)
+    check_new_root(experiment_root)
     state = torch_weights.read_state_dict(path)
     check_weight_values(state.items(), path)
     model_name, embedding_dim = choose_net(state, path, model_name)
     classifier = state.get('classifier.weight')
-    args = experiment_arguments(model_name, embedding_dim, path,
+    height, width = INPUT_SIZE
+    experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
+                            height, width, height, width, antialias=True, accurate_jpeg=True)
+    args = experiment_arguments(experiment, 'euclidean', path,
                                 None if classifier is None else int(classifier.shape[0]))
-    model, body = build_experiment(Experiment.of(args))
+    model, body = build_experiment(experiment)
     assign(model, body, state, path)
-
-    try:
-        write_experiment(experiment_root, model, body, args)
-    except (OSError, tf.errors.OpError) as e:
-        raise UserError('cannot write the experiment root `{}`: {}; nothing was written.'.format(
-            experiment_root, getattr(e, 'strerror', None) or getattr(e, 'message', None) or e))
+    write_experiment(experiment_root, model, body, args)
     return args
-
-

@@ -24,8 +24,8 @@ side alike) or as Keras' 'same' does takes it as `body(padding='torch')` (or
 'keras') and is listed in `PADDING_NETS`; the other nets pad as the
 reference they follow does.
 
-`_resnet_v1.py` and `_osnet.py` are shared building blocks, not choices; the layers that nets
-and heads share are in the top-level `layers.py`.
+`_resnet_v1.py`, `_osnet.py` and `_fastreid.py` are shared building blocks, not choices;
+the layers that nets and heads share are in the top-level `layers.py`.
 """
 
 NET_CHOICES = (
@@ -47,9 +47,21 @@ NET_CHOICES = (
     'osnet_ain_x0_5',
     'osnet_ain_x0_25',
     'osnet_ibn',
+    'fastreid_r50',
+    'fastreid_r50_nl',
+    'fastreid_r50_ibn',
+    'fastreid_r50_ibn_nl',
+    'fastreid_r101',
+    'fastreid_r101_nl',
+    'fastreid_r101_ibn',
+    'fastreid_r101_ibn_nl',
 )
 
-LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'keras_resnet50')
+# fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
+FASTREID_NETS = NET_CHOICES[-8:]
+
+LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152',
+                    'keras_resnet50') + FASTREID_NETS
 
 PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain', 'osnet_ain_x0_75',
                 'osnet_ain_x0_5', 'osnet_ain_x0_25', 'osnet_ibn')

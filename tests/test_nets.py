@@ -8,7 +8,7 @@ import pytest
 
 from heads import HEAD_CHOICES
 from models.build import build_model
-from nets import NET_CHOICES
+from nets import FASTREID_NETS, NET_CHOICES
 from layers import FusedBatchNormalization
 
 # Trainable parameters of slim's networks without logits (conv layers have no
@@ -24,7 +24,7 @@ FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280, 'osnet': 512,
             'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128, 'osnet_ain': 512,
             'osnet_ain_x0_75': 384, 'osnet_ain_x0_5': 256, 'osnet_ain_x0_25': 128,
-            'osnet_ibn': 512}
+            'osnet_ibn': 512, **{name: 2048 for name in FASTREID_NETS}}
 
 
 def trainable(model):

@@ -1,0 +1,292 @@
+"""Trained models of fast-reid (JDAI-CV/fast-reid) as experiments of this project.
+
+fast-reid publishes BoT, AGW and SBS models (ResNet-50 and -101, with and
+without IBN-a and non-local blocks) as checkpoints that hold the weights
+under `model`, beside a YAML config that says what they are (with `_BASE_`
+files it inherits from). `import_fastreid` reads the config as data (YAML's
+safe loader: no tag of it builds an object), checks every setting the
+network depends on, maps the weights (read through `torch_weights`, which
+never runs what the file holds) onto the Keras ResNet of `nets/_fastreid.py`
+with the `bnneck` head, and writes an experiment root as `models.zoo` does
+for torchreid's.
+
+What fast-reid embeds at test time, and so what the imported model embeds:
+the pooled features through BNNeck's batch norm (and its 1×1 reduction when
+EMBEDDING_DIM is set), whatever NECK_FEAT says (NECK_FEAT chooses only the
+feature that fast-reid's triplet loss trains); the images resized to
+INPUT.SIZE_TEST; distances as TEST.METRIC says (cosine by default).
+"""
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+
+from cli import UserError, files
+from cli.experiment import Experiment
+from models import torch_weights, zoo
+
+# The most a config file may hold, and the most `_BASE_` files it may chain.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_BASES = 8
+
+# fast-reid's defaults (fastreid/config/defaults.py) of the settings read here.
+DEFAULTS = {
+    'MODEL.META_ARCHITECTURE': 'Baseline', 'MODEL.BACKBONE.NAME': 'build_resnet_backbone',
+    'MODEL.BACKBONE.DEPTH': '50x', 'MODEL.BACKBONE.LAST_STRIDE': 1,
+    'MODEL.BACKBONE.NORM': 'BN', 'MODEL.BACKBONE.FEAT_DIM': 2048,
+    'MODEL.BACKBONE.WITH_IBN': False, 'MODEL.BACKBONE.WITH_SE': False,
+    'MODEL.BACKBONE.WITH_NL': False, 'MODEL.HEADS.NAME': 'EmbeddingHead',
+    'MODEL.HEADS.NORM': 'BN', 'MODEL.HEADS.EMBEDDING_DIM': 0, 'MODEL.HEADS.WITH_BNNECK': False,
+    'MODEL.HEADS.POOL_LAYER': 'GlobalAvgPool',
+    'MODEL.PIXEL_MEAN': [0.485 * 255, 0.456 * 255, 0.406 * 255],
+    'MODEL.PIXEL_STD': [0.229 * 255, 0.224 * 255, 0.225 * 255],
+    'INPUT.SIZE_TEST': [256, 128], 'TEST.METRIC': 'cosine',
+}
+
+# fast-reid's pooling layers, by the name its configs give them.
+POOLINGS = {'GlobalAvgPool': 'avg', 'FastGlobalAvgPool': 'avg', 'GlobalMaxPool': 'max',
+            'GeneralizedMeanPooling': 'gem', 'GeneralizedMeanPoolingP': 'gem'}
+
+# Its norms that compute, at test time, what a batch norm computes.
+BATCH_NORMS = ('BN', 'syncBN', 'GhostBN', 'FrozenBN')
+
+# What fast-reid offers that this project does not build, and why, by config value.
+REFUSED = {
+    'MGN': 'MGN, whose embedding joins eight branches of their own',
+    'build_resnest_backbone': 'ResNeSt (the S50 configs)',
+    'build_regnet_backbone': 'RegNet', 'build_effnet_backbone': 'EfficientNet',
+    'build_vit_backbone': 'the vision transformer', 'build_osnet_backbone':
+    "fast-reid's OSNet (import torchreid's OSNets instead)",
+    'build_mobilenetv2_backbone': 'MobileNet v2', 'build_mobilenetv3_backbone': 'MobileNet v3',
+    'build_repvgg_backbone': 'RepVGG', 'build_shufflenetv2_backbone': 'ShuffleNet v2',
+    'build_resnext_backbone': 'ResNeXt',
+}
+
+# Keys of a checkpoint beside the network's weights: batch norms' counters,
+# the identity classifier of the training identities (`heads.weight`; older
+# versions' `heads.classifier`), and the pixel statistics that older
+# versions saved (the config's are used, as fast-reid does).
+IGNORED = re.compile(r'(.*\.num_batches_tracked|heads\.weight|heads\.classifier\.(weight|bias)'
+                     r'|pixel_mean|pixel_std)$')
+
+
+@dataclasses.dataclass(frozen=True)
+class FastReidModel:
+    """What a fast-reid config makes: the net, its pooling and embedding."""
+    net: str
+    last_stride: int
+    pooling: str
+    pool_layer: str
+    embedding_dim: int
+    reduction: bool
+    size_test: tuple
+    metric: str
+
+
+def read_yaml(path):
+    """The mapping of one YAML file, read as data."""
+    import yaml
+    files.check_regular(path, 'the config', "pass fast-reid's YAML config of the model")
+    try:
+        with open(path, 'rb') as f:
+            text = f.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise UserError('`{}` holds more than {} KiB; a fast-reid config is a few lines.'
+                            .format(path, MAX_CONFIG_BYTES >> 10))
+        data = yaml.safe_load(text.decode('utf-8'))
+    except OSError as e:
+        raise UserError('cannot read `{}`: {}.'.format(path, e.strerror or e))
+    except UnicodeDecodeError:
+        raise UserError('`{}` is not text; pass fast-reid\'s YAML config.'.format(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        raise UserError('`{}` is not valid YAML{}: {}.'.format(
+            path, '' if mark is None else ' (line {})'.format(mark.line + 1),
+            getattr(e, 'problem', None) or e))
+    if not isinstance(data, dict):
+        raise UserError('`{}` holds no mapping of settings; pass fast-reid\'s YAML config.'
+                        .format(path))
+    return data
+
+
+def merge(base, changes):
+    """`base` with `changes` merged in, mapping by mapping, as fast-reid's
+    `_BASE_` inheritance does."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = merge(merged[key], value)
+        merged[key] = value
+    return merged
+
+
+def read_config(path):
+    """The settings of the fast-reid config `path`, its `_BASE_` files (paths
+    relative to the file naming them) merged under it.
+
+    Raises:
+        UserError for a file that cannot be read or is no config, and a chain
+        of bases that loops or runs longer than `MAX_BASES`.
+    """
+    chain, seen = [], set()
+    while path is not None:
+        if os.path.realpath(path) in seen or len(chain) > MAX_BASES:
+            raise UserError('the `_BASE_` files of `{}` {}.'.format(chain and chain[0][0] or path,
+                            'loop' if os.path.realpath(path) in seen else
+                            'chain more than {} deep'.format(MAX_BASES)))
+        seen.add(os.path.realpath(path))
+        data = read_yaml(path)
+        chain.append((path, data))
+        base = data.pop('_BASE_', None)
+        if base is not None and not isinstance(base, str):
+            raise UserError('`{}` names a `_BASE_` that is not a path.'.format(path))
+        path = None if base is None else os.path.join(os.path.dirname(path), base)
+    settings = {}
+    for _, data in reversed(chain):
+        settings = merge(settings, data)
+    return settings
+
+
+def setting(settings, key, path):
+    """The config's value of `key` (dotted, as `MODEL.BACKBONE.DEPTH`), or fast-reid's default."""
+    value = settings
+    for part in key.split('.'):
+        if not isinstance(value, dict) or part not in value:
+            return DEFAULTS[key]
+        value = value[part]
+    expected = type(DEFAULTS[key])
+    if isinstance(value, bool) != (expected is bool) or not isinstance(
+            value, (int, float) if expected in (int, float) else expected):
+        raise UserError('`{}` sets {} to `{}`, which is not a {}.'.format(
+            path, key, value, {str: 'name', list: 'list', bool: 'boolean'}.get(
+                expected, 'number')))
+    return value
+
+
+def refuse(path, key, value, supported):
+    raise UserError('`{}` sets {} to `{}`{}; what imports is {}.'.format(
+        path, key, value, ', ' + REFUSED[value] + ', which this project does not build'
+        if isinstance(value, str) and value in REFUSED else '', supported))
+
+
+def model_of_config(settings, path):
+    """The `FastReidModel` of a config's `settings` (read from `path`).
+
+    Raises:
+        UserError naming the first setting this project cannot build, and what it can.
+    """
+    def get(key):
+        return setting(settings, key, path)
+
+    for key, wanted in (('MODEL.META_ARCHITECTURE', 'Baseline'),
+                        ('MODEL.BACKBONE.NAME', 'build_resnet_backbone'),
+                        ('MODEL.HEADS.NAME', 'EmbeddingHead')):
+        if get(key) != wanted:
+            refuse(path, key, get(key), wanted + " (fast-reid's BoT, AGW and SBS models)")
+    depth = get('MODEL.BACKBONE.DEPTH')
+    if depth not in ('50x', '101x'):
+        refuse(path, 'MODEL.BACKBONE.DEPTH', depth, '50x or 101x')
+    for key in ('MODEL.BACKBONE.NORM', 'MODEL.HEADS.NORM'):
+        if get(key) not in BATCH_NORMS:
+            refuse(path, key, get(key), ', '.join(BATCH_NORMS))
+    if get('MODEL.BACKBONE.WITH_SE'):
+        refuse(path, 'MODEL.BACKBONE.WITH_SE', True, 'False (no squeeze-and-excitation)')
+    if not get('MODEL.HEADS.WITH_BNNECK'):
+        refuse(path, 'MODEL.HEADS.WITH_BNNECK', False, 'True (the BNNeck of BoT, AGW and SBS)')
+    if get('MODEL.BACKBONE.FEAT_DIM') != 2048:
+        refuse(path, 'MODEL.BACKBONE.FEAT_DIM', get('MODEL.BACKBONE.FEAT_DIM'),
+               "2048 (a ResNet's)")
+    if get('MODEL.HEADS.POOL_LAYER') not in POOLINGS:
+        refuse(path, 'MODEL.HEADS.POOL_LAYER', get('MODEL.HEADS.POOL_LAYER'),
+               ', '.join(POOLINGS))
+    if get('MODEL.BACKBONE.LAST_STRIDE') not in (1, 2):
+        refuse(path, 'MODEL.BACKBONE.LAST_STRIDE', get('MODEL.BACKBONE.LAST_STRIDE'), '1 or 2')
+    if get('TEST.METRIC') not in ('cosine', 'euclidean'):
+        refuse(path, 'TEST.METRIC', get('TEST.METRIC'), 'cosine or euclidean')
+    for key in ('MODEL.PIXEL_MEAN', 'MODEL.PIXEL_STD'):
+        value = get(key)
+        if len(value) != 3 or not np.allclose(np.asarray(value, float), DEFAULTS[key],
+                                              atol=1e-3):
+            refuse(path, key, value, "ImageNet's, times 255 (fast-reid's default)")
+    size = get('INPUT.SIZE_TEST')
+    if len(size) != 2 or not all(isinstance(n, int) and 16 <= n <= 4096 for n in size):
+        refuse(path, 'INPUT.SIZE_TEST', size, '[height, width], each from 16 to 4096')
+    embedding_dim = get('MODEL.HEADS.EMBEDDING_DIM')
+    if not 0 <= embedding_dim <= 65536:
+        refuse(path, 'MODEL.HEADS.EMBEDDING_DIM', embedding_dim, '0 (none) to 65536')
+    net = 'fastreid_r{}{}{}'.format(depth[:-1], '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else '',
+                                     '_nl' if get('MODEL.BACKBONE.WITH_NL') else '')
+    pool_layer = get('MODEL.HEADS.POOL_LAYER')
+    return FastReidModel(net, get('MODEL.BACKBONE.LAST_STRIDE'), POOLINGS[pool_layer],
+                         pool_layer, embedding_dim or 2048,
+                         embedding_dim > 0, tuple(size), get('TEST.METRIC'))
+
+
+def module_layers(body, found):
+    """{fast-reid module: Keras layer} for the layers with weights of the
+    Keras model of `found` (a `FastReidModel`) whose body is `body`: the
+    backbone's by name (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), the head's
+    pooling, reduction and batch norm."""
+    pairs = {'backbone.' + layer.name.replace('_', '.').replace('NL.', 'NL_'): layer.name
+             for layer in body.layers if layer.weights}
+    pairs['heads.pool_layer'] = 'gem_pool'
+    neck = ['emb'] if not found.reduction else ['reduction', 'emb']
+    pairs.update({'heads.bottleneck.{}'.format(i): layer for i, layer in enumerate(neck)})
+    return pairs
+
+
+def as_keras_shapes(state, found):
+    """fast-reid's tensors in the shapes the Keras layers take them: the
+    reduction's 1×1 convolution as a dense kernel, GeM's exponent a scalar,
+    and the fixed exponent 3 of `GeneralizedMeanPooling` (AGW's), which
+    fast-reid keeps as a number rather than a weight."""
+    state = dict(state)
+    if found.pool_layer == 'GeneralizedMeanPooling':
+        state['heads.pool_layer.p'] = np.array(3.0, np.float32)
+    if state.get('heads.bottleneck.0.weight', np.zeros(0)).ndim == 4:
+        kernel = state['heads.bottleneck.0.weight']
+        if kernel.shape[2:] == (1, 1):
+            state['heads.bottleneck.0.weight'] = kernel[:, :, 0, 0]
+    if state.get('heads.pool_layer.p', np.zeros(0)).shape == (1,):
+        state['heads.pool_layer.p'] = state['heads.pool_layer.p'].reshape(())
+    return state
+
+
+def import_fastreid(path, config, experiment_root):
+    """Writes the fast-reid checkpoint `path`, made by the config file
+    `config`, as the experiment root `experiment_root`, which must not exist
+    yet: it appears whole or not at all.
+
+    Returns:
+        The experiment's arguments (as stored in `args.json`).
+
+    Raises:
+        UserError for a config this project cannot build, a file that is not
+        the checkpoint of that config, or a root that exists.
+    """
+    from models.build import build_experiment, check_weight_values
+
+    zoo.check_new_root(experiment_root)
+    found = model_of_config(read_config(config), config)
+    state = torch_weights.read_state_dict(path)
+    if not any(key.startswith('backbone.') for key in state):
+        raise UserError('`{}` is not a fast-reid checkpoint: it has no `backbone.` weights{}.'
+                        .format(path, '; it looks like a torchreid OSNet, which imports without '
+                                '--config' if 'conv1.conv.weight' in state else ''))
+    check_weight_values(state.items(), path)
+    classifier = state.get('heads.weight', state.get('heads.classifier.weight'))
+    height, width = found.size_test
+    experiment = Experiment(found.net, 'bnneck', found.embedding_dim, found.pooling,
+                            found.last_stride, 'torch', height, width, height, width,
+                            antialias=True, accurate_jpeg=True)
+    args = zoo.experiment_arguments(
+        experiment, found.metric, path, None if classifier is None else int(classifier.shape[0]),
+        imported_config=os.path.abspath(config))
+    model, body = build_experiment(experiment)
+    zoo.assign_state(model, body, as_keras_shapes(state, found), path, module_layers(body, found),
+                     IGNORED, "fast-reid's {} of `{}`".format(found.net, config))
+    zoo.write_experiment(experiment_root, model, body, args)
+    return args
+

@@ -1,0 +1,137 @@
+"""fast-reid's ResNet (JDAI-CV/fast-reid, `fastreid/modeling/backbones/resnet.py`), with
+IBN-a and non-local blocks: the building blocks of the `fastreid_*` plug-ins.
+
+The network of fast-reid's BoT, AGW and SBS models, laid out so that their
+trained weights compute here what they computed there:
+
+- torchvision's ResNet v1.5 bottleneck (the stride in the 3×3 convolution,
+  a projection shortcut in each stage's first block), every strided layer
+  padded on all sides alike as PyTorch pads, batch norm with epsilon 1e-5;
+- fast-reid's stem: the 3×3 max-pool has no padding but rounds its output
+  size up (`ceil_mode`), which equals one row and column of zeros at the
+  bottom and right (its input follows a ReLU, so zero is never the maximum
+  of more than zeros) and a 'valid' pool;
+- IBN-a (Pan et al., "Two at Once", ECCV 2018), in stages 1 to 3: the first
+  batch norm of each block normalises its first half of channels per
+  instance (PyTorch's `InstanceNorm2d(affine=True)`) and the rest per batch;
+- non-local blocks (Wang et al. 2018) after the last 2 blocks of stage 2 and
+  the last 3 (ResNet-50) or 9 (ResNet-101) of stage 3, as fast-reid's AGW and
+  SBS place them: embedded-Gaussian attention without the softmax (the
+  product divided by the number of positions), through `g`, `theta` and
+  `phi` 1×1 convolutions of fast-reid's width (`reduc_ratio //
+  reduc_ratio`, one channel), added back through `W` (1×1 convolution and
+  batch norm);
+- the last stage at `last_stride` (fast-reid's models use 1).
+
+Inputs are RGB in [0, 255], normalised inside the net with fast-reid's
+pixel mean and deviation (ImageNet's, times 255). Layers are named after
+fast-reid's modules (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), which
+`models/fastreid.py` maps its checkpoints by.
+"""
+
+import keras
+
+from layers import batch_norm
+from nets._osnet import instance_norm
+
+# fast-reid's MODEL.PIXEL_MEAN and PIXEL_STD, on RGB in [0, 255].
+PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+PIXEL_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+# Blocks per stage, and non-local blocks after the last few blocks of each stage.
+BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+NON_LOCAL = {50: (0, 2, 3, 0), 101: (0, 2, 9, 0)}
+EXPANSION = 4
+
+
+class SplitChannels(keras.layers.Layer):
+    """(B, H, W, C) -> [(B, H, W, first), (B, H, W, C - first)]: the channel
+    halves that IBN-a normalises per instance and per batch."""
+
+    def __init__(self, first, **kwargs):
+        super().__init__(**kwargs)
+        self.first = int(first)
+
+    def call(self, x):
+        return [x[..., :self.first], x[..., self.first:]]
+
+    def get_config(self):
+        return dict(super().get_config(), first=self.first)
+
+
+class NonLocalAttention(keras.layers.Layer):
+    """fast-reid's non-local product: [theta, phi, g], each (B, H, W, I), to
+    (theta · phiᵀ / (H·W)) · g, (B, H, W, I), over the H·W positions."""
+
+    def call(self, inputs):
+        theta, phi, g = inputs
+        shape = keras.ops.shape(g)
+        flat = [keras.ops.reshape(t, (shape[0], -1, t.shape[-1])) for t in (theta, phi, g)]
+        affinity = keras.ops.matmul(flat[0], keras.ops.transpose(flat[1], (0, 2, 1)))
+        positions = keras.ops.cast(keras.ops.shape(affinity)[-1], affinity.dtype)
+        return keras.ops.reshape(keras.ops.matmul(affinity / positions, flat[2]), shape)
+
+
+def conv(x, filters, kernel_size, name, stride=1, use_bias=False):
+    """A convolution padded by kernel_size // 2 on every side, as PyTorch's."""
+    if kernel_size > 1:
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=name + '_pad')(x)
+    return keras.layers.Conv2D(filters, kernel_size, stride, use_bias=use_bias, name=name,
+                               kernel_initializer=keras.initializers.HeNormal())(x)
+
+
+def ibn(x, name):
+    """IBN-a's norm: instance norm on the first half of the channels, batch
+    norm on the rest."""
+    first, rest = SplitChannels(x.shape[-1] // 2, name=name + '_split')(x)
+    return keras.layers.Concatenate(name=name)([instance_norm(first, name + '_IN'),
+                                                batch_norm(rest, name + '_BN')])
+
+
+def bottleneck(x, planes, stride, name, with_ibn):
+    """fast-reid's `Bottleneck`, `planes` × 4 channels out."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != planes * EXPANSION:
+        shortcut = batch_norm(conv(x, planes * EXPANSION, 1, name + '_downsample_0', stride),
+                              name + '_downsample_1')
+    y = conv(x, planes, 1, name + '_conv1')
+    y = ibn(y, name + '_bn1') if with_ibn else batch_norm(y, name + '_bn1')
+    y = keras.layers.ReLU(name=name + '_relu1')(y)
+    y = keras.layers.ReLU(name=name + '_relu2')(batch_norm(conv(y, planes, 3, name + '_conv2',
+                                                                stride), name + '_bn2'))
+    y = batch_norm(conv(y, planes * EXPANSION, 1, name + '_conv3'), name + '_bn3')
+    return keras.layers.ReLU(name=name + '_out')(keras.layers.Add(name=name + '_add')(
+        [y, shortcut]))
+
+
+def non_local(x, name):
+    """fast-reid's `Non_local` block on x (B, H, W, C), its sum with x."""
+    inter = 2 // 2  # fast-reid's `reduc_ratio // reduc_ratio`, whatever the ratio.
+    theta, phi, g = (keras.layers.Conv2D(inter, 1, name='{}_{}'.format(name, part))(x)
+                     for part in ('theta', 'phi', 'g'))
+    y = NonLocalAttention(name=name + '_attention')([theta, phi, g])
+    y = keras.layers.Conv2D(x.shape[-1], 1, name=name + '_W_0')(y)
+    y = batch_norm(y, name + '_W_1')
+    return keras.layers.Add(name=name + '_add')([y, x])
+
+
+def fastreid_resnet(depth, name, with_ibn=False, with_nl=False, last_stride=2):
+    """fast-reid's ResNet-`depth` (50 or 101): images (B, H, W, 3), RGB in
+    [0, 255], to pooled features (B, 2048)."""
+    images = keras.Input((None, None, 3), name='images')
+    x = keras.layers.Rescaling([1 / s for s in PIXEL_STD],
+                               [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
+                               name='normalize')(images)
+    x = keras.layers.ReLU(name='relu')(batch_norm(conv(x, 64, 7, 'conv1', 2), 'bn1'))
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name='maxpool_pad')(x)
+    x = keras.layers.MaxPooling2D(3, 2, name='maxpool')(x)
+    for stage, (blocks, non_locals) in enumerate(zip(BLOCKS[depth], NON_LOCAL[depth]), start=1):
+        for block in range(blocks):
+            stride = (1, 2, 2, last_stride)[stage - 1] if block == 0 else 1
+            x = bottleneck(x, 64 * 2 ** (stage - 1), stride, 'layer{}_{}'.format(stage, block),
+                           with_ibn and stage < 4)
+            first_non_local = blocks - non_locals
+            if with_nl and block >= first_non_local:
+                x = non_local(x, 'NL_{}_{}'.format(stage, block - first_non_local))
+    features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
+    return keras.Model(images, features, name=name)

@@ -1,0 +1,9 @@
+"""fast-reid's ResNet-101 (the body of its configs with DEPTH 101x, WITH_IBN False and WITH_NL
+False); see `nets/_fastreid.py`."""
+
+from nets._fastreid import fastreid_resnet
+
+
+def body(last_stride=2):
+    return fastreid_resnet(101, 'fastreid_r101', with_ibn=False, with_nl=False,
+                           last_stride=last_stride)

@@ -1,0 +1,9 @@
+"""fast-reid's ResNet-101 with IBN-a and non-local blocks (the body of its configs with DEPTH 101x,
+WITH_IBN True and WITH_NL True); see `nets/_fastreid.py`."""
+
+from nets._fastreid import fastreid_resnet
+
+
+def body(last_stride=2):
+    return fastreid_resnet(101, 'fastreid_r101_ibn_nl', with_ibn=True, with_nl=True,
+                           last_stride=last_stride)

@@ -1,0 +1,9 @@
+"""fast-reid's ResNet-50 with IBN-a (the body of its configs with DEPTH 50x, WITH_IBN True and
+WITH_NL False); see `nets/_fastreid.py`."""
+
+from nets._fastreid import fastreid_resnet
+
+
+def body(last_stride=2):
+    return fastreid_resnet(50, 'fastreid_r50_ibn', with_ibn=True, with_nl=False,
+                           last_stride=last_stride)

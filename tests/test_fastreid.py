@@ -1,0 +1,278 @@
+"""fast-reid's trained models as experiments: its ResNet's stem, IBN-a and
+non-local blocks against NumPy, its YAML configs read as data with their
+`_BASE_` files, and the importer on checkpoints written here (in fast-reid's
+layout, without PyTorch); the real code is compared by `bench/peer_models.py`."""
+
+import collections
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import cli
+import import_model
+from models import fastreid
+from models.build import build_model
+from nets import _fastreid
+from torch_files import randomise_batch_norms, write_pth
+
+BOT = '''MODEL:
+  META_ARCHITECTURE: Baseline
+  BACKBONE:
+    NAME: build_resnet_backbone
+    NORM: BN
+    DEPTH: 50x
+    LAST_STRIDE: 1
+    FEAT_DIM: 2048
+    WITH_IBN: False
+    PRETRAIN: True
+  HEADS:
+    NAME: EmbeddingHead
+    NORM: BN
+    WITH_BNNECK: True
+    POOL_LAYER: GlobalAvgPool
+    NECK_FEAT: before
+    CLS_LAYER: Linear
+  LOSSES:
+    NAME: ("CrossEntropyLoss", "TripletLoss",)
+INPUT:
+  SIZE_TRAIN: [ 256, 128 ]
+  SIZE_TEST: [ 256, 128 ]
+'''
+
+SBS = '''_BASE_: Base-bagtricks.yml
+MODEL:
+  BACKBONE:
+    WITH_NL: True
+  HEADS:
+    NECK_FEAT: after
+    POOL_LAYER: GeneralizedMeanPoolingP
+    CLS_LAYER: CircleSoftmax
+INPUT:
+  SIZE_TEST: [ 384, 128 ]
+'''
+
+
+def configs(tmp_path, leaf='_BASE_: ../Base-SBS.yml\nMODEL:\n  BACKBONE:\n    WITH_IBN: True\n'):
+    """fast-reid's layout: configs/Base-*.yml and configs/Market1501/<leaf>.yml."""
+    folder = tmp_path / 'configs'
+    (folder / 'Market1501').mkdir(parents=True, exist_ok=True)
+    (folder / 'Base-bagtricks.yml').write_text(BOT)
+    (folder / 'Base-SBS.yml').write_text(SBS)
+    (folder / 'Market1501' / 'leaf.yml').write_text(leaf)
+    return str(folder / 'Market1501' / 'leaf.yml')
+
+
+def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
+    found = fastreid.model_of_config(fastreid.read_config(configs(tmp_path)), 'c.yml')
+    assert found == fastreid.FastReidModel('fastreid_r50_ibn_nl', 1, 'gem',
+                                           'GeneralizedMeanPoolingP', 2048, False, (384, 128),
+                                           'cosine')
+    bot = configs(tmp_path, '_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n'
+                            '    DEPTH: 101x\n    WITH_IBN: True\n  HEADS:\n'
+                            '    EMBEDDING_DIM: 256\nTEST:\n  METRIC: euclidean\n')
+    assert fastreid.model_of_config(fastreid.read_config(bot), bot) == fastreid.FastReidModel(
+        'fastreid_r101_ibn', 1, 'avg', 'GlobalAvgPool', 256, True, (256, 128), 'euclidean')
+
+
+@pytest.mark.parametrize('leaf, match', [
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  META_ARCHITECTURE: MGN\n',
+     r'sets MODEL\.META_ARCHITECTURE to `MGN`, MGN, whose embedding joins eight branches'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    NAME: build_resnest_backbone\n',
+     r'`build_resnest_backbone`, ResNeSt \(the S50 configs\), which this project does not build'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    DEPTH: 18x\n',
+     r'sets MODEL\.BACKBONE\.DEPTH to `18x`; what imports is 50x or 101x'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    WITH_SE: True\n',
+     r'MODEL\.BACKBONE\.WITH_SE'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  HEADS:\n    POOL_LAYER: AdaptiveAvgMaxPool\n',
+     r'POOL_LAYER to `AdaptiveAvgMaxPool`; what imports is GlobalAvgPool, '),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  PIXEL_MEAN: [1, 2, 3]\n',
+     r'MODEL\.PIXEL_MEAN to `\[1, 2, 3\]`'),
+    ('_BASE_: ../Base-bagtricks.yml\nINPUT:\n  SIZE_TEST: [256, 100000000]\n',
+     r'INPUT\.SIZE_TEST'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    LAST_STRIDE: one\n',
+     r'sets MODEL\.BACKBONE\.LAST_STRIDE to `one`, which is not a number'),
+    ('_BASE_: leaf.yml\n', r'the `_BASE_` files of .* loop'),
+    ('_BASE_: ../missing.yml\n', r'missing\.yml'),
+    ('_BASE_: [1]\n', r'names a `_BASE_` that is not a path'),
+    ('MODEL: [unclosed\n', r'leaf\.yml` is not valid YAML \(line 2\)'),
+    ('- a list\n', r'holds no mapping of settings'),
+    # A tag that an unsafe loader would run: read as data, it is refused.
+    ('MODEL: !!python/object/apply:os.system ["touch pwned"]\n', r'is not valid YAML'),
+])
+def test_configs_it_cannot_build_are_refused_by_setting(tmp_path, leaf, match):
+    path = configs(tmp_path, leaf)
+    with pytest.raises(cli.UserError, match=match):
+        fastreid.model_of_config(fastreid.read_config(path), path)
+    assert not os.path.exists('pwned')
+
+
+def numpy_stem(body, image):
+    """fast-reid's stem on (H, W, 3) in [0, 255]: normalised, a 7×7 convolution
+    at stride 2 padded by 3, batch norm, ReLU, and a 3×3 max-pool at stride 2
+    without padding whose output size rounds up (`ceil_mode`)."""
+    x = np.pad((image - _fastreid.PIXEL_MEAN) / _fastreid.PIXEL_STD, ((3, 3), (3, 3), (0, 0)))
+    kernel = body.get_layer('conv1').get_weights()[0]
+    h, w = (image.shape[0] - 1) // 2 + 1, (image.shape[1] - 1) // 2 + 1
+    conv = np.array([[np.tensordot(x[2 * i:2 * i + 7, 2 * j:2 * j + 7], kernel, 3)
+                      for j in range(w)] for i in range(h)])
+    gamma, beta, mean, var = body.get_layer('bn1').get_weights()
+    x = np.maximum(gamma * (conv - mean) / np.sqrt(var + 1e-5) + beta, 0)
+    oh, ow = -(-(h - 3) // 2) + 1, -(-(w - 3) // 2) + 1
+    return np.array([[x[2 * i:2 * i + 3, 2 * j:2 * j + 3].max((0, 1)) for j in range(ow)]
+                     for i in range(oh)])
+
+
+@pytest.fixture(scope='module')
+def r50_ibn_nl():
+    """fast-reid's SBS R50-ibn in Keras with random weights and statistics."""
+    model, body = build_model('fastreid_r50_ibn_nl', 'bnneck', 2048, pooling='gem',
+                              last_stride=1)
+    rng = np.random.default_rng(3)
+    model.set_weights([w + rng.normal(0, 0.02, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    randomise_batch_norms(model, rng)
+    return model, body
+
+
+@pytest.mark.parametrize('size', [(32, 16), (31, 17)])
+def test_the_stem_pools_as_fast_reid_with_its_output_size_rounded_up(r50_ibn_nl, size):
+    _, body = r50_ibn_nl
+    stem = keras.Model(body.input, body.get_layer('maxpool').output)
+    image = np.random.default_rng(0).uniform(0, 255, size + (3,))
+    np.testing.assert_allclose(stem(image[None].astype(np.float32))[0], numpy_stem(body, image),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_ibn_and_non_local_blocks_compute_as_fast_reid(r50_ibn_nl):
+    _, body = r50_ibn_nl
+    rng = np.random.default_rng(1)
+    # IBN-a: the first half of the channels per instance, the rest per batch.
+    block_in = body.get_layer('layer1_0_conv1').output
+    ibn = keras.Model(block_in, body.get_layer('layer1_0_bn1').output)
+    x = rng.normal(1, 2, (2, 6, 4, 64)).astype(np.float32)
+    gamma, beta = body.get_layer('layer1_0_bn1_IN').get_weights()
+    first = x[..., :32]
+    expected_in = gamma * (first - first.mean((1, 2), keepdims=True)) / np.sqrt(
+        first.var((1, 2), keepdims=True) + 1e-5) + beta
+    g, b, mean, var = body.get_layer('layer1_0_bn1_BN').get_weights()
+    expected_bn = g * (x[..., 32:] - mean) / np.sqrt(var + 1e-5) + b
+    np.testing.assert_allclose(ibn(x), np.concatenate([expected_in, expected_bn], -1),
+                               rtol=1e-4, atol=1e-4)
+    # Non-local: z = BN(W · (θ(x) φ(x)ᵀ / N) g(x)) + x over the N positions.
+    entry = body.get_layer('layer2_2_out').output
+    block = keras.Model(entry, body.get_layer('NL_2_0_add').output)
+    x = rng.uniform(0, 2, (2, 5, 3, 512)).astype(np.float32)
+
+    def conv1x1(name, t):
+        kernel, bias = body.get_layer(name).get_weights()
+        return t @ kernel[0, 0] + bias
+    flat = x.reshape(2, 15, 512)
+    theta, phi, gx = (conv1x1('NL_2_0_' + part, flat) for part in ('theta', 'phi', 'g'))
+    y = conv1x1('NL_2_0_W_0', (theta @ phi.transpose(0, 2, 1) / 15) @ gx)
+    g, b, mean, var = body.get_layer('NL_2_0_W_1').get_weights()
+    expected = (g * (y - mean) / np.sqrt(var + 1e-5) + b + flat).reshape(x.shape)
+    np.testing.assert_allclose(block(x), expected, rtol=1e-3, atol=1e-3)
+    assert [layer.name for layer in body.layers if layer.name.endswith('_attention')] == [
+        'NL_2_0_attention', 'NL_2_1_attention', 'NL_3_0_attention', 'NL_3_1_attention',
+        'NL_3_2_attention']
+
+
+def fastreid_state(model, body, found, classes=7):
+    """What fast-reid saves of a Keras model of `found` (the inverse of the importer)."""
+    module_of = {layer: module for module, layer in
+                 fastreid.module_layers(body, found).items()}
+    state = collections.OrderedDict()
+    for layer in body.layers + model.layers:
+        if not layer.weights or hasattr(layer, 'layers'):
+            continue
+        module, weights, kind = module_of[layer.name], layer.get_weights(), type(layer).__name__
+        if 'BatchNormalization' in kind:
+            if not layer.center:
+                weights.insert(1, np.zeros_like(weights[0]))
+            for part, array in zip(('weight', 'bias', 'running_mean', 'running_var'), weights):
+                state[module + '.' + part] = array
+            state[module + '.num_batches_tracked'] = np.array(100, np.int64)
+        elif kind == 'GeneralizedMeanPooling':
+            state[module + '.p'] = weights[0].reshape(1)
+        elif kind == 'Dense':  # The reduction, a 1×1 convolution in fast-reid.
+            state[module + '.weight'] = weights[0].T[:, :, None, None].copy()
+        else:
+            kernel = weights[0]
+            state[module + '.weight'] = kernel if kernel.ndim == 1 else kernel.transpose(3, 2, 0, 1)
+            if len(weights) > 1:
+                state[module + '.bias'] = weights[1]
+    state['heads.weight'] = np.zeros((classes, found.embedding_dim), np.float32)
+    return state
+
+
+def checkpoint(state):
+    """A fast-reid training checkpoint around the state dict: the model, and
+    the optimiser's and schedule's states (whose milestones are a Counter)."""
+    return {'model': state, 'optimizer': {'state': {0: {'step': np.array(5.0, np.float32)}},
+                                          'param_groups': [{'lr': 3.5e-4, 'betas': (0.9, 0.999),
+                                                            'params': [0]}]},
+            'scheduler': {'milestones': collections.Counter({40: 1, 90: 1}), 'last_epoch': 3},
+            'iteration': 1000}
+
+
+def test_a_fast_reid_checkpoint_imports_and_embeds_as_the_source(tmp_path, r50_ibn_nl, capsys):
+    model, body = r50_ibn_nl
+    config = configs(tmp_path)
+    found = fastreid.model_of_config(fastreid.read_config(config), config)
+    weights = write_pth(tmp_path / 'market_sbs_R50-ibn.pth',
+                        checkpoint(fastreid_state(model, body, found)), zip_format=True)
+    root = str(tmp_path / 'imported')
+    assert import_model.main(['--weights', weights, '--config', config,
+                              '--experiment_root', root]) == 0
+    assert 'fastreid_r50_ibn_nl + bnneck, 2048-d embeddings at 384x128; its classifier of 7 ' \
+        'training identities is left out' in capsys.readouterr().out
+    from models.inference import load_embedder
+    images = np.random.default_rng(0).uniform(0, 255, (2, 384, 128, 3)).astype(np.float32)
+    expected = model(images, training=False)['emb'].numpy()
+    np.testing.assert_allclose(load_embedder(root)(images), expected,
+                               rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    stored = json.load(open(os.path.join(root, 'args.json')))
+    assert (stored['metric'], stored['pooling'], stored['last_stride'], stored['head_name']) == (
+        'cosine', 'gem', 1, 'bnneck')
+    assert stored['imported_config'] == os.path.abspath(config)
+
+
+def test_bad_fast_reid_imports_get_one_message_and_write_nothing(tmp_path, r50_ibn_nl):
+    model, body = r50_ibn_nl
+    config = configs(tmp_path)
+    found = fastreid.model_of_config(fastreid.read_config(config), config)
+    state = fastreid_state(model, body, found)
+    folder = tmp_path / 'files'
+    folder.mkdir()
+
+    def refused(content, match, config=config):
+        weights = write_pth(folder / 'w.pth', content)
+        with pytest.raises(cli.UserError, match=match):
+            fastreid.import_fastreid(weights, config, str(folder / 'exp'))
+        assert os.listdir(folder) == ['w.pth']
+
+    deeper = configs(tmp_path / 'deep', '_BASE_: ../Base-SBS.yml\nMODEL:\n  BACKBONE:\n'
+                                        '    DEPTH: 101x\n    WITH_IBN: True\n')
+    refused(state, r'lacks the weights of `backbone\.layer3\.6\.conv1`; is it a state dict of '
+                   r'fast-reid\'s fastreid_r101_ibn_nl', deeper)
+    plain = configs(tmp_path / 'plain', '_BASE_: ../Base-SBS.yml\n')
+    refused(state, r'holds `backbone\.layer1\.0\.bn1\.IN\.weight`, which fast-reid\'s '
+                   r'fastreid_r50_nl of .* has no place for', plain)
+    refused(dict(state, **{'heads.bottleneck.0.bias': np.ones(2048, np.float32)}),
+            r'non-zero `heads\.bottleneck\.0\.bias`')
+    refused({'conv1.conv.weight': np.zeros((16, 3, 7, 7), np.float32)},
+            r'not a fast-reid checkpoint: .*looks like a torchreid OSNet, which imports without')
+    bad = dict(state)
+    bad['backbone.layer2.0.bn2.running_var'] = -bad['backbone.layer2.0.bn2.running_var']
+    refused(bad, r'negative variances in the batch norm `backbone\.layer2\.0\.bn2\.running_var`')
+    # Without its config, a fast-reid checkpoint says what it needs.
+    weights = write_pth(folder / 'w.pth', checkpoint(state))
+    with pytest.raises(cli.UserError, match=r'looks like a fast-reid checkpoint .* as --config'):
+        import_model.main(['--weights', weights, '--experiment_root', str(folder / 'exp')])
+    with pytest.raises(SystemExit):
+        import_model.main(['--weights', weights, '--config', config, '--model_name', 'osnet',
+                           '--experiment_root', str(folder / 'exp')])
+    assert os.listdir(folder) == ['w.pth']
