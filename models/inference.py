@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from inputs.images import Preprocessing, augmentation_names, image_batches, load_image, resize
+from inputs.images import Preprocessing, augmentation_names, decode, image_batches, resize
 from aggregators import AGGREGATORS
 from cli import UserError
 from cli.checkpoints import find_checkpoint
@@ -96,26 +96,120 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
     return AGGREGATORS[aggregator](emb_aug), emb_aug, names
 
 
-def load_embedder(experiment_root, checkpoint=None, batch_size=256):
-    """A function that embeds images with a trained experiment.
+def as_images(images):
+    """The images a user passes, as a list of file paths and (H, W, 3) arrays,
+    or one (N, H, W, 3) array.
 
-    The returned `embed(images)` takes a list of image file paths, or a uint8
-    or float array (N, H, W, 3) with values in [0, 255], resizes them to the
-    network's input size and returns their embeddings as an (N, D) float32
-    array.
+    Takes a path (str or os.PathLike), an (H, W, 3) or (N, H, W, 3) array or
+    tensor (uint8, or float in [0, 255]), or a list or tuple of paths and
+    (H, W, 3) arrays of any sizes.
+
+    Raises:
+        UserError naming what is not an image.
     """
-    model, train_args, _ = load_experiment(experiment_root, checkpoint)
-    experiment = Experiment.of(train_args)
-    preprocessing = Preprocessing.of(experiment)
-    size, antialias = preprocessing.net_input_size, preprocessing.antialias
-    forward = inference_function(model)
+    if isinstance(images, (str, os.PathLike)):
+        return [os.fspath(images)]
+    if isinstance(images, tf.Tensor):
+        images = images.numpy()
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return check_pixels(images, 'the batch')
+        return [check_pixels(images, 'the image')]
+    if not isinstance(images, (list, tuple)):
+        raise UserError('cannot embed a {}: pass file paths, an (H, W, 3) RGB array, a list of '
+                        'them, or an (N, H, W, 3) batch.'.format(type(images).__name__))
+    return [os.fspath(image) if isinstance(image, (str, os.PathLike)) else
+            check_pixels(image.numpy() if isinstance(image, tf.Tensor) else image,
+                         'image {} of the list'.format(i)) for i, image in enumerate(images)]
 
-    def embed(images):
-        if isinstance(images, (list, tuple)) and images and isinstance(images[0], str):
-            images = tf.stack([load_image(path, size, antialias, preprocessing.accurate_jpeg)
-                               for path in images])
-        images = resize(tf.cast(images, tf.float32), size, antialias)
-        return np.concatenate([forward(images[i:i + batch_size]).numpy()
-                               for i in range(0, len(images), batch_size)] or
-                              [np.zeros((0, experiment.embedding_dim), np.float32)])
-    return embed
+
+def check_pixels(array, what):
+    """`array` as float32 when it holds RGB images (..., H, W, 3) of uint8 or float pixels."""
+    array = np.asarray(array)
+    if array.ndim not in (3, 4) or array.shape[-1] != 3 or 0 in array.shape:
+        raise UserError('{} has shape {}; an image is (H, W, 3) RGB, a batch (N, H, W, 3) (a '
+                        'grayscale or RGBA image: convert it to RGB first).'.format(
+                            what, array.shape))
+    if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+        raise UserError('{} holds {} values; pass uint8, or float in [0, 255].'.format(
+            what, array.dtype))
+    return array.astype(np.float32)
+
+
+class Embedder:
+    """Embeds images with a trained, imported or exported model, as torchreid's
+    `FeatureExtractor` does for PyTorch: `embedder(images)` is an (N, D)
+    float32 array (see `as_images` for what `images` may be).
+
+    `source` is an experiment root (trained by train.py or written by
+    import_model.py), whose own preprocessing (its input size and resizing,
+    its JPEG decoding) is applied, or a SavedModel folder of export.py, which
+    resizes inside. Images are embedded `batch_size` at a time, on `device`
+    (such as '/CPU:0' or '/GPU:0'; TensorFlow's choice by default); `flip`
+    averages each image's embedding with its mirror image's, as embed.py's
+    --flip_augment with the mean aggregator. `metric` is the distance the
+    model was trained for (None for a SavedModel), `embedding_dim` the D.
+    """
+
+    def __init__(self, source, checkpoint=None, batch_size=256, device=None, flip=False):
+        self.batch_size, self.device, self.flip = int(batch_size), device, flip
+        if self.batch_size < 1:
+            raise UserError('batch_size must be at least 1, not {}.'.format(batch_size))
+        if os.path.isfile(os.path.join(source, 'saved_model.pb')):
+            loaded = tf.saved_model.load(source)
+            signature = loaded.signatures['serving_default']
+            self.forward = lambda images: signature(images=images)['emb']
+            self.preprocessing, self.metric = None, None
+            self.embedding_dim = int(signature.structured_outputs['emb'].shape[-1])
+            return
+        model, train_args, _ = load_experiment(source, checkpoint)
+        self.preprocessing = Preprocessing.of(Experiment.of(train_args))
+        self.forward = inference_function(model)
+        self.metric = train_args.get('metric', 'euclidean')
+        self.embedding_dim = Experiment.of(train_args).embedding_dim
+
+    def __call__(self, images):
+        images = as_images(images)
+        chunks = [self.embed_chunk(images[i:i + self.batch_size])
+                  for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
+                                                              np.float32)
+
+    def embed_chunk(self, images):
+        """Embeddings (n, D) of up to `batch_size` images: at the net's input
+        size together, or, for a SavedModel, each size of image together."""
+        with tf.device(self.device):
+            if isinstance(images, np.ndarray) and self.preprocessing is None:
+                return self.embed_batch(tf.constant(images))
+            pixels = [self.pixels(image) for image in images]
+            if self.preprocessing is not None:
+                return self.embed_batch(tf.stack(pixels))
+            embs = np.zeros((len(pixels), self.embedding_dim), np.float32)
+            for shape in {tuple(p.shape) for p in pixels}:
+                same = [i for i, p in enumerate(pixels) if tuple(p.shape) == shape]
+                embs[same] = self.embed_batch(tf.stack([pixels[i] for i in same]))
+            return embs
+
+    def pixels(self, image):
+        """One image, at the net's input size for an experiment root."""
+        if isinstance(image, str):
+            try:
+                image = tf.cast(decode(tf.io.read_file(image), self.preprocessing is None or
+                                       self.preprocessing.accurate_jpeg), tf.float32)
+            except (tf.errors.OpError, ValueError) as e:
+                raise UserError('cannot embed `{}`: {}'.format(
+                    image, str(e).splitlines()[0][:200]))
+        if self.preprocessing is None:
+            return tf.convert_to_tensor(image)
+        return resize(image, self.preprocessing.net_input_size, self.preprocessing.antialias)
+
+    def embed_batch(self, images):
+        embs = self.forward(images).numpy()
+        if self.flip:
+            embs = (embs + self.forward(images[:, :, ::-1]).numpy()) / 2
+        return embs
+
+
+def load_embedder(source, checkpoint=None, batch_size=256, device=None, flip=False):
+    """The `Embedder` of a trained, imported or exported model (see there)."""
+    return Embedder(source, checkpoint, batch_size, device, flip)

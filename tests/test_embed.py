@@ -305,3 +305,52 @@ def test_a_damaged_newest_checkpoint_is_named_not_silently_replaced(experiment, 
                        r'.*checkpoint-2 is missing or damaged; pass '
                        r'--checkpoint best/checkpoint-0 '):
         embed.main(base + ['--checkpoint', 'best'])
+
+
+def test_the_python_api_embeds_crops_of_any_size_as_embed_py(experiment, tmp_path):
+    # A tracker's loop: crops of one frame, each its own size, as arrays.
+    root, _, _ = experiment
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = [(10, 5, 20, 50), (60, 30, 31, 70), (100, 2, 16, 33)]
+    crops = [frame[y:y + h, x:x + w] for x, y, w, h in boxes]
+    folder = tmp_path / 'crops'
+    from conftest import write_image
+    for i, crop in enumerate(crops):
+        write_image(str(folder / 'c{}.png'.format(i)), crop)
+    assert embed.main(['--experiment_root', root, '--images', str(folder), '--quiet',
+                       '--filename', str(tmp_path / 'crops.h5')]) == 0
+    with h5py.File(tmp_path / 'crops.h5', 'r') as f:
+        expected = f['emb'][()]
+    embedder = load_embedder(root, batch_size=2, device='/CPU:0')
+    assert (embedder.embedding_dim, embedder.metric) == (16, 'euclidean')
+    np.testing.assert_allclose(embedder(crops), expected, rtol=1e-4, atol=1e-4)
+    # Paths (str or PathLike, alone or in a list), one array, floats in [0, 255].
+    np.testing.assert_allclose(embedder(folder / 'c1.png'), expected[1:2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embedder([str(folder / 'c2.png'), crops[0].astype(np.float64)]),
+                               expected[[2, 0]], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(embedder(crops[1]), expected[1:2], rtol=1e-4, atol=1e-4)
+    assert embedder([]).shape == (0, 16)
+    # An exported SavedModel resizes inside, to the same embeddings.
+    import export
+    saved = str(tmp_path / 'saved')
+    assert export.main(['--experiment_root', root, '--output', saved, '--quiet']) == 0
+    exported = load_embedder(saved, batch_size=2)
+    assert (exported.embedding_dim, exported.metric) == (16, None)
+    np.testing.assert_allclose(exported(crops + [str(folder / 'c0.png')]),
+                               np.concatenate([expected, expected[:1]]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(load_embedder(root, flip=True)(crops[0]),
+                               (expected[:1] + embedder(crops[0][:, ::-1])) / 2,
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('images, match', [
+    (np.zeros((20, 10), np.uint8), r'the image has shape \(20, 10\); an image is \(H, W, 3\)'),
+    (np.zeros((2, 20, 10, 4), np.uint8), r'the batch has shape \(2, 20, 10, 4\)'),
+    ([np.zeros((20, 10, 3), np.int32)], r'image 0 of the list holds int32 values'),
+    ({'a': 1}, r'cannot embed a dict'),
+    ('missing.jpg', r'cannot embed `missing\.jpg`'),
+])
+def test_the_python_api_refuses_what_is_not_an_image(experiment, images, match):
+    with pytest.raises(cli.UserError, match=match):
+        load_embedder(experiment[0])(images)
