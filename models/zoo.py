@@ -263,8 +263,8 @@ def import_osnet(path, experiment_root, model_name=None):
     """Writes the torchreid OSNet state dict `path` as the experiment root
     `experiment_root`, which must not exist yet: it appears whole or not at
     all, with torchreid's test-time preprocessing (the whole image resized to
-    256×128, ImageNet's mean and deviation inside the net) and Euclidean
-    distances, as torchreid evaluates.
+    256×128, ImageNet's mean and deviation inside the net) and the distances
+    its model zoo evaluates with (cosine for OSNet-AIN, Euclidean otherwise).
 
     Returns:
         The experiment's arguments (as stored in `args.json`).
@@ -282,7 +282,10 @@ def import_osnet(path, experiment_root, model_name=None):
     height, width = INPUT_SIZE
     experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
                             height, width, height, width, antialias=True, accurate_jpeg=True)
-    args = experiment_arguments(experiment, 'euclidean', path,
+    # torchreid's model zoo evaluates OSNet-AIN with cosine distances, the others with
+    # Euclidean ones.
+    metric = 'cosine' if VARIANT_OF[model_name] == 'ain' else 'euclidean'
+    args = experiment_arguments(experiment, metric, path,
                                 None if classifier is None else int(classifier.shape[0]))
     model, body = build_experiment(experiment)
     assign(model, body, state, path)

@@ -276,3 +276,31 @@ def test_bad_fast_reid_imports_get_one_message_and_write_nothing(tmp_path, r50_i
         import_model.main(['--weights', weights, '--config', config, '--model_name', 'osnet',
                            '--experiment_root', str(folder / 'exp')])
     assert os.listdir(folder) == ['w.pth']
+
+
+def test_an_imported_fast_reid_model_fine_tunes_from_all_its_weights(tmp_path, tiny_dataset):
+    # BoT R50: the whole model, head included (--initial_head), starts from the import.
+    from conftest import base_args
+    import train
+    model, body = build_model('fastreid_r50', 'bnneck', 2048, last_stride=1)
+    rng = np.random.default_rng(4)
+    randomise_batch_norms(model, rng)
+    config = configs(tmp_path, '_BASE_: ../Base-bagtricks.yml\n')
+    found = fastreid.model_of_config(fastreid.read_config(config), config)
+    weights = write_pth(tmp_path / 'bot.pth', checkpoint(fastreid_state(model, body, found)))
+    imported = str(tmp_path / 'bot')
+    fastreid.import_fastreid(weights, config, imported)
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'tuned')
+    assert train.main(base_args(root, csv_path, image_root, 2) + [
+        '--initial_checkpoint', imported, '--initial_head', '--model_name', 'fastreid_r50',
+        '--head_name', 'bnneck', '--embedding_dim', '2048', '--last_stride', '1',
+        '--batch_p', '2', '--batch_k', '2', '--learning_rate', '1e-12']) == 0
+    from models.inference import load_experiment
+    tuned, _, _ = load_experiment(root)
+    tuned_body = tuned.get_layer('fastreid_r50')
+    for layer in ('conv1', 'layer4_2_conv3'):
+        np.testing.assert_allclose(tuned_body.get_layer(layer).get_weights()[0],
+                                   body.get_layer(layer).get_weights()[0], atol=1e-6)
+    np.testing.assert_allclose(tuned.get_layer('emb').get_weights()[0],
+                               model.get_layer('emb').get_weights()[0], atol=1e-6)

@@ -519,6 +519,7 @@ def test_an_instance_normalised_osnet_imports_and_embeds_as_the_source(tmp_path,
     root = str(tmp_path / 'imported')
     stored = zoo.import_osnet(weights, root)
     assert stored['model_name'] == name and stored['net_padding'] == 'torch'
+    assert stored['metric'] == ('cosine' if name.startswith('osnet_ain') else 'euclidean')
     from models.inference import load_embedder
     # At the net's input size, which the embedder resizes to.
     images = rng.uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
