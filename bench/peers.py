@@ -64,8 +64,10 @@ def peer_side(args, folder, name, kind, spec):
     return weights, np.load(output)
 
 
-def exported_forms(model, train_args, folder, name, pixels):
-    """{form: function of pixels} for the exports of `model`."""
+def exported_forms(model, train_args, folder, name, pixels, int8=True, threads=2):
+    """{form: function of pixels} for the exports of `model`: SavedModel,
+    ONNX, TFLite float32 and (with `int8`) TFLite int8 calibrated on some of
+    `pixels`, its interpreter on `threads` threads."""
     import tensorflow as tf
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
@@ -81,10 +83,11 @@ def exported_forms(model, train_args, folder, name, pixels):
     session = onnxruntime.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
     forms = {'SavedModel': lambda x: signature(images=tf.constant(x))['emb'].numpy(),
              'ONNX': lambda x: session.run(None, {'images': x})[0]}
-    for form, representative in (('TFLite float32', None), ('TFLite int8', pixels[::8][:32])):
+    tflites = [('TFLite float32', None)] + [('TFLite int8', pixels[::8][:32])] * int8
+    for form, representative in tflites:
         path = os.path.join(folder, '{}_{}.tflite'.format(name, form.split()[1]))
         exported.export_tflite(module, path, representative)
-        interpreter = Interpreter(model_path=path, num_threads=2)
+        interpreter = Interpreter(model_path=path, num_threads=threads)
 
         def tflite(x, interpreter=interpreter):
             index = interpreter.get_input_details()[0]['index']
@@ -139,7 +142,8 @@ def measure(args, folder, kind, spec):
     forward = inference_function(model)
     add('imported (Keras)', in_batches(lambda x: forward(tf.constant(x)).numpy(), pixels))
     if name in args.exports:
-        for form, function in exported_forms(model, train_args, folder, name, pixels).items():
+        for form, function in exported_forms(model, train_args, folder, name, pixels,
+                                             threads=args.threads).items():
             add(form, in_batches(function, pixels))
     for row in rows:
         print(json.dumps(row), flush=True)

@@ -83,10 +83,10 @@ def measure(args, weights, folder):
     import excluders
     from evaluation import metrics
     from models import zoo
-    from serving import exported
     from models import torch_weights
     from models.inference import embed_files, inference_function, load_experiment
     from models.build import build_model
+    from bench.peers import exported_forms
 
     name = os.path.splitext(os.path.basename(weights))[0]
     root = os.path.join(folder, name)
@@ -126,30 +126,9 @@ def measure(args, weights, folder):
     add('embed.py pipeline (TF decode, antialiased resize)',
         embed_files(model, train_args, fids, args.image_root, batch_size=BATCH)[0])
 
-    module = exported.EmbeddingModule(model, (256, 128), train_args['antialias'])
-    saved = os.path.join(folder, name + '_saved_model')
-    exported.export_saved_model(module, saved)
-    signature = tf.saved_model.load(saved).signatures['serving_default']
-    add('SavedModel', in_batches(lambda x: signature(images=tf.constant(x))['emb'].numpy(),
-                                 pixels))
-    onnx_path = os.path.join(folder, name + '.onnx')
-    exported.export_onnx(module, onnx_path)
-    import onnxruntime
-    session = onnxruntime.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-    add('ONNX', in_batches(lambda x: session.run(None, {'images': x})[0], pixels))
-    tflite_path = os.path.join(folder, name + '.tflite')
-    exported.export_tflite(module, tflite_path)
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=tflite_path, num_threads=args.threads)
-
-    def tflite(x):
-        index = interpreter.get_input_details()[0]['index']
-        interpreter.resize_tensor_input(index, x.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
-    add('TFLite float32', in_batches(tflite, pixels))
+    for form, function in exported_forms(model, train_args, folder, name, pixels, int8=False,
+                                         threads=args.threads).items():
+        add(form, in_batches(function, pixels))
     speed = {'model': stored['model_name'], 'torch_images_per_second': round(float(
         reference['images_per_second']), 1), 'keras_images_per_second': round(
         images_per_second(lambda x: forward(tf.constant(x)).numpy(), pixels), 1)}
