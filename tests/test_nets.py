@@ -309,12 +309,14 @@ def test_osnet_has_torchreid_s_parameters_and_shapes(name):
     assert len(body.get_layer('conv2_1_gate_fc1')._inbound_nodes) == 4
 
 
-def test_osnet_trains_with_the_identity_loss(tmp_path, tiny_dataset):
+@pytest.mark.parametrize('name', ['osnet_x0_25', 'osnet_ain_x0_25'])
+def test_osnet_trains_with_the_identity_loss(tmp_path, tiny_dataset, name):
+    # OSNet-AIN's instance norms train as its batch norms do.
     import train
     from conftest import base_args, logged_iterations
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
-    args = base_args(root, csv_path, image_root, 20, '--model_name', 'osnet_x0_25',
+    args = base_args(root, csv_path, image_root, 20, '--model_name', name,
                      '--head_name', 'bnneck', '--id_loss_weight', '1', '--pooling', 'gem')
     assert train.main(args) == 0
     losses = [loss for _, loss in logged_iterations(root)]
