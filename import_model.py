@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Import a trained torchreid OSNet or fast-reid model (a model-zoo `.pth`) as an experiment root.
+"""Import a trained torchreid or fast-reid model (a model-zoo `.pth`) as an experiment root.
 
     .venv/bin/python import_model.py --weights osnet_x0_25_msmt17.pth \\
         --experiment_root experiments/osnet_x0_25_msmt17
@@ -13,7 +13,9 @@ on it as on a trained experiment; `train.py --initial_checkpoint ROOT
 --model_name osnet_x0_25 ...` fine-tunes from it. The net is read from the
 file: OSNet at any width (osnet, osnet_x0_75, osnet_x0_5, osnet_x0_25),
 OSNet-AIN (osnet_ain, osnet_ain_x0_75, osnet_ain_x0_5, osnet_ain_x0_25) or
-OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0). A fast-reid checkpoint
+OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0), or torchreid's ResNet-50
+(torchreid_resnet50: resnet50, and resnet50_fc512 with its fc layer as the
+fc_bn_relu head). A fast-reid checkpoint
 comes with the YAML config it was trained with (--config, whose `_BASE_`
 files are read beside it): BoT, AGW and SBS models on ResNet-50 or -101,
 with or without IBN-a and non-local blocks (the fastreid_* nets). Files are
@@ -33,8 +35,8 @@ parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitli
 
 parser.add_argument(
     '--weights', required=True,
-    help='A torchreid OSNet state dict (.pth or .pt; a plain state dict or a training '
-         'checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
+    help='A torchreid state dict (OSNet or ResNet-50; .pth or .pt; a plain state dict or a '
+         'training checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
          'osnet_x0_25_msmt17.pth from torchreid\'s model zoo, or a fast-reid checkpoint '
          '(holding `model`) with --config.')
 
@@ -49,7 +51,7 @@ parser.add_argument(
     help='The experiment root to create; it must not exist yet.')
 
 parser.add_argument(
-    '--model_name', default=None, choices=PADDING_NETS,
+    '--model_name', default=None, choices=PADDING_NETS + ('torchreid_resnet50',),
     help='The net the file must hold (torchreid\'s osnet_x1_0 is osnet, osnet_ain_x1_0 '
          'osnet_ain, osnet_ibn_x1_0 osnet_ibn); read from the file when left out.')
 
@@ -65,7 +67,7 @@ def main(argv=None):
     if args.config is not None:
         stored = fastreid.import_fastreid(args.weights, args.config, args.experiment_root)
     else:
-        stored = zoo.import_osnet(args.weights, args.experiment_root, args.model_name)
+        stored = zoo.import_torchreid(args.weights, args.experiment_root, args.model_name)
     print('Imported {} ({} + {}, {}-d embeddings at {}x{}{}) as {}.'.format(
         args.weights, stored['model_name'], stored['head_name'], stored['embedding_dim'],
         stored['net_input_height'], stored['net_input_width'],

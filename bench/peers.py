@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: the nets import_model.py reads, built by the peers' own code, against their import.
 
-For each torchreid net (OSNet-AIN at four widths, OSNet-IBN) and each
+For each torchreid net (OSNet-AIN at four widths, OSNet-IBN, ResNet-50
+with and without its 512-d fc layer) and each
 fast-reid config (BoT, AGW and SBS on ResNet-50/101, with and without
 IBN-a), `bench/peers_torch.py` builds the model with the peer's own code
 (torchreid's `osnet*.py`, fast-reid's `build_model` from the config) in a
@@ -34,7 +35,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_SIDE = os.path.join(ROOT, 'bench', 'peers_torch.py')
 TORCHREID_NETS = ('osnet_ain_x1_0', 'osnet_ain_x0_75', 'osnet_ain_x0_5', 'osnet_ain_x0_25',
-                  'osnet_ibn_x1_0')
+                  'osnet_ibn_x1_0', 'resnet50', 'resnet50_fc512')
 FASTREID_CONFIGS = tuple('configs/Market1501/{}.yml'.format(name) for name in (
     'bagtricks_R50', 'bagtricks_R50-ibn', 'bagtricks_R101-ibn', 'AGW_R50', 'AGW_R50-ibn',
     'AGW_R101-ibn', 'sbs_R50', 'sbs_R50-ibn', 'sbs_R101-ibn'))
@@ -113,7 +114,7 @@ def measure(args, folder, kind, spec):
     weights, reference = peer_side(args, folder, name, kind, spec)
     root = os.path.join(folder, name)
     if kind == 'torchreid':
-        stored = zoo.import_osnet(weights, root)
+        stored = zoo.import_torchreid(weights, root)
     else:
         stored = fastreid.import_fastreid(weights, os.path.join(args.fastreid, spec), root)
     pixels, theirs = reference['pixels'].astype(np.float32), reference['features']

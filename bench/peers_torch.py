@@ -5,8 +5,8 @@ give it random weights, save it as they save it, and embed images with it.
 Runs in a PyTorch environment of its own (`torch numpy pillow`, and
 `pyyaml yacs termcolor tabulate` for fast-reid), never the project's, and
 imports nothing of the project. The peer's code comes from a checkout (or a
-mirror) of its repository: torchreid's `torchreid/models/osnet.py` or
-`osnet_ain.py` loaded by path, fast-reid's `fastreid` package with its
+mirror) of its repository: torchreid's `torchreid/models/osnet.py`,
+`osnet_ain.py` or `resnet.py` loaded by path, fast-reid's `fastreid` package with its
 `build_model` and config. The weights are the peer's initialisation with
 every batch and instance norm made non-trivial (random scale and shift;
 fast-reid's non-local blocks, initialised to add nothing, then add
@@ -79,8 +79,9 @@ def torchreid_model(source, net):
     # Only its download of ImageNet weights imports gdown, which is not used.
     sys.modules.setdefault('gdown', types.ModuleType('gdown'))
     models = os.path.join(source, 'torchreid', 'models')
-    module = load_file('torchreid_osnet', os.path.join(
-        models, 'osnet_ain.py' if net.startswith('osnet_ain') else 'osnet.py'))
+    module = load_file('torchreid_' + net, os.path.join(
+        models, 'osnet_ain.py' if net.startswith('osnet_ain') else
+        'resnet.py' if net.startswith('resnet') else 'osnet.py'))
     return getattr(module, net)(num_classes=751, pretrained=False, loss='softmax')
 
 
@@ -115,7 +116,8 @@ def main():
     parser.add_argument('--kind', required=True, choices=('torchreid', 'fastreid'),
                         help='Whose code builds the net.')
     parser.add_argument('--source', required=True, help="The peer's repository (a checkout).")
-    parser.add_argument('--net', help="torchreid's builder, such as osnet_ain_x1_0.")
+    parser.add_argument('--net', help="torchreid's builder, such as osnet_ain_x1_0 or "
+                        'resnet50_fc512.')
     parser.add_argument('--config', help="fast-reid's YAML config.")
     parser.add_argument('--seed', type=int, default=0, help='Seed of the random weights.')
     parser.add_argument('--weights_out', required=True, help='The .pth file to write.')

@@ -90,7 +90,7 @@ def measure(args, weights, folder):
 
     name = os.path.splitext(os.path.basename(weights))[0]
     root = os.path.join(folder, name)
-    stored = zoo.import_osnet(weights, root)
+    stored = zoo.import_torchreid(weights, root)
     reference = torch_side(args, stored['model_name'].replace('osnet', 'osnet_x1_0')
                            if stored['model_name'] == 'osnet' else stored['model_name'],
                            weights, os.path.join(folder, name + '.npz'),

@@ -22,6 +22,7 @@ HEAD_CHOICES = (
     'fc1024_bnneck',
     'fc1024_normalize',
     'fc_bn_relu',
+    'pooled',
 )
 
 

@@ -1,10 +1,12 @@
 """Trained re-id models of torchreid as experiments of this project.
 
-torchreid's model zoo publishes OSNet trained on Market-1501, DukeMTMC-reID,
-MSMT17 and more as PyTorch state dicts. `import_osnet` reads one (through
+torchreid's model zoo publishes OSNet (and its AIN and IBN variants, and
+ResNet-50) trained on Market-1501, DukeMTMC-reID, MSMT17 and more as PyTorch
+state dicts. `import_torchreid` reads one (through
 `torch_weights`, which never runs what the file holds), maps its tensors
 onto the Keras OSNet of `nets/_osnet.py` with torchreid's padding and
-torchreid's embedding head (`heads/fc_bn_relu.py`), and writes an
+torchreid's embedding head (`heads/fc_bn_relu.py`), or onto the ResNet-50
+of `nets/torchreid_resnet50.py`, and writes an
 experiment root (`args.json`, `checkpoint-0`) that embed.py, search.py,
 export.py and evaluate.py use as a trained one, and that train.py's
 --initial_checkpoint fine-tunes from.
@@ -259,12 +261,42 @@ def write_experiment(experiment_root, model, body, args):
             experiment_root, getattr(e, 'strerror', None) or getattr(e, 'message', None) or e))
 
 
-def import_osnet(path, experiment_root, model_name=None):
-    """Writes the torchreid OSNet state dict `path` as the experiment root
-    `experiment_root`, which must not exist yet: it appears whole or not at
-    all, with torchreid's test-time preprocessing (the whole image resized to
-    256×128, ImageNet's mean and deviation inside the net) and the distances
-    its model zoo evaluates with (cosine for OSNet-AIN, Euclidean otherwise).
+def resnet_experiment(state, path, model_name=None):
+    """The `Experiment` of torchreid's ResNet-50 in `state`: `resnet50_fc512`
+    (last stride 1, its fc layer as the `fc_bn_relu` head) when the file has
+    the fc layer, `resnet50` (last stride 2, the pooled features as they are)
+    when not."""
+    if model_name not in (None, 'torchreid_resnet50'):
+        raise UserError('`{}` holds torchreid\'s ResNet-50, not {}; leave out --model_name or '
+                        'pass torchreid_resnet50.'.format(path, model_name))
+    blocks = {key.split('.')[1] for key in state if key.startswith('layer3.')}
+    if len(blocks) != 6:
+        raise UserError('`{}` holds a torchreid ResNet of {} blocks in its third stage; only '
+                        'ResNet-50 (6) imports.'.format(path, len(blocks)))
+    fc = state.get('fc.0.weight')
+    height, width = INPUT_SIZE
+    if fc is None:
+        return Experiment('torchreid_resnet50', 'pooled', 2048, 'avg', 2, 'torch', height,
+                          width, height, width, antialias=True, accurate_jpeg=True)
+    return Experiment('torchreid_resnet50', 'fc_bn_relu', int(fc.shape[0]), 'avg', 1, 'torch',
+                      height, width, height, width, antialias=True, accurate_jpeg=True)
+
+
+def resnet_layers(body):
+    """{torchreid module: Keras layer} of torchreid's ResNet-50, named alike
+    (`layer1.0.bn1` is `layer1_0_bn1`), and its fc layer."""
+    pairs = {layer.name.replace('_', '.'): layer.name for layer in body.layers if layer.weights}
+    return dict(pairs, **{'fc.0': 'fc', 'fc.1': 'fc_bn'})
+
+
+def import_torchreid(path, experiment_root, model_name=None):
+    """Writes the torchreid state dict `path` (an OSNet of any width or
+    variant, or ResNet-50 with or without its 512-d fc layer) as the
+    experiment root `experiment_root`, which must not exist yet: it appears
+    whole or not at all, with torchreid's test-time preprocessing (the whole
+    image resized to 256×128, ImageNet's mean and deviation inside the net)
+    and the distances its model zoo evaluates with (cosine for OSNet-AIN,
+    Euclidean otherwise).
 
     Returns:
         The experiment's arguments (as stored in `args.json`).
@@ -277,17 +309,24 @@ def import_osnet(path, experiment_root, model_name=None):
     check_new_root(experiment_root)
     state = torch_weights.read_state_dict(path)
     check_weight_values(state.items(), path)
-    model_name, embedding_dim = choose_net(state, path, model_name)
     classifier = state.get('classifier.weight')
-    height, width = INPUT_SIZE
-    experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
-                            height, width, height, width, antialias=True, accurate_jpeg=True)
-    # torchreid's model zoo evaluates OSNet-AIN with cosine distances, the others with
-    # Euclidean ones.
-    metric = 'cosine' if VARIANT_OF[model_name] == 'ain' else 'euclidean'
-    args = experiment_arguments(experiment, metric, path,
-                                None if classifier is None else int(classifier.shape[0]))
-    model, body = build_experiment(experiment)
-    assign(model, body, state, path)
+    classes = None if classifier is None else int(classifier.shape[0])
+    if 'layer1.0.conv1.weight' in state and 'conv1.weight' in state:
+        experiment = resnet_experiment(state, path, model_name)
+        model, body = build_experiment(experiment)
+        layer_of, metric = resnet_layers(body), 'euclidean'
+    else:
+        model_name, embedding_dim = choose_net(state, path, model_name)
+        height, width = INPUT_SIZE
+        experiment = Experiment(model_name, 'fc_bn_relu', embedding_dim, 'avg', 2, 'torch',
+                                height, width, height, width, antialias=True,
+                                accurate_jpeg=True)
+        model, body = build_experiment(experiment)
+        layer_of = module_layers(VARIANT_OF[model_name])
+        # torchreid's model zoo evaluates OSNet-AIN with cosine distances, the
+        # others with Euclidean ones.
+        metric = 'cosine' if VARIANT_OF[model_name] == 'ain' else 'euclidean'
+    args = experiment_arguments(experiment, metric, path, classes)
+    assign_state(model, body, state, path, layer_of, IGNORED, "torchreid's " + body.name)
     write_experiment(experiment_root, model, body, args)
     return args

@@ -55,13 +55,14 @@ NET_CHOICES = (
     'fastreid_r101_nl',
     'fastreid_r101_ibn',
     'fastreid_r101_ibn_nl',
+    'torchreid_resnet50',
 )
 
 # fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
-FASTREID_NETS = NET_CHOICES[-8:]
+FASTREID_NETS = tuple(name for name in NET_CHOICES if name.startswith('fastreid_'))
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152',
-                    'keras_resnet50') + FASTREID_NETS
+                    'keras_resnet50', 'torchreid_resnet50') + FASTREID_NETS
 
 PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain', 'osnet_ain_x0_75',
                 'osnet_ain_x0_5', 'osnet_ain_x0_25', 'osnet_ibn')

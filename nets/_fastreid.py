@@ -23,6 +23,10 @@ trained weights compute here what they computed there:
   batch norm);
 - the last stage at `last_stride` (fast-reid's models use 1).
 
+torchreid's ResNet-50 (`resnet50`, `resnet50_fc512`) is the same network
+with torchvision's stem, whose max-pool pads one pixel on every side
+instead of rounding up (`ceil_pool=False`).
+
 Inputs are RGB in [0, 255], normalised inside the net with fast-reid's
 pixel mean and deviation (ImageNet's, times 255). Layers are named after
 fast-reid's modules (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), which
@@ -115,15 +119,16 @@ def non_local(x, name):
     return keras.layers.Add(name=name + '_add')([y, x])
 
 
-def fastreid_resnet(depth, name, with_ibn=False, with_nl=False, last_stride=2):
-    """fast-reid's ResNet-`depth` (50 or 101): images (B, H, W, 3), RGB in
+def fastreid_resnet(depth, name, with_ibn=False, with_nl=False, last_stride=2, ceil_pool=True):
+    """fast-reid's ResNet-`depth` (50 or 101), or with `ceil_pool` False
+    torchvision's stem (torchreid's ResNet): images (B, H, W, 3), RGB in
     [0, 255], to pooled features (B, 2048)."""
     images = keras.Input((None, None, 3), name='images')
     x = keras.layers.Rescaling([1 / s for s in PIXEL_STD],
                                [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
                                name='normalize')(images)
     x = keras.layers.ReLU(name='relu')(batch_norm(conv(x, 64, 7, 'conv1', 2), 'bn1'))
-    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name='maxpool_pad')(x)
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)) if ceil_pool else 1, name='maxpool_pad')(x)
     x = keras.layers.MaxPooling2D(3, 2, name='maxpool')(x)
     for stage, (blocks, non_locals) in enumerate(zip(BLOCKS[depth], NON_LOCAL[depth]), start=1):
         for block in range(blocks):

@@ -216,19 +216,19 @@ def test_damaged_and_foreign_files_get_one_message(tmp_path):
 # OSNet as torchreid computes it, and its head.
 ###
 
-def numpy_stem(body, image):
-    """torchreid's stem on one image (H, W, 3) in [0, 255] from the Keras
-    layers' weights: (x / 255 - mean) / std, a 7×7 convolution at stride 2
-    padded by 3 zeros on every side, batch norm, ReLU, and a 3×3 max-pool at
-    stride 2 padded by 1 (-inf) on every side."""
+def numpy_stem(body, image, conv='conv1_conv', bn='conv1_bn'):
+    """torchreid's stem (OSNet's and ResNet's) on one image (H, W, 3) in
+    [0, 255] from the Keras layers' weights: (x / 255 - mean) / std, a 7×7
+    convolution at stride 2 padded by 3 zeros on every side, batch norm,
+    ReLU, and a 3×3 max-pool at stride 2 padded by 1 (-inf) on every side."""
     mean = np.array([0.485, 0.456, 0.406]) * 255
     std = np.array([0.229, 0.224, 0.225]) * 255
     x = np.pad((image - mean) / std, ((3, 3), (3, 3), (0, 0)))
-    kernel = body.get_layer('conv1_conv').get_weights()[0]
+    kernel = body.get_layer(conv).get_weights()[0]
     h, w = (image.shape[0] - 1) // 2 + 1, (image.shape[1] - 1) // 2 + 1
     conv = np.array([[np.tensordot(x[2 * i:2 * i + 7, 2 * j:2 * j + 7], kernel, 3)
                       for j in range(w)] for i in range(h)])
-    gamma, beta, mean, var = body.get_layer('conv1_bn').get_weights()
+    gamma, beta, mean, var = body.get_layer(bn).get_weights()
     x = np.pad(np.maximum(gamma * (conv - mean) / np.sqrt(var + 1e-5) + beta, 0),
                ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
@@ -288,8 +288,9 @@ def test_the_torchreid_head_is_dense_batch_norm_relu():
 
 def torchreid_state(model, body, classes=5):
     """What torchreid's OSNet saves, from a Keras OSNet (the inverse of zoo.assign)."""
-    module_of = {layer: module for module, layer in
-                 zoo.module_layers(zoo.VARIANT_OF[body.name]).items()}
+    layer_of = zoo.resnet_layers(body) if body.name == 'torchreid_resnet50' else \
+        zoo.module_layers(zoo.VARIANT_OF[body.name])
+    module_of = {layer: module for module, layer in layer_of.items()}
     state = collections.OrderedDict()
     for layer in body.layers + model.layers:
         if not layer.weights or layer is body:
@@ -308,7 +309,7 @@ def torchreid_state(model, body, classes=5):
                                      else kernel.transpose(3, 2, 0, 1))
         if len(weights) > 1:
             state[module + '.bias'] = weights[1]
-    state['classifier.weight'] = np.zeros((classes, 512), np.float32)
+    state['classifier.weight'] = np.zeros((classes, model.output['emb'].shape[-1]), np.float32)
     state['classifier.bias'] = np.zeros(classes, np.float32)
     return state
 
@@ -389,7 +390,7 @@ def test_bad_weight_files_are_refused_by_name_and_write_nothing(tmp_path, traine
         path = write_pth(tmp_path / 'w.pth', content)
         root = tmp_path / 'exp'
         with pytest.raises(cli.UserError, match=match):
-            zoo.import_osnet(path, str(root), **kwargs)
+            zoo.import_torchreid(path, str(root), **kwargs)
         assert sorted(os.listdir(tmp_path)) == ['w.pth']
 
     refused(state, r'holds osnet_x0_25 \(a stem of 16 channels\), not osnet_x0_5',
@@ -428,9 +429,9 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     _, state = trained
     weights = write_pth(tmp_path / 'w.pth', state)
     root = str(tmp_path / 'imported')
-    zoo.import_osnet(weights, root)
+    zoo.import_torchreid(weights, root)
     with pytest.raises(cli.UserError, match='exists already'):
-        zoo.import_osnet(weights, root)
+        zoo.import_torchreid(weights, root)
     # embed.py on files and on a CSV (which needs --image_root: nothing was trained here).
     import embed
     crops = tmp_path / 'crops'
@@ -489,7 +490,7 @@ def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeyp
     monkeypatch.setattr(zoo.files, 'temporary_beside', refuse)
     with pytest.raises(cli.UserError, match='cannot write the experiment root `.*exp`: '
                        'Read-only file system; nothing was written'):
-        zoo.import_osnet(weights, str(tmp_path / 'exp'))
+        zoo.import_torchreid(weights, str(tmp_path / 'exp'))
     assert sorted(os.listdir(tmp_path)) == ['w.pth']
 
 
@@ -517,7 +518,7 @@ def test_an_instance_normalised_osnet_imports_and_embeds_as_the_source(tmp_path,
     randomise_batch_norms(model, rng)
     weights = write_pth(tmp_path / 'w.pth', torchreid_state(model, body), zip_format=True)
     root = str(tmp_path / 'imported')
-    stored = zoo.import_osnet(weights, root)
+    stored = zoo.import_torchreid(weights, root)
     assert stored['model_name'] == name and stored['net_padding'] == 'torch'
     assert stored['metric'] == ('cosine' if name.startswith('osnet_ain') else 'euclidean')
     from models.inference import load_embedder
@@ -526,3 +527,39 @@ def test_an_instance_normalised_osnet_imports_and_embeds_as_the_source(tmp_path,
     expected = model(images, training=False)['emb'].numpy()
     np.testing.assert_allclose(load_embedder(root)(images), expected,
                                rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('head, dim, last_stride', [('fc_bn_relu', 512, 1), ('pooled', 2048, 2)])
+def test_torchreid_s_resnet50_imports_with_and_without_its_fc_layer(tmp_path, head, dim,
+                                                                   last_stride):
+    # resnet50_fc512 (last stride 1, the fc layer) and resnet50 (the pooled features).
+    model, body = build_model('torchreid_resnet50', head, dim, last_stride=last_stride)
+    rng = np.random.default_rng(6)
+    randomise_batch_norms(model, rng)
+    image = rng.uniform(0, 255, (15, 9, 3))
+    stem = keras.Model(body.input, body.get_layer('maxpool').output)
+    np.testing.assert_allclose(stem(image[None].astype(np.float32))[0],
+                               numpy_stem(body, image, 'conv1', 'bn1'), rtol=1e-4, atol=1e-4)
+    state = torchreid_state(model, body)
+    assert {'layer3.5.conv3.weight', 'layer1.0.downsample.1.running_var', 'bn1.bias'} <= set(state)
+    assert ('fc.0.weight' in state) == (head == 'fc_bn_relu')
+    root = str(tmp_path / 'imported')
+    stored = zoo.import_torchreid(write_pth(tmp_path / 'r50.pth', state), root)
+    assert (stored['model_name'], stored['head_name'], stored['embedding_dim'],
+            stored['last_stride']) == ('torchreid_resnet50', head, dim, last_stride)
+    images = rng.uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
+    expected = model(images, training=False)['emb'].numpy()
+    np.testing.assert_allclose(inference.load_embedder(root)(images), expected,
+                               rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    with pytest.raises(cli.UserError, match=r'holds a torchreid ResNet of 3 blocks in its third '
+                       r'stage; only ResNet-50 \(6\) imports'):
+        zoo.import_torchreid(write_pth(tmp_path / 'r.pth', {
+            k: v for k, v in state.items() if not k.startswith(('layer3.3', 'layer3.4',
+                                                                'layer3.5'))}),
+            str(tmp_path / 'other'))
+
+
+def test_the_pooled_head_takes_the_body_s_width_only():
+    with pytest.raises(cli.UserError, match=r'pooled features as they are; pass --embedding_dim '
+                                            r'1024'):
+        build_model('tiny', 'pooled', 128)
