@@ -45,11 +45,17 @@ def randomise(model, generator, images):
     norms' statistics those of `images` (B, 3, H, W), the net's input."""
     batch_norms = []
     with torch.no_grad():
-        for module in model.modules():
+        for name, module in model.named_modules():
             norm = isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d,
                                        torch.nn.InstanceNorm2d))
             if norm and module.weight is not None:
                 module.weight.uniform_(0.5, 1.5, generator=generator)
+                if name.endswith('.W.1'):
+                    # A non-local block's output grows with the cube of its input,
+                    # so that at full scale an image brighter than the calibration
+                    # batch overflows float32 after a few blocks (trained blocks
+                    # learn small weights here); a tenth keeps them adding.
+                    module.weight.mul_(0.1)
                 if module.bias.requires_grad:
                     module.bias.normal_(0, 0.1, generator=generator)
             if norm and getattr(module, 'running_mean', None) is not None:

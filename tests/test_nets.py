@@ -24,7 +24,8 @@ FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'keras_mobilenet_v2': 1280, 'keras_mobilenet_v2_035': 1280, 'osnet': 512,
             'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128, 'osnet_ain': 512,
             'osnet_ain_x0_75': 384, 'osnet_ain_x0_5': 256, 'osnet_ain_x0_25': 128,
-            'osnet_ibn': 512, **{name: 2048 for name in FASTREID_NETS}}
+            'osnet_ibn': 512, 'torchreid_resnet50': 2048,
+            **{name: 2048 for name in FASTREID_NETS}}
 
 
 def trainable(model):
@@ -89,8 +90,10 @@ def test_tiny_is_exactly_four_blocks():
     assert scale.scale == pytest.approx(1 / 255)
 
 
-@pytest.mark.parametrize('head_name', [h for h in HEAD_CHOICES
-                                       if not h.endswith('bnneck') and h != 'fc_bn_relu'])
+# BNNeck's, torchreid's and the pooled features have no orthogonal `emb` kernel; their tests
+# are below and in test_model_zoo.py.
+@pytest.mark.parametrize('head_name', [h for h in HEAD_CHOICES if not h.endswith('bnneck')
+                                       and h not in ('fc_bn_relu', 'pooled')])
 def test_heads(head_name):
     model, body = build_model('tiny', head_name, 16)
     out = model(np.random.uniform(0, 255, (3, 32, 16, 3)).astype(np.float32), training=False)
