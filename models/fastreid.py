@@ -20,6 +20,7 @@ INPUT.SIZE_TEST; distances as TEST.METRIC says (cosine by default).
 import dataclasses
 import os
 import re
+import reprlib
 
 import numpy as np
 
@@ -100,6 +101,9 @@ def read_yaml(path):
         raise UserError('cannot read `{}`: {}.'.format(path, e.strerror or e))
     except UnicodeDecodeError:
         raise UserError('`{}` is not text; pass fast-reid\'s YAML config.'.format(path))
+    except RecursionError:
+        raise UserError('`{}` nests its settings deeper than any config; pass fast-reid\'s YAML '
+                        'config.'.format(path))
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         raise UserError('`{}` is not valid YAML{}: {}.'.format(
@@ -160,14 +164,22 @@ def setting(settings, key, path):
     if isinstance(value, bool) != (expected is bool) or not isinstance(
             value, (int, float) if expected in (int, float) else expected):
         raise UserError('`{}` sets {} to `{}`, which is not a {}.'.format(
-            path, key, value, {str: 'name', list: 'list', bool: 'boolean'}.get(
+            path, key, shown(value), {str: 'name', list: 'list', bool: 'boolean'}.get(
                 expected, 'number')))
     return value
 
 
+def shown(value):
+    """A config value as a message shows it: a name as it is, anything else
+    through reprlib, which bounds its text (YAML's aliases can make a value
+    of billions of elements)."""
+    return value if isinstance(value, str) else reprlib.repr(value)
+
+
 def refuse(path, key, value, supported):
     raise UserError('`{}` sets {} to `{}`{}; what imports is {}.'.format(
-        path, key, value, ', ' + REFUSED[value] + ', which this project does not build'
+        path, key, shown(value),
+        ', ' + REFUSED[value] + ', which this project does not build'
         if isinstance(value, str) and value in REFUSED else '', supported))
 
 
@@ -207,8 +219,8 @@ def model_of_config(settings, path):
         refuse(path, 'TEST.METRIC', get('TEST.METRIC'), 'cosine or euclidean')
     for key in ('MODEL.PIXEL_MEAN', 'MODEL.PIXEL_STD'):
         value = get(key)
-        if len(value) != 3 or not np.allclose(np.asarray(value, float), DEFAULTS[key],
-                                              atol=1e-3):
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if len(value) != 3 or not numbers or not np.allclose(value, DEFAULTS[key], atol=1e-3):
             refuse(path, key, value, "ImageNet's, times 255 (fast-reid's default)")
     size = get('INPUT.SIZE_TEST')
     if len(size) != 2 or not all(isinstance(n, int) and 16 <= n <= 4096 for n in size):

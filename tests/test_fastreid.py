@@ -99,6 +99,14 @@ def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
     ('_BASE_: [1]\n', r'names a `_BASE_` that is not a path'),
     ('MODEL: [unclosed\n', r'leaf\.yml` is not valid YAML \(line 2\)'),
     ('- a list\n', r'holds no mapping of settings'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  PIXEL_MEAN: [a, b, c]\n',
+     r'MODEL\.PIXEL_MEAN to `\[\'a\', \'b\', \'c\'\]`'),
+    ('MODEL: ' + '[' * 100000 + '\n', r'nests its settings deeper than any config|not valid'),
+    # Aliases that would make a value of 10**9 elements, written out in a message.
+    ('_BASE_: ../Base-bagtricks.yml\na: &a [{}]\n'.format(', '.join('x' * 10)) + ''.join(
+        '{}: &{} [{}]\n'.format(new, new, ', '.join(['*' + old] * 10))
+        for old, new in zip('abcdefgh', 'bcdefghi')) + 'INPUT:\n  SIZE_TEST: *i\n',
+     r'INPUT\.SIZE_TEST to `\[\[\[.*\.\.\.'),
     # A tag that an unsafe loader would run: read as data, it is refused.
     ('MODEL: !!python/object/apply:os.system ["touch pwned"]\n', r'is not valid YAML'),
 ])
