@@ -55,10 +55,6 @@ def torch_side(args, net, weights, output, csvs):
     return np.load(output)
 
 
-def cosines(a, b):
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def in_batches(function, pixels):
     return np.concatenate([np.asarray(function(pixels[i:i + BATCH]))
                            for i in range(0, len(pixels), BATCH)])
@@ -86,7 +82,7 @@ def measure(args, weights, folder):
     from models import torch_weights
     from models.inference import embed_files, inference_function, load_experiment
     from models.build import build_model
-    from bench.peers import exported_forms
+    from bench.peers import cosines, exported_forms
 
     name = os.path.splitext(os.path.basename(weights))[0]
     root = os.path.join(folder, name)
