@@ -170,22 +170,33 @@ def load_dataset(csv_file, image_root, fail_on_missing=True):
     fids = np.array([fid for _, fid in rows])
 
     if image_root is not None:
-        if not os.path.isdir(image_root):
-            raise UserError('the image root `{}` is not a folder.'.format(image_root))
-        missing = np.array([not os.path.isfile(os.path.join(image_root, f)) for f in fids],
-                           dtype=bool)
-        if missing.any():
-            examples = ', '.join('`{}`'.format(f) for f in fids[missing][:3])
-            if fail_on_missing:
-                raise UserError(
-                    '{} of the {} images listed in `{}` are missing under the image root '
-                    '`{}`, for example {}. Check `--image_root`.'.format(
-                        missing.sum(), len(fids), csv_file, image_root, examples))
-            logging.getLogger(__name__).warning(
-                'Removing %d missing file(s) from the dataset `%s`, for example %s.',
-                missing.sum(), csv_file, examples)
-            pids, fids = pids[~missing], fids[~missing]
+        missing = check_images_exist(fids, image_root, csv_file, fail_on_missing)
+        pids, fids = pids[~missing], fids[~missing]
     return pids, fids
+
+
+def check_images_exist(fids, image_root, csv_file, fail_on_missing=True):
+    """Refuses (or, unless `fail_on_missing`, warns about) the images of
+    `fids` that `csv_file` lists and that are missing under `image_root`.
+
+    Returns:
+        The (N,) boolean mask of the missing images.
+    """
+    if not os.path.isdir(image_root):
+        raise UserError('the image root `{}` is not a folder.'.format(image_root))
+    missing = np.array([not os.path.isfile(os.path.join(image_root, f)) for f in fids],
+                       dtype=bool)
+    if missing.any():
+        examples = ', '.join('`{}`'.format(f) for f in fids[missing][:3])
+        if fail_on_missing:
+            raise UserError(
+                '{} of the {} images listed in `{}` are missing under the image root '
+                '`{}`, for example {}. Check `--image_root`.'.format(
+                    missing.sum(), len(fids), csv_file, image_root, examples))
+        logging.getLogger(__name__).warning(
+            'Removing %d missing file(s) from the dataset `%s`, for example %s.',
+            missing.sum(), csv_file, examples)
+    return missing
 
 
 def training_sets(train_set, image_root):

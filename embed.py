@@ -31,7 +31,10 @@ inputs = parser.add_mutually_exclusive_group(required=True)
 
 inputs.add_argument(
     '--dataset',
-    help='Path to the dataset csv file to be embedded.')
+    help='Path to the dataset csv file to be embedded. A tracklet CSV (a first line naming '
+         'the columns path, identity, camera, track and optionally frame, as '
+         'data/convert_video.py writes) is embedded one tracklet a row, from all its frames, '
+         'named `identity/camera/track`; evaluate it with --excluder tracklets.')
 
 inputs.add_argument(
     '--images', nargs='+', metavar='PATH',
@@ -40,11 +43,12 @@ inputs.add_argument(
          '--filename defaults to `images_embeddings.h5`.')
 
 inputs.add_argument(
-    '--frames', type=flags.readable_directory, metavar='DIR',
+    '--frames', type=flags.readable_path, metavar='DIR_OR_VIDEO',
     help='Embed the boxes of --detections in these camera frames (numbered image files, such '
-         'as MOT-Challenge\'s img1/000001.jpg): each box is cropped out of its frame and '
-         'embedded, and its camera, frame, track and box are stored beside its embedding. '
-         '--filename defaults to `CAMERA_embeddings.h5` (`CAMERA_tracklets.h5`).')
+         'as MOT-Challenge\'s img1/000001.jpg, or a video file such as an .mp4, whose frames '
+         'count from 1 as MOT\'s do and are decoded one at a time): each box is cropped out of '
+         'its frame and embedded, and its camera, frame, track and box are stored beside its '
+         'embedding. --filename defaults to `CAMERA_embeddings.h5` (`CAMERA_tracklets.h5`).')
 
 footage_flags = parser.add_argument_group(
     'footage', 'With --frames: the boxes to embed, and how (see docs/search.md).')
@@ -73,7 +77,9 @@ footage_flags.add_argument(
     '--tracklets', choices=AGGREGATORS.keys(), default=None,
     help='Store one embedding per track instead of one per box: its boxes\' embeddings '
          'combined by this aggregator, named `CAMERA/trackID`, with its first and last frame '
-         'and its number of boxes. Boxes of no track (id -1) are left out.')
+         'and its number of boxes. Boxes of no track (id -1) are left out. Also how an '
+         'experiment trained on images combines the frames of a tracklet CSV\'s tracklets '
+         '(one trained on tracklets uses its own --temporal_pooling).')
 
 # Optional.
 
@@ -157,8 +163,9 @@ def check_footage_arguments(args):
     """Refuses the footage flags without --frames, and --frames without
     --detections."""
     if args.frames is None:
+        # --tracklets also combines the frames of a tracklet CSV's tracklets.
         given = [flag for flag in ('detections', 'camera', 'tracklets')
-                 if getattr(args, flag) is not None]
+                 if getattr(args, flag) is not None and (flag != 'tracklets' or not args.dataset)]
         if given:
             parser.error('--{} applies to --frames'.format(given[0]))
     elif args.detections is None:
@@ -168,7 +175,10 @@ def check_footage_arguments(args):
 
 
 def camera_name(args):
-    """--camera, or the frames folder's name (its parent's for MOT's `img1`)."""
+    """--camera, or the frames folder's name (its parent's for MOT's `img1`),
+    or the video's name without its extension."""
+    if os.path.isfile(args.frames):
+        return args.camera or os.path.splitext(os.path.basename(args.frames))[0]
     folder = os.path.abspath(args.frames)
     return args.camera or os.path.basename(
         os.path.dirname(folder) if os.path.basename(folder) == 'img1' else folder)
@@ -179,7 +189,7 @@ def crop_footage(args, folder):
     (folder, (N,) crop files, (N,) their names, their `embeddings_file.FIELDS`)."""
     from inputs import footage
     detections = footage.read_detections(args.detections)
-    frames = footage.frame_files(args.frames)
+    frames = footage.frame_source(args.frames)
     with progress.bar('Cropping', 'frame', args.quiet) as report:
         crops, skipped = footage.crop_detections(
             detections, frames, folder, args.box_margin, args.min_box_size,
@@ -195,6 +205,23 @@ def crop_footage(args, folder):
             footage.detection_fields(crops, camera))
 
 
+def dataset_image_root(args, train_args):
+    """The folder --dataset's paths are relative to: --image_root, or the
+    experiment's stored one (the first, when it trained on several)."""
+    if not args.image_root and train_args.get('image_root') is None:
+        raise cli.UserError('`{}` stores no image root (its model was imported, not '
+                            'trained here); pass --image_root.'.format(
+                                os.path.join(args.experiment_root, 'args.json')))
+    image_root = args.image_root or flags.as_list(train_args['image_root'])[0]
+    if not args.image_root and not os.path.isdir(image_root):
+        raise cli.UserError(
+            'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
+            .format(image_root, os.path.join(args.experiment_root, 'args.json'),
+                    '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
+                    'relative to the folder train.py ran in'.format(os.getcwd())))
+    return image_root
+
+
 def images_to_embed(args, train_args):
     """What to embed: (image root, (N,) paths relative to it, (N,) paths as the
     user gave them), from --images, or from --dataset under --image_root or
@@ -206,18 +233,7 @@ def images_to_embed(args, train_args):
         shown = common.find_images(args.images)
         image_root, fids = common.common_root(shown)
         return image_root, fids, shown
-    if not args.image_root and train_args.get('image_root') is None:
-        raise cli.UserError('`{}` stores no image root (its model was imported, not '
-                            'trained here); pass --image_root.'.format(
-                                os.path.join(args.experiment_root, 'args.json')))
-    # Of an experiment that trained on several sets, the first set's root.
-    image_root = args.image_root or flags.as_list(train_args['image_root'])[0]
-    if not args.image_root and not os.path.isdir(image_root):
-        raise cli.UserError(
-            'the image root `{}` that `{}` stores is not a folder{}; pass --image_root.'
-            .format(image_root, os.path.join(args.experiment_root, 'args.json'),
-                    '' if os.path.isabs(image_root) else ' from here (`{}`): it is '
-                    'relative to the folder train.py ran in'.format(os.getcwd())))
+    image_root = dataset_image_root(args, train_args)
     _, fids = common.load_dataset(args.dataset, image_root)
     return image_root, fids, fids
 
@@ -230,6 +246,62 @@ def default_filename(args):
         return '{}_{}.h5'.format(camera_name(args), 'tracklets' if args.tracklets
                                  else 'embeddings')
     return 'images_embeddings.h5'
+
+
+def tracklet_dataset(args):
+    """Whether --dataset is a tracklet CSV; refuses --tracklets with a CSV of images."""
+    from inputs.tracklets import is_tracklet_csv
+    if not args.dataset:
+        return False
+    if is_tracklet_csv(args.dataset):
+        return True
+    if args.tracklets:
+        raise cli.UserError('--tracklets combines the tracklets of footage (--frames) or of a '
+                            'tracklet CSV, whose first line names its columns with a `track`; '
+                            '`{}` is a CSV of images.'.format(args.dataset))
+    return False
+
+
+def embed_tracklet_csv(args, log):
+    """Embeds the tracklets of a tracklet CSV (--dataset with a track column):
+    one embedding per tracklet from all its frames, named
+    `identity/camera/track` (see inputs/tracklets.py)."""
+    from inputs import images, tracklets
+    from models.inference import embed_tracklet_set, load_video_experiment
+
+    parts, train_args, checkpoint = load_video_experiment(args.experiment_root, args.checkpoint)
+    if args.flip_augment or args.crop_augment == 'five' or args.aggregator:
+        raise cli.UserError('the frames of a tracklet are embedded once each and combined over '
+                            'time; leave out --flip_augment, --crop_augment five and '
+                            '--aggregator.')
+    check_augmentation(args, train_args)
+    filename = os.path.join(args.experiment_root, args.filename or default_filename(args))
+    files.check_output(filename, '--filename', 'hdf5', [('--dataset', args.dataset)])
+    image_root = dataset_image_root(args, train_args)
+    found = tracklets.read_tracklets(args.dataset, image_root)
+    log('Embedding {} tracklets ({} frames) of {} with checkpoint {}.'.format(
+        len(found.names), len(found.fids), args.dataset, checkpoint))
+    images.decodable_mask(found.fids, image_root, False, args.loading_threads,
+                          remedy='or drop their rows from the CSV',
+                          max_pixels=args.max_image_pixels)
+    start = time.time()
+    with progress.bar('Embedding', 'frame', args.quiet) as report:
+        embs = embed_tracklet_set(parts, train_args, found, image_root, args.tracklets,
+                                  args.crop_augment, args.batch_size, args.loading_threads,
+                                  report)
+    seconds = time.time() - start
+    log('Embedded {} frames in {:.1f}s: {:.1f} frames/s.'.format(
+        len(found.fids), seconds, len(found.fids) / max(seconds, 1e-9)))
+    embeddings_file.check_finite(
+        embs, 'the embeddings of `{}` by {}'.format(args.dataset, checkpoint),
+        'nothing was written; the network\'s weights are broken (did training diverge?), so '
+        'embed with an earlier checkpoint (--checkpoint)', found.names)
+    embeddings_file.write(filename, embs, None, ['original_' + (args.crop_augment or 'resize')],
+                          found.names, None,
+                          embeddings_file.embedding_origin(args.experiment_root, checkpoint),
+                          {'camera': found.cameras, 'crops': found.lengths})
+    log('Wrote {}.'.format(filename))
+    return 0
 
 
 def main(argv=None):
@@ -248,6 +320,8 @@ def embed(args, stack):
 
     log = (lambda *a: None) if args.quiet else (
         lambda *a: print(*a, file=sys.stderr, flush=True))
+    if tracklet_dataset(args):
+        return embed_tracklet_csv(args, log)
 
     # Arguments and the experiment's own settings.
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)

@@ -12,9 +12,8 @@ import sys
 import numpy as np
 
 import cli
-import common
 from cli import files, flags
-from inputs import embeddings_file
+from inputs import embeddings_file, tracklets
 import excluders
 from evaluation import metrics
 from cli import progress
@@ -31,7 +30,9 @@ parser.add_argument(
 
 parser.add_argument(
     '--query_dataset', required=True,
-    help='Path to the query dataset csv file.')
+    help='Path to the query dataset csv file: images, or a tracklet CSV (one row a frame, '
+         'with a track column), whose tracklets embed.py embeds one a row; evaluate '
+         'tracklets with --excluder tracklets.')
 
 parser.add_argument(
     '--query_embeddings', required=True,
@@ -248,8 +249,9 @@ def write_html(args, result, verification, query, gallery, excluder, distances):
 def load_data(args):
     """The query and the gallery, each (pids, fids, embeddings), checked to
     come from one network and to have the same dimensions."""
-    query_pids, query_fids = common.load_dataset(args.query_dataset, None)
-    gallery_pids, gallery_fids = common.load_dataset(args.gallery_dataset, None)
+    # A tracklet CSV gives its tracklets, as embed.py embeds them.
+    query_pids, query_fids = tracklets.labelled_set(args.query_dataset)
+    gallery_pids, gallery_fids = tracklets.labelled_set(args.gallery_dataset)
     query_embs, query_origin = load_embeddings(args.query_embeddings, query_fids,
                                                args.query_dataset)
     gallery_embs, gallery_origin = load_embeddings(args.gallery_embeddings, gallery_fids,

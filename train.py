@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 import cli
-from cli import adaptation, flags, startup
+from cli import adaptation, flags, startup, video
 from evaluation import metrics
 from cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from excluders import EXCLUDER_CHOICES
@@ -395,6 +395,7 @@ distribution_flags.add_argument(
          'every anchor sees the whole P×K batch, as on a single device.')
 
 adaptation.add_flags(parser, StepSettings, loss_flags)
+video.add_flags(parser)
 
 
 def main(argv=None):

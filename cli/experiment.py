@@ -46,6 +46,9 @@ class Experiment:
     pooling: str = architecture('avg')
     last_stride: int = architecture(2)
     net_padding: str = architecture('torch')
+    # Video training's temporal aggregation (None: an experiment on images).
+    temporal_pooling: object = architecture(None)
+    temporal_position: str = architecture('embedding')
     net_input_height: int = 256
     net_input_width: int = 128
     pre_crop_height: int = 288

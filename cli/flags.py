@@ -27,6 +27,14 @@ LR_SCHEDULES = ('exponential', 'step', 'cosine')
 # The fills of sampler.random_erasing.
 ERASING_FILLS = ('mean', 'noise')
 
+# Video training: the temporal aggregations of the temporal/ plug-ins
+# (temporal.TEMPORAL_CHOICES), where they apply (on the embeddings, after the
+# head, or on the body's pooled features, before it), and how the T frames of
+# a tracklet are chosen (inputs.sampler.choose_frames).
+TEMPORAL_POOLINGS = ('attention', 'avg', 'max')
+TEMPORAL_POSITIONS = ('embedding', 'features')
+FRAME_SAMPLINGS = ('evenly', 'chunk', 'random')
+
 # Images with more pixels than this are refused before they are decoded: a
 # small file can hold a huge single-colour picture (20000×20000 PNGs take 1.2
 # MB on disk and 13 GB in training). Person crops have a few thousand pixels.
@@ -67,6 +75,15 @@ def readable_directory(arg):
     if not os.path.isdir(arg):
         raise argparse.ArgumentTypeError('`{}` is not an existing directory.'.format(arg))
     return _check_directory(arg, os.R_OK, 'readable')
+
+
+def readable_path(arg):
+    """An existing, readable directory or file (such as a frames folder or a video)."""
+    if os.path.isfile(arg):
+        if not os.access(arg, os.R_OK):
+            raise argparse.ArgumentTypeError('`{}` is a file without read access.'.format(arg))
+        return arg
+    return readable_directory(arg)
 
 
 def camera(arg):

@@ -14,6 +14,7 @@ Output, under `--output` (default `data/footage`): for each camera camC,
     camC/gt/gt.txt            the boxes, MOT-Challenge `frame,id,left,top,width,height,1,1,1`,
     camC/tracks.csv           `identity,camC/trackID` for each track,
     camC/boxes.csv            `identity,camC/FRAME.jpg#ID` for each box,
+    camC/video.mp4            with --video, the frames as an H.264 video,
 named as embed.py --frames names the rows of camC (`--camera camC`).
 """
 
@@ -35,11 +36,16 @@ FRAME_HEIGHT, FRAME_WIDTH = 256, 512
 DEMO_NAME = re.compile(r'(\d{4})_c(\d)s\d_\d+_\d+\.jpg')
 
 
-def demo_people(demo):
+# The demo set's folders of each split's identities.
+SPLIT_FOLDERS = {'test': ('query', 'bounding_box_test'), 'train': ('bounding_box_train',)}
+
+
+def demo_people(demo, identities='test'):
     """{camera: {identity: [image paths]}} of the demo set's test identities
-    (query and gallery images, distractors and junk left out)."""
+    (query and gallery images, distractors and junk left out), or of its
+    training identities."""
     people = collections.defaultdict(lambda: collections.defaultdict(list))
-    for split in ('query', 'bounding_box_test'):
+    for split in SPLIT_FOLDERS[identities]:
         folder = os.path.join(demo, split)
         if not os.path.isdir(folder):
             raise cli.UserError('`{}` is not the demo set: it has no `{}` folder. Make it with '
@@ -120,11 +126,28 @@ def render_camera(folder, camera, people, frames, rng):
     return len(track_rows), len(box_rows)
 
 
-def generate(folder, demo, cameras, frames, people, seed):
-    """Renders the footage of `cameras` cameras into `folder`; returns the
-    numbers of tracks and boxes."""
+def encode_video(frames_folder, path, fps=25):
+    """Encodes the numbered frames of `frames_folder` into the H.264 video `path`
+    (frame 1 first), as a camera records them."""
+    import av
+    from PIL import Image
+    names = sorted(os.listdir(frames_folder))
+    with av.open(path, 'w') as container:
+        stream = container.add_stream('libx264', rate=fps)
+        stream.width, stream.height, stream.pix_fmt = FRAME_WIDTH, FRAME_HEIGHT, 'yuv420p'
+        stream.options = {'crf': '18'}
+        for name in names:
+            with Image.open(os.path.join(frames_folder, name)) as image:
+                frame = av.VideoFrame.from_image(image.convert('RGB'))
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def generate(folder, demo, cameras, frames, people, seed, identities='test', video=False):
+    """Renders the footage of `cameras` cameras into `folder`, of the demo's
+    `identities` ('test' or 'train'); returns the numbers of tracks and boxes."""
     rng = np.random.default_rng(seed)
-    available = demo_people(demo)
+    available = demo_people(demo, identities)
     rendered = sorted(available)[:cameras]
     # The people whom most of the rendered cameras see walk first, so that
     # most tracks have their person in another camera, as in a camera network.
@@ -134,6 +157,9 @@ def generate(folder, demo, cameras, frames, people, seed):
         chosen = sorted(available[camera].items(),
                         key=lambda item: (-seen[item[0]], rng.random()))[:people]
         tracks, boxes = render_camera(folder, camera, sorted(chosen), frames, rng)
+        if video:
+            name = os.path.join(folder, 'cam{}'.format(camera))
+            encode_video(os.path.join(name, 'img1'), os.path.join(name, 'video.mp4'))
         counts = [counts[0] + tracks, counts[1] + boxes]
     return counts
 
@@ -153,6 +179,9 @@ def main(argv=None):
                         help='People per camera (at most the demo\'s in that camera).')
     parser.add_argument('--seed', type=flags.nonnegative_int, default=0,
                         help='Seed of the generator (0 or more).')
+    parser.add_argument('--video', action='store_true',
+                        help='Also encode each camera\'s frames as camC/video.mp4 (H.264), which '
+                             'embed.py --frames reads in place of the img1 folder.')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
@@ -160,7 +189,7 @@ def main(argv=None):
     files.check_folder_output(args.output, '--output', 'make_footage.py', args.force)
     demo_people(args.demo)
     tracks, boxes = files.write_folder(args.output, lambda folder: generate(
-        folder, args.demo, args.cameras, args.frames, args.people, args.seed),
+        folder, args.demo, args.cameras, args.frames, args.people, args.seed, video=args.video),
         'make_footage.py')
     print('Wrote {} ({} tracks, {} boxes).'.format(args.output, tracks, boxes))
     return 0

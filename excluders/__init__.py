@@ -22,6 +22,7 @@ EXCLUDER_CHOICES = (
     'veri776',
     'diagonal',
     'folders',
+    'tracklets',
 )
 
 

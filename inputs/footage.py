@@ -173,10 +173,84 @@ def clip_box(box, size, margin):
     return bounds if bounds[2] > bounds[0] and bounds[3] > bounds[1] else None
 
 
+@dataclass(frozen=True)
+class VideoFile:
+    """A video file whose frames are numbered from 1 in decoding order, as
+    MOT-Challenge numbers the frames of a sequence."""
+    path: str
+
+
+def frame_source(path):
+    """The frames of `path`: a `VideoFile` for a file, else `frame_files` of the folder."""
+    return VideoFile(path) if os.path.isfile(path) else frame_files(path)
+
+
+def frame_name(frames, number):
+    """The name of frame `number`: its file's, or `NNNNNN` in a video."""
+    if isinstance(frames, VideoFile):
+        return '{:06d}'.format(number)
+    return os.path.basename(frames[number])
+
+
+def folder_images(frames, wanted, max_pixels):
+    """Yields (frame number, RGB PIL image) of the `wanted` frame numbers (sorted)
+    of a frames folder (`frame_files`'s dict)."""
+    from PIL import Image
+    for number in wanted:
+        files.check_regular(frames[number], 'the frame', 'replace it with an image file')
+        try:
+            with Image.open(frames[number]) as image:
+                check_frame_size(image.size, frames[number], max_pixels)
+                yield number, image.convert('RGB')
+        except (OSError, Image.DecompressionBombError) as e:
+            raise UserError('cannot decode the frame `{}` ({}); replace it.'.format(
+                frames[number], str(e).splitlines()[0][:200]))
+
+
+def check_frame_size(size, what, max_pixels):
+    if max_pixels and size[0] * size[1] > max_pixels:
+        raise UserError('the frame `{}` has {}×{} pixels, more than --max_image_pixels '
+                        '{}.'.format(what, *size, max_pixels))
+
+
+def video_images(video, wanted, max_pixels):
+    """Yields (frame number, RGB PIL image) of the `wanted` frame numbers
+    (sorted) of a `VideoFile`, decoding one frame at a time and stopping after
+    the last one wanted, so memory holds one frame whatever the video's
+    length. Frames past the video's end are not yielded."""
+    import av
+    files.check_regular(video.path, 'the video', 'pass a video file or a frames folder')
+    wanted, number = set(wanted), 0
+    try:
+        with av.open(video.path, metadata_errors='ignore') as container:
+            if not container.streams.video:
+                raise UserError('`{}` holds no video stream; pass a video file or a frames '
+                                'folder.'.format(video.path))
+            stream = container.streams.video[0]
+            check_frame_size((stream.codec_context.width, stream.codec_context.height),
+                             video.path, max_pixels)
+            for frame in container.decode(stream):
+                number += 1
+                if number in wanted:
+                    check_frame_size((frame.width, frame.height), '{}` frame `{}'.format(
+                        video.path, number), max_pixels)
+                    yield number, frame.to_image().convert('RGB')
+                if number >= max(wanted):
+                    return
+    except av.FFmpegError as e:
+        raise UserError('cannot decode `{}` at frame {} ({}); the video is damaged or its codec '
+                        'is not supported. Convert it (for example with ffmpeg to H.264) or '
+                        'cut it into a frames folder.'.format(video.path, number + 1,
+                                                              str(e).splitlines()[0][:200]))
+
+
 def crop_detections(detections, frames, folder, margin=0.0, min_size=1, max_pixels=None,
                     path='the detections', progress=None):
     """Crops the box of each detection out of its frame into `folder` (as
     PNG, lossless) and returns what was cropped.
+
+    Args:
+        frames: A frames folder's `frame_files` dict, or a `VideoFile`.
 
     Returns:
         (crops, skipped): the crops as (file name in `folder`, `Detection`,
@@ -186,31 +260,23 @@ def crop_detections(detections, frames, folder, margin=0.0, min_size=1, max_pixe
 
     Raises:
         UserError naming the line of a detection whose frame has no file or
-        whose box lies wholly outside its frame, or naming a frame that
-        cannot be decoded or has more than `max_pixels` pixels.
+        lies past the video's end, or whose box lies wholly outside its
+        frame, or naming a frame that cannot be decoded or has more than
+        `max_pixels` pixels.
     """
-    from PIL import Image
+    video = isinstance(frames, VideoFile)
     by_frame = collections.defaultdict(list)
     for detection in detections:
-        if detection.frame not in frames:
+        if not video and detection.frame not in frames:
             raise UserError('`{}` line {}: frame {} has no file in the frames folder (it holds '
                             'frames {} to {}).'.format(path, detection.line, detection.frame,
                                                        min(frames), max(frames)))
         by_frame[detection.frame].append(detection)
-    crops, skipped = {}, 0
-    for done, (frame, boxes) in enumerate(sorted(by_frame.items()), 1):
-        files.check_regular(frames[frame], 'the frame', 'replace it with an image file')
-        try:
-            with Image.open(frames[frame]) as image:
-                if max_pixels and image.size[0] * image.size[1] > max_pixels:
-                    raise UserError('the frame `{}` has {}×{} pixels, more than '
-                                    '--max_image_pixels {}.'.format(frames[frame], *image.size,
-                                                                    max_pixels))
-                image = image.convert('RGB')
-        except (OSError, Image.DecompressionBombError) as e:
-            raise UserError('cannot decode the frame `{}` ({}); replace it.'.format(
-                frames[frame], str(e).splitlines()[0][:200]))
-        for detection in boxes:
+    crops, skipped, last = {}, 0, 0
+    images = (video_images if video else folder_images)(frames, sorted(by_frame), max_pixels)
+    for done, (frame, image) in enumerate(images, 1):
+        last = frame
+        for detection in by_frame[frame]:
             bounds = clip_box(detection.box, image.size, margin)
             if bounds is None:
                 raise UserError('`{}` line {}: the box lies wholly outside frame {} ({}×{} '
@@ -225,6 +291,12 @@ def crop_detections(detections, frames, folder, margin=0.0, min_size=1, max_pixe
                                                        bounds[3] - bounds[1]))
         if progress is not None:
             progress(done, len(by_frame))
+    if last < max(by_frame):
+        beyond = min((d for f in by_frame if f > last for d in by_frame[f]),
+                     key=lambda d: (d.frame, d.line))
+        raise UserError('`{}` line {}: frame {} lies past the end of the video `{}`, whose last '
+                        'frame is {}; nothing was written.'.format(
+                            path, beyond.line, beyond.frame, frames.path, last))
     return [crops[line] for line in sorted(crops)], skipped
 
 
@@ -232,7 +304,7 @@ def detection_names(crops, frames, camera):
     """The names that stand for the crops in the embeddings file and in
     dataset CSVs: `camera/frame-file#track`, or `#lineN` for a detection of
     no track."""
-    return ['{}/{}#{}'.format(camera, os.path.basename(frames[d.frame]),
+    return ['{}/{}#{}'.format(camera, frame_name(frames, d.frame),
                               d.track if d.track >= 0 else 'line{}'.format(d.line))
             for _, d, _ in crops]
 

@@ -29,7 +29,8 @@ def stream_seed(seed, stream, index):
     The streams are numbered once for the whole project, so that no two random
     choices share one: 0 the epochs' identity order, 1 the K images of an
     identity, 2 flips, 3 crops, 5 random erasing, 6 pad-and-crop (all here),
-    4 the draws of a loss at a training step (training/step.py).
+    4 the draws of a loss at a training step (training/step.py), 7 the frames
+    of a tracklet (here).
     """
     base = tf.stack([tf.constant(seed, tf.int64), tf.constant(stream, tf.int64)])
     return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
@@ -222,3 +223,111 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
         tf.data.AUTOTUNE)
 
 
+
+
+# The P×K×T sampler of video re-id
+###
+
+def choose_frames(count, seq_len, sampling, seed):
+    """T frame indices (T,) int64 into a tracklet of `count` frames.
+
+    `evenly`: the centres of T equal stretches of the tracklet (fixed);
+    `chunk`: T consecutive frames from a random start; `random`: T frames
+    drawn at random, in temporal order. A tracklet of fewer than T frames
+    repeats frames: `evenly` and `random` spread the repeats, `chunk`
+    repeats its last frame, as torchreid pads.
+
+    Args:
+        count: Scalar int64 tensor, at least 1.
+        seq_len (int): T.
+        sampling (str): One of `flags.FRAME_SAMPLINGS`.
+        seed: (2,) stateless seed.
+    """
+    steps = tf.range(seq_len, dtype=tf.float64)
+    total = tf.cast(count, tf.float64)
+    if sampling == 'evenly':
+        return tf.cast(tf.floor((steps + 0.5) * total / seq_len), tf.int64)
+    if sampling == 'chunk':
+        start = tf.random.stateless_uniform([], seed, 0, tf.maximum(count - seq_len, 0) + 1,
+                                            dtype=tf.int64)
+        return tf.minimum(start + tf.range(seq_len, dtype=tf.int64), count - 1)
+    # `random`: a shuffled list in which every frame occurs equally often, cut
+    # to T and sorted, so that T frames of a long tracklet are distinct.
+    padded_count = (seq_len + count - 1) // count * count
+    padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
+    return tf.sort(tf.random.experimental.stateless_shuffle(padded, seed=seed)[:seq_len])
+
+
+def pkt_dataset(tracklets, image_root, preprocessing, *, batch_p, batch_k, seq_len,
+                frame_sampling='evenly', flip_augment=False, crop_augment=False, seed=0,
+                loading_threads=8, start_step=0, num_shards=1, shard_index=0, splits=1,
+                pad_crop=0, erasing=0.0, erasing_fill='mean'):
+    """The P×K×T sampler of video re-id: an endless dataset of batches of P
+    identities, K tracklets of each and T frames of each tracklet.
+
+    Identities are drawn as `pk_dataset` draws them, and K of each identity's
+    tracklets as it draws K images; the T frames of a tracklet are chosen by
+    `choose_frames`. The augmentations of a tracklet's frames are drawn once
+    for the tracklet, so that its frames stay one consistent clip. Every
+    choice is a stateless function of `seed` and the position in the stream,
+    so `start_step` resumes exactly, and sharding splits whole identities as
+    in `pk_dataset`, whose other arguments these are.
+
+    Args:
+        tracklets (tracklets.Tracklets): The training tracklets.
+        seq_len (int): T, the frames of each tracklet.
+        frame_sampling (str): One of `flags.FRAME_SAMPLINGS`.
+
+    Returns:
+        A dataset of (images (b * T, H, W, 3) float32, tracklet-major, fids of
+        each tracklet's first chosen frame (b,), pids (b,), labels (b,) int32)
+        with b = P * K / (num_shards * splits) tracklets.
+    """
+    pids = tracklets.identities
+    check_enough_identities(pids, batch_p)
+    if batch_p % (num_shards * splits):
+        raise UserError('--batch_p {} cannot be split evenly into {} replicas; use a multiple '
+                        'of {}.'.format(batch_p, num_shards * splits, num_shards * splits))
+    unique_pids, pid_index = np.unique(pids, return_inverse=True)
+    by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
+    pid_bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]),
+                             tf.int64)
+    frame_bounds = tf.constant(tracklets.bounds, tf.int64)
+    fids_t, pids_t = tf.constant(tracklets.fids), tf.constant(pids)
+    labels_t = tf.constant(pid_index, tf.int32)
+
+    def sample_k_tracklets(pid, position):
+        start, count = pid_bounds[pid], pid_bounds[pid + 1] - pid_bounds[pid]
+        padded_count = (batch_k + count - 1) // count * count
+        padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
+        chosen = tf.random.experimental.stateless_shuffle(
+            padded, seed=stream_seed(seed, 1, position))[:batch_k]
+        return tf.data.Dataset.from_tensor_slices((
+            tf.gather(by_pid, start + chosen),
+            position * batch_k + tf.range(batch_k, dtype=tf.int64)))
+
+    def sample_t_frames(tracklet, position):
+        first = frame_bounds[tracklet]
+        frames = first + choose_frames(frame_bounds[tracklet + 1] - first, seq_len,
+                                       frame_sampling, stream_seed(seed, 7, position))
+        return tf.data.Dataset.from_tensor_slices((
+            frames, tf.fill([seq_len], tracklet), tf.fill([seq_len], position)))
+
+    def load(frame, tracklet, position):
+        # One draw of the augmentations per tracklet: its position, not the frame's.
+        image = augment_for_training(
+            preprocessing.load(tf.gather(fids_t, frame), image_root, crop_augment), position,
+            seed, preprocessing.net_input_size, flip_augment, crop_augment, pad_crop, erasing,
+            erasing_fill)
+        return (image, tf.gather(fids_t, frame), tf.gather(pids_t, tracklet),
+                tf.gather(labels_t, tracklet))
+
+    identities = identity_stream(len(unique_pids), batch_p, seed, start_step, num_shards,
+                                 shard_index)
+    frames = identities.flat_map(sample_k_tracklets).flat_map(sample_t_frames)
+    frames = frames.map(load, num_parallel_calls=loading_threads, deterministic=True)
+    per_batch = batch_p // num_shards // splits * batch_k
+    return frames.batch(per_batch * seq_len, drop_remainder=True).map(
+        lambda images, fids, batch_pids, labels: (
+            images, fids[::seq_len], batch_pids[::seq_len], labels[::seq_len])).prefetch(
+        tf.data.AUTOTUNE)

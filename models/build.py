@@ -18,17 +18,19 @@ import tensorflow as tf
 
 import heads
 import nets
+import temporal
 from models import tf1_checkpoint
 from cli.checkpoints import CheckpointFile, newest_checkpoint
 from cli.experiment import check_choices
 from cli import UserError
+from cli.flags import TEMPORAL_POSITIONS
 from layers import pooling_layer
 
 log = logging.getLogger('model')
 
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
-                last_stride=2, padding='torch'):
+                last_stride=2, padding='torch', nested_head=False):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
@@ -36,7 +38,9 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     `pooling` (one of `flags.POOLINGS`) replaces the body's global
     average pooling; `last_stride` 1 halves the stride of the body's last
     stage, for the nets that take it; `padding` is how the `nets.PADDING_NETS`
-    pad their strided layers (`nets.PADDINGS`).
+    pad their strided layers (`nets.PADDINGS`). With `nested_head`, the head
+    is a model of its own named `head`, so that video training can apply it
+    to the temporal aggregate of the body's features (see `build_video`).
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -47,6 +51,15 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     Raises:
         UserError when the net cannot change its last stride.
     """
+    model, body, _ = assemble(model_name, head_name, embedding_dim, mixed_precision, pooling,
+                              last_stride, padding, nested_head)
+    return model, body
+
+
+def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, last_stride,
+             padding, nested_head):
+    """`build_model`'s (model, body) and the model of the body's pooled
+    features (images -> (B, F))."""
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
     body = nets.load(model_name, last_stride, padding)
@@ -58,8 +71,13 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
         # The body's own pooling is its last layer; pool its input instead.
         feature_map = keras.Model(body.input, body.layers[-1].input, name=body.name + '_map')
         features = pooling_layer(pooling)(feature_map(images))
-    outputs = head(features, embedding_dim)
-    return keras.Model(images, outputs, name='embedding_model'), body
+    if nested_head:
+        pooled = keras.Input((features.shape[-1],), name='features')
+        outputs = keras.Model(pooled, head(pooled, embedding_dim), name='head')(features)
+    else:
+        outputs = head(features, embedding_dim)
+    return (keras.Model(images, outputs, name='embedding_model'), body,
+            keras.Model(images, features, name='frame_features'))
 
 
 # Batch norms' variances, by the name PyTorch and Keras give them.
@@ -68,9 +86,28 @@ VARIANCE = re.compile(r'.*(running_var|moving_variance)(:0)?$')
 
 def build_experiment(experiment, mixed_precision='off'):
     """`build_model` for an `experiment.Experiment` record: (model, body)."""
-    return build_model(experiment.model_name, experiment.head_name, experiment.embedding_dim,
-                       mixed_precision, experiment.pooling, experiment.last_stride,
-                       experiment.net_padding)
+    return build_video(experiment, mixed_precision)[:2]
+
+
+def build_video(experiment, mixed_precision='off'):
+    """The model of an `experiment.Experiment` record, with what video
+    training and embedding need beside it: (model, body, frame_features,
+    temporal). `temporal` is the record's temporal aggregation layer (built,
+    so that checkpoints restore into it), None for an image experiment;
+    `frame_features` maps images to the body's pooled features, which the
+    `head` layer of `model` takes when the aggregation comes before the head."""
+    video = experiment.temporal_pooling is not None
+    before_head = video and experiment.temporal_position == 'features'
+    model, body, frame_features = assemble(
+        experiment.model_name, experiment.head_name, experiment.embedding_dim,
+        mixed_precision, experiment.pooling, experiment.last_stride, experiment.net_padding,
+        before_head)
+    layer = None
+    if video:
+        layer = temporal.load(experiment.temporal_pooling)
+        layer.build((None, None, frame_features.output.shape[-1] if before_head
+                     else experiment.embedding_dim))
+    return model, body, frame_features, layer
 
 
 def check_architecture(stored, args_file):
@@ -82,7 +119,9 @@ def check_architecture(stored, args_file):
     """
     check_choices(stored, args_file, (('model_name', nets.NET_CHOICES),
                                       ('head_name', heads.HEAD_CHOICES),
-                                      ('net_padding', nets.PADDINGS)))
+                                      ('net_padding', nets.PADDINGS),
+                                      ('temporal_pooling', temporal.TEMPORAL_CHOICES + (None,)),
+                                      ('temporal_position', TEMPORAL_POSITIONS)))
 
 
 def check_weight_values(named, path):

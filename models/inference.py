@@ -15,7 +15,8 @@ from aggregators import AGGREGATORS
 from cli import UserError
 from cli.checkpoints import find_checkpoint
 from cli.experiment import Experiment, read_args
-from models.build import build_experiment, check_architecture, restore
+from models import video
+from models.build import build_video, check_architecture, restore
 
 
 def load_experiment(experiment_root, checkpoint=None):
@@ -29,16 +30,25 @@ def load_experiment(experiment_root, checkpoint=None):
     Returns:
         (model, train_args, checkpoint_path).
     """
+    parts, train_args, path = load_video_experiment(experiment_root, checkpoint)
+    return parts[0], train_args, path
+
+
+def load_video_experiment(experiment_root, checkpoint=None):
+    """`load_experiment` with the parts that embed tracklets: ((model,
+    frame_features, temporal layer or None), train_args, checkpoint_path);
+    see `models.build.build_video`."""
     train_args = read_args(experiment_root)
     if train_args is None:
         raise UserError('`args.json` could not be found in `{}`; is it an experiment '
                         'root written by train.py?'.format(experiment_root))
     check_architecture(train_args, os.path.join(experiment_root, 'args.json'))
     found = find_checkpoint(experiment_root, checkpoint)
-    model, body = build_experiment(Experiment.of(train_args))
-    restore(found, tf.train.Checkpoint(model=model), model, body,
+    model, body, frame_features, layer = build_video(Experiment.of(train_args))
+    objects = dict(model=model) if layer is None else dict(model=model, temporal=layer)
+    restore(found, tf.train.Checkpoint(**objects), model, body,
             what='the model of `{}`'.format(os.path.join(experiment_root, 'args.json')))
-    return model, train_args, found.path
+    return (model, frame_features, layer), train_args, found.path
 
 
 def inference_function(model):
@@ -94,6 +104,45 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
     # (N*A, D) -> (A, N, D): one slice per augmentation, as the original.
     emb_aug = embs.reshape(len(fids), len(names), -1).transpose(1, 0, 2)
     return AGGREGATORS[aggregator](emb_aug), emb_aug, names
+
+
+def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None, crop=None,
+                       batch_size=256, loading_threads=8, progress=None):
+    """Embeds every tracklet of a `tracklets.Tracklets` set from all its
+    frames, in batches of frames, as embed.py does for a tracklet CSV.
+
+    A video experiment combines the frames with its own temporal aggregation
+    (after its head, or before it); an image experiment with `aggregator`, a
+    key of `AGGREGATORS`.
+
+    Args:
+        parts: (model, frame_features, temporal layer or None), from
+            `load_video_experiment`.
+        crop (None, 'center' or 'avgpool'): embed.py's --crop_augment.
+
+    Returns:
+        The (T, D) float32 embeddings of the T tracklets.
+    """
+    model, frame_features, layer = parts
+    experiment = Experiment.of(train_args)
+    if layer is None and aggregator is None:
+        raise UserError('this experiment was trained on images, so it needs --tracklets, the '
+                        'aggregator that combines the frames of a tracklet: one of {}.'.format(
+                            ', '.join(AGGREGATORS)))
+    if layer is not None and aggregator is not None:
+        raise UserError('this experiment was trained on tracklets and combines their frames '
+                        'with its own --temporal_pooling {}; leave out --tracklets.'.format(
+                            experiment.temporal_pooling))
+    batches = image_batches(tracklets.fids, image_root, Preprocessing.of(experiment),
+                            crop=crop, batch_size=batch_size, loading_threads=loading_threads)
+    frames = video.frame_function(model, frame_features, layer, experiment.temporal_position)
+    if layer is None:
+        def combine(rows):
+            return AGGREGATORS[aggregator](rows[:, None])[0]
+    else:
+        combine = video.tracklet_function(model, layer, experiment.temporal_position)
+    return video.embed_tracklets((frames(images).numpy() for images in batches),
+                                 tracklets.bounds, combine, experiment.embedding_dim, progress)
 
 
 def as_images(images):

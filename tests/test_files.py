@@ -118,6 +118,7 @@ NOT_OUTPUTS = {
     ('data/make_glyphs.py', 'generate'): 'fills the temporary folder of files.write_folder',
     ('data/make_footage.py', 'render_camera'): 'fills the temporary folder of files.write_folder',
     ('data/footage_crops.py', 'write'): 'fills the temporary folder of files.write_folder',
+    ('data/make_video_demo.py', 'write_csv'): 'fills the temporary folder of files.write_folder',
     ('training/detailed_logs.py', 'create_or_resize_dat'):
         'a memory-mapped log that training fills step by step and resizes on resume',
     ('cli/experiment.py', 'locked_directory'): 'the lock file, held open while train.py runs',

@@ -235,7 +235,7 @@ def test_bad_footage_is_one_message_and_writes_nothing(experiment, tmp_path, dam
 
 @pytest.mark.parametrize('argv, message', [
     (['--frames', '.'], '--frames needs --detections'),
-    (['--dataset', 'x.csv', '--tracklets', 'mean'], '--tracklets applies to --frames'),
+    (['--images', 'x.jpg', '--tracklets', 'mean'], '--tracklets applies to --frames'),
     (['--images', '.', '--detections', 'det.txt'], '--detections applies to --frames'),
     (['--frames', '.', '--detections', 'd.txt', '--image_root', '.'],
      '--image_root applies to --dataset'),

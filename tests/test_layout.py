@@ -18,7 +18,8 @@ SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py', 'imp
 
 
 @pytest.mark.parametrize('folder, choices', [
-    ('nets', 'NET_CHOICES'), ('heads', 'HEAD_CHOICES'), ('excluders', 'EXCLUDER_CHOICES')])
+    ('nets', 'NET_CHOICES'), ('heads', 'HEAD_CHOICES'), ('excluders', 'EXCLUDER_CHOICES'),
+    ('temporal', 'TEMPORAL_CHOICES')])
 def test_choices_are_the_plugin_files(folder, choices):
     files = {os.path.basename(path)[:-3]
              for path in glob.glob(os.path.join(ROOT, folder, '*.py'))
@@ -33,6 +34,12 @@ def test_flags_name_the_loss_functions():
     import loss
     assert flags.LOSSES == tuple(loss.LOSS_CHOICES)
     assert flags.ID_LOSSES == tuple(loss.ID_LOSSES)
+
+
+def test_flags_name_the_temporal_plugins():
+    from cli import flags
+    import temporal
+    assert flags.TEMPORAL_POOLINGS == temporal.TEMPORAL_CHOICES
 
 
 def test_last_stride_nets_are_those_whose_body_takes_it():
@@ -68,7 +75,7 @@ def imported_modules(path):
 # The library, one concern per folder, and the plug-in folders; beside them at
 # the root only the commands and the original's names.
 LIBRARY_FOLDERS = ('cli', 'inputs', 'models', 'training', 'evaluation', 'serving')
-PLUGIN_FOLDERS = ('nets', 'heads', 'excluders')
+PLUGIN_FOLDERS = ('nets', 'heads', 'excluders', 'temporal')
 ROOT_MODULES = ('common', 'loss', 'uninterrupt', 'aggregators', 'layers')
 # The folders that hold no library: data converters and demo sets, recipes,
 # benchmarks, the manual, the tests.
@@ -314,7 +321,7 @@ def test_train_help_groups_its_flags():
     titles = [group.title for group in train.parser._action_groups]
     assert titles[2:] == ['experiment', 'data', 'model', 'loss', 'optimiser', 'augmentation',
                           'validation', 'checkpoints', 'performance', 'distribution',
-                          'pseudo-labels']
+                          'pseudo-labels', 'video']
     # Every flag but --help is in one of the named groups.
     assert not [a.dest for a in train.parser._action_groups[1]._group_actions
                 if a.dest != 'help']

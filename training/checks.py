@@ -5,7 +5,7 @@ the training set's."""
 import re
 
 import common
-from cli import flags
+from cli import flags, video
 import cli
 import nets
 from cli.experiment import Experiment
@@ -29,6 +29,7 @@ def check_arguments(args):
         raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
                             'sample the same batches.')
     check_memory_loss(args)
+    video.check_arguments(args)
     if args.batch_k < 2:
         raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                             'triplet loss has nothing to pull together; use --batch_k 2 '

@@ -26,13 +26,14 @@ import common
 from training import adaptation, checks, detailed_logs, distributed
 from cli import checkpoints, experiment, files, flags
 from cli.experiment import Experiment
-from inputs import sampler, unlabelled
+from inputs import sampler, tracklets, unlabelled
 from training import validation
 from training.collapse import collapse_warning, looks_collapsed
 from inputs.images import Preprocessing, decodable_mask, load_training_sets
 from models.inference import inference_function
 from training.memory import check_input_size
-from models.build import build_experiment, load_body_weights, load_head_weights, restore
+from models import video
+from models.build import build_video, load_body_weights, load_head_weights, restore
 from training.schedules import LearningRate
 from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
 from uninterrupt import Uninterrupt
@@ -115,17 +116,20 @@ class Run:
     checkpoint: tf.train.Checkpoint
     manager: tf.train.CheckpointManager
     checkpoint_dir: str
+    forward: object = None
 
 
 class TrainingData(NamedTuple):
     """The training images: (N,) identities and (N,) paths relative to
     `image_root`. With --pseudo_labels, `crops` are all the unlabelled crops
     (`unlabelled.Crops`), and the identities and paths those of the current
-    round's pseudo-identities (see `adaptation`)."""
+    round's pseudo-identities (see `adaptation`). With --seq_len, the
+    `tracklets.Tracklets` of --train_set, whose (T,) identities `pids` are."""
     pids: np.ndarray
     fids: np.ndarray
     image_root: str
     crops: object = None
+    tracklets: object = None
 
 
 def load_data(args, chief):
@@ -136,6 +140,8 @@ def load_data(args, chief):
     identities, which `begin_rounds` clusters."""
     if args.pseudo_labels:
         return load_crops(args, chief)
+    if args.seq_len:
+        return load_tracklets(args, chief)
     parts = load_training_sets(args.train_set, args.image_root, args.skip_corrupt_images,
                                args.loading_threads, log, args.max_image_pixels)
     data = TrainingData(*common.merge_datasets(parts))
@@ -157,6 +163,22 @@ def check_log_space(args, chief, fids):
         detailed_logs.check_space(args.experiment_root, args.train_iterations,
                                   args.batch_p * args.batch_k, args.embedding_dim,
                                   max(len(f.encode('utf-8')) for f in fids))
+
+
+def load_tracklets(args, chief):
+    """The tracklets of --train_set for --seq_len, in a `TrainingData`, without
+    the frames that cannot be used (with --skip_corrupt_images)."""
+    root = flags.as_list(args.image_root)[0]
+    found = tracklets.read_tracklets(flags.as_list(args.train_set)[0], root)
+    keep = decodable_mask(found.fids, root, args.skip_corrupt_images, args.loading_threads, log,
+                          max_pixels=args.max_image_pixels)
+    found = found.subset(keep)
+    log.info('Training on %d tracklets (%d frames) of %d identities, %d frames each.',
+             len(found.names), len(found.fids), len(np.unique(found.identities)), args.seq_len)
+    sampler.check_enough_identities(found.identities, args.batch_p, '`{}`'.format(
+        flags.as_list(args.train_set)[0]))
+    check_log_space(args, chief, found.fids)
+    return TrainingData(found.identities, found.fids, root, tracklets=found)
 
 
 def load_crops(args, chief):
@@ -236,10 +258,16 @@ def build_run(args, strategy, num_ids, chief):
     if args.deterministic:
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
-        model, body = build_experiment(Experiment.of(args), args.mixed_precision)
+        model, body, frame_features, layer = build_video(Experiment.of(args),
+                                                         args.mixed_precision)
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
         extras = auxiliary_heads(args, num_ids, args.embedding_dim)
+        forward = None
+        if layer is not None:
+            extras['temporal'] = layer
+            forward = video.tracklet_forward(model, frame_features, layer,
+                                             args.temporal_position, args.seq_len)
         learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
                                      args.train_iterations, args.lr_schedule,
                                      args.warmup_iterations, args.lr_decay_steps,
@@ -262,7 +290,7 @@ def build_run(args, strategy, num_ids, chief):
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
     return Run(args, chief, strategy, model, body, extras, learning_rate, optimizer, step,
-               checkpoint, manager, checkpoint_dir)
+               checkpoint, manager, checkpoint_dir, forward)
 
 
 def restore_or_initialise(run, resuming, num_ids):
@@ -309,14 +337,20 @@ def make_batches(run, data, start_step):
 
     def make_dataset(context=None):
         shards = context.num_input_pipelines if context else 1
-        return sampler.pk_dataset(
-            data.pids, data.fids, data.image_root, Preprocessing.of(Experiment.of(args)),
+        options = dict(
             batch_p=args.batch_p, batch_k=args.batch_k, flip_augment=args.flip_augment,
             crop_augment=args.crop_augment, seed=args.seed,
             loading_threads=args.loading_threads, start_step=start_step, num_shards=shards,
             shard_index=context.input_pipeline_id if context else 0,
             splits=strategy.num_replicas_in_sync // shards, pad_crop=args.pad_crop,
             erasing=args.random_erasing, erasing_fill=args.erasing_fill)
+        preprocessing = Preprocessing.of(Experiment.of(args))
+        if data.tracklets is not None:
+            return sampler.pkt_dataset(data.tracklets, data.image_root, preprocessing,
+                                       seq_len=args.seq_len,
+                                       frame_sampling=args.frame_sampling, **options)
+        return sampler.pk_dataset(data.pids, data.fids, data.image_root, preprocessing,
+                                  **options)
     if strategy.num_replicas_in_sync > 1:
         return iter(strategy.distribute_datasets_from_function(make_dataset))
     return iter(make_dataset())
@@ -414,6 +448,12 @@ def open_detailed_logs(args, data):
         args.embedding_dim, max(len(f.encode('utf-8')) for f in fids))
 
 
+def training_step(run):
+    """The run's `tf.function` training step (see `step.make_train_step`)."""
+    return make_train_step(run.model, run.optimizer, run.step, run.args, run.strategy,
+                           run.extras, run.forward)[0]
+
+
 def loop(run, data, validate, changed, latest, rounds=None):
     """Trains on `data` (a `TrainingData`) from the restored step to
     --train_iterations, checkpointing, validating (`validate`, on the chief)
@@ -428,7 +468,7 @@ def loop(run, data, validate, changed, latest, rounds=None):
     """
     args, chief, strategy, step = run.args, run.chief, run.strategy, run.step
     start_step = int(step.numpy())
-    train_step, _ = make_train_step(run.model, run.optimizer, step, args, strategy, run.extras)
+    train_step = training_step(run)
     run_validation = make_validator(run, validate) if validate else None
     if start_step >= args.train_iterations:
         log.info('The experiment already finished its %d iterations.', args.train_iterations)

@@ -50,9 +50,11 @@ def auxiliary_heads(args, num_ids, embedding_dim):
 
 
 def trainable_variables(model, extras):
-    """The variables the main optimizer trains: the model's and the classifier's."""
-    classifier = extras.get('classifier')
-    return model.trainable_variables + (classifier.trainable_variables if classifier else [])
+    """The variables the main optimizer trains: the model's, the classifier's
+    and those of a learnt temporal aggregation (video training's `temporal`)."""
+    return model.trainable_variables + [variable for name in ('classifier', 'temporal')
+                                        if name in extras
+                                        for variable in extras[name].trainable_variables]
 
 
 def auxiliary_losses(extras, endpoints, emb, labels, args):
@@ -80,7 +82,8 @@ def auxiliary_losses(extras, endpoints, emb, labels, args):
     return terms
 
 
-def make_replica_gradients(model, optimizer, step, args, extras, variables, replicas):
+def make_replica_gradients(model, optimizer, step, args, extras, variables, replicas,
+                           forward=None):
     """`replica_gradients(images, labels)` -> (gradients of `variables`, a dict
     of the replica's tensors): one replica's part of the step (see
     `make_train_step`)."""
@@ -92,8 +95,10 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
 
     # XLA compiles the network's forward pass and, through the tape, its
     # backward pass; the gathering across replicas stays outside it.
-    forward = tf.function(lambda images: model(images, training=True), jit_compile=True) \
-        if args.xla else (lambda images: model(images, training=True))
+    # Video training's forward pass embeds tracklets from their frames.
+    network = forward or model
+    forward = tf.function(lambda images: network(images, training=True), jit_compile=True) \
+        if args.xla else (lambda images: network(images, training=True))
 
     def replica_gradients(images, labels):
         context = tf.distribute.get_replica_context()
@@ -131,10 +136,12 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
     return replica_gradients
 
 
-def make_train_step(model, optimizer, step, args, strategy, extras=None):
+def make_train_step(model, optimizer, step, args, strategy, extras=None, forward=None):
     """The training step: a `tf.function` from one (per-replica) batch of
     images and integer labels to a dict of global tensors. `args` is
-    train.py's arguments or an `experiment.StepSettings`.
+    train.py's arguments or an `experiment.StepSettings`. `forward(images,
+    training)` replaces `model` in video training, where the labels are the
+    tracklets' (`models.video.tracklet_forward`).
 
     Each replica embeds its images; unless --per_replica_mining, it gathers
     the embeddings of all replicas so that its anchors are mined against the
@@ -154,7 +161,7 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None):
     global_batch = args.batch_p * args.batch_k
     variables = trainable_variables(model, extras)
     replica_gradients = make_replica_gradients(model, optimizer, step, args, extras, variables,
-                                               replicas)
+                                               replicas, forward)
 
     def center_gradients(out):
         """The centers' gradient of the unweighted center loss, as BoT steps them."""

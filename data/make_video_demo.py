@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Make the video demo set: tracklets of the demo's people walking in six cameras.
+
+Renders footage of the demo set's training identities and, apart, of its
+test identities (data/make_footage.py), cuts every box of a track into a
+crop (data/footage_crops.py), and writes tracklet CSVs, one row a frame,
+`identity,camera,track,frame,path`, as data/convert_video.py writes the
+public video sets:
+
+    video_train.csv   every tracklet of the training identities,
+    video_query.csv   one tracklet of each test identity that two cameras see,
+    video_test.csv    the other test tracklets, the gallery,
+
+with the crops under `train/CAM/` and `test/CAM/`, so that `--output` is the
+image root. Train with `train.py --seq_len 4 …`, embed the query and gallery
+CSVs and evaluate with `--excluder tracklets` (docs/training.md, "Video").
+"""
+
+import argparse
+import csv
+import io
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+if __package__ in (None, ''):
+    # Run as a script, this folder is on the path but the repository root is not.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
+from cli import files, flags  # noqa: E402
+from data import footage_crops, make_footage  # noqa: E402
+
+HEADER = ['identity', 'camera', 'track', 'frame', 'path']
+
+
+def crop_split(folder, demo, split, frames, people, seed):
+    """Renders the footage of the demo's `split` identities and crops it into
+    `folder/split`; returns its rows (identity, camera, track, frame, path)."""
+    with tempfile.TemporaryDirectory(prefix='footage-') as footage:
+        make_footage.generate(footage, demo, 6, frames, people, seed, split)
+        os.makedirs(os.path.join(folder, split))
+        footage_crops.write(os.path.join(folder, split), footage,
+                            footage_crops.cameras_of(footage, os.path.join('gt', 'gt.txt')), 0.0)
+    with open(os.path.join(folder, split, 'crops.csv'), encoding='utf-8') as f:
+        table = list(csv.DictReader(f))
+    os.remove(os.path.join(folder, split, 'crops.csv'))
+    return [(row['identity'], row['camera'], row['track'], row['frame'],
+             '{}/{}'.format(split, row['path'])) for row in table]
+
+
+def split_queries(rows, seed):
+    """(query rows, gallery rows): one tracklet of each identity that two
+    cameras see, chosen at random from `seed`, is its query."""
+    rng = np.random.default_rng(seed)
+    tracklets = {}
+    for row in rows:
+        tracklets.setdefault(row[0], {}).setdefault(row[1:3], None)
+    queries = set()
+    for identity, seen in sorted(tracklets.items()):
+        keys = sorted(seen)
+        if len({camera for camera, _ in keys}) > 1:
+            queries.add((identity,) + keys[rng.integers(len(keys))])
+    return ([row for row in rows if row[:3] in queries],
+            [row for row in rows if row[:3] not in queries])
+
+
+def write_csv(path, rows):
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator='\n')
+    writer.writerow(HEADER)
+    writer.writerows(rows)
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write(text.getvalue())
+
+
+def generate(folder, demo, frames, people, seed):
+    """Writes the video demo set into `folder`; returns {csv: (tracklets, frames)}."""
+    train = crop_split(folder, demo, 'train', frames, people, seed)
+    query, gallery = split_queries(crop_split(folder, demo, 'test', frames, people, seed + 1),
+                                   seed)
+    counts = {}
+    for name, rows in (('video_train.csv', train), ('video_query.csv', query),
+                       ('video_test.csv', gallery)):
+        write_csv(os.path.join(folder, name), rows)
+        counts[name] = (len({row[:3] for row in rows}), len(rows))
+    return counts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+    parser.add_argument('--demo', default=os.path.join(os.path.dirname(__file__), 'demo'),
+                        help='The demo set whose people walk (data/demo, as `make demo` '
+                             'makes it).')
+    parser.add_argument('--output', default=os.path.join(os.path.dirname(__file__),
+                                                         'video_demo'),
+                        help='Folder to create; must not exist yet unless --force is given.')
+    parser.add_argument('--frames', type=flags.int_between(2, 10000), default=40,
+                        help='Frames per camera and split.')
+    parser.add_argument('--people', type=flags.int_between(1, 200), default=30,
+                        help='People per camera and split (at most the demo\'s in that camera).')
+    parser.add_argument('--seed', type=flags.nonnegative_int, default=0,
+                        help='Seed of the rendering and of the queries (0 or more).')
+    parser.add_argument('--force', action='store_true',
+                        help='Replace an existing output folder, if this tool wrote it.')
+    args = parser.parse_args(argv)
+
+    files.check_folder_output(args.output, '--output', 'make_video_demo.py', args.force)
+    make_footage.demo_people(args.demo)
+    counts = files.write_folder(args.output, lambda folder: generate(
+        folder, args.demo, args.frames, args.people, args.seed), 'make_video_demo.py')
+    for name, (tracklets, frames) in counts.items():
+        print('{:<40} {:5d} tracklets, {:6d} frames'.format(
+            os.path.join(args.output, name), tracklets, frames))
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main)
