@@ -421,8 +421,7 @@ def train(argv, cleanup):
     startup.quiet_tensorflow()
     from training import distributed
     from cli import experiment
-    import training.checks
-    import training.run
+    import training.checks, training.data, training.run  # noqa: E401
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     if chief:
@@ -438,7 +437,7 @@ def train(argv, cleanup):
     strategy = distributed.make_strategy(args.distribution)
 
     # Data, and validation (on the chief only).
-    data = training.run.load_data(args, chief)
+    data = training.data.load_data(args, chief)
     validate = training.run.make_validation(args, chief)
     new_seed = training.run.choose_seed(args)
 

@@ -16,6 +16,7 @@ from training import memory, detailed_logs
 from cli import experiment
 import train
 import loss
+import training.data
 import training.run
 import training.step
 from training import schedules, collapse
@@ -777,7 +778,7 @@ def test_several_training_sets_keep_their_identities_apart(tmp_path):
     assert checkpoint_steps(root)[-1] == 24
     assert json.load(open(os.path.join(root, 'args.json')))['train_set'] == [first, second]
 
-    data = training.run.load_data(train.parser.parse_args(
+    data = training.data.load_data(train.parser.parse_args(
         ['--experiment_root', str(tmp_path / 'x'), '--train_set', first, second,
          '--image_root'] + roots + ['--batch_p', '8']), chief=True)
     assert data.image_root == str(tmp_path)
