@@ -70,3 +70,29 @@ def test_footage_crops_give_train_py_tracks_frames_and_identities(demo, tmp_path
         footage_crops.main(['--footage', str(tmp_path / 'crops'), '--output',
                             str(tmp_path / 'other')])
     assert not os.path.exists(tmp_path / 'other')
+
+
+def test_video_demo_tracklets_and_footage_videos(demo, tmp_path):
+    from data import make_video_demo
+    from inputs import tracklets
+    output = tmp_path / 'video_demo'
+    assert make_video_demo.main(['--demo', demo, '--output', str(output), '--frames', '4',
+                                 '--people', '3']) == 0
+    train = tracklets.read_tracklets(str(output / 'video_train.csv'), str(output))
+    query = tracklets.read_tracklets(str(output / 'video_query.csv'), str(output))
+    gallery = tracklets.read_tracklets(str(output / 'video_test.csv'), str(output))
+    assert set(train.identities) <= {'0001', '0002'} and len(train.names) >= 2
+    assert not set(train.identities) & set(gallery.identities)
+    # Every query has its identity in another camera of the gallery.
+    for identity, camera in zip(query.identities, query.cameras):
+        assert any(i == identity and c != camera
+                   for i, c in zip(gallery.identities, gallery.cameras))
+    assert not set(query.names) & set(gallery.names)
+    # make_footage --video: the H.264 video holds the frames, frame for frame.
+    import av
+    footage_dir = tmp_path / 'footage'
+    assert make_footage.main(['--demo', demo, '--output', str(footage_dir), '--cameras', '1',
+                              '--frames', '5', '--people', '2', '--video']) == 0
+    camera = [n for n in sorted(os.listdir(footage_dir)) if n.startswith('cam')][0]
+    with av.open(str(footage_dir / camera / 'video.mp4')) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 5
