@@ -53,9 +53,8 @@ def check_arguments(args):
     if args.temporal_pooling is None:
         args.temporal_pooling = 'avg'
     refused = [flag for flag, given in (
-        ('--pseudo_labels', args.pseudo_labels), ('--val_query', args.val_query),
+        ('--pseudo_labels', args.pseudo_labels),
         ('several --train_set', len(flags.as_list(args.train_set)) > 1)) if given]
     if refused:
         raise UserError('--seq_len trains on the tracklets of one tracklet CSV and does not '
-                        'take {}; embed and evaluate the tracklets with embed.py and '
-                        'evaluate.py instead of validating.'.format(refused[0]))
+                        'take {}.'.format(refused[0]))

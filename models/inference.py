@@ -142,7 +142,7 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
     else:
         combine = video.tracklet_function(model, layer, experiment.temporal_position)
     return video.embed_tracklets((frames(images).numpy() for images in batches),
-                                 tracklets.bounds, combine, experiment.embedding_dim, progress)
+                                 tracklets.bounds, combine, progress)
 
 
 def as_images(images):

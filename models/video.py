@@ -50,7 +50,7 @@ def tracklet_function(model, layer, position):
     return combine
 
 
-def embed_tracklets(frame_batches, bounds, combine, dim, progress=None):
+def embed_tracklets(frame_batches, bounds, combine, progress=None):
     """The embeddings (T, D) of tracklets whose frames come in order from
     `frame_batches` (an iterable of (b, F) arrays), tracklet t's being rows
     `bounds[t]:bounds[t + 1]` of all of them. Each tracklet is combined as soon
@@ -62,17 +62,16 @@ def embed_tracklets(frame_batches, bounds, combine, dim, progress=None):
         progress: called with (frames done, frames) after each batch.
     """
     count = len(bounds) - 1
-    embs = np.zeros((count, dim), np.float32)
-    pending, start, done, current = [], 0, 0, 0
+    embs, pending, start, done = [], [], 0, 0
     for batch in frame_batches:
         pending.append(np.asarray(batch, np.float32))
         done += len(batch)
-        while current < count and bounds[current + 1] <= done:
+        while len(embs) < count and bounds[len(embs) + 1] <= done:
+            current = len(embs)
             frames = np.concatenate(pending)
             # `pending` starts at frame `start`; this tracklet's rows are a slice of it.
-            embs[current] = combine(frames[bounds[current] - start:bounds[current + 1] - start])
-            rest = frames[bounds[current + 1] - start:]
-            pending, start, current = [rest], bounds[current + 1], current + 1
+            embs.append(combine(frames[bounds[current] - start:bounds[current + 1] - start]))
+            pending, start = [frames[bounds[current + 1] - start:]], bounds[current + 1]
         if progress is not None:
             progress(done, int(bounds[-1]))
-    return embs
+    return np.asarray(embs, np.float32)

@@ -288,14 +288,28 @@ def test_an_image_experiment_embeds_tracklets_with_an_aggregator(video_set, tmp_
 
 @pytest.mark.parametrize('extra, message', [
     (('--seq_len', '0', '--temporal_pooling', 'max'), 'train on tracklets with --seq_len'),
-    (('--val_query', 'q.csv', '--val_gallery', 'g.csv', '--val_excluder', 'tracklets'),
-     'does not take --val_query'),
+    (('--pseudo_labels',), 'does not take --pseudo_labels'),
 ])
 def test_video_flags_that_cannot_train_are_refused(video_set, tmp_path, extra, message):
     root, train_csv, _, _ = video_set
     with pytest.raises(cli.UserError, match=message):
         train.main(video_args(str(tmp_path / 'exp'), train_csv, root, 2, *extra))
     assert not os.path.exists(str(tmp_path / 'exp'))
+
+
+def test_video_training_validates_on_tracklets(video_set, tmp_path):
+    """--val_query and --val_gallery take tracklet CSVs, combined as embed.py
+    combines them, and so does an experiment of images (averaging)."""
+    root, train_csv, query, gallery = video_set
+    validation = ('--val_query', query, '--val_gallery', gallery, '--val_excluder',
+                  'tracklets', '--val_every', '3')
+    images_csv = make_dataset(root, folder='images_of_{}'.format(os.getpid()))
+    for name, csv_path, extra in (('video', train_csv, ('--temporal_position', 'features')),
+                                  ('images', images_csv, ('--seq_len', '0'))):
+        experiment = str(tmp_path / name)
+        assert train.main(video_args(experiment, csv_path, root, 3, *extra, *validation)) == 0
+        best = json.load(open(os.path.join(experiment, 'best.json')))
+        assert best['step'] == 3 and 0 < best['mAP'] <= 1
 
 
 def test_an_image_csv_with_seq_len_is_refused(tmp_path):

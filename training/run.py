@@ -100,8 +100,10 @@ def sequential_ops():
 @dataclass
 class Run:
     """What one training run holds: the network, the identity heads and
-    centers of `auxiliary_heads` (`extras`), the optimizer and its schedule,
-    the step, and the checkpoint with its manager and folder."""
+    centers of `auxiliary_heads` (`extras`, with the `temporal` layer of
+    video training), the optimizer and its schedule, the step, the checkpoint
+    with its manager and folder, and the model of the body's pooled
+    features that video training aggregates before the head."""
     args: object
     chief: bool
     strategy: object
@@ -114,7 +116,7 @@ class Run:
     checkpoint: tf.train.Checkpoint
     manager: tf.train.CheckpointManager
     checkpoint_dir: str
-    forward: object = None
+    frame_features: object = None
 
 
 def begin_rounds(run, data):
@@ -186,11 +188,8 @@ def build_run(args, strategy, num_ids, chief):
         if strategy.num_replicas_in_sync > 1:
             distributed.synchronize_batch_norm(model)
         extras = auxiliary_heads(args, num_ids, args.embedding_dim)
-        forward = None
         if layer is not None:
             extras['temporal'] = layer
-            forward = video.tracklet_forward(model, frame_features, layer,
-                                             args.temporal_position, args.seq_len)
         learning_rate = LearningRate(args.learning_rate, args.decay_start_iteration,
                                      args.train_iterations, args.lr_schedule,
                                      args.warmup_iterations, args.lr_decay_steps,
@@ -213,7 +212,7 @@ def build_run(args, strategy, num_ids, chief):
                                          max_to_keep=args.keep_checkpoints,
                                          checkpoint_name='checkpoint')
     return Run(args, chief, strategy, model, body, extras, learning_rate, optimizer, step,
-               checkpoint, manager, checkpoint_dir, forward)
+               checkpoint, manager, checkpoint_dir, frame_features)
 
 
 def restore_or_initialise(run, resuming, num_ids):
@@ -286,7 +285,12 @@ def make_validator(run, validate):
     there so that best.json, written after the copy, always names one that
     exists."""
     root = run.args.experiment_root
-    forward = inference_function(run.model)
+    forward, combine = inference_function(run.model), None
+    if 'temporal' in run.extras:
+        # Validation on tracklets combines their frames as embed.py does.
+        layer, position = run.extras['temporal'], run.args.temporal_position
+        forward = video.frame_function(run.model, run.frame_features, layer, position)
+        combine = video.tracklet_function(run.model, layer, position)
     best = experiment.read_best(root)
     best_manager = tf.train.CheckpointManager(run.checkpoint, os.path.join(root, 'best'),
                                               max_to_keep=2, checkpoint_name='checkpoint')
@@ -294,7 +298,7 @@ def make_validator(run, validate):
     def run_validation(current, writer):
         nonlocal best
         start_time = time.time()
-        scores = validate(forward)
+        scores = validate(forward, combine)
         with writer.as_default():
             for name, value in scores.items():
                 tf.summary.scalar('val/' + name, value, step=current)
@@ -372,9 +376,14 @@ def open_detailed_logs(args, data):
 
 
 def training_step(run):
-    """The run's `tf.function` training step (see `step.make_train_step`)."""
+    """The run's `tf.function` training step (see `step.make_train_step`), on
+    tracklets with --seq_len."""
+    forward = None
+    if 'temporal' in run.extras:
+        forward = video.tracklet_forward(run.model, run.frame_features, run.extras['temporal'],
+                                         run.args.temporal_position, run.args.seq_len)
     return make_train_step(run.model, run.optimizer, run.step, run.args, run.strategy,
-                           run.extras, run.forward)[0]
+                           run.extras, forward)[0]
 
 
 def loop(run, data, validate, changed, latest, rounds=None):

@@ -9,13 +9,25 @@ import logging
 import numpy as np
 
 import common
-from inputs import embeddings_file
+from cli import UserError
+from inputs import embeddings_file, tracklets
+from models import video
 import excluders
 from evaluation import metrics
 from cli.flags import MAX_IMAGE_PIXELS
 from inputs.images import decodable_mask, image_batches
 
 log = logging.getLogger(__name__)
+
+
+def validation_set(csv_file, image_root):
+    """(pids, names, `tracklets.Tracklets` or None) of a validation CSV: its
+    images, or its tracklets."""
+    if tracklets.is_tracklet_csv(csv_file):
+        found = tracklets.read_tracklets(csv_file, image_root)
+        return found.identities, found.names, found
+    pids, fids = common.load_dataset(csv_file, image_root)
+    return pids, fids, None
 
 
 def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
@@ -34,23 +46,35 @@ def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
     draws no random numbers, while the training batches depend on the step
     alone; so validating changes nothing about the training.
     """
-    q_pids, q_fids = common.load_dataset(query_csv, image_root)
-    g_pids, g_fids = common.load_dataset(gallery_csv, image_root)
+    q_pids, q_fids, q_frames = validation_set(query_csv, image_root)
+    g_pids, g_fids, g_frames = validation_set(gallery_csv, image_root)
+    if (q_frames is None) != (g_frames is None):
+        raise UserError('--val_query and --val_gallery must both list images or both '
+                        'tracklets.')
     if excluder == 'folders' and camera_regex is None:
         log.warning('Without --val_camera_regex, the validation excluder `folders` ignores only '
                     'each query\'s own image, as `diagonal` does.')
     mask = excluders.load(excluder, q_fids, g_fids, camera_regex,
                           ('--val_excluder', '--val_camera_regex'))
-    fids = np.concatenate([q_fids, g_fids])
-    decodable_mask(fids, image_root, False, loading_threads,
+    names = np.concatenate([q_fids, g_fids])
+    frames = names if q_frames is None else np.concatenate([q_frames.fids, g_frames.fids])
+    decodable_mask(frames, image_root, False, loading_threads,
                    remedy='or drop their rows from the validation CSVs', max_pixels=max_pixels)
-    batches = image_batches(fids, image_root, preprocessing, loading_threads=loading_threads)
+    batches = image_batches(frames, image_root, preprocessing, loading_threads=loading_threads)
 
-    def validate(forward):
-        embs = np.concatenate([forward(images).numpy() for images in batches]).astype(np.float32)
+    def validate(forward, combine=None):
+        outputs = (forward(images).numpy() for images in batches)
+        if q_frames is None and combine is None:
+            embs = np.concatenate(list(outputs)).astype(np.float32)
+        else:
+            # An image is a tracklet of one frame to a model of tracklets, and
+            # a model of images averages a tracklet's frames.
+            bounds = np.arange(len(frames) + 1) if q_frames is None else np.concatenate(
+                [q_frames.bounds, g_frames.bounds[1:] + q_frames.bounds[-1]])
+            embs = video.embed_tracklets(outputs, bounds, combine or (lambda rows: rows.mean(0)))
         embeddings_file.check_finite(embs, 'validation\'s embeddings of `{}` and `{}`'.format(
             query_csv, gallery_csv), 'the network\'s weights are broken; lower '
-            '--learning_rate and resume from an earlier checkpoint', fids)
+            '--learning_rate and resume from an earlier checkpoint', names)
         result = metrics.evaluate(q_pids, q_fids, g_pids, metrics.metric_distances(
             embs[:len(q_fids)], embs[len(q_fids):], metric), mask)
         cmc = result['CMC']
