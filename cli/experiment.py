@@ -46,15 +46,15 @@ class Experiment:
     pooling: str = architecture('avg')
     last_stride: int = architecture(2)
     net_padding: str = architecture('torch')
-    # Video training's temporal aggregation (None: an experiment on images).
-    temporal_pooling: object = architecture(None)
-    temporal_position: str = architecture('embedding')
     net_input_height: int = 256
     net_input_width: int = 128
     pre_crop_height: int = 288
     pre_crop_width: int = 144
     antialias: bool = True
     accurate_jpeg: bool = True
+    # Video training's temporal aggregation (None: an experiment on images).
+    temporal_pooling: object = architecture(None)
+    temporal_position: str = architecture('embedding')
 
     @classmethod
     def of(cls, args):
