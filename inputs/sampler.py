@@ -138,6 +138,41 @@ def augment_for_training(image, image_position, seed, net_input_size, flip_augme
     return image
 
 
+def padded_shuffle(count, size, seed):
+    """`size` indices into `count` items (a scalar int64 tensor), drawn from a
+    shuffled list in which every item occurs equally often: without
+    replacement when `size` <= `count`, else spreading the repeats."""
+    padded_count = (size + count - 1) // count * count
+    padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
+    return tf.random.experimental.stateless_shuffle(padded, seed=seed)[:size]
+
+
+def identity_groups(pids, batch_p, replicas):
+    """Checks that `pids` (N,) make P×K batches split into `replicas` pieces,
+    and groups them: (number of identities, (N,) identity index of each item,
+    by_pid, bounds), where identity i owns the items `by_pid[bounds[i]:bounds[i+1]]`."""
+    check_enough_identities(pids, batch_p)
+    if batch_p % replicas:
+        raise UserError('--batch_p {} cannot be split evenly into {} replicas; use a multiple '
+                        'of {}.'.format(batch_p, replicas, replicas))
+    unique_pids, pid_index = np.unique(pids, return_inverse=True)
+    by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
+    bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
+    return len(unique_pids), pid_index, by_pid, bounds
+
+
+def draw_members(by_pid, bounds, batch_k, seed, pid, position):
+    """A dataset of K (item index, global position) of the identity `pid` at
+    global stream position `position`: its images, or its tracklets (see
+    `identity_groups`), each with the position * K + j of the draws that
+    follow from it."""
+    start, count = bounds[pid], bounds[pid + 1] - bounds[pid]
+    chosen = padded_shuffle(count, batch_k, stream_seed(seed, 1, position))
+    return tf.data.Dataset.from_tensor_slices((
+        tf.gather(by_pid, start + chosen),
+        position * batch_k + tf.range(batch_k, dtype=tf.int64)))
+
+
 def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
                flip_augment=False, crop_augment=False, seed=0, loading_threads=8,
                start_step=0, num_shards=1, shard_index=0, splits=1, pad_crop=0,
@@ -183,30 +218,13 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
         labels (b,) int32) with b = P * K / (num_shards * splits); `labels`
         number the identities 0, 1, … in sorted order of their pids.
     """
-    check_enough_identities(pids, batch_p)
-    if batch_p % (num_shards * splits):
-        raise UserError('--batch_p {} cannot be split evenly into {} replicas; use a multiple '
-                        'of {}.'.format(batch_p, num_shards * splits, num_shards * splits))
-    unique_pids, pid_index = np.unique(pids, return_inverse=True)
-    num_pids = len(unique_pids)
-    # Files grouped by identity: identity i owns `by_pid[bounds[i]:bounds[i+1]]`.
-    by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
-    bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]), tf.int64)
+    num_pids, pid_index, by_pid, bounds = identity_groups(pids, batch_p, num_shards * splits)
     fids_t, pids_t = tf.constant(fids), tf.constant(pids)
     labels_t = tf.constant(pid_index, tf.int32)
     shard_p = batch_p // num_shards
 
     def sample_k_fids(pid, position):
-        """K file indices for the identity at global stream position `position`,
-        each with its global image position (position * K + j)."""
-        start, count = bounds[pid], bounds[pid + 1] - bounds[pid]
-        padded_count = (batch_k + count - 1) // count * count
-        padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
-        chosen = tf.random.experimental.stateless_shuffle(
-            padded, seed=stream_seed(seed, 1, position))[:batch_k]
-        return tf.data.Dataset.from_tensor_slices((
-            tf.gather(by_pid, start + chosen),
-            position * batch_k + tf.range(batch_k, dtype=tf.int64)))
+        return draw_members(by_pid, bounds, batch_k, seed, pid, position)
 
     def load(file_index, image_position):
         fid = tf.gather(fids_t, file_index)
@@ -251,11 +269,8 @@ def choose_frames(count, seq_len, sampling, seed):
         start = tf.random.stateless_uniform([], seed, 0, tf.maximum(count - seq_len, 0) + 1,
                                             dtype=tf.int64)
         return tf.minimum(start + tf.range(seq_len, dtype=tf.int64), count - 1)
-    # `random`: a shuffled list in which every frame occurs equally often, cut
-    # to T and sorted, so that T frames of a long tracklet are distinct.
-    padded_count = (seq_len + count - 1) // count * count
-    padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
-    return tf.sort(tf.random.experimental.stateless_shuffle(padded, seed=seed)[:seq_len])
+    # `random`: T frames of a long tracklet are distinct, and sorted.
+    return tf.sort(padded_shuffle(count, seq_len, seed))
 
 
 def pkt_dataset(tracklets, image_root, preprocessing, *, batch_p, batch_k, seq_len,
@@ -284,27 +299,14 @@ def pkt_dataset(tracklets, image_root, preprocessing, *, batch_p, batch_k, seq_l
         with b = P * K / (num_shards * splits) tracklets.
     """
     pids = tracklets.identities
-    check_enough_identities(pids, batch_p)
-    if batch_p % (num_shards * splits):
-        raise UserError('--batch_p {} cannot be split evenly into {} replicas; use a multiple '
-                        'of {}.'.format(batch_p, num_shards * splits, num_shards * splits))
-    unique_pids, pid_index = np.unique(pids, return_inverse=True)
-    by_pid = tf.constant(np.argsort(pid_index, kind='stable'), tf.int64)
-    pid_bounds = tf.constant(np.concatenate([[0], np.cumsum(np.bincount(pid_index))]),
-                             tf.int64)
+    num_pids, pid_index, by_pid, pid_bounds = identity_groups(pids, batch_p,
+                                                              num_shards * splits)
     frame_bounds = tf.constant(tracklets.bounds, tf.int64)
     fids_t, pids_t = tf.constant(tracklets.fids), tf.constant(pids)
     labels_t = tf.constant(pid_index, tf.int32)
 
     def sample_k_tracklets(pid, position):
-        start, count = pid_bounds[pid], pid_bounds[pid + 1] - pid_bounds[pid]
-        padded_count = (batch_k + count - 1) // count * count
-        padded = tf.math.floormod(tf.range(padded_count, dtype=tf.int64), count)
-        chosen = tf.random.experimental.stateless_shuffle(
-            padded, seed=stream_seed(seed, 1, position))[:batch_k]
-        return tf.data.Dataset.from_tensor_slices((
-            tf.gather(by_pid, start + chosen),
-            position * batch_k + tf.range(batch_k, dtype=tf.int64)))
+        return draw_members(by_pid, pid_bounds, batch_k, seed, pid, position)
 
     def sample_t_frames(tracklet, position):
         first = frame_bounds[tracklet]
@@ -322,7 +324,7 @@ def pkt_dataset(tracklets, image_root, preprocessing, *, batch_p, batch_k, seq_l
         return (image, tf.gather(fids_t, frame), tf.gather(pids_t, tracklet),
                 tf.gather(labels_t, tracklet))
 
-    identities = identity_stream(len(unique_pids), batch_p, seed, start_step, num_shards,
+    identities = identity_stream(num_pids, batch_p, seed, start_step, num_shards,
                                  shard_index)
     frames = identities.flat_map(sample_k_tracklets).flat_map(sample_t_frames)
     frames = frames.map(load, num_parallel_calls=loading_threads, deterministic=True)
