@@ -16,19 +16,30 @@ by seed:
   - `video_features`: temporal average of the body's features, before the head.
 
 Every recipe: the `tiny` net at 128×64 (as `make demo`), fc1024 head with
-128 dimensions, batch-hard soft margin, Adam 3e-4 decaying from 2/3 of the
-iterations, flips. Equal iterations and equal images per batch, so equal
-compute.
+128 dimensions (or `--model_flags`), batch-hard soft margin and the identity
+loss (softmax, label smoothing 0.1), Adam 3e-4 decaying from 2/3 of the
+iterations, flips. Equal iterations and equal
+images per batch, so equal compute.
 
     .venv/bin/python data/make_video_demo.py --output /tmp/video_demo
     .venv/bin/python -m bench.video --data /tmp/video_demo --seeds 0 1 2 \\
         --json bench/results/video_demo.json
+
+Real pedestrians, as multi-shot tracklets (`--cuhk03`: each CUHK03 identity's
+images from one camera of the pair are a tracklet of up to 5), fine-tuning
+torchreid's OSNet x0.25 (MSMT17) imported with import_model.py:
+
+    .venv/bin/python -m bench.video --data D/detected --cuhk03 C --iterations 300 \\
+        --model_flags "--model_name osnet_x0_25 --head_name fc_bn_relu --embedding_dim 512 \\
+        --net_input_height 256 --net_input_width 128 --learning_rate 1e-4 \\
+        --initial_checkpoint ZOO_ROOT" --recipes frames video_avg --json R.json
 """
 
 import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -38,9 +49,12 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-COMMON = ['--model_name', 'tiny', '--head_name', 'fc1024', '--embedding_dim', '128',
-          '--net_input_height', '128', '--net_input_width', '64', '--flip_augment',
-          '--checkpoint_frequency', '0', '--loading_threads', '4']
+MODEL = ('--model_name tiny --head_name fc1024 --embedding_dim 128 --net_input_height 128 '
+         '--net_input_width 64')
+# The identity loss keeps the small net from collapsing, which batch-hard alone did on
+# these crops (the first frames.csv run: every embedding within 0.02 of the others).
+COMMON = ['--flip_augment', '--id_loss_weight', '1', '--checkpoint_frequency', '0',
+          '--loading_threads', '4']
 
 RECIPES = {
     'frames': ['--batch_p', '8', '--batch_k', '8'],
@@ -61,6 +75,28 @@ def run(*argv):
     return time.time() - start
 
 
+def cuhk03_tracklets(csv_dir, output):
+    """Multi-shot tracklets of CUHK03 (data/convert.py cuhk03_folders CSVs in
+    `csv_dir`): the images of one identity in one camera of the pair (images
+    00-04 and 05-09) as a tracklet; the test identities' camera-a tracklets
+    query their camera-b tracklets, as iLIDS-VID and PRID-2011 are queried.
+    Writes cuhk03ms_{train,query,test}.csv into `output`."""
+    def rows(names):
+        found = []
+        for name in names:
+            with open(os.path.join(csv_dir, 'cuhk03_folders_{}.csv'.format(name))) as f:
+                for identity, path in csv.reader(f):
+                    index = int(os.path.splitext(os.path.basename(path))[0].split('_')[1])
+                    found.append((identity, 'a' if index < 5 else 'b', '1', str(index), path))
+        return found
+    test = rows(['query', 'test'])
+    for name, chosen in (('train', rows(['train'])), ('query', [r for r in test if r[1] == 'a']),
+                         ('test', [r for r in test if r[1] == 'b'])):
+        with open(os.path.join(output, 'cuhk03ms_{}.csv'.format(name)), 'w') as f:
+            f.write('identity,camera,track,frame,path\n')
+            f.writelines(','.join(row) + '\n' for row in chosen)
+
+
 def frames_csv(tracklet_csv, path):
     """The frames of a tracklet CSV as a CSV of images, `identity,path` rows."""
     with open(tracklet_csv) as f, open(path, 'w') as out:
@@ -69,7 +105,7 @@ def frames_csv(tracklet_csv, path):
     return path
 
 
-def evaluate(recipe, seed, data, names, root, iterations):
+def evaluate(recipe, seed, data, names, root, iterations, model_flags):
     """Trains `recipe` with `seed`; returns its tracklet mAP, top-1 and seconds."""
     train_set = names['train']
     if recipe == 'frames':
@@ -78,7 +114,7 @@ def evaluate(recipe, seed, data, names, root, iterations):
     seconds = run('train.py', '--experiment_root', experiment, '--train_set', train_set,
                   '--image_root', data, '--train_iterations', str(iterations),
                   '--decay_start_iteration', str(iterations * 2 // 3), '--seed', str(seed),
-                  *COMMON, *RECIPES[recipe])
+                  *shlex.split(model_flags), *COMMON, *RECIPES[recipe])
     files = {}
     for split in ('query', 'test'):
         files[split] = os.path.join(experiment, split + '.h5')
@@ -105,17 +141,29 @@ def main(argv=None):
                              'PREFIX_test.csv in --data.')
     parser.add_argument('--recipes', nargs='+', default=list(RECIPES), choices=RECIPES)
     parser.add_argument('--iterations', type=int, default=400, help='Training iterations.')
+    parser.add_argument('--model_flags', default=MODEL,
+                        help='train.py\'s flags of the net, head and input size (and '
+                             'starting weights, such as an imported model zoo root).')
+    parser.add_argument('--cuhk03', metavar='CSV_DIR',
+                        help='Write multi-shot CUHK03 tracklet CSVs (cuhk03ms_*) from the '
+                             'data/convert.py cuhk03_folders CSVs of CSV_DIR into --data\'s '
+                             'scratch copy and use them (--data is then the CUHK03 image root).')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--json', help='Write the results here.')
     args = parser.parse_args(argv)
 
-    names = {split: os.path.join(args.data, '{}_{}.csv'.format(args.prefix, split))
-             for split in ('train', 'query', 'test')}
-    results = {'iterations': args.iterations, 'recipes': {}}
+    results = {'argv': sys.argv[1:] if argv is None else argv, 'iterations': args.iterations,
+               'model_flags': args.model_flags, 'recipes': {}}
     with tempfile.TemporaryDirectory(prefix='bench-video-') as scratch:
+        folder, prefix = args.data, args.prefix
+        if args.cuhk03:
+            cuhk03_tracklets(args.cuhk03, scratch)
+            folder, prefix = scratch, 'cuhk03ms'
+        names = {split: os.path.join(folder, '{}_{}.csv'.format(prefix, split))
+                 for split in ('train', 'query', 'test')}
         for recipe in args.recipes:
-            rows = [evaluate(recipe, seed, args.data, names, scratch, args.iterations)
-                    for seed in args.seeds]
+            rows = [evaluate(recipe, seed, args.data, names, scratch, args.iterations,
+                             args.model_flags) for seed in args.seeds]
             maps = [row['mAP'] for row in rows]
             results['recipes'][recipe] = {
                 'seeds': dict(zip(map(str, args.seeds), rows)),
