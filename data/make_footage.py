@@ -143,9 +143,11 @@ def encode_video(frames_folder, path, fps=25):
         container.mux(stream.encode())
 
 
-def generate(folder, demo, cameras, frames, people, seed, identities='test', video=False):
+def generate(folder, demo, cameras, frames, people, seed, identities='test', video=False,
+             offset=0):
     """Renders the footage of `cameras` cameras into `folder`, of the demo's
-    `identities` ('test' or 'train'); returns the numbers of tracks and boxes."""
+    `identities` ('test' or 'train'), the people `offset` to `offset + people`
+    of each camera's list; returns the numbers of tracks and boxes."""
     rng = np.random.default_rng(seed)
     available = demo_people(demo, identities)
     rendered = sorted(available)[:cameras]
@@ -155,7 +157,9 @@ def generate(folder, demo, cameras, frames, people, seed, identities='test', vid
     counts = [0, 0]
     for camera in rendered:
         chosen = sorted(available[camera].items(),
-                        key=lambda item: (-seen[item[0]], rng.random()))[:people]
+                        key=lambda item: (-seen[item[0]], rng.random()))[offset:offset + people]
+        if not chosen:
+            continue
         tracks, boxes = render_camera(folder, camera, sorted(chosen), frames, rng)
         if video:
             name = os.path.join(folder, 'cam{}'.format(camera))

@@ -11,9 +11,10 @@ public video sets:
     video_query.csv   one tracklet of each test identity that two cameras see,
     video_test.csv    the other test tracklets, the gallery,
 
-with the crops under `train/CAM/` and `test/CAM/`, so that `--output` is the
-image root. Train with `train.py --seq_len 4 …`, embed the query and gallery
-CSVs and evaluate with `--excluder tracklets` (docs/training.md, "Video").
+with the crops under `train/sN/CAM/` and `test/sN/CAM/` (session N of each
+camera, a few people at a time), so that `--output` is the image root. Train
+with `train.py --seq_len 4 …`, embed the query and gallery CSVs and evaluate
+with `--excluder tracklets` (docs/training.md, "Video").
 """
 
 import argparse
@@ -35,19 +36,30 @@ from data import footage_crops, make_footage  # noqa: E402
 HEADER = ['identity', 'camera', 'track', 'frame', 'path']
 
 
-def crop_split(folder, demo, split, frames, people, seed):
-    """Renders the footage of the demo's `split` identities and crops it into
-    `folder/split`; returns its rows (identity, camera, track, frame, path)."""
-    with tempfile.TemporaryDirectory(prefix='footage-') as footage:
-        make_footage.generate(footage, demo, 6, frames, people, seed, split)
-        os.makedirs(os.path.join(folder, split))
-        footage_crops.write(os.path.join(folder, split), footage,
-                            footage_crops.cameras_of(footage, os.path.join('gt', 'gt.txt')), 0.0)
-    with open(os.path.join(folder, split, 'crops.csv'), encoding='utf-8') as f:
-        table = list(csv.DictReader(f))
-    os.remove(os.path.join(folder, split, 'crops.csv'))
-    return [(row['identity'], row['camera'], row['track'], row['frame'],
-             '{}/{}'.format(split, row['path'])) for row in table]
+def crop_split(folder, demo, split, frames, people, sessions, seed):
+    """Renders the footage of the demo's `split` identities, `people` at a
+    time in each of `sessions` sessions of each camera (so that few people
+    share a frame and each crop shows mostly its own), and crops it into
+    `folder/split/sN`; returns its rows (identity, camera, track, frame, path)
+    with the tracks named `N-track` after their session."""
+    rows = []
+    for session in range(sessions):
+        target = os.path.join(folder, split, 's{}'.format(session))
+        with tempfile.TemporaryDirectory(prefix='footage-') as footage:
+            tracks, _ = make_footage.generate(footage, demo, 6, frames, people, seed + session,
+                                              split, offset=session * people)
+            if not tracks:
+                break  # The cameras have shown all their people.
+            os.makedirs(target)
+            footage_crops.write(target, footage, footage_crops.cameras_of(
+                footage, os.path.join('gt', 'gt.txt')), 0.0)
+        with open(os.path.join(target, 'crops.csv'), encoding='utf-8') as f:
+            table = list(csv.DictReader(f))
+        os.remove(os.path.join(target, 'crops.csv'))
+        rows += [(row['identity'], row['camera'], '{}-{}'.format(session, row['track']),
+                  row['frame'], '{}/s{}/{}'.format(split, session, row['path']))
+                 for row in table]
+    return rows
 
 
 def split_queries(rows, seed):
@@ -75,11 +87,11 @@ def write_csv(path, rows):
         f.write(text.getvalue())
 
 
-def generate(folder, demo, frames, people, seed):
+def generate(folder, demo, frames, people, sessions, seed):
     """Writes the video demo set into `folder`; returns {csv: (tracklets, frames)}."""
-    train = crop_split(folder, demo, 'train', frames, people, seed)
-    query, gallery = split_queries(crop_split(folder, demo, 'test', frames, people, seed + 1),
-                                   seed)
+    train = crop_split(folder, demo, 'train', frames, people, sessions, seed)
+    query, gallery = split_queries(
+        crop_split(folder, demo, 'test', frames, people, sessions, seed + 1000), seed)
     counts = {}
     for name, rows in (('video_train.csv', train), ('video_query.csv', query),
                        ('video_test.csv', gallery)):
@@ -97,9 +109,12 @@ def main(argv=None):
                                                          'video_demo'),
                         help='Folder to create; must not exist yet unless --force is given.')
     parser.add_argument('--frames', type=flags.int_between(2, 10000), default=40,
-                        help='Frames per camera and split.')
-    parser.add_argument('--people', type=flags.int_between(1, 200), default=30,
-                        help='People per camera and split (at most the demo\'s in that camera).')
+                        help='Frames per camera and session.')
+    parser.add_argument('--people', type=flags.int_between(1, 200), default=6,
+                        help='People per camera and session.')
+    parser.add_argument('--sessions', type=flags.int_between(1, 100), default=5,
+                        help='Sessions of each camera, each with the next --people of the '
+                             'demo\'s people that camera saw.')
     parser.add_argument('--seed', type=flags.nonnegative_int, default=0,
                         help='Seed of the rendering and of the queries (0 or more).')
     parser.add_argument('--force', action='store_true',
@@ -109,7 +124,8 @@ def main(argv=None):
     files.check_folder_output(args.output, '--output', 'make_video_demo.py', args.force)
     make_footage.demo_people(args.demo)
     counts = files.write_folder(args.output, lambda folder: generate(
-        folder, args.demo, args.frames, args.people, args.seed), 'make_video_demo.py')
+        folder, args.demo, args.frames, args.people, args.sessions, args.seed),
+        'make_video_demo.py')
     for name, (tracklets, frames) in counts.items():
         print('{:<40} {:5d} tracklets, {:6d} frames'.format(
             os.path.join(args.output, name), tracklets, frames))

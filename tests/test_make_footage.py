@@ -77,7 +77,7 @@ def test_video_demo_tracklets_and_footage_videos(demo, tmp_path):
     from inputs import tracklets
     output = tmp_path / 'video_demo'
     assert make_video_demo.main(['--demo', demo, '--output', str(output), '--frames', '4',
-                                 '--people', '3']) == 0
+                                 '--people', '2', '--sessions', '3']) == 0
     train = tracklets.read_tracklets(str(output / 'video_train.csv'), str(output))
     query = tracklets.read_tracklets(str(output / 'video_query.csv'), str(output))
     gallery = tracklets.read_tracklets(str(output / 'video_test.csv'), str(output))
