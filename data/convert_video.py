@@ -211,6 +211,8 @@ def two_camera_splits(root, prefix, train, test, cameras, extension, dataset):
 
 def prid_split(path, split, people):
     """(train, test) people of split `split` of a torchreid splits file."""
+    path = info_file(os.path.dirname(os.path.abspath(path)), os.path.basename(path),
+                     dataset='PRID-2011 splits')
     try:
         with open(path, encoding='utf-8') as f:
             splits = json.load(f)

@@ -109,6 +109,13 @@ def test_prid2011_with_a_split_file_and_at_random(tmp_path):
     json.dump([{'train': ['person_0300'], 'test': both}], open(splits, 'w'))
     with pytest.raises(ConversionError, match='person_0300, which is not a person of both'):
         convert('prid2011', '--dataset_root', root, '--output_dir', output, '--splits', splits)
+    for hostile in ('/dev/zero', str(tmp_path)):
+        with pytest.raises(ConversionError, match='splits file .* is missing'):
+            convert('prid2011', '--dataset_root', root, '--output_dir', output, '--splits',
+                    hostile)
+    open(splits, 'w').write('[{"train": ')
+    with pytest.raises(ConversionError, match='is not a splits file with split 0'):
+        convert('prid2011', '--dataset_root', root, '--output_dir', output, '--splits', splits)
 
 
 def test_dukev(tmp_path):

@@ -383,6 +383,14 @@ def test_embed_reads_a_video_file_in_place_of_frames(tmp_path):
     with h5py.File(os.path.join(experiment, 'cam7_tracklets.h5'), 'r') as f:
         assert [n.decode() for n in f['fids'][:]] == ['cam7/track1']
         assert list(f['crops'][:]) == [6] and list(f['last_frame'][:]) == [6]
+    # A box past the video's end: one message, and nothing written.
+    with open(detections, 'a') as f:
+        f.write('9,2,11,9,16,32,1,-1,-1,-1\n')
+    before = sorted(os.listdir(experiment))
+    with pytest.raises(cli.UserError, match='line 7: frame 9 lies past the end'):
+        embed.main(['--experiment_root', experiment, '--frames', video, '--detections',
+                    detections, '--camera', 'other', '--quiet'])
+    assert sorted(os.listdir(experiment)) == before
 
 
 @pytest.mark.parametrize('damage, message', [
