@@ -106,7 +106,7 @@ def frames_csv(tracklet_csv, path):
 def evaluate(recipe, seed, data, names, root, iterations, model_flags):
     """Trains `recipe` with `seed`; returns its tracklet mAP, top-1 and seconds."""
     train_set = names['train']
-    if recipe == 'frames':
+    if recipe.startswith('frames'):
         train_set = frames_csv(train_set, os.path.join(root, 'frames.csv'))
     experiment = os.path.join(root, '{}-{}'.format(recipe, seed))
     seconds = run('train.py', '--experiment_root', experiment, '--train_set', train_set,
@@ -118,7 +118,7 @@ def evaluate(recipe, seed, data, names, root, iterations, model_flags):
         files[split] = os.path.join(experiment, split + '.h5')
         run('embed.py', '--experiment_root', experiment, '--dataset', names[split],
             '--image_root', data, '--filename', files[split], '--quiet',
-            *(['--tracklets', 'mean'] if recipe == 'frames' else []))
+            *(['--tracklets', 'mean'] if recipe.startswith('frames') else []))
     result = os.path.join(experiment, 'eval.json')
     run('evaluate.py', '--excluder', 'tracklets', '--metric', 'euclidean', '--quiet',
         '--query_dataset', names['query'], '--query_embeddings', files['query'],
