@@ -221,6 +221,7 @@ def video_images(video, wanted, max_pixels):
     import av
     files.check_regular(video.path, 'the video', 'pass a video file or a frames folder')
     wanted, number = set(wanted), 0
+    last = max(wanted)
     try:
         with av.open(video.path, metadata_errors='ignore') as container:
             if not container.streams.video:
@@ -235,7 +236,7 @@ def video_images(video, wanted, max_pixels):
                     check_frame_size((frame.width, frame.height), '{}` frame `{}'.format(
                         video.path, number), max_pixels)
                     yield number, frame.to_image().convert('RGB')
-                if number >= max(wanted):
+                if number >= last:
                     return
     except av.FFmpegError as e:
         raise UserError('cannot decode `{}` at frame {} ({}); the video is damaged or its codec '
