@@ -60,6 +60,17 @@ def inference_function(model):
                        reduce_retracing=True)
 
 
+def frame_function(model, frame_features, position):
+    """The compiled pass from images (B, H, W, 3) to what a video
+    experiment's temporal aggregation takes: the embeddings
+    (`inference_function`), or the body's pooled features when it combines
+    them before the head (`position` 'features')."""
+    if position != 'features':
+        return inference_function(model)
+    return tf.function(lambda images: frame_features(images, training=False), autograph=False,
+                       reduce_retracing=True)
+
+
 def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggregator=None,
                 batch_size=256, loading_threads=8, progress=None):
     """Embeds image files with test-time augmentation, as embed.py does.
@@ -135,11 +146,13 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
                             experiment.temporal_pooling))
     batches = image_batches(tracklets.fids, image_root, Preprocessing.of(experiment),
                             crop=crop, batch_size=batch_size, loading_threads=loading_threads)
-    frames = video.frame_function(model, frame_features, layer, experiment.temporal_position)
     if layer is None:
+        frames = inference_function(model)
+
         def combine(rows):
             return AGGREGATORS[aggregator](rows[:, None])[0]
     else:
+        frames = frame_function(model, frame_features, experiment.temporal_position)
         combine = video.tracklet_function(model, layer, experiment.temporal_position)
     return video.embed_tracklets((frames(images).numpy() for images in batches),
                                  tracklets.bounds, combine, progress)

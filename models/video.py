@@ -10,10 +10,6 @@ pooled features, which the head then embeds (`features`, before the head);
 import numpy as np
 import tensorflow as tf
 
-# The endpoints a head gives, each aggregated over time after the head.
-ENDPOINTS = ('emb', 'emb_raw', 'metric_emb')
-
-
 def tracklet_forward(model, frame_features, layer, position, seq_len):
     """`forward(images, training)`: the endpoints (B, D) of B tracklets from
     their frames, images (B * T, H, W, 3) tracklet-major (as
@@ -29,19 +25,9 @@ def tracklet_forward(model, frame_features, layer, position, seq_len):
     return forward
 
 
-def frame_function(model, frame_features, layer, position):
-    """The compiled pass from images (B, H, W, 3) to what the temporal
-    aggregation takes: the embeddings, the body's features for `features`,
-    or, for an image experiment (`layer` None), the embeddings."""
-    source = frame_features if layer is not None and position == 'features' else (
-        lambda images, training: model(images, training=training)['emb'])
-    return tf.function(lambda images: source(images, training=False), autograph=False,
-                       reduce_retracing=True)
-
-
 def tracklet_function(model, layer, position):
     """`combine(frames (n, F)) -> (D,)`: one tracklet's embedding from its
-    frames' aggregation inputs (see `frame_function`)."""
+    frames' aggregation inputs (see `inference.frame_function`)."""
     def combine(frames):
         pooled = layer(tf.constant(frames[None]))
         if position == 'features':
@@ -62,16 +48,16 @@ def embed_tracklets(frame_batches, bounds, combine, progress=None):
         progress: called with (frames done, frames) after each batch.
     """
     count = len(bounds) - 1
-    embs, pending, start, done = [], [], 0, 0
+    embs, pending, start = [], None, 0
     for batch in frame_batches:
-        pending.append(np.asarray(batch, np.float32))
-        done += len(batch)
+        batch = np.asarray(batch, np.float32)
+        # `pending` holds the frames from `start` on that no tracklet has used yet.
+        pending = batch if pending is None else np.concatenate([pending, batch])
+        done = start + len(pending)
         while len(embs) < count and bounds[len(embs) + 1] <= done:
             current = len(embs)
-            frames = np.concatenate(pending)
-            # `pending` starts at frame `start`; this tracklet's rows are a slice of it.
-            embs.append(combine(frames[bounds[current] - start:bounds[current + 1] - start]))
-            pending, start = [frames[bounds[current + 1] - start:]], bounds[current + 1]
+            embs.append(combine(pending[bounds[current] - start:bounds[current + 1] - start]))
+        pending, start = pending[bounds[len(embs)] - start:], bounds[len(embs)]
         if progress is not None:
             progress(done, int(bounds[-1]))
     return np.asarray(embs, np.float32)

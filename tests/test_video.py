@@ -423,3 +423,19 @@ def test_bad_videos_are_one_message_naming_the_frame(tmp_path, damage, message):
     with pytest.raises(cli.UserError, match=message):
         footage.crop_detections(footage.read_detections(detections),
                                 footage.frame_source(video), str(folder), path=detections)
+
+
+@pytest.mark.parametrize('batch', [1, 3, 7, 100])
+def test_tracklets_combine_across_any_batching_of_their_frames(batch):
+    from models import video
+    rng = np.random.default_rng(0)
+    lengths = [1, 4, 2, 9, 1, 5]
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    frames = rng.normal(size=(bounds[-1], 3)).astype(np.float32)
+    seen = []
+    embs = video.embed_tracklets((frames[i:i + batch] for i in range(0, len(frames), batch)),
+                                 bounds, lambda rows: rows.mean(0),
+                                 progress=lambda done, total: seen.append((done, total)))
+    expected = [frames[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])]
+    np.testing.assert_allclose(embs, expected, rtol=1e-6)
+    assert seen[-1] == (22, 22)

@@ -28,7 +28,7 @@ from inputs import sampler
 from training import validation
 from training.collapse import collapse_warning, looks_collapsed
 from inputs.images import Preprocessing
-from models.inference import inference_function
+from models.inference import frame_function, inference_function
 from training.memory import check_input_size
 from models import video
 from models.build import build_video, load_body_weights, load_head_weights, restore
@@ -289,7 +289,7 @@ def make_validator(run, validate):
     if 'temporal' in run.extras:
         # Validation on tracklets combines their frames as embed.py does.
         layer, position = run.extras['temporal'], run.args.temporal_position
-        forward = video.frame_function(run.model, run.frame_features, layer, position)
+        forward = frame_function(run.model, run.frame_features, position)
         combine = video.tracklet_function(run.model, layer, position)
     best = experiment.read_best(root)
     best_manager = tf.train.CheckpointManager(run.checkpoint, os.path.join(root, 'best'),
