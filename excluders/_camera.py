@@ -40,12 +40,19 @@ def same_camera_excluder(query_fids, gallery_fids, pattern, description, camera=
     gallery_pids, gallery_cids = parse(gallery_fids, pattern, description)
     if camera is not None:
         query_cids, gallery_cids = camera(query_cids), camera(gallery_cids)
+    return camera_mask(query_pids, query_cids, gallery_pids, gallery_cids)
+
+
+def camera_mask(query_pids, query_cids, gallery_pids, gallery_cids):
+    """The mask function of the same identity seen by the same camera, and
+    of gallery junk (identity -1), from the identities and cameras (arrays of
+    strings) of the queries and the gallery."""
     # Integer codes make the (b, G) comparisons cheap.
     _, pid_codes = np.unique(np.concatenate([query_pids, gallery_pids]), return_inverse=True)
     _, cid_codes = np.unique(np.concatenate([query_cids, gallery_cids]), return_inverse=True)
     q_pid, g_pid = pid_codes[:len(query_pids)], pid_codes[len(query_pids):]
     q_cid, g_cid = cid_codes[:len(query_cids)], cid_codes[len(query_cids):]
-    junk = gallery_pids == '-1'
+    junk = np.asarray(gallery_pids) == '-1'
 
     def mask(query_indices):
         same = (g_pid[None] == q_pid[query_indices, None]) & \

@@ -6,6 +6,7 @@ the MARS protocol."""
 import numpy as np
 
 import cli
+from excluders._camera import camera_mask
 
 
 def excluder(query_fids, gallery_fids):
@@ -18,12 +19,4 @@ def excluder(query_fids, gallery_fids):
                                 'set.'.format(bad))
         return np.array([p[0] for p in parts]), np.array([p[1] for p in parts])
 
-    query_ids, query_cams = parse(query_fids)
-    gallery_ids, gallery_cams = parse(gallery_fids)
-    junk = gallery_ids == '-1'
-
-    def mask(query_indices):
-        same = (gallery_ids[None] == query_ids[query_indices, None]) & \
-               (gallery_cams[None] == query_cams[query_indices, None])
-        return same | junk[None]
-    return mask
+    return camera_mask(*parse(query_fids), *parse(gallery_fids))
