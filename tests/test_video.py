@@ -289,6 +289,9 @@ def test_an_image_experiment_embeds_tracklets_with_an_aggregator(video_set, tmp_
 @pytest.mark.parametrize('extra, message', [
     (('--seq_len', '0', '--temporal_pooling', 'max'), 'train on tracklets with --seq_len'),
     (('--pseudo_labels',), 'does not take --pseudo_labels'),
+    # The memory checks count the frames of every tracklet of a batch.
+    (('--seq_len', '100000000'), r'a batch of 3×2×100000000 images .* lower --batch_p, '
+                                 r'--batch_k, --seq_len'),
 ])
 def test_video_flags_that_cannot_train_are_refused(video_set, tmp_path, extra, message):
     root, train_csv, _, _ = video_set

@@ -18,11 +18,23 @@ def physical_memory():
     return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
 
 
+def frames_of(args):
+    """The images of each of a batch's P×K members: --seq_len frames of a
+    tracklet in video training, else one image."""
+    return getattr(args, 'seq_len', 0) or 1
+
+
+def frames_text(args):
+    """`×T` for the frames of a video batch in messages, else nothing."""
+    return '×{}'.format(frames_of(args)) if frames_of(args) > 1 else ''
+
+
 def check_memory(args):
     """Refuses sizes that could never fit in this machine's memory, before
     anything is written or allocated: a batch over a quarter of it, counting
     its float32 images at the largest size the input pipeline makes (the
-    pre-crop size, or the padded size) and the loss's (P·K)² distances and
+    pre-crop size, or the padded size; T of them for each of the P·K
+    tracklets of video training) and the loss's (P·K)² distances and
     masks (four such matrices), or a head whose weights and Adam slots
     (about 2048 × --embedding_dim floats, four times) over half of it."""
     available = physical_memory()
@@ -32,14 +44,15 @@ def check_memory(args):
         height, width = map(max, experiment.net_input_size, experiment.pre_crop_size)
     height, width = height + 2 * args.pad_crop, width + 2 * args.pad_crop
     size = args.batch_p * args.batch_k
-    batch = size * height * width * 3 * 4 + size ** 2 * 4 * 4
+    batch = size * frames_of(args) * height * width * 3 * 4 + size ** 2 * 4 * 4
     if batch > available / 4:
         raise cli.UserError(
-            'a batch of {}×{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
+            'a batch of {}×{}{} images of {}x{} pixels takes {:.3g} GiB (the images as float32, '
             'and the loss\'s distances between them), more than a quarter of this machine\'s '
-            '{:.3g} GiB; lower --batch_p, --batch_k or the image sizes (--net_input_*, '
-            '--pre_crop_*, --pad_crop).'.format(args.batch_p, args.batch_k, height, width,
-                                                batch / 2 ** 30, available / 2 ** 30))
+            '{:.3g} GiB; lower --batch_p, --batch_k{} or the image sizes (--net_input_*, '
+            '--pre_crop_*, --pad_crop).'.format(
+                args.batch_p, args.batch_k, frames_text(args), height, width, batch / 2 ** 30,
+                available / 2 ** 30, ', --seq_len' if frames_of(args) > 1 else ''))
     head = 2048 * args.embedding_dim * 4 * 4
     if head > available / 2:
         raise cli.UserError(
@@ -104,14 +117,15 @@ def check_input_size(model, args):
     problem = input_size_problem(model, size)
     if problem:
         raise cannot_take(problem)
-    batch, available = args.batch_p * args.batch_k, physical_memory()
+    batch, available = args.batch_p * args.batch_k * frames_of(args), physical_memory()
     needed = activation_bytes(model, size) * batch
     if needed > available:
         raise cli.UserError(
             'a training batch of {} images of {}x{} through `{}` computes about {:.3g} GiB of '
             'feature maps, more than this machine\'s {:.3g} GiB of memory; lower --batch_p, '
-            '--batch_k or --net_input_height and --net_input_width.'.format(
-                batch, size[0], size[1], args.model_name, needed / 2 ** 30, available / 2 ** 30))
+            '--batch_k{} or --net_input_height and --net_input_width.'.format(
+                batch, size[0], size[1], args.model_name, needed / 2 ** 30, available / 2 ** 30,
+                ', --seq_len' if frames_of(args) > 1 else ''))
     try:
         model(tf.zeros((1,) + size + (3,)), training=False)
     except tf.errors.ResourceExhaustedError as e:
