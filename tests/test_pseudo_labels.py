@@ -16,10 +16,13 @@ def separated(rng, identities=12, per_identity=6, dim=16, noise=0.1):
     return (centres[ids] + noise * rng.normal(size=(len(ids), dim))).astype(np.float32), ids
 
 
-def dense_encodings(embs, k1, k2):
-    """SpCL's encodings, densely and row by row, from a brute-force ranking."""
+def dense_encodings(embs, k1, k2, cameras=None, penalty=0.0):
+    """SpCL's encodings, densely and row by row, from a brute-force ranking;
+    with `cameras` (N,), two crops of one camera `penalty` farther apart."""
     n = len(embs)
     dist = ((embs[:, None] - embs[None]) ** 2).sum(-1)
+    if cameras is not None:
+        dist += penalty * (cameras[:, None] == cameras[None]) * (1 - np.eye(n))
     rank = np.argsort(dist, axis=1, kind='stable')
 
     def reciprocal(i, k):
@@ -100,6 +103,40 @@ def test_encodings_and_jaccard_distances_match_the_dense_reference(k2):
             (i, i) for i in range(len(embs))}
         assert (distances != distances.T).nnz == 0
         np.testing.assert_allclose(distances.diagonal(), 0, atol=1e-6)
+
+
+def test_a_camera_penalty_matches_the_dense_reference():
+    rng = np.random.default_rng(3)
+    embs = pseudo_labels.normalized(separated(rng, identities=6, per_identity=6, dim=8,
+                                              noise=0.6)[0])
+    cameras = np.tile(['a', 'b', 'c'], 12)
+    queries, base = pseudo_labels.camera_penalised(embs, cameras, 0.3)
+    rank, distances = pseudo_labels.nearest_neighbours(queries, 7, base)
+    dist = ((embs[:, None] - embs[None]) ** 2).sum(-1) + 0.3 * (
+        cameras[:, None] == cameras[None]) * (1 - np.eye(36))
+    expected = np.argsort(dist, axis=1, kind='stable')[:, :7]
+    assert (rank == expected).all()
+    np.testing.assert_allclose(distances, np.take_along_axis(dist, expected, 1), atol=1e-5)
+    v = pseudo_labels.encodings(queries, rank, 6, 3, base)
+    np.testing.assert_allclose(v.toarray(), dense_encodings(embs.astype(np.float64), 6, 3,
+                                                            cameras, 0.3), atol=1e-5)
+
+
+def test_a_camera_penalty_joins_a_person_across_cameras():
+    # Each camera shifts the crops it sees about as far as people differ:
+    # without the penalty most crops cluster with their camera, with it by person.
+    rng = np.random.default_rng(4)
+    people, shift = rng.normal(size=(10, 16)), 0.7 * rng.normal(size=(2, 16))
+    ids, cameras = np.repeat(np.arange(10), 8), np.tile(np.repeat([0, 1], 4), 10)
+    embs = pseudo_labels.normalized(people[ids] + shift[cameras] +
+                                    0.2 * rng.normal(size=(80, 16)))
+    scores = {}
+    for penalty in (0.0, 0.5):
+        labels = pseudo_labels.cluster(pseudo_labels.jaccard_graph(
+            embs, 7, 1, cameras=cameras, camera_penalty=penalty), 0.5, 3)
+        scores[penalty] = pseudo_labels.pairwise_scores(labels, ids)
+    assert scores[0.0]['recall'] < 0.5 < 0.6 < scores[0.5]['recall'], scores
+    assert scores[0.5]['precision'] > scores[0.0]['precision'], scores
 
 
 def test_well_separated_identities_become_their_clusters_and_a_stray_an_outlier():

@@ -42,23 +42,42 @@ def normalized(embs):
     return embs / np.maximum(norms, 1e-12)
 
 
-def nearest_neighbours(embs, k):
+def camera_penalised(embs, cameras, penalty):
+    """(queries, base) (N, D + cameras): the unit-length `embs` (N, D) with a
+    one-hot of each crop's camera appended, scaled by -penalty / 2 in the
+    queries, so that 2 - 2 × a query's inner product with a base row is the
+    squared distance of the two crops plus `penalty` when one camera saw
+    both. Searched by `nearest_neighbours`, a crop's neighbours then include
+    more crops of other cameras, where the same person looks least alike."""
+    _, camera = np.unique(np.asarray(cameras, str), return_inverse=True)
+    onehot = np.eye(camera.max(initial=0) + 1, dtype=np.float32)[camera]
+    return np.hstack([embs, -penalty / 2 * onehot]), np.hstack([embs, onehot])
+
+
+def nearest_neighbours(embs, k, base=None):
     """Each row's k nearest rows, itself first: ((N, k) int64 indices, (N, k)
-    float32 squared Euclidean distances), for unit-length `embs` (N, D)."""
+    float32 squared Euclidean distances), for unit-length `embs` (N, D); or,
+    with `base` (N, D), the rows of `base` of the largest inner products with
+    the queries `embs`, at the distances 2 - 2 × inner product
+    (`camera_penalised`)."""
     import faiss
     n, dim = embs.shape
     k = min(k, n)
+    metric = faiss.METRIC_L2 if base is None else faiss.METRIC_INNER_PRODUCT
+    base = embs if base is None else base
     if n <= EXACT_LIMIT:
-        index = faiss.IndexFlatL2(dim)
+        index = faiss.IndexFlat(dim, metric)
     else:
         lists = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists)
+        index = faiss.IndexIVFFlat(faiss.IndexFlat(dim, metric), dim, lists, metric)
         # faiss trains its k-means on at most 256 points a list anyway.
         sample = np.random.default_rng(0).choice(n, min(n, 64 * lists), replace=False)
-        index.train(embs[np.sort(sample)])
+        index.train(base[np.sort(sample)])
         index.nprobe = IVF_PROBES
-    index.add(embs)
+    index.add(base)
     distances, indices = index.search(embs, k)
+    if metric == faiss.METRIC_INNER_PRODUCT:
+        distances = 2 - 2 * distances
     # A crop whose nearest is a duplicate of it may list the duplicate first;
     # the crop itself goes first so that rank 0 is always the crop.
     indices, distances = _self_first(indices, distances)
@@ -86,7 +105,7 @@ def _reciprocal(rank, i, k):
     return forward[(rank[forward, :k + 1] == i).any(axis=1)]
 
 
-def encodings(embs, rank, k1, k2):
+def encodings(embs, rank, k1, k2, base=None):
     """The k-reciprocal encodings V: (N, N) sparse float32 CSR, rows summing to 1.
 
     Args:
@@ -94,8 +113,11 @@ def encodings(embs, rank, k1, k2):
         rank: (N, k1 + 1) nearest neighbours, each row's own index first.
         k1: the size of the k-reciprocal sets; k2: the neighbours averaged
             in the local query expansion (1 for none).
+        base: with `embs` as queries, what `rank` was searched in
+            (`camera_penalised`), whose distances then weigh the encodings.
     """
     n = len(embs)
+    base = embs if base is None else base
     half = int(round(k1 / 2))
     rows, cols, values = [], [], []
     for i in range(n):
@@ -106,7 +128,7 @@ def encodings(embs, rank, k1, k2):
             if len(np.intersect1d(near, members)) > 2 / 3 * len(near):
                 expanded.append(near)
         members = np.unique(np.concatenate(expanded))
-        weights = np.exp(-(2 - 2 * embs[members] @ embs[i]))
+        weights = np.exp(-np.where(members == i, 0, 2 - 2 * base[members] @ embs[i]))
         rows.append(np.full(len(members), i))
         cols.append(members)
         values.append(weights / weights.sum())
@@ -161,13 +183,17 @@ def jaccard_distances(v, rank, below=1.0, block=65536):
     return scipy.sparse.csr_matrix((values, (rows, cols)), shape=(n, n))
 
 
-def jaccard_graph(embs, k1=30, k2=6, below=1.0):
+def jaccard_graph(embs, k1=30, k2=6, below=1.0, cameras=None, camera_penalty=0.0):
     """`jaccard_distances` of the encodings of `embs` (N, D) between each crop
-    and its k1 nearest: (N, N) sparse."""
-    embs = normalized(embs)
-    rank, _ = nearest_neighbours(embs, k1 + 1)
+    and its k1 nearest: (N, N) sparse. With `cameras` (N,) and a
+    `camera_penalty`, crops of one camera are that much farther apart
+    (`camera_penalised`)."""
+    embs, base = normalized(embs), None
+    if cameras is not None and camera_penalty:
+        embs, base = camera_penalised(embs, cameras, camera_penalty)
+    rank, _ = nearest_neighbours(embs, k1 + 1, base)
     k1 = rank.shape[1] - 1
-    return jaccard_distances(encodings(embs, rank, k1, k2), rank, below)
+    return jaccard_distances(encodings(embs, rank, k1, k2, base), rank, below)
 
 
 def cluster(distances, eps=0.6, min_samples=4):
