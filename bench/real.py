@@ -63,6 +63,7 @@ import csv
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -73,6 +74,7 @@ import numpy as np
 from cli import startup
 from bench import adaptation, tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
+from excluders import cuhk03_folders
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
 # The recipes that start from a torchreid model-zoo file (--zoo_weights),
@@ -125,6 +127,24 @@ def csvs(args):
             for split in ('train', 'query', 'test')}
 
 
+def camera_csv(train_csv, scratch):
+    """The training crops of `train_csv` as --pseudo_labels reads them with
+    their cameras: a `path,camera,identity` CSV in `scratch` (the identities
+    only score the pseudo-labels), the camera from each crop's number as the
+    cuhk03_folders excluder reads it."""
+    target = os.path.join(scratch, 'train_cameras.csv')
+    with open(train_csv, newline='') as f:
+        rows = list(csv.reader(f))
+    numbers = np.array([re.search(cuhk03_folders.PATTERN, os.path.splitext(path)[0]).group(2)
+                        for _, path in rows])
+    with open(target, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['path', 'camera', 'identity'])
+        writer.writerows((path, camera, identity) for (identity, path), camera
+                         in zip(rows, cuhk03_folders.camera(numbers)))
+    return target
+
+
 def import_zoo(args, scratch, log):
     """The experiment root of --zoo_weights, imported once."""
     root = os.path.join(scratch, 'zoo')
@@ -149,8 +169,10 @@ def run_project(args, recipe, seed, root, log, scratch):
         if recipe in ZOO_RECIPES:
             flags = ['--model_name', json.load(open(os.path.join(weights, 'args.json')))[
                 'model_name']] + flags
+        train_set = camera_csv(files['train'], scratch) if recipe == 'zoo_adapt' \
+            else files['train']
         _, seconds = run([python, 'train.py', '--experiment_root', root, '--train_set',
-                          files['train'], '--image_root', args.image_root,
+                          train_set, '--image_root', args.image_root,
                           '--checkpoint_frequency', '0', '--seed', str(seed)] + flags +
                          shlex.split(args.train_flags), log)
     embeddings = []
