@@ -31,6 +31,7 @@ class Adaptation:
     camera_regex: object = None
     camera_centering: bool = False
     initial_head: object = None
+    cluster_camera_penalty: float = 0.0
 
     @classmethod
     def of(cls, args):
@@ -113,6 +114,14 @@ def add_flags(parser, step_settings, loss_flags):
         '--camera_centering', action='store_true', default=default.camera_centering,
         help='Before clustering, subtract each camera\'s mean embedding, so that crops cluster '
              'by person rather than by camera (needs cameras, from a column or --camera_regex).')
+    group.add_argument(
+        '--cluster_camera_penalty', default=default.cluster_camera_penalty,
+        type=flags.float_between(0, 4),
+        help='Before clustering, add this to the squared distance (of unit-length embeddings, '
+             '0 to 4) between two crops of one camera, so that each crop\'s nearest neighbours, '
+             'and so its pseudo-identity, reach into the other cameras, where the same person '
+             'looks least alike (needs cameras, from a column or --camera_regex). 0 turns it '
+             'off.')
     add_memory_flags(group, step_settings)
 
 
@@ -132,3 +141,20 @@ def add_memory_flags(group, step_settings):
         type=flags.float_between(0, 1),
         help='How much of a centroid each step keeps: the centroid of each pseudo-identity in '
              'the batch becomes momentum × itself + (1 − momentum) × its hardest crop.')
+    group.add_argument(
+        '--camera_proxies', action='store_true', default=step_settings.camera_proxies,
+        help='Camera-aware proxies (CAP): the cluster memory keeps one centroid per '
+             'pseudo-identity and camera, and the memory loss compares each crop with the '
+             'proxies of its own camera only, so that a person whom the clustering split by '
+             'camera is no negative of himself, plus --inter_camera_weight times a loss that '
+             'pulls it towards its pseudo-identity\'s proxies in every camera. Needs the '
+             'crops\' cameras (a `camera` column or --camera_regex).')
+    group.add_argument(
+        '--inter_camera_weight', default=step_settings.inter_camera_weight,
+        type=flags.float_between(0, 1e6),
+        help='With --camera_proxies, the weight of the inter-camera term.')
+    group.add_argument(
+        '--proxy_negatives', default=step_settings.proxy_negatives,
+        type=flags.int_between(1, 100000),
+        help='With --camera_proxies, the most similar proxies of other pseudo-identities that '
+             'the inter-camera term compares each crop with.')

@@ -105,6 +105,9 @@ class StepSettings:
     memory_loss_weight: float = 0.0
     memory_temperature: float = 0.05
     memory_momentum: float = 0.1
+    camera_proxies: bool = False
+    inter_camera_weight: float = 0.5
+    proxy_negatives: int = 50
     weight_decay: float = 0.0
     xla: bool = False
     per_replica_mining: bool = False

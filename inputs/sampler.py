@@ -176,7 +176,7 @@ def draw_members(by_pid, bounds, batch_k, seed, pid, position):
 def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
                flip_augment=False, crop_augment=False, seed=0, loading_threads=8,
                start_step=0, num_shards=1, shard_index=0, splits=1, pad_crop=0,
-               erasing=0.0, erasing_fill='mean'):
+               erasing=0.0, erasing_fill='mean', labels=None):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
@@ -212,6 +212,8 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
             after the other augmentations.
         erasing (float): The probability of `random_erasing`, applied last.
         erasing_fill (str): Its fill, one of `flags.ERASING_FILLS`.
+        labels: (N,) int labels of the images to yield instead of their
+            identities' numbers (the camera proxies of --pseudo_labels).
 
     Returns:
         A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),
@@ -220,7 +222,7 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
     """
     num_pids, pid_index, by_pid, bounds = identity_groups(pids, batch_p, num_shards * splits)
     fids_t, pids_t = tf.constant(fids), tf.constant(pids)
-    labels_t = tf.constant(pid_index, tf.int32)
+    labels_t = tf.constant(pid_index if labels is None else labels, tf.int32)
     shard_p = batch_p // num_shards
 
     def sample_k_fids(pid, position):

@@ -14,7 +14,7 @@ import cli
 import train
 from conftest import base_args, logged_iterations, make_dataset, scalars, write_file
 from inputs import unlabelled
-from training import cluster_memory, pseudo_labels
+from training import adaptation, cluster_memory, pseudo_labels
 
 
 @pytest.fixture(scope='module')
@@ -167,6 +167,59 @@ def test_memory_loss_and_update_match_numpy():
         np.testing.assert_allclose(centroid, moved / np.linalg.norm(moved), rtol=1e-5)
 
 
+def test_camera_loss_matches_numpy():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(5, 4)).astype(np.float32)
+    memory = rng.normal(size=(6, 4)).astype(np.float32)
+    memory /= np.linalg.norm(memory, axis=1, keepdims=True)
+    # Pseudo-identities 0 (cameras 0, 1), 1 (camera 0), 2 (cameras 0, 1, 2).
+    cluster, camera = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 0, 0, 1, 2])
+    proxies = np.array([0, 1, 2, 5, 4])
+    logits = emb / np.linalg.norm(emb, axis=1, keepdims=True) @ memory.T / 0.1
+    expected = []
+    for i, own in enumerate(proxies):
+        mine = camera == camera[own]
+        intra = np.log(np.exp(logits[i, mine]).sum()) - logits[i, own]
+        positive = cluster == cluster[own]
+        hardest = np.sort(logits[i, ~positive])[::-1][:2]
+        normaliser = np.log(np.exp(logits[i, positive]).sum() + np.exp(hardest).sum())
+        expected.append(intra + 0.5 * np.mean(normaliser - logits[i, positive]))
+    np.testing.assert_allclose(
+        cluster_memory.camera_loss(emb, memory, proxies, cluster, camera, 0.1, 0.5, 2),
+        expected, rtol=1e-4, atol=1e-5)
+
+
+def test_camera_proxies_number_each_pseudo_identity_and_camera():
+    labels = np.array([1, 0, -1, 1, 0, 1])
+    proxies, cluster, camera = adaptation.camera_proxies(labels, ['b', 'a', 'a', 'a', 'a', 'b'])
+    assert list(proxies) == [2, 0, -1, 1, 0, 2]
+    assert list(cluster) == [0, 1, 1] and list(camera) == [0, 0, 1]
+
+
+def test_camera_proxies_train_and_resume_exactly(tmp_path, trained, interrupt_at):
+    straight, resumed = str(tmp_path / 'a'), str(tmp_path / 'b')
+    extra = ('--camera_proxies', '--camera_regex', r'_c(\d)', '--checkpoint_frequency', '1000')
+    assert train.main(adapt_args(straight, trained, 14, *extra)) == 0
+    interrupt_at(12)
+    assert train.main(adapt_args(resumed, trained, 14, *extra)) == 0
+    assert train.main(['--experiment_root', resumed, '--resume']) == 0
+    labels = round_labels(straight)['round2_iter10.csv']
+    cameras = labels['path'].str.extract(r'_c(\d)')[0]
+    found = labels['pseudo_identity'] >= 0
+    proxies = len(set(zip(labels['pseudo_identity'][found], cameras[found])))
+    assert proxies > labels['pseudo_identity'].max() + 1, 'the crops of a person span cameras'
+    checkpoints = [tf.train.load_checkpoint(os.path.join(r, 'checkpoint-14'))
+                   for r in (straight, resumed)]
+    shapes = checkpoints[0].get_variable_to_shape_map()
+    name = next(n for n in shapes if n.startswith('memory/'))
+    assert shapes[name][0] == proxies
+    np.testing.assert_allclose(checkpoints[0].get_tensor(name), checkpoints[1].get_tensor(name),
+                               atol=1e-4)
+    losses = [dict(logged_iterations(r)) for r in (straight, resumed)]
+    np.testing.assert_allclose([losses[0][i] for i in range(1, 15)],
+                               [losses[1][i] for i in range(1, 15)], rtol=1e-3, atol=1e-4)
+
+
 def test_the_unlabelled_formats(tmp_path):
     root = str(tmp_path)
     for name in ('a/1_c1.jpg', 'a/2_c2.jpg', 'b/3_c1.jpg'):
@@ -200,6 +253,9 @@ def test_the_unlabelled_formats(tmp_path):
     (('--id_loss_weight', '1'), None, 'cannot train the identity or center loss'),
     (('--embedding_dim', '32'), None, 'does not fit this one.*--no-initial_head'),
     (('--camera_centering',), None, '--camera_centering needs the crops\' cameras'),
+    (('--camera_proxies',), None, '--camera_proxies needs the crops\' cameras'),
+    (('--camera_proxies', '--camera_regex', '_c(.)', '--memory_loss_weight', '0'), None,
+     '--camera_proxies are centroids of the cluster memory'),
     ((), 'path,track,frame\ntrain/0001_c1s1_000000_00.jpg,5,1\n'
          'train/0001_c2s1_000001_00.jpg,5,1\n', 'lines 2 and 3: track `5` has two crops in '
                                                 'frame 1'),

@@ -82,6 +82,21 @@ def centroids(embs, labels):
     return pseudo_labels.normalized(sums)
 
 
+def camera_proxies(labels, cameras):
+    """The camera proxies of pseudo-labels (N,) with cameras (N,): ((N,) int
+    proxy of each crop, -1 for outliers, (Q,) int32 pseudo-identity and (Q,)
+    int32 camera number of each proxy), one proxy per pseudo-identity and
+    camera that holds crops of it, ordered by pseudo-identity."""
+    _, camera = np.unique(np.asarray(cameras, str), return_inverse=True)
+    cameras_count = camera.max(initial=0) + 1
+    found = labels >= 0
+    keys, proxy = np.unique(labels[found] * cameras_count + camera[found], return_inverse=True)
+    proxies = np.full(len(labels), -1, np.int64)
+    proxies[found] = proxy
+    return (proxies, (keys // cameras_count).astype(np.int32),
+            (keys % cameras_count).astype(np.int32))
+
+
 def centred_by_camera(embs, cameras):
     """`embs` (N, D) with each camera's mean embedding subtracted, unit length again."""
     unit = pseudo_labels.normalized(embs).copy()
@@ -122,7 +137,9 @@ def cluster_crops(embs, crops, settings, batch_p):
         embs = centred_by_camera(embs, crops.cameras)
     # DBSCAN takes the neighbours at a distance of at most eps.
     distances = pseudo_labels.jaccard_graph(embs, settings.cluster_k1, settings.cluster_k2,
-                                            below=np.nextafter(settings.cluster_eps, 2))
+                                            below=np.nextafter(settings.cluster_eps, 2),
+                                            cameras=crops.cameras,
+                                            camera_penalty=settings.cluster_camera_penalty)
     labels = pseudo_labels.cluster(distances, settings.cluster_eps,
                                    settings.cluster_min_samples)
     if crops.tracks is not None:
@@ -195,9 +212,10 @@ class Rounds:
         """The round that training from iteration `step` is in.
 
         Returns:
-            (pids (M,) zero-padded pseudo-identities, fids (M,)) of the M
-            crops that a cluster took, for the P×K sampler, whose labels then
-            number the rows of the cluster memory.
+            {'pids': (M,) zero-padded pseudo-identities, 'fids': (M,),
+            'labels': None or, with --camera_proxies, their (M,) proxies} of
+            the M crops that a cluster took, for the P×K sampler, whose
+            labels then number the rows of the cluster memory.
         """
         start, number = self.start, int(self.extras['round'].numpy())
         fids = self.crops.fids
@@ -220,17 +238,27 @@ class Rounds:
                                 'infinity; its weights are broken. Resume from an earlier '
                                 'checkpoint with a lower --learning_rate.'.format(step))
         self.labels = cluster_crops(embs, self.crops, self.settings, self.args.batch_p)
-        self.extras['memory'].assign(centroids(embs, self.labels))
+        rows = self.labels
+        if 'proxy_cluster' in self.extras:
+            rows = camera_proxies(self.labels, self.crops.cameras)[0]
+        self.extras['memory'].assign(centroids(embs, rows))
         self.extras['round_start'].assign(step)
         self.extras['round'].assign(number)
         self.fresh, self.seconds = True, time.time() - began
         return self.training_data()
 
     def training_data(self):
-        """(pids, fids) of the clustered crops; see `begin`."""
+        """The pseudo-identities of the clustered crops; see `begin`."""
         keep = self.labels >= 0
         width = len(str(self.labels.max()))
-        return np.char.zfill(self.labels[keep].astype(str), width), self.crops.fids[keep]
+        data = {'pids': np.char.zfill(self.labels[keep].astype(str), width),
+                'fids': self.crops.fids[keep], 'labels': None}
+        if 'proxy_cluster' in self.extras:
+            proxies, cluster, camera = camera_proxies(self.labels, self.crops.cameras)
+            self.extras['proxy_cluster'].assign(cluster)
+            self.extras['proxy_camera'].assign(camera)
+            data['labels'] = proxies[keep]
+        return data
 
     def commit(self, writer):
         """Writes the new round's labels and its summaries."""

@@ -76,6 +76,9 @@ def check_memory_loss(args):
     if args.memory_loss_weight and not args.pseudo_labels:
         raise cli.UserError('--memory_loss_weight keeps one centroid per pseudo-identity; it '
                             'needs --pseudo_labels.')
+    if args.camera_proxies and not (args.pseudo_labels and args.memory_loss_weight):
+        raise cli.UserError('--camera_proxies are centroids of the cluster memory; they need '
+                            '--pseudo_labels and --memory_loss_weight above 0.')
 
 
 def check_identity_count(source, num_ids, train_set):

@@ -55,3 +55,45 @@ def update(emb, memory, labels, momentum):
         hardest = tf.math.unsorted_segment_min(candidates, group, count)
         moved = momentum * tf.gather(memory, rows) + (1.0 - momentum) * tf.gather(unit, hardest)
         return rows, tf.math.l2_normalize(moved, axis=1)
+
+
+def camera_loss(emb, memory, proxies, proxy_cluster, proxy_camera, temperature, inter_weight,
+                negatives):
+    """The camera-aware proxy loss of CAP (Wang et al. 2021): the memory
+    holds one centroid per pseudo-identity and camera (a proxy). Its
+    intra-camera term is a softmax over the proxies of the crop's own camera
+    against its own proxy, so that a person seen by another camera, whom the
+    clustering put apart, is no negative; its inter-camera term pulls the crop
+    towards every proxy of its pseudo-identity, in any camera, against them and
+    the `negatives` most similar proxies of other pseudo-identities.
+
+    Args:
+        emb: (B, D) embeddings.
+        memory: (Q, D) unit-length proxies.
+        proxies: (B,) int proxy of each crop, in [0, Q).
+        proxy_cluster, proxy_camera: (Q,) int pseudo-identity and camera of
+            each proxy.
+        temperature (float): divides the similarities.
+        inter_weight (float): weight of the inter-camera term.
+        negatives (int): the hardest negative proxies of the inter-camera term.
+
+    Returns:
+        (B,) per-image losses.
+    """
+    with tf.name_scope('camera_loss'):
+        unit = tf.math.l2_normalize(tf.cast(emb, tf.float32), axis=1)
+        logits = tf.matmul(unit, tf.stop_gradient(memory), transpose_b=True) / temperature
+        # A large negative rather than -inf, whose products make NaNs.
+        shut = tf.fill(tf.shape(logits), -1e9)
+        same_camera = tf.equal(tf.gather(proxy_camera, proxies)[:, None], proxy_camera[None, :])
+        intra = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            proxies, tf.where(same_camera, logits, shut))
+        positive = tf.equal(tf.gather(proxy_cluster, proxies)[:, None], proxy_cluster[None, :])
+        hardest = tf.math.top_k(tf.where(positive, shut, logits),
+                                tf.minimum(negatives, tf.shape(memory)[0])).values
+        normaliser = tf.reduce_logsumexp(
+            tf.concat([tf.where(positive, logits, shut), hardest], axis=1), axis=1)
+        positives = tf.cast(positive, tf.float32)
+        inter = -tf.reduce_sum(positives * (logits - normaliser[:, None]), axis=1) / \
+            tf.reduce_sum(positives, axis=1)
+        return intra + inter_weight * inter

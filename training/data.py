@@ -23,12 +23,15 @@ class TrainingData(NamedTuple):
     `image_root`. With --pseudo_labels, `crops` are all the unlabelled crops
     (`unlabelled.Crops`), and the identities and paths those of the current
     round's pseudo-identities (see `adaptation`). With --seq_len, the
-    `tracklets.Tracklets` of --train_set, whose (T,) identities `pids` are."""
+    `tracklets.Tracklets` of --train_set, whose (T,) identities `pids` are.
+    `labels`, with --camera_proxies, are the (N,) camera proxies of the
+    round's crops, which the batches carry instead of their identities."""
     pids: np.ndarray
     fids: np.ndarray
     image_root: str
     crops: object = None
     tracklets: object = None
+    labels: object = None
 
 
 def load_data(args, chief):
@@ -86,8 +89,9 @@ def load_crops(args, chief):
     crops = crops.subset(decodable_mask(crops.fids, crops.image_root, args.skip_corrupt_images,
                                         args.loading_threads, log,
                                         max_pixels=args.max_image_pixels))
-    if args.camera_centering and crops.cameras is None:
-        raise cli.UserError('--camera_centering needs the crops\' cameras: a `camera` column '
-                            'in --train_set, or --camera_regex.')
+    for flag in ('camera_centering', 'camera_proxies', 'cluster_camera_penalty'):
+        if getattr(args, flag) and crops.cameras is None:
+            raise cli.UserError('--{} needs the crops\' cameras: a `camera` column in '
+                                '--train_set, or --camera_regex.'.format(flag))
     check_log_space(args, chief, crops.fids)
     return TrainingData(np.zeros(0, str), crops.fids, crops.image_root, crops)

@@ -127,8 +127,7 @@ def begin_rounds(run, data):
     if data.crops is None:
         return data, None
     rounds = adaptation.Rounds(run.args, run.model, run.extras, data.crops)
-    pids, fids = rounds.begin(int(run.step.numpy()))
-    return data._replace(pids=pids, fids=fids), rounds
+    return data._replace(**rounds.begin(int(run.step.numpy()))), rounds
 
 
 def next_round(run, rounds, data, batches, step, writer):
@@ -136,8 +135,7 @@ def next_round(run, rounds, data, batches, step, writer):
     iteration `step` is in. A new round's labels are written, and the
     checkpoint of `step` is saved with its cluster memory."""
     if rounds.starts_at(step):
-        pids, fids = rounds.begin(step)
-        data = data._replace(pids=pids, fids=fids)
+        data = data._replace(**rounds.begin(step))
         batches = make_batches(run, data, step)
     if not rounds.fresh:
         return data, batches, False
@@ -272,7 +270,7 @@ def make_batches(run, data, start_step):
                                        seq_len=args.seq_len,
                                        frame_sampling=args.frame_sampling, **options)
         return sampler.pk_dataset(data.pids, data.fids, data.image_root, preprocessing,
-                                  **options)
+                                  labels=data.labels, **options)
     if strategy.num_replicas_in_sync > 1:
         return iter(strategy.distribute_datasets_from_function(make_dataset))
     return iter(make_dataset())

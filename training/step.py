@@ -46,6 +46,12 @@ def auxiliary_heads(args, num_ids, embedding_dim):
         extras['round_start'] = tf.Variable(-1, dtype=tf.int64, trainable=False,
                                             name='round_start')
         extras['round'] = tf.Variable(0, dtype=tf.int64, trainable=False, name='round')
+        if getattr(args, 'camera_proxies', False):
+            # The memory's rows are then proxies, one per pseudo-identity and
+            # camera; the round sets these (Q,) from its labels.
+            for name in ('proxy_cluster', 'proxy_camera'):
+                extras[name] = tf.Variable(tf.zeros(0, tf.int32), trainable=False, name=name,
+                                           shape=tf.TensorShape([None]))
     return extras
 
 
@@ -57,8 +63,9 @@ def trainable_variables(model, extras):
                                         for variable in extras[name].trainable_variables]
 
 
-def auxiliary_losses(extras, endpoints, emb, labels, args):
-    """The per-image identity and center losses that are on: {name: (b,)}."""
+def auxiliary_losses(extras, endpoints, emb, labels, args, proxies=None):
+    """The per-image identity, center and memory losses that are on: {name:
+    (b,)}; `proxies` (b,) are the crops' rows of a memory of camera proxies."""
     terms = {}
     if 'classifier' in extras:
         # Before any L2 normalisation: a softmax over unit vectors would need a
@@ -77,8 +84,13 @@ def auxiliary_losses(extras, endpoints, emb, labels, args):
     if 'centers' in extras:
         terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
     if 'memory' in extras and args.memory_loss_weight:
-        terms['memory_loss'] = cluster_memory.loss(emb, extras['memory'], labels,
-                                                args.memory_temperature)
+        if 'proxy_cluster' in extras:
+            terms['memory_loss'] = cluster_memory.camera_loss(
+                emb, extras['memory'], proxies, extras['proxy_cluster'], extras['proxy_camera'],
+                args.memory_temperature, args.inter_camera_weight, args.proxy_negatives)
+        else:
+            terms['memory_loss'] = cluster_memory.loss(emb, extras['memory'], labels,
+                                                    args.memory_temperature)
     return terms
 
 
@@ -102,6 +114,11 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
 
     def replica_gradients(images, labels):
         context = tf.distribute.get_replica_context()
+        # With camera proxies the batches carry each crop's proxy, whose
+        # pseudo-identity every other loss takes as the label.
+        proxies = labels
+        if 'proxy_cluster' in extras:
+            labels = tf.gather(extras['proxy_cluster'], proxies)
         with tf.GradientTape() as tape:
             endpoints = forward(images)
             emb = tf.cast(endpoints.get('metric_emb', endpoints['emb']), tf.float32)
@@ -115,7 +132,7 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
             # Losses that draw at random draw from the step, so resuming redraws the same.
             losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
                              seed=sampler.stream_seed(args.seed, 4, step))
-            terms = auxiliary_losses(extras, endpoints, emb, labels, args)
+            terms = auxiliary_losses(extras, endpoints, emb, labels, args, proxies)
             total = tf.add_n([args.triplet_loss_weight * tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
             total /= global_batch
@@ -129,7 +146,7 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
         top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
         # Masks travel as int32: tf.distribute cannot gather booleans.
         return grads, dict(terms, **{
-            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
+            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels, 'proxies': proxies,
             'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
             'top1': top1[None], 'prec_at_k': prec_at_k[None],
             'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
@@ -186,8 +203,8 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None, forward
             strategy.run(replica_step, args=(images, labels)))[0]
         step.assign_add(1)
         if 'memory' in extras:
-            rows, centroids = cluster_memory.update(out['emb'], extras['memory'], out['labels'],
-                                                 args.memory_momentum)
+            rows, centroids = cluster_memory.update(out['emb'], extras['memory'],
+                                                 out['proxies'], args.memory_momentum)
             extras['memory'].scatter_nd_update(rows[:, None], centroids)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
