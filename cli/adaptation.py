@@ -106,6 +106,13 @@ def add_flags(parser, step_settings, loss_flags):
         '--cluster_k2', default=default.cluster_k2, type=flags.int_between(1, 1000),
         help='Neighbours whose encodings are averaged into each crop\'s (re-ranking\'s k2; '
              '1 turns the expansion off).')
+    add_camera_flags(group, default)
+    add_memory_flags(group, step_settings)
+
+
+def add_camera_flags(group, default):
+    """The flags of the crops' cameras and the clustering's use of them, in
+    `group`, with the defaults of the `Adaptation` `default`."""
     group.add_argument(
         '--camera_regex', default=default.camera_regex, type=regex_with_group,
         help='The regular expression whose first group, searched in each crop\'s path, is its '
@@ -122,7 +129,6 @@ def add_flags(parser, step_settings, loss_flags):
              'and so its pseudo-identity, reach into the other cameras, where the same person '
              'looks least alike (needs cameras, from a column or --camera_regex). 0 turns it '
              'off.')
-    add_memory_flags(group, step_settings)
 
 
 def add_memory_flags(group, step_settings):
@@ -142,7 +148,8 @@ def add_memory_flags(group, step_settings):
         help='How much of a centroid each step keeps: the centroid of each pseudo-identity in '
              'the batch becomes momentum × itself + (1 − momentum) × its hardest crop.')
     group.add_argument(
-        '--camera_proxies', action='store_true', default=step_settings.camera_proxies,
+        '--camera_proxies', action=argparse.BooleanOptionalAction,
+        default=step_settings.camera_proxies,
         help='Camera-aware proxies (CAP): the cluster memory keeps one centroid per '
              'pseudo-identity and camera, and the memory loss compares each crop with the '
              'proxies of its own camera only, so that a person whom the clustering split by '

@@ -98,7 +98,7 @@ def test_each_recipe_trains(recipe, tmp_path):
             '--train_iterations', '30', '--learning_rate', '1e-3',
             '--checkpoint_frequency', '30']) == 0
         extra = ['--initial_checkpoint', start, '--cluster_k1', '4', '--cluster_min_samples',
-                 '2']
+                 '2', '--camera_regex', r'_c(\d)']
     if recipe_args.val_excluder:
         extra += ['--val_query', csv_path, '--val_gallery', csv_path, '--val_every', '2']
     argv = ['@' + recipe] + base_args(root, csv_path, data, 2)[:6] + SMALL + extra

@@ -91,7 +91,9 @@ def load_crops(args, chief):
                                         max_pixels=args.max_image_pixels))
     for flag in ('camera_centering', 'camera_proxies', 'cluster_camera_penalty'):
         if getattr(args, flag) and crops.cameras is None:
-            raise cli.UserError('--{} needs the crops\' cameras: a `camera` column in '
-                                '--train_set, or --camera_regex.'.format(flag))
+            raise cli.UserError('--{} needs the crops\' cameras: give --train_set a `camera` '
+                                'column or --camera_regex (such as `_c(\\d+)`), or leave the '
+                                'flag out{}.'.format(flag, ' (--no-camera_proxies)' if flag ==
+                                                     'camera_proxies' else ''))
     check_log_space(args, chief, crops.fids)
     return TrainingData(np.zeros(0, str), crops.fids, crops.image_root, crops)
