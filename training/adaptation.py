@@ -225,7 +225,7 @@ class Rounds:
             # written, the same model clusters the same crops again below.
             if os.path.exists(path) or step != start:
                 self.labels, self.fresh = read_labels(path, fids), False
-                return self.training_data()
+                return self.training_data(self.memory_rows())
         else:
             number += 1
         began = time.time()
@@ -238,27 +238,32 @@ class Rounds:
                                 'infinity; its weights are broken. Resume from an earlier '
                                 'checkpoint with a lower --learning_rate.'.format(step))
         self.labels = cluster_crops(embs, self.crops, self.settings, self.args.batch_p)
-        rows = self.labels
-        if 'proxy_cluster' in self.extras:
-            rows = camera_proxies(self.labels, self.crops.cameras)[0]
+        rows = self.memory_rows()
         self.extras['memory'].assign(centroids(embs, rows))
         self.extras['round_start'].assign(step)
         self.extras['round'].assign(number)
         self.fresh, self.seconds = True, time.time() - began
-        return self.training_data()
+        return self.training_data(rows)
 
-    def training_data(self):
-        """The pseudo-identities of the clustered crops; see `begin`."""
+    def memory_rows(self):
+        """(N,) each crop's row of the cluster memory, -1 for outliers: its
+        pseudo-identity or, with --camera_proxies, its proxy, whose tables of
+        pseudo-identity and camera this sets in `extras`."""
+        if 'proxy_cluster' not in self.extras:
+            return self.labels
+        proxies, cluster, camera = camera_proxies(self.labels, self.crops.cameras)
+        self.extras['proxy_cluster'].assign(cluster)
+        self.extras['proxy_camera'].assign(camera)
+        return proxies
+
+    def training_data(self, rows):
+        """The pseudo-identities of the clustered crops, whose memory rows
+        are `rows` (`memory_rows`); see `begin`."""
         keep = self.labels >= 0
         width = len(str(self.labels.max()))
-        data = {'pids': np.char.zfill(self.labels[keep].astype(str), width),
-                'fids': self.crops.fids[keep], 'labels': None}
-        if 'proxy_cluster' in self.extras:
-            proxies, cluster, camera = camera_proxies(self.labels, self.crops.cameras)
-            self.extras['proxy_cluster'].assign(cluster)
-            self.extras['proxy_camera'].assign(camera)
-            data['labels'] = proxies[keep]
-        return data
+        return {'pids': np.char.zfill(self.labels[keep].astype(str), width),
+                'fids': self.crops.fids[keep],
+                'labels': rows[keep] if 'proxy_cluster' in self.extras else None}
 
     def commit(self, writer):
         """Writes the new round's labels and its summaries."""
