@@ -145,11 +145,15 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
         same, positive, negative = loss.identity_masks(batch_labels, anchors)
         top1, prec_at_k, _ = loss.top_k_precision(dists, same, args.batch_k - 1)
         # Masks travel as int32: tf.distribute cannot gather booleans.
-        return grads, dict(terms, **{
-            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels, 'proxies': proxies,
+        out = dict(terms, **{
+            'losses': losses, 'emb': emb, 'dists': dists, 'labels': labels,
             'pos_mask': tf.cast(positive, tf.int32), 'neg_mask': tf.cast(negative, tf.int32),
             'top1': top1[None], 'prec_at_k': prec_at_k[None],
             'emb_lengths': tf.norm(tf.cast(endpoints['emb_raw'], tf.float32), axis=1)})
+        if 'proxy_cluster' in extras:
+            # The memory's rows, for its update after the step.
+            out['proxies'] = proxies
+        return grads, out
     return replica_gradients
 
 
@@ -204,7 +208,8 @@ def make_train_step(model, optimizer, step, args, strategy, extras=None, forward
         step.assign_add(1)
         if 'memory' in extras:
             rows, centroids = cluster_memory.update(out['emb'], extras['memory'],
-                                                 out['proxies'], args.memory_momentum)
+                                                 out.get('proxies', out['labels']),
+                                                 args.memory_momentum)
             extras['memory'].scatter_nd_update(rows[:, None], centroids)
         out['top1'], out['prec_at_k'] = (tf.reduce_mean(out[k]) for k in ('top1', 'prec_at_k'))
         out['active_count'] = tf.reduce_sum(tf.cast(out['losses'] > 1e-5, tf.float32))
