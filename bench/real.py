@@ -63,7 +63,6 @@ import csv
 import json
 import os
 import platform
-import re
 import shlex
 import shutil
 import sys
@@ -74,7 +73,7 @@ import numpy as np
 from cli import startup
 from bench import adaptation, tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
-from excluders import cuhk03_folders
+from excluders import _camera, cuhk03_folders
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
 # The recipes that start from a torchreid model-zoo file (--zoo_weights),
@@ -135,8 +134,8 @@ def camera_csv(train_csv, scratch):
     target = os.path.join(scratch, 'train_cameras.csv')
     with open(train_csv, newline='') as f:
         rows = list(csv.reader(f))
-    numbers = np.array([re.search(cuhk03_folders.PATTERN, os.path.splitext(path)[0]).group(2)
-                        for _, path in rows])
+    _, numbers = _camera.parse([path for _, path in rows], cuhk03_folders.PATTERN,
+                               'CUHK03 folders')
     with open(target, 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['path', 'camera', 'identity'])
