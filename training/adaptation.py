@@ -87,7 +87,7 @@ def camera_proxies(labels, cameras):
     proxy of each crop, -1 for outliers, (Q,) int32 pseudo-identity and (Q,)
     int32 camera number of each proxy), one proxy per pseudo-identity and
     camera that holds crops of it, ordered by pseudo-identity."""
-    _, camera = np.unique(np.asarray(cameras, str), return_inverse=True)
+    camera = pseudo_labels.camera_numbers(cameras)
     cameras_count = camera.max(initial=0) + 1
     found = labels >= 0
     keys, proxy = np.unique(labels[found] * cameras_count + camera[found], return_inverse=True)

@@ -42,6 +42,11 @@ def normalized(embs):
     return embs / np.maximum(norms, 1e-12)
 
 
+def camera_numbers(cameras):
+    """(N,) int64 numbers 0..C-1 of the cameras (N,), in their sorted order."""
+    return np.unique(np.asarray(cameras, str), return_inverse=True)[1].reshape(-1)
+
+
 def camera_penalised(embs, cameras, penalty):
     """(queries, base) (N, D + cameras): the unit-length `embs` (N, D) with a
     one-hot of each crop's camera appended, scaled by -penalty / 2 in the
@@ -49,7 +54,7 @@ def camera_penalised(embs, cameras, penalty):
     squared distance of the two crops plus `penalty` when one camera saw
     both. Searched by `nearest_neighbours`, a crop's neighbours then include
     more crops of other cameras, where the same person looks least alike."""
-    _, camera = np.unique(np.asarray(cameras, str), return_inverse=True)
+    camera = camera_numbers(cameras)
     onehot = np.eye(camera.max(initial=0) + 1, dtype=np.float32)[camera]
     return np.hstack([embs, -penalty / 2 * onehot]), np.hstack([embs, onehot])
 
