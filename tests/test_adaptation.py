@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import cli
 import train
+import training.data
 from conftest import base_args, logged_iterations, make_dataset, scalars, write_file
 from inputs import unlabelled
 from training import adaptation, cluster_memory, pseudo_labels
@@ -272,6 +273,17 @@ def test_bad_input_stops_before_anything_is_written(tmp_path, trained, extra, cs
         argv[argv.index('--train_set') + 1] = write_file(str(tmp_path / 'bad.csv'), csv_text)
     with pytest.raises(cli.UserError, match=message):
         train.main(argv)
+    assert not os.path.exists(root)
+
+
+def test_a_camera_per_crop_is_refused_for_the_camera_penalty(tmp_path, trained, monkeypatch):
+    # A regex that finds each crop's own name: one camera a crop, whose
+    # one-hot columns would grow with the square of the crops.
+    monkeypatch.setattr(training.data, 'MAX_PENALTY_CAMERAS', 10)
+    root = str(tmp_path / 'adapt')
+    with pytest.raises(cli.UserError, match='gives 64 different cameras \\(at most 10\\)'):
+        train.main(adapt_args(root, trained, 2, '--cluster_camera_penalty', '0.1',
+                              '--camera_regex', r'([^/]+)$'))
     assert not os.path.exists(root)
 
 

@@ -14,6 +14,12 @@ from inputs import sampler, tracklets, unlabelled
 from inputs.images import decodable_mask, load_training_sets
 from training import detailed_logs
 
+# The camera penalty appends a column per camera to every crop's embedding,
+# and centring passes over the crops once per camera, so a camera column that
+# names something else (a frame, a file) would cost N² memory or time; real
+# footage has tens of cameras.
+MAX_PENALTY_CAMERAS = 1000
+
 # The training loop's lines keep the logger name users and tests know.
 log = logging.getLogger('train')
 
@@ -95,5 +101,14 @@ def load_crops(args, chief):
                                 'column or --camera_regex (such as `_c(\\d+)`), or leave the '
                                 'flag out{}.'.format(flag, ' (--no-camera_proxies)' if flag ==
                                                      'camera_proxies' else ''))
+    if args.cluster_camera_penalty or args.camera_centering:
+        cameras = len(np.unique(crops.cameras))
+        if cameras > MAX_PENALTY_CAMERAS:
+            raise cli.UserError(
+                '--{} compares the cameras of the crops, but --train_set gives {} different '
+                'cameras (at most {}); check its `camera` column or --camera_regex, whose first '
+                'group must be the camera alone.'.format(
+                    'cluster_camera_penalty' if args.cluster_camera_penalty else
+                    'camera_centering', cameras, MAX_PENALTY_CAMERAS))
     check_log_space(args, chief, crops.fids)
     return TrainingData(np.zeros(0, str), crops.fids, crops.image_root, crops)
