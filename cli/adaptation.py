@@ -10,10 +10,9 @@ trains on the clusters as identities (`training.adaptation`).
 
 import argparse
 import dataclasses
-import re
 from dataclasses import dataclass
 
-from cli import flags
+from cli import flags, patterns
 
 
 @dataclass(frozen=True)
@@ -41,18 +40,6 @@ class Adaptation:
             args, name, default)
         return cls(**{field.name: get(field.name, field.default)
                       for field in dataclasses.fields(cls)})
-
-
-def regex_with_group(arg):
-    """A regular expression with at least one group, whose first group is taken."""
-    try:
-        compiled = re.compile(arg)
-    except re.error as e:
-        raise argparse.ArgumentTypeError('`{}` is not a regular expression: {}.'.format(arg, e))
-    if not compiled.groups:
-        raise argparse.ArgumentTypeError(
-            '`{}` has no group; put the camera in parentheses, as `_c(\\d+)`.'.format(arg))
-    return arg
 
 
 def add_flags(parser, step_settings, loss_flags):
@@ -114,7 +101,8 @@ def add_camera_flags(group, default):
     """The flags of the crops' cameras and the clustering's use of them, in
     `group`, with the defaults of the `Adaptation` `default`."""
     group.add_argument(
-        '--camera_regex', default=default.camera_regex, type=regex_with_group,
+        '--camera_regex', default=default.camera_regex, type=patterns.argument(
+            '--camera_regex', groups=1, remedy='put the camera in parentheses, as `_c(\\d+)`.'),
         help='The regular expression whose first group, searched in each crop\'s path, is its '
              'camera (such as `_c(\\d+)`), for crops whose CSV has no camera column.')
     group.add_argument(

@@ -36,7 +36,8 @@ def check_writable(path, flag, folder=False):
         raise UserError('{} `{}` is a folder; give a file name.'.format(flag, path))
     if os.path.exists(path) and folder and not os.path.isdir(path):
         raise UserError('{} `{}` is a file; give a folder.'.format(flag, path))
-    parent = path if folder else os.path.dirname(path)
+    # A file behind a link is written where the link points (see `output`).
+    parent = path if folder else os.path.dirname(real if os.path.exists(path) else path)
     while folder and not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
@@ -267,6 +268,7 @@ def output(path, directory=False, replace=True, suffix='', flag=None, inputs=(),
     Yields a new temporary path beside `path` for the caller to fill; when the
     block ends, syncs what was written to the disk and renames it into place,
     so that `path` holds the old content or the new, never half of either.
+    A file behind a link is replaced where the link points, the link kept.
     When the block raises, the temporary is removed; after a kill it is left,
     named after this host and process, and the next writer of `path` removes
     it (`temporary_beside`). The temporary has the permissions that open()
@@ -295,6 +297,12 @@ def output(path, directory=False, replace=True, suffix='', flag=None, inputs=(),
         place at the same time (its complete output is kept).
     """
     refuse_harmful(path, flag or 'the output', directory, inputs, experiment)
+    if not directory and os.path.islink(path):
+        # The user keeps a file behind the link (a gallery, say): replacing
+        # the link by a new file would leave that file as it was while the
+        # command reports it changed. The file itself is replaced instead.
+        path = os.path.realpath(path)
+        refuse_harmful(path, flag or 'the output', directory, inputs, experiment)
     if not replace and os.path.lexists(path):
         raise appeared(path)
     parent = os.path.dirname(os.path.abspath(path))

@@ -44,7 +44,7 @@ if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import common  # noqa: E402
-from cli import files, flags  # noqa: E402
+from cli import files, flags, patterns  # noqa: E402
 import excluders._camera  # noqa: E402
 import excluders.cuhk03_folders  # noqa: E402
 from cli import progress  # noqa: E402
@@ -381,7 +381,7 @@ def camera_reader(excluder, camera_regex=None):
     if excluder in ('folders', 'diagonal'):
         if not camera_regex:
             return lambda paths: [None] * len(paths)
-        regexp = re.compile(camera_regex)
+        regexp = patterns.compile(camera_regex, '--camera_regex')
 
         def by_regex(paths):
             cameras = []
@@ -601,10 +601,9 @@ def main(argv=None):
     elif args.dataset == 'folders':
         if args.camera_regex:
             try:
-                re.compile(args.camera_regex)
-            except re.error as e:
-                raise ConversionError('--camera_regex `{}` is not a regular expression: '
-                                      '{}.'.format(args.camera_regex, e))
+                patterns.compile(args.camera_regex, '--camera_regex')
+            except cli.UserError as e:
+                raise ConversionError(str(e))
         with progress.bar('Scanning the identity folders', 'folder', args.quiet) as report:
             splits = function(root, args.seed, args.train_fraction, args.camera_regex, report)
         prefix = args.prefix or os.path.basename(os.path.normpath(os.path.abspath(root)))

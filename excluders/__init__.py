@@ -41,19 +41,15 @@ def load(name, query_fids, gallery_fids, camera_regex=None,
         not take.
     """
     import inspect
-    import re
     from importlib import import_module
 
     import cli
+    from cli import patterns
     plugin = import_module('excluders.' + name).excluder
     if camera_regex is None:
         return plugin(query_fids, gallery_fids)
     if 'camera_regex' not in inspect.signature(plugin).parameters:
         raise cli.UserError('{} is for `{} folders`; `{}` knows its datasets\' file '
                             'names.'.format(flags[1], flags[0], name))
-    try:
-        re.compile(camera_regex)
-    except re.error as e:
-        raise cli.UserError('{} `{}` is not a regular expression: {}.'.format(
-            flags[1], camera_regex, e))
+    patterns.compile(camera_regex, flags[1])
     return plugin(query_fids, gallery_fids, camera_regex=camera_regex)

@@ -3,18 +3,18 @@ each path; with `camera_regex`, ignore the same identity seen by the same camera
 as the public datasets' protocols do; without, only an image matched with itself."""
 
 import os
-import re
 
 import numpy as np
 
 import cli
+from cli import patterns
 from excluders import diagonal
 
 
 def excluder(query_fids, gallery_fids, camera_regex=None):
     if camera_regex is None:
         return diagonal.excluder(query_fids, gallery_fids)
-    regexp = re.compile(camera_regex)
+    regexp = patterns.compile(camera_regex, '--camera_regex')
 
     def parse(fids):
         identities, cameras = [], []

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 import common
-from cli import UserError
+from cli import UserError, patterns
 from cli.flags import as_list
 
 COLUMNS = ('path', 'identity', 'camera', 'track', 'frame')
@@ -151,7 +151,7 @@ def read_set(train_set, image_root):
 
 def cameras_from_paths(fids, camera_regex):
     """(N,) the first group of `camera_regex` searched in each path."""
-    regexp = re.compile(camera_regex)
+    regexp = patterns.compile(camera_regex, '--camera_regex')
     cameras = []
     for fid in fids:
         match = regexp.search(fid)

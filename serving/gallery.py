@@ -11,14 +11,13 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import sys
 
 import h5py
 import numpy as np
 
 import cli
-from cli import files
+from cli import files, patterns
 from inputs import embeddings_file
 from evaluation import metrics
 from aggregators import AGGREGATORS
@@ -221,9 +220,6 @@ def locked(gallery_path):
     so that two processes that change it at once take turns and neither
     loses the other's rows. The gallery file itself cannot carry the lock:
     each change renames a new file into its place."""
-    if not os.path.isfile(gallery_path):
-        raise cli.UserError('the gallery `{}` is not a file; give the embeddings file that '
-                            'embed.py wrote. Nothing was changed.'.format(gallery_path))
     folder, name = os.path.split(os.path.abspath(gallery_path))
     try:
         handle = open(os.path.join(folder, '.{}.lock'.format(name)), 'a')
@@ -287,7 +283,8 @@ def append(gallery_path, new_path):
     index saved beside it that holds the gallery as it was, adding the new
     vectors to the HNSW graph instead of building it anew. The gallery is
     replaced whole; a kill leaves the old one, and an index whose gallery
-    digest does not match is rebuilt by the next search.
+    digest does not match is rebuilt by the next search. A gallery behind
+    a link is changed where the link points.
 
     Returns:
         (rows appended, rows in the gallery now, the indexes updated).
@@ -295,8 +292,9 @@ def append(gallery_path, new_path):
     Raises:
         UserError for files that do not fit together (see `check_appendable`).
     """
-    with locked(gallery_path):
-        gallery, gallery_aug = read_rows(gallery_path, 'the gallery')
+    target = real_gallery(gallery_path)
+    with locked(target):
+        gallery, gallery_aug = read_rows(target, 'the gallery')
         new, new_aug = read_rows(new_path, 'the embeddings to append')
         check_appendable(gallery, new, gallery_path, new_path)
         embeddings_file.check_finite(new.emb, '`{}`'.format(new_path), 'embed them again with '
@@ -305,8 +303,8 @@ def append(gallery_path, new_path):
         both = gallery_aug is not None and new_aug is not None and \
             gallery_aug.shape[0] == new_aug.shape[0]
         augmented = np.concatenate([gallery_aug, new_aug], axis=1) if both else None
-        updated = add_to_indexes(gallery_path, gallery.emb, new.emb, embs)
-        embeddings_file.write(gallery_path, embs, augmented, gallery.names,
+        updated = add_to_indexes(target, gallery.emb, new.emb, embs)
+        embeddings_file.write(target, embs, augmented, gallery.names,
                               list(gallery.fids) + list(new.fids), gallery.aggregator,
                               gallery.origin or None, {
                                   key: np.concatenate([value, new.fields[key]])
@@ -355,6 +353,11 @@ def remove(gallery_path, pattern):
     folder). faiss's HNSW graph cannot delete, so the indexes saved beside
     the gallery are removed, and the next --index search builds one anew.
 
+    The names are matched before the gallery's lock is taken, so that
+    appenders do not wait on the matching; under the lock, only names that
+    an appender added meanwhile are matched. A gallery behind a link is
+    changed where the link points.
+
     Returns:
         (rows removed, rows left).
 
@@ -362,28 +365,54 @@ def remove(gallery_path, pattern):
         UserError for a pattern that is not a regular expression, or one that
         would leave the gallery empty.
     """
-    try:
-        expression = re.compile(pattern)
-    except re.error as e:
-        raise cli.UserError('--remove `{}` is not a regular expression: {}.'.format(pattern, e))
-    with locked(gallery_path):
-        gallery, augmented = read_rows(gallery_path, 'the gallery')
-        keep = np.array([expression.search(fid) is None for fid in gallery.fids], dtype=bool)
+    expression = patterns.compile(pattern, '--pattern')
+    target = real_gallery(gallery_path)
+    matched = {}
+
+    def kept(rows):
+        for fid in rows.fids:
+            if fid not in matched:
+                matched[fid] = expression.search(fid) is not None
+        return np.array([not matched[fid] for fid in rows.fids], dtype=bool)
+
+    before = file_state(target)
+    gallery, augmented = read_rows(target, 'the gallery')
+    kept(gallery)
+    with locked(target):
+        if file_state(target) != before:
+            gallery, augmented = read_rows(target, 'the gallery')
+        keep = kept(gallery)
         if keep.all():
             return 0, len(keep)
         if not keep.any():
             raise cli.UserError('--remove `{}` matches all {} images of the gallery `{}`, '
                                 'which would leave it empty; delete the file instead. Nothing '
                                 'was changed.'.format(pattern, len(keep), gallery_path))
-        indexes = [index_path(gallery_path, metric) for metric in SPACE_METRICS.values()]
+        indexes = [index_path(target, metric) for metric in SPACE_METRICS.values()]
         indexes = [path for path in indexes if os.path.lexists(path)]
         for path in indexes:
             check_saved_index(path)
         for path in indexes:
             os.remove(path)
-        embeddings_file.write(gallery_path, gallery.emb[keep], None if augmented is None
+        embeddings_file.write(target, gallery.emb[keep], None if augmented is None
                               else augmented[:, keep], gallery.names,
                               [fid for fid, kept in zip(gallery.fids, keep) if kept],
                               gallery.aggregator, gallery.origin or None,
                               {key: value[keep] for key, value in gallery.fields.items()})
     return int((~keep).sum()), int(keep.sum())
+
+
+def real_gallery(gallery_path):
+    """The file that the gallery `gallery_path` is: the target of a link,
+    so that a change replaces the user's gallery rather than the link, and
+    takes the same lock as a change that names the target."""
+    if not os.path.isfile(gallery_path):
+        raise cli.UserError('the gallery `{}` is not a file; give the embeddings file that '
+                            'embed.py wrote. Nothing was changed.'.format(gallery_path))
+    return os.path.realpath(gallery_path)
+
+
+def file_state(path):
+    """What tells that the file `path` was replaced or changed."""
+    state = os.stat(path)
+    return state.st_ino, state.st_size, state.st_mtime_ns

@@ -275,3 +275,51 @@ def test_the_command_line_appends_and_removes_and_refuses_mixed_flags(tmp_path, 
     assert re.findall(r'(q/\d+\.jpg) \(euclidean distance\):\n +1 +0\.00\d+ +(\S+)',
                       capsys.readouterr().out) == [
         ('q/{:05d}.jpg'.format(i), 'cam1/{:05d}.jpg'.format(i)) for i in range(3)]
+
+
+def test_a_gallery_behind_a_link_is_changed_where_the_link_points(tmp_path):
+    real, extra = tmp_path / 'store' / 'g.h5', tmp_path / 'new.h5'
+    real.parent.mkdir()
+    write(real, clustered(100, 0), 'cam1')
+    write(extra, clustered(40, 1), 'cam2')
+    link = tmp_path / 'link.h5'
+    link.symlink_to(real)
+    assert search.main(['append', '--gallery', str(link), '--embeddings', str(extra)]) == 0
+    assert link.is_symlink() and len(embeddings_file.read(str(real)).fids) == 140
+    assert gallery.remove(str(link), '^cam2/') == (40, 100)
+    assert link.is_symlink() and len(embeddings_file.read(str(real)).fids) == 100
+    # The lock is the target's, which a change naming the target takes too.
+    assert sorted(os.listdir(real.parent)) == ['.g.h5.lock', 'g.h5']
+
+
+def test_a_backtracking_pattern_is_matched_in_linear_time_outside_the_lock(tmp_path,
+                                                                          monkeypatch):
+    path = tmp_path / 'g.h5'
+    embs = clustered(200, 0)
+    write(path, embs, 'a' * 40)
+    holding = []
+    real_locked = gallery.locked
+
+    def watched(name):
+        holding.append(True)
+        return real_locked(name)
+    monkeypatch.setattr(gallery, 'locked', watched)
+    searched = []
+
+    class Pattern:
+        def __init__(self, compiled):
+            self.compiled = compiled
+
+        def search(self, name):
+            searched.append(bool(holding))
+            return self.compiled.search(name)
+    compile_pattern = gallery.patterns.compile
+    monkeypatch.setattr(gallery.patterns, 'compile', lambda *a: Pattern(compile_pattern(*a)))
+    # Python's re takes minutes on each of these names; RE2 answers at once.
+    assert gallery.remove(str(path), '^(.+)+X$') == (0, 200)
+    assert len(searched) == 200 and not any(searched)
+    monkeypatch.undo()
+    for pattern, message in ((r'(a)\1', 'invalid escape sequence'),
+                             ('(?=a)', 'invalid perl operator'), ('x' * 1001, '1001 characters')):
+        with pytest.raises(cli.UserError, match=message):
+            gallery.remove(str(path), pattern)
