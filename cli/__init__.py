@@ -14,7 +14,33 @@ import sys
 
 
 class UserError(Exception):
-    """An error caused by the user's input, reported as one line without a traceback."""
+    """An error caused by the user's input, reported as one line without a traceback.
+
+    Its message quotes names and values in backticks; a quoted span longer
+    than `MAX_QUOTED` characters (a file's content: a YAML value, a CSV
+    field, a name in an HDF5 file) is shortened to its start and end, so that
+    no file can make a refusal of any length."""
+
+    def __init__(self, message='', *args):
+        super().__init__(bounded(str(message)), *args)
+
+
+# The longest quoted span, and the longest message, that a UserError shows whole.
+MAX_QUOTED = 240
+MAX_MESSAGE = 4000
+
+
+def bounded(message):
+    """`message` with each backticked span over `MAX_QUOTED` characters, and
+    the whole over `MAX_MESSAGE`, cut in the middle and said to be."""
+    def cut(text, most):
+        if len(text) <= most:
+            return text
+        return '{} … {} ({} characters)'.format(text[:most * 2 // 3], text[-most // 4:],
+                                                 len(text))
+    message = re.sub(r'`([^`]*)`', lambda m: '`{}`'.format(cut(m.group(1), MAX_QUOTED)),
+                     message)
+    return cut(message, MAX_MESSAGE)
 
 
 def setup_logging(log_file=None, buffer=True):

@@ -32,6 +32,14 @@ from models import torch_weights, zoo
 MAX_CONFIG_BYTES = 1 << 20
 MAX_BASES = 8
 
+# The most values and the deepest nesting that a config, and its chain of
+# `_BASE_` files merged, may hold once YAML's aliases are written out (fast-reid's
+# own configs hold a few hundred values, four deep). Aliases let a file of a
+# few hundred bytes stand for billions of values, which merging two such
+# files, or checking one, would write out.
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_DEPTH = 32
+
 # fast-reid's defaults (fastreid/config/defaults.py) of the settings read here.
 DEFAULTS = {
     'MODEL.META_ARCHITECTURE': 'Baseline', 'MODEL.BACKBONE.NAME': 'build_resnet_backbone',
@@ -112,7 +120,41 @@ def read_yaml(path):
     if not isinstance(data, dict):
         raise UserError('`{}` holds no mapping of settings; pass fast-reid\'s YAML config.'
                         .format(path))
+    check_size(data, path)
     return data
+
+
+def written_out(value, memo):
+    """(values, depth) of `value` with every alias written out: what merging
+    or walking it costs. `memo` maps the id of each mapping or list already
+    measured, so that shared values (aliases) are measured once, and the
+    sizes of billions come out of a file of bytes without being built."""
+    if not isinstance(value, (dict, list)):
+        return 1, 0
+    if id(value) not in memo:
+        memo[id(value)] = (1, 0)  # YAML's safe loader can make a list that holds itself.
+        children = value.values() if isinstance(value, dict) else value
+        measured = [written_out(child, memo) for child in children]
+        memo[id(value)] = (1 + sum(count for count, _ in measured),
+                           1 + max((depth for _, depth in measured), default=0))
+    return memo[id(value)]
+
+
+def check_size(settings, path, merged=False):
+    """Refuses `settings` (of the config `path`, with its bases when `merged`)
+    that hold more than `MAX_CONFIG_VALUES` values or nest deeper than
+    `MAX_CONFIG_DEPTH` once YAML's aliases are written out."""
+    try:
+        count, depth = written_out(settings, {})
+    except RecursionError:
+        count, depth = 0, MAX_CONFIG_DEPTH + 1
+    if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
+        raise UserError('`{}`{} holds {}; a fast-reid config holds a few hundred settings, a few '
+                        'levels deep. Pass fast-reid\'s YAML config.'.format(
+                            path, ' with its `_BASE_` files' if merged else '',
+                            'settings nested deeper than {} levels'.format(
+                                MAX_CONFIG_DEPTH) if depth > MAX_CONFIG_DEPTH else
+                            '{:,} values once its aliases are written out'.format(count)))
 
 
 def merge(base, changes):
@@ -150,6 +192,9 @@ def read_config(path):
     settings = {}
     for _, data in reversed(chain):
         settings = merge(settings, data)
+    # Each file is bounded, so merging them cost at most their sum; the
+    # merged settings are bounded as one file is.
+    check_size(settings, chain[0][0], merged=True)
     return settings
 
 
@@ -161,11 +206,13 @@ def setting(settings, key, path):
             return DEFAULTS[key]
         value = value[part]
     expected = type(DEFAULTS[key])
+    # A number where the import needs a whole one (a dimension, a stride)
+    # would reach Keras as a float.
     if isinstance(value, bool) != (expected is bool) or not isinstance(
-            value, (int, float) if expected in (int, float) else expected):
+            value, (int, float) if expected is float else expected):
         raise UserError('`{}` sets {} to `{}`, which is not a {}.'.format(
-            path, key, shown(value), {str: 'name', list: 'list', bool: 'boolean'}.get(
-                expected, 'number')))
+            path, key, shown(value), {str: 'name', list: 'list', bool: 'boolean',
+                                      int: 'whole number'}.get(expected, 'number')))
     return value
 
 

@@ -93,7 +93,7 @@ def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
     ('_BASE_: ../Base-bagtricks.yml\nINPUT:\n  SIZE_TEST: [256, 100000000]\n',
      r'INPUT\.SIZE_TEST'),
     ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    LAST_STRIDE: one\n',
-     r'sets MODEL\.BACKBONE\.LAST_STRIDE to `one`, which is not a number'),
+     r'sets MODEL\.BACKBONE\.LAST_STRIDE to `one`, which is not a whole number'),
     ('_BASE_: leaf.yml\n', r'the `_BASE_` files of .* loop'),
     ('_BASE_: ../missing.yml\n', r'missing\.yml'),
     ('_BASE_: [1]\n', r'names a `_BASE_` that is not a path'),
@@ -106,7 +106,28 @@ def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
     ('_BASE_: ../Base-bagtricks.yml\na: &a [{}]\n'.format(', '.join('x' * 10)) + ''.join(
         '{}: &{} [{}]\n'.format(new, new, ', '.join(['*' + old] * 10))
         for old, new in zip('abcdefgh', 'bcdefghi')) + 'INPUT:\n  SIZE_TEST: *i\n',
+     r'leaf\.yml` holds 2,345,679,013 values once its aliases are written out'),
+    # Aliases of 10**4 elements pass the size check, and the message shows a few.
+    ('_BASE_: ../Base-bagtricks.yml\na: &a [{}]\n'.format(', '.join('x' * 10)) + ''.join(
+        '{}: &{} [{}]\n'.format(new, new, ', '.join(['*' + old] * 10))
+        for old, new in zip('abc', 'bcd')) + 'INPUT:\n  SIZE_TEST: *d\n',
      r'INPUT\.SIZE_TEST to `\[\[\[.*\.\.\.'),
+    # A value that a message would quote whole is cut.
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  META_ARCHITECTURE: {}\n'.format('M' * 1200),
+     r'META_ARCHITECTURE to `M{100,200} … M{40,80} \(1200 characters\)`; what imports'),
+    # Numbers where the import needs whole numbers.
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  HEADS:\n    EMBEDDING_DIM: 0.5\n',
+     r'sets MODEL\.HEADS\.EMBEDDING_DIM to `0\.5`, which is not a whole number'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    LAST_STRIDE: 1.0\n',
+     r'LAST_STRIDE to `1\.0`, which is not a whole number'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  HEADS:\n    EMBEDDING_DIM: -3\n',
+     r'EMBEDDING_DIM to `-3`; what imports is 0 \(none\) to 65536'),
+    ('_BASE_: ../Base-bagtricks.yml\nINPUT:\n  SIZE_TEST: 256\n',
+     r'SIZE_TEST to `256`, which is not a list'),
+    ('_BASE_: ../Base-bagtricks.yml\nINPUT:\n  SIZE_TEST: [256.5, 128]\n',
+     r'SIZE_TEST to `\[256\.5, 128\]`; what imports is \[height, width\]'),
+    ('_BASE_: ../Base-bagtricks.yml\nTEST:\n  METRIC: [cosine]\n',
+     r'TEST\.METRIC to `\[\'cosine\'\]`, which is not a name'),
     # A tag that an unsafe loader would run: read as data, it is refused.
     ('MODEL: !!python/object/apply:os.system ["touch pwned"]\n', r'is not valid YAML'),
 ])
@@ -115,6 +136,29 @@ def test_configs_it_cannot_build_are_refused_by_setting(tmp_path, leaf, match):
     with pytest.raises(cli.UserError, match=match):
         fastreid.model_of_config(fastreid.read_config(path), path)
     assert not os.path.exists('pwned')
+
+
+def test_configs_whose_merged_bases_would_write_out_billions_of_values_are_refused(tmp_path):
+    # Each file names mappings through aliases; merging the two writes each
+    # shared mapping out as a copy of its own, 10**9 of them in all.
+    def dag(levels):
+        lines = ['l0: &l0 {{{}}}'.format(', '.join('k{}: 1'.format(i) for i in range(10)))]
+        lines += ['l{}: &l{} {{{}}}'.format(n, n, ', '.join('k{}: *l{}'.format(i, n - 1)
+                                                             for i in range(10)))
+                  for n in range(1, levels)]
+        return '\n'.join(lines) + '\nMODEL:\n  X: *l{}\n'.format(levels - 1)
+    path = configs(tmp_path, '_BASE_: ../Base-bagtricks.yml\n' + dag(9))
+    (tmp_path / 'configs' / 'Base-bagtricks.yml').write_text(BOT + dag(9))
+    with pytest.raises(cli.UserError, match=r'holds [0-9,]{13} values once its aliases'):
+        fastreid.read_config(path)
+    # Four levels each (11,111 values) are a config; merged, they stay within the bound.
+    path = configs(tmp_path, '_BASE_: ../Base-bagtricks.yml\n' + dag(4))
+    (tmp_path / 'configs' / 'Base-bagtricks.yml').write_text(BOT + dag(4))
+    assert fastreid.read_config(path)['MODEL']['X']['k0']['k0']['k0']['k9'] == 1
+    # Nesting deeper than any config, within YAML's reach.
+    path = configs(tmp_path, 'MODEL: ' + '[' * 40 + ']' * 40 + '\n')
+    with pytest.raises(cli.UserError, match='nested deeper than 32 levels'):
+        fastreid.read_config(path)
 
 
 def numpy_stem(body, image):
