@@ -7,6 +7,7 @@ Every tensor function here works eagerly and inside `Dataset.map`.
 
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -186,12 +187,30 @@ def find_irregular_files(fids, image_root):
             if files.irregular('{}/{}'.format(image_root, fid))]
 
 
+# The most bytes a file may hold per pixel allowed: 16-bit RGBA stored raw
+# takes 8; more is no image of that size (a sparse file of a terabyte, which
+# decoding would read whole first).
+MAX_BYTES_PER_PIXEL = 16
+
+
+def oversized(path, max_pixels):
+    """Whether the image file `path` declares more than `max_pixels` pixels,
+    or is larger than any image of that many pixels could be."""
+    try:
+        if os.path.getsize(path) > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
+            return True
+    except OSError:
+        return False  # A missing file is left to the decoding check.
+    count = header_pixels(path)
+    return count is not None and count > max_pixels
+
+
 def find_oversized_images(fids, image_root, max_pixels, loading_threads=8):
-    """The fids whose headers declare more than `max_pixels` pixels, in dataset order."""
+    """The fids of `oversized` images, in dataset order."""
     paths = ['{}/{}'.format(image_root, fid) for fid in np.asarray(fids).astype(str)]
     with ThreadPoolExecutor(loading_threads) as pool:
-        pixels = list(pool.map(header_pixels, paths))
-    return [fid for fid, count in zip(fids, pixels) if count is not None and count > max_pixels]
+        found = list(pool.map(lambda path: oversized(path, max_pixels), paths))
+    return [fid for fid, huge in zip(fids, found) if huge]
 
 
 def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,

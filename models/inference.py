@@ -10,9 +10,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from inputs.images import Preprocessing, augmentation_names, decode, image_batches, resize
+from inputs.images import (Preprocessing, augmentation_names, decode, image_batches, oversized,
+                           resize)
 from aggregators import AGGREGATORS
-from cli import UserError
+from cli import UserError, files
+from cli.flags import MAX_IMAGE_PIXELS
 from cli.checkpoints import find_checkpoint
 from cli.experiment import Experiment, read_args
 from models import video
@@ -158,35 +160,63 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
                                  tracklets.bounds, combine, progress)
 
 
-def as_images(images):
+def as_images(images, max_pixels=MAX_IMAGE_PIXELS):
     """The images a user passes, as a list of file paths and (H, W, 3) arrays,
-    or one (N, H, W, 3) array.
+    or one (N, H, W, 3) array, each checked before any is embedded.
 
     Takes a path (str or os.PathLike), an (H, W, 3) or (N, H, W, 3) array or
     tensor (uint8, or float in [0, 255]), or a list or tuple of paths and
     (H, W, 3) arrays of any sizes.
 
     Raises:
-        UserError naming what is not an image.
+        UserError naming what is not an image: a path that is no regular file
+        (a device such as /dev/zero, a pipe, a folder), an image of more than
+        `max_pixels` pixels, float pixels that are not finite or far outside
+        [0, 255].
     """
     if isinstance(images, (str, os.PathLike)):
-        return [os.fspath(images)]
+        return [check_path(os.fspath(images), max_pixels)]
     if isinstance(images, tf.Tensor):
         images = images.numpy()
     if isinstance(images, np.ndarray):
         if images.ndim == 4:
-            return check_pixels(images, 'the batch')
-        return [check_pixels(images, 'the image')]
+            return check_pixels(images, 'the batch', max_pixels)
+        return [check_pixels(images, 'the image', max_pixels)]
     if not isinstance(images, (list, tuple)):
         raise UserError('cannot embed a {}: pass file paths, an (H, W, 3) RGB array, a list of '
                         'them, or an (N, H, W, 3) batch.'.format(type(images).__name__))
-    return [os.fspath(image) if isinstance(image, (str, os.PathLike)) else
-            check_pixels(image.numpy() if isinstance(image, tf.Tensor) else image,
-                         'image {} of the list'.format(i)) for i, image in enumerate(images)]
+    return [check_path(os.fspath(image), max_pixels) if isinstance(image, (str, os.PathLike))
+            else check_pixels(image.numpy() if isinstance(image, tf.Tensor) else image,
+                              'image {} of the list'.format(i), max_pixels)
+            for i, image in enumerate(images)]
 
 
-def check_pixels(array, what):
-    """`array` as float32 when it holds RGB images (..., H, W, 3) of uint8 or float pixels."""
+def check_path(path, max_pixels):
+    """`path`, refused when it is no regular file, whose reading may never
+    end, or an image too large to decode (see `images.oversized`)."""
+    if files.irregular(path):
+        raise UserError('cannot embed `{}`: it is not a regular file (a device, a pipe or a '
+                        'folder); pass image files.'.format(path))
+    if oversized(path, max_pixels):
+        raise UserError('cannot embed `{}`: it has more than {} pixels (pass max_image_pixels '
+                        'to allow more); decoding it would take a lot of memory.'.format(
+                            path, max_pixels))
+    return path
+
+
+# How far float pixels may stray from [0, 255], for images resized with
+# interpolation that overshoots; further out they are not pixels.
+PIXEL_SLACK = 255.0
+
+# How many values are checked at a time, so that checking a batch takes no
+# more memory than embedding it.
+CHECKED_VALUES = 1 << 24
+
+
+def check_pixels(array, what, max_pixels=MAX_IMAGE_PIXELS):
+    """`array` when it holds RGB images (..., H, W, 3) of at most
+    `max_pixels` pixels each, uint8 or finite float pixels in [0, 255] (give
+    or take `PIXEL_SLACK`); converted to float32 as it is embedded."""
     array = np.asarray(array)
     if array.ndim not in (3, 4) or array.shape[-1] != 3 or 0 in array.shape:
         raise UserError('{} has shape {}; an image is (H, W, 3) RGB, a batch (N, H, W, 3) (a '
@@ -195,7 +225,24 @@ def check_pixels(array, what):
     if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
         raise UserError('{} holds {} values; pass uint8, or float in [0, 255].'.format(
             what, array.dtype))
-    return array.astype(np.float32)
+    if array.shape[-3] * array.shape[-2] > max_pixels:
+        raise UserError('{} has shape {}: images of more than {} pixels (pass max_image_pixels '
+                        'to allow more) would take a lot of memory.'.format(
+                            what, array.shape, max_pixels))
+    if array.dtype != np.uint8:
+        flat = array.reshape(-1, *array.shape[-3:]) if array.ndim == 4 else array[None]
+        step = max(1, CHECKED_VALUES // (flat[0].size))
+        for start in range(0, len(flat), step):
+            part = flat[start:start + step]
+            low, high = np.min(part), np.max(part)
+            if not (np.isfinite(low) and np.isfinite(high)) or low < -PIXEL_SLACK or \
+                    high > 255 + PIXEL_SLACK:
+                bad = np.argmax(np.any(~np.isfinite(part) | (part < -PIXEL_SLACK) |
+                                       (part > 255 + PIXEL_SLACK), axis=(1, 2, 3)))
+                raise UserError('{}{} holds pixels from {} to {}; pass finite values in '
+                                '[0, 255].'.format(what, ' (image {})'.format(start + bad)
+                                                   if array.ndim == 4 else '', low, high))
+    return array
 
 
 class Embedder:
@@ -209,20 +256,30 @@ class Embedder:
     resizes inside. Images are embedded `batch_size` at a time, on `device`
     (such as '/CPU:0' or '/GPU:0'; TensorFlow's choice by default); `flip`
     averages each image's embedding with its mirror image's, as embed.py's
-    --flip_augment with the mean aggregator. `metric` is the distance the
-    model was trained for (None for a SavedModel), `embedding_dim` the D.
+    --flip_augment with the mean aggregator. Images of more than
+    `max_image_pixels` pixels are refused, as embed.py's --max_image_pixels
+    does. `metric` is the distance the model was trained for (None for a
+    SavedModel), `embedding_dim` the D.
+
+    Everything it refuses, from the source to the pixels, raises
+    `cli.UserError` naming the input, before any image is embedded.
     """
 
-    def __init__(self, source, checkpoint=None, batch_size=256, device=None, flip=False):
+    def __init__(self, source, checkpoint=None, batch_size=256, device=None, flip=False,
+                 max_image_pixels=MAX_IMAGE_PIXELS):
         self.batch_size, self.device, self.flip = int(batch_size), device, flip
-        if self.batch_size < 1:
-            raise UserError('batch_size must be at least 1, not {}.'.format(batch_size))
-        if os.path.isfile(os.path.join(source, 'saved_model.pb')):
-            loaded = tf.saved_model.load(source)
-            signature = loaded.signatures['serving_default']
-            self.forward = lambda images: signature(images=images)['emb']
+        self.max_pixels = int(max_image_pixels)
+        if self.batch_size < 1 or self.max_pixels < 1:
+            raise UserError('batch_size and max_image_pixels must be at least 1, not {} and '
+                            '{}.'.format(batch_size, max_image_pixels))
+        source = os.fspath(source)
+        if not os.path.isdir(source):
+            raise UserError('`{}` is not a folder; pass an experiment root (of train.py or '
+                            'import_model.py) or a SavedModel folder of export.py.'.format(
+                                source))
+        if os.path.lexists(os.path.join(source, 'saved_model.pb')):
+            self.forward, self.embedding_dim = load_saved_model(source)
             self.preprocessing, self.metric = None, None
-            self.embedding_dim = int(signature.structured_outputs['emb'].shape[-1])
             return
         model, train_args, _ = load_experiment(source, checkpoint)
         self.preprocessing = Preprocessing.of(Experiment.of(train_args))
@@ -231,7 +288,7 @@ class Embedder:
         self.embedding_dim = Experiment.of(train_args).embedding_dim
 
     def __call__(self, images):
-        images = as_images(images)
+        images = as_images(images, self.max_pixels)
         chunks = [self.embed_chunk(images[i:i + self.batch_size])
                   for i in range(0, len(images), self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
@@ -242,7 +299,7 @@ class Embedder:
         size together, or, for a SavedModel, each size of image together."""
         with tf.device(self.device):
             if isinstance(images, np.ndarray) and self.preprocessing is None:
-                return self.embed_batch(tf.constant(images))
+                return self.embed_batch(tf.constant(images, tf.float32))
             pixels = [self.pixels(image) for image in images]
             if self.preprocessing is not None:
                 return self.embed_batch(tf.stack(pixels))
@@ -261,8 +318,10 @@ class Embedder:
             except (tf.errors.OpError, ValueError) as e:
                 raise UserError('cannot embed `{}`: {}'.format(
                     image, str(e).splitlines()[0][:200]))
+        else:
+            image = tf.constant(image, tf.float32)
         if self.preprocessing is None:
-            return tf.convert_to_tensor(image)
+            return image
         return resize(image, self.preprocessing.net_input_size, self.preprocessing.antialias)
 
     def embed_batch(self, images):
@@ -272,6 +331,45 @@ class Embedder:
         return embs
 
 
-def load_embedder(source, checkpoint=None, batch_size=256, device=None, flip=False):
+# The largest saved_model.pb read: Protocol Buffers' own limit.
+MAX_SAVED_MODEL_BYTES = 2 ** 31 - 1
+
+
+def load_saved_model(folder):
+    """(forward function images -> embeddings, embedding dimension) of the
+    SavedModel that export.py wrote to `folder`.
+
+    Raises:
+        UserError for a folder that is not such a SavedModel: a
+        saved_model.pb that is no regular file, too large, or damaged; no
+        variables; no `serving_default` signature of images to `emb`.
+    """
+    graph = os.path.join(folder, 'saved_model.pb')
+    remedy = 'export it again with export.py'
+    files.check_regular(graph, 'the SavedModel graph', remedy)
+    if os.path.getsize(graph) > MAX_SAVED_MODEL_BYTES:
+        raise UserError('`{}` holds more than 2 GiB, more than a SavedModel graph can; {}.'
+                        .format(graph, remedy))
+    if not os.path.isdir(os.path.join(folder, 'variables')):
+        raise UserError('the SavedModel `{}` has no `variables` folder, so it holds no weights; '
+                        '{}.'.format(folder, remedy))
+    try:
+        loaded = tf.saved_model.load(folder)
+        signature = loaded.signatures['serving_default']
+        output = signature.structured_outputs['emb']
+        if 'images' not in signature.structured_input_signature[1]:
+            raise KeyError('images')
+    except KeyError as e:
+        raise UserError('the SavedModel `{}` has no serving signature from `images` to `emb` '
+                        '(missing {}); pass a SavedModel of export.py.'.format(folder, e))
+    except Exception as e:  # TensorFlow and Protocol Buffers raise many kinds for damage.
+        raise UserError('cannot load the SavedModel `{}` ({}: {}); {}.'.format(
+            folder, type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip()
+            else 'damaged', remedy))
+    return (lambda images: signature(images=images)['emb']), int(output.shape[-1])
+
+
+def load_embedder(source, checkpoint=None, batch_size=256, device=None, flip=False,
+                  max_image_pixels=MAX_IMAGE_PIXELS):
     """The `Embedder` of a trained, imported or exported model (see there)."""
-    return Embedder(source, checkpoint, batch_size, device, flip)
+    return Embedder(source, checkpoint, batch_size, device, flip, max_image_pixels)

@@ -354,3 +354,68 @@ def test_the_python_api_embeds_crops_of_any_size_as_embed_py(experiment, tmp_pat
 def test_the_python_api_refuses_what_is_not_an_image(experiment, images, match):
     with pytest.raises(cli.UserError, match=match):
         load_embedder(experiment[0])(images)
+
+
+def test_the_python_api_refuses_endless_huge_and_non_finite_inputs_before_any_work(
+        experiment, tmp_path):
+    embedder = load_embedder(experiment[0])
+    os.mkfifo(tmp_path / 'pipe.png')
+    sparse = tmp_path / 'sparse.png'
+    with open(sparse, 'wb') as f:
+        f.truncate(1 << 40)  # A terabyte of nothing: decoding would read it all first.
+    from conftest import write_image
+    write_image(str(tmp_path / 'ok.png'), np.zeros((20, 10, 3), np.uint8))
+    nan = np.full((20, 10, 3), 100.0)
+    nan[3, 4, 1] = np.nan
+    batch = np.full((5, 20, 10, 3), 100.0, np.float32)
+    batch[3, 0, 0, 0] = np.inf
+    for images, match in (
+            ('/dev/zero', r'cannot embed `/dev/zero`: it is not a regular file'),
+            ([str(tmp_path / 'ok.png'), str(tmp_path / 'pipe.png')],
+             r'pipe\.png`: it is not a regular file'),
+            (str(tmp_path), r'it is not a regular file'),
+            (str(sparse), r'sparse\.png`: it has more than 25000000 pixels'),
+            (np.broadcast_to(np.uint8(0), (100000, 100000, 3)),
+             r'the image has shape \(100000, 100000, 3\): images of more than 25000000 pixels'),
+            (nan, r'the image holds pixels from nan to nan; pass finite values in \[0, 255\]'),
+            (batch, r'the batch \(image 3\) holds pixels from 100\.0 to inf'),
+            ([np.zeros((20, 10, 3)), np.full((20, 10, 3), 1e30)],
+             r'image 1 of the list holds pixels from 1e\+30'),
+            (np.full((20, 10, 3), -1000.0), r'from -1000\.0 to -1000\.0')):
+        with pytest.raises(cli.UserError, match=match):
+            embedder(images)
+    # A batch bigger than one check's chunk is checked chunk by chunk.
+    many = np.broadcast_to(np.float32(7), (40000, 32, 16, 3))
+    assert embedder.embed_chunk(many[:2]).shape == (2, 16)
+    from models import inference
+    assert inference.check_pixels(many, 'the batch') is many
+    assert load_embedder(experiment[0], max_image_pixels=100)(
+        np.zeros((10, 10, 3), np.uint8)).shape == (1, 16)
+    with pytest.raises(cli.UserError, match='more than 100 pixels'):
+        load_embedder(experiment[0], max_image_pixels=100)(np.zeros((11, 10, 3), np.uint8))
+
+
+def test_the_python_api_refuses_sources_that_are_no_model(experiment, tmp_path):
+    import export
+    saved = tmp_path / 'saved'
+    assert export.main(['--experiment_root', experiment[0], '--output', str(saved),
+                        '--quiet']) == 0
+    os.mkfifo(tmp_path / 'fifo')
+    cases = [('/dev/zero', r'`/dev/zero` is not a folder'),
+             (tmp_path / 'fifo', r'fifo` is not a folder'),
+             (tmp_path / 'nothing', r'nothing` is not a folder')]
+    for name, damage, match in (
+            ('no_variables', lambda d: shutil.rmtree(d / 'variables'),
+             r'has no `variables` folder'),
+            ('truncated', lambda d: (d / 'saved_model.pb').write_bytes(
+                (d / 'saved_model.pb').read_bytes()[:1000]), r'cannot load the SavedModel'),
+            ('pipe', lambda d: ((d / 'saved_model.pb').unlink(), os.mkfifo(
+                d / 'saved_model.pb')), r'not a regular file'),
+            ('empty_variables', lambda d: [p.unlink() for p in (d / 'variables').iterdir()],
+             r'cannot load the SavedModel')):
+        shutil.copytree(saved, tmp_path / name)
+        damage(tmp_path / name)
+        cases.append((tmp_path / name, match))
+    for source, match in cases:
+        with pytest.raises(cli.UserError, match=match):
+            load_embedder(source)
