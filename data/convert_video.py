@@ -32,6 +32,7 @@ ignored). No TensorFlow: SciPy reads the .mat files, which hold data only.
 """
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -191,10 +192,15 @@ def ilidsvid(args):
                                 'train_test_splits_ilidsvid.mat', dataset='iLIDS-VID'),
                       'ls_set', 'iLIDS-VID')
     if splits.ndim != 2 or args.split >= len(splits) or splits.min() < 1 or \
-            splits.max() > len(people) or len(set(splits[args.split])) != splits.shape[1]:
+            splits.max() > len(people):
         raise ConversionError('train_test_splits_ilidsvid.mat does not hold split {} of the {} '
                               'people; choose --split below {}.'.format(
                                   args.split, len(people), len(splits)))
+    twice = [i for i, count in collections.Counter(splits[args.split]).items() if count > 1]
+    if twice:
+        raise ConversionError('split {} of train_test_splits_ilidsvid.mat names `{}` twice, so '
+                              'it could be trained on and tested; restore the file from the '
+                              'download.'.format(args.split, people[twice[0] - 1]))
     order = [people[i - 1] for i in splits[args.split]]
     test, train = sorted(order[:len(order) // 2]), sorted(order[len(order) // 2:])
     return two_camera_splits(root, sequences, train, test, ('cam1', 'cam2'), '.png',
@@ -282,6 +288,38 @@ def dukev(args):
             'test': dukev_split(root, 'gallery')}
 
 
+def check_consistent(splits, dataset):
+    """Refuses splits that contradict themselves: a frame listed twice (in
+    one split or two), which would be two tracklets of one picture, or an
+    identity in training and in testing, which would leak what is tested
+    into training. Junk (identity -1) may be anywhere.
+
+    Raises:
+        ConversionError naming the frame or the identity; nothing is written.
+    """
+    trained = {row[0] for row in splits['train']} - {'-1'}
+    for split in ('query', 'test'):
+        leaked = sorted(trained & {row[0] for row in splits[split]})
+        if leaked:
+            raise ConversionError(
+                'the {} split puts {} of its identities, such as `{}`, in training and in the {} '
+                'set, so tested people would be trained on; fix or restore the split file. '
+                'Nothing was written.'.format(dataset, len(leaked), leaked[0], split))
+    seen = {}
+    for split, rows in splits.items():
+        for row in rows:
+            identity, camera, track, frame, path = row
+            if path in seen:
+                raise ConversionError(
+                    'the {} files list the frame `{}` (identity {}, camera {}, track {}, frame '
+                    '{}) twice {}; restore them from the download. Nothing was '
+                    'written.'.format(dataset, path, identity, camera, track, frame,
+                                      'in the {} split'.format(split) if seen[path] == split
+                                      else 'in the {} and the {} split'.format(seen[path],
+                                                                               split)))
+            seen[path] = split
+
+
 DATASETS = {
     'mars': (mars, 'mars', 'MARS'),
     'ilidsvid': (ilidsvid, 'ilidsvid', 'iLIDS-VID'),
@@ -333,6 +371,7 @@ def main(argv=None):
             raise ConversionError('the {} split of `{}` is empty, so {} is incomplete or damaged; '
                                   'nothing was written.'.format(split, args.dataset_root,
                                                                 description))
+    check_consistent(splits, description)
     for split in splits if os.path.isdir(args.output_dir) else ():
         files.check_output(os.path.join(args.output_dir, '{}_{}.csv'.format(prefix, split)),
                            '--output_dir', 'csv')

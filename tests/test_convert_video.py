@@ -139,3 +139,49 @@ def test_a_tree_of_another_dataset_is_refused(tmp_path):
         with pytest.raises(ConversionError, match='has no folder|is not an extracted|missing'):
             convert(dataset, '--dataset_root', str(tmp_path), '--output_dir',
                     str(tmp_path / 'out'))
+
+
+def test_splits_that_contradict_themselves_are_refused_by_name(tmp_path):
+    output = str(tmp_path / 'out')
+    # MARS info that lists frames twice: the same tracklet row again.
+    root = str(tmp_path / 'MARS')
+    make_mars(root)
+    savemat(os.path.join(root, 'info', 'tracks_train_info.mat'), {'track_train_info': np.array(
+        [[1, 2, 1, 1], [3, 3, 1, 2], [1, 2, 1, 1], [5, 6, 2, 3]], float)})
+    with pytest.raises(ConversionError, match=r'list the frame `bbox_train/0001/0001C1T0001F001'
+                       r'\.jpg` \(identity 0001, camera 1, track 0001, frame 1\) twice in the '
+                       r'train split'):
+        convert('mars', '--dataset_root', root, '--output_dir', output)
+    # A test tracklet that is a query and in the gallery.
+    make_mars(str(tmp_path / 'MARS2'))
+    savemat(os.path.join(tmp_path, 'MARS2', 'info', 'tracks_test_info.mat'), {
+        'track_test_info': np.array([[1, 2, 3, 1], [1, 2, 3, 1], [4, 4, 0, 3]], float)})
+    with pytest.raises(ConversionError, match=r'twice in the query and the test split'):
+        convert('mars', '--dataset_root', str(tmp_path / 'MARS2'), '--output_dir', output)
+    # A PRID-2011 split naming a person in training and testing.
+    root = str(tmp_path / 'PRID2011')
+    both = ['person_{:04d}'.format(i) for i in range(1, 5)]
+    touch(root, ['prid_2011/multi_shot/{}/{}/{:04d}.png'.format(c, p, f)
+                 for c in ('cam_a', 'cam_b') for p in both for f in (1, 2)])
+    splits = str(tmp_path / 'splits_prid2011.json')
+    json.dump([{'train': both[:3], 'test': both[2:]}], open(splits, 'w'))
+    with pytest.raises(ConversionError, match=r'puts 1 of its identities, such as '
+                       r'`person_0003`, in training and in the query set'):
+        convert('prid2011', '--dataset_root', root, '--output_dir', output, '--splits', splits)
+    # An iLIDS-VID split row that names a person twice, once in each half.
+    root = str(tmp_path / 'iLIDS-VID')
+    people = ['person{:03d}'.format(i) for i in (1, 2, 4, 7)]
+    touch(root, ['i-LIDS-VID/sequences/{0}/{1}/{0}_{1}_{2:05d}.png'.format(c, p, f)
+                 for c in ('cam1', 'cam2') for p in people for f in (317, 318)])
+    os.makedirs(os.path.join(root, 'train-test people splits'))
+    savemat(os.path.join(root, 'train-test people splits', 'train_test_splits_ilidsvid.mat'),
+            {'ls_set': np.array([[1, 2, 1, 4]], float)})
+    with pytest.raises(ConversionError, match=r'names `person001` twice'):
+        convert('ilidsvid', '--dataset_root', root, '--output_dir', output)
+    # A DukeMTMC-VideoReID tree with a training person in the gallery.
+    root = str(tmp_path / 'DukeV')
+    touch(root, ['train/0001/0001/0001_C6_F0001_X1.jpg', 'query/0003/0003/0003_C2_F0001_X1.jpg',
+                 'gallery/0001/0004/0001_C5_F0007_X2.jpg'])
+    with pytest.raises(ConversionError, match=r'such as `0001`, in training and in the test set'):
+        convert('dukev', '--dataset_root', root, '--output_dir', output)
+    assert not os.path.exists(output)
