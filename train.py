@@ -427,9 +427,10 @@ def train(argv, cleanup):
     if chief:
         experiment.lock_root(given.experiment_root, cleanup)
     args, resuming, changed = experiment.resolve_arguments(parser, argv, chief)
+    typed = flags.given_arguments(parser, argv)
     if resuming:
-        experiment.check_stored_paths(args, flags.given_arguments(parser, argv))
-    training.checks.check_arguments(args)
+        experiment.check_stored_paths(args, typed)
+    training.checks.check_arguments(args, typed)
     if args.deterministic:
         training.run.sequential_ops()
     # The strategy comes before any other TensorFlow work, as multi-worker

@@ -42,13 +42,18 @@ def add_flags(parser):
              'experiment.')
 
 
-def check_arguments(args):
-    """Refuses the video flags without --seq_len, and what video training
-    does not take; gives --seq_len its default --temporal_pooling."""
+def check_arguments(args, given=()):
+    """Refuses the video flags without --seq_len (`given`: the destinations
+    typed on the command line, as --temporal_position has a default), and
+    what video training does not take; gives --seq_len its default
+    --temporal_pooling."""
     if not args.seq_len:
         if args.temporal_pooling is not None:
             raise UserError('--temporal_pooling combines the frames of tracklets; train on '
                             'tracklets with --seq_len.')
+        if 'temporal_position' in given:
+            raise UserError('--temporal_position says where the frames of tracklets are '
+                            'combined; train on tracklets with --seq_len.')
         return
     if args.temporal_pooling is None:
         args.temporal_pooling = 'avg'

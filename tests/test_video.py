@@ -288,6 +288,10 @@ def test_an_image_experiment_embeds_tracklets_with_an_aggregator(video_set, tmp_
 
 @pytest.mark.parametrize('extra, message', [
     (('--seq_len', '0', '--temporal_pooling', 'max'), 'train on tracklets with --seq_len'),
+    # Its sibling has a default, so that it is refused when typed.
+    (('--seq_len', '0', '--temporal_position', 'features'),
+     '--temporal_position says where .* train on tracklets with --seq_len'),
+    (('--seq_len', '0', '--temporal_position', 'embedding'), '--temporal_position says where'),
     (('--pseudo_labels',), 'does not take --pseudo_labels'),
     # The memory checks count the frames of every tracklet of a batch.
     (('--seq_len', '100000000'), r'a batch of 3×2×100000000 images .* lower --batch_p, '

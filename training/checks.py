@@ -12,8 +12,9 @@ from cli.experiment import Experiment
 from training.memory import check_memory
 
 
-def check_arguments(args):
-    """Refuses argument combinations that cannot train, before anything is written."""
+def check_arguments(args, given=()):
+    """Refuses argument combinations that cannot train, before anything is
+    written; `given` holds the destinations typed on the command line."""
     if not args.train_set:
         raise cli.UserError('you did not specify the `--train_set` argument.')
     if args.pseudo_labels:
@@ -29,7 +30,7 @@ def check_arguments(args):
         raise cli.UserError('--distribution multi_worker needs --seed, so that all workers '
                             'sample the same batches.')
     check_memory_loss(args)
-    video.check_arguments(args)
+    video.check_arguments(args, given)
     if args.batch_k < 2:
         raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                             'triplet loss has nothing to pull together; use --batch_k 2 '
