@@ -291,9 +291,17 @@ def check_stored_arguments(parser, stored, path):
     """
     # argparse keeps its actions in a private list (docs/private_apis.md).
     for action in parser._actions:
-        if action.dest not in stored or stored[action.dest] is None:
+        if action.dest not in stored:
             continue
         value = stored[action.dest]
+        if value is None:
+            if action.default is None:
+                continue
+            # A flag with a value by default never stores null: the net, say,
+            # which a resumed run would then try to build by that name.
+            raise UserError('`{}` stores `{}` = null, where train.py writes a value (by '
+                            'default `{}`); fix or remove it there, or start a new experiment '
+                            'root.'.format(path, action.dest, action.default))
         if action.type in (writeable_directory, readable_directory) and all(
                 isinstance(item, str) for item in as_list(value)):
             # Folders are checked where they are used: they may have moved.

@@ -631,7 +631,8 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
                                         ('train_set', 5), ('train_set', ['a.csv', 7]),
                                         ('val_query', {'a': 1}), ('image_root', [5]),
                                         ('train_iterations', '30'), ('batch_p', '18'),
-                                        ('embedding_dim', ' 1e1')])
+                                        ('embedding_dim', ' 1e1'), ('model_name', None),
+                                        ('head_name', None), ('batch_p', None)])
 def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
     import embed
     csv_path, image_root = tiny_dataset
@@ -644,11 +645,12 @@ def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, ke
         json.dump(stored, f)
     written = open(path).read()
     message = r'args.json` (stores `{0}` = .* (not a valid value|a number in quotes)|names {0} ' \
-        r'`)'.format(key)
+        r'`|stores `{0}` = null, where train.py writes a value)'.format(key)
     with pytest.raises(cli.UserError, match=message):
         train.main(['--experiment_root', root])
     assert open(path).read() == written
-    if key in ('net_input_height', 'pooling', 'image_root') or isinstance(value, str) and \
+    if key in ('net_input_height', 'pooling', 'image_root', 'model_name', 'head_name') or \
+            isinstance(value, str) and \
             value.strip()[:1].isdigit():
         with pytest.raises(cli.UserError, match=message):
             embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
