@@ -119,6 +119,13 @@ def add_camera_flags(group, default):
              'off.')
 
 
+# The lowest --memory_temperature: its inverse scales the memory loss's
+# logits and gradients, and below it one step's update can make the weights
+# infinite (1e-30 took the loss to 2e29, then the weights to NaN). Cluster
+# Contrast uses 0.05.
+MIN_TEMPERATURE = 0.001
+
+
 def add_memory_flags(group, step_settings):
     """The cluster-memory loss's flags, in `group`."""
     group.add_argument(
@@ -128,8 +135,10 @@ def add_memory_flags(group, step_settings):
              'crop against one momentum-updated centroid per pseudo-identity. 0 turns it off.')
     group.add_argument(
         '--memory_temperature', default=step_settings.memory_temperature,
-        type=flags.float_between(0, 10, False),
-        help='Temperature of the cluster-memory loss\'s softmax.')
+        type=flags.float_between(MIN_TEMPERATURE, 10),
+        help='Temperature of the cluster-memory loss\'s softmax ({} to 10): it divides '
+             'cosine similarities, so that lower values sharpen the softmax and scale the '
+             'gradients by its inverse.'.format(MIN_TEMPERATURE))
     group.add_argument(
         '--memory_momentum', default=step_settings.memory_momentum,
         type=flags.float_between(0, 1),

@@ -168,6 +168,30 @@ def test_memory_loss_and_update_match_numpy():
         np.testing.assert_allclose(centroid, moved / np.linalg.norm(moved), rtol=1e-5)
 
 
+def test_a_diverged_memory_loss_stops_training_naming_its_flags(tmp_path, trained, monkeypatch):
+    # Embeddings that are NaN (weights that diverged) match no crop in the
+    # memory's update, which gathered out of range; the step now ends and its
+    # NaN loss stops training with the flags that scale the memory loss.
+    emb = np.full((4, 3), np.nan, np.float32)
+    memory = np.eye(3, dtype=np.float32)
+    rows, _ = cluster_memory.update(emb, memory, np.array([0, 1, 1, 2], np.int32), 0.2)
+    assert list(rows.numpy()) == [0, 1, 2]
+    original = cluster_memory.loss
+    monkeypatch.setattr(cluster_memory, 'loss', lambda emb, *a: original(emb * np.nan, *a))
+    root = str(tmp_path / 'adapt')
+    with pytest.raises(cli.UserError, match=r'the memory loss became NaN at iteration 1; .* '
+                       r'scales it and its gradients: --learning_rate \(0\.\d+\), '
+                       r'--memory_loss_weight \(1\.0\), --memory_temperature \(0\.05\)\. '
+                       r'Rerun with gentler values'):
+        train.main(adapt_args(root, trained, 20, '--memory_temperature', '0.05',
+                              '--triplet_loss_weight', '0'))
+    # A temperature whose inverse makes the weights infinite is refused by the parser.
+    with pytest.raises(SystemExit):
+        train.main(adapt_args(str(tmp_path / 'cold'), trained, 20, '--memory_temperature',
+                              '1e-30'))
+    assert not os.path.exists(tmp_path / 'cold')
+
+
 def test_camera_loss_matches_numpy():
     rng = np.random.default_rng(1)
     emb = rng.normal(size=(5, 4)).astype(np.float32)

@@ -52,7 +52,11 @@ def update(emb, memory, labels, momentum):
         position = tf.range(tf.shape(labels)[0])
         candidates = tf.where(similarity <= tf.gather(lowest, group), position,
                               tf.shape(labels)[0])
-        hardest = tf.math.unsorted_segment_min(candidates, group, count)
+        # Embeddings that are NaN (weights that diverged) match no crop; the
+        # first crop stands in, so that the step ends and its NaN loss stops
+        # training with a message instead of an out-of-range gather.
+        hardest = tf.minimum(tf.math.unsorted_segment_min(candidates, group, count),
+                             tf.shape(labels)[0] - 1)
         moved = momentum * tf.gather(memory, rows) + (1.0 - momentum) * tf.gather(unit, hardest)
         return rows, tf.math.l2_normalize(moved, axis=1)
 

@@ -331,14 +331,34 @@ def checked_step(train_step, images, labels, run):
     b_loss = out['losses'].numpy()
     terms = {name: float(np.mean(out[name])) for name in AUXILIARY_LOSSES if name in out}
     if not np.all(np.isfinite(b_loss)) or not np.all(np.isfinite(list(terms.values()))):
+        broken = ['loss'] * (not np.all(np.isfinite(b_loss))) + [
+            name for name, value in terms.items() if not np.isfinite(value)]
         raise TrainingDiverged(
-            'the loss became {} at iteration {}; no checkpoint was written for it. '
-            'Rerun with a lower --learning_rate and --override, which resumes from the '
-            'last checkpoint `{}`.'.format(
+            'the {} became {} at iteration {}; no checkpoint was written for it. What scales it '
+            'and its gradients: {}. Rerun with gentler values (a lower learning rate or weight, '
+            'a higher temperature) and --override, which resumes from the last checkpoint '
+            '`{}`.'.format(
+                ' and '.join('triplet loss' if name == 'loss' else name.replace('_', ' ')
+                             for name in broken),
                 'NaN' if np.isnan(b_loss).any() or np.isnan(list(terms.values())).any()
-                else 'infinite', int(run.step.numpy()),
+                else 'infinite', int(run.step.numpy()), ', '.join(diverging_flags(args, broken)),
                 checkpoints.newest_checkpoint(args.experiment_root)))
     return out, b_loss, terms
+
+
+def diverging_flags(args, broken):
+    """The flags that scale the losses `broken` (names of `out`: 'loss' for
+    the triplet loss, or `AUXILIARY_LOSSES`) and their gradients, as given."""
+    named = {'loss': ['--triplet_loss_weight', '--margin'],
+             'id_loss': ['--id_loss_weight'],
+             'center_loss': ['--center_loss_weight', '--center_learning_rate'],
+             'memory_loss': ['--memory_loss_weight', '--memory_temperature'] + (
+                 ['--inter_camera_weight'] if getattr(args, 'camera_proxies', False) else [])}
+    found = ['--learning_rate']
+    for name in broken:
+        found += [flag for flag in named.get(name, []) if flag not in found]
+    return ['{} ({})'.format(flag, getattr(args, flag[2:])) for flag in found
+            if getattr(args, flag[2:], None) is not None]
 
 
 def log_iteration(args, current, b_loss, terms, out, elapsed_time):
