@@ -33,7 +33,6 @@ ignored). No TensorFlow: SciPy reads the .mat files, which hold data only.
 
 import argparse
 import collections
-import json
 import os
 import re
 import sys
@@ -221,7 +220,7 @@ def prid_split(path, split, people):
                      dataset='PRID-2011 splits')
     try:
         with open(path, encoding='utf-8') as f:
-            splits = json.load(f)
+            splits = files.parse_json(f.read())
         chosen = splits[split]
         train, test = chosen['train'], chosen['test']
     except (OSError, ValueError, IndexError, KeyError, TypeError) as e:

@@ -185,3 +185,14 @@ def test_splits_that_contradict_themselves_are_refused_by_name(tmp_path):
     with pytest.raises(ConversionError, match=r'such as `0001`, in training and in the test set'):
         convert('dukev', '--dataset_root', root, '--output_dir', output)
     assert not os.path.exists(output)
+
+
+def test_a_splits_file_nested_deeper_than_any_is_one_message(tmp_path):
+    root = str(tmp_path / 'PRID2011')
+    touch(root, ['prid_2011/multi_shot/{}/person_000{}/0001.png'.format(c, p)
+                 for c in ('cam_a', 'cam_b') for p in (1, 2)])
+    splits = tmp_path / 'splits.json'
+    splits.write_text('[' * 100000 + ']' * 100000)
+    with pytest.raises(ConversionError, match=r'is not a splits file .*nested deeper than 64'):
+        convert('prid2011', '--dataset_root', root, '--output_dir', str(tmp_path / 'out'),
+                '--splits', str(splits))

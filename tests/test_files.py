@@ -205,3 +205,25 @@ def test_every_writer_of_the_product_goes_through_files_output():
         'write_folder), or say in NOT_OUTPUTS why not: {}'.format(new)
     assert not set(NOT_OUTPUTS) - set(found), 'no longer writing: {}'.format(
         sorted(set(NOT_OUTPUTS) - set(found)))
+
+
+def test_json_read_from_a_user_is_bounded(tmp_path):
+    path = tmp_path / 'args.json'
+    for text, match in (('[' * 100000 + ']' * 100000, r'nested deeper than 64 levels'),
+                        ('{"a": ' + '[' * 65 + ']' * 65 + '}', r'nested deeper than 64 levels'),
+                        ('[1]', 'not a JSON object'), ('\xff', 'corrupt')):
+        path.write_text(text, encoding='latin-1')
+        with pytest.raises(cli.UserError, match=r'args\.json` is corrupt \(.*{}.*\); fix'.format(
+                match) if match != 'corrupt' else 'is corrupt'):
+            files.read_json(str(path), 'fix it')
+    path.write_text('{"a": ' + '[' * 63 + ']' * 63 + '}')
+    value = files.read_json(str(path), 'fix it')['a']
+    for _ in range(62):
+        value = value[0]
+    assert value == []
+    os.remove(path)
+    os.mkfifo(path)
+    with pytest.raises(cli.UserError, match='is not a regular file'):
+        files.read_json(str(path), 'fix it')
+    with pytest.raises(ValueError, match='nested deeper'):
+        files.parse_json('{"TF_CONFIG": ' + '[' * 5000 + ']' * 5000 + '}')

@@ -385,14 +385,30 @@ def test_detailed_log_grows(tmp_path):
     np.testing.assert_array_equal(grown[3:], 0)
 
 
-@pytest.mark.parametrize('description', ['{"shape": [3, 2', '[3, 2]', '{"dtype": "<f4"}'])
-def test_damaged_detailed_log_description_is_refused(tmp_path, description):
+@pytest.mark.parametrize('description, match', [
+    ('{"shape": [3, 2', 'is corrupt'), ('[3, 2]', 'is corrupt'), ('{"dtype": "<f4"}', 'is corrupt'),
+    ('{"dtype": "<f4", "shape": [3.5, 2]}', 'is corrupt'),
+    ('{"dtype": "<f4", "shape": ' + '[' * 100000 + ']' * 100000 + '}',
+     r'is corrupt \(nested deeper than 64 levels\)'),
+    # A claim of a petabyte would grow the file to that size.
+    ('{"dtype": "<f4", "shape": [100000000000000, 2]}',
+     r'describes an array of shape \(100000000000000, 2\) that its file .* of 24 bytes does '
+     r'not hold'),
+])
+def test_damaged_detailed_log_description_is_refused(tmp_path, description, match):
     base = str(tmp_path / 'losses')
     detailed_logs.create_or_resize_dat(base, np.float32, (3, 2)).flush()
     with open(base + '.json', 'w') as f:
         f.write(description)
-    with pytest.raises(cli.UserError, match=r'losses\.json` is corrupt .*start the detailed'):
+    with pytest.raises(cli.UserError, match=r'losses\.json` {}.*start the detailed'.format(match)):
         detailed_logs.create_or_resize_dat(base, np.float32, (5, 2))
+    assert os.path.getsize(base) == 24
+    # A kill between growing the array and describing it leaves a longer file: it grows on.
+    with open(base, 'ab') as f:
+        f.write(bytes(8))
+    with open(base + '.json', 'w') as f:
+        f.write('{"dtype": "<f4", "shape": [3, 2]}')
+    assert detailed_logs.create_or_resize_dat(base, np.float32, (5, 2)).shape == (5, 2)
 
 
 @pytest.mark.slow

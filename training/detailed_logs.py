@@ -14,6 +14,12 @@ import cli
 from cli import files
 
 
+def shape_text(shape):
+    """A shape as a message shows it, whatever its length."""
+    return str(shape) if len(shape) <= 8 else '({}, … {} sizes)'.format(
+        ', '.join(map(str, shape[:4])), len(shape))
+
+
 def create_or_resize_dat(basename, dtype, shape):
     """A writeable memory-mapped array in `basename` with its description in
     `basename.json` (lbtoolbox's format), grown along the first axis when it
@@ -23,14 +29,24 @@ def create_or_resize_dat(basename, dtype, shape):
     if os.path.isfile(basename + '.json') and os.path.isfile(basename):
         remedy = 'delete `{}` and its .json to start the detailed log afresh'.format(basename)
         old = files.read_json(basename + '.json', remedy)
-        if not isinstance(old.get('shape'), list) or not isinstance(old.get('dtype'), str):
-            raise cli.UserError('`{}.json` is corrupt (no `shape` list and `dtype` string); '
-                                '{}.'.format(basename, remedy))
+        if not isinstance(old.get('shape'), list) or not isinstance(old.get('dtype'), str) or \
+                not all(type(n) is int and 0 <= n < 2 ** 48 for n in old['shape']):
+            raise cli.UserError('`{}.json` is corrupt (no `shape` list of sizes and `dtype` '
+                                'string); {}.'.format(basename, remedy))
         old_shape = tuple(old['shape'])
         if old_shape[1:] != shape[1:] or old['dtype'] != dtype.str:
             raise cli.UserError('the detailed log `{}` has shape {} and dtype {}, which '
-                                'does not fit {} {}.'.format(basename, old_shape,
+                                'does not fit {} {}.'.format(basename, shape_text(old_shape),
                                                              old['dtype'], shape, dtype.str))
+        # What the description claims is believed only where the array's file
+        # holds it: a claim of petabytes would grow the file to that size. (A
+        # kill after growing the file and before describing it leaves a file
+        # larger than its description, which is fine.)
+        if old_shape[0] * int(np.prod(shape[1:])) * dtype.itemsize > os.path.getsize(basename):
+            raise cli.UserError('`{}.json` describes an array of shape {} that its file `{}` '
+                                'of {} bytes does not hold; {}.'.format(
+                                    basename, shape_text(old_shape), basename,
+                                    os.path.getsize(basename), remedy))
         shape = (max(old_shape[0], shape[0]),) + shape[1:]
         mode = 'r+'
     else:

@@ -5,13 +5,13 @@ cluster, a differentiable all-gather that works under every strategy, and
 batch-norm layers that use the statistics of the whole global batch.
 """
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 
 import cli
+from cli import files
 
 
 def synchronize_batch_norm(model):
@@ -37,7 +37,7 @@ def worker_task(distribution):
     if distribution != 'multi_worker':
         return 'chief', 0
     try:
-        config = json.loads(os.environ.get('TF_CONFIG', ''))
+        config = files.parse_json(os.environ.get('TF_CONFIG', ''))
         task = config['task']
         if 'chief' in config['cluster'] or task['type'] != 'worker' or task['index'] != 0:
             return task['type'], int(task['index'])
