@@ -458,11 +458,14 @@ def write_json(path, obj, **options):
 
 def irregular(path):
     """Whether `path` exists but is no regular file (a device such as
-    /dev/zero or a pipe, which may never end, or a folder)."""
+    /dev/zero or a pipe, which may never end, or a folder), or is no path
+    the system can open (a NUL character in it)."""
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
         return False
+    except ValueError:
+        return True
 
 
 def check_regular(path, what, remedy):

@@ -37,13 +37,47 @@ def compile(pattern, flag):
     # RE2 would also print its reason to stderr, beside our one message.
     options.log_errors = False
     try:
-        return re2.compile(pattern, options)
+        pattern.encode('utf-8')
+    except UnicodeEncodeError:
+        raise UserError('{} `{}` holds bytes that are not UTF-8 text; write the pattern in '
+                        'UTF-8.'.format(flag, pattern.encode('utf-8', 'backslashreplace')
+                                        .decode()))
+    try:
+        return Pattern(re2.compile(pattern, options))
     except re2.error as e:
         reason = e.args[0].decode('utf-8', 'replace') if e.args and isinstance(
             e.args[0], bytes) else str(e)
         raise UserError('{} `{}` is not a regular expression that can be matched safely: {} '
                         '(RE2 syntax, which leaves out backreferences and lookarounds).'.format(
                             flag, pattern, reason))
+
+
+class Pattern:
+    """A compiled RE2 pattern that takes any name Python holds: a file name
+    that is not valid UTF-8 reaches Python with surrogates, which RE2 cannot
+    encode; such bytes are matched as their escapes (`\\udcff`)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.groups = compiled.groups
+
+    def search(self, text):
+        return self.compiled.search(encodable(text))
+
+    def match(self, text):
+        return self.compiled.match(encodable(text))
+
+    def fullmatch(self, text):
+        return self.compiled.fullmatch(encodable(text))
+
+
+def encodable(text):
+    """`text`, its surrogates (bytes that were not UTF-8) written as escapes."""
+    try:
+        text.encode('utf-8')
+        return text
+    except UnicodeEncodeError:
+        return text.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def argument(flag, groups=0, remedy=''):

@@ -199,7 +199,7 @@ def oversized(path, max_pixels):
     try:
         if os.path.getsize(path) > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
             return True
-    except OSError:
+    except (OSError, ValueError):
         return False  # A missing file is left to the decoding check.
     count = header_pixels(path)
     return count is not None and count > max_pixels

@@ -186,7 +186,7 @@ def read_config(path):
         data = read_yaml(path)
         chain.append((path, data))
         base = data.pop('_BASE_', None)
-        if base is not None and not isinstance(base, str):
+        if base is not None and (not isinstance(base, str) or '\0' in base):
             raise UserError('`{}` names a `_BASE_` that is not a path.'.format(path))
         path = None if base is None else os.path.join(os.path.dirname(path), base)
     settings = {}

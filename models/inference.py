@@ -267,13 +267,18 @@ class Embedder:
 
     def __init__(self, source, checkpoint=None, batch_size=256, device=None, flip=False,
                  max_image_pixels=MAX_IMAGE_PIXELS):
-        self.batch_size, self.device, self.flip = int(batch_size), device, flip
-        self.max_pixels = int(max_image_pixels)
-        if self.batch_size < 1 or self.max_pixels < 1:
-            raise UserError('batch_size and max_image_pixels must be at least 1, not {} and '
-                            '{}.'.format(batch_size, max_image_pixels))
+        for name, value in (('batch_size', batch_size), ('max_image_pixels', max_image_pixels)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise UserError('{} must be a whole number of at least 1, not {!r}.'.format(
+                    name, value))
+        self.batch_size, self.max_pixels, self.flip = int(batch_size), int(max_image_pixels), \
+            bool(flip)
+        self.device = check_device(device)
+        if not isinstance(source, (str, os.PathLike)):
+            raise UserError('cannot load a model from a {}: pass the path of an experiment root '
+                            'or of a SavedModel folder.'.format(type(source).__name__))
         source = os.fspath(source)
-        if not os.path.isdir(source):
+        if not isinstance(source, str) or not os.path.isdir(source):
             raise UserError('`{}` is not a folder; pass an experiment root (of train.py or '
                             'import_model.py) or a SavedModel folder of export.py.'.format(
                                 source))
@@ -331,6 +336,20 @@ class Embedder:
         return embs
 
 
+def check_device(device):
+    """`device` (such as '/CPU:0', or None for TensorFlow's choice), refused
+    when TensorFlow cannot parse it."""
+    if device is None:
+        return None
+    try:
+        with tf.device(device):
+            tf.constant(0.0).numpy()
+    except (ValueError, TypeError, tf.errors.OpError) as e:
+        raise UserError('device {!r} is not a device TensorFlow knows ({}); pass one such as '
+                        '\'/CPU:0\' or \'/GPU:0\', or None.'.format(device, e))
+    return device
+
+
 # The largest saved_model.pb read: Protocol Buffers' own limit.
 MAX_SAVED_MODEL_BYTES = 2 ** 31 - 1
 
@@ -356,9 +375,9 @@ def load_saved_model(folder):
     try:
         loaded = tf.saved_model.load(folder)
         signature = loaded.signatures['serving_default']
-        output = signature.structured_outputs['emb']
-        if 'images' not in signature.structured_input_signature[1]:
-            raise KeyError('images')
+        dimension = signature.structured_outputs['emb'].shape[-1]
+        if 'images' not in signature.structured_input_signature[1] or dimension is None:
+            raise KeyError('images' if dimension is not None else 'the size of `emb`')
     except KeyError as e:
         raise UserError('the SavedModel `{}` has no serving signature from `images` to `emb` '
                         '(missing {}); pass a SavedModel of export.py.'.format(folder, e))
@@ -366,7 +385,7 @@ def load_saved_model(folder):
         raise UserError('cannot load the SavedModel `{}` ({}: {}); {}.'.format(
             folder, type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip()
             else 'damaged', remedy))
-    return (lambda images: signature(images=images)['emb']), int(output.shape[-1])
+    return (lambda images: signature(images=images)['emb']), int(dimension)
 
 
 def load_embedder(source, checkpoint=None, batch_size=256, device=None, flip=False,

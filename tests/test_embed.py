@@ -419,3 +419,22 @@ def test_the_python_api_refuses_sources_that_are_no_model(experiment, tmp_path):
     for source, match in cases:
         with pytest.raises(cli.UserError, match=match):
             load_embedder(source)
+    root = experiment[0]
+    for arguments, match in (
+            ((123,), r'cannot load a model from a int'), ((None,), r'from a NoneType'),
+            ((root.encode(),), r'from a bytes'), ((root + '\0x',), r'is not a folder'),
+            ((root, None, 'abc'), r'batch_size must be a whole number .* not \'abc\''),
+            ((root, None, 0), r'batch_size .* not 0'), ((root, None, 2.5), r'not 2\.5'),
+            ((root, None, True), r'not True'),
+            ((root, None, 2, 'garbage'), r"device 'garbage' is not a device TensorFlow knows"),
+            ((root, None, 2, '/job:x/device:TPU:0'), r'is not a device TensorFlow knows'),
+            ((root, None, 2, None, False, None), r'max_image_pixels must be a whole number')):
+        with pytest.raises(cli.UserError, match=match):
+            load_embedder(*arguments)
+    embedder = load_embedder(root)
+    for images, match in ((root + '/a\0b.png', r'a\x00b\.png`: it is not a regular file'),
+                          ([b'x.png'], r'image 0 of the list has shape \(\)'),
+                          ([None], r'image 0 of the list has shape \(\)'),
+                          (np.zeros((2, 3, 3), bool), r'holds bool values')):
+        with pytest.raises(cli.UserError, match=match):
+            embedder(images)

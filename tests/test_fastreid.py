@@ -97,6 +97,7 @@ def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
     ('_BASE_: leaf.yml\n', r'the `_BASE_` files of .* loop'),
     ('_BASE_: ../missing.yml\n', r'missing\.yml'),
     ('_BASE_: [1]\n', r'names a `_BASE_` that is not a path'),
+    ('_BASE_: "a\\0b"\n', r'names a `_BASE_` that is not a path'),
     ('MODEL: [unclosed\n', r'leaf\.yml` is not valid YAML \(line 2\)'),
     ('- a list\n', r'holds no mapping of settings'),
     ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  PIXEL_MEAN: [a, b, c]\n',

@@ -320,6 +320,17 @@ def test_a_backtracking_pattern_is_matched_in_linear_time_outside_the_lock(tmp_p
     assert len(searched) == 200 and not any(searched)
     monkeypatch.undo()
     for pattern, message in ((r'(a)\1', 'invalid escape sequence'),
-                             ('(?=a)', 'invalid perl operator'), ('x' * 1001, '1001 characters')):
+                             ('(?=a)', 'invalid perl operator'), ('x' * 1001, '1001 characters'),
+                             ('a\udcffb', r'`a\\udcffb` holds bytes that are not UTF-8')):
         with pytest.raises(cli.UserError, match=message):
             gallery.remove(str(path), pattern)
+    # Names that were not UTF-8 on disk reach Python with surrogates, matched as their escapes.
+    from cli import patterns
+    assert patterns.compile(r'_c(\d+)', '--camera_regex').search('\udcff_c12.jpg').group(1) == '12'
+    # The same engine checks --camera_regex, in train.py's parser and in the excluders.
+    import train
+    with pytest.raises(SystemExit):
+        train.main(['--experiment_root', str(tmp_path / 'x'), '--camera_regex', r'(a)\1'])
+    import excluders
+    with pytest.raises(cli.UserError, match='--camera_regex `.*` is not a regular expression'):
+        excluders.load('folders', ['a/1.jpg'], ['a/2.jpg'], r'^(.+)+(?=X)')

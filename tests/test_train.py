@@ -540,7 +540,8 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     batch_hard = loss.LOSS_CHOICES['batch_hard']
     monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard',
                         lambda *args, **kwargs: batch_hard(*args, **kwargs) * np.nan)
-    with pytest.raises(training.run.TrainingDiverged, match='--learning_rate and --override'):
+    with pytest.raises(training.run.TrainingDiverged,
+                       match=r'What scales it .*--learning_rate \(10\.0\).* and --override'):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '10'))
     with pytest.raises(training.run.TrainingDiverged):
         train.main(base_args(root, csv_path, image_root, 4, '--learning_rate', '1e-3'))
