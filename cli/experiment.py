@@ -18,7 +18,7 @@ import shutil
 
 import cli
 from cli import files, flags, UserError
-from cli.files import read_json
+from cli.json_files import read_json
 from cli.flags import POOLINGS
 
 log = logging.getLogger('experiment')
@@ -247,7 +247,7 @@ def read_best(experiment_root):
     if not os.path.isfile(path):
         return None
     remedy = 'delete it to start the record of the best checkpoint afresh'
-    best = files.read_json(path, remedy)
+    best = read_json(path, remedy)
     mean_ap = best.get('mAP')
     if isinstance(mean_ap, bool) or not isinstance(mean_ap, (int, float)) or \
             not 0 <= mean_ap <= 1:

@@ -43,7 +43,7 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
-from cli import files, flags  # noqa: E402
+from cli import files, flags, json_files  # noqa: E402
 from data.convert import ConversionError, check_output_dir, write_csvs  # noqa: E402
 
 HEADER = ('identity', 'camera', 'track', 'frame', 'path')
@@ -220,7 +220,7 @@ def prid_split(path, split, people):
                      dataset='PRID-2011 splits')
     try:
         with open(path, encoding='utf-8') as f:
-            splits = files.parse_json(f.read())
+            splits = json_files.parse_json(f.read())
         chosen = splits[split]
         train, test = chosen['train'], chosen['test']
     except (OSError, ValueError, IndexError, KeyError, TypeError) as e:

@@ -10,7 +10,7 @@ import pytest
 
 import cli
 import common
-from cli import files, flags, startup
+from cli import files, flags, json_files, startup
 from conftest import ROOT, write_file
 
 
@@ -163,8 +163,8 @@ def test_training_sets_are_merged_with_their_identities_kept_apart(tmp_path):
 def test_read_json_refuses_damaged_files(tmp_path, content):
     path = write_file(tmp_path / 'x.json', content, 'wb' if isinstance(content, bytes) else 'w')
     with pytest.raises(cli.UserError, match=r'x\.json` is corrupt \(.*\); start over\.'):
-        files.read_json(path, 'start over')
-    assert files.read_json(write_file(tmp_path / 'y.json', '{"a": [1]}'), 'x') == {'a': [1]}
+        json_files.read_json(path, 'start over')
+    assert json_files.read_json(write_file(tmp_path / 'y.json', '{"a": [1]}'), 'x') == {'a': [1]}
 
 
 def test_given_arguments():

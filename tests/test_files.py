@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import cli
-from cli import files
+from cli import files, json_files
 from conftest import ROOT
 
 
@@ -215,15 +215,15 @@ def test_json_read_from_a_user_is_bounded(tmp_path):
         path.write_text(text, encoding='latin-1')
         with pytest.raises(cli.UserError, match=r'args\.json` is corrupt \(.*{}.*\); fix'.format(
                 match) if match != 'corrupt' else 'is corrupt'):
-            files.read_json(str(path), 'fix it')
+            json_files.read_json(str(path), 'fix it')
     path.write_text('{"a": ' + '[' * 63 + ']' * 63 + '}')
-    value = files.read_json(str(path), 'fix it')['a']
+    value = json_files.read_json(str(path), 'fix it')['a']
     for _ in range(62):
         value = value[0]
     assert value == []
     os.remove(path)
     os.mkfifo(path)
     with pytest.raises(cli.UserError, match='is not a regular file'):
-        files.read_json(str(path), 'fix it')
+        json_files.read_json(str(path), 'fix it')
     with pytest.raises(ValueError, match='nested deeper'):
-        files.parse_json('{"TF_CONFIG": ' + '[' * 5000 + ']' * 5000 + '}')
+        json_files.parse_json('{"TF_CONFIG": ' + '[' * 5000 + ']' * 5000 + '}')

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 
 import cli
-from cli import files
+from cli import files, json_files
 
 
 def shape_text(shape):
@@ -28,7 +28,7 @@ def create_or_resize_dat(basename, dtype, shape):
     shape = tuple(shape)
     if os.path.isfile(basename + '.json') and os.path.isfile(basename):
         remedy = 'delete `{}` and its .json to start the detailed log afresh'.format(basename)
-        old = files.read_json(basename + '.json', remedy)
+        old = json_files.read_json(basename + '.json', remedy)
         if not isinstance(old.get('shape'), list) or not isinstance(old.get('dtype'), str) or \
                 not all(type(n) is int and 0 <= n < 2 ** 48 for n in old['shape']):
             raise cli.UserError('`{}.json` is corrupt (no `shape` list of sizes and `dtype` '

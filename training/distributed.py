@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 import cli
-from cli import files
+from cli import json_files
 
 
 def synchronize_batch_norm(model):
@@ -37,7 +37,7 @@ def worker_task(distribution):
     if distribution != 'multi_worker':
         return 'chief', 0
     try:
-        config = files.parse_json(os.environ.get('TF_CONFIG', ''))
+        config = json_files.parse_json(os.environ.get('TF_CONFIG', ''))
         task = config['task']
         if 'chief' in config['cluster'] or task['type'] != 'worker' or task['index'] != 0:
             return task['type'], int(task['index'])
