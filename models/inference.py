@@ -10,8 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from inputs.images import (Preprocessing, augmentation_names, decode, image_batches, oversized,
-                           resize)
+from inputs.images import (Preprocessing, augmentation_names, decode, header_pixels,
+                           image_batches, oversized, resize)
 from aggregators import AGGREGATORS
 from cli import UserError, files
 from cli.flags import MAX_IMAGE_PIXELS
@@ -245,6 +245,30 @@ def check_pixels(array, what, max_pixels=MAX_IMAGE_PIXELS):
     return array
 
 
+# The most pixels embedded together (805 MB as float32 RGB): a SavedModel
+# takes images at their own size, and `batch_size` photographs of 25
+# megapixels would take 77 GB at once.
+CHUNK_PIXELS = 1 << 26
+
+
+def chunk_bounds(images, batch_size):
+    """(start, end) of consecutive chunks of `images` (`as_images`'s) with at
+    most `batch_size` images and, beyond their first, `CHUNK_PIXELS` pixels
+    (a file's as its header declares)."""
+    if isinstance(images, np.ndarray):
+        rows = max(1, min(batch_size, CHUNK_PIXELS // (images.shape[1] * images.shape[2])))
+        return [(start, min(start + rows, len(images))) for start in range(0, len(images), rows)]
+    bounds, start, pixels = [], 0, 0
+    for index, image in enumerate(images):
+        count = (header_pixels(image) or 0) if isinstance(image, str) else \
+            image.shape[0] * image.shape[1]
+        if index > start and (index - start == batch_size or pixels + count > CHUNK_PIXELS):
+            bounds.append((start, index))
+            start, pixels = index, 0
+        pixels += count
+    return bounds + ([(start, len(images))] if len(images) > start else [])
+
+
 class Embedder:
     """Embeds images with a trained, imported or exported model, as torchreid's
     `FeatureExtractor` does for PyTorch: `embedder(images)` is an (N, D)
@@ -294,8 +318,8 @@ class Embedder:
 
     def __call__(self, images):
         images = as_images(images, self.max_pixels)
-        chunks = [self.embed_chunk(images[i:i + self.batch_size])
-                  for i in range(0, len(images), self.batch_size)]
+        chunks = [self.embed_chunk(images[start:end])
+                  for start, end in chunk_bounds(images, self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
                                                               np.float32)
 
