@@ -301,6 +301,10 @@ class Embedder:
         if not isinstance(source, (str, os.PathLike)):
             raise UserError('cannot load a model from a {}: pass the path of an experiment root '
                             'or of a SavedModel folder.'.format(type(source).__name__))
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise UserError('checkpoint must be the name of a checkpoint in the experiment root '
+                            '(such as \'checkpoint-25000\' or \'best\'), or None for the newest; '
+                            'not a {}.'.format(type(checkpoint).__name__))
         source = os.fspath(source)
         if not isinstance(source, str) or not os.path.isdir(source):
             raise UserError('`{}` is not a folder; pass an experiment root (of train.py or '

@@ -430,6 +430,8 @@ def test_the_python_api_refuses_sources_that_are_no_model(experiment, tmp_path):
             ((123,), r'cannot load a model from a int'), ((None,), r'from a NoneType'),
             ((root.encode(),), r'from a bytes'), ((root + '\0x',), r'is not a folder'),
             ((root, None, 'abc'), r'batch_size must be a whole number .* not \'abc\''),
+            ((root, 5), r'checkpoint must be the name of a checkpoint .* not a int'),
+            ((root, b'checkpoint-2'), r'not a bytes'),
             ((root, None, 0), r'batch_size .* not 0'), ((root, None, 2.5), r'not 2\.5'),
             ((root, None, True), r'not True'),
             ((root, None, 2, 'garbage'), r"device 'garbage' is not a device TensorFlow knows"),
