@@ -175,8 +175,15 @@ def embeddings_digest(embs):
 def save_index(path, index, digest, space):
     """Saves the faiss `index` of the gallery embeddings hashed to `digest`
     at `path`, whole or not at all; a folder that cannot be written only
-    costs the next search the build (a warning says so)."""
+    costs the next search the build (a warning says so). A link in the
+    index's place is left alone: the user did not name that path, and
+    `files.output` would write through it to whatever it points to."""
     import faiss
+    if os.path.islink(path):
+        print('WARNING: `{}` stands where the gallery index is saved, but it is a link; the index '
+              'is not saved, and the next search builds it again. Remove the link to keep the '
+              'index.'.format(path), file=sys.stderr)
+        return
     try:
         with files.output(path, suffix='.h5') as partial, h5py.File(partial, 'w') as f:
             f.create_dataset('faiss', data=faiss.serialize_index(index))

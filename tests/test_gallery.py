@@ -173,6 +173,12 @@ def test_remove_deletes_only_the_indexes_it_saved(tmp_path):
             shutil.rmtree(index)
         else:
             os.remove(index)
+    # A search never saves its index through a link it finds there (outputs
+    # the user names are written through links; this path the user never named).
+    os.symlink(str(kept), index)
+    gallery.load_or_build_index(gallery.load_gallery(str(path))[0], 'euclidean', str(path))
+    assert kept.read_text() == 'mine' and os.path.islink(index)
+    os.remove(index)
     # The index that a search saved is removed.
     gallery.load_or_build_index(gallery.load_gallery(str(path))[0], 'euclidean', str(path))
     assert gallery.remove(str(path), '^cam2/') == (20, 100)
