@@ -43,6 +43,16 @@ def bounded(message):
     return cut(message, MAX_MESSAGE)
 
 
+class BoundedFormatter(logging.Formatter):
+    """Formats log records with their messages `bounded`, as a UserError's
+    are: a warning that quotes a file's content (a file name of a CSV, say)
+    shows at most `MAX_QUOTED` characters of each quote."""
+
+    def formatMessage(self, record):
+        record.message = bounded(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(log_file=None, buffer=True):
     """Logs INFO and above to stderr and everything to `log_file` (appended).
 
@@ -54,7 +64,7 @@ def setup_logging(log_file=None, buffer=True):
     """
     root = logging.getLogger()
     buffers = [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]
-    formatter = logging.Formatter('%(asctime)s [%(levelname)s] %(name)s: %(message)s')
+    formatter = BoundedFormatter('%(asctime)s [%(levelname)s] %(name)s: %(message)s')
     if log_file is None:
         for handler in list(root.handlers):
             root.removeHandler(handler)

@@ -374,3 +374,19 @@ def test_a_bom_crlf_line_ends_and_a_quoted_identity_with_a_comma_are_read(tmp_pa
     assert common.read_csv_rows(str(path)) == [('Smith, J', 'a/1.jpg'), ('Smith, J', 'a/2.jpg'),
                                                ('0002', 'b/3.jpg')]
 
+
+
+def test_messages_cut_what_they_quote_from_files(capsys):
+    # A refusal quoted a 1,200-character YAML value whole; every quote in a
+    # UserError, and in a log line, is cut in the middle and says so.
+    value = 'v' * 1200
+    text = str(cli.UserError('`cfg.yml` sets X to `{}`; what imports is Y.'.format(value)))
+    assert text.startswith('`cfg.yml` sets X to `' + 'v' * 160 + ' … ')
+    assert text.endswith(' (1200 characters)`; what imports is Y.') and len(text) < 400
+    assert len(str(cli.UserError('w' * 100000))) < cli.MAX_MESSAGE + 100
+    assert str(cli.UserError('short `x`')) == 'short `x`'
+    import logging
+    cli.setup_logging(buffer=False)
+    logging.getLogger('test').warning('Skipping %s.', '`{}`'.format(value))
+    err = capsys.readouterr().err
+    assert '(1200 characters)`' in err and len(err) < 400
