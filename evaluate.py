@@ -178,10 +178,11 @@ def check_arguments(args):
 
 
 def write_results(args, result, verification):
-    """Writes --filename's JSON: the figures, and the re-ranking and query
+    """Writes --filename's JSON: the figures, the metric of their distances
+    (and so of the verification thresholds), and the re-ranking and query
     expansion settings that made them."""
     summary = {'mAP': result['mAP'], 'mINP': result['mINP'], 'CMC': result['CMC'],
-               'aps': result['aps'],
+               'aps': result['aps'], 'metric': args.metric,
                'verification': verification and {key: verification[key] for key in (
                    'tpr_at_fpr', 'eer', 'threshold_at_fpr')}}
     if args.rerank:

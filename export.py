@@ -62,6 +62,26 @@ parser.add_argument(
          'has no training images and needs them.')
 
 parser.add_argument(
+    '--tracker', default=None, metavar='FOLDER',
+    help='Also write models for trackers into this folder (made if missing): ONNX and '
+         'TensorFlow Lite (see --tracker_formats) with the input convention of BoxMOT and '
+         'torchreid, float32 crops (B, 3, H, W) at the net input size, RGB in [0, 1] '
+         'normalised with ImageNet\'s mean and std, to the embeddings (B, D); each named '
+         'after the BoxMOT architecture nearest to the net (`osnet_x0_25_EXPERIMENT.onnx`), '
+         'with BoxMOT\'s metadata sidecar `FILE.metadata.json` beside it (input size, '
+         'normalisation, metric, and the threshold of --evaluation).')
+
+parser.add_argument(
+    '--tracker_formats', nargs='+', default=['onnx', 'tflite'], choices=('onnx', 'tflite'),
+    help='Which --tracker models to write.')
+
+parser.add_argument(
+    '--evaluation', default=None, metavar='JSON',
+    help='With --tracker: an evaluate.py --filename JSON of this model, whose distance '
+         'threshold at a false-positive rate of 0.1%% the sidecars record (a pair of crops '
+         'nearer than it is the same person).')
+
+parser.add_argument(
     '--quiet', action='store_true', default=False,
     help='Don\'t be so verbose.')
 
@@ -106,8 +126,15 @@ def main(argv=None):
             raise cli.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
                                 'onnxruntime`. Nothing was exported.')
 
+    tracker_outputs = check_tracker_arguments(args, output)
+
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
     experiment = Experiment.of(train_args)
+    if args.tracker and experiment.temporal_pooling is not None:
+        raise cli.UserError('--tracker exports embed one crop at a time, and `{}` is a video '
+                            'experiment that combines the frames of tracklets (--seq_len); '
+                            'export it without --tracker. Nothing was exported.'.format(
+                                args.experiment_root))
     module = exported.EmbeddingModule(model, experiment.net_input_size, experiment.antialias)
     # The calibration images are read first, so that a bad training set
     # stops the export before anything is written.
@@ -133,7 +160,60 @@ def main(argv=None):
                   '..., experimental_op_resolver_type=ai_edge_litert.interpreter.'
                   'OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES).'.format(args.tflite, problem),
                   file=sys.stderr)
+    if args.tracker:
+        export_tracker(args, model, experiment, train_args, checkpoint, tracker_outputs, log)
     return 0
+
+
+def check_tracker_arguments(args, output):
+    """The (format, model path, sidecar path) of --tracker, checked before any
+    work, with the threshold of --evaluation read into `args.threshold`."""
+    from serving import tracker
+    args.threshold = None
+    if not args.tracker:
+        if args.evaluation:
+            raise cli.UserError('--evaluation gives the threshold of the --tracker exports; '
+                                'give --tracker too.')
+        return []
+    if args.evaluation:
+        args.threshold = tracker.evaluation_threshold(args.evaluation)
+    files.check_writable(args.tracker, '--tracker', folder=True)
+    from cli.experiment import read_args
+    stored = read_args(args.experiment_root)
+    if stored is None:
+        raise cli.UserError('`args.json` could not be found in `{}`; is it an experiment '
+                            'root written by train.py?'.format(args.experiment_root))
+    names = tracker.file_names(Experiment.of(stored), args.experiment_root,
+                               dict.fromkeys(args.tracker_formats))
+    outputs = []
+    for fmt, name in names.items():
+        path = os.path.join(args.tracker, name)
+        for flag, target in (('--tracker', path), ('--tracker', path + '.metadata.json')):
+            if os.path.isdir(args.tracker):  # A new folder holds none of them yet.
+                check_output(target, flag)
+            if os.path.abspath(target) in {os.path.abspath(p) for p in (
+                    output, args.onnx, args.tflite) if p}:
+                raise cli.UserError('--tracker writes `{}`, which another output names.'.format(
+                    target))
+        outputs.append((fmt, path, path + '.metadata.json'))
+    return outputs
+
+
+def export_tracker(args, model, experiment, train_args, checkpoint, outputs, log):
+    """Writes the --tracker models and their sidecars."""
+    from serving import tracker
+    from inputs.embeddings_file import embedding_origin
+    net = tracker.boxmot_architecture(experiment.model_name)
+    convention = tracker.tracker_model(model, experiment.net_input_size)
+    metadata = tracker.sidecar(experiment, train_args.get('metric', 'euclidean'), net,
+                               args.threshold, embedding_origin(args.experiment_root,
+                                                                checkpoint))
+    for fmt, path, sidecar in outputs:
+        log('Writing the {} model for trackers…'.format(fmt.upper()))
+        tracker.EXPORTERS[fmt](convention, path)
+        files.write_json(sidecar, metadata, replace=False)
+        log('Exported {} to {} for trackers (BoxMOT reads it as {}), with {}.'.format(
+            checkpoint, path, net, sidecar))
 
 
 def command():

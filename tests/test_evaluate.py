@@ -237,7 +237,7 @@ def test_cli_and_errors(tmp_path, capsys):
                                  '--filename', out]) == 0
     assert capsys.readouterr().out.startswith('mAP: ')
     result = json.load(open(out))
-    assert set(result) == {'mAP', 'mINP', 'CMC', 'aps', 'verification'}
+    assert set(result) == {'mAP', 'mINP', 'CMC', 'aps', 'metric', 'verification'}
     assert len(result['CMC']) == len(g_pids)
     assert set(result['verification']) == {'tpr_at_fpr', 'eer', 'threshold_at_fpr'}
     assert list(result['verification']['tpr_at_fpr']) == ['0.0001', '0.001', '0.01', '0.1']

@@ -331,6 +331,13 @@ def test_video_experiments_refuse_another_aggregator(video_experiment, video_set
         embed.main(['--experiment_root', video_experiment, '--dataset', query, '--image_root',
                     root, '--tracklets', 'mean', '--filename', 'x.h5', '--quiet'])
     assert not os.path.exists(os.path.join(video_experiment, 'x.h5'))
+    # Trackers embed one crop at a time: no tracker export of a video experiment.
+    import export
+    with pytest.raises(cli.UserError, match='--tracker exports embed one crop at a time'):
+        export.main(['--experiment_root', video_experiment, '--output',
+                     os.path.join(video_experiment, 'sm'), '--tracker',
+                     os.path.join(video_experiment, 'trk'), '--quiet'])
+    assert not os.path.exists(os.path.join(video_experiment, 'trk'))
 
 
 # Video files in the footage path.
