@@ -95,16 +95,9 @@ def check_output(path, flag):
     files.check_writable(path, flag)
 
 
-def main(argv=None):
-    args = parser.parse_args(argv)
-    # TensorFlow comes only after the arguments parse, so that --help and a
-    # mistyped flag answer at once (see startup.quiet_tensorflow).
-    startup.quiet_tensorflow()
-    from serving import exported
-    from models.inference import load_experiment
-
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    output = args.output or os.path.join(args.experiment_root, 'saved_model')
+def check_outputs(args, output):
+    """Refuses the outputs of the SavedModel, --onnx and --tflite, and flags
+    that need others, before any work."""
     check_output(output, '--output')
     if args.tflite_int8 and not args.tflite:
         raise cli.UserError('--tflite_int8 quantises the --tflite model; give --tflite.')
@@ -126,6 +119,18 @@ def main(argv=None):
             raise cli.UserError('--onnx needs tf2onnx: `.venv/bin/pip install tf2onnx '
                                 'onnxruntime`. Nothing was exported.')
 
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    # TensorFlow comes only after the arguments parse, so that --help and a
+    # mistyped flag answer at once (see startup.quiet_tensorflow).
+    startup.quiet_tensorflow()
+    from serving import exported
+    from models.inference import load_experiment
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    output = args.output or os.path.join(args.experiment_root, 'saved_model')
+    check_outputs(args, output)
     tracker_outputs = check_tracker_arguments(args, output)
 
     model, train_args, checkpoint = load_experiment(args.experiment_root, args.checkpoint)
