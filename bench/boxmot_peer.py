@@ -1,4 +1,4 @@
-"""BoxMOT's side of bench/boxmot.py, run in an environment of its own
+"""BoxMOT's side of bench/tracker_exports.py, run in an environment of its own
 (`torch torchvision boxmot onnxruntime`), without TensorFlow or this project.
 
     python bench/boxmot_peer.py embed MODEL CROPS.npz OUT.npz

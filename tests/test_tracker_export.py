@@ -2,7 +2,7 @@
 that BoxMOT and torchreid feed (NCHW float32 RGB crops at the net input size,
 ImageNet-normalised), which embed as load_embedder does on the same pixels,
 named after BoxMOT's architectures, with BoxMOT's metadata sidecar.
-(bench/boxmot.py measures BoxMOT's own backends on these files.)"""
+(bench/tracker_exports.py measures BoxMOT's own backends on these files.)"""
 
 import json
 import os
