@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from cli import files, UserError
-from cli.flags import as_list
+from triplet_reid.cli import files, UserError
+from triplet_reid.cli.flags import as_list
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')

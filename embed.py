@@ -11,12 +11,17 @@ import sys
 import tempfile
 import time
 
-import cli
-import common
-from cli import files
-from inputs import embeddings_file
-from cli import flags, progress, startup
-from aggregators import AGGREGATORS
+if __package__ in (None, ''):
+    # Run from a checkout (`python embed.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import files
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.cli import flags, progress, startup
+from triplet_reid.aggregators import AGGREGATORS
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.',
                                  allow_abbrev=False)
@@ -187,7 +192,7 @@ def camera_name(args):
 def crop_footage(args, folder):
     """Crops the --detections boxes out of the --frames into `folder`:
     (folder, (N,) crop files, (N,) their names, their `embeddings_file.FIELDS`)."""
-    from inputs import footage
+    from triplet_reid.inputs import footage
     detections = footage.read_detections(args.detections)
     frames = footage.frame_source(args.frames)
     with progress.bar('Cropping', 'frame', args.quiet) as report:
@@ -250,7 +255,7 @@ def default_filename(args):
 
 def tracklet_dataset(args):
     """Whether --dataset is a tracklet CSV; refuses --tracklets with a CSV of images."""
-    from inputs.tracklets import is_tracklet_csv
+    from triplet_reid.inputs.tracklets import is_tracklet_csv
     if not args.dataset:
         return False
     if is_tracklet_csv(args.dataset):
@@ -266,8 +271,8 @@ def embed_tracklet_csv(args, log):
     """Embeds the tracklets of a tracklet CSV (--dataset with a track column):
     one embedding per tracklet from all its frames, named
     `identity/camera/track` (see inputs/tracklets.py)."""
-    from inputs import images, tracklets
-    from models.inference import embed_tracklet_set, load_video_experiment
+    from triplet_reid.inputs import images, tracklets
+    from triplet_reid.models.inference import embed_tracklet_set, load_video_experiment
 
     parts, train_args, checkpoint = load_video_experiment(args.experiment_root, args.checkpoint)
     if args.flip_augment or args.crop_augment == 'five' or args.aggregator:
@@ -315,8 +320,8 @@ def embed(args, stack):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    from inputs import images
-    from models.inference import embed_files, load_experiment
+    from triplet_reid.inputs import images
+    from triplet_reid.models.inference import embed_files, load_experiment
 
     log = (lambda *a: None) if args.quiet else (
         lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -360,7 +365,7 @@ def embed(args, stack):
         'nothing was written; the network\'s weights are broken (did training diverge?), so '
         'embed with an earlier checkpoint (--checkpoint)', shown)
     if args.tracklets:
-        from inputs import footage
+        from triplet_reid.inputs import footage
         embs, shown, fields = footage.tracklets(embs, fields, AGGREGATORS[args.tracklets])
         emb_aug = None
         log('Combined them into {} tracklets.'.format(len(embs)))

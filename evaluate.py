@@ -11,13 +11,18 @@ import sys
 
 import numpy as np
 
-import cli
-from cli import files, flags
-from inputs import embeddings_file, tracklets
-import excluders
-from evaluation import metrics
-from cli import progress
-from excluders import EXCLUDER_CHOICES
+if __package__ in (None, ''):
+    # Run from a checkout (`python evaluate.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid.cli import files, flags
+from triplet_reid.inputs import embeddings_file, tracklets
+from triplet_reid import excluders
+from triplet_reid.evaluation import metrics
+from triplet_reid.cli import progress
+from triplet_reid.excluders import EXCLUDER_CHOICES
 
 parser = argparse.ArgumentParser(allow_abbrev=False, description='Evaluate a ReID embedding.')
 
@@ -197,7 +202,7 @@ def draw(args, result, verification, query, gallery, excluder, distances):
     """--plot's pictures: rankings, CMC and ROC. `query` and `gallery` are
     (pids, fids) pairs. Matplotlib is imported only here, to keep the plain
     command quick."""
-    from evaluation import visualize
+    from triplet_reid.evaluation import visualize
     os.makedirs(args.plot, exist_ok=True)
     valid = ~np.isin(query[1], result['skipped'])
     queries = visualize.pick_queries(valid, args.plot_queries)
@@ -225,7 +230,7 @@ def print_figures(result, verification):
 
 def write_html(args, result, verification, query, gallery, excluder, distances):
     """--html's page. `query` and `gallery` are (pids, fids) pairs."""
-    from evaluation import html_report
+    from triplet_reid.evaluation import html_report
     cmc = result['CMC']
     figures = [('mAP', '{:.2%}'.format(result['mAP']))] + [
         ('top-{}'.format(k), '{:.2%}'.format(metrics.cmc_at(cmc, k))) for k in (1, 5, 10)] + [
@@ -316,7 +321,7 @@ def main(argv=None):
     # Distances. Re-ranking and the pictures need SciPy and Matplotlib, which
     # are imported only when asked for, to keep the plain command quick.
     if args.rerank:
-        from evaluation import rerank
+        from triplet_reid.evaluation import rerank
         with progress.bar('Re-ranking: neighbours', 'image', args.quiet) as report:
             distances = rerank.reranker(query_embs, gallery_embs, args.metric, args.rerank_k1,
                                         args.rerank_k2, args.rerank_lambda, progress=report)

@@ -15,9 +15,14 @@ import argparse
 import os
 import sys
 
-import cli
-from cli import files, flags, startup
-from cli.experiment import Experiment
+if __package__ in (None, ''):
+    # Run from a checkout (`python export.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid.cli import files, flags, startup
+from triplet_reid.cli.experiment import Experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.',
                                  allow_abbrev=False)
@@ -125,8 +130,8 @@ def main(argv=None):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    from serving import exported
-    from models.inference import load_experiment
+    from triplet_reid.serving import exported
+    from triplet_reid.models.inference import load_experiment
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     output = args.output or os.path.join(args.experiment_root, 'saved_model')
@@ -173,7 +178,7 @@ def main(argv=None):
 def check_tracker_arguments(args, output):
     """The (format, model path, sidecar path) of --tracker, checked before any
     work, with the threshold of --evaluation read into `args.threshold`."""
-    from serving import tracker
+    from triplet_reid.serving import tracker
     args.threshold = None
     if not args.tracker:
         if args.evaluation:
@@ -183,7 +188,7 @@ def check_tracker_arguments(args, output):
     if args.evaluation:
         args.threshold = tracker.evaluation_threshold(args.evaluation)
     files.check_writable(args.tracker, '--tracker', folder=True)
-    from cli.experiment import read_args
+    from triplet_reid.cli.experiment import read_args
     stored = read_args(args.experiment_root)
     if stored is None:
         raise cli.UserError('`args.json` could not be found in `{}`; is it an experiment '
@@ -206,8 +211,8 @@ def check_tracker_arguments(args, output):
 
 def export_tracker(args, model, experiment, train_args, checkpoint, outputs, log):
     """Writes the --tracker models and their sidecars."""
-    from serving import tracker
-    from inputs.embeddings_file import embedding_origin
+    from triplet_reid.serving import tracker
+    from triplet_reid.inputs.embeddings_file import embedding_origin
     net = tracker.boxmot_architecture(experiment.model_name)
     convention = tracker.tracker_model(model, experiment.net_input_size)
     metadata = tracker.sidecar(experiment, train_args.get('metric', 'euclidean'), net,

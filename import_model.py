@@ -26,10 +26,15 @@ by YAML's safe loader.
 
 import argparse
 
-import cli
-from models import fastreid, zoo
-from cli import startup
-from nets import PADDING_NETS
+if __package__ in (None, ''):
+    # Run from a checkout (`python import_model.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid.models import fastreid, zoo
+from triplet_reid.cli import startup
+from triplet_reid.nets import PADDING_NETS
 
 parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
 

@@ -20,7 +20,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from evaluation.metrics import METRICS
+from triplet_reid.evaluation.metrics import METRICS
 
 
 def all_diffs(a, b):

@@ -26,13 +26,18 @@ import io
 import json
 import sys
 
-import cli
-import common
-from cli import files
-from inputs import embeddings_file
-from cli import flags
-from evaluation import metrics
-from cli import progress, startup
+if __package__ in (None, ''):
+    # Run from a checkout (`python search.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import files
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.cli import flags
+from triplet_reid.evaluation import metrics
+from triplet_reid.cli import progress, startup
 
 MODES = ('search', 'append', 'remove')
 
@@ -269,7 +274,7 @@ def search(args, query_embs, gallery_embs, metric):
     """The top --top_k gallery images of each query, through the gallery's
     index with --index: ((Q, k) indices, (Q, k) distances, re-ranked with
     --rerank, and (Q, k) plain distances)."""
-    from serving import gallery
+    from triplet_reid.serving import gallery
     if args.index:
         with progress.bar('Building the index', 'image', args.quiet) as report:
             index = gallery.load_or_build_index(gallery_embs, metric, args.gallery, report)
@@ -281,7 +286,7 @@ def search(args, query_embs, gallery_embs, metric):
 
 def change_gallery(args):
     """The modes append and remove: change the gallery instead of searching it."""
-    from serving import gallery
+    from triplet_reid.serving import gallery
     if args.mode == 'append':
         files.check_not_input(args.gallery, '--gallery', [('--append', args.append)])
         added, total, indexes = gallery.append(args.gallery, args.append)
@@ -318,8 +323,8 @@ def stored_queries(args, origin):
 def embed_queries(args, origin, augmentation):
     """The --query images embedded by the experiment with the gallery's
     test-time `augmentation`: (paths, embeddings (Q, D), metric)."""
-    from inputs import images
-    from models.inference import embed_files, load_experiment
+    from triplet_reid.inputs import images
+    from triplet_reid.models.inference import embed_files, load_experiment
     queries = common.find_images(args.query)
     image_root, fids = common.common_root(queries)
     images.decodable_mask(fids, image_root, False, remedy='or leave them out of --query',
@@ -350,7 +355,7 @@ def main(argv=None):
     startup.quiet_tensorflow()
     if args.mode != 'search':
         return change_gallery(args)
-    from serving import gallery
+    from triplet_reid.serving import gallery
 
     # Data: the gallery first, as it is the cheaper to find wrong; then the
     # queries, embedded by the experiment or stored.
@@ -374,10 +379,10 @@ def main(argv=None):
     if args.output is not None:
         write_output(args.output, table)
     if args.plot is not None:
-        from evaluation import visualize
+        from triplet_reid.evaluation import visualize
         visualize.plot_search(args.plot, table)
     if args.html is not None:
-        from evaluation import html_report
+        from triplet_reid.evaluation import html_report
         path = html_report.search_report(args.html, table, args.threshold,
                                          're-ranked' if args.rerank else metric,
                                          line=not args.rerank)

@@ -11,13 +11,18 @@ import sys
 
 import numpy as np
 
-import cli
-from cli import adaptation, flags, startup, video
-from evaluation import metrics
-from cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
-from excluders import EXCLUDER_CHOICES
-from heads import HEAD_CHOICES
-from nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
+if __package__ in (None, ''):
+    # Run from a checkout (`python train.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid.cli import adaptation, flags, startup, video
+from triplet_reid.evaluation import metrics
+from triplet_reid.cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
+from triplet_reid.excluders import EXCLUDER_CHOICES
+from triplet_reid.heads import HEAD_CHOICES
+from triplet_reid.nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
 
 
 parser = argparse.ArgumentParser(
@@ -419,9 +424,10 @@ def train(argv, cleanup):
     # TensorFlow comes only after the arguments parse, so that --help and a
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
-    from training import distributed
-    from cli import experiment
-    import training.checks, training.data, training.run  # noqa: E401
+    from triplet_reid.training import distributed
+    from triplet_reid.cli import experiment
+    from triplet_reid import training
+    import triplet_reid.training.checks, triplet_reid.training.data, triplet_reid.training.run  # noqa: E401,F401
 
     chief = distributed.worker_task(given.distribution)[0] == 'chief'
     if chief:

@@ -107,7 +107,7 @@ def footage_evaluation_set(crops, rows, folder):
 def round_scores(root, identities):
     """The scores of each round's pseudo-labels in the experiment `root`
     against `identities`, a dict of each crop's path to its true identity."""
-    from training import pseudo_labels
+    from triplet_reid.training import pseudo_labels
     folder = os.path.join(root, 'pseudo_labels')
     rounds = []
     for name in sorted(os.listdir(folder), key=lambda n: int(n.split('_iter')[1][:-4])):
@@ -183,7 +183,7 @@ def main(argv=None):
         print(json.dumps({seed: results[seed]}), flush=True)
         if args.json:
             # After every seed, so that a long benchmark stopped early keeps its figures.
-            from cli import files
+            from triplet_reid.cli import files
             files.write_json(args.json, {
                 'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
                 'argv': sys.argv[1:], 'results': results})

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from cli import files
+from triplet_reid.cli import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +41,7 @@ def synthetic(size, dim, spread, seed=0):
 
 def child(size, dim, spread):
     """One size, in this process: the row as JSON on stdout."""
-    from training import pseudo_labels
+    from triplet_reid.training import pseudo_labels
     embs, ids = synthetic(size, dim, spread)
     seconds = {}
     start = time.perf_counter()

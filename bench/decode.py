@@ -25,8 +25,10 @@ import time
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data import make_footage  # noqa: E402
-from inputs import footage  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid.data import make_footage  # noqa: E402
+from triplet_reid.inputs import footage  # noqa: E402
 
 
 def best_time(function, repeats):

@@ -24,10 +24,10 @@ import time
 
 import numpy as np
 
-import common
-from cli import files
-from evaluation import metrics
-from excluders import market1501
+from triplet_reid import common
+from triplet_reid.cli import files
+from triplet_reid.evaluation import metrics
+from triplet_reid.excluders import market1501
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,7 +103,7 @@ def bench_evaluation(reference, repeats):
 
 def bench_embedding(repeats, batch_size=256):
     import tensorflow as tf
-    from models.build import build_model
+    from triplet_reid.models.build import build_model
     model, _ = build_model('tiny', 'fc1024', 128)
     forward = tf.function(lambda x: model(x, training=False)['emb'])
     images = tf.random.uniform((batch_size, 128, 64, 3), 0, 255)

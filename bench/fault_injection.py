@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_data(folder):
     """A small demo-style set: 12 training identities, 32×16 net input."""
-    from data import make_demo
+    from triplet_reid.data import make_demo
     make_demo.generate(folder, train_ids=12, test_ids=3, distractors=0, junk=0)
     return os.path.join(folder, 'demo_train.csv'), os.path.join(folder, 'demo_test.csv')
 

@@ -63,7 +63,7 @@ def find_camera(folder, query, others, identities, kind):
     """Evaluates the rows of the file `query` against one gallery grown from
     the files `others` with search.py --append: (matched queries, mAP, top-1
     of the matched, seconds of the appends)."""
-    from inputs import embeddings_file
+    from triplet_reid.inputs import embeddings_file
     gallery = os.path.join(folder, 'gallery_{}.h5'.format(kind))
     shutil.copy(others[0], gallery)
     start = time.time()
@@ -128,7 +128,7 @@ def main(argv=None):
     print('seconds: {}'.format(seconds))
     if args.json:
         sys.path.insert(0, ROOT)
-        from cli import files
+        from triplet_reid.cli import files
         files.write_json(args.json, {'machine': platform.processor() or platform.machine(),
                                      'cpus': os.cpu_count(), 'argv': sys.argv[1:],
                                      'results': results, 'seconds': seconds})

@@ -24,14 +24,14 @@ from bench.ann import brute_force, make_gallery, recall
 
 
 def write(path, embs, first):
-    from inputs import embeddings_file
+    from triplet_reid.inputs import embeddings_file
     fids = ['{:08d}.jpg'.format(first + i) for i in range(len(embs))]
     embeddings_file.write(path, embs, None, ['original_resize'], fids, None,
                           {'experiment_root': '/bench', 'checkpoint': 'checkpoint-0'})
 
 
 def measure(args, folder):
-    from serving import gallery
+    from triplet_reid.serving import gallery
     embs, queries = make_gallery(args.size + args.append, args.dim, args.queries, args.noise)
     exact = brute_force(embs, queries, 10)
     path = os.path.join(folder, 'gallery.h5')
@@ -85,7 +85,7 @@ def main(argv=None):
         result['rebuild_s'], result['rebuild_over_append'], result['recall_at_10_appended'],
         result['recall_at_10_fresh']))
     if args.json:
-        from cli import files
+        from triplet_reid.cli import files
         files.write_json(args.json, {'machine': platform.processor() or platform.machine(),
                                      'cpus': os.cpu_count(), 'argv': sys.argv[1:],
                                      'result': result})

@@ -72,7 +72,7 @@ def exported_forms(model, train_args, folder, name, pixels, int8=True, threads=2
     import tensorflow as tf
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
-    from serving import exported
+    from triplet_reid.serving import exported
 
     size = (train_args['net_input_height'], train_args['net_input_width'])
     module = exported.EmbeddingModule(model, size, train_args['antialias'])
@@ -104,11 +104,11 @@ def exported_forms(model, train_args, folder, name, pixels, int8=True, threads=2
 def measure(args, folder, kind, spec):
     """The rows of one net or config."""
     import tensorflow as tf
-    import common
-    import excluders
-    from evaluation import metrics
-    from models import fastreid, zoo
-    from models.inference import inference_function, load_experiment
+    from triplet_reid import common
+    from triplet_reid import excluders
+    from triplet_reid.evaluation import metrics
+    from triplet_reid.models import fastreid, zoo
+    from triplet_reid.models.inference import inference_function, load_experiment
 
     name = spec if kind == 'torchreid' else os.path.splitext(os.path.basename(spec))[0]
     weights, reference = peer_side(args, folder, name, kind, spec)
@@ -172,7 +172,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from cli import startup
+    from triplet_reid.cli import startup
     startup.quiet_tensorflow()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

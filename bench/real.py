@@ -70,10 +70,10 @@ import tempfile
 
 import numpy as np
 
-from cli import startup
+from triplet_reid.cli import startup
 from bench import adaptation, tfjs_weights
 from bench.parity import ROOT, print_table, run, summarise
-from excluders import _camera, cuhk03_folders
+from triplet_reid.excluders import _camera, cuhk03_folders
 
 RECIPES = ('trinet_scratch', 'trinet_imagenet', 'bot_imagenet')
 # The recipes that start from a torchreid model-zoo file (--zoo_weights),
@@ -262,7 +262,7 @@ def parse_args(argv):
 
 def write_json(args, results):
     summaries = {name: summarise(rows) for name, rows in results.items() if rows}
-    from cli import files
+    from triplet_reid.cli import files
     files.write_json(args.json, {
         'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
         'argv': sys.argv[1:], 'recipe': {'height': args.height, 'width': args.width,

@@ -22,8 +22,8 @@ import time
 import h5py
 import numpy as np
 
-import common
-from cli import files
+from triplet_reid import common
+from triplet_reid.cli import files
 from bench.evaluate import synthetic_embeddings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -58,7 +58,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the rows to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from serving import gallery
+    from triplet_reid.serving import gallery
     rng = np.random.default_rng(0)
     rows = []
     with tempfile.TemporaryDirectory(prefix='search-') as folder:

@@ -136,8 +136,8 @@ np.savez(sys.argv[2], **out)
 
 def demo_images(csv):
     """The (N, 128, 64, 3) uint8 images and the pids and fids of a demo CSV."""
-    from common import load_dataset
-    from inputs.images import load_image
+    from triplet_reid.common import load_dataset
+    from triplet_reid.inputs.images import load_image
 
     pids, fids = load_dataset(os.path.join(DEMO, csv), DEMO)
     images = np.stack([load_image(os.path.join(DEMO, f), (128, 64)).numpy()
@@ -153,14 +153,15 @@ def project_side(steps, seed, path, evaluate):
     import keras
     import tensorflow as tf
 
-    from training import distributed
-    from inputs import sampler
-    import training.step
-    from training import schedules
-    from cli.experiment import StepSettings
-    from common import load_dataset
-    from inputs.images import Preprocessing
-    from models.build import build_model
+    from triplet_reid.training import distributed
+    from triplet_reid.inputs import sampler
+    from triplet_reid import training
+    import triplet_reid.training.step  # noqa: F401
+    from triplet_reid.training import schedules
+    from triplet_reid.cli.experiment import StepSettings
+    from triplet_reid.common import load_dataset
+    from triplet_reid.inputs.images import Preprocessing
+    from triplet_reid.models.build import build_model
 
     # train.py's defaults for the step.
     args = StepSettings(batch_p=18, batch_k=4, seed=seed)
@@ -205,8 +206,8 @@ def project_side(steps, seed, path, evaluate):
 
 def mean_average_precision(sets, query_embs, gallery_embs):
     """evaluate.py's mAP and top-1 with the market1501 rules."""
-    from evaluation import metrics
-    from excluders.market1501 import excluder
+    from triplet_reid.evaluation import metrics
+    from triplet_reid.excluders.market1501 import excluder
 
     (q_pids, q_fids), (g_pids, g_fids) = sets['query'], sets['gallery']
     result = metrics.evaluate(q_pids, q_fids, g_pids,

@@ -64,8 +64,8 @@ def tflite_runner(path, batch, delegates=True):
 
 def bench_net(net, folder, repeats):
     import tensorflow as tf
-    from serving import exported
-    from models.build import build_model
+    from triplet_reid.serving import exported
+    from triplet_reid.models.build import build_model
     model, _ = build_model(net, 'fc1024', 128)
     module = exported.EmbeddingModule(model, SIZE, True)
     rng = np.random.default_rng(0)
@@ -110,7 +110,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the rows to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from cli import startup
+    from triplet_reid.cli import startup
     startup.quiet_tensorflow()
     rows = []
     with tempfile.TemporaryDirectory(prefix='tflite-') as folder:

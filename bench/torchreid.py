@@ -75,13 +75,13 @@ def images_per_second(function, pixels, repeats=3):
 def measure(args, weights, folder):
     """The rows of one model-zoo file."""
     import tensorflow as tf
-    import common
-    import excluders
-    from evaluation import metrics
-    from models import zoo
-    from models import torch_weights
-    from models.inference import embed_files, inference_function, load_experiment
-    from models.build import build_model
+    from triplet_reid import common
+    from triplet_reid import excluders
+    from triplet_reid.evaluation import metrics
+    from triplet_reid.models import zoo
+    from triplet_reid.models import torch_weights
+    from triplet_reid.models.inference import embed_files, inference_function, load_experiment
+    from triplet_reid.models.build import build_model
     from bench.peers import cosines, exported_forms
 
     name = os.path.splitext(os.path.basename(weights))[0]
@@ -134,8 +134,8 @@ def measure(args, weights, folder):
 def speed_of_random(args, net, torch_net, pixels, folder):
     """Images per second of `net` with random weights, here and in torchreid."""
     import tensorflow as tf
-    from models.inference import inference_function
-    from models.build import build_model
+    from triplet_reid.models.inference import inference_function
+    from triplet_reid.models.build import build_model
     model, _ = build_model(net, 'fc_bn_relu', 512)
     forward = inference_function(model)
     csv = os.path.join(folder, 'timing.csv')
@@ -160,7 +160,7 @@ def main(argv=None):
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
-    from cli import startup
+    from triplet_reid.cli import startup
     startup.quiet_tensorflow()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -29,7 +29,9 @@ import numpy as np
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, 'bench', 'boxmot_peer.py')
@@ -40,7 +42,7 @@ def footage_crops(footage, size, count):
     first `count` over all cameras, resized to `size` (H, W) as embed.py
     resizes."""
     import tensorflow as tf
-    from inputs.images import resize
+    from triplet_reid.inputs.images import resize
     crops = []
     for camera in sorted(os.listdir(footage)):
         gt = os.path.join(footage, camera, 'gt', 'gt.txt')
@@ -76,8 +78,8 @@ def main(argv=None):
     parser.add_argument('--json', default=None, help='Where to write the figures.')
     args = parser.parse_args(argv)
 
-    from cli.experiment import Experiment, read_args
-    from models.inference import load_embedder
+    from triplet_reid.cli.experiment import Experiment, read_args
+    from triplet_reid.models.inference import load_embedder
     experiment = Experiment.of(read_args(args.experiment_root))
     work = tempfile.mkdtemp(prefix='boxmot-bench-')
     folder = os.path.join(work, 'tracker')

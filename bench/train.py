@@ -86,9 +86,10 @@ def build(net, setting, variant=None):
     the `variant`'s settings (see `variant_settings`)."""
     import keras
     import tensorflow as tf
-    import training.step
-    from cli.experiment import StepSettings
-    from models.build import build_model
+    from triplet_reid import training
+    import triplet_reid.training.step  # noqa: F401
+    from triplet_reid.cli.experiment import StepSettings
+    from triplet_reid.models.build import build_model
     variant = dict(variant or {})
     mixed_precision = variant.pop('mixed_precision', 'off')
     # train.py draws a seed in main(); the step needs one for its random losses.
@@ -117,8 +118,8 @@ def synthetic(setting):
 
 
 def real(setting, data, threads):
-    import common
-    from inputs import images, sampler
+    from triplet_reid import common
+    from triplet_reid.inputs import images, sampler
     pids, fids = common.load_dataset(os.path.join(data, 'demo_train.csv'), data)
     preprocessing = images.Preprocessing(setting['size'], setting['pre_crop'])
     dataset = sampler.pk_dataset(pids, fids, data, preprocessing, batch_p=setting['batch_p'],
@@ -220,7 +221,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, 'demo')
-        from data import make_demo
+        from triplet_reid.data import make_demo
         make_demo.generate(data, train_ids=60, test_ids=2, distractors=0, junk=0)
         common_argv = ['--data', data, '--steps', str(args.steps), '--paper_steps',
                        str(args.paper_steps), '--loading_threads', str(args.loading_threads)]
@@ -248,7 +249,7 @@ def main():
         print('{:<10} {:>16} {:>9} {:>9}'.format(r['setting'], r['loading_threads'],
                                                  r['images_per_s'], r['peak_mib']))
     if args.json:
-        from cli import files
+        from triplet_reid.cli import files
         files.write_json(args.json, {'machine': machine, 'train_step': net_rows,
                                      'pipeline': pipeline_rows})
     return 0

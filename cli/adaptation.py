@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
-from cli import flags, patterns
+from triplet_reid.cli import flags, patterns
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import re
 
 import tensorflow as tf
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 log = logging.getLogger('experiment')
 

@@ -16,10 +16,10 @@ import os
 import re
 import shutil
 
-import cli
-from cli import files, flags, UserError
-from cli.json_files import read_json
-from cli.flags import POOLINGS
+from triplet_reid import cli
+from triplet_reid.cli import files, flags, UserError
+from triplet_reid.cli.json_files import read_json
+from triplet_reid.cli.flags import POOLINGS
 
 log = logging.getLogger('experiment')
 

@@ -15,7 +15,7 @@ import socket
 import stat
 import tempfile
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 
 def check_writable(path, flag, folder=False):

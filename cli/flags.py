@@ -11,7 +11,7 @@ import math
 import os
 import shlex
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 
 # The global poolings of layers.pooling_layer.

@@ -16,7 +16,7 @@ A compiled pattern has `re`'s methods (`search`, `match`, `fullmatch`) and
 
 import argparse
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 # The longest pattern taken: a camera regex or a name filter is a few dozen characters.
 MAX_PATTERN_LENGTH = 1000

@@ -8,8 +8,8 @@ combined by the --temporal_pooling plug-in (`models.video`), and the losses
 compare tracklets.
 """
 
-from cli import UserError, flags
-from cli.experiment import Experiment
+from triplet_reid.cli import UserError, flags
+from triplet_reid.cli.experiment import Experiment
 
 
 def add_flags(parser):

@@ -42,12 +42,15 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-import common  # noqa: E402
-from cli import files, flags, patterns  # noqa: E402
-import excluders._camera  # noqa: E402
-import excluders.cuhk03_folders  # noqa: E402
-from cli import progress  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid import common  # noqa: E402
+from triplet_reid.cli import files, flags, patterns  # noqa: E402
+from triplet_reid import excluders  # noqa: E402
+import triplet_reid.excluders._camera  # noqa: F401, E402
+import triplet_reid.excluders.cuhk03_folders  # noqa: F401, E402
+from triplet_reid.cli import progress  # noqa: E402
 
 
 class ConversionError(cli.UserError):
@@ -394,7 +397,7 @@ def camera_reader(excluder, camera_regex=None):
                 cameras.append(match.group(1))
             return cameras
         return by_regex
-    module = import_module('excluders.' + excluder)
+    module = import_module('triplet_reid.excluders.' + excluder)
 
     def by_pattern(paths):
         _, cameras = excluders._camera.parse(paths, module.PATTERN, excluder)

@@ -42,9 +42,11 @@ import numpy as np
 if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from cli import files, flags, json_files  # noqa: E402
-from data.convert import ConversionError, check_output_dir, write_csvs  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import files, flags, json_files  # noqa: E402
+from triplet_reid.data.convert import ConversionError, check_output_dir, write_csvs  # noqa: E402
 
 HEADER = ('identity', 'camera', 'track', 'frame', 'path')
 

@@ -25,10 +25,12 @@ import sys
 if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-import common  # noqa: E402
-from cli import files, flags  # noqa: E402
-from inputs import footage  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid import common  # noqa: E402
+from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.inputs import footage  # noqa: E402
 
 
 def cameras_of(root, detections):

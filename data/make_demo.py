@@ -27,8 +27,10 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from cli import files, flags, startup  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import files, flags, startup  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
 NUM_CAMERAS = 6

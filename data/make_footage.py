@@ -29,8 +29,10 @@ import numpy as np
 if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from cli import files, flags  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import files, flags  # noqa: E402
 
 FRAME_HEIGHT, FRAME_WIDTH = 256, 512
 DEMO_NAME = re.compile(r'(\d{4})_c(\d)s\d_\d+_\d+\.jpg')

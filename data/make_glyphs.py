@@ -30,8 +30,10 @@ if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root,
     # which holds common.py, is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from cli import files, flags  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import files, flags  # noqa: E402
 
 SIZE = 105
 # Alphabets as code point ranges; only letters that enough typefaces cover are used.

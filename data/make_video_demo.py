@@ -29,9 +29,11 @@ import numpy as np
 if __package__ in (None, ''):
     # Run as a script, this folder is on the path but the repository root is not.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from cli import files, flags  # noqa: E402
-from data import footage_crops, make_footage  # noqa: E402
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.data import footage_crops, make_footage  # noqa: E402
 
 HEADER = ['identity', 'camera', 'track', 'frame', 'path']
 

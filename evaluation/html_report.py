@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-import cli
-from cli import files
-from evaluation import visualize
+from triplet_reid import cli
+from triplet_reid.cli import files
+from triplet_reid.evaluation import visualize
 
 THUMB_HEIGHT = 96
 

@@ -26,7 +26,7 @@ NumPy and SciPy only, like evaluation/metrics.py.
 import numpy as np
 import scipy.sparse
 
-from evaluation import metrics
+from triplet_reid.evaluation import metrics
 
 
 def base_distances(a, b, metric):

@@ -10,8 +10,8 @@ import os
 
 import numpy as np
 
-import cli
-from cli import files
+from triplet_reid import cli
+from triplet_reid.cli import files
 
 CORRECT, WRONG, IGNORED, QUERY = '#1a9641', '#d7191c', '#9e9e9e', '#000000'
 

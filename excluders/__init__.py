@@ -43,9 +43,9 @@ def load(name, query_fids, gallery_fids, camera_regex=None,
     import inspect
     from importlib import import_module
 
-    import cli
-    from cli import patterns
-    plugin = import_module('excluders.' + name).excluder
+    from triplet_reid import cli
+    from triplet_reid.cli import patterns
+    plugin = import_module('triplet_reid.excluders.' + name).excluder
     if camera_regex is None:
         return plugin(query_fids, gallery_fids)
     if 'camera_regex' not in inspect.signature(plugin).parameters:

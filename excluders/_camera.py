@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 
-import cli
+from triplet_reid import cli
 
 
 def parse(fids, pattern, description):

@@ -4,7 +4,7 @@ data/convert.py names the images `C_PPP_V_II.png`: the person is the pair
 (camera pair C, person PPP) and the camera is the view V within that pair.
 """
 
-from excluders._camera import same_camera_excluder
+from triplet_reid.excluders._camera import same_camera_excluder
 
 PATTERN = r'(\d+_\d+)_(\d+)_\d+'
 

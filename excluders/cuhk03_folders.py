@@ -2,7 +2,7 @@
 ignore the same person seen by the same camera. Images 00-04 of a person come
 from one camera of its pair, 05-09 from the other."""
 
-from excluders._camera import same_camera_excluder
+from triplet_reid.excluders._camera import same_camera_excluder
 
 PATTERN = r'(\d+)_(\d{2})$'
 IMAGES_PER_CAMERA = 5

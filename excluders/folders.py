@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-import cli
-from cli import patterns
-from excluders import diagonal
+from triplet_reid import cli
+from triplet_reid.cli import patterns
+from triplet_reid.excluders import diagonal
 
 
 def excluder(query_fids, gallery_fids, camera_regex=None):

@@ -1,6 +1,6 @@
 """Market-1501: ignore the same identity in the same camera, and junk images (-1)."""
 
-from excluders._camera import same_camera_excluder
+from triplet_reid.excluders._camera import same_camera_excluder
 
 PATTERN = r'(-?\d+)_c(\d+)s\d+_.*'
 

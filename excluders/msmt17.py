@@ -1,6 +1,6 @@
 """MSMT17: ignore the same identity in the same camera (no junk)."""
 
-from excluders._camera import same_camera_excluder
+from triplet_reid.excluders._camera import same_camera_excluder
 
 PATTERN = r'(\d+)_\d+_(\d+)_.*'
 

@@ -5,8 +5,8 @@ the MARS protocol."""
 
 import numpy as np
 
-import cli
-from excluders._camera import camera_mask
+from triplet_reid import cli
+from triplet_reid.excluders._camera import camera_mask
 
 
 def excluder(query_fids, gallery_fids):

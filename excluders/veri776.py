@@ -1,6 +1,6 @@
 """VeRi-776: ignore the same vehicle in the same camera, the official junk."""
 
-from excluders._camera import same_camera_excluder
+from triplet_reid.excluders._camera import same_camera_excluder
 
 PATTERN = r'(\d+)_c(\d+)_.*'
 

@@ -29,4 +29,4 @@ HEAD_CHOICES = (
 def load(name):
     """The `head` function of the head `name` (see the contract above)."""
     from importlib import import_module
-    return import_module('heads.' + name).head
+    return import_module('triplet_reid.heads.' + name).head

@@ -2,7 +2,7 @@
 
 import keras
 
-from layers import FusedBatchNormalization, batch_norm, torch_default_initializer
+from triplet_reid.layers import FusedBatchNormalization, batch_norm, torch_default_initializer
 
 
 def emb(x, embedding_dim, name='emb'):

@@ -10,8 +10,8 @@ before the batch norm.
 
 import keras
 
-from heads._layers import bnneck
-from layers import torch_default_initializer
+from triplet_reid.heads._layers import bnneck
+from triplet_reid.layers import torch_default_initializer
 
 
 def head(features, embedding_dim):

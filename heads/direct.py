@@ -1,6 +1,6 @@
 """A single linear layer from the pooled features to the embedding."""
 
-from heads._layers import emb
+from triplet_reid.heads._layers import emb
 
 
 def head(features, embedding_dim):

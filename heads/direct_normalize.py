@@ -1,6 +1,6 @@
 """A single linear layer to the embedding, L2-normalised."""
 
-from heads._layers import emb, l2_normalize
+from triplet_reid.heads._layers import emb, l2_normalize
 
 
 def head(features, embedding_dim):

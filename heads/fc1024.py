@@ -1,6 +1,6 @@
 """The TriNet head: dense 1024 with batch norm and ReLU, then the linear embedding."""
 
-from heads._layers import emb, fc1024
+from triplet_reid.heads._layers import emb, fc1024
 
 
 def head(features, embedding_dim):

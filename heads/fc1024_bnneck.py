@@ -8,7 +8,7 @@ norm straight on the pooled features as BoT does with a pretrained ResNet,
 it keeps TriNet's small MLP, which a shallow net such as `tiny` needs.
 """
 
-from heads._layers import bnneck, emb, fc1024
+from triplet_reid.heads._layers import bnneck, emb, fc1024
 
 
 def head(features, embedding_dim):

@@ -1,6 +1,6 @@
 """The TriNet head with an L2-normalised embedding."""
 
-from heads._layers import emb, fc1024, l2_normalize
+from triplet_reid.heads._layers import emb, fc1024, l2_normalize
 
 
 def head(features, embedding_dim):

@@ -10,7 +10,7 @@ normal with standard deviation 0.01, and the bias at zero.
 
 import keras
 
-from layers import batch_norm
+from triplet_reid.layers import batch_norm
 
 
 def head(features, embedding_dim):

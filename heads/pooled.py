@@ -4,7 +4,7 @@ width (2048 for the ResNet-50s)."""
 
 import keras
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 
 def head(features, embedding_dim):

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-import cli
-from cli import files
+from triplet_reid import cli
+from triplet_reid.cli import files
 
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cli import files, UserError
-from common import IMAGE_EXTENSIONS
+from triplet_reid.cli import files, UserError
+from triplet_reid.common import IMAGE_EXTENSIONS
 
 
 # The longest line a MOT file may hold: ten numbers of 25 characters each

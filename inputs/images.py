@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-import common
-from cli import files, UserError
-from cli.flags import MAX_IMAGE_PIXELS
+from triplet_reid import common
+from triplet_reid.cli import files, UserError
+from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)

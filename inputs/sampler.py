@@ -9,7 +9,7 @@ themselves are read by `inputs/images.py`.
 import numpy as np
 import tensorflow as tf
 
-from cli import UserError
+from triplet_reid.cli import UserError
 
 
 # The P×K sampler

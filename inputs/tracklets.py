@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import common
-from cli import UserError
-from inputs import unlabelled
+from triplet_reid import common
+from triplet_reid.cli import UserError
+from triplet_reid.inputs import unlabelled
 
 REQUIRED = ('path', 'identity', 'camera', 'track')
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-import common
-from cli import UserError, patterns
-from cli.flags import as_list
+from triplet_reid import common
+from triplet_reid.cli import UserError, patterns
+from triplet_reid.cli.flags import as_list
 
 COLUMNS = ('path', 'identity', 'camera', 'track', 'frame')
 

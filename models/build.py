@@ -16,15 +16,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import heads
-import nets
-import temporal
-from models import tf1_checkpoint
-from cli.checkpoints import CheckpointFile, newest_checkpoint
-from cli.experiment import check_choices
-from cli import UserError
-from cli.flags import TEMPORAL_POSITIONS
-from layers import pooling_layer
+from triplet_reid import heads
+from triplet_reid import nets
+from triplet_reid import temporal
+from triplet_reid.models import tf1_checkpoint
+from triplet_reid.cli.checkpoints import CheckpointFile, newest_checkpoint
+from triplet_reid.cli.experiment import check_choices
+from triplet_reid.cli import UserError
+from triplet_reid.cli.flags import TEMPORAL_POSITIONS
+from triplet_reid.layers import pooling_layer
 
 log = logging.getLogger('model')
 
@@ -175,7 +175,7 @@ def assign_body_weights(model_name, body, path):
         UserError when the file is missing or holds no matching weights.
     """
     if path == 'imagenet' or path.endswith(('.h5', '.keras')):
-        net = import_module('nets.' + model_name)
+        net = import_module('triplet_reid.nets.' + model_name)
         if path == 'imagenet' and not hasattr(net, 'load_weights'):
             raise UserError('the net `{}` cannot download ImageNet weights; pass a checkpoint '
                             'file instead.'.format(model_name))

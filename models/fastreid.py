@@ -24,9 +24,9 @@ import reprlib
 
 import numpy as np
 
-from cli import UserError, files
-from cli.experiment import Experiment
-from models import torch_weights, zoo
+from triplet_reid.cli import UserError, files
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid.models import torch_weights, zoo
 
 # The most a config file may hold, and the most `_BASE_` files it may chain.
 MAX_CONFIG_BYTES = 1 << 20
@@ -325,7 +325,7 @@ def import_fastreid(path, config, experiment_root):
         UserError for a config this project cannot build, a file that is not
         the checkpoint of that config, or a root that exists.
     """
-    from models.build import build_experiment, check_weight_values
+    from triplet_reid.models.build import build_experiment, check_weight_values
 
     zoo.check_new_root(experiment_root)
     found = model_of_config(read_config(config), config)

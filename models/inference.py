@@ -10,15 +10,15 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from inputs.images import (Preprocessing, augmentation_names, decode, header_pixels,
+from triplet_reid.inputs.images import (Preprocessing, augmentation_names, decode, header_pixels,
                            image_batches, oversized, resize)
-from aggregators import AGGREGATORS
-from cli import UserError, files
-from cli.flags import MAX_IMAGE_PIXELS
-from cli.checkpoints import find_checkpoint
-from cli.experiment import Experiment, read_args
-from models import video
-from models.build import build_video, check_architecture, restore
+from triplet_reid.aggregators import AGGREGATORS
+from triplet_reid.cli import UserError, files
+from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
+from triplet_reid.cli.checkpoints import find_checkpoint
+from triplet_reid.cli.experiment import Experiment, read_args
+from triplet_reid.models import video
+from triplet_reid.models.build import build_video, check_architecture, restore
 
 
 def load_experiment(experiment_root, checkpoint=None):

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-import cli
+from triplet_reid import cli
 
 _WEIGHT_NAMES = {'bias': 'biases', 'gamma': 'gamma', 'beta': 'beta',
                  'moving_mean': 'moving_mean', 'moving_variance': 'moving_variance'}

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from cli import files, UserError
+from triplet_reid.cli import files, UserError
 
 # The legacy format's first pickle.
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c

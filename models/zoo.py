@@ -19,10 +19,10 @@ import re
 
 import numpy as np
 
-from cli import files
-from models import torch_weights
-from cli import UserError
-from cli.experiment import Experiment
+from triplet_reid.cli import files
+from triplet_reid.models import torch_weights
+from triplet_reid.cli import UserError
+from triplet_reid.cli.experiment import Experiment
 
 # The net of each variant (None, 'ibn' or 'ain': see nets/_osnet.py) and
 # stem width (conv1's output channels). torchreid has OSNet-IBN at x1.0 only.
@@ -304,7 +304,7 @@ def import_torchreid(path, experiment_root, model_name=None):
     Raises:
         UserError for a file that is not such a state dict, or a root that exists.
     """
-    from models.build import build_experiment, check_weight_values
+    from triplet_reid.models.build import build_experiment, check_weight_values
 
     check_new_root(experiment_root)
     state = torch_weights.read_state_dict(path)

@@ -76,7 +76,7 @@ def check_last_stride(name, last_stride):
     Raises:
         cli.UserError naming the nets that can.
     """
-    import cli
+    from triplet_reid import cli
     if last_stride != 2 and name not in LAST_STRIDE_NETS:
         raise cli.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
@@ -92,7 +92,7 @@ def load(name, last_stride=2, padding='torch'):
     """
     from importlib import import_module
     check_last_stride(name, last_stride)
-    net = import_module('nets.' + name)
+    net = import_module('triplet_reid.nets.' + name)
     if name in PADDING_NETS:
         return net.body(padding=padding)
     return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

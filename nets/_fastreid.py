@@ -35,8 +35,8 @@ fast-reid's modules (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), which
 
 import keras
 
-from layers import batch_norm
-from nets._osnet import instance_norm
+from triplet_reid.layers import batch_norm
+from triplet_reid.nets._osnet import instance_norm
 
 # fast-reid's MODEL.PIXEL_MEAN and PIXEL_STD, on RGB in [0, 255].
 PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)

@@ -29,7 +29,7 @@ padding equals PyTorch's -inf, as it follows a ReLU.
 
 import keras
 
-from layers import batch_norm
+from triplet_reid.layers import batch_norm
 
 # torchreid's widths: the stem's and the three stages' channels.
 WIDTHS = {1.0: (64, 256, 384, 512), 0.75: (48, 192, 288, 384), 0.5: (32, 128, 192, 256),

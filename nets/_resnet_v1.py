@@ -9,7 +9,7 @@ decay 0.9 and epsilon 1e-5 as the original triplet-reid training did.
 
 import keras
 
-from layers import batch_norm, conv_bn
+from triplet_reid.layers import batch_norm, conv_bn
 
 # The ImageNet mean that slim's ResNet checkpoints expect to be subtracted.
 RGB_MEAN = (123.68, 116.78, 103.94)

@@ -1,7 +1,7 @@
 """fast-reid's ResNet-101 with IBN-a (the body of its configs with DEPTH 101x, WITH_IBN True and
 WITH_NL False); see `nets/_fastreid.py`."""
 
-from nets._fastreid import fastreid_resnet
+from triplet_reid.nets._fastreid import fastreid_resnet
 
 
 def body(last_stride=2):

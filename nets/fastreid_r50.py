@@ -1,7 +1,7 @@
 """fast-reid's ResNet-50 (the body of its configs with DEPTH 50x, WITH_IBN False and WITH_NL
 False); see `nets/_fastreid.py`."""
 
-from nets._fastreid import fastreid_resnet
+from triplet_reid.nets._fastreid import fastreid_resnet
 
 
 def body(last_stride=2):

@@ -1,7 +1,7 @@
 """fast-reid's ResNet-50 with IBN-a and non-local blocks (the body of its configs with DEPTH 50x,
 WITH_IBN True and WITH_NL True); see `nets/_fastreid.py`."""
 
-from nets._fastreid import fastreid_resnet
+from triplet_reid.nets._fastreid import fastreid_resnet
 
 
 def body(last_stride=2):

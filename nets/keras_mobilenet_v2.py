@@ -8,7 +8,7 @@ plug-ins of their own (`keras_mobilenet_v2_035`) built by `mobilenet_v2_body`.
 
 import keras
 
-from layers import fused_application, load_application_weights
+from triplet_reid.layers import fused_application, load_application_weights
 
 
 def _application(alpha, weights=None):

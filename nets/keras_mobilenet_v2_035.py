@@ -8,7 +8,7 @@ width (where the network allows), or pass a local weights file of
 one `python -m bench.tfjs_weights` makes from a TF.js export of that network.
 """
 
-from nets.keras_mobilenet_v2 import load_mobilenet_v2_weights, mobilenet_v2_body
+from triplet_reid.nets.keras_mobilenet_v2 import load_mobilenet_v2_weights, mobilenet_v2_body
 
 ALPHA = 0.35
 

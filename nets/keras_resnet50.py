@@ -8,7 +8,7 @@ pass a local weights file of `keras.applications.ResNet50(include_top=False)`.
 
 import keras
 
-from layers import fused_application, load_application_weights
+from triplet_reid.layers import fused_application, load_application_weights
 
 # keras.applications.resnet50.preprocess_input: RGB to BGR, then this BGR mean.
 BGR_MEAN = (103.939, 116.779, 123.68)

@@ -11,7 +11,7 @@ job of the head (`fc1024` or `direct`). Inputs are scaled by 1/255.
 
 import keras
 
-from layers import batch_norm
+from triplet_reid.layers import batch_norm
 
 LEAK = 0.3
 # Residual-block output depths; 'pool' is a 3×3 stride-2 max-pool.

@@ -7,7 +7,7 @@ epsilon 0.001 as slim's MobileNet) and ReLU6. Inputs are scaled by 1/255.
 
 import keras
 
-from layers import batch_norm
+from triplet_reid.layers import batch_norm
 
 # (stride, pointwise depth) of the 13 depthwise-separable layers Conv2d_1 … Conv2d_13.
 SEPARABLE_LAYERS = ((1, 64), (2, 128), (1, 128), (2, 256), (1, 256), (2, 512),

@@ -2,7 +2,7 @@
 instance norms where torchreid's architecture search put them, for features that
 transfer across cameras; see `nets/_osnet.py`."""
 
-from nets._osnet import osnet_body
+from triplet_reid.nets._osnet import osnet_body
 
 
 def body(padding='torch'):

@@ -1,7 +1,7 @@
 """OSNet x0.25 (Zhou et al. 2019; torchreid's `osnet_x0_25`), trained from scratch; see
 `nets/_osnet.py`."""
 
-from nets._osnet import osnet_body
+from triplet_reid.nets._osnet import osnet_body
 
 
 def body(padding='torch'):

@@ -1,6 +1,6 @@
 """ResNet-101 v1 following TF-slim, with ImageNet mean subtraction and global average pooling."""
 
-from nets._resnet_v1 import resnet_v1
+from triplet_reid.nets._resnet_v1 import resnet_v1
 
 
 def body(last_stride=2):

@@ -8,7 +8,7 @@ from PyTorch's default initialisation (see `torch_default_initializer`).
 
 import keras
 
-from layers import conv_bn, torch_default_initializer
+from triplet_reid.layers import conv_bn, torch_default_initializer
 
 
 def body():

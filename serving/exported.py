@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import cli
-import common
-from cli import files, flags
-from cli.experiment import Experiment
-from inputs.images import (Preprocessing, decodable_mask, load_training_sets, resize,
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import files, flags
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid.inputs.images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
 
 

@@ -16,11 +16,11 @@ import sys
 import h5py
 import numpy as np
 
-import cli
-from cli import files, patterns
-from inputs import embeddings_file
-from evaluation import metrics
-from aggregators import AGGREGATORS
+from triplet_reid import cli
+from triplet_reid.cli import files, patterns
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.evaluation import metrics
+from triplet_reid.aggregators import AGGREGATORS
 
 
 def test_time_augmentation(names, aggregator):
@@ -28,7 +28,7 @@ def test_time_augmentation(names, aggregator):
     (such as `original_flip_top_left`) and `aggregator` attribute, or None
     when the names are not embed.py's."""
     # TensorFlow's image code only here, so that changing a gallery starts at once.
-    from inputs import images
+    from triplet_reid.inputs import images
     flip = any(n.startswith('original_flip_') for n in names)
     crops = {n[len('original_flip_'):] if n.startswith('original_flip_') else
              n[len('original_'):] for n in names}
@@ -74,7 +74,7 @@ def rank(query_embs, gallery_embs, metric, top_k, rerank_them=False):
     from the former when re-ranked."""
     plain = metrics.pairwise_distances(query_embs, gallery_embs, metric)
     if rerank_them:
-        from evaluation import rerank
+        from triplet_reid.evaluation import rerank
         distances = rerank.reranker(query_embs, gallery_embs, metric)(
             np.arange(len(query_embs)))
     else:

@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import cli
-from cli import files
+from triplet_reid import cli
+from triplet_reid.cli import files
 
 # ImageNet's channel statistics on [0, 1] pixels, as trackers normalise crops.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,7 +90,7 @@ def evaluation_threshold(path):
     Raises:
         UserError for a file that holds no such threshold.
     """
-    from cli.json_files import read_json
+    from triplet_reid.cli.json_files import read_json
     remedy = 'pass the --filename JSON of evaluate.py'
     figures = read_json(path, remedy)
     verification = figures.get('verification')

@@ -23,4 +23,4 @@ TEMPORAL_CHOICES = (
 def load(name):
     """The layer of the temporal aggregation `name` (see the contract above)."""
     from importlib import import_module
-    return import_module('temporal.' + name).layer()
+    return import_module('triplet_reid.temporal.' + name).layer()

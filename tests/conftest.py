@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers: the repository on sys.path, a tiny generated
+"""Shared fixtures and helpers: the repository on sys.path as the package
+triplet_reid, a tiny generated
 dataset, the tiny training command, and readers of what training leaves in
 an experiment root. Test modules import helpers from here, never from each
 other."""
@@ -19,6 +20,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+# The checkout is the package triplet_reid, as the tests import it (checkout.py).
+import checkout  # noqa: E402
+checkout.register()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
@@ -390,7 +394,7 @@ def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
     arrays transposed), plus both new-protocol files. Returns the images."""
     import h5py
     from scipy.io import savemat
-    from data import convert
+    from triplet_reid.data import convert
     images = {}
     os.makedirs(root / 'cuhk03_release')
     with h5py.File(root / 'cuhk03_release' / 'cuhk-03.mat', 'w') as f:

@@ -10,6 +10,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkout
+checkout.register()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -19,10 +21,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras  # noqa: E402
 
-from training import distributed  # noqa: E402
-import train  # noqa: E402
-import training.step  # noqa: E402
-from models.build import build_model  # noqa: E402
+from triplet_reid.training import distributed  # noqa: E402
+from triplet_reid import train  # noqa: E402
+from triplet_reid import training  # noqa: E402
+import triplet_reid.training.step  # noqa: F401, E402
+from triplet_reid.models.build import build_model  # noqa: E402
 
 
 # `name:margin:strong` adds the strong baseline's extra terms to the loss:

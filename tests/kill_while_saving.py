@@ -14,6 +14,8 @@ import sys
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkout
+checkout.register()
 
 import tensorflow as tf  # noqa: E402
 from tensorflow.python.checkpoint import checkpoint_management, functional_saver  # noqa: E402
@@ -68,6 +70,6 @@ def install(moment, step):
 
 if __name__ == '__main__':
     install(sys.argv[1], int(sys.argv[2]))
-    import train
+    from triplet_reid import train
     train.main(sys.argv[3:])
     sys.exit('the run ended without being killed')

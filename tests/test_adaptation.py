@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-import cli
-import train
-import training.data
+from triplet_reid import cli
+from triplet_reid import train
+from triplet_reid import training
+import triplet_reid.training.data  # noqa: F401
 from conftest import base_args, logged_iterations, make_dataset, scalars, write_file
-from inputs import unlabelled
-from training import adaptation, cluster_memory, pseudo_labels
+from triplet_reid.inputs import unlabelled
+from triplet_reid.training import adaptation, cluster_memory, pseudo_labels
 
 
 @pytest.fixture(scope='module')
@@ -333,7 +334,7 @@ def test_memory_loss_needs_pseudo_labels(tmp_path, tiny_dataset):
 
 
 def test_a_body_only_file_cannot_start_the_head(tmp_path, trained):
-    from models.build import build_model
+    from triplet_reid.models.build import build_model
     _, body = build_model('tiny', 'fc1024', 16)
     weights = str(tmp_path / 'body.weights.h5')
     body.save_weights(weights)

@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
-import cli
-import embed
-import train
+from triplet_reid import cli
+from triplet_reid import embed
+from triplet_reid import train
 from conftest import ROOT, base_args, checkpoint_steps, write_image
 
 
@@ -73,7 +73,7 @@ def test_skip_corrupt_images(tmp_path, tiny_dataset):
 def test_images_that_are_no_regular_files_are_never_opened(tmp_path, tiny_dataset):
     # A link to /dev/zero and a pipe among the images: reading either never
     # ends, so they are refused by name (or skipped) before anything reads them.
-    from inputs.images import decodable_mask
+    from triplet_reid.inputs.images import decodable_mask
     csv_path, image_root = tiny_dataset
     fids = [line.strip().split(',')[1] for line in open(csv_path)][:4]
     os.remove(os.path.join(image_root, fids[0]))
@@ -268,7 +268,7 @@ def png_declaring(path, width, height):
 
 
 def test_images_over_pils_own_bomb_limit_are_refused_by_their_header(tmp_path):
-    from inputs import images
+    from triplet_reid.inputs import images
     png_declaring(str(tmp_path / 'bomb.png'), 20000, 20000)
     # PIL refuses such a header before it tells the size; it must count as
     # too large, not as damaged (which TensorFlow would then decode).

@@ -3,7 +3,7 @@ schedule and the protocol they say."""
 
 import pytest
 
-import train
+from triplet_reid import train
 from bench import real
 
 

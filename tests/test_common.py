@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-import cli
-import common
-from cli import files, flags, json_files, startup
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import files, flags, json_files, startup
 from conftest import ROOT, write_file
 
 
@@ -180,7 +180,8 @@ def test_given_arguments():
 
 def test_tensorflow_starts_quietly_and_keeps_other_lines():
     env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
-    code = ('import sys; sys.path.insert(0, {!r}); from cli import startup; '
+    code = ('import sys; sys.path.insert(0, {!r}); import checkout; checkout.register(); '
+            'from triplet_reid.cli import startup; '
             'startup.quiet_tensorflow(); import tensorflow as tf; '
             'print(float(tf.reduce_sum(tf.ones(3))))').format(ROOT)
     done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
@@ -299,7 +300,7 @@ def test_errors_of_the_machine_and_ctrl_c_are_one_line(capsys, monkeypatch):
 
 
 def test_ctrl_c_while_tensorflow_loads_is_one_line():
-    code = ('from cli import startup\n'
+    code = ('import checkout\ncheckout.register()\nfrom triplet_reid.cli import startup\n'
             'def interrupted():\n'
             '    raise KeyboardInterrupt\n'
             'startup.import_quietly = interrupted\n'

@@ -10,12 +10,12 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-import cli
-import common
+from triplet_reid import cli
+from triplet_reid import common
 from conftest import ROOT, touch, write_cuhk03
-from data import convert
-from excluders import cuhk03, cuhk03_folders, msmt17, veri776
-from excluders import folders as excluders_folders
+from triplet_reid.data import convert
+from triplet_reid.excluders import cuhk03, cuhk03_folders, msmt17, veri776
+from triplet_reid.excluders import folders as excluders_folders
 
 REFERENCE = os.path.join(os.path.dirname(ROOT), 'shared', 'reference')
 
@@ -358,7 +358,7 @@ def test_folders_with_commas_and_quotes_read_back_and_line_breaks_are_refused(tm
 
 
 def test_val_ids_hold_out_training_identities_as_a_validation_set(tmp_path, capsys):
-    from excluders import market1501
+    from triplet_reid.excluders import market1501
     # Ten training identities, each seen by cameras 1 (twice) and 2; one only by camera 3.
     train = ['{:04d}_c{}s1_{:06d}_00.jpg'.format(i, c, j) for i in range(2, 12)
              for j, c in enumerate((1, 1, 2))] + ['0099_c3s1_000000_00.jpg']

@@ -10,9 +10,9 @@ import pytest
 from scipy.io import savemat
 
 from conftest import touch
-from data import convert_video
-from data.convert import ConversionError
-from inputs import tracklets
+from triplet_reid.data import convert_video
+from triplet_reid.data.convert import ConversionError
+from triplet_reid.inputs import tracklets
 
 
 def convert(*argv):

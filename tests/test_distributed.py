@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-import train
-import loss
+from triplet_reid import train
+from triplet_reid import loss
 from conftest import (ROOT, base_args, checkpoint_steps, logged_iterations, scalars, val_args,
                       validation_csvs)
 

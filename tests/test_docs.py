@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-import search
+from triplet_reid import search
 from conftest import ROOT, parser_of
 
 PAGES = ['README.md'] + sorted(os.path.relpath(p, ROOT)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import aggregators
-import cli
-import common
-from cli import files
-import embed
-from inputs.images import CROPS, fid_to_image, five_crops
-import train
-from models.inference import load_embedder
+from triplet_reid import aggregators
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import files
+from triplet_reid import embed
+from triplet_reid.inputs.images import CROPS, fid_to_image, five_crops
+from triplet_reid import train
+from triplet_reid.models.inference import load_embedder
 from conftest import base_args
 
 
@@ -124,7 +124,7 @@ def test_errors(experiment, tmp_path):
 
 def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatch):
     root, csv_path, _ = experiment
-    from models import inference
+    from triplet_reid.models import inference
     real = inference.inference_function
 
     def broken(model):
@@ -143,7 +143,8 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
 
 
 def test_validation_refuses_non_finite_embeddings(experiment):
-    import training.run
+    from triplet_reid import training
+    import triplet_reid.training.run  # noqa: F401
     root, csv_path, image_root = experiment
     args = train.parser.parse_args(base_args(root, csv_path, image_root) + [
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
@@ -174,7 +175,7 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     root = experiment[0]
     monkeypatch.chdir(os.path.dirname(root))
     relative = os.path.basename(root)
-    from cli.checkpoints import find_checkpoint
+    from triplet_reid.cli.checkpoints import find_checkpoint
     # `../exp` from inside the root names the root itself; the index's
     # relative path must not be prefixed twice.
     assert os.path.normpath(find_checkpoint(relative, '../' + relative).path) == \
@@ -332,7 +333,7 @@ def test_the_python_api_embeds_crops_of_any_size_as_embed_py(experiment, tmp_pat
     np.testing.assert_allclose(embedder(crops[1]), expected[1:2], rtol=1e-4, atol=1e-4)
     assert embedder([]).shape == (0, 16)
     # An exported SavedModel resizes inside, to the same embeddings.
-    import export
+    from triplet_reid import export
     saved = str(tmp_path / 'saved')
     assert export.main(['--experiment_root', root, '--output', saved, '--quiet']) == 0
     exported = load_embedder(saved, batch_size=2)
@@ -387,7 +388,7 @@ def test_the_python_api_refuses_endless_huge_and_non_finite_inputs_before_any_wo
     # A batch bigger than one check's chunk is checked chunk by chunk.
     many = np.broadcast_to(np.float32(7), (40000, 32, 16, 3))
     assert embedder.embed_chunk(many[:2]).shape == (2, 16)
-    from models import inference
+    from triplet_reid.models import inference
     assert inference.check_pixels(many, 'the batch') is many
     # Chunks hold at most batch_size images, and beyond their first at most
     # CHUNK_PIXELS pixels: 256 photographs of 25 megapixels took 77 GB at once.
@@ -402,7 +403,7 @@ def test_the_python_api_refuses_endless_huge_and_non_finite_inputs_before_any_wo
 
 
 def test_the_python_api_refuses_sources_that_are_no_model(experiment, tmp_path):
-    import export
+    from triplet_reid import export
     saved = tmp_path / 'saved'
     assert export.main(['--experiment_root', experiment[0], '--output', str(saved),
                         '--quiet']) == 0

@@ -9,11 +9,11 @@ import h5py
 import numpy as np
 import pytest
 
-import cli
-import evaluate
-from evaluation import metrics, rerank, visualize
+from triplet_reid import cli
+from triplet_reid import evaluate
+from triplet_reid.evaluation import metrics, rerank, visualize
 from conftest import ROOT, market_like, write_h5, write_market_like
-from excluders import diagonal, duke, market1501
+from triplet_reid.excluders import diagonal, duke, market1501
 
 
 def euclidean(query_embs, gallery_embs):
@@ -87,7 +87,7 @@ def test_matches_reference_loop(market, metric, quantize):
 
 
 def test_metrics_are_those_of_the_loss():
-    import loss
+    from triplet_reid import loss
     assert list(metrics.METRICS) == loss.cdist.supported_metrics
     rng = np.random.default_rng(2)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))

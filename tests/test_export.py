@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import common
-import embed
-import export
-from inputs.images import decode
-from cli.experiment import Experiment
-import train
-from models.inference import load_embedder, load_experiment
-from models.build import build_model, load_body_weights
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid import embed
+from triplet_reid import export
+from triplet_reid.inputs.images import decode
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid import train
+from triplet_reid.models.inference import load_embedder, load_experiment
+from triplet_reid.models.build import build_model, load_body_weights
 from conftest import ROOT, base_args, make_dataset
 
 
@@ -209,7 +209,7 @@ def run_tflite(path, batch):
 
 
 def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys):
-    from inputs.images import resize
+    from triplet_reid.inputs.images import resize
     root, pictures, _ = experiment
     batch = resize(tf.constant(pictures, tf.float32), (32, 16), antialias=True).numpy()
     expected = load_embedder(root)(batch)
@@ -225,7 +225,7 @@ def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys)
         np.linalg.norm(expected, axis=1)
     assert cosine.min() > 0.9, cosine
     assert os.path.getsize(paths['int8']) < os.path.getsize(paths['float']) / 2
-    from serving import exported
+    from triplet_reid.serving import exported
     assert exported.xnnpack_problem(paths['int8'], (32, 16)) is None
     with pytest.raises(cli.UserError, match='--tflite_int8 quantises the --tflite model'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'x'),
@@ -239,7 +239,7 @@ def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys)
 
 
 def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
-    from serving import exported
+    from triplet_reid.serving import exported
     csv_path, image_root = tiny_dataset
     first = open(csv_path).readline().strip().split(',')[1]
     with open(os.path.join(image_root, first), 'wb') as f:
@@ -256,8 +256,8 @@ def test_int8_calibration_leaves_damaged_images_out(tiny_dataset):
 
 
 def test_int8_calibration_takes_the_images_of_several_training_sets_in_turn(tmp_path):
-    from serving import exported
-    from inputs.images import Preprocessing
+    from triplet_reid.serving import exported
+    from triplet_reid.inputs.images import Preprocessing
     sets = [make_dataset(str(tmp_path / name), num_ids=2, images_per_id=3, seed=seed)
             for seed, name in enumerate(('a', 'b'))]
     roots = [str(tmp_path / 'a'), str(tmp_path / 'b')]

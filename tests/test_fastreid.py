@@ -11,11 +11,11 @@ import keras
 import numpy as np
 import pytest
 
-import cli
-import import_model
-from models import fastreid
-from models.build import build_model
-from nets import _fastreid
+from triplet_reid import cli
+from triplet_reid import import_model
+from triplet_reid.models import fastreid
+from triplet_reid.models.build import build_model
+from triplet_reid.nets import _fastreid
 from torch_files import randomise_batch_norms, write_pth
 
 BOT = '''MODEL:
@@ -282,7 +282,7 @@ def test_a_fast_reid_checkpoint_imports_and_embeds_as_the_source(tmp_path, r50_i
                               '--experiment_root', root]) == 0
     assert 'fastreid_r50_ibn_nl + bnneck, 2048-d embeddings at 384x128; its classifier of 7 ' \
         'training identities is left out' in capsys.readouterr().out
-    from models.inference import load_embedder
+    from triplet_reid.models.inference import load_embedder
     images = np.random.default_rng(0).uniform(0, 255, (2, 384, 128, 3)).astype(np.float32)
     expected = model(images, training=False)['emb'].numpy()
     np.testing.assert_allclose(load_embedder(root)(images), expected,
@@ -334,7 +334,7 @@ def test_bad_fast_reid_imports_get_one_message_and_write_nothing(tmp_path, r50_i
 def test_an_imported_fast_reid_model_fine_tunes_from_all_its_weights(tmp_path, tiny_dataset):
     # BoT R50: the whole model, head included (--initial_head), starts from the import.
     from conftest import base_args
-    import train
+    from triplet_reid import train
     model, body = build_model('fastreid_r50', 'bnneck', 2048, last_stride=1)
     rng = np.random.default_rng(4)
     randomise_batch_norms(model, rng)
@@ -349,7 +349,7 @@ def test_an_imported_fast_reid_model_fine_tunes_from_all_its_weights(tmp_path, t
         '--initial_checkpoint', imported, '--initial_head', '--model_name', 'fastreid_r50',
         '--head_name', 'bnneck', '--embedding_dim', '2048', '--last_stride', '1',
         '--batch_p', '2', '--batch_k', '2', '--learning_rate', '1e-12']) == 0
-    from models.inference import load_experiment
+    from triplet_reid.models.inference import load_experiment
     tuned, _, _ = load_experiment(root)
     tuned_body = tuned.get_layer('fastreid_r50')
     for layer in ('conv1', 'layer4_2_conv3'):

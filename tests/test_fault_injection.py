@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from cli import checkpoints
-import train
+from triplet_reid.cli import checkpoints
+from triplet_reid import train
 from bench import fault_injection
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-import cli
-from cli import files, json_files
+from triplet_reid import cli
+from triplet_reid.cli import files, json_files
 from conftest import ROOT
 
 
@@ -85,7 +85,8 @@ def test_an_output_that_would_harm_a_file_is_refused_before_the_block(tmp_path):
 
 def test_the_temporary_of_a_killed_writer_is_removed_by_the_next_one(tmp_path):
     path = str(tmp_path / 'out.txt')
-    code = ('import os, sys; sys.path.insert(0, {!r}); from cli import files\n'
+    code = ('import os, sys; sys.path.insert(0, {!r}); import checkout; checkout.register()\n'
+            'from triplet_reid.cli import files\n'
             'with files.output({!r}) as partial:\n'
             '    open(partial, "w").write("half")\n'
             '    os.kill(os.getpid(), 9)\n').format(ROOT, path)

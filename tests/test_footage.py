@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
-import embed
-from inputs import embeddings_file
-import evaluate
-from inputs import footage
-import search
-import train
+from triplet_reid import cli
+from triplet_reid import embed
+from triplet_reid.inputs import embeddings_file
+from triplet_reid import evaluate
+from triplet_reid.inputs import footage
+from triplet_reid import search
+from triplet_reid import train
 from conftest import base_args, make_dataset
 
 # Two people walking across 6 frames of 64×96 pixels: (track, identity colour).

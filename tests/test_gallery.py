@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-import cli
-from inputs import embeddings_file
-from serving import gallery
-import search
+from triplet_reid import cli
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.serving import gallery
+from triplet_reid import search
 from conftest import ROOT
-from serving.gallery import rank
+from triplet_reid.serving.gallery import rank
 
 ORIGIN = {'experiment_root': '/exp', 'checkpoint': 'checkpoint-100'}
 NAMES = ['original_center', 'original_flip_center']
@@ -111,9 +111,9 @@ def test_a_kill_during_an_append_leaves_the_old_gallery_and_no_temporary(tmp_pat
     write(extra, clustered(40, 1), 'cam2')
     before = path.read_bytes()
     # Killed once the new gallery is written beside the old one, before the rename.
-    code = ('import os, sys; sys.path.insert(0, {!r})\n'
-            'from cli import files\n'
-            'from serving import gallery\n'
+    code = ('import os, sys; sys.path.insert(0, {!r}); import checkout; checkout.register()\n'
+            'from triplet_reid.cli import files\n'
+            'from triplet_reid.serving import gallery\n'
             'files.put_file = lambda *a: os.kill(os.getpid(), 9)\n'
             'gallery.append({!r}, {!r})\n').format(ROOT, str(path), str(extra))
     assert subprocess.run([sys.executable, '-c', code]).returncode == -signal.SIGKILL
@@ -331,12 +331,12 @@ def test_a_backtracking_pattern_is_matched_in_linear_time_outside_the_lock(tmp_p
         with pytest.raises(cli.UserError, match=message):
             gallery.remove(str(path), pattern)
     # Names that were not UTF-8 on disk reach Python with surrogates, matched as their escapes.
-    from cli import patterns
+    from triplet_reid.cli import patterns
     assert patterns.compile(r'_c(\d+)', '--camera_regex').search('\udcff_c12.jpg').group(1) == '12'
     # The same engine checks --camera_regex, in train.py's parser and in the excluders.
-    import train
+    from triplet_reid import train
     with pytest.raises(SystemExit):
         train.main(['--experiment_root', str(tmp_path / 'x'), '--camera_regex', r'(a)\1'])
-    import excluders
+    from triplet_reid import excluders
     with pytest.raises(cli.UserError, match='--camera_regex `.*` is not a regular expression'):
         excluders.load('folders', ['a/1.jpg'], ['a/2.jpg'], r'^(.+)+(?=X)')

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-import evaluate
-from evaluation import html_report
+from triplet_reid import evaluate
+from triplet_reid.evaluation import html_report
 from conftest import browse, write_market_like
 
 

@@ -24,52 +24,52 @@ def test_choices_are_the_plugin_files(folder, choices):
     files = {os.path.basename(path)[:-3]
              for path in glob.glob(os.path.join(ROOT, folder, '*.py'))
              if not os.path.basename(path).startswith('_')}
-    declared = getattr(import_module(folder), choices)
+    declared = getattr(import_module('triplet_reid.' + folder), choices)
     assert len(set(declared)) == len(declared), 'a choice is listed twice'
     assert set(declared) == files
 
 
 def test_flags_name_the_loss_functions():
-    from cli import flags
-    import loss
+    from triplet_reid.cli import flags
+    from triplet_reid import loss
     assert flags.LOSSES == tuple(loss.LOSS_CHOICES)
     assert flags.ID_LOSSES == tuple(loss.ID_LOSSES)
 
 
 def test_flags_name_the_temporal_plugins():
-    from cli import flags
-    import temporal
+    from triplet_reid.cli import flags
+    from triplet_reid import temporal
     assert flags.TEMPORAL_POOLINGS == temporal.TEMPORAL_CHOICES
 
 
 def test_last_stride_nets_are_those_whose_body_takes_it():
     import inspect
-    import nets
+    from triplet_reid import nets
     takes = {name for name in nets.NET_CHOICES if 'last_stride' in inspect.signature(
-        import_module('nets.' + name).body).parameters}
+        import_module('triplet_reid.nets.' + name).body).parameters}
     assert set(nets.LAST_STRIDE_NETS) == takes
 
 
 def test_padding_nets_are_those_whose_body_takes_it():
     import inspect
-    import nets
+    from triplet_reid import nets
     takes = {name for name in nets.NET_CHOICES if 'padding' in inspect.signature(
-        import_module('nets.' + name).body).parameters}
+        import_module('triplet_reid.nets.' + name).body).parameters}
     assert set(nets.PADDING_NETS) == takes
 
 
+def ours(name):
+    """A dotted module name within the package triplet_reid (`cli.files` for
+    `triplet_reid.cli.files`), '' for the package, None for another's."""
+    if name == 'triplet_reid':
+        return ''
+    return name[len('triplet_reid.'):] if name.startswith('triplet_reid.') else None
+
+
 def imported_modules(path):
-    """The top-level names of the modules the file `path` imports, from its
-    syntax tree (imports inside functions included)."""
-    with open(path) as f:
-        tree = ast.parse(f.read())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split('.')[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            imported.add(node.module.split('.')[0])
-    return imported
+    """The top-level names, within the package, of the modules the file
+    `path` imports, from its syntax tree (imports inside functions included)."""
+    return {name.split('.')[0] for name in imported_names(path) if name}
 
 
 # The library, one concern per folder, and the plug-in folders; beside them at
@@ -77,6 +77,8 @@ def imported_modules(path):
 LIBRARY_FOLDERS = ('cli', 'inputs', 'models', 'training', 'evaluation', 'serving')
 PLUGIN_FOLDERS = ('nets', 'heads', 'excluders', 'temporal')
 ROOT_MODULES = ('common', 'loss', 'uninterrupt', 'aggregators', 'layers')
+# What makes the root the package triplet_reid, installed or in a checkout.
+PACKAGE_FILES = ('__init__.py', 'checkout.py')
 # The folders that hold no library: data converters and demo sets, recipes,
 # benchmarks, the manual, the tests.
 OTHER_FOLDERS = ('data', 'recipes', 'bench', 'docs', 'tests')
@@ -85,7 +87,8 @@ OTHER_FOLDERS = ('data', 'recipes', 'bench', 'docs', 'tests')
 def product_modules():
     """{module name: path} for the root's files and those of the library and
     plug-in folders; a folder's `__init__.py` goes by the folder's name."""
-    modules = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, '*.py'))}
+    modules = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(ROOT, '*.py'))
+               if os.path.basename(p) not in PACKAGE_FILES}
     for folder in LIBRARY_FOLDERS + PLUGIN_FOLDERS:
         for path in glob.glob(os.path.join(ROOT, folder, '*.py')):
             name = os.path.basename(path)[:-3]
@@ -94,9 +97,9 @@ def product_modules():
 
 
 def imported_names(path):
-    """Every dotted name the file `path` may import, with the packages above
-    each (`from cli import files` imports `cli` and, if it is a module,
-    `cli.files`)."""
+    """Every dotted name within the package that the file `path` may import,
+    with the packages above each (`from triplet_reid.cli import files`
+    imports `cli` and, if it is a module, `cli.files`)."""
     with open(path) as f:
         tree = ast.parse(f.read())
     names = set()
@@ -106,6 +109,7 @@ def imported_names(path):
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module)
             names.update(node.module + '.' + alias.name for alias in node.names)
+    names = {ours(name) for name in names} - {None, ''}
     return {'.'.join(name.split('.')[:i + 1]) for name in names
             for i in range(len(name.split('.')))}
 
@@ -128,7 +132,8 @@ def folder_of(module):
 
 
 def test_the_root_holds_the_commands_and_the_originals_names():
-    root = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))}
+    root = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))
+            if os.path.basename(p) not in PACKAGE_FILES}
     assert root == {s[:-3] for s in SCRIPTS} | set(ROOT_MODULES)
     folders = {name for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name))
                and not name.startswith('.') and glob.glob(os.path.join(ROOT, name, '*.py'))}
@@ -225,8 +230,9 @@ def test_no_library_module_is_longer_than_500_lines():
 
 
 def test_train_py_is_the_command_line():
+    # 475 lines, and the five that make a checkout the package (checkout.py).
     with open(os.path.join(ROOT, 'train.py')) as f:
-        assert len(f.read().splitlines()) < 475
+        assert len(f.read().splitlines()) < 480 + 5
 
 
 def find_cycle(graph):
@@ -317,7 +323,7 @@ def test_an_argument_error_imports_nothing_heavy(argv):
 
 
 def test_train_help_groups_its_flags():
-    import train
+    from triplet_reid import train
     titles = [group.title for group in train.parser._action_groups]
     assert titles[2:] == ['experiment', 'data', 'model', 'loss', 'optimiser', 'augmentation',
                           'validation', 'checkpoints', 'performance', 'distribution',
@@ -403,20 +409,36 @@ def test_test_modules_share_helpers_through_the_conftest_only():
     assert not importing
 
 
-def test_pip_install_gives_the_commands_and_the_recipes(tmp_path):
-    """`pip install .` (pyproject.toml) installs the library, the recipes and
-    the six commands under their `reid-` names, which run from anywhere."""
+def test_pip_install_gives_one_package_the_commands_and_the_recipes(tmp_path):
+    """`pip install .` (pyproject.toml) installs the library as the one
+    package triplet_reid, with the recipes and the converters, and the six
+    commands under their `reid-` names, which run from anywhere; nothing else
+    lands at the top of site-packages, where `evaluate` or `models` would
+    shadow other libraries."""
     source = tmp_path / 'source'
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        '.*', '__pycache__', 'build', '*.egg-info', 'experiments', 'data', 'tests', 'bench',
-        'docs'))
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        name for name in names if name.startswith('.') or name in (
+            '__pycache__', 'build', 'experiments', 'tests', 'bench', 'docs', 'demo', 'footage')
+        or name.endswith('.egg-info')])
     target = tmp_path / 'installed'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
                     '--no-deps', '--no-build-isolation', '--no-index', '--target', str(target),
                     str(source)], check=True, timeout=300)
-    assert sorted(os.listdir(target / 'recipes')) == sorted(
+    assert sorted(name for name in os.listdir(target) if not name.endswith('.dist-info')) == [
+        'bin', 'triplet_reid']
+    package = target / 'triplet_reid'
+    assert sorted(os.listdir(package / 'recipes')) == sorted(
         os.listdir(os.path.join(ROOT, 'recipes')))
+    assert {'train.py', 'common.py', 'loss.py', 'checkout.py'} <= set(os.listdir(package))
+    assert 'convert.py' in os.listdir(package / 'data')
     env = dict(os.environ, PYTHONPATH=str(target))
+    # The Python API, from the package, with nothing of the checkout on the path.
+    done = subprocess.run([sys.executable, '-c', 'import triplet_reid, sys; '
+                           'print(triplet_reid.load_embedder.__module__, triplet_reid.__file__, '
+                           '"evaluate" in sys.modules)'],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ['triplet_reid.models.inference',
+                                   str(package / '__init__.py'), 'False'], done.stderr
     for script in SCRIPTS:
         command = 'reid-' + script[:-3].replace('_', '-')
         done = subprocess.run([str(target / 'bin' / command), '--help'], cwd=tmp_path, env=env,
@@ -428,3 +450,59 @@ def test_pip_install_gives_the_commands_and_the_recipes(tmp_path):
                            'x', '--model_name', 'nonet'], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "invalid choice: 'nonet'" in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_installed_beside_hugging_face_evaluate(tmp_path):
+    """In a fresh virtual environment that has Hugging Face's `evaluate`
+    first, `pip install .` adds the package and its commands, and both
+    libraries work: neither shadows the other's names."""
+    source = tmp_path / 'source'
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        name for name in names if name.startswith('.') or name in (
+            '__pycache__', 'build', 'experiments', 'tests', 'bench', 'docs', 'demo', 'footage')
+        or name.endswith('.egg-info')])
+    fresh = tmp_path / 'fresh'
+    subprocess.run([sys.executable, '-m', 'venv', str(fresh)], check=True, timeout=300)
+    pip = [str(fresh / 'bin' / 'python'), '-m', 'pip', 'install', '-q',
+           '--disable-pip-version-check']
+    subprocess.run(pip + ['evaluate'], check=True, timeout=900)
+    subprocess.run(pip + [str(source)], check=True, timeout=1500)
+    env = dict(os.environ, HF_HUB_OFFLINE='1', TF_CPP_MIN_LOG_LEVEL='3')
+    env.pop('PYTHONPATH', None)
+    for command in ('reid-evaluate', 'reid-train'):
+        done = subprocess.run([str(fresh / 'bin' / command), '--help'], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.startswith('usage: ' + command), done
+    # Hugging Face's evaluate.load, and ours beside it: the API and the command's module.
+    check = ('import evaluate\n'
+             'from triplet_reid import load_embedder\n'
+             'import triplet_reid.evaluate as ours\n'
+             'print(evaluate.load.__module__, load_embedder.__module__, ours.__name__)\n')
+    done = subprocess.run([str(fresh / 'bin' / 'python'), '-c', check], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['evaluate.loading', 'triplet_reid.models.inference',
+                                   'triplet_reid.evaluate'], done.stdout
+
+
+def test_every_import_of_the_project_goes_through_the_package():
+    """`import common` or `from cli import files` works in a checkout, whose
+    folder is on sys.path, and fails once installed, where only triplet_reid
+    is: every file imports the project as `triplet_reid.…`."""
+    names = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, '*.py'))
+             if os.path.basename(p) not in PACKAGE_FILES}
+    names |= set(LIBRARY_FOLDERS + PLUGIN_FOLDERS) | {'data', 'recipes'}
+    bare = []
+    for path in sorted(glob.glob(os.path.join(ROOT, '**', '*.py'), recursive=True)):
+        relative = os.path.relpath(path, ROOT)
+        if relative.split(os.sep)[0] in ('.venv', 'experiments'):
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            found = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            bare += ['{}:{} {}'.format(relative, node.lineno, name) for name in found
+                     if name.split('.')[0] in names]
+    assert not bare, bare

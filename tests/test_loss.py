@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import collapse
-import loss
+from triplet_reid.training import collapse
+from triplet_reid import loss
 
 METRICS = loss.cdist.supported_metrics
 MARGINS = [0.2, 'soft', 'none']

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-import cli
-from cli import files
-from data import make_demo
+from triplet_reid import cli
+from triplet_reid.cli import files
+from triplet_reid.data import make_demo
 
 
 def test_small_demo_is_complete_and_spares_a_foreign_partial_folder(tmp_path):

@@ -6,10 +6,10 @@ import os
 import pytest
 from PIL import Image
 
-import cli
-from inputs import footage
-from data import footage_crops, make_demo, make_footage
-from inputs import unlabelled
+from triplet_reid import cli
+from triplet_reid.inputs import footage
+from triplet_reid.data import footage_crops, make_demo, make_footage
+from triplet_reid.inputs import unlabelled
 
 
 @pytest.fixture(scope='module')
@@ -73,8 +73,8 @@ def test_footage_crops_give_train_py_tracks_frames_and_identities(demo, tmp_path
 
 
 def test_video_demo_tracklets_and_footage_videos(demo, tmp_path):
-    from data import make_video_demo
-    from inputs import tracklets
+    from triplet_reid.data import make_video_demo
+    from triplet_reid.inputs import tracklets
     output = tmp_path / 'video_demo'
     assert make_video_demo.main(['--demo', demo, '--output', str(output), '--frames', '4',
                                  '--people', '2', '--sessions', '3']) == 0

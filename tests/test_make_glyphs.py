@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import cli
-from data import make_glyphs
+from triplet_reid import cli
+from triplet_reid.data import make_glyphs
 
 
 @pytest.fixture(scope='module')

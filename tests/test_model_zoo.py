@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-from cli import experiment
-import import_model
-from models import inference, zoo, torch_weights
+from triplet_reid import cli
+from triplet_reid.cli import experiment
+from triplet_reid import import_model
+from triplet_reid.models import inference, zoo, torch_weights
 from conftest import ROOT, write_image
 from torch_files import View, randomise_batch_norms, write_pth
-from models.build import build_model
+from triplet_reid.models.build import build_model
 
 
 # The weights reader.
@@ -371,7 +371,7 @@ def test_an_imported_model_embeds_as_the_source(tmp_path, trained, zip_format, c
     assert import_model.main(['--weights', weights, '--experiment_root', root]) == 0
     assert 'osnet_x0_25 + fc_bn_relu, 512-d embeddings at 256x128; its classifier of 5 training ' \
         'identities is left out' in capsys.readouterr().out
-    from models.inference import load_embedder
+    from triplet_reid.models.inference import load_embedder
     images = np.random.default_rng(0).uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
     # The embedder runs as a graph, the source eagerly: kernels may sum in another order, so
     # the tolerance scales with the embeddings' size (here in the hundreds), not per element.
@@ -433,7 +433,7 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     with pytest.raises(cli.UserError, match='exists already'):
         zoo.import_torchreid(weights, root)
     # embed.py on files and on a CSV (which needs --image_root: nothing was trained here).
-    import embed
+    from triplet_reid import embed
     crops = tmp_path / 'crops'
     for i in range(3):
         write_image(str(crops / 'p{}.jpg'.format(i)),
@@ -443,7 +443,7 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
     with pytest.raises(cli.UserError, match='stores no image root .* pass --image_root'):
         embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet'])
     # int8 calibration needs images of the user's, as there is no training set.
-    import export
+    from triplet_reid import export
     with pytest.raises(cli.UserError, match='pass some of your own with '
                        '--calibration_images'):
         export.main(['--experiment_root', root, '--tflite', str(tmp_path / 'm.tflite'),
@@ -452,8 +452,8 @@ def test_an_imported_root_embeds_exports_gives_its_body_and_is_not_resumed(tmp_p
                                         '00001', 'checkpoint-0.index', 'images_embeddings.h5']
     # Not a run to resume; --initial_checkpoint, which train.py's fine-tuning
     # recipe gives it, loads its body.
-    import train
-    from models.build import load_body_weights
+    from triplet_reid import train
+    from triplet_reid.models.build import load_body_weights
     with pytest.raises(cli.UserError, match='holds a model imported from .* fine-tune it in '
                        'a new experiment root'):
         train.main(['--experiment_root', root])
@@ -467,7 +467,7 @@ def test_the_exported_osnet_holds_no_tensor_but_its_variables():
     # Keras' Normalization layer kept OSNet's mean and deviation as tensors
     # captured from outside the graph, which tf2onnx turned into two more
     # inputs of the ONNX model; constants and variables alone convert to one.
-    from serving import exported
+    from triplet_reid.serving import exported
     model, _ = build_model('osnet_x0_25', 'fc_bn_relu', 512)
     module = exported.EmbeddingModule(model, (64, 32), True)
     function = module.embed_float.get_concrete_function()
@@ -497,7 +497,7 @@ def test_a_root_that_cannot_be_written_is_one_message(tmp_path, trained, monkeyp
 def test_instance_norm_is_pytorch_s():
     # InstanceNorm2d(affine=True): each image's own spatial mean and biased
     # variance per channel, epsilon 1e-5, then the scale and shift.
-    from nets._osnet import instance_norm
+    from triplet_reid.nets._osnet import instance_norm
     rng = np.random.default_rng(0)
     inputs = keras.Input((None, None, 4))
     layer = keras.Model(inputs, instance_norm(inputs, 'in'))
@@ -521,7 +521,7 @@ def test_an_instance_normalised_osnet_imports_and_embeds_as_the_source(tmp_path,
     stored = zoo.import_torchreid(weights, root)
     assert stored['model_name'] == name and stored['net_padding'] == 'torch'
     assert stored['metric'] == ('cosine' if name.startswith('osnet_ain') else 'euclidean')
-    from models.inference import load_embedder
+    from triplet_reid.models.inference import load_embedder
     # At the net's input size, which the embedder resizes to.
     images = rng.uniform(0, 255, (2, 256, 128, 3)).astype(np.float32)
     expected = model(images, training=False)['emb'].numpy()

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from heads import HEAD_CHOICES
-from models.build import build_model
-from nets import FASTREID_NETS, NET_CHOICES
-from layers import FusedBatchNormalization
+from triplet_reid.heads import HEAD_CHOICES
+from triplet_reid.models.build import build_model
+from triplet_reid.nets import FASTREID_NETS, NET_CHOICES
+from triplet_reid.layers import FusedBatchNormalization
 
 # Trainable parameters of slim's networks without logits (conv layers have no
 # bias under batch norm); a wrong layer or stride placement changes them.
@@ -34,7 +34,7 @@ def trainable(model):
 
 @pytest.mark.parametrize('name', NET_CHOICES)
 def test_body_builds_and_pools(name):
-    body = import_module('nets.' + name).body()
+    body = import_module('triplet_reid.nets.' + name).body()
     # Their padding needs 64×64.
     width = 64 if name.startswith('keras_mobilenet_v2') else 32
     out = body(np.random.uniform(0, 255, (2, 64, width, 3)).astype(np.float32))
@@ -44,7 +44,7 @@ def test_body_builds_and_pools(name):
 
 
 def test_resnet_follows_slim():
-    body = import_module('nets.resnet_v1_50').body()
+    body = import_module('triplet_reid.nets.resnet_v1_50').body()
     layer = body.get_layer
     # The stride sits in the 3×3 of the last unit of blocks 1-3, with slim's padding.
     for block, units in ((1, 3), (2, 4), (3, 6)):
@@ -70,7 +70,7 @@ def test_resnet_follows_slim():
 
 
 def test_mobilenet_follows_slim():
-    body = import_module('nets.mobilenet_v1_1_224').body()
+    body = import_module('triplet_reid.nets.mobilenet_v1_1_224').body()
     for bn in (x for x in body.layers if isinstance(x, keras.layers.BatchNormalization)):
         assert bn.momentum == 0.9 and bn.epsilon == 0.001
     assert body.get_layer('Conv2d_13_pointwise').filters == 1024
@@ -79,7 +79,7 @@ def test_mobilenet_follows_slim():
 
 
 def test_tiny_is_exactly_four_blocks():
-    body = import_module('nets.tiny').body()
+    body = import_module('triplet_reid.nets.tiny').body()
     convs = [x for x in body.layers if isinstance(x, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 64, 128, 1024]
     assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) and not c.use_bias
@@ -180,7 +180,7 @@ def test_last_stride_one_doubles_the_feature_map_and_keeps_the_weights(name):
 
 
 def test_last_stride_is_refused_where_a_net_has_none():
-    from cli import UserError
+    from triplet_reid.cli import UserError
     with pytest.raises(UserError, match='--last_stride 1 works with'):
         build_model('tiny', 'fc1024', 8, last_stride=1)
 
@@ -194,7 +194,7 @@ def numpy_batch_norm(x, gamma, beta, mean, variance, epsilon):
 @pytest.mark.parametrize('shape', [(4, 5, 3, 6), (12, 6)], ids=['images', 'features'])
 def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled, shape):
     import tensorflow as tf
-    from layers import FusedBatchNormalization
+    from triplet_reid.layers import FusedBatchNormalization
     rng = np.random.default_rng(0)
     x = rng.normal(2, 3, shape).astype(np.float32)
     upstream = rng.normal(size=x.shape).astype(np.float32)
@@ -248,7 +248,7 @@ def test_fused_batch_norm_equals_keras_and_numpy(center, scale, compiled, shape)
 
 
 def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
-    from layers import FusedBatchNormalization
+    from triplet_reid.layers import FusedBatchNormalization
     layer = FusedBatchNormalization(dtype='mixed_bfloat16')
     x = np.random.default_rng(0).normal(100, 1, (2, 4, 4, 3)).astype(np.float32)
     y = layer(keras.ops.cast(x, 'bfloat16'), training=True)
@@ -261,7 +261,7 @@ def test_fused_batch_norm_computes_in_float32_under_mixed_precision():
 @pytest.mark.parametrize('head_name, head_norms', [
     ('fc1024', ['fully_connected_bn']), ('fc1024_bnneck', ['emb', 'fully_connected_bn'])])
 def test_tiny_and_the_heads_use_the_fused_batch_norm(head_name, head_norms):
-    from layers import FusedBatchNormalization
+    from triplet_reid.layers import FusedBatchNormalization
     model, body = build_model('tiny', head_name, 16)
     norms = [layer for layer in body.layers + model.layers
              if isinstance(layer, keras.layers.BatchNormalization)]
@@ -273,7 +273,7 @@ def test_tiny_and_the_heads_use_the_fused_batch_norm(head_name, head_norms):
 @pytest.mark.parametrize('name', ['keras_resnet50', 'keras_mobilenet_v2_035'])
 def test_keras_applications_fine_tune_with_pytorchs_batch_norm_momentum(name):
     """Their own momentum (0.99, 0.999) left ImageNet's statistics in a short fine-tuning."""
-    body = import_module('nets.' + name).body()
+    body = import_module('triplet_reid.nets.' + name).body()
     norms = [layer for layer in body._flatten_layers(include_self=False, recursive=True)
              if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) > 30
@@ -297,7 +297,7 @@ OSNET_PARAMETERS = {'osnet': (2169508, 1905828), 'osnet_x0_75': (1285754, 108761
 
 @pytest.mark.parametrize('name', sorted(OSNET_PARAMETERS))
 def test_osnet_has_torchreid_s_parameters_and_shapes(name):
-    body = import_module('nets.' + name).body()
+    body = import_module('triplet_reid.nets.' + name).body()
     with_fc, without = OSNET_PARAMETERS[name]
     assert trainable(body) == without
     features = FEATURES[name]
@@ -315,7 +315,7 @@ def test_osnet_has_torchreid_s_parameters_and_shapes(name):
 @pytest.mark.parametrize('name', ['osnet_x0_25', 'osnet_ain_x0_25'])
 def test_osnet_trains_with_the_identity_loss(tmp_path, tiny_dataset, name):
     # OSNet-AIN's instance norms train as its batch norms do.
-    import train
+    from triplet_reid import train
     from conftest import base_args, logged_iterations
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')

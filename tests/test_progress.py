@@ -12,15 +12,15 @@ import termios
 import numpy as np
 import pytest
 
-from serving import gallery
-from evaluation import metrics, rerank
+from triplet_reid.serving import gallery
+from triplet_reid.evaluation import metrics, rerank
 from conftest import ROOT, touch, write_cuhk03
-from data import convert
+from triplet_reid.data import convert
 
 # Two seconds of work in 20 steps, through progress.bar.
 WORK = ('import sys, time\n'
-        'sys.path.insert(0, {!r})\n'
-        'from cli import progress\n'
+        'sys.path.insert(0, {!r}); import checkout; checkout.register()\n'
+        'from triplet_reid.cli import progress\n'
         'with progress.bar("Embedding", "image", quiet=sys.argv[1] == "quiet") as report:\n'
         '    for i in range(20):\n'
         '        time.sleep(0.1)\n'

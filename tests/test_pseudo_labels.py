@@ -6,7 +6,7 @@ well-separated identities, and the scores that measure them."""
 import numpy as np
 import pytest
 
-from training import pseudo_labels
+from triplet_reid.training import pseudo_labels
 
 
 def separated(rng, identities=12, per_identity=6, dim=16, noise=0.1):

@@ -8,11 +8,11 @@ import re
 import pytest
 import tensorflow as tf
 
-import cli
-from cli import flags
-import train
+from triplet_reid import cli
+from triplet_reid.cli import flags
+from triplet_reid import train
 from conftest import ROOT, base_args, make_dataset
-from models.build import build_model
+from triplet_reid.models.build import build_model
 
 RECIPES = sorted(name[:-len('.args')] for name in os.listdir(os.path.join(ROOT, 'recipes'))
                  if name.endswith('.args'))

@@ -4,8 +4,8 @@ paper's formulas (with the authors' code's conventions), and in evaluate.py."""
 import numpy as np
 import pytest
 
-from evaluation import metrics, rerank
-from excluders import diagonal
+from triplet_reid.evaluation import metrics, rerank
+from triplet_reid.excluders import diagonal
 
 
 def paper_rerank(query, gallery, k1, k2, lam):

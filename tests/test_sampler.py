@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import common
-from inputs.images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
-from inputs import sampler
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.inputs.images import Preprocessing, decode, fid_to_image, resize, resize_by_matmul
+from triplet_reid.inputs import sampler
 from conftest import make_dataset, write_file, write_image
 
 

@@ -8,16 +8,16 @@ import h5py
 import numpy as np
 import pytest
 
-import cli
-from cli import files
-import embed
-from serving import gallery
-from evaluation import metrics
-from inputs import images
-import search
-import train
+from triplet_reid import cli
+from triplet_reid.cli import files
+from triplet_reid import embed
+from triplet_reid.serving import gallery
+from triplet_reid.evaluation import metrics
+from triplet_reid.inputs import images
+from triplet_reid import search
+from triplet_reid import train
 from conftest import base_args, make_dataset
-from serving.gallery import rank
+from triplet_reid.serving.gallery import rank
 
 
 @pytest.fixture(scope='module')

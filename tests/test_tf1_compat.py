@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import common
-import embed
-from models import tf1_checkpoint
-import train
-from inputs.images import fid_to_image
-from models.build import build_model, load_body_weights
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid import embed
+from triplet_reid.models import tf1_checkpoint
+from triplet_reid import train
+from triplet_reid.inputs.images import fid_to_image
+from triplet_reid.models.build import build_model, load_body_weights
 from slim_reference import build_and_save
 
 SLIM_NETS = ['resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152', 'mobilenet_v1_1_224']

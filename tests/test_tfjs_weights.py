@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench import tfjs_weights
-from models.build import build_model, load_body_weights
+from triplet_reid.models.build import build_model, load_body_weights
 
 
 def random_application(alpha, seed=0):

@@ -10,12 +10,12 @@ import os
 import numpy as np
 import pytest
 
-import cli
-import export
-import train
-from cli.experiment import Experiment
-from models.inference import load_embedder
-from serving import tracker
+from triplet_reid import cli
+from triplet_reid import export
+from triplet_reid import train
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid.models.inference import load_embedder
+from triplet_reid.serving import tracker
 from conftest import base_args, make_dataset
 
 

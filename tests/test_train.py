@@ -11,16 +11,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-from training import memory, detailed_logs
-from cli import experiment
-import train
-import loss
-import training.data
-import training.run
-import training.step
-from training import schedules, collapse
-from models.build import build_model
+from triplet_reid import cli
+from triplet_reid.training import memory, detailed_logs
+from triplet_reid.cli import experiment
+from triplet_reid import train
+from triplet_reid import loss
+from triplet_reid import training
+import triplet_reid.training.data  # noqa: F401
+import triplet_reid.training.run  # noqa: F401
+import triplet_reid.training.step  # noqa: F401
+from triplet_reid.training import schedules, collapse
+from triplet_reid.models.build import build_model
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations, make_dataset
 
 TAGS = {'loss', 'batch_top1', 'batch_prec_at_3', 'active_count', 'learning_rate',
@@ -200,7 +201,7 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
         train.main(base_args(str(tmp_path / 'x'), csv_path, image_root, 1,
                              '--initial_checkpoint', str(tmp_path / 'nothing')))
     # The checkpoint's `.index` file, or the experiment root, name it as well.
-    from models.build import load_body_weights
+    from triplet_reid.models.build import load_body_weights
     for given in (source + '.index', first):
         _, loaded = build_model('tiny', 'fc1024', 16)
         load_body_weights('tiny', loaded, given)
@@ -217,8 +218,8 @@ def test_initial_checkpoint_loads_body(tmp_path, tiny_dataset):
 def test_initial_checkpoints_holding_nan_or_negative_variances_are_refused(tmp_path,
                                                                              tiny_dataset):
     # Of every kind: Keras weights, a TF2 checkpoint, a TF1 name-based one.
-    from models import tf1_checkpoint
-    from models.build import load_body_weights
+    from triplet_reid.models import tf1_checkpoint
+    from triplet_reid.models.build import load_body_weights
     _, body = build_model('tiny', 'fc1024', 16)
     kernel = next(w for w in body.weights if w.path.endswith('kernel'))
     variance = next(w for w in body.weights if w.path.endswith('moving_variance'))
@@ -353,7 +354,7 @@ def test_strong_baseline_flags_train_checkpoint_and_resume(tmp_path, tiny_datase
     rates = scalars(root, 'learning_rate')['learning_rate']
     assert rates[1] == pytest.approx(1e-5) and max(rates.values()) == pytest.approx(1e-3, 1e-3)
     # What embed.py builds from args.json is the trained model: bnneck with GeM.
-    from models.inference import load_experiment
+    from triplet_reid.models.inference import load_experiment
     model, stored, _ = load_experiment(root)
     assert stored['pooling'] == 'gem' and model.get_layer('gem_pool') is not None
 
@@ -439,7 +440,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     # Another process holds the root, as a running train.py does.
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\n'
-         'from cli import experiment\n'
+         'import checkout\ncheckout.register()\nfrom triplet_reid.cli import experiment\n'
          'with experiment.locked_directory(sys.argv[1], "train.py"):\n'
          '    print("locked", flush=True)\n    time.sleep(120)\n', root, ROOT],
         stdout=subprocess.PIPE, text=True)
@@ -479,7 +480,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                           tiny_dataset):
     import glob
-    from cli.checkpoints import find_checkpoint, newest_checkpoint
+    from triplet_reid.cli.checkpoints import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')
@@ -536,7 +537,7 @@ def test_refused_runs_leave_no_root_and_override_fixes_a_diverged_one(tmp_path, 
     assert not os.path.exists(root)
     # A diverged run keeps its arguments (and checkpoint-0); --override changes them on purpose.
     # The tiny net survives the largest --learning_rate, so the loss turns NaN by hand.
-    import loss
+    from triplet_reid import loss
     batch_hard = loss.LOSS_CHOICES['batch_hard']
     monkeypatch.setitem(loss.LOSS_CHOICES, 'batch_hard',
                         lambda *args, **kwargs: batch_hard(*args, **kwargs) * np.nan)
@@ -651,7 +652,7 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
                                         ('embedding_dim', ' 1e1'), ('model_name', None),
                                         ('head_name', None), ('batch_p', None)])
 def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
-    import embed
+    from triplet_reid import embed
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     assert train.main(base_args(root, csv_path, image_root, 1)) == 0
@@ -721,7 +722,7 @@ def test_resume_messages_name_the_real_cause(tmp_path, tiny_dataset, monkeypatch
     with pytest.raises(cli.UserError, match=r'stores --train_set `data/train.csv`, a path '
                        r'relative to the folder train.py first ran in'):
         train.main(['--experiment_root', root])
-    import embed
+    from triplet_reid import embed
     with pytest.raises(cli.UserError, match=r'image root `data` that `.*args.json` stores is '
                        r'not a folder from here .*relative to the folder '
                        r'train.py ran in; pass --image_root'):
@@ -744,7 +745,7 @@ def test_the_experiment_records_name_train_py_s_flags():
     them from there), and the records of its arguments and of the args.json
     it writes are equal."""
     import dataclasses
-    from cli.experiment import Experiment, StepSettings
+    from triplet_reid.cli.experiment import Experiment, StepSettings
     args = train.parser.parse_args(['--experiment_root', '/unused'])
     for record in (Experiment, StepSettings):
         for field in dataclasses.fields(record):

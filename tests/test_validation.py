@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cli
-import common
-from evaluation import metrics
-import train
-from models.inference import load_embedder, load_experiment
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.evaluation import metrics
+from triplet_reid import train
+from triplet_reid.models.inference import load_embedder, load_experiment
 from conftest import base_args, checkpoint_steps, scalars, val_args, validation_csvs
-from excluders import market1501
+from triplet_reid.excluders import market1501
 
 
 def final_weights(root):
@@ -89,8 +89,8 @@ def test_validation_added_on_resume_and_bad_input(tmp_path, tiny_dataset, interr
 
 
 def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
-    from inputs.images import Preprocessing
-    from training import validation
+    from triplet_reid.inputs.images import Preprocessing
+    from triplet_reid.training import validation
     from conftest import write_image
     # The query (A, camera 1) is nearest to A's other camera-1 image, then to
     # B, then to A from camera 2: with cameras the first match is ignored.
@@ -119,7 +119,7 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
 @pytest.mark.parametrize('content', ['{"mAP": "0.5", "step": 3}', '{"mAP": null}', '{}',
                                      '{"mAP": 2.5}', '{"mAP": true}', '{"mAP": NaN}'])
 def test_a_damaged_best_json_is_refused_by_name(tmp_path, content):
-    from cli import experiment
+    from triplet_reid.cli import experiment
     (tmp_path / 'best.json').write_text(content)
     with pytest.raises(cli.UserError, match=r'best.json` is corrupt .*delete it to start'):
         experiment.read_best(str(tmp_path))

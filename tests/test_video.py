@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import cli
-import embed
-import evaluate
-import temporal
-import train
+from triplet_reid import cli
+from triplet_reid import embed
+from triplet_reid import evaluate
+from triplet_reid import temporal
+from triplet_reid import train
 from conftest import base_args, logged_iterations, make_dataset
-from excluders import tracklets as tracklet_excluder
-from inputs import footage, sampler, tracklets
-from inputs.images import Preprocessing
+from triplet_reid.excluders import tracklets as tracklet_excluder
+from triplet_reid.inputs import footage, sampler, tracklets
+from triplet_reid.inputs.images import Preprocessing
 
 HEADER = 'identity,camera,track,frame,path\n'
 
@@ -241,7 +241,7 @@ def test_a_tracklet_embedding_is_its_frames_combined(video_experiment, video_set
     """embed.py's tracklet embedding equals the attention over the embeddings
     of its frames, embedded one by one as images."""
     root, _, query, _ = video_set
-    from models.inference import embed_files, load_video_experiment
+    from triplet_reid.models.inference import embed_files, load_video_experiment
     (model, _, layer), train_args, _ = load_video_experiment(video_experiment)
     # The attention learnt (it starts at zero, the average) and was checkpointed.
     assert np.abs(layer.get_weights()[0]).max() > 0
@@ -332,7 +332,7 @@ def test_video_experiments_refuse_another_aggregator(video_experiment, video_set
                     root, '--tracklets', 'mean', '--filename', 'x.h5', '--quiet'])
     assert not os.path.exists(os.path.join(video_experiment, 'x.h5'))
     # Trackers embed one crop at a time: no tracker export of a video experiment.
-    import export
+    from triplet_reid import export
     with pytest.raises(cli.UserError, match='--tracker exports embed one crop at a time'):
         export.main(['--experiment_root', video_experiment, '--output',
                      os.path.join(video_experiment, 'sm'), '--tracker',
@@ -441,7 +441,7 @@ def test_bad_videos_are_one_message_naming_the_frame(tmp_path, damage, message):
 
 @pytest.mark.parametrize('batch', [1, 3, 7, 100])
 def test_tracklets_combine_across_any_batching_of_their_frames(batch):
-    from models import video
+    from triplet_reid.models import video
     rng = np.random.default_rng(0)
     lengths = [1, 4, 2, 9, 1, 5]
     bounds = np.concatenate([[0], np.cumsum(lengths)])

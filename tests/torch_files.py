@@ -13,7 +13,7 @@ import zipfile
 import keras
 import numpy as np
 
-from models import torch_weights
+from triplet_reid.models import torch_weights
 
 
 class Stored:

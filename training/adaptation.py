@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-import cli
-from cli import files
-from cli.adaptation import Adaptation
-from models.inference import embed_files
-from training import pseudo_labels
+from triplet_reid import cli
+from triplet_reid.cli import files
+from triplet_reid.cli.adaptation import Adaptation
+from triplet_reid.models.inference import embed_files
+from triplet_reid.training import pseudo_labels
 
 log = logging.getLogger('train')
 

@@ -4,12 +4,12 @@ the training set's."""
 
 import re
 
-import common
-from cli import flags, video
-import cli
-import nets
-from cli.experiment import Experiment
-from training.memory import check_memory
+from triplet_reid import common
+from triplet_reid.cli import flags, video
+from triplet_reid import cli
+from triplet_reid import nets
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid.training.memory import check_memory
 
 
 def check_arguments(args, given=()):

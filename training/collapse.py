@@ -7,7 +7,7 @@ import numbers
 
 import tensorflow as tf
 
-from loss import cdist
+from triplet_reid.loss import cdist
 
 
 # Collapse: the loss within COLLAPSE_BAND (relative, or absolute for a zero

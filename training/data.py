@@ -7,12 +7,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-import cli
-import common
-from cli import flags
-from inputs import sampler, tracklets, unlabelled
-from inputs.images import decodable_mask, load_training_sets
-from training import detailed_logs
+from triplet_reid import cli
+from triplet_reid import common
+from triplet_reid.cli import flags
+from triplet_reid.inputs import sampler, tracklets, unlabelled
+from triplet_reid.inputs.images import decodable_mask, load_training_sets
+from triplet_reid.training import detailed_logs
 
 # The camera penalty appends a column per camera to every crop's embedding,
 # and centring passes over the crops once per camera, so a camera column that

@@ -10,8 +10,8 @@ import shutil
 
 import numpy as np
 
-import cli
-from cli import files, json_files
+from triplet_reid import cli
+from triplet_reid.cli import files, json_files
 
 
 def shape_text(shape):

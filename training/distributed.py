@@ -10,8 +10,8 @@ import os
 import keras
 import tensorflow as tf
 
-import cli
-from cli import json_files
+from triplet_reid import cli
+from triplet_reid.cli import json_files
 
 
 def synchronize_batch_norm(model):

@@ -9,8 +9,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
-import cli
-from cli.experiment import Experiment
+from triplet_reid import cli
+from triplet_reid.cli.experiment import Experiment
 
 
 def physical_memory():

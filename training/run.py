@@ -20,21 +20,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import cli
-from training import adaptation, checks, detailed_logs, distributed
-from cli import checkpoints, experiment, files, flags
-from cli.experiment import Experiment
-from inputs import sampler
-from training import validation
-from training.collapse import collapse_warning, looks_collapsed
-from inputs.images import Preprocessing
-from models.inference import frame_function, inference_function
-from training.memory import check_input_size
-from models import video
-from models.build import build_video, load_body_weights, load_head_weights, restore
-from training.schedules import LearningRate
-from training.step import AUXILIARY_LOSSES, auxiliary_heads, make_train_step, trainable_variables
-from uninterrupt import Uninterrupt
+from triplet_reid import cli
+from triplet_reid.training import adaptation, checks, detailed_logs, distributed
+from triplet_reid.cli import checkpoints, experiment, files, flags
+from triplet_reid.cli.experiment import Experiment
+from triplet_reid.inputs import sampler
+from triplet_reid.training import validation
+from triplet_reid.training.collapse import collapse_warning, looks_collapsed
+from triplet_reid.inputs.images import Preprocessing
+from triplet_reid.models.inference import frame_function, inference_function
+from triplet_reid.training.memory import check_input_size
+from triplet_reid.models import video
+from triplet_reid.models.build import build_video, load_body_weights, load_head_weights, restore
+from triplet_reid.training.schedules import LearningRate
+from triplet_reid.training.step import (AUXILIARY_LOSSES, auxiliary_heads, make_train_step,
+                                        trainable_variables)
+from triplet_reid.uninterrupt import Uninterrupt
 
 # The training loop's lines keep the logger name users and tests know.
 log = logging.getLogger('train')

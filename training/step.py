@@ -8,9 +8,9 @@ identity and center heads it trains beside the model.
 import keras
 import tensorflow as tf
 
-from training import cluster_memory, collapse, distributed
-import loss
-from inputs import sampler
+from triplet_reid.training import cluster_memory, collapse, distributed
+from triplet_reid import loss
+from triplet_reid.inputs import sampler
 
 
 # The per-image losses beside the triplet loss, as the step returns and

@@ -8,14 +8,14 @@ import logging
 
 import numpy as np
 
-import common
-from cli import UserError
-from inputs import embeddings_file, tracklets
-from models import video
-import excluders
-from evaluation import metrics
-from cli.flags import MAX_IMAGE_PIXELS
-from inputs.images import decodable_mask, image_batches
+from triplet_reid import common
+from triplet_reid.cli import UserError
+from triplet_reid.inputs import embeddings_file, tracklets
+from triplet_reid.models import video
+from triplet_reid import excluders
+from triplet_reid.evaluation import metrics
+from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
+from triplet_reid.inputs.images import decodable_mask, image_batches
 
 log = logging.getLogger(__name__)
 
