@@ -225,8 +225,29 @@ MAX_ARGUMENT_FILE_BYTES = 64 << 10
 
 
 def recipe_names():
-    """The names of the recipes in `RECIPES`, for `@NAME`."""
+    """The names of the recipes in `RECIPES`, for `@NAME`; none where an
+    installation lacks the folder (`--help` still answers)."""
+    if not os.path.isdir(RECIPES):
+        return []
     return sorted(name[:-len('.args')] for name in os.listdir(RECIPES) if name.endswith('.args'))
+
+
+def missing_argument_file(path):
+    """The error for an `@FILE` that is no file: the recipe of the same name
+    where there is one (`@recipes/trinet.args` run by an installed command,
+    away from a checkout, is `@trinet`), else the recipes there are."""
+    names = recipe_names()
+    stem = os.path.basename(path)[:-len('.args')] if path.endswith('.args') else None
+    if stem in names:
+        return UserError('the argument file `{}` is not a file here ({}); the recipe of that '
+                         'name comes with this installation as @{}.'.format(
+                             path, os.getcwd(), stem))
+    if not names:
+        return UserError('the argument file `{}` is not a file, and this installation has no '
+                         'recipes (`{}` is missing); reinstall it, or give the path of a file '
+                         'of flags.'.format(path, RECIPES))
+    return UserError('the argument file `{}` is not a file; the recipes are {} (as @NAME).'
+                     .format(path, ', '.join(names)))
 
 
 def expand_argument_files(argv):
@@ -249,8 +270,7 @@ def expand_argument_files(argv):
         if not os.path.lexists(path) and os.path.isfile(os.path.join(RECIPES, path + '.args')):
             path = os.path.join(RECIPES, path + '.args')
         if not os.path.isfile(path):
-            raise UserError('the argument file `{}` is not a file; the recipes are {} (as '
-                            '@NAME).'.format(path, ', '.join(recipe_names())))
+            raise missing_argument_file(path)
         try:
             with open(path, 'rb') as f:
                 raw = f.read(MAX_ARGUMENT_FILE_BYTES + 1)

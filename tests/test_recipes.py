@@ -43,7 +43,8 @@ def test_argument_files_are_split_as_a_shell_splits_with_comments(tmp_path):
     assert not args.flip_augment and args.crop_augment
 
 
-def test_bad_argument_files_are_one_message(tmp_path):
+def test_bad_argument_files_are_one_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Away from a checkout, as an installed command runs.
     fifo = str(tmp_path / 'fifo')
     os.mkfifo(fifo)
     big = tmp_path / 'big.args'
@@ -58,10 +59,21 @@ def test_bad_argument_files_are_one_message(tmp_path):
                          ('@nothing', r'`nothing` is not a file'),
                          ('@' + str(big), 'larger than 64 KiB'),
                          ('@' + str(quote), 'No closing quotation'),
-                         ('@' + str(binary), 'cannot read the argument file')):
+                         ('@' + str(binary), 'cannot read the argument file'),
+                         # A checkout's path to a recipe, where there is no checkout.
+                         ('@recipes/trinet.args', r'`recipes/trinet.args` is not a file here '
+                                                  r'.* comes with this installation as @trinet')):
         with pytest.raises(cli.UserError, match=message):
             train.main(['--experiment_root', str(tmp_path / 'exp'), arg])
     assert not os.path.exists(tmp_path / 'exp')
+
+
+def test_an_installation_without_its_recipes_still_answers(tmp_path, monkeypatch):
+    monkeypatch.setattr(flags, 'RECIPES', str(tmp_path / 'gone'))
+    assert flags.recipe_names() == []
+    with pytest.raises(cli.UserError, match=r'this installation has no recipes \(`.*gone` is '
+                       r'missing\); reinstall it'):
+        flags.expand_argument_files(['@trinet'])
 
 
 # What makes each recipe fit the tiny test set for two iterations: its
