@@ -430,3 +430,16 @@ def write_cuhk03(root, rng, num_campuses=2, num_persons=3):
             'query_idx': np.array(test[::4], float)[:, None],
             'gallery_idx': np.array([i for i in test if i not in test[::4]], float)[:, None]})
     return images
+
+
+def run_tflite(path, batch):
+    """The outputs of the TensorFlow Lite model `path` on `batch`, run by
+    LiteRT's interpreter at the batch's shape."""
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=path)
+    index = interpreter.get_input_details()[0]['index']
+    interpreter.resize_tensor_input(index, batch.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, batch)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])

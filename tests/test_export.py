@@ -18,7 +18,7 @@ from triplet_reid.cli.experiment import Experiment
 from triplet_reid import train
 from triplet_reid.models.inference import load_embedder, load_experiment
 from triplet_reid.models.build import build_model, load_body_weights
-from conftest import ROOT, base_args, make_dataset
+from conftest import ROOT, base_args, make_dataset, run_tflite
 
 
 @pytest.mark.parametrize('name, application, preprocess', [
@@ -196,16 +196,6 @@ def test_export_never_removes_what_it_did_not_make(experiment, tmp_path, capsys)
     with pytest.raises(cli.UserError, match=r'dangling` exists already \(a link to nothing'):
         export.main(['--experiment_root', root, '--output', str(tmp_path / 'dangling'),
                      '--quiet'])
-
-
-def run_tflite(path, batch):
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=path)
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], batch.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]['index'], batch)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
 
 
 def test_tflite_export_float_and_int8(experiment, tmp_path, monkeypatch, capsys):

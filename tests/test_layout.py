@@ -409,17 +409,24 @@ def test_test_modules_share_helpers_through_the_conftest_only():
     assert not importing
 
 
+def source_copy(tmp_path):
+    """What `pip install .` of a clean checkout reads: the repository without
+    its tests, benchmarks, manual, generated data and build leftovers."""
+    source = tmp_path / 'source'
+    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
+        name for name in names if name.startswith('.') or name in (
+            '__pycache__', 'build', 'experiments', 'tests', 'bench', 'docs', 'demo', 'footage')
+        or name.endswith('.egg-info')])
+    return source
+
+
 def test_pip_install_gives_one_package_the_commands_and_the_recipes(tmp_path):
     """`pip install .` (pyproject.toml) installs the library as the one
     package triplet_reid, with the recipes and the converters, and the six
     commands under their `reid-` names, which run from anywhere; nothing else
     lands at the top of site-packages, where `evaluate` or `models` would
     shadow other libraries."""
-    source = tmp_path / 'source'
-    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
-        name for name in names if name.startswith('.') or name in (
-            '__pycache__', 'build', 'experiments', 'tests', 'bench', 'docs', 'demo', 'footage')
-        or name.endswith('.egg-info')])
+    source = source_copy(tmp_path)
     target = tmp_path / 'installed'
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
                     '--no-deps', '--no-build-isolation', '--no-index', '--target', str(target),
@@ -457,11 +464,7 @@ def test_installed_beside_hugging_face_evaluate(tmp_path):
     """In a fresh virtual environment that has Hugging Face's `evaluate`
     first, `pip install .` adds the package and its commands, and both
     libraries work: neither shadows the other's names."""
-    source = tmp_path / 'source'
-    shutil.copytree(ROOT, source, ignore=lambda folder, names: [
-        name for name in names if name.startswith('.') or name in (
-            '__pycache__', 'build', 'experiments', 'tests', 'bench', 'docs', 'demo', 'footage')
-        or name.endswith('.egg-info')])
+    source = source_copy(tmp_path)
     fresh = tmp_path / 'fresh'
     subprocess.run([sys.executable, '-m', 'venv', str(fresh)], check=True, timeout=300)
     pip = [str(fresh / 'bin' / 'python'), '-m', 'pip', 'install', '-q',

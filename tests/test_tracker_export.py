@@ -16,7 +16,7 @@ from triplet_reid import train
 from triplet_reid.cli.experiment import Experiment
 from triplet_reid.models.inference import load_embedder
 from triplet_reid.serving import tracker
-from conftest import base_args, make_dataset
+from conftest import base_args, make_dataset, run_tflite
 
 
 @pytest.fixture(scope='module')
@@ -33,17 +33,6 @@ def normalised(crops):
     """(N, H, W, 3) uint8 RGB crops as trackers feed them: (N, 3, H, W) float32."""
     x = (crops / 255.0 - np.array(tracker.IMAGENET_MEAN)) / np.array(tracker.IMAGENET_STD)
     return x.astype(np.float32).transpose(0, 3, 1, 2)
-
-
-def run_tflite(path, batch):
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=path)
-    index = interpreter.get_input_details()[0]['index']
-    interpreter.resize_tensor_input(index, batch.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(index, batch)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
 
 
 def test_tracker_exports_embed_as_the_experiment_on_the_same_pixels(experiment, tmp_path):
