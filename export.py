@@ -188,6 +188,11 @@ def check_tracker_arguments(args, output):
     if args.evaluation:
         args.threshold = tracker.evaluation_threshold(args.evaluation)
     files.check_writable(args.tracker, '--tracker', folder=True)
+    saved_model = os.path.realpath(output)
+    if os.path.commonpath([saved_model, os.path.realpath(args.tracker)]) == saved_model:
+        raise cli.UserError('--tracker `{}` is the SavedModel\'s folder `{}` or lies inside it; '
+                            'give the tracker models a folder of their own.'.format(
+                                args.tracker, output))
     from triplet_reid.cli.experiment import read_args
     stored = read_args(args.experiment_root)
     if stored is None:

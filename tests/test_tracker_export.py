@@ -108,4 +108,10 @@ def test_bad_tracker_exports_are_one_message_and_write_nothing(experiment, tmp_p
         export.main(base + ['--tracker', str(tmp_path / 'file')])
     with pytest.raises(SystemExit):
         export.main(base + ['--tracker', str(tmp_path / 't'), '--tracker_formats', 'pt'])
+    for folder in ('sm', 'sm/inside'):
+        with pytest.raises(cli.UserError, match='is the SavedModel\'s folder .* or lies inside it'):
+            export.main(base + ['--tracker', str(tmp_path / folder)])
+    with pytest.raises(cli.UserError, match='`args.json` could not be found'):
+        export.main(['--experiment_root', str(tmp_path), '--output', str(tmp_path / 'sm'),
+                     '--tracker', str(tmp_path / 't'), '--quiet'])
     assert not os.path.exists(tmp_path / 'sm') and not os.path.exists(tmp_path / 't')
