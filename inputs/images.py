@@ -193,24 +193,26 @@ def find_irregular_files(fids, image_root):
 MAX_BYTES_PER_PIXEL = 16
 
 
-def oversized(path, max_pixels):
-    """Whether the image file `path` declares more than `max_pixels` pixels,
-    or is larger than any image of that many pixels could be."""
+def declared_pixels(path, max_pixels):
+    """The pixels the image file `path` declares (`header_pixels`), without
+    reading a file larger than any image of `max_pixels` pixels could be:
+    that one declares infinity. None for a missing or unreadable file, which
+    the decoding check then reports."""
     try:
         if os.path.getsize(path) > MAX_BYTES_PER_PIXEL * max_pixels + (1 << 20):
-            return True
+            return math.inf
     except (OSError, ValueError):
-        return False  # A missing file is left to the decoding check.
-    count = header_pixels(path)
-    return count is not None and count > max_pixels
+        return None
+    return header_pixels(path)
 
 
 def find_oversized_images(fids, image_root, max_pixels, loading_threads=8):
-    """The fids of `oversized` images, in dataset order."""
+    """The fids of the images that declare more than `max_pixels` pixels
+    (`declared_pixels`), in dataset order."""
     paths = ['{}/{}'.format(image_root, fid) for fid in np.asarray(fids).astype(str)]
     with ThreadPoolExecutor(loading_threads) as pool:
-        found = list(pool.map(lambda path: oversized(path, max_pixels), paths))
-    return [fid for fid, huge in zip(fids, found) if huge]
+        found = list(pool.map(lambda path: declared_pixels(path, max_pixels), paths))
+    return [fid for fid, count in zip(fids, found) if count is not None and count > max_pixels]
 
 
 def decodable_mask(fids, image_root, skip, loading_threads=8, log=None,

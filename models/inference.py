@@ -10,8 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from triplet_reid.inputs.images import (Preprocessing, augmentation_names, decode, header_pixels,
-                           image_batches, oversized, resize)
+from triplet_reid.inputs.images import (Preprocessing, augmentation_names, declared_pixels, decode,
+                           image_batches, resize)
 from triplet_reid.aggregators import AGGREGATORS
 from triplet_reid.cli import UserError, files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
@@ -161,8 +161,10 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
 
 
 def as_images(images, max_pixels=MAX_IMAGE_PIXELS):
-    """The images a user passes, as a list of file paths and (H, W, 3) arrays,
-    or one (N, H, W, 3) array, each checked before any is embedded.
+    """(images, pixels): the images a user passes, as a list of file paths and
+    (H, W, 3) arrays with the pixels of each (a file's as its header declares
+    them), or one (N, H, W, 3) array and None; each checked before any is
+    embedded.
 
     Takes a path (str or os.PathLike), an (H, W, 3) or (N, H, W, 3) array or
     tensor (uint8, or float in [0, 255]), or a list or tuple of paths and
@@ -174,34 +176,43 @@ def as_images(images, max_pixels=MAX_IMAGE_PIXELS):
         `max_pixels` pixels, float pixels that are not finite or far outside
         [0, 255].
     """
-    if isinstance(images, (str, os.PathLike)):
-        return [check_path(os.fspath(images), max_pixels)]
     if isinstance(images, tf.Tensor):
         images = images.numpy()
-    if isinstance(images, np.ndarray):
-        if images.ndim == 4:
-            return check_pixels(images, 'the batch', max_pixels)
-        return [check_pixels(images, 'the image', max_pixels)]
-    if not isinstance(images, (list, tuple)):
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return check_pixels(images, 'the batch', max_pixels), None
+    if isinstance(images, (str, os.PathLike, np.ndarray)):
+        named = [(images, 'the image')]
+    elif isinstance(images, (list, tuple)):
+        named = [(image, 'image {} of the list'.format(i)) for i, image in enumerate(images)]
+    else:
         raise UserError('cannot embed a {}: pass file paths, an (H, W, 3) RGB array, a list of '
                         'them, or an (N, H, W, 3) batch.'.format(type(images).__name__))
-    return [check_path(os.fspath(image), max_pixels) if isinstance(image, (str, os.PathLike))
-            else check_pixels(image.numpy() if isinstance(image, tf.Tensor) else image,
-                              'image {} of the list'.format(i), max_pixels)
-            for i, image in enumerate(images)]
+    checked, pixels = [], []
+    for image, what in named:
+        if isinstance(image, (str, os.PathLike)):
+            checked.append(os.fspath(image))
+            pixels.append(check_path(checked[-1], max_pixels))
+        else:
+            checked.append(check_pixels(image.numpy() if isinstance(image, tf.Tensor) else image,
+                                        what, max_pixels))
+            pixels.append(checked[-1].shape[0] * checked[-1].shape[1])
+    return checked, pixels
 
 
 def check_path(path, max_pixels):
-    """`path`, refused when it is no regular file, whose reading may never
-    end, or an image too large to decode (see `images.oversized`)."""
+    """The pixels the image file `path` declares (0 when its header is
+    unreadable, which decoding then reports), refused when it is no regular
+    file, whose reading may never end, or an image too large to decode (see
+    `images.declared_pixels`)."""
     if files.irregular(path):
         raise UserError('cannot embed `{}`: it is not a regular file (a device, a pipe or a '
                         'folder); pass image files.'.format(path))
-    if oversized(path, max_pixels):
+    count = declared_pixels(path, max_pixels)
+    if count is not None and count > max_pixels:
         raise UserError('cannot embed `{}`: it has more than {} pixels (pass max_image_pixels '
                         'to allow more); decoding it would take a lot of memory.'.format(
                             path, max_pixels))
-    return path
+    return count or 0
 
 
 # How far float pixels may stray from [0, 255], for images resized with
@@ -251,21 +262,19 @@ def check_pixels(array, what, max_pixels=MAX_IMAGE_PIXELS):
 CHUNK_PIXELS = 1 << 26
 
 
-def chunk_bounds(images, batch_size):
-    """(start, end) of consecutive chunks of `images` (`as_images`'s) with at
-    most `batch_size` images and, beyond their first, `CHUNK_PIXELS` pixels
-    (a file's as its header declares)."""
-    if isinstance(images, np.ndarray):
+def chunk_bounds(images, pixels, batch_size):
+    """(start, end) of consecutive chunks of `images` with at most
+    `batch_size` images and, beyond their first, `CHUNK_PIXELS` pixels;
+    `images` and `pixels` as `as_images` returns them."""
+    if pixels is None:
         rows = max(1, min(batch_size, CHUNK_PIXELS // (images.shape[1] * images.shape[2])))
         return [(start, min(start + rows, len(images))) for start in range(0, len(images), rows)]
-    bounds, start, pixels = [], 0, 0
-    for index, image in enumerate(images):
-        count = (header_pixels(image) or 0) if isinstance(image, str) else \
-            image.shape[0] * image.shape[1]
-        if index > start and (index - start == batch_size or pixels + count > CHUNK_PIXELS):
+    bounds, start, total = [], 0, 0
+    for index, count in enumerate(pixels):
+        if index > start and (index - start == batch_size or total + count > CHUNK_PIXELS):
             bounds.append((start, index))
-            start, pixels = index, 0
-        pixels += count
+            start, total = index, 0
+        total += count
     return bounds + ([(start, len(images))] if len(images) > start else [])
 
 
@@ -321,9 +330,9 @@ class Embedder:
         self.embedding_dim = Experiment.of(train_args).embedding_dim
 
     def __call__(self, images):
-        images = as_images(images, self.max_pixels)
+        images, pixels = as_images(images, self.max_pixels)
         chunks = [self.embed_chunk(images[start:end])
-                  for start, end in chunk_bounds(images, self.batch_size)]
+                  for start, end in chunk_bounds(images, pixels, self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
                                                               np.float32)
 

@@ -393,9 +393,11 @@ def test_the_python_api_refuses_endless_huge_and_non_finite_inputs_before_any_wo
     # Chunks hold at most batch_size images, and beyond their first at most
     # CHUNK_PIXELS pixels: 256 photographs of 25 megapixels took 77 GB at once.
     photos = np.broadcast_to(np.uint8(0), (5, 5000, 5000, 3))
-    assert inference.chunk_bounds(photos, 256) == [(0, 2), (2, 4), (4, 5)]
-    assert inference.chunk_bounds(list(photos), 256) == [(0, 2), (2, 4), (4, 5)]
-    assert inference.chunk_bounds([str(tmp_path / 'ok.png')] * 5, 2) == [(0, 2), (2, 4), (4, 5)]
+    assert inference.chunk_bounds(*inference.as_images(photos), 256) == [(0, 2), (2, 4), (4, 5)]
+    assert inference.chunk_bounds(*inference.as_images(list(photos)), 256) == [
+        (0, 2), (2, 4), (4, 5)]
+    assert inference.chunk_bounds(*inference.as_images([str(tmp_path / 'ok.png')] * 5), 2) == [
+        (0, 2), (2, 4), (4, 5)]
     assert load_embedder(experiment[0], max_image_pixels=100)(
         np.zeros((10, 10, 3), np.uint8)).shape == (1, 16)
     with pytest.raises(cli.UserError, match='more than 100 pixels'):
