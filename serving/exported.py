@@ -49,21 +49,33 @@ def export_saved_model(module, output):
 
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
+    write_onnx(module.embed_float, tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                 name='images'), path)
+
+
+def write_onnx(function, input_spec, path):
+    """Converts the tf.function `function` of one input `input_spec` to ONNX
+    (opset 17) with tf2onnx, written next to `path` and renamed into place."""
     import tf2onnx
     with files.output(path, replace=False) as partial:
-        tf2onnx.convert.from_function(module.embed_float, input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.float32, name='images')],
-            opset=17, output_path=partial)
+        tf2onnx.convert.from_function(function, input_signature=[input_spec], opset=17,
+                                      output_path=partial)
 
 
 def export_tflite(module, path, representative=None):
     """Converts the model at the net input size to TensorFlow Lite, float32 or,
     with `representative` images (N, H, W, 3), int8-quantised and calibrated
     on them; writes it next to `path` and renames it into place."""
+    write_tflite(keras.Model(module.model.inputs, module.model.output['emb']), path,
+                 representative)
+
+
+def write_tflite(model, path, representative=None):
+    """Converts the Keras `model` to TensorFlow Lite (int8 calibrated on
+    `representative` inputs when given), written as `export_tflite` writes."""
     # From a Keras model: the converter then freezes its variables (from a
     # concrete function it kept them as resource variables TFLite cannot read).
-    embedding = keras.Model(module.model.inputs, module.model.output['emb'])
-    converter = tf.lite.TFLiteConverter.from_keras_model(embedding)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([image[None]] for image in representative)

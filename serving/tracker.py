@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.serving import exported
 
 # ImageNet's channel statistics on [0, 1] pixels, as trackers normalise crops.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -140,18 +140,14 @@ def sidecar(experiment, metric, net, threshold=None, source=None):
 def export_onnx(tracker, path):
     """Converts the Keras `tracker` model to ONNX with tf2onnx, input `images`
     (B, 3, H, W) with a free batch size."""
-    import tf2onnx
     spec = tf.TensorSpec((None,) + tuple(tracker.inputs[0].shape[1:]), tf.float32, name='images')
-    function = tf.function(lambda images: {'emb': tracker(images, training=False)})
-    with files.output(path, replace=False) as partial:
-        tf2onnx.convert.from_function(function, input_signature=[spec], opset=17,
-                                      output_path=partial)
+    exported.write_onnx(tf.function(lambda images: {'emb': tracker(images, training=False)}),
+                        spec, path)
 
 
 def export_tflite(tracker, path):
     """Converts the Keras `tracker` model to float32 TensorFlow Lite."""
-    converter = tf.lite.TFLiteConverter.from_keras_model(tracker)
-    files.atomic_write(path, converter.convert(), 'wb', replace=False)
+    exported.write_tflite(tracker, path)
 
 
 EXPORTERS = {'onnx': export_onnx, 'tflite': export_tflite}
