@@ -193,19 +193,16 @@ def check_tracker_arguments(args, output):
         raise cli.UserError('--tracker `{}` is the SavedModel\'s folder `{}` or lies inside it; '
                             'give the tracker models a folder of their own.'.format(
                                 args.tracker, output))
-    from triplet_reid.cli.experiment import read_args
-    stored = read_args(args.experiment_root)
-    if stored is None:
-        raise cli.UserError('`args.json` could not be found in `{}`; is it an experiment '
-                            'root written by train.py?'.format(args.experiment_root))
-    names = tracker.file_names(Experiment.of(stored), args.experiment_root,
+    from triplet_reid.cli.experiment import trained_args
+    names = tracker.file_names(Experiment.of(trained_args(args.experiment_root)),
+                               args.experiment_root,
                                dict.fromkeys(args.tracker_formats))
     outputs = []
     for fmt, name in names.items():
         path = os.path.join(args.tracker, name)
-        for flag, target in (('--tracker', path), ('--tracker', path + '.metadata.json')):
+        for target in (path, path + '.metadata.json'):
             if os.path.isdir(args.tracker):  # A new folder holds none of them yet.
-                check_output(target, flag)
+                check_output(target, '--tracker')
             if os.path.abspath(target) in {os.path.abspath(p) for p in (
                     output, args.onnx, args.tflite) if p}:
                 raise cli.UserError('--tracker writes `{}`, which another output names.'.format(

@@ -157,6 +157,16 @@ def check_choices(stored, args_file, choices):
                                          ', '.join(map(str, allowed))))
 
 
+def trained_args(experiment_root):
+    """`read_args` of an experiment root that must have been trained (or
+    imported): a root without `args.json` is refused."""
+    stored = read_args(experiment_root)
+    if stored is None:
+        raise UserError('`args.json` could not be found in `{}`; is it an experiment '
+                        'root written by train.py?'.format(experiment_root))
+    return stored
+
+
 def read_args(experiment_root):
     """The training arguments stored in the experiment's `args.json`, with
     `LEGACY_ARGUMENTS` filled in where it lacks them.

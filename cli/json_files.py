@@ -37,14 +37,14 @@ def parse_json(text):
     return value
 
 
-def read_json(path, remedy, kind=dict):
-    """The JSON value of type `kind` (an object by default) that this
-    project or a user wrote to `path`, read as `parse_json` bounds it.
+def read_json(path, remedy):
+    """The JSON object (a dict) that this project or a user wrote to `path`,
+    read as `parse_json` bounds it.
 
     Raises:
         UserError saying the file is corrupt, ending with `remedy`, when it
         is no regular file, larger than `MAX_JSON_BYTES`, not valid JSON,
-        not UTF-8, nested too deep, or not of `kind`.
+        not UTF-8, nested too deep, or not a JSON object.
     """
     check_regular(path, 'the JSON file', remedy)
     try:
@@ -53,8 +53,8 @@ def read_json(path, remedy, kind=dict):
         if len(raw) > MAX_JSON_BYTES:
             raise ValueError('more than {} MiB'.format(MAX_JSON_BYTES >> 20))
         value = parse_json(raw.decode('utf-8'))
-        if not isinstance(value, kind):
-            raise ValueError('not a JSON {}'.format('object' if kind is dict else 'list'))
+        if not isinstance(value, dict):
+            raise ValueError('not a JSON object')
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError('`{}` is corrupt ({}); {}.'.format(path, e, remedy))
     except OSError as e:

@@ -36,12 +36,9 @@ def compile(pattern, flag):
     options = re2.Options()
     # RE2 would also print its reason to stderr, beside our one message.
     options.log_errors = False
-    try:
-        pattern.encode('utf-8')
-    except UnicodeEncodeError:
+    if encodable(pattern) != pattern:
         raise UserError('{} `{}` holds bytes that are not UTF-8 text; write the pattern in '
-                        'UTF-8.'.format(flag, pattern.encode('utf-8', 'backslashreplace')
-                                        .decode()))
+                        'UTF-8.'.format(flag, encodable(pattern)))
     try:
         return Pattern(re2.compile(pattern, options))
     except re2.error as e:

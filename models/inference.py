@@ -16,7 +16,7 @@ from triplet_reid.aggregators import AGGREGATORS
 from triplet_reid.cli import UserError, files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
 from triplet_reid.cli.checkpoints import find_checkpoint
-from triplet_reid.cli.experiment import Experiment, read_args
+from triplet_reid.cli.experiment import Experiment, trained_args
 from triplet_reid.models import video
 from triplet_reid.models.build import build_video, check_architecture, restore
 
@@ -40,10 +40,7 @@ def load_video_experiment(experiment_root, checkpoint=None):
     """`load_experiment` with the parts that embed tracklets: ((model,
     frame_features, temporal layer or None), train_args, checkpoint_path);
     see `models.build.build_video`."""
-    train_args = read_args(experiment_root)
-    if train_args is None:
-        raise UserError('`args.json` could not be found in `{}`; is it an experiment '
-                        'root written by train.py?'.format(experiment_root))
+    train_args = trained_args(experiment_root)
     check_architecture(train_args, os.path.join(experiment_root, 'args.json'))
     found = find_checkpoint(experiment_root, checkpoint)
     model, body, frame_features, layer = build_video(Experiment.of(train_args))
