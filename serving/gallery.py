@@ -155,7 +155,9 @@ def load_or_build_index(embs, metric, gallery_path, progress=None):
     a folder that cannot be written only costs the next search the build).
     `progress` is passed to `build_index`."""
     digest = embeddings_digest(embs)
-    path = index_path(gallery_path, metric)
+    # Beside the gallery itself, where append and remove keep the index,
+    # also for a gallery named through a link.
+    path = index_path(os.path.realpath(gallery_path), metric)
     index = _read_index(path, digest)
     if index is not None:
         return index

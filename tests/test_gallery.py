@@ -296,6 +296,11 @@ def test_a_gallery_behind_a_link_is_changed_where_the_link_points(tmp_path):
     assert link.is_symlink() and len(embeddings_file.read(str(real)).fids) == 100
     # The lock is the target's, which a change naming the target takes too.
     assert sorted(os.listdir(real.parent)) == ['.g.h5.lock', 'g.h5']
+    # A search through the link keeps its index beside the gallery, where appends update it.
+    gallery.load_or_build_index(embeddings_file.read(str(real)).emb, 'euclidean', str(link))
+    assert os.path.isfile(gallery.index_path(str(real), 'euclidean'))
+    assert gallery.append(str(link), str(extra))[2] == [gallery.index_path(str(real),
+                                                                         'euclidean')]
 
 
 def test_a_backtracking_pattern_is_matched_in_linear_time_outside_the_lock(tmp_path,
