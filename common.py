@@ -1,6 +1,8 @@
-"""The dataset layer, TensorFlow-free, as the original's common.py: the CSV
-files of `identity,relative/path` rows (read with pandas), finding images in
-folders, and joining several training sets into one.
+"""The dataset layer, TensorFlow-free, as the original's common.py: the one
+reader of crop tables (the dataset CSVs of `identity,relative/path` rows,
+read with pandas, CSVs of paths, and CSVs whose first line names their
+columns, which inputs/unlabelled.py and inputs/tracklets.py interpret),
+finding images in folders, and joining several training sets into one.
 """
 
 import io
@@ -78,12 +80,15 @@ def read_text(csv_file):
     return text
 
 
-def read_csv_rows(csv_file):
+def read_csv_rows(csv_file, text=None):
     """Reads `identity,relative/path` rows from a CSV file without header.
 
     Read with pandas as strings, with no NA conversion, so that identities
     such as `0002` or `NA` stay as written. Blank lines are skipped, as the
     original did; surrounding white space is stripped.
+
+    Args:
+        text (str or None): The file's text, when the caller has read it.
 
     Returns:
         A list of (pid, fid) string pairs, in file order.
@@ -92,7 +97,7 @@ def read_csv_rows(csv_file):
         UserError naming the file and line for an unreadable, empty or
         malformed file, or one that starts with a header line.
     """
-    text = read_text(csv_file)
+    text = read_text(csv_file) if text is None else text
 
     # One table row per line, blank lines included; a missing field is NaN,
     # an empty one ''. The two-field line put first keeps pandas from taking
@@ -126,7 +131,7 @@ def read_csv_rows(csv_file):
                             'found `{},{}`.'.format(csv_file, line_no, pid, fid))
         # Paths are joined to --image_root everywhere; an absolute one would
         # pass some checks and fail others, so it is refused everywhere.
-        if os.path.isabs(fid.strip()) or re.match(r'[A-Za-z]:[\\/]', fid.strip()):
+        if is_absolute(fid.strip()):
             raise UserError('`{}` line {}: `{}` is an absolute path, but paths are relative to '
                             '--image_root. Write them relative to one folder and pass that '
                             'folder as --image_root.'.format(csv_file, line_no, fid.strip()))
@@ -143,6 +148,94 @@ def read_csv_rows(csv_file):
             'remove that line so every row is `identity,relative/path`.'.format(
                 csv_file, first_line, pid0, fid0))
     return [(pid, fid) for _, pid, fid in rows]
+
+
+def is_absolute(fid):
+    """Whether the path `fid` is absolute here or on Windows (`C:\\`)."""
+    return os.path.isabs(fid) or re.match(r'[A-Za-z]:[\\/]', fid) is not None
+
+
+# The columns that the first line of a crop table may name: see
+# inputs/unlabelled.py and inputs/tracklets.py for what each means there.
+COLUMNS = ('path', 'identity', 'camera', 'track', 'frame')
+
+# Frames are compared as int64.
+MAX_FRAME = 2 ** 62
+
+
+def header_of(text):
+    """The column names of a CSV whose first line names them, or None."""
+    first = next((line for line in text.splitlines() if line.strip()), '')
+    names = [name.strip().lower() for name in first.split(',')]
+    return names if 'path' in names else None
+
+
+def read_columns(csv_file, names, text=None):
+    """The columns {name: (N,) strings} of a CSV with the header `names`
+    (and the text `text`, when the caller has read it)."""
+    unknown = [name for name in names if name not in COLUMNS]
+    if unknown or len(set(names)) < len(names):
+        raise UserError('`{}` line 1: the header names the columns {}; each of {} may be named '
+                        'once, and no other.'.format(csv_file, ', '.join(names),
+                                                     ', '.join(COLUMNS)))
+    text = read_text(csv_file) if text is None else text
+    try:
+        table = pd.read_csv(io.StringIO(text), dtype=str,
+                            keep_default_na=False, na_values=[], skipinitialspace=True)
+    except (pd.errors.ParserError, ValueError) as e:
+        raise UserError('`{}` is not a readable CSV file ({}); it needs the columns its first '
+                        'line names.'.format(csv_file, str(e).strip().splitlines()[0]))
+    table.columns = [c.strip().lower() for c in table.columns]
+    if table.empty:
+        raise UserError('`{}` names its columns but has no rows.'.format(csv_file))
+    return {name: table[name].str.strip().to_numpy(dtype=str) for name in names}
+
+
+def checked_paths(fids, csv_file, first_line):
+    """Refuses empty and absolute paths, naming the line."""
+    for line, fid in enumerate(fids, first_line):
+        if not fid or is_absolute(fid):
+            raise UserError('`{}` line {}: `{}` is not a path relative to --image_root.'.format(
+                csv_file, line, fid))
+    return fids
+
+
+def checked_frames(values, csv_file):
+    """The frame column as int64, refusing what is not an integer."""
+    frames = np.zeros(len(values), np.int64)
+    for line, value in enumerate(values, 2):
+        if not re.fullmatch(r'-?\d{1,19}', value) or abs(int(value)) > MAX_FRAME:
+            raise UserError('`{}` line {}: the frame `{}` is not an integer; every crop with '
+                            'a frame column needs its frame number.'.format(csv_file, line,
+                                                                            value))
+        frames[line - 2] = int(value)
+    return frames
+
+
+def read_crop_table(csv_file):
+    """The one reader of a crop table, in any of its three forms, read once:
+    a CSV whose first line names its columns (see `COLUMNS`), a CSV of
+    `relative/path` rows, or a dataset CSV of `identity,relative/path` rows.
+
+    Returns:
+        (columns, header): {name: (N,) strings}, with `path` always and
+        `identity` for a dataset CSV, and the header's names (None for the
+        two forms without one). A header's paths and frames are left for the
+        caller to check, with the messages of its kind of set.
+
+    Raises:
+        UserError naming the file and line of what cannot be read.
+    """
+    text = read_text(csv_file)
+    names = header_of(text)
+    if names is not None:
+        return read_columns(csv_file, names, text), names
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and all(',' not in line for line in lines):
+        return {'path': checked_paths(np.array(lines), csv_file, 1)}, None
+    rows = read_csv_rows(csv_file, text)
+    return {'identity': np.array([pid for pid, _ in rows]),
+            'path': np.array([fid for _, fid in rows])}, None
 
 
 def load_dataset(csv_file, image_root, fail_on_missing=True):

@@ -16,7 +16,6 @@ import numpy as np
 
 from triplet_reid import common
 from triplet_reid.cli import UserError
-from triplet_reid.inputs import unlabelled
 
 REQUIRED = ('path', 'identity', 'camera', 'track')
 
@@ -54,7 +53,7 @@ class Tracklets:
 
 def is_tracklet_csv(csv_file):
     """Whether `csv_file` names its columns and has a `track` column."""
-    names = unlabelled.header_of(common.read_text(csv_file))
+    names = common.header_of(common.read_text(csv_file))
     return names is not None and 'track' in names
 
 
@@ -69,14 +68,15 @@ def read_tracklets(csv_file, image_root=None):
         an empty field, of a name holding `/`, of a track with two rows of
         one frame, and of missing frames.
     """
-    names = unlabelled.header_of(common.read_text(csv_file))
+    text = common.read_text(csv_file)
+    names = common.header_of(text)
     missing = [c for c in REQUIRED if names is None or c not in names]
     if missing:
         raise UserError('`{}` is not a tracklet CSV: its first line must name the columns {} '
                         '(and optionally frame), and it lacks {}. data/convert_video.py writes '
                         'them.'.format(csv_file, ', '.join(REQUIRED), ', '.join(missing)))
-    columns = unlabelled.read_table(csv_file, names)
-    paths = unlabelled.checked_paths(columns['path'], csv_file, 2)
+    columns = common.read_columns(csv_file, names, text)
+    paths = common.checked_paths(columns['path'], csv_file, 2)
     for key in ('identity', 'camera', 'track'):
         for line, value in enumerate(columns[key], 2):
             if not value or '/' in value:
@@ -84,7 +84,7 @@ def read_tracklets(csv_file, image_root=None):
                                 'without a `/`, which tracklet names use.'.format(
                                     csv_file, line, key, value, 'empty' if not value else
                                     'not a plain name', key))
-    frames = unlabelled.checked_frames(columns['frame'], csv_file) if 'frame' in columns \
+    frames = common.checked_frames(columns['frame'], csv_file) if 'frame' in columns \
         else np.arange(len(paths), dtype=np.int64)
     keys = ['{}/{}/{}'.format(*key) for key in zip(
         columns['identity'], columns['camera'], columns['track'])]

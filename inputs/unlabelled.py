@@ -14,23 +14,14 @@ A training set is one of:
     two people).
 """
 
-import io
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from triplet_reid import common
 from triplet_reid.cli import UserError, patterns
 from triplet_reid.cli.flags import as_list
-
-COLUMNS = ('path', 'identity', 'camera', 'track', 'frame')
-
-# Frames are compared as int64.
-MAX_FRAME = 2 ** 62
-
 
 @dataclass(frozen=True)
 class Crops:
@@ -50,53 +41,6 @@ class Crops:
         return Crops(self.fids[keep], self.image_root,
                      *(None if values is None else values[keep]
                        for values in (self.identities, self.cameras, self.tracks, self.frames)))
-
-
-def header_of(text):
-    """The column names of a CSV whose first line names them, or None."""
-    first = next((line for line in text.splitlines() if line.strip()), '')
-    names = [name.strip().lower() for name in first.split(',')]
-    return names if 'path' in names else None
-
-
-def read_table(csv_file, names):
-    """The columns {name: (N,) strings} of a CSV with the header `names`."""
-    unknown = [name for name in names if name not in COLUMNS]
-    if unknown or len(set(names)) < len(names):
-        raise UserError('`{}` line 1: the header names the columns {}; each of {} may be named '
-                        'once, and no other.'.format(csv_file, ', '.join(names),
-                                                     ', '.join(COLUMNS)))
-    try:
-        table = pd.read_csv(io.StringIO(common.read_text(csv_file)), dtype=str,
-                            keep_default_na=False, na_values=[], skipinitialspace=True)
-    except (pd.errors.ParserError, ValueError) as e:
-        raise UserError('`{}` is not a readable CSV file ({}); it needs the columns its first '
-                        'line names.'.format(csv_file, str(e).strip().splitlines()[0]))
-    table.columns = [c.strip().lower() for c in table.columns]
-    if table.empty:
-        raise UserError('`{}` names its columns but has no rows.'.format(csv_file))
-    return {name: table[name].str.strip().to_numpy(dtype=str) for name in names}
-
-
-def checked_paths(fids, csv_file, first_line):
-    """Refuses empty and absolute paths, naming the line."""
-    for line, fid in enumerate(fids, first_line):
-        if not fid or os.path.isabs(fid) or re.match(r'[A-Za-z]:[\\/]', fid):
-            raise UserError('`{}` line {}: `{}` is not a path relative to --image_root.'.format(
-                csv_file, line, fid))
-    return fids
-
-
-def checked_frames(values, csv_file):
-    """The frame column as int64, refusing what is not an integer."""
-    frames = np.zeros(len(values), np.int64)
-    for line, value in enumerate(values, 2):
-        if not re.fullmatch(r'-?\d{1,19}', value) or abs(int(value)) > MAX_FRAME:
-            raise UserError('`{}` line {}: the frame `{}` is not an integer; every crop with '
-                            'a frame column needs its frame number.'.format(csv_file, line,
-                                                                            value))
-        frames[line - 2] = int(value)
-    return frames
 
 
 def check_tracks(crops, csv_file):
@@ -132,19 +76,13 @@ def read_set(train_set, image_root):
     if image_root is None:
         raise UserError('you did not specify the `--image_root` argument, the folder that the '
                         'paths of `{}` are relative to.'.format(train_set))
-    names = header_of(common.read_text(train_set))
+    columns, names = common.read_crop_table(train_set)
     if names is None:
-        text = common.read_text(train_set)
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if lines and all(',' not in line for line in lines):
-            fids = checked_paths(np.array(lines), train_set, 1)
-            return Crops(fids, image_root)
-        pids, fids = common.load_dataset(train_set, None)
-        return Crops(fids, image_root, identities=pids)
-    columns = read_table(train_set, names)
-    crops = Crops(checked_paths(columns['path'], train_set, 2), image_root,
+        return Crops(columns['path'], image_root, identities=columns.get('identity'))
+    crops = Crops(common.checked_paths(columns['path'], train_set, 2), image_root,
                   columns.get('identity'), columns.get('camera'), columns.get('track'),
-                  checked_frames(columns['frame'], train_set) if 'frame' in columns else None)
+                  common.checked_frames(columns['frame'], train_set) if 'frame' in columns
+                  else None)
     check_tracks(crops, train_set)
     return crops
 
