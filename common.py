@@ -13,7 +13,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from triplet_reid.cli import files, UserError
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
 from triplet_reid.cli.flags import as_list
 
 

@@ -18,7 +18,7 @@ if __package__ in (None, ''):
 
 from triplet_reid import cli
 from triplet_reid import common
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.inputs import embeddings_file
 from triplet_reid.cli import flags, progress, startup
 from triplet_reid.aggregators import AGGREGATORS

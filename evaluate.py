@@ -17,7 +17,8 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.cli import files, flags
+from triplet_reid.cli import flags
+from triplet_reid.storage import files
 from triplet_reid.inputs import embeddings_file, tracklets
 from triplet_reid import excluders
 from triplet_reid.evaluation import metrics

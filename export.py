@@ -21,8 +21,9 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.cli import files, flags, startup
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.cli import flags, startup
+from triplet_reid.storage import files
+from triplet_reid.experiment import Experiment
 
 parser = argparse.ArgumentParser(description='Export a trained experiment to a SavedModel.',
                                  allow_abbrev=False)
@@ -193,7 +194,7 @@ def check_tracker_arguments(args, output):
         raise cli.UserError('--tracker `{}` is the SavedModel\'s folder `{}` or lies inside it; '
                             'give the tracker models a folder of their own.'.format(
                                 args.tracker, output))
-    from triplet_reid.cli.experiment import trained_args
+    from triplet_reid.experiment import trained_args
     names = tracker.file_names(Experiment.of(trained_args(args.experiment_root)),
                                args.experiment_root,
                                dict.fromkeys(args.tracker_formats))

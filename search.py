@@ -33,7 +33,7 @@ if __package__ in (None, ''):
 
 from triplet_reid import cli
 from triplet_reid import common
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.inputs import embeddings_file
 from triplet_reid.cli import flags
 from triplet_reid.evaluation import metrics

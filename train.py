@@ -17,9 +17,10 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.cli import adaptation, flags, startup, video
+from triplet_reid.cli import flags, startup
+from triplet_reid.experiment import adaptation, video
 from triplet_reid.evaluation import metrics
-from triplet_reid.cli.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
+from triplet_reid.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from triplet_reid.excluders import EXCLUDER_CHOICES
 from triplet_reid.heads import HEAD_CHOICES
 from triplet_reid.nets import LAST_STRIDE_NETS, NET_CHOICES, PADDING_NETS, PADDINGS
@@ -425,7 +426,7 @@ def train(argv, cleanup):
     # mistyped flag answer at once (see startup.quiet_tensorflow).
     startup.quiet_tensorflow()
     from triplet_reid.training import distributed
-    from triplet_reid.cli import experiment
+    from triplet_reid import experiment
     from triplet_reid import training
     import triplet_reid.training.checks, triplet_reid.training.data, triplet_reid.training.run  # noqa: E401,F401
 

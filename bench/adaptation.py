@@ -183,7 +183,7 @@ def main(argv=None):
         print(json.dumps({seed: results[seed]}), flush=True)
         if args.json:
             # After every seed, so that a long benchmark stopped early keeps its figures.
-            from triplet_reid.cli import files
+            from triplet_reid.storage import files
             files.write_json(args.json, {
                 'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
                 'argv': sys.argv[1:], 'results': results})

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

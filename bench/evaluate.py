@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from triplet_reid import common
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.evaluation import metrics
 from triplet_reid.excluders import market1501
 

@@ -128,7 +128,7 @@ def main(argv=None):
     print('seconds: {}'.format(seconds))
     if args.json:
         sys.path.insert(0, ROOT)
-        from triplet_reid.cli import files
+        from triplet_reid.storage import files
         files.write_json(args.json, {'machine': platform.processor() or platform.machine(),
                                      'cpus': os.cpu_count(), 'argv': sys.argv[1:],
                                      'results': results, 'seconds': seconds})

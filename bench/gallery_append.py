@@ -85,7 +85,7 @@ def main(argv=None):
         result['rebuild_s'], result['rebuild_over_append'], result['recall_at_10_appended'],
         result['recall_at_10_fresh']))
     if args.json:
-        from triplet_reid.cli import files
+        from triplet_reid.storage import files
         files.write_json(args.json, {'machine': platform.processor() or platform.machine(),
                                      'cpus': os.cpu_count(), 'argv': sys.argv[1:],
                                      'result': result})

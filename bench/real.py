@@ -262,7 +262,7 @@ def parse_args(argv):
 
 def write_json(args, results):
     summaries = {name: summarise(rows) for name, rows in results.items() if rows}
-    from triplet_reid.cli import files
+    from triplet_reid.storage import files
     files.write_json(args.json, {
         'machine': platform.processor() or platform.machine(), 'cpus': os.cpu_count(),
         'argv': sys.argv[1:], 'recipe': {'height': args.height, 'width': args.width,

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from triplet_reid import common
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from bench.evaluate import synthetic_embeddings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -158,7 +158,7 @@ def project_side(steps, seed, path, evaluate):
     from triplet_reid import training
     import triplet_reid.training.step  # noqa: F401
     from triplet_reid.training import schedules
-    from triplet_reid.cli.experiment import StepSettings
+    from triplet_reid.experiment import StepSettings
     from triplet_reid.common import load_dataset
     from triplet_reid.inputs.images import Preprocessing
     from triplet_reid.models.build import build_model

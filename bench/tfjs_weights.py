@@ -28,7 +28,7 @@ import sys
 
 import numpy as np
 
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 
 # The widths Keras has ImageNet weights for; the search order when guessing.
 ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)

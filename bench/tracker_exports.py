@@ -78,7 +78,7 @@ def main(argv=None):
     parser.add_argument('--json', default=None, help='Where to write the figures.')
     args = parser.parse_args(argv)
 
-    from triplet_reid.cli.experiment import Experiment, read_args
+    from triplet_reid.experiment import Experiment, read_args
     from triplet_reid.models.inference import load_embedder
     experiment = Experiment.of(read_args(args.experiment_root))
     work = tempfile.mkdtemp(prefix='boxmot-bench-')

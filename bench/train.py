@@ -88,7 +88,7 @@ def build(net, setting, variant=None):
     import tensorflow as tf
     from triplet_reid import training
     import triplet_reid.training.step  # noqa: F401
-    from triplet_reid.cli.experiment import StepSettings
+    from triplet_reid.experiment import StepSettings
     from triplet_reid.models.build import build_model
     variant = dict(variant or {})
     mixed_precision = variant.pop('mixed_precision', 'off')
@@ -131,7 +131,7 @@ def real(setting, data, threads):
 
 def variant_settings(variant):
     """`mixed_precision=bfloat16,xla` -> {'mixed_precision': 'bfloat16', 'xla': True}: train.py's
-    --mixed_precision and the fields of `cli.experiment.StepSettings`."""
+    --mixed_precision and the fields of `experiment.StepSettings`."""
     settings = {}
     for item in ([] if variant == 'none' else variant.split(',')):
         key, _, value = item.partition('=')
@@ -249,7 +249,7 @@ def main():
         print('{:<10} {:>16} {:>9} {:>9}'.format(r['setting'], r['loading_threads'],
                                                  r['images_per_s'], r['peak_mib']))
     if args.json:
-        from triplet_reid.cli import files
+        from triplet_reid.storage import files
         files.write_json(args.json, {'machine': machine, 'train_step': net_rows,
                                      'pipeline': pipeline_rows})
     return 0

@@ -46,7 +46,8 @@ if __package__ in (None, ''):
     checkout.register()
 from triplet_reid import cli  # noqa: E402
 from triplet_reid import common  # noqa: E402
-from triplet_reid.cli import files, flags, patterns  # noqa: E402
+from triplet_reid.cli import flags, patterns  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 from triplet_reid import excluders  # noqa: E402
 import triplet_reid.excluders._camera  # noqa: F401, E402
 import triplet_reid.excluders.cuhk03_folders  # noqa: F401, E402

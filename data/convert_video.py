@@ -45,7 +45,8 @@ if __package__ in (None, ''):
     import checkout
     checkout.register()
 from triplet_reid import cli  # noqa: E402
-from triplet_reid.cli import files, flags, json_files  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files, json_files  # noqa: E402
 from triplet_reid.data.convert import ConversionError, check_output_dir, write_csvs  # noqa: E402
 
 HEADER = ('identity', 'camera', 'track', 'frame', 'path')

@@ -29,7 +29,8 @@ if __package__ in (None, ''):
     checkout.register()
 from triplet_reid import cli  # noqa: E402
 from triplet_reid import common  # noqa: E402
-from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 from triplet_reid.inputs import footage  # noqa: E402
 
 

@@ -30,7 +30,8 @@ if __package__ in (None, ''):
     import checkout
     checkout.register()
 from triplet_reid import cli  # noqa: E402
-from triplet_reid.cli import files, flags, startup  # noqa: E402
+from triplet_reid.cli import flags, startup  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 
 HEIGHT, WIDTH = 128, 64
 NUM_CAMERAS = 6

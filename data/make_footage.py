@@ -32,7 +32,8 @@ if __package__ in (None, ''):
     import checkout
     checkout.register()
 from triplet_reid import cli  # noqa: E402
-from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 
 FRAME_HEIGHT, FRAME_WIDTH = 256, 512
 DEMO_NAME = re.compile(r'(\d{4})_c(\d)s\d_\d+_\d+\.jpg')

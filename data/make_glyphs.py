@@ -33,7 +33,8 @@ if __package__ in (None, ''):
     import checkout
     checkout.register()
 from triplet_reid import cli  # noqa: E402
-from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 
 SIZE = 105
 # Alphabets as code point ranges; only letters that enough typefaces cover are used.

@@ -32,7 +32,8 @@ if __package__ in (None, ''):
     import checkout
     checkout.register()
 from triplet_reid import cli  # noqa: E402
-from triplet_reid.cli import files, flags  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files  # noqa: E402
 from triplet_reid.data import footage_crops, make_footage  # noqa: E402
 
 HEADER = ['identity', 'camera', 'track', 'frame', 'path']

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.evaluation import visualize
 
 THUMB_HEIGHT = 96

@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 
 CORRECT, WRONG, IGNORED, QUERY = '#1a9641', '#d7191c', '#9e9e9e', '#000000'
 

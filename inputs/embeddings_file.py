@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 
 
 ORIGIN_KEYS = ('experiment_root', 'checkpoint')

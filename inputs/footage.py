@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from triplet_reid.cli import files, UserError
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
 from triplet_reid.common import IMAGE_EXTENSIONS
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from triplet_reid import common
-from triplet_reid.cli import files, UserError
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
 
 

@@ -4,7 +4,7 @@ Builds a network from a `nets/` body and a `heads/` head, initialises bodies
 from pretrained weights of every kind (Keras, TF2, TF1 and TF-slim), restores
 an experiment's checkpoints (TF2 by object, those of the TF1 original by
 variable name). This is the only module that imports `tf1_checkpoint`;
-`cli/checkpoints.py` finds the checkpoints and `models/inference.py` embeds with them.
+`experiment/checkpoints.py` finds the checkpoints and `models/inference.py` embeds with them.
 """
 
 import logging
@@ -20,8 +20,8 @@ from triplet_reid import heads
 from triplet_reid import nets
 from triplet_reid import temporal
 from triplet_reid.models import tf1_checkpoint
-from triplet_reid.cli.checkpoints import CheckpointFile, newest_checkpoint
-from triplet_reid.cli.experiment import check_choices
+from triplet_reid.experiment.checkpoints import CheckpointFile, newest_checkpoint
+from triplet_reid.experiment import check_choices
 from triplet_reid.cli import UserError
 from triplet_reid.cli.flags import TEMPORAL_POSITIONS
 from triplet_reid.layers import pooling_layer

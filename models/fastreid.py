@@ -24,8 +24,9 @@ import reprlib
 
 import numpy as np
 
-from triplet_reid.cli import UserError, files
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
+from triplet_reid.experiment import Experiment
 from triplet_reid.models import torch_weights, zoo
 
 # The most a config file may hold, and the most `_BASE_` files it may chain.

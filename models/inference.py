@@ -13,10 +13,11 @@ import tensorflow as tf
 from triplet_reid.inputs.images import (Preprocessing, augmentation_names, declared_pixels, decode,
                            image_batches, resize)
 from triplet_reid.aggregators import AGGREGATORS
-from triplet_reid.cli import UserError, files
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
-from triplet_reid.cli.checkpoints import find_checkpoint
-from triplet_reid.cli.experiment import Experiment, trained_args
+from triplet_reid.experiment.checkpoints import find_checkpoint
+from triplet_reid.experiment import Experiment, trained_args
 from triplet_reid.models import video
 from triplet_reid.models.build import build_video, check_architecture, restore
 

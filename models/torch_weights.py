@@ -18,7 +18,8 @@ import zipfile
 
 import numpy as np
 
-from triplet_reid.cli import files, UserError
+from triplet_reid.cli import UserError
+from triplet_reid.storage import files
 
 # The legacy format's first pickle.
 LEGACY_MAGIC = 0x1950a86a20f9469cfc6c

@@ -19,10 +19,10 @@ import re
 
 import numpy as np
 
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.models import torch_weights
 from triplet_reid.cli import UserError
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 
 # The net of each variant (None, 'ibn' or 'ain': see nets/_osnet.py) and
 # stem width (conv1's output channels). torchreid has OSNet-IBN at x1.0 only.

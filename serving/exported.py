@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from triplet_reid import cli
 from triplet_reid import common
-from triplet_reid.cli import files, flags
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.cli import flags
+from triplet_reid.storage import files
+from triplet_reid.experiment import Experiment
 from triplet_reid.inputs.images import (Preprocessing, decodable_mask, load_training_sets, resize,
                     resize_by_matmul)
 

@@ -17,7 +17,8 @@ import h5py
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid.cli import files, patterns
+from triplet_reid.cli import patterns
+from triplet_reid.storage import files
 from triplet_reid.inputs import embeddings_file
 from triplet_reid.evaluation import metrics
 from triplet_reid.aggregators import AGGREGATORS

@@ -90,7 +90,7 @@ def evaluation_threshold(path):
     Raises:
         UserError for a file that holds no such threshold.
     """
-    from triplet_reid.cli.json_files import read_json
+    from triplet_reid.storage.json_files import read_json
     remedy = 'pass the --filename JSON of evaluate.py'
     figures = read_json(path, remedy)
     verification = figures.get('verification')

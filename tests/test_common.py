@@ -10,7 +10,8 @@ import pytest
 
 from triplet_reid import cli
 from triplet_reid import common
-from triplet_reid.cli import files, flags, json_files, startup
+from triplet_reid.cli import flags, startup
+from triplet_reid.storage import files, json_files
 from conftest import ROOT, write_file
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from triplet_reid import aggregators
 from triplet_reid import cli
 from triplet_reid import common
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid import embed
 from triplet_reid.inputs.images import CROPS, fid_to_image, five_crops
 from triplet_reid import train
@@ -175,7 +175,7 @@ def test_checkpoint_folder_given_relative_to_the_root(experiment, monkeypatch):
     root = experiment[0]
     monkeypatch.chdir(os.path.dirname(root))
     relative = os.path.basename(root)
-    from triplet_reid.cli.checkpoints import find_checkpoint
+    from triplet_reid.experiment.checkpoints import find_checkpoint
     # `../exp` from inside the root names the root itself; the index's
     # relative path must not be prefixed twice.
     assert os.path.normpath(find_checkpoint(relative, '../' + relative).path) == \

@@ -14,7 +14,7 @@ from triplet_reid import common
 from triplet_reid import embed
 from triplet_reid import export
 from triplet_reid.inputs.images import decode
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 from triplet_reid import train
 from triplet_reid.models.inference import load_embedder, load_experiment
 from triplet_reid.models.build import build_model, load_body_weights

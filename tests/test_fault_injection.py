@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from triplet_reid.cli import checkpoints
+from triplet_reid.experiment import checkpoints
 from triplet_reid import train
 from bench import fault_injection
 from conftest import ROOT, base_args, checkpoint_steps, logged_iterations

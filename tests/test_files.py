@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from triplet_reid import cli
-from triplet_reid.cli import files, json_files
+from triplet_reid.storage import files, json_files
 from conftest import ROOT
 
 
@@ -86,7 +86,7 @@ def test_an_output_that_would_harm_a_file_is_refused_before_the_block(tmp_path):
 def test_the_temporary_of_a_killed_writer_is_removed_by_the_next_one(tmp_path):
     path = str(tmp_path / 'out.txt')
     code = ('import os, sys; sys.path.insert(0, {!r}); import checkout; checkout.register()\n'
-            'from triplet_reid.cli import files\n'
+            'from triplet_reid.storage import files\n'
             'with files.output({!r}) as partial:\n'
             '    open(partial, "w").write("half")\n'
             '    os.kill(os.getpid(), 9)\n').format(ROOT, path)
@@ -122,7 +122,7 @@ NOT_OUTPUTS = {
     ('data/make_video_demo.py', 'write_csv'): 'fills the temporary folder of files.write_folder',
     ('training/detailed_logs.py', 'create_or_resize_dat'):
         'a memory-mapped log that training fills step by step and resizes on resume',
-    ('cli/experiment.py', 'locked_directory'): 'the lock file, held open while train.py runs',
+    ('experiment/__init__.py', 'locked_directory'): 'the lock file, held open while train.py runs',
     ('serving/gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
     ('inputs/footage.py', 'crop_detections'):
         'crops into the temporary folder that embed.py embeds them from and then removes',

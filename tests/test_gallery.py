@@ -112,7 +112,7 @@ def test_a_kill_during_an_append_leaves_the_old_gallery_and_no_temporary(tmp_pat
     before = path.read_bytes()
     # Killed once the new gallery is written beside the old one, before the rename.
     code = ('import os, sys; sys.path.insert(0, {!r}); import checkout; checkout.register()\n'
-            'from triplet_reid.cli import files\n'
+            'from triplet_reid.storage import files\n'
             'from triplet_reid.serving import gallery\n'
             'files.put_file = lambda *a: os.kill(os.getpid(), 9)\n'
             'gallery.append({!r}, {!r})\n').format(ROOT, str(path), str(extra))

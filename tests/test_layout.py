@@ -59,8 +59,8 @@ def test_padding_nets_are_those_whose_body_takes_it():
 
 
 def ours(name):
-    """A dotted module name within the package triplet_reid (`cli.files` for
-    `triplet_reid.cli.files`), '' for the package, None for another's."""
+    """A dotted module name within the package triplet_reid (`storage.files` for
+    `triplet_reid.storage.files`), '' for the package, None for another's."""
     if name == 'triplet_reid':
         return ''
     return name[len('triplet_reid.'):] if name.startswith('triplet_reid.') else None
@@ -74,7 +74,8 @@ def imported_modules(path):
 
 # The library, one concern per folder, and the plug-in folders; beside them at
 # the root only the commands and the original's names.
-LIBRARY_FOLDERS = ('cli', 'inputs', 'models', 'training', 'evaluation', 'serving')
+LIBRARY_FOLDERS = ('cli', 'storage', 'experiment', 'inputs', 'models', 'training',
+                   'evaluation', 'serving')
 PLUGIN_FOLDERS = ('nets', 'heads', 'excluders', 'temporal')
 ROOT_MODULES = ('common', 'loss', 'uninterrupt', 'aggregators', 'layers')
 # What makes the root the package triplet_reid, installed or in a checkout.
@@ -98,8 +99,8 @@ def product_modules():
 
 def imported_names(path):
     """Every dotted name within the package that the file `path` may import,
-    with the packages above each (`from triplet_reid.cli import files`
-    imports `cli` and, if it is a module, `cli.files`)."""
+    with the packages above each (`from triplet_reid.storage import files`
+    imports `storage` and, if it is a module, `storage.files`)."""
     with open(path) as f:
         tree = ast.parse(f.read())
     names = set()
@@ -155,8 +156,9 @@ def test_no_module_imports_a_script():
 
 def test_folders_import_one_way():
     """Between folders, imports run one way: from the commands down through
-    training, serving, models, the plug-ins, the root's modules and
-    evaluation to the command-line support, never back."""
+    training, serving, models, the plug-ins, the root's modules, evaluation,
+    the experiment's records and the files on disk to the command-line
+    support, never back."""
     folders = {}
     for module, imported in module_graph().items():
         folders.setdefault(folder_of(module), set()).update(
@@ -164,6 +166,8 @@ def test_folders_import_one_way():
     folders = {folder: imported - {folder} for folder, imported in folders.items()}
     assert find_cycle(folders) is None, find_cycle(folders)
     assert not folders['cli'], 'the command-line support imports {}'.format(folders['cli'])
+    assert folders['storage'] <= {'cli'}, folders['storage']
+    assert folders['experiment'] <= {'storage', 'cli'}, folders['experiment']
 
 
 def test_benchmarks_import_library_modules_only():
@@ -268,8 +272,8 @@ def test_the_cycle_check_finds_cycles():
     assert find_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) is None
 
 
-@pytest.mark.parametrize('module', ['cli/__init__.py', 'common.py', 'cli/files.py',
-                                    'cli/flags.py', 'cli/json_files.py', 'cli/patterns.py'])
+@pytest.mark.parametrize('module', ['cli/__init__.py', 'common.py', 'storage/files.py',
+                                    'cli/flags.py', 'storage/json_files.py', 'cli/patterns.py'])
 def test_the_shared_modules_do_not_import_tensorflow(module):
     with open(os.path.join(ROOT, module)) as f:
         tree = ast.parse(f.read())

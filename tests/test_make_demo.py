@@ -6,7 +6,7 @@ import os
 import pytest
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid.data import make_demo
 
 

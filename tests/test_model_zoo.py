@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from triplet_reid import cli
-from triplet_reid.cli import experiment
+from triplet_reid import experiment
 from triplet_reid import import_model
 from triplet_reid.models import inference, zoo, torch_weights
 from conftest import ROOT, write_image

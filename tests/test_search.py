@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from triplet_reid import cli
-from triplet_reid.cli import files
+from triplet_reid.storage import files
 from triplet_reid import embed
 from triplet_reid.serving import gallery
 from triplet_reid.evaluation import metrics

@@ -13,7 +13,7 @@ import pytest
 from triplet_reid import cli
 from triplet_reid import export
 from triplet_reid import train
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 from triplet_reid.models.inference import load_embedder
 from triplet_reid.serving import tracker
 from conftest import base_args, make_dataset, run_tflite

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from triplet_reid import cli
 from triplet_reid.training import memory, detailed_logs
-from triplet_reid.cli import experiment
+from triplet_reid import experiment
 from triplet_reid import train
 from triplet_reid import loss
 from triplet_reid import training
@@ -440,7 +440,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
     # Another process holds the root, as a running train.py does.
     holder = subprocess.Popen(
         [sys.executable, '-c', 'import sys, time\nsys.path.insert(0, sys.argv[2])\n'
-         'import checkout\ncheckout.register()\nfrom triplet_reid.cli import experiment\n'
+         'import checkout\ncheckout.register()\nfrom triplet_reid import experiment\n'
          'with experiment.locked_directory(sys.argv[1], "train.py"):\n'
          '    print("locked", flush=True)\n    time.sleep(120)\n', root, ROOT],
         stdout=subprocess.PIPE, text=True)
@@ -480,7 +480,7 @@ def test_one_writer_per_experiment_root(tmp_path, tiny_dataset):
 def test_stale_or_damaged_checkpoints_resume_from_the_newest_complete_one(tmp_path,
                                                                           tiny_dataset):
     import glob
-    from triplet_reid.cli.checkpoints import find_checkpoint, newest_checkpoint
+    from triplet_reid.experiment.checkpoints import find_checkpoint, newest_checkpoint
     csv_path, image_root = tiny_dataset
     root = str(tmp_path / 'exp')
     args = base_args(root, csv_path, image_root, 6, '--checkpoint_frequency', '3')
@@ -745,7 +745,7 @@ def test_the_experiment_records_name_train_py_s_flags():
     them from there), and the records of its arguments and of the args.json
     it writes are equal."""
     import dataclasses
-    from triplet_reid.cli.experiment import Experiment, StepSettings
+    from triplet_reid.experiment import Experiment, StepSettings
     args = train.parser.parse_args(['--experiment_root', '/unused'])
     for record in (Experiment, StepSettings):
         for field in dataclasses.fields(record):

@@ -119,7 +119,7 @@ def test_validation_with_the_folders_excluder_takes_its_camera_regex(tmp_path):
 @pytest.mark.parametrize('content', ['{"mAP": "0.5", "step": 3}', '{"mAP": null}', '{}',
                                      '{"mAP": 2.5}', '{"mAP": true}', '{"mAP": NaN}'])
 def test_a_damaged_best_json_is_refused_by_name(tmp_path, content):
-    from triplet_reid.cli import experiment
+    from triplet_reid import experiment
     (tmp_path / 'best.json').write_text(content)
     with pytest.raises(cli.UserError, match=r'best.json` is corrupt .*delete it to start'):
         experiment.read_best(str(tmp_path))

@@ -24,8 +24,8 @@ import pandas as pd
 import tensorflow as tf
 
 from triplet_reid import cli
-from triplet_reid.cli import files
-from triplet_reid.cli.adaptation import Adaptation
+from triplet_reid.storage import files
+from triplet_reid.experiment.adaptation import Adaptation
 from triplet_reid.models.inference import embed_files
 from triplet_reid.training import pseudo_labels
 

@@ -5,10 +5,11 @@ the training set's."""
 import re
 
 from triplet_reid import common
-from triplet_reid.cli import flags, video
+from triplet_reid.cli import flags
+from triplet_reid.experiment import video
 from triplet_reid import cli
 from triplet_reid import nets
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 from triplet_reid.training.memory import check_memory
 
 

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid.cli import files, json_files
+from triplet_reid.storage import files, json_files
 
 
 def shape_text(shape):

@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from triplet_reid import cli
-from triplet_reid.cli import json_files
+from triplet_reid.storage import json_files
 
 
 def synchronize_batch_norm(model):

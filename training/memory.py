@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from triplet_reid import cli
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 
 
 def physical_memory():

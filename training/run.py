@@ -22,8 +22,11 @@ import tensorflow as tf
 
 from triplet_reid import cli
 from triplet_reid.training import adaptation, checks, detailed_logs, distributed
-from triplet_reid.cli import checkpoints, experiment, files, flags
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid import experiment
+from triplet_reid.cli import flags
+from triplet_reid.experiment import checkpoints
+from triplet_reid.storage import files
+from triplet_reid.experiment import Experiment
 from triplet_reid.inputs import sampler
 from triplet_reid.training import validation
 from triplet_reid.training.collapse import collapse_warning, looks_collapsed

@@ -3,7 +3,7 @@
 Everything about the experiment root that train.py, embed.py, search.py and
 export.py share: reading, resolving and writing `args.json`, the root's
 lock, the leftovers of killed runs, and validation's `best.json`; its
-checkpoints are `cli/checkpoints.py`'s.
+checkpoints are `experiment/checkpoints.py`'s.
 """
 
 import contextlib
@@ -17,8 +17,9 @@ import re
 import shutil
 
 from triplet_reid import cli
-from triplet_reid.cli import files, flags, UserError
-from triplet_reid.cli.json_files import read_json
+from triplet_reid.cli import flags, UserError
+from triplet_reid.storage import files
+from triplet_reid.storage.json_files import read_json
 from triplet_reid.cli.flags import POOLINGS
 
 log = logging.getLogger('experiment')

@@ -9,7 +9,7 @@ compare tracklets.
 """
 
 from triplet_reid.cli import UserError, flags
-from triplet_reid.cli.experiment import Experiment
+from triplet_reid.experiment import Experiment
 
 
 def add_flags(parser):

@@ -5,7 +5,7 @@ best.json of an experiment root, a detailed log's description, a converter's
 import json
 
 from triplet_reid.cli import UserError
-from triplet_reid.cli.files import check_regular
+from triplet_reid.storage.files import check_regular
 
 
 # The deepest nesting and the most bytes of a JSON file read from a user
