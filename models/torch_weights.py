@@ -7,7 +7,8 @@ from their storages, the storage types, plain numbers and strings) and
 refuses any other function or class a pickle names, with one message, before
 calling anything. It reads both of PyTorch's formats: the legacy one (five
 pickles in a row, then the raw storages) and the zip archive of `torch.save`
-since PyTorch 1.6 (`data.pkl` beside one file per storage).
+since PyTorch 1.6 (`data.pkl` beside one file per storage). `keras_weights`
+turns a module's tensors into the weights of the Keras layer that takes them.
 """
 
 import collections
@@ -243,6 +244,54 @@ def tensors_of(loaded):
             isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()):
         return None
     return collections.OrderedDict((k, v.numpy()) for k, v in loaded.items())
+
+
+KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
+               'GroupNormalization': None, 'GeneralizedMeanPooling': None}
+
+
+def keras_weights(layer, tensors, path, module, net):
+    """The Keras weights of `layer`, in its order, from the tensors of its
+    torchreid `module` ({last key part: array}).
+
+    Raises:
+        UserError naming the first tensor that is missing, of another shape,
+        or that the layer has no place for (a batch norm's statistics where
+        the net normalises per instance).
+    """
+    kind = type(layer).__name__
+    if 'BatchNormalization' in kind:
+        parts, axes = ['weight', 'bias', 'running_mean', 'running_var'], [None] * 4
+        if not layer.center:
+            # BNNeck's batch norm has no shift: PyTorch's is frozen at zero.
+            parts, axes = ['weight', 'running_mean', 'running_var'], [None] * 3
+            bias = tensors.pop('bias', None)
+            if bias is not None and np.any(bias != 0):
+                raise UserError('`{}` holds a non-zero `{}.bias`, but {}\'s batch norm there has '
+                                'no shift (its bias is frozen at zero).'.format(path, module, net))
+    elif kind == 'GeneralizedMeanPooling':
+        parts, axes = ['p'], [None]
+    else:
+        parts = ['weight', 'bias'][:len(layer.weights)]
+        axes = [KERNEL_AXES[kind], None]
+    extra = sorted(set(tensors) - set(parts))
+    if extra:
+        raise UserError('`{}` holds `{}.{}`, which {} has no place for; is it another '
+                        'variant of the net?'.format(path, module, extra[0], net))
+    arrays = []
+    for part, axis, weight in zip(parts, axes, layer.weights):
+        if part not in tensors:
+            raise UserError('`{}` lacks `{}.{}`.'.format(path, module, part))
+        array, expected = tensors[part], tuple(weight.shape)
+        if axis is not None:
+            # The shape the layer takes, in PyTorch's order of axes.
+            expected = tuple(expected[axis.index(i)] for i in range(len(axis)))
+        if array.shape != expected:
+            raise UserError('`{}` holds `{}.{}` of shape {}, but {} takes {}; is it another '
+                            'width or depth of the net?'.format(path, module, part, array.shape,
+                                                                net, expected))
+        arrays.append(array if axis is None else array.transpose(axis))
+    return arrays
 
 
 def read_state_dict(path):
