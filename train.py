@@ -18,7 +18,7 @@ if __package__ in (None, ''):
 
 from triplet_reid import cli
 from triplet_reid.cli import flags, startup
-from triplet_reid.experiment import adaptation, video
+from triplet_reid.experiment import adaptation, transformer, video
 from triplet_reid.evaluation import metrics
 from triplet_reid.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from triplet_reid.excluders import EXCLUDER_CHOICES
@@ -402,6 +402,7 @@ distribution_flags.add_argument(
 
 adaptation.add_flags(parser, StepSettings, loss_flags)
 video.add_flags(parser)
+transformer.add_flags(model_flags)
 
 
 def main(argv=None):

@@ -56,6 +56,9 @@ class Experiment:
     # Video training's temporal aggregation (None: an experiment on images).
     temporal_pooling: object = architecture(None)
     temporal_position: str = architecture('embedding')
+    # A vision transformer's patch stride and stochastic depth (nets.TRANSFORMER_NETS).
+    patch_stride: int = architecture(16)
+    drop_path_rate: float = 0.1
 
     @classmethod
     def of(cls, args):

@@ -19,7 +19,7 @@ import tensorflow as tf
 from triplet_reid import heads
 from triplet_reid import nets
 from triplet_reid import temporal
-from triplet_reid.models import tf1_checkpoint
+from triplet_reid.models import tf1_checkpoint, vit_weights
 from triplet_reid.experiment.checkpoints import CheckpointFile, newest_checkpoint
 from triplet_reid.experiment import check_choices
 from triplet_reid.cli import UserError
@@ -30,7 +30,8 @@ log = logging.getLogger('model')
 
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
-                last_stride=2, padding='torch', nested_head=False):
+                last_stride=2, padding='torch', nested_head=False, input_size=(256, 128),
+                patch_stride=16, drop_path_rate=0.1):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
@@ -41,6 +42,9 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     pad their strided layers (`nets.PADDINGS`). With `nested_head`, the head
     is a model of its own named `head`, so that video training can apply it
     to the temporal aggregate of the body's features (see `build_video`).
+    A transformer (`nets.TRANSFORMER_NETS`) learns its position embeddings
+    for `input_size` (height, width) cut every `patch_stride` pixels, and
+    drops residual branches in training up to `drop_path_rate`.
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -52,17 +56,20 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
         UserError when the net cannot change its last stride.
     """
     model, body, _ = assemble(model_name, head_name, embedding_dim, mixed_precision, pooling,
-                              last_stride, padding, nested_head)
+                              last_stride, padding, nested_head,
+                              (input_size, patch_stride, drop_path_rate))
     return model, body
 
 
 def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, last_stride,
-             padding, nested_head):
+             padding, nested_head, patches=((256, 128), 16, 0.1)):
     """`build_model`'s (model, body) and the model of the body's pooled
-    features (images -> (B, F))."""
+    features (images -> (B, F)); `patches` holds a transformer's input size,
+    patch stride and stochastic depth."""
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    body = nets.load(model_name, last_stride, padding)
+    nets.check_transformer(model_name, pooling, *patches[:2])
+    body = nets.load(model_name, last_stride, padding, *patches)
     head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
     if pooling == 'avg':
@@ -101,7 +108,8 @@ def build_video(experiment, mixed_precision='off'):
     model, body, frame_features = assemble(
         experiment.model_name, experiment.head_name, experiment.embedding_dim,
         mixed_precision, experiment.pooling, experiment.last_stride, experiment.net_padding,
-        before_head)
+        before_head, (experiment.net_input_size, experiment.patch_stride,
+                      experiment.drop_path_rate))
     layer = None
     if video:
         layer = temporal.load(experiment.temporal_pooling)
@@ -161,6 +169,10 @@ def load_body_weights(model_name, body, path):
     check_weight_values(((weight.path, weight.numpy()) for weight in body.weights), path)
 
 
+# The files of timm's and DeiT's ViT weights (`models/vit_weights.py`).
+VIT_FILES = ('.pth', '.pt', '.bin', '.safetensors')
+
+
 def assign_body_weights(model_name, body, path):
     """Initialises a backbone from pretrained weights.
 
@@ -168,12 +180,16 @@ def assign_body_weights(model_name, body, path):
     `resnet_v1_50.ckpt`, or a checkpoint of the original triplet-reid), whose
     body variables are used and the rest ignored; a Keras weights file
     (`.weights.h5`, `.h5`); a TF2 checkpoint holding `body` (such as another
-    experiment's checkpoint); or `imagenet` for nets that can download
-    ImageNet weights.
+    experiment's checkpoint); `imagenet` for nets that can download
+    ImageNet weights; or, for a vision transformer, a timm or DeiT state
+    dict (`VIT_FILES`).
 
     Raises:
         UserError when the file is missing or holds no matching weights.
     """
+    if model_name in nets.TRANSFORMER_NETS and path.endswith(VIT_FILES):
+        vit_weights.load_timm_weights(body, path)
+        return
     if path == 'imagenet' or path.endswith(('.h5', '.keras')):
         net = import_module('triplet_reid.nets.' + model_name)
         if path == 'imagenet' and not hasattr(net, 'load_weights'):

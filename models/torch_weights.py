@@ -247,7 +247,8 @@ def tensors_of(loaded):
 
 
 KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
-               'GroupNormalization': None, 'GeneralizedMeanPooling': None}
+               'GroupNormalization': None, 'GeneralizedMeanPooling': None,
+               'LayerNormalization': None}
 
 
 def keras_weights(layer, tensors, path, module, net):

@@ -24,7 +24,14 @@ side alike) or as Keras' 'same' does takes it as `body(padding='torch')` (or
 'keras') and is listed in `PADDING_NETS`; the other nets pad as the
 reference they follow does.
 
-`_resnet_v1.py`, `_osnet.py` and `_fastreid.py` are shared building blocks, not choices;
+A vision transformer (`TRANSFORMER_NETS`) learns position embeddings for
+the grid of patches of the experiment's input size, cut every
+`--patch_stride` pixels, and drops residual branches in training
+(`--drop_path_rate`): it takes `body(input_size, patch_stride,
+drop_path_rate)`. Its feature is the class token's, so it pools only as
+`avg` says (the class token) and keeps its last stride.
+
+`_resnet_v1.py`, `_osnet.py`, `_fastreid.py` and `_vit.py` are shared building blocks, not choices;
 the layers that nets and heads share are in the top-level `layers.py`.
 """
 
@@ -56,6 +63,8 @@ NET_CHOICES = (
     'fastreid_r101_ibn',
     'fastreid_r101_ibn_nl',
     'torchreid_resnet50',
+    'vit_small_16',
+    'vit_base_16',
 )
 
 # fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
@@ -68,6 +77,14 @@ PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain'
                 'osnet_ain_x0_5', 'osnet_ain_x0_25', 'osnet_ibn')
 
 PADDINGS = ('torch', 'keras')
+
+TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16')
+
+# A transformer's patch size, and the most tokens it attends over: each
+# image's attention holds tokens² weights a head (TransReID's stride 12 at
+# 384×128 has 311 tokens).
+PATCH_SIZE = 16
+MAX_TOKENS = 4096
 
 
 def check_last_stride(name, last_stride):
@@ -82,17 +99,54 @@ def check_last_stride(name, last_stride):
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
 
 
-def load(name, last_stride=2, padding='torch'):
+def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16):
+    """Refuses what the transformer `name` cannot take: another pooling than
+    its class token, a patch stride beyond the patch, an input smaller than
+    a patch or cut into more than `MAX_TOKENS` tokens. Other nets pass.
+
+    Raises:
+        cli.UserError naming the flag and what would fit.
+    """
+    from triplet_reid import cli
+    if name not in TRANSFORMER_NETS:
+        return
+    if pooling != 'avg':
+        raise cli.UserError('`{}` takes its class token as the feature; --pooling {} pools a '
+                            'CNN\'s feature map, so leave it at avg.'.format(name, pooling))
+    if not isinstance(patch_stride, int) or not 1 <= patch_stride <= PATCH_SIZE:
+        raise cli.UserError('--patch_stride `{}` does not fit `{}`: it takes a whole number '
+                            'of pixels from 1 to its patch size, {}.'.format(
+                                patch_stride, name, PATCH_SIZE))
+    if min(input_size) < PATCH_SIZE:
+        raise cli.UserError('the net input size {}x{} is smaller than one {}×{} patch of `{}`; '
+                            'give --net_input_height and --net_input_width of at least '
+                            '{}.'.format(*input_size, PATCH_SIZE, PATCH_SIZE, name, PATCH_SIZE))
+    rows, columns = ((side - PATCH_SIZE) // patch_stride + 1 for side in input_size)
+    if rows * columns > MAX_TOKENS:
+        raise cli.UserError('--patch_stride {} cuts {}x{} images into {}×{} = {} patches, more '
+                            'than the {} a transformer here attends over; use a larger stride '
+                            '(TransReID: 12 or 16) or a smaller input.'.format(
+                                patch_stride, *input_size, rows, columns, rows * columns,
+                                MAX_TOKENS))
+
+
+def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stride=16,
+         drop_path_rate=0.1):
     """The body of the net `name` (see the contract above), with its last
     stage at `last_stride` and, for `PADDING_NETS`, its strided layers
-    padding as `padding` says (one of `PADDINGS`; other nets ignore it).
+    padding as `padding` says (one of `PADDINGS`; other nets ignore it); a
+    transformer's embeddings learnt for `input_size` (height, width) cut
+    every `patch_stride` pixels, with stochastic depth up to `drop_path_rate`.
 
     Raises:
         cli.UserError for a last stride the net cannot take.
     """
     from importlib import import_module
     check_last_stride(name, last_stride)
+    check_transformer(name, 'avg', input_size, patch_stride)
     net = import_module('triplet_reid.nets.' + name)
+    if name in TRANSFORMER_NETS:
+        return net.body(tuple(input_size), patch_stride, drop_path_rate)
     if name in PADDING_NETS:
         return net.body(padding=padding)
     return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

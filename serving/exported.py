@@ -73,14 +73,27 @@ def export_tflite(module, path, representative=None):
 
 def write_tflite(model, path, representative=None):
     """Converts the Keras `model` to TensorFlow Lite (int8 calibrated on
-    `representative` inputs when given), written as `export_tflite` writes."""
+    `representative` inputs when given), written as `export_tflite` writes.
+
+    A model with layer norms (a vision transformer) gets int8 weights with
+    its activations quantised on the fly (dynamic range) instead: int8
+    activations through its layer norms, softmax and GELU lost too much (a
+    mean cosine of 0.55 to the float model for ViT-B/16 in bench/vit_peers.py)."""
     # From a Keras model: the converter then freezes its variables (from a
     # concrete function it kept them as resource variables TFLite cannot read).
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if representative is not None:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image[None]] for image in representative)
+        if not has_layer_norm(model):
+            converter.representative_dataset = lambda: (
+                [image[None]] for image in representative)
     files.atomic_write(path, converter.convert(), 'wb', replace=False)
+
+
+def has_layer_norm(model):
+    """Whether the Keras `model`, or a model inside it, has a layer norm."""
+    return any(isinstance(layer, keras.layers.LayerNormalization) or
+               (hasattr(layer, 'layers') and has_layer_norm(layer)) for layer in model.layers)
 
 
 def xnnpack_problem(path, net_input_size):

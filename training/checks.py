@@ -6,7 +6,7 @@ import re
 
 from triplet_reid import common
 from triplet_reid.cli import flags
-from triplet_reid.experiment import video
+from triplet_reid.experiment import transformer, video
 from triplet_reid import cli
 from triplet_reid import nets
 from triplet_reid.experiment import Experiment
@@ -32,6 +32,7 @@ def check_arguments(args, given=()):
                             'sample the same batches.')
     check_memory_loss(args)
     video.check_arguments(args, given)
+    transformer.check_arguments(args, given)
     if args.batch_k < 2:
         raise cli.UserError('--batch_k {} leaves no positive pair in a batch, so the '
                             'triplet loss has nothing to pull together; use --batch_k 2 '

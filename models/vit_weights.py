@@ -1,0 +1,135 @@
+"""Vision transformer weights from the files users have, read as data: the
+state dicts of timm's and DeiT's ViTs (and TransReID's backbones, which are
+timm's), `.pth` through the restricted reader of `models/torch_weights.py`
+and `.safetensors` through the safetensors library (which bounds its header
+and checks every tensor against the file before reading it), mapped onto
+the layers of `nets/_vit.py`.
+
+The position embeddings of a file made for another grid of patches (timm's
+14×14 at 224×224) are resized to the body's grid bicubically, as timm does;
+a distilled DeiT's distillation token is left out, as TransReID leaves it.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from triplet_reid.cli import UserError
+from triplet_reid.models import torch_weights
+from triplet_reid.nets._vit import resize_grid
+from triplet_reid.storage import files
+
+# The largest weights file believed: ViT-L/16 is 1.2 GB in float32.
+MAX_FILE_BYTES = 4 << 30
+
+# What a ViT file holds beside the body: its classifiers (timm's `head`,
+# DeiT's distilled `head_dist`, TransReID's backbone's `fc`) and, in DeiT's
+# distilled files, the distillation token.
+IGNORED = ('head.', 'head_dist.', 'dist_token', 'pre_logits.', 'fc.')
+
+
+def read_safetensors(path):
+    """The tensors of a `.safetensors` file as float32 NumPy arrays by name.
+
+    Raises:
+        UserError naming the file when it is no readable safetensors file.
+    """
+    import safetensors
+    files.check_regular(path, 'the weights', 'pass a .safetensors file')
+    if os.path.getsize(path) > MAX_FILE_BYTES:
+        raise UserError('`{}` holds {:,} bytes, more than any vision transformer this project '
+                        'builds ({:,} at most).'.format(path, os.path.getsize(path),
+                                                        MAX_FILE_BYTES))
+    try:
+        with safetensors.safe_open(path, framework='numpy') as f:
+            return {key: np.asarray(f.get_tensor(key), np.float32) for key in f.keys()}
+    except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+        raise UserError('`{}` is not a readable safetensors file ({}); is it damaged or '
+                        'truncated?'.format(path, str(e).splitlines()[0][:200]))
+
+
+def read_weights(path):
+    """The state dict of a `.safetensors` file or of a PyTorch file."""
+    if path.endswith('.safetensors'):
+        return read_safetensors(path)
+    return torch_weights.read_state_dict(path)
+
+
+def position_embeddings(pos_embed, grid, path):
+    """timm's `pos_embed` (1, 1 + n, D) for the body's `grid` (rows,
+    columns): as it is when it has the grid's patches, else its square grid
+    of n patches resized.
+
+    Raises:
+        UserError when the embeddings are of no square grid and not of this one.
+    """
+    count = pos_embed.shape[1] - 1
+    if count == grid[0] * grid[1]:
+        return pos_embed
+    side = math.isqrt(count)
+    if side * side != count:
+        raise UserError('`{}` holds position embeddings for {} patches, which is neither the '
+                        '{}×{} grid of this input size and --patch_stride nor a square grid to '
+                        'resize; give the input size and stride the file was trained '
+                        'with.'.format(path, count, grid[0], grid[1]))
+    resized = resize_grid(pos_embed[0, 1:].reshape(side, side, -1), grid).numpy()
+    return np.concatenate([pos_embed[:, :1], resized.reshape(1, -1, pos_embed.shape[-1])], 1)
+
+
+def body_state(state, path):
+    """The tensors of a timm ViT state dict that a body holds, by timm's
+    names: without the classifiers, the distillation token taken out of the
+    position embeddings."""
+    state = dict(state)
+    if 'dist_token' in state and 'pos_embed' in state:
+        state['pos_embed'] = np.concatenate([state['pos_embed'][:, :1],
+                                             state['pos_embed'][:, 2:]], 1)
+    return {key: value for key, value in state.items() if not key.startswith(IGNORED)}
+
+
+def assign_vit(body, state, path, source):
+    """Sets every weight of the ViT `body` from `state`, a dict of timm's
+    names to arrays (`source` names what made it, for messages).
+
+    Raises:
+        UserError naming the first tensor that is missing, left over or of
+        another shape.
+    """
+    state = dict(state)
+    tokens = body.get_layer('tokens')
+    for key in ('cls_token', 'pos_embed'):
+        if key not in state:
+            raise UserError('`{}` lacks `{}`; is it a state dict of {}?'.format(
+                path, key, source))
+    cls_token = state.pop('cls_token')
+    pos_embed = position_embeddings(state.pop('pos_embed'), tokens.grid, path)
+    for array, weight in zip((cls_token, pos_embed), tokens.weights):
+        if array.shape != tuple(weight.shape):
+            raise UserError('`{}` holds token embeddings of shape {}, but `{}` takes {}; is it '
+                            'another width of ViT?'.format(path, array.shape, body.name,
+                                                           tuple(weight.shape)))
+    tokens.set_weights([cls_token, pos_embed])
+    modules = {}
+    for key, array in state.items():
+        module, _, part = key.rpartition('.')
+        modules.setdefault(module, {})[part] = array
+    for layer in body.layers:
+        if not layer.weights or layer is tokens:
+            continue
+        module = layer.name.replace('_', '.').replace('patch.embed', 'patch_embed')
+        if module not in modules:
+            raise UserError('`{}` lacks the weights of `{}`; is it a state dict of {} with '
+                            '{} blocks?'.format(path, module, source, body.name))
+        layer.set_weights([np.asarray(a, np.float32) for a in torch_weights.keras_weights(
+            layer, modules.pop(module), path, module, body.name)])
+    if modules:
+        module, tensors = next(iter(modules.items()))
+        raise UserError('`{}` holds `{}.{}`, which `{}` has no place for; is it another '
+                        'architecture?'.format(path, module, next(iter(tensors)), body.name))
+
+
+def load_timm_weights(body, path):
+    """Initialises the ViT `body` from a timm, DeiT or TransReID-backbone
+    weights file (`.pth`, `.pt`, `.bin` or `.safetensors`)."""
+    assign_vit(body, body_state(read_weights(path), path), path, "timm's ViT")

@@ -1,0 +1,215 @@
+"""The vision transformer (ViT) of TransReID and timm, as a body: shared by
+`vit_small_16` and `vit_base_16`.
+
+Images in [0, 255] are scaled to [-1, 1] (mean and std 0.5, TransReID's and
+CLIP-ReID's inputs), cut into 16×16 patches every `patch_stride` pixels
+(TransReID's overlapping patch embedding when the stride is below 16: a
+16×16 convolution at that stride, without padding), given a class token and
+learnt position embeddings, and passed through pre-norm transformer blocks
+(multi-head self-attention and a GELU MLP, each added back through
+stochastic depth); the class token's output, after a final layer norm, is
+the feature, as TransReID's `forward_features` returns it.
+
+The position embeddings are learnt for the grid of patches of the
+experiment's input size; images of another size (embedding at another size,
+or weights made for another grid) see them resized by bicubic interpolation,
+computed as PyTorch's `F.interpolate(mode='bicubic', align_corners=False)`
+(`resize_grid`), which timm uses. The layers are named after timm's and
+TransReID's modules (`blocks_3_attn_qkv` for `blocks.3.attn.qkv`), so that
+their state dicts map onto them (`models/vit_weights.py`).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from triplet_reid.nets import PATCH_SIZE
+
+# timm's and TransReID's layer norm epsilon for ViTs.
+EPSILON = 1e-6
+
+
+def grid_size(input_size, patch_stride):
+    """(rows, columns) of the patches of an image of `input_size` (height,
+    width): those of a 16×16 convolution at `patch_stride`, without padding."""
+    return tuple((side - PATCH_SIZE) // patch_stride + 1 for side in input_size)
+
+
+def cubic_weights(out_size, in_size):
+    """The (out_size, in_size) matrix of PyTorch's bicubic resampling along
+    one axis (`align_corners=False`, a = -0.75, the taps beyond the edge
+    clamped to it): row i holds the weights of the input samples that output
+    sample i mixes. Sizes may be tensors, as in a model whose input size is
+    known only when it runs (TensorFlow Lite's); float32 and the operations
+    TensorFlow Lite has. The identity, exactly, when the sizes are equal."""
+    a = -0.75
+    out_size, in_size = tf.cast(out_size, tf.float32), tf.cast(in_size, tf.float32)
+    source = (tf.range(out_size) + 0.5) * (in_size / out_size) - 0.5
+    first = tf.floor(source)
+    t = (source - first)[:, None]
+    offsets = tf.constant([-1.0, 0.0, 1.0, 2.0])
+    distance = tf.abs(t - offsets)
+    near = ((a + 2) * distance - (a + 3)) * distance * distance + 1
+    far = ((a * distance - 5 * a) * distance + 8 * a) * distance - 4 * a
+    weights = tf.where(distance <= 1, near, far)
+    taps = tf.clip_by_value(first[:, None] + offsets, 0, in_size - 1)
+    columns = tf.one_hot(tf.cast(taps, tf.int32), tf.cast(in_size, tf.int32))
+    return tf.reduce_sum(weights[..., None] * columns, axis=1)
+
+
+def resize_grid(grid, size):
+    """The position embeddings `grid` (h, w, D) resized to `size` (rows,
+    columns), bicubically as PyTorch resizes them; `size` may be tensors."""
+    grid = tf.convert_to_tensor(grid)
+    h, w, dim = tf.shape(grid)[0], tf.shape(grid)[1], grid.shape[-1]
+    rows = tf.cast(cubic_weights(size[0], h), grid.dtype)
+    columns = tf.cast(cubic_weights(size[1], w), grid.dtype)
+    # Rows, then columns, each as one matrix product.
+    x = tf.matmul(rows, tf.reshape(grid, (h, -1)))
+    x = tf.transpose(tf.reshape(x, (size[0], w, dim)), (1, 0, 2))
+    x = tf.matmul(columns, tf.reshape(x, (w, -1)))
+    return tf.transpose(tf.reshape(x, (size[1], size[0], dim)), (1, 0, 2))
+
+
+class Tokens(keras.layers.Layer):
+    """The patches' embeddings (B, h, w, D) as tokens (B, 1 + h·w, D): the
+    class token first, then the patches row by row, each with its position
+    embedding. `cls_token` (1, 1, D) and `pos_embed` (1, 1 + rows·columns, D)
+    are timm's parameters of the same names, learnt for a `grid` of (rows,
+    columns) patches and resized for another."""
+
+    def __init__(self, grid, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = tuple(grid)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        normal = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.cls_token = self.add_weight(shape=(1, 1, dim), initializer=normal,
+                                         name='cls_token')
+        self.pos_embed = self.add_weight(shape=(1, 1 + self.grid[0] * self.grid[1], dim),
+                                         initializer=normal, name='pos_embed')
+
+    def call(self, patches):
+        batch, dim = tf.shape(patches)[0], patches.shape[-1]
+        rows, columns = patches.shape[1], patches.shape[2]
+        position = self.pos_embed[0, 1:]
+        if (rows, columns) != self.grid:
+            # Another input size than the one the embeddings were learnt for.
+            size = tf.shape(patches)[1:3]
+            position = tf.reshape(resize_grid(
+                tf.reshape(position, (self.grid[0], self.grid[1], dim)), size), (-1, dim))
+        tokens = tf.reshape(patches, (batch, -1, dim))
+        cls = tf.tile(tf.cast(self.cls_token, tokens.dtype), (batch, 1, 1))
+        position = tf.concat([self.pos_embed[0, :1], position], axis=0)
+        return tf.concat([cls, tokens], axis=1) + tf.cast(position, tokens.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        rows, columns = input_shape[1], input_shape[2]
+        count = None if rows is None or columns is None else 1 + rows * columns
+        return (input_shape[0], count, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), 'grid': self.grid}
+
+
+class Attention(keras.layers.Layer):
+    """Multi-head scaled dot-product attention over the tokens: (B, N, 3·D)
+    queries, keys and values as timm's `qkv` layer gives them, to (B, N, D),
+    before the output projection. Computed in float32."""
+
+    def __init__(self, heads, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def call(self, qkv):
+        batch, count = tf.shape(qkv)[0], tf.shape(qkv)[1]
+        dim = qkv.shape[-1] // 3
+        qkv = tf.reshape(tf.cast(qkv, tf.float32), (batch, count, 3, self.heads,
+                                                     dim // self.heads))
+        q, k, v = tf.unstack(tf.transpose(qkv, (2, 0, 3, 1, 4)))
+        scores = tf.matmul(q, k, transpose_b=True) * (dim // self.heads) ** -0.5
+        out = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
+        out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (batch, count, dim))
+        return tf.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] // 3,)
+
+    def get_config(self):
+        return {**super().get_config(), 'heads': self.heads}
+
+
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: in training, each sample's residual branch (B, …)
+    is dropped with probability `rate` and the kept ones scaled by
+    1 / (1 - rate), as timm's `DropPath`; the identity at inference."""
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0:
+            return x
+        keep = 1.0 - self.rate
+        shape = tf.concat([tf.shape(x)[:1], tf.ones(tf.rank(x) - 1, tf.int32)], axis=0)
+        mask = tf.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))
+        return x * tf.cast(mask / keep, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), 'rate': self.rate}
+
+
+def gelu(x):
+    """The exact GELU, x·Φ(x), as PyTorch's nn.GELU, written with erf, which
+    ONNX has and TensorFlow Lite turns into its GELU (Keras' and
+    TensorFlow's own use erfc, which neither has)."""
+    return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
+
+
+def block(x, index, dim, heads, mlp_ratio, qkv_bias, drop_path):
+    """One pre-norm transformer block of timm's ViT (tokens (B, N, D) in and out)."""
+    name = 'blocks_{}_'.format(index)
+    dense = keras.initializers.TruncatedNormal(stddev=0.02)
+    y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm1')(x)
+    y = keras.layers.Dense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
+                           name=name + 'attn_qkv')(y)
+    y = Attention(heads, name=name + 'attn')(y)
+    y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
+    x = keras.layers.Add(name=name + 'add1')(
+        [x, DropPath(drop_path, seed=2 * index, name=name + 'drop_path1')(y)])
+    y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm2')(x)
+    y = keras.layers.Dense(int(dim * mlp_ratio), kernel_initializer=dense,
+                           name=name + 'mlp_fc1')(y)
+    y = keras.layers.Activation(gelu, name=name + 'mlp_act')(y)
+    y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'mlp_fc2')(y)
+    return keras.layers.Add(name=name + 'add2')(
+        [x, DropPath(drop_path, seed=2 * index + 1, name=name + 'drop_path2')(y)])
+
+
+def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_SIZE,
+             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True):
+    """A ViT body (see the module's docstring) of `depth` blocks of width
+    `dim` with `heads` heads, its position embeddings learnt for images of
+    `input_size` (height, width) cut every `patch_stride` pixels; the blocks'
+    stochastic depth rises linearly from 0 to `drop_path_rate`, as timm's.
+
+    Returns:
+        A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim).
+    """
+    images = keras.Input((None, None, 3), name='images')
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name='scale')(images)
+    # TransReID's overlapping patches start as its PatchEmbed_overlap does:
+    # normal with std √(2 / (16·16·D)).
+    x = keras.layers.Conv2D(
+        dim, PATCH_SIZE, strides=patch_stride, padding='valid', name='patch_embed_proj',
+        kernel_initializer=keras.initializers.RandomNormal(
+            stddev=float(np.sqrt(2.0 / (PATCH_SIZE * PATCH_SIZE * dim)))))(x)
+    x = Tokens(grid_size(input_size, patch_stride), name='tokens')(x)
+    for index, rate in enumerate(np.linspace(0, drop_path_rate, depth)):
+        x = block(x, index, dim, heads, mlp_ratio, qkv_bias, float(rate))
+    x = keras.layers.LayerNormalization(epsilon=EPSILON, name='norm')(x)
+    features = keras.layers.Lambda(lambda tokens: tokens[:, 0], name='class_token')(x)
+    return keras.Model(images, features, name=name)

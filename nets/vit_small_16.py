@@ -1,0 +1,11 @@
+"""ViT-Small/16 (timm's `vit_small_patch16_224`, DeiT-Small's shape): 12
+blocks of width 384 with 6 heads, 22M weights; see `nets/_vit.py`.
+ImageNet weights: timm's or DeiT's `.pth` or `.safetensors` files, through
+--initial_checkpoint (`models/vit_weights.py`)."""
+
+from triplet_reid.nets._vit import vit_body
+
+
+def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1):
+    return vit_body('vit_small_16', 384, 12, 6, input_size, patch_stride, drop_path_rate)
+

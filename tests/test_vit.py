@@ -1,0 +1,312 @@
+"""The vision transformers (nets/_vit.py): their computation against a NumPy
+ViT written from timm's definition, timm's files mapped onto them, their
+position embeddings resized as PyTorch resizes them, and what they refuse."""
+
+import collections
+import math
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from triplet_reid import cli, nets
+from triplet_reid.models import build, vit_weights
+from triplet_reid.nets import _vit
+
+from torch_files import write_pth
+
+# A small ViT, cheap to build: width 48, 3 heads, 2 blocks.
+DIM, HEADS, DEPTH = 48, 3, 2
+
+
+def timm_state(rng, dim=DIM, depth=DEPTH, grid=(4, 2), mlp=4):
+    """A random state dict of timm's ViT names and shapes, with non-trivial
+    norms, for a body of `grid` patches."""
+    state = collections.OrderedDict()
+    state['cls_token'] = rng.normal(0, 0.5, (1, 1, dim))
+    state['pos_embed'] = rng.normal(0, 0.5, (1, 1 + grid[0] * grid[1], dim))
+    state['patch_embed.proj.weight'] = rng.normal(0, 0.05, (dim, 3, 16, 16))
+    state['patch_embed.proj.bias'] = rng.normal(0, 0.1, dim)
+    for i in range(depth):
+        block = 'blocks.{}.'.format(i)
+        for norm in ('norm1', 'norm2'):
+            state[block + norm + '.weight'] = rng.uniform(0.5, 1.5, dim)
+            state[block + norm + '.bias'] = rng.normal(0, 0.1, dim)
+        for name, shape in (('attn.qkv', (3 * dim, dim)), ('attn.proj', (dim, dim)),
+                            ('mlp.fc1', (mlp * dim, dim)), ('mlp.fc2', (dim, mlp * dim))):
+            state[block + name + '.weight'] = rng.normal(0, 1 / math.sqrt(shape[1]), shape)
+            state[block + name + '.bias'] = rng.normal(0, 0.1, shape[0])
+    state['norm.weight'] = rng.uniform(0.5, 1.5, dim)
+    state['norm.bias'] = rng.normal(0, 0.1, dim)
+    state['head.weight'] = rng.normal(0, 0.1, (10, dim))
+    state['head.bias'] = np.zeros(10)
+    return collections.OrderedDict((k, v.astype(np.float32)) for k, v in state.items())
+
+
+def layer_norm(x, weight, bias):
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + 1e-6) * weight + bias
+
+
+def numpy_vit(state, images, stride=16, heads=HEADS):
+    """timm's VisionTransformer.forward_features()[:, 0] in NumPy, in float64:
+    images (B, H, W, 3) in [0, 255] to (B, D)."""
+    s = {k: v.astype(np.float64) for k, v in state.items()}
+    x = images.astype(np.float64) / 127.5 - 1
+    kernel = s['patch_embed.proj.weight']
+    rows = (x.shape[1] - 16) // stride + 1
+    cols = (x.shape[2] - 16) // stride + 1
+    patches = np.stack([np.stack([x[:, r * stride:r * stride + 16, c * stride:c * stride + 16]
+                                  for c in range(cols)], 1) for r in range(rows)], 1)
+    tokens = np.einsum('brcijk,dkij->brcd', patches, kernel) + s['patch_embed.proj.bias']
+    tokens = tokens.reshape(len(x), rows * cols, -1)
+    cls = np.repeat(s['cls_token'], len(x), 0)
+    x = np.concatenate([cls, tokens], 1) + s['pos_embed']
+    b, n, d = x.shape
+    for i in range(sum(1 for k in s if k.endswith('.attn.qkv.weight'))):
+        p = 'blocks.{}.'.format(i)
+        y = layer_norm(x, s[p + 'norm1.weight'], s[p + 'norm1.bias'])
+        qkv = (y @ s[p + 'attn.qkv.weight'].T + s[p + 'attn.qkv.bias']).reshape(
+            b, n, 3, heads, d // heads).transpose(2, 0, 3, 1, 4)
+        scores = qkv[0] @ qkv[1].transpose(0, 1, 3, 2) * (d // heads) ** -0.5
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        y = (scores @ qkv[2]).transpose(0, 2, 1, 3).reshape(b, n, d)
+        x = x + y @ s[p + 'attn.proj.weight'].T + s[p + 'attn.proj.bias']
+        y = layer_norm(x, s[p + 'norm2.weight'], s[p + 'norm2.bias'])
+        y = y @ s[p + 'mlp.fc1.weight'].T + s[p + 'mlp.fc1.bias']
+        y = 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
+        x = x + y @ s[p + 'mlp.fc2.weight'].T + s[p + 'mlp.fc2.bias']
+    return layer_norm(x, s['norm.weight'], s['norm.bias'])[:, 0]
+
+
+def small_body(input_size=(64, 32), stride=16, drop_path_rate=0.0):
+    return _vit.vit_body('vit_test', DIM, DEPTH, HEADS, input_size, stride, drop_path_rate)
+
+
+@pytest.mark.parametrize('stride, size', [(16, (64, 32)), (12, (64, 40))])
+@pytest.mark.parametrize('kind', ['safetensors', 'pth'])
+def test_timm_files_embed_as_timm_computes(tmp_path, monkeypatch, stride, size, kind):
+    rng = np.random.default_rng(stride)
+    grid = _vit.grid_size(size, stride)
+    state = timm_state(rng, grid=grid)
+    path = str(tmp_path / ('vit.' + kind))
+    if kind == 'safetensors':
+        save_file(dict(state), path)
+    else:
+        write_pth(path, state, zip_format=True, monkeypatch=monkeypatch)
+    body = small_body(size, stride)
+    vit_weights.load_timm_weights(body, path)
+    images = rng.uniform(0, 255, (3,) + size + (3,)).astype(np.float32)
+    expected = numpy_vit(state, images, stride)
+    found = body(images, training=False).numpy()
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_a_distilled_deit_leaves_its_distillation_token_out(tmp_path):
+    rng = np.random.default_rng(1)
+    state = timm_state(rng)
+    plain = state['pos_embed']
+    state['pos_embed'] = np.concatenate([plain[:, :1], rng.normal(0, 1, plain[:, :1].shape),
+                                         plain[:, 1:]], 1).astype(np.float32)
+    state['dist_token'] = rng.normal(0, 1, (1, 1, DIM)).astype(np.float32)
+    state['head_dist.weight'] = rng.normal(0, 1, (10, DIM)).astype(np.float32)
+    save_file(dict(state), str(tmp_path / 'deit.safetensors'))
+    body = small_body()
+    vit_weights.load_timm_weights(body, str(tmp_path / 'deit.safetensors'))
+    np.testing.assert_array_equal(body.get_layer('tokens').pos_embed.numpy(), plain)
+
+
+# PyTorch 2.13's F.interpolate(grid (1, 1, 3, 3), size=(5, 2), mode='bicubic',
+# align_corners=False) of the grid [[0, 1, 2], [3, 4, 5], [6, 7, 8]].
+TORCH_BICUBIC_5x2 = np.array([[-0.09659360349178314, 1.5205941200256348],
+                              [1.1394076347351074, 2.7565951347351074],
+                              [3.19140625, 4.80859375],
+                              [5.243406295776367, 6.860594272613525],
+                              [6.479406833648682, 8.096595764160156]])
+
+
+def test_position_embeddings_resize_as_pytorch_does():
+    grid = np.arange(9, dtype=np.float32).reshape(3, 3, 1)
+    resized = _vit.resize_grid(grid, (5, 2)).numpy()[..., 0]
+    np.testing.assert_allclose(resized, TORCH_BICUBIC_5x2, atol=1e-5)
+    # The same size is the identity, exactly.
+    values = np.random.default_rng(0).normal(size=(4, 3, 2)).astype(np.float32)
+    np.testing.assert_array_equal(_vit.resize_grid(values, (4, 3)).numpy(), values)
+
+
+def test_imagenet_position_embeddings_are_resized_to_the_grid(tmp_path):
+    rng = np.random.default_rng(2)
+    state = timm_state(rng, grid=(3, 3))
+    save_file(dict(state), str(tmp_path / 'vit.safetensors'))
+    body = small_body((64, 32))
+    vit_weights.load_timm_weights(body, str(tmp_path / 'vit.safetensors'))
+    pos_embed = body.get_layer('tokens').pos_embed.numpy()
+    np.testing.assert_array_equal(pos_embed[:, :1], state['pos_embed'][:, :1])
+    expected = _vit.resize_grid(state['pos_embed'][0, 1:].reshape(3, 3, DIM), (4, 2)).numpy()
+    np.testing.assert_allclose(pos_embed[0, 1:], expected.reshape(8, DIM), rtol=1e-6)
+
+
+def test_another_input_size_resizes_the_learnt_embeddings():
+    body = small_body((64, 32))
+    images = np.random.default_rng(3).uniform(0, 255, (2, 80, 48, 3)).astype(np.float32)
+    assert body(images).shape == (2, DIM)
+
+
+def test_stochastic_depth_drops_in_training_only():
+    body = small_body(drop_path_rate=0.5)
+    images = np.random.default_rng(4).uniform(0, 255, (4, 64, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(body(images, training=False), body(images, training=False))
+    assert not np.allclose(body(images, training=True), body(images, training=False))
+    rates = [layer.rate for layer in body.layers if isinstance(layer, _vit.DropPath)]
+    assert rates[0] == 0 and rates[-1] == 0.5 and rates == sorted(rates)
+
+
+def test_the_nets_are_timm_s_shapes():
+    for name, count in (('vit_small_16', 21_665_664), ('vit_base_16', 85_798_656)):
+        body = nets.load(name, input_size=(224, 224))
+        # timm's vit_*_patch16_224 without its classifier.
+        assert body.count_params() == count, name
+
+
+def refused(match, call, *args, **kwargs):
+    with pytest.raises(cli.UserError, match=match):
+        call(*args, **kwargs)
+
+
+def test_files_that_do_not_fit_are_refused(tmp_path):
+    rng = np.random.default_rng(5)
+    state = timm_state(rng, grid=(5, 2))
+    save_file(dict(state), str(tmp_path / 'other_grid.safetensors'))
+    refused(r'10 patches, which is neither the 4×2 grid', vit_weights.load_timm_weights,
+            small_body(), str(tmp_path / 'other_grid.safetensors'))
+    wide = timm_state(rng, dim=2 * DIM)
+    save_file(dict(wide), str(tmp_path / 'wide.safetensors'))
+    refused(r'another width', vit_weights.load_timm_weights, small_body(),
+            str(tmp_path / 'wide.safetensors'))
+    deep = timm_state(rng, depth=DEPTH + 1)
+    save_file(dict(deep), str(tmp_path / 'deep.safetensors'))
+    refused(r'holds `blocks.2', vit_weights.load_timm_weights, small_body(),
+            str(tmp_path / 'deep.safetensors'))
+    shallow = {k: v for k, v in timm_state(rng).items() if not k.startswith('blocks.1.')}
+    save_file(shallow, str(tmp_path / 'shallow.safetensors'))
+    refused(r'lacks the weights of `blocks.1.norm1`', vit_weights.load_timm_weights,
+            small_body(), str(tmp_path / 'shallow.safetensors'))
+
+
+def test_hostile_safetensors_files_are_refused(tmp_path):
+    huge = tmp_path / 'huge_header.safetensors'
+    huge.write_bytes(struct.pack('<Q', 1 << 40) + b'{}')
+    refused(r'not a readable safetensors file', vit_weights.load_timm_weights, small_body(),
+            str(huge))
+    claims = tmp_path / 'claims.safetensors'
+    header = b'{"pos_embed":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,' \
+             b'4000000000000]}}'
+    claims.write_bytes(struct.pack('<Q', len(header)) + header + b'\0' * 64)
+    refused(r'not a readable safetensors file', vit_weights.load_timm_weights, small_body(),
+            str(claims))
+    save_file(dict(timm_state(np.random.default_rng(6))), str(tmp_path / 'cut.safetensors'))
+    data = (tmp_path / 'cut.safetensors').read_bytes()
+    (tmp_path / 'cut.safetensors').write_bytes(data[:len(data) // 2])
+    refused(r'not a readable safetensors file', vit_weights.load_timm_weights, small_body(),
+            str(tmp_path / 'cut.safetensors'))
+    refused(r'is not a regular file|a folder', vit_weights.load_timm_weights, small_body(),
+            str(tmp_path))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'pooling': 'gem'}, r'class token as the feature; --pooling gem'),
+    ({'patch_stride': 17}, r'--patch_stride `17` does not fit'),
+    ({'patch_stride': 0}, r'--patch_stride `0` does not fit'),
+    ({'input_size': (64, 8)}, r'smaller than one 16×16 patch'),
+    ({'input_size': (512, 512), 'patch_stride': 4}, r'more than the 4096'),
+])
+def test_what_a_transformer_cannot_take_is_refused(kwargs, match):
+    refused(match, nets.check_transformer, 'vit_small_16', **kwargs)
+
+
+def test_build_refuses_another_pooling_for_a_transformer():
+    refused(r'class token', build.build_model, 'vit_small_16', 'bnneck', 384, pooling='max')
+
+
+@pytest.fixture(scope='module')
+def vit_experiment(tmp_path_factory):
+    """ViT-S/16 trained for 3 iterations at stride 12 on 40×28 images (3×2
+    patches), and embed.py's embeddings of its training set."""
+    import h5py
+    from triplet_reid import embed, train
+    from conftest import base_args, make_dataset
+    tmp = tmp_path_factory.mktemp('vit')
+    image_root = str(tmp / 'data')
+    csv_path = make_dataset(image_root, num_ids=4, images_per_id=3, size=(40, 28))
+    root = str(tmp / 'exp')
+    argv = base_args(root, csv_path, image_root, 3, '--head_name', 'bnneck',
+                     '--id_loss_weight', '1', '--patch_stride', '12', '--drop_path_rate',
+                     '0.2', '--net_input_height', '40', '--net_input_width', '28')
+    argv[argv.index('tiny')] = 'vit_small_16'
+    assert train.main(argv) == 0
+    assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet']) == 0
+    with h5py.File(str(tmp / 'exp' / 'train_embeddings.h5'), 'r') as f:
+        embeddings = f['emb'][()]
+    return root, csv_path, image_root, embeddings
+
+
+def test_a_vit_experiment_stores_its_patches_and_embeds(vit_experiment):
+    import json
+    import os
+    from triplet_reid.models.inference import load_experiment
+    root, _, _, embeddings = vit_experiment
+    with open(os.path.join(root, 'args.json')) as f:
+        stored = json.load(f)
+    assert stored['patch_stride'] == 12 and stored['drop_path_rate'] == 0.2
+    model, train_args, _ = load_experiment(root)
+    tokens = model.get_layer('vit_small_16').get_layer('tokens')
+    assert tokens.grid == (3, 2) and train_args['patch_stride'] == 12
+    assert embeddings.shape == (12, 16) and np.isfinite(embeddings).all()
+
+
+@pytest.mark.slow
+def test_a_vit_exports_to_saved_model_onnx_and_tflite(vit_experiment, tmp_path):
+    import onnxruntime
+    import tensorflow as tf
+    from triplet_reid import export
+    from triplet_reid.models.inference import load_embedder
+    from conftest import run_tflite
+    root, _, _, _ = vit_experiment
+    images = np.random.default_rng(7).uniform(0, 255, (3, 40, 28, 3)).astype(np.float32)
+    expected = load_embedder(root)(images)
+    assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'sm'),
+                        '--onnx', str(tmp_path / 'm.onnx'), '--tflite',
+                        str(tmp_path / 'm.tflite'), '--quiet']) == 0
+    loaded = tf.saved_model.load(str(tmp_path / 'sm'))
+    np.testing.assert_allclose(loaded.signatures['serving_default'](images=images)['emb'],
+                               expected, rtol=1e-4, atol=1e-4)
+    session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
+    np.testing.assert_allclose(session.run(None, {'images': images})[0], expected, rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(run_tflite(str(tmp_path / 'm.tflite'), images), expected,
+                               rtol=1e-4, atol=1e-4)
+    # int8 weights, activations quantised on the fly: close, at a third of the size or less.
+    assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'sm8'),
+                        '--tflite', str(tmp_path / 'm8.tflite'), '--tflite_int8',
+                        '--tflite_samples', '4', '--quiet']) == 0
+    quantised = run_tflite(str(tmp_path / 'm8.tflite'), images)
+    cosines = (quantised * expected).sum(1) / (np.linalg.norm(quantised, axis=1) *
+                                               np.linalg.norm(expected, axis=1))
+    assert cosines.min() > 0.99, cosines
+    assert (tmp_path / 'm8.tflite').stat().st_size < (tmp_path / 'm.tflite').stat().st_size / 3
+
+
+def test_transformer_flags_for_another_net_are_refused(tmp_path, tiny_dataset):
+    from triplet_reid import train
+    from conftest import base_args
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    with pytest.raises(cli.UserError, match=r'--patch_stride is for the vision transformers'):
+        train.main(base_args(root, csv_path, image_root, 1, '--patch_stride', '12'))
+    argv = base_args(root, csv_path, image_root, 1, '--pooling', 'gem')
+    argv[argv.index('tiny')] = 'vit_small_16'
+    with pytest.raises(cli.UserError, match=r'class token'):
+        train.main(argv)
+    assert not (tmp_path / 'exp').exists()
