@@ -18,7 +18,7 @@ if __package__ in (None, ''):
 
 from triplet_reid import cli
 from triplet_reid.cli import flags, startup
-from triplet_reid.experiment import adaptation, transformer, video
+from triplet_reid.experiment import adaptation, optimiser, transformer, video
 from triplet_reid.evaluation import metrics
 from triplet_reid.experiment import ARCHITECTURE_ARGUMENTS, Experiment, StepSettings
 from triplet_reid.excluders import EXCLUDER_CHOICES
@@ -227,7 +227,7 @@ loss_flags.add_argument(
     help='The SGD learning rate of the centers of --center_loss_weight (BoT: 0.5).')
 
 optimiser_flags = parser.add_argument_group(
-    'optimiser', "Adam's learning rate, its schedule and the length of training.")
+    'optimiser', 'The optimiser, its learning rate and schedule, and the length of training.')
 
 optimiser_flags.add_argument(
     '--learning_rate', default=3e-4, type=flags.float_between(0, 10, include_lower=False),
@@ -403,6 +403,7 @@ distribution_flags.add_argument(
 adaptation.add_flags(parser, StepSettings, loss_flags)
 video.add_flags(parser)
 transformer.add_flags(model_flags)
+optimiser.add_flags(optimiser_flags)
 
 
 def main(argv=None):

@@ -113,6 +113,7 @@ class StepSettings:
     inter_camera_weight: float = 0.5
     proxy_negatives: int = 50
     weight_decay: float = 0.0
+    optimizer: str = 'adam'
     xla: bool = False
     per_replica_mining: bool = False
 

@@ -820,3 +820,33 @@ def test_several_training_sets_refusals(tmp_path, tiny_dataset):
                        r'2 .* it would be two people'):
         train.main(args + ['--train_set', csv_path])
     assert not os.path.exists(root)
+
+
+def test_the_optimisers_are_those_the_flags_name():
+    from triplet_reid.training.run import make_optimizer
+    args = train.parser.parse_args(['--experiment_root', 'e', '--optimizer', 'sgd',
+                                    '--momentum', '0.8', '--clip_norm', '5'])
+    sgd = make_optimizer(args, 0.01)
+    assert type(sgd).__name__ == 'SGD' and sgd.momentum == 0.8 and sgd.global_clipnorm == 5
+    args.optimizer, args.weight_decay, args.clip_norm = 'adamw', 0.05, 0.0
+    adamw = make_optimizer(args, 0.01)
+    assert type(adamw).__name__ == 'AdamW' and adamw.weight_decay == 0.05
+    assert adamw.global_clipnorm is None
+    args.optimizer = 'adam'
+    adam = make_optimizer(args, 0.01)
+    assert type(adam).__name__ == 'Adam' and adam.epsilon == 1e-8
+
+
+def test_sgd_with_clipping_trains_and_is_stored(tmp_path, tiny_dataset):
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    assert train.main(base_args(root, csv_path, image_root, 3, '--optimizer', 'sgd',
+                                '--learning_rate', '0.01', '--clip_norm', '1')) == 0
+    with open(os.path.join(root, 'args.json')) as f:
+        stored = json.load(f)
+    assert (stored['optimizer'], stored['momentum'], stored['clip_norm']) == ('sgd', 0.9, 1.0)
+    shapes = tf.train.load_checkpoint(
+        os.path.join(root, 'checkpoint-3')).get_variable_to_shape_map()
+    # SGD keeps one momentum slot per weight, Adam two.
+    assert any('momentum' in name for name in shapes)
+    assert not any('velocity' in name for name in shapes)

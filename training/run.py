@@ -176,6 +176,19 @@ def choose_seed(args):
     return new_seed
 
 
+def make_optimizer(args, learning_rate):
+    """The optimiser of --optimizer at `learning_rate`, clipping the global
+    gradient norm at --clip_norm when it is positive."""
+    clip = {'global_clipnorm': args.clip_norm} if args.clip_norm else {}
+    if args.optimizer == 'sgd':
+        return keras.optimizers.SGD(learning_rate, momentum=args.momentum, **clip)
+    if args.optimizer == 'adamw':
+        return keras.optimizers.AdamW(learning_rate, weight_decay=args.weight_decay,
+                                      epsilon=1e-8, **clip)
+    # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
+    return keras.optimizers.Adam(learning_rate, epsilon=1e-8, **clip)
+
+
 def build_run(args, strategy, num_ids, chief):
     """The model, initialised from the seed so that the same seed gives the
     same run, its auxiliary heads for `num_ids` identities, the optimizer
@@ -196,8 +209,7 @@ def build_run(args, strategy, num_ids, chief):
                                      args.train_iterations, args.lr_schedule,
                                      args.warmup_iterations, args.lr_decay_steps,
                                      args.lr_decay_factor)
-        # TF1's Adam epsilon, as the original trained with (Keras defaults to 1e-7).
-        optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-8)
+        optimizer = make_optimizer(args, learning_rate)
         if args.mixed_precision == 'float16':
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(trainable_variables(model, extras))

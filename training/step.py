@@ -136,8 +136,9 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
             total = tf.add_n([args.triplet_loss_weight * tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
             total /= global_batch
-            if args.weight_decay:
-                # Each replica adds its share, so that the sum over replicas adds it once.
+            if args.weight_decay and args.optimizer != 'adamw':
+                # Each replica adds its share, so that the sum over replicas adds it once;
+                # AdamW decays the weights itself.
                 total += args.weight_decay / (2 * replicas) * tf.add_n(
                     [tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
             scaled = optimizer.scale_loss(total)
