@@ -56,9 +56,11 @@ class Experiment:
     # Video training's temporal aggregation (None: an experiment on images).
     temporal_pooling: object = architecture(None)
     temporal_position: str = architecture('embedding')
-    # A vision transformer's patch stride and stochastic depth (nets.TRANSFORMER_NETS).
+    # A vision transformer's patch stride, stochastic depth and the parts of
+    # TransReID's jigsaw patch module (nets.TRANSFORMER_NETS; 0 parts: none).
     patch_stride: int = architecture(16)
     drop_path_rate: float = 0.1
+    jpm: int = architecture(0)
 
     @classmethod
     def of(cls, args):
@@ -205,12 +207,14 @@ def read_args(experiment_root):
         key, kind = field.name, field.type
         if kind not in (int, bool):
             continue
-        value = stored.get(key, LEGACY_ARGUMENTS.get(key, 1))
-        if type(value) is not kind or (kind is int and value <= 0):
+        # A count whose default is 0 (--jpm's parts) may be 0; the sizes may not.
+        least = 0 if kind is int and field.default == 0 else 1
+        value = stored.get(key, LEGACY_ARGUMENTS.get(key, field.default if least == 0 else 1))
+        if type(value) is not kind or (kind is int and value < least):
             raise UserError('`{}` stores `{}` = `{}`, which is not a valid value (a {} was '
                             'expected); fix it or start a new experiment root.'.format(
-                                args_file, key, value,
-                                'positive integer' if kind is int else 'true or false'))
+                                args_file, key, value, 'true or false' if kind is bool else
+                                'positive integer' if least else 'whole number from 0'))
     for key in ('train_set', 'image_root'):
         value = stored.get(key)
         if value is not None and not (isinstance(value, str) or isinstance(value, list) and all(

@@ -25,13 +25,14 @@ from triplet_reid.experiment import check_choices
 from triplet_reid.cli import UserError
 from triplet_reid.cli.flags import TEMPORAL_POSITIONS
 from triplet_reid.layers import pooling_layer
+from triplet_reid.nets._vit import PartWeights
 
 log = logging.getLogger('model')
 
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
                 last_stride=2, padding='torch', nested_head=False, input_size=(256, 128),
-                patch_stride=16, drop_path_rate=0.1):
+                patch_stride=16, drop_path_rate=0.1, jpm=0):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
@@ -43,8 +44,12 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     is a model of its own named `head`, so that video training can apply it
     to the temporal aggregate of the body's features (see `build_video`).
     A transformer (`nets.TRANSFORMER_NETS`) learns its position embeddings
-    for `input_size` (height, width) cut every `patch_stride` pixels, and
-    drops residual branches in training up to `drop_path_rate`.
+    for `input_size` (height, width) cut every `patch_stride` pixels, drops
+    residual branches in training up to `drop_path_rate`, and with `jpm`
+    parts ends in TransReID's jigsaw patch module: its features are the
+    global class token and each part's, which the head (`bnneck` or
+    `pooled`, of all of them) keeps apart, and `emb` weighs each part
+    1 / `jpm`, as TransReID's test features do.
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -57,19 +62,21 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     """
     model, body, _ = assemble(model_name, head_name, embedding_dim, mixed_precision, pooling,
                               last_stride, padding, nested_head,
-                              (input_size, patch_stride, drop_path_rate))
+                              (input_size, patch_stride, drop_path_rate, jpm))
     return model, body
 
 
 def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, last_stride,
-             padding, nested_head, patches=((256, 128), 16, 0.1)):
+             padding, nested_head, patches=((256, 128), 16, 0.1, 0)):
     """`build_model`'s (model, body) and the model of the body's pooled
     features (images -> (B, F)); `patches` holds a transformer's input size,
-    patch stride and stochastic depth."""
+    patch stride, stochastic depth and JPM parts."""
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
-    nets.check_transformer(model_name, pooling, *patches[:2])
+    jpm = patches[3]
+    nets.check_transformer(model_name, pooling, *patches[:2], jpm)
     body = nets.load(model_name, last_stride, padding, *patches)
+    nets.check_jpm_head(model_name, head_name, embedding_dim, jpm)
     head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
     if pooling == 'avg':
@@ -83,6 +90,8 @@ def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, las
         outputs = keras.Model(pooled, head(pooled, embedding_dim), name='head')(features)
     else:
         outputs = head(features, embedding_dim)
+    if jpm:
+        outputs = dict(outputs, emb=PartWeights(jpm, name='part_weights')(outputs['emb']))
     return (keras.Model(images, outputs, name='embedding_model'), body,
             keras.Model(images, features, name='frame_features'))
 
@@ -109,7 +118,7 @@ def build_video(experiment, mixed_precision='off'):
         experiment.model_name, experiment.head_name, experiment.embedding_dim,
         mixed_precision, experiment.pooling, experiment.last_stride, experiment.net_padding,
         before_head, (experiment.net_input_size, experiment.patch_stride,
-                      experiment.drop_path_rate))
+                      experiment.drop_path_rate, experiment.jpm))
     layer = None
     if video:
         layer = temporal.load(experiment.temporal_pooling)

@@ -17,7 +17,6 @@ import numpy as np
 
 from triplet_reid.cli import UserError
 from triplet_reid.models import torch_weights
-from triplet_reid.nets._vit import resize_grid
 from triplet_reid.storage import files
 
 # The largest weights file believed: ViT-L/16 is 1.2 GB in float32.
@@ -67,6 +66,7 @@ def position_embeddings(pos_embed, grid, path):
     count = pos_embed.shape[1] - 1
     if count == grid[0] * grid[1]:
         return pos_embed
+    from triplet_reid.nets._vit import resize_grid
     side = math.isqrt(count)
     if side * side != count:
         raise UserError('`{}` holds position embeddings for {} patches, which is neither the '
@@ -114,7 +114,7 @@ def assign_vit(body, state, path, source):
     for key, array in state.items():
         module, _, part = key.rpartition('.')
         modules.setdefault(module, {})[part] = array
-    for layer in body.layers:
+    for layer in leaf_layers(body):
         if not layer.weights or layer is tokens:
             continue
         module = layer.name.replace('_', '.').replace('patch.embed', 'patch_embed')
@@ -129,7 +129,38 @@ def assign_vit(body, state, path, source):
                         'architecture?'.format(path, module, next(iter(tensors)), body.name))
 
 
+def leaf_layers(model):
+    """The layers of `model` and of the models inside it (JPM's `b2`)."""
+    for layer in model.layers:
+        if hasattr(layer, 'layers'):
+            yield from leaf_layers(layer)
+        else:
+            yield layer
+
+
+def with_jpm_branches(state):
+    """A timm state dict with TransReID's JPM branches `b1` and `b2` made as
+    TransReID makes them from ImageNet weights: each a copy of the last block
+    and of the final norm, which the branches then replace."""
+    last = max((int(key.split('.')[1]) for key in state if key.startswith('blocks.')),
+               default=0)
+    prefix = 'blocks.{}.'.format(last)
+    state = dict(state)
+    for key in [key for key in state if key.startswith((prefix, 'norm.'))]:
+        value = state.pop(key)
+        for branch in ('b1', 'b2'):
+            if key.startswith(prefix):
+                state[branch + '.0.' + key[len(prefix):]] = value
+            else:
+                state[branch + '.1.' + key[len('norm.'):]] = value
+    return state
+
+
 def load_timm_weights(body, path):
     """Initialises the ViT `body` from a timm, DeiT or TransReID-backbone
-    weights file (`.pth`, `.pt`, `.bin` or `.safetensors`)."""
-    assign_vit(body, body_state(read_weights(path), path), path, "timm's ViT")
+    weights file (`.pth`, `.pt`, `.bin` or `.safetensors`); a body with
+    TransReID's JPM starts both branches from the file's last block."""
+    state = body_state(read_weights(path), path)
+    if any(layer.name == 'b2' for layer in body.layers):
+        state = with_jpm_branches(state)
+    assign_vit(body, state, path, "timm's ViT")

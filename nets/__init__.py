@@ -80,11 +80,22 @@ PADDINGS = ('torch', 'keras')
 
 TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16')
 
+# Their widths: the size of each token's features.
+TRANSFORMER_WIDTHS = {'vit_small_16': 384, 'vit_base_16': 768}
+
+# The heads that keep the parts of a JPM transformer's features apart, each
+# part with its own losses.
+JPM_HEADS = ('bnneck', 'pooled')
+
 # A transformer's patch size, and the most tokens it attends over: each
 # image's attention holds tokens² weights a head (TransReID's stride 12 at
 # 384×128 has 311 tokens).
 PATCH_SIZE = 16
 MAX_TOKENS = 4096
+
+# TransReID's jigsaw patch module (--jpm) shifts the patches by this many
+# before shuffling them.
+JPM_SHIFT = 5
 
 
 def check_last_stride(name, last_stride):
@@ -99,16 +110,22 @@ def check_last_stride(name, last_stride):
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
 
 
-def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16):
+def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16, jpm=0):
     """Refuses what the transformer `name` cannot take: another pooling than
     its class token, a patch stride beyond the patch, an input smaller than
-    a patch or cut into more than `MAX_TOKENS` tokens. Other nets pass.
+    a patch or cut into more than `MAX_TOKENS` tokens, more JPM parts than
+    its patches fill (each part takes one at least, after TransReID's shift
+    of `JPM_SHIFT`). Other nets pass, but for JPM, which they cannot take.
 
     Raises:
         cli.UserError naming the flag and what would fit.
     """
     from triplet_reid import cli
     if name not in TRANSFORMER_NETS:
+        if jpm:
+            raise cli.UserError('--jpm cuts a vision transformer\'s tokens into parts; `{}` '
+                                'has none: use it with {}.'.format(
+                                    name, ', '.join(TRANSFORMER_NETS)))
         return
     if pooling != 'avg':
         raise cli.UserError('`{}` takes its class token as the feature; --pooling {} pools a '
@@ -128,25 +145,52 @@ def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=1
                             '(TransReID: 12 or 16) or a smaller input.'.format(
                                 patch_stride, *input_size, rows, columns, rows * columns,
                                 MAX_TOKENS))
+    if jpm and (not isinstance(jpm, int) or jpm < 0 or rows * columns < max(jpm, JPM_SHIFT)):
+        raise cli.UserError('--jpm {} does not fit {}x{} images cut every {} pixels: their {} '
+                            'patches fill at most {} parts (at least {} patches in all, for '
+                            'TransReID\'s shift); use fewer parts (TransReID: 4), a smaller '
+                            'stride or a larger input.'.format(
+                                jpm, *input_size, patch_stride, rows * columns,
+                                rows * columns, JPM_SHIFT))
+
+
+def check_jpm_head(name, head_name, embedding_dim, jpm):
+    """Refuses, for a transformer with `jpm` parts, a head that would mix the
+    parts of its features (the global class token's, then each part's).
+
+    Raises:
+        cli.UserError naming the heads and the embedding size that fit.
+    """
+    from triplet_reid import cli
+    if not jpm or name not in TRANSFORMER_NETS:
+        return
+    width = (1 + jpm) * TRANSFORMER_WIDTHS[name]
+    if head_name not in JPM_HEADS or embedding_dim != width:
+        raise cli.UserError(
+            '--jpm {} embeds the global class token and {} parts of `{}`, {}×{} = {} values, '
+            'each part with its own losses: give --head_name bnneck (TransReID\'s) or pooled '
+            'with --embedding_dim {}.'.format(jpm, jpm, name, 1 + jpm,
+                                              TRANSFORMER_WIDTHS[name], width, width))
 
 
 def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stride=16,
-         drop_path_rate=0.1):
+         drop_path_rate=0.1, jpm=0):
     """The body of the net `name` (see the contract above), with its last
     stage at `last_stride` and, for `PADDING_NETS`, its strided layers
     padding as `padding` says (one of `PADDINGS`; other nets ignore it); a
     transformer's embeddings learnt for `input_size` (height, width) cut
-    every `patch_stride` pixels, with stochastic depth up to `drop_path_rate`.
+    every `patch_stride` pixels, with stochastic depth up to `drop_path_rate`
+    and `jpm` parts of TransReID's jigsaw patch module (0: none).
 
     Raises:
         cli.UserError for a last stride the net cannot take.
     """
     from importlib import import_module
     check_last_stride(name, last_stride)
-    check_transformer(name, 'avg', input_size, patch_stride)
+    check_transformer(name, 'avg', input_size, patch_stride, jpm)
     net = import_module('triplet_reid.nets.' + name)
     if name in TRANSFORMER_NETS:
-        return net.body(tuple(input_size), patch_stride, drop_path_rate)
+        return net.body(tuple(input_size), patch_stride, drop_path_rate, jpm)
     if name in PADDING_NETS:
         return net.body(padding=padding)
     return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

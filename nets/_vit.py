@@ -169,9 +169,10 @@ def gelu(x):
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
 
-def block(x, index, dim, heads, mlp_ratio, qkv_bias, drop_path):
-    """One pre-norm transformer block of timm's ViT (tokens (B, N, D) in and out)."""
-    name = 'blocks_{}_'.format(index)
+def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed):
+    """One pre-norm transformer block of timm's ViT (tokens (B, N, D) in and
+    out), its layers named `name` + timm's module names (`blocks_3_` +
+    `attn_qkv`)."""
     dense = keras.initializers.TruncatedNormal(stddev=0.02)
     y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm1')(x)
     y = keras.layers.Dense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
@@ -179,25 +180,108 @@ def block(x, index, dim, heads, mlp_ratio, qkv_bias, drop_path):
     y = Attention(heads, name=name + 'attn')(y)
     y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
     x = keras.layers.Add(name=name + 'add1')(
-        [x, DropPath(drop_path, seed=2 * index, name=name + 'drop_path1')(y)])
+        [x, DropPath(drop_path, seed=2 * seed, name=name + 'drop_path1')(y)])
     y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm2')(x)
     y = keras.layers.Dense(int(dim * mlp_ratio), kernel_initializer=dense,
                            name=name + 'mlp_fc1')(y)
     y = keras.layers.Activation(gelu, name=name + 'mlp_act')(y)
     y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'mlp_fc2')(y)
     return keras.layers.Add(name=name + 'add2')(
-        [x, DropPath(drop_path, seed=2 * index + 1, name=name + 'drop_path2')(y)])
+        [x, DropPath(drop_path, seed=2 * seed + 1, name=name + 'drop_path2')(y)])
+
+
+def class_token(x, name):
+    """(B, D): the class token of the tokens (B, N, D)."""
+    return keras.layers.Lambda(lambda tokens: tokens[:, 0], name=name)(x)
+
+
+class JigsawPatches(keras.layers.Layer):
+    """TransReID's jigsaw patch module (`shuffle_unit` and the split of
+    `build_transformer_local`): the patch tokens of (B, N, D) shifted by
+    `shift`, shuffled in `groups` (2: the one count TransReID's code takes
+    for any number of patches), cut into `parts` runs of (N - 1) // parts
+    tokens, each after the class token: (B·parts, 1 + (N - 1) // parts, D),
+    the images' parts in turn."""
+
+    def __init__(self, parts, shift=5, groups=2, **kwargs):
+        super().__init__(**kwargs)
+        self.parts, self.shift, self.groups = parts, shift, groups
+
+    def call(self, tokens):
+        batch, count, dim = tf.shape(tokens)[0], tf.shape(tokens)[1], tokens.shape[-1]
+        patches = count - 1
+        shifted = tf.concat([tokens[:, self.shift:], tokens[:, 1:self.shift]], axis=1)
+        # An odd number of patches repeats the last but one, as TransReID does.
+        even = patches + tf.math.floormod(patches, self.groups)
+        shifted = tf.concat([shifted, shifted[:, -2:-1]], axis=1)[:, :even]
+        shuffled = tf.reshape(tf.transpose(tf.reshape(shifted, (batch, self.groups, -1, dim)),
+                                           (0, 2, 1, 3)), (batch, -1, dim))
+        length = patches // self.parts
+        runs = tf.reshape(shuffled[:, :length * self.parts], (batch, self.parts, length, dim))
+        token = tf.tile(tokens[:, None, :1], (1, self.parts, 1, 1))
+        return tf.reshape(tf.concat([token, runs], axis=2), (batch * self.parts, -1, dim))
+
+    def compute_output_shape(self, input_shape):
+        count = input_shape[1]
+        length = None if count is None else 1 + (count - 1) // self.parts
+        batch = None if input_shape[0] is None else input_shape[0] * self.parts
+        return (batch, length, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), 'parts': self.parts, 'shift': self.shift,
+                'groups': self.groups}
+
+
+def jpm_branches(x, parts, dim, heads, mlp_ratio, qkv_bias, drop_path, depth):
+    """TransReID's global branch `b1` and local branch `b2` (each a copy of
+    the last block and the final norm) over the tokens (B, N, D) of the
+    blocks before the last: (B, (1 + parts)·D), the global class token, then
+    each part's, as they are (TransReID weighs the parts 1 / parts at test
+    time, after the head; see `PartWeights`)."""
+    args = (dim, heads, mlp_ratio, qkv_bias, drop_path)
+    y = block(x, 'b1_0_', *args, seed=depth)
+    features = [class_token(keras.layers.LayerNormalization(epsilon=EPSILON, name='b1_1')(y),
+                            'class_token')]
+    tokens = keras.Input((None, dim), name='part_tokens')
+    y = block(tokens, 'b2_0_', *args, seed=depth + 1)
+    y = keras.layers.LayerNormalization(epsilon=EPSILON, name='b2_1')(y)
+    local = keras.Model(tokens, class_token(y, 'b2_class_token'), name='b2')
+    runs = local(JigsawPatches(parts, name='jigsaw')(x))
+    # (B·parts, D) to (B, parts·D), each image's parts in turn.
+    features.append(keras.layers.Lambda(lambda x: tf.reshape(x, (-1, parts * dim)),
+                                        output_shape=(parts * dim,), name='parts')(runs))
+    return keras.layers.Concatenate(name='global_and_parts')(features)
+
+
+class PartWeights(keras.layers.Layer):
+    """TransReID's test-time weighting of a JPM embedding (B, (1 + parts)·D):
+    the global part as it is, each local part divided by `parts`."""
+
+    def __init__(self, parts, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = parts
+
+    def call(self, emb):
+        dim = emb.shape[-1] // (1 + self.parts)
+        weights = np.concatenate([np.ones(dim), np.full(self.parts * dim, 1.0 / self.parts)])
+        return emb * tf.constant(weights, emb.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), 'parts': self.parts}
 
 
 def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_SIZE,
-             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True):
+             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0):
     """A ViT body (see the module's docstring) of `depth` blocks of width
     `dim` with `heads` heads, its position embeddings learnt for images of
     `input_size` (height, width) cut every `patch_stride` pixels; the blocks'
     stochastic depth rises linearly from 0 to `drop_path_rate`, as timm's.
+    With `jpm` parts, the last block and norm are TransReID's JPM branches
+    (`jpm_branches`).
 
     Returns:
-        A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim).
+        A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim), or
+        (B, (1 + jpm)·dim) with JPM.
     """
     images = keras.Input((None, None, 3), name='images')
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name='scale')(images)
@@ -208,8 +292,13 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         kernel_initializer=keras.initializers.RandomNormal(
             stddev=float(np.sqrt(2.0 / (PATCH_SIZE * PATCH_SIZE * dim)))))(x)
     x = Tokens(grid_size(input_size, patch_stride), name='tokens')(x)
-    for index, rate in enumerate(np.linspace(0, drop_path_rate, depth)):
-        x = block(x, index, dim, heads, mlp_ratio, qkv_bias, float(rate))
-    x = keras.layers.LayerNormalization(epsilon=EPSILON, name='norm')(x)
-    features = keras.layers.Lambda(lambda tokens: tokens[:, 0], name='class_token')(x)
+    rates = [float(rate) for rate in np.linspace(0, drop_path_rate, depth)]
+    for index in range(depth - 1 if jpm else depth):
+        x = block(x, 'blocks_{}_'.format(index), dim, heads, mlp_ratio, qkv_bias, rates[index],
+                  seed=index)
+    if jpm:
+        features = jpm_branches(x, jpm, dim, heads, mlp_ratio, qkv_bias, rates[-1], depth)
+    else:
+        x = keras.layers.LayerNormalization(epsilon=EPSILON, name='norm')(x)
+        features = class_token(x, 'class_token')
     return keras.Model(images, features, name=name)

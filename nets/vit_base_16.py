@@ -6,6 +6,7 @@ ImageNet weights: timm's or DeiT's `.pth` or `.safetensors` files, through
 from triplet_reid.nets._vit import vit_body
 
 
-def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1):
-    return vit_body('vit_base_16', 768, 12, 12, input_size, patch_stride, drop_path_rate)
+def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1, jpm=0):
+    return vit_body('vit_base_16', 768, 12, 12, input_size, patch_stride, drop_path_rate,
+                    jpm=jpm)
 

@@ -650,7 +650,9 @@ def test_a_refused_override_and_killed_saves_leave_nothing_behind(tmp_path, tiny
                                         ('val_query', {'a': 1}), ('image_root', [5]),
                                         ('train_iterations', '30'), ('batch_p', '18'),
                                         ('embedding_dim', ' 1e1'), ('model_name', None),
-                                        ('head_name', None), ('batch_p', None)])
+                                        ('head_name', None), ('batch_p', None),
+                                        ('jpm', -1), ('jpm', 2.0), ('patch_stride', 99),
+                                        ('optimizer', 'lion')])
 def test_stored_arguments_of_a_wrong_type_are_refused(tmp_path, tiny_dataset, key, value):
     from triplet_reid import embed
     csv_path, image_root = tiny_dataset

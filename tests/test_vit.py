@@ -310,3 +310,77 @@ def test_transformer_flags_for_another_net_are_refused(tmp_path, tiny_dataset):
     with pytest.raises(cli.UserError, match=r'class token'):
         train.main(argv)
     assert not (tmp_path / 'exp').exists()
+
+
+def transreid_shuffle(tokens, shift=5, groups=2):
+    """TransReID's shuffle_unit in NumPy: (B, N, D) to the shuffled patches."""
+    x = np.concatenate([tokens[:, shift:], tokens[:, 1:shift]], 1)
+    if x.shape[1] % groups:
+        x = np.concatenate([x, x[:, -2:-1]], 1)
+    b, _, d = x.shape
+    return x.reshape(b, groups, -1, d).transpose(0, 2, 1, 3).reshape(b, -1, d)
+
+
+@pytest.mark.parametrize('count, parts', [(129, 4), (211, 4), (12, 3), (7, 2)])
+def test_the_jigsaw_patches_are_transreid_s(count, parts):
+    tokens = np.random.default_rng(count).normal(size=(2, count, 5)).astype(np.float32)
+    found = _vit.JigsawPatches(parts)(tokens).numpy().reshape(2, parts, -1, 5)
+    shuffled = transreid_shuffle(tokens)
+    length = (count - 1) // parts
+    for k in range(parts):
+        np.testing.assert_array_equal(found[:, k, 0], tokens[:, 0])
+        np.testing.assert_array_equal(found[:, k, 1:], shuffled[:, k * length:(k + 1) * length])
+
+
+def test_a_jpm_body_starts_both_branches_from_the_last_block(tmp_path):
+    rng = np.random.default_rng(8)
+    state = timm_state(rng, grid=(4, 2))
+    save_file(dict(state), str(tmp_path / 'vit.safetensors'))
+    plain, jpm = small_body(), _vit.vit_body('vit_test', DIM, DEPTH, HEADS, (64, 32), 16, 0.0,
+                                             jpm=2)
+    for body in (plain, jpm):
+        vit_weights.load_timm_weights(body, str(tmp_path / 'vit.safetensors'))
+    images = rng.uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    features = jpm(images).numpy()
+    assert features.shape == (2, 3 * DIM)
+    np.testing.assert_allclose(features[:, :DIM], plain(images).numpy(), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(features[:, DIM:2 * DIM], features[:, :DIM], atol=1e-3)
+
+
+def test_the_jpm_embedding_weighs_each_part_by_their_number():
+    from triplet_reid.models.build import build_model
+    model, body = build_model('vit_small_16', 'pooled', 3 * 384, input_size=(64, 32), jpm=2)
+    images = np.random.default_rng(9).uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    features, emb = body(images).numpy(), model(images)['emb'].numpy()
+    np.testing.assert_allclose(emb[:, :384], features[:, :384], rtol=1e-6)
+    np.testing.assert_allclose(emb[:, 384:], features[:, 384:] / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name, head, dim, jpm, input_size, match', [
+    ('tiny', 'bnneck', 1024, 4, (64, 32), r'--jpm cuts a vision transformer'),
+    ('vit_small_16', 'fc1024', 1920, 4, (64, 32), r'give --head_name bnneck .* 1920'),
+    ('vit_small_16', 'bnneck', 384, 4, (64, 32), r'5×384 = 1920 values'),
+    ('vit_small_16', 'bnneck', 3 * 384, 2, (32, 32), r'their 4 patches fill'),
+    ('vit_small_16', 'bnneck', 10 * 384, 9, (64, 32), r'--jpm 9 does not fit'),
+])
+def test_what_jpm_cannot_take_is_refused(name, head, dim, jpm, input_size, match):
+    from triplet_reid.models.build import build_model
+    refused(match, build_model, name, head, dim, input_size=input_size, jpm=jpm)
+
+
+def test_jpm_trains_each_part_with_its_losses(tmp_path, tiny_dataset):
+    from triplet_reid import train
+    from triplet_reid.training import step
+    from conftest import base_args
+    assert step.part_mean([np.float32(2), np.float32(4), np.float32(8)], 2) == 4.0
+    csv_path, image_root = tiny_dataset
+    root = str(tmp_path / 'exp')
+    argv = base_args(root, csv_path, image_root, 2, '--head_name', 'bnneck', '--embedding_dim',
+                     str(3 * 384), '--id_loss_weight', '1', '--jpm', '2',
+                     '--net_input_height', '48', '--net_input_width', '32')
+    argv[argv.index('tiny')] = 'vit_small_16'
+    assert train.main(argv) == 0
+    import json
+    import os
+    with open(os.path.join(root, 'args.json')) as f:
+        assert json.load(f)['jpm'] == 2

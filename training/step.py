@@ -63,24 +63,51 @@ def trainable_variables(model, extras):
                                         for variable in extras[name].trainable_variables]
 
 
+def jpm_parts(args):
+    """The parts of TransReID's jigsaw patch module that the model's features
+    hold beside the global one (0: none). train.py's arguments hold --jpm;
+    the `StepSettings` records of the benchmarks train no JPM."""
+    return getattr(args, 'jpm', 0)
+
+
+def part_mean(values, parts):
+    """TransReID's weighting of a JPM loss (each (b,), the global part's
+    first): half the global part's, half the mean of the others'."""
+    if not parts:
+        return values[0]
+    return 0.5 * values[0] + 0.5 * tf.add_n(values[1:]) / parts
+
+
+def identity_loss(features, kernel, labels, args):
+    """(b,) the identity loss of --id_loss on `features` (b, D) with the
+    classifier's `kernel` (D, C)."""
+    margin_softmax = loss.ID_LOSSES[args.id_loss]
+    if margin_softmax is None:
+        logits = tf.matmul(features, kernel)
+    else:
+        logits = margin_softmax(
+            loss.cosine_logits(features, kernel), labels, args.id_scale,
+            loss.ID_MARGINS[args.id_loss] if args.id_margin is None else args.id_margin)
+    return loss.identity_loss(logits, labels, args.label_smoothing)
+
+
 def auxiliary_losses(extras, endpoints, emb, labels, args, proxies=None):
     """The per-image identity, center and memory losses that are on: {name:
-    (b,)}; `proxies` (b,) are the crops' rows of a memory of camera proxies."""
+    (b,)}; `proxies` (b,) are the crops' rows of a memory of camera proxies.
+    With JPM each part has its own identity classifier (its rows of the
+    classifier's kernel), weighted as TransReID weighs them (`part_mean`)."""
     terms = {}
     if 'classifier' in extras:
         # Before any L2 normalisation: a softmax over unit vectors would need a
         # temperature to reach confident logits, and learns nothing without one.
         # The margin softmaxes normalise both sides and bring their own scale.
         features = tf.cast(endpoints['emb_raw'], tf.float32)
-        margin_softmax = loss.ID_LOSSES[args.id_loss]
-        if margin_softmax is None:
-            logits = extras['classifier'](features)
-        else:
-            logits = margin_softmax(
-                loss.cosine_logits(features, extras['classifier'].kernel), labels,
-                args.id_scale, loss.ID_MARGINS[args.id_loss] if args.id_margin is None
-                else args.id_margin)
-        terms['id_loss'] = loss.identity_loss(logits, labels, args.label_smoothing)
+        parts = jpm_parts(args)
+        kernel = extras['classifier'].kernel
+        terms['id_loss'] = part_mean([
+            identity_loss(f, k, labels, args) for f, k in zip(
+                tf.split(features, 1 + parts, axis=-1), tf.split(kernel, 1 + parts, axis=0))],
+            parts)
     if 'centers' in extras:
         terms['center_loss'] = loss.center_loss(emb, extras['centers'], labels)
     if 'memory' in extras and args.memory_loss_weight:
@@ -128,10 +155,16 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
                 batch_labels = distributed.all_gather(labels)
                 anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
                     tf.shape(emb)[0])
-            dists = loss.cdist(emb, batch_emb, metric=args.metric)
             # Losses that draw at random draw from the step, so resuming redraws the same.
-            losses = loss_fn(dists, batch_labels, args.margin, anchors=anchors,
-                             seed=sampler.stream_seed(args.seed, 4, step))
+            # With JPM each part has its own triplet loss; the global part's
+            # distances are the ones monitored.
+            parts = jpm_parts(args)
+            each = [loss.cdist(a, b, metric=args.metric) for a, b in zip(
+                tf.split(emb, 1 + parts, axis=-1), tf.split(batch_emb, 1 + parts, axis=-1))]
+            dists = each[0]
+            losses = part_mean([loss_fn(d, batch_labels, args.margin, anchors=anchors,
+                                        seed=sampler.stream_seed(args.seed, 4, step))
+                                for d in each], parts)
             terms = auxiliary_losses(extras, endpoints, emb, labels, args, proxies)
             total = tf.add_n([args.triplet_loss_weight * tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
