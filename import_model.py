@@ -18,7 +18,9 @@ OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0), or torchreid's ResNet-50
 fc_bn_relu head). A fast-reid checkpoint
 comes with the YAML config it was trained with (--config, whose `_BASE_`
 files are read beside it): BoT, AGW and SBS models on ResNet-50 or -101,
-with or without IBN-a and non-local blocks (the fastreid_* nets). Files are
+with or without IBN-a and non-local blocks (the fastreid_* nets). A TransReID
+checkpoint comes with its config too: ViT-B/16 or DeiT-S/16 at any stride,
+with or without its jigsaw patch module (vit_base_16, vit_small_16). Files are
 read as data: PyTorch is not needed, nothing in the weights is run (a
 pickle that names anything but tensors is refused) and the config is read
 by YAML's safe loader.
@@ -32,7 +34,7 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.models import fastreid, zoo
+from triplet_reid.models import fastreid, transreid, zoo
 from triplet_reid.cli import startup
 from triplet_reid.nets import PADDING_NETS
 
@@ -43,13 +45,14 @@ parser.add_argument(
     help='A torchreid state dict (OSNet or ResNet-50; .pth or .pt; a plain state dict or a '
          'training checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
          'osnet_x0_25_msmt17.pth from torchreid\'s model zoo, or a fast-reid checkpoint '
-         '(holding `model`) with --config.')
+         '(holding `model`) or a TransReID one (its model\'s state dict) with --config.')
 
 parser.add_argument(
     '--config', default=None,
-    help='The fast-reid YAML config that --weights was trained with, such as '
+    help='The fast-reid or TransReID YAML config that --weights was trained with, such as '
          'configs/Market1501/sbs_R50-ibn.yml of fast-reid\'s repository (with the files its '
-         '`_BASE_` names, at their places relative to it). Only for fast-reid\'s models.')
+         '`_BASE_` names, at their places relative to it) or configs/Market/vit_jpm.yml of '
+         'TransReID\'s. Only for fast-reid\'s and TransReID\'s models.')
 
 parser.add_argument(
     '--experiment_root', required=True,
@@ -69,7 +72,10 @@ def main(argv=None):
         parser.error("--model_name names torchreid's OSNets; a fast-reid model's net comes "
                      'from its --config')
     startup.quiet_tensorflow()
-    if args.config is not None:
+    if args.config is not None and transreid.is_transreid_config(
+            fastreid.read_config(args.config)):
+        stored = transreid.import_transreid(args.weights, args.config, args.experiment_root)
+    elif args.config is not None:
         stored = fastreid.import_fastreid(args.weights, args.config, args.experiment_root)
     else:
         stored = zoo.import_torchreid(args.weights, args.experiment_root, args.model_name)

@@ -98,28 +98,29 @@ class FastReidModel:
 def read_yaml(path):
     """The mapping of one YAML file, read as data."""
     import yaml
-    files.check_regular(path, 'the config', "pass fast-reid's YAML config of the model")
+    files.check_regular(path, 'the config', 'pass the YAML config of the model '
+                        "(fast-reid's or TransReID's)")
     try:
         with open(path, 'rb') as f:
             text = f.read(MAX_CONFIG_BYTES + 1)
         if len(text) > MAX_CONFIG_BYTES:
-            raise UserError('`{}` holds more than {} KiB; a fast-reid config is a few lines.'
+            raise UserError('`{}` holds more than {} KiB; a model\'s config is a few lines.'
                             .format(path, MAX_CONFIG_BYTES >> 10))
         data = yaml.safe_load(text.decode('utf-8'))
     except OSError as e:
         raise UserError('cannot read `{}`: {}.'.format(path, e.strerror or e))
     except UnicodeDecodeError:
-        raise UserError('`{}` is not text; pass fast-reid\'s YAML config.'.format(path))
+        raise UserError('`{}` is not text; pass the YAML config of the model.'.format(path))
     except RecursionError:
-        raise UserError('`{}` nests its settings deeper than any config; pass fast-reid\'s YAML '
-                        'config.'.format(path))
+        raise UserError('`{}` nests its settings deeper than any config; pass the YAML config '
+                        'of the model.'.format(path))
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         raise UserError('`{}` is not valid YAML{}: {}.'.format(
             path, '' if mark is None else ' (line {})'.format(mark.line + 1),
             getattr(e, 'problem', None) or e))
     if not isinstance(data, dict):
-        raise UserError('`{}` holds no mapping of settings; pass fast-reid\'s YAML config.'
+        raise UserError('`{}` holds no mapping of settings; pass the YAML config of the model.'
                         .format(path))
     check_size(data, path)
     return data
@@ -150,8 +151,8 @@ def check_size(settings, path, merged=False):
     except RecursionError:
         count, depth = 0, MAX_CONFIG_DEPTH + 1
     if count > MAX_CONFIG_VALUES or depth > MAX_CONFIG_DEPTH:
-        raise UserError('`{}`{} holds {}; a fast-reid config holds a few hundred settings, a few '
-                        'levels deep. Pass fast-reid\'s YAML config.'.format(
+        raise UserError('`{}`{} holds {}; a model\'s config holds a few hundred settings, a few '
+                        'levels deep. Pass the YAML config of the model.'.format(
                             path, ' with its `_BASE_` files' if merged else '',
                             'settings nested deeper than {} levels'.format(
                                 MAX_CONFIG_DEPTH) if depth > MAX_CONFIG_DEPTH else
@@ -199,14 +200,16 @@ def read_config(path):
     return settings
 
 
-def setting(settings, key, path):
-    """The config's value of `key` (dotted, as `MODEL.BACKBONE.DEPTH`), or fast-reid's default."""
+def setting(settings, key, path, defaults=None):
+    """The config's value of `key` (dotted, as `MODEL.BACKBONE.DEPTH`), or
+    the default of `defaults` (fast-reid's `DEFAULTS` unless given)."""
+    defaults = DEFAULTS if defaults is None else defaults
     value = settings
     for part in key.split('.'):
         if not isinstance(value, dict) or part not in value:
-            return DEFAULTS[key]
+            return defaults[key]
         value = value[part]
-    expected = type(DEFAULTS[key])
+    expected = type(defaults[key])
     # A number where the import needs a whole one (a dimension, a stride)
     # would reach Keras as a float.
     if isinstance(value, bool) != (expected is bool) or not isinstance(

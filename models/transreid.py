@@ -1,0 +1,197 @@
+"""Trained models of TransReID (damo-cv/TransReID) as experiments of this project.
+
+TransReID saves its model's state dict: the ViT backbone under `base.`, its
+BNNeck `bottleneck` and classifier, and with its jigsaw patch module (JPM)
+the branches `b1` (global) and `b2` (local) and one BNNeck and classifier a
+part. Its YAML config says what was built: the backbone
+(MODEL.TRANSFORMER_TYPE), the patch stride (MODEL.STRIDE_SIZE), JPM
+(MODEL.JPM, with MODEL.DEVIDE_LENGTH parts), the test size and which
+features it tests with (TEST.NECK_FEAT: `before` or `after` the BNNeck,
+each part weighted 1 / parts; TEST.FEAT_NORM: cosine distance). The import
+builds the same model (`vit_small_16` or `vit_base_16`, JPM as --jpm, head
+`bnneck` or `pooled`), maps the weights by name and writes an experiment
+root; the file is read as data, the config by YAML's safe loader.
+
+What does not import yet is refused by name: the camera and view embedding
+(SIE), TransReID's own ViT-Small (768 wide, 8 blocks, a scale of its own),
+its ResNet-50, and statistics or JPM settings other than its defaults.
+"""
+
+import os
+
+import numpy as np
+
+from triplet_reid.cli import UserError
+from triplet_reid.experiment import Experiment
+from triplet_reid.models import fastreid, torch_weights, vit_weights, zoo
+
+# TransReID's defaults (config/defaults.py) of the settings read here.
+DEFAULTS = {
+    'MODEL.NAME': 'resnet50',
+    'MODEL.TRANSFORMER_TYPE': 'None',
+    'MODEL.STRIDE_SIZE': [16, 16],
+    'MODEL.DROP_PATH': 0.1,
+    'MODEL.JPM': False,
+    'MODEL.RE_ARRANGE': True,
+    'MODEL.SHIFT_NUM': 5,
+    'MODEL.SHUFFLE_GROUP': 2,
+    'MODEL.DEVIDE_LENGTH': 4,
+    'MODEL.SIE_CAMERA': False,
+    'MODEL.SIE_VIEW': False,
+    'MODEL.NECK': 'bnneck',
+    'INPUT.SIZE_TRAIN': [384, 128],
+    'INPUT.SIZE_TEST': [384, 128],
+    'INPUT.PIXEL_MEAN': [0.485, 0.456, 0.406],
+    'INPUT.PIXEL_STD': [0.229, 0.224, 0.225],
+    'TEST.NECK_FEAT': 'after',
+    'TEST.FEAT_NORM': 'yes',
+}
+
+# TransReID's backbones by the name its configs give them.
+NETS = {'vit_base_patch16_224_TransReID': 'vit_base_16',
+        'deit_base_patch16_224_TransReID': 'vit_base_16',
+        'deit_small_patch16_224_TransReID': 'vit_small_16'}
+
+# The blocks of every backbone that imports (ViT-B/16, DeiT-S/16).
+DEPTH = 12
+
+# What a TransReID state dict holds that the embedding does not use: the
+# classifiers, the backbone's own, the batch norms' step counts.
+IGNORED = ('classifier', 'base.fc.')
+
+
+def is_transreid_config(settings):
+    """Whether the settings of a YAML config are TransReID's (a
+    `MODEL.TRANSFORMER_TYPE`, or its `transformer` model) rather than fast-reid's."""
+    model = settings.get('MODEL')
+    return isinstance(model, dict) and ('TRANSFORMER_TYPE' in model or
+                                        model.get('NAME') == 'transformer')
+
+
+def experiment_of_config(settings, path):
+    """(Experiment, metric) of a TransReID config's `settings`.
+
+    Raises:
+        UserError naming the setting that this project does not build.
+    """
+    def get(key):
+        return fastreid.setting(settings, key, path, DEFAULTS)
+
+    def refuse(key, what):
+        raise UserError('`{}` sets {} to `{}`: {}.'.format(path, key, fastreid.shown(get(key)),
+                                                          what))
+
+    if get('MODEL.NAME') != 'transformer':
+        refuse('MODEL.NAME', "TransReID's ResNet-50 does not import; its transformers do")
+    if get('MODEL.TRANSFORMER_TYPE') not in NETS:
+        refuse('MODEL.TRANSFORMER_TYPE', 'what imports is {}{}'.format(
+            ', '.join(NETS), " (TransReID's own vit_small is 768 wide and 8 blocks deep, a "
+                             "shape of its own, which this project does not build)"
+            if get('MODEL.TRANSFORMER_TYPE') == 'vit_small_patch16_224_TransReID' else ''))
+    for key in ('MODEL.SIE_CAMERA', 'MODEL.SIE_VIEW'):
+        if get(key):
+            refuse(key, 'the side information embedding (SIE) needs each image\'s camera or '
+                        'view at test time, which this project does not build yet')
+    for key, wanted in (('MODEL.SHIFT_NUM', 5), ('MODEL.SHUFFLE_GROUP', 2),
+                        ('MODEL.RE_ARRANGE', True), ('MODEL.NECK', 'bnneck'),
+                        ('TEST.NECK_FEAT', ('before', 'after')),
+                        ('TEST.FEAT_NORM', ('yes', 'no'))):
+        if get(key) not in (wanted if isinstance(wanted, tuple) else (wanted,)):
+            refuse(key, 'what imports is {}'.format(wanted))
+    for key in ('INPUT.PIXEL_MEAN', 'INPUT.PIXEL_STD'):
+        if list(get(key)) != [0.5, 0.5, 0.5]:
+            refuse(key, 'what imports is [0.5, 0.5, 0.5], as every TransReID config gives')
+    stride = get('MODEL.STRIDE_SIZE')
+    if len(stride) != 2 or stride[0] != stride[1] or not isinstance(stride[0], int):
+        refuse('MODEL.STRIDE_SIZE', 'what imports is one whole stride for both axes')
+    size = get('INPUT.SIZE_TEST')
+    if list(get('INPUT.SIZE_TRAIN')) != list(size) or len(size) != 2 or not all(
+            isinstance(side, int) for side in size):
+        refuse('INPUT.SIZE_TEST', "TransReID tests at its training size (INPUT.SIZE_TRAIN), "
+                                  'two whole numbers')
+    net = NETS[get('MODEL.TRANSFORMER_TYPE')]
+    parts = get('MODEL.DEVIDE_LENGTH') if get('MODEL.JPM') else 0
+    from triplet_reid import nets
+    width = nets.TRANSFORMER_WIDTHS[net] * (1 + parts)
+    head = 'bnneck' if get('TEST.NECK_FEAT') == 'after' else 'pooled'
+    experiment = Experiment(net, head, width, 'avg', 2, 'torch', size[0], size[1], size[0],
+                            size[1], antialias=True, accurate_jpeg=True,
+                            patch_stride=stride[0], drop_path_rate=float(get('MODEL.DROP_PATH')),
+                            jpm=parts)
+    nets.check_transformer(net, 'avg', tuple(size), stride[0], parts)
+    return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean'
+
+
+def body_state(state, experiment):
+    """The tensors of the backbone and, with JPM, its branches, by timm's
+    names: `base.` taken off, the backbone's last block and norm left out
+    with JPM (TransReID keeps them in the file, but its JPM model runs its
+    branches instead)."""
+    last = 'base.blocks.{}.'.format(DEPTH - 1)
+    body = {}
+    for key, value in state.items():
+        if key.startswith(IGNORED) or key.endswith('num_batches_tracked'):
+            continue
+        if key.startswith('base.'):
+            if experiment.jpm and key.startswith((last, 'base.norm.')):
+                continue
+            body[key[len('base.'):]] = value
+        elif key.startswith(('b1.', 'b2.')):
+            body[key] = value
+    return body
+
+
+def neck_state(state, experiment, path):
+    """The BNNeck's tensors of the head (`bottleneck`, and with JPM each
+    part's `bottleneck_k` after it, as one batch norm over all the parts)."""
+    names = ['bottleneck'] + ['bottleneck_{}'.format(k) for k in range(1, experiment.jpm + 1)]
+    neck = {}
+    for part in ('weight', 'bias', 'running_mean', 'running_var'):
+        missing = [name for name in names if name + '.' + part not in state]
+        if missing:
+            raise UserError('`{}` lacks `{}.{}`; is it the checkpoint of this config?'.format(
+                path, missing[0], part))
+        neck[part] = np.concatenate([state[name + '.' + part] for name in names])
+    return neck
+
+
+def import_transreid(path, config, experiment_root):
+    """Writes the TransReID checkpoint `path`, made by the config file
+    `config`, as the experiment root `experiment_root`, which must not exist
+    yet: it appears whole or not at all.
+
+    Returns:
+        The experiment's arguments (as stored in `args.json`).
+
+    Raises:
+        UserError for a config this project cannot build, a file that is not
+        the checkpoint of that config, or a root that exists.
+    """
+    from triplet_reid.models.build import build_experiment, check_weight_values
+
+    zoo.check_new_root(experiment_root)
+    experiment, metric = experiment_of_config(fastreid.read_config(config), config)
+    state = torch_weights.read_state_dict(path)
+    if not any(key.startswith('base.') for key in state):
+        raise UserError('`{}` is not a TransReID checkpoint: it has no `base.` weights.'.format(
+            path))
+    check_weight_values(state.items(), path)
+    classifier = state.get('classifier.weight')
+    model, body = build_experiment(experiment)
+    source = "TransReID's {} of `{}`".format(experiment.model_name, config)
+    tokens = body.get_layer('tokens')
+    count = state.get('base.pos_embed', np.zeros((1, 1, 1))).shape[1] - 1
+    if count != tokens.grid[0] * tokens.grid[1]:
+        raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
+                        'grid of them; is it the checkpoint of this config?'.format(
+                            path, count, config, *tokens.grid))
+    vit_weights.assign_vit(body, body_state(state, experiment), path, source)
+    if experiment.head_name == 'bnneck':
+        layer = model.get_layer('emb')
+        layer.set_weights([np.asarray(a, np.float32) for a in torch_weights.keras_weights(
+            layer, neck_state(state, experiment, path), path, 'bottleneck', source)])
+    args = zoo.experiment_arguments(
+        experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
+        imported_config=os.path.abspath(config))
+    zoo.write_experiment(experiment_root, model, body, args)
+    return args
