@@ -197,7 +197,10 @@ def assign_body_weights(model_name, body, path):
         UserError when the file is missing or holds no matching weights.
     """
     if model_name in nets.TRANSFORMER_NETS and path.endswith(VIT_FILES):
-        vit_weights.load_timm_weights(body, path)
+        if model_name.startswith('clip_'):
+            vit_weights.load_clip_weights(body, path)
+        else:
+            vit_weights.load_timm_weights(body, path)
         return
     if path == 'imagenet' or path.endswith(('.h5', '.keras')):
         net = import_module('triplet_reid.nets.' + model_name)

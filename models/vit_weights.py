@@ -117,7 +117,8 @@ def assign_vit(body, state, path, source):
     for layer in leaf_layers(body):
         if not layer.weights or layer is tokens:
             continue
-        module = layer.name.replace('_', '.').replace('patch.embed', 'patch_embed')
+        module = layer.name.replace('_', '.').replace('patch.embed', 'patch_embed').replace(
+            'norm.pre', 'norm_pre')
         if module not in modules:
             raise UserError('`{}` lacks the weights of `{}`; is it a state dict of {} with '
                             '{} blocks?'.format(path, module, source, body.name))
@@ -154,6 +155,78 @@ def with_jpm_branches(state):
             else:
                 state[branch + '.1.' + key[len('norm.'):]] = value
     return state
+
+
+# CLIP's image encoder by the names of OpenAI's and open_clip's state dicts,
+# and of Hugging Face's, as (pattern, timm's name).
+CLIP_NAMES = (
+    (r'conv1\.weight', 'patch_embed.proj.weight'),
+    (r'ln_pre\.', 'norm_pre.'),
+    (r'ln_post\.', 'norm.'),
+    (r'transformer\.resblocks\.(\d+)\.ln_1\.', r'blocks.\1.norm1.'),
+    (r'transformer\.resblocks\.(\d+)\.ln_2\.', r'blocks.\1.norm2.'),
+    (r'transformer\.resblocks\.(\d+)\.attn\.in_proj_', r'blocks.\1.attn.qkv.'),
+    (r'transformer\.resblocks\.(\d+)\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    (r'transformer\.resblocks\.(\d+)\.mlp\.c_fc\.', r'blocks.\1.mlp.fc1.'),
+    (r'transformer\.resblocks\.(\d+)\.mlp\.c_proj\.', r'blocks.\1.mlp.fc2.'),
+    (r'embeddings\.patch_embedding\.weight', 'patch_embed.proj.weight'),
+    (r'pre_layrnorm\.', 'norm_pre.'),
+    (r'post_layernorm\.', 'norm.'),
+    (r'encoder\.layers\.(\d+)\.layer_norm1\.', r'blocks.\1.norm1.'),
+    (r'encoder\.layers\.(\d+)\.layer_norm2\.', r'blocks.\1.norm2.'),
+    (r'encoder\.layers\.(\d+)\.self_attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    (r'encoder\.layers\.(\d+)\.mlp\.', r'blocks.\1.mlp.'),
+)
+
+# The image encoder's prefix in the files of a whole CLIP (OpenAI's and
+# open_clip's `visual.`, Hugging Face's `vision_model.`, CLIP-ReID's
+# `image_encoder.`), whose text tower is left out.
+CLIP_PREFIXES = ('visual.', 'vision_model.', 'image_encoder.')
+
+
+def clip_state(state, path):
+    """A CLIP image encoder's state dict by timm's names: the class and
+    position embeddings as timm shapes them, Hugging Face's separate query,
+    key and value projections as one, CLIP's projection to the text space
+    left out."""
+    import re
+    prefix = next((p for p in CLIP_PREFIXES if any(k.startswith(p) for k in state)), '')
+    state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+    found = {}
+    for key, value in state.items():
+        if key in ('proj', 'class_embedding', 'positional_embedding') or key.startswith(
+                ('embeddings.class_embedding', 'embeddings.position_embedding')):
+            continue
+        name = key
+        for pattern, replacement in CLIP_NAMES:
+            name = re.sub('^' + pattern, replacement, name)
+        found[name] = value
+    cls = state.get('class_embedding', state.get('embeddings.class_embedding'))
+    position = state.get('positional_embedding',
+                         state.get('embeddings.position_embedding.weight'))
+    if cls is None or position is None:
+        raise UserError('`{}` holds no CLIP image encoder (no class and position embeddings); '
+                        "is it CLIP's ViT-B/16?".format(path))
+    found['cls_token'] = np.asarray(cls).reshape(1, 1, -1)
+    found['pos_embed'] = np.asarray(position)[None]
+    for index in sorted({int(k.split('.')[2]) for k in state
+                         if k.startswith('encoder.layers.') and '.self_attn.q_proj.' in k}):
+        block = 'encoder.layers.{}.self_attn.'.format(index)
+        for part in ('weight', 'bias'):
+            qkv = [found.pop(block + name + '_proj.' + part, None) for name in 'qkv']
+            if all(value is not None for value in qkv):
+                found['blocks.{}.attn.qkv.{}'.format(index, part)] = np.concatenate(qkv)
+    return found
+
+
+def load_clip_weights(body, path):
+    """Initialises a CLIP ViT body from CLIP's image encoder in a file of
+    OpenAI's, open_clip's, Hugging Face's or CLIP-ReID's (`.pth`, `.pt`,
+    `.bin` or `.safetensors`)."""
+    state = clip_state(read_weights(path), path)
+    if any(layer.name == 'b2' for layer in body.layers):
+        state = with_jpm_branches(state)
+    assign_vit(body, state, path, "CLIP's ViT-B/16 image encoder")
 
 
 def load_timm_weights(body, path):

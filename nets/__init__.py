@@ -65,6 +65,7 @@ NET_CHOICES = (
     'torchreid_resnet50',
     'vit_small_16',
     'vit_base_16',
+    'clip_vit_base_16',
 )
 
 # fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
@@ -78,10 +79,10 @@ PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain'
 
 PADDINGS = ('torch', 'keras')
 
-TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16')
+TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16', 'clip_vit_base_16')
 
 # Their widths: the size of each token's features.
-TRANSFORMER_WIDTHS = {'vit_small_16': 384, 'vit_base_16': 768}
+TRANSFORMER_WIDTHS = {'vit_small_16': 384, 'vit_base_16': 768, 'clip_vit_base_16': 768}
 
 # The heads that keep the parts of a JPM transformer's features apart, each
 # part with its own losses.

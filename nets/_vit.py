@@ -25,8 +25,9 @@ import tensorflow as tf
 
 from triplet_reid.nets import PATCH_SIZE
 
-# timm's and TransReID's layer norm epsilon for ViTs.
+# timm's and TransReID's layer norm epsilon for ViTs, and CLIP's (PyTorch's default).
 EPSILON = 1e-6
+CLIP_EPSILON = 1e-5
 
 
 def grid_size(input_size, patch_stride):
@@ -162,6 +163,11 @@ class DropPath(keras.layers.Layer):
         return {**super().get_config(), 'rate': self.rate}
 
 
+def quick_gelu(x):
+    """CLIP's activation (OpenAI's models and CLIP-ReID's): x·σ(1.702·x)."""
+    return x * tf.sigmoid(1.702 * x)
+
+
 def gelu(x):
     """The exact GELU, x·Φ(x), as PyTorch's nn.GELU, written with erf, which
     ONNX has and TensorFlow Lite turns into its GELU (Keras' and
@@ -169,22 +175,24 @@ def gelu(x):
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
 
-def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed):
+def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed, clip=False):
     """One pre-norm transformer block of timm's ViT (tokens (B, N, D) in and
     out), its layers named `name` + timm's module names (`blocks_3_` +
-    `attn_qkv`)."""
+    `attn_qkv`); with `clip`, CLIP's (its layer norms' epsilon and its
+    activation)."""
     dense = keras.initializers.TruncatedNormal(stddev=0.02)
-    y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm1')(x)
+    epsilon = CLIP_EPSILON if clip else EPSILON
+    y = keras.layers.LayerNormalization(epsilon=epsilon, name=name + 'norm1')(x)
     y = keras.layers.Dense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
                            name=name + 'attn_qkv')(y)
     y = Attention(heads, name=name + 'attn')(y)
     y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
     x = keras.layers.Add(name=name + 'add1')(
         [x, DropPath(drop_path, seed=2 * seed, name=name + 'drop_path1')(y)])
-    y = keras.layers.LayerNormalization(epsilon=EPSILON, name=name + 'norm2')(x)
+    y = keras.layers.LayerNormalization(epsilon=epsilon, name=name + 'norm2')(x)
     y = keras.layers.Dense(int(dim * mlp_ratio), kernel_initializer=dense,
                            name=name + 'mlp_fc1')(y)
-    y = keras.layers.Activation(gelu, name=name + 'mlp_act')(y)
+    y = keras.layers.Activation(quick_gelu if clip else gelu, name=name + 'mlp_act')(y)
     y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'mlp_fc2')(y)
     return keras.layers.Add(name=name + 'add2')(
         [x, DropPath(drop_path, seed=2 * seed + 1, name=name + 'drop_path2')(y)])
@@ -232,19 +240,20 @@ class JigsawPatches(keras.layers.Layer):
                 'groups': self.groups}
 
 
-def jpm_branches(x, parts, dim, heads, mlp_ratio, qkv_bias, drop_path, depth):
+def jpm_branches(x, parts, dim, heads, mlp_ratio, qkv_bias, drop_path, depth, clip=False):
     """TransReID's global branch `b1` and local branch `b2` (each a copy of
     the last block and the final norm) over the tokens (B, N, D) of the
     blocks before the last: (B, (1 + parts)·D), the global class token, then
     each part's, as they are (TransReID weighs the parts 1 / parts at test
     time, after the head; see `PartWeights`)."""
     args = (dim, heads, mlp_ratio, qkv_bias, drop_path)
-    y = block(x, 'b1_0_', *args, seed=depth)
-    features = [class_token(keras.layers.LayerNormalization(epsilon=EPSILON, name='b1_1')(y),
+    epsilon = CLIP_EPSILON if clip else EPSILON
+    y = block(x, 'b1_0_', *args, seed=depth, clip=clip)
+    features = [class_token(keras.layers.LayerNormalization(epsilon=epsilon, name='b1_1')(y),
                             'class_token')]
     tokens = keras.Input((None, dim), name='part_tokens')
-    y = block(tokens, 'b2_0_', *args, seed=depth + 1)
-    y = keras.layers.LayerNormalization(epsilon=EPSILON, name='b2_1')(y)
+    y = block(tokens, 'b2_0_', *args, seed=depth + 1, clip=clip)
+    y = keras.layers.LayerNormalization(epsilon=epsilon, name='b2_1')(y)
     local = keras.Model(tokens, class_token(y, 'b2_class_token'), name='b2')
     runs = local(JigsawPatches(parts, name='jigsaw')(x))
     # (B·parts, D) to (B, parts·D), each image's parts in turn.
@@ -271,13 +280,15 @@ class PartWeights(keras.layers.Layer):
 
 
 def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_SIZE,
-             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0):
+             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0, clip=False):
     """A ViT body (see the module's docstring) of `depth` blocks of width
     `dim` with `heads` heads, its position embeddings learnt for images of
     `input_size` (height, width) cut every `patch_stride` pixels; the blocks'
     stochastic depth rises linearly from 0 to `drop_path_rate`, as timm's.
     With `jpm` parts, the last block and norm are TransReID's JPM branches
-    (`jpm_branches`).
+    (`jpm_branches`). With `clip`, the image encoder of CLIP (OpenAI's, as
+    CLIP-ReID uses it): no bias in the patch embedding, a layer norm before
+    the blocks (`norm_pre`), QuickGELU, and PyTorch's layer norm epsilon.
 
     Returns:
         A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim), or
@@ -289,16 +300,20 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
     # normal with std √(2 / (16·16·D)).
     x = keras.layers.Conv2D(
         dim, PATCH_SIZE, strides=patch_stride, padding='valid', name='patch_embed_proj',
-        kernel_initializer=keras.initializers.RandomNormal(
+        use_bias=not clip, kernel_initializer=keras.initializers.RandomNormal(
             stddev=float(np.sqrt(2.0 / (PATCH_SIZE * PATCH_SIZE * dim)))))(x)
     x = Tokens(grid_size(input_size, patch_stride), name='tokens')(x)
+    epsilon = CLIP_EPSILON if clip else EPSILON
+    if clip:
+        x = keras.layers.LayerNormalization(epsilon=epsilon, name='norm_pre')(x)
     rates = [float(rate) for rate in np.linspace(0, drop_path_rate, depth)]
     for index in range(depth - 1 if jpm else depth):
         x = block(x, 'blocks_{}_'.format(index), dim, heads, mlp_ratio, qkv_bias, rates[index],
-                  seed=index)
+                  seed=index, clip=clip)
     if jpm:
-        features = jpm_branches(x, jpm, dim, heads, mlp_ratio, qkv_bias, rates[-1], depth)
+        features = jpm_branches(x, jpm, dim, heads, mlp_ratio, qkv_bias, rates[-1], depth,
+                                clip)
     else:
-        x = keras.layers.LayerNormalization(epsilon=EPSILON, name='norm')(x)
+        x = keras.layers.LayerNormalization(epsilon=epsilon, name='norm')(x)
         features = class_token(x, 'class_token')
     return keras.Model(images, features, name=name)

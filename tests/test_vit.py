@@ -44,14 +44,20 @@ def timm_state(rng, dim=DIM, depth=DEPTH, grid=(4, 2), mlp=4):
     return collections.OrderedDict((k, v.astype(np.float32)) for k, v in state.items())
 
 
-def layer_norm(x, weight, bias):
+def layer_norm(x, weight, bias, epsilon=1e-6):
     mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + 1e-6) * weight + bias
+    return (x - mean) / np.sqrt(var + epsilon) * weight + bias
 
 
-def numpy_vit(state, images, stride=16, heads=HEADS):
+def numpy_vit(state, images, stride=16, heads=HEADS, clip=False):
     """timm's VisionTransformer.forward_features()[:, 0] in NumPy, in float64:
-    images (B, H, W, 3) in [0, 255] to (B, D)."""
+    images (B, H, W, 3) in [0, 255] to (B, D); with `clip`, CLIP's image
+    encoder (its `ln_pre` as timm's `norm_pre`, QuickGELU, epsilon 1e-5) up
+    to its last norm."""
+    epsilon = 1e-5 if clip else 1e-6
+
+    def layer_norm(x, weight, bias):
+        return globals()['layer_norm'](x, weight, bias, epsilon)
     s = {k: v.astype(np.float64) for k, v in state.items()}
     x = images.astype(np.float64) / 127.5 - 1
     kernel = s['patch_embed.proj.weight']
@@ -59,10 +65,12 @@ def numpy_vit(state, images, stride=16, heads=HEADS):
     cols = (x.shape[2] - 16) // stride + 1
     patches = np.stack([np.stack([x[:, r * stride:r * stride + 16, c * stride:c * stride + 16]
                                   for c in range(cols)], 1) for r in range(rows)], 1)
-    tokens = np.einsum('brcijk,dkij->brcd', patches, kernel) + s['patch_embed.proj.bias']
+    tokens = np.einsum('brcijk,dkij->brcd', patches, kernel) + s.get('patch_embed.proj.bias', 0)
     tokens = tokens.reshape(len(x), rows * cols, -1)
     cls = np.repeat(s['cls_token'], len(x), 0)
     x = np.concatenate([cls, tokens], 1) + s['pos_embed']
+    if clip:
+        x = layer_norm(x, s['norm_pre.weight'], s['norm_pre.bias'])
     b, n, d = x.shape
     for i in range(sum(1 for k in s if k.endswith('.attn.qkv.weight'))):
         p = 'blocks.{}.'.format(i)
@@ -76,7 +84,10 @@ def numpy_vit(state, images, stride=16, heads=HEADS):
         x = x + y @ s[p + 'attn.proj.weight'].T + s[p + 'attn.proj.bias']
         y = layer_norm(x, s[p + 'norm2.weight'], s[p + 'norm2.bias'])
         y = y @ s[p + 'mlp.fc1.weight'].T + s[p + 'mlp.fc1.bias']
-        y = 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
+        if clip:
+            y = y / (1 + np.exp(-1.702 * y))
+        else:
+            y = 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
         x = x + y @ s[p + 'mlp.fc2.weight'].T + s[p + 'mlp.fc2.bias']
     return layer_norm(x, s['norm.weight'], s['norm.bias'])[:, 0]
 
@@ -384,3 +395,102 @@ def test_jpm_trains_each_part_with_its_losses(tmp_path, tiny_dataset):
     import os
     with open(os.path.join(root, 'args.json')) as f:
         assert json.load(f)['jpm'] == 2
+
+
+def openai_clip_state(timm, rng):
+    """A whole CLIP's state dict by OpenAI's and open_clip's names (its image
+    encoder under `visual.`, a text tower beside it) of the image encoder
+    `timm` (timm's names, with `norm_pre`)."""
+    state = {'visual.class_embedding': timm['cls_token'].reshape(-1),
+             'visual.positional_embedding': timm['pos_embed'][0],
+             'visual.conv1.weight': timm['patch_embed.proj.weight'],
+             'visual.proj': rng.normal(size=(DIM, 16)).astype(np.float32),
+             'positional_embedding': rng.normal(size=(77, DIM)).astype(np.float32),
+             'transformer.resblocks.0.ln_1.weight': np.ones(DIM, np.float32),
+             'text_projection': rng.normal(size=(DIM, 16)).astype(np.float32)}
+    names = {'norm1': 'ln_1', 'norm2': 'ln_2', 'attn.qkv': 'attn.in_proj_',
+             'attn.proj': 'attn.out_proj', 'mlp.fc1': 'mlp.c_fc', 'mlp.fc2': 'mlp.c_proj'}
+    for key, value in timm.items():
+        if key.startswith('blocks.'):
+            _, index, rest = key.split('.', 2)
+            module, part = rest.rsplit('.', 1)
+            name = names[module]
+            key = 'transformer.resblocks.{}.{}'.format(index, name + part if name.endswith(
+                '_') else name + '.' + part)
+        elif key.startswith(('norm.', 'norm_pre.')):
+            key = key.replace('norm_pre.', 'ln_pre.').replace('norm.', 'ln_post.')
+        else:
+            continue
+        state['visual.' + key] = value
+    return state
+
+
+def hugging_face_clip_state(timm):
+    """The image encoder `timm` by Hugging Face's names (CLIPVisionModel's)."""
+    state = {'vision_model.embeddings.class_embedding': timm['cls_token'].reshape(-1),
+             'vision_model.embeddings.position_embedding.weight': timm['pos_embed'][0],
+             'vision_model.embeddings.patch_embedding.weight': timm['patch_embed.proj.weight']}
+    names = {'norm1': 'layer_norm1', 'norm2': 'layer_norm2', 'attn.proj': 'self_attn.out_proj',
+             'mlp.fc1': 'mlp.fc1', 'mlp.fc2': 'mlp.fc2'}
+    for key, value in timm.items():
+        if key.startswith('blocks.'):
+            _, index, rest = key.split('.', 2)
+            module, part = rest.rsplit('.', 1)
+            layer = 'vision_model.encoder.layers.{}.'.format(index)
+            if module == 'attn.qkv':
+                for name, third in zip('qkv', np.split(value, 3)):
+                    state[layer + 'self_attn.{}_proj.{}'.format(name, part)] = third
+            else:
+                state[layer + names[module] + '.' + part] = value
+        elif key.startswith('norm_pre.'):
+            state['vision_model.pre_layrnorm.' + key.split('.')[1]] = value
+        elif key.startswith('norm.'):
+            state['vision_model.post_layernorm.' + key.split('.')[1]] = value
+    return state
+
+
+@pytest.mark.parametrize('form', ['openai', 'hugging_face'])
+def test_clip_image_encoders_embed_as_clip_computes(tmp_path, monkeypatch, form):
+    rng = np.random.default_rng(10)
+    timm = timm_state(rng, grid=(14, 14))
+    del timm['patch_embed.proj.bias'], timm['head.weight'], timm['head.bias']
+    timm['norm_pre.weight'] = rng.uniform(0.5, 1.5, DIM).astype(np.float32)
+    timm['norm_pre.bias'] = rng.normal(0, 0.1, DIM).astype(np.float32)
+    path = str(tmp_path / 'clip.safetensors')
+    if form == 'openai':
+        write_pth(path.replace('.safetensors', '.pt'), openai_clip_state(timm, rng),
+                  zip_format=True, monkeypatch=monkeypatch)
+        path = path.replace('.safetensors', '.pt')
+    else:
+        save_file(hugging_face_clip_state(timm), path)
+    body = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True)
+    vit_weights.load_clip_weights(body, path)
+    images = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    expected = numpy_vit(timm, images, heads=HEADS, clip=True)
+    found = body(images, training=False).numpy()
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+def test_a_clip_file_of_another_width_or_no_clip_is_refused(tmp_path):
+    rng = np.random.default_rng(11)
+    wide = timm_state(rng, dim=2 * DIM, grid=(14, 14))
+    wide['norm_pre.weight'] = wide['norm_pre.bias'] = np.ones(2 * DIM, np.float32)
+    save_file(hugging_face_clip_state(wide), str(tmp_path / 'wide.safetensors'))
+    body = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True)
+    refused(r'another width', vit_weights.load_clip_weights, body,
+            str(tmp_path / 'wide.safetensors'))
+    save_file({'weight': np.ones(3, np.float32)}, str(tmp_path / 'other.safetensors'))
+    refused(r'holds no CLIP image encoder', vit_weights.load_clip_weights, body,
+            str(tmp_path / 'other.safetensors'))
+
+
+def test_openai_s_torchscript_archive_is_refused_as_code(tmp_path):
+    import zipfile
+    path = str(tmp_path / 'ViT-B-16.pt')
+    with zipfile.ZipFile(path, 'w') as archive:
+        # What a TorchScript archive pickles: its module, by TorchScript's class.
+        archive.writestr('ViT-B-16/data.pkl', b'\x80\x02c__torch__.multimodal.model\nCLIP\n)'
+                                              b'\x81.')
+        archive.writestr('ViT-B-16/code/__torch__/model.py', 'class CLIP: pass\n')
+    body = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True)
+    refused(r'refusing .*ViT-B-16.pt', vit_weights.load_clip_weights, body, path)
