@@ -19,8 +19,8 @@ RECIPES = sorted(name[:-len('.args')] for name in os.listdir(os.path.join(ROOT, 
 
 
 def test_recipes_are_named_where_users_look():
-    assert RECIPES == ['cpu_finetune', 'cpu_scratch', 'demo', 'strong_baseline', 'trinet',
-                       'zoo_adapt']
+    assert RECIPES == ['cpu_finetune', 'cpu_scratch', 'demo', 'strong_baseline', 'transreid',
+                       'trinet', 'zoo_adapt']
     epilog = set(re.findall(r'@([a-z_]+)', train.parser.epilog))
     assert epilog == set(RECIPES)
     docs = open(os.path.join(ROOT, 'docs', 'training.md'), encoding='utf-8').read()
@@ -95,8 +95,10 @@ def test_each_recipe_trains(recipe, tmp_path):
         ['@' + recipe, '--experiment_root', root, '--train_set', csv_path]))
     extra = []
     if recipe_args.initial_checkpoint:
+        # A transformer's position embeddings are those of SMALL's input size.
         _, body = build_model(recipe_args.model_name, recipe_args.head_name,
-                              recipe_args.embedding_dim)
+                              recipe_args.embedding_dim, input_size=(64, 64),
+                              patch_stride=recipe_args.patch_stride, jpm=recipe_args.jpm)
         extra = ['--initial_checkpoint', tf.train.Checkpoint(body=body).write(
             str(tmp_path / 'body'))]
     if recipe_args.pseudo_labels:
