@@ -78,6 +78,18 @@ def part_mean(values, parts):
     return 0.5 * values[0] + 0.5 * tf.add_n(values[1:]) / parts
 
 
+def triplet_losses(loss_fn, emb, batch_emb, labels, args, anchors, seed):
+    """((A,) the triplet losses of the anchors `emb` (A, D) against the batch
+    `batch_emb` (B, D), (A, B) their distances). With JPM each part has its
+    own triplet loss (`part_mean` weighs them); the global part's distances
+    are the ones returned, which the log monitors."""
+    parts = jpm_parts(args)
+    each = [loss.cdist(a, b, metric=args.metric) for a, b in zip(
+        tf.split(emb, 1 + parts, axis=-1), tf.split(batch_emb, 1 + parts, axis=-1))]
+    return part_mean([loss_fn(dists, labels, args.margin, anchors=anchors, seed=seed)
+                      for dists in each], parts), each[0]
+
+
 def identity_loss(features, kernel, labels, args):
     """(b,) the identity loss of --id_loss on `features` (b, D) with the
     classifier's `kernel` (D, C)."""
@@ -156,15 +168,8 @@ def make_replica_gradients(model, optimizer, step, args, extras, variables, repl
                 anchors = context.replica_id_in_sync_group * tf.shape(emb)[0] + tf.range(
                     tf.shape(emb)[0])
             # Losses that draw at random draw from the step, so resuming redraws the same.
-            # With JPM each part has its own triplet loss; the global part's
-            # distances are the ones monitored.
-            parts = jpm_parts(args)
-            each = [loss.cdist(a, b, metric=args.metric) for a, b in zip(
-                tf.split(emb, 1 + parts, axis=-1), tf.split(batch_emb, 1 + parts, axis=-1))]
-            dists = each[0]
-            losses = part_mean([loss_fn(d, batch_labels, args.margin, anchors=anchors,
-                                        seed=sampler.stream_seed(args.seed, 4, step))
-                                for d in each], parts)
+            losses, dists = triplet_losses(loss_fn, emb, batch_emb, batch_labels, args, anchors,
+                                           sampler.stream_seed(args.seed, 4, step))
             terms = auxiliary_losses(extras, endpoints, emb, labels, args, proxies)
             total = tf.add_n([args.triplet_loss_weight * tf.reduce_sum(losses)] + [
                 weights[name] * tf.reduce_sum(value) for name, value in terms.items()])
