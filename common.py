@@ -171,15 +171,14 @@ def header_of(text):
     return names if 'path' in names else None
 
 
-def read_columns(csv_file, names, text=None):
-    """The columns {name: (N,) strings} of a CSV with the header `names`
-    (and the text `text`, when the caller has read it)."""
+def read_columns(csv_file, names, text):
+    """The columns {name: (N,) strings} of the CSV `csv_file`, whose text
+    `text` has the header `names`."""
     unknown = [name for name in names if name not in COLUMNS]
     if unknown or len(set(names)) < len(names):
         raise UserError('`{}` line 1: the header names the columns {}; each of {} may be named '
                         'once, and no other.'.format(csv_file, ', '.join(names),
                                                      ', '.join(COLUMNS)))
-    text = read_text(csv_file) if text is None else text
     try:
         table = pd.read_csv(io.StringIO(text), dtype=str,
                             keep_default_na=False, na_values=[], skipinitialspace=True)

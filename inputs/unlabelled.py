@@ -23,6 +23,7 @@ from triplet_reid import common
 from triplet_reid.cli import UserError, patterns
 from triplet_reid.cli.flags import as_list
 
+
 @dataclass(frozen=True)
 class Crops:
     """The crops to cluster: (N,) paths relative to `image_root`, and (N,)

@@ -163,6 +163,11 @@ class DropPath(keras.layers.Layer):
         return {**super().get_config(), 'rate': self.rate}
 
 
+def layer_norm(name, clip=False):
+    """A layer norm with timm's epsilon, or CLIP's (PyTorch's default)."""
+    return keras.layers.LayerNormalization(epsilon=CLIP_EPSILON if clip else EPSILON, name=name)
+
+
 def quick_gelu(x):
     """CLIP's activation (OpenAI's models and CLIP-ReID's): x·σ(1.702·x)."""
     return x * tf.sigmoid(1.702 * x)
@@ -181,15 +186,14 @@ def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed, clip=False)
     `attn_qkv`); with `clip`, CLIP's (its layer norms' epsilon and its
     activation)."""
     dense = keras.initializers.TruncatedNormal(stddev=0.02)
-    epsilon = CLIP_EPSILON if clip else EPSILON
-    y = keras.layers.LayerNormalization(epsilon=epsilon, name=name + 'norm1')(x)
+    y = layer_norm(name + 'norm1', clip)(x)
     y = keras.layers.Dense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
                            name=name + 'attn_qkv')(y)
     y = Attention(heads, name=name + 'attn')(y)
     y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
     x = keras.layers.Add(name=name + 'add1')(
         [x, DropPath(drop_path, seed=2 * seed, name=name + 'drop_path1')(y)])
-    y = keras.layers.LayerNormalization(epsilon=epsilon, name=name + 'norm2')(x)
+    y = layer_norm(name + 'norm2', clip)(x)
     y = keras.layers.Dense(int(dim * mlp_ratio), kernel_initializer=dense,
                            name=name + 'mlp_fc1')(y)
     y = keras.layers.Activation(quick_gelu if clip else gelu, name=name + 'mlp_act')(y)
@@ -247,13 +251,11 @@ def jpm_branches(x, parts, dim, heads, mlp_ratio, qkv_bias, drop_path, depth, cl
     each part's, as they are (TransReID weighs the parts 1 / parts at test
     time, after the head; see `PartWeights`)."""
     args = (dim, heads, mlp_ratio, qkv_bias, drop_path)
-    epsilon = CLIP_EPSILON if clip else EPSILON
     y = block(x, 'b1_0_', *args, seed=depth, clip=clip)
-    features = [class_token(keras.layers.LayerNormalization(epsilon=epsilon, name='b1_1')(y),
-                            'class_token')]
+    features = [class_token(layer_norm('b1_1', clip)(y), 'class_token')]
     tokens = keras.Input((None, dim), name='part_tokens')
     y = block(tokens, 'b2_0_', *args, seed=depth + 1, clip=clip)
-    y = keras.layers.LayerNormalization(epsilon=epsilon, name='b2_1')(y)
+    y = layer_norm('b2_1', clip)(y)
     local = keras.Model(tokens, class_token(y, 'b2_class_token'), name='b2')
     runs = local(JigsawPatches(parts, name='jigsaw')(x))
     # (B·parts, D) to (B, parts·D), each image's parts in turn.
@@ -303,9 +305,8 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         use_bias=not clip, kernel_initializer=keras.initializers.RandomNormal(
             stddev=float(np.sqrt(2.0 / (PATCH_SIZE * PATCH_SIZE * dim)))))(x)
     x = Tokens(grid_size(input_size, patch_stride), name='tokens')(x)
-    epsilon = CLIP_EPSILON if clip else EPSILON
     if clip:
-        x = keras.layers.LayerNormalization(epsilon=epsilon, name='norm_pre')(x)
+        x = layer_norm('norm_pre', clip)(x)
     rates = [float(rate) for rate in np.linspace(0, drop_path_rate, depth)]
     for index in range(depth - 1 if jpm else depth):
         x = block(x, 'blocks_{}_'.format(index), dim, heads, mlp_ratio, qkv_bias, rates[index],
@@ -314,6 +315,6 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         features = jpm_branches(x, jpm, dim, heads, mlp_ratio, qkv_bias, rates[-1], depth,
                                 clip)
     else:
-        x = keras.layers.LayerNormalization(epsilon=epsilon, name='norm')(x)
+        x = layer_norm('norm', clip)(x)
         features = class_token(x, 'class_token')
     return keras.Model(images, features, name=name)
