@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from triplet_reid import nets
 from triplet_reid.cli import UserError
 from triplet_reid.experiment import Experiment
 from triplet_reid.models import fastreid, torch_weights, vit_weights, zoo
@@ -109,9 +110,11 @@ def experiment_of_config(settings, path):
             isinstance(side, int) for side in size):
         refuse('INPUT.SIZE_TEST', "TransReID tests at its training size (INPUT.SIZE_TRAIN), "
                                   'two whole numbers')
+    if not 0 <= get('MODEL.DROP_PATH') <= 0.9:
+        refuse('MODEL.DROP_PATH', 'what imports is a probability from 0 to 0.9, as '
+                                  '--drop_path_rate takes it')
     net = NETS[get('MODEL.TRANSFORMER_TYPE')]
     parts = get('MODEL.DEVIDE_LENGTH') if get('MODEL.JPM') else 0
-    from triplet_reid import nets
     width = nets.TRANSFORMER_WIDTHS[net] * (1 + parts)
     head = 'bnneck' if get('TEST.NECK_FEAT') == 'after' else 'pooled'
     experiment = Experiment(net, head, width, 'avg', 2, 'torch', size[0], size[1], size[0],
@@ -145,12 +148,17 @@ def neck_state(state, experiment, path):
     """The BNNeck's tensors of the head (`bottleneck`, and with JPM each
     part's `bottleneck_k` after it, as one batch norm over all the parts)."""
     names = ['bottleneck'] + ['bottleneck_{}'.format(k) for k in range(1, experiment.jpm + 1)]
+    width = (nets.TRANSFORMER_WIDTHS[experiment.model_name],)
     neck = {}
     for part in ('weight', 'bias', 'running_mean', 'running_var'):
-        missing = [name for name in names if name + '.' + part not in state]
-        if missing:
-            raise UserError('`{}` lacks `{}.{}`; is it the checkpoint of this config?'.format(
-                path, missing[0], part))
+        for key in (name + '.' + part for name in names):
+            if key not in state:
+                raise UserError('`{}` lacks `{}`; is it the checkpoint of this config?'.format(
+                    path, key))
+            if np.shape(state[key]) != width:
+                raise UserError('`{}` holds `{}` of shape {}, where the BNNeck of this config '
+                                'takes {} values; is it the checkpoint of this config?'.format(
+                                    path, key, np.shape(state[key]), width[0]))
         neck[part] = np.concatenate([state[name + '.' + part] for name in names])
     return neck
 
@@ -180,7 +188,9 @@ def import_transreid(path, config, experiment_root):
     model, body = build_experiment(experiment)
     source = "TransReID's {} of `{}`".format(experiment.model_name, config)
     tokens = body.get_layer('tokens')
-    count = state.get('base.pos_embed', np.zeros((1, 1, 1))).shape[1] - 1
+    if 'base.pos_embed' not in state:
+        raise UserError('`{}` lacks `base.pos_embed`; is it a TransReID checkpoint?'.format(path))
+    count = vit_weights.patch_count(state['base.pos_embed'], path)
     if count != tokens.grid[0] * tokens.grid[1]:
         raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
                         'grid of them; is it the checkpoint of this config?'.format(

@@ -36,10 +36,10 @@ def read_safetensors(path):
     """
     import safetensors
     files.check_regular(path, 'the weights', 'pass a .safetensors file')
-    if os.path.getsize(path) > MAX_FILE_BYTES:
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
         raise UserError('`{}` holds {:,} bytes, more than any vision transformer this project '
-                        'builds ({:,} at most).'.format(path, os.path.getsize(path),
-                                                        MAX_FILE_BYTES))
+                        'builds ({:,} at most).'.format(path, size, MAX_FILE_BYTES))
     try:
         with safetensors.safe_open(path, framework='numpy') as f:
             return {key: np.asarray(f.get_tensor(key), np.float32) for key in f.keys()}
@@ -55,15 +55,30 @@ def read_weights(path):
     return torch_weights.read_state_dict(path)
 
 
+def patch_count(pos_embed, path):
+    """The number of patches n whose embeddings timm's `pos_embed` (1, 1 + n,
+    D) holds.
+
+    Raises:
+        UserError for an array of another shape.
+    """
+    shape = np.shape(pos_embed)
+    if len(shape) != 3 or shape[0] != 1 or shape[1] < 2:
+        raise UserError('`{}` holds position embeddings of shape {}, where a ViT holds (1, 1 + '
+                        'patches, width); is it the state dict of a ViT?'.format(path, shape))
+    return shape[1] - 1
+
+
 def position_embeddings(pos_embed, grid, path):
     """timm's `pos_embed` (1, 1 + n, D) for the body's `grid` (rows,
     columns): as it is when it has the grid's patches, else its square grid
     of n patches resized.
 
     Raises:
-        UserError when the embeddings are of no square grid and not of this one.
+        UserError when the embeddings are of another shape, or of no square
+        grid and not of this one.
     """
-    count = pos_embed.shape[1] - 1
+    count = patch_count(pos_embed, path)
     if count == grid[0] * grid[1]:
         return pos_embed
     from triplet_reid.nets._vit import resize_grid
@@ -83,6 +98,7 @@ def body_state(state, path):
     position embeddings."""
     state = dict(state)
     if 'dist_token' in state and 'pos_embed' in state:
+        patch_count(state['pos_embed'], path)
         state['pos_embed'] = np.concatenate([state['pos_embed'][:, :1],
                                              state['pos_embed'][:, 2:]], 1)
     return {key: value for key, value in state.items() if not key.startswith(IGNORED)}
@@ -219,21 +235,24 @@ def clip_state(state, path):
     return found
 
 
+def assign_pretrained(body, state, path, source):
+    """`assign_vit` for a pretrained file's `state`, whose last block and
+    norm start both branches of a body with TransReID's JPM."""
+    if any(layer.name == 'b2' for layer in body.layers):
+        state = with_jpm_branches(state)
+    assign_vit(body, state, path, source)
+
+
 def load_clip_weights(body, path):
     """Initialises a CLIP ViT body from CLIP's image encoder in a file of
     OpenAI's, open_clip's, Hugging Face's or CLIP-ReID's (`.pth`, `.pt`,
     `.bin` or `.safetensors`)."""
-    state = clip_state(read_weights(path), path)
-    if any(layer.name == 'b2' for layer in body.layers):
-        state = with_jpm_branches(state)
-    assign_vit(body, state, path, "CLIP's ViT-B/16 image encoder")
+    assign_pretrained(body, clip_state(read_weights(path), path), path,
+                      "CLIP's ViT-B/16 image encoder")
 
 
 def load_timm_weights(body, path):
     """Initialises the ViT `body` from a timm, DeiT or TransReID-backbone
     weights file (`.pth`, `.pt`, `.bin` or `.safetensors`); a body with
     TransReID's JPM starts both branches from the file's last block."""
-    state = body_state(read_weights(path), path)
-    if any(layer.name == 'b2' for layer in body.layers):
-        state = with_jpm_branches(state)
-    assign_vit(body, state, path, "timm's ViT")
+    assign_pretrained(body, body_state(read_weights(path), path), path, "timm's ViT")

@@ -115,6 +115,10 @@ def test_a_jpm_model_embeds_its_parts_after_their_bnnecks(tmp_path, monkeypatch)
     ("  NAME: 'transformer'", "  NAME: 'resnet50'", r"TransReID's ResNet-50 does not import"),
     ("  SIZE_TEST: [64, 32]", "  SIZE_TEST: [128, 64]", r'tests at its training size'),
     ("  PIXEL_STD: [0.5, 0.5, 0.5]", "  PIXEL_STD: [0.2, 0.2, 0.2]", r'\[0.5, 0.5, 0.5\]'),
+    ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  DROP_PATH: .nan",
+     r'DROP_PATH to `nan`'),
+    ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  JPM: True\n  DEVIDE_LENGTH: 99",
+     r'--jpm 99 does not fit'),
 ])
 def test_configs_that_do_not_import_are_refused(tmp_path, old, new, match):
     (tmp_path / 'c.yml').write_text(CONFIG.format(model='', neck='before').replace(old, new))
@@ -144,3 +148,24 @@ def test_a_file_of_another_config_is_refused(tmp_path, monkeypatch):
     with pytest.raises(cli.UserError, match=r'lacks the weights of `b1.0.norm1`'):
         transreid.import_transreid(str(tmp_path / 'm.pth'), jpm, str(tmp_path / 'e2'))
     assert not os.path.exists(tmp_path / 'e1') and not os.path.exists(tmp_path / 'e2')
+
+
+@pytest.mark.parametrize('key, value, match', [
+    ('base.pos_embed', np.ones(5, np.float32), r'position embeddings of shape \(5,\)'),
+    ('base.pos_embed', None, r'lacks `base.pos_embed`'),
+    ('bottleneck_1.weight', np.ones((2, 384), np.float32),
+     r'holds `bottleneck_1.weight` of shape \(2, 384\), where the BNNeck'),
+    ('bottleneck_2.running_var', None, r'lacks `bottleneck_2.running_var`'),
+])
+def test_a_damaged_checkpoint_is_refused(tmp_path, monkeypatch, key, value, match):
+    rng = np.random.default_rng(3)
+    _, state = transreid_file(str(tmp_path / 'm.pth'), rng, monkeypatch, parts=2)
+    if value is None:
+        del state[key]
+    else:
+        state[key] = value
+    write_pth(str(tmp_path / 'm.pth'), state, zip_format=True, monkeypatch=monkeypatch)
+    config = write_config(tmp_path / 'vit_jpm.yml', "  JPM: True\n  DEVIDE_LENGTH: 2", 'after')
+    with pytest.raises(cli.UserError, match=match):
+        transreid.import_transreid(str(tmp_path / 'm.pth'), config, str(tmp_path / 'exp'))
+    assert not os.path.exists(tmp_path / 'exp')

@@ -206,6 +206,27 @@ def test_files_that_do_not_fit_are_refused(tmp_path):
             small_body(), str(tmp_path / 'shallow.safetensors'))
 
 
+@pytest.mark.parametrize('shape', [(5,), (9, DIM), (1, 1, DIM), (1, 0, DIM), ()])
+def test_position_embeddings_of_another_shape_are_refused(tmp_path, shape):
+    state = timm_state(np.random.default_rng(13))
+    state['pos_embed'] = np.ones(shape, np.float32)
+    save_file(dict(state), str(tmp_path / 'pos.safetensors'))
+    refused(r'position embeddings of shape|position embeddings for', vit_weights.load_timm_weights,
+            small_body(), str(tmp_path / 'pos.safetensors'))
+    # A distilled file whose embeddings could not hold its distillation token.
+    state['dist_token'] = np.ones((1, 1, DIM), np.float32)
+    save_file(dict(state), str(tmp_path / 'dist.safetensors'))
+    refused(r'position embeddings of shape|position embeddings for', vit_weights.load_timm_weights,
+            small_body(), str(tmp_path / 'dist.safetensors'))
+    clip = {'visual.class_embedding': np.ones(DIM, np.float32),
+            'visual.positional_embedding': np.ones(shape[1:], np.float32)}
+    save_file(clip, str(tmp_path / 'clip.safetensors'))
+    refused(r'position embeddings of shape|position embeddings for',
+            vit_weights.load_clip_weights,
+            _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (64, 32), 16, 0.0, clip=True),
+            str(tmp_path / 'clip.safetensors'))
+
+
 def test_hostile_safetensors_files_are_refused(tmp_path):
     huge = tmp_path / 'huge_header.safetensors'
     huge.write_bytes(struct.pack('<Q', 1 << 40) + b'{}')
