@@ -74,9 +74,8 @@ def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, las
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
     jpm = patches[3]
-    nets.check_transformer(model_name, pooling, *patches[:2], jpm)
-    body = nets.load(model_name, last_stride, padding, *patches)
     nets.check_jpm_head(model_name, head_name, embedding_dim, jpm)
+    body = nets.load(model_name, last_stride, padding, *patches, pooling=pooling)
     head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
     if pooling == 'avg':

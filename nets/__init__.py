@@ -175,20 +175,23 @@ def check_jpm_head(name, head_name, embedding_dim, jpm):
 
 
 def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stride=16,
-         drop_path_rate=0.1, jpm=0):
+         drop_path_rate=0.1, jpm=0, pooling='avg'):
     """The body of the net `name` (see the contract above), with its last
     stage at `last_stride` and, for `PADDING_NETS`, its strided layers
     padding as `padding` says (one of `PADDINGS`; other nets ignore it); a
     transformer's embeddings learnt for `input_size` (height, width) cut
     every `patch_stride` pixels, with stochastic depth up to `drop_path_rate`
-    and `jpm` parts of TransReID's jigsaw patch module (0: none).
+    and `jpm` parts of TransReID's jigsaw patch module (0: none). `pooling`
+    is the model's (`flags.POOLINGS`), which replaces the body's own; a
+    transformer takes only its class token.
 
     Raises:
-        cli.UserError for a last stride the net cannot take.
+        cli.UserError for a last stride, or anything of `check_transformer`,
+        that the net cannot take.
     """
     from importlib import import_module
     check_last_stride(name, last_stride)
-    check_transformer(name, 'avg', input_size, patch_stride, jpm)
+    check_transformer(name, pooling, input_size, patch_stride, jpm)
     net = import_module('triplet_reid.nets.' + name)
     if name in TRANSFORMER_NETS:
         return net.body(tuple(input_size), patch_stride, drop_path_rate, jpm)
