@@ -61,6 +61,7 @@ CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors'),
 # does not import yet, and its features after the BNNeck take the other head.
 CHANGED = {'SIE_CAMERA: True': 'SIE_CAMERA: False', "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}
 SIZE = (256, 128)
+# The batch of the speed measurements (bench.peers embeds in batches of 32 too).
 BATCH = 32
 
 
@@ -83,15 +84,6 @@ def demo_pixels(every):
         os.path.join(demo, f), SIZE), 0, 255)), tf.uint8).numpy()
         for f in np.concatenate([query_fids, gallery_fids])])
     return query_pids, query_fids, gallery_pids, gallery_fids, pixels
-
-
-def cosines(a, b):
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def in_batches(function, pixels):
-    return np.concatenate([np.asarray(function(pixels[i:i + BATCH]))
-                           for i in range(0, len(pixels), BATCH)])
 
 
 def ours(net, stride, path):
@@ -120,7 +112,7 @@ def fidelity(args, folder, data, case):
     import tensorflow as tf
     from triplet_reid import excluders
     from triplet_reid.evaluation import metrics
-    from bench.peers import exported_forms
+    from bench.peers import cosines, exported_forms, in_batches
 
     peer, their_net, net, stride, kind = case
     query_pids, query_fids, gallery_pids, gallery_fids, pixels = data
