@@ -20,7 +20,9 @@ comes with the YAML config it was trained with (--config, whose `_BASE_`
 files are read beside it): BoT, AGW and SBS models on ResNet-50 or -101,
 with or without IBN-a and non-local blocks (the fastreid_* nets). A TransReID
 checkpoint comes with its config too: ViT-B/16 or DeiT-S/16 at any stride,
-with or without its jigsaw patch module (vit_base_16, vit_small_16). Files are
+with or without its jigsaw patch module (vit_base_16, vit_small_16). A
+CLIP-ReID checkpoint comes with its config: its ViT-B-16 image encoder, with
+CLIP's projection (clipreid_vit_base_16). Files are
 read as data: PyTorch is not needed, nothing in the weights is run (a
 pickle that names anything but tensors is refused) and the config is read
 by YAML's safe loader.
@@ -34,7 +36,7 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.models import fastreid, transreid, zoo
+from triplet_reid.models import clipreid, fastreid, transreid, zoo
 from triplet_reid.cli import startup
 from triplet_reid.nets import PADDING_NETS
 
@@ -45,14 +47,16 @@ parser.add_argument(
     help='A torchreid state dict (OSNet or ResNet-50; .pth or .pt; a plain state dict or a '
          'training checkpoint holding `state_dict`, PyTorch\'s legacy or zip format), such as '
          'osnet_x0_25_msmt17.pth from torchreid\'s model zoo, or a fast-reid checkpoint '
-         '(holding `model`) or a TransReID one (its model\'s state dict) with --config.')
+         '(holding `model`), a TransReID or a CLIP-ReID one (its model\'s state dict) with '
+         '--config.')
 
 parser.add_argument(
     '--config', default=None,
-    help='The fast-reid or TransReID YAML config that --weights was trained with, such as '
-         'configs/Market1501/sbs_R50-ibn.yml of fast-reid\'s repository (with the files its '
-         '`_BASE_` names, at their places relative to it) or configs/Market/vit_jpm.yml of '
-         'TransReID\'s. Only for fast-reid\'s and TransReID\'s models.')
+    help='The fast-reid, TransReID or CLIP-ReID YAML config that --weights was trained with, '
+         'such as configs/Market1501/sbs_R50-ibn.yml of fast-reid\'s repository (with the '
+         'files its `_BASE_` names, at their places relative to it), configs/Market/vit_jpm.yml '
+         'of TransReID\'s or configs/person/vit_clipreid.yml of CLIP-ReID\'s. Only for these '
+         'three peers\' models.')
 
 parser.add_argument(
     '--experiment_root', required=True,
@@ -72,10 +76,12 @@ def main(argv=None):
         parser.error("--model_name names torchreid's OSNets; a fast-reid model's net comes "
                      'from its --config')
     startup.quiet_tensorflow()
-    if args.config is not None and transreid.is_transreid_config(
-            fastreid.read_config(args.config)):
+    settings = None if args.config is None else fastreid.read_config(args.config)
+    if settings is not None and transreid.is_transreid_config(settings):
         stored = transreid.import_transreid(args.weights, args.config, args.experiment_root)
-    elif args.config is not None:
+    elif settings is not None and clipreid.is_clipreid_config(settings):
+        stored = clipreid.import_clipreid(args.weights, args.config, args.experiment_root)
+    elif settings is not None:
         stored = fastreid.import_fastreid(args.weights, args.config, args.experiment_root)
     else:
         stored = zoo.import_torchreid(args.weights, args.experiment_root, args.model_name)

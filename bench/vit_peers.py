@@ -10,24 +10,28 @@ stride 12 and `deit_small_patch16_224_TransReID`, from its
 OpenAI's shape, saved whole, its image encoder used at 256×128 with its
 position embeddings resized bicubically; TransReID's whole models of three of its
 Market-1501 configs, from its `make_model`: the ViT-B baseline, JPM, and
-JPM at stride 12 with the test features after the BNNeck) in a PyTorch
+JPM at stride 12 with the test features after the BNNeck; CLIP-ReID's
+whole models of two of its person configs, from its `make_model_clipreid`
+around a CLIP of its `CLIP` class: the published vit_clipreid.yml and its
+baseline with the test features after the BNNecks) in a PyTorch
 environment of its own, gives it random weights with non-trivial layer
 and batch norms, saves it (`.safetensors` or `.pth`) and embeds the demo
 set's pixels. Here the file initialises `vit_small_16` or `vit_base_16`
 (`--initial_checkpoint`'s code, `models/vit_weights.py`) or is imported as
-import_model.py imports it (`models/transreid.py`), and the same pixels are
-embedded, then compared: the smallest and mean cosine per image, and mAP
-and rank-1 of both. The last case's exports (SavedModel, ONNX, TFLite
-float32 and int8) are compared too.
+import_model.py imports it (`models/transreid.py`, `models/clipreid.py`),
+and the same pixels are embedded, then compared: the smallest and mean
+cosine per image, and mAP and rank-1 of both. The exports (SavedModel,
+ONNX, TFLite float32 and int8) of TransReID's JPM model at stride 12 are
+compared too.
 
 Speed. Seconds per batch of 32 at 256×128, embedding and a training step
 (forward, backward, SGD on the features' mean square), here and in timm on
 the same CPU threads, one after the other.
 
     /tmp/torchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 timm open_clip_torch \\
-        safetensors numpy yacs
+        safetensors numpy yacs ftfy regex
     .venv/bin/python -m bench.vit_peers --torch_python /tmp/torchenv/bin/python \\
-        --transreid TransReID --json bench/results/vit_peers.json
+        --transreid TransReID --clipreid CLIP-ReID --json bench/results/vit_peers.json
 """
 
 import argparse
@@ -43,23 +47,33 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_SIDE = os.path.join(ROOT, 'bench', 'vit_peers_torch.py')
-# (peer, its net or config, our net, patch stride, file kind): timm's and
-# TransReID's backbones (as --initial_checkpoint reads them), and TransReID's
-# whole models (as import_model.py imports them) of its Market-1501 configs,
-# the last without SIE and with the test features after the BNNeck.
-CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors'),
-         ('timm', 'vit_base_patch16_224', 'vit_base_16', 16, 'pth'),
-         ('transreid', 'vit_base_patch16_224_TransReID', 'vit_base_16', 12, 'pth'),
-         ('transreid', 'deit_small_patch16_224_TransReID', 'vit_small_16', 16, 'pth'),
-         ('open_clip', 'ViT-B-16-quickgelu', 'clip_vit_base_16', 16, 'safetensors'),
-         ('transreid_model', 'configs/Market/vit_base.yml', 'vit_base_16', 16, 'pth'),
-         ('transreid_model', 'configs/Market/vit_jpm.yml', 'vit_base_16', 16, 'pth'),
+# (peer, its net or config, our net, patch stride, file kind, changes to the
+# config): timm's and TransReID's backbones (as --initial_checkpoint reads
+# them), TransReID's whole models (as import_model.py imports them) of its
+# Market-1501 configs, the last without SIE (its camera embedding does not
+# import yet) and with the test features after the BNNeck (the other head),
+# and CLIP-ReID's of its person configs (their dataset uncommented, as its
+# users do): the published one, and its baseline with the features after
+# the BNNecks.
+CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors', {}),
+         ('timm', 'vit_base_patch16_224', 'vit_base_16', 16, 'pth', {}),
+         ('transreid', 'vit_base_patch16_224_TransReID', 'vit_base_16', 12, 'pth', {}),
+         ('transreid', 'deit_small_patch16_224_TransReID', 'vit_small_16', 16, 'pth', {}),
+         ('open_clip', 'ViT-B-16-quickgelu', 'clip_vit_base_16', 16, 'safetensors', {}),
+         ('transreid_model', 'configs/Market/vit_base.yml', 'vit_base_16', 16, 'pth', {}),
+         ('transreid_model', 'configs/Market/vit_jpm.yml', 'vit_base_16', 16, 'pth', {}),
          ('transreid_model', 'configs/Market/vit_transreid_stride.yml', 'vit_base_16', 12,
-          'pth'))
+          'pth', {'SIE_CAMERA: True': 'SIE_CAMERA: False',
+                  "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
+         ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
+          'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')"}),
+         ('clipreid_model', 'configs/person/vit_base.yml', 'clipreid_vit_base_16', 16, 'pth',
+          {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
+           "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}))
 
-# What the last config changes of TransReID's: its camera embedding (SIE)
-# does not import yet, and its features after the BNNeck take the other head.
-CHANGED = {'SIE_CAMERA: True': 'SIE_CAMERA: False', "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}
+# The whole models, as import_model.py imports them.
+WHOLE_MODELS = ('transreid_model', 'clipreid_model')
+
 SIZE = (256, 128)
 # The batch of the speed measurements (bench.peers embeds in batches of 32 too).
 BATCH = 32
@@ -95,26 +109,29 @@ def ours(net, stride, path):
     return model, body
 
 
-def imported(weights, config, root):
-    """The model import_model.py imports from TransReID's `weights` and
-    `config`, and its body."""
+def imported(peer, weights, config, root):
+    """The model import_model.py imports from TransReID's or CLIP-ReID's
+    (`peer`) `weights` and `config`, and its body."""
     import shutil
-    from triplet_reid.models import transreid
+    from triplet_reid.models import clipreid, transreid
     from triplet_reid.models.inference import load_experiment
     shutil.rmtree(root, ignore_errors=True)
-    transreid.import_transreid(weights, config, root)
+    if peer == 'transreid_model':
+        transreid.import_transreid(weights, config, root)
+    else:
+        clipreid.import_clipreid(weights, config, root)
     model, _, _ = load_experiment(root)
     return model, None
 
 
 def fidelity(args, folder, data, case):
-    """The rows of one case (and its exports' when it is the first)."""
+    """The rows of one case (and its exports' when it is --exports')."""
     import tensorflow as tf
     from triplet_reid import excluders
     from triplet_reid.evaluation import metrics
     from bench.peers import cosines, exported_forms, in_batches
 
-    peer, their_net, net, stride, kind = case
+    peer, their_net, net, stride, kind, changes = case
     query_pids, query_fids, gallery_pids, gallery_fids, pixels = data
     weights = os.path.join(folder, '{}_{}.{}'.format(peer, os.path.basename(their_net), kind))
     output = os.path.join(folder, 'theirs.npz')
@@ -122,15 +139,17 @@ def fidelity(args, folder, data, case):
                str(SIZE[1]), '--stride', str(stride), '--pixels',
                os.path.join(folder, 'pixels.npz'), '--weights_out', weights, '--output', output,
                '--threads', str(args.threads)]
-    if peer.startswith('transreid'):
-        command += ['--source', args.transreid]
-    if peer == 'transreid_model':
+    source = args.clipreid if peer.startswith('clipreid') else args.transreid
+    if peer.startswith(('transreid', 'clipreid')):
+        command += ['--source', source]
+    if peer in WHOLE_MODELS:
         config = os.path.join(folder, os.path.basename(their_net))
-        with open(os.path.join(args.transreid, their_net)) as f:
+        with open(os.path.join(source, their_net)) as f:
             text = f.read()
-        if case == CASES[-1]:
-            for old, new in CHANGED.items():
-                text = text.replace(old, new)
+        for old, new in changes.items():
+            if old not in text:
+                raise SystemExit('{} no longer holds `{}`'.format(their_net, old))
+            text = text.replace(old, new)
         with open(config, 'w') as f:
             f.write(text)
         command += ['--config', config]
@@ -138,8 +157,8 @@ def fidelity(args, folder, data, case):
         command += ['--net', their_net]
     subprocess.run(command, check=True)
     theirs = np.load(output)['features']
-    if peer == 'transreid_model':
-        model, body = imported(weights, config, os.path.join(folder, 'imported'))
+    if peer in WHOLE_MODELS:
+        model, body = imported(peer, weights, config, os.path.join(folder, 'imported'))
     else:
         model, body = ours(net, stride, weights)
     excluder = excluders.load('market1501', query_fids, gallery_fids)
@@ -226,9 +245,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--torch_python', required=True, help='Python of a PyTorch environment.')
     parser.add_argument('--transreid', required=True, help='A checkout of damo-cv/TransReID.')
+    parser.add_argument('--clipreid', required=True, help='A checkout of Syliz517/CLIP-ReID.')
     parser.add_argument('--every', type=int, default=8,
                         help='Every how many demo identities to use.')
-    parser.add_argument('--exports', type=int, default=len(CASES) - 1,
+    parser.add_argument('--exports', type=int, default=7,
                         help='The case whose exports to compare (an index of CASES).')
     parser.add_argument('--repeats', type=int, default=3, help='Timed batches of each speed.')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads of either side.')

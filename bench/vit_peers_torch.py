@@ -12,6 +12,8 @@ TransReID's code is loaded from a checkout: its backbone
 (`model.make_model` from a YAML config, `--kind transreid_model`, JPM and
 BNNecks included, as its training saves it). Its `torch._six` import, gone
 from PyTorch 2, is given the `collections.abc` it took from there.
+CLIP-ReID's whole model comes from its checkout's `make_model_clipreid`
+(`--kind clipreid_model`), around a CLIP of its own `CLIP` class.
 
 The weights are the peer's initialisation with every layer norm and batch
 norm made non-trivial (random scale and shift; a BNNeck's frozen shift
@@ -88,6 +90,32 @@ def transreid_model(args, images):
     cfg.merge_from_file(args.config)
     cfg.MODEL.PRETRAIN_CHOICE = 'none'
     model = make_model(cfg, num_class=751, camera_num=6, view_num=1)
+    randomise(model, torch.Generator().manual_seed(args.seed), images)
+    return model
+
+
+def clipreid_model(args, images):
+    """CLIP-ReID's model of the config `args.config`, built by its own
+    `make_model` (751 identities, as Market-1501) around a CLIP built by its
+    own `CLIP` class with random weights (where CLIP-ReID would download
+    OpenAI's), randomised; its prompt learner and text encoder are in it, as
+    in the files its training saves."""
+    sys.path.insert(0, args.source)
+    from config import cfg
+    from model import make_model_clipreid
+    from model.clip.model import CLIP
+
+    def load_clip_to_cpu(name, h_resolution, w_resolution, stride):
+        clip = CLIP(512, 224, 12, 768, 16, stride, 77, 49408, 512, 8, 12, h_resolution,
+                    w_resolution)
+        # CLIP-ReID moves it to the GPU; here it stays on the CPU.
+        clip.to = lambda *_, **__: clip
+        return clip
+    make_model_clipreid.load_clip_to_cpu = load_clip_to_cpu
+    # Its prompt learner puts the tokenised prompt on the GPU.
+    torch.Tensor.cuda = lambda self, *_, **__: self
+    cfg.merge_from_file(args.config)
+    model = make_model_clipreid.make_model(cfg, num_class=751, camera_num=6, view_num=1)
     randomise(model, torch.Generator().manual_seed(args.seed), images)
     return model
 
@@ -174,12 +202,14 @@ def speed(model, size, batch, repeats):
 def main():
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument('--kind', required=True,
-                        choices=('timm', 'transreid', 'transreid_model', 'open_clip'),
+                        choices=('timm', 'transreid', 'transreid_model', 'open_clip',
+                                 'clipreid_model'),
                         help="Whose code: timm's, TransReID's backbone or its whole model, "
-                             "open_clip's CLIP.")
+                             "open_clip's CLIP, CLIP-ReID's whole model.")
     parser.add_argument('--net', help="timm's model name, or TransReID's builder.")
-    parser.add_argument('--config', help="TransReID's YAML config (--kind transreid_model).")
-    parser.add_argument('--source', help="TransReID's checkout.")
+    parser.add_argument('--config', help="TransReID's or CLIP-ReID's YAML config (--kind "
+                                         'transreid_model, clipreid_model).')
+    parser.add_argument('--source', help="TransReID's or CLIP-ReID's checkout.")
     parser.add_argument('--size', type=int, nargs=2, default=(256, 128), help='Input size.')
     parser.add_argument('--stride', type=int, default=16, help="TransReID's patch stride.")
     parser.add_argument('--seed', type=int, default=0, help='Seed of the random weights.')
@@ -192,9 +222,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.kind == 'transreid_model':
+    if args.kind in ('transreid_model', 'clipreid_model'):
         pixels = np.load(args.pixels)['pixels']
-        model = transreid_model(args, normalised(pixels[:32]))
+        make = transreid_model if args.kind == 'transreid_model' else clipreid_model
+        model = make(args, normalised(pixels[:32]))
         torch.save(model.state_dict(), args.weights_out)
         np.savez(args.output, features=features(model, pixels))
         return

@@ -196,7 +196,7 @@ def assign_body_weights(model_name, body, path):
         UserError when the file is missing or holds no matching weights.
     """
     if model_name in nets.TRANSFORMER_NETS and path.endswith(VIT_FILES):
-        if model_name.startswith('clip_'):
+        if model_name in nets.CLIP_NETS:
             vit_weights.load_clip_weights(body, path)
         else:
             vit_weights.load_timm_weights(body, path)

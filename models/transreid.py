@@ -99,17 +99,7 @@ def experiment_of_config(settings, path):
                         ('TEST.FEAT_NORM', ('yes', 'no'))):
         if get(key) not in (wanted if isinstance(wanted, tuple) else (wanted,)):
             refuse(key, 'what imports is {}'.format(wanted))
-    for key in ('INPUT.PIXEL_MEAN', 'INPUT.PIXEL_STD'):
-        if list(get(key)) != [0.5, 0.5, 0.5]:
-            refuse(key, 'what imports is [0.5, 0.5, 0.5], as every TransReID config gives')
-    stride = get('MODEL.STRIDE_SIZE')
-    if len(stride) != 2 or stride[0] != stride[1] or not isinstance(stride[0], int):
-        refuse('MODEL.STRIDE_SIZE', 'what imports is one whole stride for both axes')
-    size = get('INPUT.SIZE_TEST')
-    if list(get('INPUT.SIZE_TRAIN')) != list(size) or len(size) != 2 or not all(
-            isinstance(side, int) for side in size):
-        refuse('INPUT.SIZE_TEST', "TransReID tests at its training size (INPUT.SIZE_TRAIN), "
-                                  'two whole numbers')
+    size, stride = input_settings(get, refuse, 'TransReID')
     if not 0 <= get('MODEL.DROP_PATH') <= 0.9:
         refuse('MODEL.DROP_PATH', 'what imports is a probability from 0 to 0.9, as '
                                   '--drop_path_rate takes it')
@@ -119,10 +109,35 @@ def experiment_of_config(settings, path):
     head = 'bnneck' if get('TEST.NECK_FEAT') == 'after' else 'pooled'
     experiment = Experiment(net, head, width, 'avg', 2, 'torch', size[0], size[1], size[0],
                             size[1], antialias=True, accurate_jpeg=True,
-                            patch_stride=stride[0], drop_path_rate=float(get('MODEL.DROP_PATH')),
+                            patch_stride=stride, drop_path_rate=float(get('MODEL.DROP_PATH')),
                             jpm=parts)
-    nets.check_transformer(net, 'avg', tuple(size), stride[0], parts)
+    nets.check_transformer(net, 'avg', tuple(size), stride, parts)
     return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean'
+
+
+def input_settings(get, refuse, peer):
+    """(size, stride) of the input settings of a config of TransReID's or of
+    a peer that shares its settings (`peer`, CLIP-ReID): the test size
+    (height, width) and the patch stride; `get` reads a setting, `refuse`
+    refuses one.
+
+    Raises:
+        UserError (from `refuse`) for statistics other than 0.5, a stride
+        that differs between the axes, a test size other than the training
+        size (the position embeddings are learnt for its grid).
+    """
+    for key in ('INPUT.PIXEL_MEAN', 'INPUT.PIXEL_STD'):
+        if list(get(key)) != [0.5, 0.5, 0.5]:
+            refuse(key, 'what imports is [0.5, 0.5, 0.5], as every {} config gives'.format(peer))
+    stride = get('MODEL.STRIDE_SIZE')
+    if len(stride) != 2 or stride[0] != stride[1] or not isinstance(stride[0], int):
+        refuse('MODEL.STRIDE_SIZE', 'what imports is one whole stride for both axes')
+    size = get('INPUT.SIZE_TEST')
+    if list(get('INPUT.SIZE_TRAIN')) != list(size) or len(size) != 2 or not all(
+            isinstance(side, int) for side in size):
+        refuse('INPUT.SIZE_TEST', '{} tests at its training size (INPUT.SIZE_TRAIN), two '
+                                  'whole numbers'.format(peer))
+    return size, stride[0]
 
 
 def body_state(state, experiment):
@@ -144,23 +159,31 @@ def body_state(state, experiment):
     return body
 
 
-def neck_state(state, experiment, path):
-    """The BNNeck's tensors of the head (`bottleneck`, and with JPM each
-    part's `bottleneck_k` after it, as one batch norm over all the parts)."""
-    names = ['bottleneck'] + ['bottleneck_{}'.format(k) for k in range(1, experiment.jpm + 1)]
-    width = (nets.TRANSFORMER_WIDTHS[experiment.model_name],)
+def neck_state(state, names, path):
+    """The BNNeck's tensors of the head as one batch norm over the batch
+    norms `names`, a dict of each name (TransReID's `bottleneck`, and with
+    JPM each part's `bottleneck_k` after it) to its width."""
     neck = {}
     for part in ('weight', 'bias', 'running_mean', 'running_var'):
-        for key in (name + '.' + part for name in names):
+        for name, width in names.items():
+            key = name + '.' + part
             if key not in state:
                 raise UserError('`{}` lacks `{}`; is it the checkpoint of this config?'.format(
                     path, key))
-            if np.shape(state[key]) != width:
+            if np.shape(state[key]) != (width,):
                 raise UserError('`{}` holds `{}` of shape {}, where the BNNeck of this config '
                                 'takes {} values; is it the checkpoint of this config?'.format(
-                                    path, key, np.shape(state[key]), width[0]))
+                                    path, key, np.shape(state[key]), width))
         neck[part] = np.concatenate([state[name + '.' + part] for name in names])
     return neck
+
+
+def assign_neck(model, state, names, path, source):
+    """Sets the BNNeck of the head `bnneck` of `model` from the batch norms
+    `names` of `state` (see `neck_state`)."""
+    layer = model.get_layer('emb')
+    layer.set_weights([np.asarray(a, np.float32) for a in torch_weights.keras_weights(
+        layer, neck_state(state, names, path), path, next(iter(names)), source)])
 
 
 def import_transreid(path, config, experiment_root):
@@ -197,9 +220,9 @@ def import_transreid(path, config, experiment_root):
                             path, count, config, *tokens.grid))
     vit_weights.assign_vit(body, body_state(state, experiment), path, source)
     if experiment.head_name == 'bnneck':
-        layer = model.get_layer('emb')
-        layer.set_weights([np.asarray(a, np.float32) for a in torch_weights.keras_weights(
-            layer, neck_state(state, experiment, path), path, 'bottleneck', source)])
+        width = nets.TRANSFORMER_WIDTHS[experiment.model_name]
+        names = ['bottleneck'] + ['bottleneck_{}'.format(k) for k in range(1, experiment.jpm + 1)]
+        assign_neck(model, state, dict.fromkeys(names, width), path, source)
     args = zoo.experiment_arguments(
         experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
         imported_config=os.path.abspath(config))

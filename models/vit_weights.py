@@ -200,12 +200,20 @@ CLIP_NAMES = (
 CLIP_PREFIXES = ('visual.', 'vision_model.', 'image_encoder.')
 
 
-def clip_state(state, path):
+def clip_state(state, path, projection=False):
     """A CLIP image encoder's state dict by timm's names: the class and
     position embeddings as timm shapes them, Hugging Face's separate query,
-    key and value projections as one, CLIP's projection to the text space
-    left out."""
+    key and value projections as one. CLIP's projection to the text space
+    (OpenAI's `proj` (D, P), Hugging Face's `visual_projection.weight`
+    (P, D)) is kept as `proj.weight` (P, D) with `projection`, else left
+    out.
+
+    Raises:
+        UserError for a file without the image encoder, or without its
+        projection when it is wanted.
+    """
     import re
+    whole = state
     prefix = next((p for p in CLIP_PREFIXES if any(k.startswith(p) for k in state)), '')
     state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
     found = {}
@@ -232,6 +240,16 @@ def clip_state(state, path):
             qkv = [found.pop(block + name + '_proj.' + part, None) for name in 'qkv']
             if all(value is not None for value in qkv):
                 found['blocks.{}.attn.qkv.{}'.format(index, part)] = np.concatenate(qkv)
+    if projection:
+        if 'proj' in state and np.ndim(state['proj']) == 2:
+            found['proj.weight'] = np.asarray(state['proj']).T
+        elif np.ndim(whole.get('visual_projection.weight')) == 2:
+            found['proj.weight'] = np.asarray(whole['visual_projection.weight'])
+        else:
+            raise UserError("`{}` lacks CLIP's projection of the image features to the text "
+                            "space (`{}proj`, or Hugging Face's `visual_projection.weight`), "
+                            'which `clipreid_vit_base_16` takes; initialise '
+                            '`clip_vit_base_16` from it instead.'.format(path, prefix))
     return found
 
 
@@ -247,7 +265,8 @@ def load_clip_weights(body, path):
     """Initialises a CLIP ViT body from CLIP's image encoder in a file of
     OpenAI's, open_clip's, Hugging Face's or CLIP-ReID's (`.pth`, `.pt`,
     `.bin` or `.safetensors`)."""
-    assign_pretrained(body, clip_state(read_weights(path), path), path,
+    projection = any(layer.name == 'proj' for layer in body.layers)
+    assign_pretrained(body, clip_state(read_weights(path), path, projection), path,
                       "CLIP's ViT-B/16 image encoder")
 
 

@@ -66,6 +66,7 @@ NET_CHOICES = (
     'vit_small_16',
     'vit_base_16',
     'clip_vit_base_16',
+    'clipreid_vit_base_16',
 )
 
 # fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
@@ -79,10 +80,18 @@ PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain'
 
 PADDINGS = ('torch', 'keras')
 
-TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16', 'clip_vit_base_16')
+TRANSFORMER_NETS = ('vit_small_16', 'vit_base_16', 'clip_vit_base_16', 'clipreid_vit_base_16')
 
 # Their widths: the size of each token's features.
-TRANSFORMER_WIDTHS = {'vit_small_16': 384, 'vit_base_16': 768, 'clip_vit_base_16': 768}
+TRANSFORMER_WIDTHS = {'vit_small_16': 384, 'vit_base_16': 768, 'clip_vit_base_16': 768,
+                      'clipreid_vit_base_16': 768}
+
+# The transformers of CLIP's image encoder, which CLIP's files initialise.
+CLIP_NETS = ('clip_vit_base_16', 'clipreid_vit_base_16')
+
+# The transformer whose feature adds CLIP's projection of its class token
+# (1280 values), which JPM's parts would lack.
+PROJECTED_NETS = ('clipreid_vit_base_16',)
 
 # The heads that keep the parts of a JPM transformer's features apart, each
 # part with its own losses.
@@ -128,6 +137,10 @@ def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=1
                                 'has none: use it with {}.'.format(
                                     name, ', '.join(TRANSFORMER_NETS)))
         return
+    if jpm and name in PROJECTED_NETS:
+        raise cli.UserError('--jpm cuts the tokens of a transformer into parts, which `{}` '
+                            'would have to project as it projects its class token; use '
+                            'clip_vit_base_16 for JPM on CLIP\'s image encoder.'.format(name))
     if pooling != 'avg':
         raise cli.UserError('`{}` takes its class token as the feature; --pooling {} pools a '
                             'CNN\'s feature map, so leave it at avg.'.format(name, pooling))

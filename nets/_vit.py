@@ -282,7 +282,7 @@ class PartWeights(keras.layers.Layer):
 
 
 def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_SIZE,
-             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0, clip=False):
+             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0, clip=False, projection=0):
     """A ViT body (see the module's docstring) of `depth` blocks of width
     `dim` with `heads` heads, its position embeddings learnt for images of
     `input_size` (height, width) cut every `patch_stride` pixels; the blocks'
@@ -291,10 +291,13 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
     (`jpm_branches`). With `clip`, the image encoder of CLIP (OpenAI's, as
     CLIP-ReID uses it): no bias in the patch embedding, a layer norm before
     the blocks (`norm_pre`), QuickGELU, and PyTorch's layer norm epsilon.
+    With a `projection` width P, the class token is followed by itself
+    projected (CLIP's projection to the text space, `proj`, without bias),
+    as CLIP-ReID concatenates them; not with JPM.
 
     Returns:
         A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim), or
-        (B, (1 + jpm)·dim) with JPM.
+        (B, (1 + jpm)·dim) with JPM, or (B, dim + P) with a projection.
     """
     images = keras.Input((None, None, 3), name='images')
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name='scale')(images)
@@ -317,4 +320,7 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
     else:
         x = layer_norm('norm', clip)(x)
         features = class_token(x, 'class_token')
+        if projection:
+            projected = keras.layers.Dense(projection, use_bias=False, name='proj')(features)
+            features = keras.layers.Concatenate(name='features')([features, projected])
     return keras.Model(images, features, name=name)

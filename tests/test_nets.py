@@ -25,7 +25,7 @@ FEATURES = {'resnet_v1_50': 2048, 'resnet_v1_101': 2048, 'resnet_v1_152': 2048,
             'osnet_x0_75': 384, 'osnet_x0_5': 256, 'osnet_x0_25': 128, 'osnet_ain': 512,
             'osnet_ain_x0_75': 384, 'osnet_ain_x0_5': 256, 'osnet_ain_x0_25': 128,
             'osnet_ibn': 512, 'torchreid_resnet50': 2048, 'vit_small_16': 384, 'vit_base_16': 768,
-            'clip_vit_base_16': 768,
+            'clip_vit_base_16': 768, 'clipreid_vit_base_16': 1280,
             **{name: 2048 for name in FASTREID_NETS}}
 
 

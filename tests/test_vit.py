@@ -479,24 +479,34 @@ def hugging_face_clip_state(timm):
     return state
 
 
-@pytest.mark.parametrize('form', ['openai', 'hugging_face'])
-def test_clip_image_encoders_embed_as_clip_computes(tmp_path, monkeypatch, form):
+@pytest.mark.parametrize('form,projection', [('openai', 0), ('hugging_face', 0),
+                                             ('openai', 16), ('hugging_face', 16)])
+def test_clip_image_encoders_embed_as_clip_computes(tmp_path, monkeypatch, form, projection):
+    """CLIP's image encoder, and with a projection CLIP-ReID's features: the
+    class token followed by it projected to the text space."""
     rng = np.random.default_rng(10)
     timm = timm_state(rng, grid=(14, 14))
     del timm['patch_embed.proj.bias'], timm['head.weight'], timm['head.bias']
     timm['norm_pre.weight'] = rng.uniform(0.5, 1.5, DIM).astype(np.float32)
     timm['norm_pre.bias'] = rng.normal(0, 0.1, DIM).astype(np.float32)
     path = str(tmp_path / 'clip.safetensors')
+    proj = rng.normal(size=(DIM, 16)).astype(np.float32)
     if form == 'openai':
-        write_pth(path.replace('.safetensors', '.pt'), openai_clip_state(timm, rng),
-                  zip_format=True, monkeypatch=monkeypatch)
+        state = openai_clip_state(timm, rng)
+        state['visual.proj'] = proj
+        write_pth(path.replace('.safetensors', '.pt'), state, zip_format=True,
+                  monkeypatch=monkeypatch)
         path = path.replace('.safetensors', '.pt')
     else:
-        save_file(hugging_face_clip_state(timm), path)
-    body = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True)
+        save_file(dict(hugging_face_clip_state(timm), **{
+            'visual_projection.weight': np.ascontiguousarray(proj.T)}), path)
+    body = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True,
+                         projection=projection)
     vit_weights.load_clip_weights(body, path)
     images = rng.uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
     expected = numpy_vit(timm, images, heads=HEADS, clip=True)
+    if projection:
+        expected = np.concatenate([expected, expected @ proj], 1)
     found = body(images, training=False).numpy()
     assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
 
@@ -512,6 +522,15 @@ def test_a_clip_file_of_another_width_or_no_clip_is_refused(tmp_path):
     save_file({'weight': np.ones(3, np.float32)}, str(tmp_path / 'other.safetensors'))
     refused(r'holds no CLIP image encoder', vit_weights.load_clip_weights, body,
             str(tmp_path / 'other.safetensors'))
+    # CLIP-ReID's features need the projection, which a file of the image
+    # encoder alone lacks.
+    narrow = timm_state(rng, grid=(14, 14))
+    narrow['norm_pre.weight'] = narrow['norm_pre.bias'] = np.ones(DIM, np.float32)
+    save_file(hugging_face_clip_state(narrow), str(tmp_path / 'encoder.safetensors'))
+    projected = _vit.vit_body('clip_test', DIM, DEPTH, HEADS, (224, 224), 16, 0.0, clip=True,
+                              projection=16)
+    refused(r"lacks CLIP's projection", vit_weights.load_clip_weights, projected,
+            str(tmp_path / 'encoder.safetensors'))
 
 
 def test_openai_s_torchscript_archive_is_refused_as_code(tmp_path):
