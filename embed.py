@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 if __package__ in (None, ''):
     # Run from a checkout (`python embed.py`): its folder is the package triplet_reid.
     import checkout
@@ -20,7 +22,7 @@ from triplet_reid import cli
 from triplet_reid import common
 from triplet_reid.storage import files
 from triplet_reid.inputs import embeddings_file
-from triplet_reid.cli import flags, progress, startup
+from triplet_reid.cli import flags, patterns, progress, startup
 from triplet_reid.aggregators import AGGREGATORS
 
 parser = argparse.ArgumentParser(description='Embed a dataset using a trained network.',
@@ -125,6 +127,14 @@ parser.add_argument(
          'only the center crop is used and `five` means the four corner and '
          'center crops are used. When not provided, by default the image is '
          'resized to network input size.')
+
+parser.add_argument(
+    '--camera_regex', default=None, type=patterns.argument(
+        '--camera_regex', groups=1, remedy='put the camera in parentheses, as `_c(\\d+)`.'),
+    help='For an experiment with a camera embedding (train.py --sie, or an imported TransReID '
+         'or CLIP-ReID model with SIE): the regular expression whose first group, searched in '
+         'each image\'s path, is its camera; the one it trained with by default. Footage\'s '
+         'camera is --camera, a tracklet CSV\'s its `camera` column.')
 
 parser.add_argument(
     '--aggregator', choices=AGGREGATORS.keys(), default=None,
@@ -253,6 +263,33 @@ def default_filename(args):
     return 'images_embeddings.h5'
 
 
+def sie_cameras(args, train_args, fids, source, log, fields=None, names=None):
+    """The (N,) rows of the images' cameras in the camera embedding's table
+    of an experiment with SIE, None for one without: found by --camera_regex
+    (the experiment's by default) in the paths `fids`, or given as `names`
+    (a tracklet CSV's column), or footage's --camera (`fields` are its
+    boxes')."""
+    from triplet_reid.inputs.cameras import embedding_cameras
+    table = train_args.get('sie_cameras')
+    if not table:
+        if args.camera_regex is not None:
+            raise cli.UserError('--camera_regex is for experiments with a camera embedding '
+                                '(train.py --sie); `{}` has none.'.format(args.experiment_root))
+        return None
+
+    def warn(message):
+        log('Warning: ' + message)
+    if fields is not None:
+        names = [camera_name(args)] * len(fids)
+    regex = args.camera_regex or train_args.get('camera_regex')
+    if names is None and regex is None:
+        raise cli.UserError('`{}` adds a learnt embedding per camera (SIE: cameras {}), so each '
+                            'image\'s camera is needed; give --camera_regex, whose first group '
+                            'is the camera in each path (Market-1501: `_c(\\d+)`).'.format(
+                                args.experiment_root, ', '.join(table[:20])))
+    return embedding_cameras(fids, regex, table, warn, source, names)
+
+
 def tracklet_dataset(args):
     """Whether --dataset is a tracklet CSV; refuses --tracklets with a CSV of images."""
     from triplet_reid.inputs.tracklets import is_tracklet_csv
@@ -289,11 +326,14 @@ def embed_tracklet_csv(args, log):
     images.decodable_mask(found.fids, image_root, False, args.loading_threads,
                           remedy='or drop their rows from the CSV',
                           max_pixels=args.max_image_pixels)
+    # Each frame is of its tracklet's camera.
+    cameras = sie_cameras(args, train_args, found.fids, args.dataset, log,
+                          names=np.repeat(found.cameras, found.lengths))
     start = time.time()
     with progress.bar('Embedding', 'frame', args.quiet) as report:
         embs = embed_tracklet_set(parts, train_args, found, image_root, args.tracklets,
                                   args.crop_augment, args.batch_size, args.loading_threads,
-                                  report)
+                                  report, cameras)
     seconds = time.time() - start
     log('Embedded {} frames in {:.1f}s: {:.1f} frames/s.'.format(
         len(found.fids), seconds, len(found.fids) / max(seconds, 1e-9)))
@@ -343,19 +383,20 @@ def embed(args, stack):
         (image_root, fids, shown), fields = images_to_embed(args, train_args), None
     source = args.dataset or args.detections or '{} images'.format(len(fids))
     log('Embedding {} with checkpoint {}.'.format(source, checkpoint))
-
     # Data: every image with all its augmented versions, in CSV order.
     images.decodable_mask(fids, image_root, False, args.loading_threads,
                           remedy='or drop their rows from the CSV' if args.dataset else
                           'or leave them out of --images',
                           max_pixels=args.max_image_pixels)
 
+    cameras = sie_cameras(args, train_args, fids, source, log, fields)
+
     # Loop.
     start = time.time()
     with progress.bar('Embedding', 'pass', args.quiet) as report:
         embs, emb_aug, names = embed_files(
             model, train_args, fids, image_root, args.flip_augment, args.crop_augment,
-            args.aggregator, args.batch_size, args.loading_threads, progress=report)
+            args.aggregator, args.batch_size, args.loading_threads, report, cameras)
     seconds = time.time() - start
     log('Embedded {} images ({} forward passes) in {:.1f}s: {:.1f} images/s.'.format(
         len(fids), len(fids) * len(names), seconds, len(fids) / max(seconds, 1e-9)))

@@ -146,7 +146,8 @@ def main(argv=None):
                             'experiment that combines the frames of tracklets (--seq_len); '
                             'export it without --tracker. Nothing was exported.'.format(
                                 args.experiment_root))
-    module = exported.EmbeddingModule(model, experiment.net_input_size, experiment.antialias)
+    module = exported.EmbeddingModule(model, experiment.net_input_size, experiment.antialias,
+                                      experiment.sie_cameras)
     # The calibration images are read first, so that a bad training set
     # stops the export before anything is written.
     representative = exported.calibration_images(

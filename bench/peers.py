@@ -46,8 +46,11 @@ def cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def in_batches(function, pixels):
-    return np.concatenate([np.asarray(function(pixels[i:i + BATCH]))
+def in_batches(function, pixels, cameras=None):
+    """`function` of the pixels in batches (and of their cameras' rows, for
+    a model with a camera embedding), concatenated."""
+    return np.concatenate([np.asarray(function(pixels[i:i + BATCH]) if cameras is None else
+                                      function(pixels[i:i + BATCH], cameras[i:i + BATCH]))
                            for i in range(0, len(pixels), BATCH)])
 
 
@@ -68,33 +71,45 @@ def peer_side(args, folder, name, kind, spec):
 def exported_forms(model, train_args, folder, name, pixels, int8=True, threads=2):
     """{form: function of pixels} for the exports of `model`: SavedModel,
     ONNX, TFLite float32 and (with `int8`) TFLite int8 calibrated on some of
-    `pixels`, its interpreter on `threads` threads."""
+    `pixels`, its interpreter on `threads` threads. With a camera embedding
+    (`sie_cameras` in `train_args`), each function takes the pixels'
+    cameras' rows too."""
     import tensorflow as tf
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
     from triplet_reid.serving import exported
 
     size = (train_args['net_input_height'], train_args['net_input_width'])
-    module = exported.EmbeddingModule(model, size, train_args['antialias'])
+    module = exported.EmbeddingModule(model, size, train_args['antialias'],
+                                      train_args.get('sie_cameras'))
     saved = os.path.join(folder, name + '_saved_model')
     exported.export_saved_model(module, saved)
     signature = tf.saved_model.load(saved).signatures['serving_default']
     onnx_path = os.path.join(folder, name + '.onnx')
     exported.export_onnx(module, onnx_path)
     session = onnxruntime.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-    forms = {'SavedModel': lambda x: signature(images=tf.constant(x))['emb'].numpy(),
-             'ONNX': lambda x: session.run(None, {'images': x})[0]}
+
+    def inputs(x, cameras):
+        return {'images': x} if cameras is None else {'images': x, 'cameras': cameras}
+    forms = {'SavedModel': lambda x, c=None: signature(**{
+        k: tf.constant(v) for k, v in inputs(x, c).items()})['emb'].numpy(),
+             'ONNX': lambda x, c=None: session.run(None, inputs(x, c))[0]}
     tflites = [('TFLite float32', None)] + [('TFLite int8', pixels[::8][:32])] * int8
     for form, representative in tflites:
         path = os.path.join(folder, '{}_{}.tflite'.format(name, form.split()[1]))
         exported.export_tflite(module, path, representative)
         interpreter = Interpreter(model_path=path, num_threads=threads)
 
-        def tflite(x, interpreter=interpreter):
-            index = interpreter.get_input_details()[0]['index']
-            interpreter.resize_tensor_input(index, x.shape)
+        def tflite(x, cameras=None, interpreter=interpreter):
+            indices = {d['name']: d['index'] for d in interpreter.get_input_details()}
+            given = {next(i for n, i in indices.items() if 'camera' not in n): x}
+            if cameras is not None:
+                given[next(i for n, i in indices.items() if 'camera' in n)] = cameras
+            for index, value in given.items():
+                interpreter.resize_tensor_input(index, value.shape)
             interpreter.allocate_tensors()
-            interpreter.set_tensor(index, x)
+            for index, value in given.items():
+                interpreter.set_tensor(index, value)
             interpreter.invoke()
             return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
         forms[form] = tflite

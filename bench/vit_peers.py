@@ -50,11 +50,11 @@ TORCH_SIDE = os.path.join(ROOT, 'bench', 'vit_peers_torch.py')
 # (peer, its net or config, our net, patch stride, file kind, changes to the
 # config): timm's and TransReID's backbones (as --initial_checkpoint reads
 # them), TransReID's whole models (as import_model.py imports them) of its
-# Market-1501 configs, the last without SIE (its camera embedding does not
-# import yet) and with the test features after the BNNeck (the other head),
-# and CLIP-ReID's of its person configs (their dataset uncommented, as its
-# users do): the published one, and its baseline with the features after
-# the BNNecks.
+# Market-1501 configs, the last (JPM and SIE at stride 12) with the test
+# features after the BNNeck (the other head), and CLIP-ReID's of its person
+# configs (their dataset uncommented, as its users do): the published one,
+# its baseline with the features after the BNNecks, and the published one
+# with its commented-out camera embedding (SIE) turned on.
 CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors', {}),
          ('timm', 'vit_base_patch16_224', 'vit_base_16', 16, 'pth', {}),
          ('transreid', 'vit_base_patch16_224_TransReID', 'vit_base_16', 12, 'pth', {}),
@@ -63,13 +63,15 @@ CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors', {}
          ('transreid_model', 'configs/Market/vit_base.yml', 'vit_base_16', 16, 'pth', {}),
          ('transreid_model', 'configs/Market/vit_jpm.yml', 'vit_base_16', 16, 'pth', {}),
          ('transreid_model', 'configs/Market/vit_transreid_stride.yml', 'vit_base_16', 12,
-          'pth', {'SIE_CAMERA: True': 'SIE_CAMERA: False',
-                  "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
+          'pth', {"NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
          ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
           'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')"}),
          ('clipreid_model', 'configs/person/vit_base.yml', 'clipreid_vit_base_16', 16, 'pth',
           {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
-           "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}))
+           "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
+         ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
+          'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
+                  '# SIE_CAMERA: True': 'SIE_CAMERA: True', '# SIE_COE : 1.0': 'SIE_COE : 1.0'}))
 
 # The whole models, as import_model.py imports them.
 WHOLE_MODELS = ('transreid_model', 'clipreid_model')
@@ -81,8 +83,10 @@ BATCH = 32
 
 def demo_pixels(every):
     """(query pids, query fids, gallery pids, gallery fids, pixels (N, 256,
-    128, 3) uint8): the demo query and test images of every `every`-th
-    identity, resized as embed.py resizes them."""
+    128, 3) uint8, cameras (N,) from 0): the demo query and test images of
+    every `every`-th identity, resized as embed.py resizes them, and their
+    Market-1501 cameras numbered from 0, as TransReID and CLIP-ReID number
+    them."""
     import tensorflow as tf
     from triplet_reid import common
     from triplet_reid.inputs.images import load_image
@@ -97,7 +101,10 @@ def demo_pixels(every):
     pixels = np.stack([tf.cast(tf.round(tf.clip_by_value(load_image(
         os.path.join(demo, f), SIZE), 0, 255)), tf.uint8).numpy()
         for f in np.concatenate([query_fids, gallery_fids])])
-    return query_pids, query_fids, gallery_pids, gallery_fids, pixels
+    from triplet_reid.inputs.unlabelled import cameras_from_paths
+    cameras = cameras_from_paths(np.concatenate([query_fids, gallery_fids]), r'_c(\d+)')
+    return (query_pids, query_fids, gallery_pids, gallery_fids, pixels,
+            cameras.astype(np.int32) - 1)
 
 
 def ours(net, stride, path):
@@ -110,8 +117,8 @@ def ours(net, stride, path):
 
 
 def imported(peer, weights, config, root):
-    """The model import_model.py imports from TransReID's or CLIP-ReID's
-    (`peer`) `weights` and `config`, and its body."""
+    """(model, None, its args.json) that import_model.py imports from
+    TransReID's or CLIP-ReID's (`peer`) `weights` and `config`."""
     import shutil
     from triplet_reid.models import clipreid, transreid
     from triplet_reid.models.inference import load_experiment
@@ -120,8 +127,8 @@ def imported(peer, weights, config, root):
         transreid.import_transreid(weights, config, root)
     else:
         clipreid.import_clipreid(weights, config, root)
-    model, _, _ = load_experiment(root)
-    return model, None
+    model, train_args, _ = load_experiment(root)
+    return model, None, train_args
 
 
 def fidelity(args, folder, data, case):
@@ -130,9 +137,10 @@ def fidelity(args, folder, data, case):
     from triplet_reid import excluders
     from triplet_reid.evaluation import metrics
     from bench.peers import cosines, exported_forms, in_batches
+    from triplet_reid.models.inference import inference_function
 
     peer, their_net, net, stride, kind, changes = case
-    query_pids, query_fids, gallery_pids, gallery_fids, pixels = data
+    query_pids, query_fids, gallery_pids, gallery_fids, pixels, cameras = data
     weights = os.path.join(folder, '{}_{}.{}'.format(peer, os.path.basename(their_net), kind))
     output = os.path.join(folder, 'theirs.npz')
     command = [args.torch_python, TORCH_SIDE, '--kind', peer, '--size', str(SIZE[0]),
@@ -158,9 +166,10 @@ def fidelity(args, folder, data, case):
     subprocess.run(command, check=True)
     theirs = np.load(output)['features']
     if peer in WHOLE_MODELS:
-        model, body = imported(peer, weights, config, os.path.join(folder, 'imported'))
+        model, body, train_args = imported(peer, weights, config,
+                                           os.path.join(folder, 'imported'))
     else:
-        model, body = ours(net, stride, weights)
+        (model, body), train_args = ours(net, stride, weights), {}
     excluder = excluders.load('market1501', query_fids, gallery_fids)
     count = len(query_fids)
 
@@ -178,18 +187,21 @@ def fidelity(args, folder, data, case):
         rows.append(dict(fields, form=form, min_cosine=round(float(cos.min()), 6),
                          mean_cosine=round(float(cos.mean()), 6), **figures(embs)))
 
+    floats = pixels.astype(np.float32)
+    # A camera embedding (SIE) takes each image's camera, as the peer's test does.
+    table = train_args.get('sie_cameras') if body is None else None
+    rows = None if table is None else cameras
     if body is None:
-        forward = tf.function(lambda x: model(x, training=False)['emb'])
+        forward = inference_function(model)
     else:
         forward = tf.function(lambda x: body(x, training=False))
-    floats = pixels.astype(np.float32)
-    add('imported (Keras)', in_batches(lambda x: forward(tf.constant(x)).numpy(), floats))
+    add('imported (Keras)', in_batches(lambda *x: forward(*x).numpy(), floats, rows))
     if case == CASES[args.exports]:
-        train_args = {'net_input_height': SIZE[0], 'net_input_width': SIZE[1],
-                      'antialias': True}
-        for form, function in exported_forms(model, train_args, folder, net, floats,
+        export_args = {'net_input_height': SIZE[0], 'net_input_width': SIZE[1],
+                       'antialias': True, 'sie_cameras': table}
+        for form, function in exported_forms(model, export_args, folder, net, floats,
                                              threads=args.threads).items():
-            add(form, in_batches(function, floats))
+            add(form, in_batches(function, floats, rows))
     for row in rows:
         print(json.dumps(row), flush=True)
     return rows
@@ -262,7 +274,7 @@ def main(argv=None):
     data = demo_pixels(args.every)
     rows = []
     with tempfile.TemporaryDirectory(prefix='vit-peers-') as folder:
-        np.savez(os.path.join(folder, 'pixels.npz'), pixels=data[-1])
+        np.savez(os.path.join(folder, 'pixels.npz'), pixels=data[-2], cameras=data[-1])
         for case in CASES:
             rows += fidelity(args, folder, data, case)
     speeds = speed(args)
@@ -278,7 +290,7 @@ def main(argv=None):
         with open(args.json, 'w') as f:
             json.dump({'machine': platform.processor() or platform.machine(),
                        'cpus': os.cpu_count(), 'threads': args.threads,
-                       'images': int(len(data[-1])), 'rows': rows, 'speed': speeds}, f,
+                       'images': int(len(data[-2])), 'rows': rows, 'speed': speeds}, f,
                       indent=2)
             f.write('\n')
     return 0

@@ -19,8 +19,9 @@ The weights are the peer's initialisation with every layer norm and batch
 norm made non-trivial (random scale and shift; a BNNeck's frozen shift
 stays zero), the batch norms' statistics those of the images themselves,
 so that a mapping that drops or swaps one shows. Pixels (N, H, W, 3) uint8
-come in an .npz and are normalised as TransReID and timm's ViTs want them:
-mean and std 0.5.
+come in an .npz, with their cameras (N,) from 0 for the whole models with a
+camera embedding (SIE), and are normalised as TransReID and timm's ViTs
+want them: mean and std 0.5.
 """
 
 import argparse
@@ -34,9 +35,10 @@ import numpy as np
 import torch
 
 
-def randomise(model, generator, images=None):
+def randomise(model, generator, images=None, cameras=None):
     """Random layer and batch norms; the batch norms' statistics those of
-    `images` (B, 3, H, W) when given."""
+    `images` (B, 3, H, W) when given (seen by `cameras`, for a model with a
+    camera embedding)."""
     batch_norms = []
     with torch.no_grad():
         for module in model.modules():
@@ -52,7 +54,7 @@ def randomise(model, generator, images=None):
                 module.reset_running_stats()
                 module.momentum = None
                 module.train()
-            model(images)
+            model(images) if cameras is None else model(images, cam_label=cameras)
         model.eval()
 
 
@@ -75,7 +77,7 @@ def load_file(name, path):
     return module
 
 
-def transreid_model(args, images):
+def transreid_model(args, images, cameras):
     """TransReID's model of the config `args.config`, built by its
     `make_model` (751 identities, as Market-1501), randomised."""
     transreid_module(args.source)
@@ -90,11 +92,12 @@ def transreid_model(args, images):
     cfg.merge_from_file(args.config)
     cfg.MODEL.PRETRAIN_CHOICE = 'none'
     model = make_model(cfg, num_class=751, camera_num=6, view_num=1)
-    randomise(model, torch.Generator().manual_seed(args.seed), images)
+    randomise(model, torch.Generator().manual_seed(args.seed), images,
+              cameras if cfg.MODEL.SIE_CAMERA else None)
     return model
 
 
-def clipreid_model(args, images):
+def clipreid_model(args, images, cameras):
     """CLIP-ReID's model of the config `args.config`, built by its own
     `make_model` (751 identities, as Market-1501) around a CLIP built by its
     own `CLIP` class with random weights (where CLIP-ReID would download
@@ -116,7 +119,8 @@ def clipreid_model(args, images):
     torch.Tensor.cuda = lambda self, *_, **__: self
     cfg.merge_from_file(args.config)
     model = make_model_clipreid.make_model(cfg, num_class=751, camera_num=6, view_num=1)
-    randomise(model, torch.Generator().manual_seed(args.seed), images)
+    randomise(model, torch.Generator().manual_seed(args.seed), images,
+              cameras if cfg.MODEL.SIE_CAMERA else None)
     return model
 
 
@@ -168,10 +172,14 @@ def normalised(pixels):
     return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - 0.5) / 0.5
 
 
-def features(model, pixels, batch=32):
+def features(model, pixels, batch=32, cameras=None):
+    """The features of the pixels, with their cameras (as the peers' test
+    code passes them, `cam_label`) when given."""
     x = normalised(pixels)
     with torch.no_grad():
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+        return torch.cat([model(x[i:i + batch]) if cameras is None else
+                          model(x[i:i + batch], cam_label=cameras[i:i + batch])
+                          for i in range(0, len(x), batch)]).numpy()
 
 
 def speed(model, size, batch, repeats):
@@ -223,11 +231,14 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.kind in ('transreid_model', 'clipreid_model'):
-        pixels = np.load(args.pixels)['pixels']
+        loaded = np.load(args.pixels)
+        pixels, cameras = loaded['pixels'], torch.from_numpy(loaded['cameras']).long()
         make = transreid_model if args.kind == 'transreid_model' else clipreid_model
-        model = make(args, normalised(pixels[:32]))
+        model = make(args, normalised(pixels[:32]), cameras[:32])
         torch.save(model.state_dict(), args.weights_out)
-        np.savez(args.output, features=features(model, pixels))
+        sie = hasattr(model, 'cv_embed') or hasattr(getattr(model, 'base', None), 'sie_embed')
+        np.savez(args.output, features=features(model, pixels,
+                                                cameras=cameras if sie else None))
         return
     saved, used = build(args)
     if args.speed:

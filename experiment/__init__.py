@@ -11,12 +11,14 @@ import dataclasses
 import fcntl
 import functools
 import logging
+import math
 import operator
 import os
 import re
+import reprlib
 import shutil
 
-from triplet_reid import cli
+from triplet_reid import cli, nets
 from triplet_reid.cli import flags, UserError
 from triplet_reid.storage import files
 from triplet_reid.storage.json_files import read_json
@@ -61,6 +63,11 @@ class Experiment:
     patch_stride: int = architecture(16)
     drop_path_rate: float = 0.1
     jpm: int = architecture(0)
+    # TransReID's side information embedding: the names of the cameras whose
+    # embeddings it learns, in the order of its table (None: none), and the
+    # weight it adds them with (TransReID's SIE_COE).
+    sie_cameras: object = architecture(None)
+    sie_weight: float = architecture(3.0)
 
     @classmethod
     def of(cls, args):
@@ -79,6 +86,11 @@ class Experiment:
     def pre_crop_size(self):
         """(height, width) that crop augmentation resizes images to first."""
         return self.pre_crop_height, self.pre_crop_width
+
+    @property
+    def sie_count(self):
+        """The rows of the side information embedding: its cameras (0: none)."""
+        return len(self.sie_cameras or ())
 
     def crops_fit(self):
         """Whether crops of the net input size fit in the pre-crop size."""
@@ -215,6 +227,7 @@ def read_args(experiment_root):
                             'expected); fix it or start a new experiment root.'.format(
                                 args_file, key, value, 'true or false' if kind is bool else
                                 'positive integer' if least else 'whole number from 0'))
+    check_sie(stored, args_file)
     for key in ('train_set', 'image_root'):
         value = stored.get(key)
         if value is not None and not (isinstance(value, str) or isinstance(value, list) and all(
@@ -223,6 +236,25 @@ def read_args(experiment_root):
                             'list of paths was expected); fix it or start a new experiment '
                             'root.'.format(args_file, key, value))
     return dict(LEGACY_ARGUMENTS, **stored)
+
+
+def check_sie(stored, args_file):
+    """Refuses a stored side information embedding that no run writes: its
+    cameras other than a list of distinct names (at most
+    `nets.MAX_SIE_CAMERAS`), its weight other than a finite number."""
+    cameras, weight = stored.get('sie_cameras'), stored.get('sie_weight', 3.0)
+    if cameras is not None and not (
+            isinstance(cameras, list) and 0 < len(cameras) <= nets.MAX_SIE_CAMERAS and
+            all(isinstance(c, str) and c for c in cameras) and len(set(cameras)) == len(cameras)):
+        raise UserError('`{}` stores `sie_cameras` = `{}`, which is not a valid value (a list of '
+                        'at most {} distinct camera names was expected); fix it or start a new '
+                        'experiment root.'.format(args_file, reprlib.repr(cameras),
+                                                  nets.MAX_SIE_CAMERAS))
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(
+            weight):
+        raise UserError('`{}` stores `sie_weight` = `{}`, which is not a valid value (a number '
+                        'was expected); fix it or start a new experiment root.'.format(
+                            args_file, reprlib.repr(weight)))
 
 
 LOCK_FILE = '.lock'

@@ -176,7 +176,7 @@ def draw_members(by_pid, bounds, batch_k, seed, pid, position):
 def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
                flip_augment=False, crop_augment=False, seed=0, loading_threads=8,
                start_step=0, num_shards=1, shard_index=0, splits=1, pad_crop=0,
-               erasing=0.0, erasing_fill='mean', labels=None):
+               erasing=0.0, erasing_fill='mean', labels=None, cameras=None):
     """The P×K sampler: an endless `tf.data.Dataset` of identity-ordered batches.
 
     Each "epoch" shuffles the unique identities and keeps a multiple of P of
@@ -214,15 +214,20 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
         erasing_fill (str): Its fill, one of `flags.ERASING_FILLS`.
         labels: (N,) int labels of the images to yield instead of their
             identities' numbers (the camera proxies of --pseudo_labels).
+        cameras: (N,) int rows of the images' cameras in the camera
+            embedding's table (--sie), yielded with the images.
 
     Returns:
         A dataset of (images (b, H, W, 3) float32, fids (b,), pids (b,),
         labels (b,) int32) with b = P * K / (num_shards * splits); `labels`
-        number the identities 0, 1, … in sorted order of their pids.
+        number the identities 0, 1, … in sorted order of their pids. With
+        `cameras`, the images come as the model with a camera embedding takes
+        them: {'images': (b, H, W, 3), 'cameras': (b,) int32}.
     """
     num_pids, pid_index, by_pid, bounds = identity_groups(pids, batch_p, num_shards * splits)
     fids_t, pids_t = tf.constant(fids), tf.constant(pids)
     labels_t = tf.constant(pid_index if labels is None else labels, tf.int32)
+    cameras_t = None if cameras is None else tf.constant(cameras, tf.int32)
     shard_p = batch_p // num_shards
 
     def sample_k_fids(pid, position):
@@ -234,6 +239,8 @@ def pk_dataset(pids, fids, image_root, preprocessing, *, batch_p, batch_k,
             preprocessing.load(fid, image_root, crop_augment), image_position, seed,
             preprocessing.net_input_size, flip_augment, crop_augment, pad_crop, erasing,
             erasing_fill)
+        if cameras_t is not None:
+            image = {'images': image, 'cameras': tf.gather(cameras_t, file_index)}
         return image, fid, tf.gather(pids_t, file_index), tf.gather(labels_t, file_index)
 
     identities = identity_stream(num_pids, batch_p, seed, start_step, num_shards, shard_index)

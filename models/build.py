@@ -32,7 +32,7 @@ log = logging.getLogger('model')
 
 def build_model(model_name, head_name, embedding_dim, mixed_precision='off', pooling='avg',
                 last_stride=2, padding='torch', nested_head=False, input_size=(256, 128),
-                patch_stride=16, drop_path_rate=0.1, jpm=0):
+                patch_stride=16, drop_path_rate=0.1, jpm=0, sie=0, sie_weight=3.0):
     """Builds the embedding network from a `nets/` body and a `heads/` head.
 
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
@@ -49,7 +49,10 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     parts ends in TransReID's jigsaw patch module: its features are the
     global class token and each part's, which the head (`bnneck` or
     `pooled`, of all of them) keeps apart, and `emb` weighs each part
-    1 / `jpm`, as TransReID's test features do.
+    1 / `jpm`, as TransReID's test features do. With `sie` cameras, it adds
+    TransReID's camera embeddings weighted `sie_weight`, and the model takes
+    {'images': images, 'cameras': (B,) int32 indices of `sie` cameras, -1
+    unknown}.
 
     Returns:
         (model, body): `model` maps float RGB images (B, H, W, 3) in [0, 255]
@@ -62,15 +65,16 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     """
     model, body, _ = assemble(model_name, head_name, embedding_dim, mixed_precision, pooling,
                               last_stride, padding, nested_head,
-                              (input_size, patch_stride, drop_path_rate, jpm))
+                              (input_size, patch_stride, drop_path_rate, jpm, sie, sie_weight))
     return model, body
 
 
 def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, last_stride,
-             padding, nested_head, patches=((256, 128), 16, 0.1, 0)):
+             padding, nested_head, patches=((256, 128), 16, 0.1, 0, 0, 3.0)):
     """`build_model`'s (model, body) and the model of the body's pooled
-    features (images -> (B, F)); `patches` holds a transformer's input size,
-    patch stride, stochastic depth and JPM parts."""
+    features (its inputs -> (B, F)); `patches` holds a transformer's input
+    size, patch stride, stochastic depth, JPM parts, SIE cameras and SIE
+    weight."""
     keras.mixed_precision.set_global_policy(
         'float32' if mixed_precision == 'off' else 'mixed_' + mixed_precision)
     jpm = patches[3]
@@ -78,6 +82,8 @@ def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, las
     body = nets.load(model_name, last_stride, padding, *patches, pooling=pooling)
     head = heads.load(head_name)
     images = keras.Input((None, None, 3), name='images')
+    if patches[4]:
+        images = {'images': images, 'cameras': keras.Input((), dtype='int32', name='cameras')}
     if pooling == 'avg':
         features = body(images)
     else:
@@ -93,6 +99,23 @@ def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, las
         outputs = dict(outputs, emb=PartWeights(jpm, name='part_weights')(outputs['emb']))
     return (keras.Model(images, outputs, name='embedding_model'), body,
             keras.Model(images, features, name='frame_features'))
+
+
+def takes_cameras(model):
+    """Whether `model` (or body) has a camera embedding (SIE) and so takes
+    {'images': images, 'cameras': camera indices}."""
+    return any(tensor.name == 'cameras' for tensor in model.inputs)
+
+
+def with_cameras(model, images, cameras=None):
+    """The input of `model` for `images` (B, H, W, 3): the images alone, or
+    for a model with a camera embedding {'images': images, 'cameras': (B,)
+    int32}, the cameras -1 (unknown: no camera embedding) when None."""
+    if not takes_cameras(model):
+        return images
+    if cameras is None:
+        cameras = tf.fill(tf.shape(images)[:1], -1)
+    return {'images': images, 'cameras': tf.cast(cameras, tf.int32)}
 
 
 # Batch norms' variances, by the name PyTorch and Keras give them.
@@ -117,7 +140,8 @@ def build_video(experiment, mixed_precision='off'):
         experiment.model_name, experiment.head_name, experiment.embedding_dim,
         mixed_precision, experiment.pooling, experiment.last_stride, experiment.net_padding,
         before_head, (experiment.net_input_size, experiment.patch_stride,
-                      experiment.drop_path_rate, experiment.jpm))
+                      experiment.drop_path_rate, experiment.jpm, experiment.sie_count,
+                      experiment.sie_weight))
     layer = None
     if video:
         layer = temporal.load(experiment.temporal_pooling)

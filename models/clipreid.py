@@ -19,9 +19,11 @@ value alone), maps the weights by name and writes an experiment root. Both
 of CLIP-ReID's configs import: its baseline (vit_base.yml) and its two-stage
 prompt model (vit_clipreid.yml), which build the same image model.
 
-What does not import is refused by name: the camera and view embedding
-(SIE, commented out in its published configs), CLIP-ReID's ResNet-50
-(`RN50`), and statistics other than its 0.5.
+With MODEL.SIE_CAMERA (commented out in its published configs), its camera
+embedding `cv_embed` imports too, added to the class token as CLIP-ReID
+adds it; embed.py then needs each image's camera (see models/transreid.py).
+What does not import is refused by name: the view embedding, CLIP-ReID's
+ResNet-50 (`RN50`), and statistics other than its 0.5.
 """
 
 import os
@@ -38,6 +40,8 @@ DEFAULTS = {
     'MODEL.DROP_PATH': 0.1,
     'MODEL.SIE_CAMERA': False,
     'MODEL.SIE_VIEW': False,
+    'MODEL.SIE_COE': 3.0,
+    'DATASETS.NAMES': 'market1501',
     'MODEL.NECK': 'bnneck',
     'MODEL.COS_LAYER': False,
     'INPUT.SIZE_TRAIN': [384, 128],
@@ -81,10 +85,7 @@ def experiment_of_config(settings, path):
     if get('MODEL.NAME') != 'ViT-B-16':
         refuse('MODEL.NAME', "CLIP-ReID's ResNet-50 (its attention-pooled CLIP RN50) does not "
                              'import; its ViT-B-16 does')
-    for key in ('MODEL.SIE_CAMERA', 'MODEL.SIE_VIEW'):
-        if get(key):
-            refuse(key, 'the side information embedding (SIE) needs each image\'s camera or '
-                        'view at test time, which this project does not build yet')
+    camera_regex = transreid.sie_settings(get, refuse)
     for key, wanted in (('MODEL.NECK', 'bnneck'), ('MODEL.COS_LAYER', False),
                         ('TEST.NECK_FEAT', ('before', 'after')),
                         ('TEST.FEAT_NORM', ('yes', 'no'))):
@@ -97,9 +98,10 @@ def experiment_of_config(settings, path):
     head = 'bnneck' if get('TEST.NECK_FEAT') == 'after' else 'pooled'
     experiment = Experiment(NET, head, sum(NECKS.values()), 'avg', 2, 'torch', size[0], size[1],
                             size[0], size[1], antialias=True, accurate_jpeg=True,
-                            patch_stride=stride, drop_path_rate=float(get('MODEL.DROP_PATH')))
+                            patch_stride=stride, drop_path_rate=float(get('MODEL.DROP_PATH')),
+                            sie_weight=float(get('MODEL.SIE_COE')))
     nets.check_transformer(NET, 'avg', tuple(size), stride)
-    return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean'
+    return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean', camera_regex
 
 
 def import_clipreid(path, config, experiment_root):
@@ -118,7 +120,7 @@ def import_clipreid(path, config, experiment_root):
     from triplet_reid.nets._vit import grid_size
 
     zoo.check_new_root(experiment_root)
-    experiment, metric = experiment_of_config(fastreid.read_config(config), config)
+    experiment, metric, camera_regex = experiment_of_config(fastreid.read_config(config), config)
     state = torch_weights.read_state_dict(path)
     # CLIP-ReID's load_param strips DataParallel's `module.`, so its files may hold it.
     state = {key[len('module.'):] if key.startswith('module.') else key: value
@@ -127,6 +129,10 @@ def import_clipreid(path, config, experiment_root):
         raise UserError('`{}` is not a CLIP-ReID checkpoint: it has no `image_encoder.` '
                         'weights.'.format(path))
     encoder = {key: value for key, value in state.items() if key.startswith('image_encoder.')}
+    if camera_regex is not None:
+        # CLIP-ReID keeps its camera embedding beside the encoder, which adds it.
+        experiment = transreid.with_cameras(experiment, state.get('cv_embed'), path, 'cv_embed')
+        encoder['image_encoder.sie_embed'] = state['cv_embed']
     check_weight_values(encoder.items(), path)
     # Everything is checked before the model is built, which takes seconds.
     body_state = vit_weights.clip_state(encoder, path, projection=True)
@@ -149,6 +155,6 @@ def import_clipreid(path, config, experiment_root):
     classifier = state.get('classifier.weight')
     args = zoo.experiment_arguments(
         experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config))
+        imported_config=os.path.abspath(config), **transreid.sie_arguments(camera_regex))
     zoo.write_experiment(experiment_root, model, body, args)
     return args

@@ -13,13 +13,14 @@ import tensorflow as tf
 from triplet_reid.inputs.images import (Preprocessing, augmentation_names, declared_pixels, decode,
                            image_batches, resize)
 from triplet_reid.aggregators import AGGREGATORS
+from triplet_reid.inputs.cameras import camera_indices
 from triplet_reid.cli import UserError
 from triplet_reid.storage import files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
 from triplet_reid.experiment.checkpoints import find_checkpoint
 from triplet_reid.experiment import Experiment, trained_args
 from triplet_reid.models import video
-from triplet_reid.models.build import build_video, check_architecture, restore
+from triplet_reid.models.build import build_video, check_architecture, restore, with_cameras
 
 
 def load_experiment(experiment_root, checkpoint=None):
@@ -52,27 +53,50 @@ def load_video_experiment(experiment_root, checkpoint=None):
 
 
 def inference_function(model):
-    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D).
+    """The compiled forward pass: images (B, H, W, 3) -> embeddings (B, D),
+    called as `forward(images, cameras=None)`; a model with a camera
+    embedding (SIE) takes the images' (B,) camera rows, -1 or None for
+    unknown.
 
     Without AutoGraph: the nets have no Python control flow on tensors, and
     converting Keras' code cost a second of each embed.py run."""
-    return tf.function(lambda images: model(images, training=False)['emb'], autograph=False,
+    call = tf.function(lambda inputs: model(inputs, training=False)['emb'], autograph=False,
                        reduce_retracing=True)
+
+    def forward(images, cameras=None):
+        return call(with_cameras(model, images, cameras))
+    return forward
+
+
+def batch_outputs(forward, batches, cameras=None):
+    """The outputs of `forward(images, cameras)` for each batch of images in
+    turn, as NumPy arrays; `cameras` (N,) are the rows of all the images,
+    sliced for each batch (None: unknown, or a model without SIE)."""
+    done = 0
+    for images in batches:
+        count = len(images)
+        yield forward(images, None if cameras is None else cameras[done:done + count]).numpy()
+        done += count
 
 
 def frame_function(model, frame_features, position):
     """The compiled pass from images (B, H, W, 3) to what a video
     experiment's temporal aggregation takes: the embeddings
     (`inference_function`), or the body's pooled features when it combines
-    them before the head (`position` 'features')."""
+    them before the head (`position` 'features'); called as
+    `inference_function`'s is."""
     if position != 'features':
         return inference_function(model)
-    return tf.function(lambda images: frame_features(images, training=False), autograph=False,
+    call = tf.function(lambda inputs: frame_features(inputs, training=False), autograph=False,
                        reduce_retracing=True)
+
+    def forward(images, cameras=None):
+        return call(with_cameras(frame_features, images, cameras))
+    return forward
 
 
 def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggregator=None,
-                batch_size=256, loading_threads=8, progress=None):
+                batch_size=256, loading_threads=8, progress=None, cameras=None):
     """Embeds image files with test-time augmentation, as embed.py does.
 
     Args:
@@ -85,6 +109,8 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
             when there are several.
         progress: called with (done, total) forward passes after each batch
             (see cli/progress.py).
+        cameras: (N,) int32 rows of the images' cameras in the camera
+            embedding's table, for a model with SIE (-1: unknown).
 
     Returns:
         (embs (N, D) float32, emb_aug (A, N, D) float32 or None with one
@@ -105,9 +131,11 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
     total = len(fids) * len(names)
     embs = np.zeros((total, experiment.embedding_dim), np.float32)
     done = 0
-    for images in dataset:
-        embs[done:done + len(images)] = forward(images).numpy()
-        done += len(images)
+    # Each image's versions come one after the other, with its camera.
+    rows = None if cameras is None else np.repeat(cameras, len(names))
+    for batch in batch_outputs(forward, dataset, rows):
+        embs[done:done + len(batch)] = batch
+        done += len(batch)
         if progress is not None:
             progress(done, total)
     if len(names) == 1:
@@ -118,7 +146,7 @@ def embed_files(model, train_args, fids, image_root, flip=False, crop=None, aggr
 
 
 def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None, crop=None,
-                       batch_size=256, loading_threads=8, progress=None):
+                       batch_size=256, loading_threads=8, progress=None, cameras=None):
     """Embeds every tracklet of a `tracklets.Tracklets` set from all its
     frames, in batches of frames, as embed.py does for a tracklet CSV.
 
@@ -130,6 +158,8 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
         parts: (model, frame_features, temporal layer or None), from
             `load_video_experiment`.
         crop (None, 'center' or 'avgpool'): embed.py's --crop_augment.
+        cameras: (N,) int32 rows of the frames' cameras in the camera
+            embedding's table, for a model with SIE.
 
     Returns:
         The (T, D) float32 embeddings of the T tracklets.
@@ -154,8 +184,8 @@ def embed_tracklet_set(parts, train_args, tracklets, image_root, aggregator=None
     else:
         frames = frame_function(model, frame_features, experiment.temporal_position)
         combine = video.tracklet_function(model, layer, experiment.temporal_position)
-    return video.embed_tracklets((frames(images).numpy() for images in batches),
-                                 tracklets.bounds, combine, progress)
+    return video.embed_tracklets(batch_outputs(frames, batches, cameras), tracklets.bounds,
+                                 combine, progress)
 
 
 def as_images(images, max_pixels=MAX_IMAGE_PIXELS):
@@ -290,7 +320,10 @@ class Embedder:
     --flip_augment with the mean aggregator. Images of more than
     `max_image_pixels` pixels are refused, as embed.py's --max_image_pixels
     does. `metric` is the distance the model was trained for (None for a
-    SavedModel), `embedding_dim` the D.
+    SavedModel), `embedding_dim` the D. A model with a camera embedding
+    (SIE) takes each image's camera too, `embedder(images, cameras)`, as
+    the names its table holds (`sie_cameras`; a camera it lacks, or none
+    given, embeds without one).
 
     Everything it refuses, from the source to the pixels, raises
     `cli.UserError` naming the input, before any image is embedded.
@@ -318,35 +351,53 @@ class Embedder:
                             'import_model.py) or a SavedModel folder of export.py.'.format(
                                 source))
         if os.path.lexists(os.path.join(source, 'saved_model.pb')):
-            self.forward, self.embedding_dim = load_saved_model(source)
+            self.forward, self.embedding_dim, self.sie_cameras = load_saved_model(source)
             self.preprocessing, self.metric = None, None
             return
         model, train_args, _ = load_experiment(source, checkpoint)
+        self.sie_cameras = train_args.get('sie_cameras')
         self.preprocessing = Preprocessing.of(Experiment.of(train_args))
         self.forward = inference_function(model)
         self.metric = train_args.get('metric', 'euclidean')
         self.embedding_dim = Experiment.of(train_args).embedding_dim
 
-    def __call__(self, images):
+    def __call__(self, images, cameras=None):
         images, pixels = as_images(images, self.max_pixels)
-        chunks = [self.embed_chunk(images[start:end])
+        rows = self.camera_rows(cameras, len(images))
+        chunks = [self.embed_chunk(images[start:end], None if rows is None else rows[start:end])
                   for start, end in chunk_bounds(images, pixels, self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
                                                               np.float32)
 
-    def embed_chunk(self, images):
-        """Embeddings (n, D) of up to `batch_size` images: at the net's input
-        size together, or, for a SavedModel, each size of image together."""
+    def camera_rows(self, cameras, count):
+        """(count,) int32 rows in the table of cameras of the `cameras`
+        given for `count` images, or None."""
+        if cameras is None:
+            return None
+        if not self.sie_cameras:
+            raise UserError('this model has no camera embedding (SIE), so it takes no cameras; '
+                            'leave them out.')
+        cameras = np.asarray(cameras).reshape(-1)
+        if len(cameras) != count:
+            raise UserError('{} cameras were given for {} images; give one camera per '
+                            'image.'.format(len(cameras), count))
+        return camera_indices(cameras, self.sie_cameras)
+
+    def embed_chunk(self, images, cameras=None):
+        """Embeddings (n, D) of up to `batch_size` images (with their (n,)
+        camera rows): at the net's input size together, or, for a
+        SavedModel, each size of image together."""
         with tf.device(self.device):
             if isinstance(images, np.ndarray) and self.preprocessing is None:
-                return self.embed_batch(tf.constant(images, tf.float32))
+                return self.embed_batch(tf.constant(images, tf.float32), cameras)
             pixels = [self.pixels(image) for image in images]
             if self.preprocessing is not None:
-                return self.embed_batch(tf.stack(pixels))
+                return self.embed_batch(tf.stack(pixels), cameras)
             embs = np.zeros((len(pixels), self.embedding_dim), np.float32)
             for shape in {tuple(p.shape) for p in pixels}:
                 same = [i for i, p in enumerate(pixels) if tuple(p.shape) == shape]
-                embs[same] = self.embed_batch(tf.stack([pixels[i] for i in same]))
+                embs[same] = self.embed_batch(tf.stack([pixels[i] for i in same]),
+                                              None if cameras is None else cameras[same])
             return embs
 
     def pixels(self, image):
@@ -364,10 +415,10 @@ class Embedder:
             return image
         return resize(image, self.preprocessing.net_input_size, self.preprocessing.antialias)
 
-    def embed_batch(self, images):
-        embs = self.forward(images).numpy()
+    def embed_batch(self, images, cameras=None):
+        embs = self.forward(images, cameras).numpy()
         if self.flip:
-            embs = (embs + self.forward(images[:, :, ::-1]).numpy()) / 2
+            embs = (embs + self.forward(images[:, :, ::-1], cameras).numpy()) / 2
         return embs
 
 
@@ -390,8 +441,10 @@ MAX_SAVED_MODEL_BYTES = 2 ** 31 - 1
 
 
 def load_saved_model(folder):
-    """(forward function images -> embeddings, embedding dimension) of the
-    SavedModel that export.py wrote to `folder`.
+    """(forward function (images, cameras=None) -> embeddings, embedding
+    dimension, names of the table of cameras or None) of the SavedModel that
+    export.py wrote to `folder`; without cameras, a model with a camera
+    embedding embeds without one.
 
     Raises:
         UserError for a folder that is not such a SavedModel: a
@@ -420,7 +473,17 @@ def load_saved_model(folder):
         raise UserError('cannot load the SavedModel `{}` ({}: {}); {}.'.format(
             folder, type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip()
             else 'damaged', remedy))
-    return (lambda images: signature(images=images)['emb']), int(dimension)
+    if 'cameras' not in signature.structured_input_signature[1]:
+        return (lambda images, cameras=None: signature(images=images)['emb']), int(dimension), \
+            None
+
+    def forward(images, cameras=None):
+        if cameras is None:
+            cameras = tf.fill(tf.shape(images)[:1], -1)
+        return signature(images=images, cameras=tf.cast(cameras, tf.int32))['emb']
+    table = getattr(loaded, 'sie_cameras', None)
+    return forward, int(dimension), None if table is None else [
+        name.decode('utf-8') for name in table.numpy()]
 
 
 def load_embedder(source, checkpoint=None, batch_size=256, device=None, flip=False,

@@ -17,6 +17,7 @@ What does not import yet is refused by name: the camera and view embedding
 its ResNet-50, and statistics or JPM settings other than its defaults.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -39,6 +40,8 @@ DEFAULTS = {
     'MODEL.DEVIDE_LENGTH': 4,
     'MODEL.SIE_CAMERA': False,
     'MODEL.SIE_VIEW': False,
+    'MODEL.SIE_COE': 3.0,
+    'DATASETS.NAMES': 'market1501',
     'MODEL.NECK': 'bnneck',
     'INPUT.SIZE_TRAIN': [384, 128],
     'INPUT.SIZE_TEST': [384, 128],
@@ -89,10 +92,7 @@ def experiment_of_config(settings, path):
             ', '.join(NETS), " (TransReID's own vit_small is 768 wide and 8 blocks deep, a "
                              "shape of its own, which this project does not build)"
             if get('MODEL.TRANSFORMER_TYPE') == 'vit_small_patch16_224_TransReID' else ''))
-    for key in ('MODEL.SIE_CAMERA', 'MODEL.SIE_VIEW'):
-        if get(key):
-            refuse(key, 'the side information embedding (SIE) needs each image\'s camera or '
-                        'view at test time, which this project does not build yet')
+    camera_regex = sie_settings(get, refuse)
     for key, wanted in (('MODEL.SHIFT_NUM', 5), ('MODEL.SHUFFLE_GROUP', 2),
                         ('MODEL.RE_ARRANGE', True), ('MODEL.NECK', 'bnneck'),
                         ('TEST.NECK_FEAT', ('before', 'after')),
@@ -110,9 +110,58 @@ def experiment_of_config(settings, path):
     experiment = Experiment(net, head, width, 'avg', 2, 'torch', size[0], size[1], size[0],
                             size[1], antialias=True, accurate_jpeg=True,
                             patch_stride=stride, drop_path_rate=float(get('MODEL.DROP_PATH')),
-                            jpm=parts)
+                            jpm=parts, sie_weight=float(get('MODEL.SIE_COE')))
     nets.check_transformer(net, 'avg', tuple(size), stride, parts)
-    return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean'
+    return experiment, 'cosine' if get('TEST.FEAT_NORM') == 'yes' else 'euclidean', camera_regex
+
+
+# The cameras' regular expressions of the datasets that TransReID's and
+# CLIP-ReID's configs name (DATASETS.NAMES): both number camera k of these
+# as k - 1, the row of its embedding (SIE).
+DATASET_CAMERAS = {'market1501': r'_c(\d+)', 'dukemtmc': r'_c(\d+)', 'occ_duke': r'_c(\d+)',
+                   'msmt17': r'(?:^|/)\d+_\d+_(\d+)_[^/]*$'}
+
+
+def sie_settings(get, refuse):
+    """With the camera embedding (SIE) of a TransReID or CLIP-ReID config:
+    the cameras' regular expression of its dataset ('' for a dataset of
+    other names, None without SIE).
+
+    Raises:
+        UserError (from `refuse`) for the view embedding, which needs views
+        that person re-id has none of, and a weight that is not finite.
+    """
+    if get('MODEL.SIE_VIEW'):
+        refuse('MODEL.SIE_VIEW', 'the view embedding needs each image\'s view (the vehicle '
+                                 'datasets\' front or back), which this project does not read; '
+                                 'the camera embedding (SIE_CAMERA) imports')
+    if not get('MODEL.SIE_CAMERA'):
+        return None
+    if not abs(get('MODEL.SIE_COE')) < 1e4:
+        refuse('MODEL.SIE_COE', 'what imports is a finite weight, as --sie_weight takes it')
+    names = get('DATASETS.NAMES')
+    return DATASET_CAMERAS.get(names if isinstance(names, str) else '', '')
+
+
+def with_cameras(experiment, table, path, name):
+    """`experiment` with the camera embedding of the state dict's `table`
+    (cameras × D, TransReID's with a middle axis of 1), whose row k is camera
+    k + 1 (see `DATASET_CAMERAS`).
+
+    Raises:
+        UserError for a missing table or one of another width.
+    """
+    if table is None:
+        raise UserError('`{}` lacks `{}`, the camera embedding that its config turns on '
+                        '(SIE_CAMERA); is it the checkpoint of this config?'.format(path, name))
+    table = np.asarray(table)
+    width = nets.TRANSFORMER_WIDTHS[experiment.model_name]
+    if table.ndim not in (2, 3) or table.shape[-1] != width or table.size // width != \
+            table.shape[0] or not 0 < table.shape[0] <= nets.MAX_SIE_CAMERAS:
+        raise UserError('`{}` holds `{}` of shape {}, where a camera embedding of at most {} '
+                        'cameras of width {} was expected; is it the checkpoint of this '
+                        'config?'.format(path, name, table.shape, nets.MAX_SIE_CAMERAS, width))
+    return dataclasses.replace(experiment, sie_cameras=[str(k + 1) for k in range(len(table))])
 
 
 def input_settings(get, refuse, peer):
@@ -201,11 +250,14 @@ def import_transreid(path, config, experiment_root):
     from triplet_reid.models.build import build_experiment, check_weight_values
 
     zoo.check_new_root(experiment_root)
-    experiment, metric = experiment_of_config(fastreid.read_config(config), config)
+    experiment, metric, camera_regex = experiment_of_config(fastreid.read_config(config), config)
     state = torch_weights.read_state_dict(path)
     if not any(key.startswith('base.') for key in state):
         raise UserError('`{}` is not a TransReID checkpoint: it has no `base.` weights.'.format(
             path))
+    if camera_regex is not None:
+        experiment = with_cameras(experiment, state.get('base.sie_embed'), path,
+                                  'base.sie_embed')
     check_weight_values(state.items(), path)
     classifier = state.get('classifier.weight')
     model, body = build_experiment(experiment)
@@ -225,6 +277,13 @@ def import_transreid(path, config, experiment_root):
         assign_neck(model, state, dict.fromkeys(names, width), path, source)
     args = zoo.experiment_arguments(
         experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config))
+        imported_config=os.path.abspath(config), **sie_arguments(camera_regex))
     zoo.write_experiment(experiment_root, model, body, args)
     return args
+
+
+def sie_arguments(camera_regex):
+    """What args.json stores beside an imported camera embedding: the
+    cameras' regular expression of the config's dataset, which embed.py
+    uses unless given another (none for a dataset of other names)."""
+    return {} if camera_regex is None else {'camera_regex': camera_regex or None}

@@ -125,7 +125,22 @@ def assign_vit(body, state, path, source):
             raise UserError('`{}` holds token embeddings of shape {}, but `{}` takes {}; is it '
                             'another width of ViT?'.format(path, array.shape, body.name,
                                                            tuple(weight.shape)))
-    tokens.set_weights([cls_token, pos_embed])
+    weights = [cls_token, pos_embed]
+    sie = state.pop('sie_embed', None)
+    if tokens.cameras:
+        dim = pos_embed.shape[-1]
+        if sie is None or np.size(sie) != tokens.cameras * dim:
+            raise UserError('`{}` holds {}, where `{}` takes a camera embedding of {} cameras '
+                            'of width {}; is it another model?'.format(
+                                path, 'no camera embedding' if sie is None else
+                                'a camera embedding of shape {}'.format(np.shape(sie)),
+                                body.name, tokens.cameras, dim))
+        weights.append(np.asarray(sie, np.float32).reshape(tokens.cameras, dim))
+    elif sie is not None:
+        raise UserError('`{}` holds a camera embedding (SIE) of shape {}, which `{}` has none '
+                        'of; import it with the config that turns it on (SIE_CAMERA).'.format(
+                            path, np.shape(sie), body.name))
+    tokens.set_weights(weights)
     modules = {}
     for key, array in state.items():
         module, _, part = key.rpartition('.')

@@ -28,8 +28,10 @@ A vision transformer (`TRANSFORMER_NETS`) learns position embeddings for
 the grid of patches of the experiment's input size, cut every
 `--patch_stride` pixels, and drops residual branches in training
 (`--drop_path_rate`): it takes `body(input_size, patch_stride,
-drop_path_rate)`. Its feature is the class token's, so it pools only as
-`avg` says (the class token) and keeps its last stride.
+drop_path_rate, jpm, sie, sie_weight)`. Its feature is the class token's,
+so it pools only as `avg` says (the class token) and keeps its last stride.
+With `sie` cameras (TransReID's side information embedding) its input is
+{'images': (B, H, W, 3), 'cameras': (B,) int32}.
 
 `_resnet_v1.py`, `_osnet.py`, `_fastreid.py` and `_vit.py` are shared building blocks, not choices;
 the layers that nets and heads share are in the top-level `layers.py`.
@@ -107,6 +109,11 @@ MAX_TOKENS = 4096
 # before shuffling them.
 JPM_SHIFT = 5
 
+# The most cameras a side information embedding (--sie) learns one row
+# for: real camera networks have tens (MSMT17: 15), and a camera regex that
+# finds something else (a frame number) would make a table of thousands.
+MAX_SIE_CAMERAS = 1000
+
 
 def check_last_stride(name, last_stride):
     """Refuses a last stride other than 2 for a net that cannot take it.
@@ -120,23 +127,32 @@ def check_last_stride(name, last_stride):
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
 
 
-def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16, jpm=0):
+def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16, jpm=0,
+                      sie=0):
     """Refuses what the transformer `name` cannot take: another pooling than
     its class token, a patch stride beyond the patch, an input smaller than
     a patch or cut into more than `MAX_TOKENS` tokens, more JPM parts than
     its patches fill (each part takes one at least, after TransReID's shift
-    of `JPM_SHIFT`). Other nets pass, but for JPM, which they cannot take.
+    of `JPM_SHIFT`), a camera embedding (`sie` cameras) of more than
+    `MAX_SIE_CAMERAS`. Other nets pass, but for JPM and SIE, which they
+    cannot take.
 
     Raises:
         cli.UserError naming the flag and what would fit.
     """
     from triplet_reid import cli
     if name not in TRANSFORMER_NETS:
-        if jpm:
-            raise cli.UserError('--jpm cuts a vision transformer\'s tokens into parts; `{}` '
-                                'has none: use it with {}.'.format(
-                                    name, ', '.join(TRANSFORMER_NETS)))
+        if jpm or sie:
+            raise cli.UserError('--{} {} a vision transformer\'s tokens; `{}` has none: use it '
+                                'with {}.'.format('jpm' if jpm else 'sie', 'cuts into parts'
+                                                  if jpm else 'adds each camera\'s embedding to',
+                                                  name, ', '.join(TRANSFORMER_NETS)))
         return
+    if not 0 <= sie <= MAX_SIE_CAMERAS:
+        raise cli.UserError('--sie learns an embedding per camera, and the cameras found number '
+                            '{}, more than the {} it takes; check that --camera_regex\'s first '
+                            'group (or the `camera` column) is the camera alone.'.format(
+                                sie, MAX_SIE_CAMERAS))
     if jpm and name in PROJECTED_NETS:
         raise cli.UserError('--jpm cuts the tokens of a transformer into parts, which `{}` '
                             'would have to project as it projects its class token; use '
@@ -188,13 +204,15 @@ def check_jpm_head(name, head_name, embedding_dim, jpm):
 
 
 def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stride=16,
-         drop_path_rate=0.1, jpm=0, pooling='avg'):
+         drop_path_rate=0.1, jpm=0, sie=0, sie_weight=3.0, pooling='avg'):
     """The body of the net `name` (see the contract above), with its last
     stage at `last_stride` and, for `PADDING_NETS`, its strided layers
     padding as `padding` says (one of `PADDINGS`; other nets ignore it); a
     transformer's embeddings learnt for `input_size` (height, width) cut
     every `patch_stride` pixels, with stochastic depth up to `drop_path_rate`
-    and `jpm` parts of TransReID's jigsaw patch module (0: none). `pooling`
+    and `jpm` parts of TransReID's jigsaw patch module (0: none), and a
+    side information embedding of `sie` cameras weighted `sie_weight` (0
+    cameras: none). `pooling`
     is the model's (`flags.POOLINGS`), which replaces the body's own; a
     transformer takes only its class token.
 
@@ -204,10 +222,10 @@ def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stri
     """
     from importlib import import_module
     check_last_stride(name, last_stride)
-    check_transformer(name, pooling, input_size, patch_stride, jpm)
+    check_transformer(name, pooling, input_size, patch_stride, jpm, sie)
     net = import_module('triplet_reid.nets.' + name)
     if name in TRANSFORMER_NETS:
-        return net.body(tuple(input_size), patch_stride, drop_path_rate, jpm)
+        return net.body(tuple(input_size), patch_stride, drop_path_rate, jpm, sie, sie_weight)
     if name in PADDING_NETS:
         return net.body(padding=padding)
     return net.body(last_stride=last_stride) if last_stride != 2 else net.body()

@@ -77,21 +77,33 @@ class Tokens(keras.layers.Layer):
     class token first, then the patches row by row, each with its position
     embedding. `cls_token` (1, 1, D) and `pos_embed` (1, 1 + rows·columns, D)
     are timm's parameters of the same names, learnt for a `grid` of (rows,
-    columns) patches and resized for another."""
+    columns) patches and resized for another.
 
-    def __init__(self, grid, **kwargs):
+    With `cameras`, TransReID's side information embedding (SIE): a learnt
+    embedding per camera, `sie_embed` (cameras, D), weighted by `weight` and
+    added to every token (TransReID's) or, with `class_only`, to the class
+    token alone (CLIP-ReID's); the layer then takes [patches, camera indices
+    (B,)], and an index outside the table (-1: the camera is unknown) adds
+    nothing."""
+
+    def __init__(self, grid, cameras=0, weight=3.0, class_only=False, **kwargs):
         super().__init__(**kwargs)
         self.grid = tuple(grid)
+        self.cameras, self.weight, self.class_only = cameras, weight, class_only
 
     def build(self, input_shape):
-        dim = input_shape[-1]
+        dim = (input_shape[0] if self.cameras else input_shape)[-1]
         normal = keras.initializers.TruncatedNormal(stddev=0.02)
         self.cls_token = self.add_weight(shape=(1, 1, dim), initializer=normal,
                                          name='cls_token')
         self.pos_embed = self.add_weight(shape=(1, 1 + self.grid[0] * self.grid[1], dim),
                                          initializer=normal, name='pos_embed')
+        if self.cameras:
+            self.sie_embed = self.add_weight(shape=(self.cameras, dim), initializer=normal,
+                                             name='sie_embed')
 
-    def call(self, patches):
+    def call(self, inputs):
+        patches = inputs[0] if self.cameras else inputs
         batch, dim = tf.shape(patches)[0], patches.shape[-1]
         rows, columns = patches.shape[1], patches.shape[2]
         position = self.pos_embed[0, 1:]
@@ -103,15 +115,31 @@ class Tokens(keras.layers.Layer):
         tokens = tf.reshape(patches, (batch, -1, dim))
         cls = tf.tile(tf.cast(self.cls_token, tokens.dtype), (batch, 1, 1))
         position = tf.concat([self.pos_embed[0, :1], position], axis=0)
-        return tf.concat([cls, tokens], axis=1) + tf.cast(position, tokens.dtype)[None]
+        tokens = tf.concat([cls, tokens], axis=1) + tf.cast(position, tokens.dtype)[None]
+        if self.cameras:
+            rows = tf.cast(self.camera_embeddings(inputs[1]), tokens.dtype)
+            if self.class_only:
+                rows *= tf.one_hot(0, tf.shape(tokens)[1], dtype=rows.dtype)[None, :, None]
+            tokens += rows
+        return tokens
+
+    def camera_embeddings(self, cameras):
+        """(B, 1, D): each image's weighted camera embedding, zero for an
+        index outside the table."""
+        cameras = tf.cast(tf.reshape(cameras, (-1,)), tf.int32)
+        known = tf.logical_and(cameras >= 0, cameras < self.cameras)
+        table = tf.concat([self.sie_embed, tf.zeros_like(self.sie_embed[:1])], axis=0)
+        return self.weight * tf.gather(table, tf.where(known, cameras, self.cameras))[:, None]
 
     def compute_output_shape(self, input_shape):
+        input_shape = input_shape[0] if self.cameras else input_shape
         rows, columns = input_shape[1], input_shape[2]
         count = None if rows is None or columns is None else 1 + rows * columns
         return (input_shape[0], count, input_shape[-1])
 
     def get_config(self):
-        return {**super().get_config(), 'grid': self.grid}
+        return {**super().get_config(), 'grid': self.grid, 'cameras': self.cameras,
+                'weight': self.weight, 'class_only': self.class_only}
 
 
 class Attention(keras.layers.Layer):
@@ -282,7 +310,8 @@ class PartWeights(keras.layers.Layer):
 
 
 def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_SIZE,
-             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0, clip=False, projection=0):
+             drop_path_rate=0.1, mlp_ratio=4.0, qkv_bias=True, jpm=0, clip=False, projection=0,
+             sie=0, sie_weight=3.0):
     """A ViT body (see the module's docstring) of `depth` blocks of width
     `dim` with `heads` heads, its position embeddings learnt for images of
     `input_size` (height, width) cut every `patch_stride` pixels; the blocks'
@@ -293,13 +322,18 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
     the blocks (`norm_pre`), QuickGELU, and PyTorch's layer norm epsilon.
     With a `projection` width P, the class token is followed by itself
     projected (CLIP's projection to the text space, `proj`, without bias),
-    as CLIP-ReID concatenates them; not with JPM.
+    as CLIP-ReID concatenates them; not with JPM. With `sie` cameras, the
+    side information embedding of that many cameras weighted `sie_weight`
+    (`Tokens`), on every token, or on the class token of CLIP's encoder as
+    CLIP-ReID adds it.
 
     Returns:
-        A keras.Model from images (B, H, W, 3) in [0, 255] to (B, dim), or
+        A keras.Model from images (B, H, W, 3) in [0, 255] (with `sie`, from
+        {'images': those, 'cameras': (B,) int32 indices}) to (B, dim), or
         (B, (1 + jpm)·dim) with JPM, or (B, dim + P) with a projection.
     """
     images = keras.Input((None, None, 3), name='images')
+    cameras = keras.Input((), dtype='int32', name='cameras') if sie else None
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name='scale')(images)
     # TransReID's overlapping patches start as its PatchEmbed_overlap does:
     # normal with std √(2 / (16·16·D)).
@@ -307,7 +341,9 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         dim, PATCH_SIZE, strides=patch_stride, padding='valid', name='patch_embed_proj',
         use_bias=not clip, kernel_initializer=keras.initializers.RandomNormal(
             stddev=float(np.sqrt(2.0 / (PATCH_SIZE * PATCH_SIZE * dim)))))(x)
-    x = Tokens(grid_size(input_size, patch_stride), name='tokens')(x)
+    tokens = Tokens(grid_size(input_size, patch_stride), sie, sie_weight, class_only=clip,
+                    name='tokens')
+    x = tokens([x, cameras]) if sie else tokens(x)
     if clip:
         x = layer_norm('norm_pre', clip)(x)
     rates = [float(rate) for rate in np.linspace(0, drop_path_rate, depth)]
@@ -323,4 +359,5 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         if projection:
             projected = keras.layers.Dense(projection, use_bias=False, name='proj')(features)
             features = keras.layers.Concatenate(name='features')([features, projected])
-    return keras.Model(images, features, name=name)
+    inputs = {'images': images, 'cameras': cameras} if sie else images
+    return keras.Model(inputs, features, name=name)

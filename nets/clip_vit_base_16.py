@@ -8,6 +8,7 @@ Face's files, `.pth` or `.safetensors`) through --initial_checkpoint
 from triplet_reid.nets._vit import vit_body
 
 
-def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1, jpm=0):
+def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1, jpm=0, sie=0,
+         sie_weight=3.0):
     return vit_body('clip_vit_base_16', 768, 12, 12, input_size, patch_stride, drop_path_rate,
-                    jpm=jpm, clip=True)
+                    jpm=jpm, clip=True, sie=sie, sie_weight=sie_weight)

@@ -12,6 +12,8 @@ from triplet_reid.nets._vit import vit_body
 PROJECTION = 512
 
 
-def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1, jpm=0):
+def body(input_size=(256, 128), patch_stride=16, drop_path_rate=0.1, jpm=0, sie=0,
+         sie_weight=3.0):
     return vit_body('clipreid_vit_base_16', 768, 12, 12, input_size, patch_stride,
-                    drop_path_rate, jpm=jpm, clip=True, projection=PROJECTION)
+                    drop_path_rate, jpm=jpm, clip=True, projection=PROJECTION, sie=sie,
+                    sie_weight=sie_weight)

@@ -18,27 +18,47 @@ from triplet_reid.inputs.images import (Preprocessing, decodable_mask, load_trai
                     resize_by_matmul)
 
 
-class EmbeddingModule(tf.Module):
-    """The exported object: an embedding model behind resizing signatures."""
+# The signature inputs of an exported model: images of any size, and with
+# a camera embedding (SIE) each image's row in its table of cameras.
+IMAGES = tf.TensorSpec([None, None, None, 3], tf.float32, name='images')
+IMAGES_UINT8 = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')
+CAMERAS = tf.TensorSpec([None], tf.int32, name='cameras')
 
-    def __init__(self, model, net_input_size, antialias):
+
+class EmbeddingModule(tf.Module):
+    """The exported object: an embedding model behind resizing signatures.
+
+    A model with a camera embedding (SIE) takes each image's camera too, as
+    its row in the table of cameras `sie_cameras` (-1 or any row outside it:
+    unknown, no camera embedding); the module keeps the table's names as
+    `sie_cameras`, a string variable, for whoever maps cameras to rows."""
+
+    def __init__(self, model, net_input_size, antialias, sie_cameras=None):
         super().__init__()
         self.model = model
         self.net_input_size = tuple(net_input_size)
         self.antialias = antialias
+        if sie_cameras:
+            self.sie_cameras = tf.Variable(list(sie_cameras), dtype=tf.string, trainable=False)
+            self.embed_float = tf.function(self.embed, input_signature=[IMAGES, CAMERAS])
+            self.embed_uint8 = tf.function(lambda images, cameras: self.embed(
+                tf.cast(images, tf.float32), cameras), input_signature=[IMAGES_UINT8, CAMERAS])
+        else:
+            self.embed_float = tf.function(self.embed, input_signature=[IMAGES])
+            self.embed_uint8 = tf.function(lambda images: self.embed(
+                tf.cast(images, tf.float32)), input_signature=[IMAGES_UINT8])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                name='images')])
-    def embed_float(self, images):
+    def embed(self, images, cameras=None):
         # The matrix form converts to ONNX, where TensorFlow's antialiased op does not.
         resized = resize_by_matmul(images, self.net_input_size) if self.antialias \
             else resize(images, self.net_input_size, antialias=False)
-        return {'emb': self.model(resized, training=False)['emb']}
+        inputs = resized if cameras is None else {'images': resized, 'cameras': cameras}
+        return {'emb': self.model(inputs, training=False)['emb']}
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8,
-                                                name='images')])
-    def embed_uint8(self, images):
-        return self.embed_float(tf.cast(images, tf.float32))
+    @property
+    def input_specs(self):
+        """The float32 signature's inputs."""
+        return [IMAGES, CAMERAS] if hasattr(self, 'sie_cameras') else [IMAGES]
 
 
 def export_saved_model(module, output):
@@ -50,16 +70,17 @@ def export_saved_model(module, output):
 
 def export_onnx(module, path):
     """Converts the float32 signature to ONNX with tf2onnx."""
-    write_onnx(module.embed_float, tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                 name='images'), path)
+    write_onnx(module.embed_float, module.input_specs, path)
 
 
-def write_onnx(function, input_spec, path):
-    """Converts the tf.function `function` of one input `input_spec` to ONNX
-    (opset 17) with tf2onnx, written next to `path` and renamed into place."""
+def write_onnx(function, input_specs, path):
+    """Converts the tf.function `function` of the inputs `input_specs` (a
+    TensorSpec or a list of them) to ONNX (opset 17) with tf2onnx, written
+    next to `path` and renamed into place."""
     import tf2onnx
+    specs = input_specs if isinstance(input_specs, (list, tuple)) else [input_specs]
     with files.output(path, replace=False) as partial:
-        tf2onnx.convert.from_function(function, input_signature=[input_spec], opset=17,
+        tf2onnx.convert.from_function(function, input_signature=list(specs), opset=17,
                                       output_path=partial)
 
 

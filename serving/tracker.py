@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from triplet_reid import cli
+from triplet_reid.models.build import takes_cameras
 from triplet_reid.serving import exported
 
 # ImageNet's channel statistics on [0, 1] pixels, as trackers normalise crops.
@@ -72,13 +73,19 @@ def file_names(experiment, experiment_root, formats):
 def tracker_model(model, net_input_size):
     """A Keras model from the tracker convention's (B, 3, H, W) normalised
     float32 crops to the embeddings (B, D) of the trained `model`, whose
-    input is (B, H, W, 3) RGB in [0, 255]."""
+    input is (B, H, W, 3) RGB in [0, 255]. A tracker passes crops alone, so
+    a model with a camera embedding (SIE) embeds them without a camera, as
+    BoxMOT runs CLIP-ReID's models."""
     height, width = net_input_size
     crops = keras.Input((3, height, width), batch_size=None, name='images', dtype='float32')
     scale = np.array(IMAGENET_STD, np.float32) * 255.0
     offset = np.array(IMAGENET_MEAN, np.float32) * 255.0
     pixels = keras.ops.transpose(crops, (0, 2, 3, 1)) * scale + offset
-    return keras.Model(crops, model(pixels, training=False)['emb'], name='tracker')
+    inputs = pixels
+    if takes_cameras(model):
+        unknown = keras.ops.cast(keras.ops.zeros_like(pixels[:, 0, 0, 0]), 'int32') - 1
+        inputs = {'images': pixels, 'cameras': unknown}
+    return keras.Model(crops, model(inputs, training=False)['emb'], name='tracker')
 
 
 def evaluation_threshold(path):

@@ -94,9 +94,33 @@ def test_a_clipreid_model_embeds_its_token_and_its_projection(tmp_path, clipreid
     assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
 
 
+def test_a_clipreid_model_with_sie_adds_the_camera_to_its_class_token(tmp_path, clipreid_file,
+                                                                      monkeypatch):
+    from triplet_reid.models.inference import load_embedder
+    path, timm, state = clipreid_file
+    rng = np.random.default_rng(2)
+    table = rng.normal(0, 0.5, (4, 768)).astype(np.float32)
+    write_pth(str(tmp_path / 'sie.pth'), dict(state, cv_embed=table), zip_format=True,
+              monkeypatch=monkeypatch)
+    config = write_config(tmp_path / 'sie.yml', old='  # SIE_CAMERA: True',
+                          new="  SIE_CAMERA: True\n  SIE_COE: 1.0\nDATASETS:\n  NAMES: 'msmt17'")
+    clipreid.import_clipreid(str(tmp_path / 'sie.pth'), config, str(tmp_path / 'exp'))
+    embedder = load_embedder(str(tmp_path / 'exp'))
+    assert embedder.sie_cameras == ['1', '2', '3', '4']
+    images = rng.uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    token = numpy_vit(timm, images, heads=12, clip=True, cameras=table[[3, 1]])
+    expected = np.concatenate([token, token @ state['image_encoder.proj']], 1)
+    found = embedder(images, ['04', '2'])
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+    # MSMT17 names its camera third: `0001/0001_014_04_0303noon_0086_1.jpg`.
+    import re
+    from triplet_reid.models.inference import load_experiment
+    regex = load_experiment(str(tmp_path / 'exp'))[1]['camera_regex']
+    assert re.search(regex, 'train/0001/0001_014_04_0303noon_0086_1.jpg').group(1) == '04'
+
+
 @pytest.mark.parametrize('old, new, match', [
-    ("  # SIE_CAMERA: True", "  SIE_CAMERA: True",
-     r'SIE_CAMERA to `True`: the side information embedding'),
+    ("  # SIE_CAMERA: True", "  SIE_VIEW: True", r'SIE_VIEW to `True`: the view embedding'),
     ("  NAME: 'ViT-B-16'", "  NAME: 'RN50'", r"CLIP-ReID's ResNet-50"),
     ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [12, 16]", r'one whole stride for both axes'),
     ("  SIZE_TEST: [64, 32]", "  SIZE_TEST: [128, 64]", r'CLIP-ReID tests at its training size'),

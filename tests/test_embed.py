@@ -130,8 +130,8 @@ def test_non_finite_embeddings_are_refused_before_writing(experiment, monkeypatc
     def broken(model):
         forward = real(model)
         # The second image embeds to NaN, as a diverged network would.
-        return lambda images: tf.tensor_scatter_nd_update(
-            forward(images), [[1, 0]], [float('nan')])
+        return lambda images, cameras=None: tf.tensor_scatter_nd_update(
+            forward(images, cameras), [[1, 0]], [float('nan')])
 
     monkeypatch.setattr(inference, 'inference_function', broken)
     with pytest.raises(cli.UserError, match=r'1 of 15 rows hold non-finite values \(NaN or '
@@ -150,7 +150,7 @@ def test_validation_refuses_non_finite_embeddings(experiment):
         '--val_query', csv_path, '--val_gallery', csv_path, '--val_excluder', 'diagonal'])
     validate = training.run.make_validation(args, chief=True)
     with pytest.raises(cli.UserError, match=r'validation\'s embeddings .* 30 of 30 rows'):
-        validate(lambda images: tf.fill((len(images), 16), float('inf')))
+        validate(lambda images, cameras=None: tf.fill((len(images), 16), float('inf')))
 
 
 def test_experiments_from_before_antialias_keep_resizing_without(experiment, tmp_path):

@@ -106,9 +106,36 @@ def test_a_jpm_model_embeds_its_parts_after_their_bnnecks(tmp_path, monkeypatch)
     assert emb.shape == (2, 1152) and np.isfinite(emb).all()
 
 
+def test_a_model_with_sie_embeds_each_image_with_its_camera(tmp_path, monkeypatch):
+    from triplet_reid.models.inference import load_embedder
+    rng = np.random.default_rng(4)
+    backbone, state = transreid_file(str(tmp_path / 'm.pth'), rng, monkeypatch)
+    # TransReID's table of Market-1501's 6 cameras: camera k is row k - 1.
+    table = rng.normal(0, 0.5, (6, 1, 384)).astype(np.float32)
+    state['base.sie_embed'] = table
+    write_pth(str(tmp_path / 'm.pth'), state, zip_format=True, monkeypatch=monkeypatch)
+    config = write_config(tmp_path / 'vit_sie.yml', "  SIE_CAMERA: True\n  SIE_COE: 2.5")
+    transreid.import_transreid(str(tmp_path / 'm.pth'), config, str(tmp_path / 'exp'))
+    _, args, _ = load_experiment(str(tmp_path / 'exp'))
+    assert (args['sie_cameras'], args['sie_weight'], args['camera_regex']) == (
+        ['1', '2', '3', '4', '5', '6'], 2.5, r'_c(\d+)')
+    images = rng.uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    expected = numpy_vit(backbone, images, heads=6, cameras=2.5 * table[[4, 0], 0])
+    found = load_embedder(str(tmp_path / 'exp'))(images, ['5', '1'])
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+    # A file without the table its config turns on is refused.
+    del state['base.sie_embed']
+    write_pth(str(tmp_path / 'm.pth'), state, zip_format=True, monkeypatch=monkeypatch)
+    with pytest.raises(cli.UserError, match=r'lacks `base.sie_embed`, the camera embedding'):
+        transreid.import_transreid(str(tmp_path / 'm.pth'), config, str(tmp_path / 'e2'))
+    assert not os.path.exists(tmp_path / 'e2')
+
+
 @pytest.mark.parametrize('old, new, match', [
-    ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  SIE_CAMERA: True",
-     r'SIE_CAMERA to `True`: the side information embedding'),
+    ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  SIE_VIEW: True",
+     r'SIE_VIEW to `True`: the view embedding'),
+    ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  SIE_CAMERA: True\n  SIE_COE: .inf",
+     r'SIE_COE to `inf`'),
     ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [16, 16]\n  SHIFT_NUM: 3",
      r'MODEL.SHIFT_NUM to `3`'),
     ("  STRIDE_SIZE: [16, 16]", "  STRIDE_SIZE: [12, 16]", r'one whole stride for both axes'),

@@ -4,6 +4,7 @@ position embeddings resized as PyTorch resizes them, and what they refuse."""
 
 import collections
 import math
+import os
 import struct
 
 import numpy as np
@@ -49,11 +50,13 @@ def layer_norm(x, weight, bias, epsilon=1e-6):
     return (x - mean) / np.sqrt(var + epsilon) * weight + bias
 
 
-def numpy_vit(state, images, stride=16, heads=HEADS, clip=False):
+def numpy_vit(state, images, stride=16, heads=HEADS, clip=False, cameras=None):
     """timm's VisionTransformer.forward_features()[:, 0] in NumPy, in float64:
     images (B, H, W, 3) in [0, 255] to (B, D); with `clip`, CLIP's image
     encoder (its `ln_pre` as timm's `norm_pre`, QuickGELU, epsilon 1e-5) up
-    to its last norm."""
+    to its last norm. `cameras` (B, D) are the images' weighted camera
+    embeddings (SIE), added to every token as TransReID adds them, or with
+    `clip` to the class token as CLIP-ReID does."""
     epsilon = 1e-5 if clip else 1e-6
 
     def layer_norm(x, weight, bias):
@@ -69,6 +72,10 @@ def numpy_vit(state, images, stride=16, heads=HEADS, clip=False):
     tokens = tokens.reshape(len(x), rows * cols, -1)
     cls = np.repeat(s['cls_token'], len(x), 0)
     x = np.concatenate([cls, tokens], 1) + s['pos_embed']
+    if cameras is not None and clip:
+        x[:, 0] += cameras
+    elif cameras is not None:
+        x += cameras[:, None]
     if clip:
         x = layer_norm(x, s['norm_pre.weight'], s['norm_pre.bias'])
     b, n, d = x.shape
@@ -265,7 +272,8 @@ def test_build_refuses_another_pooling_for_a_transformer():
 @pytest.fixture(scope='module')
 def vit_experiment(tmp_path_factory):
     """ViT-S/16 trained for 3 iterations at stride 12 on 40×28 images (3×2
-    patches), and embed.py's embeddings of its training set."""
+    patches) with a camera embedding (SIE) of the training set's 3 cameras,
+    and embed.py's embeddings of its training set."""
     import h5py
     from triplet_reid import embed, train
     from conftest import base_args, make_dataset
@@ -275,7 +283,8 @@ def vit_experiment(tmp_path_factory):
     root = str(tmp / 'exp')
     argv = base_args(root, csv_path, image_root, 3, '--head_name', 'bnneck',
                      '--id_loss_weight', '1', '--patch_stride', '12', '--drop_path_rate',
-                     '0.2', '--net_input_height', '40', '--net_input_width', '28')
+                     '0.2', '--net_input_height', '40', '--net_input_width', '28', '--sie',
+                     '--sie_weight', '2', '--camera_regex', r'_c(\d+)')
     argv[argv.index('tiny')] = 'vit_small_16'
     assert train.main(argv) == 0
     assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--quiet']) == 0
@@ -292,10 +301,46 @@ def test_a_vit_experiment_stores_its_patches_and_embeds(vit_experiment):
     with open(os.path.join(root, 'args.json')) as f:
         stored = json.load(f)
     assert stored['patch_stride'] == 12 and stored['drop_path_rate'] == 0.2
+    assert (stored['sie_cameras'], stored['sie_weight']) == (['1', '2', '3'], 2.0)
     model, train_args, _ = load_experiment(root)
     tokens = model.get_layer('vit_small_16').get_layer('tokens')
     assert tokens.grid == (3, 2) and train_args['patch_stride'] == 12
+    assert tokens.cameras == 3 and tokens.weight == 2.0
     assert embeddings.shape == (12, 16) and np.isfinite(embeddings).all()
+
+
+def test_a_vit_with_sie_embeds_each_image_with_its_camera(vit_experiment, tmp_path, capsys):
+    import h5py
+    from triplet_reid import cli, embed
+    from triplet_reid.models.inference import load_embedder
+    root, csv_path, image_root, embeddings = vit_experiment
+    fids = [line.split(',')[1].strip() for line in open(csv_path)]
+    embedder = load_embedder(root)
+    assert embedder.sie_cameras == ['1', '2', '3']
+    # make_dataset names image j of an identity as seen by camera j % 3 + 1.
+    cameras = [fid.split('_c')[1][0] for fid in fids]
+    paths = [os.path.join(image_root, fid) for fid in fids]
+    np.testing.assert_allclose(embedder(paths, cameras), embeddings, rtol=1e-4, atol=1e-4)
+    # Another camera, or none, embeds otherwise; a camera the table lacks as none.
+    unknown = embedder(paths, ['7'] * len(paths))
+    assert np.abs(embedder(paths, ['1'] * len(paths)) - embeddings).max() > 1e-3
+    np.testing.assert_allclose(embedder(paths), unknown, rtol=1e-5, atol=1e-5)
+    # A regex that finds another camera in every path: the images' digit 1, 2 or 3 of `s1`.
+    assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--filename',
+                       str(tmp_path / 'other.h5'), '--camera_regex', r'c\ds(\d)']) == 0
+    with h5py.File(str(tmp_path / 'other.h5'), 'r') as f:
+        np.testing.assert_allclose(f['emb'][()], embedder(paths, ['1'] * len(paths)),
+                                   rtol=1e-4, atol=1e-4)
+    assert embed.main(['--experiment_root', root, '--dataset', csv_path, '--filename',
+                       str(tmp_path / 'none.h5'), '--camera_regex', r'(\d)_00\.jpg']) == 0
+    assert 'are of cameras the camera embedding (SIE) did not learn (0)' in \
+        capsys.readouterr().err
+    with pytest.raises(cli.UserError, match=r"has no camera that --camera_regex"):
+        embed.main(['--experiment_root', root, '--dataset', csv_path, '--filename',
+                    str(tmp_path / 'x.h5'), '--camera_regex', r'_x(\d)'])
+    with pytest.raises(cli.UserError, match=r'2 cameras were given for 12 images'):
+        embedder(paths, ['1', '2'])
+    assert not os.path.exists(tmp_path / 'x.h5')
 
 
 @pytest.mark.slow
@@ -307,18 +352,85 @@ def test_a_vit_exports_to_saved_model_onnx_and_tflite(vit_experiment, tmp_path):
     from conftest import run_tflite
     root, _, _, _ = vit_experiment
     images = np.random.default_rng(7).uniform(0, 255, (3, 40, 28, 3)).astype(np.float32)
-    expected = load_embedder(root)(images)
+    # Its camera embedding (SIE): the exports take each image's row in its
+    # table of cameras, -1 for none.
+    rows = np.array([0, 2, -1], np.int32)
+    expected = load_embedder(root)(images, ['1', '3', 'unknown'])
     assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'sm'),
                         '--onnx', str(tmp_path / 'm.onnx'), '--tflite',
-                        str(tmp_path / 'm.tflite'), '--quiet']) == 0
+                        str(tmp_path / 'm.tflite'), '--tracker', str(tmp_path / 'tracker'),
+                        '--tracker_formats', 'onnx', '--quiet']) == 0
     loaded = tf.saved_model.load(str(tmp_path / 'sm'))
-    np.testing.assert_allclose(loaded.signatures['serving_default'](images=images)['emb'],
-                               expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(loaded.signatures['serving_default'](
+        images=images, cameras=rows)['emb'], expected, rtol=1e-4, atol=1e-4)
+    saved = load_embedder(str(tmp_path / 'sm'))
+    assert saved.sie_cameras == ['1', '2', '3']
+    np.testing.assert_allclose(saved(images, ['1', '3', '9']), expected, rtol=1e-4, atol=1e-4)
     session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
-    np.testing.assert_allclose(session.run(None, {'images': images})[0], expected, rtol=1e-4,
-                               atol=1e-4)
-    np.testing.assert_allclose(run_tflite(str(tmp_path / 'm.tflite'), images), expected,
+    np.testing.assert_allclose(session.run(None, {'images': images, 'cameras': rows})[0],
+                               expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_tflite(str(tmp_path / 'm.tflite'), images, rows), expected,
                                rtol=1e-4, atol=1e-4)
+    # A tracker passes crops alone: they embed without a camera.
+    tracker = onnxruntime.InferenceSession(str(tmp_path / 'tracker' / os.listdir(
+        str(tmp_path / 'tracker'))[0].replace('.metadata.json', '')))
+    crops = ((images / 255 - np.array([0.485, 0.456, 0.406], np.float32)) / np.array(
+        [0.229, 0.224, 0.225], np.float32)).transpose(0, 3, 1, 2).astype(np.float32)
+    np.testing.assert_allclose(tracker.run(None, {'images': crops})[0][2], expected[2],
+                               rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize('clip', [False, True])
+def test_the_camera_embedding_adds_as_transreid_and_clip_reid_add_it(clip):
+    rng = np.random.default_rng(13)
+    state = timm_state(rng, grid=(4, 2))
+    del state['head.weight'], state['head.bias']
+    if clip:
+        del state['patch_embed.proj.bias']
+        state['norm_pre.weight'] = rng.uniform(0.5, 1.5, DIM).astype(np.float32)
+        state['norm_pre.bias'] = rng.normal(0, 0.1, DIM).astype(np.float32)
+    # TransReID's table has a middle axis of 1; CLIP-ReID's has none.
+    table = rng.normal(0, 0.5, (3, DIM)).astype(np.float32)
+    state['sie_embed'] = table if clip else table[:, None]
+    body = _vit.vit_body('sie_test', DIM, DEPTH, HEADS, (64, 32), 16, 0.0, clip=clip, sie=3,
+                         sie_weight=1.5)
+    vit_weights.assign_vit(body, state, 'sie.pth', 'a test')
+    images = rng.uniform(0, 255, (4, 64, 32, 3)).astype(np.float32)
+    images[3] = images[2]
+    cameras = np.array([0, 2, -1, 7], np.int32)
+    added = 1.5 * np.concatenate([table, np.zeros((1, DIM), np.float32)])[
+        np.where((cameras >= 0) & (cameras < 3), cameras, 3)]
+    del state['sie_embed']
+    expected = numpy_vit(state, images, clip=clip, cameras=added)
+    found = body({'images': images, 'cameras': cameras}, training=False).numpy()
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+    # A camera outside the table (-1: unknown) embeds as no camera does.
+    np.testing.assert_allclose(found[2], found[3], rtol=1e-5, atol=1e-5)
+    assert np.abs(found[0] - found[1]).max() > 1e-3
+
+
+def test_what_the_camera_embedding_cannot_take_is_refused(tmp_path, tiny_dataset):
+    from triplet_reid import train
+    from conftest import base_args
+    rng = np.random.default_rng(14)
+    state = timm_state(rng, grid=(4, 2))
+    plain = small_body()
+    with_sie = _vit.vit_body('sie_test', DIM, DEPTH, HEADS, (64, 32), 16, 0.0, sie=3)
+    refused(r'has none of; import it with the config', vit_weights.assign_vit, plain,
+            dict(state, sie_embed=np.ones((3, 1, DIM), np.float32)), 'x.pth', 'a test')
+    refused(r'holds no camera embedding, where `sie_test` takes a camera embedding of 3',
+            vit_weights.assign_vit, with_sie, state, 'x.pth', 'a test')
+    refused(r'--sie learns an embedding per camera, and the cameras found number 1001',
+            nets.check_transformer, 'vit_small_16', sie=1001)
+    csv_path, image_root = tiny_dataset
+    argv = base_args(str(tmp_path / 'exp'), csv_path, image_root, 2, '--sie')
+    refused(r'--sie adds each camera\'s embedding .* `tiny` has none', train.main,
+            argv + ['--camera_regex', r'_c(\d+)'])
+    argv[argv.index('tiny')] = 'vit_small_16'
+    refused(r'needs each image\'s camera: give --camera_regex', train.main, argv)
+    refused(r'has no camera that --camera_regex', train.main,
+            argv + ['--camera_regex', r'_x(\d+)'])
+    assert not os.path.exists(tmp_path / 'exp')
 
 
 def test_int8_tflite_of_a_transformer_quantises_its_weights_only(tmp_path):

@@ -8,9 +8,10 @@ from typing import NamedTuple
 import numpy as np
 
 from triplet_reid import cli
-from triplet_reid import common
+from triplet_reid import common, nets
 from triplet_reid.cli import flags
 from triplet_reid.inputs import sampler, tracklets, unlabelled
+from triplet_reid.inputs.cameras import training_cameras
 from triplet_reid.inputs.images import decodable_mask, load_training_sets
 from triplet_reid.training import detailed_logs
 
@@ -31,13 +32,16 @@ class TrainingData(NamedTuple):
     round's pseudo-identities (see `adaptation`). With --seq_len, the
     `tracklets.Tracklets` of --train_set, whose (T,) identities `pids` are.
     `labels`, with --camera_proxies, are the (N,) camera proxies of the
-    round's crops, which the batches carry instead of their identities."""
+    round's crops, which the batches carry instead of their identities.
+    `cameras`, with --sie, are the (N,) rows of the images' cameras in the
+    camera embedding's table."""
     pids: np.ndarray
     fids: np.ndarray
     image_root: str
     crops: object = None
     tracklets: object = None
     labels: object = None
+    cameras: object = None
 
 
 def load_data(args, chief):
@@ -62,6 +66,14 @@ def load_data(args, chief):
     sampler.check_enough_identities(data.pids, args.batch_p, ' + '.join(
         '`{}`'.format(csv) for csv in flags.as_list(args.train_set)))
     check_log_space(args, chief, data.fids)
+    if args.sie:
+        # A new run numbers the cameras it finds; a resumed one keeps its table.
+        args.sie_cameras, rows = training_cameras(data.fids, args.camera_regex,
+                                                  args.sie_cameras)
+        nets.check_transformer(args.model_name, sie=len(args.sie_cameras))
+        log.info('Learning a camera embedding (SIE) for the %d cameras %s.',
+                 len(args.sie_cameras), ', '.join(args.sie_cameras[:20]))
+        data = data._replace(cameras=rows)
     return data
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from triplet_reid import cli
 from triplet_reid.experiment import Experiment
+from triplet_reid.models.build import with_cameras
 
 
 def physical_memory():
@@ -71,8 +72,8 @@ def input_size_problem(model, size):
     """
     spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
     try:
-        graph = tf.function(lambda images: model(images, training=False)).get_concrete_function(
-            spec).graph
+        graph = tf.function(lambda images: model(with_cameras(model, images), training=False)
+                            ).get_concrete_function(spec).graph
     except ValueError as e:
         # Keras prints the layer's own message in bold amid a traceback of the trace.
         bold = re.search(r'\x1b\[1m(.*?)\x1b\[0m', str(e), re.S)
@@ -95,8 +96,8 @@ def activation_bytes(model, size):
     training step of `model` computes for one (H, W) `size` image, read from
     its graph: what backpropagation keeps, and more (some are freed early)."""
     spec = tf.TensorSpec((1,) + tuple(size) + (3,), tf.float32)
-    graph = tf.function(lambda images: model(images, training=True)).get_concrete_function(
-        spec).graph
+    graph = tf.function(lambda images: model(with_cameras(model, images), training=True)
+                        ).get_concrete_function(spec).graph
     return sum(int(np.prod(tensor.shape.as_list())) * tensor.dtype.size
                for op in graph.get_operations() for tensor in op.outputs
                if tensor.dtype.is_floating and tensor.shape.rank == 4 and
@@ -127,7 +128,7 @@ def check_input_size(model, args):
                 batch, size[0], size[1], args.model_name, needed / 2 ** 30, available / 2 ** 30,
                 ', --seq_len' if frames_of(args) > 1 else ''))
     try:
-        model(tf.zeros((1,) + size + (3,)), training=False)
+        model(with_cameras(model, tf.zeros((1,) + size + (3,))), training=False)
     except tf.errors.ResourceExhaustedError as e:
         raise cli.UserError('the net `{}` does not fit in memory at {}x{} inputs ({}); choose '
                             'a smaller --net_input_height and --net_input_width.'.format(

@@ -157,7 +157,8 @@ def make_validation(args, chief):
     return validation.make_validation(
         args.val_query, args.val_gallery, flags.as_list(args.image_root)[0], args.val_excluder,
         Preprocessing.of(Experiment.of(args)), args.metric, args.val_camera_regex,
-        args.loading_threads, args.max_image_pixels)
+        args.loading_threads, args.max_image_pixels,
+        (args.camera_regex, args.sie_cameras) if args.sie_cameras else None)
 
 
 def choose_seed(args):
@@ -286,7 +287,7 @@ def make_batches(run, data, start_step):
                                        seq_len=args.seq_len,
                                        frame_sampling=args.frame_sampling, **options)
         return sampler.pk_dataset(data.pids, data.fids, data.image_root, preprocessing,
-                                  labels=data.labels, **options)
+                                  labels=data.labels, cameras=data.cameras, **options)
     if strategy.num_replicas_in_sync > 1:
         return iter(strategy.distribute_datasets_from_function(make_dataset))
     return iter(make_dataset())

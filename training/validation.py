@@ -15,7 +15,9 @@ from triplet_reid.models import video
 from triplet_reid import excluders
 from triplet_reid.evaluation import metrics
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
+from triplet_reid.inputs.cameras import embedding_cameras
 from triplet_reid.inputs.images import decodable_mask, image_batches
+from triplet_reid.models.inference import batch_outputs
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def validation_set(csv_file, image_root):
 
 def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
                     metric='euclidean', camera_regex=None, loading_threads=8,
-                    max_pixels=MAX_IMAGE_PIXELS):
+                    max_pixels=MAX_IMAGE_PIXELS, sie=None):
     """The validation on the query and gallery CSVs (train.py's --val_query,
     --val_gallery), evaluated with the excluder `excluder` (and, for
     `folders`, `camera_regex`) and `metric`; `preprocessing` is the
@@ -44,7 +46,9 @@ def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
     `inference.inference_function`) and gives {'mAP', 'top1', 'top5'}. The forward pass
     runs in inference mode, which leaves the batch-norm statistics alone, and
     draws no random numbers, while the training batches depend on the step
-    alone; so validating changes nothing about the training.
+    alone; so validating changes nothing about the training. `sie`, for a
+    model with a camera embedding, is (camera regex, table of cameras): the
+    images are embedded with their cameras.
     """
     q_pids, q_fids, q_frames = validation_set(query_csv, image_root)
     g_pids, g_fids, g_frames = validation_set(gallery_csv, image_root)
@@ -61,9 +65,11 @@ def make_validation(query_csv, gallery_csv, image_root, excluder, preprocessing,
     decodable_mask(frames, image_root, False, loading_threads,
                    remedy='or drop their rows from the validation CSVs', max_pixels=max_pixels)
     batches = image_batches(frames, image_root, preprocessing, loading_threads=loading_threads)
+    cameras = None if sie is None else embedding_cameras(
+        frames, *sie, warn=log.warning, source='the validation images')
 
     def validate(forward, combine=None):
-        outputs = (forward(images).numpy() for images in batches)
+        outputs = batch_outputs(forward, batches, cameras)
         if q_frames is None and combine is None:
             embs = np.concatenate(list(outputs)).astype(np.float32)
         else:
