@@ -55,6 +55,9 @@ DEFAULTS = {
     'INPUT.SIZE_TEST': [256, 128], 'TEST.METRIC': 'cosine',
 }
 
+# fast-reid's backbones that import: its ResNets and its ResNeSt.
+BACKBONES = ('build_resnet_backbone', 'build_resnest_backbone')
+
 # fast-reid's pooling layers, by the name its configs give them.
 POOLINGS = {'GlobalAvgPool': 'avg', 'FastGlobalAvgPool': 'avg', 'GlobalMaxPool': 'max',
             'GeneralizedMeanPooling': 'gem', 'GeneralizedMeanPoolingP': 'gem'}
@@ -65,7 +68,6 @@ BATCH_NORMS = ('BN', 'syncBN', 'GhostBN', 'FrozenBN')
 # What fast-reid offers that this project does not build, and why, by config value.
 REFUSED = {
     'MGN': 'MGN, whose embedding joins eight branches of their own',
-    'build_resnest_backbone': 'ResNeSt (the S50 configs)',
     'build_regnet_backbone': 'RegNet', 'build_effnet_backbone': 'EfficientNet',
     'build_vit_backbone': 'the vision transformer', 'build_osnet_backbone':
     "fast-reid's OSNet (import torchreid's OSNets instead)",
@@ -243,14 +245,16 @@ def model_of_config(settings, path):
     def get(key):
         return setting(settings, key, path)
 
-    for key, wanted in (('MODEL.META_ARCHITECTURE', 'Baseline'),
-                        ('MODEL.BACKBONE.NAME', 'build_resnet_backbone'),
-                        ('MODEL.HEADS.NAME', 'EmbeddingHead')):
-        if get(key) != wanted:
-            refuse(path, key, get(key), wanted + " (fast-reid's BoT, AGW and SBS models)")
+    for key, wanted in (('MODEL.META_ARCHITECTURE', ('Baseline',)),
+                        ('MODEL.BACKBONE.NAME', BACKBONES),
+                        ('MODEL.HEADS.NAME', ('EmbeddingHead',))):
+        if get(key) not in wanted:
+            refuse(path, key, get(key), ' or '.join(wanted) +
+                   " (fast-reid's BoT, AGW and SBS models)")
+    resnest = get('MODEL.BACKBONE.NAME') == 'build_resnest_backbone'
     depth = get('MODEL.BACKBONE.DEPTH')
-    if depth not in ('50x', '101x'):
-        refuse(path, 'MODEL.BACKBONE.DEPTH', depth, '50x or 101x')
+    if depth not in (('50x',) if resnest else ('50x', '101x')):
+        refuse(path, 'MODEL.BACKBONE.DEPTH', depth, '50x' if resnest else '50x or 101x')
     for key in ('MODEL.BACKBONE.NORM', 'MODEL.HEADS.NORM'):
         if get(key) not in BATCH_NORMS:
             refuse(path, key, get(key), ', '.join(BATCH_NORMS))
@@ -279,8 +283,11 @@ def model_of_config(settings, path):
     embedding_dim = get('MODEL.HEADS.EMBEDDING_DIM')
     if not 0 <= embedding_dim <= 65536:
         refuse(path, 'MODEL.HEADS.EMBEDDING_DIM', embedding_dim, '0 (none) to 65536')
-    net = 'fastreid_r{}{}{}'.format(depth[:-1], '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else '',
-                                     '_nl' if get('MODEL.BACKBONE.WITH_NL') else '')
+    # fast-reid's ResNeSt builder reads neither IBN nor non-local blocks
+    # (AGW_S50 inherits WITH_NL), so its models have none.
+    net = 'fastreid_s50' if resnest else 'fastreid_r{}{}{}'.format(
+        depth[:-1], '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else '',
+        '_nl' if get('MODEL.BACKBONE.WITH_NL') else '')
     pool_layer = get('MODEL.HEADS.POOL_LAYER')
     return FastReidModel(net, get('MODEL.BACKBONE.LAST_STRIDE'), POOLINGS[pool_layer],
                          pool_layer, embedding_dim or 2048,

@@ -64,6 +64,7 @@ NET_CHOICES = (
     'fastreid_r101_nl',
     'fastreid_r101_ibn',
     'fastreid_r101_ibn_nl',
+    'fastreid_s50',
     'torchreid_resnet50',
     'vit_small_16',
     'vit_base_16',
@@ -71,7 +72,8 @@ NET_CHOICES = (
     'clipreid_vit_base_16',
 )
 
-# fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks.
+# fast-reid's ResNets, which its configs name by depth, IBN and non-local blocks, and its
+# ResNeSt-50.
 FASTREID_NETS = tuple(name for name in NET_CHOICES if name.startswith('fastreid_'))
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152',

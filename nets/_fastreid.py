@@ -140,3 +140,100 @@ def fastreid_resnet(depth, name, with_ibn=False, with_nl=False, last_stride=2, c
                 x = non_local(x, 'NL_{}_{}'.format(stage, block - first_non_local))
     features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
     return keras.Model(images, features, name=name)
+
+
+# ResNeSt (Zhang et al. 2020), fast-reid's `build_resnest_backbone` (its
+# `fastreid/modeling/backbones/resnest.py` and `layers/splat.py`): the body of
+# its S50 configs, always with radix 2, cardinality 1, the deep stem, the
+# average-pooled downsampling and the stride of each stage's first block taken
+# by an average pool after its split attention.
+RESNEST_BLOCKS = {50: (3, 4, 6, 3)}
+RESNEST_STEM = {50: 32}
+RADIX = 2
+
+
+class RadixSoftmax(keras.layers.Layer):
+    """ResNeSt's `rSoftMax` for cardinality 1: the attention logits (B, 1, 1,
+    radix·C), as `radix` groups of C channels, softmaxed across the groups."""
+
+    def call(self, x):
+        shape = keras.ops.shape(x)
+        split = keras.ops.reshape(x, (shape[0], 1, 1, RADIX, -1))
+        return keras.ops.reshape(keras.ops.softmax(split, axis=3), shape)
+
+
+def split_attention(x, channels, name, stride=1, dilation=1):
+    """fast-reid's `SplAtConv2d` (radix 2, cardinality 1, reduction 4): a 3×3
+    convolution in `RADIX` groups to `RADIX`·`channels`, batch norm and ReLU;
+    the groups' sum pooled, through `fc1`, batch norm, ReLU and `fc2` to one
+    softmax weight per group and channel, which weigh the groups' sum."""
+    y = keras.layers.ZeroPadding2D(dilation, name=name + '_conv_pad')(x)
+    y = keras.layers.Conv2D(channels * RADIX, 3, stride, groups=RADIX, dilation_rate=dilation,
+                            use_bias=False, name=name + '_conv',
+                            kernel_initializer=keras.initializers.HeNormal())(y)
+    y = keras.layers.ReLU(name=name + '_relu0')(batch_norm(y, name + '_bn0'))
+    groups = SplitChannels(channels, name=name + '_split')(y)
+    pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + '_gap')(
+        keras.layers.Add(name=name + '_sum')(groups))
+    inter = max(x.shape[-1] * RADIX // 4, 32)
+    a = keras.layers.Conv2D(inter, 1, name=name + '_fc1')(pooled)
+    a = keras.layers.ReLU(name=name + '_relu1')(batch_norm(a, name + '_bn1'))
+    a = RadixSoftmax(name=name + '_rsoftmax')(keras.layers.Conv2D(
+        channels * RADIX, 1, name=name + '_fc2')(a))
+    weights = SplitChannels(channels, name=name + '_attention_split')(a)
+    return keras.layers.Add(name=name + '_out')([
+        keras.layers.Multiply(name='{}_weigh{}'.format(name, i))([w, g])
+        for i, (w, g) in enumerate(zip(weights, groups))])
+
+
+def resnest_block(x, planes, stride, name, avd, dilation=1):
+    """fast-reid's ResNeSt `Bottleneck` (`planes` × 4 channels out): with
+    `avd`, its stride is a 3×3 average pool (padding counted) after the
+    split attention; the shortcut of a block that changes the shape is
+    average-pooled by the stride (ceil mode, padding not counted: Keras'
+    'same' average pool), then projected."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != planes * EXPANSION:
+        if stride != 1:
+            shortcut = keras.layers.AveragePooling2D(stride, stride, padding='same',
+                                                     name=name + '_downsample_0')(x)
+        shortcut = batch_norm(conv(shortcut, planes * EXPANSION, 1, name + '_downsample_1'),
+                              name + '_downsample_2')
+    y = keras.layers.ReLU(name=name + '_relu1')(batch_norm(conv(x, planes, 1, name + '_conv1'),
+                                                           name + '_bn1'))
+    y = split_attention(y, planes, name + '_conv2', 1 if avd else stride, dilation)
+    if avd:
+        y = keras.layers.ZeroPadding2D(1, name=name + '_avd_pad')(y)
+        y = keras.layers.AveragePooling2D(3, stride, name=name + '_avd_layer')(y)
+    y = batch_norm(conv(y, planes * EXPANSION, 1, name + '_conv3'), name + '_bn3')
+    return keras.layers.ReLU(name=name + '_out')(keras.layers.Add(name=name + '_add')(
+        [y, shortcut]))
+
+
+def fastreid_resnest(depth, name, last_stride=2):
+    """fast-reid's ResNeSt-`depth` (50): images (B, H, W, 3), RGB in [0,
+    255], to pooled features (B, 2048). At `last_stride` 1, as fast-reid
+    builds it, the last stage's later blocks dilate their 3×3 convolution by
+    2 and its first block's average pool keeps the size."""
+    images = keras.Input((None, None, 3), name='images')
+    x = keras.layers.Rescaling([1 / s for s in PIXEL_STD],
+                               [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
+                               name='normalize')(images)
+    stem = RESNEST_STEM[depth]
+    x = keras.layers.ReLU(name='conv1_2')(batch_norm(conv(x, stem, 3, 'conv1_0', 2), 'conv1_1'))
+    x = keras.layers.ReLU(name='conv1_5')(batch_norm(conv(x, stem, 3, 'conv1_3'), 'conv1_4'))
+    x = keras.layers.ReLU(name='relu')(batch_norm(conv(x, 2 * stem, 3, 'conv1_6'), 'bn1'))
+    x = keras.layers.ZeroPadding2D(1, name='maxpool_pad')(x)
+    x = keras.layers.MaxPooling2D(3, 2, name='maxpool')(x)
+    for stage, blocks in enumerate(RESNEST_BLOCKS[depth], start=1):
+        for block in range(blocks):
+            first = block == 0
+            stride = (1, 2, 2, last_stride)[stage - 1] if first else 1
+            # fast-reid's ResNeSt pools the first block of every stage but the
+            # first (`is_first`), and dilates the last stage at stride 1.
+            avd = first and stage > 1
+            dilation = 2 if stage == 4 and last_stride == 1 and not first else 1
+            x = resnest_block(x, 64 * 2 ** (stage - 1), stride,
+                              'layer{}_{}'.format(stage, block), avd, dilation)
+    features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
+    return keras.Model(images, features, name=name)

@@ -80,8 +80,11 @@ def test_a_config_inherits_its_bases_as_fast_reid_merges_them(tmp_path):
 @pytest.mark.parametrize('leaf, match', [
     ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  META_ARCHITECTURE: MGN\n',
      r'sets MODEL\.META_ARCHITECTURE to `MGN`, MGN, whose embedding joins eight branches'),
-    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    NAME: build_resnest_backbone\n',
-     r'`build_resnest_backbone`, ResNeSt \(the S50 configs\), which this project does not build'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    NAME: build_regnet_backbone\n',
+     r'`build_regnet_backbone`, RegNet, which this project does not build; what imports is '
+     r'build_resnet_backbone or build_resnest_backbone'),
+    ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    NAME: build_resnest_backbone\n'
+     '    DEPTH: 101x\n', r'DEPTH to `101x`; what imports is 50x\.$'),
     ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    DEPTH: 18x\n',
      r'sets MODEL\.BACKBONE\.DEPTH to `18x`; what imports is 50x or 101x'),
     ('_BASE_: ../Base-bagtricks.yml\nMODEL:\n  BACKBONE:\n    WITH_SE: True\n',
@@ -231,6 +234,105 @@ def test_ibn_and_non_local_blocks_compute_as_fast_reid(r50_ibn_nl):
     assert [layer.name for layer in body.layers if layer.name.endswith('_attention')] == [
         'NL_2_0_attention', 'NL_2_1_attention', 'NL_3_0_attention', 'NL_3_1_attention',
         'NL_3_2_attention']
+
+
+def test_resnest_configs_build_fast_reid_s_resnest_50(tmp_path):
+    # fast-reid's ResNeSt builder reads neither IBN nor non-local blocks, which
+    # AGW_S50 inherits.
+    for base in ('Base-bagtricks', 'Base-SBS'):
+        path = configs(tmp_path, '_BASE_: ../{}.yml\nMODEL:\n  BACKBONE:\n    NAME: '
+                                 'build_resnest_backbone\n    WITH_IBN: True\n'.format(base))
+        assert fastreid.model_of_config(fastreid.read_config(path), path).net == 'fastreid_s50'
+
+
+def numpy_split_attention(body, name, x):
+    """fast-reid's `SplAtConv2d` (radix 2, cardinality 1) on x (B, H, W, C)
+    in NumPy: a 3×3 convolution padded by 1 in two groups, batch norm, ReLU;
+    the two halves' sum pooled, through fc1, batch norm, ReLU and fc2 to
+    logits whose softmax across the halves weighs them."""
+    def bn(t, layer):
+        gamma, beta, mean, var = body.get_layer(layer).get_weights()
+        return gamma * (t - mean) / np.sqrt(var + 1e-5) + beta
+    kernel = body.get_layer(name + '_conv').get_weights()[0]  # (3, 3, C / 2, 2·out)
+    half_in, half_out = x.shape[-1] // 2, kernel.shape[-1] // 2
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, w = x.shape[1:3]
+    y = np.concatenate([np.einsum('bhwijc,ijcd->bhwd', np.stack([np.stack([
+        padded[:, i:i + 3, j:j + 3, g * half_in:(g + 1) * half_in] for j in range(w)], 1)
+        for i in range(h)], 1), kernel[..., g * half_out:(g + 1) * half_out])
+        for g in range(2)], -1)
+    y = np.maximum(bn(y, name + '_bn0'), 0)
+    channels = y.shape[-1] // 2
+    halves = y[..., :channels], y[..., channels:]
+    pooled = (halves[0] + halves[1]).mean((1, 2))
+    k1, b1 = body.get_layer(name + '_fc1').get_weights()
+    a = np.maximum(bn(pooled @ k1[0, 0] + b1, name + '_bn1'), 0)
+    k2, b2 = body.get_layer(name + '_fc2').get_weights()
+    logits = (a @ k2[0, 0] + b2).reshape(len(x), 2, channels)
+    weights = np.exp(logits - logits.max(1, keepdims=True))
+    weights /= weights.sum(1, keepdims=True)
+    return weights[:, 0, None, None] * halves[0] + weights[:, 1, None, None] * halves[1]
+
+
+def test_resnest_split_attention_and_pools_compute_as_fast_reid():
+    from torch_files import randomise_batch_norms
+    model, body = build_model('fastreid_s50', 'bnneck', 2048, pooling='gem', last_stride=1)
+    rng = np.random.default_rng(4)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    randomise_batch_norms(model, rng)
+    block = keras.Model(body.get_layer('layer1_0_relu1').output,
+                        body.get_layer('layer1_0_conv2_out').output)
+    x = rng.uniform(0, 2, (2, 5, 3, 64)).astype(np.float32)
+    np.testing.assert_allclose(block(x), numpy_split_attention(body, 'layer1_0_conv2', x),
+                               rtol=1e-3, atol=1e-3)
+    # A stride-2 block pools its attention's output with a 3×3 window padded by
+    # one that counts the padding, and its shortcut with a 2×2 window whose
+    # output size rounds up and counts only the image (PyTorch's ceil_mode,
+    # count_include_pad=False), here at an odd size.
+    avd = keras.Model(body.get_layer('layer2_0_conv2_out').output,
+                      body.get_layer('layer2_0_avd_layer').output)
+    y = rng.uniform(0, 2, (1, 5, 3, 128)).astype(np.float32)
+    padded = np.pad(y, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.array([[padded[0, 2 * i:2 * i + 3, 2 * j:2 * j + 3].mean((0, 1))
+                          for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(avd(y)[0], expected, rtol=1e-5, atol=1e-5)
+    down = keras.Model(body.get_layer('layer1_2_out').output,
+                       body.get_layer('layer2_0_downsample_0').output)
+    z = rng.uniform(0, 2, (1, 5, 3, 256)).astype(np.float32)
+    expected = np.array([[z[0, 2 * i:2 * i + 2, 2 * j:2 * j + 2].mean((0, 1))
+                          for j in range(2)] for i in range(3)])
+    np.testing.assert_allclose(down(z)[0], expected, rtol=1e-5, atol=1e-5)
+    # At last stride 1, the last stage's later blocks dilate their convolution by 2.
+    assert body.get_layer('layer4_1_conv2_conv').dilation_rate == (2, 2)
+    assert body.get_layer('layer4_0_conv2_conv').dilation_rate == (1, 1)
+
+
+def test_a_fast_reid_resnest_checkpoint_imports_and_embeds_as_the_source(tmp_path):
+    from torch_files import randomise_batch_norms
+    config = configs(tmp_path, '_BASE_: ../Base-SBS.yml\nMODEL:\n  BACKBONE:\n    NAME: '
+                               'build_resnest_backbone\n')
+    found = fastreid.model_of_config(fastreid.read_config(config), config)
+    model, body = build_model('fastreid_s50', 'bnneck', 2048, pooling='gem', last_stride=1)
+    rng = np.random.default_rng(5)
+    model.set_weights([w + rng.normal(0, 0.02, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    randomise_batch_norms(model, rng)
+    state = fastreid_state(model, body, found)
+    assert 'backbone.layer2.0.conv2.fc1.bias' in state and 'backbone.conv1.6.weight' in state
+    weights = write_pth(tmp_path / 'market_sbs_S50.pth', checkpoint(state), zip_format=True)
+    root = str(tmp_path / 'imported')
+    assert import_model.main(['--weights', weights, '--config', config,
+                              '--experiment_root', root]) == 0
+    from triplet_reid.models.inference import load_embedder
+    images = np.random.default_rng(0).uniform(0, 255, (2, 384, 128, 3)).astype(np.float32)
+    expected = model(images, training=False)['emb'].numpy()
+    found = load_embedder(root)(images)
+    # Random weights through 50 layers reach values of 1e5, whose sums differ
+    # in their last bits with the order of the operations: compared by angle.
+    cosines = (found * expected).sum(1) / np.linalg.norm(found, axis=1) / np.linalg.norm(
+        expected, axis=1)
+    assert cosines.min() > 0.99999, cosines
 
 
 def fastreid_state(model, body, found, classes=7):
