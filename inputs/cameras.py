@@ -69,3 +69,29 @@ def embedding_cameras(fids, camera_regex, table, warn=None, source='the images',
              'embedded without one.'.format(int((rows < 0).sum()), source, ', '.join(
                  sorted({camera_key(n) for n, r in zip(names, rows) if r < 0})[:10])))
     return rows
+
+
+def given_cameras(cameras, table, count):
+    """(count,) int32 rows in `table` (a list of camera names, or None for a
+    model without SIE) of the `cameras` a caller gives for `count` images,
+    None for an image of no camera the table holds (-1: embedded without).
+
+    Raises:
+        UserError for a model without SIE, a count that differs, or a
+        camera the table lacks.
+    """
+    if not table:
+        raise UserError('this model has no camera embedding (SIE), so it takes no cameras; '
+                        'leave them out.')
+    cameras = list(np.asarray(cameras, dtype=object).reshape(-1))
+    if len(cameras) != count:
+        raise UserError('{} cameras were given for {} images; give one camera per '
+                        'image.'.format(len(cameras), count))
+    rows = camera_indices(['' if c is None else c for c in cameras], table)
+    unknown = [c for c, r in zip(cameras, rows) if r < 0 and c is not None]
+    if unknown:
+        raise UserError('camera {!r} is not one of the {} cameras whose embedding the model '
+                        'learnt ({}); pass None for an image of another camera, which then '
+                        'embeds without one.'.format(unknown[0], len(table),
+                                                     ', '.join(table[:20])))
+    return rows

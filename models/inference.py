@@ -13,7 +13,7 @@ import tensorflow as tf
 from triplet_reid.inputs.images import (Preprocessing, augmentation_names, declared_pixels, decode,
                            image_batches, resize)
 from triplet_reid.aggregators import AGGREGATORS
-from triplet_reid.inputs.cameras import camera_indices
+from triplet_reid.inputs.cameras import given_cameras
 from triplet_reid.cli import UserError
 from triplet_reid.storage import files
 from triplet_reid.cli.flags import MAX_IMAGE_PIXELS
@@ -322,8 +322,8 @@ class Embedder:
     does. `metric` is the distance the model was trained for (None for a
     SavedModel), `embedding_dim` the D. A model with a camera embedding
     (SIE) takes each image's camera too, `embedder(images, cameras)`, as
-    the names its table holds (`sie_cameras`; a camera it lacks, or none
-    given, embeds without one).
+    the names its table holds (`sie_cameras`; None for an image of another
+    camera, and no cameras at all, embed without one).
 
     Everything it refuses, from the source to the pixels, raises
     `cli.UserError` naming the input, before any image is embedded.
@@ -363,25 +363,11 @@ class Embedder:
 
     def __call__(self, images, cameras=None):
         images, pixels = as_images(images, self.max_pixels)
-        rows = self.camera_rows(cameras, len(images))
+        rows = None if cameras is None else given_cameras(cameras, self.sie_cameras, len(images))
         chunks = [self.embed_chunk(images[start:end], None if rows is None else rows[start:end])
                   for start, end in chunk_bounds(images, pixels, self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, self.embedding_dim),
                                                               np.float32)
-
-    def camera_rows(self, cameras, count):
-        """(count,) int32 rows in the table of cameras of the `cameras`
-        given for `count` images, or None."""
-        if cameras is None:
-            return None
-        if not self.sie_cameras:
-            raise UserError('this model has no camera embedding (SIE), so it takes no cameras; '
-                            'leave them out.')
-        cameras = np.asarray(cameras).reshape(-1)
-        if len(cameras) != count:
-            raise UserError('{} cameras were given for {} images; give one camera per '
-                            'image.'.format(len(cameras), count))
-        return camera_indices(cameras, self.sie_cameras)
 
     def embed_chunk(self, images, cameras=None):
         """Embeddings (n, D) of up to `batch_size` images (with their (n,)

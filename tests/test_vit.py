@@ -321,8 +321,10 @@ def test_a_vit_with_sie_embeds_each_image_with_its_camera(vit_experiment, tmp_pa
     cameras = [fid.split('_c')[1][0] for fid in fids]
     paths = [os.path.join(image_root, fid) for fid in fids]
     np.testing.assert_allclose(embedder(paths, cameras), embeddings, rtol=1e-4, atol=1e-4)
-    # Another camera, or none, embeds otherwise; a camera the table lacks as none.
-    unknown = embedder(paths, ['7'] * len(paths))
+    # Another camera, or none, embeds otherwise; a camera the table lacks is refused.
+    unknown = embedder(paths, [None] * len(paths))
+    with pytest.raises(cli.UserError, match=r"camera '7' is not one of the 3 cameras"):
+        embedder(paths, ['7'] * len(paths))
     assert np.abs(embedder(paths, ['1'] * len(paths)) - embeddings).max() > 1e-3
     np.testing.assert_allclose(embedder(paths), unknown, rtol=1e-5, atol=1e-5)
     # A regex that finds another camera in every path: the images' digit 1, 2 or 3 of `s1`.
@@ -355,7 +357,7 @@ def test_a_vit_exports_to_saved_model_onnx_and_tflite(vit_experiment, tmp_path):
     # Its camera embedding (SIE): the exports take each image's row in its
     # table of cameras, -1 for none.
     rows = np.array([0, 2, -1], np.int32)
-    expected = load_embedder(root)(images, ['1', '3', 'unknown'])
+    expected = load_embedder(root)(images, ['1', '3', None])
     assert export.main(['--experiment_root', root, '--output', str(tmp_path / 'sm'),
                         '--onnx', str(tmp_path / 'm.onnx'), '--tflite',
                         str(tmp_path / 'm.tflite'), '--tracker', str(tmp_path / 'tracker'),
@@ -365,7 +367,7 @@ def test_a_vit_exports_to_saved_model_onnx_and_tflite(vit_experiment, tmp_path):
         images=images, cameras=rows)['emb'], expected, rtol=1e-4, atol=1e-4)
     saved = load_embedder(str(tmp_path / 'sm'))
     assert saved.sie_cameras == ['1', '2', '3']
-    np.testing.assert_allclose(saved(images, ['1', '3', '9']), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(saved(images, ['1', '3', None]), expected, rtol=1e-4, atol=1e-4)
     session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
     np.testing.assert_allclose(session.run(None, {'images': images, 'cameras': rows})[0],
                                expected, rtol=1e-4, atol=1e-4)
