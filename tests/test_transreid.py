@@ -13,7 +13,7 @@ from triplet_reid import import_model
 from triplet_reid.models import transreid
 from triplet_reid.models.inference import load_experiment
 
-from test_vit import numpy_vit, timm_state
+from vit_reference import numpy_vit, timm_state
 from torch_files import write_pth
 
 CONFIG = """MODEL:
