@@ -18,7 +18,8 @@ OSNet-IBN (osnet_ibn, torchreid's osnet_ibn_x1_0), or torchreid's ResNet-50
 fc_bn_relu head). A fast-reid checkpoint
 comes with the YAML config it was trained with (--config, whose `_BASE_`
 files are read beside it): BoT, AGW and SBS models on ResNet-50 or -101,
-with or without IBN-a and non-local blocks (the fastreid_* nets). A TransReID
+with or without IBN-a and non-local blocks, or on ResNeSt-50 (the fastreid_*
+nets), and its ViT-Base (vit_base_16). A TransReID
 checkpoint comes with its config too: ViT-B/16 or DeiT-S/16 at any stride,
 with or without its jigsaw patch module (vit_base_16, vit_small_16). A
 CLIP-ReID checkpoint comes with its config: its ViT-B-16 image encoder, with
@@ -36,7 +37,7 @@ if __package__ in (None, ''):
     checkout.register()
 
 from triplet_reid import cli
-from triplet_reid.models import clipreid, fastreid, transreid, zoo
+from triplet_reid.models import clipreid, fastreid, fastreid_vit, transreid, zoo
 from triplet_reid.cli import startup
 from triplet_reid.nets import PADDING_NETS
 
@@ -81,6 +82,8 @@ def main(argv=None):
         stored = transreid.import_transreid(args.weights, args.config, args.experiment_root)
     elif settings is not None and clipreid.is_clipreid_config(settings):
         stored = clipreid.import_clipreid(args.weights, args.config, args.experiment_root)
+    elif settings is not None and fastreid_vit.is_vit_config(settings):
+        stored = fastreid_vit.import_fastreid_vit(args.weights, args.config, args.experiment_root)
     elif settings is not None:
         stored = fastreid.import_fastreid(args.weights, args.config, args.experiment_root)
     else:

@@ -17,6 +17,7 @@ feature that fast-reid's triplet loss trains); the images resized to
 INPUT.SIZE_TEST; distances as TEST.METRIC says (cosine by default).
 """
 
+import ast
 import dataclasses
 import os
 import re
@@ -69,7 +70,7 @@ BATCH_NORMS = ('BN', 'syncBN', 'GhostBN', 'FrozenBN')
 REFUSED = {
     'MGN': 'MGN, whose embedding joins eight branches of their own',
     'build_regnet_backbone': 'RegNet', 'build_effnet_backbone': 'EfficientNet',
-    'build_vit_backbone': 'the vision transformer', 'build_osnet_backbone':
+    'build_osnet_backbone':
     "fast-reid's OSNet (import torchreid's OSNets instead)",
     'build_mobilenetv2_backbone': 'MobileNet v2', 'build_mobilenetv3_backbone': 'MobileNet v3',
     'build_repvgg_backbone': 'RepVGG', 'build_shufflenetv2_backbone': 'ShuffleNet v2',
@@ -212,6 +213,15 @@ def setting(settings, key, path, defaults=None):
             return defaults[key]
         value = value[part]
     expected = type(defaults[key])
+    if expected is list and isinstance(value, str) and len(value) <= 1000:
+        # The peers' YAML writes tuples as text, `(16, 16)`, which their yacs
+        # reads as a Python literal; so does this, as data.
+        try:
+            literal = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            literal = None
+        if isinstance(literal, tuple):
+            value = list(literal)
     # A number where the import needs a whole one (a dimension, a stride)
     # would reach Keras as a float.
     if isinstance(value, bool) != (expected is bool) or not isinstance(

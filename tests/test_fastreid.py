@@ -335,6 +335,74 @@ def test_a_fast_reid_resnest_checkpoint_imports_and_embeds_as_the_source(tmp_pat
     assert cosines.min() > 0.99999, cosines
 
 
+VIT = '''MODEL:
+  META_ARCHITECTURE: Baseline
+  PIXEL_MEAN: [127.5, 127.5, 127.5]
+  PIXEL_STD: [127.5, 127.5, 127.5]
+  BACKBONE:
+    NAME: build_vit_backbone
+    DEPTH: base
+    FEAT_DIM: 768
+    STRIDE_SIZE: (16, 16)
+    DROP_PATH_RATIO: 0.1
+  HEADS:
+    NAME: EmbeddingHead
+    NORM: BN
+    WITH_BNNECK: True
+    POOL_LAYER: Identity
+    NECK_FEAT: before
+INPUT:
+  SIZE_TRAIN: [ 64, 32 ]
+  SIZE_TEST: [ 64, 32 ]
+'''
+
+
+def test_a_fast_reid_vit_imports_and_embeds_after_its_neck(tmp_path):
+    from vit_reference import numpy_vit, timm_state
+    from triplet_reid.models.inference import load_embedder
+    rng = np.random.default_rng(6)
+    timm = timm_state(rng, dim=768, depth=12, grid=(4, 2))
+    del timm['head.weight'], timm['head.bias']
+    state = {'backbone.' + key: value for key, value in timm.items()}
+    neck = {'weight': rng.uniform(0.5, 1.5, 768), 'bias': np.zeros(768),
+            'running_mean': rng.normal(0, 0.2, 768), 'running_var': rng.uniform(0.5, 2, 768)}
+    state.update({'heads.bottleneck.0.' + k: v.astype(np.float32) for k, v in neck.items()})
+    state['heads.bottleneck.0.num_batches_tracked'] = np.array(9)
+    state['heads.weight'] = np.zeros((11, 768), np.float32)
+    # fast-reid's YAML writes the stride as a tuple, text that yacs reads as a literal.
+    config = configs(tmp_path, VIT)
+    weights = write_pth(tmp_path / 'market_vit.pth', checkpoint(state), zip_format=True)
+    root = str(tmp_path / 'imported')
+    assert import_model.main(['--weights', weights, '--config', config,
+                              '--experiment_root', root]) == 0
+    stored = json.load(open(os.path.join(root, 'args.json')))
+    assert (stored['model_name'], stored['head_name'], stored['embedding_dim'],
+            stored['metric'], stored['imported_classes']) == ('vit_base_16', 'bnneck', 768,
+                                                              'cosine', 11)
+    images = rng.uniform(0, 255, (2, 64, 32, 3)).astype(np.float32)
+    features = numpy_vit(timm, images, heads=12)
+    expected = (features - neck['running_mean']) / np.sqrt(neck['running_var'] + 1e-5) * \
+        neck['weight']
+    found = load_embedder(root)(images)
+    assert np.abs(found - expected).max() < 1e-4 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize('old, new, match', [
+    ('DEPTH: base', 'DEPTH: small', r"fast-reid's ViT-Small is 768 wide and 8 blocks deep"),
+    ('POOL_LAYER: Identity', 'POOL_LAYER: GlobalAvgPool', r'POOL_LAYER to `GlobalAvgPool`'),
+    ('PIXEL_STD: [127.5, 127.5, 127.5]', 'PIXEL_STD: [58.4, 57.1, 57.4]', r'127\.5'),
+    ('SIZE_TEST: [ 64, 32 ]', 'SIZE_TEST: [ 128, 64 ]', r'takes only its training size'),
+    ('STRIDE_SIZE: (16, 16)', 'STRIDE_SIZE: (__import__("os"), 1)',
+     r'STRIDE_SIZE to `\(__import__\("os"\), 1\)`, which is not a list'),
+])
+def test_fast_reid_vit_configs_that_do_not_import_are_refused(tmp_path, old, new, match):
+    config = configs(tmp_path, VIT.replace(old, new))
+    with pytest.raises(cli.UserError, match=match):
+        import_model.main(['--weights', str(tmp_path / 'missing.pth'), '--config', config,
+                           '--experiment_root', str(tmp_path / 'exp')])
+    assert not os.path.exists(tmp_path / 'exp')
+
+
 def fastreid_state(model, body, found, classes=7):
     """What fast-reid saves of a Keras model of `found` (the inverse of the importer)."""
     module_of = {layer: module for module, layer in
