@@ -4,7 +4,7 @@
 For each torchreid net (OSNet-AIN at four widths, OSNet-IBN, ResNet-50
 with and without its 512-d fc layer) and each
 fast-reid config (BoT, AGW and SBS on ResNet-50/101, with and without
-IBN-a), `bench/peers_torch.py` builds the model with the peer's own code
+IBN-a, and on ResNeSt-50; BoT on its ViT-Base), `bench/peers_torch.py` builds the model with the peer's own code
 (torchreid's `osnet*.py`, fast-reid's `build_model` from the config) in a
 PyTorch environment of its own, gives it random weights with non-trivial
 norms, saves it as the peer's training does, and embeds real pedestrian
@@ -38,7 +38,8 @@ TORCHREID_NETS = ('osnet_ain_x1_0', 'osnet_ain_x0_75', 'osnet_ain_x0_5', 'osnet_
                   'osnet_ibn_x1_0', 'resnet50', 'resnet50_fc512')
 FASTREID_CONFIGS = tuple('configs/Market1501/{}.yml'.format(name) for name in (
     'bagtricks_R50', 'bagtricks_R50-ibn', 'bagtricks_R101-ibn', 'AGW_R50', 'AGW_R50-ibn',
-    'AGW_R101-ibn', 'sbs_R50', 'sbs_R50-ibn', 'sbs_R101-ibn'))
+    'AGW_R101-ibn', 'sbs_R50', 'sbs_R50-ibn', 'sbs_R101-ibn', 'bagtricks_S50', 'AGW_S50',
+    'sbs_S50', 'bagtricks_vit'))
 BATCH = 32
 
 
@@ -122,7 +123,7 @@ def measure(args, folder, kind, spec):
     from triplet_reid import common
     from triplet_reid import excluders
     from triplet_reid.evaluation import metrics
-    from triplet_reid.models import fastreid, zoo
+    from triplet_reid.models import fastreid, fastreid_vit, zoo
     from triplet_reid.models.inference import inference_function, load_experiment
 
     name = spec if kind == 'torchreid' else os.path.splitext(os.path.basename(spec))[0]
@@ -130,6 +131,9 @@ def measure(args, folder, kind, spec):
     root = os.path.join(folder, name)
     if kind == 'torchreid':
         stored = zoo.import_torchreid(weights, root)
+    elif fastreid_vit.is_vit_config(fastreid.read_config(os.path.join(args.fastreid, spec))):
+        stored = fastreid_vit.import_fastreid_vit(weights, os.path.join(args.fastreid, spec),
+                                                  root)
     else:
         stored = fastreid.import_fastreid(weights, os.path.join(args.fastreid, spec), root)
     pixels, theirs = reference['pixels'].astype(np.float32), reference['features']

@@ -8,7 +8,7 @@ imports nothing of the project. The peer's code comes from a checkout (or a
 mirror) of its repository: torchreid's `torchreid/models/osnet.py`,
 `osnet_ain.py` or `resnet.py` loaded by path, fast-reid's `fastreid` package with its
 `build_model` and config. The weights are the peer's initialisation with
-every batch and instance norm made non-trivial (random scale and shift;
+every batch, instance and layer norm made non-trivial (random scale and shift;
 fast-reid's non-local blocks, initialised to add nothing, then add
 something), GeM's exponent moved off 3, and the batch norms' statistics
 those of the images themselves (one pass with the norms in training mode;
@@ -47,7 +47,7 @@ def randomise(model, generator, images):
     with torch.no_grad():
         for name, module in model.named_modules():
             norm = isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d,
-                                       torch.nn.InstanceNorm2d))
+                                       torch.nn.InstanceNorm2d, torch.nn.LayerNorm))
             if norm and module.weight is not None:
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 if name.endswith('.W.1'):

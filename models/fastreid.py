@@ -213,15 +213,10 @@ def setting(settings, key, path, defaults=None):
             return defaults[key]
         value = value[part]
     expected = type(defaults[key])
-    if expected is list and isinstance(value, str) and len(value) <= 1000:
+    if expected is list and isinstance(literal(value), tuple):
         # The peers' YAML writes tuples as text, `(16, 16)`, which their yacs
         # reads as a Python literal; so does this, as data.
-        try:
-            literal = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            literal = None
-        if isinstance(literal, tuple):
-            value = list(literal)
+        value = list(literal(value))
     # A number where the import needs a whole one (a dimension, a stride)
     # would reach Keras as a float.
     if isinstance(value, bool) != (expected is bool) or not isinstance(
@@ -230,6 +225,18 @@ def setting(settings, key, path, defaults=None):
             path, key, shown(value), {str: 'name', list: 'list', bool: 'boolean',
                                       int: 'whole number'}.get(expected, 'number')))
     return value
+
+
+def literal(value):
+    """The Python literal that a config's text `value` writes, as the
+    peers' yacs reads it (`(16, 16)`, `('market1501')`), by `ast`'s literal
+    reader, which evaluates nothing else; None for other values."""
+    if not isinstance(value, str) or len(value) > 1000:
+        return None
+    try:
+        return ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
 
 
 def shown(value):

@@ -71,11 +71,14 @@ def inference_function(model):
 def batch_outputs(forward, batches, cameras=None):
     """The outputs of `forward(images, cameras)` for each batch of images in
     turn, as NumPy arrays; `cameras` (N,) are the rows of all the images,
-    sliced for each batch (None: unknown, or a model without SIE)."""
+    sliced for each batch (None: unknown, or a model without SIE, and then
+    `forward(images)`)."""
     done = 0
     for images in batches:
         count = len(images)
-        yield forward(images, None if cameras is None else cameras[done:done + count]).numpy()
+        # Without cameras, `forward` is called on the images alone, as before SIE.
+        yield (forward(images) if cameras is None else
+               forward(images, cameras[done:done + count])).numpy()
         done += count
 
 

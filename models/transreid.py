@@ -139,8 +139,19 @@ def sie_settings(get, refuse):
         return None
     if not abs(get('MODEL.SIE_COE')) < 1e4:
         refuse('MODEL.SIE_COE', 'what imports is a finite weight, as --sie_weight takes it')
-    names = get('DATASETS.NAMES')
-    return DATASET_CAMERAS.get(names if isinstance(names, str) else '', '')
+    return DATASET_CAMERAS.get(dataset_name(get('DATASETS.NAMES')), '')
+
+
+def dataset_name(names):
+    """The dataset a config's DATASETS.NAMES names, lower case: the configs
+    write it as a name, as text of a Python literal (`('market1501')`,
+    which yacs reads as a literal), or as a tuple of one; '' for anything
+    else."""
+    if fastreid.literal(names) is not None:
+        names = fastreid.literal(names)
+    if isinstance(names, (tuple, list)) and len(names) == 1:
+        names = names[0]
+    return names.lower() if isinstance(names, str) else ''
 
 
 def with_cameras(experiment, table, path, name):

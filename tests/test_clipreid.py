@@ -103,7 +103,7 @@ def test_a_clipreid_model_with_sie_adds_the_camera_to_its_class_token(tmp_path, 
     write_pth(str(tmp_path / 'sie.pth'), dict(state, cv_embed=table), zip_format=True,
               monkeypatch=monkeypatch)
     config = write_config(tmp_path / 'sie.yml', old='  # SIE_CAMERA: True',
-                          new="  SIE_CAMERA: True\n  SIE_COE: 1.0\nDATASETS:\n  NAMES: 'msmt17'")
+                          new="  SIE_CAMERA: True\n  SIE_COE: 1.0\nDATASETS:\n  NAMES: ('msmt17')")
     clipreid.import_clipreid(str(tmp_path / 'sie.pth'), config, str(tmp_path / 'exp'))
     embedder = load_embedder(str(tmp_path / 'exp'))
     assert embedder.sie_cameras == ['1', '2', '3', '4']

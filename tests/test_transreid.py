@@ -115,6 +115,8 @@ def test_a_model_with_sie_embeds_each_image_with_its_camera(tmp_path, monkeypatc
     state['base.sie_embed'] = table
     write_pth(str(tmp_path / 'm.pth'), state, zip_format=True, monkeypatch=monkeypatch)
     config = write_config(tmp_path / 'vit_sie.yml', "  SIE_CAMERA: True\n  SIE_COE: 2.5")
+    with open(config, 'a') as f:
+        f.write("DATASETS:\n  NAMES: ('Market1501',)\n")
     transreid.import_transreid(str(tmp_path / 'm.pth'), config, str(tmp_path / 'exp'))
     _, args, _ = load_experiment(str(tmp_path / 'exp'))
     assert (args['sie_cameras'], args['sie_weight'], args['camera_regex']) == (
