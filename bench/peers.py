@@ -4,8 +4,9 @@
 For each torchreid net (OSNet-AIN at four widths, OSNet-IBN, ResNet-50
 with and without its 512-d fc layer) and each
 fast-reid config (BoT, AGW and SBS on ResNet-50/101, with and without
-IBN-a, and on ResNeSt-50; BoT on its ViT-Base), `bench/peers_torch.py` builds the model with the peer's own code
-(torchreid's `osnet*.py`, fast-reid's `build_model` from the config) in a
+IBN-a, and on ResNeSt-50; BoT on its ViT-Base), `bench/peers_torch.py`
+builds the model with the peer's own code (torchreid's `osnet*.py`,
+fast-reid's `build_model` from the config) in a
 PyTorch environment of its own, gives it random weights with non-trivial
 norms, saves it as the peer's training does, and embeds real pedestrian
 crops as the peer tests. Here the file is imported (import_model.py's
