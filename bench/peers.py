@@ -103,17 +103,7 @@ def exported_forms(model, train_args, folder, name, pixels, int8=True, threads=2
         interpreter = Interpreter(model_path=path, num_threads=threads)
 
         def tflite(x, cameras=None, interpreter=interpreter):
-            indices = {d['name']: d['index'] for d in interpreter.get_input_details()}
-            given = {next(i for n, i in indices.items() if 'camera' not in n): x}
-            if cameras is not None:
-                given[next(i for n, i in indices.items() if 'camera' in n)] = cameras
-            for index, value in given.items():
-                interpreter.resize_tensor_input(index, value.shape)
-            interpreter.allocate_tensors()
-            for index, value in given.items():
-                interpreter.set_tensor(index, value)
-            interpreter.invoke()
-            return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+            return exported.run_tflite(interpreter, x, cameras)
         forms[form] = tflite
     return forms
 

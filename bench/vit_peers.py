@@ -190,18 +190,18 @@ def fidelity(args, folder, data, case):
     floats = pixels.astype(np.float32)
     # A camera embedding (SIE) takes each image's camera, as the peer's test does.
     table = train_args.get('sie_cameras') if body is None else None
-    rows = None if table is None else cameras
+    camera_rows = None if table is None else cameras
     if body is None:
         forward = inference_function(model)
     else:
         forward = tf.function(lambda x: body(x, training=False))
-    add('imported (Keras)', in_batches(lambda *x: forward(*x).numpy(), floats, rows))
+    add('imported (Keras)', in_batches(lambda *x: forward(*x).numpy(), floats, camera_rows))
     if case == CASES[args.exports]:
         export_args = {'net_input_height': SIZE[0], 'net_input_width': SIZE[1],
                        'antialias': True, 'sie_cameras': table}
         for form, function in exported_forms(model, export_args, folder, net, floats,
                                              threads=args.threads).items():
-            add(form, in_batches(function, floats, rows))
+            add(form, in_batches(function, floats, camera_rows))
     for row in rows:
         print(json.dumps(row), flush=True)
     return rows
@@ -262,6 +262,9 @@ def main(argv=None):
                         help='Every how many demo identities to use.')
     parser.add_argument('--exports', type=int, default=7,
                         help='The case whose exports to compare (an index of CASES).')
+    parser.add_argument('--peers', nargs='+', default=None,
+                        choices=sorted({case[0] for case in CASES}),
+                        help='Only the cases of these peers (all by default).')
     parser.add_argument('--repeats', type=int, default=3, help='Timed batches of each speed.')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads of either side.')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
@@ -276,7 +279,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix='vit-peers-') as folder:
         np.savez(os.path.join(folder, 'pixels.npz'), pixels=data[-2], cameras=data[-1])
         for case in CASES:
-            rows += fidelity(args, folder, data, case)
+            if args.peers is None or case[0] in args.peers:
+                rows += fidelity(args, folder, data, case)
     speeds = speed(args)
     print('| peer | net | ours | stride | file | form | min cosine | mean cosine | mAP | '
           'rank-1 |')

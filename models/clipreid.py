@@ -117,7 +117,6 @@ def import_clipreid(path, config, experiment_root):
         the checkpoint of that config, or a root that exists.
     """
     from triplet_reid.models.build import build_experiment, check_weight_values
-    from triplet_reid.nets._vit import grid_size
 
     zoo.check_new_root(experiment_root)
     experiment, metric, camera_regex = experiment_of_config(fastreid.read_config(config), config)
@@ -136,13 +135,7 @@ def import_clipreid(path, config, experiment_root):
     check_weight_values(encoder.items(), path)
     # Everything is checked before the model is built, which takes seconds.
     body_state = vit_weights.clip_state(encoder, path, projection=True)
-    count = vit_weights.patch_count(body_state['pos_embed'], path)
-    grid = grid_size((experiment.net_input_height, experiment.net_input_width),
-                     experiment.patch_stride)
-    if count != grid[0] * grid[1]:
-        raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
-                        'grid of them; is it the checkpoint of this config?'.format(
-                            path, count, config, *grid))
+    vit_weights.check_config_grid(body_state['pos_embed'], experiment, path, config)
     if experiment.head_name == 'bnneck':
         necks = {key: value for key, value in state.items() if key.startswith(tuple(NECKS))}
         check_weight_values(necks.items(), path)

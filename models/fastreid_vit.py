@@ -109,7 +109,6 @@ def import_fastreid_vit(path, config, experiment_root):
         the checkpoint of that config, or a root that exists.
     """
     from triplet_reid.models.build import build_experiment, check_weight_values
-    from triplet_reid.nets._vit import grid_size
 
     zoo.check_new_root(experiment_root)
     experiment, metric = experiment_of_config(fastreid.read_config(config), config)
@@ -120,15 +119,7 @@ def import_fastreid_vit(path, config, experiment_root):
     check_weight_values(state.items(), path)
     body = {key[len('backbone.'):]: value for key, value in state.items()
             if key.startswith('backbone.')}
-    if 'pos_embed' not in body:
-        raise UserError('`{}` lacks `backbone.pos_embed`; is it the checkpoint of a fast-reid '
-                        'ViT?'.format(path))
-    grid = grid_size(experiment.net_input_size, experiment.patch_stride)
-    count = vit_weights.patch_count(body['pos_embed'], path)
-    if count != grid[0] * grid[1]:
-        raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
-                        'grid of them; is it the checkpoint of this config?'.format(
-                            path, count, config, *grid))
+    vit_weights.check_config_grid(body.get('pos_embed'), experiment, path, config)
     necks = {key[len('heads.'):]: value for key, value in state.items()
              if key.startswith('heads.bottleneck.0.')}
     neck_names = {'bottleneck.0': nets.TRANSFORMER_WIDTHS[NET]}

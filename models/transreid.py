@@ -271,16 +271,9 @@ def import_transreid(path, config, experiment_root):
                                   'base.sie_embed')
     check_weight_values(state.items(), path)
     classifier = state.get('classifier.weight')
+    vit_weights.check_config_grid(state.get('base.pos_embed'), experiment, path, config)
     model, body = build_experiment(experiment)
     source = "TransReID's {} of `{}`".format(experiment.model_name, config)
-    tokens = body.get_layer('tokens')
-    if 'base.pos_embed' not in state:
-        raise UserError('`{}` lacks `base.pos_embed`; is it a TransReID checkpoint?'.format(path))
-    count = vit_weights.patch_count(state['base.pos_embed'], path)
-    if count != tokens.grid[0] * tokens.grid[1]:
-        raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
-                        'grid of them; is it the checkpoint of this config?'.format(
-                            path, count, config, *tokens.grid))
     vit_weights.assign_vit(body, body_state(state, experiment), path, source)
     if experiment.head_name == 'bnneck':
         width = nets.TRANSFORMER_WIDTHS[experiment.model_name]

@@ -69,6 +69,27 @@ def patch_count(pos_embed, path):
     return shape[1] - 1
 
 
+def check_config_grid(pos_embed, experiment, path, config):
+    """Refuses a peer's checkpoint `path` whose position embeddings (timm's
+    `pos_embed`, None when missing) are not of the grid that its `config`
+    makes at the `experiment`'s input size and patch stride, before
+    anything is built.
+
+    Raises:
+        UserError naming the file, the config and the grid.
+    """
+    from triplet_reid.nets._vit import grid_size
+    if pos_embed is None:
+        raise UserError('`{}` lacks its position embeddings; is it the checkpoint of `{}`?'
+                        .format(path, config))
+    grid = grid_size(experiment.net_input_size, experiment.patch_stride)
+    count = patch_count(pos_embed, path)
+    if count != grid[0] * grid[1]:
+        raise UserError('`{}` holds position embeddings for {} patches, but `{}` makes a {}×{} '
+                        'grid of them; is it the checkpoint of this config?'.format(
+                            path, count, config, *grid))
+
+
 def position_embeddings(pos_embed, grid, path):
     """timm's `pos_embed` (1, 1 + n, D) for the body's `grid` (rows,
     columns): as it is when it has the grid's patches, else its square grid

@@ -145,10 +145,10 @@ def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=1
     from triplet_reid import cli
     if name not in TRANSFORMER_NETS:
         if jpm or sie:
-            raise cli.UserError('--{} {} a vision transformer\'s tokens; `{}` has none: use it '
-                                'with {}.'.format('jpm' if jpm else 'sie', 'cuts into parts'
-                                                  if jpm else 'adds each camera\'s embedding to',
-                                                  name, ', '.join(TRANSFORMER_NETS)))
+            what = ('--jpm cuts a vision transformer\'s tokens into parts' if jpm else
+                    '--sie adds each camera\'s embedding to a vision transformer\'s tokens')
+            raise cli.UserError('{}; `{}` has none: use it with {}.'.format(
+                what, name, ', '.join(TRANSFORMER_NETS)))
         return
     if not 0 <= sie <= MAX_SIE_CAMERAS:
         raise cli.UserError('--sie learns an embedding per camera, and the cameras found number '

@@ -117,6 +117,26 @@ def has_layer_norm(model):
                (hasattr(layer, 'layers') and has_layer_norm(layer)) for layer in model.layers)
 
 
+def run_tflite(interpreter, images, cameras=None):
+    """The embeddings (B, D) of a TensorFlow Lite model, its LiteRT
+    `interpreter` (or the path of its file), of `images` (B, H, W, 3), and
+    for a model with a camera embedding of their `cameras`' rows (B,)."""
+    if isinstance(interpreter, str):
+        from ai_edge_litert.interpreter import Interpreter
+        interpreter = Interpreter(model_path=interpreter)
+    inputs = {detail['name']: detail['index'] for detail in interpreter.get_input_details()}
+    given = {next(i for name, i in inputs.items() if 'camera' not in name): images}
+    if cameras is not None:
+        given[next(i for name, i in inputs.items() if 'camera' in name)] = cameras
+    for index, value in given.items():
+        interpreter.resize_tensor_input(index, value.shape)
+    interpreter.allocate_tensors()
+    for index, value in given.items():
+        interpreter.set_tensor(index, value)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+
+
 def xnnpack_problem(path, net_input_size):
     """Why the TFLite model `path` does not run with TensorFlow Lite's default
     XNNPACK delegate (the first line of the error), or None when it does.

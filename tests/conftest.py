@@ -436,16 +436,5 @@ def run_tflite(path, batch, cameras=None):
     """The outputs of the TensorFlow Lite model `path` on `batch` (and, for a
     model with a camera embedding, the images' `cameras`), run by LiteRT's
     interpreter at the batch's shape."""
-    from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=path)
-    inputs = {detail['name']: detail['index'] for detail in interpreter.get_input_details()}
-    given = {next(i for name, i in inputs.items() if 'camera' not in name): batch}
-    if cameras is not None:
-        given[next(i for name, i in inputs.items() if 'camera' in name)] = cameras
-    for index, value in given.items():
-        interpreter.resize_tensor_input(index, value.shape)
-    interpreter.allocate_tensors()
-    for index, value in given.items():
-        interpreter.set_tensor(index, value)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+    from triplet_reid.serving.exported import run_tflite as run
+    return run(path, batch, cameras)

@@ -181,7 +181,7 @@ def test_a_file_of_another_config_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize('key, value, match', [
     ('base.pos_embed', np.ones(5, np.float32), r'position embeddings of shape \(5,\)'),
-    ('base.pos_embed', None, r'lacks `base.pos_embed`'),
+    ('base.pos_embed', None, r'lacks its position embeddings; is it the checkpoint of'),
     ('bottleneck_1.weight', np.ones((2, 384), np.float32),
      r'holds `bottleneck_1.weight` of shape \(2, 384\), where the BNNeck'),
     ('bottleneck_2.running_var', None, r'lacks `bottleneck_2.running_var`'),
