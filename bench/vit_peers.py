@@ -11,9 +11,10 @@ OpenAI's shape, saved whole, its image encoder used at 256×128 with its
 position embeddings resized bicubically; TransReID's whole models of three of its
 Market-1501 configs, from its `make_model`: the ViT-B baseline, JPM, and
 JPM at stride 12 with the test features after the BNNeck; CLIP-ReID's
-whole models of two of its person configs, from its `make_model_clipreid`
-around a CLIP of its `CLIP` class: the published vit_clipreid.yml and its
-baseline with the test features after the BNNecks) in a PyTorch
+whole model of its person config vit_clipreid.yml, from its
+`make_model_clipreid` around a CLIP of its `CLIP` class: as published, with
+the test features after the BNNecks, and with its camera embedding) in a
+PyTorch
 environment of its own, gives it random weights with non-trivial layer
 and batch norms, saves it (`.safetensors` or `.pth`) and embeds the demo
 set's pixels. Here the file initialises `vit_small_16` or `vit_base_16`
@@ -52,9 +53,10 @@ TORCH_SIDE = os.path.join(ROOT, 'bench', 'vit_peers_torch.py')
 # them), TransReID's whole models (as import_model.py imports them) of its
 # Market-1501 configs, the last (JPM and SIE at stride 12) with the test
 # features after the BNNeck (the other head), and CLIP-ReID's of its person
-# configs (their dataset uncommented, as its users do): the published one,
-# its baseline with the features after the BNNecks, and the published one
-# with its commented-out camera embedding (SIE) turned on.
+# config vit_clipreid.yml (its dataset uncommented, as its users do): as
+# published, with the features after the BNNecks, and with its commented-out
+# camera embedding (SIE) turned on. (Its baseline vit_base.yml builds the
+# same image model through config/defaults_base.py.)
 CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors', {}),
          ('timm', 'vit_base_patch16_224', 'vit_base_16', 16, 'pth', {}),
          ('transreid', 'vit_base_patch16_224_TransReID', 'vit_base_16', 12, 'pth', {}),
@@ -66,9 +68,9 @@ CASES = (('timm', 'vit_small_patch16_224', 'vit_small_16', 16, 'safetensors', {}
           'pth', {"NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
          ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
           'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')"}),
-         ('clipreid_model', 'configs/person/vit_base.yml', 'clipreid_vit_base_16', 16, 'pth',
-          {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
-           "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
+         ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
+          'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
+                  "NECK_FEAT: 'before'": "NECK_FEAT: 'after'"}),
          ('clipreid_model', 'configs/person/vit_clipreid.yml', 'clipreid_vit_base_16', 16,
           'pth', {"#   NAMES: ('market1501')": "  NAMES: ('market1501')",
                   '# SIE_CAMERA: True': 'SIE_CAMERA: True', '# SIE_COE : 1.0': 'SIE_COE : 1.0'}))

@@ -246,7 +246,8 @@ def tensors_of(loaded):
     return collections.OrderedDict((k, v.numpy()) for k, v in loaded.items())
 
 
-KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
+KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'GroupedConv2D': (2, 3, 1, 0),
+               'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
                'GroupNormalization': None, 'GeneralizedMeanPooling': None,
                'LayerNormalization': None}
 

@@ -34,6 +34,7 @@ fast-reid's modules (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), which
 """
 
 import keras
+import tensorflow as tf
 
 from triplet_reid.layers import batch_norm
 from triplet_reid.nets._osnet import instance_norm
@@ -152,6 +153,20 @@ RESNEST_STEM = {50: 32}
 RADIX = 2
 
 
+class GroupedConv2D(keras.layers.Conv2D):
+    """Keras' `Conv2D` with `groups`, padding 'valid', computed as one
+    convolution per group: Keras computes a grouped convolution on a CPU
+    through XLA, whose compiled call neither tf2onnx nor the TFLite
+    converter can read. Its kernel is Conv2D's, (kh, kw, C / groups, F)."""
+
+    def call(self, inputs):
+        outputs = tf.concat([
+            tf.nn.conv2d(x, kernel, self.strides, 'VALID', dilations=self.dilation_rate)
+            for x, kernel in zip(tf.split(inputs, self.groups, axis=-1),
+                                 tf.split(self.kernel, self.groups, axis=-1))], axis=-1)
+        return tf.nn.bias_add(outputs, self.bias) if self.use_bias else outputs
+
+
 class RadixSoftmax(keras.layers.Layer):
     """ResNeSt's `rSoftMax` for cardinality 1: the attention logits (B, 1, 1,
     radix·C), as `radix` groups of C channels, softmaxed across the groups."""
@@ -168,9 +183,9 @@ def split_attention(x, channels, name, stride=1, dilation=1):
     the groups' sum pooled, through `fc1`, batch norm, ReLU and `fc2` to one
     softmax weight per group and channel, which weigh the groups' sum."""
     y = keras.layers.ZeroPadding2D(dilation, name=name + '_conv_pad')(x)
-    y = keras.layers.Conv2D(channels * RADIX, 3, stride, groups=RADIX, dilation_rate=dilation,
-                            use_bias=False, name=name + '_conv',
-                            kernel_initializer=keras.initializers.HeNormal())(y)
+    y = GroupedConv2D(channels * RADIX, 3, stride, groups=RADIX, dilation_rate=dilation,
+                      use_bias=False, name=name + '_conv',
+                      kernel_initializer=keras.initializers.HeNormal())(y)
     y = keras.layers.ReLU(name=name + '_relu0')(batch_norm(y, name + '_bn0'))
     groups = SplitChannels(channels, name=name + '_split')(y)
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name=name + '_gap')(
