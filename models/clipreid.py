@@ -75,12 +75,7 @@ def experiment_of_config(settings, path):
     Raises:
         UserError naming the setting that this project does not build.
     """
-    def get(key):
-        return fastreid.setting(settings, key, path, DEFAULTS)
-
-    def refuse(key, what):
-        raise UserError('`{}` sets {} to `{}`: {}.'.format(path, key, fastreid.shown(get(key)),
-                                                          what))
+    get, refuse = fastreid.config_readers(settings, path, DEFAULTS)
 
     if get('MODEL.NAME') != 'ViT-B-16':
         refuse('MODEL.NAME', "CLIP-ReID's ResNet-50 (its attention-pooled CLIP RN50) does not "

@@ -227,6 +227,19 @@ def setting(settings, key, path, defaults=None):
     return value
 
 
+def config_readers(settings, path, defaults):
+    """(get, refuse) of a peer's config `settings` (read from `path`): `get(key)`
+    its value of `key` or the default of `defaults` (see `setting`), and
+    `refuse(key, what)`, which raises UserError naming the file, the setting,
+    its value and `what` would import."""
+    def get(key):
+        return setting(settings, key, path, defaults)
+
+    def refuse(key, what):
+        raise UserError('`{}` sets {} to `{}`: {}.'.format(path, key, shown(get(key)), what))
+    return get, refuse
+
+
 def literal(value):
     """The Python literal that a config's text `value` writes, as the
     peers' yacs reads it (`(16, 16)`, `('market1501')`), by `ast`'s literal

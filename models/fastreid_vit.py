@@ -21,7 +21,6 @@ other than 127.5. import_model.py sends fast-reid configs with
 import os
 
 from triplet_reid import nets
-from triplet_reid.cli import UserError
 from triplet_reid.experiment import Experiment
 from triplet_reid.models import fastreid, torch_weights, transreid, vit_weights, zoo
 
@@ -51,12 +50,7 @@ def experiment_of_config(settings, path):
     Raises:
         UserError naming the setting that this project does not build.
     """
-    def get(key):
-        return fastreid.setting(settings, key, path, DEFAULTS)
-
-    def refuse(key, what):
-        raise UserError('`{}` sets {} to `{}`: {}.'.format(path, key, fastreid.shown(get(key)),
-                                                          what))
+    get, refuse = fastreid.config_readers(settings, path, DEFAULTS)
 
     if get('MODEL.META_ARCHITECTURE') != 'Baseline':
         refuse('MODEL.META_ARCHITECTURE', 'what imports with a ViT is Baseline')

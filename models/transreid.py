@@ -78,12 +78,7 @@ def experiment_of_config(settings, path):
     Raises:
         UserError naming the setting that this project does not build.
     """
-    def get(key):
-        return fastreid.setting(settings, key, path, DEFAULTS)
-
-    def refuse(key, what):
-        raise UserError('`{}` sets {} to `{}`: {}.'.format(path, key, fastreid.shown(get(key)),
-                                                          what))
+    get, refuse = fastreid.config_readers(settings, path, DEFAULTS)
 
     if get('MODEL.NAME') != 'transformer':
         refuse('MODEL.NAME', "TransReID's ResNet-50 does not import; its transformers do")
