@@ -314,10 +314,10 @@ def test_a_fast_reid_resnest_checkpoint_imports_and_embeds_as_the_source(tmp_pat
                                'build_resnest_backbone\n')
     found = fastreid.model_of_config(fastreid.read_config(config), config)
     model, body = build_model('fastreid_s50', 'bnneck', 2048, pooling='gem', last_stride=1)
-    rng = np.random.default_rng(5)
-    model.set_weights([w + rng.normal(0, 0.02, w.shape).astype(np.float32)
-                       for w in model.get_weights()])
-    randomise_batch_norms(model, rng)
+    # Random batch norms on the initial weights: noise on every weight, as the
+    # ResNet's test adds, takes ResNeSt's activations to 1e5, where the order
+    # of the sums alone moves the cosine in the fifth place.
+    randomise_batch_norms(model, np.random.default_rng(5))
     state = fastreid_state(model, body, found)
     assert 'backbone.layer2.0.conv2.fc1.bias' in state and 'backbone.conv1.6.weight' in state
     weights = write_pth(tmp_path / 'market_sbs_S50.pth', checkpoint(state), zip_format=True)
@@ -328,11 +328,9 @@ def test_a_fast_reid_resnest_checkpoint_imports_and_embeds_as_the_source(tmp_pat
     images = np.random.default_rng(0).uniform(0, 255, (2, 384, 128, 3)).astype(np.float32)
     expected = model(images, training=False)['emb'].numpy()
     found = load_embedder(root)(images)
-    # Random weights through 50 layers reach values of 1e5, whose sums differ
-    # in their last bits with the order of the operations: compared by angle.
     cosines = (found * expected).sum(1) / np.linalg.norm(found, axis=1) / np.linalg.norm(
         expected, axis=1)
-    assert cosines.min() > 0.99999, cosines
+    assert cosines.min() > 0.99999, (cosines, np.abs(expected).max())
 
 
 VIT = '''MODEL:
