@@ -125,9 +125,11 @@ def body_state(state, path):
     return {key: value for key, value in state.items() if not key.startswith(IGNORED)}
 
 
-def assign_vit(body, state, path, source):
+def assign_vit(body, state, path, source, pretrained=False):
     """Sets every weight of the ViT `body` from `state`, a dict of timm's
-    names to arrays (`source` names what made it, for messages).
+    names to arrays (`source` names what made it, for messages). A
+    `pretrained` file (ImageNet's, CLIP's) has no camera embedding: a body
+    with one keeps its own, as TransReID starts it from ImageNet weights.
 
     Raises:
         UserError naming the first tensor that is missing, left over or of
@@ -148,7 +150,9 @@ def assign_vit(body, state, path, source):
                                                            tuple(weight.shape)))
     weights = [cls_token, pos_embed]
     sie = state.pop('sie_embed', None)
-    if tokens.cameras:
+    if tokens.cameras and sie is None and pretrained:
+        weights.append(tokens.sie_embed.numpy())
+    elif tokens.cameras:
         dim = pos_embed.shape[-1]
         if sie is None or np.size(sie) != tokens.cameras * dim:
             raise UserError('`{}` holds {}, where `{}` takes a camera embedding of {} cameras '
@@ -294,7 +298,7 @@ def assign_pretrained(body, state, path, source):
     norm start both branches of a body with TransReID's JPM."""
     if any(layer.name == 'b2' for layer in body.layers):
         state = with_jpm_branches(state)
-    assign_vit(body, state, path, source)
+    assign_vit(body, state, path, source, pretrained=True)
 
 
 def load_clip_weights(body, path):

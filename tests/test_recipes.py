@@ -96,9 +96,11 @@ def test_each_recipe_trains(recipe, tmp_path):
     extra = []
     if recipe_args.initial_checkpoint:
         # A transformer's position embeddings are those of SMALL's input size.
+        # With SIE, a camera embedding of make_dataset's 3 cameras.
         _, body = build_model(recipe_args.model_name, recipe_args.head_name,
                               recipe_args.embedding_dim, input_size=(64, 64),
-                              patch_stride=recipe_args.patch_stride, jpm=recipe_args.jpm)
+                              patch_stride=recipe_args.patch_stride, jpm=recipe_args.jpm,
+                              sie=3 if recipe_args.sie else 0)
         extra = ['--initial_checkpoint', tf.train.Checkpoint(body=body).write(
             str(tmp_path / 'body'))]
     if recipe_args.pseudo_labels:

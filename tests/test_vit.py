@@ -340,6 +340,12 @@ def test_what_the_camera_embedding_cannot_take_is_refused(tmp_path, tiny_dataset
             dict(state, sie_embed=np.ones((3, 1, DIM), np.float32)), 'x.pth', 'a test')
     refused(r'holds no camera embedding, where `sie_test` takes a camera embedding of 3',
             vit_weights.assign_vit, with_sie, state, 'x.pth', 'a test')
+    # ImageNet's weights have none: a body with SIE keeps its own, as TransReID starts.
+    table = with_sie.get_layer('tokens').sie_embed.numpy()
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()},
+              str(tmp_path / 'imagenet.safetensors'))
+    vit_weights.load_timm_weights(with_sie, str(tmp_path / 'imagenet.safetensors'))
+    np.testing.assert_array_equal(with_sie.get_layer('tokens').sie_embed.numpy(), table)
     refused(r'--sie learns an embedding per camera, and the cameras found number 1001',
             nets.check_transformer, 'vit_small_16', sie=1001)
     csv_path, image_root = tiny_dataset
