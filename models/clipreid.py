@@ -26,7 +26,6 @@ What does not import is refused by name: the view embedding, CLIP-ReID's
 ResNet-50 (`RN50`), and statistics other than its 0.5.
 """
 
-import os
 
 from triplet_reid.cli import UserError
 from triplet_reid.experiment import Experiment
@@ -140,9 +139,7 @@ def import_clipreid(path, config, experiment_root):
     vit_weights.assign_vit(body, body_state, path, source)
     if experiment.head_name == 'bnneck':
         transreid.assign_neck(model, necks, NECKS, path, source)
-    classifier = state.get('classifier.weight')
-    args = zoo.experiment_arguments(
-        experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config), **transreid.sie_arguments(camera_regex))
+    args = zoo.experiment_arguments(experiment, metric, path, state.get('classifier.weight'),
+                                    config, **transreid.sie_arguments(camera_regex))
     zoo.write_experiment(experiment_root, model, body, args)
     return args

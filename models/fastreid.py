@@ -381,9 +381,7 @@ def import_fastreid(path, config, experiment_root):
     experiment = Experiment(found.net, 'bnneck', found.embedding_dim, found.pooling,
                             found.last_stride, 'torch', height, width, height, width,
                             antialias=True, accurate_jpeg=True)
-    args = zoo.experiment_arguments(
-        experiment, found.metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config))
+    args = zoo.experiment_arguments(experiment, found.metric, path, classifier, config)
     model, body = build_experiment(experiment)
     zoo.assign_state(model, body, as_keras_shapes(state, found), path, module_layers(body, found),
                      IGNORED, "fast-reid's {} of `{}`".format(found.net, config))

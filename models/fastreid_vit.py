@@ -18,7 +18,6 @@ other than 127.5. import_model.py sends fast-reid configs with
 `build_vit_backbone` here and the others to `models/fastreid.py`.
 """
 
-import os
 
 from triplet_reid import nets
 from triplet_reid.experiment import Experiment
@@ -122,8 +121,6 @@ def import_fastreid_vit(path, config, experiment_root):
     source = "fast-reid's ViT of `{}`".format(config)
     vit_weights.assign_vit(built, body, path, source)
     transreid.assign_neck(model, necks, neck_names, path, source)
-    args = zoo.experiment_arguments(
-        experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config))
+    args = zoo.experiment_arguments(experiment, metric, path, classifier, config)
     zoo.write_experiment(experiment_root, model, built, args)
     return args

@@ -18,7 +18,6 @@ its ResNet-50, and statistics or JPM settings other than its defaults.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -274,9 +273,8 @@ def import_transreid(path, config, experiment_root):
         width = nets.TRANSFORMER_WIDTHS[experiment.model_name]
         names = ['bottleneck'] + ['bottleneck_{}'.format(k) for k in range(1, experiment.jpm + 1)]
         assign_neck(model, state, dict.fromkeys(names, width), path, source)
-    args = zoo.experiment_arguments(
-        experiment, metric, path, None if classifier is None else int(classifier.shape[0]),
-        imported_config=os.path.abspath(config), **sie_arguments(camera_regex))
+    args = zoo.experiment_arguments(experiment, metric, path, classifier, config,
+                                    **sie_arguments(camera_regex))
     zoo.write_experiment(experiment_root, model, body, args)
     return args
 

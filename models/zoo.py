@@ -171,11 +171,16 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def experiment_arguments(experiment, metric, path, classes, **extra):
+def experiment_arguments(experiment, metric, path, classifier, config=None, **extra):
     """The `args.json` of a model imported from the weights file `path`, an
     `Experiment` record: what embedding needs, with the source's distance
-    `metric`, and where it came from (`extra` adds more). Nothing trained
-    it here: no training set and no augmentation."""
+    `metric`, and where it came from: the number of training identities of
+    its `classifier` (its weights, a row each; None when the file has none)
+    and the YAML `config` it was made with (`extra` adds more). Nothing
+    trained it here: no training set and no augmentation."""
+    classes = None if classifier is None else int(classifier.shape[0])
+    if config is not None:
+        extra = dict(extra, imported_config=os.path.abspath(config))
     return dict(dataclasses.asdict(experiment), **{
         'crop_augment': False, 'flip_augment': False, 'metric': metric,
         'mixed_precision': 'off', 'train_set': None, 'image_root': None,
@@ -262,7 +267,6 @@ def import_torchreid(path, experiment_root, model_name=None):
     state = torch_weights.read_state_dict(path)
     check_weight_values(state.items(), path)
     classifier = state.get('classifier.weight')
-    classes = None if classifier is None else int(classifier.shape[0])
     if 'layer1.0.conv1.weight' in state and 'conv1.weight' in state:
         experiment = resnet_experiment(state, path, model_name)
         model, body = build_experiment(experiment)
@@ -278,7 +282,7 @@ def import_torchreid(path, experiment_root, model_name=None):
         # torchreid's model zoo evaluates OSNet-AIN with cosine distances, the
         # others with Euclidean ones.
         metric = 'cosine' if VARIANT_OF[model_name] == 'ain' else 'euclidean'
-    args = experiment_arguments(experiment, metric, path, classes)
+    args = experiment_arguments(experiment, metric, path, classifier)
     assign_state(model, body, state, path, layer_of, IGNORED, "torchreid's " + body.name)
     write_experiment(experiment_root, model, body, args)
     return args
