@@ -120,17 +120,29 @@ def non_local(x, name):
     return keras.layers.Add(name=name + '_add')([y, x])
 
 
+def normalize(images):
+    """RGB in [0, 255] normalised by fast-reid's pixel mean and deviation."""
+    return keras.layers.Rescaling([1 / s for s in PIXEL_STD],
+                                  [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
+                                  name='normalize')(images)
+
+
+def resnet_stem(images, ceil_pool=True):
+    """fast-reid's ResNet stem on images (B, H, W, 3) in [0, 255]: the
+    7×7 convolution at stride 2, batch norm, ReLU and the 3×3 max-pool,
+    rounding up (`ceil_pool`) or padding one pixel (torchvision's)."""
+    x = keras.layers.ReLU(name='relu')(batch_norm(conv(normalize(images), 64, 7, 'conv1', 2),
+                                                  'bn1'))
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)) if ceil_pool else 1, name='maxpool_pad')(x)
+    return keras.layers.MaxPooling2D(3, 2, name='maxpool')(x)
+
+
 def fastreid_resnet(depth, name, with_ibn=False, with_nl=False, last_stride=2, ceil_pool=True):
     """fast-reid's ResNet-`depth` (50 or 101), or with `ceil_pool` False
     torchvision's stem (torchreid's ResNet): images (B, H, W, 3), RGB in
     [0, 255], to pooled features (B, 2048)."""
     images = keras.Input((None, None, 3), name='images')
-    x = keras.layers.Rescaling([1 / s for s in PIXEL_STD],
-                               [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
-                               name='normalize')(images)
-    x = keras.layers.ReLU(name='relu')(batch_norm(conv(x, 64, 7, 'conv1', 2), 'bn1'))
-    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)) if ceil_pool else 1, name='maxpool_pad')(x)
-    x = keras.layers.MaxPooling2D(3, 2, name='maxpool')(x)
+    x = resnet_stem(images, ceil_pool)
     for stage, (blocks, non_locals) in enumerate(zip(BLOCKS[depth], NON_LOCAL[depth]), start=1):
         for block in range(blocks):
             stride = (1, 2, 2, last_stride)[stage - 1] if block == 0 else 1
@@ -231,9 +243,7 @@ def fastreid_resnest(depth, name, last_stride=2):
     builds it, the last stage's later blocks dilate their 3×3 convolution by
     2 and its first block's average pool keeps the size."""
     images = keras.Input((None, None, 3), name='images')
-    x = keras.layers.Rescaling([1 / s for s in PIXEL_STD],
-                               [-m / s for m, s in zip(PIXEL_MEAN, PIXEL_STD)],
-                               name='normalize')(images)
+    x = normalize(images)
     stem = RESNEST_STEM[depth]
     x = keras.layers.ReLU(name='conv1_2')(batch_norm(conv(x, stem, 3, 'conv1_0', 2), 'conv1_1'))
     x = keras.layers.ReLU(name='conv1_5')(batch_norm(conv(x, stem, 3, 'conv1_3'), 'conv1_4'))
