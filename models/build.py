@@ -38,8 +38,9 @@ def build_model(model_name, head_name, embedding_dim, mixed_precision='off', poo
     `mixed_precision` ('off', 'float16' or 'bfloat16') sets Keras' global
     dtype policy for the layers built here; the embedding layer stays float32.
     `pooling` (one of `flags.POOLINGS`) replaces the body's global
-    average pooling; `last_stride` 1 halves the stride of the body's last
-    stage, for the nets that take it; `padding` is how the `nets.PADDING_NETS`
+    average pooling (the `nets.POOLING_NETS` pool with it themselves);
+    `last_stride` 1 halves the stride of the body's last stage, for the
+    nets that take it; `padding` is how the `nets.PADDING_NETS`
     pad their strided layers (`nets.PADDINGS`). With `nested_head`, the head
     is a model of its own named `head`, so that video training can apply it
     to the temporal aggregate of the body's features (see `build_video`).
@@ -84,7 +85,7 @@ def assemble(model_name, head_name, embedding_dim, mixed_precision, pooling, las
     images = keras.Input((None, None, 3), name='images')
     if patches[4]:
         images = {'images': images, 'cameras': keras.Input((), dtype='int32', name='cameras')}
-    if pooling == 'avg':
+    if pooling == 'avg' or model_name in nets.POOLING_NETS:
         features = body(images)
     else:
         # The body's own pooling is its last layer; pool its input instead.

@@ -10,6 +10,12 @@ never runs what the file holds) onto the Keras ResNet of `nets/_fastreid.py`
 with the `bnneck` head, and writes an experiment root as `models.zoo` does
 for torchreid's.
 
+Its MGN models (META_ARCHITECTURE MGN, ResNet-50 with or without IBN-a)
+import onto `fastreid_mgn_r50[_ibn]`: the trunk (`backbone.0`…`backbone.6`,
+up to stage 3's first block), the three branches (`b1`, `b2`, `b3`: stage 3's
+other blocks, then stage 4) and the eight heads (`b1_head`…`b33_head`), whose
+batch norms join as the model's one `bnneck` (a batch norm is per channel).
+
 What fast-reid embeds at test time, and so what the imported model embeds:
 the pooled features through BNNeck's batch norm (and its 1×1 reduction when
 EMBEDDING_DIM is set), whatever NECK_FEAT says (NECK_FEAT chooses only the
@@ -29,6 +35,7 @@ from triplet_reid.cli import UserError
 from triplet_reid.storage import files
 from triplet_reid.experiment import Experiment
 from triplet_reid.models import torch_weights, zoo
+from triplet_reid.nets import MGN_HEADS, MGN_REDUCTION, check_stripes
 
 # The most a config file may hold, and the most `_BASE_` files it may chain.
 MAX_CONFIG_BYTES = 1 << 20
@@ -68,7 +75,6 @@ BATCH_NORMS = ('BN', 'syncBN', 'GhostBN', 'FrozenBN')
 
 # What fast-reid offers that this project does not build, and why, by config value.
 REFUSED = {
-    'MGN': 'MGN, whose embedding joins eight branches of their own',
     'build_regnet_backbone': 'RegNet', 'build_effnet_backbone': 'EfficientNet',
     'build_osnet_backbone':
     "fast-reid's OSNet (import torchreid's OSNets instead)",
@@ -82,7 +88,10 @@ REFUSED = {
 # versions' `heads.classifier`), and the pixel statistics that older
 # versions saved (the config's are used, as fast-reid does).
 IGNORED = re.compile(r'(.*\.num_batches_tracked|heads\.weight|heads\.classifier\.(weight|bias)'
-                     r'|pixel_mean|pixel_std)$')
+                     r'|b\d+_head\.weight|pixel_mean|pixel_std)$')
+
+# The meta architectures that import: fast-reid's one-branch models, and MGN.
+META_ARCHITECTURES = ('Baseline', 'MGN')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,16 +284,18 @@ def model_of_config(settings, path):
     def get(key):
         return setting(settings, key, path)
 
-    for key, wanted in (('MODEL.META_ARCHITECTURE', ('Baseline',)),
-                        ('MODEL.BACKBONE.NAME', BACKBONES),
+    mgn = get('MODEL.META_ARCHITECTURE') == 'MGN'
+    for key, wanted in (('MODEL.META_ARCHITECTURE', META_ARCHITECTURES),
+                        ('MODEL.BACKBONE.NAME', BACKBONES[:1] if mgn else BACKBONES),
                         ('MODEL.HEADS.NAME', ('EmbeddingHead',))):
         if get(key) not in wanted:
             refuse(path, key, get(key), ' or '.join(wanted) +
-                   " (fast-reid's BoT, AGW and SBS models)")
+                   " (fast-reid's BoT, AGW, SBS and MGN models{})".format(
+                       ', MGN on its ResNet' if mgn else ''))
     resnest = get('MODEL.BACKBONE.NAME') == 'build_resnest_backbone'
     depth = get('MODEL.BACKBONE.DEPTH')
-    if depth not in (('50x',) if resnest else ('50x', '101x')):
-        refuse(path, 'MODEL.BACKBONE.DEPTH', depth, '50x' if resnest else '50x or 101x')
+    if depth not in (('50x',) if resnest or mgn else ('50x', '101x')):
+        refuse(path, 'MODEL.BACKBONE.DEPTH', depth, '50x' if resnest or mgn else '50x or 101x')
     for key in ('MODEL.BACKBONE.NORM', 'MODEL.HEADS.NORM'):
         if get(key) not in BATCH_NORMS:
             refuse(path, key, get(key), ', '.join(BATCH_NORMS))
@@ -313,15 +324,34 @@ def model_of_config(settings, path):
     embedding_dim = get('MODEL.HEADS.EMBEDDING_DIM')
     if not 0 <= embedding_dim <= 65536:
         refuse(path, 'MODEL.HEADS.EMBEDDING_DIM', embedding_dim, '0 (none) to 65536')
+    ibn = '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else ''
+    pool_layer = get('MODEL.HEADS.POOL_LAYER')
+    if mgn:
+        return mgn_model(get, path, ibn)
     # fast-reid's ResNeSt builder reads neither IBN nor non-local blocks
     # (AGW_S50 inherits WITH_NL), so its models have none.
     net = 'fastreid_s50' if resnest else 'fastreid_r{}{}{}'.format(
-        depth[:-1], '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else '',
-        '_nl' if get('MODEL.BACKBONE.WITH_NL') else '')
-    pool_layer = get('MODEL.HEADS.POOL_LAYER')
+        depth[:-1], ibn, '_nl' if get('MODEL.BACKBONE.WITH_NL') else '')
     return FastReidModel(net, get('MODEL.BACKBONE.LAST_STRIDE'), POOLINGS[pool_layer],
                          pool_layer, embedding_dim or 2048,
                          embedding_dim > 0, tuple(size), get('TEST.METRIC'))
+
+
+def mgn_model(get, path, ibn):
+    """The `FastReidModel` of an MGN config (read from `path`, its settings
+    by `get`) whose other settings `model_of_config` checked; `ibn` is the
+    net name's suffix."""
+    if get('MODEL.HEADS.EMBEDDING_DIM') != MGN_REDUCTION:
+        refuse(path, 'MODEL.HEADS.EMBEDDING_DIM', get('MODEL.HEADS.EMBEDDING_DIM'),
+               "{} (fast-reid's MGN configs)".format(MGN_REDUCTION))
+    # MGN's branches are built from the ResNet's stages, which hold no
+    # non-local blocks, so fast-reid's MGN has none whatever WITH_NL says.
+    net = 'fastreid_mgn_r50' + ibn
+    check_stripes(net, get('INPUT.SIZE_TEST'))
+    pool_layer = get('MODEL.HEADS.POOL_LAYER')
+    return FastReidModel(net, get('MODEL.BACKBONE.LAST_STRIDE'), POOLINGS[pool_layer],
+                         pool_layer, len(MGN_HEADS) * MGN_REDUCTION, True,
+                         tuple(get('INPUT.SIZE_TEST')), get('TEST.METRIC'))
 
 
 def module_layers(body, found):
@@ -329,6 +359,8 @@ def module_layers(body, found):
     Keras model of `found` (a `FastReidModel`) whose body is `body`: the
     backbone's by name (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), the head's
     pooling, reduction and batch norm."""
+    if found.net.startswith('fastreid_mgn'):
+        return mgn_module_layers(body)
     pairs = {'backbone.' + layer.name.replace('_', '.').replace('NL.', 'NL_'): layer.name
              for layer in body.layers if layer.weights}
     pairs['heads.pool_layer'] = 'gem_pool'
@@ -337,20 +369,68 @@ def module_layers(body, found):
     return pairs
 
 
-def as_keras_shapes(state, found):
-    """fast-reid's tensors in the shapes the Keras layers take them: the
+# fast-reid's MGN numbers the modules of its trunk (an `nn.Sequential` of the
+# ResNet's stem and stages) and of each branch (stage 3's other blocks, then
+# stage 4): Keras layer name prefix -> module prefix.
+MGN_TRUNK = (('conv1', 'backbone.0'), ('bn1', 'backbone.1'), ('layer1.', 'backbone.4.'),
+             ('layer2.', 'backbone.5.'), ('layer3.0.', 'backbone.6.'))
+
+# The module whose tensors are the eight heads' batch norms joined, which
+# `as_keras_shapes` makes for the model's one batch norm.
+MGN_NECK = 'heads.bottleneck.1'
+
+
+def mgn_module_layers(body):
+    """`module_layers` of MGN (`nets/_fastreid.py`): `layer3_0_conv1` is
+    `backbone.6.conv1`, `b2_layer3_1_conv1` `b2.0.0.conv1` (stage 3's
+    second block, the first of the branch's copy), `b2_layer4_0_conv1`
+    `b2.1.0.conv1`, `b21_head_pool` `b21_head.pool_layer` and
+    `b21_head_reduction` `b21_head.bottleneck.0`."""
+    pairs = {MGN_NECK: 'emb'}
+    for layer in (layer for layer in body.layers if layer.weights):
+        branch, _, rest = layer.name.partition('_')
+        if branch in MGN_HEADS and rest.startswith('head_'):
+            part = {'head_pool': 'pool_layer', 'head_reduction': 'bottleneck.0'}[rest]
+            pairs['{}_head.{}'.format(branch, part)] = layer.name
+        elif branch in MGN_HEADS:
+            stage, block, module = rest.split('_', 2)
+            pairs['{}.{}.{}.{}'.format(branch, int(stage == 'layer4'),
+                                       int(block) - (stage == 'layer3'),
+                                       module.replace('_', '.'))] = layer.name
+        else:
+            dotted = layer.name.replace('_', '.')
+            keras_prefix, module = next((k, m) for k, m in MGN_TRUNK if dotted.startswith(k))
+            pairs[module + dotted[len(keras_prefix):]] = layer.name
+    return pairs
+
+
+def as_keras_shapes(state, found, path):
+    """fast-reid's tensors (of the checkpoint `path`) in the shapes the Keras layers take them: the
     reduction's 1×1 convolution as a dense kernel, GeM's exponent a scalar,
     and the fixed exponent 3 of `GeneralizedMeanPooling` (AGW's), which
-    fast-reid keeps as a number rather than a weight."""
+    fast-reid keeps as a number rather than a weight; MGN's eight heads'
+    batch norms joined in the order of its test feature (`MGN_NECK`)."""
     state = dict(state)
-    if found.pool_layer == 'GeneralizedMeanPooling':
-        state['heads.pool_layer.p'] = np.array(3.0, np.float32)
-    if state.get('heads.bottleneck.0.weight', np.zeros(0)).ndim == 4:
-        kernel = state['heads.bottleneck.0.weight']
-        if kernel.shape[2:] == (1, 1):
-            state['heads.bottleneck.0.weight'] = kernel[:, :, 0, 0]
-    if state.get('heads.pool_layer.p', np.zeros(0)).shape == (1,):
-        state['heads.pool_layer.p'] = state['heads.pool_layer.p'].reshape(())
+    heads = MGN_HEADS if found.net.startswith('fastreid_mgn') else ('heads',)
+    for head in heads:
+        module = head if head == 'heads' else head + '_head'
+        if found.pool_layer == 'GeneralizedMeanPooling':
+            state[module + '.pool_layer.p'] = np.array(3.0, np.float32)
+        kernel = state.get(module + '.bottleneck.0.weight', np.zeros(0))
+        if kernel.ndim == 4 and kernel.shape[2:] == (1, 1):
+            state[module + '.bottleneck.0.weight'] = kernel[:, :, 0, 0]
+        if state.get(module + '.pool_layer.p', np.zeros(0)).shape == (1,):
+            state[module + '.pool_layer.p'] = state[module + '.pool_layer.p'].reshape(())
+    if heads == MGN_HEADS:
+        for part in ('weight', 'bias', 'running_mean', 'running_var'):
+            keys = ['{}_head.bottleneck.1.{}'.format(head, part) for head in heads]
+            for key in keys:
+                if state.get(key, np.zeros(0)).shape != (MGN_REDUCTION,):
+                    raise UserError('`{}` {} `{}`{}; MGN\'s heads each end in a batch norm of '
+                                    '{}.'.format(path, 'holds' if key in state else 'lacks', key,
+                                                 ' of shape {}'.format(state[key].shape)
+                                                 if key in state else '', MGN_REDUCTION))
+            state[MGN_NECK + '.' + part] = np.concatenate([state.pop(key) for key in keys])
     return state
 
 
@@ -376,14 +456,16 @@ def import_fastreid(path, config, experiment_root):
                         .format(path, '; it looks like a torchreid OSNet, which imports without '
                                 '--config' if 'conv1.conv.weight' in state else ''))
     check_weight_values(state.items(), path)
-    classifier = state.get('heads.weight', state.get('heads.classifier.weight'))
+    classifier = next((state[key] for key in ('heads.weight', 'heads.classifier.weight',
+                                              'b1_head.weight') if key in state), None)
     height, width = found.size_test
     experiment = Experiment(found.net, 'bnneck', found.embedding_dim, found.pooling,
                             found.last_stride, 'torch', height, width, height, width,
                             antialias=True, accurate_jpeg=True)
     args = zoo.experiment_arguments(experiment, found.metric, path, classifier, config)
     model, body = build_experiment(experiment)
-    zoo.assign_state(model, body, as_keras_shapes(state, found), path, module_layers(body, found),
+    zoo.assign_state(model, body, as_keras_shapes(state, found, path), path,
+                     module_layers(body, found),
                      IGNORED, "fast-reid's {} of `{}`".format(found.net, config))
     zoo.write_experiment(experiment_root, model, body, args)
     return args

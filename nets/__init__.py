@@ -33,6 +33,11 @@ so it pools only as `avg` says (the class token) and keeps its last stride.
 With `sie` cameras (TransReID's side information embedding) its input is
 {'images': (B, H, W, 3), 'cameras': (B,) int32}.
 
+A net of several branches, each with its own heads that pool parts of
+its feature maps (fast-reid's MGN: `POOLING_NETS`), pools as the model's
+`pooling` says inside itself: it takes `body(last_stride=2, pooling='avg')`
+and returns the joined features of its heads.
+
 `_resnet_v1.py`, `_osnet.py`, `_fastreid.py` and `_vit.py` are shared building blocks, not choices;
 the layers that nets and heads share are in the top-level `layers.py`.
 """
@@ -65,6 +70,8 @@ NET_CHOICES = (
     'fastreid_r101_ibn',
     'fastreid_r101_ibn_nl',
     'fastreid_s50',
+    'fastreid_mgn_r50',
+    'fastreid_mgn_r50_ibn',
     'torchreid_resnet50',
     'vit_small_16',
     'vit_base_16',
@@ -78,6 +85,10 @@ FASTREID_NETS = tuple(name for name in NET_CHOICES if name.startswith('fastreid_
 
 LAST_STRIDE_NETS = ('resnet_v1_50', 'resnet_v1_101', 'resnet_v1_152',
                     'keras_resnet50', 'torchreid_resnet50') + FASTREID_NETS
+
+# The nets that pool inside themselves, each head its part of the feature
+# maps (see above), and the stripes of each of MGN's branches.
+POOLING_NETS = ('fastreid_mgn_r50', 'fastreid_mgn_r50_ibn')
 
 PADDING_NETS = ('osnet', 'osnet_x0_75', 'osnet_x0_5', 'osnet_x0_25', 'osnet_ain', 'osnet_ain_x0_75',
                 'osnet_ain_x0_5', 'osnet_ain_x0_25', 'osnet_ibn')
@@ -111,6 +122,24 @@ MAX_TOKENS = 4096
 # before shuffling them.
 JPM_SHIFT = 5
 
+# MGN (Wang et al. 2018, "Learning Discriminative Features with Multiple
+# Granularities"), fast-reid's `MGN` meta architecture (`nets/_fastreid.py`): a ResNet-50 trunk to
+# the first block of its third stage, then three branches, each a copy of the
+# rest (stage 3's other blocks and a stage 4): the global branch's stage 4 at
+# the last stride, the part branches' at stride 1. Each branch has a head on
+# its whole feature map, and the second and third one on each of 2 and 3
+# horizontal stripes as `torch.chunk` cuts them.
+MGN_PARTS = (1, 2, 3)
+
+# The width of each head's reduction (fast-reid's MGN configs' EMBEDDING_DIM),
+# and so of each of its eight features.
+MGN_REDUCTION = 256
+
+# The order of the heads in MGN's test feature (fast-reid's `pred_feat`):
+# each branch's whole map, then the stripes.
+MGN_HEADS = ('b1', 'b2', 'b3', 'b21', 'b22', 'b31', 'b32', 'b33')
+
+
 # The most cameras a side information embedding (--sie) learns one row
 # for: real camera networks have tens (MSMT17: 15), and a camera regex that
 # finds something else (a frame number) would make a table of thousands.
@@ -127,6 +156,43 @@ def check_last_stride(name, last_stride):
     if last_stride != 2 and name not in LAST_STRIDE_NETS:
         raise cli.UserError('--last_stride {} works with the nets {}, not with `{}`.'.format(
             last_stride, ', '.join(LAST_STRIDE_NETS), name))
+
+
+def mgn_rows(height):
+    """The rows of MGN's part branches' feature maps for images `height`
+    pixels high: the stem's convolution and max-pool (rounding up) and the
+    first blocks of stages 2 and 3 each halve them."""
+    rows = (height - 1) // 2 + 1
+    rows = (rows - 2) // 2 + 1
+    for _ in range(2):
+        rows = (rows - 1) // 2 + 1
+    return rows
+
+
+def chunks_fill(rows, parts):
+    """Whether `torch.chunk` cuts `rows` into `parts` stripes (of ceil(rows /
+    parts) rows): 4 rows make only 2 stripes of 2, and MGN's thirds need 3."""
+    return (parts - 1) * -(-rows // parts) < rows
+
+
+def check_stripes(name, input_size):
+    """Refuses an input size whose feature maps MGN cannot cut into its
+    stripes (thirds of 4 rows are 2 stripes, as `torch.chunk` cuts them).
+
+    Raises:
+        cli.UserError naming the height that fits.
+    """
+    from triplet_reid import cli
+    if name not in POOLING_NETS:
+        return
+    if not all(chunks_fill(mgn_rows(input_size[0]), parts) for parts in MGN_PARTS):
+        fits = next(height for height in range(input_size[0], 10 ** 6)
+                    if all(chunks_fill(mgn_rows(height), parts) for parts in MGN_PARTS))
+        raise cli.UserError('the net input height {} gives `{}` feature maps of {} rows, '
+                            'which its branches cannot cut into {} stripes; give a '
+                            '--net_input_height such as {} (fast-reid\'s MGN: 384).'.format(
+                                input_size[0], name, mgn_rows(input_size[0]),
+                                ' and '.join(str(p) for p in MGN_PARTS[1:]), fits))
 
 
 def check_transformer(name, pooling='avg', input_size=(256, 128), patch_stride=16, jpm=0,
@@ -225,7 +291,10 @@ def load(name, last_stride=2, padding='torch', input_size=(256, 128), patch_stri
     from importlib import import_module
     check_last_stride(name, last_stride)
     check_transformer(name, pooling, input_size, patch_stride, jpm, sie)
+    check_stripes(name, input_size)
     net = import_module('triplet_reid.nets.' + name)
+    if name in POOLING_NETS:
+        return net.body(last_stride=last_stride, pooling=pooling)
     if name in TRANSFORMER_NETS:
         return net.body(tuple(input_size), patch_stride, drop_path_rate, jpm, sie, sie_weight)
     if name in PADDING_NETS:

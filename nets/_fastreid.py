@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 
 from triplet_reid.layers import batch_norm
+from triplet_reid.nets import MGN_HEADS, MGN_PARTS, MGN_REDUCTION
 from triplet_reid.nets._osnet import instance_norm
 
 # fast-reid's MODEL.PIXEL_MEAN and PIXEL_STD, on RGB in [0, 255].
@@ -262,3 +263,70 @@ def fastreid_resnest(depth, name, last_stride=2):
                               'layer{}_{}'.format(stage, block), avd, dilation)
     features = keras.layers.GlobalAveragePooling2D(name='global_pool')(x)
     return keras.Model(images, features, name=name)
+
+
+# MGN (Wang et al. 2018), fast-reid's `MGN` meta architecture: see
+# `nets.MGN_PARTS`, whose constants describe it.
+
+
+class RowChunks(keras.layers.Layer):
+    """`torch.chunk(x, parts, dim=rows)`: (B, H, W, C) to `parts` maps of
+    ceil(H / parts) rows, the last of what remains (6, 6 and 4 of 16)."""
+
+    def __init__(self, parts, **kwargs):
+        super().__init__(**kwargs)
+        self.parts = int(parts)
+
+    def call(self, x):
+        size = (tf.shape(x)[1] + self.parts - 1) // self.parts
+        return [x[:, i * size:(i + 1) * size] for i in range(self.parts)]
+
+    def get_config(self):
+        return dict(super().get_config(), parts=self.parts)
+
+
+def mgn_head(x, name, pooling):
+    """One of MGN's heads up to its batch norm: the map (B, H, W, 2048)
+    pooled (its own GeM exponent), then reduced to `MGN_REDUCTION` (fast-reid's
+    1×1 convolution), (B, 256)."""
+    from triplet_reid.layers import GeneralizedMeanPooling
+    if pooling == 'gem':
+        x = GeneralizedMeanPooling(name=name + '_pool')(x)
+    elif pooling == 'max':
+        x = keras.layers.GlobalMaxPooling2D(name=name + '_pool')(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name=name + '_pool')(x)
+    return keras.layers.Dense(MGN_REDUCTION, use_bias=False, name=name + '_reduction',
+                              kernel_initializer=keras.initializers.HeNormal())(x)
+
+
+def fastreid_mgn(name, with_ibn=False, last_stride=2, pooling='avg'):
+    """fast-reid's MGN on a ResNet-50 (with IBN-a in stages 1 to 3): images
+    (B, H, W, 3), RGB in [0, 255], to its eight heads' reduced features,
+    each pooled as `pooling` says (`flags.POOLINGS`), joined in
+    `MGN_HEADS`' order: (B, 8 × 256). The model's head adds the batch norm
+    (one over all eight: a batch norm is per channel). Layers are named
+    after fast-reid's modules (see `models/fastreid.py`): `layer3_0` is the
+    trunk's, `b2_layer3_1` the second branch's copy of stage 3's second block."""
+    images = keras.Input((None, None, 3), name='images')
+    x = resnet_stem(images)
+    for stage, blocks in enumerate((3, 4, 1), start=1):
+        for block in range(blocks):
+            x = bottleneck(x, 64 * 2 ** (stage - 1), 2 if block == 0 and stage > 1 else 1,
+                           'layer{}_{}'.format(stage, block), with_ibn)
+    features = {}
+    for branch, parts in enumerate(MGN_PARTS, start=1):
+        y = x
+        for block in range(1, BLOCKS[50][2]):
+            y = bottleneck(y, 256, 1, 'b{}_layer3_{}'.format(branch, block), with_ibn)
+        for block in range(BLOCKS[50][3]):
+            stride = last_stride if parts == 1 and block == 0 else 1
+            y = bottleneck(y, 512, stride, 'b{}_layer4_{}'.format(branch, block), False)
+        features['b{}'.format(branch)] = mgn_head(y, 'b{}_head'.format(branch), pooling)
+        if parts > 1:
+            chunks = RowChunks(parts, name='b{}_chunks'.format(branch))(y)
+            for part, chunk in enumerate(chunks, start=1):
+                head = 'b{}{}'.format(branch, part)
+                features[head] = mgn_head(chunk, head + '_head', pooling)
+    joined = keras.layers.Concatenate(name='features')([features[head] for head in MGN_HEADS])
+    return keras.Model(images, joined, name=name)

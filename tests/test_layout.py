@@ -50,6 +50,14 @@ def test_last_stride_nets_are_those_whose_body_takes_it():
     assert set(nets.LAST_STRIDE_NETS) == takes
 
 
+def test_pooling_nets_are_those_whose_body_takes_it():
+    import inspect
+    from triplet_reid import nets
+    takes = {name for name in nets.NET_CHOICES if 'pooling' in inspect.signature(
+        import_module('triplet_reid.nets.' + name).body).parameters}
+    assert set(nets.POOLING_NETS) == takes
+
+
 def test_padding_nets_are_those_whose_body_takes_it():
     import inspect
     from triplet_reid import nets
