@@ -247,7 +247,7 @@ def tensors_of(loaded):
 
 
 KERNEL_AXES = {'Conv2D': (2, 3, 1, 0), 'GroupedConv2D': (2, 3, 1, 0),
-               'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0),
+               'DepthwiseConv2D': (2, 3, 0, 1), 'Dense': (1, 0), 'TokenDense': (1, 0),
                'GroupNormalization': None, 'GeneralizedMeanPooling': None,
                'LayerNormalization': None}
 

@@ -145,11 +145,12 @@ class Tokens(keras.layers.Layer):
 class Attention(keras.layers.Layer):
     """Multi-head scaled dot-product attention over the tokens: (B, N, 3·D)
     queries, keys and values as timm's `qkv` layer gives them, to (B, N, D),
-    before the output projection. Computed in float32."""
+    before the output projection; with `class_only`, the class token's
+    query alone, to (B, 1, D). Computed in float32."""
 
-    def __init__(self, heads, **kwargs):
+    def __init__(self, heads, class_only=False, **kwargs):
         super().__init__(**kwargs)
-        self.heads = heads
+        self.heads, self.class_only = heads, bool(class_only)
 
     def call(self, qkv):
         batch, count = tf.shape(qkv)[0], tf.shape(qkv)[1]
@@ -157,16 +158,36 @@ class Attention(keras.layers.Layer):
         qkv = tf.reshape(tf.cast(qkv, tf.float32), (batch, count, 3, self.heads,
                                                      dim // self.heads))
         q, k, v = tf.unstack(tf.transpose(qkv, (2, 0, 3, 1, 4)))
-        scores = tf.matmul(q, k, transpose_b=True) * (dim // self.heads) ** -0.5
+        if self.class_only:
+            q, count = q[:, :, :1], 1
+        # Scaling the queries, (B, heads, N, D / heads), costs less than
+        # scaling the scores, (B, heads, N, N).
+        scores = tf.matmul(q * (dim // self.heads) ** -0.5, k, transpose_b=True)
         out = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
         out = tf.reshape(tf.transpose(out, (0, 2, 1, 3)), (batch, count, dim))
         return tf.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (input_shape[-1] // 3,)
+        return (input_shape[0], 1 if self.class_only else input_shape[1], input_shape[-1] // 3)
 
     def get_config(self):
-        return {**super().get_config(), 'heads': self.heads}
+        return {**super().get_config(), 'heads': self.heads, 'class_only': self.class_only}
+
+
+class TokenDense(keras.layers.Dense):
+    """Keras' `Dense` on tokens (B, N, D), computed as one matrix product of
+    the B·N rows followed by its bias and activation, the pattern that
+    TensorFlow's CPU kernels fuse into one (Keras' own multiplies a batch
+    of matrices and adds the bias apart)."""
+
+    def call(self, x):
+        shape = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, (-1, x.shape[-1])), self.kernel)
+        if self.use_bias:
+            y = tf.nn.bias_add(y, self.bias)
+        if self.activation is not None:
+            y = self.activation(y)
+        return tf.reshape(y, tf.concat([shape[:-1], [self.units]], axis=0))
 
 
 class DropPath(keras.layers.Layer):
@@ -208,24 +229,28 @@ def gelu(x):
     return 0.5 * x * (1.0 + tf.math.erf(x * 0.7071067811865476))
 
 
-def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed, clip=False):
+def block(x, name, dim, heads, mlp_ratio, qkv_bias, drop_path, seed, clip=False,
+          class_only=False):
     """One pre-norm transformer block of timm's ViT (tokens (B, N, D) in and
     out), its layers named `name` + timm's module names (`blocks_3_` +
     `attn_qkv`); with `clip`, CLIP's (its layer norms' epsilon and its
-    activation)."""
+    activation). With `class_only`, the block's output for the class token
+    alone, (B, 1, D): what the last block of a net whose feature is that
+    token needs, at a fraction of the cost."""
     dense = keras.initializers.TruncatedNormal(stddev=0.02)
     y = layer_norm(name + 'norm1', clip)(x)
-    y = keras.layers.Dense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
-                           name=name + 'attn_qkv')(y)
-    y = Attention(heads, name=name + 'attn')(y)
-    y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
+    y = TokenDense(3 * dim, use_bias=qkv_bias, kernel_initializer=dense,
+                   name=name + 'attn_qkv')(y)
+    y = Attention(heads, class_only, name=name + 'attn')(y)
+    y = TokenDense(dim, kernel_initializer=dense, name=name + 'attn_proj')(y)
+    if class_only:
+        x = keras.layers.Lambda(lambda tokens: tokens[:, :1], name=name + 'class_token')(x)
     x = keras.layers.Add(name=name + 'add1')(
         [x, DropPath(drop_path, seed=2 * seed, name=name + 'drop_path1')(y)])
     y = layer_norm(name + 'norm2', clip)(x)
-    y = keras.layers.Dense(int(dim * mlp_ratio), kernel_initializer=dense,
-                           name=name + 'mlp_fc1')(y)
-    y = keras.layers.Activation(quick_gelu if clip else gelu, name=name + 'mlp_act')(y)
-    y = keras.layers.Dense(dim, kernel_initializer=dense, name=name + 'mlp_fc2')(y)
+    y = TokenDense(int(dim * mlp_ratio), kernel_initializer=dense,
+                   activation=quick_gelu if clip else gelu, name=name + 'mlp_fc1')(y)
+    y = TokenDense(dim, kernel_initializer=dense, name=name + 'mlp_fc2')(y)
     return keras.layers.Add(name=name + 'add2')(
         [x, DropPath(drop_path, seed=2 * seed + 1, name=name + 'drop_path2')(y)])
 
@@ -348,8 +373,10 @@ def vit_body(name, dim, depth, heads, input_size=(256, 128), patch_stride=PATCH_
         x = layer_norm('norm_pre', clip)(x)
     rates = [float(rate) for rate in np.linspace(0, drop_path_rate, depth)]
     for index in range(depth - 1 if jpm else depth):
+        # Without JPM the feature is the class token's, which the last block
+        # computes alone.
         x = block(x, 'blocks_{}_'.format(index), dim, heads, mlp_ratio, qkv_bias, rates[index],
-                  seed=index, clip=clip)
+                  seed=index, clip=clip, class_only=not jpm and index == depth - 1)
     if jpm:
         features = jpm_branches(x, jpm, dim, heads, mlp_ratio, qkv_bias, rates[-1], depth,
                                 clip)
