@@ -73,6 +73,30 @@ def read_detections(path):
     return found
 
 
+@dataclass(frozen=True)
+class Boxes:
+    """The boxes of one camera: frames (N,) from 1, ids (N,) and boxes (N,
+    4) as left, top, width, height, read from `path`."""
+    path: str
+    frames: np.ndarray
+    ids: np.ndarray
+    boxes: np.ndarray
+
+
+def read_boxes(path, what='tracks'):
+    """The `Boxes` of the MOT file `path`, refusing a box of no identity
+    (id -1), which a file of `what` with global identities has not."""
+    found = read_detections(path)
+    for detection in found:
+        if detection.track < 0:
+            raise UserError('`{}` line {}: the box has the id {}; {} with global identities '
+                            'give each box its person\'s id (0 or more).'.format(
+                                path, detection.line, detection.track, what))
+    return Boxes(path, np.array([d.frame for d in found], np.int64),
+                 np.array([d.track for d in found], np.int64),
+                 np.array([d.box for d in found], np.float64))
+
+
 def read_lines(path):
     """Yields (line number, fields) of the detections file `path`, one line
     at a time, refusing at once by line what no MOT file holds: a line

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py', 'import_model.py')
+SCRIPTS = ('train.py', 'embed.py', 'evaluate.py', 'export.py', 'search.py', 'import_model.py',
+           'associate.py')
 
 
 @pytest.mark.parametrize('folder, choices', [

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Follow people across cameras: join each camera's tracks into one global
+identity per person, and score tracks with global identities (IDF1, IDP,
+IDR, HOTA) per camera and across cameras.
+
+The command line over `serving/association.py` (the clustering under the
+cameras' constraints), `inputs/topology.py` (which cameras connect, and how
+long the walk takes) and `evaluation/mtmc.py` (the scores, by TrackEval).
+Its input is the tracklet files of `embed.py --frames ... --tracklets`, one
+a camera, and the MOT files of their boxes; see docs/tracking.md.
+"""
+
+import argparse
+import csv
+import io
+import logging
+import os
+
+import numpy as np
+
+if __package__ in (None, ''):
+    # Run from a checkout (`python associate.py`): its folder is the package triplet_reid.
+    import checkout
+    checkout.register()
+
+from triplet_reid import cli
+from triplet_reid.cli import flags
+from triplet_reid.storage import files
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.inputs.footage import read_boxes, read_detections
+
+log = logging.getLogger('associate')
+
+
+def camera_file(arg):
+    """`CAMERA=FILE`: a camera's name and a MOT file of its boxes."""
+    camera, separator, path = arg.partition('=')
+    if not separator or not path:
+        raise argparse.ArgumentTypeError('`{}` is not CAMERA=FILE (such as cam1=cam1/gt/gt.txt)'
+                                         .format(arg))
+    return flags.camera(camera), flags.readable_path(path)
+
+
+parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
+
+parser.add_argument(
+    '--tracklets', nargs='+', default=[], type=flags.readable_path, metavar='H5',
+    help='The tracklet files of the cameras (embed.py --frames ... --tracklets mean writes '
+         'CAMERA_tracklets.h5), one row a track with its camera, first and last frame. Their '
+         'tracks are joined into global identities, written to --output_dir.')
+
+parser.add_argument(
+    '--detections', nargs='*', default=[], type=camera_file, metavar='CAMERA=FILE',
+    help='The MOT-Challenge file of each camera\'s boxes, as embed.py read it (the tracker\'s '
+         'output or gt.txt); --output_dir gets CAMERA.txt, these boxes with each track\'s '
+         'global identity as its id (boxes of no track, id -1, left out).')
+
+parser.add_argument(
+    '--output_dir', default=None, metavar='DIR',
+    help='Where the association is written, whole or not at all: tracks.csv (camera,track,'
+         'global_id) and CAMERA.txt for each camera of --detections.')
+
+parser.add_argument(
+    '--threshold', type=flags.float_between(0, 2), default=0.3,
+    help='The largest cosine distance (1 - cosine similarity of the tracks\' embeddings) at '
+         'which two tracks, and two identities on average, are one person.')
+
+parser.add_argument(
+    '--topology', default=None, type=flags.readable_path, metavar='JSON',
+    help='The camera network: which cameras connect and the least and most travel time '
+         'between them (see docs/tracking.md); tracks of cameras without a link are never '
+         'joined. Without it any camera may follow any other, and the cameras\' frame numbers '
+         'are taken as one shared clock.')
+
+parser.add_argument(
+    '--ground_truth', nargs='*', default=[], type=camera_file, metavar='CAMERA=FILE',
+    help='Score tracks against these MOT files with global identities: those of --output_dir '
+         'just written, or of --mot_tracks. Prints IDF1, IDP, IDR and HOTA per camera and '
+         'across cameras.')
+
+parser.add_argument(
+    '--mot_tracks', nargs='*', default=[], type=camera_file, metavar='CAMERA=FILE',
+    help='Tracks with global identities to score against --ground_truth (any tracker\'s '
+         'MOT files), instead of an association of --tracklets.')
+
+
+def check_arguments(args):
+    """Refuses flags that do not make a run."""
+    if not args.tracklets and not args.ground_truth:
+        raise cli.UserError('give --tracklets to associate, or --ground_truth with --mot_tracks '
+                            'to score tracks.')
+    if args.tracklets and args.output_dir is None:
+        raise cli.UserError('--tracklets needs --output_dir, where the association is written.')
+    if args.mot_tracks and args.tracklets:
+        raise cli.UserError('--mot_tracks scores a tracker\'s own files; with --tracklets the '
+                            'association is scored. Give one of them.')
+    if args.ground_truth and not (args.mot_tracks or args.detections):
+        raise cli.UserError('--ground_truth scores boxes: give --mot_tracks, or --detections '
+                            'with --tracklets.')
+    for flag in ('detections', 'ground_truth', 'mot_tracks'):
+        cameras = [camera for camera, _ in getattr(args, flag)]
+        twice = sorted({c for c in cameras if cameras.count(c) > 1})
+        if twice:
+            raise cli.UserError('--{} names camera `{}` twice.'.format(flag, twice[0]))
+    if args.output_dir is not None:
+        files.check_output(args.output_dir, '--output_dir', 'folder',
+                           [('--tracklets', path) for path in args.tracklets])
+
+
+def read_tracks(paths, topology):
+    """The `serving.association.Tracks` of the tracklet files `paths`.
+
+    Raises:
+        UserError for a file without tracks' fields, of another model or
+        dimension than the first, a track in two files or rows, frames that
+        run backwards, and NaN embeddings.
+    """
+    from triplet_reid.serving.association import Tracks, normalised
+    parts, first, seen = [], None, {}
+    for path in paths:
+        found = embeddings_file.read(path, 'the tracklets')
+        missing = [key for key in ('camera', 'track', 'frame', 'last_frame')
+                   if key not in found.fields]
+        if missing:
+            raise cli.UserError('`{}` has no `{}` of its rows; associate the tracklet files of '
+                                'embed.py --frames ... --tracklets.'.format(path, missing[0]))
+        if first is not None:
+            if found.emb.shape[1] != first[1].emb.shape[1]:
+                raise cli.UserError('`{}` holds {}-d embeddings and `{}` {}-d ones; associate '
+                                    'the tracks of one model.'.format(
+                                        path, found.emb.shape[1], first[0],
+                                        first[1].emb.shape[1]))
+            differs = embeddings_file.origin_difference(first[1].origin, found.origin)
+            if differs:
+                raise cli.UserError('`{}` and `{}` were embedded by {}; associate the tracks of '
+                                    'one model.'.format(first[0], path, differs))
+        first = first or (path, found)
+        fields = found.fields
+        for row, (camera, track, start, end) in enumerate(zip(
+                fields['camera'], fields['track'], fields['frame'], fields['last_frame'])):
+            key = (str(camera), int(track))
+            if key in seen:
+                raise cli.UserError('track {} of camera `{}` is in `{}` row {} and in `{}`; each '
+                                    'track is one row of one file.'.format(
+                                        track, camera, path, row, seen[key]))
+            seen[key] = '{} row {}'.format(path, row)
+            if end < start:
+                raise cli.UserError('`{}` row {}: track {} of camera `{}` ends at frame {} before '
+                                    'it starts at {}; its frames run backwards.'.format(
+                                        path, row, track, camera, end, start))
+        parts.append((fields, normalised(found.emb, '`{}`'.format(path))))
+    cameras = np.concatenate([np.asarray(f['camera'], dtype=object) for f, _ in parts])
+    if topology is not None:
+        topology.check_cameras(set(cameras), ', '.join(paths))
+    frames = [np.concatenate([f[key] for f, _ in parts]).astype(np.int64)
+              for key in ('frame', 'last_frame')]
+    if topology is None:
+        starts, ends = (f.astype(np.float64) for f in frames)
+    else:
+        starts, ends = (np.array([topology.times(c, np.array([f]))[0]
+                                  for c, f in zip(cameras, fs)]) for fs in frames)
+    return Tracks(cameras.astype(str), np.concatenate([f['track'] for f, _ in parts]),
+                  starts, ends, np.concatenate([e for _, e in parts]))
+
+
+def write_outputs(args, tracks, identities):
+    """Writes tracks.csv and each camera's MOT file with global identities
+    into --output_dir, whole or not at all."""
+    global_id = {(c, int(t)): int(i) for c, t, i in zip(tracks.cameras, tracks.tracks,
+                                                         identities)}
+    mot = {}
+    for camera, path in args.detections:
+        if camera not in set(tracks.cameras):
+            raise cli.UserError('--detections names camera `{}`, which no track of --tracklets '
+                                'is from.'.format(camera))
+        lines = []
+        for detection in read_detections(path):
+            if detection.track < 0:
+                continue
+            key = (camera, detection.track)
+            if key not in global_id:
+                raise cli.UserError('`{}` line {}: track {} of camera `{}` has no row in '
+                                    '--tracklets; give the detections that embed.py '
+                                    'embedded.'.format(path, detection.line, detection.track,
+                                                       camera))
+            left, top, width, height = detection.box
+            lines.append('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
+                detection.frame, global_id[key], left + 1, top + 1, width, height))
+        mot[camera] = ''.join(lines)
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator='\n')
+    writer.writerow(('camera', 'track', 'global_id'))
+    writer.writerows(sorted(global_id_rows(global_id)))
+    with files.output(args.output_dir, directory=True, flag='--output_dir') as partial:
+        with open(os.path.join(partial, 'tracks.csv'), 'w') as f:
+            f.write(table.getvalue())
+        for camera, text in mot.items():
+            with open(os.path.join(partial, camera + '.txt'), 'w') as f:
+                f.write(text)
+    return {camera: os.path.join(args.output_dir, camera + '.txt') for camera in mot}
+
+
+def global_id_rows(global_id):
+    return [(camera, track, identity) for (camera, track), identity in global_id.items()]
+
+
+def print_scores(found):
+    from triplet_reid.evaluation.mtmc import ALL_CAMERAS, SCORES
+    print('| cameras | ' + ' | '.join(SCORES) + ' |')
+    print('|---' * (len(SCORES) + 1) + '|')
+    for camera in sorted(c for c in found if c != ALL_CAMERAS) + [ALL_CAMERAS]:
+        print('| {} | '.format(camera) + ' | '.join(
+            '{:.2%}'.format(found[camera][score]) for score in SCORES) + ' |')
+
+
+def main(argv=None):
+    args = parser.parse_args(argv)
+    check_arguments(args)
+    cli.setup_logging(buffer=False)
+
+    # Topology.
+    topology = None
+    if args.topology is not None:
+        from triplet_reid.inputs.topology import read_topology
+        topology = read_topology(args.topology)
+
+    # Association.
+    tracks_files = dict(args.mot_tracks)
+    if args.tracklets:
+        from triplet_reid.serving.association import associate
+        tracks = read_tracks(args.tracklets, topology)
+        identities = associate(tracks, args.threshold, topology)
+        tracks_files = write_outputs(args, tracks, identities)
+        print('{} tracks of {} cameras joined into {} global identities in `{}`.'.format(
+            len(identities), len(set(tracks.cameras)), len(set(identities.tolist())),
+            args.output_dir))
+
+    # Scores.
+    if args.ground_truth:
+        from triplet_reid.evaluation import mtmc
+        truth = {camera: read_boxes(path, 'ground truth') for camera, path in args.ground_truth}
+        print_scores(mtmc.evaluate(truth, {camera: read_boxes(path)
+                                           for camera, path in tracks_files.items()}))
+    return 0
+
+
+def command():
+    """`reid-associate`, the command that `pip install .` installs (pyproject.toml)."""
+    cli.run(main)
+
+
+if __name__ == '__main__':
+    command()

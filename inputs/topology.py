@@ -1,0 +1,132 @@
+"""A camera network's topology: which cameras a person walks between, and
+how long that takes. TensorFlow-free.
+
+A JSON file:
+
+    {"clock": "seconds",
+     "cameras": {"c1": {"fps": 25, "start": 0}, "c2": {"fps": 30, "start": 12.5}},
+     "links": [{"cameras": ["c1", "c2"], "min": 4, "max": 40}]}
+
+`clock` says what the times are: "frames" (the default), when the cameras'
+frame numbers are one shared clock, or "seconds", when each camera has its
+frame rate `fps` and the time `start` (seconds) of its frame 1 on a shared
+clock. Each link joins two cameras, both ways, with the least and most time
+(in the clock's unit) from leaving one to entering the other; cameras
+without a link between them are never joined. A person seen again by the
+same camera needs no link.
+"""
+
+import math
+from dataclasses import dataclass
+
+from triplet_reid.cli import UserError
+from triplet_reid.storage.json_files import read_json
+
+CLOCKS = ('frames', 'seconds')
+
+# The most cameras and links a topology may name: city-scale networks have
+# hundreds of cameras.
+MAX_CAMERAS = 10_000
+MAX_LINKS = 100_000
+
+
+@dataclass(frozen=True)
+class Topology:
+    """`clock` (one of `CLOCKS`), `cameras` {name: (fps, start)} (for
+    seconds), `links` {(camera, camera): (least, most)}, both orders."""
+    clock: str
+    cameras: dict
+    links: dict
+
+    def allows(self, camera, other, gap):
+        """Whether a person can leave `camera` and enter `other` `gap` later."""
+        window = self.links.get((camera, other))
+        return window is not None and window[0] <= gap <= window[1]
+
+    def times(self, camera, frames):
+        """The shared clock's times of `camera`'s frame numbers (an array)."""
+        if self.clock == 'frames':
+            return frames.astype('float64')
+        fps, start = self.cameras[camera]
+        return start + (frames - 1) / fps
+
+    def check_cameras(self, cameras, where):
+        """Refuses a topology that names a camera of none of the tracks
+        (`cameras`, read from `where`), or, on a clock of seconds, lacks
+        the frame rate of a camera of the tracks."""
+        named = {camera for pair in self.links for camera in pair} | set(self.cameras)
+        unknown = sorted(named - set(cameras))
+        if unknown:
+            raise UserError('the topology names camera `{}`, which none of the tracks of {} '
+                            'is from (their cameras: {}); name the cameras as the tracks '
+                            'do.'.format(unknown[0], where, ', '.join(sorted(cameras))))
+        if self.clock == 'seconds':
+            missing = sorted(set(cameras) - set(self.cameras))
+            if missing:
+                raise UserError('the topology\'s clock is seconds, and it gives no frame rate '
+                                'and start of camera `{}`; add it under "cameras".'.format(
+                                    missing[0]))
+
+
+def number(value, what, path, least=None, above=None):
+    """`value` as a finite float, at least `least` or above `above`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value) or (least is not None and value < least) or (above is not None and
+                                                              value <= above):
+        bound = '' if least is None and above is None else ', {} {}'.format(
+            'at least' if least is not None else 'above', least if least is not None else above)
+        raise UserError('`{}`: {} is `{}`, which is not a finite number{}.'.format(
+            path, what, str(value)[:50], bound))
+    return float(value)
+
+
+def read_topology(path):
+    """The `Topology` of the JSON file `path` (see the module's description).
+
+    Raises:
+        UserError naming the file and the setting of anything else: an
+        unknown clock, a frame rate of zero or less, a link of other than
+        two distinct cameras, a negative or inverted window, a pair given twice.
+    """
+    data = read_json(path, 'pass a camera topology (see docs/tracking.md)')
+    unknown = sorted(set(data) - {'clock', 'cameras', 'links'})
+    if unknown:
+        raise UserError('`{}` holds `{}`; a topology holds "clock", "cameras" and "links".'
+                        .format(path, unknown[0]))
+    clock = data.get('clock', 'frames')
+    if clock not in CLOCKS:
+        raise UserError('`{}`: the clock is `{}`; it is "frames" or "seconds".'.format(
+            path, str(clock)[:50]))
+    cameras, links = data.get('cameras', {}), data.get('links', [])
+    if not isinstance(cameras, dict) or not isinstance(links, list):
+        raise UserError('`{}`: "cameras" is an object {{name: {{"fps", "start"}}}} and "links" '
+                        'a list.'.format(path))
+    if len(cameras) > MAX_CAMERAS or len(links) > MAX_LINKS:
+        raise UserError('`{}` names more than {} cameras or {} links.'.format(
+            path, MAX_CAMERAS, MAX_LINKS))
+    clocks = {}
+    for name, camera in cameras.items():
+        if not isinstance(camera, dict) or set(camera) - {'fps', 'start'}:
+            raise UserError('`{}`: camera `{}` is {{"fps": frames a second, "start": seconds '
+                            'of its frame 1}}.'.format(path, name))
+        clocks[name] = (number(camera.get('fps', 1.0 if clock == 'frames' else None),
+                               'the fps of camera `{}`'.format(name), path, above=0),
+                        number(camera.get('start', 0.0), 'the start of camera `{}`'.format(
+                            name), path))
+    windows = {}
+    for index, link in enumerate(links, 1):
+        pair = link.get('cameras') if isinstance(link, dict) else None
+        if (not isinstance(pair, list) or len(pair) != 2 or not all(
+                isinstance(c, str) for c in pair) or pair[0] == pair[1]):
+            raise UserError('`{}`: link {} is not {{"cameras": [two different names], "min": '
+                            'least time, "max": most time}}.'.format(path, index))
+        least = number(link.get('min'), 'the min of link {}'.format(index), path, least=0)
+        most = number(link.get('max'), 'the max of link {}'.format(index), path, least=0)
+        if most < least:
+            raise UserError('`{}`: link {} ({} – {}) takes at most {} and at least {}; its max '
+                            'is below its min.'.format(path, index, *pair, most, least))
+        if tuple(pair) in windows:
+            raise UserError('`{}`: link {} joins {} and {} again; give each pair once.'.format(
+                path, index, *pair))
+        windows[tuple(pair)] = windows[tuple(pair[::-1])] = (least, most)
+    return Topology(clock, clocks, windows)

@@ -1,0 +1,211 @@
+"""Multi-camera association (associate.py): the clustering under the
+cameras' constraints, the topology file, and the scores against
+hand-computed cases, on tracklet files written here."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from triplet_reid import associate
+from triplet_reid import cli
+from triplet_reid.evaluation import mtmc
+from triplet_reid.inputs import embeddings_file
+from triplet_reid.inputs.footage import read_boxes
+from triplet_reid.inputs.topology import read_topology
+from triplet_reid.serving.association import Tracks, associate as cluster, normalised
+
+
+def tracks_of(rows, seed=0, noise=0.05):
+    """`Tracks` of rows (camera, track, start, end, person): each person's
+    embedding a random direction, each track's that plus `noise`."""
+    rng = np.random.default_rng(seed)
+    people = {person: rng.normal(size=16) for *_, person in rows}
+    embeddings = np.array([people[p] / np.linalg.norm(people[p]) + rng.normal(0, noise, 16)
+                           for *_, p in rows])
+    return Tracks(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
+                  np.array([r[2] for r in rows], float), np.array([r[3] for r in rows], float),
+                  normalised(embeddings, 'the test'))
+
+
+def topology(tmp_path, content):
+    path = tmp_path / 'topology.json'
+    path.write_text(json.dumps(content))
+    return str(path)
+
+
+def test_tracks_of_one_person_join_and_two_people_stay_apart():
+    rows = [('c1', 1, 0, 10, 'a'), ('c2', 1, 20, 30, 'a'), ('c3', 1, 40, 50, 'a'),
+            ('c1', 2, 0, 10, 'b'), ('c2', 2, 15, 25, 'b')]
+    identities = cluster(tracks_of(rows), 0.3)
+    assert identities.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_one_camera_at_overlapping_frames_and_two_cameras_at_once_are_two_people():
+    # Alike, but c1 sees both at frames 5 to 10, and c2 sees the third while c1
+    # sees the first: three people however alike they look.
+    rows = [('c1', 1, 0, 10, 'a'), ('c1', 2, 5, 15, 'a'), ('c2', 1, 8, 9, 'a')]
+    identities = cluster(tracks_of(rows, noise=0.0), 0.3)
+    assert len(set(identities.tolist())) == 3
+    # Seen again by the same camera after leaving it: one person.
+    rows = [('c1', 1, 0, 10, 'a'), ('c1', 2, 11, 15, 'a')]
+    assert cluster(tracks_of(rows), 0.3).tolist() == [0, 0]
+
+
+def test_a_topology_joins_only_linked_cameras_within_their_travel_times(tmp_path):
+    path = topology(tmp_path, {'links': [{'cameras': ['c1', 'c2'], 'min': 5, 'max': 20}]})
+    found = read_topology(path)
+    rows = [('c1', 1, 0, 10, 'a'), ('c2', 1, 20, 30, 'a'),   # 10 frames later: linked.
+            ('c1', 2, 0, 10, 'b'), ('c2', 2, 12, 30, 'b'),   # 2 later: too soon.
+            ('c1', 3, 0, 10, 'c'), ('c3', 1, 20, 30, 'c')]   # No link to c3.
+    identities = cluster(tracks_of(rows), 0.3, found).tolist()
+    assert identities[0] == identities[1]
+    assert identities[2] != identities[3] and identities[4] != identities[5]
+    assert cluster(tracks_of(rows), 0.3).tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_topology_in_seconds_puts_each_camera_on_the_shared_clock(tmp_path):
+    path = topology(tmp_path, {'clock': 'seconds', 'cameras': {
+        'c1': {'fps': 10, 'start': 0}, 'c2': {'fps': 20, 'start': 100}},
+        'links': [{'cameras': ['c2', 'c1'], 'min': 0, 'max': 60}]})
+    found = read_topology(path)
+    assert found.times('c2', np.array([1, 21])).tolist() == [100.0, 101.0]
+    assert found.allows('c1', 'c2', 30) and not found.allows('c1', 'c2', 61)
+    with pytest.raises(cli.UserError, match='names camera `c2`, which none of the tracks'):
+        found.check_cameras({'c1', 'c3'}, 'x.h5')
+
+
+@pytest.mark.parametrize('content, match', [
+    ({'clock': 'hours'}, r'the clock is `hours`; it is "frames" or "seconds"'),
+    ({'clock': 'seconds', 'cameras': {'c1': {'fps': 0}}},
+     r'the fps of camera `c1` is `0`, which is not a finite number, above 0'),
+    ({'links': [{'cameras': ['c1', 'c2'], 'min': 10, 'max': 5}]},
+     r'link 1 \(c1 – c2\) takes at most 5.0 and at least 10.0; its max is below its min'),
+    ({'links': [{'cameras': ['c1', 'c2'], 'min': -1, 'max': 5}]},
+     r'the min of link 1 is `-1`, which is not a finite number, at least 0'),
+    ({'links': [{'cameras': ['c1', 'c1'], 'min': 1, 'max': 5}]}, r'link 1 is not'),
+    ({'links': [{'cameras': ['c1', 'c2'], 'min': 1, 'max': 5},
+                {'cameras': ['c1', 'c2'], 'min': 1, 'max': 9}]}, r'link 2 joins c1 and c2 again'),
+    ({'cameras': [], 'links': {}}, r'"cameras" is an object'),
+    ({'roads': []}, r'holds `roads`'),
+])
+def test_bad_topologies_get_one_message_naming_the_setting(tmp_path, content, match):
+    with pytest.raises(cli.UserError, match=match):
+        read_topology(topology(tmp_path, content))
+
+
+def mot(path, rows):
+    """A MOT file of rows (frame, id, left, top, width, height)."""
+    path.write_text(''.join('{},{},{},{},{},{},1,-1,-1,-1\n'.format(*r) for r in rows))
+    return str(path)
+
+
+def test_the_scores_count_a_person_with_two_ids_in_two_cameras_against_them(tmp_path):
+    person = [(frame, 1, 10, 10, 20, 40) for frame in range(1, 5)]
+    truth = {c: read_boxes(mot(tmp_path / (c + '_gt.txt'), person)) for c in ('c1', 'c2')}
+    # Perfect within each camera, but with another global id in c2.
+    tracks = {'c1': truth['c1'], 'c2': read_boxes(mot(tmp_path / 'c2.txt', [
+        (f, 6, *box) for f, _, *box in person]))}
+    found = mtmc.evaluate(truth, tracks)
+    for camera in ('c1', 'c2'):
+        assert found[camera]['IDF1'] == found[camera]['HOTA'] == 1.0
+    # One mapping across cameras: 4 of the 8 boxes each way.
+    every = found[mtmc.ALL_CAMERAS]
+    assert every['IDF1'] == every['IDP'] == every['IDR'] == 0.5
+    # Detection is perfect; each match's association 4 / (4 + 4).
+    assert every['DetA'] == 1.0 and every['AssA'] == 0.5
+    assert every['HOTA'] == pytest.approx(np.sqrt(0.5))
+    # A box half off its person's (IoU 1/3) is missed by IDF1's 0.5.
+    shifted = {'c1': read_boxes(mot(tmp_path / 's.txt', [
+        (f, 1, 20, 10, 20, 40) for f in range(1, 5)])), 'c2': truth['c2']}
+    assert mtmc.evaluate(truth, shifted)['c1']['IDF1'] == 0.0
+    with pytest.raises(cli.UserError, match='camera `c2` has no tracks'):
+        mtmc.evaluate(truth, {'c1': truth['c1']})
+
+
+def write_tracklets(path, camera, rows, dim=16, seed=0, origin=None):
+    """A tracklet file as embed.py --tracklets writes it: rows (track,
+    first, last, person), each person's embedding its seed's direction."""
+    embs = []
+    for _, _, _, person in rows:
+        direction = np.random.default_rng(person).normal(size=dim)
+        embs.append(direction + np.random.default_rng(seed + len(embs)).normal(0, 0.05, dim))
+    embeddings_file.write(str(path), np.array(embs, np.float32), None, ['original'],
+                          ['{}/track{}'.format(camera, r[0]) for r in rows], aggregator='mean',
+                          made_by=origin, fields={
+                              'camera': [camera] * len(rows),
+                              'track': np.array([r[0] for r in rows]),
+                              'frame': np.array([r[1] for r in rows]),
+                              'last_frame': np.array([r[2] for r in rows]),
+                              'crops': np.array([r[2] - r[1] + 1 for r in rows])})
+    return str(path)
+
+
+@pytest.fixture
+def network(tmp_path):
+    """Two cameras: person 1 walks from c1 to c2, person 2 stays in c1."""
+    c1 = write_tracklets(tmp_path / 'c1.h5', 'c1', [(3, 1, 4, 1), (4, 1, 4, 2)])
+    c2 = write_tracklets(tmp_path / 'c2.h5', 'c2', [(8, 10, 13, 1)])
+    boxes = {'c1': mot(tmp_path / 'c1_det.txt', [(f, t, 10 + 30 * (t - 3), 10, 20, 40)
+                                                 for f in range(1, 5) for t in (3, 4)] +
+                       [(2, -1, 100, 10, 20, 40)]),
+             'c2': mot(tmp_path / 'c2_det.txt', [(f, 8, 10, 10, 20, 40) for f in range(10, 14)])}
+    truth = {'c1': mot(tmp_path / 'c1_gt.txt', [(f, 7 + (t - 3), 10 + 30 * (t - 3), 10, 20, 40)
+                                                for f in range(1, 5) for t in (3, 4)]),
+             'c2': mot(tmp_path / 'c2_gt.txt', [(f, 7, 10, 10, 20, 40) for f in range(10, 14)])}
+    return tmp_path, (c1, c2), boxes, truth
+
+
+def test_associate_writes_global_identities_and_scores_them(network, capsys):
+    folder, tracklets, boxes, truth = network
+    out = str(folder / 'out')
+    assert associate.main(['--tracklets', *tracklets, '--output_dir', out, '--detections',
+                           *('{}={}'.format(c, p) for c, p in boxes.items()),
+                           '--ground_truth', *('{}={}'.format(c, p) for c, p in truth.items())
+                           ]) == 0
+    assert open(os.path.join(out, 'tracks.csv')).read().splitlines() == [
+        'camera,track,global_id', 'c1,3,0', 'c1,4,1', 'c2,8,0']
+    lines = open(os.path.join(out, 'c2.txt')).read().splitlines()
+    assert lines[0] == '10,0,10.00,10.00,20.00,40.00,1,-1,-1,-1' and len(lines) == 4
+    # The box of no track is left out.
+    assert len(open(os.path.join(out, 'c1.txt')).read().splitlines()) == 8
+    printed = capsys.readouterr().out
+    assert '3 tracks of 2 cameras joined into 2 global identities' in printed
+    assert '| all cameras | 100.00% | 100.00% | 100.00% | 100.00% |' in printed
+    # A tracker's own files score without any model.
+    assert associate.main(['--mot_tracks', 'c1={}'.format(truth['c1']),
+                           'c2={}'.format(truth['c2']), '--ground_truth',
+                           *('{}={}'.format(c, p) for c, p in truth.items())]) == 0
+
+
+def test_bad_tracks_get_one_message_and_write_nothing(network):
+    folder, (c1, c2), boxes, _ = network
+    out = str(folder / 'out')
+
+    def refused(tracklets, match, extra=()):
+        with pytest.raises(cli.UserError, match=match):
+            associate.main(['--tracklets', *tracklets, '--output_dir', out, *extra])
+        assert not os.path.exists(out)
+    backwards = write_tracklets(folder / 'b.h5', 'c3', [(1, 9, 4, 1)])
+    refused([c1, backwards], r'`.*b\.h5` row 0: track 1 of camera `c3` ends at frame 4 before '
+                             r'it starts at 9; its frames run backwards')
+    refused([c1, c1], r'track 3 of camera `c1` is in `.*c1\.h5` row 0 and in')
+    wide = write_tracklets(folder / 'w.h5', 'c3', [(1, 1, 4, 1)], dim=8)
+    refused([c1, wide], r'holds 8-d embeddings and `.*c1\.h5` 16-d ones')
+    other = write_tracklets(folder / 'o.h5', 'c3', [(1, 1, 4, 1)], origin={
+        'experiment_root': '/elsewhere', 'checkpoint': 'checkpoint-1'})
+    first = write_tracklets(folder / 'f.h5', 'c1', [(1, 1, 4, 1)], origin={
+        'experiment_root': '/here', 'checkpoint': 'checkpoint-1'})
+    refused([first, other], r'were embedded by different experiments')
+    nan = write_tracklets(folder / 'n.h5', 'c3', [(1, 1, 4, 1)])
+    import h5py
+    with h5py.File(nan, 'a') as f:
+        f['emb'][0, 3] = np.nan
+    refused([c1, nan], r'holds 1 embeddings with NaN or infinite values')
+    path = topology(folder, {'links': [{'cameras': ['c1', 'c9'], 'min': 0, 'max': 5}]})
+    refused([c1, c2], r'names camera `c9`, which none of the tracks', ['--topology', path])
+    refused([c1, c2], r'--detections names camera `c5`, which no track', [
+        '--detections', 'c5={}'.format(boxes['c1'])])
+    with pytest.raises(SystemExit):
+        associate.main(['--tracklets', c1, '--output_dir', out, '--threshold', 'nan'])
