@@ -7,8 +7,6 @@ built once and saved beside the gallery.
 """
 
 import collections
-import contextlib
-import fcntl
 import hashlib
 import os
 import sys
@@ -224,21 +222,9 @@ def search_index(index, query_embs, gallery_embs, metric, top_k, candidates):
 SPACE_METRICS = {'l2': 'euclidean', 'cosine': 'cosine', 'l1': 'cityblock'}
 
 
-@contextlib.contextmanager
 def locked(gallery_path):
-    """Holds the lock of the gallery `gallery_path` (a hidden file beside it),
-    so that two processes that change it at once take turns and neither
-    loses the other's rows. The gallery file itself cannot carry the lock:
-    each change renames a new file into its place."""
-    folder, name = os.path.split(os.path.abspath(gallery_path))
-    try:
-        handle = open(os.path.join(folder, '.{}.lock'.format(name)), 'a')
-    except OSError as e:
-        raise cli.UserError('cannot lock the gallery `{}`: {}.'.format(gallery_path,
-                                                                       e.strerror or e))
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    """Holds the lock of the gallery `gallery_path` (`files.locked`)."""
+    return files.locked(gallery_path, 'the gallery')
 
 
 def read_rows(path, what):
