@@ -73,6 +73,20 @@ parser.add_argument(
          'are taken as one shared clock.')
 
 parser.add_argument(
+    '--transit', choices=('estimate', 'any'), default='estimate',
+    help='Without --topology: `estimate` links the cameras between which a first, stricter '
+         'pass (half --threshold) saw people walk, with windows around the times they took, '
+         'and logs them; `any` lets any camera follow any other at any time after.')
+
+parser.add_argument(
+    '--state', default=None, metavar='H5',
+    help='Associate online: the tracks of --tracklets join the global identities of this '
+         'state file (created when missing) one at a time, in order of their start, each the '
+         'nearest identity it can be or a new one, and the state is written back whole (a kill '
+         'leaves the old one; a rerun skips the tracks it holds). Two writers take turns. '
+         '--output_dir then gets the tracks of the whole state.')
+
+parser.add_argument(
     '--ground_truth', nargs='*', default=[], type=camera_file, metavar='CAMERA=FILE',
     help='Score tracks against these MOT files with global identities: those of --output_dir '
          'just written, or of --mot_tracks. Prints IDF1, IDP, IDR and HOTA per camera and '
@@ -89,8 +103,11 @@ def check_arguments(args):
     if not args.tracklets and not args.ground_truth:
         raise cli.UserError('give --tracklets to associate, or --ground_truth with --mot_tracks '
                             'to score tracks.')
-    if args.tracklets and args.output_dir is None:
-        raise cli.UserError('--tracklets needs --output_dir, where the association is written.')
+    if args.tracklets and args.output_dir is None and args.state is None:
+        raise cli.UserError('--tracklets needs --output_dir, where the association is written '
+                            '(or --state, to associate online).')
+    if args.state is not None and not args.tracklets:
+        raise cli.UserError('--state takes the tracks of --tracklets.')
     if args.mot_tracks and args.tracklets:
         raise cli.UserError('--mot_tracks scores a tracker\'s own files; with --tracklets the '
                             'association is scored. Give one of them.')
@@ -102,9 +119,13 @@ def check_arguments(args):
         twice = sorted({c for c in cameras if cameras.count(c) > 1})
         if twice:
             raise cli.UserError('--{} names camera `{}` twice.'.format(flag, twice[0]))
+    inputs = [('--tracklets', path) for path in args.tracklets]
     if args.output_dir is not None:
-        files.check_output(args.output_dir, '--output_dir', 'folder',
-                           [('--tracklets', path) for path in args.tracklets])
+        # An earlier association's folder is replaced; any other is refused.
+        files.check_folder_output(args.output_dir, '--output_dir', 'associate.py', True)
+        files.check_not_input(args.output_dir, '--output_dir', inputs)
+    if args.state is not None:
+        files.check_output(args.state, '--state', 'hdf5', inputs)
 
 
 def read_tracks(paths, topology):
@@ -163,6 +184,44 @@ def read_tracks(paths, topology):
                   starts, ends, np.concatenate([e for _, e in parts]))
 
 
+def associate_online(args, tracks, topology):
+    """Adds `tracks` to the state file --state under its lock (see
+    `serving.association.add_tracks`); returns the (`Tracks`, identities)
+    of the whole state, without embeddings, for --output_dir."""
+    from triplet_reid.serving import association
+    if topology is None:
+        log.info('Online association without --topology: any camera may follow any other.')
+    with files.locked(args.state, 'the association state'):
+        # Read under the lock: the other writer's tracks are in it now.
+        state = (association.read_state(args.state) if os.path.exists(args.state) else
+                 association.State.empty(tracks.embeddings.shape[1]))
+        held = len(state.counts)
+        state, found, skipped = association.add_tracks(state, tracks, args.threshold, topology)
+        association.write_state(args.state, state)
+    print('{} tracks of {} cameras: {} joined the {} global identities held, {} opened new ones, '
+          '{} were held already; `{}` holds {} identities of {} tracks.'.format(
+              len(found), len(set(tracks.cameras)), int((found[found >= 0] < held).sum()) -
+              skipped, held, len(state.counts) - held, skipped, args.state, len(state.counts),
+              len(state.columns['track'])))
+    columns = state.columns
+    return association.Tracks(columns['camera'].astype(str), columns['track'],
+                              columns['start'], columns['end'], None), columns['identity']
+
+
+def estimated_topology(tracks, threshold):
+    """The topology `serving.association.estimate_topology` finds, told in the log."""
+    from triplet_reid.serving.association import estimate_topology
+    topology, gaps = estimate_topology(tracks, threshold)
+    log.info('No --topology: estimated the cameras\' links from a first pass at %.3f (--transit '
+             'any leaves them out): %s.', threshold / 2, '; '.join(
+                 '{} – {}: {:g} to {:g} (walks of {})'.format(
+                     a, b, *topology.links[a, b], ', '.join('{:g}'.format(g) for g in sorted(
+                         observed)[:8]) + (' …' if len(observed) > 8 else ''))
+                 for (a, b), observed in sorted(gaps.items())) or 'none seen, no camera '
+             'joins another')
+    return topology
+
+
 def write_outputs(args, tracks, identities):
     """Writes tracks.csv and each camera's MOT file with global identities
     into --output_dir, whole or not at all."""
@@ -191,12 +250,13 @@ def write_outputs(args, tracks, identities):
     writer = csv.writer(table, lineterminator='\n')
     writer.writerow(('camera', 'track', 'global_id'))
     writer.writerows(sorted(global_id_rows(global_id)))
-    with files.output(args.output_dir, directory=True, flag='--output_dir') as partial:
+    def write(partial):
         with open(os.path.join(partial, 'tracks.csv'), 'w') as f:
             f.write(table.getvalue())
         for camera, text in mot.items():
             with open(os.path.join(partial, camera + '.txt'), 'w') as f:
                 f.write(text)
+    files.write_folder(args.output_dir, write, 'associate.py')
     return {camera: os.path.join(args.output_dir, camera + '.txt') for camera in mot}
 
 
@@ -229,11 +289,17 @@ def main(argv=None):
     if args.tracklets:
         from triplet_reid.serving.association import associate
         tracks = read_tracks(args.tracklets, topology)
-        identities = associate(tracks, args.threshold, topology)
-        tracks_files = write_outputs(args, tracks, identities)
-        print('{} tracks of {} cameras joined into {} global identities in `{}`.'.format(
-            len(identities), len(set(tracks.cameras)), len(set(identities.tolist())),
-            args.output_dir))
+        if args.state is not None:
+            tracks, identities = associate_online(args, tracks, topology)
+        else:
+            if topology is None and args.transit == 'estimate':
+                topology = estimated_topology(tracks, args.threshold)
+            identities = associate(tracks, args.threshold, topology)
+            print('{} tracks of {} cameras joined into {} global identities.'.format(
+                len(identities), len(set(tracks.cameras)), len(set(identities.tolist()))))
+        if args.output_dir is not None:
+            tracks_files = write_outputs(args, tracks, identities)
+            print('Wrote `{}`.'.format(args.output_dir))
 
     # Scores.
     if args.ground_truth:

@@ -116,7 +116,7 @@ def keeps_constraints(visits, topology):
     return True
 
 
-def associate(tracks, threshold, topology=None):
+def associate(tracks, threshold, topology=None, constraints=True):
     """Global identities of `tracks` (`Tracks`): (T,) int64, numbered from 0
     in the order of each identity's first track.
 
@@ -126,6 +126,9 @@ def associate(tracks, threshold, topology=None):
             identities on average, are one person.
         topology: an `inputs.topology.Topology`, or None for no links
             (any camera may follow any other, at any time after).
+        constraints: whether a person is in one place at a time; without,
+            appearance alone joins tracks (what the constraints add is
+            measured against it: bench/mtmc.py).
     """
     identities = [Identity(index, tracks) for index in range(len(tracks.cameras))]
     owner = list(range(len(identities)))
@@ -148,7 +151,7 @@ def associate(tracks, threshold, topology=None):
         visits = list(one.visits)
         for visit in other.visits:
             bisect.insort(visits, visit)
-        if not keeps_constraints(visits, topology):
+        if constraints and not keeps_constraints(visits, topology):
             continue
         keep, drop = (a, b) if len(one.members) >= len(other.members) else (b, a)
         kept = identities[keep]
@@ -166,3 +169,202 @@ def associate(tracks, threshold, topology=None):
     log.info('%d tracks in %d identities (%d pairs within %.3f, %d joins).',
              len(roots), len(first_of), len(distances), threshold, joined)
     return rank[numbered]
+
+
+# The estimated topology's first pass joins tracks within this fraction of
+# the threshold: the confident matches whose transit times it measures.
+CONFIDENT = 0.5
+
+# Each estimated window reaches this fraction of its observed spread (and
+# of its bounds) beyond the least and most transit times observed.
+MARGIN = 0.5
+
+
+def transit_times(tracks, identities):
+    """{(camera, other): [gaps]} of `identities` (T,): the time from each
+    identity's visit of one camera to its next visit, in another camera."""
+    gaps = {}
+    for identity in np.unique(identities):
+        rows = np.flatnonzero(identities == identity)
+        rows = rows[np.argsort(tracks.starts[rows], kind='stable')]
+        for row, following in zip(rows, rows[1:]):
+            camera, other = str(tracks.cameras[row]), str(tracks.cameras[following])
+            if camera != other:
+                gap = float(tracks.starts[following] - tracks.ends[row])
+                gaps.setdefault(tuple(sorted((camera, other))), []).append(gap)
+    return gaps
+
+
+def estimate_topology(tracks, threshold):
+    """The camera links of `tracks` estimated from a first pass (constrained,
+    no topology, within `CONFIDENT` of `threshold`): each pair of cameras
+    between which a confident identity walked, with a window around the
+    transit times observed (`MARGIN` beyond them), on the tracks' own clock.
+    Pairs that no confident identity walked between are not linked.
+
+    Returns:
+        (`inputs.topology.Topology`, {pair: observed gaps}).
+    """
+    from triplet_reid.inputs.topology import Topology
+    gaps = transit_times(tracks, associate(tracks, threshold * CONFIDENT))
+    windows = {}
+    for (camera, other), observed in gaps.items():
+        least, most = min(observed), max(observed)
+        spread = max(most - least, MARGIN * most, 1.0) * MARGIN
+        windows[camera, other] = windows[other, camera] = (max(0.0, least - spread),
+                                                           most + spread)
+    return Topology('frames', {}, windows), gaps
+
+
+# The state of online association: an HDF5 file of the tracks taken so far
+# (`STATE_TRACKS`: camera, track, start, end, identity) and of each global
+# identity's sum of unit embeddings and count (`sums`, `counts`).
+STATE_TRACKS = ('camera', 'track', 'start', 'end', 'identity')
+
+
+@dataclass
+class State:
+    """Online association's state (see `STATE_TRACKS`): the tracks'
+    columns {name: array}, `sums` (I, D) float64 and `counts` (I,)."""
+    columns: dict
+    sums: np.ndarray
+    counts: np.ndarray
+
+    @staticmethod
+    def empty(dim):
+        return State({'camera': np.zeros(0, object), 'track': np.zeros(0, np.int64),
+                      'start': np.zeros(0), 'end': np.zeros(0),
+                      'identity': np.zeros(0, np.int64)},
+                     np.zeros((0, dim)), np.zeros(0, np.int64))
+
+
+def read_state(path):
+    """The `State` of the file `path`, checked as a file from elsewhere is.
+
+    Raises:
+        UserError for a file that is not a state this project wrote, or one
+        whose columns disagree.
+    """
+    import h5py
+    from triplet_reid.storage import files
+    files.check_regular(path, 'the association state', 'pass the --state that associate.py '
+                        'wrote, or a new path to start one')
+    try:
+        with h5py.File(path, 'r') as f:
+            columns = {name: files.stored_values(f[name], path) for name in STATE_TRACKS}
+            sums, counts = (files.stored_values(f[name], path) for name in ('sums', 'counts'))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise UserError('`{}` is not an association state that associate.py wrote ({}); pass '
+                        'its --state, or a new path to start one.'.format(path, e))
+    columns['camera'] = np.array([c.decode('utf-8') if isinstance(c, bytes) else str(c)
+                                  for c in columns['camera']], dtype=object)
+    lengths = {len(column) for column in columns.values()}
+    identities = columns['identity']
+    if (len(lengths) != 1 or sums.ndim != 2 or counts.shape != (len(sums),) or (
+            len(identities) and (identities.min() < 0 or identities.max() >= len(sums)))
+            or not np.isfinite(sums).all()):
+        raise UserError('`{}` is damaged: its columns, sums and counts disagree; start a new '
+                        'state from the tracklet files.'.format(path))
+    return State(columns, np.asarray(sums, np.float64), np.asarray(counts, np.int64))
+
+
+def write_state(path, state):
+    """Writes `state` to `path` whole or not at all (a kill leaves the old one)."""
+    import h5py
+    from triplet_reid.storage import files
+    with files.output(path, suffix='.h5', flag='--state') as partial, \
+            h5py.File(partial, 'w') as f:
+        for name in STATE_TRACKS:
+            values = state.columns[name]
+            if name == 'camera':
+                f.create_dataset(name, data=np.asarray(values, dtype=object),
+                                 dtype=h5py.string_dtype())
+            else:
+                f.create_dataset(name, data=values)
+        f.create_dataset('sums', data=state.sums)
+        f.create_dataset('counts', data=state.counts)
+
+
+def add_tracks(state, tracks, threshold, topology=None):
+    """Online association: each of `tracks` (`Tracks`, in order of their
+    start) joins the nearest identity of `state` within `threshold` on
+    average whose visits it keeps the constraints with, or opens a new one.
+    Tracks that `state` holds already (a rerun after a kill) are skipped.
+
+    Returns:
+        (the new `State`, identities (T,) of `tracks`, count skipped).
+
+    Raises:
+        UserError for a track that `state` holds with other frames.
+    """
+    if state.sums.shape[1] != tracks.embeddings.shape[1]:
+        raise UserError('the state holds {}-d identities and the tracks are {}-d; associate '
+                        'the tracks of one model.'.format(state.sums.shape[1],
+                                                          tracks.embeddings.shape[1]))
+    columns = {name: list(values) for name, values in state.columns.items()}
+    held = {(c, int(t)): row for row, (c, t) in enumerate(zip(columns['camera'],
+                                                              columns['track']))}
+    visits = {}
+    for row, identity in enumerate(columns['identity']):
+        visits.setdefault(int(identity), []).append(
+            (float(columns['start'][row]), float(columns['end'][row]), columns['camera'][row]))
+    # Room for new identities doubles when it runs out, so that adding one
+    # copies no table of a hundred thousand.
+    used = len(state.counts)
+    total = np.zeros((max(2 * used, 1024), state.sums.shape[1]))
+    total[:used] = state.sums
+    counts = np.zeros(len(total), np.int64)
+    counts[:used] = state.counts
+    found, skipped = np.zeros(len(tracks.cameras), np.int64), 0
+    for index in np.argsort(tracks.starts, kind='stable'):
+        key = (str(tracks.cameras[index]), int(tracks.tracks[index]))
+        visit = (float(tracks.starts[index]), float(tracks.ends[index]), key[0])
+        if key in held:
+            row = held[key]
+            if (columns['start'][row], columns['end'][row]) != visit[:2]:
+                raise UserError('track {} of camera `{}` is in the state already, from {:g} to '
+                                '{:g}, and now from {:g} to {:g}; each track is added '
+                                'once.'.format(key[1], key[0], columns['start'][row],
+                                               columns['end'][row], *visit[:2]))
+            found[index], skipped = columns['identity'][row], skipped + 1
+            continue
+        embedding = tracks.embeddings[index].astype(np.float64)
+        identity = nearest_allowed(total[:used], counts[:used], embedding, visit, visits,
+                                   threshold, topology)
+        if identity is None:
+            if used == len(total):
+                total = np.concatenate([total, np.zeros_like(total)])
+                counts = np.concatenate([counts, np.zeros_like(counts)])
+            identity, used = used, used + 1
+            visits[identity] = [visit]
+        else:
+            bisect.insort(visits[identity], visit)
+        total[identity] += embedding
+        counts[identity] += 1
+        for name, value in zip(STATE_TRACKS, key + visit[:2] + (identity,)):
+            columns[name].append(value)
+        held[key] = len(columns['identity']) - 1
+        found[index] = identity
+    new = State({name: np.array(values, dtype=object if name == 'camera' else None)
+                 for name, values in columns.items()}, total[:used], counts[:used])
+    new.columns['track'] = new.columns['track'].astype(np.int64)
+    new.columns['identity'] = new.columns['identity'].astype(np.int64)
+    new.columns['start'] = new.columns['start'].astype(np.float64)
+    new.columns['end'] = new.columns['end'].astype(np.float64)
+    return new, found, skipped
+
+
+def nearest_allowed(total, counts, embedding, visit, visits, threshold, topology):
+    """The identity (an index of `total` (I, D) sums and `counts` (I,)) nearest
+    `embedding` on average within `threshold` whose `visits` the new
+    `visit` keeps the constraints with, or None."""
+    if not len(counts):
+        return None
+    distances = 1.0 - (total @ embedding) / counts
+    candidates = np.flatnonzero(distances <= threshold)
+    for identity in candidates[np.argsort(distances[candidates], kind='stable')]:
+        merged = list(visits[int(identity)])
+        bisect.insort(merged, visit)
+        if keeps_constraints(merged, topology):
+            return int(identity)
+    return None

@@ -209,3 +209,75 @@ def test_bad_tracks_get_one_message_and_write_nothing(network):
         '--detections', 'c5={}'.format(boxes['c1'])])
     with pytest.raises(SystemExit):
         associate.main(['--tracklets', c1, '--output_dir', out, '--threshold', 'nan'])
+
+
+def test_without_a_topology_the_links_are_estimated_from_confident_matches():
+    from triplet_reid.serving.association import estimate_topology
+    rows = [('c1', i, 100 * i, 100 * i + 20, i) for i in range(4)] + \
+        [('c2', i, 100 * i + 20 + gap, 100 * i + 50, i) for i, gap in enumerate((8, 12, 9, 15))]
+    topology, gaps = estimate_topology(tracks_of(rows, noise=0.01), 0.3)
+    assert sorted(gaps[('c1', 'c2')]) == [8, 9, 12, 15]
+    least, most = topology.links['c1', 'c2']
+    assert least <= 8 and most >= 15 and topology.links['c2', 'c1'] == (least, most)
+    assert ('c1', 'c3') not in topology.links
+
+
+def test_online_association_grows_a_state_that_survives_reruns(network, capsys):
+    folder, (c1, c2), boxes, truth = network
+    state = str(folder / 'state.h5')
+    assert associate.main(['--tracklets', c1, '--state', state]) == 0
+    assert '2 opened new ones' in capsys.readouterr().out
+    out = str(folder / 'online')
+    assert associate.main(['--tracklets', c2, '--state', state, '--output_dir', out,
+                           '--detections', *('{}={}'.format(c, p) for c, p in boxes.items()),
+                           '--ground_truth', *('{}={}'.format(c, p) for c, p in truth.items())
+                           ]) == 0
+    printed = capsys.readouterr().out
+    assert '1 joined the 2 global identities held, 0 opened new ones' in printed
+    assert '| all cameras | 100.00% |' in printed
+    assert open(os.path.join(out, 'tracks.csv')).read().splitlines() == [
+        'camera,track,global_id', 'c1,3,0', 'c1,4,1', 'c2,8,0']
+    # A rerun (after a kill, say) skips what the state holds.
+    assert associate.main(['--tracklets', c2, '--state', state]) == 0
+    assert '1 were held already' in capsys.readouterr().out
+    moved = write_tracklets(folder / 'm.h5', 'c2', [(8, 11, 13, 1)])
+    with pytest.raises(cli.UserError, match=r'track 8 of camera `c2` is in the state already, '
+                                            r'from 10 to 13, and now from 11 to 13'):
+        associate.main(['--tracklets', moved, '--state', state])
+    wide = write_tracklets(folder / 'w.h5', 'c3', [(1, 1, 4, 1)], dim=8)
+    before = open(state, 'rb').read()
+    with pytest.raises(cli.UserError, match=r'the state holds 16-d identities and the tracks '
+                                            r'are 8-d'):
+        associate.main(['--tracklets', wide, '--state', state])
+    assert open(state, 'rb').read() == before
+    (folder / 'bad.h5').write_bytes(b'not a state')
+    with pytest.raises(cli.UserError, match=r'exists and is not an HDF5 file'):
+        associate.main(['--tracklets', c1, '--state', str(folder / 'bad.h5')])
+    # Another HDF5 file (an embeddings file) is read as a state and refused.
+    other = write_tracklets(folder / 'other.h5', 'c3', [(1, 1, 4, 1)])
+    with pytest.raises(cli.UserError, match=r'is not an association state that associate\.py '
+                                            r'wrote'):
+        associate.main(['--tracklets', c1, '--state', other])
+    with pytest.raises(cli.UserError, match=r'--state `.*c1\.h5` is the same file as '
+                                            r'--tracklets'):
+        associate.main(['--tracklets', c1, '--state', c1])
+    # An --output_dir of something else is never replaced.
+    (folder / 'mine').mkdir()
+    (folder / 'mine' / 'notes.txt').write_text('mine')
+    with pytest.raises(cli.UserError, match=r'holds files that associate\.py did not write'):
+        associate.main(['--tracklets', c1, '--output_dir', str(folder / 'mine')])
+
+
+def test_online_association_keeps_the_constraints_and_takes_the_nearest():
+    from triplet_reid.serving.association import State, add_tracks
+    rows = [('c1', 1, 0, 10, 'a'), ('c1', 2, 0, 10, 'b'), ('c2', 1, 5, 8, 'a'),
+            ('c2', 2, 20, 30, 'b'), ('c2', 3, 40, 50, 'a')]
+    tracks = tracks_of(rows)
+    state, found, skipped = add_tracks(State.empty(16), tracks, 0.3)
+    # c2's first track looks like a at frames 5-8 while c1 still sees a: someone
+    # else. The last looks like both, and joins one of them.
+    assert found.tolist()[:4] == [0, 1, 2, 1] and found[4] in (0, 2) and skipped == 0
+    assert sorted(state.counts.tolist()) == [1, 2, 2]
+    joined = int(found[4])
+    np.testing.assert_allclose(state.sums[joined], tracks.embeddings[
+        [0 if joined == 0 else 2, 4]].sum(0), rtol=1e-6)
