@@ -16,7 +16,7 @@ import numpy as np
 
 from triplet_reid import cli
 from triplet_reid.cli import patterns
-from triplet_reid.storage import files
+from triplet_reid.storage import files, locks
 from triplet_reid.inputs import embeddings_file
 from triplet_reid.evaluation import metrics
 from triplet_reid.aggregators import AGGREGATORS
@@ -224,7 +224,7 @@ SPACE_METRICS = {'l2': 'euclidean', 'cosine': 'cosine', 'l1': 'cityblock'}
 
 def locked(gallery_path):
     """Holds the lock of the gallery `gallery_path` (`files.locked`)."""
-    return files.locked(gallery_path, 'the gallery')
+    return locks.locked(gallery_path, 'the gallery')
 
 
 def read_rows(path, what):

@@ -7,7 +7,6 @@ experiment root. TensorFlow-free.
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -494,18 +493,3 @@ def stored_values(dataset, path):
                             dataset.dtype.itemsize, claimed / 2 ** 30, os.path.getsize(path)))
     return dataset[()]
 
-
-@contextlib.contextmanager
-def locked(path, what):
-    """Holds the lock of the file `path` (`what` names it in messages: a
-    hidden file beside it), so that two processes that change it at once
-    take turns and neither loses the other's rows. The file itself cannot
-    carry the lock: each change renames a new file into its place."""
-    folder, name = os.path.split(os.path.abspath(path))
-    try:
-        handle = open(os.path.join(folder, '.{}.lock'.format(name)), 'a')
-    except OSError as e:
-        raise UserError('cannot lock {} `{}`: {}.'.format(what, path, e.strerror or e))
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
