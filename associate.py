@@ -16,7 +16,6 @@ import io
 import logging
 import os
 
-import numpy as np
 
 if __package__ in (None, ''):
     # Run from a checkout (`python associate.py`): its folder is the package triplet_reid.
@@ -25,8 +24,7 @@ if __package__ in (None, ''):
 
 from triplet_reid import cli
 from triplet_reid.cli import flags
-from triplet_reid.storage import files
-from triplet_reid.inputs import embeddings_file
+from triplet_reid.storage import files, locks
 from triplet_reid.inputs.footage import read_boxes, read_detections
 
 log = logging.getLogger('associate')
@@ -54,6 +52,12 @@ parser.add_argument(
     help='The MOT-Challenge file of each camera\'s boxes, as embed.py read it (the tracker\'s '
          'output or gt.txt); --output_dir gets CAMERA.txt, these boxes with each track\'s '
          'global identity as its id (boxes of no track, id -1, left out).')
+
+parser.add_argument(
+    '--frames', nargs='*', default=[], type=camera_file, metavar='CAMERA=DIR_OR_VIDEO',
+    help='The frames of cameras of --detections (a folder of numbered images or a video, as '
+         'embed.py --frames reads them): --output_dir then gets index.html, each global '
+         'identity\'s tracks across cameras as thumbnails in time order.')
 
 parser.add_argument(
     '--output_dir', default=None, metavar='DIR',
@@ -114,7 +118,11 @@ def check_arguments(args):
     if args.ground_truth and not (args.mot_tracks or args.detections):
         raise cli.UserError('--ground_truth scores boxes: give --mot_tracks, or --detections '
                             'with --tracklets.')
-    for flag in ('detections', 'ground_truth', 'mot_tracks'):
+    missing = sorted({camera for camera, _ in args.frames} - {c for c, _ in args.detections})
+    if missing:
+        raise cli.UserError('--frames of camera `{}` need its --detections, whose boxes the '
+                            'thumbnails show.'.format(missing[0]))
+    for flag in ('detections', 'ground_truth', 'mot_tracks', 'frames'):
         cameras = [camera for camera, _ in getattr(args, flag)]
         twice = sorted({c for c in cameras if cameras.count(c) > 1})
         if twice:
@@ -128,62 +136,6 @@ def check_arguments(args):
         files.check_output(args.state, '--state', 'hdf5', inputs)
 
 
-def read_tracks(paths, topology):
-    """The `serving.association.Tracks` of the tracklet files `paths`.
-
-    Raises:
-        UserError for a file without tracks' fields, of another model or
-        dimension than the first, a track in two files or rows, frames that
-        run backwards, and NaN embeddings.
-    """
-    from triplet_reid.serving.association import Tracks, normalised
-    parts, first, seen = [], None, {}
-    for path in paths:
-        found = embeddings_file.read(path, 'the tracklets')
-        missing = [key for key in ('camera', 'track', 'frame', 'last_frame')
-                   if key not in found.fields]
-        if missing:
-            raise cli.UserError('`{}` has no `{}` of its rows; associate the tracklet files of '
-                                'embed.py --frames ... --tracklets.'.format(path, missing[0]))
-        if first is not None:
-            if found.emb.shape[1] != first[1].emb.shape[1]:
-                raise cli.UserError('`{}` holds {}-d embeddings and `{}` {}-d ones; associate '
-                                    'the tracks of one model.'.format(
-                                        path, found.emb.shape[1], first[0],
-                                        first[1].emb.shape[1]))
-            differs = embeddings_file.origin_difference(first[1].origin, found.origin)
-            if differs:
-                raise cli.UserError('`{}` and `{}` were embedded by {}; associate the tracks of '
-                                    'one model.'.format(first[0], path, differs))
-        first = first or (path, found)
-        fields = found.fields
-        for row, (camera, track, start, end) in enumerate(zip(
-                fields['camera'], fields['track'], fields['frame'], fields['last_frame'])):
-            key = (str(camera), int(track))
-            if key in seen:
-                raise cli.UserError('track {} of camera `{}` is in `{}` row {} and in `{}`; each '
-                                    'track is one row of one file.'.format(
-                                        track, camera, path, row, seen[key]))
-            seen[key] = '{} row {}'.format(path, row)
-            if end < start:
-                raise cli.UserError('`{}` row {}: track {} of camera `{}` ends at frame {} before '
-                                    'it starts at {}; its frames run backwards.'.format(
-                                        path, row, track, camera, end, start))
-        parts.append((fields, normalised(found.emb, '`{}`'.format(path))))
-    cameras = np.concatenate([np.asarray(f['camera'], dtype=object) for f, _ in parts])
-    if topology is not None:
-        topology.check_cameras(set(cameras), ', '.join(paths))
-    frames = [np.concatenate([f[key] for f, _ in parts]).astype(np.int64)
-              for key in ('frame', 'last_frame')]
-    if topology is None:
-        starts, ends = (f.astype(np.float64) for f in frames)
-    else:
-        starts, ends = (np.array([topology.times(c, np.array([f]))[0]
-                                  for c, f in zip(cameras, fs)]) for fs in frames)
-    return Tracks(cameras.astype(str), np.concatenate([f['track'] for f, _ in parts]),
-                  starts, ends, np.concatenate([e for _, e in parts]))
-
-
 def associate_online(args, tracks, topology):
     """Adds `tracks` to the state file --state under its lock (see
     `serving.association.add_tracks`); returns the (`Tracks`, identities)
@@ -191,7 +143,7 @@ def associate_online(args, tracks, topology):
     from triplet_reid.serving import association
     if topology is None:
         log.info('Online association without --topology: any camera may follow any other.')
-    with files.locked(args.state, 'the association state'):
+    with locks.locked(args.state, 'the association state'):
         # Read under the lock: the other writer's tracks are in it now.
         state = (association.read_state(args.state) if os.path.exists(args.state) else
                  association.State.empty(tracks.embeddings.shape[1]))
@@ -227,7 +179,7 @@ def write_outputs(args, tracks, identities):
     into --output_dir, whole or not at all."""
     global_id = {(c, int(t)): int(i) for c, t, i in zip(tracks.cameras, tracks.tracks,
                                                          identities)}
-    mot = {}
+    mot, middles = {}, {}
     for camera, path in args.detections:
         if camera not in set(tracks.cameras):
             raise cli.UserError('--detections names camera `{}`, which no track of --tracklets '
@@ -242,6 +194,7 @@ def write_outputs(args, tracks, identities):
                                     '--tracklets; give the detections that embed.py '
                                     'embedded.'.format(path, detection.line, detection.track,
                                                        camera))
+            middles.setdefault(key, []).append(detection)
             left, top, width, height = detection.box
             lines.append('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
                 detection.frame, global_id[key], left + 1, top + 1, width, height))
@@ -250,14 +203,65 @@ def write_outputs(args, tracks, identities):
     writer = csv.writer(table, lineterminator='\n')
     writer.writerow(('camera', 'track', 'global_id'))
     writer.writerows(sorted(global_id_rows(global_id)))
+    page = association_page(args, tracks, identities, middles) if args.frames else None
+
     def write(partial):
         with open(os.path.join(partial, 'tracks.csv'), 'w') as f:
             f.write(table.getvalue())
+        if page is not None:
+            with open(os.path.join(partial, 'index.html'), 'w', encoding='utf-8') as f:
+                f.write(page)
         for camera, text in mot.items():
             with open(os.path.join(partial, camera + '.txt'), 'w') as f:
                 f.write(text)
     files.write_folder(args.output_dir, write, 'associate.py')
     return {camera: os.path.join(args.output_dir, camera + '.txt') for camera in mot}
+
+
+# The most identities index.html shows (those seen by the most cameras
+# first): each is a strip of thumbnails inlined in the page.
+MAX_PAGE_IDENTITIES = 500
+
+
+def association_page(args, tracks, identities, boxes):
+    """index.html of the association: each identity's tracks (of the cameras
+    of --frames) as thumbnails of their middle box, in time order. `boxes`
+    holds each (camera, track)'s detections."""
+    from triplet_reid.evaluation import html_report
+    from triplet_reid.inputs import footage
+    boxes = {key: sorted(found, key=lambda d: d.frame) for key, found in boxes.items()}
+    middle = {key: found[len(found) // 2] for key, found in boxes.items()}
+    thumbs = {}
+    for camera, path in args.frames:
+        frames = footage.frame_source(path)
+        wanted = {d.frame: [] for (c, _), d in middle.items() if c == camera}
+        for (c, track), d in middle.items():
+            if c == camera:
+                wanted[d.frame].append((track, d.box))
+        images = (footage.video_images if isinstance(frames, footage.VideoFile) else
+                  footage.folder_images)(frames, sorted(wanted), None)
+        for number, image in images:
+            for track, box in wanted[number]:
+                bounds = footage.clip_box(box, image.size, 0)
+                if bounds is not None:
+                    thumbs[camera, track] = html_report.image_uri(image.crop(bounds))
+    members = {}
+    for row, identity in enumerate(identities):
+        key = (str(tracks.cameras[row]), int(tracks.tracks[row]))
+        if key in thumbs:
+            members.setdefault(int(identity), []).append((tracks.starts[row], key, row))
+    shown = sorted(members, key=lambda i: (-len({k[0] for _, k, _ in members[i]}), i))
+    strips = []
+    for identity in shown[:MAX_PAGE_IDENTITIES]:
+        cells = [(thumbs[key], '{} #{}'.format(*key), '{} track {}, frames {} to {}'.format(
+            key[0], key[1], boxes[key][0].frame, boxes[key][-1].frame))
+            for _, key, _ in sorted(members[identity])]
+        strips.append(('Identity {}: {} tracks in {} cameras'.format(
+            identity, len(cells), len({key[0] for _, key, _ in members[identity]})), cells))
+    figures = [('tracks', str(len(identities))), ('global identities',
+                                                   str(len(set(identities.tolist())))),
+               ('shown', '{} (those seen by the most cameras first)'.format(len(strips)))]
+    return html_report.association_page(figures, strips)
 
 
 def global_id_rows(global_id):
@@ -287,14 +291,14 @@ def main(argv=None):
     # Association.
     tracks_files = dict(args.mot_tracks)
     if args.tracklets:
-        from triplet_reid.serving.association import associate
-        tracks = read_tracks(args.tracklets, topology)
+        from triplet_reid.serving import association
+        tracks = association.read_tracks(args.tracklets, topology)
         if args.state is not None:
             tracks, identities = associate_online(args, tracks, topology)
         else:
             if topology is None and args.transit == 'estimate':
                 topology = estimated_topology(tracks, args.threshold)
-            identities = associate(tracks, args.threshold, topology)
+            identities = association.associate(tracks, args.threshold, topology)
             print('{} tracks of {} cameras joined into {} global identities.'.format(
                 len(identities), len(set(tracks.cameras)), len(set(identities.tolist()))))
         if args.output_dir is not None:

@@ -74,11 +74,15 @@ def background(rng):
 def walks(people, frames, rng):
     """For each (identity, images) of `people`: its track of (frame, left,
     top, width, height, image), entering at one side and leaving at the
-    other over a stretch of the frames."""
+    other over a random stretch of the frames, or, for (identity, images,
+    start, length), over `length` frames from frame `start`."""
     tracks = []
-    for identity, images in people:
-        length = int(rng.integers(max(frames // 2, 2), frames + 1))
-        start = int(rng.integers(1, frames - length + 2))
+    for identity, images, *stretch in people:
+        if stretch:
+            start, length = stretch
+        else:
+            length = int(rng.integers(max(frames // 2, 2), frames + 1))
+            start = int(rng.integers(1, frames - length + 2))
         scale = rng.uniform(0.9, 1.3)
         leftward = rng.random() < 0.5
         x0, x1 = (FRAME_WIDTH - 40, -20) if leftward else (-20, FRAME_WIDTH - 40)
@@ -93,15 +97,18 @@ def walks(people, frames, rng):
     return tracks
 
 
-def render_camera(folder, camera, people, frames, rng):
-    """Writes camera `camera`'s frames, boxes and CSVs into `folder`; returns
-    the numbers of tracks and boxes."""
+def render_camera(folder, camera, people, frames, rng, network=False):
+    """Writes camera `camera`'s frames, boxes and CSVs into `folder`, its
+    `people` walking (see `walks`); returns the numbers
+    of tracks and boxes. In a `network`, gt/gt.txt gives each box its
+    person's global identity (the demo's), and tracks.txt its track's number,
+    as a tracker that follows people within the camera would."""
     from PIL import Image
     name = 'cam{}'.format(camera)
     os.makedirs(os.path.join(folder, name, 'img1'))
     os.makedirs(os.path.join(folder, name, 'gt'))
     backdrop, tracks = background(rng), walks(people, frames, rng)
-    lines, track_rows, box_rows = [], [], []
+    lines, track_rows, box_rows, global_lines = [], [], [], []
     for frame in range(1, frames + 1):
         picture = Image.fromarray(np.clip(backdrop + rng.normal(0, 3, backdrop.shape), 0,
                                           255).astype(np.uint8))
@@ -118,12 +125,15 @@ def render_camera(folder, camera, people, frames, rng):
                     continue
                 lines.append('{},{},{},{},{},{},1,1,1\n'.format(frame, number, x0 + 1, y0 + 1,
                                                                  x1 - x0, y1 - y0))
+                global_lines.append('{},{},{},{},{},{},1,1,1\n'.format(
+                    frame, int(identity), x0 + 1, y0 + 1, x1 - x0, y1 - y0))
                 box_rows.append('{},{}/{:06d}.jpg#{}\n'.format(identity, name, frame, number))
         picture.save(os.path.join(folder, name, 'img1', '{:06d}.jpg'.format(frame)), quality=92)
     track_rows = ['{},{}/track{}\n'.format(identity, name, number)
                   for number, (identity, _) in enumerate(tracks, 1)]
-    for path, rows in (('gt/gt.txt', lines), ('tracks.csv', track_rows),
-                       ('boxes.csv', box_rows)):
+    outputs = ((('gt/gt.txt', global_lines), ('tracks.txt', lines)) if network else
+               (('gt/gt.txt', lines),))
+    for path, rows in outputs + (('tracks.csv', track_rows), ('boxes.csv', box_rows)):
         with open(os.path.join(folder, name, path), 'w') as f:
             f.writelines(rows)
     return len(track_rows), len(box_rows)
@@ -144,6 +154,70 @@ def encode_video(frames_folder, path, fps=25):
                 frame = av.VideoFrame.from_image(image.convert('RGB'))
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+# A camera network (--network): cameras in a ring, each linked to the next,
+# a walk from one to the next taking between these many frames (the
+# topology.json it writes); each visit lasts between these many frames.
+TRANSIT = (10, 40)
+VISIT = (12, 30)
+
+
+def network_walks(available, cameras, frames, people, rng):
+    """The walks of a camera network on one clock of `frames` frames:
+    ({camera: [(identity, images, start, length)]}, links [(camera, camera)]).
+    The `people` whom most `cameras` saw walk from camera to camera along
+    the ring, taking `TRANSIT` frames between two, into each camera that has
+    their images, and sometimes come back to the camera they left."""
+    links = list(zip(cameras, cameras[1:] + cameras[:1])) if len(cameras) > 2 else (
+        [tuple(cameras)] if len(cameras) == 2 else [])
+    neighbours = collections.defaultdict(set)
+    for a, b in links:
+        neighbours[a].add(b)
+        neighbours[b].add(a)
+    seen = collections.Counter(identity for camera in cameras for identity in available[camera])
+    walkers = sorted(seen, key=lambda identity: (-seen[identity], identity))[:people]
+    visits = collections.defaultdict(list)
+    for identity in walkers:
+        here = [c for c in cameras if identity in available[c]]
+        camera = here[int(rng.integers(len(here)))]
+        start = int(rng.integers(1, max(frames // 3, 2)))
+        while True:
+            length = int(rng.integers(*VISIT))
+            if start + length > frames:
+                break
+            visits[camera].append((identity, available[camera][identity], start, length))
+            choices = sorted(c for c in neighbours[camera] if identity in available[c])
+            if rng.random() < 0.2:
+                choices = [camera]  # Back into the camera just left.
+            if not choices:
+                break
+            camera = choices[int(rng.integers(len(choices)))]
+            start += length + int(rng.integers(TRANSIT[0], TRANSIT[1] + 1))
+    return visits, links
+
+
+def generate_network(folder, demo, cameras, frames, people, seed, video=False):
+    """Renders a camera network (see `network_walks`) into `folder`, with
+    its topology.json; returns the numbers of tracks and boxes."""
+    import json
+    rng = np.random.default_rng(seed)
+    available = demo_people(demo, 'test')
+    rendered = sorted(available)[:cameras]
+    visits, links = network_walks(available, rendered, frames, people, rng)
+    counts = [0, 0]
+    for camera in rendered:
+        tracks, boxes = render_camera(folder, camera, visits.get(camera, []), frames, rng,
+                                      network=True)
+        if video:
+            name = os.path.join(folder, 'cam{}'.format(camera))
+            encode_video(os.path.join(name, 'img1'), os.path.join(name, 'video.mp4'))
+        counts = [counts[0] + tracks, counts[1] + boxes]
+    with open(os.path.join(folder, 'topology.json'), 'w') as f:
+        json.dump({'clock': 'frames', 'links': [
+            {'cameras': ['cam{}'.format(a), 'cam{}'.format(b)], 'min': TRANSIT[0],
+             'max': TRANSIT[1]} for a, b in links]}, f, indent=1)
+    return counts
 
 
 def generate(folder, demo, cameras, frames, people, seed, identities='test', video=False,
@@ -189,13 +263,19 @@ def main(argv=None):
     parser.add_argument('--video', action='store_true',
                         help='Also encode each camera\'s frames as camC/video.mp4 (H.264), which '
                              'embed.py --frames reads in place of the img1 folder.')
+    parser.add_argument('--network', action='store_true',
+                        help='Render a camera network on one clock: the --people whom most '
+                             'cameras saw walk from camera to camera along a ring (topology.json), '
+                             'and gt/gt.txt holds each box\'s global identity, tracks.txt its '
+                             'track within the camera (see docs/tracking.md).')
     parser.add_argument('--force', action='store_true',
                         help='Replace an existing output folder, if this tool wrote it.')
     args = parser.parse_args(argv)
 
     files.check_folder_output(args.output, '--output', 'make_footage.py', args.force)
     demo_people(args.demo)
-    tracks, boxes = files.write_folder(args.output, lambda folder: generate(
+    make = generate_network if args.network else generate
+    tracks, boxes = files.write_folder(args.output, lambda folder: make(
         folder, args.demo, args.cameras, args.frames, args.people, args.seed, video=args.video),
         'make_footage.py')
     print('Wrote {} ({} tracks, {} boxes).'.format(args.output, tracks, boxes))

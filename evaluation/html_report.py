@@ -48,12 +48,17 @@ def thumbnail(path, advice, height=THUMB_HEIGHT):
     from PIL import Image
     try:
         with Image.open(path) as image:
-            image = image.convert('RGB')
-            width = max(1, round(image.width * height / max(image.height, 1)))
-            small = image.resize((width, height), Image.Resampling.BILINEAR)
+            return image_uri(image.convert('RGB'), height)
     except (OSError, Image.DecompressionBombError) as e:
         raise cli.UserError('cannot read the image `{}` for the report: {}; {}.'.format(
             path, e, advice))
+
+
+def image_uri(image, height=THUMB_HEIGHT):
+    """A data: URI of a JPEG thumbnail, `height` pixels high, of the RGB PIL `image`."""
+    from PIL import Image
+    width = max(1, round(image.width * height / max(image.height, 1)))
+    small = image.resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     small.save(buffer, format='JPEG', quality=85)
     return 'data:image/jpeg;base64,' + base64.b64encode(buffer.getvalue()).decode('ascii')
@@ -191,3 +196,14 @@ def search_report(directory, table, threshold, label, line=True):
         if line:
             legend.append(('#2b83ba', 'threshold'))
     return write(directory, page('Search', figures, [], [('Rankings', rows)], legend))
+
+
+def association_page(figures, identities):
+    """The page of a multi-camera association: `figures` [(name, value)],
+    then each identity of `identities` [(heading, [(uri, caption, title)])]
+    as one strip of its tracks' thumbnails, in the order given (time)."""
+    sections = [(heading, ['<div class="query">{}</div>'.format(''.join(
+        result_cell(uri, 'match', caption, title) for uri, caption, title in tracks))])
+        for heading, tracks in identities]
+    return page('Global identities across cameras', figures, [], sections,
+                [('#1a9641', 'each track, at its middle box, in the order of the shared clock')])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from triplet_reid.cli import UserError
+from triplet_reid.inputs import embeddings_file
 
 log = logging.getLogger('associate')
 
@@ -82,6 +83,61 @@ def close_pairs(embeddings, threshold):
     distances, firsts, seconds = (np.concatenate(a) for a in (distances, firsts, seconds))
     order = np.lexsort((seconds, firsts, distances))
     return distances[order], firsts[order], seconds[order]
+
+
+def read_tracks(paths, topology):
+    """The `serving.association.Tracks` of the tracklet files `paths`.
+
+    Raises:
+        UserError for a file without tracks' fields, of another model or
+        dimension than the first, a track in two files or rows, frames that
+        run backwards, and NaN embeddings.
+    """
+    parts, first, seen = [], None, {}
+    for path in paths:
+        found = embeddings_file.read(path, 'the tracklets')
+        missing = [key for key in ('camera', 'track', 'frame', 'last_frame')
+                   if key not in found.fields]
+        if missing:
+            raise UserError('`{}` has no `{}` of its rows; associate the tracklet files of '
+                                'embed.py --frames ... --tracklets.'.format(path, missing[0]))
+        if first is not None:
+            if found.emb.shape[1] != first[1].emb.shape[1]:
+                raise UserError('`{}` holds {}-d embeddings and `{}` {}-d ones; associate '
+                                    'the tracks of one model.'.format(
+                                        path, found.emb.shape[1], first[0],
+                                        first[1].emb.shape[1]))
+            differs = embeddings_file.origin_difference(first[1].origin, found.origin)
+            if differs:
+                raise UserError('`{}` and `{}` were embedded by {}; associate the tracks of '
+                                    'one model.'.format(first[0], path, differs))
+        first = first or (path, found)
+        fields = found.fields
+        for row, (camera, track, start, end) in enumerate(zip(
+                fields['camera'], fields['track'], fields['frame'], fields['last_frame'])):
+            key = (str(camera), int(track))
+            if key in seen:
+                raise UserError('track {} of camera `{}` is in `{}` row {} and in `{}`; each '
+                                    'track is one row of one file.'.format(
+                                        track, camera, path, row, seen[key]))
+            seen[key] = '{} row {}'.format(path, row)
+            if end < start:
+                raise UserError('`{}` row {}: track {} of camera `{}` ends at frame {} before '
+                                    'it starts at {}; its frames run backwards.'.format(
+                                        path, row, track, camera, end, start))
+        parts.append((fields, normalised(found.emb, '`{}`'.format(path))))
+    cameras = np.concatenate([np.asarray(f['camera'], dtype=object) for f, _ in parts])
+    if topology is not None:
+        topology.check_cameras(set(cameras), ', '.join(paths))
+    frames = [np.concatenate([f[key] for f, _ in parts]).astype(np.int64)
+              for key in ('frame', 'last_frame')]
+    if topology is None:
+        starts, ends = (f.astype(np.float64) for f in frames)
+    else:
+        starts, ends = (np.array([topology.times(c, np.array([f]))[0]
+                                  for c, f in zip(cameras, fs)]) for fs in frames)
+    return Tracks(cameras.astype(str), np.concatenate([f['track'] for f, _ in parts]),
+                  starts, ends, np.concatenate([e for _, e in parts]))
 
 
 class Identity:

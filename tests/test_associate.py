@@ -7,6 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from conftest import browse
 
 from triplet_reid import associate
 from triplet_reid import cli
@@ -281,3 +284,28 @@ def test_online_association_keeps_the_constraints_and_takes_the_nearest():
     joined = int(found[4])
     np.testing.assert_allclose(state.sums[joined], tracks.embeddings[
         [0 if joined == 0 else 2, 4]].sum(0), rtol=1e-6)
+
+
+def test_the_page_shows_each_identity_s_tracks_in_a_browser(network, tmp_path):
+    folder, tracklets, boxes, _ = network
+    frames = {}
+    for camera, numbers in (('c1', range(1, 5)), ('c2', range(10, 14))):
+        frames[camera] = folder / (camera + '_frames')
+        frames[camera].mkdir()
+        for number in numbers:
+            Image.new('RGB', (160, 80), (40 * number % 255, 90, 160)).save(
+                frames[camera] / '{:06d}.jpg'.format(number))
+    out = str(folder / 'out')
+    assert associate.main(['--tracklets', *tracklets, '--output_dir', out, '--detections',
+                           *('{}={}'.format(c, p) for c, p in boxes.items()), '--frames',
+                           *('{}={}'.format(c, p) for c, p in frames.items())]) == 0
+    page = os.path.join(out, 'index.html')
+    text = open(page).read()
+    assert text.index('c1 #3') < text.index('c2 #8') and 'Identity 0: 2 tracks in 2 cameras' \
+        in text
+    found, _ = browse(page, tmp_path)
+    assert found == {'title': 'Global identities across cameras', 'queries': 2, 'images': 3,
+                     'broken': 0, 'external': 0, 'thresholds': 0, 'scripts': 0}
+    with pytest.raises(cli.UserError, match=r'--frames of camera `c1` need its --detections'):
+        associate.main(['--tracklets', *tracklets, '--output_dir', out, '--frames',
+                        'c1={}'.format(frames['c1'])])

@@ -96,3 +96,36 @@ def test_video_demo_tracklets_and_footage_videos(demo, tmp_path):
     camera = [n for n in sorted(os.listdir(footage_dir)) if n.startswith('cam')][0]
     with av.open(str(footage_dir / camera / 'video.mp4')) as container:
         assert sum(1 for _ in container.decode(video=0)) == 5
+
+
+def test_a_camera_network_walks_people_along_its_links_on_one_clock(demo, tmp_path):
+    from triplet_reid.inputs.topology import read_topology
+    output = tmp_path / 'network'
+    assert make_footage.main(['--demo', demo, '--output', str(output), '--cameras', '4',
+                              '--frames', '150', '--people', '6', '--network']) == 0
+    topology = read_topology(str(output / 'topology.json'))
+    assert sorted(topology.links)[:2] == [('cam1', 'cam2'), ('cam1', 'cam4')]
+    visits = {}
+    for camera in sorted(name for name in os.listdir(output) if name.startswith('cam')):
+        if not (output / camera / 'tracks.txt').read_text():
+            continue  # No one walked into it.
+        truth = footage.read_detections(str(output / camera / 'gt' / 'gt.txt'))
+        tracks = footage.read_detections(str(output / camera / 'tracks.txt'))
+        assert [(d.frame, d.box) for d in truth] == [(d.frame, d.box) for d in tracks]
+        person = {int(row.split(',')[1].split('track')[1]): int(row.split(',')[0])
+                  for row in (output / camera / 'tracks.csv').read_text().splitlines()}
+        # gt.txt holds each box's global identity, tracks.txt its track in the camera.
+        assert all(person[t.track] == g.track for g, t in zip(truth, tracks))
+        for track in {t.track for t in tracks}:
+            frames = [t.frame for t in tracks if t.track == track]
+            visits.setdefault(person[track], []).append((min(frames), max(frames), camera))
+    assert any(len({camera for *_, camera in v}) > 1 for v in visits.values())
+    for walk in visits.values():
+        walk.sort()
+        for (_, end, camera), (start, _, other) in zip(walk, walk[1:]):
+            # One camera at a time, and along a link in its time (the visible
+            # boxes start and end within the walk's).
+            assert start > end
+            if camera != other:
+                assert (camera, other) in topology.links
+                assert start - end >= topology.links[camera, other][0]
