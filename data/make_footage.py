@@ -214,9 +214,11 @@ def generate_network(folder, demo, cameras, frames, people, seed, video=False):
             encode_video(os.path.join(name, 'img1'), os.path.join(name, 'video.mp4'))
         counts = [counts[0] + tracks, counts[1] + boxes]
     with open(os.path.join(folder, 'topology.json'), 'w') as f:
+        # From a track's last frame to the next one's first: the frames
+        # between, plus one.
         json.dump({'clock': 'frames', 'links': [
-            {'cameras': ['cam{}'.format(a), 'cam{}'.format(b)], 'min': TRANSIT[0],
-             'max': TRANSIT[1]} for a, b in links]}, f, indent=1)
+            {'cameras': ['cam{}'.format(a), 'cam{}'.format(b)], 'min': TRANSIT[0] + 1,
+             'max': TRANSIT[1] + 1} for a, b in links]}, f, indent=1)
     return counts
 
 

@@ -30,17 +30,46 @@ MAX_CAMERAS = 10_000
 MAX_LINKS = 100_000
 
 
+# A person may walk through up to this many links between two tracks: the
+# cameras between may have missed them (a detector's miss, a track given to
+# someone else).
+MAX_HOPS = 3
+
+
+def paths(links, hops=MAX_HOPS):
+    """{(camera, other): (least, most)} of the walks of up to `hops` links
+    (`links` {(camera, camera): (least, most)}, both orders): the least time
+    of the quickest walk and the most of the slowest, from each camera to
+    each other one."""
+    reach = dict(links)
+    for _ in range(hops - 1):
+        longer = dict(reach)
+        for (a, b), (least, most) in reach.items():
+            for (c, d), (more_least, more_most) in links.items():
+                if c == b and d != a:
+                    old = longer.get((a, d))
+                    window = (least + more_least, most + more_most)
+                    longer[a, d] = window if old is None else (min(old[0], window[0]),
+                                                               max(old[1], window[1]))
+        reach = longer
+    return reach
+
+
 @dataclass(frozen=True)
 class Topology:
     """`clock` (one of `CLOCKS`), `cameras` {name: (fps, start)} (for
-    seconds), `links` {(camera, camera): (least, most)}, both orders."""
+    seconds), `links` {(camera, camera): (least, most)}, both orders; a
+    person walks along up to `MAX_HOPS` of them between two tracks (`paths`)."""
     clock: str
     cameras: dict
     links: dict
 
+    def __post_init__(self):
+        object.__setattr__(self, 'reach', paths(self.links))
+
     def allows(self, camera, other, gap):
         """Whether a person can leave `camera` and enter `other` `gap` later."""
-        window = self.links.get((camera, other))
+        window = self.reach.get((camera, other))
         return window is not None and window[0] <= gap <= window[1]
 
     def times(self, camera, frames):

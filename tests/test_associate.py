@@ -309,3 +309,13 @@ def test_the_page_shows_each_identity_s_tracks_in_a_browser(network, tmp_path):
     with pytest.raises(cli.UserError, match=r'--frames of camera `c1` need its --detections'):
         associate.main(['--tracklets', *tracklets, '--output_dir', out, '--frames',
                         'c1={}'.format(frames['c1'])])
+
+
+def test_a_walk_may_pass_cameras_that_missed_the_person(tmp_path):
+    found = read_topology(topology(tmp_path, {'links': [
+        {'cameras': ['c1', 'c2'], 'min': 5, 'max': 20},
+        {'cameras': ['c2', 'c3'], 'min': 5, 'max': 20}]}))
+    # c1 to c3 through c2: 10 to 40.
+    assert found.allows('c1', 'c3', 30) and found.allows('c3', 'c1', 10)
+    assert not found.allows('c1', 'c3', 8) and not found.allows('c1', 'c3', 41)
+    assert found.reach['c1', 'c2'] == (5, 20)
