@@ -65,7 +65,7 @@ parser.add_argument(
          'global_id) and CAMERA.txt for each camera of --detections.')
 
 parser.add_argument(
-    '--threshold', type=flags.float_between(0, 2), default=0.3,
+    '--threshold', type=flags.float_between(0, 2), default=0.4,
     help='The largest cosine distance (1 - cosine similarity of the tracks\' embeddings) at '
          'which two tracks, and two identities on average, are one person.')
 

@@ -37,21 +37,27 @@ MAX_HOPS = 3
 
 
 def paths(links, hops=MAX_HOPS):
-    """{(camera, other): (least, most)} of the walks of up to `hops` links
-    (`links` {(camera, camera): (least, most)}, both orders): the least time
-    of the quickest walk and the most of the slowest, from each camera to
-    each other one."""
-    reach = dict(links)
-    for _ in range(hops - 1):
-        longer = dict(reach)
-        for (a, b), (least, most) in reach.items():
-            for (c, d), (more_least, more_most) in links.items():
-                if c == b and d != a:
-                    old = longer.get((a, d))
-                    window = (least + more_least, most + more_most)
-                    longer[a, d] = window if old is None else (min(old[0], window[0]),
-                                                               max(old[1], window[1]))
-        reach = longer
+    """{(camera, other): (least, most)} of the walks along up to `hops`
+    `links` ({(camera, camera): (least, most)}, both orders) that pass no
+    camera twice: the least time of the quickest walk and the most of the
+    slowest, from each camera to each other one."""
+    onward = {}
+    for (a, b), window in links.items():
+        onward.setdefault(a, []).append((b, window))
+    reach = {}
+
+    def walk(start, here, least, most, seen):
+        for there, (more_least, more_most) in onward.get(here, []):
+            if there in seen:
+                continue
+            window = (least + more_least, most + more_most)
+            old = reach.get((start, there))
+            reach[start, there] = window if old is None else (min(old[0], window[0]),
+                                                              max(old[1], window[1]))
+            if len(seen) < hops:
+                walk(start, there, *window, seen | {there})
+    for start in onward:
+        walk(start, start, 0.0, 0.0, {start})
     return reach
 
 

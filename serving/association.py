@@ -19,7 +19,10 @@ The clustering is greedy average linkage: the pairs of tracks closer than
 links when their average distance (every track of one against every track
 of the other) is within `threshold` too and the joined identity keeps the
 constraints. It needs the distances of close pairs only, computed in blocks,
-so that tens of thousands of tracks fit in memory.
+so that tens of thousands of tracks fit in memory. Joining the two identities
+nearest on average first instead (constrained agglomerative clustering, with
+a heap of the identities' distances) scored a little lower on the rendered
+camera network of bench/mtmc.py (IDF1 93.9% against 94.3% at 0.4).
 """
 
 import bisect
