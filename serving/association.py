@@ -36,9 +36,14 @@ from triplet_reid.inputs import embeddings_file
 
 log = logging.getLogger('associate')
 
-# The rows of the distance matrix computed at once: 2048 rows of 20,000
-# tracks take 160 MB of float32.
-BLOCK = 2048
+# The rows of the distance matrix computed at once: 1024 rows of 20,000
+# tracks take 80 MB of float32 (and twice that for their order).
+BLOCK = 1024
+
+# The nearest tracks within the threshold that each track is compared with:
+# a model that embeds everyone alike (or a threshold of 2) would otherwise
+# make every pair of tens of thousands of tracks a candidate.
+NEIGHBOURS = 100
 
 
 @dataclass(frozen=True)
@@ -69,21 +74,30 @@ def normalised(embeddings, where):
     return (embeddings / norms).astype(np.float32)
 
 
-def close_pairs(embeddings, threshold):
+def close_pairs(embeddings, threshold, neighbours=NEIGHBOURS):
     """(distances, first, second) of the pairs i < j of unit `embeddings`
-    (T, D) whose cosine distance 1 - eᵢ·eⱼ is at most `threshold`, in
-    increasing distance (ties by index), computed `BLOCK` rows at a time."""
+    (T, D) whose cosine distance 1 - eᵢ·eⱼ is at most `threshold`, each
+    among the `neighbours` nearest of i or of j, in increasing distance
+    (ties by index), computed `BLOCK` rows at a time."""
+    count = len(embeddings)
     distances, firsts, seconds = [], [], []
-    for start in range(0, len(embeddings), BLOCK):
-        block = 1.0 - embeddings[start:start + BLOCK] @ embeddings[start:].T
-        rows, columns = np.nonzero(block <= threshold)
-        columns = columns + start
-        rows = rows + start
-        keep = columns > rows
-        distances.append(block[rows[keep] - start, columns[keep] - start])
-        firsts.append(rows[keep])
-        seconds.append(columns[keep])
+    for start in range(0, count, BLOCK):
+        block = 1.0 - embeddings[start:start + BLOCK] @ embeddings.T
+        rows = np.arange(len(block))
+        block[rows, rows + start] = np.inf
+        if count > neighbours:
+            columns = np.argpartition(block, neighbours - 1, axis=1)[:, :neighbours]
+        else:
+            columns = np.broadcast_to(np.arange(count), block.shape)
+        near = np.take_along_axis(block, columns, axis=1)
+        row, position = np.nonzero(near <= threshold)
+        column = columns[row, position]
+        distances.append(near[row, position])
+        firsts.append(np.minimum(row + start, column))
+        seconds.append(np.maximum(row + start, column))
     distances, firsts, seconds = (np.concatenate(a) for a in (distances, firsts, seconds))
+    _, unique = np.unique(firsts.astype(np.int64) * count + seconds, return_index=True)
+    distances, firsts, seconds = distances[unique], firsts[unique], seconds[unique]
     order = np.lexsort((seconds, firsts, distances))
     return distances[order], firsts[order], seconds[order]
 
@@ -161,16 +175,39 @@ def average_distance(first, second):
     return 1.0 - float(first.total @ second.total) / (len(first.members) * len(second.members))
 
 
+def follows(first, second, topology):
+    """Whether one person can make the visit `second` (start, end, camera)
+    after `first`: it starts after `first` ends, and with a `topology` a
+    move to another camera follows its links within their travel times."""
+    (_, end, camera), (start, _, other) = first, second
+    if start <= end:
+        return False
+    return topology is None or other == camera or topology.allows(camera, other, start - end)
+
+
 def keeps_constraints(visits, topology):
     """Whether one person can have made `visits` [(start, end, camera)]
     sorted by start: none overlaps the next, and with a `topology`
     (`inputs.topology.Topology`) each move to another camera follows one of
     its links within its travel times."""
-    for (start, end, camera), (next_start, _, next_camera) in zip(visits, visits[1:]):
-        if next_start <= end:
-            return False
-        if topology is not None and next_camera != camera and not topology.allows(
-                camera, next_camera, next_start - end):
+    return all(follows(a, b, topology) for a, b in zip(visits, visits[1:]))
+
+
+def can_join(visits, others, topology):
+    """Whether the sorted `visits` and `others` of two identities are one
+    person's: each of `others` against its neighbours once both are one
+    sorted list, found by bisection (the rest were neighbours before), so
+    that a large identity costs a search, not a copy."""
+    for index, visit in enumerate(others):
+        at = bisect.bisect_left(visits, visit)
+        before = visits[at - 1] if at else None
+        if index and (before is None or others[index - 1] > before):
+            before = others[index - 1]
+        after = visits[at] if at < len(visits) else None
+        if index + 1 < len(others) and (after is None or others[index + 1] < after):
+            after = others[index + 1]
+        if (before is not None and not follows(before, visit, topology)) or (
+                after is not None and not follows(visit, after, topology)):
             return False
     return True
 
@@ -207,16 +244,14 @@ def associate(tracks, threshold, topology=None, constraints=True):
         one, other = identities[a], identities[b]
         if average_distance(one, other) > threshold:
             continue
-        visits = list(one.visits)
-        for visit in other.visits:
-            bisect.insort(visits, visit)
-        if constraints and not keeps_constraints(visits, topology):
+        keep, drop = (a, b) if len(one.visits) >= len(other.visits) else (b, a)
+        kept, dropped = identities[keep], identities[drop]
+        if constraints and not can_join(kept.visits, dropped.visits, topology):
             continue
-        keep, drop = (a, b) if len(one.members) >= len(other.members) else (b, a)
-        kept = identities[keep]
-        kept.members += identities[drop].members
+        kept.members += dropped.members
         kept.total = one.total + other.total
-        kept.visits = visits
+        for visit in dropped.visits:
+            bisect.insort(kept.visits, visit)
         owner[drop] = keep
         joined += 1
     roots = np.array([find(index) for index in range(len(identities))])
@@ -422,8 +457,6 @@ def nearest_allowed(total, counts, embedding, visit, visits, threshold, topology
     distances = 1.0 - (total @ embedding) / counts
     candidates = np.flatnonzero(distances <= threshold)
     for identity in candidates[np.argsort(distances[candidates], kind='stable')]:
-        merged = list(visits[int(identity)])
-        bisect.insort(merged, visit)
-        if keeps_constraints(merged, topology):
+        if can_join(visits[int(identity)], [visit], topology):
             return int(identity)
     return None

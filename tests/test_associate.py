@@ -319,3 +319,40 @@ def test_a_walk_may_pass_cameras_that_missed_the_person(tmp_path):
     assert found.allows('c1', 'c3', 30) and found.allows('c3', 'c1', 10)
     assert not found.allows('c1', 'c3', 8) and not found.allows('c1', 'c3', 41)
     assert found.reach['c1', 'c2'] == (5, 20)
+
+
+def test_joining_checks_only_the_new_neighbours_and_agrees_with_the_whole_walk(tmp_path):
+    from triplet_reid.serving.association import can_join, keeps_constraints
+    found = read_topology(topology(tmp_path, {'links': [
+        {'cameras': ['c1', 'c2'], 'min': 1, 'max': 6}]}))
+    rng = np.random.default_rng(0)
+    agreed = set()
+    for _ in range(3000):
+        def visits(count):
+            starts = np.sort(rng.integers(0, 60, count))
+            return [(float(s), float(s + rng.integers(0, 4)), 'c{}'.format(rng.integers(1, 3)))
+                    for s in starts]
+        one, other = visits(int(rng.integers(1, 5))), visits(int(rng.integers(1, 4)))
+        if not (keeps_constraints(one, found) and keeps_constraints(other, found)):
+            continue
+        for chosen in (found, None):
+            expected = keeps_constraints(sorted(one + other), chosen)
+            assert can_join(one, other, chosen) == expected, (one, other)
+            agreed.add(expected)
+    assert agreed == {True, False}
+
+
+def test_tracks_that_all_look_alike_are_compared_with_their_nearest_only():
+    from triplet_reid.serving.association import NEIGHBOURS, close_pairs
+    rows = [('c1', i, i, i + 5, 'a') for i in range(3 * NEIGHBOURS)]
+    tracks = tracks_of(rows, noise=0.0)
+    distances, firsts, seconds = close_pairs(tracks.embeddings, 2.0)
+    assert len(distances) <= len(rows) * NEIGHBOURS and (firsts < seconds).all()
+    assert len(set(zip(firsts.tolist(), seconds.tolist()))) == len(distances)
+    # One camera sees each overlap the five after it: six people at least,
+    # none of whose tracks overlap.
+    identities = cluster(tracks, 2.0)
+    assert 6 <= len(set(identities.tolist())) < len(rows) / 10
+    for identity in set(identities.tolist()):
+        starts = np.sort(tracks.starts[identities == identity])
+        assert (np.diff(starts) > 5).all()
