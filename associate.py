@@ -78,7 +78,8 @@ parser.add_argument(
 
 parser.add_argument(
     '--transit', choices=('estimate', 'any'), default='estimate',
-    help='Without --topology: `estimate` links the cameras between which a first, stricter '
+    help='Without --topology, or with one that gives no links (only the cameras\' clocks): '
+         '`estimate` links the cameras between which a first, stricter '
          'pass (half --threshold) saw people walk, with windows around the times they took, '
          'and logs them; `any` lets any camera follow any other at any time after.')
 
@@ -160,12 +161,13 @@ def associate_online(args, tracks, topology):
                               columns['start'], columns['end'], None), columns['identity']
 
 
-def estimated_topology(tracks, threshold):
-    """The topology `serving.association.estimate_topology` finds, told in the log."""
+def estimated_topology(tracks, threshold, base):
+    """The topology `serving.association.estimate_topology` finds (on the
+    clock of `base`, a topology without links, when given), told in the log."""
     from triplet_reid.serving.association import estimate_topology
-    topology, gaps = estimate_topology(tracks, threshold)
-    log.info('No --topology: estimated the cameras\' links from a first pass at %.3f (--transit '
-             'any leaves them out): %s.', threshold / 2, '; '.join(
+    topology, gaps = estimate_topology(tracks, threshold, base)
+    log.info('No links given: estimated the cameras\' links from a first pass at %.3f '
+             '(--transit any leaves them out): %s.', threshold / 2, '; '.join(
                  '{} – {}: {:g} to {:g} (walks of {})'.format(
                      a, b, *topology.links[a, b], ', '.join('{:g}'.format(g) for g in sorted(
                          observed)[:8]) + (' …' if len(observed) > 8 else ''))
@@ -296,8 +298,8 @@ def main(argv=None):
         if args.state is not None:
             tracks, identities = associate_online(args, tracks, topology)
         else:
-            if topology is None and args.transit == 'estimate':
-                topology = estimated_topology(tracks, args.threshold)
+            if (topology is None or topology.links is None) and args.transit == 'estimate':
+                topology = estimated_topology(tracks, args.threshold, topology)
             identities = association.associate(tracks, args.threshold, topology)
             print('{} tracks of {} cameras joined into {} global identities.'.format(
                 len(identities), len(set(tracks.cameras)), len(set(identities.tolist()))))

@@ -7,6 +7,11 @@ A JSON file:
      "cameras": {"c1": {"fps": 25, "start": 0}, "c2": {"fps": 30, "start": 12.5}},
      "links": [{"cameras": ["c1", "c2"], "min": 4, "max": 40}]}
 
+Without "links", any camera may follow any other (a file that gives only
+the cameras' clocks, as the converters of public sets write it); with
+"overlaps", a list of camera pairs whose views overlap, a person may be in
+both at once (WILDTRACK's seven cameras watch one square).
+
 `clock` says what the times are: "frames" (the default), when the cameras'
 frame numbers are one shared clock, or "seconds", when each camera has its
 frame rate `fps` and the time `start` (seconds) of its frame 1 on a shared
@@ -64,19 +69,28 @@ def paths(links, hops=MAX_HOPS):
 @dataclass(frozen=True)
 class Topology:
     """`clock` (one of `CLOCKS`), `cameras` {name: (fps, start)} (for
-    seconds), `links` {(camera, camera): (least, most)}, both orders; a
-    person walks along up to `MAX_HOPS` of them between two tracks (`paths`)."""
+    seconds), `links` {(camera, camera): (least, most)}, both orders, or
+    None for any camera after any other; a person walks along up to
+    `MAX_HOPS` of them between two tracks (`paths`). `overlaps` holds the
+    pairs of cameras (both orders) that can see a person at once."""
     clock: str
     cameras: dict
-    links: dict
+    links: dict = None
+    overlaps: frozenset = frozenset()
 
     def __post_init__(self):
-        object.__setattr__(self, 'reach', paths(self.links))
+        object.__setattr__(self, 'reach', None if self.links is None else paths(self.links))
 
     def allows(self, camera, other, gap):
         """Whether a person can leave `camera` and enter `other` `gap` later."""
+        if self.reach is None:
+            return True
         window = self.reach.get((camera, other))
         return window is not None and window[0] <= gap <= window[1]
+
+    def together(self, camera, other):
+        """Whether `camera` and `other` can see one person at once."""
+        return (camera, other) in self.overlaps
 
     def times(self, camera, frames):
         """The shared clock's times of `camera`'s frame numbers (an array)."""
@@ -89,7 +103,8 @@ class Topology:
         """Refuses a topology that names a camera of none of the tracks
         (`cameras`, read from `where`), or, on a clock of seconds, lacks
         the frame rate of a camera of the tracks."""
-        named = {camera for pair in self.links for camera in pair} | set(self.cameras)
+        named = {camera for pair in list(self.links or ()) + list(self.overlaps)
+                 for camera in pair} | set(self.cameras)
         unknown = sorted(named - set(cameras))
         if unknown:
             raise UserError('the topology names camera `{}`, which none of the tracks of {} '
@@ -124,15 +139,21 @@ def read_topology(path):
         two distinct cameras, a negative or inverted window, a pair given twice.
     """
     data = read_json(path, 'pass a camera topology (see docs/tracking.md)')
-    unknown = sorted(set(data) - {'clock', 'cameras', 'links'})
+    unknown = sorted(set(data) - {'clock', 'cameras', 'links', 'overlaps'})
     if unknown:
-        raise UserError('`{}` holds `{}`; a topology holds "clock", "cameras" and "links".'
-                        .format(path, unknown[0]))
+        raise UserError('`{}` holds `{}`; a topology holds "clock", "cameras", "links" and '
+                        '"overlaps".'.format(path, unknown[0]))
     clock = data.get('clock', 'frames')
     if clock not in CLOCKS:
         raise UserError('`{}`: the clock is `{}`; it is "frames" or "seconds".'.format(
             path, str(clock)[:50]))
     cameras, links = data.get('cameras', {}), data.get('links', [])
+    overlaps = data.get('overlaps', [])
+    if not isinstance(overlaps, list) or not all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(c, str) for c in pair)
+            and pair[0] != pair[1] for pair in overlaps) or len(overlaps) > MAX_LINKS:
+        raise UserError('`{}`: "overlaps" is a list of pairs of two different cameras whose '
+                        'views overlap.'.format(path))
     if not isinstance(cameras, dict) or not isinstance(links, list):
         raise UserError('`{}`: "cameras" is an object {{name: {{"fps", "start"}}}} and "links" '
                         'a list.'.format(path))
@@ -164,4 +185,5 @@ def read_topology(path):
             raise UserError('`{}`: link {} joins {} and {} again; give each pair once.'.format(
                 path, index, *pair))
         windows[tuple(pair)] = windows[tuple(pair[::-1])] = (least, most)
-    return Topology(clock, clocks, windows)
+    together = frozenset(tuple(p) for pair in overlaps for p in (pair, pair[::-1]))
+    return Topology(clock, clocks, windows if 'links' in data else None, together)

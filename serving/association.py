@@ -181,8 +181,18 @@ def follows(first, second, topology):
     move to another camera follows its links within their travel times."""
     (_, end, camera), (start, _, other) = first, second
     if start <= end:
-        return False
+        # At once: only in two cameras that see one place.
+        return topology is not None and other != camera and topology.together(camera, other)
     return topology is None or other == camera or topology.allows(camera, other, start - end)
+
+
+def meets_at_once(visits, others, topology):
+    """Whether, for a topology of cameras that see one place at once, every
+    visit of `others` that meets one of `visits` in time is in a camera
+    that sees the same place as that one's: neighbours in the order of the
+    clock are not enough, as a long visit in one camera spans several."""
+    return all(u[2] != v[2] and topology.together(u[2], v[2])
+               for v in others for u in visits if u[0] <= v[1] and v[0] <= u[1])
 
 
 def keeps_constraints(visits, topology):
@@ -190,6 +200,9 @@ def keeps_constraints(visits, topology):
     sorted by start: none overlaps the next, and with a `topology`
     (`inputs.topology.Topology`) each move to another camera follows one of
     its links within its travel times."""
+    if topology is not None and topology.overlaps and not all(
+            meets_at_once(visits[:i], visits[i:i + 1], topology) for i in range(len(visits))):
+        return False
     return all(follows(a, b, topology) for a, b in zip(visits, visits[1:]))
 
 
@@ -198,6 +211,9 @@ def can_join(visits, others, topology):
     person's: each of `others` against its neighbours once both are one
     sorted list, found by bisection (the rest were neighbours before), so
     that a large identity costs a search, not a copy."""
+    if topology is not None and topology.overlaps and not meets_at_once(visits, others,
+                                                                         topology):
+        return False
     for index, visit in enumerate(others):
         at = bisect.bisect_left(visits, visit)
         before = visits[at - 1] if at else None
@@ -283,31 +299,35 @@ def transit_times(tracks, identities):
         rows = rows[np.argsort(tracks.starts[rows], kind='stable')]
         for row, following in zip(rows, rows[1:]):
             camera, other = str(tracks.cameras[row]), str(tracks.cameras[following])
-            if camera != other:
-                gap = float(tracks.starts[following] - tracks.ends[row])
+            gap = float(tracks.starts[following] - tracks.ends[row])
+            if camera != other and gap > 0:  # Not two cameras seeing one place at once.
                 gaps.setdefault(tuple(sorted((camera, other))), []).append(gap)
     return gaps
 
 
-def estimate_topology(tracks, threshold):
+def estimate_topology(tracks, threshold, base=None):
     """The camera links of `tracks` estimated from a first pass (constrained,
-    no topology, within `CONFIDENT` of `threshold`): each pair of cameras
-    between which a confident identity walked, with a window around the
-    transit times observed (`MARGIN` beyond them), on the tracks' own clock.
-    Pairs that no confident identity walked between are not linked.
+    within `CONFIDENT` of `threshold`): each pair of cameras between which a
+    confident identity walked, with a window around the transit times
+    observed (`MARGIN` beyond them), on the tracks' own clock. Pairs that no
+    confident identity walked between are not linked. `base`, a topology
+    without links (its clock and its cameras that see one place at once),
+    constrains the first pass and is kept.
 
     Returns:
         (`inputs.topology.Topology`, {pair: observed gaps}).
     """
     from triplet_reid.inputs.topology import Topology
-    gaps = transit_times(tracks, associate(tracks, threshold * CONFIDENT))
+    gaps = transit_times(tracks, associate(tracks, threshold * CONFIDENT, base))
     windows = {}
     for (camera, other), observed in gaps.items():
         least, most = min(observed), max(observed)
         spread = max(most - least, MARGIN * most, 1.0) * MARGIN
         windows[camera, other] = windows[other, camera] = (max(0.0, least - spread),
                                                            most + spread)
-    return Topology('frames', {}, windows), gaps
+    if base is None:
+        return Topology('frames', {}, windows), gaps
+    return Topology(base.clock, base.cameras, windows, base.overlaps), gaps
 
 
 # The state of online association: an HDF5 file of the tracks taken so far

@@ -325,6 +325,7 @@ def test_joining_checks_only_the_new_neighbours_and_agrees_with_the_whole_walk(t
     from triplet_reid.serving.association import can_join, keeps_constraints
     found = read_topology(topology(tmp_path, {'links': [
         {'cameras': ['c1', 'c2'], 'min': 1, 'max': 6}]}))
+    overlapping = read_topology(topology(tmp_path, {'overlaps': [['c1', 'c2']]}))
     rng = np.random.default_rng(0)
     agreed = set()
     for _ in range(3000):
@@ -333,9 +334,9 @@ def test_joining_checks_only_the_new_neighbours_and_agrees_with_the_whole_walk(t
             return [(float(s), float(s + rng.integers(0, 4)), 'c{}'.format(rng.integers(1, 3)))
                     for s in starts]
         one, other = visits(int(rng.integers(1, 5))), visits(int(rng.integers(1, 4)))
-        if not (keeps_constraints(one, found) and keeps_constraints(other, found)):
-            continue
-        for chosen in (found, None):
+        for chosen in (found, None, overlapping):
+            if not (keeps_constraints(one, chosen) and keeps_constraints(other, chosen)):
+                continue
             expected = keeps_constraints(sorted(one + other), chosen)
             assert can_join(one, other, chosen) == expected, (one, other)
             agreed.add(expected)
@@ -356,3 +357,18 @@ def test_tracks_that_all_look_alike_are_compared_with_their_nearest_only():
     for identity in set(identities.tolist()):
         starts = np.sort(tracks.starts[identities == identity])
         assert (np.diff(starts) > 5).all()
+
+
+def test_cameras_that_see_one_place_may_see_a_person_at_once(tmp_path):
+    from triplet_reid.serving.association import can_join, keeps_constraints
+    found = read_topology(topology(tmp_path, {'overlaps': [['c1', 'c2']]}))
+    assert found.links is None and found.allows('c1', 'c3', 1e9)
+    rows = [('c1', 1, 0, 100, 'a'), ('c2', 1, 10, 50, 'a'), ('c3', 1, 20, 30, 'a')]
+    identities = cluster(tracks_of(rows), 0.3, found).tolist()
+    # c1 and c2 watch one place; c3 does not.
+    assert identities[0] == identities[1] != identities[2]
+    # A long visit of c1 spans a c2 visit and then another c1 one: c1 twice at once.
+    one = [(0.0, 100.0, 'c1'), (10.0, 50.0, 'c2')]
+    assert not can_join(one, [(60.0, 90.0, 'c1')], found)
+    assert not keeps_constraints(sorted(one + [(60.0, 90.0, 'c1')]), found)
+    assert can_join(one, [(101.0, 120.0, 'c1')], found)
