@@ -46,6 +46,12 @@ def read_json(path, remedy):
         is no regular file, larger than `MAX_JSON_BYTES`, not valid JSON,
         not UTF-8, nested too deep, or not a JSON object.
     """
+    return read_json_value(path, remedy, dict)
+
+
+def read_json_value(path, remedy, kind=None):
+    """The JSON value of the file `path` (of the type `kind` when given:
+    dict or list), read as `read_json` reads it."""
     check_regular(path, 'the JSON file', remedy)
     try:
         with open(path, 'rb') as f:
@@ -53,8 +59,8 @@ def read_json(path, remedy):
         if len(raw) > MAX_JSON_BYTES:
             raise ValueError('more than {} MiB'.format(MAX_JSON_BYTES >> 20))
         value = parse_json(raw.decode('utf-8'))
-        if not isinstance(value, dict):
-            raise ValueError('not a JSON object')
+        if kind is not None and not isinstance(value, kind):
+            raise ValueError('not a JSON {}'.format('object' if kind is dict else 'list'))
     except (ValueError, UnicodeDecodeError) as e:
         raise UserError('`{}` is corrupt ({}); {}.'.format(path, e, remedy))
     except OSError as e:

@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+r"""Turn a public multi-camera tracking set into what associate.py and
+embed.py read: each camera's frames and its boxes with global identities,
+and the cameras' clock.
+
+    python data/convert_mtmc.py aicity --dataset_root ~/data/AIC21_Track3_MTMC_Tracking \
+        --scenario train/S01 --output_dir data/aicity_S01
+    python data/convert_mtmc.py wildtrack --dataset_root ~/data/Wildtrack_dataset \
+        --output_dir data/wildtrack
+
+Writes, under --output_dir (whole, or not at all):
+    CAMERA/gt/gt.txt   the boxes, MOT-Challenge `frame,id,left,top,width,height,1,-1,-1,-1`,
+                       ids global (one person or vehicle, one id in every camera),
+    CAMERA/img1/       (WILDTRACK) links to the frames, numbered from 1 as MOT numbers them,
+    cameras.csv        `camera,frames,ground_truth`: what to pass embed.py --frames and
+                       --detections, and associate.py --ground_truth (paths relative to
+                       --output_dir, or absolute),
+    topology.json      the cameras' clock (inputs/topology.py): AI City's frame rates and
+                       start times in seconds, WILDTRACK's one clock of seven cameras that
+                       watch one square (their views overlap); no links, which
+                       associate.py estimates.
+
+The AI City Challenge's MTMC sets (2020-2022, vehicles: `<split>/S01/c001/vdo.avi`,
+`gt/gt.txt`, and `cam_timestamp/S01.txt` of each camera's start) keep their frames in the
+video; its frame rate is read from the video (10 frames a second, 8 for c015). WILDTRACK
+(`Image_subsets/C1/00000000.png`, one annotation JSON a frame in `annotations_positions/`,
+each person's box in each view, -1 where unseen) is annotated every fifth frame of 60 fps
+video: its frames are numbered in their order.
+"""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+
+if __package__ in (None, ''):
+    # Run as a script, this folder is on the path but the repository root is not.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import checkout
+    checkout.register()
+from triplet_reid import cli  # noqa: E402
+from triplet_reid.cli import flags  # noqa: E402
+from triplet_reid.storage import files, json_files  # noqa: E402
+from triplet_reid.inputs import footage  # noqa: E402
+
+MAKER = 'convert_mtmc.py'
+
+# AI City's frame rate where the video does not say (its readme: 10 fps, c015 8).
+AICITY_FPS = 10.0
+
+# The most annotation files, and boxes in one, a WILDTRACK folder may hold:
+# the set has 400 frames of about 20 people.
+MAX_FRAMES = 1_000_000
+MAX_PEOPLE = 10_000
+
+
+def video_rate(path):
+    """Frames a second of the video `path` as its container says, or None."""
+    import av
+    try:
+        with av.open(path, metadata_errors='ignore') as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            rate = stream.average_rate if stream is not None else None
+            return float(rate) if rate and math.isfinite(float(rate)) and rate > 0 else None
+    except (OSError, ValueError, av.error.FFmpegError):
+        return None
+
+
+def read_starts(path):
+    """{camera: start seconds} of an AI City `cam_timestamp/SXX.txt`."""
+    starts = {}
+    for number, fields in footage.read_lines(path):
+        text = ' '.join(fields).split()
+        if not text:
+            continue
+        try:
+            camera, start = text[0], float(text[1])
+        except (IndexError, ValueError):
+            raise cli.UserError('`{}` line {}: `{}` is not `CAMERA SECONDS`.'.format(
+                path, number, ' '.join(text)[:100]))
+        if not math.isfinite(start) or start < 0:
+            raise cli.UserError('`{}` line {}: the start {} of {} is not a time.'.format(
+                path, number, start, camera))
+        starts[camera] = start
+    return starts
+
+
+def aicity(root, scenario):
+    """The cameras of the AI City scenario `scenario` (such as train/S01):
+    ({camera: (frames, ground truth boxes (`footage.Boxes`))}, topology)."""
+    folder = os.path.join(root, scenario)
+    if not os.path.isdir(folder):
+        raise cli.UserError('`{}` has no scenario folder `{}`; give --scenario as it lies '
+                            'under the dataset root (such as train/S01).'.format(root, scenario))
+    name = os.path.basename(os.path.normpath(scenario))
+    timestamps = os.path.join(root, 'cam_timestamp', name + '.txt')
+    starts = read_starts(timestamps) if os.path.isfile(timestamps) else {}
+    cameras, clocks = {}, {}
+    for camera in sorted(os.listdir(folder)):
+        video = os.path.join(folder, camera, 'vdo.avi')
+        truth = os.path.join(folder, camera, 'gt', 'gt.txt')
+        if not re.fullmatch(r'c\d+', camera) or not os.path.isfile(video):
+            continue
+        if not os.path.isfile(truth):
+            raise cli.UserError('camera `{}` of `{}` has no gt/gt.txt; the test scenarios have '
+                                'no ground truth.'.format(camera, folder))
+        cameras[camera] = (os.path.abspath(video), footage.read_boxes(truth, 'ground truth'))
+        clocks[camera] = {'fps': video_rate(video) or AICITY_FPS,
+                          'start': starts.get(camera, 0.0)}
+    if not cameras:
+        raise cli.UserError('`{}` holds no camera folders (c001/vdo.avi); is it an AI City MTMC '
+                            'scenario?'.format(folder))
+    missing = sorted(set(cameras) - set(starts))
+    if starts and missing:
+        raise cli.UserError('`{}` gives no start of camera `{}`.'.format(timestamps, missing[0]))
+    return cameras, {'clock': 'seconds', 'cameras': clocks}
+
+
+def wildtrack_frames(root):
+    """{camera: {annotation number: image path}} of WILDTRACK's Image_subsets."""
+    folder = os.path.join(root, 'Image_subsets')
+    if not os.path.isdir(folder):
+        raise cli.UserError('`{}` has no Image_subsets folder; is it WILDTRACK\'s '
+                            'Wildtrack_dataset?'.format(root))
+    cameras = {}
+    for camera in sorted(os.listdir(folder)):
+        if re.fullmatch(r'C\d+', camera):
+            cameras[camera] = footage.frame_files(os.path.join(folder, camera))
+    if not cameras:
+        raise cli.UserError('`{}` holds no camera folders C1 … C7.'.format(folder))
+    return cameras
+
+
+def wildtrack_boxes(path, views):
+    """[(view, person, (left, top, width, height))] of one annotation file."""
+    people = json_files.read_json_value(path, 'pass WILDTRACK\'s annotations_positions', list)
+    if len(people) > MAX_PEOPLE:
+        raise cli.UserError('`{}` is not a list of people; is it a WILDTRACK annotation?'
+                            .format(path))
+    found = []
+    for index, person in enumerate(people):
+        try:
+            identity = person['personID']
+            for view in person['views']:
+                number = view['viewNum']
+                box = [view[key] for key in ('xmin', 'ymin', 'xmax', 'ymax')]
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           and math.isfinite(v) for v in box + [number, identity]):
+                    raise TypeError
+                if box[0] < 0 or number not in range(views):
+                    continue  # Not seen in this view.
+                if box[2] <= box[0] or box[3] <= box[1]:
+                    raise TypeError
+                found.append((int(number), int(identity),
+                              (box[0], box[1], box[2] - box[0], box[3] - box[1])))
+        except (KeyError, TypeError):
+            raise cli.UserError('`{}` person {}: not {{"personID", "views": [{{"viewNum", '
+                                '"xmin", "ymin", "xmax", "ymax"}}]}} with a box of positive '
+                                'size.'.format(path, index))
+    return found
+
+
+def wildtrack(root):
+    """WILDTRACK's cameras: ({camera: (frame images by MOT frame, MOT lines)},
+    topology)."""
+    images = wildtrack_frames(root)
+    folder = os.path.join(root, 'annotations_positions')
+    if not os.path.isdir(folder):
+        raise cli.UserError('`{}` has no annotations_positions folder.'.format(root))
+    names = sorted(n for n in os.listdir(folder) if re.fullmatch(r'\d+\.json', n))
+    if not names or len(names) > MAX_FRAMES:
+        raise cli.UserError('`{}` holds {} annotation files (00000000.json, …).'.format(
+            folder, len(names) or 'no'))
+    cameras = sorted(images)
+    order = {int(name[:-5]): position + 1 for position, name in enumerate(names)}
+    lines = {camera: [] for camera in cameras}
+    for name in names:
+        for view, person, (left, top, width, height) in wildtrack_boxes(
+                os.path.join(folder, name), len(cameras)):
+            lines[cameras[view]].append('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
+                order[int(name[:-5])], person, left + 1, top + 1, width, height))
+    frames = {}
+    for camera in cameras:
+        missing = sorted(set(order) - set(images[camera]))
+        if missing:
+            raise cli.UserError('camera {} has no image of annotated frame {}.'.format(
+                camera, missing[0]))
+        frames[camera] = {order[number]: images[camera][number] for number in order}
+    pairs = [[a, b] for i, a in enumerate(cameras) for b in cameras[i + 1:]]
+    return {camera: (frames[camera], lines[camera]) for camera in cameras}, {
+        'clock': 'frames', 'overlaps': pairs}
+
+
+def write(folder, cameras, topology, kind):
+    """Fills the output `folder` (see the module's description)."""
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator='\n')
+    writer.writerow(('camera', 'frames', 'ground_truth'))
+    for camera, (frames, boxes) in cameras.items():
+        os.makedirs(os.path.join(folder, camera, 'gt'))
+        if kind == 'wildtrack':
+            os.makedirs(os.path.join(folder, camera, 'img1'))
+            for number, path in frames.items():
+                extension = os.path.splitext(path)[1]
+                os.symlink(os.path.abspath(path), os.path.join(
+                    folder, camera, 'img1', '{:06d}{}'.format(number, extension)))
+            text, source = ''.join(boxes), os.path.join(camera, 'img1')
+        else:
+            text = ''.join('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
+                frame, identity, box[0] + 1, box[1] + 1, box[2], box[3])
+                for frame, identity, box in zip(boxes.frames, boxes.ids, boxes.boxes))
+            source = frames
+        with open(os.path.join(folder, camera, 'gt', 'gt.txt'), 'w') as f:
+            f.write(text)
+        writer.writerow((camera, source, os.path.join(camera, 'gt', 'gt.txt')))
+    with open(os.path.join(folder, 'cameras.csv'), 'w') as f:
+        f.write(table.getvalue())
+    with open(os.path.join(folder, 'topology.json'), 'w') as f:
+        json.dump(topology, f, indent=1)
+    return len(cameras)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n\n')[0])
+    commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
+                                     help='aicity or wildtrack.')
+    for name, what in (('aicity', "the AI City Challenge's MTMC (2020-2022) scenario"),
+                       ('wildtrack', 'WILDTRACK')):
+        command = commands.add_parser(name, help='Convert ' + what + '.')
+        command.add_argument('--dataset_root', required=True, type=flags.readable_directory,
+                             help='The extracted dataset.')
+        command.add_argument('--output_dir', required=True,
+                             help='The folder to write; an earlier one of this tool is '
+                                  'replaced with --force.')
+        command.add_argument('--force', action='store_true',
+                             help='Replace an --output_dir that this tool wrote.')
+        if name == 'aicity':
+            command.add_argument('--scenario', required=True,
+                                 help='The scenario folder under the root, such as train/S01.')
+    args = parser.parse_args(argv)
+    files.check_folder_output(args.output_dir, '--output_dir', MAKER, args.force)
+    if args.dataset == 'aicity':
+        cameras, topology = aicity(args.dataset_root, args.scenario)
+    else:
+        cameras, topology = wildtrack(args.dataset_root)
+    count = files.write_folder(args.output_dir, lambda folder: write(
+        folder, cameras, topology, args.dataset), MAKER)
+    print('Wrote {} cameras to {}: embed each with embed.py --frames and --detections as '
+          'cameras.csv lists them, and associate them with --topology {}.'.format(
+              count, args.output_dir, os.path.join(args.output_dir, 'topology.json')))
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run(main)
