@@ -16,6 +16,7 @@ import io
 import logging
 import os
 
+import numpy as np
 
 if __package__ in (None, ''):
     # Run from a checkout (`python associate.py`): its folder is the package triplet_reid.
@@ -270,6 +271,42 @@ def global_id_rows(global_id):
     return [(camera, track, identity) for (camera, track), identity in global_id.items()]
 
 
+def check_one_place(truth, topology):
+    """Refuses ground truth ({camera: `footage.Boxes`}) that puts one
+    identity in two cameras at once on the clock of `topology`, unless they
+    watch one place: each identity's runs of consecutive frames in a camera,
+    compared across cameras."""
+    visits = {}
+    for camera, boxes in truth.items():
+        times = topology.times(camera, boxes.frames) if camera in topology.cameras or \
+            topology.clock == 'frames' else None
+        if times is None:
+            raise cli.UserError('the topology gives no clock of camera `{}` of '
+                                '--ground_truth.'.format(camera))
+        for identity in np.unique(boxes.ids):
+            rows = np.flatnonzero(boxes.ids == identity)
+            rows = rows[np.argsort(boxes.frames[rows], kind='stable')]
+            breaks = np.flatnonzero(np.diff(boxes.frames[rows]) > 1) + 1
+            for run in np.split(rows, breaks):
+                visits.setdefault(int(identity), []).append(
+                    (float(times[run[0]]), float(times[run[-1]]), camera,
+                     int(boxes.lines[run[0]])))
+    for identity, found in visits.items():
+        found.sort()
+        for index, first in enumerate(found):
+            for second in found[index + 1:]:
+                if second[0] > first[1]:
+                    break
+                if first[2] != second[2] and not topology.together(first[2], second[2]):
+                    raise cli.UserError(
+                        '`{}` line {}: identity {} is in camera `{}` while camera `{}` sees it '
+                        '(`{}` line {}); ground truth puts a person in one place at a time (or '
+                        'give the cameras that watch one place as "overlaps" in the '
+                        'topology).'.format(truth[second[2]].path, second[3], identity,
+                                            second[2], first[2], truth[first[2]].path,
+                                            first[3]))
+
+
 def print_scores(found):
     from triplet_reid.evaluation.mtmc import ALL_CAMERAS, SCORES
     print('| cameras | ' + ' | '.join(SCORES) + ' |')
@@ -311,6 +348,8 @@ def main(argv=None):
     if args.ground_truth:
         from triplet_reid.evaluation import mtmc
         truth = {camera: read_boxes(path, 'ground truth') for camera, path in args.ground_truth}
+        if topology is not None:
+            check_one_place(truth, topology)
         print_scores(mtmc.evaluate(truth, {camera: read_boxes(path)
                                            for camera, path in tracks_files.items()}))
     return 0

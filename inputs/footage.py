@@ -76,11 +76,13 @@ def read_detections(path):
 @dataclass(frozen=True)
 class Boxes:
     """The boxes of one camera: frames (N,) from 1, ids (N,) and boxes (N,
-    4) as left, top, width, height, read from `path`."""
+    4) as left, top, width, height, read from `path` (each from its line of
+    `lines` (N,), when read from a file)."""
     path: str
     frames: np.ndarray
     ids: np.ndarray
     boxes: np.ndarray
+    lines: np.ndarray = None
 
 
 def read_boxes(path, what='tracks'):
@@ -94,7 +96,8 @@ def read_boxes(path, what='tracks'):
                                 path, detection.line, detection.track, what))
     return Boxes(path, np.array([d.frame for d in found], np.int64),
                  np.array([d.track for d in found], np.int64),
-                 np.array([d.box for d in found], np.float64))
+                 np.array([d.box for d in found], np.float64),
+                 np.array([d.line for d in found], np.int64))
 
 
 def read_lines(path):

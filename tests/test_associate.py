@@ -372,3 +372,20 @@ def test_cameras_that_see_one_place_may_see_a_person_at_once(tmp_path):
     assert not can_join(one, [(60.0, 90.0, 'c1')], found)
     assert not keeps_constraints(sorted(one + [(60.0, 90.0, 'c1')]), found)
     assert can_join(one, [(101.0, 120.0, 'c1')], found)
+
+
+def test_ground_truth_with_one_person_in_two_places_at_once_is_refused(network, tmp_path):
+    folder, tracklets, boxes, truth = network
+    path = topology(tmp_path, {'links': [{'cameras': ['c1', 'c2'], 'min': 0, 'max': 50}]})
+    twice = mot(folder / 'c2_twice.txt', [(f, 7, 10, 10, 20, 40) for f in range(3, 6)])
+    with pytest.raises(cli.UserError, match=r'c2_twice\.txt` line 1: identity 7 is in camera '
+                                            r'`c2` while camera `c1` sees it \(`.*c1_gt\.txt` '
+                                            r'line 1\)'):
+        associate.main(['--mot_tracks', 'c1={}'.format(truth['c1']), 'c2={}'.format(twice),
+                        '--ground_truth', 'c1={}'.format(truth['c1']), 'c2={}'.format(twice),
+                        '--topology', path])
+    # Cameras that watch one place may.
+    path = topology(tmp_path, {'overlaps': [['c1', 'c2']]})
+    assert associate.main(['--mot_tracks', 'c1={}'.format(truth['c1']), 'c2={}'.format(twice),
+                           '--ground_truth', 'c1={}'.format(truth['c1']),
+                           'c2={}'.format(twice), '--topology', path]) == 0
