@@ -21,25 +21,18 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
+from bench.adaptation import run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The thresholds (cosine distance) each way is scored at.
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
-
-
-def run(*argv):
-    done = subprocess.run([sys.executable] + list(argv), cwd=ROOT, capture_output=True,
-                          text=True)
-    if done.returncode:
-        raise SystemExit('{} failed:\n{}'.format(' '.join(argv[:2]), done.stderr[-3000:]))
-    return done.stdout
 
 
 def scored(footage, cameras, tracks, identities):
