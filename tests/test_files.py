@@ -118,15 +118,20 @@ NOT_OUTPUTS = {
     ('data/make_demo.py', 'generate.save'): 'fills the temporary folder of files.write_folder',
     ('data/make_glyphs.py', 'generate'): 'fills the temporary folder of files.write_folder',
     ('data/make_footage.py', 'render_camera'): 'fills the temporary folder of files.write_folder',
+    ('data/make_footage.py', 'generate_network'):
+        'fills the temporary folder of files.write_folder',
+    ('data/convert_mtmc.py', 'write'): 'fills the temporary folder of files.write_folder',
+    ('associate.py', 'write_outputs.write'): 'fills the temporary folder of files.write_folder',
     ('data/footage_crops.py', 'write'): 'fills the temporary folder of files.write_folder',
     ('data/make_video_demo.py', 'write_csv'): 'fills the temporary folder of files.write_folder',
     ('training/detailed_logs.py', 'create_or_resize_dat'):
         'a memory-mapped log that training fills step by step and resizes on resume',
     ('experiment/__init__.py', 'locked_directory'): 'the lock file, held open while train.py runs',
-    ('serving/gallery.py', 'locked'): 'the lock file of a gallery, held open while it changes',
+    ('storage/locks.py', 'locked'):
+        'the lock file of a gallery or association state, held open while it changes',
     ('inputs/footage.py', 'crop_detections'):
         'crops into the temporary folder that embed.py embeds them from and then removes',
-    ('evaluation/html_report.py', 'thumbnail'):
+    ('evaluation/html_report.py', 'image_uri'):
         'a JPEG in memory (io.BytesIO), inlined in the page',
     ('evaluation/visualize.py', '_save'): 'a PNG in memory (io.BytesIO), then files.atomic_write',
     ('train.py', 'train'): 'checkpoint-0, through training.run.save',
