@@ -67,8 +67,9 @@ def scores_of(data):
     one sequence; HOTA and its parts averaged over its thresholds, as
     TrackEval reports them."""
     from trackeval.metrics import HOTA, Identity
-    identity = Identity().eval_sequence(data)
-    hota = HOTA().eval_sequence(data)
+    # TrackEval prints each metric's settings unless told not to.
+    identity = Identity({'PRINT_CONFIG': False}).eval_sequence(data)
+    hota = HOTA({'PRINT_CONFIG': False}).eval_sequence(data)
     return {'IDF1': float(identity['IDF1']), 'IDP': float(identity['IDP']),
             'IDR': float(identity['IDR']), 'HOTA': float(np.mean(hota['HOTA'])),
             'DetA': float(np.mean(hota['DetA'])), 'AssA': float(np.mean(hota['AssA']))}
