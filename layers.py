@@ -193,10 +193,11 @@ class GeneralizedMeanPooling(keras.layers.Layer):
         return dict(super().get_config(), p=self.initial_p, epsilon=self.epsilon)
 
 
-def pooling_layer(pooling):
-    """The global pooling layer named by `pooling`, one of `flags.POOLINGS`."""
+def pooling_layer(pooling, name=None):
+    """The global pooling layer named by `pooling`, one of `flags.POOLINGS`,
+    called `name` (by default after its kind)."""
     if pooling == 'gem':
-        return GeneralizedMeanPooling(name='gem_pool')
+        return GeneralizedMeanPooling(name=name or 'gem_pool')
     if pooling == 'max':
-        return keras.layers.GlobalMaxPooling2D(name='global_max_pool')
-    return keras.layers.GlobalAveragePooling2D(name='global_avg_pool')
+        return keras.layers.GlobalMaxPooling2D(name=name or 'global_max_pool')
+    return keras.layers.GlobalAveragePooling2D(name=name or 'global_avg_pool')

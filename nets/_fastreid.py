@@ -36,7 +36,7 @@ fast-reid's modules (`layer1.0.bn1.IN` is `layer1_0_bn1_IN`), which
 import keras
 import tensorflow as tf
 
-from triplet_reid.layers import batch_norm
+from triplet_reid.layers import batch_norm, pooling_layer
 from triplet_reid.nets import MGN_HEADS, MGN_PARTS, MGN_REDUCTION
 from triplet_reid.nets._osnet import instance_norm
 
@@ -289,13 +289,7 @@ def mgn_head(x, name, pooling):
     """One of MGN's heads up to its batch norm: the map (B, H, W, 2048)
     pooled (its own GeM exponent), then reduced to `MGN_REDUCTION` (fast-reid's
     1×1 convolution), (B, 256)."""
-    from triplet_reid.layers import GeneralizedMeanPooling
-    if pooling == 'gem':
-        x = GeneralizedMeanPooling(name=name + '_pool')(x)
-    elif pooling == 'max':
-        x = keras.layers.GlobalMaxPooling2D(name=name + '_pool')(x)
-    else:
-        x = keras.layers.GlobalAveragePooling2D(name=name + '_pool')(x)
+    x = pooling_layer(pooling, name + '_pool')(x)
     return keras.layers.Dense(MGN_REDUCTION, use_bias=False, name=name + '_reduction',
                               kernel_initializer=keras.initializers.HeNormal())(x)
 
