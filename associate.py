@@ -26,7 +26,7 @@ if __package__ in (None, ''):
 from triplet_reid import cli
 from triplet_reid.cli import flags
 from triplet_reid.storage import files, locks
-from triplet_reid.inputs.footage import read_boxes, read_detections
+from triplet_reid.inputs.footage import mot_line, read_boxes, read_detections
 
 log = logging.getLogger('associate')
 
@@ -198,9 +198,7 @@ def write_outputs(args, tracks, identities):
                                     'embedded.'.format(path, detection.line, detection.track,
                                                        camera))
             middles.setdefault(key, []).append(detection)
-            left, top, width, height = detection.box
-            lines.append('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
-                detection.frame, global_id[key], left + 1, top + 1, width, height))
+            lines.append(mot_line(detection.frame, global_id[key], detection.box))
         mot[camera] = ''.join(lines)
     table = io.StringIO()
     writer = csv.writer(table, lineterminator='\n')

@@ -179,10 +179,8 @@ def wildtrack(root):
     order = {int(name[:-5]): position + 1 for position, name in enumerate(names)}
     lines = {camera: [] for camera in cameras}
     for name in names:
-        for view, person, (left, top, width, height) in wildtrack_boxes(
-                os.path.join(folder, name), len(cameras)):
-            lines[cameras[view]].append('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
-                order[int(name[:-5])], person, left + 1, top + 1, width, height))
+        for view, person, box in wildtrack_boxes(os.path.join(folder, name), len(cameras)):
+            lines[cameras[view]].append(footage.mot_line(order[int(name[:-5])], person, box))
     frames = {}
     for camera in cameras:
         missing = sorted(set(order) - set(images[camera]))
@@ -210,9 +208,8 @@ def write(folder, cameras, topology, kind):
                     folder, camera, 'img1', '{:06d}{}'.format(number, extension)))
             text, source = ''.join(boxes), os.path.join(camera, 'img1')
         else:
-            text = ''.join('{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
-                frame, identity, box[0] + 1, box[1] + 1, box[2], box[3])
-                for frame, identity, box in zip(boxes.frames, boxes.ids, boxes.boxes))
+            text = ''.join(footage.mot_line(frame, identity, box)
+                           for frame, identity, box in zip(boxes.frames, boxes.ids, boxes.boxes))
             source = frames
         with open(os.path.join(folder, camera, 'gt', 'gt.txt'), 'w') as f:
             f.write(text)

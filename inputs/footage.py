@@ -100,6 +100,15 @@ def read_boxes(path, what='tracks'):
                  np.array([d.line for d in found], np.int64))
 
 
+def mot_line(frame, identity, box):
+    """The MOT-Challenge line of a box (left, top, width, height, counted
+    from 0 as `Detection.box` is) of `identity` in `frame`, which counts its
+    left and top from 1."""
+    left, top, width, height = box
+    return '{},{},{:.2f},{:.2f},{:.2f},{:.2f},1,-1,-1,-1\n'.format(
+        frame, identity, left + 1, top + 1, width, height)
+
+
 def read_lines(path):
     """Yields (line number, fields) of the detections file `path`, one line
     at a time, refusing at once by line what no MOT file holds: a line
