@@ -195,17 +195,6 @@ def meets_at_once(visits, others, topology):
                for v in others for u in visits if u[0] <= v[1] and v[0] <= u[1])
 
 
-def keeps_constraints(visits, topology):
-    """Whether one person can have made `visits` [(start, end, camera)]
-    sorted by start: none overlaps the next, and with a `topology`
-    (`inputs.topology.Topology`) each move to another camera follows one of
-    its links within its travel times."""
-    if topology is not None and topology.overlaps and not all(
-            meets_at_once(visits[:i], visits[i:i + 1], topology) for i in range(len(visits))):
-        return False
-    return all(follows(a, b, topology) for a, b in zip(visits, visits[1:]))
-
-
 def can_join(visits, others, topology):
     """Whether the sorted `visits` and `others` of two identities are one
     person's: each of `others` against its neighbours once both are one
@@ -333,7 +322,8 @@ def estimate_topology(tracks, threshold, base=None):
 # The state of online association: an HDF5 file of the tracks taken so far
 # (`STATE_TRACKS`: camera, track, start, end, identity) and of each global
 # identity's sum of unit embeddings and count (`sums`, `counts`).
-STATE_TRACKS = ('camera', 'track', 'start', 'end', 'identity')
+STATE_TRACKS = {'camera': object, 'track': np.int64, 'start': np.float64, 'end': np.float64,
+                'identity': np.int64}
 
 
 @dataclass
@@ -346,9 +336,7 @@ class State:
 
     @staticmethod
     def empty(dim):
-        return State({'camera': np.zeros(0, object), 'track': np.zeros(0, np.int64),
-                      'start': np.zeros(0), 'end': np.zeros(0),
-                      'identity': np.zeros(0, np.int64)},
+        return State({name: np.zeros(0, kind) for name, kind in STATE_TRACKS.items()},
                      np.zeros((0, dim)), np.zeros(0, np.int64))
 
 
@@ -459,13 +447,8 @@ def add_tracks(state, tracks, threshold, topology=None):
             columns[name].append(value)
         held[key] = len(columns['identity']) - 1
         found[index] = identity
-    new = State({name: np.array(values, dtype=object if name == 'camera' else None)
-                 for name, values in columns.items()}, total[:used], counts[:used])
-    new.columns['track'] = new.columns['track'].astype(np.int64)
-    new.columns['identity'] = new.columns['identity'].astype(np.int64)
-    new.columns['start'] = new.columns['start'].astype(np.float64)
-    new.columns['end'] = new.columns['end'].astype(np.float64)
-    return new, found, skipped
+    return State({name: np.array(columns[name], kind) for name, kind in STATE_TRACKS.items()},
+                 total[:used], counts[:used]), found, skipped
 
 
 def nearest_allowed(total, counts, embedding, visit, visits, threshold, topology):
