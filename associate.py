@@ -154,7 +154,7 @@ def associate_online(args, tracks, topology):
         association.write_state(args.state, state)
     print('{} tracks of {} cameras: {} joined the {} global identities held, {} opened new ones, '
           '{} were held already; `{}` holds {} identities of {} tracks.'.format(
-              len(found), len(set(tracks.cameras)), int((found[found >= 0] < held).sum()) -
+              len(found), len(set(tracks.cameras)), int((found < held).sum()) -
               skipped, held, len(state.counts) - held, skipped, args.state, len(state.counts),
               len(state.columns['track'])))
     columns = state.columns
@@ -203,7 +203,8 @@ def write_outputs(args, tracks, identities):
     table = io.StringIO()
     writer = csv.writer(table, lineterminator='\n')
     writer.writerow(('camera', 'track', 'global_id'))
-    writer.writerows(sorted(global_id_rows(global_id)))
+    writer.writerows(sorted((camera, track, identity)
+                            for (camera, track), identity in global_id.items()))
     page = association_page(args, tracks, identities, middles) if args.frames else None
 
     def write(partial):
@@ -235,10 +236,10 @@ def association_page(args, tracks, identities, boxes):
     thumbs = {}
     for camera, path in args.frames:
         frames = footage.frame_source(path)
-        wanted = {d.frame: [] for (c, _), d in middle.items() if c == camera}
+        wanted = {}
         for (c, track), d in middle.items():
             if c == camera:
-                wanted[d.frame].append((track, d.box))
+                wanted.setdefault(d.frame, []).append((track, d.box))
         images = (footage.video_images if isinstance(frames, footage.VideoFile) else
                   footage.folder_images)(frames, sorted(wanted), None)
         for number, image in images:
@@ -263,10 +264,6 @@ def association_page(args, tracks, identities, boxes):
                                                    str(len(set(identities.tolist())))),
                ('shown', '{} (those seen by the most cameras first)'.format(len(strips)))]
     return html_report.association_page(figures, strips)
-
-
-def global_id_rows(global_id):
-    return [(camera, track, identity) for (camera, track), identity in global_id.items()]
 
 
 def check_one_place(truth, topology):

@@ -327,7 +327,7 @@ def model_of_config(settings, path):
     ibn = '_ibn' if get('MODEL.BACKBONE.WITH_IBN') else ''
     pool_layer = get('MODEL.HEADS.POOL_LAYER')
     if mgn:
-        return mgn_model(get, path, ibn)
+        return mgn_model(get, path, ibn, pool_layer)
     # fast-reid's ResNeSt builder reads neither IBN nor non-local blocks
     # (AGW_S50 inherits WITH_NL), so its models have none.
     net = 'fastreid_s50' if resnest else 'fastreid_r{}{}{}'.format(
@@ -337,10 +337,10 @@ def model_of_config(settings, path):
                          embedding_dim > 0, tuple(size), get('TEST.METRIC'))
 
 
-def mgn_model(get, path, ibn):
+def mgn_model(get, path, ibn, pool_layer):
     """The `FastReidModel` of an MGN config (read from `path`, its settings
     by `get`) whose other settings `model_of_config` checked; `ibn` is the
-    net name's suffix."""
+    net name's suffix, `pool_layer` its heads' pooling."""
     if get('MODEL.HEADS.EMBEDDING_DIM') != MGN_REDUCTION:
         refuse(path, 'MODEL.HEADS.EMBEDDING_DIM', get('MODEL.HEADS.EMBEDDING_DIM'),
                "{} (fast-reid's MGN configs)".format(MGN_REDUCTION))
@@ -348,7 +348,6 @@ def mgn_model(get, path, ibn):
     # non-local blocks, so fast-reid's MGN has none whatever WITH_NL says.
     net = 'fastreid_mgn_r50' + ibn
     check_stripes(net, get('INPUT.SIZE_TEST'))
-    pool_layer = get('MODEL.HEADS.POOL_LAYER')
     return FastReidModel(net, get('MODEL.BACKBONE.LAST_STRIDE'), POOLINGS[pool_layer],
                          pool_layer, len(MGN_HEADS) * MGN_REDUCTION, True,
                          tuple(get('INPUT.SIZE_TEST')), get('TEST.METRIC'))
