@@ -268,7 +268,8 @@ def output(path, directory=False, replace=True, suffix='', flag=None, inputs=(),
     Yields a new temporary path beside `path` for the caller to fill; when the
     block ends, syncs what was written to the disk and renames it into place,
     so that `path` holds the old content or the new, never half of either.
-    A file behind a link is replaced where the link points, the link kept.
+    A file or folder behind a link is replaced where the link points, the
+    link kept.
     When the block raises, the temporary is removed; after a kill it is left,
     named after this host and process, and the next writer of `path` removes
     it (`temporary_beside`). The temporary has the permissions that open()
@@ -297,10 +298,11 @@ def output(path, directory=False, replace=True, suffix='', flag=None, inputs=(),
         place at the same time (its complete output is kept).
     """
     refuse_harmful(path, flag or 'the output', directory, inputs, experiment)
-    if not directory and os.path.islink(path):
-        # The user keeps a file behind the link (a gallery, say): replacing
-        # the link by a new file would leave that file as it was while the
-        # command reports it changed. The file itself is replaced instead.
+    if os.path.islink(path):
+        # The user keeps a file or folder behind the link (a gallery, say):
+        # replacing the link would leave it as it was while the command
+        # reports it changed, and a folder cannot replace a link at all. What
+        # it points to is replaced instead.
         path = os.path.realpath(path)
         refuse_harmful(path, flag or 'the output', directory, inputs, experiment)
     if not replace and os.path.lexists(path):

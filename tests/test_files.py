@@ -233,3 +233,16 @@ def test_json_read_from_a_user_is_bounded(tmp_path):
         json_files.read_json(str(path), 'fix it')
     with pytest.raises(ValueError, match='nested deeper'):
         json_files.parse_json('{"TF_CONFIG": ' + '[' * 5000 + ']' * 5000 + '}')
+
+
+def test_a_folder_output_behind_a_link_is_replaced_where_the_link_points(tmp_path):
+    (tmp_path / 'real').mkdir()
+    (tmp_path / 'real' / 'old.txt').write_text('old')
+    (tmp_path / 'link').symlink_to(tmp_path / 'real')
+
+    def make(folder):
+        with open(os.path.join(folder, 'new.txt'), 'w') as f:
+            f.write('new')
+    files.write_folder(str(tmp_path / 'link'), make)
+    assert os.path.islink(tmp_path / 'link')
+    assert sorted(os.listdir(tmp_path / 'real')) == ['new.txt']
