@@ -91,7 +91,7 @@ def read_starts(path):
 
 def aicity(root, scenario):
     """The cameras of the AI City scenario `scenario` (such as train/S01):
-    ({camera: (frames, ground truth boxes (`footage.Boxes`))}, topology)."""
+    ({camera: (video, MOT lines)}, topology)."""
     folder = os.path.join(root, scenario)
     if not os.path.isdir(folder):
         raise cli.UserError('`{}` has no scenario folder `{}`; give --scenario as it lies '
@@ -108,7 +108,10 @@ def aicity(root, scenario):
         if not os.path.isfile(truth):
             raise cli.UserError('camera `{}` of `{}` has no gt/gt.txt; the test scenarios have '
                                 'no ground truth.'.format(camera, folder))
-        cameras[camera] = (os.path.abspath(video), footage.read_boxes(truth, 'ground truth'))
+        boxes = footage.read_boxes(truth, 'ground truth')
+        cameras[camera] = (os.path.abspath(video), [
+            footage.mot_line(frame, identity, box)
+            for frame, identity, box in zip(boxes.frames, boxes.ids, boxes.boxes)])
         clocks[camera] = {'fps': video_rate(video) or AICITY_FPS,
                           'start': starts.get(camera, 0.0)}
     if not cameras:
@@ -193,26 +196,25 @@ def wildtrack(root):
         'clock': 'frames', 'overlaps': pairs}
 
 
-def write(folder, cameras, topology, kind):
-    """Fills the output `folder` (see the module's description)."""
+def write(folder, cameras, topology):
+    """Fills the output `folder` (see the module's description) with the
+    `cameras` ({camera: (a video, or {MOT frame: image}, MOT lines)})."""
     table = io.StringIO()
     writer = csv.writer(table, lineterminator='\n')
     writer.writerow(('camera', 'frames', 'ground_truth'))
-    for camera, (frames, boxes) in cameras.items():
+    for camera, (frames, lines) in cameras.items():
         os.makedirs(os.path.join(folder, camera, 'gt'))
-        if kind == 'wildtrack':
-            os.makedirs(os.path.join(folder, camera, 'img1'))
+        source = frames
+        if isinstance(frames, dict):
+            # Images are linked into one folder a camera, numbered as MOT numbers frames.
+            source = os.path.join(camera, 'img1')
+            os.makedirs(os.path.join(folder, source))
             for number, path in frames.items():
                 extension = os.path.splitext(path)[1]
                 os.symlink(os.path.abspath(path), os.path.join(
-                    folder, camera, 'img1', '{:06d}{}'.format(number, extension)))
-            text, source = ''.join(boxes), os.path.join(camera, 'img1')
-        else:
-            text = ''.join(footage.mot_line(frame, identity, box)
-                           for frame, identity, box in zip(boxes.frames, boxes.ids, boxes.boxes))
-            source = frames
+                    folder, source, '{:06d}{}'.format(number, extension)))
         with open(os.path.join(folder, camera, 'gt', 'gt.txt'), 'w') as f:
-            f.write(text)
+            f.write(''.join(lines))
         writer.writerow((camera, source, os.path.join(camera, 'gt', 'gt.txt')))
     with open(os.path.join(folder, 'cameras.csv'), 'w') as f:
         f.write(table.getvalue())
@@ -245,7 +247,7 @@ def main(argv=None):
     else:
         cameras, topology = wildtrack(args.dataset_root)
     count = files.write_folder(args.output_dir, lambda folder: write(
-        folder, cameras, topology, args.dataset), MAKER)
+        folder, cameras, topology), MAKER)
     print('Wrote {} cameras to {}: embed each with embed.py --frames and --detections as '
           'cameras.csv lists them, and associate them with --topology {}.'.format(
               count, args.output_dir, os.path.join(args.output_dir, 'topology.json')))
