@@ -7,25 +7,35 @@ and the cameras' clock.
         --scenario train/S01 --output_dir data/aicity_S01
     python data/convert_mtmc.py wildtrack --dataset_root ~/data/Wildtrack_dataset \
         --output_dir data/wildtrack
+    python data/convert_mtmc.py epfl --dataset_root ~/data/epfl --sequence terrace1 \
+        --output_dir data/terrace1
+    python data/convert_mtmc.py mmptracking --dataset_root ~/data/MMPTracking/validation \
+        --scene 64pm/lobby_0 --output_dir data/lobby_0
 
 Writes, under --output_dir (whole, or not at all):
     CAMERA/gt/gt.txt   the boxes, MOT-Challenge `frame,id,left,top,width,height,1,-1,-1,-1`,
                        ids global (one person or vehicle, one id in every camera),
-    CAMERA/img1/       (WILDTRACK) links to the frames, numbered from 1 as MOT numbers them,
+    CAMERA/img1/       (WILDTRACK, MMPTracking) links to the frames, numbered from 1 as MOT
+                       numbers them,
     cameras.csv        `camera,frames,ground_truth`: what to pass embed.py --frames and
                        --detections, and associate.py --ground_truth (paths relative to
                        --output_dir, or absolute),
     topology.json      the cameras' clock (inputs/topology.py): AI City's frame rates and
-                       start times in seconds, WILDTRACK's one clock of seven cameras that
-                       watch one square (their views overlap); no links, which
-                       associate.py estimates.
+                       start times in seconds; for the others, whose cameras all watch one
+                       place, one clock of frames and every pair's views overlapping. No
+                       links, which associate.py estimates.
 
 The AI City Challenge's MTMC sets (2020-2022, vehicles: `<split>/S01/c001/vdo.avi`,
 `gt/gt.txt`, and `cam_timestamp/S01.txt` of each camera's start) keep their frames in the
 video; its frame rate is read from the video (10 frames a second, 8 for c015). WILDTRACK
 (`Image_subsets/C1/00000000.png`, one annotation JSON a frame in `annotations_positions/`,
 each person's box in each view, -1 where unseen) is annotated every fifth frame of 60 fps
-video: its frames are numbered in their order.
+video: its frames are numbered in their order. EPFL's multi-camera pedestrian videos
+(`terrace1-c0.avi` …, 25 fps, and the ground truth `terrace1-c0.txt` …, `ID XMIN YMIN XMAX
+YMAX FRAME LOST OCCLUDED GENERATED LABEL` a line from frame 0, anywhere under the root):
+boxes marked lost are outside the view and left out, occluded ones kept. MMPTracking
+(`images/64pm/lobby_0/rgb_00000_1.jpg`, frame 0 of camera 1, and `labels/…/rgb_00000_1.json`,
+`{"ID": [XMIN, YMIN, XMAX, YMAX]}`; the archives of a scene unpacked where they lie).
 """
 
 import argparse
@@ -52,10 +62,22 @@ MAKER = 'convert_mtmc.py'
 # AI City's frame rate where the video does not say (its readme: 10 fps, c015 8).
 AICITY_FPS = 10.0
 
-# The most annotation files, and boxes in one, a WILDTRACK folder may hold:
-# the set has 400 frames of about 20 people.
+# The most annotation files, and boxes in one, a WILDTRACK or MMPTracking
+# folder may hold: WILDTRACK has 400 frames of about 20 people, an
+# MMPTracking scene some 50,000 images of up to 6 cameras.
 MAX_FRAMES = 1_000_000
 MAX_PEOPLE = 10_000
+
+# EPFL's ground truth: `id xmin ymin xmax ymax frame lost occluded generated
+# "label"` a line, frames counted from 0 (VATIC's text export).
+EPFL_FIELDS = 9
+
+# Video containers an EPFL sequence may come in (its site gives AVI files).
+EPFL_VIDEOS = ('.avi', '.mp4', '.mkv', '.mov', '.mpg', '.mpeg')
+
+# MMPTracking's frames and labels: `rgb_FRAME_CAMERA.jpg` and `.json`, frames
+# counted from 0 and cameras from 1.
+MMP_FRAME = re.compile(r'rgb_(\d{1,9})_(\d{1,6})\.(jpg|png|json)')
 
 
 def video_rate(path):
@@ -121,6 +143,14 @@ def aicity(root, scenario):
     if starts and missing:
         raise cli.UserError('`{}` gives no start of camera `{}`.'.format(timestamps, missing[0]))
     return cameras, {'clock': 'seconds', 'cameras': clocks}
+
+
+def one_place(cameras):
+    """The topology of cameras that share their frame numbers and all watch
+    one place: any two may see a person at once."""
+    names = sorted(cameras)
+    return {'clock': 'frames', 'overlaps': [[a, b] for i, a in enumerate(names)
+                                             for b in names[i + 1:]]}
 
 
 def wildtrack_frames(root):
@@ -191,9 +221,144 @@ def wildtrack(root):
             raise cli.UserError('camera {} has no image of annotated frame {}.'.format(
                 camera, missing[0]))
         frames[camera] = {order[number]: images[camera][number] for number in order}
-    pairs = [[a, b] for i, a in enumerate(cameras) for b in cameras[i + 1:]]
-    return {camera: (frames[camera], lines[camera]) for camera in cameras}, {
-        'clock': 'frames', 'overlaps': pairs}
+    found = {camera: (frames[camera], lines[camera]) for camera in cameras}
+    return found, one_place(found)
+
+
+def epfl_files(root, sequence):
+    """({camera: video}, {camera: ground truth}) of `sequence` (such as
+    terrace1): the files `<sequence>-c<N>.avi` and `.txt` anywhere under
+    `root`, as EPFL's videos and its ground truth archive lie side by side
+    or apart."""
+    pattern = re.compile(re.escape(sequence) + r'-(c\d+)(\.[A-Za-z0-9]+)')
+    videos, truths = {}, {}
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in sorted(names):
+            match = pattern.fullmatch(name)
+            extension = match and match.group(2).lower()
+            found = truths if extension == '.txt' else videos if extension in EPFL_VIDEOS \
+                else None
+            if found is None:
+                continue
+            camera, path = match.group(1), os.path.join(folder, name)
+            if camera in found:
+                raise cli.UserError('`{}` and `{}` are both camera {} of {}; keep one.'.format(
+                    found[camera], path, camera, sequence))
+            found[camera] = path
+    if not truths:
+        raise cli.UserError('`{}` holds no ground truth of `{}` ({}-c0.txt, …); give the '
+                            'sequence\'s name as its files start (such as terrace1, 6p, '
+                            'passageway1).'.format(root, sequence, sequence))
+    missing = sorted(set(truths) - set(videos))
+    if missing:
+        raise cli.UserError('`{}` holds no video of camera {} of `{}` ({}-{}.avi).'.format(
+            root, missing[0], sequence, sequence, missing[0]))
+    return videos, truths
+
+
+def epfl_lines(path):
+    """The MOT lines of the boxes of one EPFL ground-truth file, leaving out
+    those marked lost (outside the view)."""
+    lines, seen = [], {}
+    for number, fields in footage.read_lines(path):
+        text = ' '.join(fields).split()
+        if not text:
+            continue
+        try:
+            numbers = [float(v) for v in text[:EPFL_FIELDS]]
+            if len(numbers) < EPFL_FIELDS or not all(math.isfinite(v) for v in numbers):
+                raise ValueError
+            identity, left, top, right, bottom, frame, lost = numbers[:7]
+            if min(identity, frame) < 0 or max(identity, frame) >= footage.MAX_NUMBER or \
+                    identity != int(identity) or frame != int(frame):
+                raise ValueError
+            if not lost and (right <= left or bottom <= top or
+                             max(map(abs, (left, top, right, bottom))) > footage.MAX_PIXELS):
+                raise ValueError
+        except ValueError:
+            raise cli.UserError('`{}` line {}: `{}` is not `ID XMIN YMIN XMAX YMAX FRAME LOST '
+                                'OCCLUDED GENERATED LABEL` with a box of positive size (EPFL\'s '
+                                'ground truth).'.format(path, number, ' '.join(text)[:100]))
+        if lost:
+            continue
+        key = (int(frame), int(identity))
+        if key in seen:
+            raise cli.UserError('`{}` line {}: person {} is in frame {} twice (also line {}).'
+                                .format(path, number, key[1], key[0], seen[key]))
+        seen[key] = number
+        lines.append(footage.mot_line(key[0] + 1, key[1], (left, top, right - left,
+                                                             bottom - top)))
+    return lines
+
+
+def epfl(root, sequence):
+    """The cameras of EPFL's multi-camera sequence `sequence`: ({camera:
+    (video, MOT lines)}, topology)."""
+    videos, truths = epfl_files(root, sequence)
+    cameras = {camera: (os.path.abspath(videos[camera]), epfl_lines(truths[camera]))
+               for camera in sorted(truths)}
+    return cameras, one_place(cameras)
+
+
+def mmptracking_names(folder, extensions, remedy):
+    """{(camera, frame): path} of the `rgb_FRAME_CAMERA` files of `folder`."""
+    if not os.path.isdir(folder):
+        if os.path.isfile(folder + '.zip'):
+            raise cli.UserError('`{}.zip` is not unpacked; unzip it where it lies ({}), then '
+                                'convert again.'.format(folder, remedy))
+        raise cli.UserError('`{}` is not a folder; give --scene as it lies under images/ and '
+                            'labels/ (such as 63am/retail_0).'.format(folder))
+    found = {}
+    for name in os.listdir(folder):
+        match = MMP_FRAME.fullmatch(name)
+        if match and match.group(3) in extensions:
+            found['c' + str(int(match.group(2))), int(match.group(1))] = os.path.join(
+                folder, name)
+            if len(found) > MAX_FRAMES:
+                raise cli.UserError('`{}` holds more than {} frames.'.format(folder, MAX_FRAMES))
+    if not found:
+        raise cli.UserError('`{}` holds no rgb_FRAME_CAMERA files.'.format(folder))
+    return found
+
+
+def mmptracking_boxes(path):
+    """{person: (left, top, width, height)} of one MMPTracking label file."""
+    people = json_files.read_json_value(path, 'pass MMPTracking\'s labels', dict)
+    if len(people) > MAX_PEOPLE:
+        raise cli.UserError('`{}` names more than {} people.'.format(path, MAX_PEOPLE))
+    boxes = {}
+    for person, box in people.items():
+        if not (re.fullmatch(r'\d{1,15}', person) and isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) and abs(v) <= footage.MAX_PIXELS for v in box)
+                and box[2] > box[0] and box[3] > box[1]):
+            raise cli.UserError('`{}` person `{}`: not `"ID": [XMIN, YMIN, XMAX, YMAX]` with a '
+                                'box of positive size.'.format(path, str(person)[:40]))
+        boxes[int(person)] = (box[0], box[1], box[2] - box[0], box[3] - box[1])
+    return boxes
+
+
+def mmptracking(root, scene):
+    """The cameras of the MMPTracking scene `scene` (such as 63am/retail_0)
+    of a split folder `root` (holding images/ and labels/): ({camera:
+    (frame images by MOT frame, MOT lines)}, topology)."""
+    images = mmptracking_names(os.path.join(root, 'images', scene), ('jpg', 'png'),
+                               'images and labels alike')
+    labels = mmptracking_names(os.path.join(root, 'labels', scene), ('json',),
+                               'images and labels alike')
+    missing = sorted(set(labels) - set(images))
+    if missing:
+        raise cli.UserError('camera {} has no image of labelled frame {} in `{}`.'.format(
+            missing[0][0], missing[0][1], os.path.join(root, 'images', scene)))
+    cameras = {}
+    for (camera, frame) in sorted(images, key=lambda key: (int(key[0][1:]), key[1])):
+        frames, lines = cameras.setdefault(camera, ({}, []))
+        frames[frame + 1] = images[camera, frame]
+        if (camera, frame) in labels:
+            for person, box in sorted(mmptracking_boxes(labels[camera, frame]).items()):
+                lines.append(footage.mot_line(frame + 1, person, box))
+    return cameras, one_place(cameras)
 
 
 def write(folder, cameras, topology):
@@ -226,12 +391,17 @@ def write(folder, cameras, topology):
 def main(argv=None):
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='dataset', required=True, metavar='DATASET',
-                                     help='aicity or wildtrack.')
+                                     help='aicity, wildtrack, epfl or mmptracking.')
     for name, what in (('aicity', "the AI City Challenge's MTMC (2020-2022) scenario"),
-                       ('wildtrack', 'WILDTRACK')):
+                       ('wildtrack', 'WILDTRACK'),
+                       ('epfl', "a sequence of EPFL's multi-camera pedestrian videos"),
+                       ('mmptracking', "a scene of MMPTracking (MMPTrack)")):
         command = commands.add_parser(name, help='Convert ' + what + '.')
         command.add_argument('--dataset_root', required=True, type=flags.readable_directory,
-                             help='The extracted dataset.')
+                             help='The extracted dataset' + (
+                                 "'s split folder, which holds images/ and labels/ (such as "
+                                 "MMPTracking_validation/validation)."
+                                 if name == 'mmptracking' else '.'))
         command.add_argument('--output_dir', required=True,
                              help='The folder to write; an earlier one of this tool is '
                                   'replaced with --force.')
@@ -240,10 +410,23 @@ def main(argv=None):
         if name == 'aicity':
             command.add_argument('--scenario', required=True,
                                  help='The scenario folder under the root, such as train/S01.')
+        if name == 'epfl':
+            command.add_argument('--sequence', required=True,
+                                 help='The sequence, as its files\' names start: terrace1, '
+                                      'passageway1, 6p, campus7, … (terrace1-c0.avi and '
+                                      'terrace1-c0.txt, anywhere under the root).')
+        if name == 'mmptracking':
+            command.add_argument('--scene', required=True,
+                                 help='The scene folder under images/ and labels/, such as '
+                                      '63am/retail_0.')
     args = parser.parse_args(argv)
     files.check_folder_output(args.output_dir, '--output_dir', MAKER, args.force)
     if args.dataset == 'aicity':
         cameras, topology = aicity(args.dataset_root, args.scenario)
+    elif args.dataset == 'epfl':
+        cameras, topology = epfl(args.dataset_root, args.sequence)
+    elif args.dataset == 'mmptracking':
+        cameras, topology = mmptracking(args.dataset_root, args.scene)
     else:
         cameras, topology = wildtrack(args.dataset_root)
     count = files.write_folder(args.output_dir, lambda folder: write(

@@ -135,3 +135,133 @@ def test_bad_wildtrack_trees_get_one_message_and_write_nothing(wildtrack, tmp_pa
         convert_mtmc.main(['wildtrack', '--dataset_root', str(wildtrack), '--output_dir',
                            str(tmp_path / 'out')])
     assert not os.path.exists(tmp_path / 'out')
+
+
+@pytest.fixture
+def epfl(tmp_path):
+    """EPFL's videos in one folder, its ground truth in another, as they
+    are downloaded: person 0 in frames 0 and 1 of c0 (lost, so outside the
+    view, in frame 2) and frame 1 of c1."""
+    root = tmp_path / 'epfl'
+    (root / 'videos').mkdir(parents=True)
+    (root / 'ground_truth' / 'Terrace').mkdir(parents=True)
+    for camera in ('c0', 'c1'):
+        video(root / 'videos' / 'terrace1-{}.avi'.format(camera), frames=3, rate=25)
+    (root / 'ground_truth' / 'Terrace' / 'terrace1-c0.txt').write_text(
+        '0 10 20 40 100 0 0 0 0 "PERSON"\n0 12 20 42 100 1 0 1 1 "PERSON"\n'
+        '0 -1 -1 -1 -1 2 1 0 0 "PERSON"\n')
+    (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_text(
+        '0 100 30 130 90 1 0 0 0 "PERSON"\n')
+    # Another sequence's files are not this one's.
+    (root / 'ground_truth' / 'Terrace' / 'terrace2-c0.txt').write_text('broken\n')
+    return root
+
+
+def test_an_epfl_sequence_gives_each_camera_its_video_truth_and_one_clock(epfl, tmp_path):
+    out = tmp_path / 'out'
+    assert convert_mtmc.main(['epfl', '--dataset_root', str(epfl), '--sequence', 'terrace1',
+                              '--output_dir', str(out)]) == 0
+    rows = list(csv.reader(open(out / 'cameras.csv')))
+    assert rows[1:] == [['c0', str(epfl / 'videos' / 'terrace1-c0.avi'),
+                         os.path.join('c0', 'gt', 'gt.txt')],
+                        ['c1', str(epfl / 'videos' / 'terrace1-c1.avi'),
+                         os.path.join('c1', 'gt', 'gt.txt')]]
+    # EPFL's frame 0 is MOT's (and embed.py's video) frame 1; corners become
+    # left, top, width and height; the lost box is left out, the occluded kept.
+    truth = read_boxes(str(out / 'c0' / 'gt' / 'gt.txt'))
+    assert truth.frames.tolist() == [1, 2] and truth.ids.tolist() == [0, 0]
+    assert truth.boxes.tolist() == [[10, 20, 30, 80], [12, 20, 30, 80]]
+    assert read_boxes(str(out / 'c1' / 'gt' / 'gt.txt')).frames.tolist() == [2]
+    topology = read_topology(str(out / 'topology.json'))
+    assert topology.clock == 'frames' and topology.together('c1', 'c0')
+
+
+@pytest.mark.parametrize('damage, match', [
+    (lambda root: (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_text(
+        '0 100 30 90 90 1 0 0 0 "PERSON"\n'), r'terrace1-c1\.txt` line 1: `0 100 30 90 90 1 0 0 '
+     r'0 "PERSON"` is not `ID XMIN YMIN XMAX YMAX FRAME LOST OCCLUDED GENERATED LABEL`'),
+    (lambda root: (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_text(
+        '0 100 30 130 90 1.5 0 0 0\n'), r'terrace1-c1\.txt` line 1'),
+    (lambda root: (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_text(
+        '0 100 30 130 90 1 0 0 0\n0 100 31 130 90 1 0 0 0\n'),
+     r'terrace1-c1\.txt` line 2: person 0 is in frame 1 twice \(also line 1\)'),
+    (lambda root: os.remove(root / 'videos' / 'terrace1-c1.avi'),
+     r'holds no video of camera c1 of `terrace1` \(terrace1-c1\.avi\)'),
+    (lambda root: (root / 'terrace1-c0.txt').write_text(''),
+     r'terrace1-c0\.txt` and `.*terrace1-c0\.txt` are both camera c0 of terrace1'),
+])
+def test_bad_epfl_trees_get_one_message_and_write_nothing(epfl, tmp_path, damage, match):
+    damage(epfl)
+    with pytest.raises(cli.UserError, match=match):
+        convert_mtmc.main(['epfl', '--dataset_root', str(epfl), '--sequence', 'terrace1',
+                           '--output_dir', str(tmp_path / 'out')])
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_an_unknown_epfl_sequence_is_named(epfl, tmp_path):
+    with pytest.raises(cli.UserError, match=r'holds no ground truth of `terrace9` '
+                       r'\(terrace9-c0\.txt, …\)'):
+        convert_mtmc.main(['epfl', '--dataset_root', str(epfl), '--sequence', 'terrace9',
+                           '--output_dir', str(tmp_path / 'out')])
+
+
+@pytest.fixture
+def mmptracking(tmp_path):
+    """One MMPTracking scene of two cameras and two frames, unpacked: person
+    3 in both cameras, person 4 in camera 2's frame 1 only."""
+    root = tmp_path / 'MMPTracking_validation' / 'validation'
+    images, labels = root / 'images' / '64pm' / 'lobby_0', root / 'labels' / '64pm' / 'lobby_0'
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    people = {(0, 1): {'3': [10, 5, 30, 45]}, (1, 1): {'3': [12, 5, 32, 45]},
+              (0, 2): {'3': [50, 8, 70, 58]}, (1, 2): {'3': [52, 8, 72, 58], '4': [1, 1, 9, 21]}}
+    for (frame, camera), boxes in people.items():
+        Image.new('RGB', (80, 60)).save(images / 'rgb_{:05d}_{}.jpg'.format(frame, camera))
+        (labels / 'rgb_{:05d}_{}.json'.format(frame, camera)).write_text(json.dumps(boxes))
+    return root
+
+
+def test_an_mmptracking_scene_gives_each_camera_its_frames_truth_and_one_clock(
+        mmptracking, tmp_path):
+    out = tmp_path / 'out'
+    assert convert_mtmc.main(['mmptracking', '--dataset_root', str(mmptracking), '--scene',
+                              '64pm/lobby_0', '--output_dir', str(out)]) == 0
+    assert [r[:2] for r in csv.reader(open(out / 'cameras.csv'))][1:] == [
+        ['c1', os.path.join('c1', 'img1')], ['c2', os.path.join('c2', 'img1')]]
+    assert os.path.realpath(out / 'c2' / 'img1' / '000002.jpg') == str(
+        mmptracking / 'images' / '64pm' / 'lobby_0' / 'rgb_00001_2.jpg')
+    truth = read_boxes(str(out / 'c2' / 'gt' / 'gt.txt'))
+    assert truth.frames.tolist() == [1, 2, 2] and truth.ids.tolist() == [3, 3, 4]
+    assert truth.boxes.tolist() == [[50, 8, 20, 50], [52, 8, 20, 50], [1, 1, 8, 20]]
+    topology = read_topology(str(out / 'topology.json'))
+    assert topology.clock == 'frames' and topology.together('c1', 'c2')
+
+
+@pytest.mark.parametrize('damage, match', [
+    (lambda labels, images: (labels / 'rgb_00001_2.json').write_text('{"4": [9, 1, 1, 21]}'),
+     r'rgb_00001_2\.json` person `4`: not `"ID": \[XMIN, YMIN, XMAX, YMAX\]`'),
+    (lambda labels, images: (labels / 'rgb_00001_2.json').write_text('{"x": [1, 1, 9, 21]}'),
+     r'rgb_00001_2\.json` person `x`'),
+    (lambda labels, images: (labels / 'rgb_00001_2.json').write_text('[1, 2]'),
+     r'rgb_00001_2\.json` is corrupt \(not a JSON object\)'),
+    (lambda labels, images: os.remove(images / 'rgb_00001_2.jpg'),
+     r'camera c2 has no image of labelled frame 1'),
+])
+def test_bad_mmptracking_trees_get_one_message_and_write_nothing(mmptracking, tmp_path, damage,
+                                                                  match):
+    damage(mmptracking / 'labels' / '64pm' / 'lobby_0',
+           mmptracking / 'images' / '64pm' / 'lobby_0')
+    with pytest.raises(cli.UserError, match=match):
+        convert_mtmc.main(['mmptracking', '--dataset_root', str(mmptracking), '--scene',
+                           '64pm/lobby_0', '--output_dir', str(tmp_path / 'out')])
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_packed_mmptracking_scene_is_to_be_unpacked(mmptracking, tmp_path):
+    (mmptracking / 'images' / '64pm' / 'lobby_1.zip').write_bytes(b'PK')
+    with pytest.raises(cli.UserError, match=r'lobby_1\.zip` is not unpacked; unzip it'):
+        convert_mtmc.main(['mmptracking', '--dataset_root', str(mmptracking), '--scene',
+                           '64pm/lobby_1', '--output_dir', str(tmp_path / 'out')])
+    with pytest.raises(cli.UserError, match=r'lobby_2` is not a folder; give --scene'):
+        convert_mtmc.main(['mmptracking', '--dataset_root', str(mmptracking), '--scene',
+                           '64pm/lobby_2', '--output_dir', str(tmp_path / 'out')])
