@@ -79,19 +79,7 @@ parser.add_argument(
     help='Re-rank the gallery with k-reciprocal encoding (Zhong et al., CVPR 2017) before '
          'evaluating. Runs at Market-1501 scale in well under 4 GiB of memory.')
 
-parser.add_argument(
-    '--rerank_k1', default=20, type=flags.positive_int,
-    help='k1 of re-ranking: the size of the k-reciprocal neighbourhoods.')
-
-parser.add_argument(
-    '--rerank_k2', default=6, type=flags.positive_int,
-    help='k2 of re-ranking: the neighbours averaged by local query expansion (1 turns it '
-         'off); at most k1 + 1.')
-
-parser.add_argument(
-    '--rerank_lambda', default=0.3, type=flags.unit_float,
-    help='λ of re-ranking: the weight of the original distance against the Jaccard '
-         'distance, in [0, 1].')
+flags.add_rerank_settings(parser)
 
 parser.add_argument(
     '--camera_regex', default=None,

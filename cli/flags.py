@@ -213,6 +213,22 @@ class OneOrMore(argparse.Action):
         setattr(namespace, self.dest, items[0] if len(items) == 1 else items)
 
 
+def add_rerank_settings(parser):
+    """Adds the parameters of k-reciprocal re-ranking to `parser`: the same
+    flags, with the paper's defaults, wherever distances are re-ranked."""
+    parser.add_argument(
+        '--rerank_k1', default=20, type=positive_int,
+        help='k1 of re-ranking: the size of the k-reciprocal neighbourhoods.')
+    parser.add_argument(
+        '--rerank_k2', default=6, type=positive_int,
+        help='k2 of re-ranking: the neighbours averaged by local query expansion (1 turns it '
+             'off); at most k1 + 1.')
+    parser.add_argument(
+        '--rerank_lambda', default=0.3, type=unit_float,
+        help='λ of re-ranking: the weight of the original distance against the Jaccard '
+             'distance, in [0, 1].')
+
+
 def as_list(value):
     """`value` as a list: a OneOrMore flag's single value becomes a list of one."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
