@@ -148,7 +148,9 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
     several threads may call it at once.
 
     Args:
-        query_embs, gallery_embs: (Q, D) and (G, D) embeddings.
+        query_embs, gallery_embs: (Q, D) and (G, D) embeddings; with
+            `gallery_embs` None, the queries are compared with each other
+            (G = Q), as associate.py compares tracks.
         metric: One of metrics.METRICS (`euclidean` is squared, see above).
         k1, k2, lambda_value: The paper's parameters.
         max_terms: Bounds the temporary arrays of one chunk of queries
@@ -159,12 +161,18 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
     if not 1 <= k2 <= k1 + 1:
         raise ValueError('k2 must lie between 1 and k1 + 1, got k1={}, k2={}'.format(k1, k2))
     num_query = len(query_embs)
-    embs = np.concatenate([query_embs, gallery_embs]).astype(np.float32)
+    # One set compared with itself holds each image once, not twice: a copy
+    # of each would be its own nearest neighbour and fill its k-reciprocal set.
+    alone = gallery_embs is None
+    embs = np.asarray(query_embs, np.float32) if alone else \
+        np.concatenate([query_embs, gallery_embs]).astype(np.float32)
+    gallery_embs = embs if alone else gallery_embs
     k1 = min(k1, len(embs) - 1)
     rank, row_max = nearest_neighbours(embs, max(k1 + 1, k2), metric, progress=progress)
     v = query_expansion(encodings(embs, rank, row_max, k1, metric), rank, k2)
     queries = v[:num_query]
-    gallery = v[num_query:].tocsc()     # Column j lists the gallery images using image j.
+    # Column j lists the gallery images using image j.
+    gallery = (v if alone else v[num_query:]).tocsc()
     num_gallery = len(gallery_embs)
 
     def overlaps(query_indices):
@@ -204,3 +212,24 @@ def reranker(query_embs, gallery_embs, metric='euclidean', k1=20, k2=6, lambda_v
         return final + np.float32(0)   # Non-negative, and -0.0 becomes +0.0, for sorting.
 
     return distances
+
+
+def reranked_matrix(embs, metric='cosine', k1=20, k2=6, lambda_value=0.3, block=1024):
+    """The re-ranked distances of a set of embeddings among themselves,
+    made symmetric (the mean of both directions, as re-ranking scales each
+    row by its own farthest): (N, N) float32, 4 N² bytes. Small sets
+    shrink k1 and k2 to what they hold.
+
+    Args:
+        embs: (N, D) embeddings, N ≥ 2.
+        metric, k1, k2, lambda_value: as `reranker` takes them.
+        block: rows computed at once.
+    """
+    k1 = min(k1, len(embs) - 1)
+    distances = reranker(embs, None, metric, k1, min(k2, k1 + 1), lambda_value)
+    matrix = np.empty((len(embs), len(embs)), np.float32)
+    for start in range(0, len(embs), block):
+        matrix[start:start + block] = distances(np.arange(start, min(start + block, len(embs))))
+    matrix += matrix.T
+    matrix *= 0.5
+    return matrix

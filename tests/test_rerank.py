@@ -12,9 +12,10 @@ def paper_rerank(query, gallery, k1, k2, lam):
     """Zhong et al. 2017, written as the formulas read, with dense matrices and sets.
 
     d is the squared Euclidean distance over query and gallery images, each
-    row divided by its maximum (as the authors' code does).
+    row divided by its maximum (as the authors' code does). With `gallery`
+    None, the queries against each other.
     """
-    x = np.concatenate([query, gallery]).astype(np.float64)
+    x = np.concatenate([query] + ([] if gallery is None else [gallery])).astype(np.float64)
     n = len(x)
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     d = d / d.max(1, keepdims=True)
@@ -40,9 +41,10 @@ def paper_rerank(query, gallery, k1, k2, lam):
         v[i] /= v[i].sum()
     v = np.stack([v[order[i, :k2]].mean(0) for i in range(n)])   # eq. 11
     nq = len(query)
+    first = 0 if gallery is None else nq
     jaccard = np.array([[1 - np.minimum(v[p], v[g]).sum() / np.maximum(v[p], v[g]).sum()
-                         for g in range(nq, n)] for p in range(nq)])   # eq. 10
-    return (1 - lam) * jaccard + lam * d[:nq, nq:]                    # eq. 12
+                         for g in range(first, n)] for p in range(nq)])   # eq. 10
+    return (1 - lam) * jaccard + lam * d[:nq, first:]                    # eq. 12
 
 
 @pytest.mark.parametrize('k1, k2, lam, dim', [(20, 6, 0.3, 16), (7, 3, 0.5, 4), (4, 1, 0.0, 8)])
@@ -63,6 +65,22 @@ def test_matches_the_formulas(k1, k2, lam, dim):
     # Re-ranking changes the order, not just the scale.
     plain = ((query[:, None] - gallery[None]) ** 2).sum(-1)
     assert (np.argsort(got, 1) != np.argsort(plain, 1)).any()
+
+
+def test_one_set_against_itself_holds_each_image_once():
+    """associate.py re-ranks tracks against each other: the formulas over
+    the one set, both directions averaged, and k1, k2 shrunk for a set
+    smaller than they are."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(8, 6))
+    x = (centres[rng.integers(0, 8, 60)] + 0.6 * rng.normal(size=(60, 6))).astype(np.float32)
+    expected = paper_rerank(x, None, 7, 3, 0.3)
+    got = rerank.reranked_matrix(x, 'euclidean', 7, 3, 0.3, block=16)
+    np.testing.assert_allclose(got, (expected + expected.T) / 2, atol=2e-5)
+    assert got.dtype == np.float32 and (np.diag(got) < 1e-6).all()
+    small = rerank.reranked_matrix(x[:3], 'euclidean')
+    np.testing.assert_allclose(small, (lambda e: (e + e.T) / 2)(paper_rerank(x[:3], None, 2, 3,
+                                                                            0.3)), atol=2e-5)
 
 
 def test_sqeuclidean_is_the_same_and_k2_is_checked():
