@@ -30,6 +30,10 @@ from triplet_reid.inputs.footage import mot_line, read_boxes, read_detections
 
 log = logging.getLogger('associate')
 
+# The most tracks --rerank takes: it holds their (T, T) float32 distances,
+# 3.4 GiB at 30,000.
+MAX_RERANK_TRACKS = 30_000
+
 
 def camera_file(arg):
     """`CAMERA=FILE`: a camera's name and a MOT file of its boxes."""
@@ -69,6 +73,16 @@ parser.add_argument(
     '--threshold', type=flags.float_between(0, 2), default=0.4,
     help='The largest cosine distance (1 - cosine similarity of the tracks\' embeddings) at '
          'which two tracks, and two identities on average, are one person.')
+
+parser.add_argument(
+    '--rerank', action='store_true',
+    help='Measure the tracks\' distances re-ranked by their k-reciprocal neighbours (Zhong et '
+         'al., as evaluate.py --rerank does) instead of the plain cosine distance; --threshold '
+         'is then a re-ranked distance. k1 should be about the tracks a person leaves in all '
+         'cameras. Offline only; it holds all the tracks\' distances at once, 4 T² bytes (up '
+         'to {:,} tracks).'.format(MAX_RERANK_TRACKS))
+
+flags.add_rerank_settings(parser)
 
 parser.add_argument(
     '--topology', default=None, type=flags.readable_path, metavar='JSON',
@@ -136,6 +150,12 @@ def check_arguments(args):
         files.check_not_input(args.output_dir, '--output_dir', inputs)
     if args.state is not None:
         files.check_output(args.state, '--state', 'hdf5', inputs)
+    if args.rerank and args.rerank_k2 > args.rerank_k1 + 1:
+        raise cli.UserError('--rerank_k2 must be at most --rerank_k1 + 1.')
+    if args.rerank and args.state is not None:
+        raise cli.UserError('--rerank works offline: online, each track is compared with the '
+                            'identities held, whose neighbours are not; leave out --rerank or '
+                            '--state.')
 
 
 def associate_online(args, tracks, topology):
@@ -162,11 +182,11 @@ def associate_online(args, tracks, topology):
                               columns['start'], columns['end'], None), columns['identity']
 
 
-def estimated_topology(tracks, threshold, base):
+def estimated_topology(tracks, threshold, base, matrix):
     """The topology `serving.association.estimate_topology` finds (on the
     clock of `base`, a topology without links, when given), told in the log."""
     from triplet_reid.serving.association import estimate_topology
-    topology, gaps = estimate_topology(tracks, threshold, base)
+    topology, gaps = estimate_topology(tracks, threshold, base, matrix)
     log.info('No links given: estimated the cameras\' links from a first pass at %.3f '
              '(--transit any leaves them out): %s.', threshold / 2, '; '.join(
                  '{} – {}: {:g} to {:g} (walks of {})'.format(
@@ -175,6 +195,22 @@ def estimated_topology(tracks, threshold, base):
                  for (a, b), observed in sorted(gaps.items())) or 'none seen, no camera '
              'joins another')
     return topology
+
+
+def reranked(args, tracks):
+    """The re-ranked distances of `tracks` among themselves (--rerank)."""
+    from triplet_reid.evaluation.rerank import reranked_matrix
+    count = len(tracks.cameras)
+    if count > MAX_RERANK_TRACKS:
+        raise cli.UserError('--rerank holds all the tracks\' distances at once: {:,} tracks '
+                            'would take {:.1f} GiB, and it takes up to {:,}; associate them '
+                            'without --rerank.'.format(count, 4 * count ** 2 / 2 ** 30,
+                                                       MAX_RERANK_TRACKS))
+    if count < 2:
+        return np.zeros((count, count), np.float32)
+    log.info('Re-ranking the distances of %d tracks.', count)
+    return reranked_matrix(tracks.embeddings, 'cosine', args.rerank_k1, args.rerank_k2,
+                           args.rerank_lambda)
 
 
 def write_outputs(args, tracks, identities):
@@ -330,9 +366,10 @@ def main(argv=None):
         if args.state is not None:
             tracks, identities = associate_online(args, tracks, topology)
         else:
+            matrix = reranked(args, tracks) if args.rerank else None
             if (topology is None or topology.links is None) and args.transit == 'estimate':
-                topology = estimated_topology(tracks, args.threshold, topology)
-            identities = association.associate(tracks, args.threshold, topology)
+                topology = estimated_topology(tracks, args.threshold, topology, matrix)
+            identities = association.associate(tracks, args.threshold, topology, matrix=matrix)
             print('{} tracks of {} cameras joined into {} global identities.'.format(
                 len(identities), len(set(tracks.cameras)), len(set(identities.tolist()))))
         if args.output_dir is not None:

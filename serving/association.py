@@ -14,6 +14,10 @@ constraints that make two tracks two people whatever they look like:
   and most travel time; a person seen again by the same camera (who left
   and came back) is always possible.
 
+With `matrix`, other distances take the cosine distances' place: associate.py
+--rerank gives the k-reciprocal re-ranked ones (Zhong et al.), in which two
+tracks are close when their nearest neighbours are shared.
+
 The clustering is greedy average linkage: the pairs of tracks closer than
 `threshold` in increasing distance, each joining the two identities it
 links when their average distance (every track of one against every track
@@ -74,15 +78,17 @@ def normalised(embeddings, where):
     return (embeddings / norms).astype(np.float32)
 
 
-def close_pairs(embeddings, threshold, neighbours=NEIGHBOURS):
+def close_pairs(embeddings, threshold, neighbours=NEIGHBOURS, matrix=None):
     """(distances, first, second) of the pairs i < j of unit `embeddings`
-    (T, D) whose cosine distance 1 - eᵢ·eⱼ is at most `threshold`, each
-    among the `neighbours` nearest of i or of j, in increasing distance
-    (ties by index), computed `BLOCK` rows at a time."""
+    (T, D) whose cosine distance 1 - eᵢ·eⱼ (or distance in `matrix`, (T, T)
+    symmetric, when given) is at most `threshold`, each among the
+    `neighbours` nearest of i or of j, in increasing distance (ties by
+    index), computed `BLOCK` rows at a time."""
     count = len(embeddings)
     distances, firsts, seconds = [], [], []
     for start in range(0, count, BLOCK):
-        block = 1.0 - embeddings[start:start + BLOCK] @ embeddings.T
+        block = 1.0 - embeddings[start:start + BLOCK] @ embeddings.T if matrix is None else \
+            matrix[start:start + BLOCK].copy()
         rows = np.arange(len(block))
         block[rows, rows + start] = np.inf
         if count > neighbours:
@@ -217,7 +223,7 @@ def can_join(visits, others, topology):
     return True
 
 
-def associate(tracks, threshold, topology=None, constraints=True):
+def associate(tracks, threshold, topology=None, constraints=True, matrix=None):
     """Global identities of `tracks` (`Tracks`): (T,) int64, numbered from 0
     in the order of each identity's first track.
 
@@ -230,6 +236,8 @@ def associate(tracks, threshold, topology=None, constraints=True):
         constraints: whether a person is in one place at a time; without,
             appearance alone joins tracks (what the constraints add is
             measured against it: bench/mtmc.py).
+        matrix: (T, T) symmetric distances to use in place of the cosine
+            distances (the re-ranked ones: `evaluation.rerank.reranked_matrix`).
     """
     identities = [Identity(index, tracks) for index in range(len(tracks.cameras))]
     owner = list(range(len(identities)))
@@ -240,14 +248,16 @@ def associate(tracks, threshold, topology=None, constraints=True):
             index = owner[index]
         return index
 
-    distances, firsts, seconds = close_pairs(tracks.embeddings, threshold)
+    distances, firsts, seconds = close_pairs(tracks.embeddings, threshold, matrix=matrix)
     joined = 0
     for first, second in zip(firsts, seconds):
         a, b = find(int(first)), find(int(second))
         if a == b:
             continue
         one, other = identities[a], identities[b]
-        if average_distance(one, other) > threshold:
+        average = average_distance(one, other) if matrix is None else float(
+            matrix[np.ix_(one.members, other.members)].mean())
+        if average > threshold:
             continue
         keep, drop = (a, b) if len(one.visits) >= len(other.visits) else (b, a)
         kept, dropped = identities[keep], identities[drop]
@@ -294,20 +304,20 @@ def transit_times(tracks, identities):
     return gaps
 
 
-def estimate_topology(tracks, threshold, base=None):
+def estimate_topology(tracks, threshold, base=None, matrix=None):
     """The camera links of `tracks` estimated from a first pass (constrained,
     within `CONFIDENT` of `threshold`): each pair of cameras between which a
     confident identity walked, with a window around the transit times
     observed (`MARGIN` beyond them), on the tracks' own clock. Pairs that no
     confident identity walked between are not linked. `base`, a topology
     without links (its clock and its cameras that see one place at once),
-    constrains the first pass and is kept.
+    constrains the first pass and is kept; `matrix` is `associate`'s.
 
     Returns:
         (`inputs.topology.Topology`, {pair: observed gaps}).
     """
     from triplet_reid.inputs.topology import Topology
-    gaps = transit_times(tracks, associate(tracks, threshold * CONFIDENT, base))
+    gaps = transit_times(tracks, associate(tracks, threshold * CONFIDENT, base, matrix=matrix))
     windows = {}
     for (camera, other), observed in gaps.items():
         least, most = min(observed), max(observed)

@@ -399,3 +399,41 @@ def test_ground_truth_with_one_person_in_two_places_at_once_is_refused(network, 
     assert associate.main(['--mot_tracks', 'c1={}'.format(truth['c1']), 'c2={}'.format(twice),
                            '--ground_truth', 'c1={}'.format(truth['c1']),
                            'c2={}'.format(twice), '--topology', path]) == 0
+
+
+def test_given_distances_take_the_cosine_s_place_in_pairs_and_averages():
+    """`matrix` (the re-ranked distances) decides both which pairs are
+    close and how far two identities are on average."""
+    rows = [('c1', 1, 0, 10, 'a'), ('c2', 1, 20, 30, 'b'), ('c3', 1, 40, 50, 'c')]
+    tracks = tracks_of(rows)
+    assert cluster(tracks, 0.3).tolist() == [0, 1, 2]
+    matrix = np.array([[0, 0.1, 0.9], [0.1, 0, 0.1], [0.9, 0.1, 0]], np.float32)
+    # 0 and 1 join; 2 is near 1 but 0.5 from {0, 1} on average.
+    assert cluster(tracks, 0.3, matrix=matrix).tolist() == [0, 0, 1]
+    assert cluster(tracks, 0.6, matrix=matrix).tolist() == [0, 0, 0]
+    # The constraints hold whatever the distances say.
+    rows[2] = ('c1', 2, 5, 15, 'c')
+    assert cluster(tracks_of(rows), 0.6, matrix=matrix).tolist() == [0, 0, 1]
+
+
+def test_rerank_associates_by_shared_neighbours(network, capsys, monkeypatch):
+    folder, tracklets, boxes, truth = network
+    out = str(folder / 'out')
+    assert associate.main(['--tracklets', *tracklets, '--output_dir', out, '--rerank',
+                           '--threshold', '0.2', '--ground_truth',
+                           *('{}={}'.format(c, p) for c, p in truth.items()), '--detections',
+                           *('{}={}'.format(c, p) for c, p in boxes.items())]) == 0
+    assert open(os.path.join(out, 'tracks.csv')).read().splitlines() == [
+        'camera,track,global_id', 'c1,3,0', 'c1,4,1', 'c2,8,0']
+    assert '| all cameras | 100.00% |' in capsys.readouterr().out
+    for extra, match in ((['--state', str(folder / 's.h5')], r'--rerank works offline'),
+                         (['--rerank_k1', '3', '--rerank_k2', '5'],
+                          r'--rerank_k2 must be at most --rerank_k1 \+ 1')):
+        with pytest.raises(cli.UserError, match=match):
+            associate.main(['--tracklets', *tracklets, '--output_dir', out + '2', '--rerank',
+                            *extra])
+    monkeypatch.setattr(associate, 'MAX_RERANK_TRACKS', 2)
+    with pytest.raises(cli.UserError, match=r'--rerank holds all the tracks\' distances at '
+                                            r'once: 3 tracks would take 0\.0 GiB'):
+        associate.main(['--tracklets', *tracklets, '--output_dir', out + '2', '--rerank'])
+    assert not os.path.exists(out + '2')
