@@ -62,6 +62,11 @@ MAKER = 'convert_mtmc.py'
 # AI City's frame rate where the video does not say (its readme: 10 fps, c015 8).
 AICITY_FPS = 10.0
 
+# What AI City's cam_timestamp files and EPFL's ground truth are, as messages say it.
+STARTS_TEXT = "AI City's cam_timestamp/SXX.txt is text, a line `CAMERA SECONDS` each"
+EPFL_TEXT = ("EPFL's ground truth is text, a line `ID XMIN YMIN XMAX YMAX FRAME LOST OCCLUDED "
+             "GENERATED LABEL` each")
+
 # The most annotation files, and boxes in one, a WILDTRACK or MMPTracking
 # folder may hold: WILDTRACK has 400 frames of about 20 people, an
 # MMPTracking scene some 50,000 images of up to 6 cameras.
@@ -95,7 +100,7 @@ def video_rate(path):
 def read_starts(path):
     """{camera: start seconds} of an AI City `cam_timestamp/SXX.txt`."""
     starts = {}
-    for number, fields in footage.read_lines(path):
+    for number, fields in footage.read_lines(path, 'the cameras\' start times', STARTS_TEXT):
         text = ' '.join(fields).split()
         if not text:
             continue
@@ -261,7 +266,7 @@ def epfl_lines(path):
     """The MOT lines of the boxes of one EPFL ground-truth file, leaving out
     those marked lost (outside the view)."""
     lines, seen = [], {}
-    for number, fields in footage.read_lines(path):
+    for number, fields in footage.read_lines(path, 'the ground truth', EPFL_TEXT):
         text = ' '.join(fields).split()
         if not text:
             continue

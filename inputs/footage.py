@@ -109,26 +109,31 @@ def mot_line(frame, identity, box):
         frame, identity, left + 1, top + 1, width, height)
 
 
-def read_lines(path):
+# What a detections file is, as read_lines's messages say it.
+MOT_TEXT = 'a detections file is MOT-Challenge text, a line `frame,id,bb_left,bb_top,bb_width,' \
+    'bb_height,...` each'
+
+
+def read_lines(path, what='the detections', form=MOT_TEXT):
     """Yields (line number, fields) of the detections file `path`, one line
     at a time, refusing at once by line what no MOT file holds: a line
     longer than `MAX_LINE_BYTES`, binary content, text that is not UTF-8; and
-    a path that is not a regular file (a device or pipe never ends)."""
-    files.check_regular(path, 'the detections', 'pass a MOT-Challenge text file')
+    a path that is not a regular file (a device or pipe never ends). Another
+    text file of short lines (a converter's) is read alike: `what` names it
+    and `form` says in the messages what it should be."""
+    files.check_regular(path, what, 'pass a text file: ' + form)
     try:
         with open(path, 'rb') as f:
             for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b''), 1):
-                yield number, fields_of(line, path, number)
+                yield number, fields_of(line, path, number, form)
     except OSError as e:
-        raise UserError('cannot read the detections `{}`: {}.'.format(path, e.strerror or e))
+        raise UserError('cannot read {} `{}`: {}.'.format(what, path, e.strerror or e))
 
 
-def fields_of(line, path, number):
+def fields_of(line, path, number, form=MOT_TEXT):
     """The comma-separated fields of one line (bytes) of the detections file."""
     def fail(problem):
-        return UserError('`{}` line {}: {}; a detections file is MOT-Challenge text, a line '
-                         '`frame,id,bb_left,bb_top,bb_width,bb_height,...` each.'.format(
-                             path, number, problem))
+        return UserError('`{}` line {}: {}; {}.'.format(path, number, problem, form))
     if len(line) > MAX_LINE_BYTES:
         raise fail('the line is longer than {} bytes, which no MOT line is'.format(
             MAX_LINE_BYTES))

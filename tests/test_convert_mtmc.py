@@ -185,6 +185,9 @@ def test_an_epfl_sequence_gives_each_camera_its_video_truth_and_one_clock(epfl, 
     (lambda root: (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_text(
         '0 100 30 130 90 1 0 0 0\n0 100 31 130 90 1 0 0 0\n'),
      r'terrace1-c1\.txt` line 2: person 0 is in frame 1 twice \(also line 1\)'),
+    (lambda root: (root / 'ground_truth' / 'Terrace' / 'terrace1-c1.txt').write_bytes(
+        b'\x00\x01'), r'terrace1-c1\.txt` line 1: the line holds binary content \(a NUL '
+     r'byte\); EPFL\'s ground truth is text, a line `ID XMIN'),
     (lambda root: os.remove(root / 'videos' / 'terrace1-c1.avi'),
      r'holds no video of camera c1 of `terrace1` \(terrace1-c1\.avi\)'),
     (lambda root: (root / 'terrace1-c0.txt').write_text(''),
