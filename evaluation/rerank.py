@@ -230,6 +230,12 @@ def reranked_matrix(embs, metric='cosine', k1=20, k2=6, lambda_value=0.3, block=
     matrix = np.empty((len(embs), len(embs)), np.float32)
     for start in range(0, len(embs), block):
         matrix[start:start + block] = distances(np.arange(start, min(start + block, len(embs))))
-    matrix += matrix.T
-    matrix *= 0.5
+    # Both directions averaged a pair of blocks at a time: `matrix += matrix.T`
+    # would copy the whole matrix first.
+    for start in range(0, len(embs), block):
+        for other in range(start, len(embs), block):
+            mean = (matrix[start:start + block, other:other + block] +
+                    matrix[other:other + block, start:start + block].T) * np.float32(0.5)
+            matrix[start:start + block, other:other + block] = mean
+            matrix[other:other + block, start:start + block] = mean.T
     return matrix
