@@ -7,12 +7,17 @@ noise, a tenth of the people with a look-alike), joined by
 serving/association.py's `associate` with the constraints; the seconds and
 the peak resident memory of the process (which held nothing before).
 
+With --rerank, the offline run first re-ranks the distances
+(associate.py --rerank: their (T, T) matrix).
+
 Online: a state of `--identities` global identities (100,000) with a track
 each, to which `--new` tracks (1,000) are added one at a time by
 `add_tracks`; the milliseconds a track, and the seconds to read and write
 the state file around them.
 
     .venv/bin/python -m bench.association_scale --json bench/results/association_scale.json
+    .venv/bin/python -m bench.association_scale --rerank \\
+        --json bench/results/association_scale_rerank.json
 """
 
 import argparse
@@ -54,14 +59,18 @@ def peak_mib():
 
 
 def offline(args):
+    from triplet_reid.evaluation.rerank import reranked_matrix
     from triplet_reid.serving.association import associate
     tracks, person = synthetic_tracks(args.tracks, args.cameras, args.seed)
     before = peak_mib()
     start = time.perf_counter()
-    identities = associate(tracks, args.threshold)
+    # associate.py --rerank: the (T, T) re-ranked distances first.
+    matrix = reranked_matrix(tracks.embeddings, 'cosine') if args.rerank else None
+    identities = associate(tracks, args.threshold, matrix=matrix)
     seconds = time.perf_counter() - start
     pure = np.mean([len(set(person[identities == i])) == 1 for i in np.unique(identities)])
-    return dict(tracks=args.tracks, cameras=args.cameras, people=int(person.max() + 1),
+    return dict(tracks=args.tracks, cameras=args.cameras, rerank=args.rerank,
+                people=int(person.max() + 1),
                 identities=int(len(np.unique(identities))), pure_identities=round(float(pure), 4),
                 seconds=round(seconds, 2), peak_mib_before=round(before),
                 peak_mib=round(peak_mib()))
@@ -108,6 +117,9 @@ def main(argv=None):
     parser.add_argument('--new', type=int, default=1_000, help='Tracks added online.')
     parser.add_argument('--threshold', type=float, default=0.4, help='Cosine distance.')
     parser.add_argument('--seed', type=int, default=0, help='Seed of the tracks.')
+    parser.add_argument('--rerank', action='store_true',
+                        help='Offline, associate the re-ranked distances (associate.py '
+                             '--rerank), the time of their matrix included.')
     parser.add_argument('--json', help='Also write the figures to this JSON file.')
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
