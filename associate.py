@@ -185,10 +185,10 @@ def associate_online(args, tracks, topology):
 def estimated_topology(tracks, threshold, base, matrix):
     """The topology `serving.association.estimate_topology` finds (on the
     clock of `base`, a topology without links, when given), told in the log."""
-    from triplet_reid.serving.association import estimate_topology
+    from triplet_reid.serving.association import CONFIDENT, estimate_topology
     topology, gaps = estimate_topology(tracks, threshold, base, matrix)
     log.info('No links given: estimated the cameras\' links from a first pass at %.3f '
-             '(--transit any leaves them out): %s.', threshold / 2, '; '.join(
+             '(--transit any leaves them out): %s.', threshold * CONFIDENT, '; '.join(
                  '{} – {}: {:g} to {:g} (walks of {})'.format(
                      a, b, *topology.links[a, b], ', '.join('{:g}'.format(g) for g in sorted(
                          observed)[:8]) + (' …' if len(observed) > 8 else ''))
@@ -206,8 +206,6 @@ def reranked(args, tracks):
                             'would take {:.1f} GiB, and it takes up to {:,}; associate them '
                             'without --rerank.'.format(count, 4 * count ** 2 / 2 ** 30,
                                                        MAX_RERANK_TRACKS))
-    if count < 2:
-        return np.zeros((count, count), np.float32)
     log.info('Re-ranking the distances of %d tracks.', count)
     return reranked_matrix(tracks.embeddings, 'cosine', args.rerank_k1, args.rerank_k2,
                            args.rerank_lambda)

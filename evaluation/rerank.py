@@ -221,10 +221,13 @@ def reranked_matrix(embs, metric='cosine', k1=20, k2=6, lambda_value=0.3, block=
     shrink k1 and k2 to what they hold.
 
     Args:
-        embs: (N, D) embeddings, N ≥ 2.
+        embs: (N, D) embeddings; one or none have no neighbours to re-rank
+            by, and their distances are zero.
         metric, k1, k2, lambda_value: as `reranker` takes them.
         block: rows computed at once.
     """
+    if len(embs) < 2:
+        return np.zeros((len(embs), len(embs)), np.float32)
     k1 = min(k1, len(embs) - 1)
     distances = reranker(embs, None, metric, k1, min(k2, k1 + 1), lambda_value)
     matrix = np.empty((len(embs), len(embs)), np.float32)

@@ -78,6 +78,8 @@ def test_one_set_against_itself_holds_each_image_once():
     got = rerank.reranked_matrix(x, 'euclidean', 7, 3, 0.3, block=16)
     np.testing.assert_allclose(got, (expected + expected.T) / 2, atol=2e-5)
     assert got.dtype == np.float32 and (np.diag(got) < 1e-6).all()
+    # One track has nothing to re-rank by.
+    assert rerank.reranked_matrix(x[:1]).tolist() == [[0.0]]
     small = rerank.reranked_matrix(x[:3], 'euclidean')
     np.testing.assert_allclose(small, (lambda e: (e + e.T) / 2)(paper_rerank(x[:3], None, 2, 3,
                                                                             0.3)), atol=2e-5)
